@@ -1,0 +1,113 @@
+# mailpool - see README.md.  `make run` starts the service, `make test`
+# runs every test; both install missing Debian packages first.
+
+CC       ?= cc
+BUILD    ?= build
+PKGS     := libmicrohttpd jansson gnutls inih
+WARN     := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes \
+            -Wmissing-prototypes -Wpointer-arith -Wcast-qual -Wformat=2 \
+            -Wvla -Wwrite-strings -Wimplicit-fallthrough -fno-common \
+            -fstack-protector-strong
+ifneq ($(WERROR),)
+WARN     += -Werror
+endif
+OPT      ?= -O2 -g
+CPPFLAGS += -D_GNU_SOURCE -I. -Ismtpcore/include -MMD -MP
+CFLAGS   += $(WARN) $(OPT) $(SAN)
+LDFLAGS  += $(SAN) -pthread
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+SMTPCORE_SRC := $(wildcard smtpcore/src/*.c)
+CONFIG_SRC   := $(wildcard config/*.c)
+SERVER_SRC   := $(filter-out server/main.c,$(wildcard server/*.c))
+API_SRC      := $(wildcard api/*.c)
+SUPPORT_SRC  := $(wildcard tests/support/*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+LIB_SMTPCORE := $(BUILD)/libsmtpcore.a
+LIB_CONFIG   := $(BUILD)/libmpconfig.a
+LIB_SERVER   := $(BUILD)/libmpserver.a
+LIB_API      := $(BUILD)/libmpapi.a
+LIBS_ALL     := $(LIB_API) $(LIB_SERVER) $(LIB_CONFIG) $(LIB_SMTPCORE)
+MAILPOOL     := $(BUILD)/mailpool
+
+UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
+INTEG_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(wildcard tests/integration/test_*.c))
+
+.PHONY: all deps deps-run deps-test run test unit integration check-deps \
+        clean asan valgrind lint format bench
+
+all: $(MAILPOOL)
+
+deps:
+	@scripts/deps.sh build
+deps-run:
+	@scripts/deps.sh run
+deps-test:
+	@scripts/deps.sh test
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -c $< -o $@
+
+$(LIB_SMTPCORE): $(call obj,$(SMTPCORE_SRC))
+$(LIB_CONFIG):   $(call obj,$(CONFIG_SRC))
+$(LIB_SERVER):   $(call obj,$(SERVER_SRC))
+$(LIB_API):      $(call obj,$(API_SRC))
+$(BUILD)/lib%.a:
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(MAILPOOL): $(call obj,server/main.c) $(LIBS_ALL)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(call obj,$(SUPPORT_SRC)) $(LIBS_ALL)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDFLAGS) $(PKG_LIBS) -lcmocka
+$(BUILD)/tests/%: tests/integration/%.c $(call obj,$(SUPPORT_SRC)) $(LIBS_ALL)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDFLAGS) $(PKG_LIBS) -lcmocka
+
+# The main job: smtp-sink as the relay on 127.0.0.1, mailpool serve in front.
+run: deps-run
+	@$(MAKE) --no-print-directory all
+	@scripts/run.sh
+
+test: deps-test
+	@$(MAKE) --no-print-directory all $(UNIT_TESTS) $(INTEG_TESTS)
+	@$(MAKE) --no-print-directory check-deps
+	@scripts/run-tests.sh $(UNIT_TESTS) $(INTEG_TESTS)
+
+unit: deps-test
+	@$(MAKE) --no-print-directory $(UNIT_TESTS)
+	@scripts/run-tests.sh $(UNIT_TESTS)
+
+integration: deps-test
+	@$(MAKE) --no-print-directory all $(INTEG_TESTS)
+	@scripts/run-tests.sh $(INTEG_TESTS)
+
+# The one-way arrows of docs/ARCHITECTURE.md, checked on #include lines.
+check-deps:
+	@scripts/check-deps.sh
+
+asan:
+	@$(MAKE) --no-print-directory test BUILD=build-asan OPT="-O1 -g" \
+	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
+
+valgrind: deps-test
+	@$(MAKE) --no-print-directory all $(UNIT_TESTS) $(INTEG_TESTS)
+	@VALGRIND=1 scripts/run-tests.sh $(UNIT_TESTS) $(INTEG_TESTS)
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
+	    --inline-suppr -I. -Ismtpcore/include smtpcore config server api
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

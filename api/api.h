@@ -1,0 +1,38 @@
+/*
+ * api/api.h - the HTTP JSON API over libmicrohttpd, and the JSON shape of
+ * an SMTP outcome shared by the HTTP API and the command line.
+ *
+ * Threads: api_start/api_stop from the main thread; api_set_draining from
+ * any thread.  The handlers run on MHD's internal thread pool and never
+ * block on SMTP: they suspend the connection and a job's done callback
+ * resumes it.
+ */
+#ifndef MAILPOOL_API_H
+#define MAILPOOL_API_H
+
+#include <jansson.h>
+#include <smtpcore/smtp.h>
+#include "config/config.h"
+#include "server/pool.h"
+
+struct api;
+
+/* Binds cfg->http.listen and starts serving; NULL with err set on failure.
+   cfg and pool are borrowed and must outlive the api. */
+struct api *api_start(const struct cfg *cfg, struct pool *pool, char *err,
+                      size_t errlen);
+/* The port actually bound (useful when listen asked for port 0). */
+int api_port(const struct api *api);
+/* While draining, /readyz answers 503 and new work gets 503 Retry-After. */
+void api_set_draining(struct api *api, int draining);
+/* Stops the daemon (after in-flight requests were answered) and frees. */
+void api_stop(struct api *api);
+
+/*
+ * The result object: {"code", "text", "enhanced", "status", "accepted",
+ * "rejected": [{"recipient", "code", "enhanced", "text"}], "message_id"}
+ * plus "error" (a sentence) when res->message is set.  New reference.
+ */
+json_t *api_result_json(const struct smtp_result *res);
+
+#endif /* MAILPOOL_API_H */

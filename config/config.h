@@ -1,0 +1,86 @@
+/*
+ * config/config.h - mailpool's configuration: one table of keys drives the
+ * defaults, the INI file, the environment and the command-line flags.
+ *
+ * Precedence, lowest first: built-in defaults, the INI file (--config FILE or
+ * MAILPOOL_CONFIG), environment MAILPOOL_<SECTION>_<KEY>, flags
+ * --<section>-<key> VALUE (underscores in keys become dashes in flags).
+ *
+ * Errors: cfg_load returns -1 and writes a sentence naming the key (as
+ * "section.key") and the reason into err.  Nothing is exited on.
+ * Threads: a loaded struct cfg is read-only and may be shared freely.
+ */
+#ifndef MAILPOOL_CONFIG_H
+#define MAILPOOL_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+/* Every string is owned by the struct (freed by cfg_free); NULL when unset. */
+struct cfg {
+    struct {
+        char *host;               /* relay.host, default "localhost" */
+        int port;                 /* relay.port, default 25 */
+        char *tls;                /* none|opportunistic|required|implicit;
+                                     default "opportunistic" */
+        char *ca_file;
+        char *cert_file;
+        char *key_file;
+        int insecure_skip_verify; /* bool, default 0 */
+        char *helo_name;          /* default "localhost" */
+        char *auth_user;
+        char *auth_pass;          /* secret */
+        char *auth_pass_file;     /* read at load time into auth_pass */
+        char *auth_mech;          /* PLAIN|LOGIN|XOAUTH2 or unset */
+        int auth_allow_plaintext; /* bool, default 0 */
+        int pipelining;           /* bool, default 1 */
+        int connect_timeout;      /* seconds, default 30 */
+        int command_timeout;      /* seconds, default 300 */
+        int data_timeout;         /* seconds, final dot to reply, default 600 */
+    } relay;
+    struct {
+        char *listen;             /* "127.0.0.1:8025" */
+        long max_body;            /* bytes, default 10485760 */
+        int max_batch;            /* messages per batch, default 1000 */
+        int max_recipients;       /* per message, default 100 */
+        char *api_keys;           /* secret; comma-separated bearer keys */
+        int threads;              /* MHD thread pool size, default 2 */
+        int connection_timeout;   /* seconds an idle HTTP client is kept, 60 */
+    } http;
+    struct {
+        int workers;              /* default 8 */
+        int queue;                /* queued jobs at most, default 1024 */
+        int connections;          /* SMTP connections at most, default 8 */
+        int messages_per_conn;    /* default 1000 */
+        int idle_timeout;         /* seconds, default 30 */
+        int retries;              /* default 3 */
+        int retry_backoff_ms;     /* first backoff, doubled, default 200 */
+        double rate;              /* messages/second across the pool; 0 off */
+        int drain_timeout;        /* seconds, default 30 */
+    } pool;
+    struct {
+        char *level;              /* debug|info|warn|error, default "info" */
+    } log;
+};
+
+/* Fills cfg with the defaults (cfg must be zeroed or freed before). */
+int cfg_defaults(struct cfg *cfg, char *err, size_t errlen);
+
+/*
+ * Loads defaults, file, environment (envp, NULL-terminated "K=V"; NULL means
+ * the process environment) and flags.  argv[0..argc) holds only the flags
+ * (no program or subcommand name).  Flags cfg does not know are left for the
+ * caller: their indexes are returned in rest[0..*nrest) when rest is non-NULL,
+ * otherwise an unknown flag is an error.  Validates every value.
+ * Returns 0, or -1 with err set ("relay.port: must be 1..65535, got 0").
+ */
+int cfg_load(struct cfg *cfg, int argc, char **argv, char **envp,
+             int *rest, int *nrest, char *err, size_t errlen);
+
+/* Releases every string and zeroes cfg. */
+void cfg_free(struct cfg *cfg);
+
+/* Writes the effective configuration as INI, secrets as "<redacted>". */
+int cfg_print(const struct cfg *cfg, FILE *out);
+
+#endif /* MAILPOOL_CONFIG_H */

@@ -1,0 +1,19 @@
+#!/bin/sh
+# check-deps.sh - the module arrows of docs/ARCHITECTURE.md, checked on the
+# #include lines:  smtpcore -> (libc, TLS);  config -> (libc, inih);
+# server -> smtpcore, config;  api -> server, config, jansson, microhttpd.
+set -u
+bad=0
+check() {   # module, regex of includes it must not have
+    hits=$(grep -nE "^[[:space:]]*#[[:space:]]*include[[:space:]]*[<\"]($2)" \
+        $(find "$1" -name '*.[ch]' ! -name main.c) 2>/dev/null)
+    if [ -n "$hits" ]; then
+        echo "check-deps: $1 must not include these:"; echo "$hits"; bad=1
+    fi
+}
+check smtpcore 'config/|server/|api/|jansson|microhttpd|ini\.h'
+check config   'smtpcore|server/|api/|jansson|microhttpd|gnutls'
+check server   'api/|jansson|microhttpd'
+check api      'smtpcore/src'
+[ $bad -eq 0 ] && echo "check-deps: ok"
+exit $bad

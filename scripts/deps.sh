@@ -1,0 +1,39 @@
+#!/bin/sh
+# deps.sh - install the Debian 12 packages mailpool needs to build, run and
+# test.  As root it runs apt-get; otherwise it prints the command and fails.
+#   scripts/deps.sh build   compiler and libraries
+#   scripts/deps.sh run     build + the smtp-sink relay used by `make run`
+#   scripts/deps.sh test    run + every test peer and tool
+set -eu
+
+build_pkgs="gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev
+libgnutls28-dev libinih-dev"
+run_pkgs="postfix curl"
+test_pkgs="libcmocka-dev python3 python3-aiosmtpd gnutls-bin valgrind"
+
+case "${1:-test}" in
+    build) want="$build_pkgs" ;;
+    run)   want="$build_pkgs $run_pkgs" ;;
+    test)  want="$build_pkgs $run_pkgs $test_pkgs" ;;
+    *) echo "usage: $0 build|run|test" >&2; exit 2 ;;
+esac
+
+missing=""
+for p in $want; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed'; then
+        missing="$missing $p"
+    fi
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "mailpool needs these Debian packages:$missing" >&2
+    echo "install them with:  sudo apt-get install -y$missing" >&2
+    exit 1
+fi
+echo "deps: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+# postfix must not start a daemon of its own on port 25.
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections 2>/dev/null || true
+apt-get update -q >&2
+apt-get install -y -q --no-install-recommends $missing >&2

@@ -1,0 +1,64 @@
+/*
+ * server/job.h - the job interface between the HTTP layer and the workers.
+ *
+ * A job is one unit of SMTP work: send a message, or a VRFY/EXPN/HELP query.
+ * The submitter fills it (job_new + the fields), hands it to job_submit; from
+ * then on it belongs to the pool until the pool calls job->done exactly once,
+ * from a worker thread, which hands it back: the done callback owns the job
+ * and must job_free it (now or later).  A worker's step cannot fail: whatever
+ * goes wrong is written into job->result.
+ *
+ * Threads: a job is touched by one thread at a time (submitter, then one
+ * worker, then the done callback).  job_submit is thread-safe.
+ */
+#ifndef MAILPOOL_JOB_H
+#define MAILPOOL_JOB_H
+
+#include <stddef.h>
+#include <smtpcore/smtp.h>
+
+enum job_kind { JOB_SEND, JOB_VERIFY, JOB_EXPAND, JOB_HELP };
+
+/* A message to send; every pointer is owned by the job (freed by job_free). */
+struct job_message {
+    char *from;
+    char **to;
+    size_t nto;
+    char **hnames;              /* header field names, in order */
+    char **hvalues;             /* header field values */
+    size_t nheaders;
+    char *body;                 /* body text (or the whole message if raw) */
+    size_t body_len;
+    int raw;                    /* body is a complete RFC 5322 message */
+};
+
+struct job;
+typedef void (*job_done_fn)(struct job *job, void *ctx);
+
+struct job {
+    enum job_kind kind;
+    struct job_message msg;     /* JOB_SEND */
+    char *arg;                  /* VERIFY address, EXPAND list, HELP topic
+                                   (NULL for no topic); owned */
+    char request_id[40];        /* for the logs */
+
+    /* Written by the worker before done is called. */
+    struct smtp_result result;
+    int attempts;               /* SMTP attempts made (retries + 1) */
+    double duration_ms;         /* from submit to done */
+    int unreachable;            /* relay could not be reached at all */
+
+    job_done_fn done;           /* called once, from a worker thread */
+    void *done_ctx;
+
+    /* Private to the pool. */
+    struct job *next_;
+    double submitted_;
+};
+
+/* A zeroed job of the given kind, or NULL when out of memory. */
+struct job *job_new(enum job_kind kind);
+/* Frees the job and all it owns; NULL is a no-op. */
+void job_free(struct job *job);
+
+#endif /* MAILPOOL_JOB_H */

@@ -1,0 +1,59 @@
+/*
+ * server/pool.h - the worker pool and its pooled SMTP connections.
+ *
+ * pool_new starts cfg->pool.workers threads that take jobs from a bounded
+ * queue (cfg->pool.queue) and run them over at most cfg->pool.connections
+ * SMTP connections to the configured relay, reused from message to message.
+ * Retries: temporary failures (4xx, connection lost before the final dot) are
+ * retried with backoff up to cfg->pool.retries times, on a fresh connection;
+ * a failure after the final dot is status "unknown" and never resent; 5xx is
+ * never retried.
+ *
+ * Threads: every function here is thread-safe except pool_free, which must
+ * be called once, after pool_drain, by the thread that made the pool.
+ */
+#ifndef MAILPOOL_POOL_H
+#define MAILPOOL_POOL_H
+
+#include <stddef.h>
+#include "config/config.h"
+#include "server/job.h"
+
+struct pool;
+
+enum pool_submit_err {
+    POOL_OK = 0,
+    POOL_FULL = -1,        /* the queue is full: try later (503) */
+    POOL_DRAINING = -2     /* shutting down: no new work (503) */
+};
+
+/* Gauges for /metrics and /readyz; a consistent snapshot. */
+struct pool_stats {
+    size_t queued;         /* jobs waiting */
+    size_t busy_workers;
+    size_t workers;
+    size_t conns_open;     /* SMTP connections open (idle + busy) */
+    size_t conns_idle;
+    size_t conns_busy;
+    int draining;
+    unsigned long long conns_opened;   /* counters since start */
+    unsigned long long conns_failed;
+    unsigned long long retries;
+};
+
+/* Starts the workers; NULL with err set on failure.  cfg is borrowed and
+   must outlive the pool. */
+struct pool *pool_new(const struct cfg *cfg, char *err, size_t errlen);
+/* Hands job to the pool (POOL_OK: the pool owns it until job->done). */
+int pool_submit(struct pool *pool, struct job *job);
+void pool_stats(struct pool *pool, struct pool_stats *out);
+/* 1 when a relay connection is open or a probe (connect + EHLO + QUIT)
+   succeeds now; 0 otherwise.  Probes at most once per second. */
+int pool_ready(struct pool *pool);
+/* Stops taking jobs, waits up to timeout_s for queued and in-flight jobs
+   (those still queued then are finished as failed with a "shutting down"
+   message), QUITs the pooled connections and joins the workers. */
+void pool_drain(struct pool *pool, int timeout_s);
+void pool_free(struct pool *pool);
+
+#endif /* MAILPOOL_POOL_H */

@@ -1,0 +1,290 @@
+/*
+ * smtpcore/smtp.h - SMTP client library (the API of scsh's SMTP library, in C).
+ *
+ * The seed's procedures keep their names with '-' turned into '_':
+ *   smtp_send_mail, smtp_expand, smtp_verify, smtp_get_help, smtp_connect,
+ *   smtp_transactions, smtp_transactions_no_close, and one constructor per
+ *   SMTP command (smtp_helo, smtp_ehlo, smtp_mail, smtp_rcpt, smtp_data, ...).
+ *
+ * Outcomes: every call that talks to a server fills a caller-owned
+ * struct smtp_result and returns its kind (SMTP_OK or a negative
+ * enum smtp_kind).  result->code keeps the seed's meaning: the deciding reply
+ * code (success when below 400), 700 when recipients were rejected, 0 when no
+ * reply was read at all (connection, timeout, protocol or local errors).
+ *
+ * Threads: nothing global is mutable.  A struct smtp_conn belongs to one
+ * thread at a time; distinct connections may be used from distinct threads.
+ *
+ * Ownership: _new/_free pairs; every _free and _clear accepts NULL.  Strings
+ * passed in are copied unless a comment says "borrowed".
+ */
+#ifndef SMTPCORE_SMTP_H
+#define SMTPCORE_SMTP_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Limits (RFC 5321 4.5.3.1, and the bounds of the reply reader). */
+#define SMTP_MAX_LOCAL_PART     64
+#define SMTP_MAX_DOMAIN         255
+#define SMTP_MAX_PATH           256
+#define SMTP_MAX_LINE           998    /* text line, without CRLF */
+#define SMTP_MAX_REPLY_LINE     4096   /* one reply line we accept */
+#define SMTP_MAX_REPLY_LINES    100    /* lines in one reply */
+#define SMTP_MAX_REPLY_BYTES    65536  /* bytes in one reply */
+#define SMTP_DEFAULT_PORT       25
+
+/* The kind of an outcome: 0 or negative. */
+enum smtp_kind {
+    SMTP_OK = 0,
+    SMTP_ERR_REPLY = -1,     /* the server answered 4xx/5xx (or a bad greeting) */
+    SMTP_ERR_REJECTED = -2,  /* some or all recipients rejected: code 700 */
+    SMTP_ERR_CONN = -3,      /* resolve/connect/read/write failed, or EOF */
+    SMTP_ERR_TIMEOUT = -4,   /* a deadline passed; result->command names it */
+    SMTP_ERR_PROTO = -5,     /* the server spoke something that is not SMTP */
+    SMTP_ERR_LOCAL = -6,     /* refused before sending: bad input, no memory */
+    SMTP_ERR_TLS = -7,       /* TLS unavailable, handshake or verification failed */
+    SMTP_ERR_AUTH = -8       /* authentication refused or impossible */
+};
+
+/* What became of a message (the "status" of the JSON result). */
+enum smtp_delivery {
+    SMTP_DELIVERY_NONE = 0,  /* not a send (queries, transactions) */
+    SMTP_DELIVERY_SENT,      /* every recipient accepted, DATA accepted */
+    SMTP_DELIVERY_PARTIAL,   /* some recipients rejected, the rest got it */
+    SMTP_DELIVERY_REJECTED,  /* every recipient rejected; no DATA was sent */
+    SMTP_DELIVERY_FAILED,    /* not delivered (error before the final dot, or
+                                DATA refused) */
+    SMTP_DELIVERY_UNKNOWN    /* the final dot was sent but no reply came:
+                                it may have been delivered; never resend */
+};
+
+/* One server reply, validated and bounded. */
+struct smtp_reply {
+    int code;            /* 200..599; 0 when none */
+    char enhanced[16];   /* RFC 3463 "x.y.z" of the last line, or "" */
+    size_t nlines;
+    char **lines;        /* each line without "NNN-"/"NNN " and CRLF; owned */
+};
+
+/* A recipient the server refused. */
+struct smtp_rcpt_failure {
+    char *recipient;             /* owned */
+    struct smtp_reply reply;     /* owned */
+};
+
+/* The outcome of any call that talks to a server; caller-owned. */
+struct smtp_result {
+    enum smtp_kind kind;
+    int code;                    /* the seed's code: see the file comment */
+    struct smtp_reply reply;     /* the deciding reply (empty when none) */
+    enum smtp_delivery status;
+    size_t naccepted;
+    char **accepted;             /* recipients the server took; owned */
+    size_t nrejected;
+    struct smtp_rcpt_failure *rejected;  /* owned */
+    int sys_errno;               /* errno of a connection failure, else 0 */
+    char command[16];            /* command in progress when it failed */
+    char message[256];           /* a sentence for people; "" on success */
+    char message_id[256];        /* Message-ID sent (with brackets), or "" */
+};
+
+void smtp_result_init(struct smtp_result *res);
+/* Frees what res owns and re-initialises it. */
+void smtp_result_clear(struct smtp_result *res);
+void smtp_reply_clear(struct smtp_reply *reply);
+/* Names for logs and JSON: "ok", "reply", ...; "sent", "partial", ... */
+const char *smtp_kind_name(enum smtp_kind kind);
+const char *smtp_delivery_name(enum smtp_delivery status);
+
+/* TLS modes (RFC 3207 STARTTLS, RFC 8314 implicit TLS). */
+enum smtp_tls_mode {
+    SMTP_TLS_NONE = 0,
+    SMTP_TLS_OPPORTUNISTIC,      /* STARTTLS when offered, plain otherwise */
+    SMTP_TLS_REQUIRED,           /* STARTTLS or fail; never plain */
+    SMTP_TLS_IMPLICIT            /* TLS from the first byte (port 465) */
+};
+
+/* Connection options; smtp_connect copies them.  Zero means the default. */
+struct smtp_opts {
+    const char *helo_name;       /* EHLO/HELO argument; default "localhost" */
+    int connect_timeout_ms;      /* default 30 s */
+    int greeting_timeout_ms;     /* default 5 min (RFC 5321 4.5.3.2) */
+    int command_timeout_ms;      /* EHLO, MAIL, RCPT, RSET, ...: default 5 min */
+    int data_init_timeout_ms;    /* DATA to 354: default 2 min */
+    int data_block_timeout_ms;   /* each write of the body: default 3 min */
+    int data_term_timeout_ms;    /* final dot to reply: default 10 min */
+    int no_pipelining;           /* never pipeline, even when offered */
+    enum smtp_tls_mode tls;
+    const char *ca_file;         /* NULL: the system trust store */
+    const char *cert_file;       /* client certificate (PEM), optional */
+    const char *key_file;
+    int insecure_skip_verify;    /* tests only: accept any certificate */
+    const char *tls_server_name; /* name to verify; default: the host */
+    const char *auth_user;       /* AUTH when set */
+    const char *auth_pass;       /* a secret: never logged */
+    const char *auth_mech;       /* "PLAIN", "LOGIN", "XOAUTH2"; NULL: best */
+    int auth_allow_plaintext;    /* allow credentials without TLS */
+};
+
+/* Per-message options of smtp_send_mail and smtp_conn_send_mail. */
+struct smtp_send_opts {
+    int raw;                     /* body is a whole RFC 5322 message */
+    const char *dsn_notify;      /* "SUCCESS,FAILURE", "NEVER", ... or NULL */
+    const char *dsn_ret;         /* "FULL" or "HDRS" or NULL */
+    const char *dsn_envid;       /* xtext-encoded by the library */
+};
+
+/* An ordered header field (the seed's alist entry).  Borrowed. */
+struct smtp_header {
+    const char *name;
+    const char *value;
+};
+
+/*
+ * Reader: fill buf with up to cap bytes of the body; return the count,
+ * 0 at the end, -1 on error (errno set).  Lone CR and LF become CRLF.
+ */
+typedef ssize_t (*smtp_reader_fn)(void *ctx, char *buf, size_t cap);
+
+/* A body: lines (no terminators needed) or a reader.  Borrowed. */
+struct smtp_body {
+    const char *const *lines;
+    size_t nlines;
+    smtp_reader_fn read;         /* used when non-NULL */
+    void *ctx;
+};
+
+/* ---- Whole messages and queries (each on its own connection). ---- */
+
+/*
+ * Sends one message from `from` to `to[0..nto)` through `host` ("name",
+ * "name:port", "[v6]:port"; NULL means localhost:25): EHLO (HELO fallback),
+ * MAIL, RCPT each, DATA, body, QUIT.  When every recipient is refused no DATA
+ * is sent.  Date and Message-ID are added when missing (not for raw bodies).
+ */
+int smtp_send_mail(const char *from, const char *const *to, size_t nto,
+                   const struct smtp_header *headers, size_t nheaders,
+                   const struct smtp_body *body, const char *host,
+                   const struct smtp_opts *opts,
+                   const struct smtp_send_opts *sopts,
+                   struct smtp_result *res);
+
+/* EXPN name: the members of a list, one reply line each. */
+int smtp_expand(const char *name, const char *host,
+                const struct smtp_opts *opts, struct smtp_result *res);
+/* VRFY name. */
+int smtp_verify(const char *name, const char *host,
+                const struct smtp_opts *opts, struct smtp_result *res);
+/* HELP [details]; details may be NULL. */
+int smtp_get_help(const char *host, const char *details,
+                  const struct smtp_opts *opts, struct smtp_result *res);
+
+/* ---- Connections. ---- */
+
+struct smtp_conn;
+
+/*
+ * Opens a connection to host (see smtp_send_mail; port 0 means the one in
+ * host, else 25) and reads the greeting.  Returns NULL with res filled on
+ * failure (a 4xx/5xx greeting is SMTP_ERR_REPLY).  On success res holds the
+ * greeting.  No EHLO is sent: run smtp_ehlo, or use smtp_conn_hello.
+ */
+struct smtp_conn *smtp_connect(const char *host, int port,
+                               const struct smtp_opts *opts,
+                               struct smtp_result *res);
+/* Closes the socket without QUIT and frees the handle. */
+void smtp_conn_free(struct smtp_conn *conn);
+
+/* EHLO (HELO on 500/502), then STARTTLS and AUTH as opts ask. */
+int smtp_conn_hello(struct smtp_conn *conn, struct smtp_result *res);
+/*
+ * Sends one message on an open, greeted connection.  Sends RSET first when
+ * the connection has carried a transaction before.  Leaves it open.
+ */
+int smtp_conn_send_mail(struct smtp_conn *conn, const char *from,
+                        const char *const *to, size_t nto,
+                        const struct smtp_header *headers, size_t nheaders,
+                        const struct smtp_body *body,
+                        const struct smtp_send_opts *sopts,
+                        struct smtp_result *res);
+/* QUIT (when still open), then close and free. */
+void smtp_conn_quit(struct smtp_conn *conn);
+
+/* 1 while the socket is open and not known to be dead. */
+int smtp_conn_is_open(const struct smtp_conn *conn);
+/*
+ * Liveness before reuse without a round trip: 0 when the socket is idle and
+ * open, -1 when the peer closed it or sent something unasked (a 421, say).
+ */
+int smtp_conn_check_idle(struct smtp_conn *conn);
+/* Capability of the last EHLO: 1 if keyword (e.g. "PIPELINING") was offered. */
+int smtp_conn_has_ext(const struct smtp_conn *conn, const char *keyword);
+/* The parameter of an EHLO keyword ("SIZE 1000" -> "1000"), or NULL.
+   Valid until the next command on conn. */
+const char *smtp_conn_ext_param(const struct smtp_conn *conn,
+                                const char *keyword);
+/* 1 when the session runs over TLS. */
+int smtp_conn_is_tls(const struct smtp_conn *conn);
+/* Transactions (MAIL ... end of DATA) carried so far. */
+unsigned long smtp_conn_messages(const struct smtp_conn *conn);
+
+/* ---- Transactions: one constructor per command. ---- */
+
+struct smtp_txn;
+
+struct smtp_txn *smtp_helo(const char *host);
+struct smtp_txn *smtp_ehlo(const char *host);   /* HELO on 500/502 */
+struct smtp_txn *smtp_mail(const char *addr);
+struct smtp_txn *smtp_rcpt(const char *addr);
+/* headers and body are borrowed: keep them alive while the txn lives. */
+struct smtp_txn *smtp_data(const struct smtp_header *headers, size_t nheaders,
+                           const struct smtp_body *body);
+struct smtp_txn *smtp_send(const char *addr);
+struct smtp_txn *smtp_soml(const char *addr);
+struct smtp_txn *smtp_saml(const char *addr);
+struct smtp_txn *smtp_vrfy(const char *user);
+struct smtp_txn *smtp_expn(const char *list);
+struct smtp_txn *smtp_help(const char *details);  /* details may be NULL */
+struct smtp_txn *smtp_rset(void);
+struct smtp_txn *smtp_noop(void);
+struct smtp_txn *smtp_turn(void);
+struct smtp_txn *smtp_quit(void);                /* also closes the socket */
+/* Constructors return NULL only when out of memory. */
+void smtp_txn_free(struct smtp_txn *txn);
+
+/*
+ * Runs txns in order with the seed's rules: stop at 221/421 (the server
+ * closed) or at any 4xx/5xx and return that one's code and text; otherwise
+ * the last one's.  smtp_transactions then closes the connection (QUIT unless
+ * already closed); _no_close leaves it open.  Either way the handle stays
+ * valid until smtp_conn_free.  The txns are
+ * borrowed.  A NULL txn in the array is a local (out of memory) error.
+ * The variadic forms take the txns as arguments ended by NULL.
+ */
+int smtp_transactionsv(struct smtp_conn *conn, struct smtp_txn *const *txns,
+                       size_t ntxns, struct smtp_result *res);
+int smtp_transactionsv_no_close(struct smtp_conn *conn,
+                                struct smtp_txn *const *txns, size_t ntxns,
+                                struct smtp_result *res);
+int smtp_transactions(struct smtp_conn *conn, struct smtp_result *res, ...);
+int smtp_transactions_no_close(struct smtp_conn *conn,
+                               struct smtp_result *res, ...);
+
+/* ---- Validation, usable on their own (0 ok, -1 with a reason). ---- */
+
+/* A mailbox for MAIL/RCPT: no brackets; "" allowed only when allow_empty. */
+int smtp_addr_check(const char *addr, int allow_empty, char *why,
+                    size_t whylen);
+/* A header field: name printable ASCII without ':', value without CR/LF/NUL. */
+int smtp_header_check(const char *name, const char *value, char *why,
+                      size_t whylen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SMTPCORE_SMTP_H */
