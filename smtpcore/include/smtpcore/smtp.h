@@ -151,12 +151,20 @@ struct smtp_header {
  */
 typedef ssize_t (*smtp_reader_fn)(void *ctx, char *buf, size_t cap);
 
-/* A body: lines (no terminators needed) or a reader.  Borrowed. */
+/*
+ * A body, borrowed, in one of three forms (the first non-empty one wins):
+ * text (bytes in memory: checked in full before anything is sent), a reader
+ * (streamed; a bad byte found mid-stream aborts the connection without the
+ * final dot, so nothing is delivered), or lines (the seed's list of strings,
+ * each without its terminator; checked in full first).
+ */
 struct smtp_body {
+    const char *text;
+    size_t len;
+    smtp_reader_fn read;
+    void *ctx;
     const char *const *lines;
     size_t nlines;
-    smtp_reader_fn read;         /* used when non-NULL */
-    void *ctx;
 };
 
 /* ---- Whole messages and queries (each on its own connection). ---- */

@@ -1,0 +1,178 @@
+/*
+ * internal.h - smtpcore's private declarations, shared by its .c files.
+ * Prefix smtp__ for functions that are not part of the public API.
+ */
+#ifndef SMTPCORE_INTERNAL_H
+#define SMTPCORE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <gnutls/gnutls.h>
+#include "smtpcore/smtp.h"
+
+/* ---- Replies (reply.c) ---- */
+
+/* Parsed form of one reply line: "250-text" or "250 text" or "250". */
+struct smtp__line {
+    int code;
+    int more;            /* 1 for '-' continuation */
+    const char *text;    /* points into the line */
+    size_t textlen;
+};
+
+/* 0, or -1 when the line is not an SMTP reply line. */
+int smtp__reply_line_parse(const char *line, size_t len, struct smtp__line *out);
+/* Appends a parsed line to reply; enforces the line and byte caps.
+   -1 with why set on a violation (code mismatch, too many lines, ...). */
+int smtp__reply_add(struct smtp_reply *reply, const struct smtp__line *ln,
+                    size_t *bytes, char *why, size_t whylen);
+/* Copies the enhanced code "x.y.z" at the start of text when it matches the
+   reply class; "" otherwise. */
+void smtp__enhanced_parse(int code, const char *text, size_t len,
+                          char out[16]);
+/* Deep copy of src into dst (dst cleared first); -1 on no memory. */
+int smtp__reply_copy(struct smtp_reply *dst, const struct smtp_reply *src);
+
+/* ---- Growable byte buffer with a hard cap (buf.c) ---- */
+
+struct smtp__buf {
+    char *data;
+    size_t len;
+    size_t cap;
+    size_t max;          /* hard cap; appends beyond it fail */
+};
+
+void smtp__buf_init(struct smtp__buf *b, size_t max);
+void smtp__buf_free(struct smtp__buf *b);
+int smtp__buf_append(struct smtp__buf *b, const void *p, size_t n);
+int smtp__buf_appendf(struct smtp__buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* ---- Transport (io.c, tls.c) ---- */
+
+#define SMTP__RBUF 16384
+
+struct smtp__io {
+    int fd;
+    gnutls_session_t tls;            /* NULL for plaintext */
+    gnutls_certificate_credentials_t cred;
+    char rbuf[SMTP__RBUF];
+    size_t rpos, rlen;               /* unread bytes: rbuf[rpos..rlen) */
+};
+
+/* Monotonic milliseconds. */
+int64_t smtp__now_ms(void);
+/* Writes all of p, waiting at most until deadline (monotonic ms).
+   0, or a negative smtp_kind with *err set to errno (0 on timeout/EOF). */
+int smtp__io_write(struct smtp__io *io, const void *p, size_t n,
+                   int64_t deadline, int *err);
+/* Reads one CRLF-terminated line of at most SMTP_MAX_REPLY_LINE bytes into
+   line (without CRLF).  0, or a negative smtp_kind; *why names the cause. */
+int smtp__io_read_line(struct smtp__io *io, char *line, size_t *len,
+                       int64_t deadline, int *err, const char **why);
+/* Waits until fd is readable (write 0) or writable (1): 1, 0 timeout, -1. */
+int smtp__io_wait_fd(int fd, int write, int64_t deadline);
+/* 1 when unread bytes sit in the buffer or the TLS layer. */
+int smtp__io_pending(const struct smtp__io *io);
+void smtp__io_discard(struct smtp__io *io);
+void smtp__io_close(struct smtp__io *io);
+
+struct smtp__tls_opts {
+    const char *server_name;
+    const char *ca_file, *cert_file, *key_file;
+    int insecure;
+};
+/* TLS handshake on io->fd; -1 with why filled (SMTP_ERR_TLS). */
+int smtp__tls_start(struct smtp__io *io, const struct smtp__tls_opts *o,
+                    int64_t deadline, char *why, size_t whylen);
+
+/* ---- Connections (conn.c) ---- */
+
+struct smtp_conn {
+    struct smtp__io io;
+    struct smtp_opts opts;           /* strings below are owned copies */
+    char *host;                      /* as given, for TLS name checks */
+    int open;                        /* socket usable */
+    int greeted;                     /* EHLO/HELO done */
+    int esmtp;                       /* EHLO accepted */
+    char **ext;                      /* EHLO keywords and params, "SIZE 100" */
+    size_t next;
+    unsigned long messages;          /* MAIL commands sent */
+    int dirty;                       /* a transaction was started: RSET next */
+};
+
+/* Timeouts with defaults applied. */
+int smtp__timeout(const struct smtp_conn *c, int which);
+enum { SMTP__T_GREETING, SMTP__T_COMMAND, SMTP__T_DATA_INIT,
+       SMTP__T_DATA_BLOCK, SMTP__T_DATA_TERM };
+
+/* Sends one command line (CRLF appended) and reads its reply into res.
+   Returns SMTP_OK whatever the code (caller judges), or a transport kind
+   with res filled.  A 421 closes the connection. */
+int smtp__command(struct smtp_conn *c, const char *cmd, int timeout,
+                  struct smtp_result *res);
+/* Writes bytes; on failure fills res (kind, errno, command) and closes. */
+int smtp__send_raw(struct smtp_conn *c, const char *p, size_t n, int timeout,
+                   const char *command, struct smtp_result *res);
+/* Reads one full reply into reply; on failure fills res and closes. */
+int smtp__read_reply(struct smtp_conn *c, int timeout, const char *command,
+                     struct smtp_reply *reply, struct smtp_result *res);
+/* Marks the connection closed and closes the socket (no QUIT). */
+void smtp__conn_close(struct smtp_conn *c);
+/* Parses an EHLO reply into c->ext (replacing the old list). */
+int smtp__conn_set_ext(struct smtp_conn *c, const struct smtp_reply *r);
+void smtp__conn_forget_ext(struct smtp_conn *c);
+/* EHLO with HELO fallback: the reply goes into res. */
+int smtp__ehlo(struct smtp_conn *c, const char *name, struct smtp_result *res);
+
+/* ---- Sending (send.c) ---- */
+/* After a 354: header block (with Date/Message-ID/From added when add),
+   body, final dot.  *dot_sent once the dot line is fully written. */
+int smtp__write_message(struct smtp_conn *c, const struct smtp_header *h,
+                        size_t nh, const struct smtp_body *body, int add,
+                        const char *from, char *msgid,
+                        struct smtp_result *res, int *dot_sent);
+
+/* ---- AUTH (auth.c) ---- */
+int smtp__auth(struct smtp_conn *c, struct smtp_result *res);
+size_t smtp__b64_encode(const unsigned char *in, size_t n, char *out,
+                        size_t outlen);
+
+/* ---- Results (result.c) ---- */
+
+/* Sets kind, command and a formatted message; returns kind. */
+int smtp__fail(struct smtp_result *res, int kind, const char *command,
+               const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Moves reply into res->reply and sets res->code from it. */
+void smtp__result_take_reply(struct smtp_result *res, struct smtp_reply *r);
+
+/* ---- Messages (msg.c) ---- */
+
+/* Streaming normalizer + dot-stuffer (RFC 5321 4.5.2, 2.3.8). */
+struct smtp__stuffer {
+    int line_start;      /* next byte starts a line */
+    int prev_cr;         /* last byte was a CR not yet resolved */
+    size_t line_len;     /* octets in the current output line */
+    int eightbit;        /* a byte >= 0x80 was seen */
+    unsigned long long out_bytes;
+};
+void smtp__stuffer_init(struct smtp__stuffer *s);
+/* Encodes in[0..n) into out; -1 with why on NUL or an over-long line. */
+int smtp__stuff(struct smtp__stuffer *s, const char *in, size_t n,
+                struct smtp__buf *out, char *why, size_t whylen);
+/* Ends the body: pending CR, a final CRLF when needed, then ".\r\n". */
+int smtp__stuff_end(struct smtp__stuffer *s, struct smtp__buf *out);
+
+/* Appends the header block ("Name: value" folded, CRLF, then the empty line)
+   with Date, Message-ID and From added when missing.  msgid (256 bytes)
+   receives the Message-ID in use ("" when none).  -1 with why. */
+int smtp__headers_write(const struct smtp_header *h, size_t n,
+                        const char *from, const char *helo,
+                        struct smtp__buf *out, char *msgid, char *why,
+                        size_t whylen);
+/* Writes "<addr>" plus nothing else; addr already checked. */
+int smtp__addr_has_utf8(const char *addr);
+/* RFC 3461 xtext. */
+int smtp__xtext(struct smtp__buf *out, const char *s);
+
+#endif /* SMTPCORE_INTERNAL_H */

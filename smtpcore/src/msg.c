@@ -1,0 +1,375 @@
+/*
+ * msg.c - what goes inside a transaction: envelope addresses, header
+ * fields and the body, checked and encoded for the wire.
+ *
+ * Public: smtp_addr_check, smtp_header_check.  Private: the header writer
+ * (folding, Date, Message-ID, From when missing), the streaming body
+ * normalizer and dot-stuffer, xtext.
+ *
+ * Rules (SMTP-NOTES 3, 4): no CR, LF, NUL or other control in an address,
+ * brackets written by the library only; header names printable ASCII
+ * without ':'; a value never carries CR or LF; the body leaves here with
+ * every lone CR or LF turned into CRLF, every line that starts with '.'
+ * doubled, no line over 998 octets, ending in CRLF '.' CRLF.
+ * No shared state; the Message-ID comes from getrandom(2).
+ */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define WHY(...) (snprintf(why, whylen, __VA_ARGS__), -1)
+
+static int is_atext(unsigned char c)
+{
+    if (c >= 0x80)
+        return 1;   /* UTF-8 (RFC 6531); needs SMTPUTF8 on the wire */
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return 1;
+    return strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL && c != '\0';
+}
+
+/* Local part: dot-atom or quoted string; returns its length or -1. */
+static long local_part(const char *a, char *why, size_t whylen)
+{
+    size_t i = 0;
+    if (a[0] == '"') {
+        for (i = 1; a[i] != '"'; i++) {
+            unsigned char c = (unsigned char)a[i];
+            if (c == '\\') {
+                c = (unsigned char)a[++i];
+                if (c < 32 || c == 127)
+                    return WHY("bad quoted character in local part");
+            } else if (c < 32 || c == 127) {
+                return c == 0 ? WHY("unterminated quoted local part")
+                              : WHY("control character in address");
+            }
+        }
+        return (long)i + 1;
+    }
+    for (;; i++) {
+        unsigned char c = (unsigned char)a[i];
+        if (c == '.') {
+            if (i == 0 || a[i - 1] == '.')
+                return WHY("misplaced '.' in local part");
+            continue;
+        }
+        if (is_atext(c))
+            continue;
+        break;
+    }
+    if (i == 0)
+        return WHY("empty local part");
+    if (a[i - 1] == '.')
+        return WHY("local part ends with '.'");
+    return (long)i;
+}
+
+/* Domain: dot-separated labels, or an address literal. */
+static int domain_ok(const char *d, char *why, size_t whylen)
+{
+    size_t n = strlen(d);
+    if (n == 0)
+        return WHY("empty domain");
+    if (n > SMTP_MAX_DOMAIN)
+        return WHY("domain longer than %d octets", SMTP_MAX_DOMAIN);
+    if (d[0] == '[') {
+        if (d[n - 1] != ']' || n < 3)
+            return WHY("bad address literal");
+        for (size_t i = 1; i < n - 1; i++)
+            if (!strchr("0123456789abcdefABCDEF:.IPv", d[i]))
+                return WHY("bad character in address literal");
+        return 0;
+    }
+    size_t label = 0;
+    for (size_t i = 0; i <= n; i++) {
+        unsigned char c = (unsigned char)d[i];
+        if (c == '.' || c == '\0') {
+            if (label == 0)
+                return WHY("empty label in domain");
+            if (d[i - 1] == '-')
+                return WHY("domain label ends with '-'");
+            label = 0;
+            continue;
+        }
+        if (!(c >= 0x80 || c == '-' || (c >= 'a' && c <= 'z') ||
+              (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')))
+            return c < 32 || c == 127 ? WHY("control character in address")
+                                      : WHY("bad character '%c' in domain", c);
+        if (label == 0 && c == '-')
+            return WHY("domain label starts with '-'");
+        if (++label > 63)
+            return WHY("domain label longer than 63 octets");
+    }
+    return 0;
+}
+
+/* Checks a mailbox for MAIL FROM / RCPT TO (without brackets). */
+int smtp_addr_check(const char *addr, int allow_empty, char *why,
+                    size_t whylen)
+{
+    if (addr == NULL)
+        return WHY("missing address");
+    if (addr[0] == '\0')
+        return allow_empty ? 0 : WHY("empty address");
+    size_t n = strlen(addr);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)addr[i];
+        if (c == '\r' || c == '\n')
+            return WHY("CR or LF in address");
+        if (c < 32 || c == 127)
+            return WHY("control character in address");
+    }
+    if (n > SMTP_MAX_PATH - 2)
+        return WHY("address longer than %d octets", SMTP_MAX_PATH - 2);
+    if (strcasecmp(addr, "postmaster") == 0)
+        return 0;
+    long lp = local_part(addr, why, whylen);
+    if (lp < 0)
+        return -1;
+    if (lp > SMTP_MAX_LOCAL_PART)
+        return WHY("local part longer than %d octets", SMTP_MAX_LOCAL_PART);
+    if (addr[lp] != '@') {
+        unsigned char c = (unsigned char)addr[lp];
+        if (c == '\0')
+            return WHY("missing '@domain'");
+        if (c == '<' || c == '>')
+            return WHY("angle brackets are not allowed (they are added)");
+        if (c == ' ')
+            return WHY("space in address outside quotes");
+        return WHY("bad character '%c' in local part", c);
+    }
+    return domain_ok(addr + lp + 1, why, whylen);
+}
+
+/* Checks one header field. */
+int smtp_header_check(const char *name, const char *value, char *why,
+                      size_t whylen)
+{
+    if (name == NULL || name[0] == '\0')
+        return WHY("empty header name");
+    size_t n = strlen(name);
+    if (n > 76)
+        return WHY("header name longer than 76 characters");
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c <= 32 || c >= 127 || c == ':')
+            return WHY("header name must be printable ASCII without ':' or space");
+    }
+    if (value == NULL)
+        return WHY("missing header value");
+    for (const char *p = value; *p != '\0'; p++) {
+        if (*p == '\r' || *p == '\n')
+            return WHY("CR or LF in header value");
+        if ((unsigned char)*p < 32 && *p != '\t')
+            return WHY("control character in header value");
+    }
+    return 0;
+}
+
+/* 1 when an address needs SMTPUTF8. */
+int smtp__addr_has_utf8(const char *addr)
+{
+    for (; *addr != '\0'; addr++)
+        if ((unsigned char)*addr >= 0x80)
+            return 1;
+    return 0;
+}
+
+/* RFC 3461 4 xtext: '+', '=', and bytes outside 33..126 as +XX. */
+int smtp__xtext(struct smtp__buf *out, const char *s)
+{
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+        int r = (c < 33 || c > 126 || c == '+' || c == '=')
+            ? smtp__buf_appendf(out, "+%02X", c)
+            : smtp__buf_append(out, s, 1);
+        if (r < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Appends "Name: value" folded at spaces to lines of about 78 octets. */
+static int header_fold(struct smtp__buf *out, const char *name,
+                       const char *value, char *why, size_t whylen)
+{
+    size_t col = strlen(name) + 2;
+    if (smtp__buf_appendf(out, "%s: ", name) < 0)
+        return WHY("out of memory");
+    const char *p = value;
+    while (*p != '\0') {
+        const char *sp = strchr(p + 1, ' ');
+        size_t w = sp ? (size_t)(sp - p) : strlen(p);   /* word incl. lead space */
+        if (col + w > 78 && col > strlen(name) + 2 && (*p == ' ' || *p == '\t')) {
+            if (smtp__buf_append(out, "\r\n", 2) < 0)
+                return WHY("out of memory");
+            col = 0;
+        }
+        if (col + w > SMTP_MAX_LINE)
+            return WHY("header %s has a word longer than %d octets", name,
+                       SMTP_MAX_LINE);
+        if (smtp__buf_append(out, p, w) < 0)
+            return WHY("out of memory");
+        col += w;
+        p += w;
+    }
+    return smtp__buf_append(out, "\r\n", 2) < 0 ? WHY("out of memory") : 0;
+}
+
+/* RFC 5322 date in UTC, independent of the locale. */
+static void rfc5322_date(char *out, size_t len)
+{
+    static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+    static const char mons[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                      "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    snprintf(out, len, "%s, %02d %s %04d %02d:%02d:%02d +0000",
+             days[tm.tm_wday % 7], tm.tm_mday, mons[tm.tm_mon % 12],
+             tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+/* "<time.random@domain>" where domain is the sender's or the HELO name. */
+static void make_msgid(char *out, size_t len, const char *from, const char *helo)
+{
+    unsigned char rnd[12];
+    char hex[25];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        for (size_t i = 0; i < sizeof rnd; i++)
+            rnd[i] = (unsigned char)((uintptr_t)out >> (i % 8) ^ (unsigned long)ts.tv_nsec >> i);
+    }
+    for (size_t i = 0; i < sizeof rnd; i++)
+        snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
+    const char *at = from ? strrchr(from, '@') : NULL;
+    const char *dom = at && at[1] && at[1] != '[' ? at + 1 : helo;
+    snprintf(out, len, "<%llx.%s@%s>", (unsigned long long)time(NULL), hex, dom);
+}
+
+/* Case-insensitive search for a header name. */
+static const char *header_find(const struct smtp_header *h, size_t n,
+                               const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcasecmp(h[i].name, name) == 0)
+            return h[i].value;
+    return NULL;
+}
+
+/* Writes the header block; adds Date, Message-ID and From when missing. */
+int smtp__headers_write(const struct smtp_header *h, size_t n,
+                        const char *from, const char *helo,
+                        struct smtp__buf *out, char *msgid, char *why,
+                        size_t whylen)
+{
+    char tmp[300];
+    msgid[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        char w[160];
+        if (smtp_header_check(h[i].name, h[i].value, w, sizeof w) < 0)
+            return WHY("header %zu: %s", i + 1, w);
+    }
+    if (header_find(h, n, "Date") == NULL) {
+        rfc5322_date(tmp, sizeof tmp);
+        if (smtp__buf_appendf(out, "Date: %s\r\n", tmp) < 0)
+            return WHY("out of memory");
+    }
+    const char *id = header_find(h, n, "Message-ID");
+    if (id == NULL) {
+        make_msgid(msgid, 256, from, helo);
+        if (smtp__buf_appendf(out, "Message-ID: %s\r\n", msgid) < 0)
+            return WHY("out of memory");
+    } else {
+        snprintf(msgid, 256, "%s", id);
+    }
+    if (header_find(h, n, "From") == NULL && from != NULL && from[0] != '\0' &&
+        smtp__buf_appendf(out, "From: <%s>\r\n", from) < 0)
+        return WHY("out of memory");
+    for (size_t i = 0; i < n; i++)
+        if (header_fold(out, h[i].name, h[i].value, why, whylen) < 0)
+            return -1;
+    return smtp__buf_append(out, "\r\n", 2) < 0 ? WHY("out of memory") : 0;
+}
+
+void smtp__stuffer_init(struct smtp__stuffer *s)
+{
+    memset(s, 0, sizeof *s);
+    s->line_start = 1;
+}
+
+/* Ends the current output line. */
+static int stuff_eol(struct smtp__stuffer *s, struct smtp__buf *out)
+{
+    s->line_start = 1;
+    s->line_len = 0;
+    s->out_bytes += 2;
+    return smtp__buf_append(out, "\r\n", 2);
+}
+
+/* Encodes a chunk: lone CR/LF to CRLF, leading dots doubled. */
+int smtp__stuff(struct smtp__stuffer *s, const char *in, size_t n,
+                struct smtp__buf *out, char *why, size_t whylen)
+{
+    size_t run = 0;   /* start of a run of plain bytes copied at once */
+    for (size_t i = 0; i < n; i++) {
+        char c = in[i];
+        if (s->prev_cr) {
+            s->prev_cr = 0;
+            if (stuff_eol(s, out) < 0)
+                return WHY("out of memory");
+            if (c == '\n') {
+                run = i + 1;
+                continue;
+            }
+        }
+        if (c == '\r' || c == '\n' || c == '\0' ||
+            (c == '.' && s->line_start)) {
+            if (c == '\0')
+                return WHY("NUL byte in body");
+            if (c == '\r') {
+                s->prev_cr = 1;
+            } else if (c == '\n') {
+                if (stuff_eol(s, out) < 0)
+                    return WHY("out of memory");
+            } else {
+                if (smtp__buf_append(out, "..", 2) < 0)
+                    return WHY("out of memory");
+                s->line_start = 0;
+                s->line_len = 2;
+                s->out_bytes += 2;
+            }
+            run = i + 1;
+            continue;
+        }
+        if ((unsigned char)c >= 0x80)
+            s->eightbit = 1;
+        if (++s->line_len > SMTP_MAX_LINE)
+            return WHY("body line longer than %d octets", SMTP_MAX_LINE);
+        s->line_start = 0;
+        s->out_bytes++;
+        /* Copy plain runs in one append. */
+        if (i + 1 == n || in[i + 1] == '\r' || in[i + 1] == '\n' ||
+            in[i + 1] == '\0') {
+            if (smtp__buf_append(out, in + run, i + 1 - run) < 0)
+                return WHY("out of memory");
+            run = i + 1;
+        }
+    }
+    return 0;
+}
+
+/* Ends the body and appends the terminating dot line. */
+int smtp__stuff_end(struct smtp__stuffer *s, struct smtp__buf *out)
+{
+    if ((s->prev_cr || !s->line_start) && stuff_eol(s, out) < 0)
+        return -1;
+    s->prev_cr = 0;
+    s->out_bytes += 3;
+    return smtp__buf_append(out, ".\r\n", 3);
+}

@@ -1,0 +1,648 @@
+/*
+ * send.c - one message over a connection (smtp_conn_send_mail), the
+ * whole-session form (smtp_send_mail) and the queries on their own
+ * connection (smtp_expand, smtp_verify, smtp_get_help).
+ *
+ * A send is: [RSET] MAIL, one RCPT each, DATA, body, final dot.  With
+ * PIPELINING (RFC 2920) the commands go in one write per group of at most
+ * PIPE_GROUP commands and the replies are matched in order; without it,
+ * one at a time.  Nobody accepted: no DATA (RSET instead, or, when DATA was
+ * already pipelined and got 354, a lone dot).  Everything is checked before
+ * the first byte: addresses, headers, body lines, SIZE, SMTPUTF8, 8BITMIME.
+ * A transport failure once the final dot has been written is reported as
+ * SMTP_DELIVERY_UNKNOWN: the message may have been delivered.
+ * Threads: as the connection (one thread at a time).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "internal.h"
+
+#define PIPE_GROUP 100          /* commands per pipelined write */
+#define CHUNK (64 * 1024)       /* body bytes per write */
+#define GO_ON 1                 /* envelope accepted: send the body */
+
+/* What a body scan learns before anything is sent. */
+struct scan {
+    unsigned long long size;
+    int eightbit;
+};
+
+/* Checks a body held in memory: NUL, line length; counts size, 8-bit. */
+static int scan_bytes(const char *p, size_t n, size_t *col, struct scan *sc,
+                      char *why, size_t whylen)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c == '\n' || c == '\r') {
+            *col = 0;
+            continue;
+        }
+        if (c == '\0') {
+            snprintf(why, whylen, "NUL byte in body");
+            return -1;
+        }
+        sc->eightbit |= c >= 0x80;
+        if (++*col > SMTP_MAX_LINE) {
+            snprintf(why, whylen, "body line longer than %d octets",
+                     SMTP_MAX_LINE);
+            return -1;
+        }
+    }
+    sc->size += n;
+    return 0;
+}
+
+/* Scans text or lines bodies (a reader is checked as it streams). */
+static int scan_body(const struct smtp_body *b, struct scan *sc, char *why,
+                     size_t whylen)
+{
+    size_t col = 0;
+    memset(sc, 0, sizeof *sc);
+    if (b == NULL)
+        return 0;
+    if (b->text != NULL)
+        return scan_bytes(b->text, b->len, &col, sc, why, whylen);
+    if (b->read != NULL)
+        return 0;
+    for (size_t i = 0; i < b->nlines; i++) {
+        col = 0;
+        if (b->lines[i] == NULL) {
+            snprintf(why, whylen, "body line %zu is missing", i + 1);
+            return -1;
+        }
+        if (scan_bytes(b->lines[i], strlen(b->lines[i]), &col, sc, why,
+                       whylen) < 0)
+            return -1;
+        sc->size += 2;
+    }
+    return 0;
+}
+
+/* Sends out's bytes once it holds a chunk (or always when force). */
+static int flush(struct smtp_conn *c, struct smtp__buf *out, int force,
+                 struct smtp_result *res)
+{
+    if (out->len == 0 || (!force && out->len < CHUNK))
+        return SMTP_OK;
+    int r = smtp__send_raw(c, out->data, out->len,
+                           smtp__timeout(c, SMTP__T_DATA_BLOCK), "DATA", res);
+    out->len = 0;
+    return r;
+}
+
+/* Feeds one piece of body through the stuffer, flushing as it fills. */
+static int feed(struct smtp_conn *c, struct smtp__stuffer *st,
+                struct smtp__buf *out, const char *p, size_t n,
+                struct smtp_result *res)
+{
+    char why[128];
+    while (n > 0) {
+        size_t k = n > CHUNK / 4 ? CHUNK / 4 : n;
+        if (smtp__stuff(st, p, k, out, why, sizeof why) < 0) {
+            smtp__conn_close(c);   /* no final dot: nothing is delivered */
+            return smtp__fail(res, SMTP_ERR_LOCAL, "DATA", "%s", why);
+        }
+        int r = flush(c, out, 0, res);
+        if (r != SMTP_OK)
+            return r;
+        p += k;
+        n -= k;
+    }
+    return SMTP_OK;
+}
+
+/* Streams header block, body and final dot after a 354.  *dot_sent is set
+   once every byte of the final dot line has been written. */
+int smtp__write_message(struct smtp_conn *c, const struct smtp_header *h,
+                        size_t nh, const struct smtp_body *body, int add,
+                        const char *from, char *msgid,
+                        struct smtp_result *res, int *dot_sent)
+{
+    struct smtp__buf out;
+    struct smtp__stuffer st;
+    char why[200];
+    int r = SMTP_OK;
+    *dot_sent = 0;
+    smtp__buf_init(&out, 4 * CHUNK);
+    smtp__stuffer_init(&st);
+    msgid[0] = '\0';
+    if (add || nh > 0) {
+        const char *helo = c->opts.helo_name ? c->opts.helo_name : "localhost";
+        if (add ? smtp__headers_write(h, nh, from, helo, &out, msgid, why,
+                                      sizeof why) < 0
+                : smtp__headers_write(h, nh, NULL, helo, &out, msgid, why,
+                                      sizeof why) < 0) {
+            smtp__buf_free(&out);
+            smtp__conn_close(c);
+            return smtp__fail(res, SMTP_ERR_LOCAL, "DATA", "%s", why);
+        }
+    }
+    if (body != NULL && body->text != NULL) {
+        r = feed(c, &st, &out, body->text, body->len, res);
+    } else if (body != NULL && body->read != NULL) {
+        char piece[CHUNK / 4];
+        for (;;) {
+            ssize_t n = body->read(body->ctx, piece, sizeof piece);
+            if (n == 0)
+                break;
+            if (n < 0) {
+                smtp__conn_close(c);
+                r = smtp__fail(res, SMTP_ERR_LOCAL, "DATA",
+                               "body reader failed; message not sent");
+                break;
+            }
+            if ((r = feed(c, &st, &out, piece, (size_t)n, res)) != SMTP_OK)
+                break;
+        }
+    } else if (body != NULL) {
+        for (size_t i = 0; i < body->nlines && r == SMTP_OK; i++) {
+            r = feed(c, &st, &out, body->lines[i], strlen(body->lines[i]), res);
+            if (r == SMTP_OK)
+                r = feed(c, &st, &out, "\n", 1, res);
+        }
+    }
+    if (r == SMTP_OK && smtp__stuff_end(&st, &out) < 0)
+        r = smtp__fail(res, SMTP_ERR_LOCAL, "DATA", "out of memory");
+    if (r == SMTP_OK && (r = flush(c, &out, 1, res)) == SMTP_OK)
+        *dot_sent = 1;
+    smtp__buf_free(&out);
+    return r;
+}
+
+/* ---- The transaction of one message ---- */
+
+enum step { STEP_RSET, STEP_MAIL, STEP_RCPT, STEP_DATA };
+static const char *const step_verb[] = { "RSET", "MAIL", "RCPT", "DATA" };
+
+struct tx {
+    struct smtp_conn *c;
+    struct smtp_result *res;
+    const char *from;
+    const char *const *to;
+    size_t nto;
+    const struct smtp_send_opts *so;
+    const struct scan *sc;
+    int rset;                    /* RSET goes first */
+    int pipelined;
+    size_t ncmds;                /* RSET? + MAIL + nto + DATA */
+    int mail_ok;
+    int stop;                    /* transport error or 421: nothing more */
+    struct smtp_reply mail_reply, data_reply, bad_reply;
+    const char *bad_verb;        /* the step bad_reply answered */
+};
+
+/* Which step command k is, and for RCPT the recipient index. */
+static enum step step_of(const struct tx *t, size_t k, size_t *rcpt)
+{
+    if (t->rset) {
+        if (k == 0)
+            return STEP_RSET;
+        k--;
+    }
+    if (k == 0)
+        return STEP_MAIL;
+    if (k <= t->nto) {
+        *rcpt = k - 1;
+        return STEP_RCPT;
+    }
+    return STEP_DATA;
+}
+
+/* Appends the command line of step k to out. */
+static int cmd_line(const struct tx *t, size_t k, struct smtp__buf *out)
+{
+    size_t i = 0;
+    const struct smtp_conn *c = t->c;
+    const struct smtp_send_opts *so = t->so;
+    int dsn = smtp_conn_has_ext(c, "DSN");
+    int r = 0;
+    switch (step_of(t, k, &i)) {
+    case STEP_RSET:
+        return smtp__buf_append(out, "RSET\r\n", 6);
+    case STEP_MAIL:
+        r |= smtp__buf_appendf(out, "MAIL FROM:<%s>", t->from);
+        if (smtp_conn_has_ext(c, "SIZE"))
+            r |= smtp__buf_appendf(out, " SIZE=%llu", t->sc->size);
+        if (t->sc->eightbit && smtp_conn_has_ext(c, "8BITMIME"))
+            r |= smtp__buf_appendf(out, " BODY=8BITMIME");
+        if (smtp_conn_has_ext(c, "SMTPUTF8")) {
+            int u = smtp__addr_has_utf8(t->from);
+            for (size_t j = 0; j < t->nto && !u; j++)
+                u = smtp__addr_has_utf8(t->to[j]);
+            if (u)
+                r |= smtp__buf_appendf(out, " SMTPUTF8");
+        }
+        if (dsn && so != NULL && so->dsn_ret != NULL)
+            r |= smtp__buf_appendf(out, " RET=%s", so->dsn_ret);
+        if (dsn && so != NULL && so->dsn_envid != NULL) {
+            r |= smtp__buf_appendf(out, " ENVID=");
+            r |= smtp__xtext(out, so->dsn_envid);
+        }
+        break;
+    case STEP_RCPT:
+        r |= smtp__buf_appendf(out, "RCPT TO:<%s>", t->to[i]);
+        if (dsn && so != NULL && so->dsn_notify != NULL) {
+            r |= smtp__buf_appendf(out, " NOTIFY=%s ORCPT=rfc822;", so->dsn_notify);
+            r |= smtp__xtext(out, t->to[i]);
+        }
+        break;
+    case STEP_DATA:
+        return smtp__buf_append(out, "DATA\r\n", 6);
+    }
+    return r | smtp__buf_append(out, "\r\n", 2);
+}
+
+/* Adds a recipient to the accepted or the rejected list. */
+static int record_rcpt(struct smtp_result *res, const char *rcpt,
+                       struct smtp_reply *reply)
+{
+    char *copy = strdup(rcpt);
+    if (copy == NULL)
+        return -1;
+    if (reply->code >= 200 && reply->code < 300) {
+        char **a = realloc(res->accepted, (res->naccepted + 1) * sizeof *a);
+        if (a == NULL) {
+            free(copy);
+            return -1;
+        }
+        res->accepted = a;
+        a[res->naccepted++] = copy;
+        return 0;
+    }
+    struct smtp_rcpt_failure *f =
+        realloc(res->rejected, (res->nrejected + 1) * sizeof *f);
+    if (f == NULL) {
+        free(copy);
+        return -1;
+    }
+    res->rejected = f;
+    f[res->nrejected].recipient = copy;
+    f[res->nrejected].reply = *reply;
+    memset(reply, 0, sizeof *reply);
+    res->nrejected++;
+    return 0;
+}
+
+/* Files the reply of step k. */
+static void on_reply(struct tx *t, size_t k, struct smtp_reply *reply)
+{
+    size_t i = 0;
+    enum step s = step_of(t, k, &i);
+    if (reply->code == 421 || (s == STEP_RSET && reply->code >= 300)) {
+        t->stop = 1;
+        t->bad_verb = step_verb[s];
+        smtp_reply_clear(&t->bad_reply);
+        t->bad_reply = *reply;
+        memset(reply, 0, sizeof *reply);
+        return;
+    }
+    if (s == STEP_MAIL) {
+        t->mail_ok = reply->code >= 200 && reply->code < 300;
+        t->mail_reply = *reply;
+    } else if (s == STEP_RCPT) {
+        if (record_rcpt(t->res, t->to[i], reply) < 0)
+            t->stop = 1;
+    } else if (s == STEP_DATA) {
+        t->data_reply = *reply;
+    }
+    if (s != STEP_RCPT)
+        memset(reply, 0, sizeof *reply);
+    smtp_reply_clear(reply);
+}
+
+/* Timeout of step k's reply. */
+static int step_timeout(const struct tx *t, size_t k)
+{
+    size_t i;
+    return step_of(t, k, &i) == STEP_DATA
+        ? smtp__timeout(t->c, SMTP__T_DATA_INIT)
+        : smtp__timeout(t->c, SMTP__T_COMMAND);
+}
+
+/* Writes commands [from, to) in one write, then reads their replies. */
+static int run_group(struct tx *t, size_t from, size_t to)
+{
+    struct smtp__buf out;
+    smtp__buf_init(&out, (size_t)1 << 20);
+    for (size_t k = from; k < to; k++)
+        if (cmd_line(t, k, &out) < 0) {
+            smtp__buf_free(&out);
+            t->stop = 1;
+            return smtp__fail(t->res, SMTP_ERR_LOCAL, "MAIL", "out of memory");
+        }
+    size_t i;
+    const char *verb = step_verb[step_of(t, from, &i)];
+    int r = smtp__send_raw(t->c, out.data, out.len,
+                           smtp__timeout(t->c, SMTP__T_COMMAND), verb, t->res);
+    smtp__buf_free(&out);
+    for (size_t k = from; r == SMTP_OK && k < to && !t->stop; k++) {
+        struct smtp_reply reply = { 0 };
+        verb = step_verb[step_of(t, k, &i)];
+        r = smtp__read_reply(t->c, step_timeout(t, k), verb, &reply, t->res);
+        if (r == SMTP_OK)
+            on_reply(t, k, &reply);
+    }
+    if (r != SMTP_OK)
+        t->stop = 1;
+    return r;
+}
+
+/* Runs the envelope: pipelined groups (DATA included), or one command at
+   a time up to the last RCPT. */
+static int run_envelope(struct tx *t)
+{
+    if (t->pipelined) {
+        for (size_t k = 0; k < t->ncmds && !t->stop; k += PIPE_GROUP) {
+            size_t end = k + PIPE_GROUP < t->ncmds ? k + PIPE_GROUP : t->ncmds;
+            int r = run_group(t, k, end);
+            if (r != SMTP_OK)
+                return r;
+        }
+        return SMTP_OK;
+    }
+    for (size_t k = 0; k < t->ncmds && !t->stop; k++) {
+        size_t i;
+        enum step s = step_of(t, k, &i);
+        if ((s == STEP_RCPT && !t->mail_ok) || s == STEP_DATA)
+            break;                  /* DATA waits for judge_envelope */
+        int r = run_group(t, k, k + 1);
+        if (r != SMTP_OK)
+            return r;
+    }
+    return SMTP_OK;
+}
+
+/* After a pipelined DATA got 354 that must not be used: a lone dot. */
+static void lone_dot(struct tx *t)
+{
+    struct smtp_result tmp;
+    struct smtp_reply reply = { 0 };
+    smtp_result_init(&tmp);
+    if (smtp__send_raw(t->c, ".\r\n", 3, smtp__timeout(t->c, SMTP__T_COMMAND),
+                       "DATA", &tmp) == SMTP_OK)
+        smtp__read_reply(t->c, smtp__timeout(t->c, SMTP__T_DATA_TERM), "DATA",
+                         &reply, &tmp);
+    smtp_reply_clear(&reply);
+    smtp_result_clear(&tmp);
+}
+
+/* Judges the envelope; returns GO_ON when the message goes on to the body,
+   else the outcome's kind. */
+static int judge_envelope(struct tx *t)
+{
+    struct smtp_result *res = t->res;
+    if (t->bad_reply.code != 0) {
+        if (t->bad_reply.code != 421)
+            smtp__conn_close(t->c);     /* RSET refused: state unknown */
+        smtp__result_take_reply(res, &t->bad_reply);
+        res->status = SMTP_DELIVERY_FAILED;
+        return smtp__fail(res, SMTP_ERR_REPLY, t->bad_verb,
+                          "server ended or refused the transaction");
+    }
+    if (t->stop && res->kind != SMTP_OK) {
+        res->status = SMTP_DELIVERY_FAILED;
+        return res->kind;
+    }
+    if (!t->mail_ok) {
+        if (t->data_reply.code == 354)
+            lone_dot(t);
+        smtp__result_take_reply(res, &t->mail_reply);
+        res->status = SMTP_DELIVERY_FAILED;
+        return smtp__fail(res, SMTP_ERR_REPLY, "MAIL",
+                          "server refused the sender");
+    }
+    if (res->naccepted == 0) {
+        if (t->data_reply.code == 354) {
+            lone_dot(t);
+        } else if (!t->pipelined) {
+            struct smtp_result tmp;          /* no DATA: RSET instead */
+            smtp_result_init(&tmp);
+            smtp__command(t->c, "RSET", smtp__timeout(t->c, SMTP__T_COMMAND),
+                          &tmp);
+            smtp_result_clear(&tmp);
+        }
+        res->code = 700;
+        res->status = SMTP_DELIVERY_REJECTED;
+        return smtp__fail(res, SMTP_ERR_REJECTED, "RCPT",
+                          "every recipient was rejected");
+    }
+    if (!t->pipelined) {
+        int r = run_group(t, t->ncmds - 1, t->ncmds);
+        if (r != SMTP_OK) {
+            res->status = SMTP_DELIVERY_FAILED;
+            return r;
+        }
+    }
+    if (t->data_reply.code != 354) {
+        smtp__result_take_reply(res, &t->data_reply);
+        res->status = SMTP_DELIVERY_FAILED;
+        return smtp__fail(res, SMTP_ERR_REPLY, "DATA",
+                          "server refused DATA");
+    }
+    return GO_ON;
+}
+
+/* Refuses what cannot go on the wire, before the first byte. */
+static int precheck(struct smtp_conn *c, const char *from,
+                    const char *const *to, size_t nto,
+                    const struct smtp_header *h, size_t nh,
+                    const struct smtp_body *body, struct scan *sc,
+                    struct smtp_result *res)
+{
+    char why[160];
+    if (smtp_addr_check(from, 1, why, sizeof why) < 0)
+        return smtp__fail(res, SMTP_ERR_LOCAL, "MAIL", "sender: %s", why);
+    if (nto == 0 || to == NULL)
+        return smtp__fail(res, SMTP_ERR_LOCAL, "RCPT", "no recipients");
+    int utf8 = smtp__addr_has_utf8(from);
+    for (size_t i = 0; i < nto; i++) {
+        if (smtp_addr_check(to[i], 0, why, sizeof why) < 0)
+            return smtp__fail(res, SMTP_ERR_LOCAL, "RCPT", "recipient %zu: %s",
+                              i + 1, why);
+        utf8 |= smtp__addr_has_utf8(to[i]);
+    }
+    for (size_t i = 0; i < nh; i++)
+        if (smtp_header_check(h[i].name, h[i].value, why, sizeof why) < 0)
+            return smtp__fail(res, SMTP_ERR_LOCAL, "DATA", "header %zu: %s",
+                              i + 1, why);
+    if (scan_body(body, sc, why, sizeof why) < 0)
+        return smtp__fail(res, SMTP_ERR_LOCAL, "DATA", "%s", why);
+    if (utf8 && !smtp_conn_has_ext(c, "SMTPUTF8"))
+        return smtp__fail(res, SMTP_ERR_LOCAL, "MAIL",
+                          "UTF-8 address but the server does not offer SMTPUTF8");
+    if (sc->eightbit && c->esmtp && !smtp_conn_has_ext(c, "8BITMIME"))
+        return smtp__fail(res, SMTP_ERR_LOCAL, "MAIL",
+                          "8-bit body but the server does not offer 8BITMIME");
+    const char *max = smtp_conn_ext_param(c, "SIZE");
+    unsigned long long limit = max ? strtoull(max, NULL, 10) : 0;
+    if (limit > 0 && sc->size > limit)
+        return smtp__fail(res, SMTP_ERR_LOCAL, "MAIL",
+                          "message of %llu bytes exceeds the server's SIZE "
+                          "limit of %llu", sc->size, limit);
+    return SMTP_OK;
+}
+
+/* Sends one message on an open connection. */
+int smtp_conn_send_mail(struct smtp_conn *conn, const char *from,
+                        const char *const *to, size_t nto,
+                        const struct smtp_header *headers, size_t nheaders,
+                        const struct smtp_body *body,
+                        const struct smtp_send_opts *sopts,
+                        struct smtp_result *res)
+{
+    struct scan sc;
+    smtp_result_clear(res);
+    if (!conn->open)
+        return smtp__fail(res, SMTP_ERR_CONN, "MAIL", "connection is closed");
+    if (!conn->greeted && smtp_conn_hello(conn, res) != SMTP_OK)
+        return res->kind;
+    smtp_result_clear(res);
+    if (precheck(conn, from, to, nto, headers, nheaders, body, &sc, res) != SMTP_OK) {
+        res->status = SMTP_DELIVERY_FAILED;
+        return res->kind;
+    }
+    struct tx t = { .c = conn, .res = res, .from = from, .to = to, .nto = nto,
+                    .so = sopts, .sc = &sc, .rset = conn->dirty };
+    t.pipelined = !conn->opts.no_pipelining && smtp_conn_has_ext(conn, "PIPELINING");
+    t.ncmds = (t.rset ? 1u : 0u) + 2 + nto;
+    conn->dirty = 1;
+    conn->messages++;
+    int r = run_envelope(&t);
+    if (r == SMTP_OK || t.bad_reply.code != 0)
+        r = judge_envelope(&t);
+    else
+        res->status = SMTP_DELIVERY_FAILED;
+    if (r == GO_ON) {
+        int dot = 0;
+        int raw = sopts != NULL && sopts->raw;
+        r = smtp__write_message(conn, raw ? NULL : headers, raw ? 0 : nheaders,
+                                body, !raw, from, res->message_id, res, &dot);
+        struct smtp_reply fin = { 0 };
+        if (r == SMTP_OK)
+            r = smtp__read_reply(conn, smtp__timeout(conn, SMTP__T_DATA_TERM),
+                                 "DATA", &fin, res);
+        if (r != SMTP_OK) {
+            res->status = dot ? SMTP_DELIVERY_UNKNOWN : SMTP_DELIVERY_FAILED;
+            if (dot)
+                snprintf(res->message, sizeof res->message,
+                         "no reply after the end of data: the message may "
+                         "have been delivered; not resent");
+        } else {
+            smtp__result_take_reply(res, &fin);
+            snprintf(res->command, sizeof res->command, "DATA");
+            if (res->code >= 400) {
+                res->status = SMTP_DELIVERY_FAILED;
+                r = smtp__fail(res, SMTP_ERR_REPLY, "DATA",
+                               "server refused the message");
+            } else if (res->nrejected > 0) {
+                res->code = 700;
+                res->status = SMTP_DELIVERY_PARTIAL;
+                r = smtp__fail(res, SMTP_ERR_REJECTED, "RCPT",
+                               "some recipients were rejected");
+            } else {
+                res->status = SMTP_DELIVERY_SENT;
+                res->kind = SMTP_OK;
+                res->command[0] = '\0';
+            }
+        }
+    }
+    smtp_reply_clear(&t.mail_reply);
+    smtp_reply_clear(&t.data_reply);
+    smtp_reply_clear(&t.bad_reply);
+    return r;
+}
+
+/* Connects and greets with EHLO (and STARTTLS/AUTH as opts say). */
+static struct smtp_conn *open_session(const char *host,
+                                      const struct smtp_opts *opts,
+                                      struct smtp_result *res)
+{
+    struct smtp_conn *c = smtp_connect(host, 0, opts, res);
+    if (c == NULL)
+        return NULL;
+    if (smtp_conn_hello(c, res) != SMTP_OK) {
+        smtp_conn_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* The seed's smtp-send-mail: a whole session for one message. */
+int smtp_send_mail(const char *from, const char *const *to, size_t nto,
+                   const struct smtp_header *headers, size_t nheaders,
+                   const struct smtp_body *body, const char *host,
+                   const struct smtp_opts *opts,
+                   const struct smtp_send_opts *sopts,
+                   struct smtp_result *res)
+{
+    char why[160];
+    smtp_result_clear(res);
+    /* Refuse bad input before connecting at all. */
+    if (smtp_addr_check(from, 1, why, sizeof why) < 0 || nto == 0) {
+        res->status = SMTP_DELIVERY_FAILED;
+        return nto == 0 ? smtp__fail(res, SMTP_ERR_LOCAL, "RCPT", "no recipients")
+                        : smtp__fail(res, SMTP_ERR_LOCAL, "MAIL", "sender: %s", why);
+    }
+    struct smtp_conn *c = open_session(host, opts, res);
+    if (c == NULL) {
+        res->status = SMTP_DELIVERY_FAILED;
+        return res->kind;
+    }
+    int r = smtp_conn_send_mail(c, from, to, nto, headers, nheaders, body,
+                                sopts, res);
+    smtp_conn_quit(c);
+    return r;
+}
+
+/* A query on its own connection: EHLO, the command, QUIT. */
+static int query(const char *verb, const char *arg, const char *host,
+                 const struct smtp_opts *opts, struct smtp_result *res)
+{
+    char cmd[600];
+    smtp_result_clear(res);
+    if (arg != NULL) {
+        for (const char *p = arg; *p != '\0'; p++)
+            if ((unsigned char)*p < 32 || *p == 127)
+                return smtp__fail(res, SMTP_ERR_LOCAL, verb,
+                                  "control character in the argument");
+        if (strlen(arg) > 500)
+            return smtp__fail(res, SMTP_ERR_LOCAL, verb, "argument too long");
+    }
+    if (arg != NULL && arg[0] != '\0')
+        snprintf(cmd, sizeof cmd, "%s %s", verb, arg);
+    else
+        snprintf(cmd, sizeof cmd, "%s", verb);
+    struct smtp_conn *c = open_session(host, opts, res);
+    if (c == NULL)
+        return res->kind;
+    smtp_result_clear(res);
+    int r = smtp__command(c, cmd, smtp__timeout(c, SMTP__T_COMMAND), res);
+    smtp_conn_quit(c);
+    if (r != SMTP_OK)
+        return r;
+    if (res->code >= 400)
+        return smtp__fail(res, SMTP_ERR_REPLY, verb, "server refused %s", verb);
+    res->command[0] = '\0';
+    return SMTP_OK;
+}
+
+int smtp_expand(const char *name, const char *host,
+                const struct smtp_opts *opts, struct smtp_result *res)
+{
+    return query("EXPN", name, host, opts, res);
+}
+
+int smtp_verify(const char *name, const char *host,
+                const struct smtp_opts *opts, struct smtp_result *res)
+{
+    return query("VRFY", name, host, opts, res);
+}
+
+int smtp_get_help(const char *host, const char *details,
+                  const struct smtp_opts *opts, struct smtp_result *res)
+{
+    return query("HELP", details, host, opts, res);
+}
