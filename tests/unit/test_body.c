@@ -1,0 +1,238 @@
+/*
+ * test_body.c - the body normalizer and dot-stuffer (SMTP smuggling), the
+ * header writer, and the address and header validators.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "smtpcore/src/internal.h"
+
+/* Runs input through the stuffer in pieces of size step; returns the wire. */
+static int stuff(const char *in, size_t n, size_t step, struct smtp__buf *out)
+{
+    struct smtp__stuffer st;
+    char why[128];
+    smtp__stuffer_init(&st);
+    smtp__buf_init(out, 1 << 24);
+    for (size_t i = 0; i < n; i += step) {
+        size_t k = n - i < step ? n - i : step;
+        if (smtp__stuff(&st, in + i, k, out, why, sizeof why) < 0)
+            return -1;
+    }
+    return smtp__stuff_end(&st, out);
+}
+
+static void test_smuggling_sequences_become_crlf_and_stuffed(void **state)
+{
+    (void)state;
+    static const struct { const char *in, *wire; } cases[] = {
+        { "a\n.\nb", "a\r\n..\r\nb\r\n.\r\n" },
+        { "a\n.\r\nb", "a\r\n..\r\nb\r\n.\r\n" },
+        { "a\r.\rb", "a\r\n..\r\nb\r\n.\r\n" },
+        { "a\r\n.\r\nb", "a\r\n..\r\nb\r\n.\r\n" },
+        { ".starts", "..starts\r\n.\r\n" },
+        { ".hidden\r\n..two\r\n", "..hidden\r\n...two\r\n.\r\n" },
+        { "no newline at end", "no newline at end\r\n.\r\n" },
+        { "", ".\r\n" },
+        { "\r", "\r\n.\r\n" },
+        { "\n\n", "\r\n\r\n.\r\n" },
+        { "x\r\r\ny", "x\r\n\r\ny\r\n.\r\n" },
+        { "mid.dot\n", "mid.dot\r\n.\r\n" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        for (size_t step = 1; step <= 8; step += 7) {
+            struct smtp__buf out;
+            assert_int_equal(stuff(cases[i].in, strlen(cases[i].in), step, &out), 0);
+            assert_string_equal(out.data, cases[i].wire);
+            /* No bare CR or LF anywhere on the wire. */
+            for (size_t k = 0; k < out.len; k++) {
+                if (out.data[k] == '\n')
+                    assert_true(k > 0 && out.data[k - 1] == '\r');
+                if (out.data[k] == '\r')
+                    assert_true(k + 1 < out.len && out.data[k + 1] == '\n');
+            }
+            smtp__buf_free(&out);
+        }
+    }
+}
+
+static void test_nul_in_body_is_refused(void **state)
+{
+    (void)state;
+    struct smtp__buf out;
+    assert_int_equal(stuff("a\0b", 3, 3, &out), -1);
+    smtp__buf_free(&out);
+}
+
+static void test_line_over_998_octets_is_refused(void **state)
+{
+    (void)state;
+    static char big[2000];
+    struct smtp__buf out;
+    memset(big, 'x', 998);
+    assert_int_equal(stuff(big, 998, 100, &out), 0);
+    smtp__buf_free(&out);
+    memset(big, 'x', 999);
+    assert_int_equal(stuff(big, 999, 100, &out), -1);
+    smtp__buf_free(&out);
+}
+
+static void test_address_validation_table(void **state)
+{
+    (void)state;
+    static char longlocal[80], longaddr[300];
+    memset(longlocal, 'a', 65);
+    memcpy(longlocal + 65, "@x.org", 7);
+    memset(longaddr, 'a', 60);
+    longaddr[60] = '@';
+    for (int i = 61; i < 290; i++)
+        longaddr[i] = (i % 10 == 0) ? '.' : 'b';
+    longaddr[290] = '\0';
+    static const struct { const char *a; int empty_ok, ok; } cases[] = {
+        { "user@example.org", 0, 1 },
+        { "first.last+tag@sub.example.org", 0, 1 },
+        { "\"quoted space\"@example.org", 0, 1 },
+        { "user@[127.0.0.1]", 0, 1 },
+        { "postmaster", 0, 1 },
+        { "", 1, 1 },
+        { "", 0, 0 },
+        { "user@example.org\r\nRCPT TO:<evil@x.org>", 0, 0 },
+        { "user@example.org\n", 0, 0 },
+        { "us\ter@example.org", 0, 0 },
+        { "<user@example.org>", 0, 0 },
+        { "user@example.org>", 0, 0 },
+        { "us er@example.org", 0, 0 },
+        { "user", 0, 0 },
+        { "user@", 0, 0 },
+        { ".user@example.org", 0, 0 },
+        { "us..er@example.org", 0, 0 },
+        { "user@-bad.org", 0, 0 },
+        { "user@bad-.org", 0, 0 },
+        { "user@exa mple.org", 0, 0 },
+        { "user@example..org", 0, 0 },
+        { "\"unterminated@example.org", 0, 0 },
+        { longlocal, 0, 0 },
+        { longaddr, 0, 0 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char why[160] = "";
+        int r = smtp_addr_check(cases[i].a, cases[i].empty_ok, why, sizeof why);
+        if ((r == 0) != cases[i].ok)
+            fail_msg("case %zu '%s': got %d (%s)", i, cases[i].a, r, why);
+        if (r < 0)
+            assert_true(why[0] != '\0');
+    }
+}
+
+static void test_header_validation_table(void **state)
+{
+    (void)state;
+    static const struct { const char *n, *v; int ok; } cases[] = {
+        { "Subject", "hello", 1 },
+        { "X-Custom-1", "tab\tok", 1 },
+        { "Subject", "", 1 },
+        { "Sub ject", "x", 0 },
+        { "Subject:", "x", 0 },
+        { "", "x", 0 },
+        { "Subj\xc3\xa9", "x", 0 },
+        { "Subject", "a\r\nBcc: evil@x.org", 0 },
+        { "Subject", "a\nb", 0 },
+        { "Subject", "a\rb", 0 },
+        { "Subject", "bell\x07", 0 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char why[160];
+        int r = smtp_header_check(cases[i].n, cases[i].v, why, sizeof why);
+        if ((r == 0) != cases[i].ok)
+            fail_msg("case %zu '%s': got %d", i, cases[i].n, r);
+    }
+}
+
+static void test_headers_get_date_message_id_and_from_when_missing(void **state)
+{
+    (void)state;
+    struct smtp_header h[] = { { "Subject", "hi" } };
+    struct smtp__buf out;
+    char msgid[256], why[160];
+    smtp__buf_init(&out, 1 << 20);
+    assert_int_equal(smtp__headers_write(h, 1, "me@example.org", "client.test",
+                                         &out, msgid, why, sizeof why), 0);
+    assert_non_null(strstr(out.data, "Date: "));
+    assert_non_null(strstr(out.data, "Message-ID: <"));
+    assert_non_null(strstr(out.data, "@example.org>\r\n"));
+    assert_non_null(strstr(out.data, "From: <me@example.org>\r\n"));
+    assert_non_null(strstr(out.data, "Subject: hi\r\n\r\n"));
+    assert_true(msgid[0] == '<');
+    smtp__buf_free(&out);
+
+    struct smtp_header h2[] = { { "date", "x" }, { "message-id", "<a@b>" },
+                                { "from", "A <a@b>" } };
+    smtp__buf_init(&out, 1 << 20);
+    assert_int_equal(smtp__headers_write(h2, 3, "me@example.org", "c", &out,
+                                         msgid, why, sizeof why), 0);
+    assert_string_equal(out.data, "date: x\r\nmessage-id: <a@b>\r\nfrom: A <a@b>\r\n\r\n");
+    assert_string_equal(msgid, "<a@b>");
+    smtp__buf_free(&out);
+}
+
+static void test_long_header_values_are_folded(void **state)
+{
+    (void)state;
+    char value[600];
+    size_t n = 0;
+    while (n < 500) {
+        memcpy(value + n, "word ", 5);
+        n += 5;
+    }
+    value[n - 1] = '\0';
+    struct smtp_header h[] = { { "Date", "x" }, { "Message-ID", "<a@b>" },
+                               { "Subject", value } };
+    struct smtp__buf out;
+    char msgid[256], why[160];
+    smtp__buf_init(&out, 1 << 20);
+    assert_int_equal(smtp__headers_write(h, 3, "", "c", &out, msgid, why, sizeof why), 0);
+    const char *p = out.data;
+    size_t longest = 0, folds = 0;
+    while (*p) {
+        const char *e = strstr(p, "\r\n");
+        assert_non_null(e);
+        if ((size_t)(e - p) > longest)
+            longest = (size_t)(e - p);
+        if (*p == ' ')
+            folds++;
+        p = e + 2;
+    }
+    assert_true(longest <= 78);
+    assert_true(folds >= 6);
+    smtp__buf_free(&out);
+}
+
+static void test_xtext_encodes_plus_equals_and_controls(void **state)
+{
+    (void)state;
+    struct smtp__buf out;
+    smtp__buf_init(&out, 1024);
+    assert_int_equal(smtp__xtext(&out, "a+b=c d"), 0);
+    assert_string_equal(out.data, "a+2Bb+3Dc+20d");
+    smtp__buf_free(&out);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_smuggling_sequences_become_crlf_and_stuffed),
+        cmocka_unit_test(test_nul_in_body_is_refused),
+        cmocka_unit_test(test_line_over_998_octets_is_refused),
+        cmocka_unit_test(test_address_validation_table),
+        cmocka_unit_test(test_header_validation_table),
+        cmocka_unit_test(test_headers_get_date_message_id_and_from_when_missing),
+        cmocka_unit_test(test_long_header_values_are_folded),
+        cmocka_unit_test(test_xtext_encodes_plus_equals_and_controls),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
