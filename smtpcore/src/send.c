@@ -28,6 +28,7 @@
 struct scan {
     unsigned long long size;
     int eightbit;
+    int streamed;       /* a reader: size and 8-bit unknown in advance */
 };
 
 /* Checks a body held in memory: NUL, line length; counts size, 8-bit. */
@@ -65,8 +66,10 @@ static int scan_body(const struct smtp_body *b, struct scan *sc, char *why,
         return 0;
     if (b->text != NULL)
         return scan_bytes(b->text, b->len, &col, sc, why, whylen);
-    if (b->read != NULL)
+    if (b->read != NULL) {
+        sc->streamed = 1;
         return 0;
+    }
     for (size_t i = 0; i < b->nlines; i++) {
         col = 0;
         if (b->lines[i] == NULL) {
@@ -224,9 +227,10 @@ static int cmd_line(const struct tx *t, size_t k, struct smtp__buf *out)
         return smtp__buf_append(out, "RSET\r\n", 6);
     case STEP_MAIL:
         r |= smtp__buf_appendf(out, "MAIL FROM:<%s>", t->from);
-        if (smtp_conn_has_ext(c, "SIZE"))
+        if (smtp_conn_has_ext(c, "SIZE") && !t->sc->streamed)
             r |= smtp__buf_appendf(out, " SIZE=%llu", t->sc->size);
-        if (t->sc->eightbit && smtp_conn_has_ext(c, "8BITMIME"))
+        if ((t->sc->eightbit || t->sc->streamed) &&
+            smtp_conn_has_ext(c, "8BITMIME"))
             r |= smtp__buf_appendf(out, " BODY=8BITMIME");
         if (smtp_conn_has_ext(c, "SMTPUTF8")) {
             int u = smtp__addr_has_utf8(t->from);

@@ -1,0 +1,33 @@
+#!/bin/sh
+# run.sh - the main job for `make run`: Postfix's smtp-sink on 127.0.0.1 as
+# the relay, `mailpool serve` in front of it on MAILPOOL_HTTP_LISTEN
+# (default 127.0.0.1:8025).  Ctrl-C stops both.
+set -eu
+cd "$(dirname "$0")/.."
+listen="${MAILPOOL_HTTP_LISTEN:-127.0.0.1:8025}"
+
+free_port() {
+    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
+        echo 2525
+}
+sink_port=$(free_port)
+if [ "$(id -u)" -eq 0 ]; then user="-u nobody"; else user=""; fi
+/usr/sbin/smtp-sink $user 127.0.0.1:"$sink_port" 256 &
+sink=$!
+cleanup() { kill "$sink" 2>/dev/null || true; [ -n "${mp:-}" ] && kill "$mp" 2>/dev/null; wait 2>/dev/null || true; }
+trap 'cleanup; exit 0' INT TERM
+trap cleanup EXIT
+
+cat <<MSG
+mailpool: relay smtp-sink on 127.0.0.1:$sink_port, HTTP API on http://$listen
+Send a message from another terminal:
+
+  curl -s http://$listen/v1/messages -H 'Content-Type: application/json' \\
+    -d '{"from":"me@example.org","to":["you@example.org"],"headers":{"Subject":"hello"},"body":"Hi there."}'
+
+Ctrl-C stops both.
+MSG
+build/mailpool serve --relay-host 127.0.0.1 --relay-port "$sink_port" \
+    --relay-tls none --http-listen "$listen" &
+mp=$!
+wait "$mp"

@@ -1,0 +1,447 @@
+/*
+ * main.c - the mailpool command: the one place that wires api to server.
+ *
+ *   mailpool serve [--config FILE] [--<section>-<key> VALUE ...] [--print-config]
+ *   mailpool send --server HOST[:PORT] --from ADDR --to ADDR [--to ADDR ...]
+ *                 [--header 'Name: value' ...] [--body-file FILE] [TLS/AUTH]
+ *   mailpool verify ADDR --server ...   mailpool expand LIST --server ...
+ *   mailpool help [TOPIC] --server ...  mailpool healthcheck [--http-listen A]
+ *
+ * The one-shot commands print one JSON object (the API's result shape) and
+ * exit 0 when code < 400, 1 otherwise, 2 on a usage error.  serve exits 0
+ * after a SIGTERM/SIGINT drain, 2 on a bad configuration, 1 when it cannot
+ * start.  Signals are taken with sigwait in the main thread: no handler,
+ * no global flag.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+#include <pthread.h>
+
+#include <smtpcore/smtp.h>
+#include "api/api.h"
+#include "config/config.h"
+#include "server/log.h"
+#include "server/pool.h"
+
+#define MAX_TO 1000
+#define MAX_HEADERS 200
+
+static void usage(FILE *f)
+{
+    fputs("usage:\n"
+          "  mailpool serve [--config FILE] [--relay-host H] [--relay-port P]\n"
+          "                 [--http-listen ADDR:PORT] [--<section>-<key> V ...]\n"
+          "                 [--print-config]\n"
+          "  mailpool send --server HOST[:PORT] --from ADDR --to ADDR [--to ADDR ...]\n"
+          "                [--header 'Name: value' ...] [--body-file FILE]\n"
+          "  mailpool verify ADDR --server HOST[:PORT]\n"
+          "  mailpool expand LIST --server HOST[:PORT]\n"
+          "  mailpool help [TOPIC] --server HOST[:PORT]\n"
+          "  mailpool healthcheck [--http-listen ADDR:PORT]\n"
+          "client options: --tls none|opportunistic|required|implicit\n"
+          "  --ca-file F --insecure-skip-verify --helo NAME\n"
+          "  --auth-user U --auth-pass-file F --auth-mech M --auth-allow-plaintext\n"
+          "  --timeout SECONDS (per command)\n", f);
+}
+
+/* Options of the one-shot client commands. */
+struct cli {
+    const char *server;
+    const char *from;
+    const char *to[MAX_TO];
+    size_t nto;
+    struct smtp_header headers[MAX_HEADERS];
+    char *hbuf[MAX_HEADERS];
+    size_t nheaders;
+    const char *body_file;
+    const char *arg;             /* VRFY / EXPN / HELP argument */
+    char *pass;                  /* read from --auth-pass-file */
+    struct smtp_opts opts;
+};
+
+/* Reads a secret file (one trailing newline dropped); NULL on error. */
+static char *read_secret(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return NULL;
+    char *buf = calloc(1, 4096);
+    size_t n = buf ? fread(buf, 1, 4095, f) : 0;
+    fclose(f);
+    if (buf == NULL)
+        return NULL;
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        buf[--n] = '\0';
+    return buf;
+}
+
+/* "Name: value" into a header entry. */
+static int add_header(struct cli *c, const char *spec)
+{
+    const char *colon = strchr(spec, ':');
+    if (colon == NULL || c->nheaders >= MAX_HEADERS) {
+        fprintf(stderr, "mailpool: --header wants 'Name: value', got '%s'\n", spec);
+        return -1;
+    }
+    char *copy = strdup(spec);
+    if (copy == NULL)
+        return -1;
+    copy[colon - spec] = '\0';
+    const char *v = copy + (colon - spec) + 1;
+    while (*v == ' ')
+        v++;
+    c->hbuf[c->nheaders] = copy;
+    c->headers[c->nheaders].name = copy;
+    c->headers[c->nheaders].value = v;
+    c->nheaders++;
+    return 0;
+}
+
+/* Parses a seconds value into ms; -1 on garbage. */
+static int parse_secs(const char *s)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < 1 || v > 86400)
+        return -1;
+    return (int)v * 1000;
+}
+
+/* Parses the client flags; 0, or -1 on a usage error (already said). */
+static int parse_cli(struct cli *c, int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int takes = 1;
+        if (strcmp(a, "--insecure-skip-verify") == 0) {
+            c->opts.insecure_skip_verify = 1;
+            takes = 0;
+        } else if (strcmp(a, "--auth-allow-plaintext") == 0) {
+            c->opts.auth_allow_plaintext = 1;
+            takes = 0;
+        } else if (strcmp(a, "--no-pipelining") == 0) {
+            c->opts.no_pipelining = 1;
+            takes = 0;
+        } else if (a[0] != '-' || a[1] != '-') {
+            if (c->arg != NULL) {
+                fprintf(stderr, "mailpool: unexpected argument '%s'\n", a);
+                return -1;
+            }
+            c->arg = a;
+            takes = 0;
+        } else if (v == NULL) {
+            fprintf(stderr, "mailpool: %s needs a value\n", a);
+            return -1;
+        } else if (strcmp(a, "--server") == 0) {
+            c->server = v;
+        } else if (strcmp(a, "--from") == 0) {
+            c->from = v;
+        } else if (strcmp(a, "--to") == 0) {
+            if (c->nto >= MAX_TO) {
+                fprintf(stderr, "mailpool: at most %d --to\n", MAX_TO);
+                return -1;
+            }
+            c->to[c->nto++] = v;
+        } else if (strcmp(a, "--header") == 0) {
+            if (add_header(c, v) < 0)
+                return -1;
+        } else if (strcmp(a, "--body-file") == 0) {
+            c->body_file = v;
+        } else if (strcmp(a, "--helo") == 0) {
+            c->opts.helo_name = v;
+        } else if (strcmp(a, "--ca-file") == 0) {
+            c->opts.ca_file = v;
+        } else if (strcmp(a, "--auth-user") == 0) {
+            c->opts.auth_user = v;
+        } else if (strcmp(a, "--auth-mech") == 0) {
+            c->opts.auth_mech = v;
+        } else if (strcmp(a, "--auth-pass-file") == 0) {
+            c->pass = read_secret(v);
+            if (c->pass == NULL) {
+                fprintf(stderr, "mailpool: cannot read --auth-pass-file %s: %s\n",
+                        v, strerror(errno));
+                return -1;
+            }
+            c->opts.auth_pass = c->pass;
+        } else if (strcmp(a, "--timeout") == 0) {
+            int ms = parse_secs(v);
+            if (ms < 0) {
+                fprintf(stderr, "mailpool: --timeout wants seconds, got '%s'\n", v);
+                return -1;
+            }
+            c->opts.command_timeout_ms = c->opts.greeting_timeout_ms = ms;
+            c->opts.data_init_timeout_ms = c->opts.data_block_timeout_ms = ms;
+            c->opts.data_term_timeout_ms = c->opts.connect_timeout_ms = ms;
+        } else if (strcmp(a, "--tls") == 0) {
+            static const char *const modes[] = { "none", "opportunistic",
+                                                 "required", "implicit" };
+            size_t m = 0;
+            while (m < 4 && strcmp(v, modes[m]) != 0)
+                m++;
+            if (m == 4) {
+                fprintf(stderr, "mailpool: --tls wants none|opportunistic|"
+                                "required|implicit, got '%s'\n", v);
+                return -1;
+            }
+            c->opts.tls = (enum smtp_tls_mode)m;
+        } else {
+            fprintf(stderr, "mailpool: unknown option %s\n", a);
+            return -1;
+        }
+        i += takes;
+    }
+    if (c->server == NULL) {
+        fprintf(stderr, "mailpool: --server HOST[:PORT] is required\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* Reader over a file descriptor: the seed's input-port body. */
+static ssize_t fd_reader(void *ctx, char *buf, size_t cap)
+{
+    int fd = *(int *)ctx;
+    for (;;) {
+        ssize_t n = read(fd, buf, cap);
+        if (n >= 0 || errno != EINTR)
+            return n;
+    }
+}
+
+/* Prints the result object and returns the exit code. */
+static int print_result(const struct smtp_result *res)
+{
+    json_t *j = api_result_json(res);
+    if (j == NULL)
+        return 1;
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (s == NULL)
+        return 1;
+    puts(s);
+    free(s);
+    return res->code > 0 && res->code < 400 && res->kind == SMTP_OK ? 0 : 1;
+}
+
+static void cli_free(struct cli *c)
+{
+    for (size_t i = 0; i < c->nheaders; i++)
+        free(c->hbuf[i]);
+    if (c->pass != NULL) {
+        explicit_bzero(c->pass, strlen(c->pass));
+        free(c->pass);
+    }
+}
+
+/* send / verify / expand / help. */
+static int cmd_client(const char *cmd, int argc, char **argv)
+{
+    struct cli c;
+    struct smtp_result res;
+    memset(&c, 0, sizeof c);
+    smtp_result_init(&res);
+    int rc = 2;
+    if (parse_cli(&c, argc, argv) < 0)
+        goto usage;
+    if (strcmp(cmd, "send") == 0) {
+        if (c.from == NULL || c.nto == 0 || c.arg != NULL) {
+            fprintf(stderr, "mailpool send: --from and at least one --to are "
+                            "required\n");
+            goto usage;
+        }
+        int fd = 0;
+        if (c.body_file != NULL && (fd = open(c.body_file, O_RDONLY | O_CLOEXEC)) < 0) {
+            fprintf(stderr, "mailpool: cannot open %s: %s\n", c.body_file,
+                    strerror(errno));
+            goto usage;
+        }
+        struct smtp_body body = { .read = fd_reader, .ctx = &fd };
+        smtp_send_mail(c.from, c.to, c.nto, c.headers, c.nheaders, &body,
+                       c.server, &c.opts, NULL, &res);
+        if (fd > 0)
+            close(fd);
+    } else if (strcmp(cmd, "verify") == 0 || strcmp(cmd, "expand") == 0) {
+        if (c.arg == NULL) {
+            fprintf(stderr, "mailpool %s: which %s?\n", cmd,
+                    cmd[0] == 'v' ? "address" : "list");
+            goto usage;
+        }
+        if (cmd[0] == 'v')
+            smtp_verify(c.arg, c.server, &c.opts, &res);
+        else
+            smtp_expand(c.arg, c.server, &c.opts, &res);
+    } else {
+        smtp_get_help(c.server, c.arg, &c.opts, &res);
+    }
+    rc = print_result(&res);
+    smtp_result_clear(&res);
+    cli_free(&c);
+    return rc;
+usage:
+    usage(stderr);
+    cli_free(&c);
+    return 2;
+}
+
+/* serve: config, pool, HTTP; waits for SIGTERM/SIGINT, then drains. */
+static int cmd_serve(int argc, char **argv)
+{
+    struct cfg cfg;
+    char err[512];
+    int rest[64], nrest = 64, print = 0;
+    memset(&cfg, 0, sizeof cfg);
+    if (cfg_load(&cfg, argc, argv, NULL, rest, &nrest, err, sizeof err) < 0) {
+        fprintf(stderr, "mailpool: %s\n", err);
+        cfg_free(&cfg);
+        return 2;
+    }
+    for (int i = 0; i < nrest; i++) {
+        if (strcmp(argv[rest[i]], "--print-config") == 0) {
+            print = 1;
+        } else {
+            fprintf(stderr, "mailpool serve: unknown option %s\n", argv[rest[i]]);
+            usage(stderr);
+            cfg_free(&cfg);
+            return 2;
+        }
+    }
+    if (print) {
+        cfg_print(&cfg, stdout);
+        cfg_free(&cfg);
+        return 0;
+    }
+    log_set_level(cfg.log.level);
+
+    /* Every thread inherits this mask; only sigwait below takes them. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct pool *pool = pool_new(&cfg, err, sizeof err);
+    if (pool == NULL) {
+        fprintf(stderr, "mailpool: %s\n", err);
+        cfg_free(&cfg);
+        return 1;
+    }
+    struct api *api = api_start(&cfg, pool, err, sizeof err);
+    if (api == NULL) {
+        fprintf(stderr, "mailpool: %s\n", err);
+        pool_drain(pool, 0);
+        pool_free(pool);
+        cfg_free(&cfg);
+        return 1;
+    }
+    char port[16];
+    snprintf(port, sizeof port, "%d", api_port(api));
+    log_event(LOG_INFO, "listening", "listen", cfg.http.listen, "port", port,
+              "relay", cfg.relay.host, NULL);
+    int sig = 0;
+    while (sigwait(&sigs, &sig) != 0)
+        ;
+    log_event(LOG_INFO, "draining", "signal", sig == SIGTERM ? "TERM" : "INT",
+              NULL);
+    api_set_draining(api, 1);
+    pool_drain(pool, cfg.pool.drain_timeout);
+    api_stop(api);
+    pool_free(pool);
+    log_event(LOG_INFO, "stopped", NULL);
+    cfg_free(&cfg);
+    return 0;
+}
+
+/* GET /healthz at listen ("host:port", "[v6]:port"): 0 when it says 200. */
+static int healthcheck(const char *listen)
+{
+    char host[256], port[16];
+    const char *colon = strrchr(listen, ':');
+    if (colon == NULL || strlen(colon + 1) >= sizeof port)
+        return -1;
+    const char *h = listen;
+    size_t n = (size_t)(colon - listen);
+    if (h[0] == '[' && n >= 2 && h[n - 1] == ']') {
+        h++;
+        n -= 2;
+    }
+    if (n == 0 || n >= sizeof host)
+        return -1;
+    memcpy(host, h, n);
+    host[n] = '\0';
+    snprintf(port, sizeof port, "%s", colon + 1);
+    if (strcmp(host, "0.0.0.0") == 0)
+        snprintf(host, sizeof host, "127.0.0.1");
+    else if (strcmp(host, "::") == 0)
+        snprintf(host, sizeof host, "::1");
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL;
+    if (getaddrinfo(host, port, &hints, &ai) != 0)
+        return -1;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct timeval tv = { .tv_sec = 5 };
+    int ok = -1;
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    }
+    if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+        static const char req[] = "GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n";
+        char buf[64] = "";
+        if (write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1) &&
+            read(fd, buf, sizeof buf - 1) > 12 && strncmp(buf + 8, " 200", 4) == 0)
+            ok = 0;
+    }
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(ai);
+    return ok;
+}
+
+/* healthcheck: GET /healthz on the configured listen address. */
+static int cmd_healthcheck(int argc, char **argv)
+{
+    struct cfg cfg;
+    char err[512];
+    memset(&cfg, 0, sizeof cfg);
+    if (cfg_load(&cfg, argc, argv, NULL, NULL, NULL, err, sizeof err) < 0) {
+        fprintf(stderr, "mailpool: %s\n", err);
+        cfg_free(&cfg);
+        return 2;
+    }
+    int rc = healthcheck(cfg.http.listen) == 0 ? 0 : 1;
+    cfg_free(&cfg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "serve") == 0)
+        return cmd_serve(argc - 2, argv + 2);
+    if (strcmp(cmd, "healthcheck") == 0)
+        return cmd_healthcheck(argc - 2, argv + 2);
+    if (strcmp(cmd, "send") == 0 || strcmp(cmd, "verify") == 0 ||
+        strcmp(cmd, "expand") == 0 || strcmp(cmd, "help") == 0)
+        return cmd_client(cmd, argc - 2, argv + 2);
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "mailpool: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}
