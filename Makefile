@@ -35,6 +35,7 @@ MAILPOOL     := $(BUILD)/mailpool
 
 UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 INTEG_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(wildcard tests/integration/test_*.c))
+SCRIPT_TESTS := $(wildcard tests/integration/test_*.sh)
 
 .PHONY: all deps deps-run deps-test run test unit integration check-deps \
         clean asan valgrind lint format bench
@@ -47,6 +48,7 @@ deps-run:
 	@scripts/deps.sh run
 deps-test:
 	@scripts/deps.sh test
+	@scripts/deps.sh tools
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -78,7 +80,7 @@ run: deps-run
 test: deps-test
 	@$(MAKE) --no-print-directory all $(UNIT_TESTS) $(INTEG_TESTS)
 	@$(MAKE) --no-print-directory check-deps
-	@scripts/run-tests.sh $(UNIT_TESTS) $(INTEG_TESTS)
+	@scripts/run-tests.sh $(UNIT_TESTS) $(INTEG_TESTS) $(SCRIPT_TESTS)
 
 unit: deps-test
 	@$(MAKE) --no-print-directory $(UNIT_TESTS)
@@ -86,7 +88,7 @@ unit: deps-test
 
 integration: deps-test
 	@$(MAKE) --no-print-directory all $(INTEG_TESTS)
-	@scripts/run-tests.sh $(INTEG_TESTS)
+	@scripts/run-tests.sh $(INTEG_TESTS) $(SCRIPT_TESTS)
 
 # The one-way arrows of docs/ARCHITECTURE.md, checked on #include lines.
 check-deps:

@@ -4,6 +4,7 @@
 #   scripts/deps.sh build   compiler and libraries
 #   scripts/deps.sh run     build + the smtp-sink relay used by `make run`
 #   scripts/deps.sh test    run + every test peer and tool
+#   scripts/deps.sh tools   the npm linters in tools/ (npm ci)
 set -eu
 
 build_pkgs="gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev
@@ -11,11 +12,24 @@ libgnutls28-dev libinih-dev"
 run_pkgs="postfix curl"
 test_pkgs="libcmocka-dev python3 python3-aiosmtpd gnutls-bin valgrind"
 
+# npm tools (linters) live in tools/, pinned by tools/package-lock.json.
+if [ "${1:-}" = tools ]; then
+    cd "$(dirname "$0")/../tools"
+    if ! command -v npm >/dev/null 2>&1; then
+        "$0" npm || exit 1
+    fi
+    [ -d node_modules/dockerfile-utils ] && [ -d node_modules/@redocly/cli ] && exit 0
+    echo "deps: npm ci in tools/" >&2
+    npm ci --no-audit --no-fund --loglevel=error >&2
+    exit $?
+fi
+
 case "${1:-test}" in
+    npm)   want="nodejs npm" ;;
     build) want="$build_pkgs" ;;
     run)   want="$build_pkgs $run_pkgs" ;;
     test)  want="$build_pkgs $run_pkgs $test_pkgs" ;;
-    *) echo "usage: $0 build|run|test" >&2; exit 2 ;;
+    *) echo "usage: $0 build|run|test|tools" >&2; exit 2 ;;
 esac
 
 missing=""

@@ -1,0 +1,31 @@
+# mailpool: multi-stage build on Debian 12 (bookworm).
+# Build stage: compiler and -dev packages.  Runtime stage: shared libraries,
+# tini, a non-root user.  Configuration by environment (MAILPOOL_*).
+
+FROM debian:bookworm-slim AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc make pkg-config libc6-dev \
+      libmicrohttpd-dev libjansson-dev libgnutls28-dev libinih-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN make clean && make all
+
+FROM debian:bookworm-slim
+# The runtime list must cover every library `ldd build/mailpool` names
+# (checked by tests/integration/test_dockerfile.sh).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libmicrohttpd12 libjansson4 \
+      libgnutls30 libinih1 ca-certificates tini \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --no-create-home --shell /usr/sbin/nologin mailpool
+COPY --from=build /src/build/mailpool /usr/local/bin/mailpool
+USER mailpool
+ENV MAILPOOL_HTTP_LISTEN=0.0.0.0:8025 \
+    MAILPOOL_RELAY_HOST=localhost \
+    MAILPOOL_RELAY_PORT=25
+EXPOSE 8025
+HEALTHCHECK --interval=15s --timeout=5s --retries=3 \
+  CMD ["/usr/local/bin/mailpool", "healthcheck"]
+ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/mailpool"]
+CMD ["serve"]

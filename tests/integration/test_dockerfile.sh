@@ -1,0 +1,31 @@
+#!/bin/sh
+# test_dockerfile.sh - the Dockerfile lints clean (dockerfile-utils, npm) and
+# its runtime stage installs every shared library `ldd build/mailpool` names
+# (directly, or through the Depends of a listed package, or in the base image).
+set -u
+cd "$(dirname "$0")/../.."
+fail=0
+tools/node_modules/.bin/dockerfile-utils lint Dockerfile || { echo "FAIL: dockerfile lint"; fail=1; }
+
+# The runtime stage's package list: the apt-get install line after the last FROM.
+pkgs=$(awk '/^FROM/{stage++} stage==2' Dockerfile | tr '\\\n' '  ' |
+       sed -n 's/.*apt-get install -y --no-install-recommends \([^&]*\)&&.*/\1/p')
+[ -n "$pkgs" ] || { echo "FAIL: no runtime apt-get install line found"; exit 1; }
+closure=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
+          --no-breaks --no-replaces --no-enhances $pkgs 2>/dev/null |
+          grep -v '^ ' | sed 's/:.*//' | sort -u)
+# Essential packages of debian:bookworm-slim.
+base="libc6 libgcc-s1 libstdc++6 zlib1g libzstd1 liblzma5 libbz2-1.0 libcrypt1 libselinux1 libpcre2-8-0"
+for lib in $(ldd build/mailpool | awk '/=>/ {print $3}'); do
+    real=$(readlink -f "$lib")
+    pkg=$(dpkg -S "$real" 2>/dev/null | head -1 | cut -d: -f1)
+    [ -n "$pkg" ] || pkg=$(dpkg -S "$lib" 2>/dev/null | head -1 | cut -d: -f1)
+    if echo "$closure $base" | tr ' ' '\n' | grep -qx "$pkg"; then
+        echo "ok: $lib ($pkg)"
+    else
+        echo "FAIL: $lib comes from $pkg, which the runtime stage does not install"
+        fail=1
+    fi
+done
+[ $fail -eq 0 ] && echo "test_dockerfile: 1 passed, 0 failed" || echo "test_dockerfile: 0 passed, 1 failed"
+exit $fail
