@@ -1,0 +1,493 @@
+/*
+ * config/cfg_load.c - cfg_load: the defaults, then the INI file, then the
+ * environment, then the flags, each overriding the one before; then
+ * relay.auth_pass_file is read and the keys are checked against each other.
+ *
+ * Public function (config/config.h):
+ *   cfg_load  argv holds flags only; rest, when non-NULL, must have room for
+ *             argc indexes.  *cfg is written only on success; on error it is
+ *             left as it was.
+ *
+ * The INI file is --config FILE / --config=FILE (anywhere in argv; the last
+ * one wins) or else MAILPOOL_CONFIG.  It is parsed by libinih through a
+ * reader that counts lines, so that every error names FILE:LINE; an unknown
+ * key, a key given twice, a line inih cannot parse or one longer than inih's
+ * line buffer is an error.  In the environment, MAILPOOL_<SECTION>_<KEY>
+ * sets a key and any other MAILPOOL_<SECTION>_* with a known section is an
+ * error (a typo would otherwise go unnoticed); other MAILPOOL_* names are
+ * left alone.  A flag value is the rest of "--x=VALUE" or the next argument,
+ * which must not start with "--".  An empty value unsets an optional string.
+ *
+ * Errors: -1 with a sentence naming section.key and the value's origin (see
+ * config.c), or the file and line, or the flag.  Never prints or exits.
+ * Threads: reentrant; reads the process environment only when envp is NULL.
+ */
+#include "config/cfg_internal.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CFG_PASS_MAX 65536          /* bytes of relay.auth_pass_file */
+
+/* State of one cfg_load call. */
+struct cfg_loader {
+    struct cfg cfg;                          /* being built */
+    struct cfg_origin origin[CFG_MAX_KEYS];  /* where each value came from */
+    const char *config_path;                 /* --config or MAILPOOL_CONFIG */
+    char *err;
+    size_t errlen;
+};
+
+/* State of one INI file parse, the user pointer of the inih callbacks. */
+struct cfg_ini {
+    struct cfg_loader *L;
+    FILE *fp;
+    const char *path;
+    int line;                                /* of the line last read */
+    int err_line;                            /* 0, or where err was set */
+};
+
+/* A human-readable errno text, without strerror's shared buffer. */
+static const char *cfg_strerror(int errnum, char *buf, size_t len)
+{
+    return strerror_r(errnum, buf, len);     /* GNU: returns the text */
+}
+
+/* "from FILE:LINE" (and so on) for the current value of key k. */
+static void cfg_where(const struct cfg_loader *L, const struct cfg_key *k,
+                      char *buf, size_t len)
+{
+    cfg_origin_text(&L->origin[k - cfg_keys], k, buf, len);
+}
+
+/* Sets key k from text value and records where it came from. */
+static int cfg_apply(struct cfg_loader *L, const struct cfg_key *k,
+                     const char *value, const struct cfg_origin *o)
+{
+    if (cfg_set(&L->cfg, k, value, o, L->err, L->errlen))
+        return -1;
+    L->origin[k - cfg_keys] = *o;
+    return 0;
+}
+
+/* The row whose flag is "--" followed by name[0..len), or NULL. */
+static const struct cfg_key *cfg_flag_find(const char *name, size_t len)
+{
+    char flag[96];
+    size_t i;
+
+    for (i = 0; i < cfg_nkeys; i++) {
+        cfg_key_flag_name(&cfg_keys[i], flag, sizeof flag);
+        if (strlen(flag + 2) == len && memcmp(flag + 2, name, len) == 0)
+            return &cfg_keys[i];
+    }
+    return NULL;
+}
+
+/* An argument that is not ours: its index goes to rest, or it is an error. */
+static int cfg_arg_rest(struct cfg_loader *L, char **argv, int i, int *rest,
+                        int *n)
+{
+    const char *arg = argv[i];
+
+    if (rest != NULL) {
+        rest[(*n)++] = i;
+        return 0;
+    }
+    if (arg[0] == '-' && arg[1] != '\0' && strcmp(arg, "--") != 0)
+        cfg_err(L->err, L->errlen, "unknown flag %.*s",
+                (int)strcspn(arg, "="), arg);
+    else
+        cfg_err(L->err, L->errlen, "unexpected argument '%.80s'", arg);
+    return -1;
+}
+
+/*
+ * Walks the flags.  With apply 0: finds --config, fills rest and reports
+ * unknown flags and missing values.  With apply 1: sets the config keys
+ * (the walk has been checked by then).  "--" ends the flags: it and all
+ * after it are rest.
+ */
+static int cfg_walk_flags(struct cfg_loader *L, int argc, char **argv,
+                          int apply, int *rest, int *nrest)
+{
+    const struct cfg_origin flag = { CFG_SRC_FLAG, NULL, 0 };
+    int i = 0, n = 0, ended = 0;
+
+    while (i < argc) {
+        const char *arg = argv[i], *name = "", *value;
+        const struct cfg_key *k = NULL;
+        size_t len = 0;
+        int is_config = 0;
+
+        assert(arg != NULL);
+        ended = ended || strcmp(arg, "--") == 0;
+        if (!ended && strncmp(arg, "--", 2) == 0) {
+            name = arg + 2;
+            len = strcspn(name, "=");
+            is_config = len == 6 && strncmp(name, "config", 6) == 0;
+            if (!is_config)
+                k = cfg_flag_find(name, len);
+        }
+        if (!is_config && k == NULL) {
+            if (!apply && cfg_arg_rest(L, argv, i, rest, &n))
+                return -1;
+            i++;
+            continue;
+        }
+        if (name[len] == '=')
+            value = name + len + 1;
+        else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0)
+            value = argv[++i];
+        else
+            value = NULL;
+        i++;
+        if (value == NULL || (is_config && value[0] == '\0')) {
+            cfg_err(L->err, L->errlen, "flag --%.*s needs a %s", (int)len,
+                    name, is_config ? "file name" : "value");
+            return -1;
+        }
+        if (is_config)
+            L->config_path = value;
+        else if (apply && cfg_apply(L, k, value, &flag))
+            return -1;
+    }
+    if (!apply && nrest != NULL)
+        *nrest = n;
+    return 0;
+}
+
+/* inih's reader: one line at a time, counting, refusing over-long lines. */
+static char *cfg_ini_read(char *str, int num, void *stream)
+{
+    struct cfg_ini *ini = stream;
+    size_t len;
+    int c;
+
+    if (ini->err_line != 0 || fgets(str, num, ini->fp) == NULL)
+        return NULL;                /* stop at the first error */
+    ini->line++;
+    len = strlen(str);
+    if (len + 1 == (size_t)num && str[len - 1] != '\n' &&
+        (c = fgetc(ini->fp)) != EOF) {
+        ungetc(c, ini->fp);
+        cfg_err(ini->L->err, ini->L->errlen, "%s:%d: line longer than %d "
+                "characters", ini->path, ini->line, num - 2);
+        ini->err_line = ini->line;
+        return NULL;
+    }
+    return str;
+}
+
+/* 1 when some key lives in [section]. */
+static int cfg_section_known(const char *section)
+{
+    size_t i;
+
+    for (i = 0; i < cfg_nkeys; i++) {
+        if (strcmp(cfg_keys[i].section, section) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* inih's handler: one "name = value" in [section]. */
+static int cfg_ini_pair(void *user, const char *section, const char *name,
+                        const char *value)
+{
+    struct cfg_ini *ini = user;
+    struct cfg_loader *L = ini->L;
+    const struct cfg_key *k = cfg_key_find(section, name);
+    struct cfg_origin here = { CFG_SRC_FILE, ini->path, ini->line };
+    const struct cfg_origin *prev;
+
+    if (k == NULL) {
+        if (section[0] == '\0')
+            cfg_err(L->err, L->errlen, "%s:%d: unknown key '%.80s' (outside "
+                    "any [section])", ini->path, ini->line, name);
+        else if (!cfg_section_known(section))
+            cfg_err(L->err, L->errlen, "%s:%d: unknown section [%.40s] "
+                    "(key '%.80s')", ini->path, ini->line, section, name);
+        else
+            cfg_err(L->err, L->errlen, "%s:%d: unknown key '%.40s.%.80s'",
+                    ini->path, ini->line, section, name);
+        ini->err_line = ini->line;
+        return 0;
+    }
+    prev = &L->origin[k - cfg_keys];
+    if (prev->src == CFG_SRC_FILE) {
+        cfg_err(L->err, L->errlen, "%s:%d: %s.%s is set again (first on line "
+                "%d)", ini->path, ini->line, k->section, k->name, prev->line);
+        ini->err_line = ini->line;
+        return 0;
+    }
+    if (cfg_apply(L, k, value, &here)) {
+        ini->err_line = ini->line;
+        return 0;
+    }
+    return 1;
+}
+
+/* Reads the INI file at L->config_path. */
+static int cfg_load_file(struct cfg_loader *L)
+{
+    struct cfg_ini ini = { L, NULL, L->config_path, 0, 0 };
+    char ebuf[128];
+    int rc, read_errno;
+
+    ini.fp = fopen(ini.path, "r");
+    if (ini.fp == NULL) {
+        cfg_err(L->err, L->errlen, "cannot read config file '%s': %s",
+                ini.path, cfg_strerror(errno, ebuf, sizeof ebuf));
+        return -1;
+    }
+    errno = 0;
+    rc = ini_parse_stream(cfg_ini_read, &ini, cfg_ini_pair, &ini);
+    read_errno = ferror(ini.fp) ? (errno ? errno : EIO) : 0;
+    fclose(ini.fp);
+    if (rc > 0 && (ini.err_line == 0 || rc < ini.err_line)) {
+        cfg_err(L->err, L->errlen, "%s:%d: cannot parse this line (want "
+                "'[section]' or 'key = value')", ini.path, rc);
+        return -1;
+    }
+    if (ini.err_line != 0)
+        return -1;
+    if (read_errno != 0 || rc < 0) {
+        cfg_err(L->err, L->errlen, "cannot read config file '%s': %s",
+                ini.path, read_errno ? cfg_strerror(read_errno, ebuf,
+                sizeof ebuf) : "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* The value of name in envp, or NULL. */
+static const char *cfg_env_get(char **envp, const char *name)
+{
+    size_t len = strlen(name);
+
+    for (; *envp != NULL; envp++) {
+        if (strncmp(*envp, name, len) == 0 && (*envp)[len] == '=')
+            return *envp + len + 1;
+    }
+    return NULL;
+}
+
+/* The row whose variable is entry[0..len), or NULL; *in_section set when
+   the name starts with a known MAILPOOL_<SECTION>_. */
+static const struct cfg_key *cfg_env_find(const char *entry, size_t len,
+                                          int *in_section)
+{
+    char name[96];
+    size_t i, plen;
+
+    *in_section = 0;
+    for (i = 0; i < cfg_nkeys; i++) {
+        cfg_key_env_name(&cfg_keys[i], name, sizeof name);
+        if (strlen(name) == len && memcmp(name, entry, len) == 0)
+            return &cfg_keys[i];
+        plen = strlen("MAILPOOL_") + strlen(cfg_keys[i].section) + 1;
+        if (len > plen && memcmp(name, entry, plen) == 0)
+            *in_section = 1;
+    }
+    return NULL;
+}
+
+/* Applies every MAILPOOL_<SECTION>_<KEY> of envp (the first of duplicates,
+   as getenv would). */
+static int cfg_load_env(struct cfg_loader *L, char **envp)
+{
+    const struct cfg_origin env = { CFG_SRC_ENV, NULL, 0 };
+    const struct cfg_key *k;
+    const char *eq;
+    int in_section;
+
+    for (; *envp != NULL; envp++) {
+        if (strncmp(*envp, "MAILPOOL_", 9) != 0 ||
+            (eq = strchr(*envp, '=')) == NULL)
+            continue;
+        k = cfg_env_find(*envp, (size_t)(eq - *envp), &in_section);
+        if (k == NULL && in_section) {
+            cfg_err(L->err, L->errlen, "unknown environment variable %.*s",
+                    (int)(eq - *envp), *envp);
+            return -1;
+        }
+        if (k == NULL || L->origin[k - cfg_keys].src == CFG_SRC_ENV)
+            continue;
+        if (cfg_apply(L, k, eq + 1, &env))
+            return -1;
+    }
+    return 0;
+}
+
+/* Reads all of path (at most CFG_PASS_MAX bytes) into a new string; NULL
+   with errno set (EFBIG when larger). */
+static char *cfg_slurp(const char *path, size_t *lenp)
+{
+    char *buf = malloc(CFG_PASS_MAX + 1);
+    FILE *fp;
+    size_t len;
+    int bad, saved;
+
+    if (buf == NULL)
+        return NULL;
+    if ((fp = fopen(path, "r")) == NULL) {
+        free(buf);
+        return NULL;
+    }
+    errno = 0;
+    len = fread(buf, 1, CFG_PASS_MAX + 1, fp);
+    bad = ferror(fp) || len > CFG_PASS_MAX;
+    saved = ferror(fp) ? (errno ? errno : EIO) : EFBIG;
+    fclose(fp);
+    if (bad) {
+        explicit_bzero(buf, CFG_PASS_MAX + 1);
+        free(buf);
+        errno = saved;
+        return NULL;
+    }
+    buf[len] = '\0';
+    *lenp = len;
+    return buf;
+}
+
+/* What is wrong with the contents of a password file, or NULL. */
+static const char *cfg_pass_problem(const char *buf, size_t len)
+{
+    if (len == 0)
+        return "is empty";
+    if (strlen(buf) != len)
+        return "holds a NUL byte";
+    if (strpbrk(buf, "\r\n") != NULL)
+        return "must hold a single line";
+    return NULL;
+}
+
+/* relay.auth_pass_file, if set, becomes relay.auth_pass. */
+static int cfg_read_pass_file(struct cfg_loader *L)
+{
+    const struct cfg_key *kf = cfg_key_find("relay", "auth_pass_file");
+    const struct cfg_key *kp = cfg_key_find("relay", "auth_pass");
+    const char *path = L->cfg.relay.auth_pass_file, *problem;
+    char where[320], where2[320], ebuf[128], *buf;
+    size_t len = 0;
+
+    if (path == NULL)
+        return 0;
+    cfg_where(L, kf, where, sizeof where);
+    if (L->cfg.relay.auth_pass != NULL) {
+        cfg_where(L, kp, where2, sizeof where2);
+        cfg_err(L->err, L->errlen, "relay.auth_pass_file (%s) and "
+                "relay.auth_pass (%s) are both set; set one", where, where2);
+        return -1;
+    }
+    if ((buf = cfg_slurp(path, &len)) == NULL) {
+        cfg_err(L->err, L->errlen, "relay.auth_pass_file (%s): cannot read "
+                "'%s': %s", where, path, errno == EFBIG ? "larger than 64 KiB"
+                : cfg_strerror(errno, ebuf, sizeof ebuf));
+        return -1;
+    }
+    if (len > 0 && buf[len - 1] == '\n')
+        buf[--len] = '\0';
+    if (len > 0 && buf[len - 1] == '\r')
+        buf[--len] = '\0';
+    if ((problem = cfg_pass_problem(buf, len)) != NULL) {
+        cfg_err(L->err, L->errlen, "relay.auth_pass_file (%s): '%s' %s",
+                where, path, problem);
+        cfg_free_secret(buf);
+        return -1;
+    }
+    L->cfg.relay.auth_pass = strdup(buf);
+    cfg_free_secret(buf);
+    if (L->cfg.relay.auth_pass == NULL) {
+        cfg_err(L->err, L->errlen, "relay.auth_pass_file (%s): out of memory",
+                where);
+        return -1;
+    }
+    L->origin[kp - cfg_keys] = L->origin[kf - cfg_keys];
+    return 0;
+}
+
+/* Fails with "a (from X): needs b" when key a is set and b is not. */
+static int cfg_needs(struct cfg_loader *L, const char *a, int a_set,
+                     int b_set, const char *b)
+{
+    char where[320];
+
+    if (!a_set || b_set)
+        return 0;
+    cfg_where(L, cfg_key_find("relay", a), where, sizeof where);
+    cfg_err(L->err, L->errlen, "relay.%s (%s): needs %s as well", a, where, b);
+    return -1;
+}
+
+/* Checks of keys against each other, after every source is in. */
+static int cfg_cross_check(struct cfg_loader *L)
+{
+    const struct cfg *c = &L->cfg;
+    char where[320];
+
+    if (cfg_needs(L, "cert_file", c->relay.cert_file != NULL,
+                  c->relay.key_file != NULL, "relay.key_file") ||
+        cfg_needs(L, "key_file", c->relay.key_file != NULL,
+                  c->relay.cert_file != NULL, "relay.cert_file") ||
+        cfg_needs(L, "auth_mech", c->relay.auth_mech != NULL,
+                  c->relay.auth_user != NULL, "relay.auth_user") ||
+        cfg_needs(L, "auth_user", c->relay.auth_user != NULL,
+                  c->relay.auth_pass != NULL,
+                  "relay.auth_pass or relay.auth_pass_file") ||
+        cfg_needs(L, "auth_pass", c->relay.auth_pass != NULL,
+                  c->relay.auth_user != NULL, "relay.auth_user"))
+        return -1;
+    if (c->relay.auth_user != NULL && strcmp(c->relay.tls, "none") == 0 &&
+        !c->relay.auth_allow_plaintext) {
+        cfg_where(L, cfg_key_find("relay", "auth_user"), where, sizeof where);
+        cfg_err(L->err, L->errlen, "relay.auth_user (%s): with relay.tls=none "
+                "the password would cross the network in clear; set "
+                "relay.auth_allow_plaintext=true to allow that", where);
+        return -1;
+    }
+    return 0;
+}
+
+/* Loads defaults, file, environment and flags into cfg; see config.h. */
+int cfg_load(struct cfg *cfg, int argc, char **argv, char **envp,
+             int *rest, int *nrest, char *err, size_t errlen)
+{
+    struct cfg_loader L;
+    char *empty_env[] = { NULL };
+
+    assert(cfg != NULL && argc >= 0 && (argc == 0 || argv != NULL));
+    memset(&L, 0, sizeof L);
+    L.err = err;
+    L.errlen = errlen;
+    if (envp == NULL)
+        envp = environ != NULL ? environ : empty_env;
+    if (nrest != NULL)
+        *nrest = 0;
+    if (cfg_defaults(&L.cfg, err, errlen) ||
+        cfg_walk_flags(&L, argc, argv, 0, rest, nrest))
+        goto fail;
+    if (L.config_path == NULL) {
+        L.config_path = cfg_env_get(envp, "MAILPOOL_CONFIG");
+        if (L.config_path != NULL && L.config_path[0] == '\0')
+            L.config_path = NULL;
+    }
+    if ((L.config_path != NULL && cfg_load_file(&L)) ||
+        cfg_load_env(&L, envp) ||
+        cfg_walk_flags(&L, argc, argv, 1, NULL, NULL) ||
+        cfg_read_pass_file(&L) || cfg_cross_check(&L))
+        goto fail;
+    *cfg = L.cfg;
+    return 0;
+fail:
+    if (nrest != NULL)
+        *nrest = 0;
+    cfg_free(&L.cfg);
+    return -1;
+}
