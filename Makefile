@@ -72,6 +72,15 @@ $(BUILD)/tests/%: tests/integration/%.c $(call obj,$(SUPPORT_SRC)) $(LIBS_ALL)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDFLAGS) $(PKG_LIBS) -lcmocka
 
+$(BUILD)/bench_smtp: bench/bench_smtp.c $(LIB_SMTPCORE)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
+
+# Benchmarks (not part of test: timings never fail a test).
+bench: deps-test
+	@$(MAKE) --no-print-directory all $(BUILD)/bench_smtp
+	@scripts/deps.sh bench
+	@bench/run.sh
+
 # The main job: smtp-sink as the relay on 127.0.0.1, mailpool serve in front.
 run: deps-run
 	@$(MAKE) --no-print-directory all

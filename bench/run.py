@@ -1,0 +1,285 @@
+#!/usr/bin/python3
+"""run.py - mailpool's benchmarks (`make bench`), printed as one table.
+
+Every figure is the median of RUNS runs; each comparison is a ratio against
+a reference measured in the same run (the machine is shared and noisy).
+Everything runs on 127.0.0.1 against Postfix's smtp-sink; 1 KiB messages,
+one recipient.
+
+  1. SMTP layer: build/bench_smtp (smtpcore, with and without PIPELINING)
+     against `smtp-source -d -s N -m M -l 1024`, N = 1, 8, 32.
+  2. HTTP end to end: wrk POSTing /v1/messages (32 connections) and
+     /v1/messages/batch (100 messages a request) through `mailpool serve`:
+     messages/s, p50/p99 latency, peak RSS, CPU seconds per 10,000 messages.
+  3. Peers: Python smtplib with N threads each holding a connection, and
+     nodemailer's pooled transport with N connections.
+  4. Scale: SMTP connections 1..32, batch sizes 1..1000, RSS with 1,000 idle
+     HTTP connections.
+
+Environment: BENCH_RUNS (default 5), BENCH_MESSAGES (default 20000),
+BENCH_SECONDS (wrk duration, default 5), BENCH_QUICK=1 (fewer cases).
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(ROOT, "build")
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+MSGS = int(os.environ.get("BENCH_MESSAGES", "20000"))
+SECS = int(os.environ.get("BENCH_SECONDS", "5"))
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+rows = []
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+class Proc:
+    """A child process stopped with SIGTERM on exit."""
+
+    def __init__(self, argv, **kw):
+        self.p = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                  stderr=kw.pop("stderr", subprocess.DEVNULL), **kw)
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+
+
+def start_sink():
+    port = free_port()
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    p = Proc(["/usr/sbin/smtp-sink"] + user + ["127.0.0.1:%d" % port, "1024"])
+    if not wait_port(port):
+        raise SystemExit("bench: smtp-sink did not start")
+    return p, port
+
+
+def timed(argv):
+    t = time.monotonic()
+    r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        raise SystemExit("bench: %s failed: %s" % (argv[0], r.stderr[-500:]))
+    return time.monotonic() - t, r.stdout
+
+
+def median_rate(argv, msgs):
+    rates = []
+    for _ in range(RUNS):
+        secs, _ = timed(argv)
+        rates.append(msgs / secs)
+    return statistics.median(rates)
+
+
+def row(section, what, value, unit, ref=None, target=None):
+    ratio = value / ref if ref else None
+    rows.append((section, what, value, unit, ratio, target))
+    r = "" if ratio is None else "  x%.2f" % ratio
+    print("  %-58s %10.1f %-8s%s" % (what, value, unit, r), flush=True)
+
+
+def smtp_layer(port):
+    print("1. SMTP layer (smtpcore vs smtp-source -d), %d messages" % MSGS)
+    ref = {}
+    for n in (1, 8, 32):
+        src = median_rate(["/usr/sbin/smtp-source", "-d", "-s", str(n), "-m", str(MSGS),
+                           "-l", "1024", "127.0.0.1:%d" % port], MSGS)
+        ref[n] = src
+        row("smtp", "smtp-source -d, N=%d" % n, src, "msg/s")
+        pipe = median_rate([os.path.join(BUILD, "bench_smtp"), "--server",
+                            "127.0.0.1:%d" % port, "-n", str(n), "-m", str(MSGS)], MSGS)
+        row("smtp", "smtpcore PIPELINING, N=%d" % n, pipe, "msg/s", src,
+            ">= 1.5" if n == 8 else None)
+        nop = median_rate([os.path.join(BUILD, "bench_smtp"), "--server",
+                           "127.0.0.1:%d" % port, "-n", str(n), "-m", str(MSGS), "-p"], MSGS)
+        row("smtp", "smtpcore no pipelining, N=%d" % n, nop, "msg/s", src)
+    return ref
+
+
+def proc_stats(pid):
+    """(peak RSS KiB, CPU seconds) of a process."""
+    with open("/proc/%d/status" % pid) as f:
+        hwm = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return hwm, (int(fields[11]) + int(fields[12])) / tick
+
+
+def start_mailpool(sink_port, conns=8, workers=None, extra=()):
+    port = free_port()
+    argv = [os.path.join(BUILD, "mailpool"), "serve", "--relay-host", "127.0.0.1",
+            "--relay-port", str(sink_port), "--relay-tls", "none",
+            "--http-listen", "127.0.0.1:%d" % port,
+            "--pool-connections", str(conns), "--pool-workers", str(workers or conns),
+            "--pool-queue", "100000", "--http-threads", "2", "--log-level", "error",
+            "--http-max-batch", "1000"] + list(extra)
+    p = Proc(argv)
+    if not wait_port(port):
+        raise SystemExit("bench: mailpool serve did not start")
+    return p, port
+
+
+def message(i=0):
+    return {"from": "sender@example.org", "to": ["bench@example.org"],
+            "headers": {"Subject": "bench %d" % i},
+            "body": ("x" * 63 + "\n") * 16}
+
+
+def wrk(url, body_file, conns, secs):
+    lua = os.path.join(tempfile.gettempdir(), "mailpool-wrk-%d.lua" % os.getpid())
+    with open(lua, "w") as f:
+        f.write('wrk.method = "POST"\n'
+                'wrk.headers["Content-Type"] = "application/json"\n'
+                'local f = io.open("%s", "rb"); wrk.body = f:read("*a"); f:close()\n'
+                'done = function(summary, latency, requests)\n'
+                '  io.write(string.format("JSON {\\"requests\\": %%d, \\"p50\\": %%d, \\"p99\\": %%d, \\"errors\\": %%d}\\n",\n'
+                '    summary.requests, latency:percentile(50), latency:percentile(99),\n'
+                '    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))\n'
+                'end\n' % body_file)
+    out = subprocess.run(["wrk", "-t", "2", "-c", str(conns), "-d", "%ds" % secs,
+                          "-s", lua, url], stdout=subprocess.PIPE, text=True).stdout
+    os.unlink(lua)
+    m = re.search(r"^JSON (.*)$", out, re.M)
+    return json.loads(m.group(1))
+
+
+def http_layer(sink_port, ref):
+    print("2. HTTP end to end (wrk -> mailpool serve -> smtp-sink)")
+    tmp = tempfile.mkdtemp()
+    one = os.path.join(tmp, "one.json")
+    with open(one, "w") as f:
+        json.dump(message(), f)
+    batch = os.path.join(tmp, "batch.json")
+    with open(batch, "w") as f:
+        json.dump({"messages": [message(i) for i in range(100)]}, f)
+    for name, path, per_req, target in (("one message a request", one, 1, 0.6),
+                                        ("batches of 100", batch, 100, 1.0)):
+        rates, p50s, p99s, rss, cpu = [], [], [], [], []
+        for _ in range(RUNS):
+            mp, port = start_mailpool(sink_port, 8)
+            _, cpu0 = proc_stats(mp.p.pid)
+            r = wrk("http://127.0.0.1:%d/v1/messages%s" % (port, "/batch" if per_req > 1 else ""),
+                    path, 32 if per_req == 1 else 4, SECS)
+            hwm, cpu1 = proc_stats(mp.p.pid)
+            mp.stop()
+            n = r["requests"] * per_req
+            rates.append(n / SECS)
+            p50s.append(r["p50"] / 1000.0)
+            p99s.append(r["p99"] / 1000.0)
+            rss.append(hwm / 1024.0)
+            cpu.append((cpu1 - cpu0) / max(n, 1) * 10000)
+        row("http", "HTTP %s, 8 SMTP conns" % name, statistics.median(rates), "msg/s",
+            ref[8], ">= %.1f" % target)
+        row("http", "  p50 latency per request", statistics.median(p50s), "ms")
+        row("http", "  p99 latency per request", statistics.median(p99s), "ms", None,
+            "< 10" if per_req == 1 else None)
+        row("http", "  peak RSS of mailpool", statistics.median(rss), "MiB")
+        row("http", "  CPU seconds per 10,000 messages", statistics.median(cpu), "s")
+
+
+def peers(sink_port, ref):
+    print("3. Peers on the same sink (N=8 connections)")
+    n, m = 8, MSGS // 4
+    py = median_rate(["/usr/bin/python3", os.path.join(ROOT, "bench", "peer_smtplib.py"),
+                      str(sink_port), str(n), str(m)], m)
+    mine = median_rate([os.path.join(BUILD, "bench_smtp"), "--server",
+                        "127.0.0.1:%d" % sink_port, "-n", str(n), "-m", str(m)], m)
+    row("peers", "Python smtplib, 8 threads", py, "msg/s")
+    row("peers", "smtpcore vs smtplib, 8 connections", mine, "msg/s", py, ">= 2")
+    node = os.path.join(ROOT, "tools", "node_modules", "nodemailer")
+    if os.path.isdir(node):
+        nm = median_rate(["node", os.path.join(ROOT, "bench", "peer_nodemailer.js"),
+                          str(sink_port), str(n), str(m // 2)], m // 2)
+        row("peers", "nodemailer pool, 8 connections", nm, "msg/s")
+        row("peers", "smtpcore vs nodemailer, 8 connections", mine, "msg/s", nm, ">= 20")
+
+
+def scale(sink_port):
+    print("4. Scale")
+    tmp = tempfile.mkdtemp()
+    one = os.path.join(tmp, "one.json")
+    with open(one, "w") as f:
+        json.dump(message(), f)
+    for conns in ((1, 8, 32) if QUICK else (1, 2, 4, 8, 16, 32)):
+        vals = []
+        for _ in range(max(1, RUNS // 2)):
+            mp, port = start_mailpool(sink_port, conns)
+            r = wrk("http://127.0.0.1:%d/v1/messages" % port, one, 32, max(2, SECS // 2))
+            mp.stop()
+            vals.append(r["requests"] / max(2, SECS // 2))
+        row("scale", "HTTP one message a request, %d SMTP conns" % conns,
+            statistics.median(vals), "msg/s")
+    for size in ((1, 100) if QUICK else (1, 10, 100, 1000)):
+        path = os.path.join(tmp, "b%d.json" % size)
+        with open(path, "w") as f:
+            json.dump({"messages": [message(i) for i in range(size)]}, f)
+        mp, port = start_mailpool(sink_port, 8)
+        r = wrk("http://127.0.0.1:%d/v1/messages/batch" % port, path, 4, max(2, SECS // 2))
+        hwm, _ = proc_stats(mp.p.pid)
+        mp.stop()
+        row("scale", "batch of %d: messages/s" % size, r["requests"] * size / max(2, SECS // 2), "msg/s")
+        row("scale", "batch of %d: peak RSS" % size, hwm / 1024.0, "MiB")
+    mp, port = start_mailpool(sink_port, 8)
+    socks = []
+    for _ in range(1000):
+        s = socket.create_connection(("127.0.0.1", port))
+        socks.append(s)
+    time.sleep(1)
+    hwm, _ = proc_stats(mp.p.pid)
+    for s in socks:
+        s.close()
+    mp.stop()
+    row("scale", "peak RSS with 1,000 idle HTTP connections", hwm / 1024.0, "MiB", None, "<= 64")
+
+
+def main():
+    print("mailpool benchmarks: %d runs each, median; %s, %d cores" %
+          (RUNS, os.uname().machine, os.cpu_count()))
+    sink, port = start_sink()
+    try:
+        ref = smtp_layer(port)
+        http_layer(port, ref)
+        peers(port, ref)
+        scale(port)
+    finally:
+        sink.stop()
+    print("\n| section | measurement | value | unit | ratio | target |")
+    print("|---|---|---|---|---|---|")
+    for s, w, v, u, r, t in rows:
+        print("| %s | %s | %.1f | %s | %s | %s |" % (s, w.strip(), v, u,
+              "" if r is None else "%.2f" % r, t or ""))
+
+
+if __name__ == "__main__":
+    main()
