@@ -10,7 +10,7 @@ set -eu
 build_pkgs="gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev
 libgnutls28-dev libinih-dev"
 run_pkgs="postfix curl"
-test_pkgs="libcmocka-dev python3 python3-aiosmtpd gnutls-bin valgrind"
+test_pkgs="libcmocka-dev libcurl4-gnutls-dev python3 python3-aiosmtpd gnutls-bin valgrind"
 
 # npm tools (linters) live in tools/, pinned by tools/package-lock.json.
 if [ "${1:-}" = tools ]; then
