@@ -258,6 +258,7 @@ void smtp__conn_forget_ext(struct smtp_conn *c)
     free(c->ext);
     c->ext = NULL;
     c->next = 0;
+    c->caps = 0;
     c->esmtp = 0;
 }
 
@@ -384,6 +385,14 @@ int smtp__conn_set_ext(struct smtp_conn *c, const struct smtp_reply *r)
             return -1;
         c->next++;
     }
+    static const struct { const char *kw; unsigned bit; } known[] = {
+        { "PIPELINING", SMTP__CAP_PIPELINING }, { "SIZE", SMTP__CAP_SIZE },
+        { "8BITMIME", SMTP__CAP_8BITMIME }, { "SMTPUTF8", SMTP__CAP_SMTPUTF8 },
+        { "DSN", SMTP__CAP_DSN },
+    };
+    for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
+        if (smtp_conn_has_ext(c, known[k].kw))
+            c->caps |= known[k].bit;
     return 0;
 }
 

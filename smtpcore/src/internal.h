@@ -97,9 +97,15 @@ struct smtp_conn {
     int esmtp;                       /* EHLO accepted */
     char **ext;                      /* EHLO keywords and params, "SIZE 100" */
     size_t next;
+    unsigned caps;                   /* SMTP__CAP_* bits of ext, for speed */
     unsigned long messages;          /* MAIL commands sent */
     int dirty;                       /* a transaction was started: RSET next */
 };
+
+/* Extensions looked up on every message, cached as bits at EHLO time. */
+enum { SMTP__CAP_PIPELINING = 1, SMTP__CAP_SIZE = 2, SMTP__CAP_8BITMIME = 4,
+       SMTP__CAP_SMTPUTF8 = 8, SMTP__CAP_DSN = 16 };
+#define smtp__has_cap(c, bit) (((c)->caps & (bit)) != 0)
 
 /* Timeouts with defaults applied. */
 int smtp__timeout(const struct smtp_conn *c, int which);
@@ -153,10 +159,11 @@ struct smtp__stuffer {
     int line_start;      /* next byte starts a line */
     int prev_cr;         /* last byte was a CR not yet resolved */
     size_t line_len;     /* octets in the current output line */
-    int eightbit;        /* a byte >= 0x80 was seen */
     unsigned long long out_bytes;
 };
 void smtp__stuffer_init(struct smtp__stuffer *s);
+/* First index in [i, n) holding CR, LF or NUL; n when none. */
+size_t smtp__run_end(const char *in, size_t i, size_t n);
 /* Encodes in[0..n) into out; -1 with why on NUL or an over-long line. */
 int smtp__stuff(struct smtp__stuffer *s, const char *in, size_t n,
                 struct smtp__buf *out, char *why, size_t whylen);

@@ -198,7 +198,8 @@ static int header_fold(struct smtp__buf *out, const char *name,
                        const char *value, char *why, size_t whylen)
 {
     size_t col = strlen(name) + 2;
-    if (smtp__buf_appendf(out, "%s: ", name) < 0)
+    if (smtp__buf_append(out, name, col - 2) < 0 ||
+        smtp__buf_append(out, ": ", 2) < 0)
         return WHY("out of memory");
     const char *p = value;
     while (*p != '\0') {
@@ -245,8 +246,12 @@ static void make_msgid(char *out, size_t len, const char *from, const char *helo
         for (size_t i = 0; i < sizeof rnd; i++)
             rnd[i] = (unsigned char)((uintptr_t)out >> (i % 8) ^ (unsigned long)ts.tv_nsec >> i);
     }
-    for (size_t i = 0; i < sizeof rnd; i++)
-        snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < sizeof rnd; i++) {
+        hex[2 * i] = digits[rnd[i] >> 4];
+        hex[2 * i + 1] = digits[rnd[i] & 15];
+    }
+    hex[2 * sizeof rnd] = '\0';
     const char *at = from ? strrchr(from, '@') : NULL;
     const char *dom = at && at[1] && at[1] != '[' ? at + 1 : helo;
     snprintf(out, len, "<%llx.%s@%s>", (unsigned long long)time(NULL), hex, dom);
@@ -312,54 +317,69 @@ static int stuff_eol(struct smtp__stuffer *s, struct smtp__buf *out)
     return smtp__buf_append(out, "\r\n", 2);
 }
 
+/* First index in [i, n) holding CR, LF or NUL; n when none.  memchr is
+   vectorised, so plain text costs a few instructions per 16 bytes. */
+size_t smtp__run_end(const char *in, size_t i, size_t n)
+{
+    const char *p = in + i;
+    size_t len = n - i;
+    const char *nl = memchr(p, '\n', len);
+    if (nl != NULL)
+        len = (size_t)(nl - p);
+    const char *cr = memchr(p, '\r', len);
+    if (cr != NULL)
+        len = (size_t)(cr - p);
+    const char *nul = memchr(p, '\0', len);
+    if (nul != NULL)
+        len = (size_t)(nul - p);
+    return i + len;
+}
+
 /* Encodes a chunk: lone CR/LF to CRLF, leading dots doubled. */
 int smtp__stuff(struct smtp__stuffer *s, const char *in, size_t n,
                 struct smtp__buf *out, char *why, size_t whylen)
 {
-    size_t run = 0;   /* start of a run of plain bytes copied at once */
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+    while (i < n) {
         char c = in[i];
         if (s->prev_cr) {
             s->prev_cr = 0;
             if (stuff_eol(s, out) < 0)
                 return WHY("out of memory");
             if (c == '\n') {
-                run = i + 1;
+                i++;
                 continue;
             }
         }
-        if (c == '\r' || c == '\n' || c == '\0' ||
-            (c == '.' && s->line_start)) {
-            if (c == '\0')
-                return WHY("NUL byte in body");
-            if (c == '\r') {
+        if (c == '\n' || c == '\r') {
+            if (c == '\r')
                 s->prev_cr = 1;
-            } else if (c == '\n') {
-                if (stuff_eol(s, out) < 0)
-                    return WHY("out of memory");
-            } else {
-                if (smtp__buf_append(out, "..", 2) < 0)
-                    return WHY("out of memory");
-                s->line_start = 0;
-                s->line_len = 2;
-                s->out_bytes += 2;
-            }
-            run = i + 1;
+            else if (stuff_eol(s, out) < 0)
+                return WHY("out of memory");
+            i++;
             continue;
         }
-        if ((unsigned char)c >= 0x80)
-            s->eightbit = 1;
-        if (++s->line_len > SMTP_MAX_LINE)
-            return WHY("body line longer than %d octets", SMTP_MAX_LINE);
-        s->line_start = 0;
-        s->out_bytes++;
-        /* Copy plain runs in one append. */
-        if (i + 1 == n || in[i + 1] == '\r' || in[i + 1] == '\n' ||
-            in[i + 1] == '\0') {
-            if (smtp__buf_append(out, in + run, i + 1 - run) < 0)
+        if (c == '\0')
+            return WHY("NUL byte in body");
+        if (c == '.' && s->line_start) {
+            if (smtp__buf_append(out, "..", 2) < 0)
                 return WHY("out of memory");
-            run = i + 1;
+            s->line_start = 0;
+            s->line_len = 2;
+            s->out_bytes += 2;
+            i++;
+            continue;
         }
+        size_t end = smtp__run_end(in, i, n);
+        size_t len = end - i;
+        if (s->line_len + len > SMTP_MAX_LINE)
+            return WHY("body line longer than %d octets", SMTP_MAX_LINE);
+        if (smtp__buf_append(out, in + i, len) < 0)
+            return WHY("out of memory");
+        s->line_len += len;
+        s->out_bytes += len;
+        s->line_start = 0;
+        i = end;
     }
     return 0;
 }

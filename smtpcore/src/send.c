@@ -13,6 +13,7 @@
  * SMTP_DELIVERY_UNKNOWN: the message may have been delivered.
  * Threads: as the connection (one thread at a time).
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,27 +32,45 @@ struct scan {
     int streamed;       /* a reader: size and 8-bit unknown in advance */
 };
 
+/* 1 when any byte has its high bit set; eight bytes at a time. */
+static int has_8bit(const char *p, size_t n)
+{
+    uint64_t acc = 0, w;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, p + i, 8);
+        acc |= w;
+    }
+    for (; i < n; i++)
+        acc |= (unsigned char)p[i];
+    return (acc & UINT64_C(0x8080808080808080)) != 0;
+}
+
 /* Checks a body held in memory: NUL, line length; counts size, 8-bit. */
 static int scan_bytes(const char *p, size_t n, size_t *col, struct scan *sc,
                       char *why, size_t whylen)
 {
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (c == '\n' || c == '\r') {
+    size_t i = 0;
+    while (i < n) {
+        if (p[i] == '\n' || p[i] == '\r') {
             *col = 0;
+            i++;
             continue;
         }
-        if (c == '\0') {
+        if (p[i] == '\0') {
             snprintf(why, whylen, "NUL byte in body");
             return -1;
         }
-        sc->eightbit |= c >= 0x80;
-        if (++*col > SMTP_MAX_LINE) {
+        size_t end = smtp__run_end(p, i, n);
+        *col += end - i;
+        if (*col > SMTP_MAX_LINE) {
             snprintf(why, whylen, "body line longer than %d octets",
                      SMTP_MAX_LINE);
             return -1;
         }
+        i = end;
     }
+    sc->eightbit |= has_8bit(p, n);
     sc->size += n;
     return 0;
 }
@@ -220,24 +239,26 @@ static int cmd_line(const struct tx *t, size_t k, struct smtp__buf *out)
     size_t i = 0;
     const struct smtp_conn *c = t->c;
     const struct smtp_send_opts *so = t->so;
-    int dsn = smtp_conn_has_ext(c, "DSN");
+    int dsn = smtp__has_cap(c, SMTP__CAP_DSN);
     int r = 0;
     switch (step_of(t, k, &i)) {
     case STEP_RSET:
         return smtp__buf_append(out, "RSET\r\n", 6);
     case STEP_MAIL:
-        r |= smtp__buf_appendf(out, "MAIL FROM:<%s>", t->from);
-        if (smtp_conn_has_ext(c, "SIZE") && !t->sc->streamed)
+        r |= smtp__buf_append(out, "MAIL FROM:<", 11);
+        r |= smtp__buf_append(out, t->from, strlen(t->from));
+        r |= smtp__buf_append(out, ">", 1);
+        if (smtp__has_cap(c, SMTP__CAP_SIZE) && !t->sc->streamed)
             r |= smtp__buf_appendf(out, " SIZE=%llu", t->sc->size);
         if ((t->sc->eightbit || t->sc->streamed) &&
-            smtp_conn_has_ext(c, "8BITMIME"))
-            r |= smtp__buf_appendf(out, " BODY=8BITMIME");
-        if (smtp_conn_has_ext(c, "SMTPUTF8")) {
+            smtp__has_cap(c, SMTP__CAP_8BITMIME))
+            r |= smtp__buf_append(out, " BODY=8BITMIME", 14);
+        if (smtp__has_cap(c, SMTP__CAP_SMTPUTF8)) {
             int u = smtp__addr_has_utf8(t->from);
             for (size_t j = 0; j < t->nto && !u; j++)
                 u = smtp__addr_has_utf8(t->to[j]);
             if (u)
-                r |= smtp__buf_appendf(out, " SMTPUTF8");
+                r |= smtp__buf_append(out, " SMTPUTF8", 9);
         }
         if (dsn && so != NULL && so->dsn_ret != NULL)
             r |= smtp__buf_appendf(out, " RET=%s", so->dsn_ret);
@@ -247,7 +268,9 @@ static int cmd_line(const struct tx *t, size_t k, struct smtp__buf *out)
         }
         break;
     case STEP_RCPT:
-        r |= smtp__buf_appendf(out, "RCPT TO:<%s>", t->to[i]);
+        r |= smtp__buf_append(out, "RCPT TO:<", 9);
+        r |= smtp__buf_append(out, t->to[i], strlen(t->to[i]));
+        r |= smtp__buf_append(out, ">", 1);
         if (dsn && so != NULL && so->dsn_notify != NULL) {
             r |= smtp__buf_appendf(out, " NOTIFY=%s ORCPT=rfc822;", so->dsn_notify);
             r |= smtp__xtext(out, t->to[i]);
@@ -510,7 +533,8 @@ int smtp_conn_send_mail(struct smtp_conn *conn, const char *from,
     }
     struct tx t = { .c = conn, .res = res, .from = from, .to = to, .nto = nto,
                     .so = sopts, .sc = &sc, .rset = conn->dirty };
-    t.pipelined = !conn->opts.no_pipelining && smtp_conn_has_ext(conn, "PIPELINING");
+    t.pipelined = !conn->opts.no_pipelining &&
+                  smtp__has_cap(conn, SMTP__CAP_PIPELINING);
     t.ncmds = (t.rset ? 1u : 0u) + 2 + nto;
     conn->dirty = 1;
     conn->messages++;
