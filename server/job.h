@@ -2,14 +2,17 @@
  * server/job.h - the job interface between the HTTP layer and the workers.
  *
  * A job is one unit of SMTP work: send a message, or a VRFY/EXPN/HELP query.
- * The submitter fills it (job_new + the fields), hands it to job_submit; from
- * then on it belongs to the pool until the pool calls job->done exactly once,
- * from a worker thread, which hands it back: the done callback owns the job
- * and must job_free it (now or later).  A worker's step cannot fail: whatever
- * goes wrong is written into job->result.
+ * The submitter fills it (job_new + the fields), hands it to pool_submit;
+ * from then on it belongs to the pool until the pool calls job->done exactly
+ * once, with no pool lock held, which hands it back: the done callback owns
+ * the job and must job_free it (now or later).  done runs on a worker
+ * thread, except for jobs still queued when pool_drain's deadline passes:
+ * those are finished (never attempted) on the thread calling pool_drain.
+ * A worker's step cannot fail: whatever goes wrong is written into
+ * job->result.
  *
  * Threads: a job is touched by one thread at a time (submitter, then one
- * worker, then the done callback).  job_submit is thread-safe.
+ * worker, then the done callback).  pool_submit is thread-safe.
  */
 #ifndef MAILPOOL_JOB_H
 #define MAILPOOL_JOB_H
@@ -48,7 +51,7 @@ struct job {
     double duration_ms;         /* from submit to done */
     int unreachable;            /* relay could not be reached at all */
 
-    job_done_fn done;           /* called once, from a worker thread */
+    job_done_fn done;           /* called once (see above); required */
     void *done_ctx;
 
     /* Private to the pool. */

@@ -347,17 +347,17 @@ static int cmd_serve(int argc, char **argv)
     char port[16];
     snprintf(port, sizeof port, "%d", api_port(api));
     log_event(LOG_INFO, "listening", "listen", cfg.http.listen, "port", port,
-              "relay", cfg.relay.host, NULL);
+              "relay", cfg.relay.host, (const char *)NULL);
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0)
         ;
     log_event(LOG_INFO, "draining", "signal", sig == SIGTERM ? "TERM" : "INT",
-              NULL);
+              (const char *)NULL);
     api_set_draining(api, 1);
     pool_drain(pool, cfg.pool.drain_timeout);
     api_stop(api);
     pool_free(pool);
-    log_event(LOG_INFO, "stopped", NULL);
+    log_event(LOG_INFO, "stopped", (const char *)NULL);
     cfg_free(&cfg);
     return 0;
 }

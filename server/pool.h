@@ -7,7 +7,9 @@
  * Retries: temporary failures (4xx, connection lost before the final dot) are
  * retried with backoff up to cfg->pool.retries times, on a fresh connection;
  * a failure after the final dot is status "unknown" and never resent; 5xx is
- * never retried.
+ * never retried (the full table is in server/retry.h).  VRFY/EXPN/HELP jobs
+ * run on the pooled connections too.  An optional cfg->pool.rate limits
+ * message sends per second across the whole pool.
  *
  * Threads: every function here is thread-safe except pool_free, which must
  * be called once, after pool_drain, by the thread that made the pool.
@@ -48,12 +50,20 @@ struct pool *pool_new(const struct cfg *cfg, char *err, size_t errlen);
 int pool_submit(struct pool *pool, struct job *job);
 void pool_stats(struct pool *pool, struct pool_stats *out);
 /* 1 when a relay connection is open or a probe (connect + EHLO + QUIT)
-   succeeds now; 0 otherwise.  Probes at most once per second. */
+   succeeds now; 0 otherwise.  Probes at most once per second (in between,
+   and while another thread probes, the last answer is returned); a probe
+   blocks the caller (each of connect, greeting, EHLO, QUIT at most 5 s)
+   and uses one connection outside the pool's limit. */
 int pool_ready(struct pool *pool);
 /* Stops taking jobs, waits up to timeout_s for queued and in-flight jobs
    (those still queued then are finished as failed with a "shutting down"
-   message), QUITs the pooled connections and joins the workers. */
+   message, on the calling thread), QUITs the pooled connections and joins
+   the workers.  Jobs already running when the deadline passes are finished
+   first (bounded by the relay timeouts) but not retried any more.  A
+   second call returns at once. */
 void pool_drain(struct pool *pool, int timeout_s);
+/* Frees the pool; drains it with timeout 0 first if nobody did.  NULL is a
+   no-op. */
 void pool_free(struct pool *pool);
 
 #endif /* MAILPOOL_POOL_H */

@@ -328,16 +328,15 @@ static void on_reply(struct tx *t, size_t k, struct smtp_reply *reply)
     }
     if (s == STEP_MAIL) {
         t->mail_ok = reply->code >= 200 && reply->code < 300;
-        t->mail_reply = *reply;
-    } else if (s == STEP_RCPT) {
-        if (record_rcpt(t->res, t->to[i], reply) < 0)
-            t->stop = 1;
-    } else if (s == STEP_DATA) {
-        t->data_reply = *reply;
-    }
-    if (s != STEP_RCPT)
+        t->mail_reply = *reply;                 /* moved */
         memset(reply, 0, sizeof *reply);
-    smtp_reply_clear(reply);
+    } else if (s == STEP_DATA) {
+        t->data_reply = *reply;                 /* moved */
+        memset(reply, 0, sizeof *reply);
+    } else if (s == STEP_RCPT && record_rcpt(t->res, t->to[i], reply) < 0) {
+        t->stop = 1;
+    }
+    smtp_reply_clear(reply);    /* what was not moved (RSET, accepted RCPT) */
 }
 
 /* Timeout of step k's reply. */

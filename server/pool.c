@@ -1,0 +1,575 @@
+/*
+ * server/pool.c - the worker pool: a bounded job queue, N worker threads,
+ * the retry loop, the global rate limit and the drain (server/pool.h).
+ *
+ * Public: pool_new, pool_submit, pool_stats, pool_ready, pool_drain,
+ * pool_free.  The SMTP connections live in server/connpool.c, the retry
+ * rules (a table) in server/retry.h.
+ *
+ * A worker takes the oldest job, then for each attempt: waits for its rate
+ * slot (sends only), acquires a pooled connection (opening one if allowed),
+ * runs the send or the query, asks pool_retry_decide what the outcome
+ * means, gives the connection back (kept, QUIT or dropped), and either
+ * finishes, retries after a backoff (counted), or retries at once on
+ * another connection when the reused one was found dead at its first
+ * command (not counted; at most connections + 1 times per job).  A send
+ * that reached the final dot is never sent again.  Queries (VRFY, EXPN,
+ * HELP) run on pooled connections too, with smtp_transactionsv_no_close
+ * and the smtp_vrfy/smtp_expn/smtp_help constructors; they are idempotent.
+ *
+ * Finishing a job: attempts and duration_ms set, one "smtp" log line, then
+ * job->done exactly once, with no lock held.
+ *
+ * Errors: pool_new fails (NULL, err set) on bad settings or when threads
+ * cannot start; a job never fails to finish: its failure is its result.
+ * Threads: pool->mu guards the queue, the gauges, the rate slot and the
+ * flags.  Lock order: pool->mu, then the connection pool's cp->mu (only
+ * pool_stats takes both).  No lock is held across SMTP I/O, sleeps (the
+ * condvar waits release it), log writes or job->done.
+ */
+#include "server/pool.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/connpool.h"
+#include "server/log.h"
+#include "server/pool_sys.h"
+#include "server/retry.h"
+
+#define POOL_SHUTDOWN_MSG "mailpool is shutting down; not sent"
+
+struct pool {
+    const struct cfg *cfg;          /* borrowed, read-only */
+    struct pool_conns *conns;
+    pthread_t *threads;             /* owner thread only */
+    size_t nthreads;                /* started; owner thread only */
+    size_t cap;                     /* cfg->pool.queue */
+    size_t nworkers;                /* cfg->pool.workers */
+    double rate;                    /* messages per second; 0: off */
+
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv;         /* a job was queued, or stopping */
+    pthread_cond_t drain_cv;        /* nothing queued and nothing running */
+    pthread_cond_t stop_cv;         /* stopping: cuts sleeps short */
+    struct job *head;               /* guarded by pool->mu */
+    struct job *tail;               /* guarded by pool->mu */
+    size_t queued;                  /* guarded by pool->mu */
+    size_t busy;                    /* guarded by pool->mu */
+    int draining;                   /* guarded by pool->mu: no new jobs */
+    int stopping;                   /* guarded by pool->mu: drain deadline
+                                       passed, workers exit */
+    int drained;                    /* guarded by pool->mu */
+    double rate_next;               /* guarded by pool->mu: next free slot */
+    unsigned long long retries;     /* guarded by pool->mu */
+};
+
+/* The body reader's position in msg.body. */
+struct pool_body {
+    const char *p;
+    size_t left;
+};
+
+static const char *const pool_kind_names[] = {
+    [JOB_SEND] = "send", [JOB_VERIFY] = "verify",
+    [JOB_EXPAND] = "expand", [JOB_HELP] = "help",
+};
+
+/* The job kind's name for the logs. */
+static const char *pool_kind_name(enum job_kind kind)
+{
+    if ((int)kind < JOB_SEND || (int)kind > JOB_HELP)
+        return "unknown";
+    return pool_kind_names[kind];
+}
+
+/* smtp_reader_fn over a memory buffer. */
+static ssize_t pool_body_read(void *ctx, char *buf, size_t cap)
+{
+    struct pool_body *b = ctx;
+    size_t n = b->left < cap ? b->left : cap;
+
+    memcpy(buf, b->p, n);
+    b->p += n;
+    b->left -= n;
+    return (ssize_t)n;
+}
+
+/* Waits until the monotonic time `until` or until stopping.
+   Precondition: pool->mu held (released while waiting).  -1 if stopping. */
+static int pool_sleep_until(struct pool *pool, double until)
+{
+    while (!pool->stopping && pool_mono_now() < until) {
+        struct timespec ts = pool_abstime(until);
+        pthread_cond_timedwait(&pool->stop_cv, &pool->mu, &ts);
+    }
+    return pool->stopping ? -1 : 0;
+}
+
+/* Takes the next slot of the global rate limit and waits for it. */
+static int pool_rate_wait(struct pool *pool)
+{
+    double now, slot;
+    int rc;
+
+    if (pool->rate <= 0)
+        return 0;
+    pthread_mutex_lock(&pool->mu);
+    now = pool_mono_now();
+    slot = pool->rate_next > now ? pool->rate_next : now;
+    pool->rate_next = slot + 1.0 / pool->rate;
+    rc = pool_sleep_until(pool, slot);
+    pthread_mutex_unlock(&pool->mu);
+    return rc;
+}
+
+/* Logs a retry about to happen (never addresses or reply text). */
+static void pool_log_retry(const struct job *job, const char *why,
+                           long backoff_ms)
+{
+    struct log_field f[] = {
+        LOG_STR("request_id", job->request_id[0] ? job->request_id : NULL),
+        LOG_STR("job", pool_kind_name(job->kind)),
+        LOG_STR("reason", why),
+        LOG_NUM("attempts", job->attempts),
+        LOG_STR("result", smtp_kind_name(job->result.kind)),
+        LOG_NUM("code", job->result.code),
+        LOG_STR("command", job->result.command[0] ? job->result.command
+                                                  : NULL),
+        LOG_NUM("backoff_ms", backoff_ms),
+    };
+
+    log_event_num(LOG_WARN, "smtp_retry", f, sizeof f / sizeof f[0]);
+}
+
+/* Counts a retry and sleeps the backoff; -1 when the pool stops. */
+static int pool_backoff(struct pool *pool, struct job *job)
+{
+    long ms;
+    int rc;
+
+    pthread_mutex_lock(&pool->mu);
+    ms = pool_backoff_ms(pool->cfg->pool.retry_backoff_ms, job->attempts,
+                         pool->draining);
+    pool->retries++;
+    pthread_mutex_unlock(&pool->mu);
+    pool_log_retry(job, "temporary failure", ms);
+    pthread_mutex_lock(&pool->mu);
+    rc = pool_sleep_until(pool, pool_mono_now() + (double)ms / 1000.0);
+    pthread_mutex_unlock(&pool->mu);
+    return rc;
+}
+
+/* One attempt of the job's command on an open connection. */
+static void pool_run_step(struct job *job, struct smtp_conn *conn,
+                          const struct smtp_header *hdrs)
+{
+    struct smtp_txn *txn;
+
+    if (job->kind == JOB_SEND) {
+        struct pool_body ctx = { job->msg.body,
+                                 job->msg.body ? job->msg.body_len : 0 };
+        struct smtp_body body = { .read = pool_body_read, .ctx = &ctx };
+        struct smtp_send_opts so = { .raw = job->msg.raw };
+
+        smtp_conn_send_mail(conn, job->msg.from,
+                            (const char *const *)job->msg.to, job->msg.nto,
+                            hdrs, job->msg.nheaders, &body, &so,
+                            &job->result);
+        return;
+    }
+    if (job->kind == JOB_VERIFY)
+        txn = smtp_vrfy(job->arg);
+    else if (job->kind == JOB_EXPAND)
+        txn = smtp_expn(job->arg);
+    else
+        txn = smtp_help(job->arg);
+    /* A NULL txn (out of memory) is reported as a local error. */
+    smtp_transactionsv_no_close(conn, &txn, 1, &job->result);
+    smtp_txn_free(txn);
+}
+
+/* Attempts the job until its outcome is final (server/retry.h). */
+static void pool_attempts(struct pool *pool, struct job *job,
+                          const struct smtp_header *hdrs)
+{
+    int idem = job->kind != JOB_SEND;
+    int limit = pool->cfg->pool.retries > 0 ? pool->cfg->pool.retries : 0;
+    int free_left = pool->cfg->pool.connections + 1;
+    int open_failed = 0;
+
+    for (;;) {
+        struct pool_conn *pc = NULL;
+        struct pool_verdict v;
+        int reused = 0, rc;
+
+        if (!idem && pool_rate_wait(pool) < 0)
+            break;
+        rc = pool_conns_acquire(pool->conns, &pc, &reused, &job->result);
+        if (rc == POOL_ACQ_STOPPED)
+            break;
+        job->attempts++;
+        if (rc == POOL_ACQ_FAILED) {
+            v = pool_retry_decide(&job->result, POOL_PHASE_OPEN, 0, idem);
+            open_failed = pool_kind_is_transport(job->result.kind);
+        } else {
+            smtp_result_clear(&job->result);
+            pool_run_step(job, pool_conn_smtp(pc), hdrs);
+            v = pool_retry_decide(&job->result, POOL_PHASE_RUN, reused, idem);
+            pool_conns_release(pool->conns, pc, v.fate);
+            open_failed = 0;
+        }
+        if (v.next == POOL_NEXT_REPLACE && free_left-- > 0) {
+            job->attempts--;            /* a stale connection: not counted */
+            pthread_mutex_lock(&pool->mu);
+            pool->retries++;
+            pthread_mutex_unlock(&pool->mu);
+            pool_log_retry(job, "stale pooled connection", 0);
+            continue;
+        }
+        if (v.next == POOL_NEXT_DONE || job->attempts > limit ||
+            pool_backoff(pool, job) < 0)
+            break;
+    }
+    if (job->attempts == 0)     /* stopped before anything was tried */
+        pool_result_local(&job->result,
+                          job->kind == JOB_SEND ? SMTP_DELIVERY_FAILED
+                                                : SMTP_DELIVERY_NONE,
+                          POOL_SHUTDOWN_MSG);
+    job->unreachable = open_failed && job->attempts > 0;
+}
+
+/* Logs the job's outcome: one line per finished SMTP job. */
+static void pool_log_job(const struct job *job)
+{
+    const struct smtp_result *r = &job->result;
+    int ok = r->kind == SMTP_OK;
+    struct log_field f[] = {
+        LOG_STR("request_id", job->request_id[0] ? job->request_id : NULL),
+        LOG_STR("job", pool_kind_name(job->kind)),
+        LOG_STR("message_id", r->message_id[0] ? r->message_id : NULL),
+        LOG_STR("status", smtp_delivery_name(r->status)),
+        LOG_STR("result", smtp_kind_name(r->kind)),
+        LOG_NUM("code", r->code),
+        LOG_STR("enhanced", r->reply.enhanced[0] ? r->reply.enhanced : NULL),
+        LOG_NUM("accepted", r->naccepted),
+        LOG_NUM("rejected", r->nrejected),
+        LOG_NUM("attempts", job->attempts),
+        LOG_NUM("duration_ms", job->duration_ms),
+        LOG_STR("command", !ok && r->command[0] ? r->command : NULL),
+        LOG_STR("unreachable", job->unreachable ? "true" : NULL),
+    };
+
+    log_event_num(ok ? LOG_INFO : LOG_WARN, "smtp", f, sizeof f / sizeof f[0]);
+}
+
+/* Sets the final fields, logs, and hands the job back (no lock held). */
+static void pool_finish(struct job *job)
+{
+    if (job->kind == JOB_SEND && job->result.kind != SMTP_OK &&
+        job->result.status == SMTP_DELIVERY_NONE)
+        job->result.status = SMTP_DELIVERY_FAILED;
+    job->duration_ms = pool_mono_now() * 1000.0 - job->submitted_;
+    pool_log_job(job);
+    if (job->done != NULL)
+        job->done(job, job->done_ctx);      /* the job is theirs now */
+    else
+        job_free(job);
+}
+
+/* NULL when the job is well-formed, else why not. */
+static const char *pool_job_check(const struct job *job)
+{
+    const struct job_message *m = &job->msg;
+
+    switch (job->kind) {
+    case JOB_SEND:
+        if (m->from == NULL || (m->nto > 0 && m->to == NULL) ||
+            (m->nheaders > 0 && (m->hnames == NULL || m->hvalues == NULL)))
+            return "malformed message job";
+        for (size_t i = 0; i < m->nto; i++)
+            if (m->to[i] == NULL)
+                return "malformed message job";
+        for (size_t i = 0; i < m->nheaders; i++)
+            if (m->hnames[i] == NULL || m->hvalues[i] == NULL)
+                return "malformed message job";
+        return NULL;
+    case JOB_VERIFY:
+    case JOB_EXPAND:
+        return job->arg == NULL ? "missing argument" : NULL;
+    case JOB_HELP:
+        return NULL;
+    }
+    return "unknown job kind";
+}
+
+/* Runs one job to its end and calls its done callback. */
+static void pool_run_job(struct pool *pool, struct job *job)
+{
+    struct smtp_header *hdrs = NULL;
+    const char *why = pool_job_check(job);
+
+    if (why == NULL && job->kind == JOB_SEND && job->msg.nheaders > 0) {
+        hdrs = calloc(job->msg.nheaders, sizeof *hdrs);
+        if (hdrs == NULL)
+            why = "out of memory";
+        for (size_t i = 0; hdrs != NULL && i < job->msg.nheaders; i++) {
+            hdrs[i].name = job->msg.hnames[i];
+            hdrs[i].value = job->msg.hvalues[i];
+        }
+    }
+    if (why != NULL)
+        pool_result_local(&job->result,
+                          job->kind == JOB_SEND ? SMTP_DELIVERY_FAILED
+                                                : SMTP_DELIVERY_NONE,
+                          why);
+    else
+        pool_attempts(pool, job, hdrs);
+    free(hdrs);
+    pool_finish(job);
+}
+
+/* A worker: runs queued jobs until the pool stops. */
+static void *pool_worker(void *arg)
+{
+    struct pool *pool = arg;
+
+    pthread_mutex_lock(&pool->mu);
+    for (;;) {
+        struct job *job;
+
+        while (pool->head == NULL && !pool->stopping)
+            pthread_cond_wait(&pool->work_cv, &pool->mu);
+        if (pool->head == NULL)
+            break;                          /* stopping and nothing left */
+        job = pool->head;
+        pool->head = job->next_;
+        if (pool->head == NULL)
+            pool->tail = NULL;
+        job->next_ = NULL;
+        pool->queued--;
+        pool->busy++;
+        pthread_mutex_unlock(&pool->mu);
+        pool_run_job(pool, job);
+        pthread_mutex_lock(&pool->mu);
+        pool->busy--;
+        if (pool->queued == 0 && pool->busy == 0)
+            pthread_cond_broadcast(&pool->drain_cv);
+    }
+    pthread_mutex_unlock(&pool->mu);
+    return NULL;
+}
+
+/* Checks the pool settings; -1 with err naming the key. */
+static int pool_check_cfg(const struct cfg *cfg, char *err, size_t errlen)
+{
+    const char *key = NULL;
+
+    if (cfg->pool.workers < 1)
+        key = "pool.workers";
+    else if (cfg->pool.queue < 1)
+        key = "pool.queue";
+    else if (cfg->pool.connections < 1)
+        key = "pool.connections";
+    if (key == NULL)
+        return 0;
+    snprintf(err, errlen, "%s: must be at least 1", key);
+    return -1;
+}
+
+/* Stops and joins the workers started so far (pool_new's error path). */
+static void pool_stop_workers(struct pool *pool)
+{
+    pthread_mutex_lock(&pool->mu);
+    pool->stopping = 1;
+    pthread_cond_broadcast(&pool->work_cv);
+    pthread_mutex_unlock(&pool->mu);
+    for (size_t i = 0; i < pool->nthreads; i++)
+        pthread_join(pool->threads[i], NULL);
+    pool->nthreads = 0;
+}
+
+/* Frees what pool_new built (threads already joined). */
+static void pool_destroy(struct pool *pool)
+{
+    pool_conns_free(pool->conns);
+    pthread_cond_destroy(&pool->work_cv);
+    pthread_cond_destroy(&pool->drain_cv);
+    pthread_cond_destroy(&pool->stop_cv);
+    pthread_mutex_destroy(&pool->mu);
+    free(pool->threads);
+    free(pool);
+}
+
+/* Builds the pool and starts its workers; NULL with err set. */
+struct pool *pool_new(const struct cfg *cfg, char *err, size_t errlen)
+{
+    struct pool *pool;
+
+    if (pool_check_cfg(cfg, err, errlen) < 0)
+        return NULL;
+    pool = calloc(1, sizeof *pool);
+    if (pool == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    pool->cfg = cfg;
+    pool->cap = (size_t)cfg->pool.queue;
+    pool->nworkers = (size_t)cfg->pool.workers;
+    pool->rate = cfg->pool.rate > 0 ? cfg->pool.rate : 0;
+    pthread_mutex_init(&pool->mu, NULL);
+    pool_cond_init(&pool->work_cv);
+    pool_cond_init(&pool->drain_cv);
+    pool_cond_init(&pool->stop_cv);
+    pool->threads = calloc(pool->nworkers, sizeof *pool->threads);
+    if (pool->threads == NULL) {
+        snprintf(err, errlen, "out of memory");
+        pool_destroy(pool);
+        return NULL;
+    }
+    pool->conns = pool_conns_new(cfg, err, errlen);
+    if (pool->conns == NULL) {
+        pool_destroy(pool);
+        return NULL;
+    }
+    for (; pool->nthreads < pool->nworkers; pool->nthreads++) {
+        int rc = pool_thread_start(&pool->threads[pool->nthreads],
+                                   pool_worker, pool);
+        if (rc != 0) {
+            snprintf(err, errlen, "cannot start worker thread %zu "
+                     "(error %d)", pool->nthreads + 1, rc);
+            pool_stop_workers(pool);
+            pool_destroy(pool);
+            return NULL;
+        }
+    }
+    return pool;
+}
+
+/* Queues job unless the queue is full or the pool drains; never blocks. */
+int pool_submit(struct pool *pool, struct job *job)
+{
+    int rc = POOL_OK;
+
+    assert(job != NULL && job->done != NULL);
+    pthread_mutex_lock(&pool->mu);
+    if (pool->draining) {
+        rc = POOL_DRAINING;
+    } else if (pool->queued >= pool->cap) {
+        rc = POOL_FULL;
+    } else {
+        job->next_ = NULL;
+        job->submitted_ = pool_mono_now() * 1000.0;
+        job->attempts = 0;
+        job->unreachable = 0;
+        job->duration_ms = 0;
+        if (pool->tail != NULL)
+            pool->tail->next_ = job;
+        else
+            pool->head = job;
+        pool->tail = job;
+        pool->queued++;
+        pthread_cond_signal(&pool->work_cv);
+    }
+    pthread_mutex_unlock(&pool->mu);
+    return rc;
+}
+
+/* A consistent snapshot of the gauges (pool->mu, then cp->mu). */
+void pool_stats(struct pool *pool, struct pool_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&pool->mu);
+    out->queued = pool->queued;
+    out->busy_workers = pool->busy;
+    out->workers = pool->nworkers;
+    out->draining = pool->draining;
+    out->retries = pool->retries;
+    pool_conns_stats(pool->conns, out);
+    pthread_mutex_unlock(&pool->mu);
+}
+
+/* 1 when the relay is reachable (an open connection or a fresh probe). */
+int pool_ready(struct pool *pool)
+{
+    return pool_conns_ready(pool->conns);
+}
+
+/* Takes every queued job off the queue (stopping).  Precondition:
+   pool->mu held. */
+static struct job *pool_take_queue(struct pool *pool, size_t *n)
+{
+    struct job *list = pool->head;
+
+    *n = pool->queued;
+    pool->head = pool->tail = NULL;
+    pool->queued = 0;
+    return list;
+}
+
+/* Stops taking jobs, waits, fails what is left queued, closes, joins. */
+void pool_drain(struct pool *pool, int timeout_s)
+{
+    struct job *left;
+    size_t nleft, nthreads = pool->nthreads;
+    double deadline = pool_mono_now() + (timeout_s > 0 ? timeout_s : 0);
+    int timed_out;
+
+    pthread_mutex_lock(&pool->mu);
+    if (pool->draining) {                   /* drained (or draining) */
+        pthread_mutex_unlock(&pool->mu);
+        return;
+    }
+    pool->draining = 1;
+    while ((pool->queued > 0 || pool->busy > 0) &&
+           pool_mono_now() < deadline) {
+        struct timespec ts = pool_abstime(deadline);
+        pthread_cond_timedwait(&pool->drain_cv, &pool->mu, &ts);
+    }
+    timed_out = pool->queued > 0 || pool->busy > 0;
+    pool->stopping = 1;
+    left = pool_take_queue(pool, &nleft);
+    pthread_cond_broadcast(&pool->work_cv);
+    pthread_cond_broadcast(&pool->stop_cv);
+    pthread_mutex_unlock(&pool->mu);
+
+    pool_conns_stop(pool->conns);           /* waiters for a conn give up */
+    while (left != NULL) {                  /* never attempted: no dupes */
+        struct job *job = left;
+        left = job->next_;
+        job->next_ = NULL;
+        pool_result_local(&job->result,
+                          job->kind == JOB_SEND ? SMTP_DELIVERY_FAILED
+                                                : SMTP_DELIVERY_NONE,
+                          POOL_SHUTDOWN_MSG);
+        pool_finish(job);
+    }
+    for (size_t i = 0; i < nthreads; i++)
+        pthread_join(pool->threads[i], NULL);
+    pool->nthreads = 0;
+    pool_conns_close_all(pool->conns);      /* QUIT the idle ones */
+
+    pthread_mutex_lock(&pool->mu);
+    pool->drained = 1;
+    pthread_mutex_unlock(&pool->mu);
+    log_event_num(LOG_INFO, "pool_drained", (struct log_field[]){
+                      LOG_STR("timed_out", timed_out ? "true" : "false"),
+                      LOG_NUM("failed_queued", nleft) }, 2);
+}
+
+/* Frees the pool (draining it at once first if nobody did). */
+void pool_free(struct pool *pool)
+{
+    int drained;
+
+    if (pool == NULL)
+        return;
+    pthread_mutex_lock(&pool->mu);
+    drained = pool->drained;
+    pthread_mutex_unlock(&pool->mu);
+    if (!drained)
+        pool_drain(pool, 0);
+    pool_destroy(pool);
+}
