@@ -38,7 +38,7 @@ INTEG_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(wildcard test
 SCRIPT_TESTS := $(wildcard tests/integration/test_*.sh)
 
 .PHONY: all deps deps-run deps-test run test unit integration check-deps \
-        clean asan valgrind lint format bench
+        clean asan valgrind lint format bench fuzz
 
 all: $(MAILPOOL)
 
@@ -110,6 +110,12 @@ asan:
 valgrind: deps-test
 	@$(MAKE) --no-print-directory all $(UNIT_TESTS) $(INTEG_TESTS)
 	@VALGRIND=1 scripts/run-tests.sh $(UNIT_TESTS) $(INTEG_TESTS)
+
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+fuzz:
+	@scripts/deps.sh fuzz
+	@scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \

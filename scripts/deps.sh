@@ -26,11 +26,12 @@ fi
 
 case "${1:-test}" in
     npm)   want="nodejs npm" ;;
+    fuzz)  want="$build_pkgs clang libclang-rt-14-dev" ;;
     bench) want="$build_pkgs $run_pkgs wrk python3" ;;
     build) want="$build_pkgs" ;;
     run)   want="$build_pkgs $run_pkgs" ;;
     test)  want="$build_pkgs $run_pkgs $test_pkgs" ;;
-    *) echo "usage: $0 build|run|test|tools|bench" >&2; exit 2 ;;
+    *) echo "usage: $0 build|run|test|tools|bench|fuzz" >&2; exit 2 ;;
 esac
 
 missing=""
