@@ -29,9 +29,14 @@ void api_set_draining(struct api *api, int draining);
 void api_stop(struct api *api);
 
 /*
- * The result object: {"code", "text", "enhanced", "status", "accepted",
- * "rejected": [{"recipient", "code", "enhanced", "text"}], "message_id"}
- * plus "error" (a sentence) when res->message is set.  New reference.
+ * The result object: {"code", "text", "enhanced", "kind", "status",
+ * "accepted", "rejected": [{"recipient", "code", "enhanced", "text"}],
+ * "message_id"} plus "error" (a sentence) when res->message is set.
+ * "enhanced" and "message_id" are null when empty; "kind" is
+ * smtp_kind_name(res->kind).  For queries (status SMTP_DELIVERY_NONE)
+ * status, accepted, rejected and message_id are left out.  Bytes that are
+ * not UTF-8 in server text become U+FFFD.  New reference, NULL when out of
+ * memory.
  */
 json_t *api_result_json(const struct smtp_result *res);
 

@@ -1,0 +1,69 @@
+/*
+ * api/codec.h - JSON request bodies to struct job, and job outcomes to JSON
+ * (internal to api/, exposed for the unit tests).
+ *
+ * Every decoder appends one {"field", "message"} object per problem to the
+ * caller's `errors` array (at most API_MAX_ERRORS of them) and returns
+ * API_DECODE_OK, API_DECODE_INVALID (errors were appended) or
+ * API_DECODE_NOMEM.  Field names are paths into the request: "to[2]",
+ * "headers.Subject", "headers[1][1]", "messages[3].to[0]"; "$" is the whole
+ * body.  Validation uses smtpcore's smtp_addr_check and smtp_header_check,
+ * so anything the SMTP library would refuse is refused here first, with its
+ * reason.
+ *
+ * Threads: no shared state; safe from any thread.
+ */
+#ifndef MAILPOOL_API_CODEC_H
+#define MAILPOOL_API_CODEC_H
+
+#include <stddef.h>
+#include <jansson.h>
+#include "config/config.h"
+#include "server/job.h"
+
+#define API_MAX_ERRORS 100      /* field errors listed in one problem */
+#define API_MAX_ARG    256      /* bytes of a verify/expand/help argument */
+
+enum api_decode_rc {
+    API_DECODE_OK = 0,
+    API_DECODE_INVALID = -1,
+    API_DECODE_NOMEM = -2
+};
+
+/* Appends {"field", "message"} unless errors already holds API_MAX_ERRORS.
+   0, or -1 when out of memory. */
+int api_error_add(json_t *errors, const char *field, const char *message);
+
+/*
+ * Decodes one message object ({"from", "to", "headers", "body"} or
+ * {"from", "to", "raw"}) into job->msg.  job must be a fresh JOB_SEND job;
+ * whatever the outcome, it owns what was decoded so far (job_free it on
+ * failure).  prefix ("" or "messages[3]") is put before every field name.
+ */
+int api_decode_message(json_t *obj, const struct cfg *cfg, struct job *job,
+                       json_t *errors, const char *prefix);
+
+/*
+ * Decodes {"messages": [...]} into *njobs new JOB_SEND jobs (*jobs is a new
+ * array, each job owned by the caller: free with api_jobs_free).  Every
+ * message is validated before any is returned: on failure *jobs is NULL.
+ */
+int api_decode_batch(json_t *root, const struct cfg *cfg, struct job ***jobs,
+                     size_t *njobs, json_t *errors);
+
+/*
+ * Decodes the body of /v1/verify {"address"}, /v1/expand {"list"} or
+ * /v1/help {"topic"?} into job->arg (job->kind says which).
+ */
+int api_decode_query(json_t *root, struct job *job, json_t *errors);
+
+/* job_free on jobs[0..n), then free(jobs); NULL is a no-op. */
+void api_jobs_free(struct job **jobs, size_t n);
+
+/* api_result_json(&job->result) plus "attempts" and "duration_ms". */
+json_t *api_job_result_json(const struct job *job);
+
+/* A JSON string of s; invalid UTF-8 sequences become U+FFFD.  New ref. */
+json_t *api_json_text(const char *s);
+
+#endif /* MAILPOOL_API_CODEC_H */

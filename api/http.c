@@ -1,0 +1,525 @@
+/*
+ * api/http.c - one HTTP request through libmicrohttpd: the access handler's
+ * checks (route, method, bearer key, draining, media type, body limit),
+ * reading the body, the per-request state, responses and the request log.
+ *
+ * Public (internal.h): api_on_access, api_on_completed, api_req_unref,
+ * api_reply_json, api_reply_problem, api_reply_problem_doc, api_reply_text,
+ * api_waiting_add, api_waiting_remove, api_now.  The daemon is started and
+ * stopped in daemon.c; the routes themselves are in routes.c.
+ *
+ * A request's state is reference-counted: MHD's reference is dropped by
+ * the request-completed callback, each job's by its done callback
+ * (routes.c), so a client hanging up mid-flight frees nothing early.
+ * Errors that come before the body (404, 405, 401, 503 draining, 415, 413
+ * from Content-Length) are answered on the first call, without reading
+ * the body; MHD then closes the connection.  A chunked body that grows past
+ * http.max_body is dropped as it comes and answered 413 at its end.
+ *
+ * Errors: a request that cannot be answered for want of memory is dropped
+ * (the connection closes).  Threads: MHD's pool threads; the waiting list
+ * and counters are locked as internal.h says.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "api/codec.h"
+#include "api/internal.h"
+#include "server/log.h"
+
+/* Who may call what. */
+enum { M_GET = 1, M_POST = 2 };
+
+/* The methods of each route; paths are api_route_name (metrics.c). */
+static const int route_methods[API_ROUTE__COUNT] = {
+    [API_ROUTE_MESSAGES] = M_POST,
+    [API_ROUTE_BATCH] = M_POST,
+    [API_ROUTE_VERIFY] = M_POST,
+    [API_ROUTE_EXPAND] = M_POST,
+    [API_ROUTE_HELP] = M_POST,
+    [API_ROUTE_HEALTHZ] = M_GET,
+    [API_ROUTE_READYZ] = M_GET,
+    [API_ROUTE_METRICS] = M_GET,
+    [API_ROUTE_OPENAPI] = M_GET,
+    [API_ROUTE_UNMATCHED] = 0,
+};
+
+#define MAX_TOKEN 4096          /* bytes of a bearer key we look at */
+#define INITIAL_BODY 16384      /* first allocation for a body */
+
+double api_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- Per-request state ---- */
+
+/* 32 random hex digits (a counter and the clock if getrandom fails). */
+static void make_request_id(struct api *api, char out[33])
+{
+    unsigned char r[16];
+    if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
+        unsigned long long seq = atomic_fetch_add(&api->idseq, 1);
+        double t = api_now();
+        memcpy(r, &seq, sizeof seq);
+        memcpy(r + 8, &t, sizeof t);
+    }
+    for (size_t i = 0; i < sizeof r; i++)
+        snprintf(out + 2 * i, 3, "%02x", r[i]);
+}
+
+/* The method as a label: a known token or "OTHER". */
+static void method_label(const char *method, char out[8])
+{
+    static const char *const known[] = {
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", NULL
+    };
+    for (size_t i = 0; known[i] != NULL; i++)
+        if (strcmp(method, known[i]) == 0) {
+            snprintf(out, 8, "%s", known[i]);
+            return;
+        }
+    snprintf(out, 8, "OTHER");
+}
+
+/* The route of a path (exact match). */
+static enum api_route route_of(const char *url)
+{
+    for (int r = 0; r < API_ROUTE_UNMATCHED; r++)
+        if (strcmp(url, api_route_name((enum api_route)r)) == 0)
+            return (enum api_route)r;
+    return API_ROUTE_UNMATCHED;
+}
+
+static struct api_req *req_new(struct api *api, struct MHD_Connection *c,
+                               const char *url, const char *method)
+{
+    struct api_req *req = calloc(1, sizeof *req);
+    if (req == NULL)
+        return NULL;
+    if (pthread_mutex_init(&req->mu, NULL) != 0) {
+        free(req);
+        return NULL;
+    }
+    req->api = api;
+    atomic_init(&req->refs, 1);     /* MHD's, dropped in on_completed */
+    req->t0 = api_now();
+    req->route = route_of(url);
+    req->conn = c;
+    req->phase = API_REQ_READING;
+    method_label(method, req->method);
+    make_request_id(api, req->id);
+    pthread_mutex_lock(&api->mu);
+    api->nreqs++;
+    pthread_mutex_unlock(&api->mu);
+    atomic_fetch_add(&api->nlive, 1);
+    return req;
+}
+
+void api_req_unref(struct api_req *req)
+{
+    struct api *api = req->api;
+    if (atomic_fetch_sub(&req->refs, 1) != 1)
+        return;
+    api_jobs_free(req->jobs, req->njobs);
+    free(req->body);
+    pthread_mutex_destroy(&req->mu);
+    free(req);
+    pthread_mutex_lock(&api->mu);
+    api->nreqs--;
+    pthread_cond_broadcast(&api->cond);
+    pthread_mutex_unlock(&api->mu);
+}
+
+void api_waiting_add(struct api *api, struct api_req *req)
+{
+    pthread_mutex_lock(&api->mu);
+    req->wprev = NULL;
+    req->wnext = api->waiting;
+    if (api->waiting != NULL)
+        api->waiting->wprev = req;
+    api->waiting = req;
+    req->on_wlist = 1;
+    pthread_mutex_unlock(&api->mu);
+}
+
+void api_waiting_remove(struct api *api, struct api_req *req)
+{
+    pthread_mutex_lock(&api->mu);
+    if (req->on_wlist) {
+        if (req->wprev != NULL)
+            req->wprev->wnext = req->wnext;
+        else
+            api->waiting = req->wnext;
+        if (req->wnext != NULL)
+            req->wnext->wprev = req->wprev;
+        req->on_wlist = 0;
+    }
+    pthread_mutex_unlock(&api->mu);
+}
+
+/* ---- Responses ---- */
+
+/* Adds the common headers, queues r and remembers the status. */
+static enum MHD_Result queue(struct api_req *req, struct MHD_Connection *c,
+                             unsigned int status, struct MHD_Response *r)
+{
+    if (r == NULL)
+        return MHD_NO;
+    if (MHD_add_response_header(r, "X-Request-Id", req->id) != MHD_YES ||
+        MHD_add_response_header(r, "Cache-Control", "no-store") != MHD_YES) {
+        MHD_destroy_response(r);
+        return MHD_NO;
+    }
+    enum MHD_Result ok = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    if (ok == MHD_YES) {
+        req->status = (int)status;
+        req->phase = API_REQ_ANSWERED;
+    }
+    return ok;
+}
+
+/* A response holding the JSON text of body and a final newline. */
+static struct MHD_Response *json_response(json_t *body, const char *ctype)
+{
+    const size_t flags = JSON_COMPACT | JSON_REAL_PRECISION(12);
+    size_t n = json_dumpb(body, NULL, 0, flags);
+    char *buf = n > 0 ? malloc(n + 1) : NULL;
+    struct MHD_Response *r;
+    if (buf == NULL || json_dumpb(body, buf, n, flags) != n) {
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\n';
+    r = MHD_create_response_from_buffer(n + 1, buf, MHD_RESPMEM_MUST_FREE);
+    if (r == NULL) {
+        free(buf);
+        return NULL;
+    }
+    if (MHD_add_response_header(r, "Content-Type", ctype) != MHD_YES) {
+        MHD_destroy_response(r);
+        return NULL;
+    }
+    return r;
+}
+
+enum MHD_Result api_reply_json(struct api_req *req, struct MHD_Connection *c,
+                               unsigned int status, json_t *body)
+{
+    struct MHD_Response *r = body != NULL
+        ? json_response(body, "application/json") : NULL;
+    json_decref(body);
+    return queue(req, c, status, r);
+}
+
+enum MHD_Result api_reply_problem_doc(struct api_req *req,
+                                      struct MHD_Connection *c,
+                                      unsigned int status, json_t *p,
+                                      const char *hname, const char *hvalue)
+{
+    struct MHD_Response *r;
+    if (p == NULL || json_object_set_new(p, "request_id",
+                                         json_string(req->id)) < 0) {
+        json_decref(p);
+        return MHD_NO;
+    }
+    r = json_response(p, "application/problem+json");
+    json_decref(p);
+    if (r != NULL && hname != NULL &&
+        MHD_add_response_header(r, hname, hvalue) != MHD_YES) {
+        MHD_destroy_response(r);
+        r = NULL;
+    }
+    return queue(req, c, status, r);
+}
+
+enum MHD_Result api_reply_problem(struct api_req *req,
+                                  struct MHD_Connection *c,
+                                  unsigned int status, const char *detail,
+                                  json_t *errors, const char *hname,
+                                  const char *hvalue)
+{
+    return api_reply_problem_doc(req, c, status,
+                                 api_problem_new((int)status, detail, errors),
+                                 hname, hvalue);
+}
+
+enum MHD_Result api_reply_text(struct api_req *req, struct MHD_Connection *c,
+                               unsigned int status, const char *ctype,
+                               const char *buf, size_t len)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        len, (void *)(uintptr_t)buf, MHD_RESPMEM_MUST_COPY);
+    if (r != NULL && MHD_add_response_header(r, "Content-Type", ctype)
+                         != MHD_YES) {
+        MHD_destroy_response(r);
+        r = NULL;
+    }
+    return queue(req, c, status, r);
+}
+
+/* ---- Checks made on the first call, before any body is read ---- */
+
+/* Constant-time equality for a key of length alen (leaks only alen). */
+static int key_equal(const char *a, size_t alen, const char *b, size_t blen)
+{
+    volatile unsigned char d = (unsigned char)(alen != blen);
+    for (size_t i = 0; i < alen; i++)
+        d |= (unsigned char)(a[i] ^ (blen > 0 ? b[i % blen] : 0));
+    return d == 0;
+}
+
+/* 0 when no keys are configured or the bearer key matches one; else
+   queues a 401 and returns -1 (MHD_NO in *ret when that failed too). */
+static int check_auth(struct api_req *req, struct MHD_Connection *c,
+                      enum MHD_Result *ret)
+{
+    struct api *api = req->api;
+    const char *h, *tok;
+    int ok = 0;
+    if (api->nkeys == 0)
+        return 0;
+    h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0) {
+        *ret = api_reply_problem(req, c, 401,
+                                 "a bearer key is required "
+                                 "(Authorization: Bearer KEY)", NULL,
+                                 "WWW-Authenticate",
+                                 "Bearer realm=\"mailpool\"");
+        return -1;
+    }
+    for (tok = h + 7; *tok == ' ' || *tok == '\t'; tok++)
+        ;
+    size_t tlen = strnlen(tok, MAX_TOKEN + 1);
+    while (tlen > 0 && (tok[tlen - 1] == ' ' || tok[tlen - 1] == '\t'))
+        tlen--;
+    for (size_t i = 0; i < api->nkeys; i++)   /* no early exit */
+        ok |= key_equal(api->keys[i], api->keylens[i], tok, tlen);
+    if (ok)
+        return 0;
+    *ret = api_reply_problem(req, c, 401, "the bearer key is not valid", NULL,
+                             "WWW-Authenticate",
+                             "Bearer realm=\"mailpool\", "
+                             "error=\"invalid_token\"");
+    return -1;
+}
+
+/* 1 for "application/json" with at most a "charset=utf-8" parameter
+   (other parameters are ignored). */
+static int is_json_type(const char *ct)
+{
+    static const char type[] = "application/json";
+    if (ct == NULL)
+        return 0;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    if (strncasecmp(ct, type, sizeof type - 1) != 0)
+        return 0;
+    ct += sizeof type - 1;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    while (*ct == ';') {
+        const char *p = ct + 1, *end;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        end = strchr(p, ';');
+        size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+            n--;
+        if (n >= 8 && strncasecmp(p, "charset=", 8) == 0) {
+            const char *v = p + 8;
+            size_t vn = n - 8;
+            if (vn >= 2 && v[0] == '"' && v[vn - 1] == '"') {
+                v++;
+                vn -= 2;
+            }
+            if (!(vn == 5 && strncasecmp(v, "utf-8", 5) == 0))
+                return 0;
+        }
+        ct = p + n;
+        while (*ct == ' ' || *ct == '\t')
+            ct++;
+    }
+    return *ct == '\0';
+}
+
+/* Checks a POST before its body: auth, draining, media type, length. */
+static enum MHD_Result first_post(struct api_req *req,
+                                  struct MHD_Connection *c)
+{
+    struct api *api = req->api;
+    enum MHD_Result ret = MHD_YES;
+    const char *cl;
+    if (check_auth(req, c, &ret) < 0)
+        return ret;
+    if (atomic_load(&api->draining))
+        return api_reply_problem(req, c, 503, "the service is draining",
+                                 NULL, "Retry-After", "1");
+    if (!is_json_type(MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                  "Content-Type")))
+        return api_reply_problem(req, c, 415,
+                                 "the body must be application/json "
+                                 "(charset utf-8)", NULL, NULL, NULL);
+    cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+    if (cl != NULL) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (errno == ERANGE || n > (unsigned long long)api->cfg->http.max_body)
+            return api_reply_problem(req, c, 413,
+                                     "the body is larger than http.max_body",
+                                     NULL, NULL, NULL);
+        if (end != cl && n > 0)
+            req->cap = n < INITIAL_BODY ? (size_t)n : INITIAL_BODY;
+    }
+    return MHD_YES;
+}
+
+/* The first call of a request: route, method, then the POST checks. */
+static enum MHD_Result first_call(struct api_req *req,
+                                  struct MHD_Connection *c)
+{
+    int m;
+    char allow[32];
+    if (req->route == API_ROUTE_UNMATCHED)
+        return api_reply_problem(req, c, 404, "no such route", NULL, NULL,
+                                 NULL);
+    m = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0
+        ? M_GET : strcmp(req->method, "POST") == 0 ? M_POST : 0;
+    if ((route_methods[req->route] & m) == 0) {
+        snprintf(allow, sizeof allow, "%s",
+                 route_methods[req->route] == M_GET ? "GET, HEAD" : "POST");
+        return api_reply_problem(req, c, 405,
+                                 "method not allowed on this route", NULL,
+                                 "Allow", allow);
+    }
+    if (m == M_GET)                 /* answered on the next call: MHD */
+        return MHD_YES;             /* closes after a first-call answer */
+    return first_post(req, c);
+}
+
+/* ---- Bodies ---- */
+
+/* Appends upload data, up to http.max_body; past it, drops what comes so
+   that a 413 can be answered at the end, but closes the connection (MHD_NO)
+   once a client sent more than twice the limit and 64 KiB. */
+static enum MHD_Result take_upload(struct api_req *req, const char *data,
+                                   size_t *size)
+{
+    size_t n = *size, max = (size_t)req->api->cfg->http.max_body;
+    *size = 0;
+    if (req->phase != API_REQ_READING)
+        return MHD_YES;              /* answered early: drop the rest */
+    if (req->too_big || n > max - req->len) {
+        req->too_big = 1;
+        req->dropped += req->len + n;
+        free(req->body);
+        req->body = NULL;
+        req->len = req->cap = 0;
+        return req->dropped / 2 > max + 32768 ? MHD_NO : MHD_YES;
+    }
+    if (req->len + n > req->cap || req->body == NULL) {
+        size_t cap = req->cap > 0 ? req->cap : INITIAL_BODY;
+        while (cap < req->len + n)
+            cap = cap > max / 2 ? max : cap * 2;
+        char *p = realloc(req->body, cap + 1);
+        if (p == NULL)
+            return MHD_NO;
+        req->body = p;
+        req->cap = cap;
+    }
+    memcpy(req->body + req->len, data, n);
+    req->len += n;
+    return MHD_YES;
+}
+
+/* ---- MHD callbacks ---- */
+
+enum MHD_Result api_on_access(void *cls, struct MHD_Connection *c,
+                              const char *url, const char *method,
+                              const char *version, const char *data,
+                              size_t *size, void **con_cls)
+{
+    struct api_req *req = *con_cls;
+    (void)version;
+    if (req == NULL) {
+        req = req_new(cls, c, url, method);
+        if (req == NULL)
+            return MHD_NO;
+        *con_cls = req;
+        return first_call(req, c);
+    }
+    if (*size > 0)
+        return take_upload(req, data, size);
+    switch (req->phase) {
+    case API_REQ_READING:
+        if (req->too_big)
+            return api_reply_problem(req, c, 413,
+                                     "the body is larger than http.max_body",
+                                     NULL, NULL, NULL);
+        if (route_methods[req->route] == M_GET)
+            return api_route_get(req, c);
+        return api_route_post(req, c);
+    case API_REQ_WAITING:
+        return api_route_resumed(req, c);
+    case API_REQ_ANSWERED:
+        break;
+    }
+    return MHD_YES;
+}
+
+/* The request's log line: never a body, an address or a key. */
+static void log_request(const struct api_req *req, double seconds,
+                        enum MHD_RequestTerminationCode toe)
+{
+    static const char *const toes[] = {
+        "completed", "error", "timeout", "shutdown", "read_error",
+        "client_abort"
+    };
+    int ok = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    struct log_field f[] = {
+        LOG_STR("request_id", req->id),
+        LOG_STR("method", req->method),
+        LOG_STR("route", api_route_name(req->route)),
+        LOG_NUM("status", req->status),
+        LOG_NUM("duration_ms", (double)(long long)(seconds * 1e6) / 1e3),
+        req->smtp_code != 0 ? LOG_NUM("smtp_code", req->smtp_code)
+                            : LOG_STR(NULL, NULL),
+        LOG_STR("termination",
+                ok ? NULL
+                : (unsigned)toe < sizeof toes / sizeof toes[0] ? toes[toe]
+                                                               : "other"),
+    };
+    log_event_num(ok ? LOG_INFO : LOG_WARN, "request", f,
+                  sizeof f / sizeof f[0]);
+}
+
+void api_on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                      enum MHD_RequestTerminationCode toe)
+{
+    struct api *api = cls;
+    struct api_req *req = *con_cls;
+    (void)c;
+    if (req == NULL)
+        return;
+    *con_cls = NULL;
+    pthread_mutex_lock(&req->mu);
+    req->conn = NULL;               /* the done callbacks must not resume */
+    pthread_mutex_unlock(&req->mu);
+    atomic_fetch_sub(&api->nlive, 1);
+    double seconds = api_now() - req->t0;
+    if (req->status != 0)           /* counts answered requests only */
+        api_metrics_request(&api->metrics, req->route, req->status, seconds);
+    log_request(req, seconds, toe);
+    api_req_unref(req);
+}
+

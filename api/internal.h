@@ -1,0 +1,210 @@
+/*
+ * api/internal.h - what the files of api/ share: struct api, the per-request
+ * state, the routes, metrics, problem documents and the OpenAPI text.
+ *
+ * Lock order: api->mu, then req->mu, then api->metrics.mu.  No lock is held
+ * while calling pool_submit, and MHD_resume_connection is called with none.
+ */
+#ifndef MAILPOOL_API_INTERNAL_H
+#define MAILPOOL_API_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <microhttpd.h>
+#include <jansson.h>
+
+#include "api/api.h"
+#include "server/job.h"
+#include "server/pool.h"
+
+#ifndef MAILPOOL_VERSION
+#define MAILPOOL_VERSION "0.1.0"
+#endif
+
+/* Routes; their names are the metric and log labels. */
+enum api_route {
+    API_ROUTE_MESSAGES,
+    API_ROUTE_BATCH,
+    API_ROUTE_VERIFY,
+    API_ROUTE_EXPAND,
+    API_ROUTE_HELP,
+    API_ROUTE_HEALTHZ,
+    API_ROUTE_READYZ,
+    API_ROUTE_METRICS,
+    API_ROUTE_OPENAPI,
+    API_ROUTE_UNMATCHED,        /* a 404: never the raw path in a label */
+    API_ROUTE__COUNT
+};
+
+/* The route's path ("/v1/messages"), or "unmatched". */
+const char *api_route_name(enum api_route route);
+
+/* ---- Metrics (metrics.c) ---- */
+
+#define API_HIST_BUCKETS 18
+
+struct api_hist {
+    const double *bounds;       /* nbounds upper bounds, ascending */
+    size_t nbounds;
+    unsigned long long counts[API_HIST_BUCKETS]; /* per bucket, not cumul. */
+    unsigned long long count;
+    double sum;
+};
+
+#define API_STATUS_SLOTS 12     /* the statuses we answer, then "other" */
+#define API_REPLY_CLASSES 5     /* 2xx 3xx 4xx 5xx none */
+#define API_DELIVERY_SLOTS 6    /* enum smtp_delivery */
+
+struct api_metrics {
+    pthread_mutex_t mu;
+    unsigned long long requests[API_ROUTE__COUNT][API_STATUS_SLOTS];
+    unsigned long long messages[API_DELIVERY_SLOTS];
+    unsigned long long replies[API_REPLY_CLASSES];
+    struct api_hist http;       /* request duration, seconds */
+    struct api_hist smtp;       /* job duration (submit to done), seconds */
+};                              /* every counter guarded by mu */
+
+int api_metrics_init(struct api_metrics *m);
+void api_metrics_destroy(struct api_metrics *m);
+/* One answered HTTP request. */
+void api_metrics_request(struct api_metrics *m, enum api_route route,
+                         int status, double seconds);
+/* One finished job: its delivery status, reply class and duration. */
+void api_metrics_job(struct api_metrics *m, const struct job *job);
+/* The Prometheus text exposition (0.0.4); malloc'd, NULL when out of
+   memory.  ps may be NULL (no pool gauges). */
+char *api_metrics_render(struct api_metrics *m, const struct pool_stats *ps,
+                         size_t *len);
+
+/* ---- Problem documents (problem.c) ---- */
+
+/* The title of an HTTP status ("Unprocessable Content"). */
+const char *api_status_title(int status);
+/* {"type": "about:blank", "title", "status", "detail", "errors": errors}
+   (errors stolen; NULL means []).  New reference or NULL. */
+json_t *api_problem_new(int status, const char *detail, json_t *errors);
+
+/* ---- OpenAPI (openapi.c) ---- */
+
+/* The OpenAPI 3.1 document of this API, as JSON text. */
+const char *api_openapi_json(void);
+size_t api_openapi_len(void);
+
+/* ---- The daemon and its requests (daemon.c, http.c, routes.c) ---- */
+
+struct api_req;
+
+struct api {
+    const struct cfg *cfg;          /* borrowed, read-only */
+    struct pool *pool;              /* borrowed */
+    struct MHD_Daemon *daemon;
+    int port;
+    atomic_int draining;
+    char **keys;                    /* bearer keys, read-only after start */
+    size_t *keylens;
+    size_t nkeys;
+    atomic_ullong idseq;            /* request-id fallback counter */
+    atomic_size_t nsuspended;       /* connections suspended and not yet
+                                       resumed: MHD_stop_daemon needs 0 */
+    atomic_size_t nlive;            /* requests MHD has not completed */
+    atomic_int starting;            /* 1 inside MHD_start_daemon */
+    char start_msg[160];            /* MHD's last word then; guarded by mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cond;            /* signalled when nreqs drops */
+    size_t nreqs;                   /* live struct api_req; guarded by mu */
+    struct api_req *waiting;        /* requests with jobs out; guarded by mu */
+    struct api_metrics metrics;
+};
+
+enum api_req_phase {
+    API_REQ_READING,                /* headers seen, body being read */
+    API_REQ_WAITING,                /* jobs submitted, connection suspended */
+    API_REQ_ANSWERED                /* a response was queued */
+};
+
+/*
+ * One HTTP request.  Reference-counted: one reference for MHD (dropped by
+ * the request-completed callback) and one per submitted job (dropped by its
+ * done callback); freed at zero with every job it holds.
+ */
+struct api_req {
+    struct api *api;
+    atomic_int refs;
+    enum api_route route;
+    char method[8];                 /* "GET", "POST", ..., or "OTHER" */
+    char id[33];                    /* random hex, X-Request-Id */
+    double t0;                      /* monotonic seconds at the first call */
+    int status;                     /* HTTP status queued, 0 before */
+    int smtp_code;                  /* for the log line; 0 when none */
+    enum api_req_phase phase;       /* MHD thread only */
+
+    char *body;                     /* MHD thread only */
+    size_t len, cap;
+    size_t dropped;                 /* bytes thrown away past max_body */
+    int too_big;
+
+    struct job **jobs;              /* slots, input order; owned */
+    size_t njobs;
+    size_t nsubmitted;              /* jobs[0..nsubmitted) went to the pool */
+    int submit_err;                 /* POOL_FULL/POOL_DRAINING that stopped
+                                       the submission, else 0 */
+
+    pthread_mutex_t mu;
+    size_t pending;                 /* guarded by mu: jobs not done yet */
+    int suspended;                  /* guarded by mu */
+    int abandoned;                  /* guarded by mu: resumed by api_stop */
+    struct MHD_Connection *conn;    /* guarded by mu; NULL once completed */
+
+    struct api_req *wprev, *wnext;  /* guarded by api->mu */
+    int on_wlist;                   /* guarded by api->mu */
+};
+
+/* Drops one reference; frees the request (and its jobs) at zero. */
+void api_req_unref(struct api_req *req);
+
+/* Queue a JSON response (body stolen).  MHD_NO when out of memory. */
+enum MHD_Result api_reply_json(struct api_req *req, struct MHD_Connection *c,
+                               unsigned int status, json_t *body);
+/* Queue a problem+json; errors stolen (NULL: []); hname/hvalue an optional
+   extra header (NULL: none).  api_reply_problem_doc takes a document made
+   by api_problem_new (stolen) to which members were added. */
+enum MHD_Result api_reply_problem_doc(struct api_req *req,
+                                      struct MHD_Connection *c,
+                                      unsigned int status, json_t *problem,
+                                      const char *hname, const char *hvalue);
+enum MHD_Result api_reply_problem(struct api_req *req,
+                                  struct MHD_Connection *c,
+                                  unsigned int status, const char *detail,
+                                  json_t *errors, const char *hname,
+                                  const char *hvalue);
+/* Queue a text response; buf is copied. */
+enum MHD_Result api_reply_text(struct api_req *req, struct MHD_Connection *c,
+                               unsigned int status, const char *ctype,
+                               const char *buf, size_t len);
+
+/* routes.c: GET routes, answered at once. */
+enum MHD_Result api_route_get(struct api_req *req, struct MHD_Connection *c);
+/* routes.c: POST routes, once the whole body is in req->body. */
+enum MHD_Result api_route_post(struct api_req *req, struct MHD_Connection *c);
+/* routes.c: the access handler's call after the jobs resumed the
+   connection. */
+enum MHD_Result api_route_resumed(struct api_req *req,
+                                  struct MHD_Connection *c);
+
+/* http.c: MHD's access handler and request-completed callback. */
+enum MHD_Result api_on_access(void *cls, struct MHD_Connection *c,
+                              const char *url, const char *method,
+                              const char *version, const char *data,
+                              size_t *size, void **con_cls);
+void api_on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                      enum MHD_RequestTerminationCode toe);
+
+/* http.c: the waiting list that api_stop can force-resume. */
+void api_waiting_add(struct api *api, struct api_req *req);
+void api_waiting_remove(struct api *api, struct api_req *req);
+
+/* Seconds on the monotonic clock. */
+double api_now(void);
+
+#endif /* MAILPOOL_API_INTERNAL_H */

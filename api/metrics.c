@@ -1,0 +1,276 @@
+/*
+ * api/metrics.c - counters and histograms of the HTTP API, rendered in the
+ * Prometheus text exposition format 0.0.4.
+ *
+ * Public (internal.h): api_metrics_init, api_metrics_destroy,
+ * api_metrics_request, api_metrics_job, api_metrics_render, and
+ * api_route_name (the route labels, which are also the routes' paths).
+ *
+ * Series: mailpool_http_requests_total{route,status},
+ * mailpool_messages_total{status}, mailpool_smtp_replies_total{class},
+ * the histograms mailpool_http_request_duration_seconds and
+ * mailpool_smtp_transaction_duration_seconds, the pool gauges and counters
+ * of struct pool_stats, and mailpool_build_info{version}.  Labels come from
+ * fixed tables only: never a path, an address or a key.
+ *
+ * Threads: every function takes m->mu; the counters live in struct api
+ * (no globals).  Errors: api_metrics_render returns NULL without memory.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/internal.h"
+
+static const char *const route_names[API_ROUTE__COUNT] = {
+    [API_ROUTE_MESSAGES] = "/v1/messages",
+    [API_ROUTE_BATCH] = "/v1/messages/batch",
+    [API_ROUTE_VERIFY] = "/v1/verify",
+    [API_ROUTE_EXPAND] = "/v1/expand",
+    [API_ROUTE_HELP] = "/v1/help",
+    [API_ROUTE_HEALTHZ] = "/healthz",
+    [API_ROUTE_READYZ] = "/readyz",
+    [API_ROUTE_METRICS] = "/metrics",
+    [API_ROUTE_OPENAPI] = "/openapi.json",
+    [API_ROUTE_UNMATCHED] = "unmatched",
+};
+static const double http_bounds[] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1, 2.5, 5, 10, 30
+};
+static const double smtp_bounds[] = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+    10, 30, 60, 120, 300
+};
+/* The statuses this API answers; the last slot is "other". */
+static const int statuses[API_STATUS_SLOTS - 1] = {
+    200, 400, 401, 404, 405, 413, 415, 422, 500, 502, 503
+};
+static const char *const reply_classes[API_REPLY_CLASSES] = {
+    "2xx", "3xx", "4xx", "5xx", "none"
+};
+
+_Static_assert(sizeof http_bounds / sizeof http_bounds[0] < API_HIST_BUCKETS,
+               "http buckets");
+_Static_assert(sizeof smtp_bounds / sizeof smtp_bounds[0] < API_HIST_BUCKETS,
+               "smtp buckets");
+
+const char *api_route_name(enum api_route route)
+{
+    return (unsigned)route < API_ROUTE__COUNT ? route_names[route]
+                                              : "unmatched";
+}
+
+/* Zeroed counters and the histogram bounds. */
+int api_metrics_init(struct api_metrics *m)
+{
+    memset(m, 0, sizeof *m);
+    m->http.bounds = http_bounds;
+    m->http.nbounds = sizeof http_bounds / sizeof http_bounds[0];
+    m->smtp.bounds = smtp_bounds;
+    m->smtp.nbounds = sizeof smtp_bounds / sizeof smtp_bounds[0];
+    return pthread_mutex_init(&m->mu, NULL) == 0 ? 0 : -1;
+}
+
+void api_metrics_destroy(struct api_metrics *m)
+{
+    pthread_mutex_destroy(&m->mu);
+}
+
+/* Adds one observation.  Caller holds the metrics lock. */
+static void hist_observe(struct api_hist *h, double v)
+{
+    size_t i = 0;
+    while (i < h->nbounds && v > h->bounds[i])
+        i++;
+    h->counts[i]++;             /* i == nbounds: the +Inf bucket */
+    h->count++;
+    h->sum += v;
+}
+
+/* The slot of an HTTP status. */
+static size_t status_slot(int status)
+{
+    for (size_t i = 0; i < API_STATUS_SLOTS - 1; i++)
+        if (statuses[i] == status)
+            return i;
+    return API_STATUS_SLOTS - 1;
+}
+
+void api_metrics_request(struct api_metrics *m, enum api_route route,
+                         int status, double seconds)
+{
+    if ((unsigned)route >= API_ROUTE__COUNT)
+        route = API_ROUTE_UNMATCHED;
+    pthread_mutex_lock(&m->mu);
+    m->requests[route][status_slot(status)]++;
+    hist_observe(&m->http, seconds < 0 ? 0 : seconds);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void api_metrics_job(struct api_metrics *m, const struct job *job)
+{
+    int code = job->result.reply.code;
+    size_t cls = code >= 200 && code < 600 ? (size_t)(code / 100 - 2)
+                                           : API_REPLY_CLASSES - 1;
+    unsigned st = (unsigned)job->result.status;
+    pthread_mutex_lock(&m->mu);
+    if (job->kind == JOB_SEND && st > 0 && st < API_DELIVERY_SLOTS)
+        m->messages[st]++;
+    m->replies[cls]++;
+    hist_observe(&m->smtp, job->duration_ms < 0 ? 0 : job->duration_ms / 1e3);
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* ---- Rendering ---- */
+
+/* A growing text buffer; err sticks once an allocation failed. */
+struct tbuf {
+    char *p;
+    size_t len, cap;
+    int err;
+};
+
+__attribute__((format(printf, 2, 3)))
+static void tb_printf(struct tbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+    if (b->err)
+        return;
+    for (;;) {
+        va_start(ap, fmt);
+        n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->err = 1;
+            return;
+        }
+        if ((size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap * 2 + (size_t)n;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->err = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+}
+
+/* "# HELP" and "# TYPE" lines. */
+static void tb_head(struct tbuf *b, const char *name, const char *type,
+                    const char *help)
+{
+    tb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A histogram: cumulative buckets, +Inf, _sum, _count. */
+static void tb_hist(struct tbuf *b, const char *name, const char *help,
+                    const struct api_hist *h)
+{
+    unsigned long long cum = 0;
+    tb_head(b, name, "histogram", help);
+    for (size_t i = 0; i < h->nbounds; i++) {
+        cum += h->counts[i];
+        tb_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, h->bounds[i], cum);
+    }
+    tb_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n", name, h->count);
+    tb_printf(b, "%s_sum %.9g\n%s_count %llu\n", name, h->sum, name,
+              h->count);
+}
+
+/* The counters.  Caller holds m->mu. */
+static void render_counters(struct tbuf *b, const struct api_metrics *m)
+{
+    tb_head(b, "mailpool_http_requests_total", "counter",
+            "HTTP requests answered, by route and status.");
+    for (size_t r = 0; r < API_ROUTE__COUNT; r++)
+        for (size_t s = 0; s < API_STATUS_SLOTS; s++) {
+            if (m->requests[r][s] == 0)
+                continue;
+            if (s < API_STATUS_SLOTS - 1)
+                tb_printf(b, "mailpool_http_requests_total{route=\"%s\","
+                          "status=\"%d\"} %llu\n",
+                          api_route_name((enum api_route)r), statuses[s],
+                          m->requests[r][s]);
+            else
+                tb_printf(b, "mailpool_http_requests_total{route=\"%s\","
+                          "status=\"other\"} %llu\n",
+                          api_route_name((enum api_route)r),
+                          m->requests[r][s]);
+        }
+    tb_head(b, "mailpool_messages_total", "counter",
+            "Messages finished, by delivery status.");
+    for (unsigned s = 1; s < API_DELIVERY_SLOTS; s++)
+        tb_printf(b, "mailpool_messages_total{status=\"%s\"} %llu\n",
+                  smtp_delivery_name((enum smtp_delivery)s), m->messages[s]);
+    tb_head(b, "mailpool_smtp_replies_total", "counter",
+            "Deciding SMTP replies of finished jobs, by class.");
+    for (size_t c = 0; c < API_REPLY_CLASSES; c++)
+        tb_printf(b, "mailpool_smtp_replies_total{class=\"%s\"} %llu\n",
+                  reply_classes[c], m->replies[c]);
+    tb_hist(b, "mailpool_http_request_duration_seconds",
+            "Time from the request's headers to its completion.", &m->http);
+    tb_hist(b, "mailpool_smtp_transaction_duration_seconds",
+            "Time of a job from submission to done (queue wait included).",
+            &m->smtp);
+}
+
+/* The gauges and counters of the pool. */
+static void render_pool(struct tbuf *b, const struct pool_stats *ps)
+{
+    tb_head(b, "mailpool_pool_connections", "gauge",
+            "SMTP connections open, by state.");
+    tb_printf(b, "mailpool_pool_connections{state=\"idle\"} %zu\n",
+              ps->conns_idle);
+    tb_printf(b, "mailpool_pool_connections{state=\"busy\"} %zu\n",
+              ps->conns_busy);
+    tb_head(b, "mailpool_pool_connections_open", "gauge",
+            "SMTP connections open (idle + busy).");
+    tb_printf(b, "mailpool_pool_connections_open %zu\n", ps->conns_open);
+    tb_head(b, "mailpool_pool_queue_depth", "gauge", "Jobs waiting.");
+    tb_printf(b, "mailpool_pool_queue_depth %zu\n", ps->queued);
+    tb_head(b, "mailpool_pool_workers_busy", "gauge", "Workers on a job.");
+    tb_printf(b, "mailpool_pool_workers_busy %zu\n", ps->busy_workers);
+    tb_head(b, "mailpool_pool_workers", "gauge", "Worker threads.");
+    tb_printf(b, "mailpool_pool_workers %zu\n", ps->workers);
+    tb_head(b, "mailpool_pool_draining", "gauge", "1 while draining.");
+    tb_printf(b, "mailpool_pool_draining %d\n", ps->draining ? 1 : 0);
+    tb_head(b, "mailpool_pool_connections_opened_total", "counter",
+            "SMTP connections opened.");
+    tb_printf(b, "mailpool_pool_connections_opened_total %llu\n",
+              ps->conns_opened);
+    tb_head(b, "mailpool_pool_connections_failed_total", "counter",
+            "SMTP connections that could not be opened.");
+    tb_printf(b, "mailpool_pool_connections_failed_total %llu\n",
+              ps->conns_failed);
+    tb_head(b, "mailpool_pool_retries_total", "counter", "SMTP retries.");
+    tb_printf(b, "mailpool_pool_retries_total %llu\n", ps->retries);
+}
+
+/* The whole exposition, malloc'd. */
+char *api_metrics_render(struct api_metrics *m, const struct pool_stats *ps,
+                         size_t *len)
+{
+    struct tbuf b = { malloc(8192), 0, 8192, 0 };
+    if (b.p == NULL)
+        return NULL;
+    pthread_mutex_lock(&m->mu);
+    render_counters(&b, m);
+    pthread_mutex_unlock(&m->mu);
+    if (ps != NULL)
+        render_pool(&b, ps);
+    tb_head(&b, "mailpool_build_info", "gauge", "Build information.");
+    tb_printf(&b, "mailpool_build_info{version=\"%s\"} 1\n", MAILPOOL_VERSION);
+    if (b.err) {
+        free(b.p);
+        return NULL;
+    }
+    *len = b.len;
+    return b.p;
+}

@@ -1,0 +1,340 @@
+/*
+ * api/routes.c - what each route does: the GET routes answer at once; the
+ * POST routes decode the body into jobs, hand them to the pool, suspend the
+ * connection and answer when the last job is done.
+ *
+ * Public (internal.h): api_route_get, api_route_post, api_route_resumed.
+ *
+ * Suspend/resume: req->pending counts the jobs out plus one token held by
+ * the handler while it submits.  The handler drops its token under req->mu
+ * and, if jobs remain, suspends the connection before unlocking; the done
+ * callback that brings pending to 0 (also under req->mu) then finds the
+ * connection suspended and resumes it after unlocking.  So a job that
+ * finishes before the handler suspends cannot resume too early, and no lock
+ * is held across pool_submit or MHD_resume_connection.  Each submitted job
+ * holds a reference on the request; its done callback drops it, so a client
+ * that hangs up mid-flight leaves the request alive until every job is back.
+ *
+ * Batches: every message is validated before any is submitted (one invalid
+ * message: 422 for the whole batch, nothing sent).  If the queue fills
+ * midway, the rest are not submitted and get a "not sent" result; a batch
+ * of which nothing could be submitted is a 503.
+ *
+ * Threads: handlers on MHD's threads, on_job_done on pool workers.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/codec.h"
+#include "api/internal.h"
+
+/* ---- GET ---- */
+
+/* {"status": s} with the given HTTP status. */
+static enum MHD_Result status_doc(struct api_req *req, struct MHD_Connection *c,
+                                  unsigned int http, const char *s)
+{
+    return api_reply_json(req, c, http, json_pack("{s:s}", "status", s));
+}
+
+/* /readyz: not draining, and a relay connection open or a probe passing. */
+static enum MHD_Result readyz(struct api_req *req, struct MHD_Connection *c)
+{
+    struct api *api = req->api;
+    if (atomic_load(&api->draining))
+        return status_doc(req, c, 503, "draining");
+    if (api->pool == NULL || !pool_ready(api->pool))
+        return status_doc(req, c, 503, "relay unreachable");
+    return status_doc(req, c, 200, "ready");
+}
+
+/* /metrics: the Prometheus text. */
+static enum MHD_Result metrics(struct api_req *req, struct MHD_Connection *c)
+{
+    struct pool_stats ps;
+    size_t len = 0;
+    char *text;
+    if (req->api->pool != NULL)
+        pool_stats(req->api->pool, &ps);
+    text = api_metrics_render(&req->api->metrics,
+                              req->api->pool != NULL ? &ps : NULL, &len);
+    if (text == NULL)
+        return MHD_NO;
+    enum MHD_Result r = api_reply_text(req, c, 200,
+                                       "text/plain; version=0.0.4; "
+                                       "charset=utf-8", text, len);
+    free(text);
+    return r;
+}
+
+enum MHD_Result api_route_get(struct api_req *req, struct MHD_Connection *c)
+{
+    switch (req->route) {
+    case API_ROUTE_HEALTHZ:
+        return status_doc(req, c, 200, "ok");
+    case API_ROUTE_READYZ:
+        return readyz(req, c);
+    case API_ROUTE_METRICS:
+        return metrics(req, c);
+    case API_ROUTE_OPENAPI:
+        return api_reply_text(req, c, 200, "application/json",
+                              api_openapi_json(), api_openapi_len());
+    default:
+        return api_reply_problem(req, c, 500, "no GET handler", NULL, NULL,
+                                 NULL);
+    }
+}
+
+/* ---- Jobs ---- */
+
+/* Worker thread: the job is back.  Resumes the connection after the last
+   one, then drops the job's reference. */
+static void on_job_done(struct job *job, void *ctx)
+{
+    struct api_req *req = ctx;
+    struct api *api = req->api;
+    struct MHD_Connection *c = NULL;
+    int last;
+    api_metrics_job(&api->metrics, job);
+    pthread_mutex_lock(&req->mu);
+    last = --req->pending == 0;
+    if (last && req->suspended && req->conn != NULL) {
+        c = req->conn;
+        req->suspended = 0;
+    }
+    pthread_mutex_unlock(&req->mu);
+    if (c != NULL) {
+        MHD_resume_connection(c);   /* still suspended: c is valid */
+        atomic_fetch_sub(&api->nsuspended, 1);
+    }
+    if (last)
+        api_waiting_remove(api, req);
+    api_req_unref(req);
+}
+
+/* The problem for a submission refused before anything went out. */
+static enum MHD_Result refused(struct api_req *req, struct MHD_Connection *c)
+{
+    return api_reply_problem(req, c, 503,
+                             req->submit_err == POOL_DRAINING
+                                 ? "the service is draining"
+                                 : "the job queue is full",
+                             NULL, "Retry-After", "1");
+}
+
+/* A result slot for a message that was never submitted. */
+static json_t *not_sent(int submit_err)
+{
+    return json_pack("{s:i, s:[], s:n, s:s, s:s, s:[], s:[], s:n, s:s, s:i,"
+                     " s:f}",
+                     "code", 0, "text", "enhanced", "kind", "local",
+                     "status", "failed", "accepted", "rejected",
+                     "message_id", "error",
+                     submit_err == POOL_DRAINING ? "shutting down; not sent"
+                                                 : "queue full; not sent",
+                     "attempts", 0, "duration_ms", 0.0);
+}
+
+/* 200 {"results": [...]} in input order. */
+static enum MHD_Result answer_batch(struct api_req *req,
+                                    struct MHD_Connection *c)
+{
+    json_t *results = json_array(), *doc;
+    for (size_t i = 0; results != NULL && i < req->njobs; i++) {
+        json_t *r = i < req->nsubmitted ? api_job_result_json(req->jobs[i])
+                                        : not_sent(req->submit_err);
+        if (json_array_append_new(results, r) < 0) {
+            json_decref(results);
+            results = NULL;
+        }
+    }
+    doc = json_pack("{s:o?, s:s}", "results", results, "request_id", req->id);
+    if (doc == NULL || results == NULL) {
+        json_decref(doc);
+        return MHD_NO;
+    }
+    return api_reply_json(req, c, 200, doc);
+}
+
+/* 200 with the result of jobs[0], or 502 when the relay was unreachable. */
+static enum MHD_Result answer_one(struct api_req *req,
+                                  struct MHD_Connection *c)
+{
+    const struct job *job = req->jobs[0];
+    json_t *doc;
+    req->smtp_code = job->result.code;
+    if (job->unreachable) {
+        json_t *p = api_problem_new(502, job->result.message[0] != '\0'
+                                             ? job->result.message
+                                             : "the relay could not be "
+                                               "reached", NULL);
+        if (p != NULL &&
+            json_object_set_new(p, "attempts", json_integer(job->attempts)))
+            json_decref(p), p = NULL;
+        return api_reply_problem_doc(req, c, 502, p, NULL, NULL);
+    }
+    doc = api_job_result_json(job);
+    if (doc == NULL ||
+        json_object_set_new(doc, "request_id", json_string(req->id)) < 0) {
+        json_decref(doc);
+        return MHD_NO;
+    }
+    return api_reply_json(req, c, 200, doc);
+}
+
+/* The answer once no job is out any more. */
+static enum MHD_Result answer(struct api_req *req, struct MHD_Connection *c)
+{
+    if (req->nsubmitted == 0)
+        return refused(req, c);
+    if (req->route == API_ROUTE_BATCH)
+        return answer_batch(req, c);
+    return answer_one(req, c);
+}
+
+/* Hands req->jobs to the pool; suspends the connection while any is out. */
+static enum MHD_Result submit_all(struct api_req *req,
+                                  struct MHD_Connection *c)
+{
+    struct api *api = req->api;
+    req->pending = 1;               /* the handler's token */
+    api_waiting_add(api, req);
+    for (size_t i = 0; i < req->njobs; i++) {
+        struct job *job = req->jobs[i];
+        snprintf(job->request_id, sizeof job->request_id, "%s", req->id);
+        job->done = on_job_done;
+        job->done_ctx = req;
+        atomic_fetch_add(&req->refs, 1);
+        pthread_mutex_lock(&req->mu);
+        req->pending++;
+        pthread_mutex_unlock(&req->mu);
+        int rc = api->pool != NULL ? pool_submit(api->pool, job) : POOL_FULL;
+        if (rc != POOL_OK) {        /* still ours: not submitted */
+            pthread_mutex_lock(&req->mu);
+            req->pending--;
+            pthread_mutex_unlock(&req->mu);
+            api_req_unref(req);     /* never the last: MHD holds one */
+            req->submit_err = rc == POOL_DRAINING ? POOL_DRAINING : POOL_FULL;
+            break;
+        }
+        req->nsubmitted++;          /* job belongs to the pool now */
+    }
+    pthread_mutex_lock(&req->mu);
+    if (--req->pending > 0) {
+        MHD_suspend_connection(c);
+        req->suspended = 1;
+        atomic_fetch_add(&api->nsuspended, 1);
+        req->phase = API_REQ_WAITING;
+        pthread_mutex_unlock(&req->mu);
+        return MHD_YES;
+    }
+    pthread_mutex_unlock(&req->mu);
+    api_waiting_remove(api, req);   /* everything is back already */
+    return answer(req, c);
+}
+
+/* ---- POST ---- */
+
+/* 400 with the parser's line and column. */
+static enum MHD_Result malformed(struct api_req *req, struct MHD_Connection *c,
+                                 const json_error_t *e)
+{
+    char detail[256];
+    json_t *errors = json_array(), *p;
+    snprintf(detail, sizeof detail,
+             "malformed JSON at line %d, column %d: %s", e->line, e->column,
+             e->text);
+    if (errors != NULL && api_error_add(errors, "$", e->text) < 0) {
+        json_decref(errors);
+        errors = NULL;
+    }
+    p = api_problem_new(400, detail, errors);
+    if (p != NULL &&
+        (json_object_set_new(p, "line", json_integer(e->line)) ||
+         json_object_set_new(p, "column", json_integer(e->column)) ||
+         json_object_set_new(p, "position", json_integer(e->position))))
+        json_decref(p), p = NULL;
+    return api_reply_problem_doc(req, c, 400, p, NULL, NULL);
+}
+
+/* The job kind of a single-job POST route. */
+static enum job_kind kind_of(enum api_route route)
+{
+    switch (route) {
+    case API_ROUTE_VERIFY: return JOB_VERIFY;
+    case API_ROUTE_EXPAND: return JOB_EXPAND;
+    case API_ROUTE_HELP: return JOB_HELP;
+    default: return JOB_SEND;
+    }
+}
+
+/* Decodes root into req->jobs; API_DECODE_* . */
+static int decode(struct api_req *req, json_t *root, json_t *errors)
+{
+    const struct cfg *cfg = req->api->cfg;
+    struct job *job;
+    int rc;
+    if (req->route == API_ROUTE_BATCH)
+        return api_decode_batch(root, cfg, &req->jobs, &req->njobs, errors);
+    job = job_new(kind_of(req->route));
+    if (job == NULL)
+        return API_DECODE_NOMEM;
+    rc = job->kind == JOB_SEND
+        ? api_decode_message(root, cfg, job, errors, "")
+        : api_decode_query(root, job, errors);
+    if (rc != API_DECODE_OK) {
+        job_free(job);
+        return rc;
+    }
+    req->jobs = calloc(1, sizeof *req->jobs);
+    if (req->jobs == NULL) {
+        job_free(job);
+        return API_DECODE_NOMEM;
+    }
+    req->jobs[0] = job;
+    req->njobs = 1;
+    return API_DECODE_OK;
+}
+
+enum MHD_Result api_route_post(struct api_req *req, struct MHD_Connection *c)
+{
+    json_error_t jerr;
+    json_t *root, *errors;
+    int rc;
+    root = json_loadb(req->body != NULL ? req->body : "", req->len,
+                      JSON_REJECT_DUPLICATES, &jerr);
+    free(req->body);                /* the jobs hold copies from here on */
+    req->body = NULL;
+    req->len = req->cap = 0;
+    if (root == NULL)
+        return malformed(req, c, &jerr);
+    errors = json_array();
+    rc = errors != NULL ? decode(req, root, errors) : API_DECODE_NOMEM;
+    json_decref(root);
+    if (rc == API_DECODE_INVALID)
+        return api_reply_problem(req, c, 422,
+                                 "the request has invalid fields", errors,
+                                 NULL, NULL);
+    json_decref(errors);
+    if (rc != API_DECODE_OK)
+        return api_reply_problem(req, c, 500, "out of memory", NULL, NULL,
+                                 NULL);
+    return submit_all(req, c);
+}
+
+enum MHD_Result api_route_resumed(struct api_req *req,
+                                  struct MHD_Connection *c)
+{
+    int abandoned;
+    pthread_mutex_lock(&req->mu);
+    abandoned = req->abandoned && req->pending > 0;
+    pthread_mutex_unlock(&req->mu);
+    if (abandoned)                  /* api_stop gave up waiting: no
+                                       Retry-After, it may have been sent */
+        return api_reply_problem(req, c, 503,
+                                 "the service stopped before the work "
+                                 "finished; the outcome is unknown", NULL,
+                                 NULL, NULL);
+    return answer(req, c);
+}

@@ -1,0 +1,809 @@
+/*
+ * test_service_errors.c - the service's answers to requests it must not
+ * carry out, over real HTTP: every problem+json case (400 with line and
+ * column, 422 naming the field, 415, 405 with Allow, 404), 413 decided from
+ * Content-Length before the body is read and enforced on chunked bodies,
+ * bearer keys, /openapi.json against what the routes really answer, and a
+ * bad configuration refused with exit code 2 before any port is bound.
+ *
+ * Like test_service.c (delivery, pool, drain, metrics, logs), each test
+ * starts its own SMTP peer (tests/support/peer.h) and `mailpool serve`
+ * (tests/support/mpserve.h), and checks what crossed the wire at both ends:
+ * here mostly that nothing reached the relay.  The libcurl helpers repeat
+ * those of test_service.c in a smaller form: tests/support is linked into
+ * the unit tests too, which do not link libcurl.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tests/support/mpserve.h"
+#include "tests/support/peer.h"
+
+/* ---- Fixture ---- */
+
+struct fx {
+    struct peer *peer;
+    struct mpserve *svc;
+};
+
+static int setup(void **state)
+{
+    *state = calloc(1, sizeof(struct fx));
+    return *state != NULL ? 0 : -1;
+}
+
+/* Stops both; every test also proves that the service, stopped with
+   SIGTERM, exits 0 in time (under ASan: without a leak either). */
+static int teardown(void **state)
+{
+    struct fx *fx = *state;
+    int rc = 0;
+    if (fx->svc != NULL) {
+        int st = mpserve_stop(fx->svc, 15000);
+        if (st != 0) {
+            char *log = mpserve_log(fx->svc, NULL);
+            fprintf(stderr, "mailpool serve ended with %d after SIGTERM; "
+                    "its stderr:\n%s\n", st, log != NULL ? log : "");
+            free(log);
+            rc = -1;
+        }
+    }
+    mpserve_free(fx->svc);
+    peer_stop(fx->peer);
+    free(fx);
+    return rc;
+}
+
+/* A correct fake relay and the service in front of it; extra flags. */
+static void start_both(struct fx *fx, const char *const *extra)
+{
+    fx->peer = peer_start_fake("{}");
+    assert_non_null(fx->peer);
+    fx->svc = mpserve_start(peer_port(fx->peer), extra);
+    assert_non_null(fx->svc);
+}
+
+#define START(fx, ...) start_both((fx), (const char *const[]){ __VA_ARGS__, NULL })
+
+/* ---- HTTP through libcurl ---- */
+
+struct resp {
+    long status;
+    char *body;
+    size_t len;
+    char *hdrs;
+    size_t hlen;
+    char err[CURL_ERROR_SIZE];
+};
+
+/* A body that libcurl reads in chunks (Transfer-Encoding: chunked). */
+struct upload {
+    const char *data;
+    size_t len, off;
+};
+
+static size_t grow(char **buf, size_t *len, const char *data, size_t n)
+{
+    char *p = realloc(*buf, *len + n + 1);
+    if (p == NULL)
+        return 0;
+    memcpy(p + *len, data, n);
+    *len += n;
+    p[*len] = '\0';
+    *buf = p;
+    return n;
+}
+
+static size_t on_body(char *d, size_t size, size_t n, void *ud)
+{
+    struct resp *r = ud;
+    return grow(&r->body, &r->len, d, size * n);
+}
+
+static size_t on_header(char *d, size_t size, size_t n, void *ud)
+{
+    struct resp *r = ud;
+    return grow(&r->hdrs, &r->hlen, d, size * n);
+}
+
+/* At most 500 bytes per call, so that the chunks are many. */
+static size_t on_read(char *buf, size_t size, size_t n, void *ud)
+{
+    struct upload *u = ud;
+    size_t want = size * n < 500 ? size * n : 500;
+    if (want > u->len - u->off)
+        want = u->len - u->off;
+    memcpy(buf, u->data + u->off, want);
+    u->off += want;
+    return want;
+}
+
+static void resp_free(struct resp *r)
+{
+    free(r->body);
+    free(r->hdrs);
+    memset(r, 0, sizeof *r);
+}
+
+/* One request: headers NULL-ended (may be NULL); body NULL for none; when
+   chunked, the body goes as Transfer-Encoding: chunked.  Fails the test
+   when no HTTP answer came. */
+static void http_req(const char *method, const char *url,
+                     const char *const *headers, const char *body,
+                     int chunked, struct resp *r)
+{
+    CURL *c = curl_easy_init();
+    struct curl_slist *h = NULL;
+    struct upload up = { body, body != NULL ? strlen(body) : 0, 0 };
+    memset(r, 0, sizeof *r);
+    assert_non_null(c);
+    for (size_t i = 0; headers != NULL && headers[i] != NULL; i++)
+        h = curl_slist_append(h, headers[i]);
+    h = curl_slist_append(h, "Expect:");
+    if (chunked)
+        h = curl_slist_append(h, "Transfer-Encoding: chunked");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, r->err);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+    if (chunked) {
+        curl_easy_setopt(c, CURLOPT_POST, 1L);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(c, CURLOPT_READDATA, &up);
+    } else if (body != NULL) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)up.len);
+    }
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    CURLcode rc = curl_easy_perform(c);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    if (rc != CURLE_OK)
+        fail_msg("%s %s: %s", method, url,
+                 r->err[0] ? r->err : curl_easy_strerror(rc));
+}
+
+static const char *const JSON_CT[] = { "Content-Type: application/json",
+                                       NULL };
+
+static void call(const struct fx *fx, const char *method, const char *path,
+                 const char *const *headers, const char *body,
+                 struct resp *r)
+{
+    char url[256];
+    snprintf(url, sizeof url, "%s%s", mpserve_url(fx->svc), path);
+    http_req(method, url, headers, body, 0, r);
+}
+
+/* The last header of this name, copied; NULL if absent. */
+static char *resp_header(const struct resp *r, const char *name)
+{
+    size_t nlen = strlen(name);
+    char *found = NULL;
+    for (const char *p = r->hdrs; p != NULL && *p != '\0';) {
+        const char *eol = strstr(p, "\r\n");
+        size_t n = eol != NULL ? (size_t)(eol - p) : strlen(p);
+        if (n > nlen && strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
+            const char *v = p + nlen + 1;
+            while (*v == ' ')
+                v++;
+            free(found);
+            found = strndup(v, (size_t)(p + n - v));
+        }
+        p = eol != NULL ? eol + 2 : p + n;
+    }
+    return found;
+}
+
+static json_t *resp_json(const struct resp *r)
+{
+    json_error_t e;
+    json_t *j = json_loadb(r->body != NULL ? r->body : "", r->len, 0, &e);
+    if (j == NULL)
+        fail_msg("HTTP %ld body is not JSON (%s): %.300s", r->status, e.text,
+                 r->body != NULL ? r->body : "");
+    return j;
+}
+
+static void expect_status(const struct resp *r, long status, const char *what)
+{
+    if (r->status != status)
+        fail_msg("%s: expected HTTP %ld, got %ld: %.500s", what, status,
+                 r->status, r->body != NULL ? r->body : "");
+}
+
+/* An RFC 9457 problem of this status, as application/problem+json with
+   type, title, status, detail and errors; returns the document. */
+static json_t *expect_problem(const struct resp *r, long status,
+                              const char *what)
+{
+    expect_status(r, status, what);
+    char *ct = resp_header(r, "Content-Type");
+    if (ct == NULL || strcmp(ct, "application/problem+json") != 0)
+        fail_msg("%s: Content-Type %s", what, ct != NULL ? ct : "(none)");
+    free(ct);
+    json_t *p = resp_json(r);
+    assert_true(json_is_string(json_object_get(p, "type")));
+    assert_true(json_is_string(json_object_get(p, "title")));
+    assert_true(json_is_string(json_object_get(p, "detail")));
+    assert_int_equal(json_integer_value(json_object_get(p, "status")), status);
+    assert_true(json_is_array(json_object_get(p, "errors")));
+    return p;
+}
+
+/* 1 when problem p lists an error for exactly this field. */
+static int has_field(json_t *p, const char *field)
+{
+    json_t *e;
+    size_t i;
+    json_array_foreach(json_object_get(p, "errors"), i, e) {
+        const char *f = json_string_value(json_object_get(e, "field"));
+        if (f != NULL && strcmp(f, field) == 0 &&
+            json_is_string(json_object_get(e, "message")))
+            return 1;
+    }
+    return 0;
+}
+
+/* Asserts that no transaction reached the relay. */
+static void expect_nothing_sent(struct peer *p)
+{
+    int n = peer_conn_count(p);
+    for (int i = 1; i <= n; i++) {
+        size_t len = 0;
+        char *b = peer_conn_bytes(p, i, &len);
+        if (b != NULL && (strstr(b, "MAIL FROM:") != NULL ||
+                          strstr(b, "VRFY") != NULL))
+            fail_msg("the relay got a transaction on connection %d:\n%s", i,
+                     b);
+        free(b);
+    }
+    assert_int_equal(peer_wait_messages(p, 1, 200), 0);
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+/* ---- The problem+json table ---- */
+
+#define MAXF 3
+
+struct pcase {
+    const char *name;
+    const char *method, *path;
+    const char *ctype;              /* NULL: no Content-Type */
+    const char *body;
+    long status;
+    const char *fields[MAXF];       /* errors[].field that must be listed */
+    const char *header, *hvalue;    /* a header it must carry */
+    int line;                       /* 400: the line the parser stopped at */
+};
+
+static const struct pcase PROBLEMS[] = {
+    { "malformed JSON", "POST", "/v1/messages", "application/json",
+      "{\"from\": \"sender@example.com\",\n \"to\": [,]}", 400,
+      { "$" }, NULL, NULL, 2 },
+    { "duplicate member", "POST", "/v1/messages", "application/json",
+      "{\"from\":\"sender@example.com\",\n\"to\":[\"rcpt@example.net\"],"
+      "\n\"from\":\"other@example.com\"}", 400, { "$" }, NULL, NULL, 3 },
+    { "trailing garbage", "POST", "/v1/messages", "application/json",
+      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"]}\n"
+      "{}", 400, { "$" }, NULL, NULL, 2 },
+    { "NUL in a string", "POST", "/v1/messages", "application/json",
+      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
+      "\"body\":\"a\\u0000b\"}", 400, { "$" }, NULL, NULL, 1 },
+    { "empty body", "POST", "/v1/messages", "application/json", "", 400,
+      { "$" }, NULL, NULL, 1 },
+    { "not an object", "POST", "/v1/messages", "application/json", "[]",
+      422, { "$" }, NULL, NULL, 0 },
+    { "wrong types", "POST", "/v1/messages", "application/json",
+      "{\"from\":5,\"to\":\"rcpt@example.net\",\"body\":7}", 422,
+      { "from", "to", "body" }, NULL, NULL, 0 },
+    { "missing from", "POST", "/v1/messages", "application/json",
+      "{\"to\":[\"rcpt@example.net\"]}", 422, { "from" }, NULL, NULL, 0 },
+    { "empty to", "POST", "/v1/messages", "application/json",
+      "{\"from\":\"sender@example.com\",\"to\":[]}", 422, { "to" }, NULL,
+      NULL, 0 },
+    { "bad address", "POST", "/v1/messages", "application/json",
+      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\","
+      "\"no domain\"]}", 422, { "to[1]" }, NULL, NULL, 0 },
+    { "CR/LF in a header value", "POST", "/v1/messages", "application/json",
+      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
+      "\"headers\":{\"Subject\":\"hi\\r\\nBcc: spy@example.org\"}}", 422,
+      { "headers.Subject" }, NULL, NULL, 0 },
+    { "CR/LF in a header pair", "POST", "/v1/messages", "application/json",
+      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
+      "\"headers\":[[\"X-A\",\"1\"],[\"X-B\",\"2\\nX-C: 3\"]]}", 422,
+      { "headers[1][1]" }, NULL, NULL, 0 },
+    { "CR/LF in an address", "POST", "/v1/messages", "application/json",
+      "{\"from\":\"sender@example.com\\r\\nRCPT TO:<spy@example.org>\","
+      "\"to\":[\"rcpt@example.net\\r\\nDATA\"]}", 422, { "from", "to[0]" },
+      NULL, NULL, 0 },
+    { "unknown member", "POST", "/v1/messages", "application/json",
+      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
+      "\"cc\":[\"spy@example.org\"]}", 422, { "cc" }, NULL, NULL, 0 },
+    { "relay chosen by the request", "POST", "/v1/messages",
+      "application/json",
+      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
+      "\"host\":\"smtp.example.org\",\"port\":25}", 422, { "host", "port" },
+      NULL, NULL, 0 },
+    { "too many recipients", "POST", "/v1/messages", "application/json",
+      "{\"from\":\"sender@example.com\",\"to\":[\"a@example.net\","
+      "\"b@example.net\",\"c@example.net\"]}", 422, { "to" }, NULL, NULL, 0 },
+    { "raw beside body", "POST", "/v1/messages", "application/json",
+      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
+      "\"raw\":\"Subject: x\\r\\n\\r\\nx\\r\\n\",\"body\":\"y\"}", 422,
+      { "raw" }, NULL, NULL, 0 },
+    { "one bad message in a batch", "POST", "/v1/messages/batch",
+      "application/json",
+      "{\"messages\":[{\"from\":\"sender@example.com\",\"to\":"
+      "[\"rcpt@example.net\"]},{\"from\":\"sender@example.com\","
+      "\"to\":[]}]}", 422, { "messages[1].to" }, NULL, NULL, 0 },
+    { "empty batch", "POST", "/v1/messages/batch", "application/json",
+      "{\"messages\":[]}", 422, { "messages" }, NULL, NULL, 0 },
+    { "verify without address", "POST", "/v1/verify", "application/json",
+      "{}", 422, { "address" }, NULL, NULL, 0 },
+    { "expand with CR/LF", "POST", "/v1/expand", "application/json",
+      "{\"list\":\"staff\\r\\nQUIT\"}", 422, { "list" }, NULL, NULL, 0 },
+    { "text/plain", "POST", "/v1/messages", "text/plain",
+      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"]}", 415,
+      { NULL }, NULL, NULL, 0 },
+    { "another charset", "POST", "/v1/messages",
+      "application/json; charset=iso-8859-1",
+      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"]}", 415,
+      { NULL }, NULL, NULL, 0 },
+    { "no Content-Type", "POST", "/v1/messages", NULL,
+      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"]}", 415,
+      { NULL }, NULL, NULL, 0 },
+    { "GET on a POST route", "GET", "/v1/messages", NULL, NULL, 405,
+      { NULL }, "Allow", "POST", 0 },
+    { "DELETE on a POST route", "DELETE", "/v1/verify", NULL, NULL, 405,
+      { NULL }, "Allow", "POST", 0 },
+    { "POST on a GET route", "POST", "/healthz", "application/json", "{}",
+      405, { NULL }, "Allow", "GET", 0 },
+    { "unknown path", "GET", "/v2/messages", NULL, NULL, 404, { NULL },
+      NULL, NULL, 0 },
+    { "trailing slash", "POST", "/v1/messages/", "application/json", "{}",
+      404, { NULL }, NULL, NULL, 0 },
+};
+
+static void check_problem_case(const struct fx *fx, const struct pcase *c)
+{
+    struct resp r;
+    char ct[128];
+    const char *hdrs[] = { NULL, NULL };
+    if (c->ctype != NULL) {
+        snprintf(ct, sizeof ct, "Content-Type: %s", c->ctype);
+        hdrs[0] = ct;
+    }
+    call(fx, c->method, c->path, hdrs, c->body, &r);
+    json_t *p = expect_problem(&r, c->status, c->name);
+    for (size_t i = 0; i < MAXF && c->fields[i] != NULL; i++)
+        if (!has_field(p, c->fields[i]))
+            fail_msg("%s: no error for field \"%s\" in %s", c->name,
+                     c->fields[i], r.body);
+    if (c->status == 400) {         /* where the parser stopped */
+        char want[32];
+        snprintf(want, sizeof want, "line %d", c->line);
+        if (json_integer_value(json_object_get(p, "line")) != c->line)
+            fail_msg("%s: line is not %d: %s", c->name, c->line, r.body);
+        assert_true(json_is_integer(json_object_get(p, "column")));
+        assert_true(json_is_integer(json_object_get(p, "position")));
+        const char *d = json_string_value(json_object_get(p, "detail"));
+        if (strstr(d, want) == NULL || strstr(d, "column") == NULL)
+            fail_msg("%s: detail does not say where: %s", c->name, d);
+    }
+    if (c->header != NULL) {
+        char *v = resp_header(&r, c->header);
+        if (v == NULL || strstr(v, c->hvalue) == NULL)
+            fail_msg("%s: header %s is \"%s\", want it to name %s", c->name,
+                     c->header, v != NULL ? v : "(none)", c->hvalue);
+        free(v);
+    }
+    char *rid = resp_header(&r, "X-Request-Id");
+    assert_non_null(rid);
+    assert_int_equal(strlen(rid), 32);
+    assert_string_equal(json_string_value(json_object_get(p, "request_id")),
+                        rid);
+    free(rid);
+    json_decref(p);
+    resp_free(&r);
+}
+
+static void test_problem_table_answers_400_422_415_405_404_sends_nothing(
+    void **state)
+{
+    struct fx *fx = *state;
+    START(fx, "--http-max-recipients", "2");
+    for (size_t i = 0; i < sizeof PROBLEMS / sizeof PROBLEMS[0]; i++)
+        check_problem_case(fx, &PROBLEMS[i]);
+    expect_nothing_sent(fx->peer);
+    /* The control: a valid message, "; charset=utf-8" allowed, goes out. */
+    struct resp r;
+    const char *hdrs[] = { "Content-Type: application/json; charset=utf-8",
+                           NULL };
+    call(fx, "POST", "/v1/messages", hdrs,
+         "{\"from\":\"sender@example.com\",\"to\":[\"a@example.net\","
+         "\"b@example.net\"]}", &r);
+    expect_status(&r, 200, "control");
+    resp_free(&r);
+    assert_int_equal(peer_wait_messages(fx->peer, 1, 5000), 1);
+}
+
+/* ---- Body limits ---- */
+
+static void test_content_length_over_max_body_is_413_before_body_is_read(
+    void **state)
+{
+    struct fx *fx = *state;
+    char *resp = NULL;
+    /* Headers only: the 2000 announced bytes are never sent.  A server that
+       waited for them would answer nothing within the 3 s. */
+    static const char req[] =
+        "POST /v1/messages HTTP/1.1\r\n"
+        "Host: 127.0.0.1\r\n"
+        "Content-Type: application/json\r\n"
+        "Content-Length: 2000\r\n"
+        "\r\n";
+    START(fx, "--http-max-body", "1k");
+    int code = mpserve_raw_http(mpserve_port(fx->svc), req, sizeof req - 1,
+                                3000, &resp);
+    assert_non_null(resp);
+    if (code != 413)
+        fail_msg("expected 413 before the body, got %d:\n%s", code, resp);
+    assert_non_null(strcasestr(resp, "\r\nContent-Type: application/"
+                                     "problem+json\r\n"));
+    const char *body = strstr(resp, "\r\n\r\n");
+    assert_non_null(body);
+    json_t *p = json_loads(body + 4, JSON_DISABLE_EOF_CHECK, NULL);
+    assert_non_null(p);
+    assert_int_equal(json_integer_value(json_object_get(p, "status")), 413);
+    json_decref(p);
+    free(resp);
+    /* An absurd Content-Length is the same 413, not a crash. */
+    static const char huge[] =
+        "POST /v1/messages HTTP/1.1\r\n"
+        "Host: 127.0.0.1\r\n"
+        "Content-Type: application/json\r\n"
+        "Content-Length: 99999999999999999999999\r\n"
+        "\r\n";
+    code = mpserve_raw_http(mpserve_port(fx->svc), huge, sizeof huge - 1,
+                            3000, &resp);
+    assert_true(code == 413 || code == 400);
+    free(resp);
+    expect_nothing_sent(fx->peer);
+}
+
+/* A message request of exactly size bytes (size >= 100). */
+static char *message_of_size(size_t size, const char *subject)
+{
+    char head[160];
+    int n = snprintf(head, sizeof head,
+                     "{\"from\":\"sender@example.com\",\"to\":"
+                     "[\"rcpt@example.net\"],\"headers\":{\"Subject\":\"%s\"},"
+                     "\"body\":\"", subject);
+    assert_true(n > 0 && (size_t)n + 2 < size);
+    char *s = malloc(size + 1);
+    assert_non_null(s);
+    memcpy(s, head, (size_t)n);
+    memset(s + n, 'x', size - (size_t)n - 2);
+    memcpy(s + size - 2, "\"}", 3);
+    return s;
+}
+
+static void test_chunked_body_over_max_body_is_413(void **state)
+{
+    struct fx *fx = *state;
+    struct resp r;
+    char url[256];
+    START(fx, "--http-max-body", "1k");
+    snprintf(url, sizeof url, "%s/v1/messages", mpserve_url(fx->svc));
+    char *big = message_of_size(3000, "chunked-too-big");
+    http_req("POST", url, JSON_CT, big, 1, &r);
+    free(big);
+    json_t *p = expect_problem(&r, 413, "chunked 3000 > 1k");
+    json_decref(p);
+    resp_free(&r);
+    /* Chunked under the limit is read and sent. */
+    char *small = message_of_size(900, "chunked-fits");
+    http_req("POST", url, JSON_CT, small, 1, &r);
+    free(small);
+    expect_status(&r, 200, "chunked 900 <= 1k");
+    resp_free(&r);
+    assert_int_equal(peer_wait_messages(fx->peer, 1, 5000), 1);
+    sleep_ms(200);
+    struct peer_msg *m;
+    size_t n;
+    assert_int_equal(peer_messages(fx->peer, &m, &n), 0);
+    assert_int_equal(n, 1);
+    assert_non_null(strstr((const char *)m[0].data, "Subject: chunked-fits"));
+    peer_msgs_free(m, n);
+}
+
+static void test_body_of_exactly_max_body_is_accepted_one_more_is_413(
+    void **state)
+{
+    struct fx *fx = *state;
+    struct resp r;
+    START(fx, "--http-max-body", "1k");
+    char *at = message_of_size(1024, "at-the-limit");
+    call(fx, "POST", "/v1/messages", JSON_CT, at, &r);
+    free(at);
+    expect_status(&r, 200, "1024 bytes with max_body 1k");
+    resp_free(&r);
+    char *over = message_of_size(1025, "over-the-limit");
+    call(fx, "POST", "/v1/messages", JSON_CT, over, &r);
+    free(over);
+    json_decref(expect_problem(&r, 413, "1025 bytes with max_body 1k"));
+    resp_free(&r);
+    assert_int_equal(peer_wait_messages(fx->peer, 1, 5000), 1);
+    sleep_ms(200);
+    assert_int_equal(peer_wait_messages(fx->peer, 2, 0), 1);
+}
+
+/* ---- Bearer keys ---- */
+
+static void test_bearer_keys_401_without_or_wrong_key_200_with_second(
+    void **state)
+{
+    struct fx *fx = *state;
+    struct resp r;
+    static const char msg[] =
+        "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
+        "\"headers\":{\"Subject\":\"keyed\"},\"body\":\"x\"}";
+    START(fx, "--http-api-keys", "k1-first-4c1d,k2-second-9e0f");
+    static const char missing[] = "Bearer realm=\"mailpool\"";
+    static const char invalid[] =
+        "Bearer realm=\"mailpool\", error=\"invalid_token\"";
+    static const struct {
+        const char *auth, *why, *www;
+    } refused[] = {
+        { NULL, "no Authorization", missing },
+        { "Authorization: Basic azEtZmlyc3QtNGMxZA==", "another scheme",
+          missing },
+        { "Authorization: Bearer nope", "a wrong key", invalid },
+        { "Authorization: Bearer k1-first-4c1", "a prefix of a key",
+          invalid },
+        { "Authorization: Bearer k1-first-4c1dX", "a key and more", invalid },
+        { "Authorization: Bearer k1-first-4c1d,k2-second-9e0f",
+          "the whole list", invalid },
+        { "Authorization: Bearer ", "an empty key", invalid },
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        const char *hdrs[] = { JSON_CT[0], refused[i].auth, NULL };
+        call(fx, "POST", "/v1/messages", hdrs, msg, &r);
+        json_t *p = expect_problem(&r, 401, refused[i].why);
+        char *www = resp_header(&r, "WWW-Authenticate");
+        if (www == NULL || strcmp(www, refused[i].www) != 0)
+            fail_msg("%s: WWW-Authenticate is %s, want %s", refused[i].why,
+                     www != NULL ? www : "(none)", refused[i].www);
+        free(www);
+        json_decref(p);
+        resp_free(&r);
+    }
+    expect_nothing_sent(fx->peer);
+    /* The second key of the list works, and so does the first. */
+    const char *k2[] = { JSON_CT[0], "Authorization: Bearer k2-second-9e0f",
+                         NULL };
+    call(fx, "POST", "/v1/messages", k2, msg, &r);
+    expect_status(&r, 200, "k2");
+    json_t *j = resp_json(&r);
+    assert_string_equal(json_string_value(json_object_get(j, "status")),
+                        "sent");
+    json_decref(j);
+    resp_free(&r);
+    const char *k1[] = { "Content-Type: application/json",
+                         "Authorization: bearer k1-first-4c1d", NULL };
+    call(fx, "POST", "/v1/verify", k1, "{\"address\":\"fred\"}", &r);
+    expect_status(&r, 200, "k1, scheme in lower case");
+    resp_free(&r);
+    assert_int_equal(peer_wait_messages(fx->peer, 1, 5000), 1);
+    /* The operations routes need no key (the OpenAPI description says so). */
+    static const char *const open_paths[] = { "/healthz", "/readyz",
+                                              "/metrics", "/openapi.json" };
+    for (size_t i = 0; i < 4; i++) {
+        call(fx, "GET", open_paths[i], NULL, NULL, &r);
+        expect_status(&r, 200, open_paths[i]);
+        resp_free(&r);
+    }
+}
+
+/* ---- /openapi.json ---- */
+
+/* A request body that reaches the route's handler. */
+static const char *probe_body(const char *path)
+{
+    if (strcmp(path, "/v1/verify") == 0)
+        return "{\"address\":\"fred\"}";
+    if (strcmp(path, "/v1/expand") == 0)
+        return "{\"list\":\"staff\"}";
+    if (strcmp(path, "/v1/help") == 0)
+        return "{}";
+    return "{\"to\":[]}";       /* a 422 for the message routes */
+}
+
+static void test_openapi_json_is_3_1_and_documents_every_route_answer(
+    void **state)
+{
+    struct fx *fx = *state;
+    struct resp r;
+    static const char *const paths[] = {
+        "/v1/messages", "/v1/messages/batch", "/v1/verify", "/v1/expand",
+        "/v1/help", "/healthz", "/readyz", "/metrics", "/openapi.json"
+    };
+    START(fx, "--pool-workers", "1");
+    call(fx, "GET", "/openapi.json", NULL, NULL, &r);
+    expect_status(&r, 200, "/openapi.json");
+    char *ct = resp_header(&r, "Content-Type");
+    assert_non_null(ct);
+    assert_int_equal(strncmp(ct, "application/json", 16), 0);
+    free(ct);
+    json_t *doc = resp_json(&r);
+    resp_free(&r);
+    const char *ver = json_string_value(json_object_get(doc, "openapi"));
+    assert_non_null(ver);
+    assert_int_equal(strncmp(ver, "3.1.", 4), 0);
+    json_t *dpaths = json_object_get(doc, "paths");
+    assert_int_equal(json_object_size(dpaths), sizeof paths / sizeof paths[0]);
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
+        if (json_object_get(dpaths, paths[i]) == NULL)
+            fail_msg("/openapi.json does not document %s", paths[i]);
+    /* Every documented operation exists, and what it answers to a probe
+       is one of its documented responses. */
+    const char *path;
+    json_t *item;
+    json_object_foreach(dpaths, path, item) {
+        const char *method;
+        json_t *op;
+        json_object_foreach(item, method, op) {
+            char status[8];
+            int post = strcmp(method, "post") == 0;
+            if (!post && strcmp(method, "get") != 0)
+                continue;
+            call(fx, post ? "POST" : "GET", path, post ? JSON_CT : NULL,
+                 post ? probe_body(path) : NULL, &r);
+            snprintf(status, sizeof status, "%ld", r.status);
+            if (json_object_get(json_object_get(op, "responses"), status) ==
+                NULL)
+                fail_msg("%s %s answered %ld, which is not documented", method,
+                         path, r.status);
+            resp_free(&r);
+        }
+        /* Statuses every POST route can answer are documented on it. */
+        json_t *post = json_object_get(item, "post");
+        static const char *const must[] = { "200", "400", "401", "413", "415",
+                                            "422", "503" };
+        for (size_t k = 0; post != NULL && k < 7; k++)
+            if (json_object_get(json_object_get(post, "responses"),
+                                must[k]) == NULL)
+                fail_msg("POST %s does not document %s", path, must[k]);
+    }
+    json_t *send = json_object_get(json_object_get(dpaths, "/v1/messages"),
+                                   "post");
+    assert_non_null(json_object_get(json_object_get(send, "responses"), "502"));
+    json_decref(doc);
+}
+
+/* ---- Configuration ---- */
+
+/* A socket listening on 127.0.0.1 (port in *port); -1 on error. */
+static int listen_any(int *port)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET };
+    socklen_t len = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+        listen(fd, 4) < 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+static void test_bad_config_exits_2_naming_the_key_before_binding(
+    void **state)
+{
+    static const struct {
+        const char *flag, *value, *key;
+    } bad[] = {
+        { "--relay-port", "0", "relay.port" },
+        { "--relay-port", "70000", "relay.port" },
+        { "--relay-tls", "sometimes", "relay.tls" },
+        { "--pool-workers", "0", "pool.workers" },
+        { "--pool-queue", "-1", "pool.queue" },
+        { "--http-max-body", "lots", "http.max_body" },
+        { "--http-listen", "127.0.0.1:99999", "http.listen" },
+    };
+    char listen[32];
+    int port = 0, fd;
+    (void)state;
+    /* The HTTP port is taken: a service that bound before validating would
+       fail on it (exit 1, naming http.listen), not on the bad key. */
+    fd = listen_any(&port);
+    assert_true(fd >= 0);
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int own_listen = strcmp(bad[i].flag, "--http-listen") == 0;
+        const char *argv[] = { "serve", "--http-listen",
+                               own_listen ? bad[i].value : listen,
+                               bad[i].flag, bad[i].value, NULL };
+        char *out = NULL;
+        int rc = mpserve_run(argv, 10000, &out);
+        if (rc != 2 || out == NULL || strstr(out, bad[i].key) == NULL)
+            fail_msg("%s %s: exit %d, stderr: %s", bad[i].flag, bad[i].value,
+                     rc, out != NULL ? out : "(none)");
+        assert_null(strstr(out, "\"listening\""));
+        if (!own_listen)
+            assert_null(strstr(out, "http.listen"));
+        free(out);
+    }
+    /* From the environment, the same. */
+    setenv("MAILPOOL_RELAY_PORT", "0", 1);
+    const char *argv[] = { "serve", "--http-listen", listen, NULL };
+    char *out = NULL;
+    int rc = mpserve_run(argv, 10000, &out);
+    unsetenv("MAILPOOL_RELAY_PORT");
+    assert_int_equal(rc, 2);
+    assert_non_null(out);
+    assert_non_null(strstr(out, "relay.port"));
+    free(out);
+    close(fd);
+    /* And the port it was given stayed ours the whole time: still free. */
+    assert_int_equal(mpserve_raw_http(port, "GET /healthz HTTP/1.0\r\n\r\n",
+                                      25, 300, &out), -1);
+    free(out);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_problem_table_answers_400_422_415_405_404_sends_nothing),
+        T(test_content_length_over_max_body_is_413_before_body_is_read),
+        T(test_chunked_body_over_max_body_is_413),
+        T(test_body_of_exactly_max_body_is_accepted_one_more_is_413),
+        T(test_bearer_keys_401_without_or_wrong_key_200_with_second),
+        T(test_openapi_json_is_3_1_and_documents_every_route_answer),
+        T(test_bad_config_exits_2_naming_the_key_before_binding),
+    };
+    signal(SIGPIPE, SIG_IGN);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return 1;
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return rc;
+}

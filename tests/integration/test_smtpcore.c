@@ -1,0 +1,945 @@
+/*
+ * test_smtpcore.c - smtpcore against real peers (issue 2): what the library
+ * puts on the wire and what it reports, for delivery, smuggling, injection,
+ * rejections, 421 at every step, stalls, garbage replies, HELO fallback,
+ * transactions, connection reuse, smtp-sink batches, aiosmtpd and host
+ * parsing.  Every test starts its own peer(s); teardown stops them.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/socket.h>
+
+#include "tests/integration/smtp_fx.h"
+
+/* ---- delivery ---------------------------------------------------------- */
+
+static void test_send_mail_puts_exact_envelope_and_adds_date_msgid_from(void **state)
+{
+    struct fx *f = *state;
+    fake(f, "{" NOPIPE "}");
+    f->opts.helo_name = "client.test";
+    assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_OK);
+    assert_int_equal(f->res.code, 250);
+    assert_int_equal(f->res.status, SMTP_DELIVERY_SENT);
+    assert_int_equal(f->res.naccepted, 1);
+    assert_string_equal(f->res.accepted[0], "b@y");
+    assert_int_equal(f->res.nrejected, 0);
+    assert_string_equal(f->res.reply.enhanced, "2.0.0");
+    assert_string_equal(f->res.message, "");
+
+    const char *w = wire(f, f->p, 1);
+    assert_true(starts_with(w, "EHLO client.test\r\nMAIL FROM:<a@x>\r\n"
+                               "RCPT TO:<b@y>\r\nDATA\r\n"));
+    assert_true(ends_with(w, "\r\n.\r\nQUIT\r\n"));
+    assert_int_equal(msgs(f, f->p, 1), 1);
+    const char *d = (const char *)f->m[0].data;
+    assert_string_equal(f->m[0].mail_from, "a@x");
+    assert_string_equal(f->m[0].mail_params, "");
+    assert_non_null(strstr(d, "Date: "));
+    assert_non_null(strstr(d, "\r\nFrom: <a@x>\r\n"));
+    assert_non_null(strstr(d, "\r\nSubject: hi\r\n"));
+    assert_string_equal(body_of(&f->m[0]), "hello\r\n");
+    char want[300];
+    snprintf(want, sizeof want, "Message-ID: %s\r\n", f->res.message_id);
+    assert_true(f->res.message_id[0] == '<' && ends_with(f->res.message_id, ">"));
+    assert_non_null(strstr(d, want));
+    assert_int_equal(count(d, "Message-ID:"), 1);
+}
+
+static void test_caller_message_id_and_date_are_kept_not_duplicated(void **state)
+{
+    struct fx *f = *state;
+    fake(f, NULL);
+    const struct smtp_header h[] = { { "Message-ID", "<mine@x>" },
+                                     { "Date", "Mon, 1 Jan 2024 00:00:00 +0000" },
+                                     { "From", "A <a@x>" } };
+    assert_int_equal(send1(f, "a@x", "b@y", h, 3, &HELLO), SMTP_OK);
+    assert_string_equal(f->res.message_id, "<mine@x>");
+    assert_int_equal(msgs(f, f->p, 1), 1);
+    assert_string_equal((const char *)f->m[0].data,
+                        "Message-ID: <mine@x>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+                        "From: A <a@x>\r\n\r\nhello\r\n");
+}
+
+/* ---- transparency and smuggling --------------------------------------- */
+
+static const char SMUGGLE[] =
+    ".starts with a dot\n"
+    "a\n.\nMAIL FROM:<evil@x>\n"          /* LF . LF */
+    "b\n.\r\nRCPT TO:<victim@y>\r\n"      /* LF . CRLF */
+    "c\r.\rDATA\r"                        /* CR . CR */
+    "d\r\n.\r\nQUIT\r\n"                  /* a real CRLF . CRLF */
+    ".hidden\n..two\nend";
+static const char *const SMUGGLE_LINES[] = {
+    ".starts with a dot", "a\n.\nMAIL FROM:<evil@x>", "b\n.\r\nRCPT TO:<victim@y>",
+    "c\r.\rDATA", "d\r\n.\r\nQUIT", ".hidden", "..two", "end" };
+static const char SMUGGLE_WIRE[] =
+    "..starts with a dot\r\na\r\n..\r\nMAIL FROM:<evil@x>\r\nb\r\n..\r\n"
+    "RCPT TO:<victim@y>\r\nc\r\n..\r\nDATA\r\nd\r\n..\r\nQUIT\r\n..hidden\r\n"
+    "...two\r\nend\r\n";
+
+/* One message only, to b@y, CRLF-clean, stuffed exactly as SMUGGLE_WIRE. */
+static void assert_smuggle_delivered_once(struct fx *f)
+{
+    assert_int_equal(f->res.kind, SMTP_OK);
+    assert_int_equal(f->res.status, SMTP_DELIVERY_SENT);
+    assert_int_equal(msgs(f, f->p, 1), 1);
+    assert_int_equal(f->m[0].nrcpt, 1);
+    assert_string_equal(f->m[0].rcpt_to[0], "b@y");
+    assert_no_bare_cr_lf(f->m[0].data, f->m[0].len);
+    assert_string_equal(body_of(&f->m[0]), SMUGGLE_WIRE);
+    const char *w = wire(f, f->p, 1);
+    assert_int_equal(count(w, "\r\n.\r\n"), 1);        /* one end of data */
+    assert_int_equal(count(w, "MAIL FROM:<a@x>"), 1);     /* one transaction */
+    assert_true(starts_with(w, "EHLO localhost\r\nMAIL FROM:<a@x>"));
+    assert_int_equal(peer_conn_count(f->p), 1);
+}
+
+static void test_smuggling_text_body_is_normalized_and_stuffed(void **state)
+{
+    struct fx *f = *state;
+    fake(f, NULL);
+    struct smtp_body b = { .text = SMUGGLE, .len = sizeof SMUGGLE - 1 };
+    send1(f, "a@x", "b@y", SUBJ, 1, &b);
+    assert_smuggle_delivered_once(f);
+}
+
+static void test_smuggling_lines_body_is_normalized_and_stuffed(void **state)
+{
+    struct fx *f = *state;
+    fake(f, NULL);
+    struct smtp_body b = { .lines = SMUGGLE_LINES, .nlines = 8 };
+    send1(f, "a@x", "b@y", SUBJ, 1, &b);
+    assert_smuggle_delivered_once(f);
+}
+
+static void test_smuggling_reader_body_one_byte_at_a_time(void **state)
+{
+    struct fx *f = *state;
+    fake(f, NULL);
+    struct rd r = { .s = SMUGGLE, .len = sizeof SMUGGLE - 1, .step = 1 };
+    struct smtp_body b = { .read = rd_read, .ctx = &r };
+    send1(f, "a@x", "b@y", SUBJ, 1, &b);
+    assert_int_equal(r.pos, r.len);
+    assert_smuggle_delivered_once(f);
+}
+
+static void test_raw_body_starting_with_dot_is_stuffed(void **state)
+{
+    struct fx *f = *state;
+    fake(f, NULL);
+    struct smtp_send_opts so = { .raw = 1 };
+    struct smtp_body b = { .text = ".x\r\nSubject: s\r\n\r\n.\n", .len = 20 };
+    const char *to[] = { "b@y" };
+    assert_int_equal(smtp_send_mail("a@x", to, 1, NULL, 0, &b, f->host, &f->opts,
+                                    &so, &f->res), SMTP_OK);
+    assert_string_equal(f->res.message_id, "");
+    assert_int_equal(msgs(f, f->p, 1), 1);
+    assert_string_equal((const char *)f->m[0].data, "..x\r\nSubject: s\r\n\r\n..\r\n");
+}
+
+/* A body refused before MAIL: LOCAL, no MAIL on the wire, no message. */
+static void assert_refused_before_mail(struct fx *f, int conn, const char *what)
+{
+    if (f->res.kind != SMTP_ERR_LOCAL)
+        fail_msg("%s: kind %s (%s), want local", what,
+                 smtp_kind_name(f->res.kind), f->res.message);
+    assert_int_equal(f->res.code, 0);
+    assert_int_equal(f->res.status, SMTP_DELIVERY_FAILED);
+    const char *w = wire(f, f->p, conn);
+    if (strstr(w, "MAIL") || strstr(w, "RCPT") || strstr(w, "DATA"))
+        fail_msg("%s: the server saw a transaction: %s", what, w);
+    assert_int_equal(msgs(f, f->p, 0), 0);
+}
+
+static void test_line_over_998_and_nul_refused_before_mail(void **state)
+{
+    struct fx *f = *state;
+    fake(f, NULL);
+    char line[1003];
+    memset(line, 'x', 999);
+    line[999] = '\0';
+    const char *lines[] = { "ok", line };
+    struct smtp_body lb = { .lines = lines, .nlines = 2 };
+    send1(f, "a@x", "b@y", SUBJ, 1, &lb);
+    assert_refused_before_mail(f, 1, "lines, 999 octets");
+    assert_non_null(strstr(f->res.message, "998"));
+
+    memcpy(line + 999, "\r\n", 3);
+    struct smtp_body tb = { .text = line, .len = 1001 };
+    send1(f, "a@x", "b@y", SUBJ, 1, &tb);
+    assert_refused_before_mail(f, 2, "text, 999 octets");
+
+    struct smtp_body nb = { .text = "a\r\nb\0c\r\n", .len = 8 };
+    send1(f, "a@x", "b@y", SUBJ, 1, &nb);
+    assert_refused_before_mail(f, 3, "text with NUL");
+    assert_non_null(strstr(f->res.message, "NUL"));
+
+    line[998] = '\0';                       /* 998 octets: the limit, fine */
+    lines[1] = line;
+    assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &lb), SMTP_OK);
+    assert_int_equal(msgs(f, f->p, 1), 1);
+    assert_int_equal(strlen(body_of(&f->m[0])), 2 + 2 + 998 + 2);
+}
+
+/* A reader that turns bad after 100 KiB: no final dot, nothing delivered. */
+static void test_reader_bad_byte_mid_stream_drops_without_final_dot(void **state)
+{
+    struct fx *f = *state;
+    fake(f, NULL);
+    static const char *const tails[] = { "\0tail\n", NULL, "" };
+    size_t good = 100 * 1024;
+    char *buf = keep(f, malloc(good + 2048));
+    for (int c = 0; c < 3; c++) {
+        for (size_t i = 0; i < good; i++)
+            buf[i] = i % 64 == 63 ? '\n' : 'a' + (char)(i % 26);
+        size_t len = good;
+        if (c == 0) {
+            memcpy(buf + len, tails[0], 6);
+            len += 6;
+        } else if (c == 1) {
+            memset(buf + len, 'z', 1500);   /* a line of 1500 octets */
+            len += 1500;
+        }
+        struct rd r = { .s = buf, .len = len, .step = 4096,
+                        .fail_at = c == 2 ? good : 0 };
+        struct smtp_body b = { .read = rd_read, .ctx = &r };
+        assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &b), SMTP_ERR_LOCAL);
+        assert_int_equal(f->res.status, SMTP_DELIVERY_FAILED);
+        assert_string_equal(f->res.command, "DATA");
+        const char *w = wire(f, f->p, c + 1);
+        const char *data = strstr(w, "DATA\r\n");
+        assert_non_null(data);
+        assert_null(strstr(data, "\r\n.\r\n"));     /* never ended */
+        assert_null(strstr(data, "QUIT"));
+        assert_true(strlen(data) > 6);              /* body was streaming */
+    }
+    assert_int_equal(msgs(f, f->p, 0), 0);
+}
+
+/* ---- envelope and header injection ------------------------------------ */
+
+static const char *const BAD_ADDRS[] = {
+    "a@x\r\nRCPT TO:<evil@z>", "a@x\nDATA", "a@x\rRSET", "a\t@x", "a@x\x7f",
+    "<a@x>", "a@x>", "a<b@x", "a b@x", "a@x SIZE=1", "a@x NOTIFY=NEVER",
+    "", "ab", "@x", "a@", "a@@x",
+    /* 65-octet local part */
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@x",
+};
+
+/* A path of 60 + 1 + 250 octets: labels are fine, the whole is too long. */
+static char *long_path(void)
+{
+    char *s = malloc(400), *p = s;
+    memset(p, 'l', 60);
+    p += 60;
+    *p++ = '@';
+    for (int k = 0; k < 5; k++) {
+        memset(p, 'd', 49);
+        p += 49;
+        *p++ = k < 4 ? '.' : '\0';
+    }
+    return s;
+}
+
+static void test_envelope_injection_refused_before_any_byte(void **state)
+{
+    struct fx *f = *state;
+    fake(f, NULL);
+    size_t nbad = sizeof BAD_ADDRS / sizeof BAD_ADDRS[0];
+    const char *lp = keep(f, long_path());
+    for (size_t i = 0; i <= nbad; i++) {
+        const char *bad = i < nbad ? BAD_ADDRS[i] : lp;
+        if (bad[0] == '\0')
+            continue;                           /* "" is the null sender */
+        if (send1(f, bad, "b@y", SUBJ, 1, &HELLO) != SMTP_ERR_LOCAL)
+            fail_msg("sender '%s' not refused: %s", bad, smtp_kind_name(f->res.kind));
+        assert_string_equal(f->res.command, "MAIL");
+    }
+    assert_int_equal(peer_conn_count(f->p), 0);   /* not even a connection */
+
+    int conn = 0;
+    for (size_t i = 0; i <= nbad; i++) {
+        const char *bad = i < nbad ? BAD_ADDRS[i] : lp;
+        if (send1(f, "a@x", bad, SUBJ, 1, &HELLO) != SMTP_ERR_LOCAL)
+            fail_msg("recipient '%s' not refused: %s", bad, smtp_kind_name(f->res.kind));
+        assert_string_equal(f->res.command, "RCPT");
+        conn = peer_conn_count(f->p);
+        if (conn > 0)
+            assert_refused_before_mail(f, conn, bad);
+    }
+    /* Positive controls: 64-octet local part, quoted space, null sender. */
+    const char *ok64 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@x";
+    assert_int_equal(send1(f, "", ok64, SUBJ, 1, &HELLO), SMTP_OK);
+    assert_int_equal(send1(f, "a@x", "\"b c\"@y", SUBJ, 1, &HELLO), SMTP_OK);
+    assert_int_equal(msgs(f, f->p, 2), 2);
+    assert_string_equal(f->m[0].mail_from, "");
+    assert_string_equal(f->m[0].rcpt_to[0], ok64);
+    assert_string_equal(f->m[1].rcpt_to[0], "\"b c\"@y");
+}
+
+static void test_header_injection_refused_before_mail(void **state)
+{
+    struct fx *f = *state;
+    fake(f, NULL);
+    static const struct smtp_header bad[][1] = {
+        { { "Subject", "hi\r\nBcc: evil@z" } }, { { "Subject", "hi\nBcc: evil@z" } },
+        { { "Subject", "hi\rBcc: evil@z" } },   { { "Bad Name", "v" } },
+        { { "X:Y", "v" } },                     { { "X-\x80", "v" } },
+        { { "", "v" } },                        { { "Subject", "a\x01" } },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        send1(f, "a@x", "b@y", bad[i], 1, &HELLO);
+        assert_refused_before_mail(f, (int)i + 1, bad[i][0].name);
+    }
+}
+
+static void test_long_header_value_is_folded(void **state)
+{
+    struct fx *f = *state;
+    fake(f, NULL);
+    char value[3000] = "";
+    for (int i = 0; strlen(value) < 2900; i++) {
+        char w[16];
+        snprintf(w, sizeof w, "%sword%03d", i ? " " : "", i);
+        strcat(value, w);
+    }
+    const struct smtp_header h[] = { { "X-Long", value } };
+    assert_int_equal(send1(f, "a@x", "b@y", h, 1, &HELLO), SMTP_OK);
+    assert_int_equal(msgs(f, f->p, 1), 1);
+    const char *d = (const char *)f->m[0].data;
+    const char *start = strstr(d, "X-Long: ");
+    assert_non_null(start);
+    char *unfolded = keep(f, calloc(1, 4000));
+    size_t nl = 0, n = 0;
+    for (const char *p = start; nl == 0 || *p == ' ' || *p == '\t'; nl++) {
+        const char *eol = strstr(p, "\r\n");
+        assert_non_null(eol);
+        assert_true(eol - p <= 998);
+        assert_true(n + (size_t)(eol - p) < 4000);
+        memcpy(unfolded + n, p, (size_t)(eol - p));    /* unfold: drop CRLF */
+        n += (size_t)(eol - p);
+        p = eol + 2;
+    }
+    assert_true(nl > 10);
+    assert_string_equal(unfolded + 8, value);
+}
+
+static void test_header_word_over_998_refused_before_mail(void **state)
+{
+    struct fx *f = *state;
+    fake(f, NULL);
+    char *value = keep(f, malloc(1201));
+    memset(value, 'v', 1200);
+    value[1200] = '\0';
+    const struct smtp_header h[] = { { "X-Token", value } };
+    send1(f, "a@x", "b@y", h, 1, &HELLO);
+    assert_refused_before_mail(f, 1, "unfoldable 1200-octet header word");
+}
+
+/* ---- rejections -------------------------------------------------------- */
+
+static void check_partial(struct fx *f, const char *script)
+{
+    fake(f, script);
+    const char *to[] = { "good@y", "bad@y" };
+    assert_int_equal(smtp_send_mail("a@x", to, 2, SUBJ, 1, &HELLO, f->host,
+                                    &f->opts, NULL, &f->res), SMTP_ERR_REJECTED);
+    struct smtp_result *r = &f->res;
+    assert_int_equal(r->code, 700);
+    assert_int_equal(r->status, SMTP_DELIVERY_PARTIAL);
+    assert_int_equal(r->naccepted, 1);
+    assert_string_equal(r->accepted[0], "good@y");
+    assert_int_equal(r->nrejected, 1);
+    assert_string_equal(r->rejected[0].recipient, "bad@y");
+    assert_int_equal(r->rejected[0].reply.code, 550);
+    assert_string_equal(r->rejected[0].reply.enhanced, "5.1.1");
+    assert_int_equal(r->rejected[0].reply.nlines, 1);
+    assert_string_equal(r->rejected[0].reply.lines[0], "5.1.1 no such user");
+    assert_int_equal(r->reply.code, 250);                 /* DATA's final */
+    assert_string_equal(r->reply.enhanced, "2.0.0");
+    assert_string_equal(r->reply.lines[0], "2.0.0 Ok: queued as 1");
+    assert_true(r->message_id[0] == '<');
+    assert_int_equal(msgs(f, f->p, 1), 1);
+    assert_int_equal(f->m[0].nrcpt, 1);
+    assert_string_equal(f->m[0].rcpt_to[0], "good@y");
+    assert_true(ends_with(wire(f, f->p, 1), "\r\n.\r\nQUIT\r\n"));
+}
+
+static void test_rcpt_partial_rejection_reports_700_and_data_reply(void **state)
+{
+    struct fx *f = *state;
+    check_partial(f, "{'rules': [{'match': '^RCPT TO:<bad', "
+                     "'reply': '550 5.1.1 no such user'}]}");
+    check_partial(f, "{" NOPIPE ", 'rules': [{'match': '^RCPT TO:<bad', "
+                     "'reply': '550 5.1.1 no such user'}]}");
+}
+
+static void check_all_rejected(struct fx *f, const char *script, const char *tail)
+{
+    fake(f, script);
+    const char *to[] = { "bad1@y", "bad2@y" };
+    assert_int_equal(smtp_send_mail("a@x", to, 2, SUBJ, 1, &HELLO, f->host,
+                                    &f->opts, NULL, &f->res), SMTP_ERR_REJECTED);
+    assert_int_equal(f->res.code, 700);
+    assert_int_equal(f->res.status, SMTP_DELIVERY_REJECTED);
+    assert_int_equal(f->res.naccepted, 0);
+    assert_int_equal(f->res.nrejected, 2);
+    assert_string_equal(f->res.rejected[1].recipient, "bad2@y");
+    assert_string_equal(f->res.rejected[1].reply.enhanced, "5.1.1");
+    const char *w = wire(f, f->p, 1);
+    if (!ends_with(w, tail))
+        fail_msg("wire does not end with %s:\n%s", tail, w);
+    assert_null(strstr(w, "Subject:"));
+    assert_null(strstr(w, "Message-ID:"));
+}
+
+static void test_all_rejected_without_pipelining_sends_rset_not_data(void **state)
+{
+    struct fx *f = *state;
+    check_all_rejected(f, "{" NOPIPE ", 'rules': [{'match': '^RCPT', "
+                          "'reply': '550 5.1.1 no such user'}]}",
+                       "RCPT TO:<bad2@y>\r\nRSET\r\nQUIT\r\n");
+    assert_null(strstr(wire(f, f->p, 1), "DATA"));
+}
+
+static void test_all_rejected_pipelined_354_gets_lone_dot(void **state)
+{
+    struct fx *f = *state;
+    check_all_rejected(f, "{'rules': [{'match': '^RCPT', 'reply': '550 5.1.1 no such user'},"
+                          " {'match': '^DATA', 'reply': '354 go ahead'}]}",
+                       "RCPT TO:<bad2@y>\r\nDATA\r\n.\r\nQUIT\r\n");
+    assert_int_equal(msgs(f, f->p, 1), 1);
+    assert_int_equal(f->m[0].len, 0);            /* nothing but the dot */
+    /* DATA refused (the fake's 554): no dot at all. */
+    check_all_rejected(f, "{'rules': [{'match': '^RCPT', 'reply': '550 5.1.1 no such user'}]}",
+                       "RCPT TO:<bad2@y>\r\nDATA\r\nQUIT\r\n");
+}
+
+/* ---- queries: multiline replies line by line --------------------------- */
+
+static void test_vrfy_expn_help_keep_multiline_replies(void **state)
+{
+    struct fx *f = *state;
+    fake(f, "{'rules': [{'match': '^VRFY', 'reply': '250 first\\n250 second\\n250 third'},"
+            " {'match': '^EXPN', 'reply': '550-5.1.1 no\\n550 5.1.1 such list'},"
+            " {'match': '^HELP$', 'reply': '214-2.0.0 a\\n214-b\\n214'}]}");
+    assert_int_equal(smtp_verify("bob", f->host, &f->opts, &f->res), SMTP_OK);
+    assert_int_equal(f->res.code, 250);
+    assert_int_equal(f->res.reply.nlines, 3);
+    assert_string_equal(f->res.reply.lines[0], "first");
+    assert_string_equal(f->res.reply.lines[2], "third");
+
+    assert_int_equal(smtp_expand("staff", f->host, &f->opts, &f->res), SMTP_ERR_REPLY);
+    assert_int_equal(f->res.code, 550);
+    assert_int_equal(f->res.reply.nlines, 2);
+    assert_string_equal(f->res.reply.lines[0], "5.1.1 no");
+    assert_string_equal(f->res.reply.lines[1], "5.1.1 such list");
+    assert_string_equal(f->res.reply.enhanced, "5.1.1");
+
+    assert_int_equal(smtp_get_help(f->host, NULL, &f->opts, &f->res), SMTP_OK);
+    assert_int_equal(f->res.code, 214);
+    assert_int_equal(f->res.reply.nlines, 3);
+    assert_string_equal(f->res.reply.lines[1], "b");
+    assert_string_equal(f->res.reply.lines[2], "");    /* bare "214" */
+    assert_int_equal(smtp_get_help(f->host, "MAIL", &f->opts, &f->res), SMTP_OK);
+    assert_int_equal(f->res.reply.nlines, 2);          /* fake's default */
+
+    assert_string_equal(wire(f, f->p, 1), "EHLO localhost\r\nVRFY bob\r\nQUIT\r\n");
+    assert_string_equal(wire(f, f->p, 2), "EHLO localhost\r\nEXPN staff\r\nQUIT\r\n");
+    assert_string_equal(wire(f, f->p, 3), "EHLO localhost\r\nHELP\r\nQUIT\r\n");
+    assert_string_equal(wire(f, f->p, 4), "EHLO localhost\r\nHELP MAIL\r\nQUIT\r\n");
+    assert_int_equal(smtp_verify("bob\r\nRSET", f->host, &f->opts, &f->res), SMTP_ERR_LOCAL);
+    assert_int_equal(peer_conn_count(f->p), 4);
+}
+
+/* ---- 421 at every step ------------------------------------------------- */
+
+static void test_421_at_each_step_ends_session_and_sends_nothing_more(void **state)
+{
+    struct fx *f = *state;
+    static const struct { const char *match, *pipe, *tail; } cases[] = {
+        { "^GREETING$", NOPIPE, "" },
+        { "^EHLO", NOPIPE, "EHLO localhost\r\n" },
+        { "^MAIL", NOPIPE, "EHLO localhost\r\nMAIL FROM:<a@x>\r\n" },
+        { "^RCPT", NOPIPE, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n" },
+        { "^DATA", NOPIPE, "RCPT TO:<b@y>\r\nDATA\r\n" },
+        { "^DOT$", NOPIPE, "\r\nhello\r\n.\r\n" },
+        { "^MAIL", "'extensions': ['PIPELINING']", "RCPT TO:<b@y>\r\nDATA\r\n" },
+        { "^DATA", "'extensions': ['PIPELINING']", "RCPT TO:<b@y>\r\nDATA\r\n" },
+    };
+    char bad[1024] = "";
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char script[300], *e = bad + strlen(bad);
+        size_t room = sizeof bad - strlen(bad);
+        snprintf(script, sizeof script, "{%s, 'rules': [{'match': '%s', "
+                 "'reply': '421 4.3.2 shutting down'}]}", cases[i].pipe, cases[i].match);
+        fake(f, script);
+        int rc = send1(f, "a@x", "b@y", SUBJ, 1, &HELLO);
+        const char *w = wire(f, f->p, 1);    /* the client hung up */
+        if (rc != SMTP_ERR_REPLY || f->res.code != 421 ||
+            f->res.status != SMTP_DELIVERY_FAILED || f->res.reply.nlines != 1 ||
+            strcmp(f->res.reply.lines[0], "4.3.2 shutting down") != 0 ||
+            strcmp(f->res.reply.enhanced, "4.3.2") != 0)
+            snprintf(e, room, "[%zu %s: kind %s code %d status %s: %s] ", i,
+                     cases[i].match, smtp_kind_name(f->res.kind), f->res.code,
+                     smtp_delivery_name(f->res.status), f->res.message);
+        else if (!ends_with(w, cases[i].tail))
+            snprintf(e, room, "[%zu %s: more was sent after the 421] ", i, cases[i].match);
+    }
+    /* A drop after the final dot: the outcome is unknown, never "failed". */
+    fake(f, "{'rules': [{'match': '^DOT$', 'action': 'drop'}]}");
+    assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_ERR_CONN);
+    assert_int_equal(f->res.status, SMTP_DELIVERY_UNKNOWN);
+    assert_int_equal(f->res.code, 0);
+    assert_true(ends_with(wire(f, f->p, 1), "\r\n.\r\n"));
+    if (bad[0])
+        fail_msg("%s", bad);
+}
+
+/* ---- stalls ------------------------------------------------------------ */
+
+static void test_stalls_time_out_naming_the_command(void **state)
+{
+    struct fx *f = *state;
+    f->opts.greeting_timeout_ms = f->opts.command_timeout_ms = 1000;
+    f->opts.data_term_timeout_ms = 1000;
+
+    fake(f, "{'rules': [{'match': '^GREETING$', 'action': 'hang'}]}");
+    long long t0 = now_ms();
+    assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_ERR_TIMEOUT);
+    assert_in_range(now_ms() - t0, 900, 3000);
+    assert_string_equal(f->res.command, "greeting");
+    assert_string_equal(wire(f, f->p, 1), "");
+
+    fake(f, "{'rules': [{'match': '^MAIL', 'action': 'hang'}]}");
+    assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_ERR_TIMEOUT);
+    assert_string_equal(f->res.command, "MAIL");
+    assert_int_equal(f->res.status, SMTP_DELIVERY_FAILED);
+
+    /* Half a reply, then silence: a stall mid-reply. */
+    fake(f, "{'rules': [{'match': '^EHLO', 'raw': '250-fake.test\\r\\n'}]}");
+    assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_ERR_TIMEOUT);
+    assert_string_equal(f->res.command, "EHLO");
+
+    fake(f, "{'rules': [{'match': '^DOT$', 'action': 'delay:3'}]}");
+    t0 = now_ms();
+    assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_ERR_TIMEOUT);
+    assert_in_range(now_ms() - t0, 900, 2900);
+    assert_int_equal(f->res.status, SMTP_DELIVERY_UNKNOWN);
+    assert_int_equal(f->res.code, 0);
+    assert_true(ends_with(wire(f, f->p, 1), "\r\n.\r\n"));
+}
+
+/* ---- garbage ----------------------------------------------------------- */
+
+static void test_garbage_replies_are_protocol_errors(void **state)
+{
+    struct fx *f = *state;
+    static const struct { const char *rule, *cmd, *why; } cases[] = {
+        { "'match': '^GREETING$', 'raw': 'HTTP/1.1 400 Bad Request\\r\\n\\r\\n'", "greeting",
+          "malformed" },
+        { "'match': '^EHLO', 'raw': 'x', 'repeat': 102400, 'prefix': '250 ', "
+          "'suffix': '\\r\\n'", "EHLO", "line too long" },          /* 100 KiB line */
+        { "'match': '^EHLO', 'flood': '250-more', 'max_bytes': 1048576", "EHLO",
+          "more than 100 lines" },                                  /* never ends */
+        { "'match': '^EHLO', 'raw': '250-x\\r\\n', 'repeat': 100, "
+          "'suffix': '250 y\\r\\n'", "EHLO", "more than 100 lines" },
+        { NULL, "EHLO", "longer than 65536" },       /* 20 lines of 4 KB */
+        { "'match': '^EHLO', 'reply': '250 ok', 'bare_lf': true", "EHLO", "bare LF" },
+        { "'match': '^EHLO', 'raw': '600 what\\r\\n'", "EHLO", "malformed" },
+        { "'match': '^EHLO', 'raw': '199 early\\r\\n'", "EHLO", "malformed" },
+        { "'match': '^EHLO', 'raw': '250-a\\r\\n251 b\\r\\n'", "EHLO", "code changed" },
+        { "'match': '^EHLO', 'raw': '250x\\r\\n'", "EHLO", "malformed" },
+        { "'match': '^EHLO', 'raw': '250 a\\u0000b\\r\\n'", "EHLO", "NUL" },
+        { "'match': '^EHLO', 'raw': '250 a\\rb\\r\\n'", "EHLO", "bare CR" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *script = keep(f, malloc(4400));
+        if (cases[i].rule != NULL) {
+            snprintf(script, 4400, "{'rules': [{%s}]}", cases[i].rule);
+        } else {
+            char big[4001];
+            memset(big, 'y', 4000);
+            big[4000] = '\0';
+            snprintf(script, 4400, "{'rules': [{'match': '^EHLO', 'raw': '250-%s\\r\\n', "
+                     "'repeat': 20, 'suffix': '250 y\\r\\n'}]}", big);
+        }
+        fake(f, script);
+        long long t0 = now_ms();
+        int rc = send1(f, "a@x", "b@y", SUBJ, 1, &HELLO);
+        if (rc != SMTP_ERR_PROTO || strcmp(f->res.command, cases[i].cmd) != 0 ||
+            !strstr(f->res.message, cases[i].why))
+            fail_msg("case %zu: kind %s command '%s' (%s)", i, smtp_kind_name(f->res.kind),
+                     f->res.command, f->res.message);
+        assert_true(now_ms() - t0 < 3000);
+        assert_int_equal(f->res.status, SMTP_DELIVERY_FAILED);
+        assert_null(strstr(wire(f, f->p, 1), "MAIL"));
+    }
+    /* The whole greeting in bare LFs, and a 100-line reply is still fine. */
+    fake(f, "{'line_ending': '\\n'}");
+    assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_ERR_PROTO);
+    assert_string_equal(f->res.command, "greeting");
+    fake(f, "{'rules': [{'match': '^EHLO', 'raw': '250-x\\r\\n', 'repeat': 99, "
+            "'suffix': '250 y\\r\\n'}]}");
+    assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_OK);
+}
+
+/* ---- HELO fallback ----------------------------------------------------- */
+
+static void test_ehlo_500_or_502_falls_back_to_helo(void **state)
+{
+    struct fx *f = *state;
+    static const char *const codes[] = { "500 5.5.1 unrecognized", "502 5.5.1 no" };
+    for (int i = 0; i < 2; i++) {
+        char script[200];
+        snprintf(script, sizeof script, "{'rules': [{'match': '^EHLO', 'reply': '%s'}]}",
+                 codes[i]);
+        fake(f, script);
+        assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_OK);
+        const char *w = wire(f, f->p, 1);
+        assert_true(starts_with(w, "EHLO localhost\r\nHELO localhost\r\nMAIL FROM:<a@x>\r\n"
+                                   "RCPT TO:<b@y>\r\nDATA\r\n"));
+        assert_int_equal(msgs(f, f->p, 1), 1);
+    }
+    fake(f, "{'rules': [{'match': '^EHLO', 'reply': '554 5.7.1 go away'}]}");
+    assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_ERR_REPLY);
+    assert_int_equal(f->res.code, 554);
+    assert_null(strstr(wire(f, f->p, 1), "HELO"));
+}
+
+/* ---- transactions ------------------------------------------------------ */
+
+struct txns {
+    struct smtp_txn *t[8];
+    size_t n;
+};
+
+static void txfree(struct txns *v)
+{
+    for (size_t i = 0; i < v->n; i++)
+        smtp_txn_free(v->t[i]);
+    v->n = 0;
+}
+
+static void test_transactions_follow_the_seed_rules(void **state)
+{
+    struct fx *f = *state;
+    fake(f, "{'rules': [{'match': '^RCPT TO:<bad', 'reply': '550 5.1.1 no such user'},"
+            " {'match': '^(SAML|SOML|SEND) FROM:', 'reply': '250 2.1.0 Ok'},"
+            " {'match': '^NOOP', 'conn': 4, 'reply': '421 4.3.2 bye'},"
+            " {'match': '^RSET', 'conn': 5, 'reply': '221 2.0.0 bye'}]}");
+    struct txns v = { 0 };
+    /* 1: stops at the 550, then QUIT and closed. */
+    struct smtp_conn *c = conn_open(f);
+    v.t[0] = smtp_ehlo("client.test"), v.t[1] = smtp_mail("a@x");
+    v.t[2] = smtp_rcpt("bad@y"), v.t[3] = smtp_rcpt("good@y"), v.n = 4;
+    assert_int_equal(smtp_transactions(c, &f->res, v.t[0], v.t[1], v.t[2], v.t[3], NULL),
+                     SMTP_ERR_REPLY);
+    assert_int_equal(f->res.code, 550);
+    assert_string_equal(f->res.reply.lines[0], "5.1.1 no such user");
+    assert_int_equal(smtp_conn_is_open(c), 0);
+    smtp_conn_free(c);
+    txfree(&v);
+    assert_string_equal(wire(f, f->p, 1), "EHLO client.test\r\nMAIL FROM:<a@x>\r\n"
+                                          "RCPT TO:<bad@y>\r\nQUIT\r\n");
+    /* 2: _no_close leaves it open; SAML/SOML/SEND; last reply wins; quit. */
+    c = conn_open(f);
+    v.t[0] = smtp_ehlo(NULL), v.t[1] = smtp_saml("a@x"), v.t[2] = smtp_soml("a@x");
+    v.t[3] = smtp_send("a@x"), v.t[4] = smtp_rset(), v.t[5] = smtp_vrfy("bob"), v.n = 6;
+    assert_int_equal(smtp_transactions_no_close(c, &f->res, v.t[0], v.t[1], v.t[2],
+                                                v.t[3], v.t[4], v.t[5], NULL), SMTP_OK);
+    assert_int_equal(f->res.code, 252);
+    assert_string_equal(f->res.reply.lines[0], "2.0.0 Cannot VRFY user, but will accept message");
+    assert_int_equal(smtp_conn_is_open(c), 1);
+    txfree(&v);
+    v.t[0] = smtp_noop(), v.t[1] = smtp_quit(), v.n = 2;
+    assert_int_equal(smtp_transactions_no_close(c, &f->res, v.t[0], NULL), SMTP_OK);
+    assert_int_equal(f->res.code, 250);
+    assert_int_equal(smtp_transactions_no_close(c, &f->res, v.t[1], NULL), SMTP_OK);
+    assert_int_equal(f->res.code, 221);
+    assert_int_equal(smtp_conn_is_open(c), 0);
+    smtp_conn_free(c);
+    txfree(&v);
+    assert_string_equal(wire(f, f->p, 2), "EHLO localhost\r\nSAML FROM:<a@x>\r\n"
+                        "SOML FROM:<a@x>\r\nSEND FROM:<a@x>\r\nRSET\r\nVRFY bob\r\n"
+                        "NOOP\r\nQUIT\r\n");
+    /* 3: smtp_data sends headers and a stuffed body. */
+    c = conn_open(f);
+    struct smtp_body b = { .text = ".x\n.\nend", .len = 8 };
+    v.t[0] = smtp_ehlo(NULL), v.t[1] = smtp_mail("a@x"), v.t[2] = smtp_rcpt("b@y");
+    v.t[3] = smtp_data(SUBJ, 1, &b), v.n = 4;
+    assert_int_equal(smtp_transactions(c, &f->res, v.t[0], v.t[1], v.t[2], v.t[3], NULL),
+                     SMTP_OK);
+    assert_int_equal(f->res.code, 250);
+    smtp_conn_free(c);
+    txfree(&v);
+    assert_int_equal(msgs(f, f->p, 1), 1);
+    assert_non_null(strstr((const char *)f->m[0].data, "Subject: hi\r\n"));
+    assert_string_equal(body_of(&f->m[0]), "..x\r\n..\r\nend\r\n");
+    assert_true(ends_with(wire(f, f->p, 3), "end\r\n.\r\nQUIT\r\n"));
+    /* 4: a 421 mid-sequence stops; no QUIT on a closed socket. */
+    c = conn_open(f);
+    v.t[0] = smtp_ehlo(NULL), v.t[1] = smtp_noop(), v.t[2] = smtp_rset(), v.n = 3;
+    assert_int_equal(smtp_transactions(c, &f->res, v.t[0], v.t[1], v.t[2], NULL),
+                     SMTP_ERR_REPLY);
+    assert_int_equal(f->res.code, 421);
+    smtp_conn_free(c);
+    assert_string_equal(wire(f, f->p, 4), "EHLO localhost\r\nNOOP\r\n");
+    /* 5: a 221 mid-sequence stops too, with its code. */
+    c = conn_open(f);
+    assert_int_equal(smtp_transactions(c, &f->res, v.t[0], v.t[2], v.t[1], NULL), SMTP_OK);
+    assert_int_equal(f->res.code, 221);
+    assert_int_equal(smtp_conn_is_open(c), 0);
+    smtp_conn_free(c);
+    txfree(&v);
+    assert_string_equal(wire(f, f->p, 5), "EHLO localhost\r\nRSET\r\n");
+    /* 6: a bad argument is refused locally; nothing of it is sent. */
+    c = conn_open(f);
+    v.t[0] = smtp_ehlo(NULL), v.t[1] = smtp_mail("a@x>\r\nRCPT TO:<evil@z"), v.n = 2;
+    assert_int_equal(smtp_transactions(c, &f->res, v.t[0], v.t[1], NULL), SMTP_ERR_LOCAL);
+    smtp_conn_free(c);
+    txfree(&v);
+    assert_string_equal(wire(f, f->p, 6), "EHLO localhost\r\nQUIT\r\n");
+}
+
+/* ---- connection reuse and liveness ------------------------------------ */
+
+static void test_reused_connection_sends_rset_between_messages(void **state)
+{
+    struct fx *f = *state;
+    fake(f, NULL);
+    struct smtp_conn *c = conn_open(f);
+    assert_int_equal(smtp_conn_hello(c, &f->res), SMTP_OK);
+    assert_true(smtp_conn_has_ext(c, "PIPELINING"));
+    assert_string_equal(smtp_conn_ext_param(c, "SIZE"), "10485760");
+    const char *to[] = { "b@y" };
+    for (int i = 0; i < 3; i++) {
+        int rc = smtp_conn_send_mail(c, "a@x", to, 1, SUBJ, 1, &HELLO, NULL, &f->res);
+        assert_int_equal(rc, SMTP_OK);
+        assert_int_equal(f->res.status, SMTP_DELIVERY_SENT);
+    }
+    assert_int_equal(smtp_conn_messages(c), 3);
+    smtp_conn_quit(c);
+    const char *w = wire(f, f->p, 1);
+    assert_int_equal(count(w, "MAIL FROM:<a@x>"), 3);
+    assert_int_equal(count(w, "RSET\r\n"), 2);
+    assert_int_equal(count(w, "\r\nRSET\r\nMAIL FROM:<a@x>"), 2);
+    assert_true(strstr(w, "RSET") > strstr(w, "MAIL FROM"));
+    assert_true(ends_with(w, "QUIT\r\n"));
+    assert_int_equal(msgs(f, f->p, 3), 3);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(f->m[i].conn, 1);
+    assert_int_equal(peer_conn_count(f->p), 1);
+}
+
+static void test_check_idle_sees_unasked_421(void **state)
+{
+    struct fx *f = *state;
+    fake(f, "{'rules': [{'match': '^DOT$', 'conn': 2, "
+            "'inject': '421 4.4.2 idle timeout\\r\\n'}]}");
+    const char *to[] = { "b@y" };
+    for (int conn = 1; conn <= 2; conn++) {
+        struct smtp_conn *c = conn_open(f);
+        assert_int_equal(smtp_conn_hello(c, &f->res), SMTP_OK);
+        assert_int_equal(smtp_conn_send_mail(c, "a@x", to, 1, SUBJ, 1, &HELLO, NULL,
+                                             &f->res), SMTP_OK);
+        int r = 0;
+        for (long long end = now_ms() + (conn == 1 ? 300 : 2000);
+             r == 0 && now_ms() < end; sleep_ms(20))
+            r = smtp_conn_check_idle(c);
+        assert_int_equal(r, conn == 1 ? 0 : -1);
+        assert_int_equal(smtp_conn_is_open(c), conn == 1);
+        smtp_conn_quit(c);
+    }
+}
+
+/* ---- smtp-sink and aiosmtpd ------------------------------------------- */
+
+#define BATCH 200
+
+/* BATCH messages over one connection to p; returns the elapsed ms. */
+static long long sink_batch(struct fx *f, struct peer *p, int want_pipelining)
+{
+    char *host = keep(f, peer_hostport(p)), id[64];
+    struct smtp_conn *c = smtp_connect(host, 0, &f->opts, &f->res);
+    assert_non_null(c);
+    assert_int_equal(smtp_conn_hello(c, &f->res), SMTP_OK);
+    assert_int_equal(smtp_conn_has_ext(c, "PIPELINING"), want_pipelining);
+    const char *to[] = { "b@y", "c@y" };
+    struct smtp_body b = { .text = "line one\n.dot line\nend\n", .len = 23 };
+    long long t0 = now_ms();
+    for (int i = 0; i < BATCH; i++) {
+        snprintf(id, sizeof id, "<batch-%d@x>", i);
+        const struct smtp_header h[] = { { "Date", "Mon, 1 Jan 2024 00:00:00 +0000" },
+                                         { "Message-ID", id }, { "From", "a@x" } };
+        if (smtp_conn_send_mail(c, "a@x", to, 2, h, 3, &b, NULL, &f->res) != SMTP_OK)
+            fail_msg("message %d: %s", i, f->res.message);
+    }
+    long long dt = now_ms() - t0;
+    smtp_conn_quit(c);
+    assert_int_equal(peer_wait_messages(p, BATCH, 10000), BATCH);
+    return dt;
+}
+
+static void test_sink_200_messages_with_and_without_pipelining(void **state)
+{
+    struct fx *f = *state;
+    static const char *const nopipe[] = { "-p", NULL };
+    f->p = peer_start_sink(NULL);
+    f->p2 = peer_start_sink(nopipe);
+    assert_non_null(f->p);
+    assert_non_null(f->p2);
+    long long t1 = sink_batch(f, f->p, 1), t2 = sink_batch(f, f->p2, 0);
+    print_message("    200 msgs: %lld ms pipelined, %lld ms one by one\n", t1, t2);
+    assert_true(t1 < 4000 && t2 < 4000);     /* no 40 ms stall per message */
+    struct peer_msg *m2;
+    size_t n2;
+    assert_int_equal(msgs(f, f->p, BATCH), BATCH);
+    assert_int_equal(peer_messages(f->p2, &m2, &n2), 0);
+    assert_int_equal(n2, BATCH);
+    for (size_t i = 0; i < BATCH; i++) {
+        char want[200];
+        snprintf(want, sizeof want, "Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+                 "Message-ID: <batch-%zu@x>\r\nFrom: a@x\r\n\r\n"
+                 "line one\r\n.dot line\r\nend\r\n", i);
+        assert_string_equal((const char *)f->m[i].data, want);
+        assert_int_equal(f->m[i].len, m2[i].len);
+        assert_memory_equal(f->m[i].data, m2[i].data, m2[i].len);
+        assert_int_equal(m2[i].nrcpt, 2);
+    }
+    peer_msgs_free(m2, n2);
+}
+
+static void test_aiosmtpd_receives_message_intact(void **state)
+{
+    struct fx *f = *state;
+    f->p = peer_start_aiosmtpd(NULL);
+    assert_non_null(f->p);
+    f->host = peer_hostport(f->p);
+    struct smtp_body b = { .text = SMUGGLE, .len = sizeof SMUGGLE - 1 };
+    const char *to[] = { "b@y", "c@z" };
+    assert_int_equal(smtp_send_mail("a@x", to, 2, SUBJ, 1, &b, f->host, &f->opts,
+                                    NULL, &f->res), SMTP_OK);
+    assert_int_equal(f->res.code, 250);
+    assert_int_equal(msgs(f, f->p, 1), 1);
+    assert_string_equal(f->m[0].mail_from, "a@x");
+    assert_int_equal(f->m[0].nrcpt, 2);
+    assert_string_equal(f->m[0].rcpt_to[1], "c@z");
+    /* aiosmtpd removed the stuffing: each stuffed line lost one dot. */
+    assert_string_equal(body_of(&f->m[0]),
+        ".starts with a dot\r\na\r\n.\r\nMAIL FROM:<evil@x>\r\nb\r\n.\r\n"
+        "RCPT TO:<victim@y>\r\nc\r\n.\r\nDATA\r\nd\r\n.\r\nQUIT\r\n.hidden\r\n"
+        "..two\r\nend\r\n");
+    char want[300];
+    snprintf(want, sizeof want, "Message-ID: %s\r\n", f->res.message_id);
+    assert_non_null(strstr((const char *)f->m[0].data, want));
+}
+
+/* ---- host parsing ------------------------------------------------------ */
+
+/* A one-connection SMTP responder on [::1]: 250 to all, 221 to QUIT. */
+struct v6 {
+    int lfd, port;
+    char got[512];
+    pthread_t th;
+};
+
+static void *v6_serve(void *arg)
+{
+    struct v6 *s = arg;
+    struct pollfd pfd = { .fd = s->lfd, .events = POLLIN };
+    if (poll(&pfd, 1, 5000) != 1)
+        return NULL;
+    int fd = accept(s->lfd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    size_t n = 0, done = 0;
+    int quit = 0;
+    send(fd, "220 v6.test ESMTP\r\n", 19, MSG_NOSIGNAL);
+    while (!quit && poll(&(struct pollfd){ .fd = fd, .events = POLLIN }, 1, 5000) == 1) {
+        ssize_t r = recv(fd, s->got + n, sizeof s->got - 1 - n, 0);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+        s->got[n] = '\0';
+        for (char *eol; !quit && (eol = strstr(s->got + done, "\r\n")) != NULL;) {
+            quit = strncmp(s->got + done, "QUIT", 4) == 0;
+            send(fd, quit ? "221 bye\r\n" : "250 ok\r\n", quit ? 9 : 8, MSG_NOSIGNAL);
+            done = (size_t)(eol + 2 - s->got);
+        }
+    }
+    close(fd);
+    return NULL;
+}
+
+static void test_host_forms_and_bad_ports(void **state)
+{
+    struct fx *f = *state;
+    fake(f, NULL);
+    char host[64];
+    snprintf(host, sizeof host, "localhost:%d", peer_port(f->p));
+    assert_int_equal(smtp_verify("bob", host, &f->opts, &f->res), SMTP_OK);
+    static const char *const bad[] = { "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:abc",
+                                       "127.0.0.1:", "127.0.0.1:25x", "[::1", "[::1]x",
+                                       "[::1]:", "[]:25" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (smtp_verify("bob", bad[i], &f->opts, &f->res) != SMTP_ERR_LOCAL)
+            fail_msg("host '%s' not refused: %s", bad[i], smtp_kind_name(f->res.kind));
+    assert_int_equal(peer_conn_count(f->p), 1);
+
+    struct v6 s = { .lfd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0) };
+    struct sockaddr_in6 sa = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+    socklen_t sl = sizeof sa;
+    if (s.lfd < 0 || bind(s.lfd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+        listen(s.lfd, 1) < 0 || getsockname(s.lfd, (struct sockaddr *)&sa, &sl) < 0) {
+        if (s.lfd >= 0)
+            close(s.lfd);
+        skip();                               /* no IPv6 loopback here */
+    }
+    s.port = ntohs(sa.sin6_port);
+    assert_int_equal(pthread_create(&s.th, NULL, v6_serve, &s), 0);
+    snprintf(host, sizeof host, "[::1]:%d", s.port);
+    int rc = smtp_verify("bob", host, &f->opts, &f->res);
+    pthread_join(s.th, NULL);
+    close(s.lfd);
+    assert_int_equal(rc, SMTP_OK);
+    assert_string_equal(s.got, "EHLO localhost\r\nVRFY bob\r\nQUIT\r\n");
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_send_mail_puts_exact_envelope_and_adds_date_msgid_from),
+        T(test_caller_message_id_and_date_are_kept_not_duplicated),
+        T(test_smuggling_text_body_is_normalized_and_stuffed),
+        T(test_smuggling_lines_body_is_normalized_and_stuffed),
+        T(test_smuggling_reader_body_one_byte_at_a_time),
+        T(test_raw_body_starting_with_dot_is_stuffed),
+        T(test_line_over_998_and_nul_refused_before_mail),
+        T(test_reader_bad_byte_mid_stream_drops_without_final_dot),
+        T(test_envelope_injection_refused_before_any_byte),
+        T(test_header_injection_refused_before_mail),
+        T(test_long_header_value_is_folded),
+        T(test_header_word_over_998_refused_before_mail),
+        T(test_rcpt_partial_rejection_reports_700_and_data_reply),
+        T(test_all_rejected_without_pipelining_sends_rset_not_data),
+        T(test_all_rejected_pipelined_354_gets_lone_dot),
+        T(test_vrfy_expn_help_keep_multiline_replies),
+        T(test_421_at_each_step_ends_session_and_sends_nothing_more),
+        T(test_stalls_time_out_naming_the_command),
+        T(test_garbage_replies_are_protocol_errors),
+        T(test_ehlo_500_or_502_falls_back_to_helo),
+        T(test_transactions_follow_the_seed_rules),
+        T(test_reused_connection_sends_rset_between_messages),
+        T(test_check_idle_sees_unasked_421),
+        T(test_sink_200_messages_with_and_without_pipelining),
+        T(test_aiosmtpd_receives_message_intact),
+        T(test_host_forms_and_bad_ports),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

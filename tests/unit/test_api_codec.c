@@ -1,0 +1,722 @@
+/*
+ * tests/unit/test_api_codec.c - the API's JSON codec (api/codec.c): request
+ * bodies decoded into jobs, with one {"field", "message"} per problem, and
+ * SMTP outcomes encoded by api_result_json; plus the problem document, the
+ * Prometheus text and the embedded OpenAPI document.
+ *
+ * The decoding cases are a table: body, decoder, expected verdict, the
+ * field of the first error and a piece of its message.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "api/codec.h"
+#include "api/internal.h"
+#include "config/config.h"
+#include "server/job.h"
+
+/* max_recipients 3 and max_batch 2 keep the limit cases short. */
+static struct cfg test_cfg(void)
+{
+    struct cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.http.max_recipients = 3;
+    cfg.http.max_batch = 2;
+    cfg.http.max_body = 1 << 20;
+    return cfg;
+}
+
+static json_t *parse(const char *text)
+{
+    json_error_t e;
+    json_t *j = json_loads(text, JSON_REJECT_DUPLICATES, &e);
+    if (j == NULL)
+        fail_msg("test JSON does not parse: %s (%s)", e.text, text);
+    return j;
+}
+
+/* ---- The table ---- */
+
+enum decoder { D_MSG, D_BATCH, D_VERIFY, D_EXPAND, D_HELP };
+
+struct dcase {
+    const char *name;
+    enum decoder dec;
+    const char *json;
+    int rc;
+    const char *field;          /* of the first error; NULL when OK */
+    const char *message;        /* a substring of its message, or NULL */
+    size_t nerrors;             /* expected count, 0: not checked */
+};
+
+#define OKMSG "\"from\":\"a@x.org\",\"to\":[\"b@x.org\"]"
+
+static const struct dcase cases[] = {
+    /* shapes and required members */
+    { "message_not_object", D_MSG, "[1]", API_DECODE_INVALID, "$",
+      "must be an object", 1 },
+    { "missing_from", D_MSG, "{\"to\":[\"b@x.org\"]}", API_DECODE_INVALID,
+      "from", "is required", 1 },
+    { "from_not_string", D_MSG, "{\"from\":1,\"to\":[\"b@x.org\"]}",
+      API_DECODE_INVALID, "from", "must be a string", 1 },
+    { "from_crlf_injection", D_MSG,
+      "{\"from\":\"a@x.org>\\r\\nRCPT TO:<e@evil.org\",\"to\":[\"b@x.org\"]}",
+      API_DECODE_INVALID, "from", "CR or LF", 1 },
+    { "missing_to", D_MSG, "{\"from\":\"a@x.org\"}", API_DECODE_INVALID,
+      "to", "is required", 1 },
+    { "to_not_array", D_MSG, "{\"from\":\"a@x.org\",\"to\":\"b@x.org\"}",
+      API_DECODE_INVALID, "to", "must be an array", 1 },
+    { "empty_to", D_MSG, "{\"from\":\"a@x.org\",\"to\":[]}",
+      API_DECODE_INVALID, "to", "must not be empty", 1 },
+    { "too_many_recipients", D_MSG,
+      "{\"from\":\"a@x.org\",\"to\":[\"b@x.org\",\"c@x.org\",\"d@x.org\","
+      "\"e@x.org\"]}", API_DECODE_INVALID, "to", "at most 3", 1 },
+    { "to_item_not_string", D_MSG,
+      "{\"from\":\"a@x.org\",\"to\":[\"b@x.org\",5]}", API_DECODE_INVALID,
+      "to[1]", "must be a string", 1 },
+    { "to_crlf_injection_names_index", D_MSG,
+      "{\"from\":\"a@x.org\",\"to\":[\"b@x.org\",\"c@x.org\","
+      "\"d@x.org\\r\\nDATA\"]}", API_DECODE_INVALID, "to[2]", "CR or LF", 1 },
+    { "to_bare_lf", D_MSG,
+      "{\"from\":\"a@x.org\",\"to\":[\"d@x.org\\nX\"]}", API_DECODE_INVALID,
+      "to[0]", "CR or LF", 1 },
+    { "to_empty_address", D_MSG, "{\"from\":\"a@x.org\",\"to\":[\"\"]}",
+      API_DECODE_INVALID, "to[0]", "empty address", 1 },
+    { "to_missing_domain", D_MSG, "{\"from\":\"a@x.org\",\"to\":[\"bob\"]}",
+      API_DECODE_INVALID, "to[0]", "missing '@domain'", 1 },
+    { "to_space_outside_quotes", D_MSG,
+      "{\"from\":\"a@x.org\",\"to\":[\"b b@x.org\"]}", API_DECODE_INVALID,
+      "to[0]", NULL, 1 },
+    { "to_angle_brackets", D_MSG,
+      "{\"from\":\"a@x.org\",\"to\":[\"<b@x.org>\"]}", API_DECODE_INVALID,
+      "to[0]", NULL, 1 },
+    { "unknown_member", D_MSG, "{" OKMSG ",\"cc\":[\"c@x.org\"]}",
+      API_DECODE_INVALID, "cc", "unknown member", 1 },
+    { "relay_cannot_be_chosen", D_MSG, "{" OKMSG ",\"host\":\"evil.org\"}",
+      API_DECODE_INVALID, "host", "unknown member", 1 },
+    /* headers */
+    { "headers_wrong_type", D_MSG, "{" OKMSG ",\"headers\":\"Subject: x\"}",
+      API_DECODE_INVALID, "headers", "object or an array", 1 },
+    { "header_object_crlf_in_value", D_MSG,
+      "{" OKMSG ",\"headers\":{\"Subject\":\"hi\\r\\nBcc: e@evil.org\"}}",
+      API_DECODE_INVALID, "headers.Subject", "CR or LF", 1 },
+    { "header_object_control_char", D_MSG,
+      "{" OKMSG ",\"headers\":{\"Subject\":\"a\\u0007b\"}}",
+      API_DECODE_INVALID, "headers.Subject", "control character", 1 },
+    { "header_object_value_not_string", D_MSG,
+      "{" OKMSG ",\"headers\":{\"Subject\":1}}", API_DECODE_INVALID,
+      "headers.Subject", "must be a string", 1 },
+    { "header_object_bad_name", D_MSG,
+      "{" OKMSG ",\"headers\":{\"Bad Name\":\"x\"}}", API_DECODE_INVALID,
+      "headers.Bad Name", "printable ASCII", 1 },
+    { "header_object_colon_in_name", D_MSG,
+      "{" OKMSG ",\"headers\":{\"X:Y\":\"x\"}}", API_DECODE_INVALID,
+      "headers.X:Y", NULL, 1 },
+    { "header_array_not_pair", D_MSG,
+      "{" OKMSG ",\"headers\":[[\"Subject\"]]}", API_DECODE_INVALID,
+      "headers[0]", "[name, value] pair", 1 },
+    { "header_array_item_not_array", D_MSG,
+      "{" OKMSG ",\"headers\":[\"Subject: x\"]}", API_DECODE_INVALID,
+      "headers[0]", "[name, value] pair", 1 },
+    { "header_array_name_not_string", D_MSG,
+      "{" OKMSG ",\"headers\":[[1,\"x\"]]}", API_DECODE_INVALID,
+      "headers[0][0]", "must be a string", 1 },
+    { "header_array_bad_name", D_MSG,
+      "{" OKMSG ",\"headers\":[[\"Sub ject\",\"x\"]]}", API_DECODE_INVALID,
+      "headers[0][0]", "printable ASCII", 1 },
+    { "header_array_crlf_in_value", D_MSG,
+      "{" OKMSG ",\"headers\":[[\"Subject\",\"ok\"],[\"X-A\",\"a\\nb\"]]}",
+      API_DECODE_INVALID, "headers[1][1]", "CR or LF", 1 },
+    { "header_array_value_not_string", D_MSG,
+      "{" OKMSG ",\"headers\":[[\"Subject\",null]]}", API_DECODE_INVALID,
+      "headers[0][1]", "must be a string", 1 },
+    /* body and raw */
+    { "body_wrong_type", D_MSG, "{" OKMSG ",\"body\":5}",
+      API_DECODE_INVALID, "body", "string or an array", 1 },
+    { "body_line_not_string", D_MSG, "{" OKMSG ",\"body\":[\"a\",2]}",
+      API_DECODE_INVALID, "body[1]", "must be a string", 1 },
+    { "raw_with_headers", D_MSG,
+      "{" OKMSG ",\"raw\":\"Subject: x\\r\\n\\r\\nhi\","
+      "\"headers\":{\"Subject\":\"y\"}}", API_DECODE_INVALID, "raw",
+      "replaces headers and body", 1 },
+    { "raw_with_body", D_MSG,
+      "{" OKMSG ",\"raw\":\"Subject: x\\r\\n\\r\\nhi\",\"body\":\"b\"}",
+      API_DECODE_INVALID, "raw", "replaces headers and body", 1 },
+    { "raw_not_string", D_MSG, "{" OKMSG ",\"raw\":[\"x\"]}",
+      API_DECODE_INVALID, "raw", "must be a string", 1 },
+    { "raw_empty", D_MSG, "{" OKMSG ",\"raw\":\"\"}", API_DECODE_INVALID,
+      "raw", "must not be empty", 1 },
+    { "every_error_reported", D_MSG,
+      "{\"from\":\"a\\r@x.org\",\"to\":[\"\",\"b@x.org\",7],\"x\":1,"
+      "\"headers\":[[\"A\",\"\\n\"]]}", API_DECODE_INVALID, "x",
+      "unknown member", 5 },
+    { "valid_message", D_MSG,
+      "{" OKMSG ",\"headers\":{\"Subject\":\"s\"},\"body\":\"b\"}",
+      API_DECODE_OK, NULL, NULL, 0 },
+    /* batches */
+    { "batch_not_object", D_BATCH, "[]", API_DECODE_INVALID, "$",
+      "must be an object", 1 },
+    { "batch_missing_messages", D_BATCH, "{}", API_DECODE_INVALID,
+      "messages", "is required", 1 },
+    { "batch_messages_not_array", D_BATCH, "{\"messages\":{}}",
+      API_DECODE_INVALID, "messages", "must be an array", 1 },
+    { "batch_empty", D_BATCH, "{\"messages\":[]}", API_DECODE_INVALID,
+      "messages", "1 to 2", 1 },
+    { "batch_too_many", D_BATCH,
+      "{\"messages\":[{" OKMSG "},{" OKMSG "},{" OKMSG "}]}",
+      API_DECODE_INVALID, "messages", "got 3", 1 },
+    { "batch_unknown_member", D_BATCH,
+      "{\"messages\":[{" OKMSG "}],\"priority\":1}", API_DECODE_INVALID,
+      "priority", "unknown member", 1 },
+    { "batch_item_not_object", D_BATCH, "{\"messages\":[5]}",
+      API_DECODE_INVALID, "messages[0]", "must be an object", 1 },
+    { "batch_item_bad_recipient_path", D_BATCH,
+      "{\"messages\":[{" OKMSG "},{\"from\":\"a@x.org\",\"to\":[\"b\\r\"]}]}",
+      API_DECODE_INVALID, "messages[1].to[0]", "CR or LF", 1 },
+    { "batch_item_header_path", D_BATCH,
+      "{\"messages\":[{" OKMSG ",\"headers\":[[\"S\",\"\\r\"]]}]}",
+      API_DECODE_INVALID, "messages[0].headers[0][1]", "CR or LF", 1 },
+    { "batch_errors_from_every_message", D_BATCH,
+      "{\"messages\":[{\"to\":[\"b@x.org\"]},{\"from\":\"a@x.org\"}]}",
+      API_DECODE_INVALID, "messages[0].from", "is required", 2 },
+    { "valid_batch", D_BATCH, "{\"messages\":[{" OKMSG "},{" OKMSG "}]}",
+      API_DECODE_OK, NULL, NULL, 0 },
+    /* queries */
+    { "verify_not_object", D_VERIFY, "[\"a@x.org\"]", API_DECODE_INVALID,
+      "$", "must be an object", 1 },
+    { "verify_missing_address", D_VERIFY, "{}", API_DECODE_INVALID,
+      "address", "is required", 1 },
+    { "verify_crlf", D_VERIFY, "{\"address\":\"bob\\r\\nQUIT\"}",
+      API_DECODE_INVALID, "address", "CR or LF", 1 },
+    { "verify_control_char", D_VERIFY, "{\"address\":\"bob\\u0001\"}",
+      API_DECODE_INVALID, "address", "control character", 1 },
+    { "verify_unknown_member", D_VERIFY, "{\"address\":\"bob\",\"user\":1}",
+      API_DECODE_INVALID, "user", "unknown member", 1 },
+    { "verify_empty", D_VERIFY, "{\"address\":\"\"}", API_DECODE_INVALID,
+      "address", "must not be empty", 1 },
+    { "expand_missing_list", D_EXPAND, "{\"address\":\"x\"}",
+      API_DECODE_INVALID, "address", "unknown member", 2 },
+    { "expand_list_not_string", D_EXPAND, "{\"list\":[\"staff\"]}",
+      API_DECODE_INVALID, "list", "must be a string", 1 },
+    { "help_topic_not_string", D_HELP, "{\"topic\":1}", API_DECODE_INVALID,
+      "topic", "must be a string", 1 },
+    { "help_unknown_member", D_HELP, "{\"details\":\"MAIL\"}",
+      API_DECODE_INVALID, "details", "unknown member", 1 },
+    { "help_without_topic", D_HELP, "{}", API_DECODE_OK, NULL, NULL, 0 },
+    { "valid_verify", D_VERIFY, "{\"address\":\"postmaster\"}",
+      API_DECODE_OK, NULL, NULL, 0 },
+};
+
+/* Runs one case through its decoder; returns the verdict, fills errors. */
+static int run_case(const struct dcase *c, const struct cfg *cfg,
+                    json_t *errors)
+{
+    json_t *root = parse(c->json);
+    int rc;
+    if (c->dec == D_BATCH) {
+        struct job **jobs = NULL;
+        size_t n = 0;
+        rc = api_decode_batch(root, cfg, &jobs, &n, errors);
+        if (rc == API_DECODE_OK)
+            assert_non_null(jobs);
+        else
+            assert_null(jobs);
+        api_jobs_free(jobs, n);
+    } else {
+        enum job_kind kind = c->dec == D_MSG ? JOB_SEND
+                           : c->dec == D_VERIFY ? JOB_VERIFY
+                           : c->dec == D_EXPAND ? JOB_EXPAND : JOB_HELP;
+        struct job *job = job_new(kind);
+        assert_non_null(job);
+        rc = kind == JOB_SEND ? api_decode_message(root, cfg, job, errors, "")
+                              : api_decode_query(root, job, errors);
+        job_free(job);
+    }
+    json_decref(root);
+    return rc;
+}
+
+static void test_decode_table(void **state)
+{
+    struct cfg cfg = test_cfg();
+    size_t failures = 0;
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const struct dcase *c = &cases[i];
+        json_t *errors = json_array();
+        int rc = run_case(c, &cfg, errors);
+        json_t *first = json_array_get(errors, 0);
+        const char *field = json_string_value(json_object_get(first, "field"));
+        const char *msg = json_string_value(json_object_get(first, "message"));
+        int ok = rc == c->rc &&
+                 (c->field == NULL ? json_array_size(errors) == 0
+                                   : field != NULL &&
+                                     strcmp(field, c->field) == 0) &&
+                 (c->message == NULL ||
+                  (msg != NULL && strstr(msg, c->message) != NULL)) &&
+                 (c->nerrors == 0 || json_array_size(errors) == c->nerrors);
+        if (!ok) {
+            char *dump = json_dumps(errors, JSON_COMPACT);
+            print_error("case %s: rc %d (want %d), errors %s\n", c->name, rc,
+                        c->rc, dump != NULL ? dump : "?");
+            free(dump);
+            failures++;
+        }
+        json_decref(errors);
+    }
+    assert_int_equal(failures, 0);
+    assert_true(sizeof cases / sizeof cases[0] >= 30);
+}
+
+/* ---- Successful decodes: what lands in the job ---- */
+
+/* Decodes a message that must be valid. */
+static struct job *decode_ok(const char *text, const struct cfg *cfg)
+{
+    json_t *root = parse(text), *errors = json_array();
+    struct job *job = job_new(JOB_SEND);
+    assert_non_null(job);
+    int rc = api_decode_message(root, cfg, job, errors, "");
+    if (rc != API_DECODE_OK) {
+        char *dump = json_dumps(errors, JSON_COMPACT);
+        fail_msg("decode failed: %s", dump);
+    }
+    json_decref(root);
+    json_decref(errors);
+    return job;
+}
+
+static void test_header_object_keeps_order(void **state)
+{
+    struct cfg cfg = test_cfg();
+    struct job *job = decode_ok(
+        "{\"from\":\"a@x.org\",\"to\":[\"b@x.org\",\"c@x.org\"],"
+        "\"headers\":{\"Subject\":\"s\",\"From\":\"f\",\"X-B\":\"b\"},"
+        "\"body\":\"hello\"}", &cfg);
+    (void)state;
+    assert_string_equal(job->msg.from, "a@x.org");
+    assert_int_equal(job->msg.nto, 2);
+    assert_string_equal(job->msg.to[1], "c@x.org");
+    assert_int_equal(job->msg.nheaders, 3);
+    assert_string_equal(job->msg.hnames[0], "Subject");
+    assert_string_equal(job->msg.hnames[1], "From");
+    assert_string_equal(job->msg.hnames[2], "X-B");
+    assert_string_equal(job->msg.hvalues[2], "b");
+    assert_string_equal(job->msg.body, "hello");
+    assert_int_equal(job->msg.body_len, 5);
+    assert_int_equal(job->msg.raw, 0);
+    job_free(job);
+}
+
+static void test_header_array_keeps_order_and_repeats(void **state)
+{
+    struct cfg cfg = test_cfg();
+    struct job *job = decode_ok(
+        "{\"from\":\"a@x.org\",\"to\":[\"b@x.org\"],\"headers\":"
+        "[[\"Received\",\"one\"],[\"Subject\",\"\\u00e9t\\u00e9\"],"
+        "[\"Received\",\"two\"]]}", &cfg);
+    (void)state;
+    assert_int_equal(job->msg.nheaders, 3);
+    assert_string_equal(job->msg.hnames[0], "Received");
+    assert_string_equal(job->msg.hvalues[0], "one");
+    assert_string_equal(job->msg.hvalues[1], "\xc3\xa9t\xc3\xa9");
+    assert_string_equal(job->msg.hnames[2], "Received");
+    assert_string_equal(job->msg.hvalues[2], "two");
+    assert_string_equal(job->msg.body, "");   /* no body: empty */
+    job_free(job);
+}
+
+static void test_body_lines_joined_with_crlf(void **state)
+{
+    struct cfg cfg = test_cfg();
+    struct job *job = decode_ok(
+        "{\"from\":\"a@x.org\",\"to\":[\"b@x.org\"],"
+        "\"body\":[\"Hi,\",\"\",\".dot\"]}", &cfg);
+    (void)state;
+    assert_int_equal(job->msg.body_len, 11);
+    assert_memory_equal(job->msg.body, "Hi,\r\n\r\n.dot", 12);
+    job_free(job);
+}
+
+static void test_raw_message(void **state)
+{
+    struct cfg cfg = test_cfg();
+    struct job *job = decode_ok(
+        "{\"from\":\"\",\"to\":[\"b@x.org\"],\"headers\":null,"
+        "\"raw\":\"Subject: x\\r\\n\\r\\nbody\\r\\n\"}", &cfg);
+    (void)state;
+    assert_string_equal(job->msg.from, "");      /* null reverse-path */
+    assert_int_equal(job->msg.raw, 1);
+    assert_string_equal(job->msg.body, "Subject: x\r\n\r\nbody\r\n");
+    assert_int_equal(job->msg.body_len, 20);
+    assert_int_equal(job->msg.nheaders, 0);
+    job_free(job);
+}
+
+static void test_limits_off_when_zero(void **state)
+{
+    struct cfg cfg = test_cfg();
+    cfg.http.max_recipients = 0;
+    struct job *job = decode_ok(
+        "{\"from\":\"a@x.org\",\"to\":[\"b@x.org\",\"c@x.org\",\"d@x.org\","
+        "\"e@x.org\",\"f@x.org\"]}", &cfg);
+    (void)state;
+    assert_int_equal(job->msg.nto, 5);
+    job_free(job);
+}
+
+static void test_errors_are_capped(void **state)
+{
+    struct cfg cfg = test_cfg();
+    json_t *root = json_pack("{s:s, s:[]}", "from", "a@x.org", "to");
+    json_t *errors = json_array();
+    struct job *job = job_new(JOB_SEND);
+    (void)state;
+    cfg.http.max_recipients = 0;
+    for (int i = 0; i < 3 * API_MAX_ERRORS; i++)
+        json_array_append_new(json_object_get(root, "to"),
+                              json_string("no-at-sign"));
+    assert_int_equal(api_decode_message(root, &cfg, job, errors, ""),
+                     API_DECODE_INVALID);
+    assert_int_equal(json_array_size(errors), API_MAX_ERRORS);
+    job_free(job);
+    json_decref(root);
+    json_decref(errors);
+}
+
+static void test_batch_decodes_every_message(void **state)
+{
+    struct cfg cfg = test_cfg();
+    json_t *root = parse("{\"messages\":[{\"from\":\"a@x.org\",\"to\":"
+                         "[\"b@x.org\"],\"body\":\"one\"},{\"from\":"
+                         "\"c@x.org\",\"to\":[\"d@x.org\"],\"raw\":\"two\"}]}");
+    json_t *errors = json_array();
+    struct job **jobs = NULL;
+    size_t n = 0;
+    (void)state;
+    assert_int_equal(api_decode_batch(root, &cfg, &jobs, &n, errors),
+                     API_DECODE_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(jobs[0]->kind, JOB_SEND);
+    assert_string_equal(jobs[0]->msg.body, "one");
+    assert_string_equal(jobs[1]->msg.from, "c@x.org");
+    assert_int_equal(jobs[1]->msg.raw, 1);
+    api_jobs_free(jobs, n);
+    json_decref(root);
+    json_decref(errors);
+}
+
+static void test_query_arguments(void **state)
+{
+    json_t *errors = json_array();
+    struct job *v = job_new(JOB_VERIFY), *h = job_new(JOB_HELP),
+               *h2 = job_new(JOB_HELP), *e = job_new(JOB_EXPAND);
+    json_t *rv = parse("{\"address\":\"bob@x.org\"}");
+    json_t *rh = parse("{\"topic\":\"\"}");
+    json_t *rh2 = parse("{\"topic\":\"MAIL\"}");
+    json_t *re = parse("{\"list\":\"staff\"}");
+    (void)state;
+    assert_int_equal(api_decode_query(rv, v, errors), API_DECODE_OK);
+    assert_string_equal(v->arg, "bob@x.org");
+    assert_int_equal(api_decode_query(rh, h, errors), API_DECODE_OK);
+    assert_null(h->arg);                        /* "" is HELP alone */
+    assert_int_equal(api_decode_query(rh2, h2, errors), API_DECODE_OK);
+    assert_string_equal(h2->arg, "MAIL");
+    assert_int_equal(api_decode_query(re, e, errors), API_DECODE_OK);
+    assert_string_equal(e->arg, "staff");
+    assert_int_equal(json_array_size(errors), 0);
+    job_free(v), job_free(h), job_free(h2), job_free(e);
+    json_decref(rv), json_decref(rh), json_decref(rh2), json_decref(re);
+    json_decref(errors);
+}
+
+/* ---- api_result_json on hand-made results ---- */
+
+static void set_reply(struct smtp_reply *r, int code, const char *enh,
+                      const char *line)
+{
+    r->code = code;
+    snprintf(r->enhanced, sizeof r->enhanced, "%s", enh);
+    r->lines = calloc(1, sizeof *r->lines);
+    r->lines[0] = strdup(line);
+    r->nlines = 1;
+}
+
+static void assert_json_str(json_t *o, const char *key, const char *want)
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_string(v))
+        fail_msg("%s is not a string", key);
+    assert_string_equal(json_string_value(v), want);
+}
+
+static void test_result_sent(void **state)
+{
+    struct smtp_result res;
+    json_t *o;
+    (void)state;
+    smtp_result_init(&res);
+    res.kind = SMTP_OK;
+    res.code = 250;
+    res.status = SMTP_DELIVERY_SENT;
+    set_reply(&res.reply, 250, "2.0.0", "2.0.0 Ok: queued as 1234");
+    res.accepted = calloc(1, sizeof *res.accepted);
+    res.accepted[0] = strdup("a@x.org");
+    res.naccepted = 1;
+    snprintf(res.message_id, sizeof res.message_id, "<1.2@x.org>");
+    o = api_result_json(&res);
+    assert_non_null(o);
+    assert_int_equal(json_integer_value(json_object_get(o, "code")), 250);
+    assert_json_str(o, "enhanced", "2.0.0");
+    assert_string_equal(json_string_value(json_array_get(
+                            json_object_get(o, "text"), 0)),
+                        "2.0.0 Ok: queued as 1234");
+    assert_json_str(o, "status", "sent");
+    assert_json_str(o, "kind", "ok");
+    assert_json_str(o, "message_id", "<1.2@x.org>");
+    assert_string_equal(json_string_value(json_array_get(
+                            json_object_get(o, "accepted"), 0)), "a@x.org");
+    assert_int_equal(json_array_size(json_object_get(o, "rejected")), 0);
+    assert_null(json_object_get(o, "error"));
+    json_decref(o);
+    smtp_result_clear(&res);
+}
+
+static void test_result_partial_700_lists_losers(void **state)
+{
+    struct smtp_result res;
+    json_t *o, *rej;
+    (void)state;
+    smtp_result_init(&res);
+    res.kind = SMTP_ERR_REJECTED;
+    res.code = 700;
+    res.status = SMTP_DELIVERY_PARTIAL;
+    set_reply(&res.reply, 250, "", "Ok");
+    res.rejected = calloc(1, sizeof *res.rejected);
+    res.rejected[0].recipient = strdup("b@x.org");
+    set_reply(&res.rejected[0].reply, 550, "5.1.1", "5.1.1 no such user");
+    res.nrejected = 1;
+    snprintf(res.message, sizeof res.message, "1 recipient rejected");
+    o = api_result_json(&res);
+    assert_non_null(o);
+    assert_int_equal(json_integer_value(json_object_get(o, "code")), 700);
+    assert_json_str(o, "status", "partial");
+    assert_json_str(o, "kind", "rejected");
+    assert_true(json_is_null(json_object_get(o, "enhanced")));
+    assert_true(json_is_null(json_object_get(o, "message_id")));
+    assert_json_str(o, "error", "1 recipient rejected");
+    rej = json_array_get(json_object_get(o, "rejected"), 0);
+    assert_json_str(rej, "recipient", "b@x.org");
+    assert_int_equal(json_integer_value(json_object_get(rej, "code")), 550);
+    assert_json_str(rej, "enhanced", "5.1.1");
+    assert_string_equal(json_string_value(json_array_get(
+                            json_object_get(rej, "text"), 0)),
+                        "5.1.1 no such user");
+    assert_int_equal(json_array_size(json_object_get(o, "accepted")), 0);
+    json_decref(o);
+    smtp_result_clear(&res);
+}
+
+static void test_result_no_reply_failure(void **state)
+{
+    struct smtp_result res;
+    json_t *o;
+    (void)state;
+    smtp_result_init(&res);
+    res.kind = SMTP_ERR_CONN;
+    res.status = SMTP_DELIVERY_FAILED;
+    snprintf(res.message, sizeof res.message, "connect: Connection refused");
+    o = api_result_json(&res);
+    assert_int_equal(json_integer_value(json_object_get(o, "code")), 0);
+    assert_int_equal(json_array_size(json_object_get(o, "text")), 0);
+    assert_true(json_is_null(json_object_get(o, "enhanced")));
+    assert_json_str(o, "status", "failed");
+    assert_json_str(o, "kind", "connection");
+    assert_json_str(o, "error", "connect: Connection refused");
+    json_decref(o);
+}
+
+static void test_result_query_has_no_delivery_members(void **state)
+{
+    struct smtp_result res;
+    json_t *o;
+    (void)state;
+    smtp_result_init(&res);
+    res.code = 252;
+    set_reply(&res.reply, 252, "2.0.0", "2.0.0 bob");
+    o = api_result_json(&res);
+    assert_int_equal(json_integer_value(json_object_get(o, "code")), 252);
+    assert_json_str(o, "enhanced", "2.0.0");
+    assert_json_str(o, "kind", "ok");
+    assert_null(json_object_get(o, "status"));
+    assert_null(json_object_get(o, "accepted"));
+    assert_null(json_object_get(o, "rejected"));
+    assert_null(json_object_get(o, "message_id"));
+    json_decref(o);
+    smtp_result_clear(&res);
+}
+
+static void test_result_invalid_utf8_is_replaced(void **state)
+{
+    struct smtp_result res;
+    json_t *o;
+    char *dump;
+    (void)state;
+    smtp_result_init(&res);
+    res.code = 550;
+    res.kind = SMTP_ERR_REPLY;
+    res.status = SMTP_DELIVERY_FAILED;
+    set_reply(&res.reply, 550, "", "bad \xff\xc0 bytes \xe2\x82");
+    o = api_result_json(&res);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_array_get(
+                            json_object_get(o, "text"), 0)),
+                        "bad \xef\xbf\xbd\xef\xbf\xbd bytes "
+                        "\xef\xbf\xbd\xef\xbf\xbd");
+    dump = json_dumps(o, JSON_COMPACT);
+    assert_non_null(dump);
+    free(dump);
+    json_decref(o);
+    smtp_result_clear(&res);
+}
+
+static void test_job_result_adds_attempts_and_duration(void **state)
+{
+    struct job *job = job_new(JOB_SEND);
+    json_t *o;
+    (void)state;
+    job->result.code = 250;
+    job->result.status = SMTP_DELIVERY_SENT;
+    job->attempts = 2;
+    job->duration_ms = 12.34567;
+    o = api_job_result_json(job);
+    assert_int_equal(json_integer_value(json_object_get(o, "attempts")), 2);
+    assert_true(json_real_value(json_object_get(o, "duration_ms")) > 12.345 &&
+                json_real_value(json_object_get(o, "duration_ms")) < 12.347);
+    json_decref(o);
+    job_free(job);
+}
+
+/* ---- Problems, metrics, OpenAPI ---- */
+
+static void test_problem_shape(void **state)
+{
+    json_t *errors = json_array(), *p;
+    (void)state;
+    api_error_add(errors, "to[2]", "CR or LF in address");
+    p = api_problem_new(422, "the request has invalid fields", errors);
+    assert_json_str(p, "type", "about:blank");
+    assert_json_str(p, "title", "Unprocessable Content");
+    assert_int_equal(json_integer_value(json_object_get(p, "status")), 422);
+    assert_json_str(p, "detail", "the request has invalid fields");
+    assert_json_str(json_array_get(json_object_get(p, "errors"), 0), "field",
+                    "to[2]");
+    json_decref(p);
+    p = api_problem_new(503, "full", NULL);
+    assert_int_equal(json_array_size(json_object_get(p, "errors")), 0);
+    assert_json_str(p, "title", "Service Unavailable");
+    json_decref(p);
+}
+
+static void test_metrics_text(void **state)
+{
+    struct api_metrics m;
+    struct pool_stats ps;
+    struct job *job = job_new(JOB_SEND);
+    size_t len = 0;
+    char *text;
+    (void)state;
+    assert_int_equal(api_metrics_init(&m), 0);
+    memset(&ps, 0, sizeof ps);
+    ps.conns_idle = 2;
+    ps.queued = 5;
+    api_metrics_request(&m, API_ROUTE_MESSAGES, 200, 0.003);
+    api_metrics_request(&m, API_ROUTE_MESSAGES, 200, 0.2);
+    api_metrics_request(&m, API_ROUTE_UNMATCHED, 404, 0.0001);
+    job->result.status = SMTP_DELIVERY_PARTIAL;
+    job->result.reply.code = 550;
+    job->duration_ms = 40;
+    api_metrics_job(&m, job);
+    text = api_metrics_render(&m, &ps, &len);
+    assert_non_null(text);
+    assert_int_equal(strlen(text), len);
+    assert_non_null(strstr(text, "mailpool_http_requests_total{route=\"/v1/"
+                                 "messages\",status=\"200\"} 2\n"));
+    assert_non_null(strstr(text, "route=\"unmatched\",status=\"404\"} 1\n"));
+    assert_non_null(strstr(text, "mailpool_messages_total{status=\"partial\"}"
+                                 " 1\n"));
+    assert_non_null(strstr(text, "mailpool_smtp_replies_total{class=\"5xx\"}"
+                                 " 1\n"));
+    assert_non_null(strstr(text, "mailpool_http_request_duration_seconds_"
+                                 "bucket{le=\"0.005\"} 2\n"));
+    assert_non_null(strstr(text, "mailpool_http_request_duration_seconds_"
+                                 "bucket{le=\"+Inf\"} 3\n"));
+    assert_non_null(strstr(text, "mailpool_http_request_duration_seconds_"
+                                 "count 3\n"));
+    assert_non_null(strstr(text, "mailpool_smtp_transaction_duration_"
+                                 "seconds_bucket{le=\"0.05\"} 1\n"));
+    assert_non_null(strstr(text, "mailpool_pool_connections{state=\"idle\"}"
+                                 " 2\n"));
+    assert_non_null(strstr(text, "mailpool_pool_queue_depth 5\n"));
+    assert_non_null(strstr(text, "mailpool_build_info{version=\""));
+    assert_null(strchr(text, '@'));
+    free(text);
+    job_free(job);
+    api_metrics_destroy(&m);
+}
+
+static void test_openapi_document(void **state)
+{
+    static const char *const paths[] = {
+        "/v1/messages", "/v1/messages/batch", "/v1/verify", "/v1/expand",
+        "/v1/help", "/healthz", "/readyz", "/metrics", "/openapi.json"
+    };
+    json_error_t e;
+    json_t *doc = json_loadb(api_openapi_json(), api_openapi_len(),
+                             JSON_REJECT_DUPLICATES, &e);
+    (void)state;
+    if (doc == NULL)
+        fail_msg("openapi.json: line %d: %s", e.line, e.text);
+    assert_json_str(doc, "openapi", "3.1.0");
+    json_t *p = json_object_get(doc, "paths");
+    assert_int_equal(json_object_size(p), sizeof paths / sizeof paths[0]);
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        assert_non_null(json_object_get(p, paths[i]));
+        assert_string_equal(api_route_name((enum api_route)i), paths[i]);
+    }
+    json_decref(doc);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_decode_table),
+        cmocka_unit_test(test_header_object_keeps_order),
+        cmocka_unit_test(test_header_array_keeps_order_and_repeats),
+        cmocka_unit_test(test_body_lines_joined_with_crlf),
+        cmocka_unit_test(test_raw_message),
+        cmocka_unit_test(test_limits_off_when_zero),
+        cmocka_unit_test(test_errors_are_capped),
+        cmocka_unit_test(test_batch_decodes_every_message),
+        cmocka_unit_test(test_query_arguments),
+        cmocka_unit_test(test_result_sent),
+        cmocka_unit_test(test_result_partial_700_lists_losers),
+        cmocka_unit_test(test_result_no_reply_failure),
+        cmocka_unit_test(test_result_query_has_no_delivery_members),
+        cmocka_unit_test(test_result_invalid_utf8_is_replaced),
+        cmocka_unit_test(test_job_result_adds_attempts_and_duration),
+        cmocka_unit_test(test_problem_shape),
+        cmocka_unit_test(test_metrics_text),
+        cmocka_unit_test(test_openapi_document),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
