@@ -458,6 +458,18 @@ static void conn_abandon(struct smtp_conn *c)
     smtp__conn_close(c);
 }
 
+/* A local refusal (TLS or AUTH) must not leave a success code behind: the
+   reply that was current (250 to EHLO, 220 to STARTTLS) is not the outcome. */
+static int hello_failed(struct smtp_conn *c, int r, struct smtp_result *res)
+{
+    conn_abandon(c);
+    if (res->code < 400) {
+        smtp_reply_clear(&res->reply);
+        res->code = 0;
+    }
+    return r;
+}
+
 /* EHLO/HELO, then STARTTLS and AUTH as the options ask. */
 int smtp_conn_hello(struct smtp_conn *conn, struct smtp_result *res)
 {
@@ -477,17 +489,13 @@ int smtp_conn_hello(struct smtp_conn *conn, struct smtp_result *res)
         else if (tls == SMTP_TLS_REQUIRED)
             r = smtp__fail(res, SMTP_ERR_TLS, "STARTTLS",
                            "server does not offer STARTTLS and TLS is required");
-        if (r != SMTP_OK) {
-            conn_abandon(conn);
-            return r;
-        }
+        if (r != SMTP_OK)
+            return hello_failed(conn, r, res);
     }
     if (conn->opts.auth_user != NULL && conn->opts.auth_user[0] != '\0') {
         r = smtp__auth(conn, res);
-        if (r != SMTP_OK) {
-            conn_abandon(conn);
-            return r;
-        }
+        if (r != SMTP_OK)
+            return hello_failed(conn, r, res);
     }
     conn->greeted = 1;
     return SMTP_OK;

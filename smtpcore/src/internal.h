@@ -132,11 +132,11 @@ void smtp__conn_forget_ext(struct smtp_conn *c);
 int smtp__ehlo(struct smtp_conn *c, const char *name, struct smtp_result *res);
 
 /* ---- Sending (send.c) ---- */
-/* After a 354: header block (with Date/Message-ID/From added when add),
-   body, final dot.  *dot_sent once the dot line is fully written. */
-int smtp__write_message(struct smtp_conn *c, const struct smtp_header *h,
-                        size_t nh, const struct smtp_body *body, int add,
-                        const char *from, char *msgid,
+/* After a 354: the prebuilt header block hdr (may be NULL), the body, the
+   final dot.  8-bit body bytes are refused unless allow8bit.  *dot_sent
+   once the dot line is fully written. */
+int smtp__write_message(struct smtp_conn *c, const struct smtp__buf *hdr,
+                        const struct smtp_body *body, int allow8bit,
                         struct smtp_result *res, int *dot_sent);
 
 /* ---- AUTH (auth.c) ---- */
@@ -159,9 +159,12 @@ struct smtp__stuffer {
     int line_start;      /* next byte starts a line */
     int prev_cr;         /* last byte was a CR not yet resolved */
     size_t line_len;     /* octets in the current output line */
+    int refuse_8bit;     /* a byte >= 0x80 is an error (no 8BITMIME) */
     unsigned long long out_bytes;
 };
 void smtp__stuffer_init(struct smtp__stuffer *s);
+/* 1 when a byte of p[0..n) has its high bit set. */
+int smtp__has_8bit(const char *p, size_t n);
 /* First index in [i, n) holding CR, LF or NUL; n when none. */
 size_t smtp__run_end(const char *in, size_t i, size_t n);
 /* Encodes in[0..n) into out; -1 with why on NUL or an over-long line. */
@@ -171,7 +174,7 @@ int smtp__stuff(struct smtp__stuffer *s, const char *in, size_t n,
 int smtp__stuff_end(struct smtp__stuffer *s, struct smtp__buf *out);
 
 /* Appends the header block ("Name: value" folded, CRLF, then the empty line)
-   with Date, Message-ID and From added when missing.  msgid (256 bytes)
+   with Date, Message-ID and From added when missing, if from is not NULL.  msgid (256 bytes)
    receives the Message-ID in use ("" when none).  -1 with why. */
 int smtp__headers_write(const struct smtp_header *h, size_t n,
                         const char *from, const char *helo,

@@ -13,6 +13,7 @@
  * doubled, no line over 998 octets, ending in CRLF '.' CRLF.
  * No shared state; the Message-ID comes from getrandom(2).
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -161,11 +162,16 @@ int smtp_header_check(const char *name, const char *value, char *why,
     }
     if (value == NULL)
         return WHY("missing header value");
+    size_t word = n + 2;   /* the first word shares its line with the name */
     for (const char *p = value; *p != '\0'; p++) {
         if (*p == '\r' || *p == '\n')
             return WHY("CR or LF in header value");
         if ((unsigned char)*p < 32 && *p != '\t')
             return WHY("control character in header value");
+        word = *p == ' ' ? 1 : word + 1;
+        if (word > SMTP_MAX_LINE)
+            return WHY("header %s has a word longer than %d octets (it "
+                       "cannot be folded)", name, SMTP_MAX_LINE);
     }
     return 0;
 }
@@ -280,17 +286,17 @@ int smtp__headers_write(const struct smtp_header *h, size_t n,
         if (smtp_header_check(h[i].name, h[i].value, w, sizeof w) < 0)
             return WHY("header %zu: %s", i + 1, w);
     }
-    if (header_find(h, n, "Date") == NULL) {
+    if (from != NULL && header_find(h, n, "Date") == NULL) {
         rfc5322_date(tmp, sizeof tmp);
         if (smtp__buf_appendf(out, "Date: %s\r\n", tmp) < 0)
             return WHY("out of memory");
     }
     const char *id = header_find(h, n, "Message-ID");
-    if (id == NULL) {
+    if (id == NULL && from != NULL) {
         make_msgid(msgid, 256, from, helo);
         if (smtp__buf_appendf(out, "Message-ID: %s\r\n", msgid) < 0)
             return WHY("out of memory");
-    } else {
+    } else if (id != NULL) {
         snprintf(msgid, 256, "%s", id);
     }
     if (header_find(h, n, "From") == NULL && from != NULL && from[0] != '\0' &&
@@ -315,6 +321,20 @@ static int stuff_eol(struct smtp__stuffer *s, struct smtp__buf *out)
     s->line_len = 0;
     s->out_bytes += 2;
     return smtp__buf_append(out, "\r\n", 2);
+}
+
+/* 1 when any byte has its high bit set; eight bytes at a time. */
+int smtp__has_8bit(const char *p, size_t n)
+{
+    uint64_t acc = 0, w;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, p + i, 8);
+        acc |= w;
+    }
+    for (; i < n; i++)
+        acc |= (unsigned char)p[i];
+    return (acc & UINT64_C(0x8080808080808080)) != 0;
 }
 
 /* First index in [i, n) holding CR, LF or NUL; n when none.  memchr is
@@ -374,6 +394,8 @@ int smtp__stuff(struct smtp__stuffer *s, const char *in, size_t n,
         size_t len = end - i;
         if (s->line_len + len > SMTP_MAX_LINE)
             return WHY("body line longer than %d octets", SMTP_MAX_LINE);
+        if (s->refuse_8bit && smtp__has_8bit(in + i, len))
+            return WHY("8-bit body but the server does not offer 8BITMIME");
         if (smtp__buf_append(out, in + i, len) < 0)
             return WHY("out of memory");
         s->line_len += len;

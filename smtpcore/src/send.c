@@ -32,27 +32,18 @@ struct scan {
     int streamed;       /* a reader: size and 8-bit unknown in advance */
 };
 
-/* 1 when any byte has its high bit set; eight bytes at a time. */
-static int has_8bit(const char *p, size_t n)
-{
-    uint64_t acc = 0, w;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        memcpy(&w, p + i, 8);
-        acc |= w;
-    }
-    for (; i < n; i++)
-        acc |= (unsigned char)p[i];
-    return (acc & UINT64_C(0x8080808080808080)) != 0;
-}
-
-/* Checks a body held in memory: NUL, line length; counts size, 8-bit. */
+/* Checks a body held in memory: NUL, line length; counts the octets it
+   will take on the wire (lone CR or LF become CRLF, leading dots double)
+   and whether it has 8-bit bytes.  *col carries the line across calls. */
 static int scan_bytes(const char *p, size_t n, size_t *col, struct scan *sc,
                       char *why, size_t whylen)
 {
     size_t i = 0;
     while (i < n) {
         if (p[i] == '\n' || p[i] == '\r') {
+            if (p[i] == '\r' && i + 1 < n && p[i + 1] == '\n')
+                i++;
+            sc->size += 2;
             *col = 0;
             i++;
             continue;
@@ -61,8 +52,11 @@ static int scan_bytes(const char *p, size_t n, size_t *col, struct scan *sc,
             snprintf(why, whylen, "NUL byte in body");
             return -1;
         }
+        if (p[i] == '.' && *col == 0)
+            sc->size++;
         size_t end = smtp__run_end(p, i, n);
         *col += end - i;
+        sc->size += end - i;
         if (*col > SMTP_MAX_LINE) {
             snprintf(why, whylen, "body line longer than %d octets",
                      SMTP_MAX_LINE);
@@ -70,8 +64,7 @@ static int scan_bytes(const char *p, size_t n, size_t *col, struct scan *sc,
         }
         i = end;
     }
-    sc->eightbit |= has_8bit(p, n);
-    sc->size += n;
+    sc->eightbit |= smtp__has_8bit(p, n);
     return 0;
 }
 
@@ -83,8 +76,13 @@ static int scan_body(const struct smtp_body *b, struct scan *sc, char *why,
     memset(sc, 0, sizeof *sc);
     if (b == NULL)
         return 0;
-    if (b->text != NULL)
-        return scan_bytes(b->text, b->len, &col, sc, why, whylen);
+    if (b->text != NULL) {
+        if (scan_bytes(b->text, b->len, &col, sc, why, whylen) < 0)
+            return -1;
+        if (col > 0)
+            sc->size += 2;          /* the CRLF that ends the last line */
+        return 0;
+    }
     if (b->read != NULL) {
         sc->streamed = 1;
         return 0;
@@ -98,7 +96,8 @@ static int scan_body(const struct smtp_body *b, struct scan *sc, char *why,
         if (scan_bytes(b->lines[i], strlen(b->lines[i]), &col, sc, why,
                        whylen) < 0)
             return -1;
-        sc->size += 2;
+        if (col > 0 || b->lines[i][0] == '\0')
+            sc->size += 2;          /* the line's own CRLF */
     }
     return 0;
 }
@@ -136,31 +135,25 @@ static int feed(struct smtp_conn *c, struct smtp__stuffer *st,
     return SMTP_OK;
 }
 
-/* Streams header block, body and final dot after a 354.  *dot_sent is set
-   once every byte of the final dot line has been written. */
-int smtp__write_message(struct smtp_conn *c, const struct smtp_header *h,
-                        size_t nh, const struct smtp_body *body, int add,
-                        const char *from, char *msgid,
+/* Streams the header block hdr (may be NULL), the body and the final dot
+   after a 354.  allow8bit 0 refuses 8-bit body bytes (no 8BITMIME).
+   *dot_sent is set once every byte of the final dot line is written. */
+int smtp__write_message(struct smtp_conn *c, const struct smtp__buf *hdr,
+                        const struct smtp_body *body, int allow8bit,
                         struct smtp_result *res, int *dot_sent)
 {
     struct smtp__buf out;
     struct smtp__stuffer st;
-    char why[200];
     int r = SMTP_OK;
     *dot_sent = 0;
     smtp__buf_init(&out, 4 * CHUNK);
     smtp__stuffer_init(&st);
-    msgid[0] = '\0';
-    if (add || nh > 0) {
-        const char *helo = c->opts.helo_name ? c->opts.helo_name : "localhost";
-        if (add ? smtp__headers_write(h, nh, from, helo, &out, msgid, why,
-                                      sizeof why) < 0
-                : smtp__headers_write(h, nh, NULL, helo, &out, msgid, why,
-                                      sizeof why) < 0) {
-            smtp__buf_free(&out);
-            smtp__conn_close(c);
-            return smtp__fail(res, SMTP_ERR_LOCAL, "DATA", "%s", why);
-        }
+    st.refuse_8bit = !allow8bit;
+    if (hdr != NULL && hdr->len > 0 &&
+        smtp__buf_append(&out, hdr->data, hdr->len) < 0) {
+        smtp__buf_free(&out);
+        smtp__conn_close(c);
+        return smtp__fail(res, SMTP_ERR_LOCAL, "DATA", "out of memory");
     }
     if (body != NULL && body->text != NULL) {
         r = feed(c, &st, &out, body->text, body->len, res);
@@ -417,17 +410,23 @@ static void lone_dot(struct tx *t)
 
 /* Judges the envelope; returns GO_ON when the message goes on to the body,
    else the outcome's kind. */
+/* A 421 (any step) or a refused RSET ends the transaction. */
+static int judge_bad(struct tx *t)
+{
+    struct smtp_result *res = t->res;
+    if (t->bad_reply.code != 421)
+        smtp__conn_close(t->c);     /* RSET refused: state unknown */
+    smtp__result_take_reply(res, &t->bad_reply);
+    res->status = SMTP_DELIVERY_FAILED;
+    return smtp__fail(res, SMTP_ERR_REPLY, t->bad_verb,
+                      "server ended or refused the transaction");
+}
+
 static int judge_envelope(struct tx *t)
 {
     struct smtp_result *res = t->res;
-    if (t->bad_reply.code != 0) {
-        if (t->bad_reply.code != 421)
-            smtp__conn_close(t->c);     /* RSET refused: state unknown */
-        smtp__result_take_reply(res, &t->bad_reply);
-        res->status = SMTP_DELIVERY_FAILED;
-        return smtp__fail(res, SMTP_ERR_REPLY, t->bad_verb,
-                          "server ended or refused the transaction");
-    }
+    if (t->bad_reply.code != 0)
+        return judge_bad(t);
     if (t->stop && res->kind != SMTP_OK) {
         res->status = SMTP_DELIVERY_FAILED;
         return res->kind;
@@ -457,6 +456,8 @@ static int judge_envelope(struct tx *t)
     }
     if (!t->pipelined) {
         int r = run_group(t, t->ncmds - 1, t->ncmds);
+        if (t->bad_reply.code != 0)
+            return judge_bad(t);
         if (r != SMTP_OK) {
             res->status = SMTP_DELIVERY_FAILED;
             return r;
@@ -471,67 +472,115 @@ static int judge_envelope(struct tx *t)
     return GO_ON;
 }
 
-/* Refuses what cannot go on the wire, before the first byte. */
-static int precheck(struct smtp_conn *c, const char *from,
-                    const char *const *to, size_t nto,
-                    const struct smtp_header *h, size_t nh,
-                    const struct smtp_body *body, struct scan *sc,
-                    struct smtp_result *res)
+/* Checks the DSN options (RFC 3461): nothing free-form reaches the wire. */
+static int dsn_check(const struct smtp_send_opts *so, char *why, size_t whylen)
+{
+    if (so == NULL)
+        return 0;
+    if (so->dsn_notify != NULL) {
+        const char *p = so->dsn_notify;
+        if (strcasecmp(p, "NEVER") != 0) {
+            while (*p != '\0') {
+                size_t k = strcspn(p, ",");
+                if (!((k == 7 && strncasecmp(p, "SUCCESS", 7) == 0) ||
+                      (k == 7 && strncasecmp(p, "FAILURE", 7) == 0) ||
+                      (k == 5 && strncasecmp(p, "DELAY", 5) == 0))) {
+                    snprintf(why, whylen, "DSN NOTIFY must be NEVER or a list "
+                             "of SUCCESS, FAILURE, DELAY");
+                    return -1;
+                }
+                p += k + (p[k] == ',');
+            }
+        }
+    }
+    if (so->dsn_ret != NULL && strcasecmp(so->dsn_ret, "FULL") != 0 &&
+        strcasecmp(so->dsn_ret, "HDRS") != 0) {
+        snprintf(why, whylen, "DSN RET must be FULL or HDRS");
+        return -1;
+    }
+    if (so->dsn_envid != NULL) {
+        size_t n = strlen(so->dsn_envid);
+        for (size_t i = 0; i < n; i++)
+            if ((unsigned char)so->dsn_envid[i] < 32 ||
+                (unsigned char)so->dsn_envid[i] > 126)
+                n = 999;
+        if (n > 100) {
+            snprintf(why, whylen, "DSN ENVID must be at most 100 printable "
+                     "ASCII characters");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Checks the envelope addresses; 1 in *utf8 when one needs SMTPUTF8. */
+static int envelope_check(const char *from, const char *const *to, size_t nto,
+                          int *utf8, struct smtp_result *res)
 {
     char why[160];
     if (smtp_addr_check(from, 1, why, sizeof why) < 0)
         return smtp__fail(res, SMTP_ERR_LOCAL, "MAIL", "sender: %s", why);
     if (nto == 0 || to == NULL)
         return smtp__fail(res, SMTP_ERR_LOCAL, "RCPT", "no recipients");
-    int utf8 = smtp__addr_has_utf8(from);
+    *utf8 = smtp__addr_has_utf8(from);
     for (size_t i = 0; i < nto; i++) {
         if (smtp_addr_check(to[i], 0, why, sizeof why) < 0)
             return smtp__fail(res, SMTP_ERR_LOCAL, "RCPT", "recipient %zu: %s",
                               i + 1, why);
-        utf8 |= smtp__addr_has_utf8(to[i]);
+        *utf8 |= smtp__addr_has_utf8(to[i]);
     }
-    for (size_t i = 0; i < nh; i++)
-        if (smtp_header_check(h[i].name, h[i].value, why, sizeof why) < 0)
-            return smtp__fail(res, SMTP_ERR_LOCAL, "DATA", "header %zu: %s",
-                              i + 1, why);
+    return SMTP_OK;
+}
+
+/* Refuses what cannot go on the wire, before the first byte, and builds the
+   header block (hdr) so that SIZE counts the whole message. */
+static int precheck(struct smtp_conn *c, const char *from,
+                    const char *const *to, size_t nto,
+                    const struct smtp_header *h, size_t nh,
+                    const struct smtp_body *body,
+                    const struct smtp_send_opts *so, struct scan *sc,
+                    struct smtp__buf *hdr, struct smtp_result *res)
+{
+    char why[200];
+    int utf8 = 0;
+    if (envelope_check(from, to, nto, &utf8, res) != SMTP_OK)
+        return res->kind;
+    if (dsn_check(so, why, sizeof why) < 0)
+        return smtp__fail(res, SMTP_ERR_LOCAL, "MAIL", "%s", why);
     if (scan_body(body, sc, why, sizeof why) < 0)
         return smtp__fail(res, SMTP_ERR_LOCAL, "DATA", "%s", why);
-    if (utf8 && !smtp_conn_has_ext(c, "SMTPUTF8"))
+    if (so == NULL || !so->raw) {
+        const char *helo = c->opts.helo_name ? c->opts.helo_name : "localhost";
+        if (smtp__headers_write(h, nh, from, helo, hdr, res->message_id, why,
+                                sizeof why) < 0)
+            return smtp__fail(res, SMTP_ERR_LOCAL, "DATA", "%s", why);
+        sc->size += hdr->len;
+        sc->eightbit |= smtp__has_8bit(hdr->data, hdr->len);
+    }
+    if (utf8 && !smtp__has_cap(c, SMTP__CAP_SMTPUTF8))
         return smtp__fail(res, SMTP_ERR_LOCAL, "MAIL",
                           "UTF-8 address but the server does not offer SMTPUTF8");
-    if (sc->eightbit && c->esmtp && !smtp_conn_has_ext(c, "8BITMIME"))
+    if (sc->eightbit && !smtp__has_cap(c, SMTP__CAP_8BITMIME))
         return smtp__fail(res, SMTP_ERR_LOCAL, "MAIL",
-                          "8-bit body but the server does not offer 8BITMIME");
+                          "8-bit message but the server does not offer 8BITMIME");
     const char *max = smtp_conn_ext_param(c, "SIZE");
     unsigned long long limit = max ? strtoull(max, NULL, 10) : 0;
-    if (limit > 0 && sc->size > limit)
+    if (limit > 0 && !sc->streamed && sc->size > limit)
         return smtp__fail(res, SMTP_ERR_LOCAL, "MAIL",
                           "message of %llu bytes exceeds the server's SIZE "
                           "limit of %llu", sc->size, limit);
     return SMTP_OK;
 }
 
-/* Sends one message on an open connection. */
-int smtp_conn_send_mail(struct smtp_conn *conn, const char *from,
-                        const char *const *to, size_t nto,
-                        const struct smtp_header *headers, size_t nheaders,
-                        const struct smtp_body *body,
-                        const struct smtp_send_opts *sopts,
-                        struct smtp_result *res)
+/* One transaction for to[0..nto): envelope, then header block and body. */
+static int send_once(struct smtp_conn *conn, const char *from,
+                     const char *const *to, size_t nto,
+                     const struct smtp__buf *hdr, const struct smtp_body *body,
+                     const struct smtp_send_opts *sopts,
+                     const struct scan *sc, struct smtp_result *res)
 {
-    struct scan sc;
-    smtp_result_clear(res);
-    if (!conn->open)
-        return smtp__fail(res, SMTP_ERR_CONN, "MAIL", "connection is closed");
-    if (!conn->greeted && smtp_conn_hello(conn, res) != SMTP_OK)
-        return res->kind;
-    smtp_result_clear(res);
-    if (precheck(conn, from, to, nto, headers, nheaders, body, &sc, res) != SMTP_OK) {
-        res->status = SMTP_DELIVERY_FAILED;
-        return res->kind;
-    }
     struct tx t = { .c = conn, .res = res, .from = from, .to = to, .nto = nto,
-                    .so = sopts, .sc = &sc, .rset = conn->dirty };
+                    .so = sopts, .sc = sc, .rset = conn->dirty };
     t.pipelined = !conn->opts.no_pipelining &&
                   smtp__has_cap(conn, SMTP__CAP_PIPELINING);
     t.ncmds = (t.rset ? 1u : 0u) + 2 + nto;
@@ -544,9 +593,9 @@ int smtp_conn_send_mail(struct smtp_conn *conn, const char *from,
         res->status = SMTP_DELIVERY_FAILED;
     if (r == GO_ON) {
         int dot = 0;
-        int raw = sopts != NULL && sopts->raw;
-        r = smtp__write_message(conn, raw ? NULL : headers, raw ? 0 : nheaders,
-                                body, !raw, from, res->message_id, res, &dot);
+        r = smtp__write_message(conn, hdr, body,
+                                smtp__has_cap(conn, SMTP__CAP_8BITMIME), res,
+                                &dot);
         struct smtp_reply fin = { 0 };
         if (r == SMTP_OK)
             r = smtp__read_reply(conn, smtp__timeout(conn, SMTP__T_DATA_TERM),
@@ -564,11 +613,6 @@ int smtp_conn_send_mail(struct smtp_conn *conn, const char *from,
                 res->status = SMTP_DELIVERY_FAILED;
                 r = smtp__fail(res, SMTP_ERR_REPLY, "DATA",
                                "server refused the message");
-            } else if (res->nrejected > 0) {
-                res->code = 700;
-                res->status = SMTP_DELIVERY_PARTIAL;
-                r = smtp__fail(res, SMTP_ERR_REJECTED, "RCPT",
-                               "some recipients were rejected");
             } else {
                 res->status = SMTP_DELIVERY_SENT;
                 res->kind = SMTP_OK;
@@ -579,6 +623,141 @@ int smtp_conn_send_mail(struct smtp_conn *conn, const char *from,
     smtp_reply_clear(&t.mail_reply);
     smtp_reply_clear(&t.data_reply);
     smtp_reply_clear(&t.bad_reply);
+    return r;
+}
+
+/* Moves the recipients refused with 452 (too many recipients, RFC 5321
+   4.5.3.1.10) out of res->rejected into *out; returns their count. */
+static size_t take_452(struct smtp_result *res, char ***out)
+{
+    size_t n = 0, keep = 0;
+    for (size_t i = 0; i < res->nrejected; i++)
+        n += res->rejected[i].reply.code == 452;
+    if (n == 0 || (*out = calloc(n, sizeof **out)) == NULL)
+        return 0;
+    n = 0;
+    for (size_t i = 0; i < res->nrejected; i++) {
+        if (res->rejected[i].reply.code == 452) {
+            (*out)[n++] = res->rejected[i].recipient;
+            smtp_reply_clear(&res->rejected[i].reply);
+        } else {
+            res->rejected[keep++] = res->rejected[i];
+        }
+    }
+    res->nrejected = keep;
+    return n;
+}
+
+/* Appends more's accepted and rejected lists to res (more is emptied). */
+static int merge_lists(struct smtp_result *res, struct smtp_result *more)
+{
+    char **a = realloc(res->accepted,
+                       (res->naccepted + more->naccepted + 1) * sizeof *a);
+    if (a == NULL)
+        return -1;
+    res->accepted = a;
+    memcpy(a + res->naccepted, more->accepted, more->naccepted * sizeof *a);
+    res->naccepted += more->naccepted;
+    more->naccepted = 0;
+    struct smtp_rcpt_failure *f = realloc(
+        res->rejected, (res->nrejected + more->nrejected + 1) * sizeof *f);
+    if (f == NULL)
+        return -1;
+    res->rejected = f;
+    memcpy(f + res->nrejected, more->rejected, more->nrejected * sizeof *f);
+    res->nrejected += more->nrejected;
+    more->nrejected = 0;
+    return 0;
+}
+
+/* The recipients the server deferred with 452 go in further transactions
+   of the same message (same header block, same Message-ID).  Only for
+   bodies that can be read again (text or lines). */
+static void send_rest(struct smtp_conn *conn, const char *from,
+                      const struct smtp__buf *hdr,
+                      const struct smtp_body *body,
+                      const struct smtp_send_opts *sopts,
+                      const struct scan *sc, struct smtp_result *res)
+{
+    for (int round = 0; round < 100 && !sc->streamed && conn->open &&
+                        res->status == SMTP_DELIVERY_SENT; round++) {
+        char **rest = NULL;
+        size_t n = take_452(res, &rest);
+        if (n == 0)
+            return;
+        struct smtp_result more;
+        smtp_result_init(&more);
+        send_once(conn, from, (const char *const *)rest, n, hdr, body, sopts,
+                  sc, &more);
+        if (more.status != SMTP_DELIVERY_SENT) {
+            /* that transaction delivered nothing: all of them failed, with
+               the reply that ended it */
+            for (size_t i = 0; i < n; i++) {
+                struct smtp_result one;
+                smtp_result_init(&one);
+                one.rejected = calloc(1, sizeof *one.rejected);
+                if (one.rejected != NULL) {
+                    one.nrejected = 1;
+                    one.rejected[0].recipient = rest[i];
+                    rest[i] = NULL;
+                    smtp__reply_copy(&one.rejected[0].reply, &more.reply);
+                    merge_lists(res, &one);
+                }
+                smtp_result_clear(&one);
+            }
+        } else {
+            merge_lists(res, &more);
+        }
+        for (size_t i = 0; i < n; i++)
+            free(rest[i]);
+        free(rest);
+        int done = more.status != SMTP_DELIVERY_SENT;
+        smtp_result_clear(&more);
+        if (done)
+            return;
+    }
+}
+
+/* Sends one message on an open connection. */
+int smtp_conn_send_mail(struct smtp_conn *conn, const char *from,
+                        const char *const *to, size_t nto,
+                        const struct smtp_header *headers, size_t nheaders,
+                        const struct smtp_body *body,
+                        const struct smtp_send_opts *sopts,
+                        struct smtp_result *res)
+{
+    struct scan sc;
+    struct smtp__buf hdr;
+    smtp_result_clear(res);
+    if (!conn->open)
+        return smtp__fail(res, SMTP_ERR_CONN, "MAIL", "connection is closed");
+    if (!conn->greeted && smtp_conn_hello(conn, res) != SMTP_OK)
+        return res->kind;
+    smtp_result_clear(res);
+    smtp__buf_init(&hdr, (size_t)1 << 20);
+    int r = precheck(conn, from, to, nto, headers, nheaders, body, sopts, &sc,
+                     &hdr, res);
+    if (r != SMTP_OK) {
+        smtp__buf_free(&hdr);
+        res->message_id[0] = '\0';
+        res->status = SMTP_DELIVERY_FAILED;
+        return r;
+    }
+    char msgid[sizeof res->message_id];
+    memcpy(msgid, res->message_id, sizeof msgid);
+    r = send_once(conn, from, to, nto, &hdr, body, sopts, &sc, res);
+    send_rest(conn, from, &hdr, body, sopts, &sc, res);
+    smtp__buf_free(&hdr);
+    memcpy(res->message_id, msgid, sizeof msgid);
+    if (res->status == SMTP_DELIVERY_SENT && res->nrejected > 0) {
+        res->code = 700;
+        res->status = SMTP_DELIVERY_PARTIAL;
+        r = smtp__fail(res, SMTP_ERR_REJECTED, "RCPT",
+                       "some recipients were rejected");
+    }
+    if (res->status != SMTP_DELIVERY_SENT && res->status != SMTP_DELIVERY_PARTIAL &&
+        res->status != SMTP_DELIVERY_UNKNOWN)
+        res->message_id[0] = '\0';
     return r;
 }
 
@@ -605,13 +784,12 @@ int smtp_send_mail(const char *from, const char *const *to, size_t nto,
                    const struct smtp_send_opts *sopts,
                    struct smtp_result *res)
 {
-    char why[160];
+    int utf8 = 0;
     smtp_result_clear(res);
-    /* Refuse bad input before connecting at all. */
-    if (smtp_addr_check(from, 1, why, sizeof why) < 0 || nto == 0) {
+    /* Refuse bad envelopes before connecting at all. */
+    if (envelope_check(from, to, nto, &utf8, res) != SMTP_OK) {
         res->status = SMTP_DELIVERY_FAILED;
-        return nto == 0 ? smtp__fail(res, SMTP_ERR_LOCAL, "RCPT", "no recipients")
-                        : smtp__fail(res, SMTP_ERR_LOCAL, "MAIL", "sender: %s", why);
+        return res->kind;
     }
     struct smtp_conn *c = open_session(host, opts, res);
     if (c == NULL) {

@@ -124,8 +124,18 @@ static int run_data(struct smtp_conn *c, const struct smtp_txn *t,
     if (r != SMTP_OK || res->code != 354)
         return r;
     int dot = 0;
-    r = smtp__write_message(c, t->headers, t->nheaders, t->body, 0, NULL,
-                            res->message_id, res, &dot);
+    char why[200];
+    struct smtp__buf hdr;
+    smtp__buf_init(&hdr, (size_t)1 << 20);
+    if (t->nheaders > 0 &&
+        smtp__headers_write(t->headers, t->nheaders, NULL, "localhost", &hdr,
+                            res->message_id, why, sizeof why) < 0) {
+        smtp__buf_free(&hdr);
+        smtp__conn_close(c);        /* after 354: no final dot, nothing sent */
+        return smtp__fail(res, SMTP_ERR_LOCAL, "DATA", "%s", why);
+    }
+    r = smtp__write_message(c, &hdr, t->body, 1, res, &dot);
+    smtp__buf_free(&hdr);
     struct smtp_reply fin = { 0 };
     if (r == SMTP_OK)
         r = smtp__read_reply(c, smtp__timeout(c, SMTP__T_DATA_TERM), "DATA",

@@ -439,6 +439,7 @@ class Session:
         if "inject" in rule.spec:
             self.send(rule.spec["inject"].encode("latin-1"))
         if rule.has("close"):
+            self.last_sent = sent   # a 250 before the close still counts
             self.close()
             raise Stop("close")
         if rule.has("tls_fail"):
@@ -560,11 +561,13 @@ class Session:
                 logged.append(1)
                 record["reply"] = text_of(reply).rstrip("\r\n")
                 self.cap.message(record, accepted)
+        self.last_sent = b""
         try:
             sent = self.respond("DOT",
                                 self.r(f"250 2.0.0 Ok: queued as {qid}"))
         except Stop:
-            log(False, b"")
+            last = self.last_sent
+            log(bool(last) and reply_code(last) // 100 == 2, last)
             raise
         log(reply_code(sent) // 100 == 2, sent)
         self.reset_txn()

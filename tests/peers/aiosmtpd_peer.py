@@ -81,7 +81,9 @@ class CapturingSMTP(SMTP):
         super().data_received(data)
 
     async def push(self, status):
-        self.tx.write(status.encode("utf-8", errors="replace") + b"\r\n")
+        data = status if isinstance(status, bytes) else status.encode(
+            "utf-8", errors="replace")
+        self.tx.write(data + b"\r\n")
         await super().push(status)
 
 

@@ -541,6 +541,21 @@ static int sink_dirs(const struct peer *p, const char *user)
             pw ? strerror(errno) : "no such user");
         return -1;
     }
+    /* Every parent must let that user through, or the sink dies on the
+       first message with "Permission denied" (say, a 0700 TMPDIR). */
+    char up[PATH_MAX + 16];
+    fmt(up, sizeof up, "%s", p->dir);
+    for (char *slash = strrchr(up, '/'); slash != NULL && slash != up;
+         slash = strrchr(up, '/')) {
+        *slash = '\0';
+        struct stat st;
+        if (stat(up, &st) == 0 && !(st.st_mode & S_IXOTH)) {
+            say("smtp-sink runs as %s, which cannot enter %s (mode %o); "
+                "set TMPDIR to a directory others may enter", user, up,
+                (unsigned)(st.st_mode & 07777));
+            return -1;
+        }
+    }
     return 0;
 }
 
