@@ -213,29 +213,32 @@ int cfg_check_hostname(const char *value, char *why, size_t whylen)
     return 0;
 }
 
-/* Checks "key1,key2": non-empty keys, no spaces or control characters. */
+/* Checks "key1,key2" (blanks around the commas are allowed and ignored, as
+   the API trims them): non-empty keys, no spaces or controls inside one. */
 int cfg_check_api_keys(const char *value, char *why, size_t whylen)
 {
-    const char *p;
-    size_t run = 0;
-
-    for (p = value;; p++) {
-        if (*p == ',' || *p == '\0') {
-            if (run == 0) {
-                snprintf(why, whylen, "must be a comma-separated list of "
-                         "non-empty keys");
+    const char *p = value;
+    for (;;) {
+        size_t len = strcspn(p, ",");
+        size_t lo = 0, hi = len;
+        while (lo < hi && (p[lo] == ' ' || p[lo] == '\t'))
+            lo++;
+        while (hi > lo && (p[hi - 1] == ' ' || p[hi - 1] == '\t'))
+            hi--;
+        if (hi == lo) {
+            snprintf(why, whylen, "must be a comma-separated list of "
+                     "non-empty keys");
+            return -1;
+        }
+        for (size_t i = lo; i < hi; i++)
+            if (isspace((unsigned char)p[i]) || iscntrl((unsigned char)p[i])) {
+                snprintf(why, whylen, "keys must not contain spaces or "
+                         "control characters");
                 return -1;
             }
-            if (*p == '\0')
-                return 0;
-            run = 0;
-        } else if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p)) {
-            snprintf(why, whylen, "keys must not contain spaces or control "
-                     "characters");
-            return -1;
-        } else {
-            run++;
-        }
+        if (p[len] == '\0')
+            return 0;
+        p += len + 1;
     }
 }
 

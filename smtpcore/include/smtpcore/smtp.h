@@ -56,7 +56,8 @@ enum smtp_delivery {
     SMTP_DELIVERY_NONE = 0,  /* not a send (queries, transactions) */
     SMTP_DELIVERY_SENT,      /* every recipient accepted, DATA accepted */
     SMTP_DELIVERY_PARTIAL,   /* some recipients rejected, the rest got it */
-    SMTP_DELIVERY_REJECTED,  /* every recipient rejected; no DATA was sent */
+    SMTP_DELIVERY_REJECTED,  /* every recipient rejected; no message data was
+                                sent (a pipelined DATA gets a lone dot) */
     SMTP_DELIVERY_FAILED,    /* not delivered (error before the final dot, or
                                 DATA refused) */
     SMTP_DELIVERY_UNKNOWN    /* the final dot was sent but no reply came:
@@ -172,8 +173,11 @@ struct smtp_body {
 /*
  * Sends one message from `from` to `to[0..nto)` through `host` ("name",
  * "name:port", "[v6]:port"; NULL means localhost:25): EHLO (HELO fallback),
- * MAIL, RCPT each, DATA, body, QUIT.  When every recipient is refused no DATA
- * is sent.  Date and Message-ID are added when missing (not for raw bodies).
+ * MAIL, RCPT each, DATA, body, QUIT.  When every recipient is refused no
+ * message data is sent (RSET instead of DATA; with PIPELINING, DATA rode in
+ * the group and a 354 gets a lone dot).  Recipients deferred with 452 go in
+ * further transactions of the same message.  Date, Message-ID and From are
+ * added when missing (not for raw bodies).
  */
 int smtp_send_mail(const char *from, const char *const *to, size_t nto,
                    const struct smtp_header *headers, size_t nheaders,
