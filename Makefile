@@ -38,7 +38,7 @@ INTEG_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(wildcard test
 SCRIPT_TESTS := $(wildcard tests/integration/test_*.sh)
 
 .PHONY: all deps deps-run deps-test run test unit integration check-deps \
-        clean asan valgrind lint format bench fuzz
+        clean asan tsan valgrind lint format bench fuzz
 
 all: $(MAILPOOL)
 
@@ -107,6 +107,10 @@ asan:
 	@$(MAKE) --no-print-directory test BUILD=build-asan OPT="-O1 -g" \
 	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
 
+tsan:
+	@$(MAKE) --no-print-directory test BUILD=build-tsan OPT="-O1 -g" \
+	    SAN="-fsanitize=thread -fno-omit-frame-pointer"
+
 valgrind: deps-test
 	@$(MAKE) --no-print-directory all $(UNIT_TESTS) $(INTEG_TESTS)
 	@VALGRIND=1 scripts/run-tests.sh $(UNIT_TESTS) $(INTEG_TESTS)
@@ -125,6 +129,6 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-tsan
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

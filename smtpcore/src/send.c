@@ -656,7 +656,8 @@ static int merge_lists(struct smtp_result *res, struct smtp_result *more)
     if (a == NULL)
         return -1;
     res->accepted = a;
-    memcpy(a + res->naccepted, more->accepted, more->naccepted * sizeof *a);
+    if (more->naccepted > 0)
+        memcpy(a + res->naccepted, more->accepted, more->naccepted * sizeof *a);
     res->naccepted += more->naccepted;
     more->naccepted = 0;
     struct smtp_rcpt_failure *f = realloc(
@@ -664,7 +665,8 @@ static int merge_lists(struct smtp_result *res, struct smtp_result *more)
     if (f == NULL)
         return -1;
     res->rejected = f;
-    memcpy(f + res->nrejected, more->rejected, more->nrejected * sizeof *f);
+    if (more->nrejected > 0)
+        memcpy(f + res->nrejected, more->rejected, more->nrejected * sizeof *f);
     res->nrejected += more->nrejected;
     more->nrejected = 0;
     return 0;
