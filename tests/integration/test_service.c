@@ -40,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/support/http.h"
 #include "tests/support/mpserve.h"
 #include "tests/support/peer.h"
 
@@ -116,84 +117,12 @@ static double now_s(void)
 
 /* ---- HTTP through libcurl (thread-safe: no assertions inside) ---- */
 
-struct resp {
-    long status;
-    char *body;
-    size_t len;
-    char *hdrs;                 /* the raw header block(s) */
-    size_t hlen;
-    char err[CURL_ERROR_SIZE];
-};
-
-static size_t grow(char **buf, size_t *len, const char *data, size_t n)
-{
-    char *p = realloc(*buf, *len + n + 1);
-    if (p == NULL)
-        return 0;
-    memcpy(p + *len, data, n);
-    *len += n;
-    p[*len] = '\0';
-    *buf = p;
-    return n;
-}
-
-static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
-{
-    struct resp *r = ud;
-    return grow(&r->body, &r->len, data, size * nmemb);
-}
-
-static size_t on_header(char *data, size_t size, size_t nmemb, void *ud)
-{
-    struct resp *r = ud;
-    return grow(&r->hdrs, &r->hlen, data, size * nmemb);
-}
-
-static void resp_free(struct resp *r)
-{
-    free(r->body);
-    free(r->hdrs);
-    memset(r, 0, sizeof *r);
-}
-
-/* One request; extra headers NULL-ended (may be NULL), body NULL for none.
-   0, or -1 with r->err set when no HTTP answer came. */
+/* One request; 0, or -1 with r->err set when no HTTP answer came. */
 static int http_req(const char *method, const char *url,
                     const char *const *headers, const char *body,
-                    struct resp *r)
+                    struct http_resp *r)
 {
-    CURL *c = curl_easy_init();
-    struct curl_slist *h = NULL;
-    CURLcode rc;
-    memset(r, 0, sizeof *r);
-    if (c == NULL)
-        return -1;
-    for (size_t i = 0; headers != NULL && headers[i] != NULL; i++)
-        h = curl_slist_append(h, headers[i]);
-    h = curl_slist_append(h, "Expect:");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, r->err);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-    if (body != NULL) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-    }
-    rc = curl_easy_perform(c);
-    if (rc == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-    else if (r->err[0] == '\0')
-        snprintf(r->err, sizeof r->err, "%s", curl_easy_strerror(rc));
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    return rc == CURLE_OK ? 0 : -1;
+    return http_request(method, url, headers, body, 0, r);
 }
 
 static void url_of(const struct fx *fx, const char *path, char *buf,
@@ -204,7 +133,7 @@ static void url_of(const struct fx *fx, const char *path, char *buf,
 
 /* POST a JSON text to path; asserts an HTTP answer came. */
 static void post(const struct fx *fx, const char *path, const char *json,
-                 struct resp *r)
+                 struct http_resp *r)
 {
     char url[256];
     static const char *const ct[] = { "Content-Type: application/json", NULL };
@@ -213,7 +142,7 @@ static void post(const struct fx *fx, const char *path, const char *json,
         fail_msg("POST %s: %s", path, r->err);
 }
 
-static void get(const struct fx *fx, const char *path, struct resp *r)
+static void get(const struct fx *fx, const char *path, struct http_resp *r)
 {
     char url[256];
     url_of(fx, path, url, sizeof url);
@@ -221,28 +150,8 @@ static void get(const struct fx *fx, const char *path, struct resp *r)
         fail_msg("GET %s: %s", path, r->err);
 }
 
-/* The value of header name in r (the last one), copied; NULL if absent. */
-static char *resp_header(const struct resp *r, const char *name)
-{
-    size_t nlen = strlen(name);
-    char *found = NULL;
-    for (const char *p = r->hdrs; p != NULL && *p != '\0';) {
-        const char *eol = strstr(p, "\r\n");
-        size_t n = eol != NULL ? (size_t)(eol - p) : strlen(p);
-        if (n > nlen && strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
-            const char *v = p + nlen + 1;
-            while (*v == ' ')
-                v++;
-            free(found);
-            found = strndup(v, (size_t)(p + n - v));
-        }
-        p = eol != NULL ? eol + 2 : p + n;
-    }
-    return found;
-}
-
 /* The body as JSON (new reference); fails the test if it does not parse. */
-static json_t *resp_json(const struct resp *r)
+static json_t *resp_json(const struct http_resp *r)
 {
     json_error_t e;
     json_t *j = json_loadb(r->body != NULL ? r->body : "", r->len, 0, &e);
@@ -253,7 +162,7 @@ static json_t *resp_json(const struct resp *r)
 }
 
 /* Asserts the HTTP status, printing the body when it differs. */
-static void expect_status(const struct resp *r, long status)
+static void expect_status(const struct http_resp *r, long status)
 {
     if (r->status != status)
         fail_msg("expected HTTP %ld, got %ld: %.500s", status, r->status,
@@ -261,10 +170,10 @@ static void expect_status(const struct resp *r, long status)
 }
 
 /* Asserts an RFC 9457 problem of this status; returns the document. */
-static json_t *expect_problem(const struct resp *r, long status)
+static json_t *expect_problem(const struct http_resp *r, long status)
 {
     expect_status(r, status);
-    char *ct = resp_header(r, "Content-Type");
+    char *ct = http_resp_header(r, "Content-Type");
     assert_non_null(ct);
     assert_string_equal(ct, "application/problem+json");
     free(ct);
@@ -319,13 +228,13 @@ static char *simple_json(const char *subject)
 /* POST /v1/messages with simple_json(subject); the 200 result object. */
 static json_t *send_simple(const struct fx *fx, const char *subject)
 {
-    struct resp r;
+    struct http_resp r;
     char *body = simple_json(subject);
     post(fx, "/v1/messages", body, &r);
     free(body);
     expect_status(&r, 200);
     json_t *j = resp_json(&r);
-    resp_free(&r);
+    http_resp_free(&r);
     return j;
 }
 
@@ -416,7 +325,7 @@ struct call {
     const struct fx *fx;
     char *body;
     const char *path;
-    struct resp r;
+    struct http_resp r;
     int rc;
     pthread_t th;
 };
@@ -465,7 +374,7 @@ static double sample(const char *text, const char *key);
 static void test_one_message_is_sent_and_reaches_the_relay_once(void **state)
 {
     struct fx *fx = *state;
-    struct resp r;
+    struct http_resp r;
     struct peer_msg *m;
     size_t n;
     static const char *const to[] = { "rcpt@example.net", NULL };
@@ -476,8 +385,8 @@ static void test_one_message_is_sent_and_reaches_the_relay_once(void **state)
     post(fx, "/v1/messages", body, &r);
     free(body);
     expect_status(&r, 200);
-    char *ct = resp_header(&r, "Content-Type");
-    char *rid = resp_header(&r, "X-Request-Id");
+    char *ct = http_resp_header(&r, "Content-Type");
+    char *rid = http_resp_header(&r, "X-Request-Id");
     assert_non_null(ct);
     assert_string_equal(ct, "application/json");
     assert_non_null(rid);
@@ -518,10 +427,10 @@ static void test_one_message_is_sent_and_reaches_the_relay_once(void **state)
     json_decref(j);
     free(ct);
     free(rid);
-    resp_free(&r);
+    http_resp_free(&r);
     get(fx, "/readyz", &r);         /* a live relay connection: ready */
     expect_status(&r, 200);
-    resp_free(&r);
+    http_resp_free(&r);
     assert_int_equal(mpserve_stop(fx->svc, STOP_MS), 0);
 }
 
@@ -529,7 +438,7 @@ static void test_header_pairs_keep_order_lines_join_crlf_raw_is_verbatim(
     void **state)
 {
     struct fx *fx = *state;
-    struct resp r;
+    struct http_resp r;
     struct peer_msg *m;
     size_t n;
     /* aiosmtpd: a real server, which also un-stuffs the leading dot. */
@@ -542,7 +451,7 @@ static void test_header_pairs_keep_order_lines_join_crlf_raw_is_verbatim(
          "[\"X-Alpha\",\"2\"],[\"X-Zulu\",\"3\"]],"
          "\"body\":[\"line one\",\".starts with a dot\",\"\",\"last\"]}", &r);
     expect_status(&r, 200);
-    resp_free(&r);
+    http_resp_free(&r);
     /* raw: a whole message, sent as it is (nothing added). */
     static const char raw[] =
         "From: Someone <sender@example.com>\r\n"
@@ -562,7 +471,7 @@ static void test_header_pairs_keep_order_lines_join_crlf_raw_is_verbatim(
     /* No Message-ID was added to a raw message, so none is reported. */
     assert_true(json_is_null(json_object_get(j, "message_id")));
     json_decref(j);
-    resp_free(&r);
+    http_resp_free(&r);
 
     assert_int_equal(peer_wait_messages(fx->peer, 2, 5000), 2);
     assert_int_equal(peer_messages(fx->peer, &m, &n), 0);
@@ -594,7 +503,7 @@ static void test_batch_of_20_answers_in_input_order_delivers_each_once(
     void **state)
 {
     struct fx *fx = *state;
-    struct resp r;
+    struct http_resp r;
     struct peer_msg *m;
     size_t n;
     enum { N = 20 };
@@ -634,7 +543,7 @@ static void test_batch_of_20_answers_in_input_order_delivers_each_once(
         assert_string_equal(json_string_value(json_array_get(acc, 0)), rcpt);
     }
     json_decref(j);
-    resp_free(&r);
+    http_resp_free(&r);
     assert_int_equal(peer_wait_messages(fx->peer, N, 10000), N);
     sleep_ms(200);              /* a 21st would show up here */
     assert_int_equal(peer_messages(fx->peer, &m, &n), 0);
@@ -657,7 +566,7 @@ static void test_partial_rejection_is_700_with_losers_and_delivers_winner(
     void **state)
 {
     struct fx *fx = *state;
-    struct resp r;
+    struct http_resp r;
     struct peer_msg *m;
     size_t n;
     static const char *const to[] = { "good@example.net", "bad@example.net",
@@ -689,7 +598,7 @@ static void test_partial_rejection_is_700_with_losers_and_delivers_winner(
                            "User unknown"));
     assert_int_equal(jint(j, "attempts"), 1);   /* final: not retried */
     json_decref(j);
-    resp_free(&r);
+    http_resp_free(&r);
     assert_int_equal(peer_wait_messages(fx->peer, 1, 5000), 1);
     assert_int_equal(peer_messages(fx->peer, &m, &n), 0);
     assert_int_equal(n, 1);
@@ -703,7 +612,7 @@ static void test_partial_rejection_is_700_with_losers_and_delivers_winner(
    700 "rejected" answer. */
 static void send_all_rejected(struct fx *fx)
 {
-    struct resp r;
+    struct http_resp r;
     static const char *const to[] = { "bad1@example.net", "bad2@example.net",
                                       NULL };
     char *body = message_json("sender@example.com", to, "nobody-wants-it",
@@ -724,7 +633,7 @@ static void send_all_rejected(struct fx *fx)
     assert_int_equal(jint(json_array_get(rej, 1), "code"), 550);
     assert_int_equal(jint(j, "attempts"), 1);
     json_decref(j);
-    resp_free(&r);
+    http_resp_free(&r);
     assert_int_equal(wire_count(fx->peer, "RCPT TO:"), 2);
     /* Not a byte of the message crossed the wire, nothing was taken. */
     assert_false(wire_has(fx->peer, "nobody-wants-it"));
@@ -825,11 +734,11 @@ static void test_idle_pooled_connection_closed_by_server_loses_nothing(
     assert_int_equal(count_subject(m, n, "idle-2"), 1);
     peer_msgs_free(m, n);
     /* The scenario happened: the first connection was replaced. */
-    struct resp r;
+    struct http_resp r;
     get(fx, "/metrics", &r);
     expect_status(&r, 200);
     assert_true(sample(r.body, "mailpool_pool_connections_opened_total") == 2);
-    resp_free(&r);
+    http_resp_free(&r);
 }
 
 static void test_drop_after_final_dot_is_unknown_and_never_resent(
@@ -908,7 +817,7 @@ static void test_unreachable_relay_is_502_problem_naming_the_cause(
     void **state)
 {
     struct fx *fx = *state;
-    struct resp r;
+    struct http_resp r;
     int dead = mpserve_free_port();  /* nothing listens there */
     assert_true(dead > 0);
     start_svc_at(fx, dead, (const char *const[]){
@@ -925,13 +834,13 @@ static void test_unreachable_relay_is_502_problem_naming_the_cause(
     assert_int_equal(jint(p, "status"), 502);
     assert_int_equal(jint(p, "attempts"), 2);   /* 1 + --pool-retries 1 */
     json_decref(p);
-    resp_free(&r);
+    http_resp_free(&r);
     get(fx, "/readyz", &r);         /* no relay: not ready, but alive */
     expect_status(&r, 503);
-    resp_free(&r);
+    http_resp_free(&r);
     get(fx, "/healthz", &r);
     expect_status(&r, 200);
-    resp_free(&r);
+    http_resp_free(&r);
 }
 
 static void test_full_queue_answers_503_retry_after_and_loses_nothing(
@@ -952,7 +861,7 @@ static void test_full_queue_answers_503_retry_after_and_loses_nothing(
     assert_int_equal(peer_messages(fx->peer, &m, &n), 0);
     for (int i = 0; i < N; i++) {
         char subject[32];
-        struct resp *r = &calls[i].r;
+        struct http_resp *r = &calls[i].r;
         snprintf(subject, sizeof subject, "queue-%d", i);
         if (r->status == 200) {
             json_t *j = resp_json(r);
@@ -962,7 +871,7 @@ static void test_full_queue_answers_503_retry_after_and_loses_nothing(
             ok++;
         } else {
             json_t *p = expect_problem(r, 503);
-            char *ra = resp_header(r, "Retry-After");
+            char *ra = http_resp_header(r, "Retry-After");
             assert_non_null(ra);
             assert_string_equal(ra, "1");
             free(ra);
@@ -970,7 +879,7 @@ static void test_full_queue_answers_503_retry_after_and_loses_nothing(
             assert_int_equal(count_subject(m, n, subject), 0);
             full++;
         }
-        resp_free(r);
+        http_resp_free(r);
     }
     assert_true(full >= 1);
     assert_true(ok >= 1);
@@ -1026,7 +935,7 @@ static void test_client_hanging_up_mid_flight_breaks_nothing(void **state)
 static void test_verify_expand_help_answer_code_and_reply_lines(void **state)
 {
     struct fx *fx = *state;
-    struct resp r;
+    struct http_resp r;
     start_fake(fx, "{\"rules\":["
                    "{\"match\":\"^VRFY fred\",\"reply\":\"250-2.1.5 Fred "
                    "Smith\\n250 2.1.5 <fred@example.org>\"},"
@@ -1068,7 +977,7 @@ static void test_verify_expand_help_answer_code_and_reply_lines(void **state)
             assert_string_equal(json_string_value(json_array_get(text, k)),
                                 cases[i].lines[k]);
         json_decref(j);
-        resp_free(&r);
+        http_resp_free(&r);
     }
     assert_int_equal(wire_count(fx->peer, "VRFY fred\r\n"), 1);
     assert_int_equal(wire_count(fx->peer, "EXPN staff\r\n"), 1);
@@ -1082,7 +991,7 @@ static void test_verify_expand_help_answer_code_and_reply_lines(void **state)
 static void test_sigterm_drains_in_flight_messages_and_exits_0(void **state)
 {
     struct fx *fx = *state;
-    struct resp r;
+    struct http_resp r;
     struct peer_msg *m;
     size_t n;
     enum { N = 5 };
@@ -1107,16 +1016,16 @@ static void test_sigterm_drains_in_flight_messages_and_exits_0(void **state)
     json_t *j = resp_json(&r);
     assert_string_equal(jstr(j, "status"), "draining");
     json_decref(j);
-    resp_free(&r);
+    http_resp_free(&r);
     char *late = simple_json("too-late");
     post(fx, "/v1/messages", late, &r);
     free(late);
     json_t *p = expect_problem(&r, 503);
-    char *ra = resp_header(&r, "Retry-After");
+    char *ra = http_resp_header(&r, "Retry-After");
     assert_non_null(ra);
     free(ra);
     json_decref(p);
-    resp_free(&r);
+    http_resp_free(&r);
 
     calls_join(calls, N);
     for (int i = 0; i < N; i++) {
@@ -1124,7 +1033,7 @@ static void test_sigterm_drains_in_flight_messages_and_exits_0(void **state)
         j = resp_json(&calls[i].r);
         assert_string_equal(jstr(j, "status"), "sent");
         json_decref(j);
-        resp_free(&calls[i].r);
+        http_resp_free(&calls[i].r);
     }
     int rc = mpserve_wait(fx->svc, 10000);
     assert_int_equal(rc, 0);
@@ -1250,7 +1159,7 @@ static void test_metrics_parse_as_prometheus_text_and_count_sent(
     void **state)
 {
     struct fx *fx = *state;
-    struct resp r;
+    struct http_resp r;
     start_fake(fx, "{\"rules\":[{\"match\":\"^RCPT TO:<bad\","
                    "\"reply\":\"550 5.1.1 no\"}]}");
     START_SVC(fx, "--pool-workers", "2");
@@ -1264,15 +1173,15 @@ static void test_metrics_parse_as_prometheus_text_and_count_sent(
     post(fx, "/v1/messages", body, &r);     /* 700 rejected */
     free(body);
     expect_status(&r, 200);
-    resp_free(&r);
+    http_resp_free(&r);
     post(fx, "/v1/messages", "{\"to\":[]}", &r);    /* 422 */
     expect_status(&r, 422);
-    resp_free(&r);
+    http_resp_free(&r);
     sleep_ms(100);              /* request counters land at completion */
 
     get(fx, "/metrics", &r);
     expect_status(&r, 200);
-    char *ct = resp_header(&r, "Content-Type");
+    char *ct = http_resp_header(&r, "Content-Type");
     assert_non_null(ct);
     assert_int_equal(strncmp(ct, "text/plain", 10), 0);
     free(ct);
@@ -1291,14 +1200,14 @@ static void test_metrics_parse_as_prometheus_text_and_count_sent(
     check_histogram(text, "mailpool_smtp_transaction_duration_seconds");
     assert_true(sample(text, "mailpool_smtp_transaction_duration_seconds_"
                              "count") == 4);
-    resp_free(&r);
+    http_resp_free(&r);
 }
 
 static void test_request_log_one_line_per_request_no_body_key_or_address(
     void **state)
 {
     struct fx *fx = *state;
-    struct resp r;
+    struct http_resp r;
     char url[256];
     static const char *const hdrs[] = {
         "Content-Type: application/json",
@@ -1314,18 +1223,18 @@ static void test_request_log_one_line_per_request_no_body_key_or_address(
     assert_int_equal(http_req("POST", url, hdrs, body, &r), 0);
     free(body);
     expect_status(&r, 200);
-    char *rid = resp_header(&r, "X-Request-Id");
+    char *rid = http_resp_header(&r, "X-Request-Id");
     assert_non_null(rid);
-    resp_free(&r);
+    http_resp_free(&r);
     /* A refused one (422 naming the bad address) and a GET. */
     assert_int_equal(http_req("POST", url, hdrs,
                               "{\"from\":\"sender@example.com\",\"to\":"
                               "[\"rcpt@@example.net\"]}", &r), 0);
     expect_status(&r, 422);
-    resp_free(&r);
+    http_resp_free(&r);
     get(fx, "/healthz", &r);
     expect_status(&r, 200);
-    resp_free(&r);
+    http_resp_free(&r);
     assert_int_equal(peer_wait_messages(fx->peer, 1, 5000), 1);
 
     char *log = NULL;

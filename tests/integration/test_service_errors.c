@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/support/http.h"
 #include "tests/support/mpserve.h"
 #include "tests/support/peer.h"
 
@@ -84,108 +85,13 @@ static void start_both(struct fx *fx, const char *const *extra)
 
 /* ---- HTTP through libcurl ---- */
 
-struct resp {
-    long status;
-    char *body;
-    size_t len;
-    char *hdrs;
-    size_t hlen;
-    char err[CURL_ERROR_SIZE];
-};
-
-/* A body that libcurl reads in chunks (Transfer-Encoding: chunked). */
-struct upload {
-    const char *data;
-    size_t len, off;
-};
-
-static size_t grow(char **buf, size_t *len, const char *data, size_t n)
-{
-    char *p = realloc(*buf, *len + n + 1);
-    if (p == NULL)
-        return 0;
-    memcpy(p + *len, data, n);
-    *len += n;
-    p[*len] = '\0';
-    *buf = p;
-    return n;
-}
-
-static size_t on_body(char *d, size_t size, size_t n, void *ud)
-{
-    struct resp *r = ud;
-    return grow(&r->body, &r->len, d, size * n);
-}
-
-static size_t on_header(char *d, size_t size, size_t n, void *ud)
-{
-    struct resp *r = ud;
-    return grow(&r->hdrs, &r->hlen, d, size * n);
-}
-
-/* At most 500 bytes per call, so that the chunks are many. */
-static size_t on_read(char *buf, size_t size, size_t n, void *ud)
-{
-    struct upload *u = ud;
-    size_t want = size * n < 500 ? size * n : 500;
-    if (want > u->len - u->off)
-        want = u->len - u->off;
-    memcpy(buf, u->data + u->off, want);
-    u->off += want;
-    return want;
-}
-
-static void resp_free(struct resp *r)
-{
-    free(r->body);
-    free(r->hdrs);
-    memset(r, 0, sizeof *r);
-}
-
-/* One request: headers NULL-ended (may be NULL); body NULL for none; when
-   chunked, the body goes as Transfer-Encoding: chunked.  Fails the test
-   when no HTTP answer came. */
+/* One request; fails the test when no HTTP answer came. */
 static void http_req(const char *method, const char *url,
                      const char *const *headers, const char *body,
-                     int chunked, struct resp *r)
+                     int chunked, struct http_resp *r)
 {
-    CURL *c = curl_easy_init();
-    struct curl_slist *h = NULL;
-    struct upload up = { body, body != NULL ? strlen(body) : 0, 0 };
-    memset(r, 0, sizeof *r);
-    assert_non_null(c);
-    for (size_t i = 0; headers != NULL && headers[i] != NULL; i++)
-        h = curl_slist_append(h, headers[i]);
-    h = curl_slist_append(h, "Expect:");
-    if (chunked)
-        h = curl_slist_append(h, "Transfer-Encoding: chunked");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, r->err);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-    if (chunked) {
-        curl_easy_setopt(c, CURLOPT_POST, 1L);
-        curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
-        curl_easy_setopt(c, CURLOPT_READDATA, &up);
-    } else if (body != NULL) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)up.len);
-    }
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    CURLcode rc = curl_easy_perform(c);
-    if (rc == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    if (rc != CURLE_OK)
-        fail_msg("%s %s: %s", method, url,
-                 r->err[0] ? r->err : curl_easy_strerror(rc));
+    if (http_request(method, url, headers, body, chunked, r) < 0)
+        fail_msg("%s %s: %s", method, url, r->err);
 }
 
 static const char *const JSON_CT[] = { "Content-Type: application/json",
@@ -193,34 +99,14 @@ static const char *const JSON_CT[] = { "Content-Type: application/json",
 
 static void call(const struct fx *fx, const char *method, const char *path,
                  const char *const *headers, const char *body,
-                 struct resp *r)
+                 struct http_resp *r)
 {
     char url[256];
     snprintf(url, sizeof url, "%s%s", mpserve_url(fx->svc), path);
     http_req(method, url, headers, body, 0, r);
 }
 
-/* The last header of this name, copied; NULL if absent. */
-static char *resp_header(const struct resp *r, const char *name)
-{
-    size_t nlen = strlen(name);
-    char *found = NULL;
-    for (const char *p = r->hdrs; p != NULL && *p != '\0';) {
-        const char *eol = strstr(p, "\r\n");
-        size_t n = eol != NULL ? (size_t)(eol - p) : strlen(p);
-        if (n > nlen && strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
-            const char *v = p + nlen + 1;
-            while (*v == ' ')
-                v++;
-            free(found);
-            found = strndup(v, (size_t)(p + n - v));
-        }
-        p = eol != NULL ? eol + 2 : p + n;
-    }
-    return found;
-}
-
-static json_t *resp_json(const struct resp *r)
+static json_t *resp_json(const struct http_resp *r)
 {
     json_error_t e;
     json_t *j = json_loadb(r->body != NULL ? r->body : "", r->len, 0, &e);
@@ -230,7 +116,7 @@ static json_t *resp_json(const struct resp *r)
     return j;
 }
 
-static void expect_status(const struct resp *r, long status, const char *what)
+static void expect_status(const struct http_resp *r, long status, const char *what)
 {
     if (r->status != status)
         fail_msg("%s: expected HTTP %ld, got %ld: %.500s", what, status,
@@ -239,11 +125,11 @@ static void expect_status(const struct resp *r, long status, const char *what)
 
 /* An RFC 9457 problem of this status, as application/problem+json with
    type, title, status, detail and errors; returns the document. */
-static json_t *expect_problem(const struct resp *r, long status,
+static json_t *expect_problem(const struct http_resp *r, long status,
                               const char *what)
 {
     expect_status(r, status, what);
-    char *ct = resp_header(r, "Content-Type");
+    char *ct = http_resp_header(r, "Content-Type");
     if (ct == NULL || strcmp(ct, "application/problem+json") != 0)
         fail_msg("%s: Content-Type %s", what, ct != NULL ? ct : "(none)");
     free(ct);
@@ -398,7 +284,7 @@ static const struct pcase PROBLEMS[] = {
 
 static void check_problem_case(const struct fx *fx, const struct pcase *c)
 {
-    struct resp r;
+    struct http_resp r;
     char ct[128];
     const char *hdrs[] = { NULL, NULL };
     if (c->ctype != NULL) {
@@ -423,20 +309,20 @@ static void check_problem_case(const struct fx *fx, const struct pcase *c)
             fail_msg("%s: detail does not say where: %s", c->name, d);
     }
     if (c->header != NULL) {
-        char *v = resp_header(&r, c->header);
+        char *v = http_resp_header(&r, c->header);
         if (v == NULL || strstr(v, c->hvalue) == NULL)
             fail_msg("%s: header %s is \"%s\", want it to name %s", c->name,
                      c->header, v != NULL ? v : "(none)", c->hvalue);
         free(v);
     }
-    char *rid = resp_header(&r, "X-Request-Id");
+    char *rid = http_resp_header(&r, "X-Request-Id");
     assert_non_null(rid);
     assert_int_equal(strlen(rid), 32);
     assert_string_equal(json_string_value(json_object_get(p, "request_id")),
                         rid);
     free(rid);
     json_decref(p);
-    resp_free(&r);
+    http_resp_free(&r);
 }
 
 static void test_problem_table_answers_400_422_415_405_404_sends_nothing(
@@ -448,14 +334,14 @@ static void test_problem_table_answers_400_422_415_405_404_sends_nothing(
         check_problem_case(fx, &PROBLEMS[i]);
     expect_nothing_sent(fx->peer);
     /* The control: a valid message, "; charset=utf-8" allowed, goes out. */
-    struct resp r;
+    struct http_resp r;
     const char *hdrs[] = { "Content-Type: application/json; charset=utf-8",
                            NULL };
     call(fx, "POST", "/v1/messages", hdrs,
          "{\"from\":\"sender@example.com\",\"to\":[\"a@example.net\","
          "\"b@example.net\"]}", &r);
     expect_status(&r, 200, "control");
-    resp_free(&r);
+    http_resp_free(&r);
     assert_int_equal(peer_wait_messages(fx->peer, 1, 5000), 1);
 }
 
@@ -523,7 +409,7 @@ static char *message_of_size(size_t size, const char *subject)
 static void test_chunked_body_over_max_body_is_413(void **state)
 {
     struct fx *fx = *state;
-    struct resp r;
+    struct http_resp r;
     char url[256];
     START(fx, "--http-max-body", "1k");
     snprintf(url, sizeof url, "%s/v1/messages", mpserve_url(fx->svc));
@@ -532,13 +418,13 @@ static void test_chunked_body_over_max_body_is_413(void **state)
     free(big);
     json_t *p = expect_problem(&r, 413, "chunked 3000 > 1k");
     json_decref(p);
-    resp_free(&r);
+    http_resp_free(&r);
     /* Chunked under the limit is read and sent. */
     char *small = message_of_size(900, "chunked-fits");
     http_req("POST", url, JSON_CT, small, 1, &r);
     free(small);
     expect_status(&r, 200, "chunked 900 <= 1k");
-    resp_free(&r);
+    http_resp_free(&r);
     assert_int_equal(peer_wait_messages(fx->peer, 1, 5000), 1);
     sleep_ms(200);
     struct peer_msg *m;
@@ -553,18 +439,18 @@ static void test_body_of_exactly_max_body_is_accepted_one_more_is_413(
     void **state)
 {
     struct fx *fx = *state;
-    struct resp r;
+    struct http_resp r;
     START(fx, "--http-max-body", "1k");
     char *at = message_of_size(1024, "at-the-limit");
     call(fx, "POST", "/v1/messages", JSON_CT, at, &r);
     free(at);
     expect_status(&r, 200, "1024 bytes with max_body 1k");
-    resp_free(&r);
+    http_resp_free(&r);
     char *over = message_of_size(1025, "over-the-limit");
     call(fx, "POST", "/v1/messages", JSON_CT, over, &r);
     free(over);
     json_decref(expect_problem(&r, 413, "1025 bytes with max_body 1k"));
-    resp_free(&r);
+    http_resp_free(&r);
     assert_int_equal(peer_wait_messages(fx->peer, 1, 5000), 1);
     sleep_ms(200);
     assert_int_equal(peer_wait_messages(fx->peer, 2, 0), 1);
@@ -576,7 +462,7 @@ static void test_bearer_keys_401_without_or_wrong_key_200_with_second(
     void **state)
 {
     struct fx *fx = *state;
-    struct resp r;
+    struct http_resp r;
     static const char msg[] =
         "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
         "\"headers\":{\"Subject\":\"keyed\"},\"body\":\"x\"}";
@@ -602,13 +488,13 @@ static void test_bearer_keys_401_without_or_wrong_key_200_with_second(
         const char *hdrs[] = { JSON_CT[0], refused[i].auth, NULL };
         call(fx, "POST", "/v1/messages", hdrs, msg, &r);
         json_t *p = expect_problem(&r, 401, refused[i].why);
-        char *www = resp_header(&r, "WWW-Authenticate");
+        char *www = http_resp_header(&r, "WWW-Authenticate");
         if (www == NULL || strcmp(www, refused[i].www) != 0)
             fail_msg("%s: WWW-Authenticate is %s, want %s", refused[i].why,
                      www != NULL ? www : "(none)", refused[i].www);
         free(www);
         json_decref(p);
-        resp_free(&r);
+        http_resp_free(&r);
     }
     expect_nothing_sent(fx->peer);
     /* The second key of the list works, and so does the first. */
@@ -620,12 +506,12 @@ static void test_bearer_keys_401_without_or_wrong_key_200_with_second(
     assert_string_equal(json_string_value(json_object_get(j, "status")),
                         "sent");
     json_decref(j);
-    resp_free(&r);
+    http_resp_free(&r);
     const char *k1[] = { "Content-Type: application/json",
                          "Authorization: bearer k1-first-4c1d", NULL };
     call(fx, "POST", "/v1/verify", k1, "{\"address\":\"fred\"}", &r);
     expect_status(&r, 200, "k1, scheme in lower case");
-    resp_free(&r);
+    http_resp_free(&r);
     assert_int_equal(peer_wait_messages(fx->peer, 1, 5000), 1);
     /* The operations routes need no key (the OpenAPI description says so). */
     static const char *const open_paths[] = { "/healthz", "/readyz",
@@ -633,7 +519,7 @@ static void test_bearer_keys_401_without_or_wrong_key_200_with_second(
     for (size_t i = 0; i < 4; i++) {
         call(fx, "GET", open_paths[i], NULL, NULL, &r);
         expect_status(&r, 200, open_paths[i]);
-        resp_free(&r);
+        http_resp_free(&r);
     }
 }
 
@@ -655,7 +541,7 @@ static void test_openapi_json_is_3_1_and_documents_every_route_answer(
     void **state)
 {
     struct fx *fx = *state;
-    struct resp r;
+    struct http_resp r;
     static const char *const paths[] = {
         "/v1/messages", "/v1/messages/batch", "/v1/verify", "/v1/expand",
         "/v1/help", "/healthz", "/readyz", "/metrics", "/openapi.json"
@@ -663,12 +549,12 @@ static void test_openapi_json_is_3_1_and_documents_every_route_answer(
     START(fx, "--pool-workers", "1");
     call(fx, "GET", "/openapi.json", NULL, NULL, &r);
     expect_status(&r, 200, "/openapi.json");
-    char *ct = resp_header(&r, "Content-Type");
+    char *ct = http_resp_header(&r, "Content-Type");
     assert_non_null(ct);
     assert_int_equal(strncmp(ct, "application/json", 16), 0);
     free(ct);
     json_t *doc = resp_json(&r);
-    resp_free(&r);
+    http_resp_free(&r);
     const char *ver = json_string_value(json_object_get(doc, "openapi"));
     assert_non_null(ver);
     assert_int_equal(strncmp(ver, "3.1.", 4), 0);
@@ -696,7 +582,7 @@ static void test_openapi_json_is_3_1_and_documents_every_route_answer(
                 NULL)
                 fail_msg("%s %s answered %ld, which is not documented", method,
                          path, r.status);
-            resp_free(&r);
+            http_resp_free(&r);
         }
         /* Statuses every POST route can answer are documented on it. */
         json_t *post = json_object_get(item, "post");

@@ -1,0 +1,123 @@
+/*
+ * http.c - the integration tests' HTTP client (see http.h).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "tests/support/http.h"
+
+/* A body that libcurl reads in pieces (Transfer-Encoding: chunked). */
+struct upload {
+    const char *data;
+    size_t len, off;
+};
+
+static size_t grow(char **buf, size_t *len, const char *data, size_t n)
+{
+    char *p = realloc(*buf, *len + n + 1);
+    if (p == NULL)
+        return 0;
+    memcpy(p + *len, data, n);
+    *len += n;
+    p[*len] = '\0';
+    *buf = p;
+    return n;
+}
+
+static size_t on_body(char *d, size_t size, size_t n, void *ud)
+{
+    struct http_resp *r = ud;
+    return grow(&r->body, &r->len, d, size * n);
+}
+
+static size_t on_header(char *d, size_t size, size_t n, void *ud)
+{
+    struct http_resp *r = ud;
+    return grow(&r->hdrs, &r->hlen, d, size * n);
+}
+
+/* At most 500 bytes per call, so that the chunks are many. */
+static size_t on_read(char *buf, size_t size, size_t n, void *ud)
+{
+    struct upload *u = ud;
+    size_t want = size * n < 500 ? size * n : 500;
+    if (want > u->len - u->off)
+        want = u->len - u->off;
+    memcpy(buf, u->data + u->off, want);
+    u->off += want;
+    return want;
+}
+
+void http_resp_free(struct http_resp *r)
+{
+    free(r->body);
+    free(r->hdrs);
+    memset(r, 0, sizeof *r);
+}
+
+int http_request(const char *method, const char *url,
+                 const char *const *headers, const char *body, int chunked,
+                 struct http_resp *r)
+{
+    CURL *c = curl_easy_init();
+    struct curl_slist *h = NULL;
+    struct upload up = { body, body != NULL ? strlen(body) : 0, 0 };
+    memset(r, 0, sizeof *r);
+    if (c == NULL) {
+        snprintf(r->err, sizeof r->err, "curl_easy_init failed");
+        return -1;
+    }
+    for (size_t i = 0; headers != NULL && headers[i] != NULL; i++)
+        h = curl_slist_append(h, headers[i]);
+    h = curl_slist_append(h, "Expect:");
+    if (chunked)
+        h = curl_slist_append(h, "Transfer-Encoding: chunked");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, r->err);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+    if (chunked) {
+        curl_easy_setopt(c, CURLOPT_POST, 1L);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(c, CURLOPT_READDATA, &up);
+    } else if (body != NULL) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)up.len);
+    }
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    CURLcode rc = curl_easy_perform(c);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+    else if (r->err[0] == '\0')
+        snprintf(r->err, sizeof r->err, "%s", curl_easy_strerror(rc));
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    return rc == CURLE_OK ? 0 : -1;
+}
+
+char *http_resp_header(const struct http_resp *r, const char *name)
+{
+    size_t nlen = strlen(name);
+    char *found = NULL;
+    for (const char *p = r->hdrs; p != NULL && *p != '\0';) {
+        const char *eol = strstr(p, "\r\n");
+        size_t n = eol != NULL ? (size_t)(eol - p) : strlen(p);
+        if (n > nlen && strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
+            const char *v = p + nlen + 1;
+            while (*v == ' ')
+                v++;
+            free(found);
+            found = strndup(v, (size_t)(p + n - v));
+        }
+        p = eol != NULL ? eol + 2 : p + n;
+    }
+    return found;
+}

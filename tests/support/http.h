@@ -1,0 +1,32 @@
+/*
+ * http.h - a small HTTP client over libcurl for the integration tests.
+ *
+ * No assertions inside, so it may be called from any thread.  A response
+ * owns its buffers: http_resp_free.
+ */
+#ifndef MAILPOOL_TESTS_HTTP_H
+#define MAILPOOL_TESTS_HTTP_H
+
+#include <stddef.h>
+#include <curl/curl.h>
+
+struct http_resp {
+    long status;
+    char *body;                 /* NUL-terminated, len bytes */
+    size_t len;
+    char *hdrs;                 /* the raw header block(s) */
+    size_t hlen;
+    char err[CURL_ERROR_SIZE];  /* why no answer came */
+};
+
+/* One request: extra headers NULL-ended (may be NULL), body NULL for none;
+   chunked sends the body as Transfer-Encoding: chunked in 500-byte pieces.
+   0, or -1 with r->err set when no HTTP answer came. */
+int http_request(const char *method, const char *url,
+                 const char *const *headers, const char *body, int chunked,
+                 struct http_resp *r);
+/* The value of the last header of this name, copied; NULL if absent. */
+char *http_resp_header(const struct http_resp *r, const char *name);
+void http_resp_free(struct http_resp *r);
+
+#endif
