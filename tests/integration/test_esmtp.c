@@ -52,6 +52,34 @@ static void test_starttls_required_with_ca_file_delivers_over_tls(void **state)
                                               "EHLO localhost\r\nMAIL FROM:<a@x>"));
 }
 
+static const char *const IMPLICIT_ARGS[] = { "--tls", "--implicit-tls", NULL };
+
+static void test_implicit_tls_delivers_from_the_first_byte(void **state)
+{
+    struct fx *f = *state;
+    aio(f, IMPLICIT_ARGS);
+    trust_peer(f, SMTP_TLS_IMPLICIT);
+    assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_OK);
+    assert_int_equal(f->res.status, SMTP_DELIVERY_SENT);
+    assert_int_equal(msgs(f, f->p, 1), 1);
+    /* The capture is the decrypted stream: plain SMTP, no STARTTLS. */
+    assert_true(starts_with(wire(f, f->p, 1), "EHLO localhost\r\nMAIL FROM:<a@x>"));
+}
+
+static void test_implicit_tls_to_a_plaintext_server_sends_no_smtp(void **state)
+{
+    struct fx *f = *state;
+    fake(f, NULL);
+    f->opts.tls = SMTP_TLS_IMPLICIT;
+    f->opts.connect_timeout_ms = 2000;
+    assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_ERR_TLS);
+    assert_int_equal(f->res.code, 0);
+    const char *w = wire(f, f->p, 1);
+    assert_null(strstr(w, "EHLO"));
+    assert_null(strstr(w, "MAIL"));
+    assert_int_equal(msgs(f, f->p, 0), 0);
+}
+
 static void test_starttls_opportunistic_uses_tls_when_offered(void **state)
 {
     struct fx *f = *state;
@@ -617,6 +645,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_starttls_required_with_ca_file_delivers_over_tls),
+        T(test_implicit_tls_delivers_from_the_first_byte),
+        T(test_implicit_tls_to_a_plaintext_server_sends_no_smtp),
         T(test_starttls_opportunistic_uses_tls_when_offered),
         T(test_starttls_required_without_offer_sends_no_mail_no_auth),
         T(test_starttls_bad_certificate_is_tls_error_before_mail),

@@ -173,6 +173,8 @@ def parse_args():
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--require-starttls", action="store_true")
+    ap.add_argument("--implicit-tls", action="store_true",
+                    help="TLS from the first byte (port 465 style), no STARTTLS")
     ap.add_argument("--auth-user")
     ap.add_argument("--auth-pass", default="")
     ap.add_argument("--auth-require-tls", dest="auth_require_tls",
@@ -194,6 +196,9 @@ async def serve(args):
     require_tls = args.auth_require_tls
     if require_tls is None:
         require_tls = ctx is not None
+    listen_ssl = ctx if args.implicit_tls else None
+    if args.implicit_tls:
+        ctx = None                      # no STARTTLS on a TLS listener
     kwargs = dict(hostname=args.hostname, enable_SMTPUTF8=args.smtputf8,
                   data_size_limit=args.size or None, tls_context=ctx,
                   require_starttls=args.require_starttls and ctx is not None,
@@ -209,7 +214,7 @@ async def serve(args):
         return CapturingSMTP(handler, counter[0], capture, **kwargs)
 
     server = await loop.create_server(factory, host="127.0.0.1",
-                                      port=args.port)
+                                      port=args.port, ssl=listen_ssl)
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(1))
