@@ -38,7 +38,7 @@ INTEG_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(wildcard test
 SCRIPT_TESTS := $(wildcard tests/integration/test_*.sh)
 
 .PHONY: all deps deps-run deps-test run test unit integration check-deps \
-        clean asan tsan valgrind lint format bench fuzz
+        clean soak asan tsan valgrind lint format bench fuzz
 
 all: $(MAILPOOL)
 
@@ -80,6 +80,11 @@ bench: deps-test
 	@$(MAKE) --no-print-directory all $(BUILD)/bench_smtp
 	@scripts/deps.sh bench
 	@bench/run.sh
+
+# A long run with relay restarts; checks nothing is lost or sent twice.
+soak: deps-run
+	@$(MAKE) --no-print-directory all
+	@/usr/bin/python3 bench/soak.py
 
 # The main job: smtp-sink as the relay on 127.0.0.1, mailpool serve in front.
 run: deps-run
