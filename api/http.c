@@ -384,12 +384,50 @@ static enum MHD_Result first_post(struct api_req *req,
     return MHD_YES;
 }
 
-/* The first call of a request: route, method, then the POST checks. */
+/* How many Content-Length and Transfer-Encoding fields a request has. */
+struct framing {
+    unsigned content_length, transfer_encoding, bad_name;
+};
+
+/* MHD_get_connection_values callback: counts the framing fields. */
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind,
+                                     const char *key, const char *value)
+{
+    struct framing *f = cls;
+    (void)kind;
+    (void)value;
+    if (strpbrk(key, " \t") != NULL)   /* "Name : v" (RFC 9112 5.1) */
+        f->bad_name++;
+    else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+        f->content_length++;
+    else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
+        f->transfer_encoding++;
+    return MHD_YES;
+}
+
+/* The first call of a request: framing, route, method, then the POST
+   checks.  Ambiguous framing (RFC 9112 6.3: Content-Length beside
+   Transfer-Encoding, or two Content-Lengths; 5.1: whitespace between a
+   field name and its colon) is a 400 before anything else; answered on
+   the first call, the connection is then closed, so nothing after it can
+   be read as a second request. */
 static enum MHD_Result first_call(struct api_req *req,
                                   struct MHD_Connection *c)
 {
     int m;
     char allow[32];
+    struct framing f = { 0, 0, 0 };
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &f);
+    if (f.bad_name > 0)
+        return api_reply_problem(req, c, 400,
+                                 "whitespace in a header field name", NULL,
+                                 NULL, NULL);
+    if (f.content_length > 1 ||
+        (f.content_length > 0 && f.transfer_encoding > 0))
+        return api_reply_problem(req, c, 400,
+                                 "ambiguous message framing: Content-Length "
+                                 "with Transfer-Encoding, or more than one "
+                                 "Content-Length", NULL, NULL, NULL);
     if (req->route == API_ROUTE_UNMATCHED)
         return api_reply_problem(req, c, 404, "no such route", NULL, NULL,
                                  NULL);
