@@ -1,5 +1,5 @@
 /*
- * test_esmtp.c - smtpcore's ESMTP extensions against real peers (issue 3):
+ * test_esmtp.c - smtpcore's ESMTP extensions against real peers:
  * STARTTLS (required, opportunistic, bad CA, failed handshakes, injected
  * plaintext), AUTH PLAIN/LOGIN (and any 2xx from smtp-sink), PIPELINING
  * (write before read, rejected RCPTs, big lists, 452), SIZE, 8BITMIME,

@@ -9,9 +9,8 @@
  * Like test_service.c (delivery, pool, drain, metrics, logs), each test
  * starts its own SMTP peer (tests/support/peer.h) and `mailpool serve`
  * (tests/support/mpserve.h), and checks what crossed the wire at both ends:
- * here mostly that nothing reached the relay.  The libcurl helpers repeat
- * those of test_service.c in a smaller form: tests/support is linked into
- * the unit tests too, which do not link libcurl.
+ * here mostly that nothing reached the relay.  HTTP goes through
+ * tests/support/http.h (libcurl).
  */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,5 +1,5 @@
 /*
- * test_smtpcore.c - smtpcore against real peers (issue 2): what the library
+ * test_smtpcore.c - smtpcore against real peers: what the library
  * puts on the wire and what it reports, for delivery, smuggling, injection,
  * rejections, 421 at every step, stalls, garbage replies, HELO fallback,
  * transactions, connection reuse, smtp-sink batches, aiosmtpd and host
