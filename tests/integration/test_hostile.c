@@ -66,6 +66,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/support/http.h"
 #include "tests/support/mpserve.h"
 #include "tests/support/peer.h"
 
@@ -137,120 +138,26 @@ static void sleep_ms(long ms)
 
 /* ---- HTTP through libcurl ---- */
 
-struct resp {
-    long status;
-    char *body;
-    size_t len;
-    char *hdrs;
-    size_t hlen;
-    char err[CURL_ERROR_SIZE];
-};
-
-/* Appends n bytes to a NUL-terminated buffer; n, or 0 out of memory. */
-static size_t grow(char **buf, size_t *len, const char *data, size_t n)
-{
-    char *p = realloc(*buf, *len + n + 1);
-    if (p == NULL)
-        return 0;
-    memcpy(p + *len, data, n);
-    *len += n;
-    p[*len] = '\0';
-    *buf = p;
-    return n;
-}
-
-/* libcurl callbacks: keep the body and the header block. */
-static size_t on_body(char *d, size_t size, size_t n, void *ud)
-{
-    struct resp *r = ud;
-    return grow(&r->body, &r->len, d, size * n);
-}
-
-static size_t on_header(char *d, size_t size, size_t n, void *ud)
-{
-    struct resp *r = ud;
-    return grow(&r->hdrs, &r->hlen, d, size * n);
-}
-
-/* Frees what a response holds. */
-static void resp_free(struct resp *r)
-{
-    free(r->body);
-    free(r->hdrs);
-    memset(r, 0, sizeof *r);
-}
-
 /* One request to service svc: path as is (no dot-segment folding), extra
    headers NULL-ended, body of blen bytes (NULL: none).  0, or -1 with
    r->err set when no HTTP answer came. */
 static int http_try(const struct fx *fx, enum svc svc, const char *method,
                     const char *path, const char *const *headers,
-                    const char *body, size_t blen, struct resp *r)
+                    const char *body, size_t blen, struct http_resp *r)
 {
     char url[8192];
-    CURL *c = curl_easy_init();
-    struct curl_slist *h = NULL;
-    memset(r, 0, sizeof *r);
-    if (c == NULL)
-        return -1;
     snprintf(url, sizeof url, "%s%s", mpserve_url(fx->svc[svc]), path);
-    for (size_t i = 0; headers != NULL && headers[i] != NULL; i++)
-        h = curl_slist_append(h, headers[i]);
-    h = curl_slist_append(h, "Expect:");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, r->err);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-    if (body != NULL) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
-    }
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    CURLcode rc = curl_easy_perform(c);
-    if (rc == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-    else if (r->err[0] == '\0')
-        snprintf(r->err, sizeof r->err, "%s", curl_easy_strerror(rc));
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    return rc == CURLE_OK ? 0 : -1;
+    return http_request_len(method, url, headers, body, blen, 0, r);
 }
 
 /* http_try that fails the test when no answer came. */
 static void http(const struct fx *fx, enum svc svc, const char *method,
                  const char *path, const char *const *headers,
-                 const char *body, struct resp *r)
+                 const char *body, struct http_resp *r)
 {
     if (http_try(fx, svc, method, path, headers, body,
                  body != NULL ? strlen(body) : 0, r) < 0)
         fail_msg("%s %s: %s", method, path, r->err);
-}
-
-/* The last header of this name, copied; NULL if absent. */
-static char *header_of(const char *hdrs, const char *name)
-{
-    size_t nlen = strlen(name);
-    char *found = NULL;
-    for (const char *p = hdrs; p != NULL && *p != '\0';) {
-        const char *eol = strstr(p, "\r\n");
-        size_t n = eol != NULL ? (size_t)(eol - p) : strlen(p);
-        if (n > nlen && strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
-            const char *v = p + nlen + 1;
-            while (*v == ' ')
-                v++;
-            free(found);
-            found = strndup(v, (size_t)(p + n - v));
-        }
-        p = eol != NULL ? eol + 2 : p + n;
-    }
-    return found;
 }
 
 /* The body as JSON, or NULL (with the reason in why). */
@@ -273,8 +180,8 @@ static json_t *body_json(const char *body, size_t len, char *why,
 static int check_problem(long status, const char *hdrs, const char *body,
                          size_t len, json_t **out, char *why, size_t whylen)
 {
-    char *ct = header_of(hdrs, "Content-Type");
-    char *rid = header_of(hdrs, "X-Request-Id");
+    char *ct = http_header_value(hdrs, "Content-Type");
+    char *rid = http_header_value(hdrs, "X-Request-Id");
     json_t *p = NULL, *errors;
     int rc = -1;
     if (ct == NULL || strcmp(ct, "application/problem+json") != 0) {
@@ -966,7 +873,7 @@ static int run_jcase(const struct fx *fx, const struct jcase *c)
     size_t nh = 0, blen = c->blen;
     char *gen = NULL, why[160];
     const char *body = c->body, *path = c->path;
-    struct resp r;
+    struct http_resp r;
     if (c->ctype != NULL)
         hdrs[nh++] = c->ctype;
     if (c->hdr != NULL)
@@ -1004,10 +911,10 @@ static int run_jcase(const struct fx *fx, const struct jcase *c)
                      c->nerrors);
         json_decref(p);
         char *h = NULL;
-        if (r.status == 405 && (h = header_of(r.hdrs, "Allow")) == NULL)
+        if (r.status == 405 && (h = http_header_value(r.hdrs, "Allow")) == NULL)
             fail_msg("%s: 405 without Allow", c->name);
         if (r.status == 401 &&
-            (h = header_of(r.hdrs, "WWW-Authenticate")) == NULL)
+            (h = http_header_value(r.hdrs, "WWW-Authenticate")) == NULL)
             fail_msg("%s: 401 without WWW-Authenticate", c->name);
         free(h);
     } else {
@@ -1017,7 +924,7 @@ static int run_jcase(const struct fx *fx, const struct jcase *c)
         sent = count_sent(c, doc);
         json_decref(doc);
     }
-    resp_free(&r);
+    http_resp_free(&r);
     return sent;
 }
 
@@ -1089,7 +996,7 @@ static size_t parse_responses(const char *buf, size_t n, struct raw_out *o)
         size_t hlen = (size_t)(end - (buf + off)) + 4;
         int code = (int)strtol(buf + off + 9, NULL, 10);
         char *h = strndup(buf + off, hlen);
-        char *cl = header_of(h, "Content-Length");
+        char *cl = http_header_value(h, "Content-Length");
         size_t blen = cl != NULL ? strtoul(cl, NULL, 10) : 0;
         free(cl);
         if (code >= 200 && off + hlen + blen > n) {
@@ -1104,7 +1011,7 @@ static size_t parse_responses(const char *buf, size_t n, struct raw_out *o)
             h = NULL;
             o->body = strndup(buf + off + hlen, blen);
             o->blen = blen;
-            char *rid = header_of(o->hdrs, "X-Request-Id");
+            char *rid = http_header_value(o->hdrs, "X-Request-Id");
             o->from_api = rid != NULL;
             free(rid);
         }
@@ -1566,12 +1473,12 @@ static int rcase_verdict(const struct rcase *c, const struct raw_out *o,
 static void expect_healthy(const struct fx *fx, enum svc svc,
                            const char *after)
 {
-    struct resp r;
+    struct http_resp r;
     if (http_try(fx, svc, "GET", "/healthz", NULL, NULL, 0, &r) < 0 ||
         r.status != 200)
         fail_msg("service %c not healthy after %s: %ld %s", "AB"[svc], after,
                  r.status, r.err);
-    resp_free(&r);
+    http_resp_free(&r);
 }
 
 static void test_raw_table_answers_400_or_closes_and_never_crashes(
@@ -1699,7 +1606,7 @@ static void test_smuggling_sequences_in_bodies_deliver_once_dot_stuffed(
     assert_int_equal(before, fx->requested);
     for (size_t i = 0; i < n; i++) {
         char body[1024];
-        struct resp r;
+        struct http_resp r;
         snprintf(body, sizeof body,
                  "{\"from\":\"sender@example.com\",\"to\":"
                  "[\"rcpt@example.net\"],\"headers\":{\"Subject\":\"%s\"},%s}",
@@ -1707,11 +1614,11 @@ static void test_smuggling_sequences_in_bodies_deliver_once_dot_stuffed(
         http(fx, A, "POST", "/v1/messages", ct, body, &r);
         if (r.status != 200 || strstr(r.body, "\"status\":\"sent\"") == NULL)
             fail_msg("%s: HTTP %ld %s", SMUGGLE[i].subject, r.status, r.body);
-        resp_free(&r);
+        http_resp_free(&r);
         fx->requested++;
     }
     /* A whole raw message with the same sequences. */
-    struct resp r;
+    struct http_resp r;
     http(fx, A, "POST", "/v1/messages", ct,
          "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
          "\"raw\":\"Subject: smuggle-raw\\r\\nFrom: sender@example.com\\r\\n"
@@ -1720,7 +1627,7 @@ static void test_smuggling_sequences_in_bodies_deliver_once_dot_stuffed(
          &r);
     if (r.status != 200 || strstr(r.body, "\"status\":\"sent\"") == NULL)
         fail_msg("smuggle-raw: HTTP %ld %s", r.status, r.body);
-    resp_free(&r);
+    http_resp_free(&r);
     fx->requested++;
     assert_int_equal(peer_wait_messages(fx->peer, (size_t)fx->requested,
                                         10000), fx->requested);
@@ -1839,7 +1746,7 @@ static void test_slow_loris_clients_do_not_stop_others_being_served(
     /* Meanwhile: health checks and messages, each answered promptly. */
     int sends = 0;
     for (long long end = now_ms() + 4000; now_ms() < end; sleep_ms(150)) {
-        struct resp r;
+        struct http_resp r;
         long long s = now_ms();
         if (sends < 3) {
             char body[256];
@@ -1858,7 +1765,7 @@ static void test_slow_loris_clients_do_not_stop_others_being_served(
             http(fx, A, "GET", "/healthz", NULL, NULL, &r);
             assert_int_equal(r.status, 200);
         }
-        resp_free(&r);
+        http_resp_free(&r);
         if (now_ms() - s > worst)
             worst = now_ms() - s;
     }
@@ -2050,13 +1957,13 @@ static double metric(const char *text, const char *sample)
 static double settle(const struct fx *fx, enum svc svc)
 {
     for (long long end = now_ms() + 10000;; sleep_ms(50)) {
-        struct resp r;
+        struct http_resp r;
         http(fx, svc, "GET", "/metrics", NULL, NULL, &r);
         assert_int_equal(r.status, 200);
         double q = metric(r.body, "mailpool_pool_queue_depth");
         double busy = metric(r.body, "mailpool_pool_workers_busy");
         double sent = metric(r.body, "mailpool_messages_total{status=\"sent\"}");
-        resp_free(&r);
+        http_resp_free(&r);
         if (q == 0 && busy == 0)
             return sent;
         if (now_ms() >= end)
@@ -2070,7 +1977,7 @@ static void test_afterwards_alive_delivering_counted_and_exits_0(
 {
     struct fx *fx = *state;
     const char *ct[] = { "Content-Type: application/json", NULL };
-    struct resp r;
+    struct http_resp r;
     expect_healthy(fx, A, "everything");
     expect_healthy(fx, B, "everything");
     http(fx, A, "POST", "/v1/messages", ct,
@@ -2079,7 +1986,7 @@ static void test_afterwards_alive_delivering_counted_and_exits_0(
          "\"body\":\"still here\"}", &r);
     if (r.status != 200 || strstr(r.body, "\"status\":\"sent\"") == NULL)
         fail_msg("the last message: %ld %s", r.status, r.body);
-    resp_free(&r);
+    http_resp_free(&r);
     fx->requested++;
     /* No worker stuck, nothing queued; the services say what the relay
        says. */

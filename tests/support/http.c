@@ -61,9 +61,17 @@ int http_request(const char *method, const char *url,
                  const char *const *headers, const char *body, int chunked,
                  struct http_resp *r)
 {
+    return http_request_len(method, url, headers, body,
+                            body != NULL ? strlen(body) : 0, chunked, r);
+}
+
+int http_request_len(const char *method, const char *url,
+                     const char *const *headers, const char *body,
+                     size_t blen, int chunked, struct http_resp *r)
+{
     CURL *c = curl_easy_init();
     struct curl_slist *h = NULL;
-    struct upload up = { body, body != NULL ? strlen(body) : 0, 0 };
+    struct upload up = { body, blen, 0 };
     memset(r, 0, sizeof *r);
     if (c == NULL) {
         snprintf(r->err, sizeof r->err, "curl_easy_init failed");
@@ -75,6 +83,7 @@ int http_request(const char *method, const char *url,
     if (chunked)
         h = curl_slist_append(h, "Transfer-Encoding: chunked");
     curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
@@ -90,7 +99,7 @@ int http_request(const char *method, const char *url,
         curl_easy_setopt(c, CURLOPT_READDATA, &up);
     } else if (body != NULL) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)up.len);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
     }
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     CURLcode rc = curl_easy_perform(c);
@@ -105,9 +114,14 @@ int http_request(const char *method, const char *url,
 
 char *http_resp_header(const struct http_resp *r, const char *name)
 {
+    return http_header_value(r->hdrs, name);
+}
+
+char *http_header_value(const char *hdrs, const char *name)
+{
     size_t nlen = strlen(name);
     char *found = NULL;
-    for (const char *p = r->hdrs; p != NULL && *p != '\0';) {
+    for (const char *p = hdrs; p != NULL && *p != '\0';) {
         const char *eol = strstr(p, "\r\n");
         size_t n = eol != NULL ? (size_t)(eol - p) : strlen(p);
         if (n > nlen && strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {

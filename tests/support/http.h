@@ -21,12 +21,19 @@ struct http_resp {
 
 /* One request: extra headers NULL-ended (may be NULL), body NULL for none;
    chunked sends the body as Transfer-Encoding: chunked in 500-byte pieces.
-   0, or -1 with r->err set when no HTTP answer came. */
+   The path goes as is (no dot-segment folding).  0, or -1 with r->err set
+   when no HTTP answer came. */
 int http_request(const char *method, const char *url,
                  const char *const *headers, const char *body, int chunked,
                  struct http_resp *r);
+/* The same with a body of blen bytes, which may hold NUL bytes. */
+int http_request_len(const char *method, const char *url,
+                     const char *const *headers, const char *body,
+                     size_t blen, int chunked, struct http_resp *r);
 /* The value of the last header of this name, copied; NULL if absent. */
 char *http_resp_header(const struct http_resp *r, const char *name);
+/* The same over a raw header block ("Name: value\r\n..."). */
+char *http_header_value(const char *hdrs, const char *name);
 void http_resp_free(struct http_resp *r);
 
 #endif
