@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/support/tsupport.h"
 #include "tests/support/mpserve.h"
 
 extern char **environ;
@@ -64,51 +65,8 @@ static void say(const char *fmt, ...)
     va_end(ap);
 }
 
-/* Milliseconds on the monotonic clock. */
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
-/* Sleeps ms milliseconds. */
-static void sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
 
-/* A whole file, NUL-terminated; caller frees.  NULL on error. */
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    if (f == NULL)
-        return NULL;
-    for (;;) {
-        if (cap - n < 4097) {
-            char *p = realloc(buf, cap = cap * 2 + 8192);
-            if (p == NULL) {
-                free(buf);
-                fclose(f);
-                return NULL;
-            }
-            buf = p;
-        }
-        size_t r = fread(buf + n, 1, 4096, f);
-        n += r;
-        if (r == 0)
-            break;
-    }
-    fclose(f);
-    buf[n] = '\0';
-    if (len != NULL)
-        *len = n;
-    return buf;
-}
 
 /* The encoded wait status as mpserve.h describes it. */
 static int decode_status(int st)
@@ -221,7 +179,7 @@ int mpserve_raw_http(int port, const char *req, size_t len, int timeout_ms,
     size_t n = 0, cap = 4096;
     char *buf = malloc(cap);
     int fd = connect_local(port, timeout_ms);
-    long long end = now_ms() + timeout_ms;
+    long long end = ts_now_ms() + timeout_ms;
     *resp = NULL;
     if (buf == NULL || fd < 0) {
         free(buf);
@@ -235,9 +193,9 @@ int mpserve_raw_http(int port, const char *req, size_t len, int timeout_ms,
             break;              /* the server may answer and close early */
         off += (size_t)w;
     }
-    while (now_ms() < end) {
+    while (ts_now_ms() < end) {
         struct pollfd pfd = { .fd = fd, .events = POLLIN };
-        int left = (int)(end - now_ms());
+        int left = (int)(end - ts_now_ms());
         if (poll(&pfd, 1, left > 0 ? left : 0) <= 0)
             break;
         if (cap - n < 1025) {
@@ -292,7 +250,7 @@ static int reap(struct mpserve *s, int block)
 static void show_log(const struct mpserve *s, size_t tail)
 {
     size_t len = 0;
-    char *log = slurp(s->log, &len);
+    char *log = ts_slurp(s->log, &len);
     if (log == NULL)
         return;
     const char *start = len > tail ? log + len - tail : log;
@@ -337,8 +295,8 @@ static int start_once(struct mpserve *s, const char *bin, int relay_port,
     if (build_argv(argv, bin, listen, rport, extra) < 0 ||
         spawn(&s->pid, argv, s->log) < 0)
         return -1;
-    for (long long end = now_ms() + READY_MS; now_ms() < end;
-         sleep_ms(POLL_MS)) {
+    for (long long end = ts_now_ms() + READY_MS; ts_now_ms() < end;
+         ts_sleep_ms(POLL_MS)) {
         if (healthy(s->port))
             return 0;
         if (reap(s, 0)) {
@@ -407,7 +365,7 @@ const char *mpserve_log_path(const struct mpserve *s)
 
 char *mpserve_log(const struct mpserve *s, size_t *len)
 {
-    return slurp(s->log, len);
+    return ts_slurp(s->log, len);
 }
 
 int mpserve_signal(struct mpserve *s, int sig)
@@ -419,10 +377,10 @@ int mpserve_signal(struct mpserve *s, int sig)
 
 int mpserve_wait(struct mpserve *s, int timeout_ms)
 {
-    for (long long end = now_ms() + timeout_ms;; sleep_ms(5)) {
+    for (long long end = ts_now_ms() + timeout_ms;; ts_sleep_ms(5)) {
         if (reap(s, 0))
             return s->status;
-        if (now_ms() >= end)
+        if (ts_now_ms() >= end)
             return MPSERVE_TIMEOUT;
     }
 }
@@ -443,17 +401,6 @@ int mpserve_stop(struct mpserve *s, int timeout_ms)
     return MPSERVE_KILLED;
 }
 
-/* nftw callback: removes one entry. */
-static int rm_entry(const char *path, const struct stat *st, int flag,
-                    struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    if (remove(path) < 0 && errno != ENOENT)
-        say("remove %s: %s", path, strerror(errno));
-    return 0;
-}
 
 void mpserve_free(struct mpserve *s)
 {
@@ -466,7 +413,7 @@ void mpserve_free(struct mpserve *s)
     if (getenv("MPSERVE_KEEP") != NULL)
         say("kept %s", s->dir);
     else if (s->dir[0] != '\0')
-        nftw(s->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        ts_rmtree(s->dir);
     free(s);
 }
 
@@ -504,8 +451,8 @@ int mpserve_run(const char *const *argv, int timeout_ms, char **out)
             rc = MPSERVE_KILLED;
         }
         if (out != NULL)
-            *out = slurp(s.log, NULL);
+            *out = ts_slurp(s.log, NULL);
     }
-    nftw(s.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    ts_rmtree(s.dir);
     return rc;
 }

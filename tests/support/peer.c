@@ -20,6 +20,7 @@
  * Errors: start functions print the reason and return NULL; the others
  * return -1 or NULL.  Thread-safety: none needed beyond one peer per thread.
  */
+#include "tests/support/tsupport.h"
 #include "tests/support/peer.h"
 
 #include <arpa/inet.h>
@@ -78,21 +79,7 @@ static void say(const char *f, ...)
     va_end(ap);
 }
 
-/* Milliseconds on the monotonic clock. */
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
-/* Sleep for ms milliseconds. */
-static void sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
 
 /* snprintf into buf, 0 or -1 when it did not fit. */
 __attribute__((format(printf, 3, 4)))
@@ -143,45 +130,6 @@ static void argv_free(struct argv *a)
     memset(a, 0, sizeof *a);
 }
 
-/* Whole file into a NUL-terminated buffer; NULL if it cannot be read. */
-static char *slurp(const char *path, size_t *len)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return NULL;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        if (n + 1 >= cap) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        ssize_t r = read(fd, buf + n, cap - n - 1);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            if (r < 0) {
-                free(buf);
-                buf = NULL;
-            }
-            break;
-        }
-        n += (size_t)r;
-    }
-    close(fd);
-    if (buf) {
-        buf[n] = '\0';
-        if (len)
-            *len = n;
-    }
-    return buf;
-}
 
 /* Write len bytes to a new file at path; 0 or -1. */
 static int write_file(const char *path, const char *data, size_t len)
@@ -245,7 +193,7 @@ static void show_log(const struct peer *p, size_t tail)
     if (fmt(path, sizeof path, "%s/peer.log", p->dir) < 0)
         return;
     size_t len = 0;
-    char *log = slurp(path, &len);
+    char *log = ts_slurp(path, &len);
     if (!log)
         return;
     const char *start = len > tail ? log + len - tail : log;
@@ -261,23 +209,12 @@ static int log_mentions(const struct peer *p, const char *needle)
     char path[PATH_MAX + 16];
     if (fmt(path, sizeof path, "%s/peer.log", p->dir) < 0)
         return 0;
-    char *log = slurp(path, NULL);
+    char *log = ts_slurp(path, NULL);
     int found = log && strstr(log, needle);
     free(log);
     return found;
 }
 
-/* nftw callback: remove one entry. */
-static int rm_entry(const char *path, const struct stat *st, int flag,
-                    struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    if (remove(path) < 0 && errno != ENOENT)
-        say("remove %s: %s", path, strerror(errno));
-    return 0;
-}
 
 /* A new peer with a fresh private directory; NULL on error. */
 static struct peer *peer_new(enum peer_kind kind)
@@ -370,8 +307,8 @@ static int wait_ready(struct peer *p)
     char path[PATH_MAX + 16];
     if (fmt(path, sizeof path, "%s/ready", p->dir) < 0)
         return -1;
-    for (long long end = now_ms() + READY_MS; now_ms() < end; sleep_ms(POLL_MS)) {
-        char *txt = slurp(path, NULL);
+    for (long long end = ts_now_ms() + READY_MS; ts_now_ms() < end; ts_sleep_ms(POLL_MS)) {
+        char *txt = ts_slurp(path, NULL);
         if (txt) {
             char *e;
             long port = strtol(txt, &e, 10);
@@ -480,7 +417,7 @@ static int free_port(void)
  * -1 if it cannot be read. */
 static int port_listening(int port)
 {
-    char *tab = slurp("/proc/net/tcp", NULL);
+    char *tab = ts_slurp("/proc/net/tcp", NULL);
     if (!tab)
         return -1;
     int found = 0;
@@ -514,7 +451,7 @@ static int port_connects(int port)
 /* Wait until the sink listens on port: 0, or -1 (p->pid is 0 if it died). */
 static int wait_listening(struct peer *p, int port)
 {
-    for (long long end = now_ms() + READY_MS; now_ms() < end; sleep_ms(POLL_MS)) {
+    for (long long end = ts_now_ms() + READY_MS; ts_now_ms() < end; ts_sleep_ms(POLL_MS)) {
         int r = port_listening(port);
         if (r == 1 || (r < 0 && port_connects(port)))
             return 0;
@@ -615,7 +552,7 @@ void peer_stop(struct peer *p)
         int status;
         pid_t r = 0;
         kill(p->pid, SIGTERM);
-        for (long long end = now_ms() + STOP_MS; now_ms() < end; sleep_ms(10)) {
+        for (long long end = ts_now_ms() + STOP_MS; ts_now_ms() < end; ts_sleep_ms(10)) {
             r = waitpid(p->pid, &status, WNOHANG);
             if (r != 0 && !(r < 0 && errno == EINTR))
                 break;
@@ -631,7 +568,7 @@ void peer_stop(struct peer *p)
     if (getenv("PEER_VERBOSE"))
         show_log(p, (size_t)1 << 20);
     if (p->dir[0])
-        nftw(p->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        ts_rmtree(p->dir);
     free(p);
 }
 
@@ -678,7 +615,7 @@ static char *conn_file(struct peer *p, int conn, const char *ext, size_t *len)
     if (p->kind == PEER_SINK || conn < 1
         || fmt(path, sizeof path, "%s/capture/conn-%d.%s", p->dir, conn, ext) < 0)
         return NULL;
-    return slurp(path, len);
+    return ts_slurp(path, len);
 }
 
 /* Bytes received on connection conn. */
@@ -854,7 +791,7 @@ static int read_jsonl(struct peer *p, struct peer_msg **out, size_t *n)
     char path[PATH_MAX + 32];
     size_t cap = 0;
     fmt(path, sizeof path, "%s/capture/messages.jsonl", p->dir);
-    char *txt = slurp(path, NULL);
+    char *txt = ts_slurp(path, NULL);
     if (!txt)
         return 0;   /* nothing captured yet */
     for (char *line = txt, *nl; (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
@@ -960,7 +897,7 @@ static int read_sink(struct peer *p, struct peer_msg **out, size_t *n)
     char path[PATH_MAX + 32];
     size_t len, cap = 0, mlen = strlen(SINK_MARK);
     fmt(path, sizeof path, "%s/sink/dump", p->dir);
-    char *txt = slurp(path, &len);
+    char *txt = ts_slurp(path, &len);
     if (!txt)
         return 0;
     char *s = txt, *end = txt + len;
@@ -1015,16 +952,16 @@ void peer_msgs_free(struct peer_msg *msgs, size_t n)
 /* Poll peer_messages until n are there or the time is up. */
 int peer_wait_messages(struct peer *p, size_t n, int timeout_ms)
 {
-    long long end = now_ms() + timeout_ms;
+    long long end = ts_now_ms() + timeout_ms;
     for (;;) {
         struct peer_msg *m;
         size_t got;
         if (peer_messages(p, &m, &got) < 0)
             return -1;
         peer_msgs_free(m, got);
-        if (got >= n || now_ms() >= end)
+        if (got >= n || ts_now_ms() >= end)
             return (int)got;
-        sleep_ms(POLL_MS);
+        ts_sleep_ms(POLL_MS);
     }
 }
 

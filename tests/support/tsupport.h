@@ -1,0 +1,20 @@
+/*
+ * tsupport.h - small helpers shared by the test harnesses (peer.c,
+ * mpserve.c): clock, sleep, reading a whole file, removing a tree.
+ */
+#ifndef MAILPOOL_TESTS_TSUPPORT_H
+#define MAILPOOL_TESTS_TSUPPORT_H
+
+#include <stddef.h>
+
+/* Milliseconds on the monotonic clock. */
+long long ts_now_ms(void);
+/* Sleeps ms milliseconds (resumed after signals). */
+void ts_sleep_ms(int ms);
+/* A whole file, NUL-terminated (length in *len when len is not NULL);
+   caller frees.  NULL on error. */
+char *ts_slurp(const char *path, size_t *len);
+/* Removes dir and everything below it; says on stderr what it could not. */
+void ts_rmtree(const char *dir);
+
+#endif
