@@ -26,30 +26,13 @@ import tempfile
 import threading
 import time
 
+from common import free_port, wait_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL = int(os.environ.get("SOAK_MESSAGES", "1000000"))
 FAULT_EVERY = int(os.environ.get("SOAK_FAULT_EVERY", "5000"))
 BATCH = 100
 CLIENTS = 4
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, timeout=10):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 class Sink:
