@@ -90,20 +90,19 @@ static int auth_verdict(struct smtp_result *res)
                       "authentication failed");
 }
 
-/* Packs a, b, c with separators into buf; returns the length. */
-static size_t pack3(unsigned char *buf, size_t cap, const char *a, char sep1,
-                    const char *b, char sep2, const char *c3)
+/* RFC 4616 PLAIN response "\0user\0pass" (empty authzid); its length,
+   or 0 when it does not fit. */
+static size_t plain_response(unsigned char *buf, size_t cap, const char *user,
+                             const char *pass)
 {
-    size_t la = strlen(a), lb = strlen(b), lc = strlen(c3);
-    if (la + lb + lc + 2 > cap)
+    size_t lu = strlen(user), lp = strlen(pass);
+    if (lu + lp + 2 > cap)
         return 0;
-    size_t o = 0;
-    memcpy(buf + o, a, la); o += la;
-    buf[o++] = (unsigned char)sep1;
-    memcpy(buf + o, b, lb); o += lb;
-    buf[o++] = (unsigned char)sep2;
-    memcpy(buf + o, c3, lc); o += lc;
-    return o;
+    buf[0] = '\0';
+    memcpy(buf + 1, user, lu);
+    buf[1 + lu] = '\0';
+    memcpy(buf + 2 + lu, pass, lp);
+    return lu + lp + 2;
 }
 
 /* Runs the configured or best mechanism. */
@@ -130,7 +129,7 @@ int smtp__auth(struct smtp_conn *c, struct smtp_result *res)
     size_t n;
     int r;
     if (strcasecmp(m, "PLAIN") == 0) {
-        n = pack3(buf, sizeof buf, "", '\0', user, '\0', pass);
+        n = plain_response(buf, sizeof buf, user, pass);
         r = n ? auth_step(c, "AUTH PLAIN ", buf, n, res)
               : smtp__fail(res, SMTP_ERR_LOCAL, "AUTH", "credentials too long");
     } else if (strcasecmp(m, "XOAUTH2") == 0) {

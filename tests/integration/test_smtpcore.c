@@ -9,9 +9,11 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include "tests/integration/smtp_fx.h"
+#include "smtpcore/src/internal.h"   /* the socket, for TCP_NODELAY */
 
 /* ---- delivery ---------------------------------------------------------- */
 
@@ -911,10 +913,29 @@ static void test_host_forms_and_bad_ports(void **state)
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
+/* Nagle would hold each pipelined burst for a delayed ACK (40 ms a message
+   on a reused connection): the socket must have TCP_NODELAY. */
+static void test_connection_sets_tcp_nodelay(void **state)
+{
+    struct fx *f = *state;
+    struct smtp_result res;
+    fake(f, NULL);
+    smtp_result_init(&res);
+    struct smtp_conn *c = smtp_connect(f->host, 0, &f->opts, &res);
+    assert_non_null(c);
+    int on = 0;
+    socklen_t len = sizeof on;
+    assert_int_equal(getsockopt(c->io.fd, IPPROTO_TCP, TCP_NODELAY, &on, &len), 0);
+    assert_true(on != 0);
+    smtp_conn_quit(c);
+    smtp_result_clear(&res);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_send_mail_puts_exact_envelope_and_adds_date_msgid_from),
+        T(test_connection_sets_tcp_nodelay),
         T(test_caller_message_id_and_date_are_kept_not_duplicated),
         T(test_smuggling_text_body_is_normalized_and_stuffed),
         T(test_smuggling_lines_body_is_normalized_and_stuffed),
