@@ -160,7 +160,6 @@ struct smtp__stuffer {
     int prev_cr;         /* last byte was a CR not yet resolved */
     size_t line_len;     /* octets in the current output line */
     int refuse_8bit;     /* a byte >= 0x80 is an error (no 8BITMIME) */
-    unsigned long long out_bytes;
 };
 void smtp__stuffer_init(struct smtp__stuffer *s);
 /* 1 when a byte of p[0..n) has its high bit set. */

@@ -319,7 +319,6 @@ static int stuff_eol(struct smtp__stuffer *s, struct smtp__buf *out)
 {
     s->line_start = 1;
     s->line_len = 0;
-    s->out_bytes += 2;
     return smtp__buf_append(out, "\r\n", 2);
 }
 
@@ -386,7 +385,6 @@ int smtp__stuff(struct smtp__stuffer *s, const char *in, size_t n,
                 return WHY("out of memory");
             s->line_start = 0;
             s->line_len = 2;
-            s->out_bytes += 2;
             i++;
             continue;
         }
@@ -399,7 +397,6 @@ int smtp__stuff(struct smtp__stuffer *s, const char *in, size_t n,
         if (smtp__buf_append(out, in + i, len) < 0)
             return WHY("out of memory");
         s->line_len += len;
-        s->out_bytes += len;
         s->line_start = 0;
         i = end;
     }
@@ -412,6 +409,5 @@ int smtp__stuff_end(struct smtp__stuffer *s, struct smtp__buf *out)
     if ((s->prev_cr || !s->line_start) && stuff_eol(s, out) < 0)
         return -1;
     s->prev_cr = 0;
-    s->out_bytes += 3;
     return smtp__buf_append(out, ".\r\n", 3);
 }

@@ -695,17 +695,12 @@ static void send_rest(struct smtp_conn *conn, const char *from,
             /* that transaction delivered nothing: all of them failed, with
                the reply that ended it */
             for (size_t i = 0; i < n; i++) {
-                struct smtp_result one;
-                smtp_result_init(&one);
-                one.rejected = calloc(1, sizeof *one.rejected);
-                if (one.rejected != NULL) {
-                    one.nrejected = 1;
-                    one.rejected[0].recipient = rest[i];
-                    rest[i] = NULL;
-                    smtp__reply_copy(&one.rejected[0].reply, &more.reply);
-                    merge_lists(res, &one);
-                }
-                smtp_result_clear(&one);
+                struct smtp_reply why = { 0 };
+                smtp__reply_copy(&why, &more.reply);
+                if (why.code >= 200 && why.code < 300)
+                    why.code = 0;          /* never list a failure as 2xx */
+                record_rcpt(res, rest[i], &why);
+                smtp_reply_clear(&why);
             }
         } else {
             merge_lists(res, &more);
