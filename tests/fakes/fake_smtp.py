@@ -70,13 +70,15 @@ class Rule:
 
     Keys: match (regex, re.search on the command line without CRLF, or on the
     pseudo-commands GREETING and DOT), reply, raw, raw_b64, repeat, prefix,
-    suffix, flood, max_bytes, bare_lf, inject, action, conn, after_n, times.
+    suffix, flood, max_bytes, bare_lf, inject, action, conn, after_n, times,
+    in_data_bytes.
     """
 
     KEYS = {"match", "reply", "raw", "raw_b64", "repeat", "prefix", "suffix",
             "flood", "max_bytes", "bare_lf", "inject", "action", "conn",
-            "after_n", "times", "fail_handshake", "comment"}
-    ACTIONS = {"close", "hang", "drop", "reset", "noreply", "tls_fail"}
+            "after_n", "times", "fail_handshake", "in_data_bytes", "comment"}
+    ACTIONS = {"close", "hang", "drop", "reset", "noreply", "tls_fail",
+               "drop_in_data", "reset_in_data"}
 
     def __init__(self, index, spec):
         self.index = index
@@ -397,6 +399,17 @@ class Session:
         self.cap.event(self.n, "flood_cap", bytes=sent)
         raise Stop("flood done")
 
+    def cut_data(self, nbytes, rst):
+        """After the reply to DATA: read at least nbytes of message data,
+        then end the connection (FIN, or RST) before the final dot can be
+        answered; nothing is logged as a message."""
+        while len(self.buf) < nbytes:
+            self.recv_more()
+        self.cap.event(self.n, "cut_data", bytes=len(self.buf),
+                       final_dot_seen=b"\r\n.\r\n" in self.buf)
+        self.close(rst=rst)
+        raise Stop("cut in data")
+
     def hang(self):
         """Never answer again; keep capturing until the client leaves."""
         while True:
@@ -444,6 +457,9 @@ class Session:
             raise Stop("close")
         if rule.has("tls_fail"):
             self.tls_fail(rule.spec.get("fail_handshake", "close"))
+        if rule.has("drop_in_data") or rule.has("reset_in_data"):
+            self.cut_data(int(rule.spec.get("in_data_bytes", 1)),
+                          rst=rule.has("reset_in_data"))
         if effect and (positive(reply_code(sent))
                        or (rule.has("noreply") and
                            positive(reply_code(default)))):

@@ -55,16 +55,8 @@ static int teardown(void **state)
 {
     struct fx *fx = *state;
     int rc = 0;
-    if (fx->svc != NULL) {
-        int st = mpserve_stop(fx->svc, 15000);
-        if (st != 0) {
-            char *log = mpserve_log(fx->svc, NULL);
-            fprintf(stderr, "mailpool serve ended with %d after SIGTERM; "
-                    "its stderr:\n%s\n", st, log != NULL ? log : "");
-            free(log);
-            rc = -1;
-        }
-    }
+    if (fx->svc != NULL && mpserve_stop_clean(fx->svc, 15000) < 0)
+        rc = -1;
     mpserve_free(fx->svc);
     peer_stop(fx->peer);
     free(fx);

@@ -402,6 +402,18 @@ int mpserve_stop(struct mpserve *s, int timeout_ms)
 }
 
 
+int mpserve_stop_clean(struct mpserve *s, int timeout_ms)
+{
+    int st = mpserve_stop(s, timeout_ms);
+    if (st == 0)
+        return 0;
+    char *log = mpserve_log(s, NULL);
+    fprintf(stderr, "mailpool serve ended with %d after SIGTERM; its "
+            "stderr:\n%s\n", st, log != NULL ? log : "");
+    free(log);
+    return -1;
+}
+
 void mpserve_free(struct mpserve *s)
 {
     if (s == NULL)

@@ -62,6 +62,9 @@ int mpserve_wait(struct mpserve *s, int timeout_ms);
 /* SIGTERM, then mpserve_wait(timeout_ms), then SIGKILL: the exit code,
    128+signal, or MPSERVE_KILLED.  Idempotent. */
 int mpserve_stop(struct mpserve *s, int timeout_ms);
+/* mpserve_stop for a child that must end cleanly: 0 when it exited 0; else
+   -1, after printing how it ended and its standard error on stderr. */
+int mpserve_stop_clean(struct mpserve *s, int timeout_ms);
 /* Stops the child if it runs (SIGKILL), removes the directory, frees.
    NULL is a no-op. */
 void mpserve_free(struct mpserve *s);

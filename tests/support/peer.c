@@ -496,8 +496,9 @@ static int sink_dirs(const struct peer *p, const char *user)
     return 0;
 }
 
-/* Start smtp-sink with -D/-S capture on a free port, retrying a taken one. */
-struct peer *peer_start_sink(const char *const *extra_args)
+/* Start smtp-sink with -D/-S capture on port, or (port 0) on a free port,
+   retrying a taken one. */
+static struct peer *start_sink(int want_port, const char *const *extra_args)
 {
     const char *bin = getenv("MAILPOOL_SMTP_SINK");
     const char *user = geteuid() == 0 ? "nobody" : NULL;
@@ -511,7 +512,7 @@ struct peer *peer_start_sink(const char *const *extra_args)
         return start_failed(p, &a);
     fmt(dump, sizeof dump, "%s/sink/dump", p->dir);
     for (int attempt = 0; attempt < SINK_TRIES; attempt++) {
-        int port = free_port();
+        int port = want_port > 0 ? want_port : free_port();
         if (port < 0 || fmt(addr, sizeof addr, "127.0.0.1:%d", port) < 0)
             continue;
         argv_free(&a);
@@ -534,11 +535,21 @@ struct peer *peer_start_sink(const char *const *extra_args)
             argv_free(&a);
             return p;
         }
-        if (p->pid > 0 || !log_mentions(p, "in use"))
+        if (p->pid > 0 || !log_mentions(p, "in use") || want_port > 0)
             break;   /* hung, or died of something a new port won't fix */
         say("port %d was taken; retrying", port);
     }
     return start_failed(p, &a);
+}
+
+struct peer *peer_start_sink(const char *const *extra_args)
+{
+    return start_sink(0, extra_args);
+}
+
+struct peer *peer_start_sink_on(int port, const char *const *extra_args)
+{
+    return port > 0 ? start_sink(port, extra_args) : NULL;
 }
 
 /* ---- stop and accessors ---------------------------------------------- */

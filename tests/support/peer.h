@@ -57,6 +57,10 @@ struct peer *peer_start_fake(const char *script_json);
  * the harness uses -D and -S itself. */
 struct peer *peer_start_sink(const char *const *extra_args);
 
+/* The same on this port (a relay that comes back where it was); NULL when
+ * the port is taken. */
+struct peer *peer_start_sink_on(int port, const char *const *extra_args);
+
 /* Start aiosmtpd_peer.py; extra_args as its flags, e.g.
  * {"--tls", "--auth-user", "u", "--auth-pass", "p", NULL}. */
 struct peer *peer_start_aiosmtpd(const char *const *extra_args);
