@@ -691,7 +691,19 @@ static void send_rest(struct smtp_conn *conn, const char *from,
         smtp_result_init(&more);
         send_once(conn, from, (const char *const *)rest, n, hdr, body, sopts,
                   sc, &more);
-        if (more.status != SMTP_DELIVERY_SENT) {
+        if (more.status == SMTP_DELIVERY_UNKNOWN) {
+            /* its final dot went unanswered: those recipients may have the
+               message, so they are not "rejected" (a caller would resend
+               to them) and the whole message is unknown: never resent */
+            res->status = SMTP_DELIVERY_UNKNOWN;
+            smtp_reply_clear(&res->reply);
+            res->code = 0;
+            res->sys_errno = more.sys_errno;
+            smtp__fail(res, more.kind, "DATA",
+                       "no reply after the end of data for the %zu "
+                       "recipients deferred with 452: they may have "
+                       "received it; not resent", n);
+        } else if (more.status != SMTP_DELIVERY_SENT) {
             /* that transaction delivered nothing: all of them failed, with
                the reply that ended it */
             for (size_t i = 0; i < n; i++) {

@@ -468,6 +468,47 @@ static void test_452_too_many_recipients_sends_rest_in_next_transaction(void **s
     assert_int_equal(n, 2);
 }
 
+/* The follow-up transaction for the deferred recipients is refused: the
+   first 100 have the message, the other 50 are reported with the refusal. */
+static void test_452_follow_up_refused_reports_the_rest_rejected(void **state)
+{
+    struct fx *f = *state;
+    fake(f, "{'max_rcpt': 100, 'rules': [{'match': '^MAIL', 'after_n': 2, "
+            "'reply': '451 4.3.0 try again later'}]}");
+    const char **to = many_rcpts(f, 150);
+    int rc = smtp_send_mail("a@x", to, 150, SUBJ, 1, &HELLO, f->host, &f->opts, NULL,
+                            &f->res);
+    assert_int_equal(rc, SMTP_ERR_REJECTED);
+    assert_int_equal(f->res.status, SMTP_DELIVERY_PARTIAL);
+    assert_int_equal(f->res.code, 700);
+    assert_int_equal(f->res.naccepted, 100);
+    assert_int_equal(f->res.nrejected, 50);
+    for (size_t i = 0; i < f->res.nrejected; i++) {
+        assert_int_equal(f->res.rejected[i].reply.code, 451);
+        assert_string_equal(f->res.rejected[i].recipient, to[100 + i]);
+    }
+    assert_int_equal(msgs(f, f->p, 1), 1);
+    assert_int_equal(f->m[0].nrcpt, 100);
+}
+
+/* The follow-up's final dot goes unanswered: those 50 may have the message,
+   so the whole message is unknown (never resent), not "rejected". */
+static void test_452_follow_up_unanswered_after_dot_is_unknown(void **state)
+{
+    struct fx *f = *state;
+    fake(f, "{'max_rcpt': 100, 'rules': [{'match': '^DOT$', 'after_n': 2, "
+            "'action': 'drop'}]}");
+    const char **to = many_rcpts(f, 150);
+    smtp_send_mail("a@x", to, 150, SUBJ, 1, &HELLO, f->host, &f->opts, NULL,
+                   &f->res);
+    assert_int_equal(f->res.status, SMTP_DELIVERY_UNKNOWN);
+    assert_int_equal(f->res.naccepted, 100);
+    assert_int_equal(f->res.nrejected, 0);
+    assert_true(f->res.message_id[0] != '\0');
+    assert_int_equal(msgs(f, f->p, 1), 1);
+    assert_int_equal(f->m[0].nrcpt, 100);
+}
+
 /* ---- SIZE, 8BITMIME, SMTPUTF8 ----------------------------------------- */
 
 #define SIZE1000 "{'extensions': ['PIPELINING', '8BITMIME', 'SIZE 1000']}"
@@ -663,6 +704,8 @@ int main(void)
         T(test_pipelined_group_written_before_any_reply_and_losers_reported),
         T(test_pipelining_3000_recipients_does_not_deadlock),
         T(test_452_too_many_recipients_sends_rest_in_next_transaction),
+        T(test_452_follow_up_refused_reports_the_rest_rejected),
+        T(test_452_follow_up_unanswered_after_dot_is_unknown),
         T(test_size_over_limit_refused_before_mail),
         T(test_size_param_counts_headers_and_body),
         T(test_8bitmime_declared_when_offered_refused_when_not),

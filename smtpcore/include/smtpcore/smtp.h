@@ -176,7 +176,10 @@ struct smtp_body {
  * MAIL, RCPT each, DATA, body, QUIT.  When every recipient is refused no
  * message data is sent (RSET instead of DATA; with PIPELINING, DATA rode in
  * the group and a 354 gets a lone dot).  Recipients deferred with 452 go in
- * further transactions of the same message.  Date, Message-ID and From are
+ * further transactions of the same message: when one of those is refused its
+ * recipients are listed as rejected with that reply; when its final dot goes
+ * unanswered the whole result is SMTP_DELIVERY_UNKNOWN (those recipients
+ * may have it; the ones already accepted stay listed).  Date, Message-ID and From are
  * added when missing (not for raw bodies).
  */
 int smtp_send_mail(const char *from, const char *const *to, size_t nto,
