@@ -304,6 +304,39 @@ static void test_auth_login_over_starttls(void **state)
                                              "AUTH LOGIN\r\ndQ==\r\ncA==\r\nMAIL"));
 }
 
+/* XOAUTH2 (named only: it takes a token): one line with the initial
+   response; a wrong token gets the server's 334 error challenge, answered
+   with an empty line, and then its 535. */
+static void test_auth_xoauth2_over_starttls(void **state)
+{
+    struct fx *f = *state;
+    check_auth(f, "XOAUTH2", "p");
+    if (f->res.kind != SMTP_OK)
+        fail_msg("AUTH XOAUTH2: %s", f->res.message);
+    one_msg(f, 1, 1);
+    /* base64("user=u\1auth=Bearer p\1\1") */
+    assert_non_null(strstr(wire(f, f->p, 1), "STARTTLS\r\nEHLO localhost\r\n"
+                           "AUTH XOAUTH2 dXNlcj11AWF1dGg9QmVhcmVyIHABAQ==\r\n"
+                           "MAIL FROM:<a@x>"));
+}
+
+static void test_auth_xoauth2_wrong_token_answers_challenge_then_535(
+    void **state)
+{
+    struct fx *f = *state;
+    check_auth(f, "XOAUTH2", "expired");
+    assert_int_equal(f->res.kind, SMTP_ERR_AUTH);
+    assert_int_equal(f->res.code, 535);
+    const char *w = wire(f, f->p, 1);
+    const char *a = strstr(w, "AUTH XOAUTH2 ");
+    assert_non_null(a);
+    /* the empty answer to the 334, then nothing but QUIT */
+    const char *eol = strstr(a, "\r\n");
+    assert_non_null(eol);
+    assert_string_equal(eol, "\r\n\r\nQUIT\r\n");
+    assert_null(strstr(w, "MAIL FROM"));
+}
+
 /* A 535 is an AUTH error carrying the server's text; no MAIL follows. */
 static void assert_auth_535(struct fx *f)
 {
@@ -697,6 +730,8 @@ int main(void)
         T(test_hello_failures_never_report_a_success_code),
         T(test_auth_plain_over_starttls),
         T(test_auth_login_over_starttls),
+        T(test_auth_xoauth2_over_starttls),
+        T(test_auth_xoauth2_wrong_token_answers_challenge_then_535),
         T(test_auth_plain_wrong_password_is_auth_error_with_535_text),
         T(test_auth_login_wrong_password_is_auth_error_with_535_text),
         T(test_auth_over_cleartext_refused_unless_allowed),

@@ -14,7 +14,9 @@ one line to the ready file (atomically) or to stdout.
 
 STARTTLS is offered when --tls-cert/--tls-key are given, or with --tls, which
 makes a self-signed pair (tests/peers/make-cert.sh) as W/cert.pem, W/key.pem.
-With --auth-user/--auth-pass, AUTH PLAIN and LOGIN are offered and required
+With --auth-user/--auth-pass, AUTH PLAIN, LOGIN and XOAUTH2 (the token is
+--auth-pass; a wrong one gets the RFC 7628 error challenge, then 535) are
+offered and required
 before MAIL; --auth-require-tls (the default when STARTTLS is configured)
 hides AUTH until TLS is up.  Without --auth-user, AUTH is never advertised.
 
@@ -90,10 +92,40 @@ class CapturingSMTP(SMTP):
 class Handler:
     """Accepts every message and logs it to the capture."""
 
-    def __init__(self, capture, auth_configured):
+    def __init__(self, capture, creds):
         self.capture = capture
-        self._auth_on = auth_configured
+        self._auth_on = creds is not None
+        self._creds = creds             # (user, password-or-token) or None
         self.count = 0
+
+    async def auth_XOAUTH2(self, server, args):
+        """SASL XOAUTH2: base64 of "user=U^Aauth=Bearer TOKEN^A^A".  A bad
+        token gets a 334 with a base64 JSON error, which the client answers
+        with an empty line; then 535."""
+        if len(args) == 2:
+            blob = args[1]
+        else:
+            blob = await server.challenge_auth("", encode_to_b64=False)
+            if not isinstance(blob, bytes):
+                return AuthResult(success=False, handled=False)
+            blob = blob.decode("ascii", "replace")
+        try:
+            text = base64.b64decode(blob, validate=True).decode("utf-8")
+        except Exception:
+            await server.push("501 5.5.2 Can't decode base64")
+            return AuthResult(success=False, handled=True)
+        want = None
+        if self._creds is not None:
+            want = f"user={self._creds[0]}\x01auth=Bearer {self._creds[1]}\x01\x01"
+        if text == want:
+            return AuthResult(success=True, handled=False,
+                              auth_data=LoginPassword(
+                                  self._creds[0].encode(),
+                                  self._creds[1].encode()))
+        error = json.dumps({"status": "401", "schemes": "bearer",
+                            "scope": "https://mail.example/"})
+        await server.challenge_auth(error)          # client sends ""
+        return AuthResult(success=False, handled=False)
 
     async def handle_EHLO(self, server, session, envelope, hostname,
                           responses):
@@ -192,7 +224,8 @@ async def serve(args):
     capture = Capture(args.capture_dir)
     ctx = tls_context(args)
     auth_configured = args.auth_user is not None
-    handler = Handler(capture, auth_configured)
+    handler = Handler(capture, (args.auth_user, args.auth_pass)
+                      if auth_configured else None)
     require_tls = args.auth_require_tls
     if require_tls is None:
         require_tls = ctx is not None
