@@ -183,6 +183,9 @@ static struct api *api_alloc(const struct cfg *cfg, struct pool *pool)
     api->pool = pool;
     atomic_init(&api->draining, 0);
     atomic_init(&api->idseq, 0);
+    atomic_init(&api->held, 0);
+    api->max_held = (size_t)(cfg->http.max_inflight > cfg->http.max_body
+                             ? cfg->http.max_inflight : cfg->http.max_body);
     atomic_init(&api->nsuspended, 0);
     atomic_init(&api->nlive, 0);
     atomic_init(&api->starting, 0);

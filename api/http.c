@@ -52,6 +52,8 @@ static const int route_methods[API_ROUTE__COUNT] = {
 
 #define MAX_TOKEN 4096          /* bytes of a bearer key we look at */
 #define INITIAL_BODY 16384      /* first allocation for a body */
+#define OVER_BUDGET "too many request bytes are held (http.max_inflight); " \
+                    "retry later"
 
 double api_now(void)
 {
@@ -124,11 +126,31 @@ static struct api_req *req_new(struct api *api, struct MHD_Connection *c,
     return req;
 }
 
+/* Charges the request up to `need` body bytes against http.max_inflight;
+   0, or -1 when that would pass the budget (nothing charged then).  What a
+   request charged is given back when it is freed, after its jobs are done:
+   the budget bounds the bodies being read and the messages they became. */
+static int charge(struct api_req *req, size_t need)
+{
+    struct api *api = req->api;
+    if (need <= req->charged)
+        return 0;
+    size_t more = need - req->charged;
+    size_t cur = atomic_load(&api->held);
+    do {
+        if (more > api->max_held || cur > api->max_held - more)
+            return -1;
+    } while (!atomic_compare_exchange_weak(&api->held, &cur, cur + more));
+    req->charged = need;
+    return 0;
+}
+
 void api_req_unref(struct api_req *req)
 {
     struct api *api = req->api;
     if (atomic_fetch_sub(&req->refs, 1) != 1)
         return;
+    atomic_fetch_sub(&api->held, req->charged);
     api_jobs_free(req->jobs, req->njobs);
     free(req->body);
     pthread_mutex_destroy(&req->mu);
@@ -378,8 +400,13 @@ static enum MHD_Result first_post(struct api_req *req,
             return api_reply_problem(req, c, 413,
                                      "the body is larger than http.max_body",
                                      NULL, NULL, NULL);
-        if (end != cl && n > 0)
+        if (charge(req, (size_t)n) < 0)
+            return api_reply_problem(req, c, 503, OVER_BUDGET, NULL,
+                                     "Retry-After", "1");
+        if (end != cl && n > 0) {
             req->cap = n < INITIAL_BODY ? (size_t)n : INITIAL_BODY;
+            req->expect = (size_t)n;
+        }
     }
     return MHD_YES;
 }
@@ -457,6 +484,10 @@ static enum MHD_Result take_upload(struct api_req *req, const char *data,
     *size = 0;
     if (req->phase != API_REQ_READING)
         return MHD_YES;              /* answered early: drop the rest */
+    if (req->over_budget && !req->too_big && n <= max - req->len) {
+        req->len += n;              /* counted only, for the 413 check */
+        return MHD_YES;
+    }
     if (req->too_big || n > max - req->len) {
         req->too_big = 1;
         req->dropped += req->len + n;
@@ -469,6 +500,17 @@ static enum MHD_Result take_upload(struct api_req *req, const char *data,
         size_t cap = req->cap > 0 ? req->cap : INITIAL_BODY;
         while (cap < req->len + n)
             cap = cap > max / 2 ? max : cap * 2;
+        if (req->expect >= req->len + n && cap > req->expect)
+            cap = req->expect;      /* no more than Content-Length said */
+        if (charge(req, cap) < 0) {
+            /* a chunked body past the budget: read on, keep nothing */
+            req->over_budget = 1;
+            free(req->body);
+            req->body = NULL;
+            req->len += n;
+            req->cap = 0;
+            return MHD_YES;
+        }
         char *p = realloc(req->body, cap + 1);
         if (p == NULL)
             return MHD_NO;
@@ -504,6 +546,9 @@ enum MHD_Result api_on_access(void *cls, struct MHD_Connection *c,
             return api_reply_problem(req, c, 413,
                                      "the body is larger than http.max_body",
                                      NULL, NULL, NULL);
+        if (req->over_budget)
+            return api_reply_problem(req, c, 503, OVER_BUDGET, NULL,
+                                     "Retry-After", "1");
         if (route_methods[req->route] == M_GET)
             return api_route_get(req, c);
         return api_route_post(req, c);

@@ -108,6 +108,8 @@ struct api {
     atomic_size_t nsuspended;       /* connections suspended and not yet
                                        resumed: MHD_stop_daemon needs 0 */
     atomic_size_t nlive;            /* requests MHD has not completed */
+    atomic_size_t held;             /* body bytes charged by live requests */
+    size_t max_held;                /* http.max_inflight, at least max_body */
     atomic_int starting;            /* 1 inside MHD_start_daemon */
     char start_msg[160];            /* MHD's last word then; guarded by mu */
     pthread_mutex_t mu;
@@ -142,7 +144,10 @@ struct api_req {
     char *body;                     /* MHD thread only */
     size_t len, cap;
     size_t dropped;                 /* bytes thrown away past max_body */
+    size_t expect;                  /* Content-Length, 0 when none */
+    size_t charged;                 /* bytes counted in api->held */
     int too_big;
+    int over_budget;                /* api->held was full: 503 at the end */
 
     struct job **jobs;              /* slots, input order; owned */
     size_t njobs;

@@ -697,7 +697,7 @@ static const char openapi[] =
     "    }\n"
     "   },\n"
     "   \"Unavailable\": {\n"
-    "    \"description\": \"The job queue is full or the service is draining.\",\n"
+    "    \"description\": \"The job queue is full, the service is draining, or http.max_inflight request bytes are already held (decided from Content-Length before the body is read, or while a chunked body comes). Retry after the Retry-After seconds.\",\n"
     "    \"headers\": {\n"
     "     \"X-Request-Id\": {\n"
     "      \"$ref\": \"#/components/headers/X-Request-Id\"\n"

@@ -107,6 +107,10 @@ const struct cfg_key cfg_keys[] = {
             "port 0: any free port)"),
     CFG_SIZE_(http, max_body, "10485760", 1, 1LL << 30,
               "largest request body in bytes (suffix k, m or g)"),
+    CFG_SIZE_(http, max_inflight, "268435456", 1, 1LL << 40,
+              "most request body bytes held at once (being read, or waiting "
+              "for their messages); past it a POST gets 503 (at least "
+              "max_body is always allowed)"),
     CFG_INT_(http, max_batch, "1000", 1, 1000000,
              "most messages in one batch request"),
     CFG_INT_(http, max_recipients, "100", 1, 100000,

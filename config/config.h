@@ -41,6 +41,7 @@ struct cfg {
     struct {
         char *listen;             /* "127.0.0.1:8025" */
         long max_body;            /* bytes, default 10485760 */
+        long max_inflight;        /* body bytes held at once, default 256m */
         int max_batch;            /* messages per batch, default 1000 */
         int max_recipients;       /* per message, default 100 */
         char *api_keys;           /* secret; comma-separated bearer keys */

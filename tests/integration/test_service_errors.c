@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -447,6 +448,103 @@ static void test_body_of_exactly_max_body_is_accepted_one_more_is_413(
     assert_int_equal(peer_wait_messages(fx->peer, 2, 0), 1);
 }
 
+/* http.max_inflight bounds the request bytes held at once (bodies being
+   read, and messages waiting for the relay): past it a POST is a 503 with
+   Retry-After, decided from Content-Length before the body is read, or
+   while a chunked body comes; the budget comes back when a request ends. */
+/* A message request of about size bytes whose body is 62-octet lines. */
+static char *message_of_lines(size_t size, const char *subject)
+{
+    char *s = message_of_size(size, subject);
+    char *b = strstr(s, "\"body\":\"") + 8;
+    for (char *q = b + 62; q + 2 < s + size - 2; q += 64)
+        memcpy(q, "\\n", 2);
+    return s;
+}
+
+struct held_post {
+    char url[256];
+    char *body;
+    struct http_resp r;
+    int rc;
+};
+
+static void *held_post_main(void *arg)
+{
+    struct held_post *h = arg;
+    h->rc = http_request("POST", h->url, JSON_CT, h->body, 0, &h->r);
+    return NULL;
+}
+
+static void test_request_bytes_over_max_inflight_are_503_and_come_back(
+    void **state)
+{
+    struct fx *fx = *state;
+    struct http_resp r;
+    struct held_post held;
+    pthread_t th;
+    /* The first message sits 2 s at the relay's final dot. */
+    fx->peer = peer_start_fake("{\"rules\":[{\"match\":\"^DOT$\","
+                               "\"conn\":1,\"times\":1,"
+                               "\"action\":\"delay:2\"}]}");
+    assert_non_null(fx->peer);
+    fx->svc = mpserve_start(peer_port(fx->peer), (const char *const[]){
+        "--http-max-body", "64k", "--http-max-inflight", "100k",
+        "--pool-workers", "1", "--pool-connections", "1", NULL });
+    assert_non_null(fx->svc);
+    snprintf(held.url, sizeof held.url, "%s/v1/messages",
+             mpserve_url(fx->svc));
+    held.body = message_of_lines(60000, "held");
+    assert_int_equal(pthread_create(&th, NULL, held_post_main, &held), 0);
+    sleep_ms(700);
+
+    /* 60,000 held + 60,000 more > 100k: refused, by Content-Length... */
+    char *over = message_of_lines(60000, "over-budget");
+    call(fx, "POST", "/v1/messages", JSON_CT, over, &r);
+    json_decref(expect_problem(&r, 503, "60000 more bytes with 60000 held"));
+    char *ra = http_resp_header(&r, "Retry-After");
+    assert_non_null(ra);
+    assert_string_equal(ra, "1");
+    free(ra);
+    http_resp_free(&r);
+    /* ...and chunked, as the bytes come. */
+    char url[256];
+    snprintf(url, sizeof url, "%s/v1/messages", mpserve_url(fx->svc));
+    http_req("POST", url, JSON_CT, over, 1, &r);
+    json_decref(expect_problem(&r, 503, "chunked past the budget"));
+    http_resp_free(&r);
+    free(over);
+    /* What still fits is taken (it waits behind the held one). */
+    char *fits = message_of_lines(20000, "fits");
+    call(fx, "POST", "/v1/messages", JSON_CT, fits, &r);
+    free(fits);
+    expect_status(&r, 200, "20000 more bytes with 60000 held");
+    http_resp_free(&r);
+
+    assert_int_equal(pthread_join(th, NULL), 0);
+    if (held.rc < 0)
+        fail_msg("the held request got no answer: %s", held.r.err);
+    expect_status(&held.r, 200, "the held request");
+    http_resp_free(&held.r);
+    free(held.body);
+    /* Everything was given back: 60,000 fits again. */
+    char *after = message_of_lines(60000, "after");
+    call(fx, "POST", "/v1/messages", JSON_CT, after, &r);
+    free(after);
+    expect_status(&r, 200, "60000 bytes once the budget came back");
+    http_resp_free(&r);
+
+    assert_int_equal(peer_wait_messages(fx->peer, 3, 5000), 3);
+    sleep_ms(200);
+    struct peer_msg *m;
+    size_t n;
+    assert_int_equal(peer_messages(fx->peer, &m, &n), 0);
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < n; i++)
+        assert_null(strstr((const char *)m[i].data, "over-budget"));
+    peer_msgs_free(m, n);
+}
+
 /* ---- Bearer keys ---- */
 
 static void test_bearer_keys_401_without_or_wrong_key_200_with_second(
@@ -673,6 +771,7 @@ int main(void)
         T(test_content_length_over_max_body_is_413_before_body_is_read),
         T(test_chunked_body_over_max_body_is_413),
         T(test_body_of_exactly_max_body_is_accepted_one_more_is_413),
+        T(test_request_bytes_over_max_inflight_are_503_and_come_back),
         T(test_bearer_keys_401_without_or_wrong_key_200_with_second),
         T(test_openapi_json_is_3_1_and_documents_every_route_answer),
         T(test_bad_config_exits_2_naming_the_key_before_binding),
