@@ -24,6 +24,7 @@
  * api_port anywhere.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -192,6 +193,28 @@ static struct api *api_alloc(const struct cfg *cfg, struct pool *pool)
     return api;
 }
 
+/* MHD_OPTION_UNESCAPE_CALLBACK: percent-decodes s in place, except "%00",
+   which stays as it is: the decoded path is a C string, and a NUL would
+   cut "/v1/messages%00/x" to a route.  Used for the path and query. */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    char *w = s;
+    (void)cls;
+    (void)c;
+    for (const char *r = s; *r != '\0'; r++) {
+        if (r[0] == '%' && isxdigit((unsigned char)r[1]) &&
+            isxdigit((unsigned char)r[2]) && !(r[1] == '0' && r[2] == '0')) {
+            char hex[3] = { r[1], r[2], '\0' };
+            *w++ = (char)strtoul(hex, NULL, 16);
+            r += 2;
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
 struct api *api_start(const struct cfg *cfg, struct pool *pool, char *err,
                       size_t errlen)
 {
@@ -232,6 +255,7 @@ struct api *api_start(const struct cfg *cfg, struct pool *pool, char *err,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_NOTIFY_COMPLETED, api_on_completed, api,
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
         MHD_OPTION_ARRAY, opts,
         MHD_OPTION_END);
     atomic_store(&api->starting, 0);

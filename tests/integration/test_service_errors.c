@@ -272,6 +272,14 @@ static const struct pcase PROBLEMS[] = {
       NULL, NULL, 0 },
     { "trailing slash", "POST", "/v1/messages/", "application/json", "{}",
       404, { NULL }, NULL, NULL, 0 },
+    /* A valid message: were the path cut at the NUL, it would be sent. */
+    { "%00 in the path", "POST", "/v1/messages%00/x", "application/json",
+      "{\"from\":\"a@example.com\",\"to\":[\"b@example.com\"]}",
+      404, { NULL }, NULL, NULL, 0 },
+    { "%00 at the end of the path", "POST", "/v1/messages%00",
+      "application/json",
+      "{\"from\":\"a@example.com\",\"to\":[\"b@example.com\"]}",
+      404, { NULL }, NULL, NULL, 0 },
 };
 
 static void check_problem_case(const struct fx *fx, const struct pcase *c)
