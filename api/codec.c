@@ -355,6 +355,19 @@ static void decode_raw(struct dctx *d, json_t *obj, json_t *v,
     job->msg.raw = 1;
 }
 
+/* The decoded body (or raw message) as SMTP would carry it: no line over
+   998 octets (smtp_body_check); refused here rather than by the relay
+   connection later. */
+static void check_text(struct dctx *d, const struct job *job,
+                       const char *field)
+{
+    char why[160];
+    if (job->msg.body != NULL &&
+        smtp_body_check(job->msg.body, job->msg.body_len, why,
+                        sizeof why) < 0)
+        fail(d, why, "%s", field);
+}
+
 /* Decodes one message object into job->msg. */
 int api_decode_message(json_t *obj, const struct cfg *cfg, struct job *job,
                        json_t *errors, const char *prefix)
@@ -374,12 +387,14 @@ int api_decode_message(json_t *obj, const struct cfg *cfg, struct job *job,
     raw = member(obj, "raw");
     if (raw != NULL) {
         decode_raw(&d, obj, raw, job);
+        check_text(&d, job, "raw");
         return verdict(&d);
     }
     headers = member(obj, "headers");
     if (headers != NULL)
         decode_headers(&d, headers, job);
     decode_body(&d, member(obj, "body"), job);
+    check_text(&d, job, "body");
     return verdict(&d);
 }
 

@@ -28,6 +28,7 @@
 /* What a body scan learns before anything is sent. */
 struct scan {
     unsigned long long size;
+    size_t line;        /* lines ended so far (for the reason) */
     int eightbit;
     int streamed;       /* a reader: size and 8-bit unknown in advance */
 };
@@ -44,12 +45,13 @@ static int scan_bytes(const char *p, size_t n, size_t *col, struct scan *sc,
             if (p[i] == '\r' && i + 1 < n && p[i + 1] == '\n')
                 i++;
             sc->size += 2;
+            sc->line++;
             *col = 0;
             i++;
             continue;
         }
         if (p[i] == '\0') {
-            snprintf(why, whylen, "NUL byte in body");
+            snprintf(why, whylen, "NUL byte in body line %zu", sc->line + 1);
             return -1;
         }
         if (p[i] == '.' && *col == 0)
@@ -58,14 +60,29 @@ static int scan_bytes(const char *p, size_t n, size_t *col, struct scan *sc,
         *col += end - i;
         sc->size += end - i;
         if (*col > SMTP_MAX_LINE) {
-            snprintf(why, whylen, "body line longer than %d octets",
-                     SMTP_MAX_LINE);
+            snprintf(why, whylen, "body line %zu is longer than %d octets "
+                     "(RFC 5321 4.5.3.1.6)", sc->line + 1, SMTP_MAX_LINE);
             return -1;
         }
         i = end;
     }
     sc->eightbit |= smtp__has_8bit(p, n);
     return 0;
+}
+
+int smtp_body_check(const char *text, size_t len, char *why, size_t whylen)
+{
+    struct scan sc;
+    size_t col = 0;
+    char dummy[8];
+    memset(&sc, 0, sizeof sc);
+    if (why == NULL || whylen == 0) {
+        why = dummy;
+        whylen = sizeof dummy;
+    }
+    why[0] = '\0';
+    return text == NULL && len > 0 ? -1
+         : scan_bytes(text, len, &col, &sc, why, whylen);
 }
 
 /* Scans text or lines bodies (a reader is checked as it streams). */
@@ -96,8 +113,10 @@ static int scan_body(const struct smtp_body *b, struct scan *sc, char *why,
         if (scan_bytes(b->lines[i], strlen(b->lines[i]), &col, sc, why,
                        whylen) < 0)
             return -1;
-        if (col > 0 || b->lines[i][0] == '\0')
+        if (col > 0 || b->lines[i][0] == '\0') {
             sc->size += 2;          /* the line's own CRLF */
+            sc->line++;
+        }
     }
     return 0;
 }

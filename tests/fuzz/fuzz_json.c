@@ -15,7 +15,8 @@
  *   strings; OK lists none;
  * - an accepted message has a sender, 1..max_recipients recipients that
  *   smtp_addr_check accepts, headers that smtp_header_check accepts, and a
- *   body whose length is body_len (raw: non-empty);
+ *   body whose length is body_len that smtp_body_check accepts (raw:
+ *   non-empty);
  * - an accepted batch has 1..max_batch such messages; a refused one
  *   returns no jobs;
  * - an accepted query argument is at most API_MAX_ARG bytes of printable
@@ -95,7 +96,8 @@ static void check_message(const struct job *job, const struct cfg *cfg)
             smtp_header_check(m->hnames[i], m->hvalues[i], why,
                               sizeof why) != 0)
             abort();
-    if (m->body == NULL || m->body[m->body_len] != '\0')
+    if (m->body == NULL || m->body[m->body_len] != '\0' ||
+        smtp_body_check(m->body, m->body_len, why, sizeof why) != 0)
         abort();
     if (m->raw && (m->body_len == 0 || m->nheaders != 0))
         abort();

@@ -59,6 +59,11 @@ struct dcase {
 };
 
 #define OKMSG "\"from\":\"a@x.org\",\"to\":[\"b@x.org\"]"
+#define X10   "xxxxxxxxxx"
+#define X100  X10 X10 X10 X10 X10 X10 X10 X10 X10 X10
+#define X1000 X100 X100 X100 X100 X100 X100 X100 X100 X100 X100
+#define X998  X100 X100 X100 X100 X100 X100 X100 X100 X100 \
+              X10 X10 X10 X10 X10 X10 X10 X10 X10 "xxxxxxxx"
 
 static const struct dcase cases[] = {
     /* shapes and required members */
@@ -155,6 +160,18 @@ static const struct dcase cases[] = {
       API_DECODE_INVALID, "raw", "must be a string", 1 },
     { "raw_empty", D_MSG, "{" OKMSG ",\"raw\":\"\"}", API_DECODE_INVALID,
       "raw", "must not be empty", 1 },
+    { "body_line_over_998", D_MSG,
+      "{" OKMSG ",\"body\":\"line one\\n" X1000 "\"}", API_DECODE_INVALID,
+      "body", "body line 2 is longer than 998 octets", 1 },
+    { "body_lines_item_over_998", D_MSG,
+      "{" OKMSG ",\"body\":[\"ok\",\"" X1000 "\"]}", API_DECODE_INVALID,
+      "body", "body line 2 is longer than 998 octets", 1 },
+    { "raw_header_line_over_998", D_MSG,
+      "{" OKMSG ",\"raw\":\"Subject: " X1000 "\\r\\n\\r\\nhi\"}",
+      API_DECODE_INVALID, "raw", "line 1 is longer than 998", 1 },
+    { "body_line_of_998_ok", D_MSG,
+      "{" OKMSG ",\"body\":\"a\\r\\n" X998 "\\rb\"}", API_DECODE_OK,
+      NULL, NULL, 0 },
     { "every_error_reported", D_MSG,
       "{\"from\":\"a\\r@x.org\",\"to\":[\"\",\"b@x.org\",7],\"x\":1,"
       "\"headers\":[[\"A\",\"\\n\"]]}", API_DECODE_INVALID, "x",

@@ -298,6 +298,10 @@ int smtp_addr_check(const char *addr, int allow_empty, char *why,
 /* A header field: name printable ASCII without ':', value without CR/LF/NUL. */
 int smtp_header_check(const char *name, const char *value, char *why,
                       size_t whylen);
+/* A body (or a raw message) of len bytes as smtp_send_mail would send it:
+   no NUL, no line over SMTP_MAX_LINE octets (lone CR and LF count as line
+   ends); the reason names the line. */
+int smtp_body_check(const char *text, size_t len, char *why, size_t whylen);
 
 #ifdef __cplusplus
 }
