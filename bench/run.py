@@ -244,6 +244,54 @@ def scale(sink_port):
         s.close()
     mp.stop()
     row("scale", "peak RSS with 1,000 idle HTTP connections", hwm / 1024.0, "MiB", None, "<= 64")
+    full_queue_rss()
+
+
+def full_queue_rss():
+    """Peak RSS with 1,000 HTTP connections each waiting on a message and
+    the job queue full: a sink that sits 60 s on every final dot, the
+    default queue (1024) and 8 workers; 1,000 single-message requests, then
+    a batch of 100 that fills the queue (its overflow is answered at once).
+    """
+    port = free_port()
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    slow = Proc(["/usr/sbin/smtp-sink"] + user + ["-W", ".:60", "127.0.0.1:%d" % port, "1024"])
+    if not wait_port(port):
+        raise SystemExit("bench: slow smtp-sink did not start")
+    hp = free_port()
+    mp = Proc([os.path.join(BUILD, "mailpool"), "serve", "--relay-host", "127.0.0.1",
+               "--relay-port", str(port), "--relay-tls", "none",
+               "--http-listen", "127.0.0.1:%d" % hp, "--log-level", "error"])
+    socks = []
+    try:
+        if not wait_port(hp):
+            raise SystemExit("bench: mailpool serve did not start")
+        def post(path, doc):
+            body = json.dumps(doc).encode()
+            s = socket.create_connection(("127.0.0.1", hp))
+            s.sendall(b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n" % (path.encode(), len(body)) + body)
+            socks.append(s)
+        for i in range(1000):
+            post("/v1/messages", message(i))
+        post("/v1/messages/batch", {"messages": [message(i) for i in range(100)]})
+        depth = 0
+        for _ in range(50):
+            time.sleep(0.2)
+            m = subprocess.run(["curl", "-s", "http://127.0.0.1:%d/metrics" % hp],
+                               stdout=subprocess.PIPE, text=True).stdout
+            g = re.search(r"^mailpool_pool_queue_depth (\d+)", m, re.M)
+            depth = int(g.group(1)) if g else 0
+            if depth >= 1024:
+                break
+        hwm, _ = proc_stats(mp.p.pid)
+    finally:
+        for s in socks:
+            s.close()
+        mp.stop()
+        slow.stop()
+    row("scale", "peak RSS, 1,000 HTTP connections, queue %d/1024" % depth, hwm / 1024.0,
+        "MiB", None, "<= 64")
 
 
 def main():
