@@ -53,7 +53,7 @@ struct pool_conns {
 
     pthread_mutex_t mu;
     pthread_cond_t avail_cv;        /* idle conn or free slot, or stopping */
-    pthread_cond_t reaper_cv;       /* stopping */
+    pthread_cond_t reaper_cv;       /* stopping, or a probe wanted */
     struct pool_conn *idle;         /* guarded by cp->mu */
     size_t nidle;                   /* guarded by cp->mu */
     size_t nslots;                  /* guarded by cp->mu: open + opening */
@@ -65,6 +65,7 @@ struct pool_conns {
     double probe_at;                /* guarded by cp->mu */
     int probe_ok;                   /* guarded by cp->mu */
     int probing;                    /* guarded by cp->mu */
+    int probe_wanted;               /* guarded by cp->mu: for the reaper */
 };
 
 /* Seconds to milliseconds for a timeout; 0 (library default) when <= 0. */
@@ -213,7 +214,11 @@ static struct pool_conn *pool_conns_expired(struct pool_conns *cp,
     return out;
 }
 
-/* The reaper: QUITs connections idle longer than cfg->pool.idle_timeout. */
+static int pool_conns_probe(struct pool_conns *cp);
+
+/* The reaper: QUITs connections idle longer than cfg->pool.idle_timeout,
+   and runs the readiness probes pool_conns_ready asks for, so that no HTTP
+   thread waits on the relay. */
 static void *pool_conns_reaper(void *arg)
 {
     struct pool_conns *cp = arg;
@@ -221,6 +226,17 @@ static void *pool_conns_reaper(void *arg)
     pthread_mutex_lock(&cp->mu);
     while (!cp->stopping) {
         double next;
+        if (cp->probe_wanted && !cp->probing) {
+            cp->probe_wanted = 0;
+            cp->probing = 1;
+            pthread_mutex_unlock(&cp->mu);
+            int ok = pool_conns_probe(cp);
+            pthread_mutex_lock(&cp->mu);
+            cp->probe_ok = ok;
+            cp->probing = 0;
+            cp->probe_at = pool_mono_now();
+            continue;
+        }
         struct pool_conn *dead = pool_conns_expired(cp, pool_mono_now(),
                                                     &next);
 
@@ -421,7 +437,10 @@ static int pool_conns_probe(struct pool_conns *cp)
     return ok;
 }
 
-/* 1 if a connection is open or a (rate-limited) probe succeeds. */
+/* 1 if a connection is open, else the last probe's answer.  The first
+   call probes itself (there is no answer yet); later ones leave a stale
+   answer (older than POOL_PROBE_INTERVAL) to the reaper to renew, and
+   answer at once with the last one. */
 int pool_conns_ready(struct pool_conns *cp)
 {
     double now = pool_mono_now();
@@ -432,7 +451,12 @@ int pool_conns_ready(struct pool_conns *cp)
         pthread_mutex_unlock(&cp->mu);
         return 1;
     }
-    if (cp->probing || now - cp->probe_at < POOL_PROBE_INTERVAL) {
+    if (cp->probing || cp->probe_at >= 0) {   /* probed before */
+        if (!cp->probing && now - cp->probe_at >= POOL_PROBE_INTERVAL &&
+            !cp->probe_wanted) {
+            cp->probe_wanted = 1;
+            pthread_cond_signal(&cp->reaper_cv);
+        }
         ok = cp->probe_ok;                  /* the last probe's answer */
         pthread_mutex_unlock(&cp->mu);
         return ok;

@@ -53,8 +53,10 @@ void pool_conns_release(struct pool_conns *cp, struct pool_conn *pc,
                         enum pool_conn_fate fate);
 /* Fills the conns_* fields of out (takes cp->mu). */
 void pool_conns_stats(struct pool_conns *cp, struct pool_stats *out);
-/* 1 if a connection is open, else the result of a probe (connect, EHLO,
-   QUIT) made at most once per second. */
+/* 1 if a connection is open, else the answer of the last probe (connect,
+   EHLO, QUIT; at most once per second).  Only the first call probes on the
+   caller's thread; after that a stale answer is renewed by the reaper
+   thread while the caller gets the last one at once. */
 int pool_conns_ready(struct pool_conns *cp);
 /* From now on acquire returns POOL_ACQ_STOPPED; wakes its waiters. */
 void pool_conns_stop(struct pool_conns *cp);

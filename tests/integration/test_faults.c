@@ -553,6 +553,39 @@ static void test_relay_down_then_back_recovers_without_restart(void **state)
     assert_int_equal(ready, 200);
 }
 
+/* ---- Readiness against a relay that never greets ---- */
+
+/* Only the first /readyz probes on the HTTP thread; later ones answer at
+   once with the last probe's verdict while the reaper thread probes. */
+static void test_readyz_never_waits_on_a_silent_relay(void **state)
+{
+    struct fx *fx = *state;
+    const char *args[2 * MAXARGS + 1];
+
+    fx->peer = peer_start_fake("{\"rules\":[{\"match\":\"^GREETING$\","
+                               "\"action\":\"hang\"}]}");
+    assert_non_null(fx->peer);
+    svc_args(NULL, args, sizeof args / sizeof args[0]);
+    fx->svc = mpserve_start(peer_port(fx->peer), args);
+    assert_non_null(fx->svc);
+    long long t0 = ts_now_ms();
+    assert_int_equal(get_status(fx->svc, "/readyz"), 503);
+    long long first = ts_now_ms() - t0;
+    /* The first probe waited out the greeting (2 s). */
+    assert_true(first >= 1500);
+    for (int i = 0; i < 3; i++) {
+        ts_sleep_ms(1100);          /* the answer is stale again */
+        t0 = ts_now_ms();
+        assert_int_equal(get_status(fx->svc, "/readyz"), 503);
+        long long took = ts_now_ms() - t0;
+        if (took > 1000)
+            fail_msg("/readyz %d took %lld ms: it waited on the relay", i,
+                     took);
+    }
+    /* The reaper did probe: the relay saw more than the first connection. */
+    assert_true(peer_conn_count(fx->peer) >= 2);
+}
+
 /* ---- main: one cmocka test per row ---- */
 
 static int setup_case(void **state)
@@ -568,7 +601,7 @@ static int setup_case(void **state)
 
 int main(void)
 {
-    struct CMUnitTest tests[NCASES + 1];
+    struct CMUnitTest tests[NCASES + 2];
 
     for (size_t i = 0; i < NCASES; i++)
         tests[i] = (struct CMUnitTest){ CASES[i].name, run_case, setup_case,
@@ -577,10 +610,14 @@ int main(void)
         "relay down entirely, then back on the same port",
         test_relay_down_then_back_recovers_without_restart, setup_case,
         teardown, NULL };
+    tests[NCASES + 1] = (struct CMUnitTest){
+        "readyz never waits on a silent relay",
+        test_readyz_never_waits_on_a_silent_relay, setup_case, teardown,
+        NULL };
     signal(SIGPIPE, SIG_IGN);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return 1;
-    int rc = _cmocka_run_group_tests("test_faults", tests, NCASES + 1, NULL,
+    int rc = _cmocka_run_group_tests("test_faults", tests, NCASES + 2, NULL,
                                      NULL);
     curl_global_cleanup();
     return rc;
