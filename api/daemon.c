@@ -5,10 +5,13 @@
  *
  * MHD runs an internal thread pool (http.threads) over epoll, with
  * suspend/resume allowed, a connection timeout (http.connection_timeout),
- * the request-completed callback of http.c, and its messages sent to the
- * JSON log at debug level.  http.listen is "host:port", "[v6]:port",
- * ":port" or "*:port" (all addresses); port 0 picks a free port, which
- * api_port tells.  http.api_keys is split at commas, blanks trimmed.
+ * a memory pool per connection of API_HTTP_POOL bytes (room for a head
+ * past the API's own limits, which http.c then answers 414 or 431), the
+ * URI log, unescape, access and request-completed callbacks of http.c, and
+ * its messages sent to the JSON log at debug level.  http.listen is
+ * "host:port", "[v6]:port", ":port" or "*:port" (all addresses); port 0
+ * picks a free port, which api_port tells.  http.api_keys is split at
+ * commas, blanks trimmed.
  *
  * Stopping: MHD must not be stopped with a connection suspended, so api_stop
  * waits until every job's done callback has resumed its connection (after
@@ -24,7 +27,6 @@
  * api_port anywhere.
  */
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -37,6 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/http.h"
 #include "api/internal.h"
 #include "server/log.h"
 
@@ -193,28 +196,6 @@ static struct api *api_alloc(const struct cfg *cfg, struct pool *pool)
     return api;
 }
 
-/* MHD_OPTION_UNESCAPE_CALLBACK: percent-decodes s in place, except "%00",
-   which stays as it is: the decoded path is a C string, and a NUL would
-   cut "/v1/messages%00/x" to a route.  Used for the path and query. */
-static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
-{
-    char *w = s;
-    (void)cls;
-    (void)c;
-    for (const char *r = s; *r != '\0'; r++) {
-        if (r[0] == '%' && isxdigit((unsigned char)r[1]) &&
-            isxdigit((unsigned char)r[2]) && !(r[1] == '0' && r[2] == '0')) {
-            char hex[3] = { r[1], r[2], '\0' };
-            *w++ = (char)strtoul(hex, NULL, 16);
-            r += 2;
-        } else {
-            *w++ = *r;
-        }
-    }
-    *w = '\0';
-    return (size_t)(w - s);
-}
-
 struct api *api_start(const struct cfg *cfg, struct pool *pool, char *err,
                       size_t errlen)
 {
@@ -238,6 +219,7 @@ struct api *api_start(const struct cfg *cfg, struct pool *pool, char *err,
                          MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
                          (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
     struct MHD_OptionItem opts[] = {
+        { MHD_OPTION_CONNECTION_MEMORY_LIMIT, API_HTTP_POOL, NULL },
         { MHD_OPTION_CONNECTION_TIMEOUT,
           cfg->http.connection_timeout > 0 ? cfg->http.connection_timeout
                                            : 0, NULL },
@@ -255,7 +237,8 @@ struct api *api_start(const struct cfg *cfg, struct pool *pool, char *err,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_NOTIFY_COMPLETED, api_on_completed, api,
-        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+        MHD_OPTION_URI_LOG_CALLBACK, api_on_uri, api,
+        MHD_OPTION_UNESCAPE_CALLBACK, api_unescape, NULL,
         MHD_OPTION_ARRAY, opts,
         MHD_OPTION_END);
     atomic_store(&api->starting, 0);

@@ -5,16 +5,27 @@
  *
  * Public (internal.h): api_on_access, api_on_completed, api_req_unref,
  * api_reply_json, api_reply_problem, api_reply_problem_doc, api_reply_text,
- * api_waiting_add, api_waiting_remove, api_now.  The daemon is started and
- * stopped in daemon.c; the routes themselves are in routes.c.
+ * api_waiting_add, api_waiting_remove, api_now; (http.h) api_on_uri,
+ * api_unescape.  The daemon is started and stopped in daemon.c; the routes
+ * themselves are in routes.c.
+ *
+ * MHD's context of a request (*con_cls) is a struct slot, made by the URI
+ * log callback from the request target as it came (before MHD splits off
+ * the query and decodes it) and freed by the request-completed callback;
+ * it holds our request once the access handler has seen the headers.
  *
  * A request's state is reference-counted: MHD's reference is dropped by
  * the request-completed callback, each job's by its done callback
  * (routes.c), so a client hanging up mid-flight frees nothing early.
- * Errors that come before the body (404, 405, 401, 503 draining, 415, 413
- * from Content-Length) are answered on the first call, without reading
- * the body; MHD then closes the connection.  A chunked body that grows past
- * http.max_body is dropped as it comes and answered 413 at its end.
+ * Errors that come before the body (400 for a request target with a NUL,
+ * control, space or non-ASCII byte, 414, 431, 400 for ambiguous framing,
+ * 501 for a transfer coding other than chunked, 404, 405, 401, 503
+ * draining, 415, 413 from Content-Length) are answered on the first call,
+ * without reading the body; MHD then closes the connection.  A chunked body
+ * that grows past http.max_body is dropped as it comes and answered 413 at
+ * its end.  What MHD refuses before the access handler runs (a malformed
+ * request line or Content-Length, bad chunks, a head larger than its
+ * memory pool) it answers itself, with its own HTML page (http.h).
  *
  * Errors: a request that cannot be answered for want of memory is dropped
  * (the connection closes).  Threads: MHD's pool threads; the waiting list
@@ -30,6 +41,7 @@
 #include <time.h>
 
 #include "api/codec.h"
+#include "api/http.h"
 #include "api/internal.h"
 #include "server/log.h"
 
@@ -124,6 +136,88 @@ static struct api_req *req_new(struct api *api, struct MHD_Connection *c,
     pthread_mutex_unlock(&api->mu);
     atomic_fetch_add(&api->nlive, 1);
     return req;
+}
+
+/* ---- The request target, before MHD decodes it ---- */
+
+/* MHD's context of one request (*con_cls). */
+struct slot {
+    struct api_req *req;            /* NULL until the access handler's first
+                                       call */
+    const char *uri;                /* the target as it came, in MHD's read
+                                       buffer (then decoded there) */
+    size_t urilen;                  /* its bytes up to the first NUL */
+    int bad_byte;                   /* a control, space, DEL or 8-bit byte */
+};
+
+void *api_on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    struct slot *s = calloc(1, sizeof *s);
+    (void)cls;
+    (void)c;
+    if (s == NULL)
+        return NULL;
+    s->uri = uri != NULL ? uri : "";
+    s->urilen = strlen(s->uri);
+    for (size_t i = 0; i < s->urilen; i++) {
+        unsigned char b = (unsigned char)s->uri[i];
+        s->bad_byte |= b <= 0x20 || b >= 0x7f;
+    }
+    return s;
+}
+
+/* 1 for a character RFC 3986 calls unreserved. */
+static int is_unreserved(int ch)
+{
+    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+           (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_' ||
+           ch == '~';
+}
+
+/* The value of a hex digit, or -1. */
+static int hex_value(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+size_t api_unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    char *w = s;
+    (void)cls;
+    (void)c;
+    for (const char *r = s; *r != '\0'; r++) {
+        int hi = r[0] == '%' ? hex_value(r[1]) : -1;
+        int lo = hi >= 0 ? hex_value(r[2]) : -1;
+        if (lo >= 0 && is_unreserved(hi * 16 + lo)) {
+            *w++ = (char)(hi * 16 + lo);
+            r += 2;
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
+/* 1 when a NUL byte cut the target short.  MHD 0.9 splits the request
+   line in place: the version starts one byte after the whole target, and
+   url is where the URI log callback saw the target begin.  A version
+   further on than the C string that callback measured means a NUL inside.
+   Judged only when url is that same place and the distance fits in the
+   head (any other layout: 0). */
+static int target_cut(const struct slot *s, const char *url,
+                      const char *version, size_t head)
+{
+    uintptr_t u = (uintptr_t)s->uri, v = (uintptr_t)version;
+    if (url != s->uri || version == NULL || v <= u || v - u > head)
+        return 0;
+    return v - u > s->urilen + 1;
 }
 
 /* Charges the request up to `need` body bytes against http.max_inflight;
@@ -411,40 +505,85 @@ static enum MHD_Result first_post(struct api_req *req,
     return MHD_YES;
 }
 
-/* How many Content-Length and Transfer-Encoding fields a request has. */
+/* The header fields of a request, and its framing fields. */
 struct framing {
-    unsigned content_length, transfer_encoding, bad_name;
+    unsigned fields, content_length, transfer_encoding, not_chunked,
+        bad_name;
 };
 
-/* MHD_get_connection_values callback: counts the framing fields. */
+/* MHD_get_connection_values callback: counts the fields. */
 static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind,
                                      const char *key, const char *value)
 {
     struct framing *f = cls;
     (void)kind;
-    (void)value;
-    if (strpbrk(key, " \t") != NULL)   /* "Name : v" (RFC 9112 5.1) */
+    f->fields++;
+    if (strpbrk(key, " \t") != NULL) {   /* "Name : v" (RFC 9112 5.1) */
         f->bad_name++;
-    else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
         f->content_length++;
-    else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
         f->transfer_encoding++;
+        f->not_chunked += value == NULL || strcasecmp(value, "chunked") != 0;
+    }
     return MHD_YES;
 }
 
-/* The first call of a request: framing, route, method, then the POST
-   checks.  Ambiguous framing (RFC 9112 6.3: Content-Length beside
-   Transfer-Encoding, or two Content-Lengths; 5.1: whitespace between a
-   field name and its colon) is a 400 before anything else; answered on
-   the first call, the connection is then closed, so nothing after it can
-   be read as a second request. */
+/* The request target and head against what the API reads (RFC 9112
+   3.2: a target is visible ASCII; http.h: the limits).  0, or -1 with
+   the answer queued and its result in *ret. */
+static int check_head(struct api_req *req, struct MHD_Connection *c,
+                      const struct slot *s, const char *url,
+                      const char *version, unsigned fields,
+                      enum MHD_Result *ret)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    size_t head = ci != NULL ? ci->header_size : 0;
+    char detail[160];
+    if (s->bad_byte || target_cut(s, url, version, head)) {
+        *ret = api_reply_problem(req, c, 400,
+                                 "the request target holds a NUL, a "
+                                 "control character, a space or a "
+                                 "non-ASCII byte", NULL, NULL, NULL);
+        return -1;
+    }
+    if (s->urilen > API_HTTP_MAX_TARGET) {
+        snprintf(detail, sizeof detail, "the request target is longer "
+                 "than %d bytes", API_HTTP_MAX_TARGET);
+        *ret = api_reply_problem(req, c, 414, detail, NULL, NULL, NULL);
+        return -1;
+    }
+    if (head > API_HTTP_MAX_HEAD || fields > API_HTTP_MAX_FIELDS) {
+        snprintf(detail, sizeof detail, "the request head is larger than "
+                 "%d bytes or has more than %d header fields",
+                 API_HTTP_MAX_HEAD, API_HTTP_MAX_FIELDS);
+        *ret = api_reply_problem(req, c, 431, detail, NULL, NULL, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* The first call of a request: the target and head, framing, route,
+   method, then the POST checks.  Ambiguous framing (RFC 9112 6.3:
+   Content-Length beside Transfer-Encoding, or two Content-Lengths; 5.1:
+   whitespace between a field name and its colon) is a 400 before anything
+   else; a transfer coding other than chunked, which MHD would neither
+   refuse nor read, a 501 (6.1).  Answered on the first call, the
+   connection is then closed, so nothing after it can be read as a second
+   request. */
 static enum MHD_Result first_call(struct api_req *req,
-                                  struct MHD_Connection *c)
+                                  struct MHD_Connection *c,
+                                  const struct slot *s, const char *url,
+                                  const char *version)
 {
     int m;
     char allow[32];
-    struct framing f = { 0, 0, 0 };
+    enum MHD_Result ret = MHD_YES;
+    struct framing f = { 0, 0, 0, 0, 0 };
     MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &f);
+    if (check_head(req, c, s, url, version, f.fields, &ret) < 0)
+        return ret;
     if (f.bad_name > 0)
         return api_reply_problem(req, c, 400,
                                  "whitespace in a header field name", NULL,
@@ -455,9 +594,16 @@ static enum MHD_Result first_call(struct api_req *req,
                                  "ambiguous message framing: Content-Length "
                                  "with Transfer-Encoding, or more than one "
                                  "Content-Length", NULL, NULL, NULL);
+    if (f.not_chunked > 0)
+        return api_reply_problem(req, c, 501,
+                                 "Transfer-Encoding other than chunked is "
+                                 "not supported", NULL, NULL, NULL);
     if (req->route == API_ROUTE_UNMATCHED)
-        return api_reply_problem(req, c, 404, "no such route", NULL, NULL,
-                                 NULL);
+        return api_reply_problem(req, c, 404,
+                                 strstr(url, "%00") != NULL
+                                 ? "no such route (no route holds an encoded "
+                                   "NUL, %00)"
+                                 : "no such route", NULL, NULL, NULL);
     m = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0
         ? M_GET : strcmp(req->method, "POST") == 0 ? M_POST : 0;
     if ((route_methods[req->route] & m) == 0) {
@@ -529,14 +675,17 @@ enum MHD_Result api_on_access(void *cls, struct MHD_Connection *c,
                               const char *version, const char *data,
                               size_t *size, void **con_cls)
 {
-    struct api_req *req = *con_cls;
-    (void)version;
+    struct slot *s = *con_cls;
+    struct api_req *req;
+    if (s == NULL)                  /* api_on_uri was out of memory */
+        return MHD_NO;
+    req = s->req;
     if (req == NULL) {
         req = req_new(cls, c, url, method);
         if (req == NULL)
             return MHD_NO;
-        *con_cls = req;
-        return first_call(req, c);
+        s->req = req;
+        return first_call(req, c, s, url, version);
     }
     if (*size > 0)
         return take_upload(req, data, size);
@@ -590,11 +739,16 @@ void api_on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                       enum MHD_RequestTerminationCode toe)
 {
     struct api *api = cls;
-    struct api_req *req = *con_cls;
+    struct slot *s = *con_cls;
+    struct api_req *req;
     (void)c;
-    if (req == NULL)
+    if (s == NULL)
         return;
     *con_cls = NULL;
+    req = s->req;
+    free(s);
+    if (req == NULL)                /* MHD refused the head itself */
+        return;
     pthread_mutex_lock(&req->mu);
     req->conn = NULL;               /* the done callbacks must not resume */
     pthread_mutex_unlock(&req->mu);

@@ -171,11 +171,30 @@ static json_t *body_json(const char *body, size_t len, char *why,
     return j;
 }
 
+/* The RFC 9110 phrase a problem of this status must have as its title;
+   NULL for a status the API does not answer. */
+static const char *status_title(long status)
+{
+    static const struct { long status; const char *title; } titles[] = {
+        { 400, "Bad Request" }, { 401, "Unauthorized" },
+        { 404, "Not Found" }, { 405, "Method Not Allowed" },
+        { 413, "Content Too Large" }, { 414, "URI Too Long" },
+        { 415, "Unsupported Media Type" }, { 422, "Unprocessable Content" },
+        { 431, "Request Header Fields Too Large" },
+        { 500, "Internal Server Error" }, { 501, "Not Implemented" },
+        { 502, "Bad Gateway" }, { 503, "Service Unavailable" },
+    };
+    for (size_t i = 0; i < sizeof titles / sizeof titles[0]; i++)
+        if (titles[i].status == status)
+            return titles[i].title;
+    return NULL;
+}
+
 /*
  * Checks a problem document: Content-Type application/problem+json, and a
- * JSON object with type, title, detail (strings), status (= the HTTP
- * status), errors (an array of at most 100) and request_id (= the
- * X-Request-Id header).  0, or -1 with the reason in why.
+ * JSON object with type, title (the status's phrase), detail (strings),
+ * status (= the HTTP status), errors (an array of at most 100) and
+ * request_id (= the X-Request-Id header).  0, or -1 with the reason in why.
  */
 static int check_problem(long status, const char *hdrs, const char *body,
                          size_t len, json_t **out, char *why, size_t whylen)
@@ -197,6 +216,12 @@ static int check_problem(long status, const char *hdrs, const char *body,
         !json_is_string(json_object_get(p, "detail")) ||
         json_integer_value(json_object_get(p, "status")) != status) {
         snprintf(why, whylen, "type/title/detail/status wrong");
+        goto out;
+    }
+    const char *title = json_string_value(json_object_get(p, "title"));
+    if (status_title(status) == NULL ||
+        strcmp(title, status_title(status)) != 0) {
+        snprintf(why, whylen, "title \"%s\" for status %ld", title, status);
         goto out;
     }
     if (!json_is_array(errors) || json_array_size(errors) > 100) {
@@ -418,6 +443,8 @@ struct jcase {
     const char *field;              /* an errors[].field that must be
                                        listed, or NULL */
     size_t nerrors;                 /* errors[] must hold this many; 0: any */
+    const char *detail;             /* a phrase the problem's detail must
+                                       hold, or NULL */
 };
 
 #define BODY(s) .body = (s), .blen = sizeof(s) - 1
@@ -761,9 +788,47 @@ static const struct jcase JCASES[] = {
     REQ("an unknown version", "POST", "/v2/messages", 404),
     { .name = "a 4,000-byte path", .svc = A, .method = "GET",
       .gen = gen_long_path, .gen_path = 1, .status = 404 },
+    /* Percent-escapes: only unreserved characters (RFC 3986 2.3) are
+       decoded before routing; every other escape stays as it is and
+       matches no route.  Each body is a valid message: had the path been
+       cut or decoded to a route, it would have been sent, and the relay's
+       count in the last test would not match. */
     { .name = "an encoded NUL after the route", .svc = A, .method = "POST",
-      .path = "/v1/messages%00/x", .ctype = CT, BODY("{}"), .status = 404,
-      .alt = 422 },
+      .path = "/v1/messages%00/x", .ctype = CT,
+      BODY(M ",\"headers\":{\"Subject\":\"hostile: nul\"}}"),
+      .status = 404, .detail = "%00" },
+    { .name = "an encoded NUL ending the route", .svc = A, .method = "POST",
+      .path = "/v1/messages%00", .ctype = CT,
+      BODY(M ",\"headers\":{\"Subject\":\"hostile: nul\"}}"),
+      .status = 404, .detail = "%00" },
+    { .name = "an encoded NUL on a GET route", .svc = A,
+      .method = "GET", .path = "/healthz%00", .status = 404,
+      .detail = "%00" },
+    { .name = "an encoded NUL in the query only", .svc = A, .method = "POST",
+      .path = "/v1/messages?x=%00", .ctype = CT,
+      BODY(M ",\"headers\":{\"Subject\":\"hostile: query nul\"}}"),
+      .status = 200 },
+    { .name = "%2500 is decoded once at most", .svc = A, .method = "POST",
+      .path = "/v1/messages%2500", .ctype = CT,
+      BODY(M ",\"headers\":{\"Subject\":\"hostile: nul\"}}"),
+      .status = 404, .detail = "no such route" },
+    { .name = "an encoded slash is not a slash", .svc = A, .method = "POST",
+      .path = "/v1%2Fmessages", .ctype = CT,
+      BODY(M ",\"headers\":{\"Subject\":\"hostile: slash\"}}"),
+      .status = 404, .detail = "no such route" },
+    { .name = "an encoded slash before batch", .svc = A, .method = "POST",
+      .path = "/v1/messages%2fbatch", .ctype = CT,
+      BODY("{\"messages\":[" M "}]}"), .status = 404 },
+    { .name = "an encoded space", .svc = A, .method = "GET",
+      .path = "/healthz%20", .status = 404 },
+    { .name = "an encoded question mark", .svc = A, .method = "POST",
+      .path = "/v1/messages%3Fx=1", .ctype = CT, BODY(M "}"), .status = 404 },
+    { .name = "a lone percent sign", .svc = A, .method = "GET",
+      .path = "/healthz%", .status = 404 },
+    { .name = "a percent sign and one hex digit", .svc = A, .method = "GET",
+      .path = "/healthz%4", .status = 404 },
+    { .name = "an encoded unreserved dot", .svc = A, .method = "GET",
+      .path = "/openapi%2Ejson", .status = 200 },
     { .name = "a query string is ignored", .svc = A, .method = "POST",
       .path = "/v1/messages?relay=evil.example&x=1", .ctype = CT,
       BODY(M ",\"headers\":{\"Subject\":\"hostile: query\"}}"),
@@ -904,6 +969,10 @@ static int run_jcase(const struct fx *fx, const struct jcase *c)
             !has_field(p, c->field))
             fail_msg("%s: no error for field \"%s\" in %.600s", c->name,
                      c->field, r.body);
+        const char *d = json_string_value(json_object_get(p, "detail"));
+        if (c->detail != NULL && strstr(d, c->detail) == NULL)
+            fail_msg("%s: the detail does not say \"%s\": %s", c->name,
+                     c->detail, d);
         if (c->nerrors > 0 &&
             json_array_size(json_object_get(p, "errors")) != c->nerrors)
             fail_msg("%s: %zu errors listed, want %zu", c->name,
@@ -1118,6 +1187,8 @@ struct rcase {
     int must_close;                 /* the connection must be closed after
                                        the answer (request smuggling) */
     int half;                       /* shutdown(SHUT_WR) after sending */
+    const char *detail;             /* a phrase the problem's detail must
+                                       hold, or NULL */
 };
 
 #define HOST "Host: 127.0.0.1\r\n"
@@ -1218,6 +1289,58 @@ static char *gen_long_url(size_t *len)
                 len);
 }
 
+/* A GET of a target of n bytes ("/" and n - 1 'a'). */
+static char *gen_target(size_t n, size_t *len)
+{
+    return nest("GET /", "a", n - 1, " HTTP/1.1\r\n" HOST "\r\n", "", "",
+                len);
+}
+
+static char *gen_target_8192(size_t *len)
+{
+    return gen_target(8192, len);
+}
+
+static char *gen_target_8193(size_t *len)
+{
+    return gen_target(8193, len);
+}
+
+/* Past the connection's memory pool: libmicrohttpd's own 414 page. */
+static char *gen_target_100000(size_t *len)
+{
+    return gen_target(100000, len);
+}
+
+/* A head of 17,000 bytes in two fields. */
+static char *gen_head_17000(size_t *len)
+{
+    return nest("GET /healthz HTTP/1.1\r\n" HOST "X-Big: ", "b", 16940,
+                "\r\n\r\n", "", "", len);
+}
+
+/* n header fields in all (Host and n - 1 more). */
+static char *gen_fields(size_t n, size_t *len)
+{
+    return repeat("GET /healthz HTTP/1.1\r\n" HOST, "X-H: v\r\n", "", n - 1,
+                  "\r\n", len);
+}
+
+static char *gen_100_fields(size_t *len)
+{
+    return gen_fields(100, len);
+}
+
+static char *gen_101_fields(size_t *len)
+{
+    return gen_fields(101, len);
+}
+
+static char *gen_300_fields(size_t *len)
+{
+    return gen_fields(300, len);
+}
+
 static char *gen_long_header(size_t *len)
 {
     return nest("GET /healthz HTTP/1.1\r\n" HOST "X-Big: ", "b", 40000,
@@ -1233,7 +1356,7 @@ static char *gen_many_headers(size_t *len)
 static char *gen_long_bearer(size_t *len)
 {
     return nest("POST /v1/messages HTTP/1.1\r\n" HOST JSONCT
-                "Authorization: Bearer ", "k", 20000,
+                "Authorization: Bearer ", "k", 12000,
                 "\r\nContent-Length: 2\r\n\r\n{}", "", "", len);
 }
 
@@ -1242,173 +1365,220 @@ static const struct rcase RCASES[] = {
        is not reused (RFC 9112 section 6.3). */
     { "Content-Length and Transfer-Encoding: chunked", A,
       RAW(POSTM "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
-          "2\r\n{}\r\n0\r\n\r\n"), NULL, W400 | WCLOSE, 1, 1, 0 },
+          "2\r\n{}\r\n0\r\n\r\n"), NULL, W400 | WCLOSE, 1, 1, 0, NULL },
     { "Transfer-Encoding: chunked, then Content-Length", A,
       RAW(POSTM "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n"
-          "2\r\n{}\r\n0\r\n\r\n"), NULL, W400 | WCLOSE, 1, 1, 0 },
+          "2\r\n{}\r\n0\r\n\r\n"), NULL, W400 | WCLOSE, 1, 1, 0, NULL },
     { "CL.TE with a smuggled second request", A,
       RAW("POST /v1/verify HTTP/1.1\r\n" HOST JSONCT
           "Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n"
           "0\r\n\r\nGET /v1/smuggled HTTP/1.1\r\n" HOST "\r\n"), NULL,
-      W400 | WCLOSE, 1, 1, 0 },
+      W400 | WCLOSE, 1, 1, 0, NULL },
     { "two different Content-Lengths", A,
       RAW(POSTM "Content-Length: 2\r\nContent-Length: 40\r\n\r\n{}"), NULL,
-      W400 | WCLOSE, 1, 1, 0 },
+      W400 | WCLOSE, 1, 1, 0, NULL },
     { "two equal Content-Lengths", A,
       RAW(POSTM "Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}"), NULL,
-      W400 | W422 | WCLOSE, 1, 0, 0 },
+      W400 | W422 | WCLOSE, 1, 0, 0, NULL },
     { "Content-Length: 2, 2", A,
       RAW(POSTM "Content-Length: 2, 2\r\n\r\n{}"), NULL, W400 | WCLOSE, 1,
-      1, 0 },
+      1, 0, NULL },
     { "Content-Length: abc", A, RAW(POSTM "Content-Length: abc\r\n\r\n{}"),
-      NULL, W400 | WCLOSE, 1, 1, 0 },
+      NULL, W400 | WCLOSE, 1, 1, 0, NULL },
     { "Content-Length: -1", A, RAW(POSTM "Content-Length: -1\r\n\r\n{}"),
-      NULL, W400 | W413 | WCLOSE, 1, 1, 0 },
+      NULL, W400 | W413 | WCLOSE, 1, 1, 0, NULL },
     { "Content-Length: +2", A, RAW(POSTM "Content-Length: +2\r\n\r\n{}"),
-      NULL, W400 | WCLOSE, 1, 1, 0 },
+      NULL, W400 | WCLOSE, 1, 1, 0, NULL },
     { "Content-Length: 0x2", A, RAW(POSTM "Content-Length: 0x2\r\n\r\n{}"),
-      NULL, W400 | WCLOSE, 1, 1, 0 },
+      NULL, W400 | WCLOSE, 1, 1, 0, NULL },
     { "Content-Length of 23 digits", A,
       RAW(POSTM "Content-Length: 99999999999999999999999\r\n\r\n{}"), NULL,
-      W400 | W413 | WCLOSE, 1, 1, 0 },
+      W400 | W413 | WCLOSE, 1, 1, 0, NULL },
     { "Content-Length with a space before the colon", A,
       RAW(POSTM "Content-Length : 2\r\n\r\n{}"), NULL, W400 | WCLOSE, 1, 0,
-      0 },
+      0, NULL },
     { "Transfer-Encoding with a space before the colon", A,
       RAW(POSTM "Transfer-Encoding : chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"),
-      NULL, W400 | WCLOSE, 1, 0, 0 },
+      NULL, W400 | WCLOSE, 1, 0, 0, NULL },
     { "whitespace before a colon, on GET /healthz", A,
       RAW("GET /healthz HTTP/1.1\r\n" HOST "X-A : b\r\n\r\n"), NULL,
-      W400 | WCLOSE, 1, 0, 0 },
+      W400 | WCLOSE, 1, 0, 0, NULL },
     { "a space inside a header name", A,
       RAW("GET /healthz HTTP/1.1\r\n" HOST "X A: b\r\n\r\n"), NULL,
-      W400 | WCLOSE, 1, 0, 0 },
+      W400 | WCLOSE, 1, 0, 0, NULL },
     { "Transfer-Encoding: xchunked", A,
       RAW(POSTM "Transfer-Encoding: xchunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"),
-      NULL, W400 | W501 | WCLOSE, 1, 1, 0 },
+      NULL, W501, 0, 1, 0, "chunked" },
     { "Transfer-Encoding: chunked, identity", A,
       RAW(POSTM "Transfer-Encoding: chunked, identity\r\n\r\n"
-          "2\r\n{}\r\n0\r\n\r\n"), NULL, W400 | W501 | WCLOSE, 1, 1, 0 },
+          "2\r\n{}\r\n0\r\n\r\n"), NULL, W501, 0, 1, 0, "chunked" },
     { "Transfer-Encoding: identity", A,
       RAW(POSTM "Transfer-Encoding: identity\r\n\r\n{}"), NULL,
-      W400 | W501 | WCLOSE, 1, 1, 0 },
+      W501, 0, 1, 0, "chunked" },
+    { "Transfer-Encoding: gzip, chunked", A,
+      RAW(POSTM "Transfer-Encoding: gzip, chunked\r\n\r\n"
+          "2\r\n{}\r\n0\r\n\r\n"), NULL, W501, 0, 1, 0, "chunked" },
+    { "Transfer-Encoding: Chunked (any case) is read", A,
+      RAW(POSTM "Transfer-Encoding: Chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"),
+      NULL, W422, 0, 0, 0, NULL },
     { "Transfer-Encoding on HTTP/1.0", A,
       RAW("POST /v1/messages HTTP/1.0\r\n" JSONCT
           "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"), NULL,
-      W400 | W422 | WCLOSE, 1, 1, 0 },
+      W400 | W422 | WCLOSE, 1, 1, 0, NULL },
     { "two Transfer-Encoding: chunked", A,
       RAW(POSTM "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked"
           "\r\n\r\n2\r\n{}\r\n0\r\n\r\n"), NULL, W400 | W422 | WCLOSE, 1, 0,
-      0 },
+      0, NULL },
 
     /* Chunks. */
     { "a chunk size that is not hex", A,
       RAW(POSTM "Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"),
-      NULL, W400 | WCLOSE, 1, 1, 0 },
+      NULL, W400 | WCLOSE, 1, 1, 0, NULL },
     { "a chunk size of 20 hex digits", A,
       RAW(POSTM "Transfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\n"
-          "{}\r\n0\r\n\r\n"), NULL, W400 | W413 | WCLOSE, 1, 1, 0 },
+          "{}\r\n0\r\n\r\n"), NULL, W400 | W413 | WCLOSE, 1, 1, 0, NULL },
     { "a negative chunk size", A,
       RAW(POSTM "Transfer-Encoding: chunked\r\n\r\n-2\r\n{}\r\n0\r\n\r\n"),
-      NULL, W400 | WCLOSE, 1, 1, 0 },
+      NULL, W400 | WCLOSE, 1, 1, 0, NULL },
     { "a chunk without its CRLF", A,
       RAW(POSTM "Transfer-Encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n"),
-      NULL, W400 | WCLOSE, 1, 1, 0 },
+      NULL, W400 | WCLOSE, 1, 1, 0, NULL },
     { "a chunk extension", A,
       RAW(POSTM "Transfer-Encoding: chunked\r\n\r\n2;x=y\r\n{}\r\n0\r\n\r\n"),
-      NULL, W422, 0, 0, 0 },
+      NULL, W422, 0, 0, 0, NULL },
     { "a trailer after the last chunk", A,
       RAW(POSTM "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
-          "X-Trailer: 1\r\n\r\n"), NULL, W422, 0, 0, 0 },
+          "X-Trailer: 1\r\n\r\n"), NULL, W422, 0, 0, 0, NULL },
 
     /* Request lines and heads. */
     { "a garbage request line", A, RAW("GARBAGE\r\n\r\n"), NULL,
-      W400 | WCLOSE, 1, 0, 0 },
+      W400 | WCLOSE, 1, 0, 0, NULL },
     { "tabs between the request line's parts", A,
       RAW("GET\t/healthz\tHTTP/1.1\r\n" HOST "\r\n"), NULL, W400 | WCLOSE, 1,
-      0, 0 },
+      0, 0, NULL },
     { "HTTP/9.9", A, RAW("GET /healthz HTTP/9.9\r\n" HOST "\r\n"), NULL,
-      W400 | W505 | WCLOSE, 1, 0, 0 },
+      W400 | W505 | WCLOSE, 1, 0, 0, NULL },
     { "HTTP/2.0 in an HTTP/1 request line", A,
       RAW("GET /healthz HTTP/2.0\r\n" HOST "\r\n"), NULL,
-      W400 | W505 | WCLOSE, 1, 0, 0 },
+      W400 | W505 | WCLOSE, 1, 0, 0, NULL },
     { "no HTTP version", A, RAW("GET /healthz\r\n\r\n"), NULL,
-      W400 | WCLOSE, 1, 0, 0 },
+      W400 | WCLOSE, 1, 0, 0, NULL },
     { "the HTTP/2 preface", A,
       RAW("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), NULL,
-      W400 | W404 | W505 | WCLOSE, 1, 0, 0 },
+      W400 | W404 | W505 | WCLOSE, 1, 0, 0, NULL },
     { "a TLS ClientHello", A,
       RAW("\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03"
           "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"), NULL, W400 | WCLOSE,
-      1, 0, 0 },
+      1, 0, 0, NULL },
     { "a bare CR in the request line", A,
       RAW("GET /healthz HTTP/1.1\rHost: 127.0.0.1\r\n\r\n"), NULL,
-      W400 | WCLOSE, 1, 0, 0 },
+      W400 | WCLOSE, 1, 0, 0, NULL },
     { "a header without a colon", A,
       RAW("GET /healthz HTTP/1.1\r\n" HOST "NoColonHere\r\n\r\n"), NULL,
-      W400 | WCLOSE, 1, 0, 0 },
+      W400 | WCLOSE, 1, 0, 0, NULL },
     { "a NUL in a header value", A,
       RAW("GET /healthz HTTP/1.1\r\n" HOST "X-A: b\0c\r\n\r\n"), NULL,
-      W200 | W400 | WCLOSE, 1, 0, 0 },
+      W200 | W400 | WCLOSE, 1, 0, 0, NULL },
     { "HTTP/1.1 without Host", A, RAW("GET /healthz HTTP/1.1\r\n\r\n"), NULL,
-      W200 | W400, 1, 0, 0 },
-    { "a 40,000-byte URL", A, NULL, 0, gen_long_url, W400 | W414 | WCLOSE, 1,
-      0, 0 },
-    { "a 40,000-byte header", A, NULL, 0, gen_long_header,
-      W400 | W431 | WCLOSE, 1, 0, 0 },
-    { "3,000 headers", A, NULL, 0, gen_many_headers, W400 | W431 | WCLOSE,
-      1, 0, 0 },
-    { "a 20,000-byte bearer key", B, NULL, 0, gen_long_bearer,
-      W401 | W431 | WCLOSE, 1, 0, 0 },
+      W200 | W400, 1, 0, 0, NULL },
+    /* The request target: visible ASCII (RFC 9112 3.2), at most 8,192
+       bytes.  A raw NUL used to cut the path to a route (the message of
+       the first case would have been sent). */
+    { "a raw NUL after the route", A,
+      RAW("POST /v1/messages\0/x HTTP/1.1\r\n" HOST JSONCT
+          "Content-Length: 68\r\n\r\n"
+          "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
+          "\"body\":\"nul\"}"), NULL, W400, 0, 0, 0, "NUL" },
+    { "a raw NUL ending a GET route", A,
+      RAW("GET /healthz\0 HTTP/1.1\r\n" HOST "\r\n"), NULL, W400, 0, 0, 0,
+      "NUL" },
+    { "a raw NUL in the query", A,
+      RAW("GET /healthz?a\0b HTTP/1.1\r\n" HOST "\r\n"), NULL, W400, 0, 0,
+      0, "NUL" },
+    { "a space inside the request target", A,
+      RAW("GET /healthz x HTTP/1.1\r\n" HOST "\r\n"), NULL, W400, 0, 0, 0,
+      "space" },
+    { "two spaces around the request target", A,
+      RAW("GET  /healthz  HTTP/1.1\r\n" HOST "\r\n"), NULL, W400, 0, 0, 0,
+      "space" },
+    { "a raw non-ASCII byte in the target", A,
+      RAW("GET /healthz\xC3\xA9 HTTP/1.1\r\n" HOST "\r\n"), NULL, W400, 0,
+      0, 0, "non-ASCII" },
+    { "a raw DEL in the target", A,
+      RAW("GET /healthz\x7F HTTP/1.1\r\n" HOST "\r\n"), NULL, W400, 0, 0,
+      0, "control" },
+    { "an 8,192-byte target (the limit)", A, NULL, 0, gen_target_8192, W404,
+      0, 0, 0, "no such route" },
+    { "an 8,193-byte target", A, NULL, 0, gen_target_8193, W414, 0, 0, 0,
+      "8192" },
+    { "a 40,000-byte URL (past MHD's pool: its page)", A, NULL, 0,
+      gen_long_url, W414, 1, 0, 0, NULL },
+    { "a 100,000-byte URL (past MHD's pool: its page)", A, NULL, 0,
+      gen_target_100000, W414, 1, 0, 0, NULL },
+    /* The head: at most 16,384 bytes and 100 fields. */
+    { "a 40,000-byte header (past MHD's pool: its page)", A, NULL, 0,
+      gen_long_header, W431, 1, 0, 0, NULL },
+    { "a 17,000-byte head", A, NULL, 0, gen_head_17000, W431, 0, 0, 0,
+      "16384" },
+    { "100 header fields (the limit)", A, NULL, 0, gen_100_fields, W200, 0,
+      0, 0, NULL },
+    { "101 header fields", A, NULL, 0, gen_101_fields, W431, 0, 0, 0,
+      "100 header fields" },
+    { "300 header fields", A, NULL, 0, gen_300_fields, W431, 0, 0, 0,
+      "100 header fields" },
+    { "3,000 headers (past MHD's pool: its page)", A, NULL, 0,
+      gen_many_headers, W431, 1, 0, 0, NULL },
+    { "a 12,000-byte bearer key", B, NULL, 0, gen_long_bearer, W401, 0, 0,
+      0, NULL },
     { "an absolute URI for another host", A,
       RAW("GET http://evil.example/healthz HTTP/1.1\r\n" HOST "\r\n"), NULL,
-      W404, 0, 0, 0 },
+      W404, 0, 0, 0, NULL },
     { "CONNECT to an SMTP port", A,
       RAW("CONNECT evil.example:25 HTTP/1.1\r\nHost: evil.example:25\r\n\r\n"),
-      NULL, W404 | W405 | W400, 0, 0, 0 },
+      NULL, W404 | W405 | W400, 0, 0, 0, NULL },
     { "OPTIONS *", A, RAW("OPTIONS * HTTP/1.1\r\n" HOST "\r\n"), NULL,
-      W404 | W405, 0, 0, 0 },
+      W404 | W405, 0, 0, 0, NULL },
     { "an obs-folded Content-Type", A,
       RAW("POST /v1/messages HTTP/1.1\r\n" HOST
           "Content-Type: application/\r\n json\r\nContent-Length: 2\r\n\r\n{}"),
-      NULL, W400 | W415 | WCLOSE, 0, 0, 0 },
+      NULL, W400 | W415 | WCLOSE, 0, 0, 0, NULL },
     { "text/plain, then application/json", A,
       RAW("POST /v1/messages HTTP/1.1\r\n" HOST "Content-Type: text/plain\r\n"
           JSONCT "Content-Length: 2\r\n\r\n{}"), NULL, W400 | W415 | W422,
-      0, 0, 0 },
+      0, 0, 0, NULL },
     { "two requests pipelined", A,
       RAW("GET /healthz HTTP/1.1\r\n" HOST "\r\nGET /healthz HTTP/1.1\r\n"
-          HOST "Connection: close\r\n\r\n"), NULL, W200, 0, 0, 0 },
+          HOST "Connection: close\r\n\r\n"), NULL, W200, 0, 0, 0, NULL },
     { "empty lines before the request line", A,
       RAW("\r\n\r\nGET /healthz HTTP/1.1\r\n" HOST "Connection: close\r\n\r\n"),
-      NULL, W200 | W400 | WCLOSE, 1, 0, 0 },
+      NULL, W200 | W400 | WCLOSE, 1, 0, 0, NULL },
     { "Expect: 100-continue", A,
       RAW(POSTM "Content-Length: 2\r\nExpect: 100-continue\r\n\r\n{}"), NULL,
-      W422, 0, 0, 0 },
+      W422, 0, 0, 0, NULL },
     { "Expect: 999-fail", A,
       RAW(POSTM "Content-Length: 2\r\nExpect: 999-fail\r\n\r\n{}"), NULL,
-      W417 | W422, 1, 0, 0 },
+      W417 | W422, 1, 0, 0, NULL },
     { "Content-Length: 0 and a body", A,
-      RAW(POSTM "Content-Length: 0\r\n\r\n{}"), NULL, W400, 0, 0, 0 },
+      RAW(POSTM "Content-Length: 0\r\n\r\n{}"), NULL, W400, 0, 0, 0, NULL },
     { "HTTP/1.0 POST without Content-Length", A,
       RAW("POST /v1/messages HTTP/1.0\r\n" JSONCT "\r\n{}"), NULL,
-      W400 | W422 | WCLOSE, 0, 0, 1 },
+      W400 | W422 | WCLOSE, 0, 0, 1, NULL },
 
     /* Big bodies. */
     { "10 MB with Content-Length (max_body 64 KiB)", A, NULL, 0,
-      gen_10mb_cl_a, W413, 0, 0, 0 },
+      gen_10mb_cl_a, W413, 0, 0, 0, NULL },
     { "10 MB chunked (max_body 64 KiB)", A, NULL, 0, gen_10mb_chunked_a,
-      W413 | WCLOSE, 0, 0, 0 },
+      W413 | WCLOSE, 0, 0, 0, NULL },
     { "10 MB on HTTP/1.0 without Content-Length", A, NULL, 0,
-      gen_10mb_http10_a, W400 | W413 | WCLOSE, 1, 0, 0 },
+      gen_10mb_http10_a, W400 | W413 | WCLOSE, 1, 0, 0, NULL },
     { "64 KiB + 1 with Content-Length", A, NULL, 0, gen_64k_plus_1_a, W413,
-      0, 0, 0 },
+      0, 0, 0, NULL },
     { "10,000 recipients past max_body", A, NULL, 0, gen_10000_rcpt_cl_a,
-      W413, 0, 0, 0 },
+      W413, 0, 0, 0, NULL },
     { "11 MB with Content-Length (default max_body)", B, NULL, 0,
-      gen_11mb_cl_b, W413, 0, 0, 0 },
+      gen_11mb_cl_b, W413, 0, 0, 0, NULL },
     { "10 MB chunked, not JSON (default max_body)", B, NULL, 0,
-      gen_10mb_chunked_b, W400, 0, 0, 0 },
+      gen_10mb_chunked_b, W400, 0, 0, 0, NULL },
 };
 
 /* One raw case on a thread of its own. */
@@ -1434,6 +1604,16 @@ static void *rjob_run(void *arg)
     return NULL;
 }
 
+/* 1 when the problem o carries lacks phrase in its detail. */
+static int problem_detail_lacks(const struct raw_out *o, const char *phrase)
+{
+    json_t *p = json_loadb(o->body != NULL ? o->body : "", o->blen, 0, NULL);
+    const char *d = json_string_value(json_object_get(p, "detail"));
+    int lacks = d == NULL || strstr(d, phrase) == NULL;
+    json_decref(p);
+    return lacks;
+}
+
 /* Whether a raw outcome is one its case allows: 0, or -1 with the reason
    in why. */
 static int rcase_verdict(const struct rcase *c, const struct raw_out *o,
@@ -1457,6 +1637,10 @@ static int rcase_verdict(const struct rcase *c, const struct raw_out *o,
                            sizeof pwhy) < 0)
         snprintf(why, whylen, "HTTP %d is not a proper problem: %s",
                  o->status, pwhy);
+    else if (c->detail != NULL && o->nresp > 0 && o->from_api &&
+             problem_detail_lacks(o, c->detail))
+        snprintf(why, whylen, "the detail does not say \"%s\": %.200s",
+                 c->detail, o->body);
     else if (c->must_close && o->nresp > 1)
         snprintf(why, whylen, "%d answers on one connection: a request was "
                  "smuggled", o->nresp);

@@ -1,0 +1,39 @@
+/*
+ * api/http.h - what daemon.c needs of http.c besides internal.h: the size
+ * limits of a request head and the two callbacks that see the request
+ * target before libmicrohttpd decodes it.
+ *
+ * libmicrohttpd answers a head that does not fit in a connection's memory
+ * pool itself, with its own HTML page.  The limits below are well inside
+ * the pool, so that a head past them still reaches api_on_access and is
+ * answered 414 or 431 as application/problem+json; only a head that does
+ * not fit in API_HTTP_POOL at all gets libmicrohttpd's page.  The pool is
+ * libmicrohttpd's default, 32 KiB: it is zeroed when a kept-alive
+ * connection starts its next request, so each connection keeps it
+ * resident (1,000 kept-alive connections: 37 MB of RSS; 69 MB at 64 KiB).
+ */
+#ifndef MAILPOOL_API_HTTP_H
+#define MAILPOOL_API_HTTP_H
+
+#include <stddef.h>
+#include <microhttpd.h>
+
+#define API_HTTP_POOL (32 * 1024)   /* MHD_OPTION_CONNECTION_MEMORY_LIMIT */
+#define API_HTTP_MAX_TARGET 8192    /* request-target bytes; past it 414 */
+#define API_HTTP_MAX_HEAD 16384     /* request line and header fields; 431 */
+#define API_HTTP_MAX_FIELDS 100     /* header fields; past it 431 */
+
+/* MHD_OPTION_URI_LOG_CALLBACK (cls: struct api *): notes the request
+   target as it came, before it is split and decoded.  Returns the
+   request's MHD context (*con_cls), freed by api_on_completed; NULL when
+   out of memory (the request is then dropped). */
+void *api_on_uri(void *cls, const char *uri, struct MHD_Connection *c);
+
+/* MHD_OPTION_UNESCAPE_CALLBACK: decodes, in place, the percent-escapes of
+   unreserved characters only (RFC 3986 2.3: ALPHA, DIGIT, "-", ".", "_",
+   "~"), which name the same resource; every other escape ("%2F", "%00",
+   "%3F", ...) stays as it is, so it matches no route.  Returns the new
+   length. */
+size_t api_unescape(void *cls, struct MHD_Connection *c, char *s);
+
+#endif /* MAILPOOL_API_HTTP_H */
