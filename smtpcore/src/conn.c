@@ -322,10 +322,22 @@ int smtp__read_reply(struct smtp_conn *c, int timeout, const char *command,
 int smtp__send_raw(struct smtp_conn *c, const char *p, size_t n, int timeout,
                    const char *command, struct smtp_result *res)
 {
+    return smtp__send_raw_n(c, p, n, timeout, command, res, NULL);
+}
+
+/* Writes bytes, counting them into *done (may be NULL); closes the
+   connection on failure. */
+int smtp__send_raw_n(struct smtp_conn *c, const char *p, size_t n,
+                     int timeout, const char *command,
+                     struct smtp_result *res, size_t *done)
+{
     int err = 0;
+    if (done != NULL)
+        *done = 0;
     if (!c->open)
         return smtp__fail(res, SMTP_ERR_CONN, command, "connection is closed");
-    int r = smtp__io_write(&c->io, p, n, smtp__now_ms() + timeout, &err);
+    int r = smtp__io_write(&c->io, p, n, smtp__now_ms() + timeout, &err,
+                           done);
     if (r != SMTP_OK) {
         res->sys_errno = err;
         smtp__conn_close(c);

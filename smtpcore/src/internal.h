@@ -63,9 +63,10 @@ struct smtp__io {
 /* Monotonic milliseconds. */
 int64_t smtp__now_ms(void);
 /* Writes all of p, waiting at most until deadline (monotonic ms).
-   0, or a negative smtp_kind with *err set to errno (0 on timeout/EOF). */
+   0, or a negative smtp_kind with *err set to errno (0 on timeout/EOF).
+   *done (may be NULL) gets the bytes written, also on failure. */
 int smtp__io_write(struct smtp__io *io, const void *p, size_t n,
-                   int64_t deadline, int *err);
+                   int64_t deadline, int *err, size_t *done);
 /* Reads one CRLF-terminated line of at most SMTP_MAX_REPLY_LINE bytes into
    line (without CRLF).  0, or a negative smtp_kind; *why names the cause. */
 int smtp__io_read_line(struct smtp__io *io, char *line, size_t *len,
@@ -120,6 +121,11 @@ int smtp__command(struct smtp_conn *c, const char *cmd, int timeout,
 /* Writes bytes; on failure fills res (kind, errno, command) and closes. */
 int smtp__send_raw(struct smtp_conn *c, const char *p, size_t n, int timeout,
                    const char *command, struct smtp_result *res);
+/* smtp__send_raw that also counts into *done the bytes written, also when
+   it fails (how far a write that ends in a final dot got). */
+int smtp__send_raw_n(struct smtp_conn *c, const char *p, size_t n,
+                     int timeout, const char *command,
+                     struct smtp_result *res, size_t *done);
 /* Reads one full reply into reply; on failure fills res and closes. */
 int smtp__read_reply(struct smtp_conn *c, int timeout, const char *command,
                      struct smtp_reply *reply, struct smtp_result *res);
@@ -133,11 +139,15 @@ int smtp__ehlo(struct smtp_conn *c, const char *name, struct smtp_result *res);
 
 /* ---- Sending (send.c) ---- */
 /* After a 354: the prebuilt header block hdr (may be NULL), the body, the
-   final dot.  8-bit body bytes are refused unless allow8bit.  *dot_sent
-   once the dot line is fully written. */
+   final dot, and in the same write as the dot the bytes of after (may be
+   NULL: the next message's pipelined envelope).  8-bit body bytes are
+   refused unless allow8bit.  *dot_sent once the dot line is fully written,
+   *after_sent (may be NULL) once all of after is. */
 int smtp__write_message(struct smtp_conn *c, const struct smtp__buf *hdr,
                         const struct smtp_body *body, int allow8bit,
-                        struct smtp_result *res, int *dot_sent);
+                        const struct smtp__buf *after,
+                        struct smtp_result *res, int *dot_sent,
+                        int *after_sent);
 
 /* ---- AUTH (auth.c) ---- */
 int smtp__auth(struct smtp_conn *c, struct smtp_result *res);

@@ -140,12 +140,15 @@ int smtp__io_read_line(struct smtp__io *io, char *line, size_t *len,
     }
 }
 
-/* Writes all bytes before the deadline. */
+/* Writes all bytes before the deadline; *done (may be NULL) counts the
+   bytes handed to the transport, also when the write fails. */
 int smtp__io_write(struct smtp__io *io, const void *p, size_t n,
-                   int64_t deadline, int *err)
+                   int64_t deadline, int *err, size_t *done)
 {
     const char *s = p;
     *err = 0;
+    if (done != NULL)
+        *done = 0;
     while (n > 0) {
         ssize_t w;
         if (io->tls != NULL)
@@ -155,6 +158,8 @@ int smtp__io_write(struct smtp__io *io, const void *p, size_t n,
         if (w > 0) {
             s += w;
             n -= (size_t)w;
+            if (done != NULL)
+                *done += (size_t)w;
             continue;
         }
         int again = io->tls != NULL

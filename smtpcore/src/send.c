@@ -154,17 +154,43 @@ static int feed(struct smtp_conn *c, struct smtp__stuffer *st,
     return SMTP_OK;
 }
 
+/* Writes the last of out, which ends with the final dot line and then
+   carries after (may be NULL) in the same write.  *dot_sent once every byte
+   of the dot line is written, *after_sent once all of after is. */
+static int flush_last(struct smtp_conn *c, struct smtp__buf *out,
+                      const struct smtp__buf *after, struct smtp_result *res,
+                      int *dot_sent, int *after_sent)
+{
+    size_t dot_end = out->len, done = 0;
+    int with = after != NULL && after->len > 0 &&
+               smtp__buf_append(out, after->data, after->len) == 0;
+    int r = smtp__send_raw_n(c, out->data, out->len,
+                             smtp__timeout(c, SMTP__T_DATA_BLOCK), "DATA",
+                             res, &done);
+    *dot_sent = r == SMTP_OK || done >= dot_end;
+    if (after_sent != NULL)
+        *after_sent = r == SMTP_OK && with;
+    out->len = 0;
+    return r;
+}
+
 /* Streams the header block hdr (may be NULL), the body and the final dot
-   after a 354.  allow8bit 0 refuses 8-bit body bytes (no 8BITMIME).
-   *dot_sent is set once every byte of the final dot line is written. */
+   after a 354, then after (may be NULL) in the dot's write.  allow8bit 0
+   refuses 8-bit body bytes (no 8BITMIME).  *dot_sent is set once every
+   byte of the final dot line is written, *after_sent (may be NULL) once
+   all of after is. */
 int smtp__write_message(struct smtp_conn *c, const struct smtp__buf *hdr,
                         const struct smtp_body *body, int allow8bit,
-                        struct smtp_result *res, int *dot_sent)
+                        const struct smtp__buf *after,
+                        struct smtp_result *res, int *dot_sent,
+                        int *after_sent)
 {
     struct smtp__buf out;
     struct smtp__stuffer st;
     int r = SMTP_OK;
     *dot_sent = 0;
+    if (after_sent != NULL)
+        *after_sent = 0;
     smtp__buf_init(&out, 4 * CHUNK);
     smtp__stuffer_init(&st);
     st.refuse_8bit = !allow8bit;
@@ -200,8 +226,8 @@ int smtp__write_message(struct smtp_conn *c, const struct smtp__buf *hdr,
     }
     if (r == SMTP_OK && smtp__stuff_end(&st, &out) < 0)
         r = smtp__fail(res, SMTP_ERR_LOCAL, "DATA", "out of memory");
-    if (r == SMTP_OK && (r = flush(c, &out, 1, res)) == SMTP_OK)
-        *dot_sent = 1;
+    if (r == SMTP_OK)
+        r = flush_last(c, &out, after, res, dot_sent, after_sent);
     smtp__buf_free(&out);
     return r;
 }
@@ -222,6 +248,9 @@ struct tx {
     int rset;                    /* RSET goes first */
     int pipelined;
     size_t ncmds;                /* RSET? + MAIL + nto + DATA */
+    int begun;                   /* tx_begin done: rset and ncmds known */
+    int written;                 /* the envelope rode behind the previous
+                                    message's final dot: read its replies */
     int mail_ok;
     int stop;                    /* transport error or 421: nothing more */
     struct smtp_reply mail_reply, data_reply, bad_reply;
@@ -360,25 +389,24 @@ static int step_timeout(const struct tx *t, size_t k)
         : smtp__timeout(t->c, SMTP__T_COMMAND);
 }
 
-/* Writes commands [from, to) in one write, then reads their replies. */
-static int run_group(struct tx *t, size_t from, size_t to)
+/* Appends the command lines [from, to) to out; -1 when out of memory. */
+static int group_lines(const struct tx *t, size_t from, size_t to,
+                       struct smtp__buf *out)
 {
-    struct smtp__buf out;
-    smtp__buf_init(&out, (size_t)1 << 20);
     for (size_t k = from; k < to; k++)
-        if (cmd_line(t, k, &out) < 0) {
-            smtp__buf_free(&out);
-            t->stop = 1;
-            return smtp__fail(t->res, SMTP_ERR_LOCAL, "MAIL", "out of memory");
-        }
-    size_t i;
-    const char *verb = step_verb[step_of(t, from, &i)];
-    int r = smtp__send_raw(t->c, out.data, out.len,
-                           smtp__timeout(t->c, SMTP__T_COMMAND), verb, t->res);
-    smtp__buf_free(&out);
+        if (cmd_line(t, k, out) < 0)
+            return -1;
+    return 0;
+}
+
+/* Reads the replies of commands [from, to), already written. */
+static int group_read(struct tx *t, size_t from, size_t to)
+{
+    int r = SMTP_OK;
     for (size_t k = from; r == SMTP_OK && k < to && !t->stop; k++) {
         struct smtp_reply reply = { 0 };
-        verb = step_verb[step_of(t, k, &i)];
+        size_t i;
+        const char *verb = step_verb[step_of(t, k, &i)];
         r = smtp__read_reply(t->c, step_timeout(t, k), verb, &reply, t->res);
         if (r == SMTP_OK)
             on_reply(t, k, &reply);
@@ -388,10 +416,35 @@ static int run_group(struct tx *t, size_t from, size_t to)
     return r;
 }
 
+/* Writes commands [from, to) in one write, then reads their replies. */
+static int run_group(struct tx *t, size_t from, size_t to)
+{
+    struct smtp__buf out;
+    smtp__buf_init(&out, (size_t)1 << 20);
+    if (group_lines(t, from, to, &out) < 0) {
+        smtp__buf_free(&out);
+        t->stop = 1;
+        return smtp__fail(t->res, SMTP_ERR_LOCAL, "MAIL", "out of memory");
+    }
+    size_t i;
+    const char *verb = step_verb[step_of(t, from, &i)];
+    int r = smtp__send_raw(t->c, out.data, out.len,
+                           smtp__timeout(t->c, SMTP__T_COMMAND), verb, t->res);
+    smtp__buf_free(&out);
+    if (r != SMTP_OK) {
+        t->stop = 1;
+        return r;
+    }
+    return group_read(t, from, to);
+}
+
 /* Runs the envelope: pipelined groups (DATA included), or one command at
-   a time up to the last RCPT. */
+   a time up to the last RCPT.  An envelope already written (t->written, one
+   group) only has its replies read. */
 static int run_envelope(struct tx *t)
 {
+    if (t->written)
+        return group_read(t, 0, t->ncmds);
     if (t->pipelined) {
         for (size_t k = 0; k < t->ncmds && !t->stop; k += PIPE_GROUP) {
             size_t end = k + PIPE_GROUP < t->ncmds ? k + PIPE_GROUP : t->ncmds;
@@ -591,30 +644,90 @@ static int precheck(struct smtp_conn *c, const char *from,
     return SMTP_OK;
 }
 
-/* One transaction for to[0..nto): envelope, then header block and body. */
-static int send_once(struct smtp_conn *conn, const char *from,
-                     const char *const *to, size_t nto,
-                     const struct smtp__buf *hdr, const struct smtp_body *body,
-                     const struct smtp_send_opts *sopts,
-                     const struct scan *sc, struct smtp_result *res)
+/* Sets up the transaction of to[0..nto) on conn; nothing is sent yet. */
+static void tx_init(struct tx *t, struct smtp_conn *conn, const char *from,
+                    const char *const *to, size_t nto,
+                    const struct smtp_send_opts *sopts, const struct scan *sc,
+                    struct smtp_result *res)
 {
-    struct tx t = { .c = conn, .res = res, .from = from, .to = to, .nto = nto,
-                    .so = sopts, .sc = sc, .rset = conn->dirty };
-    t.pipelined = !conn->opts.no_pipelining &&
-                  smtp__has_cap(conn, SMTP__CAP_PIPELINING);
-    t.ncmds = (t.rset ? 1u : 0u) + 2 + nto;
-    conn->dirty = 1;
-    conn->messages++;
-    int r = run_envelope(&t);
-    if (r == SMTP_OK || t.bad_reply.code != 0)
-        r = judge_envelope(&t);
+    memset(t, 0, sizeof *t);
+    t->c = conn;
+    t->res = res;
+    t->from = from;
+    t->to = to;
+    t->nto = nto;
+    t->so = sopts;
+    t->sc = sc;
+    t->pipelined = !conn->opts.no_pipelining &&
+                   smtp__has_cap(conn, SMTP__CAP_PIPELINING);
+}
+
+/* The transaction starts (once): RSET first when one ran on the
+   connection before. */
+static void tx_begin(struct tx *t)
+{
+    if (t->begun)
+        return;
+    t->begun = 1;
+    t->rset = t->c->dirty;
+    t->ncmds = (t->rset ? 1u : 0u) + 2 + t->nto;
+    t->c->dirty = 1;
+    t->c->messages++;
+}
+
+/* 1 when a recipient was deferred with 452 (send_rest has work). */
+static int has_452(const struct smtp_result *res)
+{
+    for (size_t i = 0; i < res->nrejected; i++)
+        if (res->rejected[i].reply.code == 452)
+            return 1;
+    return 0;
+}
+
+/* Puts next's whole envelope into after, to go out in the write of t's
+   final dot (RFC 2920 3.1: message content may start a group): only when
+   both are pipelined, next's envelope is one group, and no 452 follow-up
+   of t must come first.  1 when after holds it. */
+static int chain_lines(const struct tx *t, struct tx *next,
+                       struct smtp__buf *after)
+{
+    if (next == NULL || !t->pipelined || !next->pipelined ||
+        (!t->sc->streamed && has_452(t->res)))
+        return 0;
+    tx_begin(next);
+    if (next->ncmds > PIPE_GROUP || group_lines(next, 0, next->ncmds,
+                                                after) < 0) {
+        after->len = 0;
+        return 0;
+    }
+    return 1;
+}
+
+/* One transaction: envelope, then header block and body; next (may be
+   NULL) is the transaction to follow, whose envelope then rides behind the
+   final dot when chain_lines allows (next->written says it did). */
+static int send_once(struct tx *t, const struct smtp__buf *hdr,
+                     const struct smtp_body *body, struct tx *next)
+{
+    struct smtp_conn *conn = t->c;
+    struct smtp_result *res = t->res;
+    tx_begin(t);
+    int r = run_envelope(t);
+    if (r == SMTP_OK || t->bad_reply.code != 0)
+        r = judge_envelope(t);
     else
         res->status = SMTP_DELIVERY_FAILED;
     if (r == GO_ON) {
-        int dot = 0;
+        int dot = 0, chained = 0;
+        struct smtp__buf after;
+        smtp__buf_init(&after, (size_t)1 << 20);
+        int with = chain_lines(t, next, &after);
         r = smtp__write_message(conn, hdr, body,
-                                smtp__has_cap(conn, SMTP__CAP_8BITMIME), res,
-                                &dot);
+                                smtp__has_cap(conn, SMTP__CAP_8BITMIME),
+                                with ? &after : NULL, res, &dot, &chained);
+        smtp__buf_free(&after);
+        if (chained)
+            next->written = 1;
         struct smtp_reply fin = { 0 };
         if (r == SMTP_OK)
             r = smtp__read_reply(conn, smtp__timeout(conn, SMTP__T_DATA_TERM),
@@ -639,9 +752,9 @@ static int send_once(struct smtp_conn *conn, const char *from,
             }
         }
     }
-    smtp_reply_clear(&t.mail_reply);
-    smtp_reply_clear(&t.data_reply);
-    smtp_reply_clear(&t.bad_reply);
+    smtp_reply_clear(&t->mail_reply);
+    smtp_reply_clear(&t->data_reply);
+    smtp_reply_clear(&t->bad_reply);
     return r;
 }
 
@@ -707,9 +820,11 @@ static void send_rest(struct smtp_conn *conn, const char *from,
         if (n == 0)
             return;
         struct smtp_result more;
+        struct tx t;
         smtp_result_init(&more);
-        send_once(conn, from, (const char *const *)rest, n, hdr, body, sopts,
-                  sc, &more);
+        tx_init(&t, conn, from, (const char *const *)rest, n, sopts, sc,
+                &more);
+        send_once(&t, hdr, body, NULL);
         if (more.status == SMTP_DELIVERY_UNKNOWN) {
             /* its final dot went unanswered: those recipients may have the
                message, so they are not "rejected" (a caller would resend
@@ -746,37 +861,47 @@ static void send_rest(struct smtp_conn *conn, const char *from,
     }
 }
 
-/* Sends one message on an open connection. */
-int smtp_conn_send_mail(struct smtp_conn *conn, const char *from,
-                        const char *const *to, size_t nto,
-                        const struct smtp_header *headers, size_t nheaders,
-                        const struct smtp_body *body,
-                        const struct smtp_send_opts *sopts,
-                        struct smtp_result *res)
-{
+/* A message on its way: what precheck built, and its transaction. */
+struct prep {
     struct scan sc;
     struct smtp__buf hdr;
+    char msgid[sizeof ((struct smtp_result *)0)->message_id];
+    struct tx t;
+};
+
+/* Clears res, checks m and builds its header block (nothing is sent):
+   SMTP_OK with p ready for send_once, else the failure, final, in res. */
+static int prepare(struct smtp_conn *conn, const struct smtp_mail *m,
+                   struct prep *p, struct smtp_result *res)
+{
     smtp_result_clear(res);
     if (!conn->open)
         return smtp__fail(res, SMTP_ERR_CONN, "MAIL", "connection is closed");
     if (!conn->greeted && smtp_conn_hello(conn, res) != SMTP_OK)
         return res->kind;
     smtp_result_clear(res);
-    smtp__buf_init(&hdr, (size_t)1 << 20);
-    int r = precheck(conn, from, to, nto, headers, nheaders, body, sopts, &sc,
-                     &hdr, res);
+    smtp__buf_init(&p->hdr, (size_t)1 << 20);
+    int r = precheck(conn, m->from, m->to, m->nto, m->headers, m->nheaders,
+                     m->body, m->sopts, &p->sc, &p->hdr, res);
     if (r != SMTP_OK) {
-        smtp__buf_free(&hdr);
+        smtp__buf_free(&p->hdr);
         res->message_id[0] = '\0';
         res->status = SMTP_DELIVERY_FAILED;
         return r;
     }
-    char msgid[sizeof res->message_id];
-    memcpy(msgid, res->message_id, sizeof msgid);
-    r = send_once(conn, from, to, nto, &hdr, body, sopts, &sc, res);
-    send_rest(conn, from, &hdr, body, sopts, &sc, res);
-    smtp__buf_free(&hdr);
-    memcpy(res->message_id, msgid, sizeof msgid);
+    memcpy(p->msgid, res->message_id, sizeof p->msgid);
+    tx_init(&p->t, conn, m->from, m->to, m->nto, m->sopts, &p->sc, res);
+    return SMTP_OK;
+}
+
+/* After send_once: the 452 follow-ups, then the outcome's last touches;
+   frees what prepare built.  Returns the outcome's kind. */
+static int finish(struct smtp_conn *conn, const struct smtp_mail *m,
+                  struct prep *p, struct smtp_result *res, int r)
+{
+    send_rest(conn, m->from, &p->hdr, m->body, m->sopts, &p->sc, res);
+    smtp__buf_free(&p->hdr);
+    memcpy(res->message_id, p->msgid, sizeof p->msgid);
     if (res->status == SMTP_DELIVERY_SENT && res->nrejected > 0) {
         res->code = 700;
         res->status = SMTP_DELIVERY_PARTIAL;
@@ -787,6 +912,80 @@ int smtp_conn_send_mail(struct smtp_conn *conn, const char *from,
         res->status != SMTP_DELIVERY_UNKNOWN)
         res->message_id[0] = '\0';
     return r;
+}
+
+/* Sends one message on an open connection. */
+int smtp_conn_send_mail(struct smtp_conn *conn, const char *from,
+                        const char *const *to, size_t nto,
+                        const struct smtp_header *headers, size_t nheaders,
+                        const struct smtp_body *body,
+                        const struct smtp_send_opts *sopts,
+                        struct smtp_result *res)
+{
+    const struct smtp_mail m = { from, to, nto, headers, nheaders, body,
+                                 sopts };
+    struct prep p;
+    int r = prepare(conn, &m, &p, res);
+    if (r != SMTP_OK)
+        return r;
+    r = send_once(&p.t, &p.hdr, body, NULL);
+    return finish(conn, &m, &p, res, r);
+}
+
+/* Tells done about message i; 1 when it asks to stop. */
+static int told(smtp_mail_done_fn done, void *ctx, size_t i,
+                struct smtp_result *res)
+{
+    return done != NULL && done(ctx, i, res) != 0;
+}
+
+/* Sends mails[0..n) in turn, each final dot carrying the next envelope
+   when allowed (see smtp.h). */
+size_t smtp_conn_send_mails(struct smtp_conn *conn,
+                            const struct smtp_mail *mails, size_t n,
+                            struct smtp_result *const *results,
+                            smtp_mail_done_fn done, void *ctx)
+{
+    struct prep slot[2];
+    int ready = 0;              /* slot[i & 1] was prepared (as the next) */
+    size_t i;
+    for (i = 0; i < n; i++) {
+        struct prep *cur = &slot[i & 1], *nx = &slot[(i + 1) & 1];
+        int r = SMTP_OK, next_failed = 0, stop;
+        if (!ready)
+            r = prepare(conn, &mails[i], cur, results[i]);
+        ready = 0;
+        if (r == SMTP_OK) {
+            /* The next one is checked now so that its envelope can ride
+               behind this one's final dot. */
+            if (i + 1 < n && conn->open)
+                next_failed = prepare(conn, &mails[i + 1], nx,
+                                      results[i + 1]) != SMTP_OK;
+            ready = i + 1 < n && conn->open && !next_failed;
+            r = send_once(&cur->t, &cur->hdr, mails[i].body,
+                          ready ? &nx->t : NULL);
+            finish(conn, &mails[i], cur, results[i], r);
+        }
+        stop = told(done, ctx, i, results[i]);  /* i is theirs now */
+        if (next_failed) {              /* refused before a byte was sent */
+            i++;
+            stop |= told(done, ctx, i, results[i]);
+        }
+        if (stop && ready && !nx->t.written) {
+            smtp__buf_free(&nx->hdr);   /* prepared, nothing sent */
+            ready = 0;
+        }
+        if (stop && !ready)
+            return i + 1;
+        if (stop) {                     /* its envelope is out: finish it */
+            i++;
+            r = send_once(&nx->t, &nx->hdr, mails[i].body, NULL);
+            finish(conn, &mails[i], nx, results[i], r);
+            told(done, ctx, i, results[i]);
+            return i + 1;
+        }
+    }
+    return i;
 }
 
 /* Connects and greets with EHLO (and STARTTLS/AUTH as opts say). */

@@ -134,7 +134,7 @@ static int run_data(struct smtp_conn *c, const struct smtp_txn *t,
         smtp__conn_close(c);        /* after 354: no final dot, nothing sent */
         return smtp__fail(res, SMTP_ERR_LOCAL, "DATA", "%s", why);
     }
-    r = smtp__write_message(c, &hdr, t->body, 1, res, &dot);
+    r = smtp__write_message(c, &hdr, t->body, 1, NULL, res, &dot, NULL);
     smtp__buf_free(&hdr);
     struct smtp_reply fin = { 0 };
     if (r == SMTP_OK)

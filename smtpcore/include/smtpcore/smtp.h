@@ -227,6 +227,45 @@ int smtp_conn_send_mail(struct smtp_conn *conn, const char *from,
                         const struct smtp_body *body,
                         const struct smtp_send_opts *sopts,
                         struct smtp_result *res);
+
+/* One message of smtp_conn_send_mails: the arguments of
+   smtp_conn_send_mail, all borrowed; sopts may be NULL. */
+struct smtp_mail {
+    const char *from;
+    const char *const *to;
+    size_t nto;
+    const struct smtp_header *headers;
+    size_t nheaders;
+    const struct smtp_body *body;
+    const struct smtp_send_opts *sopts;
+};
+
+/* Told message i's outcome (res is results[i]) as soon as it is final;
+   returns 0 to go on, or non-zero to start no further message. */
+typedef int (*smtp_mail_done_fn)(void *ctx, size_t i,
+                                 struct smtp_result *res);
+
+/*
+ * Sends mails[0..n) on conn one after the other, each exactly as
+ * smtp_conn_send_mail would (same commands, same checks, results[i] filled
+ * the same way), except that with PIPELINING the next message's envelope
+ * (RSET, MAIL, RCPT..., DATA) goes out in the same write as this message's
+ * final dot (RFC 2920 3.1: message content may start a group): one round
+ * trip a message instead of two.  It rides only behind a dot that ends its
+ * message (no 452 follow-up due) and only when it fits one group.  When a
+ * final dot goes unanswered that message is SMTP_DELIVERY_UNKNOWN as ever,
+ * and the next fails at its first command with SMTP_ERR_CONN (none of its
+ * data was sent).  done (may be NULL) is called once per message, in
+ * order; after it returns, mails[i] and results[i] are no longer touched.
+ * When done asks to stop, a message whose envelope already went out is
+ * still finished (and told), and nothing of the later ones is sent (their
+ * results may have been cleared).  Returns how many messages were handled
+ * (each told to done): mails[0..returned).
+ */
+size_t smtp_conn_send_mails(struct smtp_conn *conn,
+                            const struct smtp_mail *mails, size_t n,
+                            struct smtp_result *const *results,
+                            smtp_mail_done_fn done, void *ctx);
 /* QUIT (when still open), then close and free. */
 void smtp_conn_quit(struct smtp_conn *conn);
 
