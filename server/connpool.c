@@ -3,7 +3,7 @@
  * (server/connpool.h).
  *
  * Public (to server/): pool_conns_new, pool_conns_acquire, pool_conn_smtp,
- * pool_conns_release, pool_conns_stats, pool_conns_ready, pool_conns_stop,
+ * pool_conn_budget, pool_conns_release, pool_conns_stats, pool_conns_ready, pool_conns_stop,
  * pool_conns_close_all, pool_conns_free.
  *
  * Slots: cp->nslots counts every connection that exists or is being opened;
@@ -377,6 +377,18 @@ int pool_conns_acquire(struct pool_conns *cp, struct pool_conn **out,
 struct smtp_conn *pool_conn_smtp(struct pool_conn *pc)
 {
     return pc->smtp;
+}
+
+/* Messages pc may still carry under messages_per_conn (at least 1).
+   cp->max_msgs is set once by pool_conns_new: no lock needed. */
+unsigned long pool_conn_budget(const struct pool_conns *cp,
+                               const struct pool_conn *pc)
+{
+    unsigned long sent = smtp_conn_messages(pc->smtp);
+
+    if (cp->max_msgs == 0)
+        return ULONG_MAX;
+    return sent < cp->max_msgs ? cp->max_msgs - sent : 1;
 }
 
 /* Takes pc back: onto the idle list, or closed. */

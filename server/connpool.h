@@ -47,6 +47,10 @@ int pool_conns_acquire(struct pool_conns *cp, struct pool_conn **out,
                        int *reused, struct smtp_result *res);
 /* The SMTP handle of an acquired connection (borrowed). */
 struct smtp_conn *pool_conn_smtp(struct pool_conn *pc);
+/* Messages pc may still carry before messages_per_conn renews it (at
+   least 1; ULONG_MAX when there is no limit). */
+unsigned long pool_conn_budget(const struct pool_conns *cp,
+                               const struct pool_conn *pc);
 /* Gives pc back: KEEP (if still open and under messages_per_conn), QUIT or
    DROP.  pc is invalid afterwards. */
 void pool_conns_release(struct pool_conns *cp, struct pool_conn *pc,

@@ -13,7 +13,21 @@
  * finishes, retries after a backoff (counted), or retries at once on
  * another connection when the reused one was found dead at its first
  * command (not counted; at most connections + 1 times per job).  A send
- * that reached the final dot is never sent again.  Queries (VRFY, EXPN,
+ * that reached the final dot is never sent again.
+ *
+ * Chains: when a send's first attempt gets a reused connection, more
+ * sends wait in the queue, no rate limit is set and the pool is not
+ * draining, the worker takes about its share of them (at most
+ * POOL_CHAIN_MAX - 1, within messages_per_conn) and sends them all with
+ * smtp_conn_send_mails: each final dot carries the next envelope, one round
+ * trip a message instead of two.  That is each taken job's first attempt,
+ * judged by the same rules (on a connection already used, so "reused"); a
+ * final outcome finishes the job at once, anything else goes on through
+ * the usual attempts after the worker's own job is finished.  Once the
+ * drain deadline passes a chain starts no further message: the ones not
+ * started end as never attempted, like the jobs still queued.  (A new
+ * connection carries one message alone first; so does a drain: the
+ * deadline bounds the work to the messages on the wire.)  Queries (VRFY, EXPN,
  * HELP) run on pooled connections too, with smtp_transactionsv_no_close
  * and the smtp_vrfy/smtp_expn/smtp_help constructors; they are idempotent.
  *
@@ -40,6 +54,7 @@
 #include "server/retry.h"
 
 #define POOL_SHUTDOWN_MSG "mailpool is shutting down; not sent"
+#define POOL_CHAIN_MAX 16       /* sends on one connection in one chain */
 
 struct pool {
     const struct cfg *cfg;          /* borrowed, read-only */
@@ -70,6 +85,36 @@ struct pool {
 struct pool_body {
     const char *p;
     size_t left;
+};
+
+/* The retry state of one job across its attempts. */
+struct pool_try {
+    int free_left;                  /* stale-connection replacements left */
+    int open_failed;                /* the last attempt could not connect */
+};
+
+/* A send of a chain and what smtp_conn_send_mails needs for it. */
+struct pool_link {
+    struct job *job;
+    const struct smtp_header *hdrs;
+    struct smtp_header *owned;      /* hdrs when the chain owns them */
+    struct pool_body ctx;
+    struct smtp_body body;
+    struct smtp_send_opts so;
+    struct pool_verdict v;          /* of the job's first attempt */
+    int started;                    /* smtp_conn_send_mails handled it */
+    int pending;                    /* v asks for more attempts */
+};
+
+/* A worker's chain: its own job (link 0), then the jobs it took from the
+   queue.  Owned by the worker; no lock. */
+struct pool_chain {
+    struct pool *pool;
+    struct pool_link link[POOL_CHAIN_MAX];
+    size_t n;
+    int used;                       /* tried once (only the first attempt) */
+    int reused;                     /* link 0's connection was reused */
+    enum pool_conn_fate fate;       /* DROP when any verdict said so */
 };
 
 static const char *const pool_kind_names[] = {
@@ -191,14 +236,181 @@ static void pool_run_step(struct job *job, struct smtp_conn *conn,
     smtp_txn_free(txn);
 }
 
-/* Attempts the job until its outcome is final (server/retry.h). */
+/* After an attempt judged v: 1 to attempt again (a stale pooled
+   connection is replaced at once and not counted; a temporary failure
+   waits its backoff), 0 when the outcome is final. */
+static int pool_again(struct pool *pool, struct job *job,
+                      struct pool_verdict v, struct pool_try *tr)
+{
+    int limit = pool->cfg->pool.retries > 0 ? pool->cfg->pool.retries : 0;
+
+    if (v.next == POOL_NEXT_REPLACE && tr->free_left-- > 0) {
+        job->attempts--;            /* a stale connection: not counted */
+        pthread_mutex_lock(&pool->mu);
+        pool->retries++;
+        pthread_mutex_unlock(&pool->mu);
+        pool_log_retry(job, "stale pooled connection", 0);
+        return 1;
+    }
+    return v.next != POOL_NEXT_DONE && job->attempts <= limit &&
+           pool_backoff(pool, job) == 0;
+}
+
+/* Takes up to max send jobs from the head of the queue (in order), no more
+   than the worker's share of it; none while draining. */
+static size_t pool_take_sends(struct pool *pool, struct job **out,
+                              size_t max)
+{
+    size_t n = 0, share;
+
+    pthread_mutex_lock(&pool->mu);
+    share = (pool->queued + pool->nworkers - 1) / pool->nworkers;
+    if (max > share)
+        max = share;
+    while (!pool->draining && n < max && pool->head != NULL &&
+           pool->head->kind == JOB_SEND) {
+        struct job *job = pool->head;
+
+        pool->head = job->next_;
+        if (pool->head == NULL)
+            pool->tail = NULL;
+        job->next_ = NULL;
+        pool->queued--;
+        out[n++] = job;
+    }
+    pthread_mutex_unlock(&pool->mu);
+    return n;
+}
+
+static void pool_finish(struct job *job);
+
+/* Points link l at job, whose headers are hdrs (owned: freed with l). */
+static void pool_link_init(struct pool_link *l, struct job *job,
+                           const struct smtp_header *hdrs,
+                           struct smtp_header *owned)
+{
+    memset(l, 0, sizeof *l);
+    l->job = job;
+    l->hdrs = hdrs;
+    l->owned = owned;
+    l->ctx.p = job->msg.body;
+    l->ctx.left = job->msg.body != NULL ? job->msg.body_len : 0;
+    l->body.read = pool_body_read;
+    l->body.ctx = &l->ctx;
+    l->so.raw = job->msg.raw;
+}
+
+static struct smtp_header *pool_job_headers(const struct job *job,
+                                            const char **why);
+
+/* Makes job the head of a chain on pc with the sends taken from the queue
+   (once per chain, on the first attempt only).  Taken jobs that are
+   malformed are finished at once, never attempted.  Returns the chain's
+   length; below 2 there is no chain. */
+static size_t pool_chain_fill(struct pool *pool, struct pool_chain *ch,
+                              struct job *job, const struct smtp_header *hdrs,
+                              struct pool_conn *pc, int reused)
+{
+    struct job *taken[POOL_CHAIN_MAX - 1];
+    size_t max = POOL_CHAIN_MAX - 1, n;
+    unsigned long budget;
+
+    if (ch->used || job->kind != JOB_SEND || pool->rate > 0 || !reused)
+        return 0;
+    ch->used = 1;
+    budget = pool_conn_budget(pool->conns, pc);
+    if (budget - 1 < max)
+        max = budget - 1;
+    n = max > 0 ? pool_take_sends(pool, taken, max) : 0;
+    if (n == 0)
+        return 0;
+    pool_link_init(&ch->link[0], job, hdrs, NULL);
+    ch->n = 1;
+    for (size_t i = 0; i < n; i++) {
+        const char *why = NULL;
+        struct smtp_header *own = pool_job_headers(taken[i], &why);
+
+        if (why != NULL) {
+            pool_result_local(&taken[i]->result, SMTP_DELIVERY_FAILED, why);
+            pool_finish(taken[i]);
+            continue;
+        }
+        pool_link_init(&ch->link[ch->n++], taken[i], own, own);
+    }
+    return ch->n;
+}
+
+/* 1 once the drain deadline has passed. */
+static int pool_stopping(struct pool *pool)
+{
+    int stopping;
+
+    pthread_mutex_lock(&pool->mu);
+    stopping = pool->stopping;
+    pthread_mutex_unlock(&pool->mu);
+    return stopping;
+}
+
+/* smtp_mail_done_fn of a chain: judges message i's attempt; a taken job
+   whose outcome is final is finished now.  Asks for no further message
+   once the drain deadline has passed. */
+static int pool_chain_done(void *ctx, size_t i, struct smtp_result *res)
+{
+    struct pool_chain *ch = ctx;
+    struct pool_link *l = &ch->link[i];
+
+    (void)res;                      /* it is l->job->result */
+    l->started = 1;
+    if (i > 0)
+        l->job->attempts++;         /* link 0's was counted by its loop */
+    l->v = pool_retry_decide(&l->job->result, POOL_PHASE_RUN,
+                             ch->reused || i > 0, 0);
+    if (l->v.fate == POOL_CONN_DROP)
+        ch->fate = POOL_CONN_DROP;
+    if (i > 0 && l->v.next != POOL_NEXT_DONE) {
+        l->pending = 1;
+    } else if (i > 0) {
+        free(l->owned);
+        l->owned = NULL;
+        pool_finish(l->job);        /* the job is theirs now */
+        l->job = NULL;
+    }                               /* link 0: the worker's loop goes on */
+    return pool_stopping(ch->pool);
+}
+
+/* Sends the chain over conn; returns link 0's verdict with the fate the
+   whole chain leaves the connection in. */
+static struct pool_verdict pool_chain_run(struct pool_chain *ch,
+                                          struct smtp_conn *conn, int reused)
+{
+    struct smtp_mail mails[POOL_CHAIN_MAX];
+    struct smtp_result *res[POOL_CHAIN_MAX];
+    struct pool_verdict v;
+
+    for (size_t i = 0; i < ch->n; i++) {
+        const struct pool_link *l = &ch->link[i];
+        const struct job_message *m = &l->job->msg;
+
+        mails[i] = (struct smtp_mail){ m->from, (const char *const *)m->to,
+                                       m->nto, l->hdrs, m->nheaders,
+                                       &l->body, &l->so };
+        res[i] = &l->job->result;
+    }
+    ch->reused = reused;
+    ch->fate = POOL_CONN_KEEP;
+    smtp_conn_send_mails(conn, mails, ch->n, res, pool_chain_done, ch);
+    v = ch->link[0].v;
+    v.fate = ch->fate;
+    return v;
+}
+
+/* Attempts the job until its outcome is final (server/retry.h); with ch,
+   its first connection may carry a chain. */
 static void pool_attempts(struct pool *pool, struct job *job,
-                          const struct smtp_header *hdrs)
+                          const struct smtp_header *hdrs,
+                          struct pool_chain *ch, struct pool_try *tr)
 {
     int idem = job->kind != JOB_SEND;
-    int limit = pool->cfg->pool.retries > 0 ? pool->cfg->pool.retries : 0;
-    int free_left = pool->cfg->pool.connections + 1;
-    int open_failed = 0;
 
     for (;;) {
         struct pool_conn *pc = NULL;
@@ -213,32 +425,58 @@ static void pool_attempts(struct pool *pool, struct job *job,
         job->attempts++;
         if (rc == POOL_ACQ_FAILED) {
             v = pool_retry_decide(&job->result, POOL_PHASE_OPEN, 0, idem);
-            open_failed = pool_kind_is_transport(job->result.kind);
+            tr->open_failed = pool_kind_is_transport(job->result.kind);
         } else {
             smtp_result_clear(&job->result);
-            pool_run_step(job, pool_conn_smtp(pc), hdrs);
-            v = pool_retry_decide(&job->result, POOL_PHASE_RUN, reused, idem);
+            if (ch != NULL &&
+                pool_chain_fill(pool, ch, job, hdrs, pc, reused) > 1) {
+                v = pool_chain_run(ch, pool_conn_smtp(pc), reused);
+            } else {
+                pool_run_step(job, pool_conn_smtp(pc), hdrs);
+                v = pool_retry_decide(&job->result, POOL_PHASE_RUN, reused,
+                                      idem);
+            }
             pool_conns_release(pool->conns, pc, v.fate);
-            open_failed = 0;
+            tr->open_failed = 0;
         }
-        if (v.next == POOL_NEXT_REPLACE && free_left-- > 0) {
-            job->attempts--;            /* a stale connection: not counted */
-            pthread_mutex_lock(&pool->mu);
-            pool->retries++;
-            pthread_mutex_unlock(&pool->mu);
-            pool_log_retry(job, "stale pooled connection", 0);
-            continue;
-        }
-        if (v.next == POOL_NEXT_DONE || job->attempts > limit ||
-            pool_backoff(pool, job) < 0)
+        if (!pool_again(pool, job, v, tr))
             break;
     }
+}
+
+/* The last fields of a job whose attempts are over. */
+static void pool_settle(struct job *job, const struct pool_try *tr)
+{
     if (job->attempts == 0)     /* stopped before anything was tried */
         pool_result_local(&job->result,
                           job->kind == JOB_SEND ? SMTP_DELIVERY_FAILED
                                                 : SMTP_DELIVERY_NONE,
                           POOL_SHUTDOWN_MSG);
-    job->unreachable = open_failed && job->attempts > 0;
+    job->unreachable = tr->open_failed && job->attempts > 0;
+}
+
+/* The taken jobs of a chain whose first attempt was not final, or that
+   the chain never started (the drain deadline passed): their further
+   attempts (none once stopping), one job after the other, then their
+   end. */
+static void pool_chain_rest(struct pool *pool, struct pool_chain *ch)
+{
+    for (size_t i = 1; i < ch->n; i++) {
+        struct pool_link *l = &ch->link[i];
+        struct pool_try tr = { pool->cfg->pool.connections + 1, 0 };
+
+        if (l->started && !l->pending)
+            continue;                       /* finished already */
+        if (!l->started)                    /* never attempted */
+            smtp_result_clear(&l->job->result);
+        if (!l->started ? !pool_stopping(pool)
+                        : pool_again(pool, l->job, l->v, &tr))
+            pool_attempts(pool, l->job, l->hdrs, NULL, &tr);
+        pool_settle(l->job, &tr);
+        free(l->owned);
+        pool_finish(l->job);
+    }
+    ch->n = 0;
 }
 
 /* Logs the job's outcome: one line per finished SMTP job. */
@@ -305,30 +543,47 @@ static const char *pool_job_check(const struct job *job)
     return "unknown job kind";
 }
 
-/* Runs one job to its end and calls its done callback. */
-static void pool_run_job(struct pool *pool, struct job *job)
+/* The job's headers as smtp_header pairs (NULL when none); *why is set
+   when the job is malformed or memory runs out. */
+static struct smtp_header *pool_job_headers(const struct job *job,
+                                            const char **why)
 {
     struct smtp_header *hdrs = NULL;
-    const char *why = pool_job_check(job);
 
-    if (why == NULL && job->kind == JOB_SEND && job->msg.nheaders > 0) {
+    *why = pool_job_check(job);
+    if (*why == NULL && job->kind == JOB_SEND && job->msg.nheaders > 0) {
         hdrs = calloc(job->msg.nheaders, sizeof *hdrs);
         if (hdrs == NULL)
-            why = "out of memory";
+            *why = "out of memory";
         for (size_t i = 0; hdrs != NULL && i < job->msg.nheaders; i++) {
             hdrs[i].name = job->msg.hnames[i];
             hdrs[i].value = job->msg.hvalues[i];
         }
     }
-    if (why != NULL)
+    return hdrs;
+}
+
+/* Runs one job to its end and calls its done callback, then the rest of
+   the jobs that went in its chain. */
+static void pool_run_job(struct pool *pool, struct job *job)
+{
+    struct pool_chain ch = { .pool = pool };
+    struct pool_try tr = { pool->cfg->pool.connections + 1, 0 };
+    const char *why = NULL;
+    struct smtp_header *hdrs = pool_job_headers(job, &why);
+
+    if (why != NULL) {
         pool_result_local(&job->result,
                           job->kind == JOB_SEND ? SMTP_DELIVERY_FAILED
                                                 : SMTP_DELIVERY_NONE,
                           why);
-    else
-        pool_attempts(pool, job, hdrs);
+    } else {
+        pool_attempts(pool, job, hdrs, &ch, &tr);
+        pool_settle(job, &tr);
+    }
     free(hdrs);
     pool_finish(job);
+    pool_chain_rest(pool, &ch);
 }
 
 /* A worker: runs queued jobs until the pool stops. */
