@@ -3,10 +3,12 @@
  * connection reused by one thread, optionally without PIPELINING.
  *
  *   bench_smtp --server HOST:PORT [-n CONNS] [-m MESSAGES] [-l BYTES] [-p]
+ *              [-c CHAIN]
  *
  * Prints one line: "conns=N messages=M ok=K seconds=S rate=R".  The body is
  * BYTES of text in 64-octet lines, one recipient per message, like
- * `smtp-source -l BYTES`.
+ * `smtp-source -l BYTES`.  -c CHAIN sends CHAIN messages per
+ * smtp_conn_send_mails call (each final dot carries the next envelope).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -24,7 +26,33 @@ struct worker {
     const char *body;
     size_t len;
     int no_pipelining;
+    int chain;
 };
+
+#define MAX_CHAIN 64
+
+/* Sends w->messages in chains of w->chain over c; returns how many went. */
+static int run_chains(struct worker *w, struct smtp_conn *c,
+                      const struct smtp_mail *mail)
+{
+    struct smtp_mail mails[MAX_CHAIN];
+    struct smtp_result r[MAX_CHAIN], *rp[MAX_CHAIN];
+    int ok = 0;
+    for (int i = 0; i < w->chain; i++) {
+        mails[i] = *mail;
+        smtp_result_init(&r[i]);
+        rp[i] = &r[i];
+    }
+    for (int left = w->messages; left > 0; left -= w->chain) {
+        size_t k = (size_t)(left < w->chain ? left : w->chain);
+        smtp_conn_send_mails(c, mails, k, rp, NULL, NULL);
+        for (size_t i = 0; i < k; i++)
+            ok += r[i].kind == SMTP_OK;
+    }
+    for (int i = 0; i < w->chain; i++)
+        smtp_result_clear(&r[i]);
+    return ok;
+}
 
 static void *run(void *arg)
 {
@@ -42,7 +70,12 @@ static void *run(void *arg)
         smtp_result_clear(&r);
         return NULL;
     }
-    for (int i = 0; i < w->messages; i++)
+    if (w->chain > 1) {
+        const struct smtp_mail mail = { "sender@example.org", to, 1, h, 1,
+                                        &b, NULL };
+        w->ok = run_chains(w, c, &mail);
+    }
+    for (int i = 0; w->chain <= 1 && i < w->messages; i++)
         if (smtp_conn_send_mail(c, "sender@example.org", to, 1, h, 1, &b, NULL,
                                 &r) == SMTP_OK)
             w->ok++;
@@ -54,7 +87,7 @@ static void *run(void *arg)
 int main(int argc, char **argv)
 {
     const char *server = NULL;
-    int n = 1, m = 10000, nopipe = 0;
+    int n = 1, m = 10000, nopipe = 0, chain = 1;
     size_t len = 1024;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--server") == 0 && i + 1 < argc) server = argv[++i];
@@ -62,13 +95,16 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "-m") == 0 && i + 1 < argc) m = (int)strtol(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "-l") == 0 && i + 1 < argc) len = strtoul(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "-p") == 0) nopipe = 1;
+        else if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) chain = (int)strtol(argv[++i], NULL, 10);
         else {
-            fprintf(stderr, "usage: bench_smtp --server HOST:PORT [-n CONNS] [-m MSGS] [-l BYTES] [-p]\n");
+            fprintf(stderr, "usage: bench_smtp --server HOST:PORT [-n CONNS] [-m MSGS] [-l BYTES] [-p] [-c CHAIN]\n");
             return 2;
         }
     }
-    if (server == NULL || n < 1 || m < n || len < 2) {
-        fprintf(stderr, "bench_smtp: --server, n >= 1, m >= n, l >= 2\n");
+    if (server == NULL || n < 1 || m < n || len < 2 || chain < 1 ||
+        chain > MAX_CHAIN) {
+        fprintf(stderr, "bench_smtp: --server, n >= 1, m >= n, l >= 2, "
+                "1 <= c <= %d\n", MAX_CHAIN);
         return 2;
     }
     char *body = malloc(len);
@@ -80,7 +116,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < n; i++) {
         w[i] = (struct worker){ .server = server, .body = body, .len = len,
                                 .messages = m / n + (i < m % n),
-                                .no_pipelining = nopipe };
+                                .no_pipelining = nopipe, .chain = chain };
         pthread_create(&w[i].tid, NULL, run, &w[i]);
     }
     int ok = 0;

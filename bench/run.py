@@ -6,8 +6,10 @@ a reference measured in the same run (the machine is shared and noisy).
 Everything runs on 127.0.0.1 against Postfix's smtp-sink; 1 KiB messages,
 one recipient.
 
-  1. SMTP layer: build/bench_smtp (smtpcore, with and without PIPELINING)
-     against `smtp-source -d -s N -m M -l 1024`, N = 1, 8, 32.
+  1. SMTP layer: build/bench_smtp (smtpcore, with and without PIPELINING,
+     and at N = 8 in chains of 16: smtp_conn_send_mails, each final dot
+     carrying the next envelope) against `smtp-source -d -s N -m M -l 1024`,
+     N = 1, 8, 32.
   2. HTTP end to end: wrk POSTing /v1/messages (32 connections) and
      /v1/messages/batch (100 messages a request) through `mailpool serve`:
      messages/s, p50/p99 latency, peak RSS, CPU seconds per 10,000 messages.
@@ -17,7 +19,11 @@ one recipient.
      HTTP connections.
 
 Environment: BENCH_RUNS (default 5), BENCH_MESSAGES (default 20000),
-BENCH_SECONDS (wrk duration, default 5), BENCH_QUICK=1 (fewer cases).
+BENCH_SECONDS (wrk duration, default 5), BENCH_QUICK=1 (fewer cases),
+BENCH_SECTIONS (comma-separated subset of smtp,http,peers,scale; default
+all; http needs the smtp-source reference of N=8, so it measures that one
+alone when smtp is left out), BUILD (the build directory, as for make;
+default build).
 """
 
 import json
@@ -34,11 +40,14 @@ import time
 from common import free_port, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD = os.path.join(ROOT, "build")
+BUILD = os.path.join(ROOT, os.environ.get("BUILD") or "build")
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 MSGS = int(os.environ.get("BENCH_MESSAGES", "20000"))
 SECS = int(os.environ.get("BENCH_SECONDS", "5"))
 QUICK = os.environ.get("BENCH_QUICK") == "1"
+ALL_SECTIONS = ("smtp", "http", "peers", "scale")
+SECTIONS = [x.strip() for x in os.environ.get("BENCH_SECTIONS", "").split(",")
+            if x.strip()] or list(ALL_SECTIONS)
 rows = []
 
 
@@ -106,7 +115,22 @@ def smtp_layer(port):
         nop = median_rate([os.path.join(BUILD, "bench_smtp"), "--server",
                            "127.0.0.1:%d" % port, "-n", str(n), "-m", str(MSGS), "-p"], MSGS)
         row("smtp", "smtpcore no pipelining, N=%d" % n, nop, "msg/s", src)
+        if n == 8:
+            chain = median_rate([os.path.join(BUILD, "bench_smtp"), "--server",
+                                 "127.0.0.1:%d" % port, "-n", str(n), "-m", str(MSGS),
+                                 "-c", "16"], MSGS)
+            row("smtp", "smtpcore chains of 16 (dot + next envelope), N=8", chain,
+                "msg/s", src)
     return ref
+
+
+def smtp_reference(port):
+    """The reference alone (smtp-source -d, N=8), for the HTTP ratios."""
+    print("1. SMTP reference only (smtp-source -d, N=8), %d messages" % MSGS)
+    src = median_rate(["/usr/sbin/smtp-source", "-d", "-s", "8", "-m", str(MSGS),
+                       "-l", "1024", "127.0.0.1:%d" % port], MSGS)
+    row("smtp", "smtp-source -d, N=8", src, "msg/s")
+    return {8: src}
 
 
 def proc_stats(pid):
@@ -295,14 +319,25 @@ def full_queue_rss():
 
 
 def main():
-    print("mailpool benchmarks: %d runs each, median; %s, %d cores" %
-          (RUNS, os.uname().machine, os.cpu_count()))
+    bad = [x for x in SECTIONS if x not in ALL_SECTIONS]
+    if bad:
+        raise SystemExit("bench: unknown section(s) %s; choose from %s" %
+                         (", ".join(bad), ",".join(ALL_SECTIONS)))
+    print("mailpool benchmarks: %d runs each, median; %s, %d cores; %s" %
+          (RUNS, os.uname().machine, os.cpu_count(), BUILD))
     sink, port = start_sink()
     try:
-        ref = smtp_layer(port)
-        http_layer(port, ref)
-        peers(port, ref)
-        scale(port)
+        ref = None
+        if "smtp" in SECTIONS:
+            ref = smtp_layer(port)
+        elif "http" in SECTIONS:
+            ref = smtp_reference(port)
+        if "http" in SECTIONS:
+            http_layer(port, ref)
+        if "peers" in SECTIONS:
+            peers(port, ref)
+        if "scale" in SECTIONS:
+            scale(port)
     finally:
         sink.stop()
     print("\n| section | measurement | value | unit | ratio | target |")
