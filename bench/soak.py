@@ -14,6 +14,7 @@ and that mailpool's RSS at the end is within 10% of its RSS after the first
 10% of the messages.  Exit 0 when all hold.  Not part of `make test`.
 """
 
+import atexit
 import http.client
 import json
 import os
@@ -76,6 +77,8 @@ def main():
     os.chmod(work, 0o755)
     sport, hport = free_port(), free_port()
     sink = Sink(sport, work)
+    # An interrupted soak (Ctrl-C, SIGTERM) still stops what it started.
+    atexit.register(lambda: sink.p.poll() is None and sink.kill())
     wait_port(sport)
     mp = subprocess.Popen([os.path.join(ROOT, "build", "mailpool"), "serve",
                            "--relay-host", "127.0.0.1", "--relay-port", str(sport),
@@ -83,6 +86,7 @@ def main():
                            "--log-level", "error", "--pool-retries", "5",
                            "--pool-retry-backoff-ms", "100"],
                           stderr=subprocess.DEVNULL)
+    atexit.register(lambda: mp.poll() is None and (mp.kill(), mp.wait()))
     wait_port(hport)
     body = json.dumps({"messages": [{"from": "soak@example.org",
                                      "to": ["sink@example.org"],
@@ -139,8 +143,9 @@ def main():
             time.sleep(0.05)
 
     t0 = time.time()
-    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
-    threads.append(threading.Thread(target=faults))
+    threads = [threading.Thread(target=client, daemon=True)
+               for _ in range(CLIENTS)]
+    threads.append(threading.Thread(target=faults, daemon=True))
     for t in threads:
         t.start()
     last = time.time()
@@ -181,4 +186,5 @@ def main():
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     main()
