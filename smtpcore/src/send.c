@@ -875,10 +875,14 @@ static int prepare(struct smtp_conn *conn, const struct smtp_mail *m,
                    struct prep *p, struct smtp_result *res)
 {
     smtp_result_clear(res);
-    if (!conn->open)
+    if (!conn->open) {
+        res->status = SMTP_DELIVERY_FAILED;     /* nothing of it was sent */
         return smtp__fail(res, SMTP_ERR_CONN, "MAIL", "connection is closed");
-    if (!conn->greeted && smtp_conn_hello(conn, res) != SMTP_OK)
+    }
+    if (!conn->greeted && smtp_conn_hello(conn, res) != SMTP_OK) {
+        res->status = SMTP_DELIVERY_FAILED;
         return res->kind;
+    }
     smtp_result_clear(res);
     smtp__buf_init(&p->hdr, (size_t)1 << 20);
     int r = precheck(conn, m->from, m->to, m->nto, m->headers, m->nheaders,

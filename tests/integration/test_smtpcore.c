@@ -737,6 +737,86 @@ static void test_reused_connection_sends_rset_between_messages(void **state)
     assert_int_equal(peer_conn_count(f->p), 1);
 }
 
+/* smtp_conn_send_mails: each final dot carries the next envelope.  The
+   relay drops the connection on the first dot without a reply: that
+   message is unknown; the next one's envelope was already on the wire
+   (proof of the chain) but none of its data, so it failed and may be
+   retried; nothing after it was sent. */
+static void test_chain_dot_unanswered_next_envelope_sent_but_no_data(
+    void **state)
+{
+    struct fx *f = *state;
+    fake(f, "{'rules': [{'match': '^DOT$', 'times': 1, 'action': 'drop'}]}");
+    struct smtp_conn *c = conn_open(f);
+    assert_int_equal(smtp_conn_hello(c, &f->res), SMTP_OK);
+    const char *to[] = { "b@y" };
+    static const struct smtp_body body[3] = {
+        { .text = "first-body\r\n", .len = 12 },
+        { .text = "second-body\r\n", .len = 13 },
+        { .text = "third-body\r\n", .len = 12 },
+    };
+    struct smtp_mail mails[3];
+    struct smtp_result r[3];
+    struct smtp_result *rp[3] = { &r[0], &r[1], &r[2] };
+    for (int i = 0; i < 3; i++) {
+        mails[i] = (struct smtp_mail){ "a@x", to, 1, SUBJ, 1, &body[i], NULL };
+        smtp_result_init(&r[i]);
+    }
+    size_t n = smtp_conn_send_mails(c, mails, 3, rp, NULL, NULL);
+    assert_true(n >= 2);
+    assert_int_equal(r[0].status, SMTP_DELIVERY_UNKNOWN);
+    assert_int_equal(r[1].status, SMTP_DELIVERY_FAILED);
+    assert_int_equal(r[1].naccepted, 0);
+    if (n == 3 && r[2].status != SMTP_DELIVERY_FAILED)
+        fail_msg("third: status %d kind %s code %d command %s: %s", r[2].status,
+                 smtp_kind_name(r[2].kind), r[2].code, r[2].command,
+                 r[2].message);
+    smtp_conn_quit(c);
+    const char *w = wire(f, f->p, 1);
+    assert_non_null(strstr(w, "first-body\r\n.\r\nRSET\r\nMAIL FROM:<a@x>"));
+    assert_null(strstr(w, "second-body"));
+    assert_null(strstr(w, "third-body"));
+    assert_int_equal(msgs(f, f->p, 1), 0);
+    for (int i = 0; i < 3; i++)
+        smtp_result_clear(&r[i]);
+}
+
+/* A chain of five on a correct relay: each delivered once, in order, on one
+   connection, with one RSET between each two. */
+static void test_chain_of_five_each_delivered_once_in_order(void **state)
+{
+    struct fx *f = *state;
+    fake(f, NULL);
+    struct smtp_conn *c = conn_open(f);
+    assert_int_equal(smtp_conn_hello(c, &f->res), SMTP_OK);
+    const char *to[] = { "b@y" };
+    char text[5][16];
+    struct smtp_body body[5];
+    struct smtp_mail mails[5];
+    struct smtp_result r[5], *rp[5];
+    for (int i = 0; i < 5; i++) {
+        int len = snprintf(text[i], sizeof text[i], "body-%d\r\n", i);
+        body[i] = (struct smtp_body){ .text = text[i], .len = (size_t)len };
+        mails[i] = (struct smtp_mail){ "a@x", to, 1, SUBJ, 1, &body[i], NULL };
+        smtp_result_init(&r[i]);
+        rp[i] = &r[i];
+    }
+    assert_int_equal(smtp_conn_send_mails(c, mails, 5, rp, NULL, NULL), 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(r[i].status, SMTP_DELIVERY_SENT);
+    smtp_conn_quit(c);
+    assert_int_equal(msgs(f, f->p, 5), 5);
+    for (int i = 0; i < 5; i++) {
+        char want[16];
+        snprintf(want, sizeof want, "body-%d\r\n", i);
+        assert_non_null(strstr((const char *)f->m[i].data, want));
+        assert_int_equal(f->m[i].conn, 1);
+    }
+    assert_int_equal(count(wire(f, f->p, 1), "RSET\r\n"), 4);
+    for (int i = 0; i < 5; i++)
+        smtp_result_clear(&r[i]);
+}
+
 static void test_check_idle_sees_unasked_421(void **state)
 {
     struct fx *f = *state;
@@ -957,6 +1037,8 @@ int main(void)
         T(test_ehlo_500_or_502_falls_back_to_helo),
         T(test_transactions_follow_the_seed_rules),
         T(test_reused_connection_sends_rset_between_messages),
+        T(test_chain_dot_unanswered_next_envelope_sent_but_no_data),
+        T(test_chain_of_five_each_delivered_once_in_order),
         T(test_check_idle_sees_unasked_421),
         T(test_sink_200_messages_with_and_without_pipelining),
         T(test_aiosmtpd_receives_message_intact),
