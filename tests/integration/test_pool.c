@@ -561,8 +561,14 @@ static void test_idle_connection_closed_by_server_is_replaced(void **state)
     pool_stats(pool, &st);
     assert_int_equal(st.conns_idle, 1);
     /* The relay goes away (closing the idle pooled connection) and a new
-       one comes up on the same port. */
-    fake_deliveries(&f1, counts1, 2);
+       one comes up on the same port.  The fake logs a message just after
+       its 250 went out: wait for that line before counting. */
+    for (int i = 0; i < 300; i++) {
+        fake_deliveries(&f1, counts1, 2);
+        if (counts1[0] > 0)
+            break;
+        sleep_ms(10);
+    }
     fake_stop(&f1);
     fake_start_on(&f2, "{}", c.relay.port);
     send_one(pool, 1);
