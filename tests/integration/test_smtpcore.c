@@ -790,7 +790,7 @@ static void test_chain_of_five_each_delivered_once_in_order(void **state)
     struct smtp_conn *c = conn_open(f);
     assert_int_equal(smtp_conn_hello(c, &f->res), SMTP_OK);
     const char *to[] = { "b@y" };
-    char text[5][16];
+    char text[5][32];
     struct smtp_body body[5];
     struct smtp_mail mails[5];
     struct smtp_result r[5], *rp[5];
@@ -807,7 +807,7 @@ static void test_chain_of_five_each_delivered_once_in_order(void **state)
     smtp_conn_quit(c);
     assert_int_equal(msgs(f, f->p, 5), 5);
     for (int i = 0; i < 5; i++) {
-        char want[16];
+        char want[32];
         snprintf(want, sizeof want, "body-%d\r\n", i);
         assert_non_null(strstr((const char *)f->m[i].data, want));
         assert_int_equal(f->m[i].conn, 1);
