@@ -174,6 +174,9 @@ static void sleep_ms(long ms)
 /* ---- The problem+json table ---- */
 
 #define MAXF 3
+#define X10   "xxxxxxxxxx"
+#define X100  X10 X10 X10 X10 X10 X10 X10 X10 X10 X10
+#define X1000 X100 X100 X100 X100 X100 X100 X100 X100 X100 X100
 
 struct pcase {
     const char *name;
@@ -255,6 +258,16 @@ static const struct pcase PROBLEMS[] = {
     { "text/plain", "POST", "/v1/messages", "text/plain",
       "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"]}", 415,
       { NULL }, NULL, NULL, 0 },
+    /* A line SMTP cannot carry: refused here, not by the relay later. */
+    { "body line over 998 octets", "POST", "/v1/messages",
+      "application/json",
+      "{\"from\":\"a@example.com\",\"to\":[\"b@example.com\"],"
+      "\"body\":\"ok\\n" X1000 "\"}", 422, { "body" }, NULL, NULL, 0 },
+    { "raw line over 998 octets", "POST", "/v1/messages",
+      "application/json",
+      "{\"from\":\"a@example.com\",\"to\":[\"b@example.com\"],"
+      "\"raw\":\"Subject: " X1000 "\\r\\n\\r\\nhi\"}", 422, { "raw" },
+      NULL, NULL, 0 },
     { "another charset", "POST", "/v1/messages",
       "application/json; charset=iso-8859-1",
       "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"]}", 415,
