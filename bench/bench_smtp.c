@@ -33,9 +33,9 @@ struct worker {
 
 /* Sends w->messages in chains of w->chain over c; returns how many went. */
 static int run_chains(struct worker *w, struct smtp_conn *c,
-                      const struct smtp_mail *mail)
+                      const struct smtp_message *mail)
 {
-    struct smtp_mail mails[MAX_CHAIN];
+    struct smtp_message mails[MAX_CHAIN];
     struct smtp_result r[MAX_CHAIN], *rp[MAX_CHAIN];
     int ok = 0;
     for (int i = 0; i < w->chain; i++) {
@@ -71,7 +71,7 @@ static void *run(void *arg)
         return NULL;
     }
     if (w->chain > 1) {
-        const struct smtp_mail mail = { "sender@example.org", to, 1, h, 1,
+        const struct smtp_message mail = { "sender@example.org", to, 1, h, 1,
                                         &b, NULL };
         w->ok = run_chains(w, c, &mail);
     }

@@ -351,7 +351,7 @@ static int pool_stopping(struct pool *pool)
     return stopping;
 }
 
-/* smtp_mail_done_fn of a chain: judges message i's attempt; a taken job
+/* smtp_message_done_fn of a chain: judges message i's attempt; a taken job
    whose outcome is final is finished now.  Asks for no further message
    once the drain deadline has passed. */
 static int pool_chain_done(void *ctx, size_t i, struct smtp_result *res)
@@ -383,7 +383,7 @@ static int pool_chain_done(void *ctx, size_t i, struct smtp_result *res)
 static struct pool_verdict pool_chain_run(struct pool_chain *ch,
                                           struct smtp_conn *conn, int reused)
 {
-    struct smtp_mail mails[POOL_CHAIN_MAX];
+    struct smtp_message mails[POOL_CHAIN_MAX];
     struct smtp_result *res[POOL_CHAIN_MAX];
     struct pool_verdict v;
 
@@ -391,7 +391,7 @@ static struct pool_verdict pool_chain_run(struct pool_chain *ch,
         const struct pool_link *l = &ch->link[i];
         const struct job_message *m = &l->job->msg;
 
-        mails[i] = (struct smtp_mail){ m->from, (const char *const *)m->to,
+        mails[i] = (struct smtp_message){ m->from, (const char *const *)m->to,
                                        m->nto, l->hdrs, m->nheaders,
                                        &l->body, &l->so };
         res[i] = &l->job->result;

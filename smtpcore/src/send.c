@@ -871,7 +871,7 @@ struct prep {
 
 /* Clears res, checks m and builds its header block (nothing is sent):
    SMTP_OK with p ready for send_once, else the failure, final, in res. */
-static int prepare(struct smtp_conn *conn, const struct smtp_mail *m,
+static int prepare(struct smtp_conn *conn, const struct smtp_message *m,
                    struct prep *p, struct smtp_result *res)
 {
     smtp_result_clear(res);
@@ -900,7 +900,7 @@ static int prepare(struct smtp_conn *conn, const struct smtp_mail *m,
 
 /* After send_once: the 452 follow-ups, then the outcome's last touches;
    frees what prepare built.  Returns the outcome's kind. */
-static int finish(struct smtp_conn *conn, const struct smtp_mail *m,
+static int finish(struct smtp_conn *conn, const struct smtp_message *m,
                   struct prep *p, struct smtp_result *res, int r)
 {
     send_rest(conn, m->from, &p->hdr, m->body, m->sopts, &p->sc, res);
@@ -926,7 +926,7 @@ int smtp_conn_send_mail(struct smtp_conn *conn, const char *from,
                         const struct smtp_send_opts *sopts,
                         struct smtp_result *res)
 {
-    const struct smtp_mail m = { from, to, nto, headers, nheaders, body,
+    const struct smtp_message m = { from, to, nto, headers, nheaders, body,
                                  sopts };
     struct prep p;
     int r = prepare(conn, &m, &p, res);
@@ -937,7 +937,7 @@ int smtp_conn_send_mail(struct smtp_conn *conn, const char *from,
 }
 
 /* Tells done about message i; 1 when it asks to stop. */
-static int told(smtp_mail_done_fn done, void *ctx, size_t i,
+static int told(smtp_message_done_fn done, void *ctx, size_t i,
                 struct smtp_result *res)
 {
     return done != NULL && done(ctx, i, res) != 0;
@@ -946,9 +946,9 @@ static int told(smtp_mail_done_fn done, void *ctx, size_t i,
 /* Sends mails[0..n) in turn, each final dot carrying the next envelope
    when allowed (see smtp.h). */
 size_t smtp_conn_send_mails(struct smtp_conn *conn,
-                            const struct smtp_mail *mails, size_t n,
+                            const struct smtp_message *mails, size_t n,
                             struct smtp_result *const *results,
-                            smtp_mail_done_fn done, void *ctx)
+                            smtp_message_done_fn done, void *ctx)
 {
     struct prep slot[2];
     int ready = 0;              /* slot[i & 1] was prepared (as the next) */

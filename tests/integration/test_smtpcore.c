@@ -755,11 +755,11 @@ static void test_chain_dot_unanswered_next_envelope_sent_but_no_data(
         { .text = "second-body\r\n", .len = 13 },
         { .text = "third-body\r\n", .len = 12 },
     };
-    struct smtp_mail mails[3];
+    struct smtp_message mails[3];
     struct smtp_result r[3];
     struct smtp_result *rp[3] = { &r[0], &r[1], &r[2] };
     for (int i = 0; i < 3; i++) {
-        mails[i] = (struct smtp_mail){ "a@x", to, 1, SUBJ, 1, &body[i], NULL };
+        mails[i] = (struct smtp_message){ "a@x", to, 1, SUBJ, 1, &body[i], NULL };
         smtp_result_init(&r[i]);
     }
     size_t n = smtp_conn_send_mails(c, mails, 3, rp, NULL, NULL);
@@ -792,12 +792,12 @@ static void test_chain_of_five_each_delivered_once_in_order(void **state)
     const char *to[] = { "b@y" };
     char text[5][32];
     struct smtp_body body[5];
-    struct smtp_mail mails[5];
+    struct smtp_message mails[5];
     struct smtp_result r[5], *rp[5];
     for (int i = 0; i < 5; i++) {
         int len = snprintf(text[i], sizeof text[i], "body-%d\r\n", i);
         body[i] = (struct smtp_body){ .text = text[i], .len = (size_t)len };
-        mails[i] = (struct smtp_mail){ "a@x", to, 1, SUBJ, 1, &body[i], NULL };
+        mails[i] = (struct smtp_message){ "a@x", to, 1, SUBJ, 1, &body[i], NULL };
         smtp_result_init(&r[i]);
         rp[i] = &r[i];
     }

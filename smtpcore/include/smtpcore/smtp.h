@@ -228,9 +228,12 @@ int smtp_conn_send_mail(struct smtp_conn *conn, const char *from,
                         const struct smtp_send_opts *sopts,
                         struct smtp_result *res);
 
-/* One message of smtp_conn_send_mails: the arguments of
-   smtp_conn_send_mail, all borrowed; sopts may be NULL. */
-struct smtp_mail {
+/* A message as smtpcore sends it: the envelope (reverse-path `from`,
+   forward-paths `to`), the header fields and the body (RFC 5321 2.3.1),
+   all borrowed; sopts may be NULL.  The argument of smtp_conn_send_mails.
+   (Named smtp_message, not smtp_mail: smtp_mail() is the seed's MAIL
+   constructor.) */
+struct smtp_message {
     const char *from;
     const char *const *to;
     size_t nto;
@@ -242,7 +245,7 @@ struct smtp_mail {
 
 /* Told message i's outcome (res is results[i]) as soon as it is final;
    returns 0 to go on, or non-zero to start no further message. */
-typedef int (*smtp_mail_done_fn)(void *ctx, size_t i,
+typedef int (*smtp_message_done_fn)(void *ctx, size_t i,
                                  struct smtp_result *res);
 
 /*
@@ -263,9 +266,9 @@ typedef int (*smtp_mail_done_fn)(void *ctx, size_t i,
  * (each told to done): mails[0..returned).
  */
 size_t smtp_conn_send_mails(struct smtp_conn *conn,
-                            const struct smtp_mail *mails, size_t n,
+                            const struct smtp_message *mails, size_t n,
                             struct smtp_result *const *results,
-                            smtp_mail_done_fn done, void *ctx);
+                            smtp_message_done_fn done, void *ctx);
 /* QUIT (when still open), then close and free. */
 void smtp_conn_quit(struct smtp_conn *conn);
 
