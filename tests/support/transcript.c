@@ -289,8 +289,11 @@ static void escape_line(struct tb *b, const char *s, size_t len, int crlf)
             escape_byte(b, (unsigned char)s[i], 0);
         i++;
     }
-    for (size_t i = end; i < len; i++)
-        tb_add(b, "\\s", 2);
+    if (len - end >= RUN_MIN)
+        tb_printf(b, "\\{%zu*\\s}", len - end);
+    else
+        for (size_t i = end; i < len; i++)
+            tb_add(b, "\\s", 2);
     if (!crlf)
         tb_add(b, "\\c", 2);
 }

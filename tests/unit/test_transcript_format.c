@@ -71,6 +71,9 @@ static void test_a_998_octet_dot_line_is_written_compactly(void **state)
     char *esc = tr_escape(line, 1000);
     assert_string_equal(esc, ".\\{997*y}\n");
     free(esc);
+    esc = tr_escape("x                    \r\n", 23);   /* 20 trailing */
+    assert_string_equal(esc, "x\\{20*\\s}\n");
+    free(esc);
 }
 
 /* escape then decode gives back the bytes, and the escaped text has no
