@@ -48,6 +48,9 @@ static long local_part(const char *a, char *why, size_t whylen)
                 return c == 0 ? WHY("unterminated quoted local part")
                               : WHY("control character in address");
             }
+            if (c == '<' || c == '>')
+                return WHY("'<' or '>' inside a quoted local part (a lax "
+                           "server would end the path there)");
         }
         return (long)i + 1;
     }

@@ -43,13 +43,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(s, data, size);
     s[size] = '\0';
     if (smtp_addr_check(s, 1, why, sizeof why) == 0) {
-        int quoted = s[0] == '"';
         for (const char *p = s; *p; p++) {
             unsigned char c = (unsigned char)*p;
             if (c < 32 || c == 127)
                 abort();
-            if (!quoted && (c == '<' || c == '>'))
-                abort();
+            if (c == '<' || c == '>')
+                abort();        /* not even inside quotes */
         }
         if (strlen(s) > SMTP_MAX_PATH - 2)
             abort();

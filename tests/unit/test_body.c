@@ -118,6 +118,19 @@ static void test_address_validation_table(void **state)
         { "\"unterminated@example.org", 0, 0 },
         { longlocal, 0, 0 },
         { longaddr, 0, 0 },
+        /* '<' and '>' inside quotes: legal in RFC 5321, a path's end to a
+           lax server, so ESMTP parameters could ride in after it */
+        { "\"a> SIZE=1 RET=FULL\"@b.example", 0, 0 },
+        { "\"a>\"@b.example", 0, 0 },
+        { "\"<a\"@b.example", 1, 0 },
+        { "\"a\\>b\"@b.example", 0, 0 },
+        { "\"a\\<b\"@b.example", 0, 0 },
+        { "\"a b NOTIFY=NEVER\"@b.example", 0, 1 },   /* stays inside <> */
+        { "a@b.example> NOTIFY=NEVER", 0, 0 },
+        { "a@b.example SIZE=1", 0, 0 },
+        { "a@b.example\r\nRSET", 0, 0 },
+        { "\"a\r\nRSET\"@b.example", 0, 0 },
+        { "\"a\\\"> SIZE=1\"@b.example", 0, 0 },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char why[160] = "";
