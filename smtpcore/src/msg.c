@@ -149,7 +149,44 @@ int smtp_addr_check(const char *addr, int allow_empty, char *why,
     return domain_ok(addr + lp + 1, why, whylen);
 }
 
-/* Checks one header field. */
+/* Appends "Name: value" folded at white space into lines of about 78
+   octets (RFC 5322 2.2.3), or only checks that it can be when out is NULL.
+   A fold goes before a run of white space that a non-white character
+   follows, never elsewhere: no line is only white space (3.2.2), and white
+   space that ends the value stays on the last line.  -1 when a piece
+   cannot be brought under 998 octets. */
+static int header_fold(struct smtp__buf *out, const char *name,
+                       const char *value, char *why, size_t whylen)
+{
+    size_t start = strlen(name) + 2, col = start;
+    if (out != NULL && (smtp__buf_append(out, name, start - 2) < 0 ||
+                        smtp__buf_append(out, ": ", 2) < 0))
+        return WHY("out of memory");
+    const char *p = value;
+    while (*p != '\0') {
+        size_t ws = strspn(p, " \t");
+        size_t w = ws + strcspn(p + ws, " \t");   /* white run + word */
+        if (ws > 0 && p[ws] != '\0' && col > start && col + w > 78) {
+            if (out != NULL && smtp__buf_append(out, "\r\n", 2) < 0)
+                return WHY("out of memory");
+            col = 0;
+        }
+        if (col + w > SMTP_MAX_LINE)
+            return WHY("header %s has a word longer than %d octets (it "
+                       "cannot be folded)", name, SMTP_MAX_LINE);
+        if (out != NULL && smtp__buf_append(out, p, w) < 0)
+            return WHY("out of memory");
+        col += w;
+        p += w;
+    }
+    if (out != NULL && smtp__buf_append(out, "\r\n", 2) < 0)
+        return WHY("out of memory");
+    return 0;
+}
+
+/* Checks one header field: the name, no control but HTAB in the value (C0,
+   DEL, and C1 as UTF-8: U+0080..U+009F, NEL among them), and a value that
+   folds into lines of at most 998 octets. */
 int smtp_header_check(const char *name, const char *value, char *why,
                       size_t whylen)
 {
@@ -165,18 +202,14 @@ int smtp_header_check(const char *name, const char *value, char *why,
     }
     if (value == NULL)
         return WHY("missing header value");
-    size_t word = n + 2;   /* the first word shares its line with the name */
-    for (const char *p = value; *p != '\0'; p++) {
+    for (const unsigned char *p = (const unsigned char *)value; *p != 0; p++) {
         if (*p == '\r' || *p == '\n')
             return WHY("CR or LF in header value");
-        if ((unsigned char)*p < 32 && *p != '\t')
+        if ((*p < 32 && *p != '\t') || *p == 127 ||
+            (*p == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F))
             return WHY("control character in header value");
-        word = *p == ' ' ? 1 : word + 1;
-        if (word > SMTP_MAX_LINE)
-            return WHY("header %s has a word longer than %d octets (it "
-                       "cannot be folded)", name, SMTP_MAX_LINE);
     }
-    return 0;
+    return header_fold(NULL, name, value, why, whylen);
 }
 
 /* 1 when an address needs SMTPUTF8. */
@@ -200,34 +233,6 @@ int smtp__xtext(struct smtp__buf *out, const char *s)
             return -1;
     }
     return 0;
-}
-
-/* Appends "Name: value" folded at spaces to lines of about 78 octets. */
-static int header_fold(struct smtp__buf *out, const char *name,
-                       const char *value, char *why, size_t whylen)
-{
-    size_t col = strlen(name) + 2;
-    if (smtp__buf_append(out, name, col - 2) < 0 ||
-        smtp__buf_append(out, ": ", 2) < 0)
-        return WHY("out of memory");
-    const char *p = value;
-    while (*p != '\0') {
-        const char *sp = strchr(p + 1, ' ');
-        size_t w = sp ? (size_t)(sp - p) : strlen(p);   /* word incl. lead space */
-        if (col + w > 78 && col > strlen(name) + 2 && (*p == ' ' || *p == '\t')) {
-            if (smtp__buf_append(out, "\r\n", 2) < 0)
-                return WHY("out of memory");
-            col = 0;
-        }
-        if (col + w > SMTP_MAX_LINE)
-            return WHY("header %s has a word longer than %d octets", name,
-                       SMTP_MAX_LINE);
-        if (smtp__buf_append(out, p, w) < 0)
-            return WHY("out of memory");
-        col += w;
-        p += w;
-    }
-    return smtp__buf_append(out, "\r\n", 2) < 0 ? WHY("out of memory") : 0;
 }
 
 /* RFC 5322 date in UTC, independent of the locale. */

@@ -157,6 +157,12 @@ static void test_header_validation_table(void **state)
         { "Subject", "a\nb", 0 },
         { "Subject", "a\rb", 0 },
         { "Subject", "bell\x07", 0 },
+        { "Subject", "del\x7f", 0 },
+        { "Subject", "esc\x1b" "[0m", 0 },
+        { "Subject", "nel\xc2\x85" "Bcc: e@x.org", 0 },   /* U+0085, a C1 control */
+        { "Subject", "csi\xc2\x9b", 0 },
+        { "Subject", "nbsp\xc2\xa0 \xc3\xa9t\xc3\xa9", 1 },
+        { "Subject", "tab\tat\tend\t", 1 },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char why[160];
@@ -225,6 +231,108 @@ static void test_long_header_values_are_folded(void **state)
     smtp__buf_free(&out);
 }
 
+/* Repeats c n times into buf (NUL-terminated after). */
+static char *rep(char *buf, const char *c, size_t n)
+{
+    size_t k = strlen(c);
+    for (size_t i = 0; i < n; i++)
+        memcpy(buf + i * k, c, k);
+    buf[n * k] = '\0';
+    return buf;
+}
+
+/* Writes one field alone (no Date, Message-ID, From); 0 or -1. */
+static int write_one(const char *name, const char *value, struct smtp__buf *out)
+{
+    struct smtp_header h[] = { { name, value } };
+    char msgid[256], why[160];
+    smtp__buf_init(out, 1 << 20);
+    return smtp__headers_write(h, 1, NULL, "c", out, msgid, why, sizeof why);
+}
+
+/* RFC 5322 3.2.2: folding never leaves a line of only white space, lines
+   stay within 998 octets, and unfolding gives back the value. */
+static void test_header_folding_never_leaves_a_white_line(void **state)
+{
+    (void)state;
+    static char v[12][1400], w1[200], w2[200];
+    const char *values[] = {
+        strcat(rep(v[0], "x", 70), " "),             /* issue 10, item 8 */
+        strcat(rep(v[1], "x", 70), "\t"),
+        strcat(rep(v[2], "x", 69), "   \t  "),
+        strcat(rep(v[3], "word ", 40), "    "),      /* words, then spaces */
+        rep(v[4], " ", 120),                          /* all white */
+        rep(v[5], "\t", 90),
+        strcat(strcat(rep(v[6], "a", 60), "          "), "bbbbbbbbbbbbbbbbbbbbbbbbb"),
+        strcat(strcat(rep(v[7], " ", 30), rep(w1, "y", 80)), " z "),
+        rep(v[8], "word\t", 60),                     /* tabs between words */
+        rep(v[9], "ab  ", 80),                        /* runs of two spaces */
+        strcat(rep(v[10], "x", 900), rep(w2, " ", 89)),  /* ends at 998 */
+        "",
+        " ",
+        strcat(rep(v[11], "z ", 200), "\t \t"),
+    };
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+        struct smtp__buf out;
+        char why[160];
+        assert_int_equal(smtp_header_check("Subject", values[i], why, sizeof why), 0);
+        if (write_one("Subject", values[i], &out) != 0)
+            fail_msg("value %zu refused", i);
+        /* the block: field lines, then the empty line */
+        assert_true(out.len >= 4 && strcmp(out.data + out.len - 4, "\r\n\r\n") == 0);
+        size_t ulen = 0;
+        static char unfolded[4000];
+        for (const char *p = out.data; p < out.data + out.len - 2;) {
+            const char *e = strstr(p, "\r\n");
+            size_t n = (size_t)(e - p);
+            if (n > 998)
+                fail_msg("value %zu: line of %zu octets", i, n);
+            if (strspn(p, " \t") >= n)
+                fail_msg("value %zu: a line of only white space: '%.*s'", i,
+                         (int)n, p);
+            if (p != out.data && *p != ' ' && *p != '\t')
+                fail_msg("value %zu: continuation without white space", i);
+            memcpy(unfolded + ulen, p, n);
+            ulen += n;
+            p = e + 2;
+        }
+        unfolded[ulen] = '\0';
+        char want[1500];
+        snprintf(want, sizeof want, "Subject: %s", values[i]);
+        assert_string_equal(unfolded, want);
+        smtp__buf_free(&out);
+    }
+    /* The issue's input goes out on one line, trailing space kept. */
+    struct smtp__buf out;
+    assert_int_equal(write_one("Subject", values[0], &out), 0);
+    char want[120];
+    snprintf(want, sizeof want, "Subject: %s\r\n\r\n", values[0]);
+    assert_string_equal(out.data, want);
+    smtp__buf_free(&out);
+}
+
+/* What cannot be folded under 998 octets: refused alike by the check and
+   by the writer. */
+static void test_unfoldable_values_refused_by_check_and_writer(void **state)
+{
+    (void)state;
+    static char v[3][1400], w[200];
+    const char *values[] = {
+        rep(v[0], "x", 990),                          /* one word */
+        strcat(rep(v[1], "x", 900), rep(w, " ", 100)),  /* + trailing */
+        rep(v[2], " ", 1000),                         /* all white */
+    };
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+        struct smtp__buf out;
+        char why[160] = "";
+        if (smtp_header_check("Subject", values[i], why, sizeof why) != -1)
+            fail_msg("value %zu passed the check", i);
+        assert_non_null(strstr(why, "cannot be folded"));
+        assert_int_equal(write_one("Subject", values[i], &out), -1);
+        smtp__buf_free(&out);
+    }
+}
+
 static void test_xtext_encodes_plus_equals_and_controls(void **state)
 {
     (void)state;
@@ -245,6 +353,8 @@ int main(void)
         cmocka_unit_test(test_header_validation_table),
         cmocka_unit_test(test_headers_get_date_message_id_and_from_when_missing),
         cmocka_unit_test(test_long_header_values_are_folded),
+        cmocka_unit_test(test_header_folding_never_leaves_a_white_line),
+        cmocka_unit_test(test_unfoldable_values_refused_by_check_and_writer),
         cmocka_unit_test(test_xtext_encodes_plus_equals_and_controls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

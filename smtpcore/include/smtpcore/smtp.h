@@ -337,7 +337,9 @@ int smtp_transactions_no_close(struct smtp_conn *conn,
 /* A mailbox for MAIL/RCPT: no brackets; "" allowed only when allow_empty. */
 int smtp_addr_check(const char *addr, int allow_empty, char *why,
                     size_t whylen);
-/* A header field: name printable ASCII without ':', value without CR/LF/NUL. */
+/* A header field: name printable ASCII without ':', value without CR, LF
+   or another control but HTAB (DEL and UTF-8 C1 controls included), and
+   foldable into lines of at most SMTP_MAX_LINE octets. */
 int smtp_header_check(const char *name, const char *value, char *why,
                       size_t whylen);
 /* A body (or a raw message) of len bytes as smtp_send_mail would send it:
