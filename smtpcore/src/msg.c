@@ -212,6 +212,13 @@ int smtp_header_check(const char *name, const char *value, char *why,
     return header_fold(NULL, name, value, why, whylen);
 }
 
+/* 1 for a field that is never transmitted (RFC 5322 3.6.3 Bcc, and
+   3.6.6 Resent-Bcc): the writer drops it. */
+static int header_hidden(const char *name)
+{
+    return strcasecmp(name, "Bcc") == 0 || strcasecmp(name, "Resent-Bcc") == 0;
+}
+
 /* 1 when an address needs SMTPUTF8. */
 int smtp__addr_has_utf8(const char *addr)
 {
@@ -281,7 +288,8 @@ static const char *header_find(const struct smtp_header *h, size_t n,
     return NULL;
 }
 
-/* Writes the header block; adds Date, Message-ID and From when missing. */
+/* Writes the header block; adds Date, Message-ID and From when missing;
+   drops Bcc and Resent-Bcc. */
 int smtp__headers_write(const struct smtp_header *h, size_t n,
                         const char *from, const char *helo,
                         struct smtp__buf *out, char *msgid, char *why,
@@ -311,7 +319,8 @@ int smtp__headers_write(const struct smtp_header *h, size_t n,
         smtp__buf_appendf(out, "From: <%s>\r\n", from) < 0)
         return WHY("out of memory");
     for (size_t i = 0; i < n; i++)
-        if (header_fold(out, h[i].name, h[i].value, why, whylen) < 0)
+        if (!header_hidden(h[i].name) &&
+            header_fold(out, h[i].name, h[i].value, why, whylen) < 0)
             return -1;
     return smtp__buf_append(out, "\r\n", 2) < 0 ? WHY("out of memory") : 0;
 }
@@ -320,6 +329,7 @@ void smtp__stuffer_init(struct smtp__stuffer *s)
 {
     memset(s, 0, sizeof *s);
     s->line_start = 1;
+    s->h_start = 1;
 }
 
 /* Ends the current output line. */
@@ -363,8 +373,8 @@ size_t smtp__run_end(const char *in, size_t i, size_t n)
 }
 
 /* Encodes a chunk: lone CR/LF to CRLF, leading dots doubled. */
-int smtp__stuff(struct smtp__stuffer *s, const char *in, size_t n,
-                struct smtp__buf *out, char *why, size_t whylen)
+static int stuff_plain(struct smtp__stuffer *s, const char *in, size_t n,
+                       struct smtp__buf *out, char *why, size_t whylen)
 {
     size_t i = 0;
     while (i < n) {
@@ -411,9 +421,122 @@ int smtp__stuff(struct smtp__stuffer *s, const char *in, size_t n,
     return 0;
 }
 
+/* What the bytes held at the start of a header line say: 1 the name of a
+   field never transmitted and its colon (obsolete white space before the
+   colon included, RFC 5322 4.5), 0 another line, 2 not known yet. */
+static int hidden_verdict(const char *h, size_t n)
+{
+    static const char *const names[] = { "Bcc", "Resent-Bcc" };
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        size_t len = strlen(names[k]), j = len;
+        if (strncasecmp(h, names[k], n < len ? n : len) != 0)
+            continue;
+        if (n <= len)
+            return 2;
+        while (j < n && (h[j] == ' ' || h[j] == '\t'))
+            j++;
+        return j == n ? 2 : h[j] == ':';
+    }
+    return 0;
+}
+
+/* Passes header bytes on, unless they belong to a dropped field. */
+static int hdr_emit(struct smtp__stuffer *s, const char *p, size_t n,
+                    struct smtp__buf *out, char *why, size_t whylen)
+{
+    return s->h_drop || n == 0 ? 0 : stuff_plain(s, p, n, out, why, whylen);
+}
+
+/* The header section of a message given whole: every line goes on except
+   the lines of a Bcc or Resent-Bcc field (its folded lines too).  A line's
+   first bytes are held until they tell a dropped name from another.  Stops
+   at the empty line that ends the section; *used gets the bytes taken. */
+static int stuff_header(struct smtp__stuffer *s, const char *in, size_t n,
+                        size_t *used, struct smtp__buf *out, char *why,
+                        size_t whylen)
+{
+    size_t i = 0;
+    while (i < n) {
+        char c = in[i];
+        if (s->h_cr) {                  /* the LF of a CRLF ends that line */
+            s->h_cr = 0;
+            if (c == '\n') {
+                if (hdr_emit(s, in + i++, 1, out, why, whylen) < 0)
+                    return -1;
+                continue;
+            }
+        }
+        if (s->h_start) {
+            if (c == '\r' || c == '\n') {   /* the empty line: body next */
+                s->in_header = s->h_drop = 0;
+                break;
+            }
+            s->h_start = 0;
+            if (c != ' ' && c != '\t') {    /* a new field, else folded */
+                s->h_drop = 0;
+                s->holding = 1;
+                s->nhold = 0;
+            }
+        }
+        if (s->holding) {
+            s->hold[s->nhold++] = c;
+            int v = c == '\r' || c == '\n' ? 0
+                  : hidden_verdict(s->hold, s->nhold);
+            if (v == 2 && s->nhold < sizeof s->hold) {
+                i++;
+                continue;
+            }
+            s->holding = 0;
+            if (v == 1) {               /* end the kept line before it now: */
+                if (s->prev_cr) {       /* its lone CR must not pair with an */
+                    s->prev_cr = 0;     /* LF that follows the dropped ones */
+                    if (stuff_eol(s, out) < 0)
+                        return WHY("out of memory");
+                }
+                s->h_drop = 1;
+                i++;
+                continue;
+            }
+            if (stuff_plain(s, s->hold, s->nhold - 1, out, why, whylen) < 0)
+                return -1;              /* c itself goes on below */
+        }
+        size_t end = i;
+        while (end < n && in[end] != '\r' && in[end] != '\n')
+            end++;
+        if (end == i) {                 /* CR or LF: the line ends */
+            s->h_start = 1;
+            s->h_cr = c == '\r';
+            end++;
+        }
+        if (hdr_emit(s, in + i, end - i, out, why, whylen) < 0)
+            return -1;
+        i = end;
+    }
+    *used = i;
+    return 0;
+}
+
+/* Encodes a chunk: the header filter first while it is on, then lone
+   CR/LF to CRLF and leading dots doubled. */
+int smtp__stuff(struct smtp__stuffer *s, const char *in, size_t n,
+                struct smtp__buf *out, char *why, size_t whylen)
+{
+    size_t used = 0;
+    if (s->in_header && stuff_header(s, in, n, &used, out, why, whylen) < 0)
+        return -1;
+    return used < n ? stuff_plain(s, in + used, n - used, out, why, whylen)
+                    : 0;
+}
+
 /* Ends the body and appends the terminating dot line. */
 int smtp__stuff_end(struct smtp__stuffer *s, struct smtp__buf *out)
 {
+    char why[8];
+    if (s->holding) {                   /* the data ended inside a name */
+        s->holding = 0;
+        if (stuff_plain(s, s->hold, s->nhold, out, why, sizeof why) < 0)
+            return -1;
+    }
     if ((s->prev_cr || !s->line_start) && stuff_eol(s, out) < 0)
         return -1;
     s->prev_cr = 0;

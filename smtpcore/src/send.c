@@ -194,6 +194,7 @@ int smtp__write_message(struct smtp_conn *c, const struct smtp__buf *hdr,
     smtp__buf_init(&out, 4 * CHUNK);
     smtp__stuffer_init(&st);
     st.refuse_8bit = !allow8bit;
+    st.in_header = hdr == NULL || hdr->len == 0;    /* a whole message */
     if (hdr != NULL && hdr->len > 0 &&
         smtp__buf_append(&out, hdr->data, hdr->len) < 0) {
         smtp__buf_free(&out);
