@@ -212,6 +212,19 @@ int smtp_header_check(const char *name, const char *value, char *why,
     return header_fold(NULL, name, value, why, whylen);
 }
 
+/* 1 when RFC 5322 3.6 allows the field at most once in a message. */
+int smtp_header_unique(const char *name)
+{
+    static const char *const once[] = {
+        "Date", "From", "Sender", "Reply-To", "To", "Cc", "Bcc",
+        "Message-ID", "In-Reply-To", "References", "Subject"
+    };
+    for (size_t i = 0; name != NULL && i < sizeof once / sizeof once[0]; i++)
+        if (strcasecmp(name, once[i]) == 0)
+            return 1;
+    return 0;
+}
+
 /* 1 for a field that is never transmitted (RFC 5322 3.6.3 Bcc, and
    3.6.6 Resent-Bcc): the writer drops it. */
 static int header_hidden(const char *name)
@@ -288,8 +301,9 @@ static const char *header_find(const struct smtp_header *h, size_t n,
     return NULL;
 }
 
-/* Writes the header block; adds Date, Message-ID and From when missing;
-   drops Bcc and Resent-Bcc. */
+/* Writes the header block; adds Date, Message-ID and From when missing,
+   drops Bcc and Resent-Bcc, refuses a field given twice that RFC 5322 3.6
+   allows once. */
 int smtp__headers_write(const struct smtp_header *h, size_t n,
                         const char *from, const char *helo,
                         struct smtp__buf *out, char *msgid, char *why,
@@ -301,6 +315,11 @@ int smtp__headers_write(const struct smtp_header *h, size_t n,
         char w[160];
         if (smtp_header_check(h[i].name, h[i].value, w, sizeof w) < 0)
             return WHY("header %zu: %s", i + 1, w);
+        for (size_t j = 0; j < i && smtp_header_unique(h[i].name); j++)
+            if (strcasecmp(h[j].name, h[i].name) == 0)
+                return WHY("headers %zu (%s) and %zu (%s): RFC 5322 3.6 "
+                           "allows one %s field", j + 1, h[j].name, i + 1,
+                           h[i].name, h[i].name);
     }
     if (from != NULL && header_find(h, n, "Date") == NULL) {
         rfc5322_date(tmp, sizeof tmp);

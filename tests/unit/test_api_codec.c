@@ -173,6 +173,30 @@ static const struct dcase cases[] = {
     { "header_object_tab_and_utf8_ok", D_MSG,
       "{" OKMSG ",\"headers\":{\"Subject\":\"a\\tb \\u00a0\\u00e9\"}}",
       API_DECODE_OK, NULL, NULL, 0 },
+    /* a field RFC 5322 3.6 allows once, twice under any case: both named */
+    { "header_object_from_twice_any_case", D_MSG,
+      "{" OKMSG ",\"headers\":{\"From\":\"a@x.org\",\"from\":\"e@evil.org\"}}",
+      API_DECODE_INVALID, "headers.from", "repeats headers.From", 1 },
+    { "header_array_subject_twice", D_MSG,
+      "{" OKMSG ",\"headers\":[[\"Subject\",\"a\"],[\"X-A\",\"b\"],"
+      "[\"SUBJECT\",\"c\"]]}",
+      API_DECODE_INVALID, "headers[2][0]", "repeats headers[0][0]", 1 },
+    { "header_array_bcc_twice", D_MSG,
+      "{" OKMSG ",\"headers\":[[\"bcc\",\"a@x.org\"],[\"BCC\",\"b@x.org\"]]}",
+      API_DECODE_INVALID, "headers[1][0]", "allows one bcc field", 1 },
+    { "header_array_every_repeat_reported", D_MSG,
+      "{" OKMSG ",\"headers\":[[\"To\",\"a\"],[\"to\",\"b\"],[\"Date\",\"c\"],"
+      "[\"DATE\",\"d\"],[\"tO\",\"e\"]]}",
+      API_DECODE_INVALID, "headers[1][0]", "repeats headers[0][0]", 3 },
+    { "batch_header_repeat_path", D_BATCH,
+      "{\"messages\":[{" OKMSG ",\"headers\":{\"Message-ID\":\"<a@b>\","
+      "\"message-id\":\"<c@d>\"}}]}", API_DECODE_INVALID,
+      "messages[0].headers.message-id", "repeats messages[0].headers.Message-ID", 1 },
+    { "header_array_repeatable_fields_ok", D_MSG,
+      "{" OKMSG ",\"headers\":[[\"Received\",\"a\"],[\"received\",\"b\"],"
+      "[\"Comments\",\"c\"],[\"Keywords\",\"d\"],[\"keywords\",\"e\"],"
+      "[\"Resent-To\",\"f\"],[\"Resent-To\",\"g\"]]}",
+      API_DECODE_OK, NULL, NULL, 0 },
     /* body and raw */
     { "body_wrong_type", D_MSG, "{" OKMSG ",\"body\":5}",
       API_DECODE_INVALID, "body", "string or an array", 1 },

@@ -1,6 +1,7 @@
 /*
- * test_body.c - the body normalizer and dot-stuffer (SMTP smuggling), the
- * header writer, and the address and header validators.
+ * test_body.c - the body normalizer and dot-stuffer (SMTP smuggling, Bcc
+ * fields of a whole message), the header writer (folding, Bcc, repeated
+ * fields), the address and header validators.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -352,6 +353,39 @@ static void test_header_writer_drops_bcc_in_any_case(void **state)
     smtp__buf_free(&out);
 }
 
+/* RFC 5322 3.6: a field allowed once, twice under any case, is refused
+   naming both; repeatable fields pass. */
+static void test_header_writer_refuses_repeated_unique_fields(void **state)
+{
+    (void)state;
+    static const char *const once[] = { "From", "Sender", "Reply-To", "To",
+        "Cc", "Bcc", "Message-ID", "In-Reply-To", "References", "Subject",
+        "Date" };
+    for (size_t i = 0; i < sizeof once / sizeof once[0]; i++) {
+        char lower[32];
+        size_t k = 0;
+        for (; once[i][k] != '\0'; k++)
+            lower[k] = (char)(once[i][k] | 0x20);
+        lower[k] = '\0';
+        struct smtp_header h[] = { { once[i], "a" }, { "X-Other", "b" },
+                                   { lower, "c" } };
+        struct smtp__buf out;
+        char msgid[256], why[200] = "", want[120];
+        assert_int_equal(smtp_header_unique(lower), 1);
+        smtp__buf_init(&out, 1 << 20);
+        assert_int_equal(smtp__headers_write(h, 3, "me@x.org", "c", &out,
+                                             msgid, why, sizeof why), -1);
+        snprintf(want, sizeof want, "headers 1 (%s) and 3 (%s)", once[i], lower);
+        if (strstr(why, want) == NULL)
+            fail_msg("%s: '%s'", once[i], why);
+        smtp__buf_free(&out);
+    }
+    static const char *const many[] = { "Received", "Comments", "Keywords",
+        "Resent-To", "Resent-Bcc", "X-Tag", "Return-Path" };
+    for (size_t i = 0; i < sizeof many / sizeof many[0]; i++)
+        assert_int_equal(smtp_header_unique(many[i]), 0);
+}
+
 /* The stuffer of a whole message (a raw body) drops every line of a Bcc
    or Resent-Bcc field from the header section, in any case, folded, with
    any line ending, cut anywhere between writes; the body is untouched. */
@@ -432,6 +466,7 @@ int main(void)
         cmocka_unit_test(test_header_folding_never_leaves_a_white_line),
         cmocka_unit_test(test_unfoldable_values_refused_by_check_and_writer),
         cmocka_unit_test(test_header_writer_drops_bcc_in_any_case),
+        cmocka_unit_test(test_header_writer_refuses_repeated_unique_fields),
         cmocka_unit_test(test_raw_header_section_loses_bcc_fields),
         cmocka_unit_test(test_xtext_encodes_plus_equals_and_controls),
     };
