@@ -16,6 +16,8 @@
  *   each is checked with smtp_header_check, and a field RFC 5322 3.6
  *   allows once (smtp_header_unique) given twice under any case is an
  *   error naming both; Bcc is accepted and never sent (smtpcore drops it);
+ * - a HELP topic is ASCII (a VRFY or EXPN argument may be UTF-8: smtpcore
+ *   sends it only to a relay offering SMTPUTF8);
  * - "body" is a string or an array of strings (lines), joined with CRLF;
  * - addresses are checked with smtp_addr_check.
  * Every problem is reported (up to API_MAX_ERRORS), not only the first.
@@ -564,6 +566,10 @@ static void decode_arg(struct dctx *d, json_t *root, const char *name,
         }
         if (c < 32 || c == 127) {
             fail(d, "control character not allowed", "%s", name);
+            return;
+        }
+        if (c >= 0x80 && job->kind == JOB_HELP) {
+            fail(d, "must be ASCII: HELP has no SMTPUTF8 form", "%s", name);
             return;
         }
     }

@@ -198,6 +198,10 @@ int smtp__headers_write(const struct smtp_header *h, size_t n,
                         size_t whylen);
 /* Writes "<addr>" plus nothing else; addr already checked. */
 int smtp__addr_has_utf8(const char *addr);
+/* "VERB arg[ SMTPUTF8]" for VRFY, EXPN, HELP into cmd; -1 with why when
+   the argument cannot be sent (utf8_ok: the server offers SMTPUTF8). */
+int smtp__query_line(const char *verb, const char *arg, int utf8_ok,
+                     char *cmd, size_t len, char *why, size_t whylen);
 /* RFC 3461 xtext. */
 int smtp__xtext(struct smtp__buf *out, const char *s);
 

@@ -2,13 +2,18 @@
  * msg.c - what goes inside a transaction: envelope addresses, header
  * fields and the body, checked and encoded for the wire.
  *
- * Public: smtp_addr_check, smtp_header_check.  Private: the header writer
- * (folding, Date, Message-ID, From when missing), the streaming body
- * normalizer and dot-stuffer, xtext.
+ * Public: smtp_addr_check, smtp_header_check, smtp_header_unique.
+ * Private: the header writer (folding, Date, Message-ID, From when
+ * missing, Bcc dropped), the streaming body normalizer and dot-stuffer
+ * (which drops Bcc from a whole message's header section), the query
+ * line (VRFY, EXPN, HELP), xtext.
  *
  * Rules (SMTP-NOTES 3, 4): no CR, LF, NUL or other control in an address,
- * brackets written by the library only; header names printable ASCII
- * without ':'; a value never carries CR or LF; the body leaves here with
+ * brackets written by the library only, none inside quotes either; header
+ * names printable ASCII without ':'; a value never carries CR, LF or
+ * another control but HTAB, and folds without a line of only white space;
+ * a field RFC 5322 3.6 allows once is given once; Bcc and Resent-Bcc
+ * never leave (RFC 5322 3.6.3); the body leaves here with
  * every lone CR or LF turned into CRLF, every line that starts with '.'
  * doubled, no line over 998 octets, ending in CRLF '.' CRLF.
  * No shared state; the Message-ID comes from getrandom(2).
@@ -239,6 +244,34 @@ int smtp__addr_has_utf8(const char *addr)
         if ((unsigned char)*addr >= 0x80)
             return 1;
     return 0;
+}
+
+/* The line of a query: "VRFY arg", "EXPN arg", "HELP [arg]" (arg may be
+   NULL or "").  The argument: at most 500 octets, no control.  Non-ASCII
+   only for VRFY and EXPN, and only when the server offers SMTPUTF8
+   (utf8_ok): then with the SMTPUTF8 parameter (RFC 6531 3.7.4).  HELP has
+   no such parameter, so a non-ASCII topic is refused. */
+int smtp__query_line(const char *verb, const char *arg, int utf8_ok,
+                     char *cmd, size_t len, char *why, size_t whylen)
+{
+    int utf8 = 0;
+    if (arg == NULL || arg[0] == '\0')
+        return snprintf(cmd, len, "%s", verb) < (int)len ? 0
+             : WHY("command too long");
+    if (strlen(arg) > 500)
+        return WHY("argument too long");
+    for (const char *p = arg; *p != '\0'; p++) {
+        if ((unsigned char)*p < 32 || *p == 127)
+            return WHY("control character in the argument");
+        utf8 |= (unsigned char)*p >= 0x80;
+    }
+    if (utf8 && strcmp(verb, "HELP") == 0)
+        return WHY("non-ASCII HELP topic (no SMTPUTF8 form exists for HELP)");
+    if (utf8 && !utf8_ok)
+        return WHY("non-ASCII %s argument but the server does not offer "
+                   "SMTPUTF8", verb);
+    return snprintf(cmd, len, "%s %s%s", verb, arg, utf8 ? " SMTPUTF8" : "")
+               < (int)len ? 0 : WHY("command too long");
 }
 
 /* RFC 3461 4 xtext: '+', '=', and bytes outside 33..126 as +XX. */

@@ -282,6 +282,10 @@ static const struct dcase cases[] = {
     { "help_unknown_member", D_HELP, "{\"details\":\"MAIL\"}",
       API_DECODE_INVALID, "details", "unknown member", 1 },
     { "help_without_topic", D_HELP, "{}", API_DECODE_OK, NULL, NULL, 0 },
+    { "help_non_ascii_topic", D_HELP, "{\"topic\":\"Gr\\u00fc\\u00dfe\"}",
+      API_DECODE_INVALID, "topic", "HELP has no SMTPUTF8 form", 1 },
+    { "verify_utf8_left_to_the_relay", D_VERIFY,
+      "{\"address\":\"j\\u00f6rg@example.org\"}", API_DECODE_OK, NULL, NULL, 0 },
     { "valid_verify", D_VERIFY, "{\"address\":\"postmaster\"}",
       API_DECODE_OK, NULL, NULL, 0 },
 };

@@ -1,7 +1,7 @@
 /*
  * test_body.c - the body normalizer and dot-stuffer (SMTP smuggling, Bcc
  * fields of a whole message), the header writer (folding, Bcc, repeated
- * fields), the address and header validators.
+ * fields), the address and header validators, the query lines.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -443,6 +443,40 @@ static void test_raw_header_section_loses_bcc_fields(void **state)
     }
 }
 
+/* VRFY, EXPN, HELP lines: a non-ASCII argument needs SMTPUTF8 and then
+   carries the parameter (RFC 6531 3.7.4); HELP has no such form. */
+static void test_query_lines(void **state)
+{
+    (void)state;
+    static const struct { const char *verb, *arg; int utf8; const char *line; } cases[] = {
+        { "VRFY", "bob", 0, "VRFY bob" },
+        { "VRFY", "bob", 1, "VRFY bob" },
+        { "EXPN", "staff", 0, "EXPN staff" },
+        { "HELP", NULL, 0, "HELP" },
+        { "HELP", "", 0, "HELP" },
+        { "HELP", "MAIL", 0, "HELP MAIL" },
+        { "VRFY", "j\xc3\xb6rg", 1, "VRFY j\xc3\xb6rg SMTPUTF8" },
+        { "EXPN", "\xc3\xa9quipe", 1, "EXPN \xc3\xa9quipe SMTPUTF8" },
+        { "VRFY", "j\xc3\xb6rg", 0, NULL },
+        { "EXPN", "\xc3\xa9quipe", 0, NULL },
+        { "HELP", "Gr\xc3\xbc\xc3\x9f", 1, NULL },
+        { "VRFY", "bob\r\nRSET", 1, NULL },
+        { "VRFY", "bob\x7f", 1, NULL },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char cmd[600] = "", why[160] = "";
+        int r = smtp__query_line(cases[i].verb, cases[i].arg, cases[i].utf8,
+                                 cmd, sizeof cmd, why, sizeof why);
+        if (cases[i].line == NULL) {
+            if (r != -1 || why[0] == '\0')
+                fail_msg("case %zu: %d '%s'", i, r, cmd);
+        } else {
+            assert_int_equal(r, 0);
+            assert_string_equal(cmd, cases[i].line);
+        }
+    }
+}
+
 static void test_xtext_encodes_plus_equals_and_controls(void **state)
 {
     (void)state;
@@ -468,6 +502,7 @@ int main(void)
         cmocka_unit_test(test_header_writer_drops_bcc_in_any_case),
         cmocka_unit_test(test_header_writer_refuses_repeated_unique_fields),
         cmocka_unit_test(test_raw_header_section_loses_bcc_fields),
+        cmocka_unit_test(test_query_lines),
         cmocka_unit_test(test_xtext_encodes_plus_equals_and_controls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
