@@ -22,10 +22,10 @@ SMTPCORE_SRC := $(wildcard smtpcore/src/*.c)
 CONFIG_SRC   := $(wildcard config/*.c)
 SERVER_SRC   := $(filter-out server/main.c,$(wildcard server/*.c))
 QUEUE_SRC    := $(wildcard queue/*.c)
-API_SRC      := $(wildcard api/*.c)
+API_SRC      := $(wildcard api/*.c) api/openapi_data.S
 SUPPORT_SRC  := $(wildcard tests/support/*.c)
 
-obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+obj = $(patsubst %.S,$(BUILD)/obj/%.o,$(patsubst %.c,$(BUILD)/obj/%.o,$(1)))
 
 LIB_SMTPCORE := $(BUILD)/libsmtpcore.a
 LIB_CONFIG   := $(BUILD)/libmpconfig.a
@@ -55,6 +55,12 @@ deps-test:
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -c $< -o $@
+
+# The OpenAPI document, embedded from its file.
+$(BUILD)/obj/%.o: %.S
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) -c $< -o $@
+$(BUILD)/obj/api/openapi_data.o: api/openapi.json
 
 $(LIB_SMTPCORE): $(call obj,$(SMTPCORE_SRC))
 $(LIB_CONFIG):   $(call obj,$(CONFIG_SRC))

@@ -5,7 +5,7 @@
  *
  * Public (internal.h): api_async_extract, api_async_post, api_async_answer,
  * api_idem_begin, api_idem_finish, api_message_get, api_message_cancel,
- * api_async_req_free.
+ * api_async_req_free, api_queue_metrics.
  *
  * Asynchronous POST: the body is validated exactly as a synchronous one;
  * then each message gets a queue id and, unless it has one, a Message-ID
@@ -28,6 +28,7 @@
  * thread and only resumes the connection.
  */
 #include <gnutls/crypto.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,23 @@ struct api_async {
     pthread_cond_t cv;
     int told;
 };
+
+/* Appends k bytes of s to *buf of *len bytes; on failure frees *buf and
+   sets it NULL (-1). */
+static int cat_free(char **buf, size_t *len, const char *s, size_t k)
+{
+    char *nb = realloc(*buf, *len + k + 1);
+    if (nb == NULL) {
+        free(*buf);
+        *buf = NULL;
+        return -1;
+    }
+    memcpy(nb + *len, s, k);
+    *len += k;
+    nb[*len] = '\0';
+    *buf = nb;
+    return 0;
+}
 
 /* ---- time ---- */
 
@@ -683,4 +701,59 @@ enum MHD_Result api_message_cancel(struct api_req *req,
         return api_reply_problem(req, c, 503, "the queue cannot be written",
                                  NULL, "Retry-After", "5");
     }
+}
+
+/* ---- /metrics ---- */
+
+/* Appends printf-formatted text to *buf (NULL on failure stays NULL). */
+__attribute__((format(printf, 3, 4)))
+static void mcat(char **buf, size_t *len, const char *fmt, ...)
+{
+    char line[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (*buf == NULL || k < 0 || (size_t)k >= sizeof line ||
+        cat_free(buf, len, line, (size_t)k) < 0)
+        return;
+}
+
+char *api_queue_metrics(struct api *api, size_t *len)
+{
+    unsigned long counts[QUEUE_STATE__COUNT];
+    double age = 0;
+    struct delivery_stats ds;
+    char *buf = calloc(1, 1);
+    *len = 0;
+    if (api->queue == NULL || buf == NULL)
+        return buf;
+    if (queue_counts(api->queue, wall_now(), counts, &age) != QUEUE_OK)
+        memset(counts, 0, sizeof counts);
+    delivery_stats(api->delivery, &ds);
+    mcat(&buf, len, "# HELP mailpool_queue_messages Messages in the durable "
+         "queue, by status.\n# TYPE mailpool_queue_messages gauge\n");
+    for (int i = 0; i < QUEUE_STATE__COUNT; i++)
+        mcat(&buf, len, "mailpool_queue_messages{status=\"%s\"} %lu\n",
+             queue_state_name((enum queue_state)i), counts[i]);
+    mcat(&buf, len, "# HELP mailpool_queue_oldest_due_seconds Age of the "
+         "oldest message due and waiting.\n# TYPE "
+         "mailpool_queue_oldest_due_seconds gauge\n"
+         "mailpool_queue_oldest_due_seconds %.3f\n", age);
+    mcat(&buf, len, "# HELP mailpool_queue_claims_total Messages claimed for "
+         "delivery.\n# TYPE mailpool_queue_claims_total counter\n"
+         "mailpool_queue_claims_total %llu\n", ds.claims);
+    mcat(&buf, len, "# HELP mailpool_queue_retries_total Attempts that ended "
+         "in retry.\n# TYPE mailpool_queue_retries_total counter\n"
+         "mailpool_queue_retries_total %llu\n", ds.retries);
+    mcat(&buf, len, "# HELP mailpool_queue_lease_expiries_total Messages "
+         "found sending at start (made unknown).\n# TYPE "
+         "mailpool_queue_lease_expiries_total counter\n"
+         "mailpool_queue_lease_expiries_total %lu\n", ds.recovered);
+    mcat(&buf, len, "# HELP mailpool_idempotent_replays_total Answers "
+         "replayed for a repeated Idempotency-Key.\n# TYPE "
+         "mailpool_idempotent_replays_total counter\n"
+         "mailpool_idempotent_replays_total %llu\n",
+         (unsigned long long)atomic_load(&api->idem_replays));
+    return buf;
 }

@@ -230,6 +230,9 @@ enum MHD_Result api_message_get(struct api_req *req, struct MHD_Connection *c);
 enum MHD_Result api_message_cancel(struct api_req *req,
                                    struct MHD_Connection *c);
 void api_async_req_free(struct api_req *req);
+/* The queue's Prometheus series (text, caller frees; "" without a
+   queue); NULL when out of memory. */
+char *api_queue_metrics(struct api *api, size_t *len);
 
 /* routes.c: GET routes, answered at once. */
 enum MHD_Result api_route_get(struct api_req *req, struct MHD_Connection *c);

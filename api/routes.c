@@ -59,8 +59,18 @@ static enum MHD_Result metrics(struct api_req *req, struct MHD_Connection *c)
         pool_stats(req->api->pool, &ps);
     text = api_metrics_render(&req->api->metrics,
                               req->api->pool != NULL ? &ps : NULL, &len);
-    if (text == NULL)
+    size_t qlen = 0;
+    char *q = api_queue_metrics(req->api, &qlen), *all;
+    if (text == NULL || q == NULL ||
+        (all = realloc(text, len + qlen + 1)) == NULL) {
+        free(text);
+        free(q);
         return MHD_NO;
+    }
+    text = all;
+    memcpy(text + len, q, qlen + 1);
+    len += qlen;
+    free(q);
     enum MHD_Result r = api_reply_text(req, c, 200,
                                        "text/plain; version=0.0.4; "
                                        "charset=utf-8", text, len);
