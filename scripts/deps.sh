@@ -8,7 +8,7 @@
 set -eu
 
 build_pkgs="gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev
-libgnutls28-dev libinih-dev"
+libgnutls28-dev libinih-dev libsqlite3-dev"
 run_pkgs="postfix curl"
 test_pkgs="libcmocka-dev libcurl4-gnutls-dev python3 python3-aiosmtpd gnutls-bin valgrind"
 
