@@ -465,8 +465,12 @@ struct inject {
     const char *last;            /* the last line received starts so */
     int lib_only;                /* needs two messages on one connection */
     int at_open;                 /* fails opening the session: over HTTP a
-                                    502 naming the cause */                /* needs two messages on one connection */
+                                    502 naming the cause */
 };
+
+/* Without PIPELINING for the envelope; the single commands (EHLO,
+   STARTTLS, AUTH, VRFY, EXPN, HELP) await one reply whatever the relay
+   offers, so some of those cases offer PIPELINING. */
 
 #define QUEUE_ALL "250 2.1.0 ok\\r\\n250 2.1.5 ok\\r\\n354 go\\r\\n" \
                   "250 2.0.0 queued\\r\\n"
