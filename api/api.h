@@ -2,8 +2,8 @@
  * api/api.h - the HTTP JSON API over libmicrohttpd, and the JSON shape of
  * an SMTP outcome shared by the HTTP API and the command line.
  *
- * Threads: api_start/api_stop from the main thread; api_set_draining from
- * any thread.  The handlers run on MHD's internal thread pool and never
+ * Threads: api_start/api_stop from the main thread; api_set_draining and
+ * api_set_stopping from any thread.  The handlers run on MHD's internal thread pool and never
  * block on SMTP: they suspend the connection and a job's done callback
  * resumes it.
  */
@@ -25,6 +25,9 @@ struct api *api_start(const struct cfg *cfg, struct pool *pool, char *err,
 int api_port(const struct api *api);
 /* While draining, /readyz answers 503 and new work gets 503 Retry-After. */
 void api_set_draining(struct api *api, int draining);
+/* From now on /readyz answers 503 "stopping" while work is still taken (the
+   http.shutdown_delay before the drain). */
+void api_set_stopping(struct api *api);
 /* Stops the daemon (after in-flight requests were answered) and frees. */
 void api_stop(struct api *api);
 

@@ -1,7 +1,8 @@
 /*
  * api/daemon.c - starting and stopping the libmicrohttpd daemon.
  *
- * Public: api_start, api_port, api_set_draining, api_stop (api.h).
+ * Public: api_start, api_port, api_set_draining, api_set_stopping, api_stop
+ * (api.h).
  *
  * MHD runs an internal thread pool (http.threads) over epoll, with
  * suspend/resume allowed, a connection timeout (http.connection_timeout),
@@ -186,6 +187,7 @@ static struct api *api_alloc(const struct cfg *cfg, struct pool *pool)
     api->cfg = cfg;
     api->pool = pool;
     atomic_init(&api->draining, 0);
+    atomic_init(&api->stopping, 0);
     atomic_init(&api->idseq, 0);
     atomic_init(&api->held, 0);
     api->max_held = (size_t)(cfg->http.max_inflight > cfg->http.max_body
@@ -266,6 +268,11 @@ int api_port(const struct api *api)
 void api_set_draining(struct api *api, int draining)
 {
     atomic_store(&api->draining, draining ? 1 : 0);
+}
+
+void api_set_stopping(struct api *api)
+{
+    atomic_store(&api->stopping, 1);
 }
 
 /* Waits until *count is 0, up to timeout_s; 0 when it is. */

@@ -101,6 +101,8 @@ struct api {
     struct MHD_Daemon *daemon;
     int port;
     atomic_int draining;
+    atomic_int stopping;            /* http.shutdown_delay: not ready, but
+                                       work is still taken */
     char **keys;                    /* bearer keys, read-only after start */
     size_t *keylens;
     size_t nkeys;

@@ -121,6 +121,13 @@ const struct cfg_key cfg_keys[] = {
              "HTTP server threads"),
     CFG_INT_(http, connection_timeout, "60", 1, DAY,
              "seconds an idle HTTP client connection is kept"),
+    CFG_INT_(http, shutdown_delay, "0", 0, 3600,
+             "seconds between SIGTERM and the drain: /readyz answers 503 at "
+             "once while new work is still accepted, so a load balancer "
+             "stops sending first"),
+    CFG_BOOL_(http, ready_requires_relay, "true",
+              "/readyz is 503 while the relay cannot be reached; false: "
+              "ready whenever the service takes work"),
 
     CFG_INT_(pool, workers, "8", 1, 1024,
              "worker threads sending mail"),

@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 #include <pthread.h>
 
@@ -346,6 +347,35 @@ usage:
     return 2;
 }
 
+/* http.shutdown_delay: /readyz says 503 while work is still taken for
+   seconds, or until a second signal (*sig is then that one). */
+static void shutdown_delay(struct api *api, const sigset_t *sigs, int seconds,
+                           int *sig)
+{
+    struct log_field f[] = {
+        LOG_STR("signal", *sig == SIGTERM ? "TERM" : "INT"),
+        LOG_NUM("shutdown_delay", seconds),
+    };
+    log_event_num(LOG_INFO, "stopping", f, sizeof f / sizeof f[0]);
+    api_set_stopping(api);
+    struct timespec end, now;
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    end.tv_sec += seconds;
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long long ms = (long long)(end.tv_sec - now.tv_sec) * 1000 +
+                       (end.tv_nsec - now.tv_nsec) / 1000000;
+        if (ms <= 0)
+            return;
+        struct timespec wait = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000 };
+        int s = sigtimedwait(sigs, NULL, &wait);
+        if (s > 0) {
+            *sig = s;
+            return;
+        }
+    }
+}
+
 /* serve: config, pool, HTTP; waits for SIGTERM/SIGINT, then drains. */
 static int cmd_serve(int argc, char **argv)
 {
@@ -374,6 +404,14 @@ static int cmd_serve(int argc, char **argv)
         return 0;
     }
     log_set_level(cfg.log.level);
+    if (cfg.env_ignored > 0) {
+        struct log_field f[] = {
+            LOG_STR("message", "ignored MAILPOOL_* variables shaped like "
+                               "Kubernetes service links"),
+            LOG_NUM("count", cfg.env_ignored), LOG_STR("names", cfg.warning),
+        };
+        log_event_num(LOG_WARN, "config", f, sizeof f / sizeof f[0]);
+    }
 
     /* Every thread inherits this mask; only sigwait below takes them. */
     sigset_t sigs;
@@ -404,6 +442,8 @@ static int cmd_serve(int argc, char **argv)
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0)
         ;
+    if (cfg.http.shutdown_delay > 0)
+        shutdown_delay(api, &sigs, cfg.http.shutdown_delay, &sig);
     log_event(LOG_INFO, "draining", "signal", sig == SIGTERM ? "TERM" : "INT",
               (const char *)NULL);
     api_set_draining(api, 1);

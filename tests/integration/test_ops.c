@@ -1,0 +1,342 @@
+/*
+ * test_ops.c - the service as an operator or an orchestrator meets it, over
+ * real HTTP against `build/mailpool serve` (tests/support/mpserve.h) in
+ * front of the scriptable fake relay (tests/support/peer.h):
+ *   - the variables Kubernetes injects for Services named mailpool and
+ *     mailpool-* are ignored with one warning line (a near miss of a real
+ *     key still stops the service with exit 2);
+ *   - http.shutdown_delay: after SIGTERM /readyz is 503 "stopping" at once
+ *     while messages are still taken and relayed, then the drain;
+ *   - http.ready_requires_relay=false: ready without a relay.
+ * Each test starts its own peer and service and stops both by their ids.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tests/support/http.h"
+#include "tests/support/mpserve.h"
+#include "tests/support/peer.h"
+
+#define STOP_MS 15000
+
+struct fx {
+    struct peer *peer;
+    struct mpserve *svc;
+};
+
+static int setup(void **state)
+{
+    *state = calloc(1, sizeof(struct fx));
+    return *state != NULL ? 0 : -1;
+}
+
+/* Stops both; the service must exit 0 on SIGTERM. */
+static int teardown(void **state)
+{
+    struct fx *fx = *state;
+    int rc = 0;
+    if (fx->svc != NULL && mpserve_stop_clean(fx->svc, STOP_MS) < 0)
+        rc = -1;
+    mpserve_free(fx->svc);
+    peer_stop(fx->peer);
+    free(fx);
+    return rc;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* GET or POST (json non-NULL) path; asserts an HTTP answer came. */
+static void req(const struct fx *fx, const char *path, const char *json,
+                const char *const *headers, struct http_resp *r)
+{
+    char url[256];
+    const char *hdrs[8] = { "Content-Type: application/json" };
+    size_t n = 1;
+    for (; headers != NULL && *headers != NULL && n < 7; headers++)
+        hdrs[n++] = *headers;
+    hdrs[n] = NULL;
+    snprintf(url, sizeof url, "%s%s", mpserve_url(fx->svc), path);
+    if (http_request(json ? "POST" : "GET", url, hdrs, json, 0, r) < 0)
+        fail_msg("%s %s: %s", json ? "POST" : "GET", path, r->err);
+}
+
+/* The body as JSON; fails the test if it does not parse. */
+static json_t *resp_json(const struct http_resp *r)
+{
+    json_error_t e;
+    json_t *j = json_loadb(r->body != NULL ? r->body : "", r->len, 0, &e);
+    if (j == NULL)
+        fail_msg("HTTP %ld body is not JSON (%s): %.300s", r->status, e.text,
+                 r->body != NULL ? r->body : "");
+    return j;
+}
+
+/* Asserts HTTP status and the string member key of the JSON body. */
+static void expect_json_str(const struct http_resp *r, long status,
+                            const char *key, const char *want)
+{
+    if (r->status != status)
+        fail_msg("expected HTTP %ld, got %ld: %.500s", status, r->status,
+                 r->body != NULL ? r->body : "");
+    json_t *j = resp_json(r);
+    const char *got = json_string_value(json_object_get(j, key));
+    if (got == NULL || strcmp(got, want) != 0)
+        fail_msg("\"%s\": want \"%s\", got %.300s", key, want, r->body);
+    json_decref(j);
+}
+
+/* A one-recipient message whose Subject is subject; caller frees. */
+static char *message_json(const char *subject)
+{
+    json_t *m = json_pack("{s:s, s:[s], s:{s:s}, s:s}",
+                          "from", "ops@example.org", "to", "rcpt@example.org",
+                          "headers", "Subject", subject,
+                          "body", "A message for the operations tests.\n");
+    char *s = json_dumps(m, JSON_COMPACT);
+    json_decref(m);
+    assert_non_null(s);
+    return s;
+}
+
+/* POSTs message_json(subject) and asserts 200 with code 250. */
+static void send_ok(const struct fx *fx, const char *subject)
+{
+    struct http_resp r;
+    char *m = message_json(subject);
+    req(fx, "/v1/messages", m, NULL, &r);
+    free(m);
+    if (r.status != 200)
+        fail_msg("POST %s: HTTP %ld %.300s", subject, r.status, r.body);
+    json_t *j = resp_json(&r);
+    assert_int_equal(json_integer_value(json_object_get(j, "code")), 250);
+    json_decref(j);
+    http_resp_free(&r);
+}
+
+/* 1 when a message the peer took has "Subject: subject". */
+static int peer_has_subject(struct peer *p, const char *subject)
+{
+    struct peer_msg *msgs = NULL;
+    size_t n = 0;
+    char line[256];
+    int found = 0;
+    snprintf(line, sizeof line, "Subject: %s\r\n", subject);
+    if (peer_messages(p, &msgs, &n) < 0)
+        return 0;
+    for (size_t i = 0; i < n && !found; i++)
+        found = strstr((const char *)msgs[i].data, line) != NULL;
+    peer_msgs_free(msgs, n);
+    return found;
+}
+
+/* Lines of the service's log whose "event" is event, as a JSON array
+   (new reference). */
+static json_t *log_events(const struct fx *fx, const char *event)
+{
+    size_t len = 0;
+    char *log = mpserve_log(fx->svc, &len);
+    json_t *out = json_array();
+    assert_non_null(log);
+    for (char *line = log, *nl; *line != '\0'; line = nl + 1) {
+        nl = strchr(line, '\n');
+        if (nl == NULL)
+            break;
+        *nl = '\0';
+        json_t *o = json_loads(line, 0, NULL);
+        const char *ev = json_string_value(json_object_get(o, "event"));
+        if (ev != NULL && strcmp(ev, event) == 0)
+            json_array_append(out, o);
+        json_decref(o);
+    }
+    free(log);
+    return out;
+}
+
+/* ---- service links ---- */
+
+static const char *const k8s_links[] = {
+    "MAILPOOL_RELAY_SERVICE_HOST", "10.96.0.10",
+    "MAILPOOL_RELAY_SERVICE_PORT", "25",
+    "MAILPOOL_RELAY_PORT_25_TCP", "tcp://10.96.0.10:25",
+    "MAILPOOL_RELAY_PORT_25_TCP_ADDR", "10.96.0.10",
+    "MAILPOOL_SERVICE_HOST", "10.96.0.11",
+    "MAILPOOL_PORT", "tcp://10.96.0.11:8025",
+    "MAILPOOL_PORT_8025_TCP_PROTO", "tcp",
+    NULL
+};
+
+/* Sets (or, unset != 0, removes) the variables of k8s_links. */
+static void set_links(int unset)
+{
+    for (size_t i = 0; k8s_links[i] != NULL; i += 2) {
+        if (unset)
+            unsetenv(k8s_links[i]);
+        else
+            assert_int_equal(setenv(k8s_links[i], k8s_links[i + 1], 1), 0);
+    }
+}
+
+static void test_service_link_variables_are_ignored_with_one_warning(void **state)
+{
+    struct fx *fx = *state;
+    fx->peer = peer_start_fake(NULL);
+    assert_non_null(fx->peer);
+    set_links(0);
+    fx->svc = mpserve_start(peer_port(fx->peer), NULL);
+    set_links(1);
+    assert_non_null(fx->svc);             /* before: exit 2 at start */
+
+    send_ok(fx, "despite service links");
+    assert_int_equal(peer_wait_messages(fx->peer, 1, 5000), 1);
+    assert_true(peer_has_subject(fx->peer, "despite service links"));
+
+    json_t *w = log_events(fx, "config");
+    assert_int_equal(json_array_size(w), 1);
+    json_t *o = json_array_get(w, 0);
+    assert_string_equal(json_string_value(json_object_get(o, "level")), "warn");
+    assert_int_equal(json_integer_value(json_object_get(o, "count")), 7);
+    const char *names = json_string_value(json_object_get(o, "names"));
+    assert_non_null(names);
+    assert_non_null(strstr(names, "MAILPOOL_RELAY_SERVICE_HOST"));
+    assert_non_null(strstr(names, "MAILPOOL_PORT_8025_TCP_PROTO"));
+    assert_null(strstr(names, "10.96"));  /* names, not values */
+    json_decref(w);
+}
+
+static void test_near_miss_of_a_real_key_still_exits_2(void **state)
+{
+    (void)state;
+    char *out = NULL;
+    const char *argv[] = { "serve", "--http-listen", "127.0.0.1:0", NULL };
+    assert_int_equal(setenv("MAILPOOL_RELAY_SERVICE_HOST", "10.96.0.10", 1), 0);
+    assert_int_equal(setenv("MAILPOOL_RELAY_HSOT", "relay.example", 1), 0);
+    int rc = mpserve_run(argv, 10000, &out);
+    unsetenv("MAILPOOL_RELAY_HSOT");
+    unsetenv("MAILPOOL_RELAY_SERVICE_HOST");
+    assert_int_equal(rc, 2);
+    assert_non_null(out);
+    assert_non_null(strstr(out, "unknown environment variable MAILPOOL_RELAY_HSOT"));
+    free(out);
+}
+
+/* ---- shutdown and readiness ---- */
+
+static void test_shutdown_delay_turns_readyz_503_while_work_is_taken(void **state)
+{
+    struct fx *fx = *state;
+    struct http_resp r;
+    fx->peer = peer_start_fake(NULL);
+    assert_non_null(fx->peer);
+    fx->svc = mpserve_start(peer_port(fx->peer),
+                            (const char *const[]){ "--http-shutdown-delay", "2",
+                                                   NULL });
+    assert_non_null(fx->svc);
+    req(fx, "/readyz", NULL, NULL, &r);
+    expect_json_str(&r, 200, "status", "ready");
+    http_resp_free(&r);
+
+    double t0 = now_s();
+    assert_int_equal(mpserve_signal(fx->svc, SIGTERM), 0);
+    sleep_ms(200);
+    req(fx, "/readyz", NULL, NULL, &r);
+    expect_json_str(&r, 503, "status", "stopping");
+    http_resp_free(&r);
+    /* Work is still taken and relayed during the delay. */
+    send_ok(fx, "during the shutdown delay");
+    assert_true(now_s() - t0 < 2.0);
+    assert_int_equal(peer_wait_messages(fx->peer, 1, 5000), 1);
+    assert_true(peer_has_subject(fx->peer, "during the shutdown delay"));
+
+    int rc = mpserve_wait(fx->svc, 10000);
+    double took = now_s() - t0;
+    assert_int_equal(rc, 0);
+    assert_true(took >= 1.9);
+    json_t *s = log_events(fx, "stopping"), *d = log_events(fx, "draining");
+    assert_int_equal(json_array_size(s), 1);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(s, 0),
+                                                        "shutdown_delay")), 2);
+    assert_int_equal(json_array_size(d), 1);
+    json_decref(s);
+    json_decref(d);
+}
+
+static void test_second_signal_ends_the_shutdown_delay(void **state)
+{
+    struct fx *fx = *state;
+    fx->peer = peer_start_fake(NULL);
+    assert_non_null(fx->peer);
+    fx->svc = mpserve_start(peer_port(fx->peer),
+                            (const char *const[]){ "--http-shutdown-delay",
+                                                   "60", NULL });
+    assert_non_null(fx->svc);
+    double t0 = now_s();
+    assert_int_equal(mpserve_signal(fx->svc, SIGTERM), 0);
+    sleep_ms(300);
+    assert_int_equal(mpserve_signal(fx->svc, SIGTERM), 0);
+    assert_int_equal(mpserve_wait(fx->svc, 10000), 0);
+    assert_true(now_s() - t0 < 10.0);
+}
+
+static void test_readyz_without_relay_follows_ready_requires_relay(void **state)
+{
+    struct fx *fx = *state;
+    struct http_resp r;
+    int dead = mpserve_free_port();   /* nothing listens there */
+    assert_true(dead > 0);
+
+    fx->svc = mpserve_start(dead, NULL);
+    assert_non_null(fx->svc);
+    req(fx, "/readyz", NULL, NULL, &r);
+    expect_json_str(&r, 503, "status", "relay unreachable");
+    http_resp_free(&r);
+    assert_int_equal(mpserve_stop_clean(fx->svc, STOP_MS), 0);
+    mpserve_free(fx->svc);
+
+    fx->svc = mpserve_start(dead, (const char *const[]){
+                                "--http-ready-requires-relay", "false", NULL });
+    assert_non_null(fx->svc);
+    req(fx, "/readyz", NULL, NULL, &r);
+    expect_json_str(&r, 200, "status", "ready");
+    http_resp_free(&r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+        T(test_service_link_variables_are_ignored_with_one_warning),
+        T(test_near_miss_of_a_real_key_still_exits_2),
+        T(test_shutdown_delay_turns_readyz_503_while_work_is_taken),
+        T(test_second_signal_ends_the_shutdown_delay),
+        T(test_readyz_without_relay_follows_ready_requires_relay),
+#undef T
+    };
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return rc;
+}
