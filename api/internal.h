@@ -137,7 +137,8 @@ struct api_req {
     atomic_int refs;
     enum api_route route;
     char method[8];                 /* "GET", "POST", ..., or "OTHER" */
-    char id[33];                    /* random hex, X-Request-Id */
+    char id[65];                    /* X-Request-Id: the caller's (visible
+                                       ASCII, 1..64), else random hex */
     double t0;                      /* monotonic seconds at the first call */
     int status;                     /* HTTP status queued, 0 before */
     int smtp_code;                  /* for the log line; 0 when none */

@@ -435,10 +435,10 @@ static int cmd_serve(int argc, char **argv)
         cfg_free(&cfg);
         return 1;
     }
-    char port[16];
-    snprintf(port, sizeof port, "%d", api_port(api));
-    log_event(LOG_INFO, "listening", "listen", cfg.http.listen, "port", port,
-              "relay", cfg.relay.host, (const char *)NULL);
+    log_event_num(LOG_INFO, "listening", (struct log_field[]){
+                      LOG_STR("listen", cfg.http.listen),
+                      LOG_NUM("port", api_port(api)),
+                      LOG_STR("relay", cfg.relay.host) }, 3);
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0)
         ;

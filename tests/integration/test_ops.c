@@ -7,7 +7,12 @@
  *     key still stops the service with exit 2);
  *   - http.shutdown_delay: after SIGTERM /readyz is 503 "stopping" at once
  *     while messages are still taken and relayed, then the drain;
- *   - http.ready_requires_relay=false: ready without a relay.
+ *   - http.ready_requires_relay=false: ready without a relay;
+ *   - /metrics has the standard process_* series with true values and
+ *     passes `promtool check metrics`;
+ *   - log fields that are numbers or booleans are JSON numbers/booleans;
+ *   - a caller's X-Request-Id (visible ASCII, at most 64) is kept in the
+ *     response, the request log line and the message's log line.
  * Each test starts its own peer and service and stops both by their ids.
  */
 #include <setjmp.h>
@@ -22,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -176,6 +182,41 @@ static json_t *log_events(const struct fx *fx, const char *event)
     return out;
 }
 
+/* The value of the sample line "name value" in a metrics text; fails the
+   test when it is absent. */
+static double metric_value(const char *text, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = text; p != NULL && *p != '\0';) {
+        if (strncmp(p, name, n) == 0 && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+        p = strchr(p, '\n');
+        if (p != NULL)
+            p++;
+    }
+    fail_msg("no sample %s in /metrics", name);
+    return 0;
+}
+
+/* Runs promtool check metrics on text; its exit status, its output in
+   out (room size). */
+static int promtool_check(const char *text, char *out, size_t size)
+{
+    char path[] = "/tmp/mailpool-metrics-XXXXXX", cmd[128];
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    snprintf(cmd, sizeof cmd, "promtool check metrics < %s 2>&1", path);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t got = fread(out, 1, size - 1, p);
+    out[got] = '\0';
+    int st = pclose(p);
+    unlink(path);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 /* ---- service links ---- */
 
 static const char *const k8s_links[] = {
@@ -324,6 +365,148 @@ static void test_readyz_without_relay_follows_ready_requires_relay(void **state)
     http_resp_free(&r);
 }
 
+/* ---- metrics ---- */
+
+static void test_process_metrics_are_true_and_promtool_accepts_metrics(void **state)
+{
+    struct fx *fx = *state;
+    struct http_resp r;
+    fx->peer = peer_start_fake(NULL);
+    assert_non_null(fx->peer);
+    fx->svc = mpserve_start(peer_port(fx->peer), NULL);
+    assert_non_null(fx->svc);
+    send_ok(fx, "for the histograms");
+    req(fx, "/metrics", NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+
+    double now = (double)time(NULL);
+    double start = metric_value(r.body, "process_start_time_seconds");
+    assert_true(start > now - 120 && start <= now + 1);
+    assert_true(metric_value(r.body, "process_resident_memory_bytes") > 1e6);
+    assert_true(metric_value(r.body, "process_virtual_memory_bytes") >
+                metric_value(r.body, "process_resident_memory_bytes"));
+    double fds = metric_value(r.body, "process_open_fds");
+    assert_true(fds >= 4 && fds < 1000);   /* std streams, listener, ... */
+    assert_true(metric_value(r.body, "process_max_fds") >= fds);
+    assert_true(metric_value(r.body, "process_cpu_seconds_total") >= 0);
+    assert_non_null(strstr(r.body, "# TYPE process_cpu_seconds_total counter\n"));
+
+    char out[4096];
+    int rc = promtool_check(r.body, out, sizeof out);
+    if (rc != 0)
+        fail_msg("promtool check metrics: exit %d: %s", rc, out);
+    http_resp_free(&r);
+}
+
+/* ---- logs ---- */
+
+static void test_log_numbers_and_booleans_are_json_types(void **state)
+{
+    struct fx *fx = *state;
+    struct http_resp r;
+    int dead = mpserve_free_port();
+    fx->svc = mpserve_start(dead, (const char *const[]){
+                                "--pool-retries", "0", NULL });
+    assert_non_null(fx->svc);
+    char *m = message_json("to nowhere");
+    req(fx, "/v1/messages", m, NULL, &r);
+    free(m);
+    http_resp_free(&r);
+    assert_int_equal(mpserve_stop_clean(fx->svc, STOP_MS), 0);
+
+    json_t *l = log_events(fx, "listening");
+    assert_int_equal(json_array_size(l), 1);
+    json_t *port = json_object_get(json_array_get(l, 0), "port");
+    assert_true(json_is_integer(port));
+    assert_int_equal(json_integer_value(port), mpserve_port(fx->svc));
+    json_decref(l);
+
+    json_t *d = log_events(fx, "pool_drained");
+    assert_int_equal(json_array_size(d), 1);
+    assert_true(json_is_false(json_object_get(json_array_get(d, 0), "timed_out")));
+    assert_true(json_is_integer(json_object_get(json_array_get(d, 0),
+                                                "failed_queued")));
+    json_decref(d);
+
+    json_t *s = log_events(fx, "smtp");
+    assert_int_equal(json_array_size(s), 1);
+    json_t *o = json_array_get(s, 0);
+    assert_true(json_is_true(json_object_get(o, "unreachable")));
+    assert_true(json_is_integer(json_object_get(o, "attempts")));
+    json_decref(s);
+}
+
+/* Sends a message with X-Request-Id: sent; returns the id the service used
+   (caller frees) after checking the response header, the request log line
+   and the message's log line all carry it. */
+static char *request_id_roundtrip(struct fx *fx, const char *sent,
+                                  const char *subject)
+{
+    struct http_resp r;
+    char hdr[256];
+    snprintf(hdr, sizeof hdr, "X-Request-Id: %s", sent);
+    char *m = message_json(subject);
+    req(fx, "/v1/messages", m, (const char *const[]){ hdr, NULL }, &r);
+    free(m);
+    assert_int_equal(r.status, 200);
+    char *got = http_resp_header(&r, "X-Request-Id");
+    assert_non_null(got);
+    http_resp_free(&r);
+    sleep_ms(100);   /* the request line is written after the answer */
+    json_t *reqs = log_events(fx, "request"), *smtp = log_events(fx, "smtp");
+    int in_req = 0, in_smtp = 0;
+    for (size_t i = 0; i < json_array_size(reqs); i++)
+        in_req += strcmp(json_string_value(json_object_get(
+                             json_array_get(reqs, i), "request_id")), got) == 0;
+    for (size_t i = 0; i < json_array_size(smtp); i++)
+        in_smtp += strcmp(json_string_value(json_object_get(
+                              json_array_get(smtp, i), "request_id")), got) == 0;
+    json_decref(reqs);
+    json_decref(smtp);
+    assert_int_equal(in_req, 1);
+    assert_int_equal(in_smtp, 1);
+    return got;
+}
+
+/* 1 when s is 32 lowercase hex digits (an id the service made). */
+static int is_own_id(const char *s)
+{
+    size_t n = strspn(s, "0123456789abcdef");
+    return n == 32 && s[n] == '\0';
+}
+
+static void test_caller_request_id_is_kept_when_visible_ascii_up_to_64(void **state)
+{
+    struct fx *fx = *state;
+    fx->peer = peer_start_fake(NULL);
+    assert_non_null(fx->peer);
+    fx->svc = mpserve_start(peer_port(fx->peer), NULL);
+    assert_non_null(fx->svc);
+
+    const char *keep = "trace-00f/ABC_xyz.1:2~!";
+    char *got = request_id_roundtrip(fx, keep, "kept id");
+    assert_string_equal(got, keep);
+    free(got);
+
+    char longest[65];
+    memset(longest, 'k', 64);
+    longest[64] = '\0';
+    got = request_id_roundtrip(fx, longest, "64 characters");
+    assert_string_equal(got, longest);
+    free(got);
+
+    char too_long[66];
+    memset(too_long, 'k', 65);
+    too_long[65] = '\0';
+    const char *replaced[] = { too_long, "has space", "caf\xc3\xa9" };
+    for (size_t i = 0; i < sizeof replaced / sizeof replaced[0]; i++) {
+        got = request_id_roundtrip(fx, replaced[i], "replaced id");
+        if (!is_own_id(got))
+            fail_msg("X-Request-Id \"%s\" came back as \"%s\"", replaced[i], got);
+        free(got);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -333,6 +516,9 @@ int main(void)
         T(test_shutdown_delay_turns_readyz_503_while_work_is_taken),
         T(test_second_signal_ends_the_shutdown_delay),
         T(test_readyz_without_relay_follows_ready_requires_relay),
+        T(test_process_metrics_are_true_and_promtool_accepts_metrics),
+        T(test_log_numbers_and_booleans_are_json_types),
+        T(test_caller_request_id_is_kept_when_visible_ascii_up_to_64),
 #undef T
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
