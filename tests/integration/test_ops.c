@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
@@ -365,6 +366,46 @@ static void test_readyz_without_relay_follows_ready_requires_relay(void **state)
     http_resp_free(&r);
 }
 
+/* ---- the listen address as docs/API.md writes it ---- */
+
+static void test_listen_colon_port_serves_and_healthcheck_finds_it(void **state)
+{
+    (void)state;
+    char bin[4096], listen[32], url[64];
+    int port = mpserve_free_port();
+    assert_true(port > 0);
+    assert_non_null(mpserve_binary(bin, sizeof bin));
+    snprintf(listen, sizeof listen, ":%d", port);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 2);
+        execl(bin, bin, "serve", "--http-listen", listen, (char *)NULL);
+        _exit(127);
+    }
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", port);
+    struct http_resp r = { 0 };
+    int up = 0;
+    for (int i = 0; i < 100 && !up; i++) {
+        up = http_request("GET", url, NULL, NULL, 0, &r) == 0 && r.status == 200;
+        http_resp_free(&r);
+        memset(&r, 0, sizeof r);
+        if (!up)
+            sleep_ms(100);
+    }
+    char *out = NULL;
+    const char *hc[] = { "healthcheck", "--http-listen", listen, NULL };
+    int hc_rc = mpserve_run(hc, 10000, &out);
+    free(out);
+    int st = 0;
+    kill(pid, SIGTERM);
+    waitpid(pid, &st, 0);
+    assert_true(up);                   /* before: exit 2, bad http.listen */
+    assert_int_equal(hc_rc, 0);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 /* ---- metrics ---- */
 
 static void test_process_metrics_are_true_and_promtool_accepts_metrics(void **state)
@@ -516,6 +557,7 @@ int main(void)
         T(test_shutdown_delay_turns_readyz_503_while_work_is_taken),
         T(test_second_signal_ends_the_shutdown_delay),
         T(test_readyz_without_relay_follows_ready_requires_relay),
+        T(test_listen_colon_port_serves_and_healthcheck_finds_it),
         T(test_process_metrics_are_true_and_promtool_accepts_metrics),
         T(test_log_numbers_and_booleans_are_json_types),
         T(test_caller_request_id_is_kept_when_visible_ascii_up_to_64),

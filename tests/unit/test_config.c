@@ -644,12 +644,19 @@ static void test_listen_parsing_table(void **state)
         .kind = K_STR, .s = v }
 #define L_BAD(v) { .args = { "--http-listen", v }, \
         .err = "http.listen (from --http-listen): must be HOST:PORT" }
+    /* ":PORT" and "*:PORT" (docs/API.md) are every IPv4 interface. */
     static const struct load_case cases[] = {
         L_OK("127.0.0.1:8025"), L_OK("0.0.0.0:80"), L_OK("localhost:8080"),
         L_OK("[::1]:8025"), L_OK("[::]:443"), L_OK("127.0.0.1:0"),
         L_OK("10.0.0.1:65535"),
         L_BAD("example.com:80"), L_BAD("127.0.0.1"), L_BAD("127.0.0.1:"),
-        L_BAD("127.0.0.1:65536"), L_BAD("127.0.0.1:8a"), L_BAD(":8025"),
+        L_BAD("127.0.0.1:65536"), L_BAD("127.0.0.1:8a"), L_BAD(":x"),
+        L_BAD(":"), L_BAD("*:"), L_BAD("**:80"), L_BAD("*8025"),
+        L_BAD(":-1"), L_BAD("*:65536"),
+        { .args = { "--http-listen", ":8025" }, .off = F(http.listen),
+          .kind = K_STR, .s = "0.0.0.0:8025" },
+        { .args = { "--http-listen", "*:0" }, .off = F(http.listen),
+          .kind = K_STR, .s = "0.0.0.0:0" },
         L_BAD("[::1]"), L_BAD("[::1]8025"), L_BAD("::1:8025"),
         L_BAD("256.1.1.1:80"), L_BAD("[127.0.0.1]:80"), L_BAD("[::1:80"),
         L_BAD("127.0.0.1:-1"), L_BAD("127.0.0.1:0080000"),
