@@ -28,6 +28,9 @@ void api_set_draining(struct api *api, int draining);
 /* From now on /readyz answers 503 "stopping" while work is still taken (the
    http.shutdown_delay before the drain). */
 void api_set_stopping(struct api *api);
+/* `mailpool healthcheck`: GET /healthz on cfg's http.listen (HTTPS with
+   http.tls_cert_file); 0 when it answers 200, else -1 (api/healthcheck.c). */
+int api_healthcheck(const struct cfg *cfg);
 /* Stops the daemon (after in-flight requests were answered) and frees. */
 void api_stop(struct api *api);
 

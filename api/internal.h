@@ -103,6 +103,8 @@ struct api {
     atomic_int draining;
     atomic_int stopping;            /* http.shutdown_delay: not ready, but
                                        work is still taken */
+    char *tls_cert;                 /* http.tls_cert_file's PEM, or NULL */
+    char *tls_key;                  /* http.tls_key_file's PEM (wiped) */
     char **keys;                    /* bearer keys, read-only after start */
     size_t *keylens;
     size_t nkeys;

@@ -525,17 +525,26 @@ static int cfg_read_pass_file(struct cfg_loader *L)
     return 0;
 }
 
-/* Fails with "a (from X): needs b" when key a is set and b is not. */
-static int cfg_needs(struct cfg_loader *L, const char *a, int a_set,
-                     int b_set, const char *b)
+/* Fails with "section.a (from X): needs b" when key a is set and b is
+   not. */
+static int cfg_needs_in(struct cfg_loader *L, const char *section,
+                        const char *a, int a_set, int b_set, const char *b)
 {
     char where[320];
 
     if (!a_set || b_set)
         return 0;
-    cfg_where(L, cfg_key_find("relay", a), where, sizeof where);
-    cfg_err(L->err, L->errlen, "relay.%s (%s): needs %s as well", a, where, b);
+    cfg_where(L, cfg_key_find(section, a), where, sizeof where);
+    cfg_err(L->err, L->errlen, "%s.%s (%s): needs %s as well", section, a,
+            where, b);
     return -1;
+}
+
+/* cfg_needs_in for a key of [relay]. */
+static int cfg_needs(struct cfg_loader *L, const char *a, int a_set,
+                     int b_set, const char *b)
+{
+    return cfg_needs_in(L, "relay", a, a_set, b_set, b);
 }
 
 /* Checks of keys against each other, after every source is in. */
@@ -554,7 +563,11 @@ static int cfg_cross_check(struct cfg_loader *L)
                   c->relay.auth_pass != NULL,
                   "relay.auth_pass or relay.auth_pass_file") ||
         cfg_needs(L, "auth_pass", c->relay.auth_pass != NULL,
-                  c->relay.auth_user != NULL, "relay.auth_user"))
+                  c->relay.auth_user != NULL, "relay.auth_user") ||
+        cfg_needs_in(L, "http", "tls_cert_file", c->http.tls_cert_file != NULL,
+                     c->http.tls_key_file != NULL, "http.tls_key_file") ||
+        cfg_needs_in(L, "http", "tls_key_file", c->http.tls_key_file != NULL,
+                     c->http.tls_cert_file != NULL, "http.tls_cert_file"))
         return -1;
     if (c->relay.auth_user != NULL && strcmp(c->relay.tls, "none") == 0 &&
         !c->relay.auth_allow_plaintext) {

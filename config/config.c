@@ -121,6 +121,11 @@ const struct cfg_key cfg_keys[] = {
              "HTTP server threads"),
     CFG_INT_(http, connection_timeout, "60", 1, DAY,
              "seconds an idle HTTP client connection is kept"),
+    CFG_STR(http, tls_cert_file, NULL, 0, NULL,
+            "certificate chain (PEM) for HTTPS on http.listen; needs "
+            "tls_key_file; unset: plain HTTP"),
+    CFG_STR(http, tls_key_file, NULL, 0, NULL,
+            "private key (PEM) of http.tls_cert_file"),
     CFG_INT_(http, shutdown_delay, "0", 0, 3600,
              "seconds between SIGTERM and the drain: /readyz answers 503 at "
              "once while new work is still accepted, so a load balancer "

@@ -47,6 +47,8 @@ struct cfg {
         char *api_keys;           /* secret; comma-separated bearer keys */
         int threads;              /* MHD thread pool size, default 2 */
         int connection_timeout;   /* seconds an idle HTTP client is kept, 60 */
+        char *tls_cert_file;      /* PEM chain: HTTPS; unset: plain HTTP */
+        char *tls_key_file;       /* PEM key of tls_cert_file */
         int shutdown_delay;       /* seconds not ready before the drain, 0 */
         int ready_requires_relay; /* bool, default 1 */
     } http;

@@ -455,51 +455,6 @@ static int cmd_serve(int argc, char **argv)
     return 0;
 }
 
-/* GET /healthz at listen ("host:port", "[v6]:port"): 0 when it says 200. */
-static int healthcheck(const char *listen)
-{
-    char host[256], port[16];
-    const char *colon = strrchr(listen, ':');
-    if (colon == NULL || strlen(colon + 1) >= sizeof port)
-        return -1;
-    const char *h = listen;
-    size_t n = (size_t)(colon - listen);
-    if (h[0] == '[' && n >= 2 && h[n - 1] == ']') {
-        h++;
-        n -= 2;
-    }
-    if (n == 0 || n >= sizeof host)
-        return -1;
-    memcpy(host, h, n);
-    host[n] = '\0';
-    snprintf(port, sizeof port, "%s", colon + 1);
-    if (strcmp(host, "0.0.0.0") == 0)
-        snprintf(host, sizeof host, "127.0.0.1");
-    else if (strcmp(host, "::") == 0)
-        snprintf(host, sizeof host, "::1");
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL;
-    if (getaddrinfo(host, port, &hints, &ai) != 0)
-        return -1;
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct timeval tv = { .tv_sec = 5 };
-    int ok = -1;
-    if (fd >= 0) {
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    }
-    if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-        static const char req[] = "GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n";
-        char buf[64] = "";
-        if (write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1) &&
-            read(fd, buf, sizeof buf - 1) > 12 && strncmp(buf + 8, " 200", 4) == 0)
-            ok = 0;
-    }
-    if (fd >= 0)
-        close(fd);
-    freeaddrinfo(ai);
-    return ok;
-}
-
 /* healthcheck: GET /healthz on the configured listen address. */
 static int cmd_healthcheck(int argc, char **argv)
 {
@@ -511,7 +466,7 @@ static int cmd_healthcheck(int argc, char **argv)
         cfg_free(&cfg);
         return 2;
     }
-    int rc = healthcheck(cfg.http.listen) == 0 ? 0 : 1;
+    int rc = api_healthcheck(&cfg) == 0 ? 0 : 1;
     cfg_free(&cfg);
     return rc;
 }
