@@ -5,8 +5,10 @@
 # Postfix's smtp-sink on the host as the relay.  Checks that it runs as a
 # non-root numeric user, answers /healthz, relays a message (the sink's dump
 # holds it), `podman healthcheck run` reports healthy, and `podman stop`
-# drains and the container exits 0.  Stops the container and the sink it
-# started by their ids.  Last line: "test_container: N passed, M failed".
+# drains and the container exits 0.  Then once more with HTTPS
+# (http.tls_cert_file/tls_key_file mounted read-only): /healthz over TLS
+# and the image's HEALTHCHECK (mailpool healthcheck) follow.  Stops the
+# containers and the sink it started by their ids.  Last line: "test_container: N passed, M failed".
 #   MAILPOOL_IMAGE   the image to run (default localhost/mailpool:latest)
 set -u
 cd "$(dirname "$0")/../.."
@@ -123,4 +125,29 @@ check "podman stop: the container exits 0 (got: $exit_code)" \
     test "$exit_code" = 0
 check "podman stop: the service logged the drain" \
     sh -c "podman --runtime runc logs '$cid' 2>&1 | grep -q draining"
+podman rm -f -t 0 "$cid" >/dev/null 2>&1
+cid=""
+
+# HTTPS: a self-signed pair readable by the image's user, mounted read-only.
+sh tests/peers/make-cert.sh "$dir/tls" >/dev/null
+chmod 755 "$dir/tls"
+chmod 644 "$dir/tls/cert.pem"
+if [ "$(id -u)" -eq 0 ]; then chown 10001:10001 "$dir/tls/key.pem"; else chmod 644 "$dir/tls/key.pem"; fi
+http_port=$(free_port)
+cid=$(podman run -d --network host --read-only --cap-drop ALL \
+    --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 \
+    -v "$dir/tls:/tls:ro" \
+    -e MAILPOOL_HTTP_LISTEN=127.0.0.1:"$http_port" \
+    -e MAILPOOL_HTTP_TLS_CERT_FILE=/tls/cert.pem \
+    -e MAILPOOL_HTTP_TLS_KEY_FILE=/tls/key.pem \
+    -e MAILPOOL_RELAY_HOST=127.0.0.1 -e MAILPOOL_RELAY_PORT="$sink_port" \
+    -e MAILPOOL_RELAY_TLS=none \
+    "$image" 2>>"$dir/podman.err") || { bad "podman run (HTTPS)"; cid=""; finish; }
+check "HTTPS: /healthz answers 200 over TLS within 20 s" \
+    wait_for 20 curl -sf --cacert "$dir/tls/cert.pem" "https://127.0.0.1:$http_port/healthz"
+check "HTTPS: podman healthcheck run (mailpool healthcheck over TLS) reports healthy" \
+    sh -c "podman --runtime runc healthcheck run '$cid' 2>>'$dir/podman.err'"
+podman stop -t 30 "$cid" >/dev/null 2>>"$dir/podman.err"
+check "HTTPS: podman stop: the container exits 0" \
+    test "$(podman inspect --format '{{.State.ExitCode}}' "$cid")" = 0
 finish
