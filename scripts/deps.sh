@@ -5,12 +5,17 @@
 #   scripts/deps.sh run     build + the smtp-sink relay used by `make run`
 #   scripts/deps.sh test    run + every test peer and tool
 #   scripts/deps.sh tools   the npm linters in tools/ (npm ci)
+#   scripts/deps.sh container  podman, runc and debootstrap for `make container`
 set -eu
 
 build_pkgs="gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev
 libgnutls28-dev libinih-dev libsqlite3-dev"
 run_pkgs="postfix curl"
 test_pkgs="libcmocka-dev libcurl4-gnutls-dev python3 python3-aiosmtpd gnutls-bin valgrind"
+
+# Linters for deploy/ (yamllint) and /metrics (promtool, in prometheus).
+ops_pkgs="yamllint prometheus"
+container_pkgs="podman runc debootstrap"
 
 # npm tools (linters) live in tools/, pinned by tools/package-lock.json.
 if [ "${1:-}" = tools ]; then
@@ -31,8 +36,12 @@ case "${1:-test}" in
     build) want="$build_pkgs" ;;
     run)   want="$build_pkgs $run_pkgs" ;;
     test)  want="$build_pkgs $run_pkgs $test_pkgs" ;;
-    *) echo "usage: $0 build|run|test|tools|bench|fuzz" >&2; exit 2 ;;
+
+    container) want="$container_pkgs" ;;
+    *) echo "usage: $0 build|run|test|tools|bench|fuzz|container" >&2; exit 2 ;;
 esac
+
+[ "${1:-test}" = test ] && want="$want $ops_pkgs"
 
 missing=""
 for p in $want; do
