@@ -113,6 +113,15 @@ check "POST /v1/messages is 200 with code 250 (got HTTP $resp, code $code)" \
 check "the sink's dump holds the message (Subject: $token)" \
     wait_for 5 sh -c "cat '$dir'/sink/dump* | grep -q '^Subject: $token'"
 
+atoken="$token-async"
+resp=$(curl -s -o "$dir/aresp" -w '%{http_code}' "$base/v1/messages" \
+    -H 'Content-Type: application/json' -H 'Prefer: respond-async' \
+    -d "{\"from\":\"sender@example.org\",\"to\":[\"rcpt@example.org\"],\"headers\":{\"Subject\":\"$atoken\"},\"body\":\"Queued in the container.\"}")
+check "an asynchronous POST is 202: the queue on its volume is writable under a read-only root (got HTTP $resp)" \
+    test "$resp" = 202
+check "the queued message reaches the sink (Subject: $atoken)" \
+    wait_for 10 sh -c "cat '$dir'/sink/dump* | grep -q '^Subject: $atoken'"
+
 check "podman healthcheck run reports healthy" \
     sh -c "podman --runtime runc healthcheck run '$cid' 2>>'$dir/podman.err'"
 status=$(podman inspect --format '{{.State.Health.Status}}' "$cid" 2>/dev/null)
