@@ -4,13 +4,18 @@
 #   scripts/deps.sh build   compiler and libraries
 #   scripts/deps.sh run     build + the smtp-sink relay used by `make run`
 #   scripts/deps.sh test    run + every test peer and tool
-#   scripts/deps.sh tools   the npm linters in tools/ (npm ci)
+#   scripts/deps.sh tools   the npm tools in tools/ (npm ci): linters, and
+#                           smtp-server + mailparser for the test peers
+#   scripts/deps.sh exim    Exim 4 from Debian's .debs, extracted (never
+#                           installed: that would remove Postfix) into
+#                           $MAILPOOL_EXIM_DIR (default /var/cache/mailpool-test/exim)
 set -eu
 
 build_pkgs="gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev
 libgnutls28-dev libinih-dev"
 run_pkgs="postfix curl"
-test_pkgs="libcmocka-dev libcurl4-gnutls-dev python3 python3-aiosmtpd gnutls-bin valgrind"
+test_pkgs="libcmocka-dev libcurl4-gnutls-dev python3 python3-aiosmtpd gnutls-bin valgrind
+sasl2-bin libsasl2-modules libidn12"
 
 # npm tools (linters) live in tools/, pinned by tools/package-lock.json.
 if [ "${1:-}" = tools ]; then
@@ -18,10 +23,33 @@ if [ "${1:-}" = tools ]; then
     if ! command -v npm >/dev/null 2>&1; then
         "$0" npm || exit 1
     fi
-    [ -d node_modules/dockerfile-utils ] && [ -d node_modules/@redocly/cli ] && exit 0
+    [ -d node_modules/dockerfile-utils ] && [ -d node_modules/@redocly/cli ] &&
+        [ -d node_modules/smtp-server ] && [ -d node_modules/mailparser ] && exit 0
     echo "deps: npm ci in tools/" >&2
     npm ci --no-audit --no-fund --loglevel=error >&2
     exit $?
+fi
+
+# Exim's binary and its shared files, unpacked from the Debian packages.
+if [ "${1:-}" = exim ]; then
+    dir=${MAILPOOL_EXIM_DIR:-/var/cache/mailpool-test/exim}
+    [ -x "$dir/root/usr/sbin/exim4" ] && exit 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "deps: the Exim peer needs root (apt-get download, a mount namespace)" >&2
+        exit 1
+    fi
+    echo "deps: unpacking exim4-daemon-light and exim4-base into $dir" >&2
+    tmp=$(mktemp -d)
+    chmod 755 "$tmp"            # apt-get download runs as _apt
+    trap 'rm -rf "$tmp"' EXIT
+    (cd "$tmp" && { apt-get download exim4-daemon-light exim4-base >&2 ||
+        { apt-get update -q >&2 && apt-get download exim4-daemon-light exim4-base >&2; }; })
+    mkdir -p "$dir"
+    rm -rf "$dir/root.new"
+    for f in "$tmp"/*.deb; do dpkg -x "$f" "$dir/root.new"; done
+    rm -rf "$dir/root"
+    mv "$dir/root.new" "$dir/root"
+    exit 0
 fi
 
 case "${1:-test}" in
@@ -31,7 +59,7 @@ case "${1:-test}" in
     build) want="$build_pkgs" ;;
     run)   want="$build_pkgs $run_pkgs" ;;
     test)  want="$build_pkgs $run_pkgs $test_pkgs" ;;
-    *) echo "usage: $0 build|run|test|tools|bench|fuzz" >&2; exit 2 ;;
+    *) echo "usage: $0 build|run|test|tools|exim|bench|fuzz" >&2; exit 2 ;;
 esac
 
 missing=""
