@@ -200,8 +200,8 @@ static void decode_to(struct dctx *d, json_t *obj, const struct cfg *cfg,
 static void put_header(struct dctx *d, struct job *job, size_t i,
                        const char *name, const char *value)
 {
-    job->msg.hnames[i] = dup_str(d, name);
-    job->msg.hvalues[i] = dup_str(d, value);
+    if (job_set_header(job, i, name, value) < 0)
+        d->nomem = 1;
 }
 
 /* Makes room for n headers. */
@@ -209,9 +209,8 @@ static int alloc_headers(struct dctx *d, struct job *job, size_t n)
 {
     if (n == 0)
         return 0;
-    job->msg.hnames = calloc(n, sizeof *job->msg.hnames);
-    job->msg.hvalues = calloc(n, sizeof *job->msg.hvalues);
-    if (job->msg.hnames == NULL || job->msg.hvalues == NULL) {
+    job->msg.headers = calloc(n, sizeof *job->msg.headers);
+    if (job->msg.headers == NULL) {
         d->nomem = 1;
         return -1;
     }

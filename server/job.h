@@ -22,17 +22,26 @@
 
 enum job_kind { JOB_SEND, JOB_VERIFY, JOB_EXPAND, JOB_HELP };
 
-/* A message to send; every pointer is owned by the job (freed by job_free). */
+/* A message to send; every pointer is owned by the job (freed by job_free),
+   the header fields' names and values included.  The body is held whole in
+   memory and lent to smtpcore as text (struct smtp_body .text/.len), so the
+   library sees its size and content before the first command: SIZE=, the
+   8-bit and line checks before MAIL, and the 452 follow-up transactions
+   (RFC 5321 4.5.3.1.10) all apply. */
 struct job_message {
-    char *from;
-    char **to;
+    char *from;                 /* the reverse-path */
+    char **to;                  /* the forward-paths */
     size_t nto;
-    char **hnames;              /* header field names, in order */
-    char **hvalues;             /* header field values */
+    struct smtp_header *headers;    /* in order; name and value owned */
     size_t nheaders;
     char *body;                 /* body text (or the whole message if raw) */
     size_t body_len;
     int raw;                    /* body is a complete RFC 5322 message */
+
+    /* Private: the view job_message() returns, pointing into the above. */
+    struct smtp_message mail_;
+    struct smtp_body text_;
+    struct smtp_send_opts so_;
 };
 
 struct job;
@@ -61,6 +70,14 @@ struct job {
 
 /* A zeroed job of the given kind, or NULL when out of memory. */
 struct job *job_new(enum job_kind kind);
+/* job->msg as smtpcore's message value (RFC 5321 envelope, header fields,
+   body as text), borrowing every pointer from the job: valid while the job
+   lives and its fields are unchanged.  No allocation; cannot fail. */
+const struct smtp_message *job_message(struct job *job);
+/* Sets header field i of job->msg to copies of name and value (i below
+   nheaders, the array allocated by the caller); -1 when out of memory. */
+int job_set_header(struct job *job, size_t i, const char *name,
+                   const char *value);
 /* Frees the job and all it owns; NULL is a no-op. */
 void job_free(struct job *job);
 

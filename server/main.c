@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 #include <pthread.h>
@@ -33,6 +34,7 @@
 
 #define MAX_TO 1000
 #define MAX_HEADERS 200
+#define CLI_MAX_BODY ((size_t)1 << 30)   /* a body read from a file or stdin */
 
 static void usage(FILE *f)
 {
@@ -207,15 +209,55 @@ static int parse_cli(struct cli *c, int argc, char **argv)
     return 0;
 }
 
-/* Reader over a file descriptor: the seed's input-port body. */
-static ssize_t fd_reader(void *ctx, char *buf, size_t cap)
+/* Reads all of fd (a regular file's size known from fstat, a pipe's
+   as it comes) into *out, NUL-terminated; at most CLI_MAX_BODY bytes.
+   The body is then lent to smtpcore as text, so SIZE=, the 8-bit and
+   line checks and the 452 follow-up apply before anything is sent.
+   0, or -1 with errno (EFBIG past the cap). */
+static int read_body(int fd, char **out, size_t *len)
 {
-    int fd = *(int *)ctx;
-    for (;;) {
-        ssize_t n = read(fd, buf, cap);
-        if (n >= 0 || errno != EINTR)
-            return n;
+    struct stat st;
+    size_t cap = 64 * 1024, n = 0;
+    char *buf;
+
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+        if ((unsigned long long)st.st_size > CLI_MAX_BODY) {
+            errno = EFBIG;
+            return -1;
+        }
+        cap = (size_t)st.st_size + 1;
     }
+    if ((buf = malloc(cap + 1)) == NULL)
+        return -1;
+    for (;;) {
+        ssize_t r;
+
+        if (n == cap) {
+            char *more = cap >= CLI_MAX_BODY ? NULL : realloc(buf, 2 * cap + 1);
+
+            if (more == NULL) {
+                free(buf);
+                errno = cap >= CLI_MAX_BODY ? EFBIG : ENOMEM;
+                return -1;
+            }
+            buf = more;
+            cap *= 2;
+        }
+        r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            free(buf);
+            return -1;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return 0;
 }
 
 /* Prints the result object and returns the exit code. */
@@ -260,16 +302,27 @@ static int cmd_client(const char *cmd, int argc, char **argv)
             goto usage;
         }
         int fd = 0;
+        char *text = NULL;
+        size_t len = 0;
         if (c.body_file != NULL && (fd = open(c.body_file, O_RDONLY | O_CLOEXEC)) < 0) {
             fprintf(stderr, "mailpool: cannot open %s: %s\n", c.body_file,
                     strerror(errno));
             goto usage;
         }
-        struct smtp_body body = { .read = fd_reader, .ctx = &fd };
-        smtp_send_mail(c.from, c.to, c.nto, c.headers, c.nheaders, &body,
-                       c.server, &c.opts, NULL, &res);
+        if (read_body(fd, &text, &len) < 0) {
+            fprintf(stderr, "mailpool: cannot read the body%s%s: %s\n",
+                    c.body_file ? " from " : "", c.body_file ? c.body_file : "",
+                    errno == EFBIG ? "larger than 1 GiB" : strerror(errno));
+            if (fd > 0)
+                close(fd);
+            goto usage;
+        }
         if (fd > 0)
             close(fd);
+        struct smtp_body body = { .text = text, .len = len };
+        smtp_send_mail(c.from, c.to, c.nto, c.headers, c.nheaders, &body,
+                       c.server, &c.opts, NULL, &res);
+        free(text);
     } else if (strcmp(cmd, "verify") == 0 || strcmp(cmd, "expand") == 0) {
         if (c.arg == NULL) {
             fprintf(stderr, "mailpool %s: which %s?\n", cmd,

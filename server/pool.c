@@ -81,12 +81,6 @@ struct pool {
     unsigned long long retries;     /* guarded by pool->mu */
 };
 
-/* The body reader's position in msg.body. */
-struct pool_body {
-    const char *p;
-    size_t left;
-};
-
 /* The retry state of one job across its attempts. */
 struct pool_try {
     int free_left;                  /* stale-connection replacements left */
@@ -96,11 +90,6 @@ struct pool_try {
 /* A send of a chain and what smtp_conn_send_mails needs for it. */
 struct pool_link {
     struct job *job;
-    const struct smtp_header *hdrs;
-    struct smtp_header *owned;      /* hdrs when the chain owns them */
-    struct pool_body ctx;
-    struct smtp_body body;
-    struct smtp_send_opts so;
     struct pool_verdict v;          /* of the job's first attempt */
     int started;                    /* smtp_conn_send_mails handled it */
     int pending;                    /* v asks for more attempts */
@@ -128,18 +117,6 @@ static const char *pool_kind_name(enum job_kind kind)
     if ((int)kind < JOB_SEND || (int)kind > JOB_HELP)
         return "unknown";
     return pool_kind_names[kind];
-}
-
-/* smtp_reader_fn over a memory buffer. */
-static ssize_t pool_body_read(void *ctx, char *buf, size_t cap)
-{
-    struct pool_body *b = ctx;
-    size_t n = b->left < cap ? b->left : cap;
-
-    memcpy(buf, b->p, n);
-    b->p += n;
-    b->left -= n;
-    return (ssize_t)n;
 }
 
 /* Waits until the monotonic time `until` or until stopping.
@@ -208,21 +185,15 @@ static int pool_backoff(struct pool *pool, struct job *job)
 }
 
 /* One attempt of the job's command on an open connection. */
-static void pool_run_step(struct job *job, struct smtp_conn *conn,
-                          const struct smtp_header *hdrs)
+static void pool_run_step(struct job *job, struct smtp_conn *conn)
 {
     struct smtp_txn *txn;
 
     if (job->kind == JOB_SEND) {
-        struct pool_body ctx = { job->msg.body,
-                                 job->msg.body ? job->msg.body_len : 0 };
-        struct smtp_body body = { .read = pool_body_read, .ctx = &ctx };
-        struct smtp_send_opts so = { .raw = job->msg.raw };
+        const struct smtp_message *m = job_message(job);
 
-        smtp_conn_send_mail(conn, job->msg.from,
-                            (const char *const *)job->msg.to, job->msg.nto,
-                            hdrs, job->msg.nheaders, &body, &so,
-                            &job->result);
+        smtp_conn_send_mail(conn, m->from, m->to, m->nto, m->headers,
+                            m->nheaders, m->body, m->sopts, &job->result);
         return;
     }
     if (job->kind == JOB_VERIFY)
@@ -284,32 +255,22 @@ static size_t pool_take_sends(struct pool *pool, struct job **out,
 
 static void pool_finish(struct job *job);
 
-/* Points link l at job, whose headers are hdrs (owned: freed with l). */
-static void pool_link_init(struct pool_link *l, struct job *job,
-                           const struct smtp_header *hdrs,
-                           struct smtp_header *owned)
+/* Points link l at job. */
+static void pool_link_init(struct pool_link *l, struct job *job)
 {
     memset(l, 0, sizeof *l);
     l->job = job;
-    l->hdrs = hdrs;
-    l->owned = owned;
-    l->ctx.p = job->msg.body;
-    l->ctx.left = job->msg.body != NULL ? job->msg.body_len : 0;
-    l->body.read = pool_body_read;
-    l->body.ctx = &l->ctx;
-    l->so.raw = job->msg.raw;
 }
 
-static struct smtp_header *pool_job_headers(const struct job *job,
-                                            const char **why);
+static const char *pool_job_check(const struct job *job);
 
 /* Makes job the head of a chain on pc with the sends taken from the queue
    (once per chain, on the first attempt only).  Taken jobs that are
    malformed are finished at once, never attempted.  Returns the chain's
    length; below 2 there is no chain. */
 static size_t pool_chain_fill(struct pool *pool, struct pool_chain *ch,
-                              struct job *job, const struct smtp_header *hdrs,
-                              struct pool_conn *pc, int reused)
+                              struct job *job, struct pool_conn *pc,
+                              int reused)
 {
     struct job *taken[POOL_CHAIN_MAX - 1];
     size_t max = POOL_CHAIN_MAX - 1, n;
@@ -324,18 +285,17 @@ static size_t pool_chain_fill(struct pool *pool, struct pool_chain *ch,
     n = max > 0 ? pool_take_sends(pool, taken, max) : 0;
     if (n == 0)
         return 0;
-    pool_link_init(&ch->link[0], job, hdrs, NULL);
+    pool_link_init(&ch->link[0], job);
     ch->n = 1;
     for (size_t i = 0; i < n; i++) {
-        const char *why = NULL;
-        struct smtp_header *own = pool_job_headers(taken[i], &why);
+        const char *why = pool_job_check(taken[i]);
 
         if (why != NULL) {
             pool_result_local(&taken[i]->result, SMTP_DELIVERY_FAILED, why);
             pool_finish(taken[i]);
             continue;
         }
-        pool_link_init(&ch->link[ch->n++], taken[i], own, own);
+        pool_link_init(&ch->link[ch->n++], taken[i]);
     }
     return ch->n;
 }
@@ -370,8 +330,6 @@ static int pool_chain_done(void *ctx, size_t i, struct smtp_result *res)
     if (i > 0 && l->v.next != POOL_NEXT_DONE) {
         l->pending = 1;
     } else if (i > 0) {
-        free(l->owned);
-        l->owned = NULL;
         pool_finish(l->job);        /* the job is theirs now */
         l->job = NULL;
     }                               /* link 0: the worker's loop goes on */
@@ -388,13 +346,8 @@ static struct pool_verdict pool_chain_run(struct pool_chain *ch,
     struct pool_verdict v;
 
     for (size_t i = 0; i < ch->n; i++) {
-        const struct pool_link *l = &ch->link[i];
-        const struct job_message *m = &l->job->msg;
-
-        mails[i] = (struct smtp_message){ m->from, (const char *const *)m->to,
-                                       m->nto, l->hdrs, m->nheaders,
-                                       &l->body, &l->so };
-        res[i] = &l->job->result;
+        mails[i] = *job_message(ch->link[i].job);
+        res[i] = &ch->link[i].job->result;
     }
     ch->reused = reused;
     ch->fate = POOL_CONN_KEEP;
@@ -407,7 +360,6 @@ static struct pool_verdict pool_chain_run(struct pool_chain *ch,
 /* Attempts the job until its outcome is final (server/retry.h); with ch,
    its first connection may carry a chain. */
 static void pool_attempts(struct pool *pool, struct job *job,
-                          const struct smtp_header *hdrs,
                           struct pool_chain *ch, struct pool_try *tr)
 {
     int idem = job->kind != JOB_SEND;
@@ -429,10 +381,10 @@ static void pool_attempts(struct pool *pool, struct job *job,
         } else {
             smtp_result_clear(&job->result);
             if (ch != NULL &&
-                pool_chain_fill(pool, ch, job, hdrs, pc, reused) > 1) {
+                pool_chain_fill(pool, ch, job, pc, reused) > 1) {
                 v = pool_chain_run(ch, pool_conn_smtp(pc), reused);
             } else {
-                pool_run_step(job, pool_conn_smtp(pc), hdrs);
+                pool_run_step(job, pool_conn_smtp(pc));
                 v = pool_retry_decide(&job->result, POOL_PHASE_RUN, reused,
                                       idem);
             }
@@ -471,9 +423,8 @@ static void pool_chain_rest(struct pool *pool, struct pool_chain *ch)
             smtp_result_clear(&l->job->result);
         if (!l->started ? !pool_stopping(pool)
                         : pool_again(pool, l->job, l->v, &tr))
-            pool_attempts(pool, l->job, l->hdrs, NULL, &tr);
+            pool_attempts(pool, l->job, NULL, &tr);
         pool_settle(l->job, &tr);
-        free(l->owned);
         pool_finish(l->job);
     }
     ch->n = 0;
@@ -525,13 +476,13 @@ static const char *pool_job_check(const struct job *job)
     switch (job->kind) {
     case JOB_SEND:
         if (m->from == NULL || (m->nto > 0 && m->to == NULL) ||
-            (m->nheaders > 0 && (m->hnames == NULL || m->hvalues == NULL)))
+            (m->nheaders > 0 && m->headers == NULL))
             return "malformed message job";
         for (size_t i = 0; i < m->nto; i++)
             if (m->to[i] == NULL)
                 return "malformed message job";
         for (size_t i = 0; i < m->nheaders; i++)
-            if (m->hnames[i] == NULL || m->hvalues[i] == NULL)
+            if (m->headers[i].name == NULL || m->headers[i].value == NULL)
                 return "malformed message job";
         return NULL;
     case JOB_VERIFY:
@@ -543,34 +494,13 @@ static const char *pool_job_check(const struct job *job)
     return "unknown job kind";
 }
 
-/* The job's headers as smtp_header pairs (NULL when none); *why is set
-   when the job is malformed or memory runs out. */
-static struct smtp_header *pool_job_headers(const struct job *job,
-                                            const char **why)
-{
-    struct smtp_header *hdrs = NULL;
-
-    *why = pool_job_check(job);
-    if (*why == NULL && job->kind == JOB_SEND && job->msg.nheaders > 0) {
-        hdrs = calloc(job->msg.nheaders, sizeof *hdrs);
-        if (hdrs == NULL)
-            *why = "out of memory";
-        for (size_t i = 0; hdrs != NULL && i < job->msg.nheaders; i++) {
-            hdrs[i].name = job->msg.hnames[i];
-            hdrs[i].value = job->msg.hvalues[i];
-        }
-    }
-    return hdrs;
-}
-
 /* Runs one job to its end and calls its done callback, then the rest of
    the jobs that went in its chain. */
 static void pool_run_job(struct pool *pool, struct job *job)
 {
     struct pool_chain ch = { .pool = pool };
     struct pool_try tr = { pool->cfg->pool.connections + 1, 0 };
-    const char *why = NULL;
-    struct smtp_header *hdrs = pool_job_headers(job, &why);
+    const char *why = pool_job_check(job);
 
     if (why != NULL) {
         pool_result_local(&job->result,
@@ -578,10 +508,9 @@ static void pool_run_job(struct pool *pool, struct job *job)
                                                 : SMTP_DELIVERY_NONE,
                           why);
     } else {
-        pool_attempts(pool, job, hdrs, &ch, &tr);
+        pool_attempts(pool, job, &ch, &tr);
         pool_settle(job, &tr);
     }
-    free(hdrs);
     pool_finish(job);
     pool_chain_rest(pool, &ch);
 }

@@ -65,6 +65,14 @@ struct pool_verdict pool_retry_decide(const struct smtp_result *res,
         res->status == SMTP_DELIVERY_PARTIAL ||
         res->status == SMTP_DELIVERY_REJECTED)
         return v;
+    /* A refused RSET (Exim's 554 after too many non-mail commands) says
+       nothing of the message: none of it was sent. */
+    if (res->kind == SMTP_ERR_REPLY && res->naccepted == 0 &&
+        strncasecmp(res->command, "RSET", 4) == 0) {
+        v.next = POOL_NEXT_REPLACE;
+        v.fate = POOL_CONN_DROP;
+        return v;
+    }
     if (dead && reused && res->naccepted == 0 &&
         (idempotent || pool_first_command(res->command))) {
         v.next = POOL_NEXT_REPLACE;

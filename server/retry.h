@@ -17,12 +17,15 @@
  *   reply 5xx (not 421)                         DONE     KEEP*
  *   CONN/TIMEOUT/PROTO/TLS before the dot       RETRY    DROP
  *   the two rows above marked "stale" below     REPLACE  DROP
+ *   any reply to the RSET before the message    REPLACE  DROP
  *
  * KEEP* means kept only while smtp_conn_is_open says so (the connection
  * pool checks).  "Stale": the connection came from the idle list and failed
  * with a transport error or a 421 at its first command (RSET or MAIL, or any
  * command of an idempotent query) with nothing accepted; status is not
- * unknown by the first row.  A failed open (phase OPEN: smtp_connect or
+ * unknown by the first row.  An RSET is sent only on a connection that
+ * carried a transaction, and its refusal (Exim's 554 "too many nonmail
+ * commands") says nothing of the message, whose data was not sent.  A failed open (phase OPEN: smtp_connect or
  * smtp_conn_hello) is DONE for 5xx, AUTH and LOCAL and RETRY otherwise.
  *
  * Threads: pure functions, no state.

@@ -168,12 +168,16 @@ void smtp__result_take_reply(struct smtp_result *res, struct smtp_reply *r);
 struct smtp__stuffer {
     int line_start;      /* next byte starts a line */
     int prev_cr;         /* last byte was a CR not yet resolved */
-    size_t line_len;     /* octets in the current output line */
+    size_t line_len;     /* octets of the current line before stuffing */
     int refuse_8bit;     /* a byte >= 0x80 is an error (no 8BITMIME) */
 };
 void smtp__stuffer_init(struct smtp__stuffer *s);
 /* 1 when a byte of p[0..n) has its high bit set. */
 int smtp__has_8bit(const char *p, size_t n);
+/* 1 when a field of the header section of p[0..n) (up to the first
+   empty line) holds a byte >= 0x80, its name in name; else 0. */
+int smtp__header_8bit_field(const char *p, size_t n, char *name,
+                            size_t namelen);
 /* First index in [i, n) holding CR, LF or NUL; n when none. */
 size_t smtp__run_end(const char *in, size_t i, size_t n);
 /* Encodes in[0..n) into out; -1 with why on NUL or an over-long line. */

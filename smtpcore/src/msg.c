@@ -336,6 +336,47 @@ int smtp__has_8bit(const char *p, size_t n)
     return (acc & UINT64_C(0x8080808080808080)) != 0;
 }
 
+/* Copies the field name of the header line field[0..flen) (up to its
+   colon) into name. */
+static void field_name(const char *field, size_t flen, char *name,
+                       size_t namelen)
+{
+    const char *colon = memchr(field, ':', flen);
+    size_t k = colon != NULL ? (size_t)(colon - field) : flen;
+
+    snprintf(name, namelen, "%.*s", (int)(k < 64 ? k : 64), field);
+}
+
+/* The header section of p[0..n) (up to the first empty line; lone CR and
+   LF end lines too): 1 when a field holds a byte >= 0x80, its name (as
+   written, folded lines included) in name; 0 when none does. */
+int smtp__header_8bit_field(const char *p, size_t n, char *name,
+                            size_t namelen)
+{
+    size_t i = 0, fstart = 0, flen = 0;
+    while (i < n) {
+        size_t end = i;
+        while (end < n && p[end] != '\n' && p[end] != '\r')
+            end++;
+        if (end == i)
+            return 0;               /* the empty line ends the section */
+        if (p[i] != ' ' && p[i] != '\t') {
+            fstart = i;             /* a field starts; else a continuation */
+            flen = end - i;
+        }
+        if (smtp__has_8bit(p + i, end - i)) {
+            field_name(p + fstart, flen, name, namelen);
+            return 1;
+        }
+        i = end;
+        if (i < n && p[i] == '\r')
+            i++;
+        if (i < n && p[i] == '\n')
+            i++;
+    }
+    return 0;
+}
+
 /* First index in [i, n) holding CR, LF or NUL; n when none.  memchr is
    vectorised, so plain text costs a few instructions per 16 bytes. */
 size_t smtp__run_end(const char *in, size_t i, size_t n)
@@ -384,7 +425,8 @@ int smtp__stuff(struct smtp__stuffer *s, const char *in, size_t n,
             if (smtp__buf_append(out, "..", 2) < 0)
                 return WHY("out of memory");
             s->line_start = 0;
-            s->line_len = 2;
+            s->line_len = 1;    /* counted before stuffing (RFC 5321
+                                   4.5.2, 4.5.3.1.6), as smtp_body_check */
             i++;
             continue;
         }

@@ -31,6 +31,8 @@ struct scan {
     size_t line;        /* lines ended so far (for the reason) */
     int eightbit;
     int streamed;       /* a reader: size and 8-bit unknown in advance */
+    int utf8;           /* needs SMTPUTF8: a UTF-8 address, or raw 8-bit
+                           text in a header field (RFC 6531 3.4, 6532) */
 };
 
 /* Checks a body held in memory: NUL, line length; counts the octets it
@@ -294,13 +296,8 @@ static int cmd_line(const struct tx *t, size_t k, struct smtp__buf *out)
         if ((t->sc->eightbit || t->sc->streamed) &&
             smtp__has_cap(c, SMTP__CAP_8BITMIME))
             r |= smtp__buf_append(out, " BODY=8BITMIME", 14);
-        if (smtp__has_cap(c, SMTP__CAP_SMTPUTF8)) {
-            int u = smtp__addr_has_utf8(t->from);
-            for (size_t j = 0; j < t->nto && !u; j++)
-                u = smtp__addr_has_utf8(t->to[j]);
-            if (u)
-                r |= smtp__buf_append(out, " SMTPUTF8", 9);
-        }
+        if (t->sc->utf8 && smtp__has_cap(c, SMTP__CAP_SMTPUTF8))
+            r |= smtp__buf_append(out, " SMTPUTF8", 9);
         if (dsn && so != NULL && so->dsn_ret != NULL)
             r |= smtp__buf_appendf(out, " RET=%s", so->dsn_ret);
         if (dsn && so != NULL && so->dsn_envid != NULL) {
@@ -604,8 +601,33 @@ static int envelope_check(const char *from, const char *const *to, size_t nto,
     return SMTP_OK;
 }
 
+/* The header section of a raw body held in memory: 1 when a field holds
+   8-bit bytes, its name in name.  A streamed body is not looked at. */
+static int raw_header_8bit(const struct smtp_body *b, char *name,
+                           size_t namelen)
+{
+    char cur[80] = "";
+    if (b == NULL || b->read != NULL)
+        return 0;
+    if (b->text != NULL)
+        return smtp__header_8bit_field(b->text, b->len, name, namelen);
+    for (size_t i = 0; i < b->nlines && b->lines[i][0] != '\0'; i++) {
+        const char *l = b->lines[i];
+        size_t k = strcspn(l, ":");
+        if (l[0] != ' ' && l[0] != '\t')
+            snprintf(cur, sizeof cur, "%.*s", (int)(k < 64 ? k : 64), l);
+        if (smtp__has_8bit(l, strlen(l))) {
+            snprintf(name, namelen, "%s", cur);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* Refuses what cannot go on the wire, before the first byte, and builds the
-   header block (hdr) so that SIZE counts the whole message. */
+   header block (hdr) so that SIZE counts the whole message.  Raw 8-bit
+   text in a header field makes it an SMTPUTF8 message (RFC 6532 3.2,
+   RFC 6531 3.4): declared when offered, else refused naming the field. */
 static int precheck(struct smtp_conn *c, const char *from,
                     const char *const *to, size_t nto,
                     const struct smtp_header *h, size_t nh,
@@ -613,8 +635,8 @@ static int precheck(struct smtp_conn *c, const char *from,
                     const struct smtp_send_opts *so, struct scan *sc,
                     struct smtp__buf *hdr, struct smtp_result *res)
 {
-    char why[200];
-    int utf8 = 0;
+    char why[200], field[80];
+    int utf8 = 0, hdr8 = 0;
     if (envelope_check(from, to, nto, &utf8, res) != SMTP_OK)
         return res->kind;
     if (dsn_check(so, why, sizeof why) < 0)
@@ -628,10 +650,20 @@ static int precheck(struct smtp_conn *c, const char *from,
             return smtp__fail(res, SMTP_ERR_LOCAL, "DATA", "%s", why);
         sc->size += hdr->len;
         sc->eightbit |= smtp__has_8bit(hdr->data, hdr->len);
+        hdr8 = smtp__header_8bit_field(hdr->data, hdr->len, field,
+                                       sizeof field);
+    } else {
+        hdr8 = raw_header_8bit(body, field, sizeof field);
     }
     if (utf8 && !smtp__has_cap(c, SMTP__CAP_SMTPUTF8))
         return smtp__fail(res, SMTP_ERR_LOCAL, "MAIL",
                           "UTF-8 address but the server does not offer SMTPUTF8");
+    if (hdr8 && !smtp__has_cap(c, SMTP__CAP_SMTPUTF8))
+        return smtp__fail(res, SMTP_ERR_LOCAL, "MAIL",
+                          "header field %s holds 8-bit text, which needs "
+                          "SMTPUTF8 (RFC 6532), and the server does not "
+                          "offer it", field);
+    sc->utf8 = utf8 || hdr8;
     if (sc->eightbit && !smtp__has_cap(c, SMTP__CAP_8BITMIME))
         return smtp__fail(res, SMTP_ERR_LOCAL, "MAIL",
                           "8-bit message but the server does not offer 8BITMIME");
@@ -866,8 +898,67 @@ struct prep {
     struct scan sc;
     struct smtp__buf hdr;
     char msgid[sizeof ((struct smtp_result *)0)->message_id];
+    const char **to;            /* the distinct recipients, when the
+                                   message named one twice; else NULL */
     struct tx t;
 };
+
+/* 1 when mailboxes a and b are the same: local parts compared exactly
+   (RFC 5321 2.4), domains without case. */
+static int same_mailbox(const char *a, const char *b)
+{
+    const char *da = strrchr(a, '@'), *db = strrchr(b, '@');
+    size_t la = da ? (size_t)(da - a) : strlen(a);
+    size_t lb = db ? (size_t)(db - b) : strlen(b);
+    if (la != lb || memcmp(a, b, la) != 0 || (da == NULL) != (db == NULL))
+        return 0;
+    return da == NULL || strcasecmp(da, db) == 0;
+}
+
+/* One RCPT per distinct mailbox: when to[0..*nto) names one twice, *out
+   gets a new array of the first of each (borrowed strings) and *nto its
+   length; else *out is NULL.  -1 when out of memory. */
+static int distinct_rcpts(const char *const *to, size_t *nto,
+                          const char ***out)
+{
+    size_t n = 0;
+    *out = NULL;
+    for (size_t i = 1; i < *nto && *out == NULL; i++)
+        for (size_t j = 0; j < i && *out == NULL; j++)
+            if (same_mailbox(to[i], to[j]) &&
+                (*out = calloc(*nto, sizeof **out)) == NULL)
+                return -1;
+    if (*out == NULL)
+        return 0;
+    for (size_t i = 0; i < *nto; i++) {
+        size_t j = 0;
+        while (j < n && !same_mailbox(to[i], (*out)[j]))
+            j++;
+        if (j == n)
+            (*out)[n++] = to[i];
+    }
+    *nto = n;
+    return 0;
+}
+
+/* A message that failed reached nobody: its accepted list goes (the
+   RCPT replies said only that the server would take it). */
+static void drop_accepted(struct smtp_result *res)
+{
+    for (size_t i = 0; i < res->naccepted; i++)
+        free(res->accepted[i]);
+    free(res->accepted);
+    res->accepted = NULL;
+    res->naccepted = 0;
+}
+
+/* Frees what prepare built. */
+static void prep_free(struct prep *p)
+{
+    smtp__buf_free(&p->hdr);
+    free(p->to);
+    p->to = NULL;
+}
 
 /* Clears res, checks m and builds its header block (nothing is sent):
    SMTP_OK with p ready for send_once, else the failure, final, in res. */
@@ -885,16 +976,21 @@ static int prepare(struct smtp_conn *conn, const struct smtp_message *m,
     }
     smtp_result_clear(res);
     smtp__buf_init(&p->hdr, (size_t)1 << 20);
+    p->to = NULL;
+    size_t nto = m->nto;
     int r = precheck(conn, m->from, m->to, m->nto, m->headers, m->nheaders,
                      m->body, m->sopts, &p->sc, &p->hdr, res);
+    if (r == SMTP_OK && distinct_rcpts(m->to, &nto, &p->to) < 0)
+        r = smtp__fail(res, SMTP_ERR_LOCAL, "RCPT", "out of memory");
     if (r != SMTP_OK) {
-        smtp__buf_free(&p->hdr);
+        prep_free(p);
         res->message_id[0] = '\0';
         res->status = SMTP_DELIVERY_FAILED;
         return r;
     }
     memcpy(p->msgid, res->message_id, sizeof p->msgid);
-    tx_init(&p->t, conn, m->from, m->to, m->nto, m->sopts, &p->sc, res);
+    tx_init(&p->t, conn, m->from, p->to != NULL ? p->to : m->to, nto,
+            m->sopts, &p->sc, res);
     return SMTP_OK;
 }
 
@@ -904,8 +1000,10 @@ static int finish(struct smtp_conn *conn, const struct smtp_message *m,
                   struct prep *p, struct smtp_result *res, int r)
 {
     send_rest(conn, m->from, &p->hdr, m->body, m->sopts, &p->sc, res);
-    smtp__buf_free(&p->hdr);
+    prep_free(p);
     memcpy(res->message_id, p->msgid, sizeof p->msgid);
+    if (res->status == SMTP_DELIVERY_FAILED)
+        drop_accepted(res);    /* the message reached nobody */
     if (res->status == SMTP_DELIVERY_SENT && res->nrejected > 0) {
         res->code = 700;
         res->status = SMTP_DELIVERY_PARTIAL;
@@ -976,7 +1074,7 @@ size_t smtp_conn_send_mails(struct smtp_conn *conn,
             stop |= told(done, ctx, i, results[i]);
         }
         if (stop && ready && !nx->t.written) {
-            smtp__buf_free(&nx->hdr);   /* prepared, nothing sent */
+            prep_free(nx);              /* prepared, nothing sent */
             ready = 0;
         }
         if (stop && !ready)

@@ -92,8 +92,8 @@ static void check_message(const struct job *job, const struct cfg *cfg)
             smtp_addr_check(m->to[i], 0, why, sizeof why) != 0)
             abort();
     for (size_t i = 0; i < m->nheaders; i++)
-        if (m->hnames[i] == NULL || m->hvalues[i] == NULL ||
-            smtp_header_check(m->hnames[i], m->hvalues[i], why,
+        if (m->headers[i].name == NULL || m->headers[i].value == NULL ||
+            smtp_header_check(m->headers[i].name, m->headers[i].value, why,
                               sizeof why) != 0)
             abort();
     if (m->body == NULL || m->body[m->body_len] != '\0' ||

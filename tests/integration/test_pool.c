@@ -363,14 +363,11 @@ static struct job *send_job(size_t i)
     snprintf(buf, sizeof buf, "rcpt-%zu@example.org", i);
     job->msg.to[0] = xstrdup(buf);
     job->msg.nto = 1;
-    job->msg.hnames = calloc(1, sizeof(char *));
-    job->msg.hvalues = calloc(1, sizeof(char *));
-    assert_non_null(job->msg.hnames);
-    assert_non_null(job->msg.hvalues);
-    job->msg.hnames[0] = xstrdup("Subject");
-    snprintf(buf, sizeof buf, "test %zu", i);
-    job->msg.hvalues[0] = xstrdup(buf);
+    job->msg.headers = calloc(1, sizeof *job->msg.headers);
+    assert_non_null(job->msg.headers);
     job->msg.nheaders = 1;
+    snprintf(buf, sizeof buf, "test %zu", i);
+    assert_int_equal(job_set_header(job, 0, "Subject", buf), 0);
     snprintf(buf, sizeof buf, "secret body %zu\nsecond line\n", i);
     job->msg.body = xstrdup(buf);
     job->msg.body_len = strlen(buf);

@@ -324,10 +324,10 @@ static void test_header_object_keeps_order(void **state)
     assert_int_equal(job->msg.nto, 2);
     assert_string_equal(job->msg.to[1], "c@x.org");
     assert_int_equal(job->msg.nheaders, 3);
-    assert_string_equal(job->msg.hnames[0], "Subject");
-    assert_string_equal(job->msg.hnames[1], "From");
-    assert_string_equal(job->msg.hnames[2], "X-B");
-    assert_string_equal(job->msg.hvalues[2], "b");
+    assert_string_equal(job->msg.headers[0].name, "Subject");
+    assert_string_equal(job->msg.headers[1].name, "From");
+    assert_string_equal(job->msg.headers[2].name, "X-B");
+    assert_string_equal(job->msg.headers[2].value, "b");
     assert_string_equal(job->msg.body, "hello");
     assert_int_equal(job->msg.body_len, 5);
     assert_int_equal(job->msg.raw, 0);
@@ -343,11 +343,11 @@ static void test_header_array_keeps_order_and_repeats(void **state)
         "[\"Received\",\"two\"]]}", &cfg);
     (void)state;
     assert_int_equal(job->msg.nheaders, 3);
-    assert_string_equal(job->msg.hnames[0], "Received");
-    assert_string_equal(job->msg.hvalues[0], "one");
-    assert_string_equal(job->msg.hvalues[1], "\xc3\xa9t\xc3\xa9");
-    assert_string_equal(job->msg.hnames[2], "Received");
-    assert_string_equal(job->msg.hvalues[2], "two");
+    assert_string_equal(job->msg.headers[0].name, "Received");
+    assert_string_equal(job->msg.headers[0].value, "one");
+    assert_string_equal(job->msg.headers[1].value, "\xc3\xa9t\xc3\xa9");
+    assert_string_equal(job->msg.headers[2].name, "Received");
+    assert_string_equal(job->msg.headers[2].value, "two");
     assert_string_equal(job->msg.body, "");   /* no body: empty */
     job_free(job);
 }

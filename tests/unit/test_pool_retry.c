@@ -52,6 +52,12 @@ static const struct retry_case cases[] = {
       0, 1, 0, DONE, KEEP },
     { "data_refused_554_after_dot", RUN, SMTP_ERR_REPLY, 554,
       SMTP_DELIVERY_FAILED, "DATA", 1, 0, 0, DONE, KEEP },
+    /* a reused connection's RSET refused (Exim's 554 after ten
+       non-mail commands): the message was not sent; another connection */
+    { "rset_554_on_reused", RUN, SMTP_ERR_REPLY, 554, SMTP_DELIVERY_FAILED,
+      "RSET", 0, 1, 0, REPLACE, DROP },
+    { "rset_450_on_reused", RUN, SMTP_ERR_REPLY, 450, SMTP_DELIVERY_FAILED,
+      "RSET", 0, 1, 0, REPLACE, DROP },
     { "local_bad_input", RUN, SMTP_ERR_LOCAL, 0, SMTP_DELIVERY_FAILED,
       "RCPT", 0, 1, 0, DONE, KEEP },
     { "auth", RUN, SMTP_ERR_AUTH, 535, SMTP_DELIVERY_FAILED, "AUTH", 0, 0,

@@ -157,7 +157,11 @@ typedef ssize_t (*smtp_reader_fn)(void *ctx, char *buf, size_t cap);
  * text (bytes in memory: checked in full before anything is sent), a reader
  * (streamed; a bad byte found mid-stream aborts the connection without the
  * final dot, so nothing is delivered), or lines (the seed's list of strings,
- * each without its terminator; checked in full first).
+ * each without its terminator; checked in full first).  Prefer text or
+ * lines whenever the body is in memory or its size is known: only they
+ * allow SIZE=, the checks before MAIL and the 452 follow-up transactions.
+ * A line's length is counted before dot-stuffing (RFC 5321 4.5.3.1.6,
+ * 4.5.2): a 998-octet line starting with '.' goes out as 999 octets.
  */
 struct smtp_body {
     const char *text;
@@ -173,7 +177,16 @@ struct smtp_body {
 /*
  * Sends one message from `from` to `to[0..nto)` through `host` ("name",
  * "name:port", "[v6]:port"; NULL means localhost:25): EHLO (HELO fallback),
- * MAIL, RCPT each, DATA, body, QUIT.  When every recipient is refused no
+ * MAIL, RCPT each, DATA, body, QUIT.  One RCPT per distinct mailbox (local
+ * parts compared exactly, domains without case; RFC 5321 2.4), and each is
+ * listed once in the result.  A body given as text or lines is checked
+ * whole before MAIL: its size is declared with SIZE= and refused over the
+ * server's limit, BODY=8BITMIME is declared only for 8-bit content (a
+ * streamed body, whose content is unknown, declares it whenever offered),
+ * and raw 8-bit text in a header field makes the transaction SMTPUTF8
+ * (RFC 6531 3.4, RFC 6532), refused before MAIL naming the field when the
+ * server does not offer it.  A message whose status is failed has no
+ * accepted recipients (accepted means the message reached them).  When every recipient is refused no
  * message data is sent (RSET instead of DATA; with PIPELINING, DATA rode in
  * the group and a 354 gets a lone dot).  Recipients deferred with 452 go in
  * further transactions of the same message: when one of those is refused its
