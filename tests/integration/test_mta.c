@@ -11,8 +11,15 @@
  *     implicit) and with AUTH where it is offered: the stored copy has the
  *     body bytes and the header fields given;
  *   - a 500-message batch through the service whose bodies hold lines
- *     starting with ".", lines of exactly 998 octets and UTF-8 text: each
- *     Message-ID arrives exactly once with its body bytes intact;
+ *     starting with ".", lines of exactly 998 octets (one of them starting
+ *     with ".") and UTF-8 text: each Message-ID arrives exactly once with
+ *     its body bytes intact;
+ *   - Postfix with smtpd_recipient_limit = 2: a message to three recipients
+ *     (452 to the third RCPT) reaches each of them once, through the service
+ *     and the CLI;
+ *   - Exim after twelve transactions whose recipients were all refused (its
+ *     554 to the next RSET, smtp_accept_max_nonmail): the next message is
+ *     still delivered, on a fresh connection;
  *   - Python's email package (policy default; Postfix, Exim) or mailparser
  *     (smtp-server) reads the subject and text back.
  * Recipients are unique per test (the servers take any local part at
@@ -452,7 +459,7 @@ static void test_service_delivers_in_every_tls_mode(void **state)
 /* ---- A 500-message batch ---- */
 
 /* The body of batch message i (CRLF lines): dot lines, a 998-octet line,
- * UTF-8; caller frees. */
+ * the same starting with a dot, UTF-8; caller frees. */
 static char *batch_body(int i)
 {
     char line998[999];
@@ -462,11 +469,14 @@ static char *batch_body(int i)
     char num[8];
     snprintf(num, sizeof num, "%04d", i);
     memcpy(line998 + 1, num, 4);
+    char dot998[999];                  /* 999 octets once dot-stuffed */
+    memcpy(dot998, line998, sizeof dot998);
+    dot998[0] = '.';
     char *b = NULL;
     if (asprintf(&b, "batch message %d\r\n.starts with a dot\r\n..two dots\r\n.\r\n"
-                     "%s\r\n. a dot and a space\r\nGr\xc3\xbc\xc3\x9f" "e aus "
+                     "%s\r\n%s\r\n. a dot and a space\r\nGr\xc3\xbc\xc3\x9f" "e aus "
                      "K\xc3\xb6ln \xe2\x9c\x93 %d\r\n...\r\nend\r\n",
-                 i, line998, i) < 0)
+                 i, line998, dot998, i) < 0)
         return NULL;
     return b;
 }
@@ -614,6 +624,118 @@ static void test_parser_reads_subject_and_text_that_arrived(void **state)
     free(pass);
 }
 
+/* ---- Postfix: smtpd_recipient_limit = 2 (452 to the third RCPT) ---- */
+
+static const struct mode rcptlimit_mode = { "rcptlimit", "none", 0 };
+
+/* Asserts each of to[0..n) got exactly one copy with the body given. */
+static void expect_one_copy_each(struct mta *m, const char *const *to, size_t n,
+                                 const char *body)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct mta_msg *all;
+        size_t count;
+        const struct mta_msg *msg = one_copy(m, to[i], &all, &count);
+        expect_body(msg, body);
+        mta_msgs_free(all, count);
+    }
+}
+
+/* Asserts the result lists every recipient of to[0..n) as accepted, once. */
+static void expect_all_accepted(json_t *j, const char *const *to, size_t n)
+{
+    json_t *acc = json_object_get(j, "accepted");
+    if (strcmp(jstr(j, "status"), "sent") != 0 || json_array_size(acc) != n
+        || json_array_size(json_object_get(j, "rejected")) != 0)
+        fail_msg("want sent to %zu recipients: %s", n, json_dumps(j, 0));
+    for (size_t i = 0; i < n; i++) {
+        size_t hits = 0;
+        for (size_t k = 0; k < json_array_size(acc); k++)
+            hits += strcmp(json_string_value(json_array_get(acc, k)), to[i]) == 0;
+        if (hits != 1)
+            fail_msg("%s accepted %zu times: %s", to[i], hits, json_dumps(j, 0));
+    }
+}
+
+static void test_postfix_recipient_limit_2_three_recipients_each_get_one_copy_over_http(
+    void **state)
+{
+    struct server *s = *state;
+    static const char *const to[] = { "limit-http-1@example.test",
+                                      "limit-http-2@example.test",
+                                      "limit-http-3@example.test" };
+    struct mpserve *svc = svc_for(s, &rcptlimit_mode, NULL, NULL, NULL);
+    char *req = message_json(to, 3, json_pack("[[s,s]]", "Subject", "three of them"),
+                             ONE_BODY_CRLF);
+    json_t *j = post_ok(svc, "/v1/messages", req);
+    expect_all_accepted(j, to, 3);
+    json_decref(j);
+    free(req);
+    svc_done(svc);
+    expect_one_copy_each(s->mta, to, 3, ONE_BODY_CRLF);
+}
+
+static void test_postfix_recipient_limit_2_three_recipients_each_get_one_copy_by_cli(
+    void **state)
+{
+    struct server *s = *state;
+    static const char *const to[] = { "limit-cli-1@example.test",
+                                      "limit-cli-2@example.test",
+                                      "limit-cli-3@example.test" };
+    char host[64];
+    char *bodyf = write_file(s->mta, "limit-body.txt", ONE_BODY_LF);
+    const char *argv[] = { "send", "--server",
+                           mta_hostport(s->mta, "rcptlimit", host, sizeof host),
+                           "--tls", "none", "--from", SENDER, "--to", to[0], "--to",
+                           to[1], "--to", to[2], "--header", "Subject: three of them",
+                           "--body-file", bodyf, NULL };
+    int status;
+    json_t *j = cli_send(argv, &status);
+    if (status != 0)
+        fail_msg("exit %d: %s", status, json_dumps(j, 0));
+    expect_all_accepted(j, to, 3);
+    json_decref(j);
+    free(bodyf);
+    expect_one_copy_each(s->mta, to, 3, ONE_BODY_CRLF);
+}
+
+/* ---- Exim: smtp_accept_max_nonmail (554 to an RSET) ---- */
+
+/* Twelve transactions whose only recipient is refused leave Exim's count
+ * of non-mail commands (EHLO, the RSETs) at its limit of 10: it answers the
+ * next RSET on that connection with 554 and closes.  The service (one
+ * connection, reused) must send the next, deliverable message on a fresh
+ * connection, not report it failed. */
+static void test_exim_message_after_twelve_refused_transactions_is_delivered_over_http(
+    void **state)
+{
+    struct server *s = *state;
+    static const char *const one[] = { "--pool-connections", "1", "--pool-workers",
+                                       "1", NULL };
+    struct mpserve *svc = svc_for(s, &s->modes[0], NULL, NULL, one);
+    for (int i = 0; i < 12; i++) {
+        char rcpt[64];
+        snprintf(rcpt, sizeof rcpt, "unknown-%d@example.test", i);
+        const char *to[] = { rcpt };
+        char *req = message_json(to, 1, json_pack("[[s,s]]", "Subject", "refused"),
+                                 "never stored\r\n");
+        json_t *j = post_ok(svc, "/v1/messages", req);
+        if (strcmp(jstr(j, "status"), "rejected") != 0)
+            fail_msg("refused message %d: %s", i, json_dumps(j, 0));
+        json_decref(j);
+        free(req);
+    }
+    const char *to[] = { "after-nonmail@example.test" };
+    char *req = message_json(to, 1, json_pack("[[s,s]]", "Subject", "deliverable"),
+                             ONE_BODY_CRLF);
+    json_t *j = post_ok(svc, "/v1/messages", req);
+    expect_all_accepted(j, to, 1);
+    json_decref(j);
+    free(req);
+    svc_done(svc);
+    expect_one_copy_each(s->mta, to, 1, ONE_BODY_CRLF);
+}
+
 #define T(f) cmocka_unit_test(f)
 
 /* MTA_GROUPS (e.g. "exim,postfix") runs only those groups; unset: all. */
@@ -623,22 +745,34 @@ static int wanted(const char *group)
     return !only || !*only || strstr(only, group) != NULL;
 }
 
+#define COMMON_TESTS                                                 \
+    T(test_cli_send_delivers_in_every_tls_mode),                     \
+    T(test_service_delivers_in_every_tls_mode),                      \
+    T(test_service_batch_of_500_each_delivered_once_intact),         \
+    T(test_parser_reads_subject_and_text_that_arrived)
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
-    const struct CMUnitTest common[] = {
-        T(test_cli_send_delivers_in_every_tls_mode),
-        T(test_service_delivers_in_every_tls_mode),
-        T(test_service_batch_of_500_each_delivered_once_intact),
-        T(test_parser_reads_subject_and_text_that_arrived),
+    const struct CMUnitTest postfix[] = {
+        COMMON_TESTS,
+        T(test_postfix_recipient_limit_2_three_recipients_each_get_one_copy_over_http),
+        T(test_postfix_recipient_limit_2_three_recipients_each_get_one_copy_by_cli),
     };
-    const size_t n = sizeof common / sizeof common[0];
+    const struct CMUnitTest exim[] = {
+        COMMON_TESTS,
+        T(test_exim_message_after_twelve_refused_transactions_is_delivered_over_http),
+    };
+    const struct CMUnitTest node[] = { COMMON_TESTS };
     int rc = 0;
     if (wanted("postfix"))
-        rc |= _cmocka_run_group_tests("postfix", common, n, postfix_up, server_down);
+        rc |= _cmocka_run_group_tests("postfix", postfix, sizeof postfix / sizeof postfix[0],
+                                      postfix_up, server_down);
     if (wanted("exim"))
-        rc |= _cmocka_run_group_tests("exim", common, n, exim_up, server_down);
+        rc |= _cmocka_run_group_tests("exim", exim, sizeof exim / sizeof exim[0], exim_up,
+                                      server_down);
     if (wanted("smtp-server"))
-        rc |= _cmocka_run_group_tests("smtp-server", common, n, node_up, server_down);
+        rc |= _cmocka_run_group_tests("smtp-server", node, sizeof node / sizeof node[0],
+                                      node_up, server_down);
     return rc != 0;
 }
