@@ -101,6 +101,7 @@ static const struct mode node_modes[] = {
 
 /* ---- Group fixtures ---- */
 
+/* Group setup: one Postfix instance for the group. */
 static int postfix_up(void **state)
 {
     static struct server s = { "postfix", NULL, { NULL }, postfix_modes,
@@ -110,6 +111,7 @@ static int postfix_up(void **state)
     return s.mta ? 0 : -1;
 }
 
+/* Group setup: one Exim daemon for the group. */
 static int exim_up(void **state)
 {
     static struct server s = { "exim", NULL, { NULL }, exim_modes,
@@ -119,6 +121,8 @@ static int exim_up(void **state)
     return s.mta ? 0 : -1;
 }
 
+/* Group setup: three smtp-server processes (STARTTLS; STARTTLS + AUTH
+ * required; implicit TLS + AUTH). */
 static int node_up(void **state)
 {
     static struct server s = { "smtp-server", NULL, { NULL }, node_modes,
@@ -266,6 +270,7 @@ static json_t *cli_json(const char *out)
     return j;
 }
 
+/* A string member of o; fails the test when it is not one. */
 static const char *jstr(json_t *o, const char *key)
 {
     const char *s = json_string_value(json_object_get(o, key));
@@ -276,8 +281,8 @@ static const char *jstr(json_t *o, const char *key)
 
 /* Adds the client TLS/AUTH options of md to argv at *n ("--tls" style for
  * the CLI, "--relay-tls" style for the service). */
-static void add_mode_args(const char **argv, size_t *n, struct mta *m,
-                          const struct mode *md, int relay, char *ca, char *pass)
+static void add_mode_args(const char **argv, size_t *n, const struct mode *md,
+                          int relay, char *ca, char *pass)
 {
     argv[(*n)++] = relay ? "--relay-tls" : "--tls";
     argv[(*n)++] = md->tls;
@@ -291,7 +296,6 @@ static void add_mode_args(const char **argv, size_t *n, struct mta *m,
         argv[(*n)++] = relay ? "--relay-auth-pass-file" : "--auth-pass-file";
         argv[(*n)++] = pass;
     }
-    (void)m;
 }
 
 /* Runs `mailpool send` (argv as given); returns its JSON result and the
@@ -311,7 +315,7 @@ static struct mpserve *svc_for(const struct server *s, const struct mode *md,
 {
     const char *argv[32];
     size_t n = 0;
-    add_mode_args(argv, &n, mode_mta(s, md), md, 1, ca, pass);
+    add_mode_args(argv, &n, md, 1, ca, pass);
     for (size_t i = 0; extra && extra[i] && n < 30; i++)
         argv[n++] = extra[i];
     argv[n] = NULL;
@@ -383,7 +387,7 @@ static void cli_deliver(struct server *s, const struct mode *md, const char *rcp
     size_t n = 3;
     snprintf(hsubj, sizeof hsubj, "Subject: %s", subject);
     snprintf(htag, sizeof htag, "X-Mailpool-Test: %s", rcpt);
-    add_mode_args(argv, &n, m, md, 0, ca, pass);
+    add_mode_args(argv, &n, md, 0, ca, pass);
     const char *rest[] = { "--from", SENDER, "--to", rcpt, "--header", hsubj,
                            "--header", htag, "--body-file", bodyf, NULL };
     for (size_t i = 0; rest[i]; i++)

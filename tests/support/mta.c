@@ -155,6 +155,7 @@ static void show_log(const struct mta *m, size_t tail)
     show_file(m, "peer.log", tail);
 }
 
+/* The tails of the server's logs on stderr. */
 void mta_show_logs(const struct mta *m)
 {
     static const char *const names[] = { "peer.log", "maillog", "log/mainlog",
@@ -582,6 +583,7 @@ int mta_stop(struct mta *m)
     return rc;
 }
 
+/* The port of a listener by name (NULL: the first); -1 if none. */
 int mta_port(const struct mta *m, const char *listener)
 {
     for (size_t i = 0; i < m->nports; i++)
@@ -590,6 +592,7 @@ int mta_port(const struct mta *m, const char *listener)
     return -1;
 }
 
+/* "127.0.0.1:PORT" of a listener into buf. */
 const char *mta_hostport(const struct mta *m, const char *listener, char *buf,
                          size_t size)
 {
@@ -597,17 +600,20 @@ const char *mta_hostport(const struct mta *m, const char *listener, char *buf,
     return port > 0 && fmt(buf, size, "127.0.0.1:%d", port) == 0 ? buf : NULL;
 }
 
+/* The private directory. */
 const char *mta_dir(const struct mta *m)
 {
     return m->dir;
 }
 
+/* DIR/name, caller frees. */
 char *mta_path(const struct mta *m, const char *name)
 {
     char path[2 * PATH_MAX];
     return fmt(path, sizeof path, "%s/%s", m->dir, name) == 0 ? strdup(path) : NULL;
 }
 
+/* Our child's pid. */
 pid_t mta_pid(const struct mta *m)
 {
     return m->pid;
@@ -663,6 +669,7 @@ static unsigned char *lf_to_crlf(const char *in, size_t len, size_t *out_len)
     return out;
 }
 
+/* The first field called name, unfolded and trimmed; caller frees. */
 char *mta_msg_header(const struct mta_msg *msg, const char *name)
 {
     const char *p = (const char *)msg->data, *end = msg->body;
@@ -800,6 +807,7 @@ static int msg_cmp(const void *x, const void *y)
     return c ? c : strcmp(a->rcpt, b->rcpt);
 }
 
+/* Every copy delivered so far (see mta.h). */
 int mta_messages(struct mta *m, struct mta_msg **out, size_t *n)
 {
     struct msgs a = { 0 };
@@ -819,6 +827,7 @@ int mta_messages(struct mta *m, struct mta_msg **out, size_t *n)
     return 0;
 }
 
+/* Frees what mta_messages returned. */
 void mta_msgs_free(struct mta_msg *msgs, size_t n)
 {
     for (size_t i = 0; msgs && i < n; i++) {
@@ -856,6 +865,7 @@ static int count_copies(struct mta *m)
     return count;
 }
 
+/* Polls until n copies are there or timeout_ms passed. */
 int mta_wait_messages(struct mta *m, size_t n, int timeout_ms)
 {
     int seen = -1;
