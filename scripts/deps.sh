@@ -14,8 +14,10 @@ set -eu
 build_pkgs="gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev
 libgnutls28-dev libinih-dev"
 run_pkgs="postfix curl"
+# sasl2-bin: the Postfix peer's sasldb; the lib* after it: what the unpacked
+# (not installed) Exim binary links against.
 test_pkgs="libcmocka-dev libcurl4-gnutls-dev python3 python3-aiosmtpd gnutls-bin valgrind
-sasl2-bin libsasl2-modules libidn12"
+sasl2-bin libsasl2-modules libidn12 libgnutls-dane0 libpcre2-8-0 libdb5.3"
 
 # npm tools (linters) live in tools/, pinned by tools/package-lock.json.
 if [ "${1:-}" = tools ]; then
@@ -49,6 +51,10 @@ if [ "${1:-}" = exim ]; then
     for f in "$tmp"/*.deb; do dpkg -x "$f" "$dir/root.new"; done
     rm -rf "$dir/root"
     mv "$dir/root.new" "$dir/root"
+    if ldd "$dir/root/usr/sbin/exim4" | grep 'not found' >&2; then
+        echo "deps: the unpacked exim4 misses the libraries above (scripts/deps.sh test)" >&2
+        exit 1
+    fi
     exit 0
 fi
 
