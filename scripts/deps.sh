@@ -42,7 +42,7 @@ if [ "${1:-}" = exim ]; then
     fi
     echo "deps: unpacking exim4-daemon-light and exim4-base into $dir" >&2
     tmp=$(mktemp -d)
-    chmod 755 "$tmp"            # apt-get download runs as _apt
+    chown _apt "$tmp" 2>/dev/null || chmod 0777 "$tmp"   # apt downloads as _apt
     trap 'rm -rf "$tmp"' EXIT
     (cd "$tmp" && { apt-get download exim4-daemon-light exim4-base >&2 ||
         { apt-get update -q >&2 && apt-get download exim4-daemon-light exim4-base >&2; }; })
