@@ -166,15 +166,16 @@ static int mode_port(const struct server *s, const struct mode *md)
 
 /* ---- Reading the mailbox ---- */
 
-/* Copies for rcpt (case-insensitive) among msgs, into idx (max n). */
+/* How many of msgs are copies for rcpt (case-insensitive); the index of
+ * the first in *first when first is not NULL. */
 static size_t copies_for(const struct mta_msg *msgs, size_t n, const char *rcpt,
-                         size_t *idx, size_t max)
+                         size_t *first)
 {
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
         if (strcasecmp(msgs[i].rcpt, rcpt) == 0) {
-            if (k < max)
-                idx[k] = i;
+            if (k == 0 && first)
+                *first = i;
             k++;
         }
     return k;
@@ -189,9 +190,8 @@ static struct mta_msg *wait_copies(struct mta *m, const char *rcpt, size_t want,
     struct mta_msg *msgs = NULL;
     long long end = ts_now_ms() + ARRIVE_MS;
     for (;;) {
-        size_t idx[1];
         assert_int_equal(mta_messages(m, &msgs, n), 0);
-        *got = copies_for(msgs, *n, rcpt, idx, 0);
+        *got = copies_for(msgs, *n, rcpt, NULL);
         if (*got >= want || ts_now_ms() > end)
             break;
         mta_msgs_free(msgs, *n);
@@ -200,8 +200,7 @@ static struct mta_msg *wait_copies(struct mta *m, const char *rcpt, size_t want,
     mta_msgs_free(msgs, *n);
     ts_sleep_ms(300);
     assert_int_equal(mta_messages(m, &msgs, n), 0);
-    size_t idx[1];
-    *got = copies_for(msgs, *n, rcpt, idx, 0);
+    *got = copies_for(msgs, *n, rcpt, NULL);
     return msgs;
 }
 
@@ -209,14 +208,14 @@ static struct mta_msg *wait_copies(struct mta *m, const char *rcpt, size_t want,
 static const struct mta_msg *one_copy(struct mta *m, const char *rcpt,
                                       struct mta_msg **all, size_t *n)
 {
-    size_t got, idx[1] = { 0 };
+    size_t got, first = 0;
     *all = wait_copies(m, rcpt, 1, n, &got);
-    if (got != 1)
+    if (got != 1) {
         mta_show_logs(m);
-    if (got != 1)
         fail_msg("%zu copies for %s, want 1", got, rcpt);
-    copies_for(*all, *n, rcpt, idx, 1);
-    return &(*all)[idx[0]];
+    }
+    copies_for(*all, *n, rcpt, &first);
+    return &(*all)[first];
 }
 
 /* Asserts the stored body is exactly body (CRLF text). */
@@ -261,9 +260,12 @@ static char *write_file(struct mta *m, const char *name, const char *text)
 static json_t *cli_json(const char *out)
 {
     const char *last = NULL;
-    for (const char *p = out; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+    for (const char *p = out; p && *p;) {
         if (*p == '{')
             last = p;
+        p = strchr(p, '\n');
+        p = p ? p + 1 : NULL;
+    }
     json_t *j = last ? json_loads(last, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
     if (!json_is_object(j))
         fail_msg("no JSON result in: %s", out ? out : "(nothing)");
@@ -531,12 +533,11 @@ static void expect_batch(struct mta *m, const char *label, const char *rcpt)
         free(body);
     }
     for (int i = 0; i < BATCH; i++)
-        if (seen[i] != 1)
+        if (seen[i] != 1) {
             mta_show_logs(m);
-    for (int i = 0; i < BATCH; i++)
-        if (seen[i] != 1)
             fail_msg("batch message %d arrived %d times (%zu copies in all)", i,
                      seen[i], got);
+        }
     mta_msgs_free(all, n);
 }
 
