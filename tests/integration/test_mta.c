@@ -28,8 +28,8 @@
  * Needs root (Postfix, and Exim's private mount namespace) and the packages
  * of `scripts/deps.sh test`, `tools` and `exim`.  MTA_KEEP=1 keeps the
  * servers' directories, PEER_VERBOSE=1 prints their logs, MPSERVE_KEEP=1
- * the service's; MTA_GROUPS=exim (or postfix, smtp-server, a comma list)
- * runs only those groups.
+ * the service's; MTA_GROUPS=exim (or harness, postfix, smtp-server, a comma
+ * list) runs only those groups.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -750,6 +750,42 @@ static int wanted(const char *group)
     return !only || !*only || strstr(only, group) != NULL;
 }
 
+/* ---- The harness ---- */
+
+/* 1 if pid names a process that is not a zombie. */
+static int process_runs(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    char *st = ts_slurp(path, NULL);
+    const char *paren = st ? strrchr(st, ')') : NULL;
+    int runs = paren && paren[1] == ' ' && paren[2] != 'Z';
+    free(st);
+    return runs;
+}
+
+static void test_each_server_stops_by_its_pid_and_leaves_no_process(void **state)
+{
+    (void)state;
+    static const char *const secure[] = { "--secure", NULL };
+    for (int i = 0; i < 3; i++) {
+        struct mta *m = i == 0   ? mta_start_postfix()
+                        : i == 1 ? mta_start_exim()
+                                 : mta_start_node(MTA_NODE_TLS | MTA_NODE_AUTH, secure);
+        assert_non_null(m);
+        pid_t server = mta_server_pid(m);
+        int port = mta_port(m, NULL), ran = server > 0 && process_runs(server);
+        char *dir = strdup(mta_dir(m));
+        int stopped = mta_stop(m);                /* 0: nothing had to be killed */
+        assert_true(ran);
+        assert_true(port > 0);
+        assert_int_equal(stopped, 0);
+        assert_false(process_runs(server));
+        assert_int_equal(access(dir, F_OK), -1);  /* the directory is gone */
+        free(dir);
+    }
+}
+
 #define COMMON_TESTS                                                 \
     T(test_cli_send_delivers_in_every_tls_mode),                     \
     T(test_service_delivers_in_every_tls_mode),                      \
@@ -769,7 +805,12 @@ int main(void)
         T(test_exim_message_after_twelve_refused_transactions_is_delivered_over_http),
     };
     const struct CMUnitTest node[] = { COMMON_TESTS };
+    const struct CMUnitTest harness[] = {
+        T(test_each_server_stops_by_its_pid_and_leaves_no_process),
+    };
     int rc = 0;
+    if (wanted("harness"))
+        rc |= cmocka_run_group_tests_name("harness", harness, NULL, NULL);
     if (wanted("postfix"))
         rc |= _cmocka_run_group_tests("postfix", postfix, sizeof postfix / sizeof postfix[0],
                                       postfix_up, server_down);

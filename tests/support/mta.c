@@ -619,6 +619,12 @@ pid_t mta_pid(const struct mta *m)
     return m->pid;
 }
 
+/* Postfix's master, or our child. */
+pid_t mta_server_pid(const struct mta *m)
+{
+    return m->kind == MTA_POSTFIX ? m->master : m->pid;
+}
+
 /* ---- Reading back ---------------------------------------------------- */
 
 /* A growable array of copies. */

@@ -87,6 +87,8 @@ char *mta_path(const struct mta *m, const char *name);
 /* The pid of our child (postfix: the start-fg script; exim, node: the
    server itself). */
 pid_t mta_pid(const struct mta *m);
+/* The server's main process: Postfix's master, else mta_pid. */
+pid_t mta_server_pid(const struct mta *m);
 
 /* Every copy delivered so far, sorted by file name; caller frees with
    mta_msgs_free.  0 or -1. */
