@@ -3,7 +3,7 @@
 
 CC       ?= cc
 BUILD    ?= build
-PKGS     := libmicrohttpd jansson gnutls inih
+PKGS     := libmicrohttpd jansson gnutls inih sqlite3
 WARN     := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes \
             -Wmissing-prototypes -Wpointer-arith -Wcast-qual -Wformat=2 \
             -Wvla -Wwrite-strings -Wimplicit-fallthrough -fno-common \
@@ -21,16 +21,18 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 SMTPCORE_SRC := $(wildcard smtpcore/src/*.c)
 CONFIG_SRC   := $(wildcard config/*.c)
 SERVER_SRC   := $(filter-out server/main.c,$(wildcard server/*.c))
-API_SRC      := $(wildcard api/*.c)
+QUEUE_SRC    := $(wildcard queue/*.c)
+API_SRC      := $(wildcard api/*.c) api/openapi_data.S
 SUPPORT_SRC  := $(wildcard tests/support/*.c)
 
-obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+obj = $(patsubst %.S,$(BUILD)/obj/%.o,$(patsubst %.c,$(BUILD)/obj/%.o,$(1)))
 
 LIB_SMTPCORE := $(BUILD)/libsmtpcore.a
 LIB_CONFIG   := $(BUILD)/libmpconfig.a
 LIB_SERVER   := $(BUILD)/libmpserver.a
 LIB_API      := $(BUILD)/libmpapi.a
-LIBS_ALL     := $(LIB_API) $(LIB_SERVER) $(LIB_CONFIG) $(LIB_SMTPCORE)
+LIB_QUEUE    := $(BUILD)/libmpqueue.a
+LIBS_ALL     := $(LIB_API) $(LIB_SERVER) $(LIB_QUEUE) $(LIB_CONFIG) $(LIB_SMTPCORE)
 MAILPOOL     := $(BUILD)/mailpool
 
 UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
@@ -55,9 +57,16 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -c $< -o $@
 
+# The OpenAPI document, embedded from its file.
+$(BUILD)/obj/%.o: %.S
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) -c $< -o $@
+$(BUILD)/obj/api/openapi_data.o: api/openapi.json
+
 $(LIB_SMTPCORE): $(call obj,$(SMTPCORE_SRC))
 $(LIB_CONFIG):   $(call obj,$(CONFIG_SRC))
 $(LIB_SERVER):   $(call obj,$(SERVER_SRC))
+$(LIB_QUEUE):    $(call obj,$(QUEUE_SRC))
 $(LIB_API):      $(call obj,$(API_SRC))
 $(BUILD)/lib%.a:
 	@mkdir -p $(dir $@)

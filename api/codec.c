@@ -13,7 +13,11 @@
  *   error, and so is "raw" beside "headers" or "body".  null counts as
  *   absent for the optional members;
  * - "headers" is an object (order kept) or an array of [name, value] pairs;
- *   each is checked with smtp_header_check;
+ *   each is checked with smtp_header_check, and a field RFC 5322 3.6
+ *   allows once (smtp_header_unique) given twice under any case is an
+ *   error naming both; Bcc is accepted and never sent (smtpcore drops it);
+ * - a HELP topic is ASCII (a VRFY or EXPN argument may be UTF-8: smtpcore
+ *   sends it only to a relay offering SMTPUTF8);
  * - "body" is a string or an array of strings (lines), joined with CRLF;
  * - addresses are checked with smtp_addr_check.
  * Every problem is reported (up to API_MAX_ERRORS), not only the first.
@@ -25,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <smtpcore/smtp.h>
 
@@ -218,6 +223,35 @@ static int alloc_headers(struct dctx *d, struct job *job, size_t n)
     return 0;
 }
 
+/* A field RFC 5322 3.6 allows once (smtp_header_unique), given again
+   under any case: an error at the later one naming both.  names[i] is the
+   name of field i (NULL when it is not a string); path formats a field's
+   place ("headers.%s" or "headers[%zu][0]"). */
+static void check_repeats(struct dctx *d, const char *const *names, size_t n,
+                          int pairs)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (names[i] == NULL || !smtp_header_unique(names[i]))
+            continue;
+        for (size_t j = 0; j < i; j++) {
+            char first[256], msg[400];
+            if (names[j] == NULL || strcasecmp(names[j], names[i]) != 0)
+                continue;
+            if (pairs)
+                field_name(d, first, sizeof first, "headers[%zu][0]", j);
+            else
+                field_name(d, first, sizeof first, "headers.%s", names[j]);
+            snprintf(msg, sizeof msg, "repeats %s: RFC 5322 3.6 allows one "
+                     "%s field", first, names[j]);
+            if (pairs)
+                fail(d, msg, "headers[%zu][0]", i);
+            else
+                fail(d, msg, "headers.%s", names[i]);
+            break;
+        }
+    }
+}
+
 /* "headers": {"Name": "value", ...}, in the object's order. */
 static void decode_header_object(struct dctx *d, json_t *v, struct job *job)
 {
@@ -225,9 +259,16 @@ static void decode_header_object(struct dctx *d, json_t *v, struct job *job)
     json_t *value;
     size_t i = 0;
     char why[160];
+    const char **names;
     if (alloc_headers(d, job, json_object_size(v)) < 0)
         return;
+    names = calloc(json_object_size(v) + 1, sizeof *names);
+    if (names == NULL) {
+        d->nomem = 1;
+        return;
+    }
     json_object_foreach(v, key, value) {
+        names[i] = key;
         if (!json_is_string(value))
             fail(d, "must be a string", "headers.%s", key);
         else if (smtp_header_check(key, json_string_value(value), why,
@@ -237,6 +278,8 @@ static void decode_header_object(struct dctx *d, json_t *v, struct job *job)
             put_header(d, job, i, key, json_string_value(value));
         i++;
     }
+    check_repeats(d, names, i, 0);
+    free(names);
 }
 
 /* "headers": [["Name", "value"], ...]; errors name [i][0] or [i][1]. */
@@ -245,10 +288,18 @@ static void decode_header_array(struct dctx *d, json_t *v, struct job *job)
     json_t *pair;
     size_t i;
     char why[160];
+    const char **names;
     if (alloc_headers(d, job, json_array_size(v)) < 0)
         return;
+    names = calloc(json_array_size(v) + 1, sizeof *names);
+    if (names == NULL) {
+        d->nomem = 1;
+        return;
+    }
     json_array_foreach(v, i, pair) {
         json_t *n = json_array_get(pair, 0), *val = json_array_get(pair, 1);
+        if (json_is_array(pair) && json_array_size(pair) == 2)
+            names[i] = json_string_value(n);       /* NULL if not a string */
         if (!json_is_array(pair) || json_array_size(pair) != 2) {
             fail(d, "must be a [name, value] pair", "headers[%zu]", i);
             continue;
@@ -271,6 +322,8 @@ static void decode_header_array(struct dctx *d, json_t *v, struct job *job)
             put_header(d, job, i, json_string_value(n),
                        json_string_value(val));
     }
+    check_repeats(d, names, json_array_size(v), 1);
+    free(names);
 }
 
 /* "headers": an object or an array of pairs. */
@@ -512,6 +565,10 @@ static void decode_arg(struct dctx *d, json_t *root, const char *name,
         }
         if (c < 32 || c == 127) {
             fail(d, "control character not allowed", "%s", name);
+            return;
+        }
+        if (c >= 0x80 && job->kind == JOB_HELP) {
+            fail(d, "must be ASCII: HELP has no SMTPUTF8 form", "%s", name);
             return;
         }
     }

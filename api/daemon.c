@@ -1,7 +1,8 @@
 /*
  * api/daemon.c - starting and stopping the libmicrohttpd daemon.
  *
- * Public: api_start, api_port, api_set_draining, api_stop (api.h).
+ * Public: api_start, api_set_queue, api_port, api_set_draining, api_stop
+ * (api.h).
  *
  * MHD runs an internal thread pool (http.threads) over epoll, with
  * suspend/resume allowed, a connection timeout (http.connection_timeout),
@@ -194,6 +195,12 @@ static struct api *api_alloc(const struct cfg *cfg, struct pool *pool)
     atomic_init(&api->nlive, 0);
     atomic_init(&api->starting, 0);
     return api;
+}
+
+void api_set_queue(struct api *api, struct queue *q, struct delivery *d)
+{
+    api->queue = q;
+    api->delivery = d;
 }
 
 struct api *api_start(const struct cfg *cfg, struct pool *pool, char *err,

@@ -59,6 +59,8 @@ static const int route_methods[API_ROUTE__COUNT] = {
     [API_ROUTE_READYZ] = M_GET,
     [API_ROUTE_METRICS] = M_GET,
     [API_ROUTE_OPENAPI] = M_GET,
+    [API_ROUTE_MESSAGE] = M_GET,
+    [API_ROUTE_CANCEL] = M_POST,
     [API_ROUTE_UNMATCHED] = 0,
 };
 
@@ -104,13 +106,29 @@ static void method_label(const char *method, char out[8])
     snprintf(out, 8, "OTHER");
 }
 
-/* The route of a path (exact match). */
-static enum api_route route_of(const char *url)
+/* The route of a path: an exact match, or /v1/messages/{id} and
+   /v1/messages/{id}/cancel with a queue id's shape (base64url, at most
+   QUEUE_ID_LEN - 1 characters) copied into id. */
+static enum api_route route_of(const char *url, char id[QUEUE_ID_LEN])
 {
-    for (int r = 0; r < API_ROUTE_UNMATCHED; r++)
+    static const char prefix[] = "/v1/messages/";
+    size_t n;
+    for (int r = 0; r < API_ROUTE_MESSAGE; r++)
         if (strcmp(url, api_route_name((enum api_route)r)) == 0)
             return (enum api_route)r;
-    return API_ROUTE_UNMATCHED;
+    if (strncmp(url, prefix, sizeof prefix - 1) != 0)
+        return API_ROUTE_UNMATCHED;
+    url += sizeof prefix - 1;
+    n = strspn(url, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                    "0123456789-_");
+    if (n == 0 || n >= QUEUE_ID_LEN)
+        return API_ROUTE_UNMATCHED;
+    memcpy(id, url, n);
+    id[n] = '\0';
+    if (url[n] == '\0')
+        return API_ROUTE_MESSAGE;
+    return strcmp(url + n, "/cancel") == 0 ? API_ROUTE_CANCEL
+                                           : API_ROUTE_UNMATCHED;
 }
 
 static struct api_req *req_new(struct api *api, struct MHD_Connection *c,
@@ -126,7 +144,7 @@ static struct api_req *req_new(struct api *api, struct MHD_Connection *c,
     req->api = api;
     atomic_init(&req->refs, 1);     /* MHD's, dropped in on_completed */
     req->t0 = api_now();
-    req->route = route_of(url);
+    req->route = route_of(url, req->msg_id);
     req->conn = c;
     req->phase = API_REQ_READING;
     method_label(method, req->method);
@@ -245,6 +263,7 @@ void api_req_unref(struct api_req *req)
     if (atomic_fetch_sub(&req->refs, 1) != 1)
         return;
     atomic_fetch_sub(&api->held, req->charged);
+    api_async_req_free(req);
     api_jobs_free(req->jobs, req->njobs);
     free(req->body);
     pthread_mutex_destroy(&req->mu);
@@ -290,8 +309,16 @@ static enum MHD_Result queue(struct api_req *req, struct MHD_Connection *c,
 {
     if (r == NULL)
         return MHD_NO;
+    char loc[64];
+    snprintf(loc, sizeof loc, "/v1/messages/%s", req->msg_id);
     if (MHD_add_response_header(r, "X-Request-Id", req->id) != MHD_YES ||
-        MHD_add_response_header(r, "Cache-Control", "no-store") != MHD_YES) {
+        MHD_add_response_header(r, "Cache-Control", "no-store") != MHD_YES ||
+        (req->replayed && MHD_add_response_header(
+             r, "Idempotent-Replayed", "true") != MHD_YES) ||
+        (req->accepted_async && MHD_add_response_header(
+             r, "Preference-Applied", "respond-async") != MHD_YES) ||
+        (req->accepted_async && req->msg_id[0] != '\0' &&
+         MHD_add_response_header(r, "Location", loc) != MHD_YES)) {
         MHD_destroy_response(r);
         return MHD_NO;
     }
@@ -418,8 +445,11 @@ static int check_auth(struct api_req *req, struct MHD_Connection *c,
     size_t tlen = strnlen(tok, MAX_TOKEN + 1);
     while (tlen > 0 && (tok[tlen - 1] == ' ' || tok[tlen - 1] == '\t'))
         tlen--;
-    for (size_t i = 0; i < api->nkeys; i++)   /* no early exit */
-        ok |= key_equal(api->keys[i], api->keylens[i], tok, tlen);
+    for (size_t i = 0; i < api->nkeys; i++) {  /* no early exit */
+        int eq = key_equal(api->keys[i], api->keylens[i], tok, tlen);
+        ok |= eq;
+        req->key_index |= eq ? (int)i + 1 : 0;
+    }
     if (ok)
         return 0;
     *ret = api_reply_problem(req, c, 401, "the bearer key is not valid", NULL,
@@ -480,7 +510,10 @@ static enum MHD_Result first_post(struct api_req *req,
     if (atomic_load(&api->draining))
         return api_reply_problem(req, c, 503, "the service is draining",
                                  NULL, "Retry-After", "1");
-    if (!is_json_type(MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+    if (api_async_head(req, c, &ret) < 0)
+        return ret;
+    if (req->route != API_ROUTE_CANCEL &&
+        !is_json_type(MHD_lookup_connection_value(c, MHD_HEADER_KIND,
                                                   "Content-Type")))
         return api_reply_problem(req, c, 415,
                                  "the body must be application/json "

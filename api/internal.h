@@ -15,8 +15,11 @@
 #include <jansson.h>
 
 #include "api/api.h"
+#include "queue/queue.h"
 #include "server/job.h"
 #include "server/pool.h"
+
+struct delivery;
 
 #ifndef MAILPOOL_VERSION
 #define MAILPOOL_VERSION "0.1.0"
@@ -33,6 +36,8 @@ enum api_route {
     API_ROUTE_READYZ,
     API_ROUTE_METRICS,
     API_ROUTE_OPENAPI,
+    API_ROUTE_MESSAGE,          /* GET /v1/messages/{id} */
+    API_ROUTE_CANCEL,           /* POST /v1/messages/{id}/cancel */
     API_ROUTE_UNMATCHED,        /* a 404: never the raw path in a label */
     API_ROUTE__COUNT
 };
@@ -52,7 +57,7 @@ struct api_hist {
     double sum;
 };
 
-#define API_STATUS_SLOTS 12     /* the statuses we answer, then "other" */
+#define API_STATUS_SLOTS 15     /* the statuses we answer, then "other" */
 #define API_REPLY_CLASSES 5     /* 2xx 3xx 4xx 5xx none */
 #define API_DELIVERY_SLOTS 6    /* enum smtp_delivery */
 
@@ -117,6 +122,12 @@ struct api {
     size_t nreqs;                   /* live struct api_req; guarded by mu */
     struct api_req *waiting;        /* requests with jobs out; guarded by mu */
     struct api_metrics metrics;
+    struct queue *queue;            /* borrowed; NULL: no async routes */
+    struct delivery *delivery;      /* borrowed; may be NULL */
+    atomic_ullong idem_replays;     /* answers replayed for a key */
+    double waiting_at;              /* guarded by mu: when counted */
+    unsigned long waiting_msgs;     /* guarded by mu: queue messages not
+                                       final, as last counted */
 };
 
 enum api_req_phase {
@@ -161,6 +172,14 @@ struct api_req {
     int abandoned;                  /* guarded by mu: resumed by api_stop */
     struct MHD_Connection *conn;    /* guarded by mu; NULL once completed */
 
+    int async;                      /* Prefer: respond-async */
+    int key_index;                  /* the API key used (0: none) */
+    char msg_id[QUEUE_ID_LEN];      /* of /v1/messages/{id}[/cancel] */
+    void *async_state;              /* api/async.c's; owned */
+    int idem_pending;               /* a synchronous key awaits its answer */
+    int replayed;                   /* answer replayed for a key */
+    int accepted_async;             /* a 202 for queued messages */
+
     struct api_req *wprev, *wnext;  /* guarded by api->mu */
     int on_wlist;                   /* guarded by api->mu */
 };
@@ -187,6 +206,33 @@ enum MHD_Result api_reply_problem(struct api_req *req,
 enum MHD_Result api_reply_text(struct api_req *req, struct MHD_Connection *c,
                                unsigned int status, const char *ctype,
                                const char *buf, size_t len);
+
+/* routes.c: a job or a queue write is back: drops pending, resumes the
+   connection after the last, drops the reference it held. */
+void api_req_pending_done(struct api_req *req);
+/* routes.c: drops the handler's token; suspends while work is out, else
+   answers now. */
+enum MHD_Result api_suspend_or_answer(struct api_req *req,
+                                      struct MHD_Connection *c);
+
+/* async.c: the durable queue over HTTP (see the file's comment). */
+int api_async_head(struct api_req *req, struct MHD_Connection *c,
+                   enum MHD_Result *ret);
+void api_async_fingerprint(struct api_req *req);
+int api_async_extract(struct api_req *req, json_t *root, json_t *errors);
+enum MHD_Result api_async_post(struct api_req *req, struct MHD_Connection *c);
+enum MHD_Result api_async_answer(struct api_req *req,
+                                 struct MHD_Connection *c);
+int api_idem_begin(struct api_req *req, struct MHD_Connection *c,
+                   enum MHD_Result *ret);
+void api_idem_finish(struct api_req *req, int status, const json_t *doc);
+enum MHD_Result api_message_get(struct api_req *req, struct MHD_Connection *c);
+enum MHD_Result api_message_cancel(struct api_req *req,
+                                   struct MHD_Connection *c);
+void api_async_req_free(struct api_req *req);
+/* The queue's Prometheus series (text, caller frees; "" without a
+   queue); NULL when out of memory. */
+char *api_queue_metrics(struct api *api, size_t *len);
 
 /* routes.c: GET routes, answered at once. */
 enum MHD_Result api_route_get(struct api_req *req, struct MHD_Connection *c);

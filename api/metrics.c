@@ -26,6 +26,8 @@
 static const char *const route_names[API_ROUTE__COUNT] = {
     [API_ROUTE_MESSAGES] = "/v1/messages",
     [API_ROUTE_BATCH] = "/v1/messages/batch",
+    [API_ROUTE_MESSAGE] = "/v1/messages/{id}",
+    [API_ROUTE_CANCEL] = "/v1/messages/{id}/cancel",
     [API_ROUTE_VERIFY] = "/v1/verify",
     [API_ROUTE_EXPAND] = "/v1/expand",
     [API_ROUTE_HELP] = "/v1/help",
@@ -45,7 +47,7 @@ static const double smtp_bounds[] = {
 };
 /* The statuses this API answers; the last slot is "other". */
 static const int statuses[API_STATUS_SLOTS - 1] = {
-    200, 400, 401, 404, 405, 413, 415, 422, 500, 502, 503
+    200, 202, 400, 401, 404, 405, 409, 413, 415, 422, 500, 502, 503, 414
 };
 static const char *const reply_classes[API_REPLY_CLASSES] = {
     "2xx", "3xx", "4xx", "5xx", "none"

@@ -59,8 +59,18 @@ static enum MHD_Result metrics(struct api_req *req, struct MHD_Connection *c)
         pool_stats(req->api->pool, &ps);
     text = api_metrics_render(&req->api->metrics,
                               req->api->pool != NULL ? &ps : NULL, &len);
-    if (text == NULL)
+    size_t qlen = 0;
+    char *q = api_queue_metrics(req->api, &qlen), *all;
+    if (text == NULL || q == NULL ||
+        (all = realloc(text, len + qlen + 1)) == NULL) {
+        free(text);
+        free(q);
         return MHD_NO;
+    }
+    text = all;
+    memcpy(text + len, q, qlen + 1);
+    len += qlen;
+    free(q);
     enum MHD_Result r = api_reply_text(req, c, 200,
                                        "text/plain; version=0.0.4; "
                                        "charset=utf-8", text, len);
@@ -80,6 +90,8 @@ enum MHD_Result api_route_get(struct api_req *req, struct MHD_Connection *c)
     case API_ROUTE_OPENAPI:
         return api_reply_text(req, c, 200, "application/json",
                               api_openapi_json(), api_openapi_len());
+    case API_ROUTE_MESSAGE:
+        return api_message_get(req, c);
     default:
         return api_reply_problem(req, c, 500, "no GET handler", NULL, NULL,
                                  NULL);
@@ -93,10 +105,15 @@ enum MHD_Result api_route_get(struct api_req *req, struct MHD_Connection *c)
 static void on_job_done(struct job *job, void *ctx)
 {
     struct api_req *req = ctx;
+    api_metrics_job(&req->api->metrics, job);
+    api_req_pending_done(req);
+}
+
+void api_req_pending_done(struct api_req *req)
+{
     struct api *api = req->api;
     struct MHD_Connection *c = NULL;
     int last;
-    api_metrics_job(&api->metrics, job);
     pthread_mutex_lock(&req->mu);
     last = --req->pending == 0;
     if (last && req->suspended && req->conn != NULL) {
@@ -116,6 +133,7 @@ static void on_job_done(struct job *job, void *ctx)
 /* The problem for a submission refused before anything went out. */
 static enum MHD_Result refused(struct api_req *req, struct MHD_Connection *c)
 {
+    api_idem_finish(req, -1, NULL);     /* nothing was sent: forget it */
     return api_reply_problem(req, c, 503,
                              req->submit_err == POOL_DRAINING
                                  ? "the service is draining"
@@ -142,6 +160,7 @@ static enum MHD_Result answer_batch(struct api_req *req,
 {
     json_t *results = json_array(), *doc;
     for (size_t i = 0; results != NULL && i < req->njobs; i++) {
+        /* (a result slot per message, input order) */
         json_t *r = i < req->nsubmitted ? api_job_result_json(req->jobs[i])
                                         : not_sent(req->submit_err);
         if (json_array_append_new(results, r) < 0) {
@@ -154,6 +173,7 @@ static enum MHD_Result answer_batch(struct api_req *req,
         json_decref(doc);
         return MHD_NO;
     }
+    api_idem_finish(req, 200, doc);
     return api_reply_json(req, c, 200, doc);
 }
 
@@ -172,6 +192,8 @@ static enum MHD_Result answer_one(struct api_req *req,
         if (p != NULL &&
             json_object_set_new(p, "attempts", json_integer(job->attempts)))
             json_decref(p), p = NULL;
+        if (p != NULL)
+            api_idem_finish(req, 502, p);
         return api_reply_problem_doc(req, c, 502, p, NULL, NULL);
     }
     doc = api_job_result_json(job);
@@ -180,12 +202,15 @@ static enum MHD_Result answer_one(struct api_req *req,
         json_decref(doc);
         return MHD_NO;
     }
+    api_idem_finish(req, 200, doc);
     return api_reply_json(req, c, 200, doc);
 }
 
 /* The answer once no job is out any more. */
 static enum MHD_Result answer(struct api_req *req, struct MHD_Connection *c)
 {
+    if (req->async)
+        return api_async_answer(req, c);
     if (req->nsubmitted == 0)
         return refused(req, c);
     if (req->route == API_ROUTE_BATCH)
@@ -220,6 +245,13 @@ static enum MHD_Result submit_all(struct api_req *req,
         }
         req->nsubmitted++;          /* job belongs to the pool now */
     }
+    return api_suspend_or_answer(req, c);
+}
+
+enum MHD_Result api_suspend_or_answer(struct api_req *req,
+                                      struct MHD_Connection *c)
+{
+    struct api *api = req->api;
     pthread_mutex_lock(&req->mu);
     if (--req->pending > 0) {
         MHD_suspend_connection(c);
@@ -301,7 +333,11 @@ enum MHD_Result api_route_post(struct api_req *req, struct MHD_Connection *c)
 {
     json_error_t jerr;
     json_t *root, *errors;
+    enum MHD_Result ret = MHD_NO;
     int rc;
+    if (req->route == API_ROUTE_CANCEL)
+        return api_message_cancel(req, c);
+    api_async_fingerprint(req);
     root = json_loadb(req->body != NULL ? req->body : "", req->len,
                       JSON_REJECT_DUPLICATES, &jerr);
     free(req->body);                /* the jobs hold copies from here on */
@@ -310,7 +346,12 @@ enum MHD_Result api_route_post(struct api_req *req, struct MHD_Connection *c)
     if (root == NULL)
         return malformed(req, c, &jerr);
     errors = json_array();
-    rc = errors != NULL ? decode(req, root, errors) : API_DECODE_NOMEM;
+    rc = errors != NULL ? api_async_extract(req, root, errors)
+                        : API_DECODE_NOMEM;
+    if (rc != API_DECODE_NOMEM) {   /* every field's problem, together */
+        int rc2 = decode(req, root, errors);
+        rc = rc2 != API_DECODE_OK ? rc2 : rc;
+    }
     json_decref(root);
     if (rc == API_DECODE_INVALID)
         return api_reply_problem(req, c, 422,
@@ -320,6 +361,10 @@ enum MHD_Result api_route_post(struct api_req *req, struct MHD_Connection *c)
     if (rc != API_DECODE_OK)
         return api_reply_problem(req, c, 500, "out of memory", NULL, NULL,
                                  NULL);
+    if (req->async)
+        return api_async_post(req, c);
+    if (api_idem_begin(req, c, &ret) < 0)
+        return ret;
     return submit_all(req, c);
 }
 

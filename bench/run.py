@@ -150,7 +150,8 @@ def start_mailpool(sink_port, conns=8, workers=None, extra=()):
             "--http-listen", "127.0.0.1:%d" % port,
             "--pool-connections", str(conns), "--pool-workers", str(workers or conns),
             "--pool-queue", "100000", "--http-threads", "2", "--log-level", "error",
-            "--http-max-batch", "1000"] + list(extra)
+            "--http-max-batch", "1000",
+            "--queue-path", os.path.join(BUILD, "bench-queue-%d.db" % port)] + list(extra)
     p = Proc(argv)
     if not wait_port(port):
         raise SystemExit("bench: mailpool serve did not start")
@@ -285,7 +286,8 @@ def full_queue_rss():
     hp = free_port()
     mp = Proc([os.path.join(BUILD, "mailpool"), "serve", "--relay-host", "127.0.0.1",
                "--relay-port", str(port), "--relay-tls", "none",
-               "--http-listen", "127.0.0.1:%d" % hp, "--log-level", "error"])
+               "--http-listen", "127.0.0.1:%d" % hp, "--log-level", "error",
+               "--queue-path", os.path.join(BUILD, "bench-queue-%d.db" % hp)])
     socks = []
     try:
         if not wait_port(hp):

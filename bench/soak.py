@@ -84,7 +84,8 @@ def main():
                            "--relay-host", "127.0.0.1", "--relay-port", str(sport),
                            "--relay-tls", "none", "--http-listen", "127.0.0.1:%d" % hport,
                            "--log-level", "error", "--pool-retries", "5",
-                           "--pool-retry-backoff-ms", "100"],
+                           "--pool-retry-backoff-ms", "100",
+                           "--queue-path", os.path.join(ROOT, "build", "soak-queue.db")],
                           stderr=subprocess.DEVNULL)
     atexit.register(lambda: mp.poll() is None and (mp.kill(), mp.wait()))
     wait_port(hport)

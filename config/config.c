@@ -60,6 +60,7 @@ static const char *const cfg_tls_choices[] = {
 static const char *const cfg_mech_choices[] = {
     "PLAIN", "LOGIN", "XOAUTH2", NULL
 };
+static const char *const cfg_sync_choices[] = { "full", "normal", NULL };
 static const char *const cfg_level_choices[] = {
     "debug", "info", "warn", "error", NULL
 };
@@ -140,6 +141,30 @@ const struct cfg_key cfg_keys[] = {
                 "messages per second across the pool; 0: no limit"),
     CFG_INT_(pool, drain_timeout, "30", 1, DAY,
              "seconds to finish queued work when shutting down"),
+
+    CFG_STR(queue, path, "mailpool-queue.db", CFG_REQUIRED, NULL,
+            "the SQLite file of the durable queue (asynchronous sends)"),
+    CFG_ENUM_(queue, synchronous, "full", CFG_REQUIRED, cfg_sync_choices,
+              "full (a 202 means on disk) or normal (faster; the last "
+              "commits may be lost with the machine, never corrupted)"),
+    CFG_INT_(queue, high_water, "100000", 1, 1000000000,
+             "messages waiting in the queue before new ones get 503"),
+    CFG_DOUBLE_(queue, retry_base, "30", 0.001, DAY,
+                "seconds before the first retry of a temporary failure, "
+                "doubled each time, with jitter"),
+    CFG_DOUBLE_(queue, retry_max, "3600", 0.001, 7 * DAY,
+                "longest wait in seconds between two attempts"),
+    CFG_INT_(queue, max_attempts, "10", 1, 1000,
+             "attempts before a temporary failure becomes failed"),
+    CFG_DOUBLE_(queue, max_age, "259200", 1, 30 * DAY,
+                "seconds from acceptance after which a message that keeps "
+                "failing temporarily is failed"),
+    CFG_DOUBLE_(queue, max_schedule, "259200", 1, 365 * DAY,
+                "how far ahead send_at may be, in seconds"),
+    CFG_DOUBLE_(queue, idempotency_ttl, "86400", 1, 30 * DAY,
+                "seconds an Idempotency-Key and its answer are kept"),
+    CFG_DOUBLE_(queue, retention, "604800", 1, 365 * DAY,
+                "seconds finished messages and their attempts are kept"),
 
     CFG_ENUM_(log, level, "info", CFG_REQUIRED, cfg_level_choices,
               "debug, info, warn or error"),

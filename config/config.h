@@ -60,6 +60,19 @@ struct cfg {
         int drain_timeout;        /* seconds, default 30 */
     } pool;
     struct {
+        char *path;               /* the SQLite file of the durable queue,
+                                     default "mailpool-queue.db" */
+        char *synchronous;        /* full|normal, default "full" */
+        int high_water;           /* messages waiting before 503, 100000 */
+        double retry_base;        /* seconds before the first retry, 30 */
+        double retry_max;         /* longest wait between retries, 3600 */
+        int max_attempts;         /* attempts before failed, default 10 */
+        double max_age;           /* seconds from acceptance to failed, 3 d */
+        double max_schedule;      /* send_at at most this far ahead, 3 d */
+        double idempotency_ttl;   /* seconds a key is kept, 1 d */
+        double retention;         /* seconds finished messages are kept, 7 d */
+    } queue;
+    struct {
         char *level;              /* debug|info|warn|error, default "info" */
     } log;
 };

@@ -1,7 +1,8 @@
 #!/bin/sh
 # check-deps.sh - the module arrows of docs/ARCHITECTURE.md, checked on the
 # #include lines:  smtpcore -> (libc, TLS);  config -> (libc, inih);
-# server -> smtpcore, config;  api -> server, config, jansson, microhttpd.
+# queue -> (libc, SQLite);  server -> smtpcore, config, queue;
+# api -> server, queue, config, jansson, microhttpd.
 set -u
 bad=0
 check() {   # module, regex of includes it must not have
@@ -13,6 +14,7 @@ check() {   # module, regex of includes it must not have
 }
 check smtpcore 'config/|server/|api/|jansson|microhttpd|ini\.h'
 check config   'smtpcore|server/|api/|jansson|microhttpd|gnutls'
+check queue    'smtpcore|config/|server/|api/|jansson|microhttpd|gnutls'
 check server   'api/|jansson|microhttpd'
 check api      'smtpcore/src'
 [ $bad -eq 0 ] && echo "check-deps: ok"

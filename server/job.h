@@ -60,6 +60,10 @@ struct job {
     double duration_ms;         /* from submit to done */
     int unreachable;            /* relay could not be reached at all */
 
+    int no_retry;               /* the pool attempts it once (a stale
+                                   pooled connection aside): the durable
+                                   queue schedules its own retries */
+
     job_done_fn done;           /* called once (see above); required */
     void *done_ctx;
 
@@ -78,6 +82,13 @@ const struct smtp_message *job_message(struct job *job);
    nheaders, the array allocated by the caller); -1 when out of memory. */
 int job_set_header(struct job *job, size_t i, const char *name,
                    const char *value);
+/* job->msg as one opaque blob for the durable queue (queue/queue.h):
+   *out (caller frees) of *len bytes.  -1 when out of memory. */
+int job_message_encode(const struct job *job, void **out, size_t *len);
+/* Fills job->msg (empty before) from a blob of job_message_encode; -1 when
+   the blob is not one (then job->msg holds what was read: job_free frees
+   it). */
+int job_message_decode(struct job *job, const void *blob, size_t len);
 /* Frees the job and all it owns; NULL is a no-op. */
 void job_free(struct job *job);
 

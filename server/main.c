@@ -29,6 +29,8 @@
 #include <smtpcore/smtp.h>
 #include "api/api.h"
 #include "config/config.h"
+#include "queue/queue.h"
+#include "server/delivery.h"
 #include "server/log.h"
 #include "server/pool.h"
 
@@ -383,20 +385,47 @@ static int cmd_serve(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    struct queue_opts qo = {
+        .path = cfg.queue.path,
+        .sync_normal = strcmp(cfg.queue.synchronous, "normal") == 0,
+        .retention_s = cfg.queue.retention,
+        .idem_ttl_s = cfg.queue.idempotency_ttl,
+    };
+    struct queue *queue = NULL;
+    if (queue_open(&qo, &queue, err, sizeof err) < 0) {
+        fprintf(stderr, "mailpool: queue.path: %s\n", err);
+        cfg_free(&cfg);
+        return 1;
+    }
+    if (queue_recovered(queue) > 0) {
+        char n[24];
+        snprintf(n, sizeof n, "%lu", queue_recovered(queue));
+        log_event(LOG_WARN, "queue_recovered", "unknown", n, "reason",
+                  "found sending at start: may have been delivered; not "
+                  "resent", (const char *)NULL);
+    }
     struct pool *pool = pool_new(&cfg, err, sizeof err);
     if (pool == NULL) {
         fprintf(stderr, "mailpool: %s\n", err);
+        queue_close(queue);
         cfg_free(&cfg);
         return 1;
     }
-    struct api *api = api_start(&cfg, pool, err, sizeof err);
+    struct delivery *delivery = delivery_start(pool, queue, &cfg, err,
+                                               sizeof err);
+    struct api *api = delivery != NULL
+                          ? api_start(&cfg, pool, err, sizeof err) : NULL;
     if (api == NULL) {
         fprintf(stderr, "mailpool: %s\n", err);
+        delivery_stop(delivery);
         pool_drain(pool, 0);
         pool_free(pool);
+        delivery_free(delivery);
+        queue_close(queue);
         cfg_free(&cfg);
         return 1;
     }
+    api_set_queue(api, queue, delivery);
     char port[16];
     snprintf(port, sizeof port, "%d", api_port(api));
     log_event(LOG_INFO, "listening", "listen", cfg.http.listen, "port", port,
@@ -407,9 +436,12 @@ static int cmd_serve(int argc, char **argv)
     log_event(LOG_INFO, "draining", "signal", sig == SIGTERM ? "TERM" : "INT",
               (const char *)NULL);
     api_set_draining(api, 1);
+    delivery_stop(delivery);        /* no new claims; the rest stay queued */
     pool_drain(pool, cfg.pool.drain_timeout);
     api_stop(api);
     pool_free(pool);
+    delivery_free(delivery);
+    queue_close(queue);
     log_event(LOG_INFO, "stopped", (const char *)NULL);
     cfg_free(&cfg);
     return 0;

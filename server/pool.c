@@ -2,8 +2,8 @@
  * server/pool.c - the worker pool: a bounded job queue, N worker threads,
  * the retry loop, the global rate limit and the drain (server/pool.h).
  *
- * Public: pool_new, pool_submit, pool_stats, pool_ready, pool_drain,
- * pool_free.  The SMTP connections live in server/connpool.c, the retry
+ * Public: pool_new, pool_submit, pool_stats, pool_room, pool_ready,
+ * pool_drain, pool_free.  The SMTP connections live in server/connpool.c, the retry
  * rules (a table) in server/retry.h.
  *
  * A worker takes the oldest job, then for each attempt: waits for its rate
@@ -213,7 +213,8 @@ static void pool_run_step(struct job *job, struct smtp_conn *conn)
 static int pool_again(struct pool *pool, struct job *job,
                       struct pool_verdict v, struct pool_try *tr)
 {
-    int limit = pool->cfg->pool.retries > 0 ? pool->cfg->pool.retries : 0;
+    int limit = job->no_retry ? 0
+              : pool->cfg->pool.retries > 0 ? pool->cfg->pool.retries : 0;
 
     if (v.next == POOL_NEXT_REPLACE && tr->free_left-- > 0) {
         job->attempts--;            /* a stale connection: not counted */
@@ -676,6 +677,18 @@ void pool_stats(struct pool *pool, struct pool_stats *out)
 }
 
 /* 1 when the relay is reachable (an open connection or a fresh probe). */
+size_t pool_room(struct pool *pool)
+{
+    size_t room = 0;
+
+    pthread_mutex_lock(&pool->mu);
+    if (!pool->draining && pool->queued + pool->busy < 2 * pool->nworkers &&
+        pool->queued < pool->cap)
+        room = 2 * pool->nworkers - pool->queued - pool->busy;
+    pthread_mutex_unlock(&pool->mu);
+    return room;
+}
+
 int pool_ready(struct pool *pool)
 {
     return pool_conns_ready(pool->conns);

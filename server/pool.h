@@ -49,6 +49,11 @@ struct pool *pool_new(const struct cfg *cfg, char *err, size_t errlen);
 /* Hands job to the pool (POOL_OK: the pool owns it until job->done). */
 int pool_submit(struct pool *pool, struct job *job);
 void pool_stats(struct pool *pool, struct pool_stats *out);
+/* Jobs the workers can start soon: twice the workers, less what waits
+   and what runs (at most what the queue can take), 0 while draining.  The
+   durable queue claims no more than this, so few of its messages wait in
+   memory marked sending.  Thread-safe. */
+size_t pool_room(struct pool *pool);
 /* 1 when a relay connection is open or a probe (connect + EHLO + QUIT)
    succeeds now; 0 otherwise.  Probes at most once per second (in between,
    and while another thread probes, the last answer is returned); a probe

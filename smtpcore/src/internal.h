@@ -170,7 +170,14 @@ struct smtp__stuffer {
     int prev_cr;         /* last byte was a CR not yet resolved */
     size_t line_len;     /* octets of the current line before stuffing */
     int refuse_8bit;     /* a byte >= 0x80 is an error (no 8BITMIME) */
+    /* The data is a whole message (no header block written by us): its
+       Bcc and Resent-Bcc fields are dropped (RFC 5322 3.6.3). */
+    int in_header;       /* set by the caller: 1 until the empty line */
+    int h_start, h_cr, h_drop, holding;
+    size_t nhold;
+    char hold[SMTP_MAX_LINE + 1];   /* a line's first bytes, undecided */
 };
+/* A stuffer for a body that starts a line, in_header 0. */
 void smtp__stuffer_init(struct smtp__stuffer *s);
 /* 1 when a byte of p[0..n) has its high bit set. */
 int smtp__has_8bit(const char *p, size_t n);
@@ -195,6 +202,10 @@ int smtp__headers_write(const struct smtp_header *h, size_t n,
                         size_t whylen);
 /* Writes "<addr>" plus nothing else; addr already checked. */
 int smtp__addr_has_utf8(const char *addr);
+/* "VERB arg[ SMTPUTF8]" for VRFY, EXPN, HELP into cmd; -1 with why when
+   the argument cannot be sent (utf8_ok: the server offers SMTPUTF8). */
+int smtp__query_line(const char *verb, const char *arg, int utf8_ok,
+                     char *cmd, size_t len, char *why, size_t whylen);
 /* RFC 3461 xtext. */
 int smtp__xtext(struct smtp__buf *out, const char *s);
 

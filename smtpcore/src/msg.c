@@ -2,13 +2,18 @@
  * msg.c - what goes inside a transaction: envelope addresses, header
  * fields and the body, checked and encoded for the wire.
  *
- * Public: smtp_addr_check, smtp_header_check.  Private: the header writer
- * (folding, Date, Message-ID, From when missing), the streaming body
- * normalizer and dot-stuffer, xtext.
+ * Public: smtp_addr_check, smtp_header_check, smtp_header_unique.
+ * Private: the header writer (folding, Date, Message-ID, From when
+ * missing, Bcc dropped), the streaming body normalizer and dot-stuffer
+ * (which drops Bcc from a whole message's header section), the query
+ * line (VRFY, EXPN, HELP), xtext.
  *
  * Rules (SMTP-NOTES 3, 4): no CR, LF, NUL or other control in an address,
- * brackets written by the library only; header names printable ASCII
- * without ':'; a value never carries CR or LF; the body leaves here with
+ * brackets written by the library only, none inside quotes either; header
+ * names printable ASCII without ':'; a value never carries CR, LF or
+ * another control but HTAB, and folds without a line of only white space;
+ * a field RFC 5322 3.6 allows once is given once; Bcc and Resent-Bcc
+ * never leave (RFC 5322 3.6.3); the body leaves here with
  * every lone CR or LF turned into CRLF, every line that starts with '.'
  * doubled, no line over 998 octets, ending in CRLF '.' CRLF.
  * No shared state; the Message-ID comes from getrandom(2).
@@ -48,6 +53,9 @@ static long local_part(const char *a, char *why, size_t whylen)
                 return c == 0 ? WHY("unterminated quoted local part")
                               : WHY("control character in address");
             }
+            if (c == '<' || c == '>')
+                return WHY("'<' or '>' inside a quoted local part (a lax "
+                           "server would end the path there)");
         }
         return (long)i + 1;
     }
@@ -146,7 +154,44 @@ int smtp_addr_check(const char *addr, int allow_empty, char *why,
     return domain_ok(addr + lp + 1, why, whylen);
 }
 
-/* Checks one header field. */
+/* Appends "Name: value" folded at white space into lines of about 78
+   octets (RFC 5322 2.2.3), or only checks that it can be when out is NULL.
+   A fold goes before a run of white space that a non-white character
+   follows, never elsewhere: no line is only white space (3.2.2), and white
+   space that ends the value stays on the last line.  -1 when a piece
+   cannot be brought under 998 octets. */
+static int header_fold(struct smtp__buf *out, const char *name,
+                       const char *value, char *why, size_t whylen)
+{
+    size_t start = strlen(name) + 2, col = start;
+    if (out != NULL && (smtp__buf_append(out, name, start - 2) < 0 ||
+                        smtp__buf_append(out, ": ", 2) < 0))
+        return WHY("out of memory");
+    const char *p = value;
+    while (*p != '\0') {
+        size_t ws = strspn(p, " \t");
+        size_t w = ws + strcspn(p + ws, " \t");   /* white run + word */
+        if (ws > 0 && p[ws] != '\0' && col > start && col + w > 78) {
+            if (out != NULL && smtp__buf_append(out, "\r\n", 2) < 0)
+                return WHY("out of memory");
+            col = 0;
+        }
+        if (col + w > SMTP_MAX_LINE)
+            return WHY("header %s has a word longer than %d octets (it "
+                       "cannot be folded)", name, SMTP_MAX_LINE);
+        if (out != NULL && smtp__buf_append(out, p, w) < 0)
+            return WHY("out of memory");
+        col += w;
+        p += w;
+    }
+    if (out != NULL && smtp__buf_append(out, "\r\n", 2) < 0)
+        return WHY("out of memory");
+    return 0;
+}
+
+/* Checks one header field: the name, no control but HTAB in the value (C0,
+   DEL, and C1 as UTF-8: U+0080..U+009F, NEL among them), and a value that
+   folds into lines of at most 998 octets. */
 int smtp_header_check(const char *name, const char *value, char *why,
                       size_t whylen)
 {
@@ -162,18 +207,34 @@ int smtp_header_check(const char *name, const char *value, char *why,
     }
     if (value == NULL)
         return WHY("missing header value");
-    size_t word = n + 2;   /* the first word shares its line with the name */
-    for (const char *p = value; *p != '\0'; p++) {
+    for (const unsigned char *p = (const unsigned char *)value; *p != 0; p++) {
         if (*p == '\r' || *p == '\n')
             return WHY("CR or LF in header value");
-        if ((unsigned char)*p < 32 && *p != '\t')
+        if ((*p < 32 && *p != '\t') || *p == 127 ||
+            (*p == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F))
             return WHY("control character in header value");
-        word = *p == ' ' ? 1 : word + 1;
-        if (word > SMTP_MAX_LINE)
-            return WHY("header %s has a word longer than %d octets (it "
-                       "cannot be folded)", name, SMTP_MAX_LINE);
     }
+    return header_fold(NULL, name, value, why, whylen);
+}
+
+/* 1 when RFC 5322 3.6 allows the field at most once in a message. */
+int smtp_header_unique(const char *name)
+{
+    static const char *const once[] = {
+        "Date", "From", "Sender", "Reply-To", "To", "Cc", "Bcc",
+        "Message-ID", "In-Reply-To", "References", "Subject"
+    };
+    for (size_t i = 0; name != NULL && i < sizeof once / sizeof once[0]; i++)
+        if (strcasecmp(name, once[i]) == 0)
+            return 1;
     return 0;
+}
+
+/* 1 for a field that is never transmitted (RFC 5322 3.6.3 Bcc, and
+   3.6.6 Resent-Bcc): the writer drops it. */
+static int header_hidden(const char *name)
+{
+    return strcasecmp(name, "Bcc") == 0 || strcasecmp(name, "Resent-Bcc") == 0;
 }
 
 /* 1 when an address needs SMTPUTF8. */
@@ -183,6 +244,34 @@ int smtp__addr_has_utf8(const char *addr)
         if ((unsigned char)*addr >= 0x80)
             return 1;
     return 0;
+}
+
+/* The line of a query: "VRFY arg", "EXPN arg", "HELP [arg]" (arg may be
+   NULL or "").  The argument: at most 500 octets, no control.  Non-ASCII
+   only for VRFY and EXPN, and only when the server offers SMTPUTF8
+   (utf8_ok): then with the SMTPUTF8 parameter (RFC 6531 3.7.4).  HELP has
+   no such parameter, so a non-ASCII topic is refused. */
+int smtp__query_line(const char *verb, const char *arg, int utf8_ok,
+                     char *cmd, size_t len, char *why, size_t whylen)
+{
+    int utf8 = 0;
+    if (arg == NULL || arg[0] == '\0')
+        return snprintf(cmd, len, "%s", verb) < (int)len ? 0
+             : WHY("command too long");
+    if (strlen(arg) > 500)
+        return WHY("argument too long");
+    for (const char *p = arg; *p != '\0'; p++) {
+        if ((unsigned char)*p < 32 || *p == 127)
+            return WHY("control character in the argument");
+        utf8 |= (unsigned char)*p >= 0x80;
+    }
+    if (utf8 && strcmp(verb, "HELP") == 0)
+        return WHY("non-ASCII HELP topic (no SMTPUTF8 form exists for HELP)");
+    if (utf8 && !utf8_ok)
+        return WHY("non-ASCII %s argument but the server does not offer "
+                   "SMTPUTF8", verb);
+    return snprintf(cmd, len, "%s %s%s", verb, arg, utf8 ? " SMTPUTF8" : "")
+               < (int)len ? 0 : WHY("command too long");
 }
 
 /* RFC 3461 4 xtext: '+', '=', and bytes outside 33..126 as +XX. */
@@ -197,34 +286,6 @@ int smtp__xtext(struct smtp__buf *out, const char *s)
             return -1;
     }
     return 0;
-}
-
-/* Appends "Name: value" folded at spaces to lines of about 78 octets. */
-static int header_fold(struct smtp__buf *out, const char *name,
-                       const char *value, char *why, size_t whylen)
-{
-    size_t col = strlen(name) + 2;
-    if (smtp__buf_append(out, name, col - 2) < 0 ||
-        smtp__buf_append(out, ": ", 2) < 0)
-        return WHY("out of memory");
-    const char *p = value;
-    while (*p != '\0') {
-        const char *sp = strchr(p + 1, ' ');
-        size_t w = sp ? (size_t)(sp - p) : strlen(p);   /* word incl. lead space */
-        if (col + w > 78 && col > strlen(name) + 2 && (*p == ' ' || *p == '\t')) {
-            if (smtp__buf_append(out, "\r\n", 2) < 0)
-                return WHY("out of memory");
-            col = 0;
-        }
-        if (col + w > SMTP_MAX_LINE)
-            return WHY("header %s has a word longer than %d octets", name,
-                       SMTP_MAX_LINE);
-        if (smtp__buf_append(out, p, w) < 0)
-            return WHY("out of memory");
-        col += w;
-        p += w;
-    }
-    return smtp__buf_append(out, "\r\n", 2) < 0 ? WHY("out of memory") : 0;
 }
 
 /* RFC 5322 date in UTC, independent of the locale. */
@@ -273,7 +334,9 @@ static const char *header_find(const struct smtp_header *h, size_t n,
     return NULL;
 }
 
-/* Writes the header block; adds Date, Message-ID and From when missing. */
+/* Writes the header block; adds Date, Message-ID and From when missing,
+   drops Bcc and Resent-Bcc, refuses a field given twice that RFC 5322 3.6
+   allows once. */
 int smtp__headers_write(const struct smtp_header *h, size_t n,
                         const char *from, const char *helo,
                         struct smtp__buf *out, char *msgid, char *why,
@@ -285,6 +348,11 @@ int smtp__headers_write(const struct smtp_header *h, size_t n,
         char w[160];
         if (smtp_header_check(h[i].name, h[i].value, w, sizeof w) < 0)
             return WHY("header %zu: %s", i + 1, w);
+        for (size_t j = 0; j < i && smtp_header_unique(h[i].name); j++)
+            if (strcasecmp(h[j].name, h[i].name) == 0)
+                return WHY("headers %zu (%s) and %zu (%s): RFC 5322 3.6 "
+                           "allows one %s field", j + 1, h[j].name, i + 1,
+                           h[i].name, h[i].name);
     }
     if (from != NULL && header_find(h, n, "Date") == NULL) {
         rfc5322_date(tmp, sizeof tmp);
@@ -303,7 +371,8 @@ int smtp__headers_write(const struct smtp_header *h, size_t n,
         smtp__buf_appendf(out, "From: <%s>\r\n", from) < 0)
         return WHY("out of memory");
     for (size_t i = 0; i < n; i++)
-        if (header_fold(out, h[i].name, h[i].value, why, whylen) < 0)
+        if (!header_hidden(h[i].name) &&
+            header_fold(out, h[i].name, h[i].value, why, whylen) < 0)
             return -1;
     return smtp__buf_append(out, "\r\n", 2) < 0 ? WHY("out of memory") : 0;
 }
@@ -312,6 +381,7 @@ void smtp__stuffer_init(struct smtp__stuffer *s)
 {
     memset(s, 0, sizeof *s);
     s->line_start = 1;
+    s->h_start = 1;
 }
 
 /* Ends the current output line. */
@@ -396,8 +466,8 @@ size_t smtp__run_end(const char *in, size_t i, size_t n)
 }
 
 /* Encodes a chunk: lone CR/LF to CRLF, leading dots doubled. */
-int smtp__stuff(struct smtp__stuffer *s, const char *in, size_t n,
-                struct smtp__buf *out, char *why, size_t whylen)
+static int stuff_plain(struct smtp__stuffer *s, const char *in, size_t n,
+                       struct smtp__buf *out, char *why, size_t whylen)
 {
     size_t i = 0;
     while (i < n) {
@@ -445,9 +515,122 @@ int smtp__stuff(struct smtp__stuffer *s, const char *in, size_t n,
     return 0;
 }
 
+/* What the bytes held at the start of a header line say: 1 the name of a
+   field never transmitted and its colon (obsolete white space before the
+   colon included, RFC 5322 4.5), 0 another line, 2 not known yet. */
+static int hidden_verdict(const char *h, size_t n)
+{
+    static const char *const names[] = { "Bcc", "Resent-Bcc" };
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        size_t len = strlen(names[k]), j = len;
+        if (strncasecmp(h, names[k], n < len ? n : len) != 0)
+            continue;
+        if (n <= len)
+            return 2;
+        while (j < n && (h[j] == ' ' || h[j] == '\t'))
+            j++;
+        return j == n ? 2 : h[j] == ':';
+    }
+    return 0;
+}
+
+/* Passes header bytes on, unless they belong to a dropped field. */
+static int hdr_emit(struct smtp__stuffer *s, const char *p, size_t n,
+                    struct smtp__buf *out, char *why, size_t whylen)
+{
+    return s->h_drop || n == 0 ? 0 : stuff_plain(s, p, n, out, why, whylen);
+}
+
+/* The header section of a message given whole: every line goes on except
+   the lines of a Bcc or Resent-Bcc field (its folded lines too).  A line's
+   first bytes are held until they tell a dropped name from another.  Stops
+   at the empty line that ends the section; *used gets the bytes taken. */
+static int stuff_header(struct smtp__stuffer *s, const char *in, size_t n,
+                        size_t *used, struct smtp__buf *out, char *why,
+                        size_t whylen)
+{
+    size_t i = 0;
+    while (i < n) {
+        char c = in[i];
+        if (s->h_cr) {                  /* the LF of a CRLF ends that line */
+            s->h_cr = 0;
+            if (c == '\n') {
+                if (hdr_emit(s, in + i++, 1, out, why, whylen) < 0)
+                    return -1;
+                continue;
+            }
+        }
+        if (s->h_start) {
+            if (c == '\r' || c == '\n') {   /* the empty line: body next */
+                s->in_header = s->h_drop = 0;
+                break;
+            }
+            s->h_start = 0;
+            if (c != ' ' && c != '\t') {    /* a new field, else folded */
+                s->h_drop = 0;
+                s->holding = 1;
+                s->nhold = 0;
+            }
+        }
+        if (s->holding) {
+            s->hold[s->nhold++] = c;
+            int v = c == '\r' || c == '\n' ? 0
+                  : hidden_verdict(s->hold, s->nhold);
+            if (v == 2 && s->nhold < sizeof s->hold) {
+                i++;
+                continue;
+            }
+            s->holding = 0;
+            if (v == 1) {               /* end the kept line before it now: */
+                if (s->prev_cr) {       /* its lone CR must not pair with an */
+                    s->prev_cr = 0;     /* LF that follows the dropped ones */
+                    if (stuff_eol(s, out) < 0)
+                        return WHY("out of memory");
+                }
+                s->h_drop = 1;
+                i++;
+                continue;
+            }
+            if (stuff_plain(s, s->hold, s->nhold - 1, out, why, whylen) < 0)
+                return -1;              /* c itself goes on below */
+        }
+        size_t end = i;
+        while (end < n && in[end] != '\r' && in[end] != '\n')
+            end++;
+        if (end == i) {                 /* CR or LF: the line ends */
+            s->h_start = 1;
+            s->h_cr = c == '\r';
+            end++;
+        }
+        if (hdr_emit(s, in + i, end - i, out, why, whylen) < 0)
+            return -1;
+        i = end;
+    }
+    *used = i;
+    return 0;
+}
+
+/* Encodes a chunk: the header filter first while it is on, then lone
+   CR/LF to CRLF and leading dots doubled. */
+int smtp__stuff(struct smtp__stuffer *s, const char *in, size_t n,
+                struct smtp__buf *out, char *why, size_t whylen)
+{
+    size_t used = 0;
+    if (s->in_header && stuff_header(s, in, n, &used, out, why, whylen) < 0)
+        return -1;
+    return used < n ? stuff_plain(s, in + used, n - used, out, why, whylen)
+                    : 0;
+}
+
 /* Ends the body and appends the terminating dot line. */
 int smtp__stuff_end(struct smtp__stuffer *s, struct smtp__buf *out)
 {
+    char why[8];
+    if (s->holding) {                   /* the data ended inside a name */
+        s->holding = 0;
+        if (stuff_plain(s, s->hold, s->nhold, out, why, sizeof why) < 0)
+            return -1;
+    }
     if ((s->prev_cr || !s->line_start) && stuff_eol(s, out) < 0)
         return -1;
     s->prev_cr = 0;

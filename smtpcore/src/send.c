@@ -196,6 +196,7 @@ int smtp__write_message(struct smtp_conn *c, const struct smtp__buf *hdr,
     smtp__buf_init(&out, 4 * CHUNK);
     smtp__stuffer_init(&st);
     st.refuse_8bit = !allow8bit;
+    st.in_header = hdr == NULL || hdr->len == 0;    /* a whole message */
     if (hdr != NULL && hdr->len > 0 &&
         smtp__buf_append(&out, hdr->data, hdr->len) < 0) {
         smtp__buf_free(&out);
@@ -1135,24 +1136,19 @@ int smtp_send_mail(const char *from, const char *const *to, size_t nto,
 static int query(const char *verb, const char *arg, const char *host,
                  const struct smtp_opts *opts, struct smtp_result *res)
 {
-    char cmd[600];
+    char cmd[600], why[160];
     smtp_result_clear(res);
-    if (arg != NULL) {
-        for (const char *p = arg; *p != '\0'; p++)
-            if ((unsigned char)*p < 32 || *p == 127)
-                return smtp__fail(res, SMTP_ERR_LOCAL, verb,
-                                  "control character in the argument");
-        if (strlen(arg) > 500)
-            return smtp__fail(res, SMTP_ERR_LOCAL, verb, "argument too long");
-    }
-    if (arg != NULL && arg[0] != '\0')
-        snprintf(cmd, sizeof cmd, "%s %s", verb, arg);
-    else
-        snprintf(cmd, sizeof cmd, "%s", verb);
+    if (smtp__query_line(verb, arg, 1, cmd, sizeof cmd, why, sizeof why) < 0)
+        return smtp__fail(res, SMTP_ERR_LOCAL, verb, "%s", why);
     struct smtp_conn *c = open_session(host, opts, res);
     if (c == NULL)
         return res->kind;
     smtp_result_clear(res);
+    if (smtp__query_line(verb, arg, smtp__has_cap(c, SMTP__CAP_SMTPUTF8), cmd,
+                         sizeof cmd, why, sizeof why) < 0) {
+        smtp_conn_quit(c);
+        return smtp__fail(res, SMTP_ERR_LOCAL, verb, "%s", why);
+    }
     int r = smtp__command(c, cmd, smtp__timeout(c, SMTP__T_COMMAND), res);
     smtp_conn_quit(c);
     if (r != SMTP_OK)

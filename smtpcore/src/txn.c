@@ -172,9 +172,14 @@ static int run_one(struct smtp_conn *c, const struct smtp_txn *t,
     if (t->type == T_EHLO)
         return smtp__ehlo(c, t->arg, res);
     char cmd[SMTP_MAX_PATH + 600];
-    snprintf(cmd, sizeof cmd, "%s%s%s%s", txn_kinds[t->type].prefix,
-             t->type == T_HELP && t->arg != NULL && t->arg[0] ? " " : "",
-             t->arg ? t->arg : "", txn_kinds[t->type].suffix);
+    if (t->type == T_VRFY || t->type == T_EXPN || t->type == T_HELP) {
+        if (smtp__query_line(verb, t->arg, smtp__has_cap(c, SMTP__CAP_SMTPUTF8),
+                             cmd, sizeof cmd, why, sizeof why) < 0)
+            return smtp__fail(res, SMTP_ERR_LOCAL, verb, "%s", why);
+    } else {
+        snprintf(cmd, sizeof cmd, "%s%s%s", txn_kinds[t->type].prefix,
+                 t->arg ? t->arg : "", txn_kinds[t->type].suffix);
+    }
     int r = smtp__command(c, cmd, smtp__timeout(c, SMTP__T_COMMAND), res);
     if (r == SMTP_OK && t->type == T_HELO)
         smtp__conn_forget_ext(c);

@@ -1,8 +1,9 @@
 /*
  * fuzz_validate.c - libFuzzer target: the address, header and body
  * validators.  Property: nothing they accept can carry CR, LF, NUL, a
- * control, or (for addresses) an angle bracket or an unquoted space onto
- * the wire; smtp_body_check accepts exactly the bodies without NUL whose
+ * control (DEL and UTF-8 C1 included; HTAB allowed in header values), or
+ * (for addresses) an angle bracket, quoted or not, or an unquoted space
+ * onto the wire; smtp_body_check accepts exactly the bodies without NUL whose
  * lines (ended by CRLF, lone CR or lone LF) are at most 998 octets.
  */
 #include <stdint.h>
@@ -43,13 +44,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(s, data, size);
     s[size] = '\0';
     if (smtp_addr_check(s, 1, why, sizeof why) == 0) {
-        int quoted = s[0] == '"';
         for (const char *p = s; *p; p++) {
             unsigned char c = (unsigned char)*p;
             if (c < 32 || c == 127)
                 abort();
-            if (!quoted && (c == '<' || c == '>'))
-                abort();
+            if (c == '<' || c == '>')
+                abort();        /* not even inside quotes */
         }
         if (strlen(s) > SMTP_MAX_PATH - 2)
             abort();
@@ -58,9 +58,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (colon != NULL) {
         *colon = '\0';
         if (smtp_header_check(s, colon + 1, why, sizeof why) == 0) {
-            for (const char *p = colon + 1; *p; p++)
-                if (*p == '\r' || *p == '\n')
-                    abort();
+            for (const unsigned char *p = (const unsigned char *)colon + 1;
+                 *p; p++)
+                if ((*p < 32 && *p != '\t') || *p == 127 ||
+                    (*p == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F))
+                    abort();    /* a control other than HTAB (C1 too) */
             for (const char *p = s; *p; p++)
                 if ((unsigned char)*p <= 32 || (unsigned char)*p >= 127)
                     abort();

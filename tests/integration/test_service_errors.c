@@ -654,7 +654,8 @@ static void test_openapi_json_is_3_1_and_documents_every_route_answer(
     struct http_resp r;
     static const char *const paths[] = {
         "/v1/messages", "/v1/messages/batch", "/v1/verify", "/v1/expand",
-        "/v1/help", "/healthz", "/readyz", "/metrics", "/openapi.json"
+        "/v1/help", "/healthz", "/readyz", "/metrics", "/openapi.json",
+        "/v1/messages/{id}", "/v1/messages/{id}/cancel"
     };
     START(fx, "--pool-workers", "1");
     call(fx, "GET", "/openapi.json", NULL, NULL, &r);
@@ -698,8 +699,11 @@ static void test_openapi_json_is_3_1_and_documents_every_route_answer(
         json_t *post = json_object_get(item, "post");
         static const char *const must[] = { "200", "400", "401", "413", "415",
                                             "422", "503" };
+        int bodyless = strcmp(path, "/v1/messages/{id}/cancel") == 0;
         for (size_t k = 0; post != NULL && k < 7; k++)
-            if (json_object_get(json_object_get(post, "responses"),
+            if ((!bodyless || (strcmp(must[k], "415") != 0 &&
+                               strcmp(must[k], "422") != 0)) &&
+                json_object_get(json_object_get(post, "responses"),
                                 must[k]) == NULL)
                 fail_msg("POST %s does not document %s", path, must[k]);
     }

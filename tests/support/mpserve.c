@@ -259,15 +259,22 @@ static void show_log(const struct mpserve *s, size_t tail)
     free(log);
 }
 
-/* The argv of one start; strings borrowed from bin, portbuf, extra. */
+/* The argv of one start; strings borrowed from bin, portbuf, qpath,
+   extra.  The queue file is the private directory's unless extra names
+   one (--queue-path), so that services never share a queue. */
 static int build_argv(char **v, const char *bin, const char *listen,
-                      const char *relay_port, const char *const *extra)
+                      const char *relay_port, const char *qpath,
+                      const char *const *extra)
 {
     const char *fixed[] = { bin, "serve", "--http-listen", listen,
                             "--relay-host", "127.0.0.1", "--relay-port",
-                            relay_port, "--relay-tls", "none" };
-    size_t n = 0;
-    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+                            relay_port, "--relay-tls", "none",
+                            "--queue-path", qpath };
+    size_t n = 0, nfixed = sizeof fixed / sizeof fixed[0];
+    for (size_t i = 0; extra != NULL && extra[i] != NULL; i++)
+        if (strcmp(extra[i], "--queue-path") == 0)
+            nfixed -= 2;
+    for (size_t i = 0; i < nfixed; i++)
         v[n++] = (char *)(uintptr_t)fixed[i];
     for (size_t i = 0; extra != NULL && extra[i] != NULL; i++) {
         if (n + 1 >= MAX_ARGS) {
@@ -284,7 +291,7 @@ static int build_argv(char **v, const char *bin, const char *listen,
 static int start_once(struct mpserve *s, const char *bin, int relay_port,
                       const char *const *extra)
 {
-    char listen[32], rport[16];
+    char listen[32], rport[16], qpath[PATH_MAX + 16];
     char *argv[MAX_ARGS];
     s->port = mpserve_free_port();
     if (s->port < 0)
@@ -292,7 +299,8 @@ static int start_once(struct mpserve *s, const char *bin, int relay_port,
     snprintf(listen, sizeof listen, "127.0.0.1:%d", s->port);
     snprintf(rport, sizeof rport, "%d", relay_port);
     snprintf(s->url, sizeof s->url, "http://127.0.0.1:%d", s->port);
-    if (build_argv(argv, bin, listen, rport, extra) < 0 ||
+    snprintf(qpath, sizeof qpath, "%s/queue.db", s->dir);
+    if (build_argv(argv, bin, listen, rport, qpath, extra) < 0 ||
         spawn(&s->pid, argv, s->log) < 0)
         return -1;
     for (long long end = ts_now_ms() + READY_MS; ts_now_ms() < end;

@@ -350,9 +350,18 @@ int smtp_transactions_no_close(struct smtp_conn *conn,
 /* A mailbox for MAIL/RCPT: no brackets; "" allowed only when allow_empty. */
 int smtp_addr_check(const char *addr, int allow_empty, char *why,
                     size_t whylen);
-/* A header field: name printable ASCII without ':', value without CR/LF/NUL. */
+/* A header field: name printable ASCII without ':', value without CR, LF
+   or another control but HTAB (DEL and UTF-8 C1 controls included), and
+   foldable into lines of at most SMTP_MAX_LINE octets. */
 int smtp_header_check(const char *name, const char *value, char *why,
                       size_t whylen);
+/* 1 when RFC 5322 3.6 allows the field at most once (From, Sender,
+   Reply-To, To, Cc, Bcc, Message-ID, In-Reply-To, References, Subject,
+   Date; any case).  The sends refuse such a field given twice.  A Bcc or
+   Resent-Bcc field is never transmitted: the header writer drops it, and
+   a raw message (or a body sent without header fields) loses it, with its
+   folded lines, on the way to the wire. */
+int smtp_header_unique(const char *name);
 /* A body (or a raw message) of len bytes as smtp_send_mail would send it:
    no NUL, no line over SMTP_MAX_LINE octets (lone CR and LF count as line
    ends); the reason names the line. */

@@ -1,0 +1,759 @@
+/*
+ * api/async.c - the durable queue over HTTP: asynchronous sends
+ * (Prefer: respond-async, RFC 7240), a message's status, cancel, send_at,
+ * metadata, and Idempotency-Key on every POST.
+ *
+ * Public (internal.h): api_async_extract, api_async_post, api_async_answer,
+ * api_idem_begin, api_idem_finish, api_message_get, api_message_cancel,
+ * api_async_req_free, api_queue_metrics.
+ *
+ * Asynchronous POST: the body is validated exactly as a synchronous one;
+ * then each message gets a queue id and, unless it has one, a Message-ID
+ * (so it is the same on every attempt), is encoded (job_message_encode)
+ * and handed to the queue's writer with the 202 document already built;
+ * the connection is suspended until the writer's callback says the rows
+ * (and the idempotency key, in the same transaction) are committed.  A
+ * 202 therefore means on disk.  A database that cannot be written, or
+ * more than queue.high_water messages waiting, is 503 with Retry-After.
+ *
+ * Idempotency-Key (at most 255 visible ASCII characters), scoped by the
+ * API key used: a repeat with the same request (SHA-256 of route, Prefer
+ * and body) gets the first answer with Idempotent-Replayed: true; with
+ * another request, 422; while the first is still being answered, 409 with
+ * Retry-After.  A synchronous send stores its key as pending before it is
+ * submitted and its answer once done, unknown outcomes included; a key
+ * left pending by a crash answers as unknown.
+ *
+ * Threads: MHD's threads; the enqueue callback runs on the queue's writer
+ * thread and only resumes the connection.
+ */
+#include <gnutls/crypto.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "api/codec.h"
+#include "api/internal.h"
+#include "server/delivery.h"
+
+/* The extras of one message of an asynchronous request. */
+struct api_async_item {
+    double send_at;             /* Unix seconds, 0: now */
+    char *metadata;             /* JSON text, or NULL */
+};
+
+/* Everything an asynchronous or idempotent request keeps until the
+   writer's callback (owned by the request). */
+struct api_async {
+    struct api_async_item *items;   /* one per message, input order */
+    size_t nitems;
+    struct queue_new *qn;
+    void **blobs;
+    char **msgids;
+    size_t n;
+    char *doc;                  /* the 202 (or stored) answer's text */
+    char key[QUEUE_KEY_MAX + 16];   /* scoped key, "" when none */
+    char fingerprint[65];
+    struct queue_idem idem;
+    int rc;                     /* the writer's answer */
+    struct queue_idem_hit hit;
+    pthread_mutex_t mu;         /* for the blocking idem lookup */
+    pthread_cond_t cv;
+    int told;
+};
+
+/* Appends k bytes of s to *buf of *len bytes; on failure frees *buf and
+   sets it NULL (-1). */
+static int cat_free(char **buf, size_t *len, const char *s, size_t k)
+{
+    char *nb = realloc(*buf, *len + k + 1);
+    if (nb == NULL) {
+        free(*buf);
+        *buf = NULL;
+        return -1;
+    }
+    memcpy(nb + *len, s, k);
+    *len += k;
+    nb[*len] = '\0';
+    *buf = nb;
+    return 0;
+}
+
+/* ---- time ---- */
+
+/* Wall-clock Unix seconds. */
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* RFC 3339 UTC with milliseconds. */
+static json_t *rfc3339(double t)
+{
+    char buf[40], frac[8];
+    time_t s = (time_t)t;
+    struct tm tm;
+    if (t <= 0)
+        return json_null();
+    gmtime_r(&s, &tm);
+    strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(frac, sizeof frac, ".%03dZ", (int)((t - (double)s) * 1000));
+    strncat(buf, frac, sizeof buf - strlen(buf) - 1);
+    return json_string(buf);
+}
+
+/* Parses an RFC 3339 date-time ("2026-12-01T09:30:00Z", offsets and a
+   fraction allowed) into Unix seconds; -1 when it is not one. */
+static int parse_rfc3339(const char *s, double *out)
+{
+    struct tm tm;
+    int y, mo, d, h, mi, sec, n = 0, oh = 0, om = 0;
+    double frac = 0;
+    memset(&tm, 0, sizeof tm);
+    if (sscanf(s, "%4d-%2d-%2d%*1[Tt]%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi,
+               &sec, &n) != 6 || n != 19)
+        return -1;
+    s += n;
+    if (*s == '.') {
+        double scale = 0.1;
+        for (s++; *s >= '0' && *s <= '9'; s++, scale /= 10)
+            frac += (*s - '0') * scale;
+    }
+    if (*s == 'Z' || *s == 'z') {
+        s++;
+    } else if ((*s == '+' || *s == '-') &&
+               sscanf(s + 1, "%2d:%2d%n", &oh, &om, &n) == 2 && n == 5) {
+        int sign = *s == '-' ? -1 : 1;
+        oh *= sign;
+        om *= sign;
+        s += 6;
+    } else {
+        return -1;
+    }
+    if (*s != '\0' || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 ||
+        mi > 59 || sec > 60)
+        return -1;
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    *out = (double)timegm(&tm) + frac - oh * 3600.0 - om * 60.0;
+    return 0;
+}
+
+/* ---- the request's state ---- */
+
+static struct api_async *async_of(struct api_req *req)
+{
+    if (req->async_state == NULL) {
+        struct api_async *a = calloc(1, sizeof *a);
+        if (a == NULL)
+            return NULL;
+        pthread_mutex_init(&a->mu, NULL);
+        pthread_cond_init(&a->cv, NULL);
+        req->async_state = a;
+    }
+    return req->async_state;
+}
+
+void api_async_req_free(struct api_req *req)
+{
+    struct api_async *a = req->async_state;
+    if (a == NULL)
+        return;
+    for (size_t i = 0; i < a->nitems; i++)
+        free(a->items[i].metadata);
+    free(a->items);
+    for (size_t i = 0; i < a->n; i++) {
+        free(a->blobs[i]);
+        free(a->msgids[i]);
+    }
+    free(a->blobs);
+    free(a->msgids);
+    free(a->qn);
+    free(a->doc);
+    queue_idem_hit_clear(&a->hit);
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cv);
+    free(a);
+    req->async_state = NULL;
+}
+
+/* ---- the request's head: Prefer and Idempotency-Key ---- */
+
+/* Reads Prefer and Idempotency-Key (first call of a POST); 0, or -1 with
+   the problem queued in *ret. */
+int api_async_head(struct api_req *req, struct MHD_Connection *c,
+                   enum MHD_Result *ret)
+{
+    const char *p = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Prefer");
+    const char *k = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                "Idempotency-Key");
+    req->async = p != NULL && strcasestr(p, "respond-async") != NULL &&
+                 (req->route == API_ROUTE_MESSAGES ||
+                  req->route == API_ROUTE_BATCH);
+    if (k == NULL)
+        return 0;
+    size_t n = strlen(k);
+    int ok = n > 0 && n <= QUEUE_KEY_MAX;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = k[i] > 32 && k[i] < 127;
+    if (!ok) {
+        json_t *errors = json_array();
+        api_error_add(errors, "Idempotency-Key", "must be 1 to 255 visible "
+                      "ASCII characters");
+        *ret = api_reply_problem(req, c, 400, "the Idempotency-Key header "
+                                 "is not valid", errors, NULL, NULL);
+        return -1;
+    }
+    struct api_async *a = async_of(req);
+    if (a == NULL) {
+        *ret = MHD_NO;
+        return -1;
+    }
+    snprintf(a->key, sizeof a->key, "k%d:%s", req->key_index, k);
+    return 0;
+}
+
+/* SHA-256 of the route, the Prefer choice and the body, in hex. */
+void api_async_fingerprint(struct api_req *req)
+{
+    struct api_async *a = req->async_state;
+    unsigned char d[32];
+    gnutls_hash_hd_t h;
+    if (a == NULL || a->key[0] == '\0' ||
+        gnutls_hash_init(&h, GNUTLS_DIG_SHA256) < 0)
+        return;
+    gnutls_hash(h, api_route_name(req->route),
+                strlen(api_route_name(req->route)) + 1);
+    gnutls_hash(h, req->async ? "async" : "sync", 6);
+    if (req->body != NULL)
+        gnutls_hash(h, req->body, req->len);
+    gnutls_hash_deinit(h, d);
+    for (size_t i = 0; i < sizeof d; i++)
+        snprintf(a->fingerprint + 2 * i, 3, "%02x", d[i]);
+}
+
+/* ---- send_at and metadata ---- */
+
+/* Takes send_at and metadata out of message object o (item i), checking
+   them; errors named with prefix. */
+static void extract_one(struct api_req *req, json_t *o, size_t i,
+                        const char *prefix, json_t *errors)
+{
+    struct api_async_item *it = &((struct api_async *)req->async_state)
+                                     ->items[i];
+    json_t *v;
+    char field[96];
+    if (!json_is_object(o))
+        return;
+    if ((v = json_object_get(o, "send_at")) != NULL) {
+        double t = 0, now = wall_now();
+        snprintf(field, sizeof field, "%ssend_at", prefix);
+        if (!req->async)
+            api_error_add(errors, field, "needs Prefer: respond-async");
+        else if (!json_is_string(v) ||
+                 parse_rfc3339(json_string_value(v), &t) < 0)
+            api_error_add(errors, field, "must be an RFC 3339 date-time "
+                          "such as 2026-12-01T09:30:00Z");
+        else if (t - now > req->api->cfg->queue.max_schedule)
+            api_error_add(errors, field, "is further ahead than "
+                          "queue.max_schedule");
+        else
+            it->send_at = t;
+        json_object_del(o, "send_at");
+    }
+    if ((v = json_object_get(o, "metadata")) != NULL) {
+        const char *key;
+        json_t *val;
+        int ok = json_is_object(v) && json_object_size(v) <= 32;
+        snprintf(field, sizeof field, "%smetadata", prefix);
+        json_object_foreach(v, key, val)
+            ok = ok && strlen(key) <= 64 && json_is_string(val) &&
+                 json_string_length(val) <= 256;
+        if (!ok)
+            api_error_add(errors, field, "must be an object of at most 32 "
+                          "string members, keys up to 64 and values up to "
+                          "256 bytes");
+        else
+            it->metadata = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
+        json_object_del(o, "metadata");
+    }
+}
+
+int api_async_extract(struct api_req *req, json_t *root, json_t *errors)
+{
+    struct api_async *a;
+    json_t *msgs = req->route == API_ROUTE_BATCH
+                       ? json_object_get(root, "messages") : NULL;
+    size_t n = msgs != NULL ? json_array_size(msgs) : 1;
+    if (req->route != API_ROUTE_MESSAGES && req->route != API_ROUTE_BATCH)
+        return API_DECODE_OK;
+    if (n == 0 || !json_is_object(root))
+        return API_DECODE_OK;           /* the decoder says what is wrong */
+    if ((a = async_of(req)) == NULL ||
+        (a->items = calloc(n, sizeof *a->items)) == NULL)
+        return API_DECODE_NOMEM;
+    a->nitems = n;
+    if (msgs == NULL) {
+        extract_one(req, root, 0, "", errors);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            char prefix[40];
+            snprintf(prefix, sizeof prefix, "messages[%zu].", i);
+            extract_one(req, json_array_get(msgs, i), i, prefix, errors);
+        }
+    }
+    return json_array_size(errors) > 0 ? API_DECODE_INVALID : API_DECODE_OK;
+}
+
+/* ---- asynchronous POST ---- */
+
+/* The Message-ID job will carry: its own header's value, or a new one
+   added to it, "<queue-id@from-domain>".  NULL when out of memory; ""
+   for a raw message (its own header block is sent as given). */
+static char *pin_message_id(struct job *job, const char *qid)
+{
+    struct job_message *m = &job->msg;
+    const char *at, *domain;
+    char buf[300];
+    if (m->raw)
+        return strdup("");
+    for (size_t i = 0; i < m->nheaders; i++)
+        if (strcasecmp(m->headers[i].name, "Message-ID") == 0)
+            return strdup(m->headers[i].value);
+    at = strrchr(m->from, '@');
+    domain = at != NULL && at[1] != '\0' ? at + 1 : "mailpool.invalid";
+    snprintf(buf, sizeof buf, "<%s@%s>", qid, domain);
+    struct smtp_header *h = realloc(m->headers,
+                                    (m->nheaders + 1) * sizeof *h);
+    if (h == NULL)
+        return NULL;
+    m->headers = h;
+    h[m->nheaders] = (struct smtp_header){ NULL, NULL };
+    if (job_set_header(job, m->nheaders, "Message-ID", buf) < 0)
+        return NULL;
+    m->nheaders++;
+    return strdup(buf);
+}
+
+/* {"id", "status", "message_id"} of message i. */
+static json_t *accepted_doc(const struct api_async *a, size_t i)
+{
+    const struct api_async_item *it = &a->items[i];
+    int later = it->send_at > wall_now();
+    return json_pack("{s:s, s:s, s:s?}", "id", a->qn[i].id,
+                     "status", later ? "scheduled" : "queued",
+                     "message_id",
+                     a->msgids[i][0] != '\0' ? a->msgids[i] : NULL);
+}
+
+/* Builds the rows and the 202 document. */
+static int build_rows(struct api_req *req, struct api_async *a)
+{
+    json_t *doc;
+    a->n = req->njobs;
+    a->qn = calloc(a->n, sizeof *a->qn);
+    a->blobs = calloc(a->n, sizeof *a->blobs);
+    a->msgids = calloc(a->n, sizeof *a->msgids);
+    if (a->qn == NULL || a->blobs == NULL || a->msgids == NULL)
+        return -1;
+    for (size_t i = 0; i < a->n; i++) {
+        struct queue_new *q = &a->qn[i];
+        queue_new_id(q->id);
+        if ((a->msgids[i] = pin_message_id(req->jobs[i], q->id)) == NULL ||
+            job_message_encode(req->jobs[i], &a->blobs[i], &q->blob_len) < 0)
+            return -1;
+        q->blob = a->blobs[i];
+        q->message_id = a->msgids[i][0] != '\0' ? a->msgids[i] : NULL;
+        if (i < a->nitems) {
+            q->metadata = a->items[i].metadata;
+            q->send_at = a->items[i].send_at;
+        }
+    }
+    if (req->route == API_ROUTE_MESSAGES)
+        snprintf(req->msg_id, sizeof req->msg_id, "%s", a->qn[0].id);
+    if (req->route == API_ROUTE_BATCH) {
+        json_t *results = json_array();
+        for (size_t i = 0; results != NULL && i < a->n; i++)
+            json_array_append_new(results, accepted_doc(a, i));
+        doc = json_pack("{s:o?, s:s}", "results", results, "request_id",
+                        req->id);
+    } else {
+        doc = accepted_doc(a, 0);
+        if (doc != NULL)
+            json_object_set_new(doc, "request_id", json_string(req->id));
+    }
+    a->doc = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    return a->doc != NULL ? 0 : -1;
+}
+
+/* The writer committed (or refused) an enqueue: keep its answer, resume. */
+static void on_enqueued(void *ctx, int rc, const struct queue_idem_hit *hit)
+{
+    struct api_req *req = ctx;
+    struct api_async *a = req->async_state;
+    a->rc = rc;
+    if (hit != NULL) {
+        a->hit = *hit;
+        a->hit.response = hit->response ? strdup(hit->response) : NULL;
+    }
+    if (rc == QUEUE_OK)
+        delivery_kick(req->api->delivery);
+    api_req_pending_done(req);
+}
+
+/* 1 when the queue holds queue.high_water messages waiting or more
+   (counted at most once a second). */
+static int over_high_water(struct api *api)
+{
+    unsigned long counts[QUEUE_STATE__COUNT];
+    double now = wall_now(), age;
+    int over;
+    pthread_mutex_lock(&api->mu);
+    if (now - api->waiting_at >= 1.0) {
+        api->waiting_at = now;
+        pthread_mutex_unlock(&api->mu);
+        if (queue_counts(api->queue, now, counts, &age) != QUEUE_OK)
+            return 1;
+        pthread_mutex_lock(&api->mu);
+        api->waiting_msgs = counts[QUEUE_QUEUED] + counts[QUEUE_SCHEDULED] +
+                            counts[QUEUE_RETRY] + counts[QUEUE_SENDING];
+    }
+    over = api->waiting_msgs >= (unsigned long)api->cfg->queue.high_water;
+    pthread_mutex_unlock(&api->mu);
+    return over;
+}
+
+enum MHD_Result api_async_post(struct api_req *req, struct MHD_Connection *c)
+{
+    struct api *api = req->api;
+    struct api_async *a = async_of(req);
+    if (api->queue == NULL)
+        return api_reply_problem(req, c, 503, "the durable queue is not "
+                                 "open", NULL, "Retry-After", "5");
+    if (over_high_water(api))
+        return api_reply_problem(req, c, 503, "the queue is over "
+                                 "queue.high_water (or cannot be read); "
+                                 "retry later", NULL, "Retry-After", "5");
+    if (a == NULL || build_rows(req, a) < 0)
+        return api_reply_problem(req, c, 500, "out of memory", NULL, NULL,
+                                 NULL);
+    if (a->key[0] != '\0')
+        a->idem = (struct queue_idem){ a->key, a->fingerprint, 0, 202,
+                                       a->doc };
+    req->pending = 1;               /* the handler's token */
+    api_waiting_add(api, req);
+    atomic_fetch_add(&req->refs, 1);
+    req->pending++;
+    if (queue_enqueue(api->queue, a->qn, a->n,
+                      a->key[0] != '\0' ? &a->idem : NULL, on_enqueued,
+                      req) != QUEUE_OK) {
+        req->pending--;
+        api_req_unref(req);
+        a->rc = QUEUE_EIO;
+    }
+    return api_suspend_or_answer(req, c);
+}
+
+/* A replayed answer (Idempotent-Replayed: true). */
+static enum MHD_Result replay(struct api_req *req, struct MHD_Connection *c,
+                              const struct queue_idem_hit *hit)
+{
+    json_error_t e;
+    json_t *doc;
+    atomic_fetch_add(&req->api->idem_replays, 1);
+    if (hit->lost)
+        doc = json_pack("{s:i, s:[], s:n, s:s, s:s, s:[], s:[], s:n, s:s}",
+                        "code", 451, "text", "enhanced", "kind", "conn",
+                        "status", "unknown", "accepted", "rejected",
+                        "message_id", "error",
+                        "the service stopped while this request was being "
+                        "answered: the message may have been delivered; "
+                        "not resent");
+    else
+        doc = json_loads(hit->response ? hit->response : "{}", 0, &e);
+    req->replayed = 1;
+    return api_reply_json(req, c, hit->lost ? 200
+                                 : (unsigned)hit->http_status, doc);
+}
+
+/* The answer to a key seen before: replay, 422 or 409. */
+static enum MHD_Result answer_hit(struct api_req *req,
+                                  struct MHD_Connection *c,
+                                  const struct queue_idem_hit *hit)
+{
+    if (!hit->same) {
+        json_t *errors = json_array();
+        api_error_add(errors, "Idempotency-Key", "was used with another "
+                      "request");
+        return api_reply_problem(req, c, 422, "the Idempotency-Key was used "
+                                 "with a different request", errors, NULL,
+                                 NULL);
+    }
+    if (hit->pending)
+        return api_reply_problem(req, c, 409, "the request with this "
+                                 "Idempotency-Key is still being answered",
+                                 NULL, "Retry-After", "1");
+    return replay(req, c, hit);
+}
+
+enum MHD_Result api_async_answer(struct api_req *req,
+                                 struct MHD_Connection *c)
+{
+    struct api_async *a = req->async_state;
+    json_error_t e;
+    if (a->rc == QUEUE_EIDEM)
+        return answer_hit(req, c, &a->hit);
+    if (a->rc != QUEUE_OK)
+        return api_reply_problem(req, c, 503, "the queue cannot be written; "
+                                 "nothing was queued", NULL, "Retry-After",
+                                 "5");
+    req->accepted_async = 1;
+    return api_reply_json(req, c, 202, json_loads(a->doc, 0, &e));
+}
+
+/* ---- Idempotency-Key on a synchronous POST ---- */
+
+/* The writer's answer to a blocking lookup. */
+static void on_idem_stored(void *ctx, int rc, const struct queue_idem_hit *hit)
+{
+    struct api_async *a = ctx;
+    pthread_mutex_lock(&a->mu);
+    a->rc = rc;
+    if (hit != NULL) {
+        a->hit = *hit;
+        a->hit.response = hit->response ? strdup(hit->response) : NULL;
+    }
+    a->told = 1;
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+int api_idem_begin(struct api_req *req, struct MHD_Connection *c,
+                   enum MHD_Result *ret)
+{
+    struct api_async *a = req->async_state;
+    if (a == NULL || a->key[0] == '\0' || req->api->queue == NULL)
+        return 0;
+    a->idem = (struct queue_idem){ a->key, a->fingerprint, 1, 0, NULL };
+    if (queue_enqueue(req->api->queue, NULL, 0, &a->idem, on_idem_stored,
+                      a) != QUEUE_OK) {
+        a->rc = QUEUE_EIO;
+    } else {
+        pthread_mutex_lock(&a->mu);
+        while (!a->told)
+            pthread_cond_wait(&a->cv, &a->mu);
+        pthread_mutex_unlock(&a->mu);
+    }
+    if (a->rc == QUEUE_OK) {
+        req->idem_pending = 1;      /* api_idem_finish stores the answer */
+        return 0;
+    }
+    *ret = a->rc == QUEUE_EIDEM
+               ? answer_hit(req, c, &a->hit)
+               : api_reply_problem(req, c, 503, "the queue cannot be "
+                                   "written (Idempotency-Key); nothing was "
+                                   "sent", NULL, "Retry-After", "5");
+    return -1;
+}
+
+void api_idem_finish(struct api_req *req, int status, const json_t *doc)
+{
+    struct api_async *a = req->async_state;
+    char *text;
+    if (!req->idem_pending || a == NULL)
+        return;
+    req->idem_pending = 0;
+    if (status < 0) {
+        queue_idem_finish(req->api->queue, a->key, -1, NULL);
+        return;
+    }
+    text = json_dumps(doc, JSON_COMPACT);
+    if (text != NULL)
+        queue_idem_finish(req->api->queue, a->key, status, text);
+    free(text);
+}
+
+/* ---- GET /v1/messages/{id} and POST .../cancel ---- */
+
+/* Splits "a\nb" into a JSON array of strings. */
+static json_t *lines_json(const char *s, char sep)
+{
+    json_t *arr = json_array();
+    while (arr != NULL && s != NULL && *s != '\0') {
+        const char *e = strchr(s, sep);
+        size_t n = e ? (size_t)(e - s) : strlen(s);
+        json_array_append_new(arr, json_stringn_nocheck(s, n));
+        s = e ? e + 1 : NULL;
+    }
+    return arr;
+}
+
+/* The rejected lines "rcpt\tcode\tenhanced\ttext / text" as objects. */
+static json_t *rejected_json(const char *s)
+{
+    json_t *arr = json_array(), *lines = lines_json(s, '\n');
+    size_t i;
+    json_t *l;
+    json_array_foreach(lines, i, l) {
+        char *copy = strdup(json_string_value(l)), *f[4] = { 0 }, *p = copy;
+        for (int k = 0; p != NULL && k < 4; k++) {
+            f[k] = p;
+            p = k < 3 ? strchr(p, '\t') : NULL;
+            if (p != NULL)
+                *p++ = '\0';
+        }
+        if (f[3] != NULL) {
+            json_t *text = json_array();
+            for (char *t = f[3]; t != NULL && *t != '\0';) {
+                char *e = strstr(t, " / ");
+                json_array_append_new(text, json_stringn_nocheck(
+                    t, e ? (size_t)(e - t) : strlen(t)));
+                t = e ? e + 3 : NULL;
+            }
+            json_array_append_new(arr, json_pack(
+                "{s:s, s:i, s:s?, s:o}", "recipient", f[0], "code",
+                atoi(f[1]), "enhanced", f[2][0] ? f[2] : NULL, "text", text));
+        }
+        free(copy);
+    }
+    json_decref(lines);
+    return arr;
+}
+
+/* The status document of doc. */
+static json_t *status_json(const struct queue_doc *doc)
+{
+    json_error_t e;
+    json_t *attempts = json_array(), *meta = NULL;
+    for (size_t i = 0; attempts != NULL && i < doc->nattempts; i++) {
+        const struct queue_attempt_rec *r = &doc->attempts[i];
+        json_array_append_new(attempts, json_pack(
+            "{s:o, s:s, s:i, s:s?, s:o, s:o, s:o, s:s?}",
+            "at", rfc3339(r->at), "status", r->status ? r->status : "",
+            "code", r->code, "enhanced",
+            r->enhanced && r->enhanced[0] ? r->enhanced : NULL,
+            "text", lines_json(r->text, '\n'),
+            "accepted", lines_json(r->accepted, '\n'),
+            "rejected", rejected_json(r->rejected),
+            "error", r->error && r->error[0] ? r->error : NULL));
+    }
+    if (doc->metadata != NULL)
+        meta = json_loads(doc->metadata, 0, &e);
+    return json_pack("{s:s, s:s, s:s?, s:o, s:o, s:o, s:o}",
+                     "id", doc->id, "status", queue_state_name(doc->state),
+                     "message_id", doc->message_id,
+                     "created_at", rfc3339(doc->created_at),
+                     "next_attempt_at", rfc3339(doc->next_attempt_at),
+                     "attempts", attempts ? attempts : json_array(),
+                     "metadata", meta ? meta : json_null());
+}
+
+enum MHD_Result api_message_get(struct api_req *req, struct MHD_Connection *c)
+{
+    struct queue_doc doc;
+    int rc;
+    if (req->api->queue == NULL)
+        return api_reply_problem(req, c, 404, "no such message", NULL, NULL,
+                                 NULL);
+    rc = queue_get(req->api->queue, req->msg_id, &doc);
+    if (rc == QUEUE_ENOTFOUND)
+        return api_reply_problem(req, c, 404, "no such message", NULL, NULL,
+                                 NULL);
+    if (rc != QUEUE_OK)
+        return api_reply_problem(req, c, 503, "the queue cannot be read",
+                                 NULL, "Retry-After", "5");
+    json_t *j = status_json(&doc);
+    queue_doc_clear(&doc);
+    return api_reply_json(req, c, 200, j);
+}
+
+enum MHD_Result api_message_cancel(struct api_req *req,
+                                   struct MHD_Connection *c)
+{
+    enum queue_state st = QUEUE_QUEUED;
+    int rc = req->api->queue != NULL
+                 ? queue_cancel(req->api->queue, req->msg_id, &st)
+                 : QUEUE_ENOTFOUND;
+    char detail[120];
+    switch (rc) {
+    case QUEUE_OK:
+        return api_reply_json(req, c, 200, json_pack(
+            "{s:s, s:s}", "id", req->msg_id, "status", "cancelled"));
+    case QUEUE_ENOTFOUND:
+        return api_reply_problem(req, c, 404, "no such message", NULL, NULL,
+                                 NULL);
+    case QUEUE_ECONFLICT:
+        snprintf(detail, sizeof detail, "the message is %s: only queued, "
+                 "scheduled or retry messages can be cancelled",
+                 queue_state_name(st));
+        return api_reply_problem(req, c, 409, detail, NULL, NULL, NULL);
+    default:
+        return api_reply_problem(req, c, 503, "the queue cannot be written",
+                                 NULL, "Retry-After", "5");
+    }
+}
+
+/* ---- /metrics ---- */
+
+/* Appends printf-formatted text to *buf (NULL on failure stays NULL). */
+__attribute__((format(printf, 3, 4)))
+static void mcat(char **buf, size_t *len, const char *fmt, ...)
+{
+    char line[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (*buf == NULL || k < 0 || (size_t)k >= sizeof line ||
+        cat_free(buf, len, line, (size_t)k) < 0)
+        return;
+}
+
+char *api_queue_metrics(struct api *api, size_t *len)
+{
+    unsigned long counts[QUEUE_STATE__COUNT];
+    double age = 0;
+    struct delivery_stats ds;
+    char *buf = calloc(1, 1);
+    *len = 0;
+    if (api->queue == NULL || buf == NULL)
+        return buf;
+    if (queue_counts(api->queue, wall_now(), counts, &age) != QUEUE_OK)
+        memset(counts, 0, sizeof counts);
+    delivery_stats(api->delivery, &ds);
+    mcat(&buf, len, "# HELP mailpool_queue_messages Messages in the durable "
+         "queue, by status.\n# TYPE mailpool_queue_messages gauge\n");
+    for (int i = 0; i < QUEUE_STATE__COUNT; i++)
+        mcat(&buf, len, "mailpool_queue_messages{status=\"%s\"} %lu\n",
+             queue_state_name((enum queue_state)i), counts[i]);
+    mcat(&buf, len, "# HELP mailpool_queue_oldest_due_seconds Age of the "
+         "oldest message due and waiting.\n# TYPE "
+         "mailpool_queue_oldest_due_seconds gauge\n"
+         "mailpool_queue_oldest_due_seconds %.3f\n", age);
+    mcat(&buf, len, "# HELP mailpool_queue_claims_total Messages claimed for "
+         "delivery.\n# TYPE mailpool_queue_claims_total counter\n"
+         "mailpool_queue_claims_total %llu\n", ds.claims);
+    mcat(&buf, len, "# HELP mailpool_queue_retries_total Attempts that ended "
+         "in retry.\n# TYPE mailpool_queue_retries_total counter\n"
+         "mailpool_queue_retries_total %llu\n", ds.retries);
+    mcat(&buf, len, "# HELP mailpool_queue_lease_expiries_total Messages "
+         "found sending at start (made unknown).\n# TYPE "
+         "mailpool_queue_lease_expiries_total counter\n"
+         "mailpool_queue_lease_expiries_total %lu\n", ds.recovered);
+    mcat(&buf, len, "# HELP mailpool_idempotent_replays_total Answers "
+         "replayed for a repeated Idempotency-Key.\n# TYPE "
+         "mailpool_idempotent_replays_total counter\n"
+         "mailpool_idempotent_replays_total %llu\n",
+         (unsigned long long)atomic_load(&api->idem_replays));
+    return buf;
+}

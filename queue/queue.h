@@ -1,0 +1,204 @@
+/*
+ * queue/queue.h - the durable queue of messages accepted for asynchronous
+ * sending, their attempts, and the idempotency keys of requests.
+ *
+ * One backend today, SQLite (queue/sqlite.c: one file, WAL, synchronous
+ * FULL by default, so a committed enqueue is on disk).  Every write goes
+ * through one writer thread that commits the writes waiting at that moment
+ * together (group commit, BEGIN IMMEDIATE); reads use a connection of
+ * their own.  The interface is what a second (PostgreSQL) backend will
+ * implement again.
+ *
+ * A message's life (enum queue_state): queued or scheduled (send_at in the
+ * future) -> sending (claimed, with a lease, before its first byte goes to
+ * the relay) -> sent / partial / rejected / failed / unknown, or back to
+ * retry (a temporary failure; due again at next_at) or queued (claimed but
+ * never attempted, as at a drain).  queued, scheduled and retry may be
+ * cancelled.  A message found sending when the queue opens (the service
+ * died with it on the wire) becomes unknown: the final dot may have gone
+ * out, so it is never resent.
+ *
+ * The queue does not look inside a message: it stores an opaque blob
+ * (server/job.c encodes and decodes it) and a few fields for people
+ * (Message-ID, metadata as JSON text).
+ *
+ * Ownership: arguments are borrowed for the call (queue_enqueue: until its
+ * done callback); results are the caller's, freed by the _free/_clear
+ * functions named.  Errors: -1 with a sentence in err (queue_open) or a
+ * negative QUEUE_E* code.  Threads: every function may be called from any
+ * thread; done callbacks run on the writer thread and must not call
+ * queue functions that wait for it (queue_claim, queue_cancel).
+ */
+#ifndef MAILPOOL_QUEUE_H
+#define MAILPOOL_QUEUE_H
+
+#include <stddef.h>
+
+#define QUEUE_ID_LEN 23         /* 128 random bits, base64url: 22 + NUL */
+#define QUEUE_KEY_MAX 255       /* an Idempotency-Key, visible ASCII */
+
+enum queue_state {
+    QUEUE_QUEUED = 0,
+    QUEUE_SCHEDULED,
+    QUEUE_SENDING,
+    QUEUE_RETRY,
+    QUEUE_SENT,
+    QUEUE_PARTIAL,
+    QUEUE_REJECTED,
+    QUEUE_FAILED,
+    QUEUE_UNKNOWN,
+    QUEUE_CANCELLED,
+    QUEUE_STATE__COUNT
+};
+
+/* Errors. */
+#define QUEUE_OK        0
+#define QUEUE_EIO      (-1)     /* the database cannot be written or read */
+#define QUEUE_ENOMEM   (-2)
+#define QUEUE_ENOTFOUND (-3)
+#define QUEUE_ECONFLICT (-4)    /* the message is no longer cancellable */
+#define QUEUE_EIDEM    (-5)     /* queue_enqueue: the key was seen before */
+#define QUEUE_ECLOSED  (-6)     /* the queue is closing */
+
+/* "queued", "sending", ...; "?" out of range. */
+const char *queue_state_name(enum queue_state s);
+/* 1 for sent, partial, rejected, failed, unknown, cancelled. */
+int queue_state_is_final(enum queue_state s);
+
+struct queue_opts {
+    const char *path;           /* the SQLite file; created if missing */
+    int sync_normal;            /* synchronous=NORMAL instead of FULL */
+    double retention_s;         /* finished messages kept this long */
+    double idem_ttl_s;          /* idempotency keys kept this long */
+};
+
+struct queue;
+
+/* Opens (creating or migrating the schema, under the writer's lock) and
+   turns messages left sending into unknown.  0, or -1 with err. */
+int queue_open(const struct queue_opts *opts, struct queue **out, char *err,
+               size_t errlen);
+/* Finishes the writes waiting, stops the writer, closes.  NULL: no-op. */
+void queue_close(struct queue *q);
+/* How many messages were found sending (and made unknown) at open. */
+unsigned long queue_recovered(const struct queue *q);
+
+/* A new random id (128 bits from getrandom, base64url). */
+void queue_new_id(char id[QUEUE_ID_LEN]);
+
+/* A message to store; borrowed. */
+struct queue_new {
+    char id[QUEUE_ID_LEN];      /* from queue_new_id */
+    const void *blob;           /* the message, opaque */
+    size_t blob_len;
+    const char *message_id;     /* Message-ID with brackets, or NULL */
+    const char *metadata;       /* a JSON object's text, or NULL */
+    double send_at;             /* Unix seconds; 0 or past: now */
+};
+
+/* An idempotency key and what answers a repeat of its request. */
+struct queue_idem {
+    const char *key;            /* scoped by the caller (API key) */
+    const char *fingerprint;    /* of the request: a repeat must match */
+    int pending;                /* 1: the answer comes later
+                                   (queue_idem_finish) */
+    int http_status;            /* the answer, when not pending */
+    const char *response;
+};
+
+/* What was found under a key that was seen before; caller-owned. */
+struct queue_idem_hit {
+    int same;                   /* the fingerprint matches */
+    int pending;                /* its request is still being answered */
+    int lost;                   /* it was pending when the service died */
+    int http_status;
+    char *response;             /* NULL while pending */
+};
+void queue_idem_hit_clear(struct queue_idem_hit *hit);
+
+/* Told once the enqueue is committed (rc QUEUE_OK), refused because the
+   key was seen (QUEUE_EIDEM, hit filled; nothing stored) or failed (rc
+   < 0, nothing stored).  Runs on the writer thread. */
+typedef void (*queue_done_fn)(void *ctx, int rc,
+                              const struct queue_idem_hit *hit);
+
+/* Stores msgs[0..n) and, when idem is not NULL, the key, in one
+   transaction.  Everything borrowed stays valid until done is called.
+   Returns QUEUE_OK when the write was taken (done follows), else an error
+   and done is not called. */
+int queue_enqueue(struct queue *q, const struct queue_new *msgs, size_t n,
+                  const struct queue_idem *idem, queue_done_fn done,
+                  void *ctx);
+
+/* Records the answer of a key stored pending (async, no wait); an
+   http_status below 0 forgets the key (nothing was done: a repeat may
+   try again). */
+int queue_idem_finish(struct queue *q, const char *key, int http_status,
+                      const char *response);
+
+/* A claimed message; owned by the array (queue_claimed_free). */
+struct queue_claimed {
+    char id[QUEUE_ID_LEN];
+    void *blob;
+    size_t blob_len;
+    int attempts;               /* counting this one */
+    double created_at;
+};
+/* Marks up to max due messages (queued, scheduled or retry with due time
+   <= now) sending with a lease until now + lease_s, oldest due first;
+   *out holds *n of them.  Waits for the writer. */
+int queue_claim(struct queue *q, double now, size_t max, double lease_s,
+                struct queue_claimed **out, size_t *n);
+void queue_claimed_free(struct queue_claimed *c, size_t n);
+
+/* One attempt's outcome, for the record; borrowed, copied. */
+struct queue_attempt {
+    double at;                  /* Unix seconds */
+    const char *status;         /* smtp_delivery_name */
+    int code;
+    const char *enhanced;       /* "" when none */
+    const char *text;           /* reply lines joined with '\n' */
+    const char *accepted;       /* recipients joined with '\n' */
+    const char *rejected;       /* "rcpt\tcode\tenhanced\ttext" lines */
+    const char *error;          /* a sentence for people, or "" */
+};
+/* Records attempt a of message id and moves it to state (due again at
+   next_at for QUEUE_RETRY).  Async: no wait. */
+int queue_record(struct queue *q, const char *id,
+                 const struct queue_attempt *a, enum queue_state state,
+                 double next_at);
+/* A claimed message that was never attempted goes back to queued, its
+   attempt uncounted.  Async. */
+int queue_release(struct queue *q, const char *id);
+
+/* Cancels a queued, scheduled or retry message: QUEUE_OK,
+   QUEUE_ENOTFOUND, or QUEUE_ECONFLICT with its state in *state. */
+int queue_cancel(struct queue *q, const char *id, enum queue_state *state);
+
+/* A message's status document; caller-owned (queue_doc_clear). */
+struct queue_doc {
+    char id[QUEUE_ID_LEN];
+    enum queue_state state;
+    double created_at, next_attempt_at;     /* next: 0 when none */
+    char *message_id, *metadata;            /* NULL when none */
+    size_t nattempts;
+    struct queue_attempt_rec {
+        double at;
+        char *status, *enhanced, *text, *accepted, *rejected, *error;
+        int code;
+    } *attempts;
+};
+/* Reads message id: QUEUE_OK, QUEUE_ENOTFOUND or QUEUE_EIO. */
+int queue_get(struct queue *q, const char *id, struct queue_doc *doc);
+void queue_doc_clear(struct queue_doc *doc);
+
+/* Messages per state, and the age in seconds of the oldest due one (0
+   when none).  QUEUE_OK or QUEUE_EIO. */
+int queue_counts(struct queue *q, double now,
+                 unsigned long counts[QUEUE_STATE__COUNT],
+                 double *oldest_due_age);
+/* The due time of the next message waiting (queued, scheduled, retry):
+   1 with *when set, 0 when none, < 0 on error. */
+int queue_next_due(struct queue *q, double *when);
+
+#endif /* MAILPOOL_QUEUE_H */

@@ -1,0 +1,936 @@
+/*
+ * queue/sqlite.c - the queue (queue/queue.h) on one SQLite file.
+ *
+ * Public: everything in queue.h.
+ *
+ * The file: WAL journal, synchronous FULL (or NORMAL when asked), a busy
+ * timeout, foreign keys off (the attempts table is keyed by message id).
+ * The schema carries its version in PRAGMA user_version; queue_open
+ * applies the migrations from the file's version up, in one transaction.
+ *
+ * Writes: every write is an op put on a list; the writer thread takes the
+ * whole list, runs it in one BEGIN IMMEDIATE ... COMMIT (each op inside a
+ * SAVEPOINT, so one failing op leaves the others), then tells each op's
+ * caller: a callback (enqueue), a wake-up (claim, cancel), or nothing
+ * (record, release, idem_finish).  So concurrent requests share one fsync
+ * (group commit).  Once an hour at most the writer also purges finished
+ * messages past the retention and idempotency keys past their time.
+ *
+ * Reads (queue_get, queue_counts, queue_next_due) use a second connection
+ * under q->rd_mu; WAL lets them run beside the writer.
+ *
+ * Errors: QUEUE_E* codes; SQLite's words go to the caller of queue_open
+ * only (nothing here logs).  Threads: q->mu guards the op list and the
+ * closing flag; the writer's connection is the writer thread's alone.
+ */
+#include "queue/queue.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#define QUEUE_SCHEMA_VERSION 1
+#define QUEUE_PURGE_EVERY_S 3600.0
+
+enum op_kind { OP_ENQUEUE, OP_CLAIM, OP_RECORD, OP_RELEASE, OP_CANCEL,
+               OP_IDEM_FINISH };
+
+/* One write waiting for the writer. */
+struct op {
+    enum op_kind kind;
+    struct op *next;
+    int rc;
+    int waited;                 /* a caller waits on done (guarded by mu) */
+    int done;                   /* guarded by q->mu */
+
+    /* OP_ENQUEUE (borrowed until cb) */
+    const struct queue_new *msgs;
+    size_t n;
+    const struct queue_idem *idem;
+    queue_done_fn cb;
+    void *ctx;
+    struct queue_idem_hit hit;
+
+    /* OP_CLAIM */
+    double now, lease;
+    size_t max;
+    struct queue_claimed *claimed;
+    size_t nclaimed;
+
+    /* OP_RECORD, OP_RELEASE, OP_CANCEL, OP_IDEM_FINISH (owned copies) */
+    char id[QUEUE_ID_LEN];
+    char *s[7];                 /* record: status, enhanced, text,
+                                   accepted, rejected, error; idem: key,
+                                   response */
+    double at, next_at;
+    int code;
+    enum queue_state state;
+};
+
+struct queue {
+    sqlite3 *wr;                /* the writer thread's */
+    sqlite3 *rd;                /* guarded by rd_mu */
+    pthread_mutex_t rd_mu;
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv;     /* an op was added, or closing */
+    pthread_cond_t done_cv;     /* an op a caller waits for is done */
+    struct op *head, *tail;     /* guarded by mu */
+    int closing;                /* guarded by mu */
+    pthread_t writer;
+    double retention_s, idem_ttl_s, last_purge;
+    unsigned long recovered;
+};
+
+static const char *const state_names[QUEUE_STATE__COUNT] = {
+    "queued", "scheduled", "sending", "retry", "sent", "partial",
+    "rejected", "failed", "unknown", "cancelled",
+};
+
+const char *queue_state_name(enum queue_state s)
+{
+    return (int)s >= 0 && s < QUEUE_STATE__COUNT ? state_names[s] : "?";
+}
+
+int queue_state_is_final(enum queue_state s)
+{
+    return s >= QUEUE_SENT && s < QUEUE_STATE__COUNT;
+}
+
+/* Wall-clock Unix seconds. */
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void queue_new_id(char id[QUEUE_ID_LEN])
+{
+    static const char b64[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    unsigned char r[16];
+    size_t got = 0;
+    while (got < sizeof r) {
+        ssize_t k = getrandom(r + got, sizeof r - got, 0);
+        if (k > 0)
+            got += (size_t)k;
+    }
+    for (size_t i = 0; i < QUEUE_ID_LEN - 1; i++) {
+        size_t bit = i * 6, byte = bit / 8, off = bit % 8;
+        unsigned v = (unsigned)r[byte] << 8;
+        if (byte + 1 < sizeof r)
+            v |= r[byte + 1];
+        id[i] = b64[(v >> (10 - off)) & 63];
+    }
+    id[QUEUE_ID_LEN - 1] = '\0';
+}
+
+/* ---- schema ---- */
+
+static const char *const migrations[QUEUE_SCHEMA_VERSION] = {
+    /* 0 -> 1 */
+    "CREATE TABLE messages ("
+    " id TEXT PRIMARY KEY, state INTEGER NOT NULL,"
+    " created_at REAL NOT NULL, due_at REAL NOT NULL, lease_until REAL,"
+    " finished_at REAL, attempts INTEGER NOT NULL DEFAULT 0,"
+    " message_id TEXT, metadata TEXT, blob BLOB NOT NULL);"
+    "CREATE INDEX messages_due ON messages(state, due_at);"
+    "CREATE INDEX messages_finished ON messages(finished_at)"
+    " WHERE finished_at IS NOT NULL;"
+    "CREATE TABLE attempts ("
+    " message TEXT NOT NULL, n INTEGER NOT NULL, at REAL NOT NULL,"
+    " status TEXT, code INTEGER, enhanced TEXT, text TEXT, accepted TEXT,"
+    " rejected TEXT, error TEXT, PRIMARY KEY (message, n));"
+    "CREATE TABLE idempotency ("
+    " key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,"
+    " created_at REAL NOT NULL, state INTEGER NOT NULL,"
+    " http_status INTEGER, response TEXT);",
+};
+
+/* Opens path with the pragmas every connection needs. */
+static int open_db(const char *path, int sync_normal, sqlite3 **db,
+                   char *err, size_t errlen)
+{
+    char sql[160];
+    int rc = sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE |
+                             SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open %s: %s", path,
+                 *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
+        return -1;
+    }
+    sqlite3_busy_timeout(*db, 5000);
+    snprintf(sql, sizeof sql, "PRAGMA journal_mode=WAL;"
+             "PRAGMA synchronous=%s;", sync_normal ? "NORMAL" : "FULL");
+    if (sqlite3_exec(*db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(*db));
+        return -1;
+    }
+    return 0;
+}
+
+/* Brings the schema up to QUEUE_SCHEMA_VERSION in one transaction, then
+   makes every message left sending unknown (recovery). */
+static int migrate(struct queue *q, const char *path, char *err,
+                   size_t errlen)
+{
+    sqlite3_stmt *st = NULL;
+    int version = 0, ok;
+    char *msg = NULL, sql[64];
+    if (sqlite3_exec(q->wr, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK)
+        goto fail;
+    if (sqlite3_prepare_v2(q->wr, "PRAGMA user_version", -1, &st, NULL) ==
+            SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (version > QUEUE_SCHEMA_VERSION) {
+        sqlite3_exec(q->wr, "ROLLBACK", NULL, NULL, NULL);
+        snprintf(err, errlen, "%s has schema version %d; this mailpool "
+                 "knows up to %d", path, version, QUEUE_SCHEMA_VERSION);
+        return -1;
+    }
+    for (int v = version; v < QUEUE_SCHEMA_VERSION; v++)
+        if (sqlite3_exec(q->wr, migrations[v], NULL, NULL, &msg) != SQLITE_OK)
+            goto fail;
+    snprintf(sql, sizeof sql, "PRAGMA user_version=%d", QUEUE_SCHEMA_VERSION);
+    ok = sqlite3_exec(q->wr, sql, NULL, NULL, &msg) == SQLITE_OK;
+    ok = ok && sqlite3_exec(q->wr,
+        "INSERT INTO attempts (message, n, at, status, code, error)"
+        " SELECT id, attempts, strftime('%s','now'), 'unknown', 451,"
+        " 'the service stopped while the message was being sent: it may"
+        " have been delivered; not resent' FROM messages WHERE state = 2;"
+        "UPDATE idempotency SET state = 2 WHERE state = 1;",
+        NULL, NULL, &msg) == SQLITE_OK;
+    if (!ok)
+        goto fail;
+    if (sqlite3_exec(q->wr, "UPDATE messages SET state = 8, lease_until ="
+                     " NULL, finished_at = strftime('%s','now')"
+                     " WHERE state = 2", NULL, NULL, &msg) != SQLITE_OK)
+        goto fail;
+    q->recovered = (unsigned long)sqlite3_changes(q->wr);
+    if (sqlite3_exec(q->wr, "COMMIT", NULL, NULL, &msg) != SQLITE_OK)
+        goto fail;
+    return 0;
+fail:
+    snprintf(err, errlen, "%s: schema: %s", path,
+             msg ? msg : sqlite3_errmsg(q->wr));
+    sqlite3_free(msg);
+    sqlite3_exec(q->wr, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+}
+
+/* ---- the writer's ops ---- */
+
+/* Runs sql with a few bound values; SQLITE_DONE/ROW on success. */
+static int exec1(sqlite3 *db, const char *sql, sqlite3_stmt **keep)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return SQLITE_ERROR;
+    *keep = st;
+    return SQLITE_OK;
+}
+
+/* Looks the op's key up: 1 (hit filled) when it was seen, 0, or -1. */
+static int idem_lookup(sqlite3 *db, const struct queue_idem *idem,
+                       struct queue_idem_hit *hit)
+{
+    sqlite3_stmt *st;
+    int rc, found = 0;
+    if (exec1(db, "SELECT fingerprint, state, http_status, response FROM"
+              " idempotency WHERE key = ?1", &st) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, idem->key, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const char *fp = (const char *)sqlite3_column_text(st, 0);
+        const char *resp = (const char *)sqlite3_column_text(st, 3);
+        int state = sqlite3_column_int(st, 1);
+        found = 1;
+        hit->same = fp != NULL && strcmp(fp, idem->fingerprint) == 0;
+        hit->pending = state == 1;
+        hit->lost = state == 2;
+        hit->http_status = sqlite3_column_int(st, 2);
+        hit->response = resp != NULL ? strdup(resp) : NULL;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? found : -1;
+}
+
+static int do_enqueue(struct queue *q, struct op *op)
+{
+    sqlite3_stmt *st;
+    double now = wall_now();
+    int rc = SQLITE_DONE;
+    if (op->idem != NULL) {
+        int seen = idem_lookup(q->wr, op->idem, &op->hit);
+        if (seen != 0)
+            return seen > 0 ? QUEUE_EIDEM : QUEUE_EIO;
+        if (exec1(q->wr, "INSERT INTO idempotency (key, fingerprint,"
+                  " created_at, state, http_status, response)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6)", &st) != SQLITE_OK)
+            return QUEUE_EIO;
+        sqlite3_bind_text(st, 1, op->idem->key, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, op->idem->fingerprint, -1, SQLITE_STATIC);
+        sqlite3_bind_double(st, 3, now);
+        sqlite3_bind_int(st, 4, op->idem->pending ? 1 : 0);
+        sqlite3_bind_int(st, 5, op->idem->http_status);
+        sqlite3_bind_text(st, 6, op->idem->response, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+            return QUEUE_EIO;
+    }
+    if (op->n == 0)
+        return QUEUE_OK;
+    if (exec1(q->wr, "INSERT INTO messages (id, state, created_at, due_at,"
+              " message_id, metadata, blob) VALUES (?1, ?2, ?3, ?4, ?5, ?6,"
+              " ?7)", &st) != SQLITE_OK)
+        return QUEUE_EIO;
+    for (size_t i = 0; i < op->n && rc == SQLITE_DONE; i++) {
+        const struct queue_new *m = &op->msgs[i];
+        int later = m->send_at > now;
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 2, later ? QUEUE_SCHEDULED : QUEUE_QUEUED);
+        sqlite3_bind_double(st, 3, now);
+        sqlite3_bind_double(st, 4, later ? m->send_at : now);
+        sqlite3_bind_text(st, 5, m->message_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 6, m->metadata, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 7, m->blob, (int)m->blob_len, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
+}
+
+static int do_claim(struct queue *q, struct op *op)
+{
+    sqlite3_stmt *st;
+    size_t cap = op->max;
+    int rc;
+    if (cap == 0)
+        return QUEUE_OK;
+    op->claimed = calloc(cap, sizeof *op->claimed);
+    if (op->claimed == NULL)
+        return QUEUE_ENOMEM;
+    if (exec1(q->wr, "UPDATE messages SET state = 2, lease_until = ?1 + ?3,"
+              " attempts = attempts + 1 WHERE id IN (SELECT id FROM messages"
+              " WHERE state IN (0, 1, 3) AND due_at <= ?1 ORDER BY due_at"
+              " LIMIT ?2) RETURNING id, blob, attempts, created_at",
+              &st) != SQLITE_OK)
+        return QUEUE_EIO;
+    sqlite3_bind_double(st, 1, op->now);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)cap);
+    sqlite3_bind_double(st, 3, op->lease);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && op->nclaimed < cap) {
+        struct queue_claimed *c = &op->claimed[op->nclaimed];
+        const void *b = sqlite3_column_blob(st, 1);
+        int len = sqlite3_column_bytes(st, 1);
+        snprintf(c->id, sizeof c->id, "%s", sqlite3_column_text(st, 0));
+        c->blob = malloc(len > 0 ? (size_t)len : 1);
+        if (c->blob == NULL) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+        if (len > 0)
+            memcpy(c->blob, b, (size_t)len);
+        c->blob_len = (size_t)len;
+        c->attempts = sqlite3_column_int(st, 2);
+        c->created_at = sqlite3_column_double(st, 3);
+        op->nclaimed++;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
+}
+
+static int do_record(struct queue *q, struct op *op)
+{
+    sqlite3_stmt *st;
+    int rc, fin = queue_state_is_final(op->state);
+    if (exec1(q->wr, "INSERT OR REPLACE INTO attempts (message, n, at,"
+              " status, code, enhanced, text, accepted, rejected, error)"
+              " SELECT id, attempts, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 FROM"
+              " messages WHERE id = ?1", &st) != SQLITE_OK)
+        return QUEUE_EIO;
+    sqlite3_bind_text(st, 1, op->id, -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 2, op->at);
+    for (int i = 0; i < 6; i++)
+        sqlite3_bind_text(st, i == 0 ? 3 : i + 4, op->s[i], -1,
+                          SQLITE_STATIC);
+    sqlite3_bind_int(st, 4, op->code);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE || exec1(q->wr, "UPDATE messages SET state = ?2,"
+                                   " lease_until = NULL, due_at = ?3,"
+                                   " finished_at = ?4 WHERE id = ?1",
+                                   &st) != SQLITE_OK)
+        return QUEUE_EIO;
+    sqlite3_bind_text(st, 1, op->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, (int)op->state);
+    sqlite3_bind_double(st, 3, op->next_at);
+    if (fin)
+        sqlite3_bind_double(st, 4, op->at);
+    else
+        sqlite3_bind_null(st, 4);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
+}
+
+static int do_release(struct queue *q, struct op *op)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if (exec1(q->wr, "UPDATE messages SET state = 0, lease_until = NULL,"
+              " attempts = attempts - 1 WHERE id = ?1 AND state = 2",
+              &st) != SQLITE_OK)
+        return QUEUE_EIO;
+    sqlite3_bind_text(st, 1, op->id, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
+}
+
+static int do_cancel(struct queue *q, struct op *op)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if (exec1(q->wr, "SELECT state FROM messages WHERE id = ?1", &st) !=
+        SQLITE_OK)
+        return QUEUE_EIO;
+    sqlite3_bind_text(st, 1, op->id, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        op->state = (enum queue_state)sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_DONE)
+        return QUEUE_ENOTFOUND;
+    if (rc != SQLITE_ROW)
+        return QUEUE_EIO;
+    if (op->state != QUEUE_QUEUED && op->state != QUEUE_SCHEDULED &&
+        op->state != QUEUE_RETRY)
+        return QUEUE_ECONFLICT;
+    if (exec1(q->wr, "UPDATE messages SET state = 9, finished_at = ?2"
+              " WHERE id = ?1", &st) != SQLITE_OK)
+        return QUEUE_EIO;
+    sqlite3_bind_text(st, 1, op->id, -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 2, wall_now());
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    op->state = QUEUE_CANCELLED;
+    return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
+}
+
+static int do_idem_finish(struct queue *q, struct op *op)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if (op->code < 0 && exec1(q->wr, "DELETE FROM idempotency WHERE key ="
+                              " ?1 AND state = 1", &st) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, op->s[0], -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
+    }
+    if (exec1(q->wr, "UPDATE idempotency SET state = 0, http_status = ?2,"
+              " response = ?3 WHERE key = ?1", &st) != SQLITE_OK)
+        return QUEUE_EIO;
+    sqlite3_bind_text(st, 1, op->s[0], -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, op->code);
+    sqlite3_bind_text(st, 3, op->s[1], -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
+}
+
+/* Runs one op inside a savepoint of the open transaction. */
+static void run_op(struct queue *q, struct op *op)
+{
+    if (sqlite3_exec(q->wr, "SAVEPOINT op", NULL, NULL, NULL) != SQLITE_OK) {
+        op->rc = QUEUE_EIO;
+        return;
+    }
+    switch (op->kind) {
+    case OP_ENQUEUE: op->rc = do_enqueue(q, op); break;
+    case OP_CLAIM: op->rc = do_claim(q, op); break;
+    case OP_RECORD: op->rc = do_record(q, op); break;
+    case OP_RELEASE: op->rc = do_release(q, op); break;
+    case OP_CANCEL: op->rc = do_cancel(q, op); break;
+    case OP_IDEM_FINISH: op->rc = do_idem_finish(q, op); break;
+    }
+    if (op->rc == QUEUE_OK || op->rc == QUEUE_EIDEM ||
+        op->rc == QUEUE_ENOTFOUND || op->rc == QUEUE_ECONFLICT)
+        sqlite3_exec(q->wr, "RELEASE op", NULL, NULL, NULL);
+    else
+        sqlite3_exec(q->wr, "ROLLBACK TO op; RELEASE op", NULL, NULL, NULL);
+}
+
+/* Deletes finished messages past the retention and old keys. */
+static void purge(struct queue *q, double now)
+{
+    sqlite3_stmt *st;
+    if (now - q->last_purge < QUEUE_PURGE_EVERY_S)
+        return;
+    q->last_purge = now;
+    if (exec1(q->wr, "DELETE FROM attempts WHERE message IN (SELECT id FROM"
+              " messages WHERE finished_at < ?1)", &st) == SQLITE_OK) {
+        sqlite3_bind_double(st, 1, now - q->retention_s);
+        sqlite3_step(st);
+        sqlite3_finalize(st);
+    }
+    if (exec1(q->wr, "DELETE FROM messages WHERE finished_at < ?1", &st) ==
+        SQLITE_OK) {
+        sqlite3_bind_double(st, 1, now - q->retention_s);
+        sqlite3_step(st);
+        sqlite3_finalize(st);
+    }
+    if (exec1(q->wr, "DELETE FROM idempotency WHERE created_at < ?1"
+              " AND state <> 1", &st) == SQLITE_OK) {
+        sqlite3_bind_double(st, 1, now - q->idem_ttl_s);
+        sqlite3_step(st);
+        sqlite3_finalize(st);
+    }
+}
+
+/* Frees an op that nobody waits for. */
+static void op_free(struct op *op)
+{
+    for (size_t i = 0; i < sizeof op->s / sizeof op->s[0]; i++)
+        free(op->s[i]);
+    free(op);
+}
+
+/* Tells each op of the batch its outcome (no lock held for callbacks). */
+static void finish_ops(struct queue *q, struct op *list)
+{
+    while (list != NULL) {
+        struct op *op = list;
+        list = op->next;
+        if (op->kind == OP_ENQUEUE) {
+            op->cb(op->ctx, op->rc, op->rc == QUEUE_EIDEM ? &op->hit : NULL);
+            queue_idem_hit_clear(&op->hit);
+            free(op);
+        } else if (op->waited) {
+            pthread_mutex_lock(&q->mu);
+            op->done = 1;
+            pthread_cond_broadcast(&q->done_cv);
+            pthread_mutex_unlock(&q->mu);
+        } else {
+            op_free(op);
+        }
+    }
+}
+
+/* The writer thread: one transaction per batch of ops. */
+static void *writer_main(void *arg)
+{
+    struct queue *q = arg;
+    for (;;) {
+        struct op *list;
+        pthread_mutex_lock(&q->mu);
+        while (q->head == NULL && !q->closing)
+            pthread_cond_wait(&q->work_cv, &q->mu);
+        list = q->head;
+        q->head = q->tail = NULL;
+        if (list == NULL) {
+            pthread_mutex_unlock(&q->mu);
+            return NULL;            /* closing, nothing left */
+        }
+        pthread_mutex_unlock(&q->mu);
+        int began = sqlite3_exec(q->wr, "BEGIN IMMEDIATE", NULL, NULL,
+                                 NULL) == SQLITE_OK;
+        for (struct op *op = list; op != NULL; op = op->next) {
+            if (began)
+                run_op(q, op);
+            else
+                op->rc = QUEUE_EIO;
+        }
+        if (began) {
+            purge(q, wall_now());
+            if (sqlite3_exec(q->wr, "COMMIT", NULL, NULL, NULL) !=
+                SQLITE_OK) {
+                sqlite3_exec(q->wr, "ROLLBACK", NULL, NULL, NULL);
+                for (struct op *op = list; op != NULL; op = op->next)
+                    if (op->rc == QUEUE_OK || op->rc == QUEUE_EIDEM)
+                        op->rc = QUEUE_EIO;
+            }
+        }
+        finish_ops(q, list);
+    }
+}
+
+/* Puts op on the list; QUEUE_ECLOSED when closing. */
+static int submit(struct queue *q, struct op *op)
+{
+    pthread_mutex_lock(&q->mu);
+    if (q->closing) {
+        pthread_mutex_unlock(&q->mu);
+        return QUEUE_ECLOSED;
+    }
+    if (q->tail != NULL)
+        q->tail->next = op;
+    else
+        q->head = op;
+    q->tail = op;
+    pthread_cond_signal(&q->work_cv);
+    pthread_mutex_unlock(&q->mu);
+    return QUEUE_OK;
+}
+
+/* Submits op and waits until the writer has committed it. */
+static int submit_wait(struct queue *q, struct op *op)
+{
+    op->waited = 1;
+    int rc = submit(q, op);
+    if (rc != QUEUE_OK)
+        return rc;
+    pthread_mutex_lock(&q->mu);
+    while (!op->done)
+        pthread_cond_wait(&q->done_cv, &q->mu);
+    pthread_mutex_unlock(&q->mu);
+    return op->rc;
+}
+
+/* ---- public ---- */
+
+int queue_open(const struct queue_opts *opts, struct queue **out, char *err,
+               size_t errlen)
+{
+    struct queue *q = calloc(1, sizeof *q);
+    *out = NULL;
+    if (q == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    q->retention_s = opts->retention_s > 0 ? opts->retention_s : 7 * 86400.0;
+    q->idem_ttl_s = opts->idem_ttl_s > 0 ? opts->idem_ttl_s : 86400.0;
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_mutex_init(&q->rd_mu, NULL);
+    pthread_cond_init(&q->work_cv, NULL);
+    pthread_cond_init(&q->done_cv, NULL);
+    if (open_db(opts->path, opts->sync_normal, &q->wr, err, errlen) < 0 ||
+        migrate(q, opts->path, err, errlen) < 0 ||
+        open_db(opts->path, opts->sync_normal, &q->rd, err, errlen) < 0 ||
+        pthread_create(&q->writer, NULL, writer_main, q) != 0) {
+        if (err[0] == '\0')
+            snprintf(err, errlen, "cannot start the queue writer");
+        sqlite3_close(q->wr);
+        sqlite3_close(q->rd);
+        free(q);
+        return -1;
+    }
+    *out = q;
+    return 0;
+}
+
+void queue_close(struct queue *q)
+{
+    if (q == NULL)
+        return;
+    pthread_mutex_lock(&q->mu);
+    q->closing = 1;
+    pthread_cond_signal(&q->work_cv);
+    pthread_mutex_unlock(&q->mu);
+    pthread_join(q->writer, NULL);
+    sqlite3_close(q->wr);
+    sqlite3_close(q->rd);
+    pthread_mutex_destroy(&q->mu);
+    pthread_mutex_destroy(&q->rd_mu);
+    pthread_cond_destroy(&q->work_cv);
+    pthread_cond_destroy(&q->done_cv);
+    free(q);
+}
+
+unsigned long queue_recovered(const struct queue *q)
+{
+    return q->recovered;
+}
+
+void queue_idem_hit_clear(struct queue_idem_hit *hit)
+{
+    if (hit == NULL)
+        return;
+    free(hit->response);
+    memset(hit, 0, sizeof *hit);
+}
+
+int queue_enqueue(struct queue *q, const struct queue_new *msgs, size_t n,
+                  const struct queue_idem *idem, queue_done_fn done,
+                  void *ctx)
+{
+    struct op *op = calloc(1, sizeof *op);
+    if (op == NULL)
+        return QUEUE_ENOMEM;
+    op->kind = OP_ENQUEUE;
+    op->msgs = msgs;
+    op->n = n;
+    op->idem = idem;
+    op->cb = done;
+    op->ctx = ctx;
+    int rc = submit(q, op);
+    if (rc != QUEUE_OK)
+        free(op);
+    return rc;
+}
+
+/* A copy of s ("" for NULL); NULL only when out of memory. */
+static char *dup0(const char *s)
+{
+    return strdup(s != NULL ? s : "");
+}
+
+int queue_idem_finish(struct queue *q, const char *key, int http_status,
+                      const char *response)
+{
+    struct op *op = calloc(1, sizeof *op);
+    if (op == NULL)
+        return QUEUE_ENOMEM;
+    op->kind = OP_IDEM_FINISH;
+    op->code = http_status;
+    op->s[0] = dup0(key);
+    op->s[1] = dup0(response);
+    int rc = op->s[0] && op->s[1] ? submit(q, op) : QUEUE_ENOMEM;
+    if (rc != QUEUE_OK)
+        op_free(op);
+    return rc;
+}
+
+int queue_claim(struct queue *q, double now, size_t max, double lease_s,
+                struct queue_claimed **out, size_t *n)
+{
+    struct op op;
+    memset(&op, 0, sizeof op);
+    op.kind = OP_CLAIM;
+    op.now = now;
+    op.max = max;
+    op.lease = lease_s;
+    int rc = submit_wait(q, &op);
+    *out = op.claimed;
+    *n = op.nclaimed;
+    if (rc != QUEUE_OK) {
+        queue_claimed_free(op.claimed, op.nclaimed);
+        *out = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+void queue_claimed_free(struct queue_claimed *c, size_t n)
+{
+    for (size_t i = 0; c != NULL && i < n; i++)
+        free(c[i].blob);
+    free(c);
+}
+
+int queue_record(struct queue *q, const char *id,
+                 const struct queue_attempt *a, enum queue_state state,
+                 double next_at)
+{
+    struct op *op = calloc(1, sizeof *op);
+    if (op == NULL)
+        return QUEUE_ENOMEM;
+    op->kind = OP_RECORD;
+    snprintf(op->id, sizeof op->id, "%s", id);
+    op->at = a->at;
+    op->code = a->code;
+    op->state = state;
+    op->next_at = next_at;
+    op->s[0] = dup0(a->status);
+    op->s[1] = dup0(a->enhanced);
+    op->s[2] = dup0(a->text);
+    op->s[3] = dup0(a->accepted);
+    op->s[4] = dup0(a->rejected);
+    op->s[5] = dup0(a->error);
+    for (int i = 0; i < 6; i++)
+        if (op->s[i] == NULL) {
+            op_free(op);
+            return QUEUE_ENOMEM;
+        }
+    int rc = submit(q, op);
+    if (rc != QUEUE_OK)
+        op_free(op);
+    return rc;
+}
+
+int queue_release(struct queue *q, const char *id)
+{
+    struct op *op = calloc(1, sizeof *op);
+    if (op == NULL)
+        return QUEUE_ENOMEM;
+    op->kind = OP_RELEASE;
+    snprintf(op->id, sizeof op->id, "%s", id);
+    int rc = submit(q, op);
+    if (rc != QUEUE_OK)
+        op_free(op);
+    return rc;
+}
+
+int queue_cancel(struct queue *q, const char *id, enum queue_state *state)
+{
+    struct op op;
+    memset(&op, 0, sizeof op);
+    op.kind = OP_CANCEL;
+    snprintf(op.id, sizeof op.id, "%s", id);
+    int rc = submit_wait(q, &op);
+    if (state != NULL)
+        *state = op.state;
+    return rc;
+}
+
+/* ---- reads ---- */
+
+/* A copy of a text column, NULL for NULL. */
+static char *col_dup(sqlite3_stmt *st, int i)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    return t != NULL ? strdup((const char *)t) : NULL;
+}
+
+/* Reads the attempts of doc->id into doc. */
+static int get_attempts(struct queue *q, struct queue_doc *doc)
+{
+    sqlite3_stmt *st;
+    int rc;
+    size_t cap = 0;
+    if (exec1(q->rd, "SELECT at, status, code, enhanced, text, accepted,"
+              " rejected, error FROM attempts WHERE message = ?1 ORDER BY n",
+              &st) != SQLITE_OK)
+        return QUEUE_EIO;
+    sqlite3_bind_text(st, 1, doc->id, -1, SQLITE_STATIC);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (doc->nattempts == cap) {
+            size_t ncap = cap ? 2 * cap : 4;
+            struct queue_attempt_rec *a = realloc(doc->attempts,
+                                                  ncap * sizeof *a);
+            if (a == NULL) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+            doc->attempts = a;
+            cap = ncap;
+        }
+        struct queue_attempt_rec *a = &doc->attempts[doc->nattempts++];
+        a->at = sqlite3_column_double(st, 0);
+        a->status = col_dup(st, 1);
+        a->code = sqlite3_column_int(st, 2);
+        a->enhanced = col_dup(st, 3);
+        a->text = col_dup(st, 4);
+        a->accepted = col_dup(st, 5);
+        a->rejected = col_dup(st, 6);
+        a->error = col_dup(st, 7);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
+}
+
+int queue_get(struct queue *q, const char *id, struct queue_doc *doc)
+{
+    sqlite3_stmt *st;
+    int rc;
+    memset(doc, 0, sizeof *doc);
+    snprintf(doc->id, sizeof doc->id, "%s", id);
+    pthread_mutex_lock(&q->rd_mu);
+    if (exec1(q->rd, "SELECT state, created_at, due_at, message_id,"
+              " metadata FROM messages WHERE id = ?1", &st) != SQLITE_OK) {
+        pthread_mutex_unlock(&q->rd_mu);
+        return QUEUE_EIO;
+    }
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        doc->state = (enum queue_state)sqlite3_column_int(st, 0);
+        doc->created_at = sqlite3_column_double(st, 1);
+        if (doc->state == QUEUE_QUEUED || doc->state == QUEUE_SCHEDULED ||
+            doc->state == QUEUE_RETRY)
+            doc->next_attempt_at = sqlite3_column_double(st, 2);
+        doc->message_id = col_dup(st, 3);
+        doc->metadata = col_dup(st, 4);
+    }
+    sqlite3_finalize(st);
+    if (rc == SQLITE_ROW)
+        rc = get_attempts(q, doc);
+    else
+        rc = rc == SQLITE_DONE ? QUEUE_ENOTFOUND : QUEUE_EIO;
+    pthread_mutex_unlock(&q->rd_mu);
+    if (rc != QUEUE_OK)
+        queue_doc_clear(doc);
+    return rc;
+}
+
+void queue_doc_clear(struct queue_doc *doc)
+{
+    if (doc == NULL)
+        return;
+    for (size_t i = 0; i < doc->nattempts; i++) {
+        struct queue_attempt_rec *a = &doc->attempts[i];
+        free(a->status);
+        free(a->enhanced);
+        free(a->text);
+        free(a->accepted);
+        free(a->rejected);
+        free(a->error);
+    }
+    free(doc->attempts);
+    free(doc->message_id);
+    free(doc->metadata);
+    memset(doc, 0, sizeof *doc);
+}
+
+int queue_counts(struct queue *q, double now,
+                 unsigned long counts[QUEUE_STATE__COUNT],
+                 double *oldest_due_age)
+{
+    sqlite3_stmt *st;
+    int rc;
+    memset(counts, 0, QUEUE_STATE__COUNT * sizeof counts[0]);
+    *oldest_due_age = 0;
+    pthread_mutex_lock(&q->rd_mu);
+    if (exec1(q->rd, "SELECT state, count(*) FROM messages GROUP BY state",
+              &st) != SQLITE_OK) {
+        pthread_mutex_unlock(&q->rd_mu);
+        return QUEUE_EIO;
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int s = sqlite3_column_int(st, 0);
+        if (s >= 0 && s < QUEUE_STATE__COUNT)
+            counts[s] = (unsigned long)sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+    if (rc == SQLITE_DONE &&
+        exec1(q->rd, "SELECT min(due_at) FROM messages WHERE state IN"
+              " (0, 1, 3) AND due_at <= ?1", &st) == SQLITE_OK) {
+        sqlite3_bind_double(st, 1, now);
+        if (sqlite3_step(st) == SQLITE_ROW &&
+            sqlite3_column_type(st, 0) != SQLITE_NULL)
+            *oldest_due_age = now - sqlite3_column_double(st, 0);
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&q->rd_mu);
+    return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
+}
+
+int queue_next_due(struct queue *q, double *when)
+{
+    sqlite3_stmt *st;
+    int rc, found = 0;
+    pthread_mutex_lock(&q->rd_mu);
+    if (exec1(q->rd, "SELECT min(due_at) FROM messages WHERE state IN"
+              " (0, 1, 3)", &st) != SQLITE_OK) {
+        pthread_mutex_unlock(&q->rd_mu);
+        return QUEUE_EIO;
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
+        *when = sqlite3_column_double(st, 0);
+        found = 1;
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&q->rd_mu);
+    return rc == SQLITE_ROW ? found : QUEUE_EIO;
+}

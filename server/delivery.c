@@ -1,0 +1,383 @@
+/*
+ * server/delivery.c - delivery from the durable queue (server/delivery.h).
+ *
+ * Public: delivery_start, delivery_kick, delivery_stop, delivery_free,
+ * delivery_stats, delivery_backoff_s.
+ *
+ * The rules after an attempt (the job's result):
+ *   never attempted (the pool stopped first)      -> queued, uncounted
+ *   sent, partial, rejected                       -> final, as said
+ *   unknown (the final dot went out, no reply)    -> unknown, never resent
+ *   failed, temporary by server/retry.h (4xx, a
+ *   transport failure before the final dot)       -> retry after a backoff,
+ *                                                    or failed once
+ *                                                    max_attempts or
+ *                                                    max_age is reached
+ *   failed, anything else (5xx, local, AUTH)      -> failed
+ *
+ * Threads: d->mu guards the flags and counters; the claiming thread holds
+ * no lock while it talks to the queue or the pool.  Job outcomes arrive on
+ * pool workers (on_done), which record them asynchronously.
+ */
+#include "server/delivery.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "server/job.h"
+#include "server/log.h"
+#include "server/pool_sys.h"
+#include "server/retry.h"
+
+#define DELIVERY_GROUP 64           /* messages claimed at once at most */
+#define DELIVERY_POLL_S 1.0         /* look at the queue at least this often */
+#define DELIVERY_LEASE_S 3600.0     /* a sending message's lease */
+
+struct delivery {
+    struct pool *pool;
+    struct queue *q;
+    const struct cfg *cfg;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;              /* kicked, or stopping */
+    int kicked;                     /* guarded by mu */
+    int stopping;                   /* guarded by mu */
+    struct delivery_stats st;       /* guarded by mu */
+};
+
+/* What a submitted job carries back to on_done. */
+struct delivery_ctx {
+    struct delivery *d;
+    char id[QUEUE_ID_LEN];
+    int attempt;                    /* counting this one */
+    double created_at;
+};
+
+/* Wall-clock Unix seconds (the queue's clock). */
+static double delivery_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+double delivery_backoff_s(double base, double max, int attempt,
+                          double jitter)
+{
+    double s = base;
+    for (int i = 1; i < attempt && s < max; i++)
+        s *= 2;
+    if (s > max)
+        s = max;
+    if (jitter < 0.5)
+        jitter = 0.5;
+    return s * (jitter > 1 ? 1 : jitter);
+}
+
+/* A uniform number in [0.5, 1]. */
+static double delivery_jitter(void)
+{
+    unsigned v = 0;
+    if (getrandom(&v, sizeof v, GRND_NONBLOCK) != (ssize_t)sizeof v)
+        v = (unsigned)time(NULL);
+    return 0.5 + (double)(v % 10001) / 20000.0;
+}
+
+/* Appends s and a separator to a growing string; -1 when out of memory. */
+static int cat(char **buf, size_t *len, const char *s, const char *sep)
+{
+    size_t k = strlen(s), m = strlen(sep);
+    char *nb = realloc(*buf, *len + k + m + 1);
+    if (nb == NULL)
+        return -1;
+    memcpy(nb + *len, s, k);
+    memcpy(nb + *len + k, sep, m);
+    *len += k + m;
+    nb[*len] = '\0';
+    *buf = nb;
+    return 0;
+}
+
+/* A reply's lines joined by sep. */
+static char *join_lines(const struct smtp_reply *r, const char *sep)
+{
+    char *out = calloc(1, 1);
+    size_t len = 0;
+    for (size_t i = 0; out != NULL && i < r->nlines; i++)
+        if (cat(&out, &len, r->lines[i], i + 1 < r->nlines ? sep : "") < 0) {
+            free(out);
+            out = NULL;
+        }
+    return out;
+}
+
+/* The accepted list, one per line. */
+static char *join_accepted(const struct smtp_result *res)
+{
+    char *out = calloc(1, 1);
+    size_t len = 0;
+    for (size_t i = 0; out != NULL && i < res->naccepted; i++)
+        if (cat(&out, &len, res->accepted[i],
+                i + 1 < res->naccepted ? "\n" : "") < 0) {
+            free(out);
+            out = NULL;
+        }
+    return out;
+}
+
+/* The rejected list: "rcpt\tcode\tenhanced\ttext / text" per line. */
+static char *join_rejected(const struct smtp_result *res)
+{
+    char *out = calloc(1, 1);
+    size_t len = 0;
+    for (size_t i = 0; out != NULL && i < res->nrejected; i++) {
+        const struct smtp_rcpt_failure *f = &res->rejected[i];
+        char code[16], *text = join_lines(&f->reply, " / ");
+        snprintf(code, sizeof code, "%d", f->reply.code);
+        if (text == NULL || cat(&out, &len, f->recipient, "\t") < 0 ||
+            cat(&out, &len, code, "\t") < 0 ||
+            cat(&out, &len, f->reply.enhanced, "\t") < 0 ||
+            cat(&out, &len, text, i + 1 < res->nrejected ? "\n" : "") < 0) {
+            free(out);
+            out = NULL;
+        }
+        free(text);
+    }
+    return out;
+}
+
+/* The state the job's outcome moves its message to; *next_at for retry. */
+static enum queue_state delivery_decide(const struct delivery *d,
+                                        const struct delivery_ctx *x,
+                                        const struct job *job, double now,
+                                        double *next_at)
+{
+    const struct smtp_result *res = &job->result;
+    struct pool_verdict v;
+    *next_at = now;
+    switch (res->status) {
+    case SMTP_DELIVERY_SENT: return QUEUE_SENT;
+    case SMTP_DELIVERY_PARTIAL: return QUEUE_PARTIAL;
+    case SMTP_DELIVERY_REJECTED: return QUEUE_REJECTED;
+    case SMTP_DELIVERY_UNKNOWN: return QUEUE_UNKNOWN;
+    default: break;
+    }
+    v = pool_retry_decide(res, job->unreachable ? POOL_PHASE_OPEN
+                                                : POOL_PHASE_RUN, 0, 0);
+    if (v.next == POOL_NEXT_DONE ||
+        x->attempt >= d->cfg->queue.max_attempts ||
+        now - x->created_at >= d->cfg->queue.max_age)
+        return QUEUE_FAILED;
+    *next_at = now + delivery_backoff_s(d->cfg->queue.retry_base,
+                                        d->cfg->queue.retry_max, x->attempt,
+                                        delivery_jitter());
+    return QUEUE_RETRY;
+}
+
+/* Records the job's attempt and the message's next state. */
+static void delivery_record(struct delivery *d, struct delivery_ctx *x,
+                            const struct job *job)
+{
+    const struct smtp_result *res = &job->result;
+    double now = delivery_now(), next_at;
+    enum queue_state state = delivery_decide(d, x, job, now, &next_at);
+    char *text = join_lines(&res->reply, "\n");
+    char *acc = join_accepted(res), *rej = join_rejected(res);
+    struct queue_attempt a = {
+        .at = now, .status = smtp_delivery_name(res->status),
+        .code = res->code, .enhanced = res->reply.enhanced,
+        .text = text, .accepted = acc, .rejected = rej,
+        .error = res->message,
+    };
+    if (text == NULL || acc == NULL || rej == NULL ||
+        queue_record(d->q, x->id, &a, state, next_at) != QUEUE_OK) {
+        /* It stays sending: unknown at the next start, never resent. */
+        struct log_field f[] = { LOG_STR("queue_id", x->id) };
+        log_event_num(LOG_ERROR, "queue_record_failed", f, 1);
+    }
+    if (state == QUEUE_RETRY) {
+        pthread_mutex_lock(&d->mu);
+        d->st.retries++;
+        pthread_mutex_unlock(&d->mu);
+    }
+    free(text);
+    free(acc);
+    free(rej);
+}
+
+/* A job from the queue is back (pool worker, or the draining thread). */
+static void on_done(struct job *job, void *ctx)
+{
+    struct delivery_ctx *x = ctx;
+    struct delivery *d = x->d;
+    if (job->attempts == 0)
+        queue_release(d->q, x->id);     /* never attempted */
+    else
+        delivery_record(d, x, job);
+    job_free(job);
+    free(x);
+    pthread_mutex_lock(&d->mu);
+    d->st.in_flight--;
+    d->kicked = 1;                      /* room in the pool again */
+    pthread_cond_signal(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+}
+
+/* Submits one claimed message; on failure it goes back to queued. */
+static void delivery_submit(struct delivery *d, const struct queue_claimed *c)
+{
+    struct job *job = job_new(JOB_SEND);
+    struct delivery_ctx *x = calloc(1, sizeof *x);
+    if (job == NULL || x == NULL ||
+        job_message_decode(job, c->blob, c->blob_len) < 0) {
+        struct log_field f[] = { LOG_STR("queue_id", c->id) };
+        log_event_num(LOG_ERROR, "queue_message_unreadable", f, 1);
+        job_free(job);
+        free(x);
+        queue_release(d->q, c->id);
+        return;
+    }
+    x->d = d;
+    snprintf(x->id, sizeof x->id, "%s", c->id);
+    x->attempt = c->attempts;
+    x->created_at = c->created_at;
+    snprintf(job->request_id, sizeof job->request_id, "%s", c->id);
+    job->no_retry = 1;
+    job->done = on_done;
+    job->done_ctx = x;
+    pthread_mutex_lock(&d->mu);
+    d->st.in_flight++;
+    d->st.claims++;
+    pthread_mutex_unlock(&d->mu);
+    if (pool_submit(d->pool, job) != POOL_OK) {
+        job->attempts = 0;
+        on_done(job, x);                /* back to queued */
+    }
+}
+
+/* Claims and submits one group; returns how many were claimed and sets
+   *room to what the pool could take. */
+static size_t delivery_round(struct delivery *d, size_t *room)
+{
+    struct queue_claimed *c = NULL;
+    size_t n = 0;
+    *room = pool_room(d->pool);
+    if (*room > DELIVERY_GROUP)
+        *room = DELIVERY_GROUP;
+    if (*room == 0 ||
+        queue_claim(d->q, delivery_now(), *room, DELIVERY_LEASE_S, &c,
+                    &n) != QUEUE_OK)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        delivery_submit(d, &c[i]);
+    queue_claimed_free(c, n);
+    return n;
+}
+
+/* Waits until kicked, stopping, or the next message is due (at most
+   DELIVERY_POLL_S).  Precondition: d->mu held. */
+static void delivery_wait(struct delivery *d, size_t room)
+{
+    double wait = DELIVERY_POLL_S, when;
+    if (room > 0) {
+        pthread_mutex_unlock(&d->mu);
+        if (queue_next_due(d->q, &when) == 1 && when - delivery_now() < wait)
+            wait = when - delivery_now();
+        pthread_mutex_lock(&d->mu);
+    }
+    if (wait <= 0 || d->kicked || d->stopping)
+        return;
+    struct timespec ts = pool_abstime(pool_mono_now() + wait);
+    pthread_cond_timedwait(&d->cv, &d->mu, &ts);
+}
+
+/* The claiming thread. */
+static void *delivery_main(void *arg)
+{
+    struct delivery *d = arg;
+    pthread_mutex_lock(&d->mu);
+    while (!d->stopping) {
+        size_t room = 0, n;
+        d->kicked = 0;
+        pthread_mutex_unlock(&d->mu);
+        n = delivery_round(d, &room);
+        pthread_mutex_lock(&d->mu);
+        if (n == 0 || n < room)
+            delivery_wait(d, room);
+    }
+    pthread_mutex_unlock(&d->mu);
+    return NULL;
+}
+
+struct delivery *delivery_start(struct pool *pool, struct queue *q,
+                                const struct cfg *cfg, char *err,
+                                size_t errlen)
+{
+    struct delivery *d = calloc(1, sizeof *d);
+    if (d == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    d->pool = pool;
+    d->q = q;
+    d->cfg = cfg;
+    d->st.recovered = queue_recovered(q);
+    pthread_mutex_init(&d->mu, NULL);
+    if (pool_cond_init(&d->cv) != 0 ||
+        pool_thread_start(&d->thread, delivery_main, d) != 0) {
+        snprintf(err, errlen, "cannot start the queue's delivery thread");
+        pthread_mutex_destroy(&d->mu);
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+void delivery_kick(struct delivery *d)
+{
+    if (d == NULL)
+        return;
+    pthread_mutex_lock(&d->mu);
+    d->kicked = 1;
+    pthread_cond_signal(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+}
+
+void delivery_stop(struct delivery *d)
+{
+    if (d == NULL)
+        return;
+    pthread_mutex_lock(&d->mu);
+    if (d->stopping) {
+        pthread_mutex_unlock(&d->mu);
+        return;
+    }
+    d->stopping = 1;
+    pthread_cond_signal(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+    pthread_join(d->thread, NULL);
+}
+
+void delivery_free(struct delivery *d)
+{
+    if (d == NULL)
+        return;
+    delivery_stop(d);
+    pthread_cond_destroy(&d->cv);
+    pthread_mutex_destroy(&d->mu);
+    free(d);
+}
+
+void delivery_stats(struct delivery *d, struct delivery_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (d == NULL)
+        return;
+    pthread_mutex_lock(&d->mu);
+    *out = d->st;
+    pthread_mutex_unlock(&d->mu);
+}

@@ -1,0 +1,675 @@
+/*
+ * test_queue.c - the durable queue through `mailpool serve` over HTTP:
+ * Prefer: respond-async (202 means on disk), the status document, cancel,
+ * send_at, retries with backoff, Idempotency-Key (50 concurrent requests,
+ * one message), SIGKILL while sending (unknown, never resent), a crash
+ * matrix of 20 kills at random moments (every 202 reaches a final state,
+ * none is lost, none reaches the relay twice), and a full disk (503,
+ * nothing already queued lost).  The relay is the fake
+ * (tests/fakes/fake_smtp.py), which records every message it took.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+
+#include "tests/integration/smtp_fx.h"
+#include "tests/support/http.h"
+#include "tests/support/mpserve.h"
+#include "tests/support/tsupport.h"
+
+/* ---- helpers ---------------------------------------------------------- */
+
+/* s with ' turned into "; caller frees. */
+static char *dq(const char *s)
+{
+    char *d = strdup(s);
+    assert_non_null(d);
+    for (char *p = d; *p; p++)
+        if (*p == '\'')
+            *p = '"';
+    return d;
+}
+
+static struct peer *relay(const char *script)
+{
+    char *s = dq(script);
+    struct peer *p = peer_start_fake(s);
+    free(s);
+    assert_non_null(p);
+    return p;
+}
+
+/* Starts the service on queue file qpath (NULL: its own) with extra flags
+   (NULL-ended, may be NULL). */
+static struct mpserve *svc(struct peer *p, const char *qpath,
+                           const char *const *more)
+{
+    const char *argv[32];
+    size_t n = 0;
+    if (qpath != NULL) {
+        argv[n++] = "--queue-path";
+        argv[n++] = qpath;
+    }
+    argv[n++] = "--queue-retry-base";
+    argv[n++] = "0.2";
+    argv[n++] = "--pool-retries";
+    argv[n++] = "0";
+    for (size_t i = 0; more != NULL && more[i] != NULL && n < 30; i++)
+        argv[n++] = more[i];
+    argv[n] = NULL;
+    struct mpserve *s = mpserve_start(peer_port(p), argv);
+    assert_non_null(s);
+    return s;
+}
+
+/* One request; the parsed JSON body (NULL when none) and the status. */
+static json_t *call(struct mpserve *s, const char *method, const char *path,
+                    const char *const *hdrs, const char *body, long *status,
+                    struct http_resp *keep)
+{
+    char url[256];
+    struct http_resp r;
+    json_error_t e;
+    snprintf(url, sizeof url, "%s%s", mpserve_url(s), path);
+    assert_int_equal(http_request(method, url, hdrs, body, 0, &r), 0);
+    *status = r.status;
+    json_t *j = r.body != NULL ? json_loads(r.body, 0, &e) : NULL;
+    if (keep != NULL)
+        *keep = r;
+    else
+        http_resp_free(&r);
+    return j;
+}
+
+static const char *const ASYNC[] = { "Content-Type: application/json",
+                                     "Prefer: respond-async", NULL };
+static const char *const JSONH[] = { "Content-Type: application/json",
+                                     NULL };
+
+static const char *jstr(const json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s != NULL ? s : "";
+}
+
+/* POSTs one message asynchronously; its queue id (caller frees). */
+static char *post_async(struct mpserve *s, const char *to, const char *extra)
+{
+    char body[512];
+    long st;
+    snprintf(body, sizeof body,
+             "{\"from\":\"s@example.org\",\"to\":[\"%s\"],"
+             "\"headers\":{\"Subject\":\"q\"},\"body\":\"hello\"%s}", to,
+             extra != NULL ? extra : "");
+    json_t *j = call(s, "POST", "/v1/messages", ASYNC, body, &st, NULL);
+    if (st != 202)
+        fail_msg("async POST answered %ld", st);
+    char *id = strdup(jstr(j, "id"));
+    json_decref(j);
+    return id;
+}
+
+/* GET /v1/messages/id; the document (caller decrefs). */
+static json_t *status_of(struct mpserve *s, const char *id, long *st)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v1/messages/%s", id);
+    return call(s, "GET", path, NULL, NULL, st, NULL);
+}
+
+/* Waits (at most ms) until message id's status is final; the document. */
+static json_t *wait_final(struct mpserve *s, const char *id, int ms)
+{
+    static const char *const fin[] = { "sent", "partial", "rejected",
+                                       "failed", "unknown", "cancelled" };
+    for (long long end = now_ms() + ms;; sleep_ms(20)) {
+        long st;
+        json_t *j = status_of(s, id, &st);
+        for (size_t i = 0; st == 200 && i < 6; i++)
+            if (strcmp(jstr(j, "status"), fin[i]) == 0)
+                return j;
+        if (now_ms() > end) {
+            char *d = j ? json_dumps(j, 0) : NULL;
+            fail_msg("message %s not final in %d ms: %s", id, ms,
+                     d ? d : "?");
+        }
+        json_decref(j);
+    }
+}
+
+/* Copies of the message whose Message-ID is mid that reached the relay,
+   answered or not: its Message-ID field counted in every byte received. */
+static size_t copies(struct peer *p, const char *mid)
+{
+    char field[300];
+    size_t k = 0;
+    snprintf(field, sizeof field, "Message-ID: %s\r\n", mid);
+    for (int c = 1; c <= peer_conn_count(p); c++) {
+        size_t len = 0;
+        char *w = peer_conn_bytes(p, c, &len);
+        if (w != NULL)
+            k += count(w, field);
+        free(w);
+    }
+    return k;
+}
+
+/* Messages the relay took. */
+static size_t msgs_total(struct peer *p)
+{
+    struct peer_msg *m = NULL;
+    size_t n = 0;
+    assert_int_equal(peer_messages(p, &m, &n), 0);
+    peer_msgs_free(m, n);
+    return n;
+}
+
+/* MAIL commands the relay received, over every connection. */
+static size_t count_mail_commands(struct peer *p)
+{
+    size_t k = 0;
+    for (int c = 1; c <= peer_conn_count(p); c++) {
+        size_t len = 0;
+        char *w = peer_conn_bytes(p, c, &len);
+        if (w != NULL)
+            k += count(w, "MAIL FROM:");
+        free(w);
+    }
+    return k;
+}
+
+/* A temp directory's queue file path; caller frees both. */
+static char *temp_queue(char **dir)
+{
+    char tmpl[] = "/tmp/mailpool-q-XXXXXX", *path;
+    assert_non_null(mkdtemp(tmpl));
+    *dir = strdup(tmpl);
+    assert_true(asprintf(&path, "%s/queue.db", tmpl) > 0);
+    return path;
+}
+
+/* ---- tests ------------------------------------------------------------ */
+
+static void test_async_202_means_stored_then_sent_once_with_its_message_id(
+    void **state)
+{
+    (void)state;
+    struct peer *p = relay("{}");
+    struct mpserve *s = svc(p, NULL, NULL);
+    struct http_resp r;
+    long st;
+    json_t *j = call(s, "POST", "/v1/messages", ASYNC,
+                     "{\"from\":\"s@example.org\",\"to\":[\"r@example.org\"],"
+                     "\"headers\":{\"Subject\":\"q\"},\"body\":\"hello\","
+                     "\"metadata\":{\"user\":\"42\"}}", &st, &r);
+    assert_int_equal(st, 202);
+    const char *id = jstr(j, "id");
+    assert_int_equal(strlen(id), 22);
+    assert_int_equal(strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop"
+                                "qrstuvwxyz0123456789-_"), 22);
+    assert_string_equal(jstr(j, "status"), "queued");
+    char *loc = http_resp_header(&r, "Location");
+    char *pa = http_resp_header(&r, "Preference-Applied");
+    char want[64];
+    snprintf(want, sizeof want, "/v1/messages/%s", id);
+    assert_non_null(loc);
+    assert_string_equal(loc, want);
+    assert_non_null(pa);
+    assert_string_equal(pa, "respond-async");
+    free(loc);
+    free(pa);
+    http_resp_free(&r);
+    json_t *d = wait_final(s, id, 5000);
+    assert_string_equal(jstr(d, "status"), "sent");
+    assert_string_equal(jstr(d, "message_id"), jstr(j, "message_id"));
+    json_t *a = json_object_get(d, "attempts");
+    assert_int_equal(json_array_size(a), 1);
+    assert_int_equal(json_integer_value(json_object_get(
+        json_array_get(a, 0), "code")), 250);
+    assert_string_equal(jstr(json_object_get(d, "metadata"), "user"), "42");
+    assert_int_equal(copies(p, jstr(j, "message_id")), 1);
+    json_decref(d);
+    json_decref(j);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    peer_stop(p);
+}
+
+static void test_async_batch_is_validated_whole_and_nothing_is_queued(
+    void **state)
+{
+    (void)state;
+    struct peer *p = relay("{}");
+    struct mpserve *s = svc(p, NULL, NULL);
+    long st;
+    json_t *j = call(s, "POST", "/v1/messages/batch", ASYNC,
+                     "{\"messages\":[{\"from\":\"a@example.org\",\"to\":"
+                     "[\"b@example.org\"],\"body\":\"x\"},{\"from\":\"bad\","
+                     "\"to\":[\"c@example.org\"],\"body\":\"y\",\"send_at\":"
+                     "\"tomorrow\"}]}", &st, NULL);
+    assert_int_equal(st, 422);
+    char *d = json_dumps(j, 0);
+    assert_non_null(strstr(d, "messages[1].from"));
+    assert_non_null(strstr(d, "messages[1].send_at"));
+    free(d);
+    json_decref(j);
+    j = call(s, "POST", "/v1/messages/batch", ASYNC,
+             "{\"messages\":[{\"from\":\"a@example.org\",\"to\":"
+             "[\"b@example.org\"],\"body\":\"x\"},{\"from\":\"a@example.org\","
+             "\"to\":[\"c@example.org\"],\"body\":\"y\"}]}", &st, NULL);
+    assert_int_equal(st, 202);
+    json_t *res = json_object_get(j, "results");
+    assert_int_equal(json_array_size(res), 2);
+    for (size_t i = 0; i < 2; i++) {
+        json_t *f = wait_final(s, jstr(json_array_get(res, i), "id"), 5000);
+        assert_string_equal(jstr(f, "status"), "sent");
+        json_decref(f);
+    }
+    json_decref(j);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    assert_int_equal(peer_conn_count(p) > 0, 1);
+    assert_int_equal(msgs_total(p), 2);    /* the 422 batch sent nothing */
+    peer_stop(p);
+}
+
+static void test_unknown_id_is_404_and_send_at_in_sync_is_422(void **state)
+{
+    (void)state;
+    struct peer *p = relay("{}");
+    struct mpserve *s = svc(p, NULL, NULL);
+    long st;
+    json_t *j = status_of(s, "AAAAAAAAAAAAAAAAAAAAAA", &st);
+    assert_int_equal(st, 404);
+    json_decref(j);
+    j = call(s, "POST", "/v1/messages/AAAAAAAAAAAAAAAAAAAAAA/cancel", NULL,
+             NULL, &st, NULL);
+    assert_int_equal(st, 404);
+    json_decref(j);
+    j = call(s, "POST", "/v1/messages", JSONH,
+             "{\"from\":\"a@example.org\",\"to\":[\"b@example.org\"],"
+             "\"body\":\"x\",\"send_at\":\"2030-01-01T00:00:00Z\"}", &st,
+             NULL);
+    assert_int_equal(st, 422);
+    char *d = json_dumps(j, 0);
+    assert_non_null(strstr(d, "respond-async"));
+    free(d);
+    json_decref(j);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    peer_stop(p);
+}
+
+static void test_scheduled_waits_for_send_at_and_cancel_stops_it(
+    void **state)
+{
+    (void)state;
+    struct peer *p = relay("{}");
+    struct mpserve *s = svc(p, NULL, NULL);
+    char when[64], extra[96], far[96];
+    time_t t = time(NULL) + 2;
+    struct tm tm;
+    long st;
+    gmtime_r(&t, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    snprintf(extra, sizeof extra, ",\"send_at\":\"%s\"", when);
+    t += 3600;
+    gmtime_r(&t, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    snprintf(far, sizeof far, ",\"send_at\":\"%s\"", when);
+    long long t0 = now_ms();
+    char *soon = post_async(s, "soon@example.org", extra);
+    char *later = post_async(s, "later@example.org", far);
+    json_t *j = status_of(s, soon, &st);
+    assert_string_equal(jstr(j, "status"), "scheduled");
+    assert_true(json_is_string(json_object_get(j, "next_attempt_at")));
+    json_decref(j);
+    char path[128];
+    snprintf(path, sizeof path, "/v1/messages/%s/cancel", later);
+    j = call(s, "POST", path, NULL, NULL, &st, NULL);
+    assert_int_equal(st, 200);
+    assert_string_equal(jstr(j, "status"), "cancelled");
+    json_decref(j);
+    j = call(s, "POST", path, NULL, NULL, &st, NULL);
+    assert_int_equal(st, 409);                  /* final now */
+    json_decref(j);
+    j = wait_final(s, soon, 6000);
+    assert_string_equal(jstr(j, "status"), "sent");
+    assert_true(now_ms() - t0 >= 1000);        /* not before send_at */
+    json_decref(j);
+    j = status_of(s, later, &st);
+    assert_string_equal(jstr(j, "status"), "cancelled");
+    json_decref(j);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    assert_int_equal(msgs_total(p), 1);        /* never the cancelled one */
+    free(soon);
+    free(later);
+    peer_stop(p);
+}
+
+static void test_temporary_failures_retry_with_backoff_then_sent(
+    void **state)
+{
+    (void)state;
+    struct peer *p = relay("{'rules': [{'match': '^MAIL', 'times': 2, "
+                           "'reply': '451 4.3.0 try again later'}]}");
+    struct mpserve *s = svc(p, NULL, NULL);
+    char *id = post_async(s, "r@example.org", NULL);
+    json_t *d = wait_final(s, id, 8000);
+    assert_string_equal(jstr(d, "status"), "sent");
+    json_t *a = json_object_get(d, "attempts");
+    assert_int_equal(json_array_size(a), 3);
+    assert_int_equal(json_integer_value(json_object_get(
+        json_array_get(a, 0), "code")), 451);
+    assert_string_equal(jstr(json_array_get(a, 0), "status"), "failed");
+    assert_int_equal(json_integer_value(json_object_get(
+        json_array_get(a, 2), "code")), 250);
+    json_decref(d);
+    free(id);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    peer_stop(p);
+}
+
+static void test_permanent_failure_is_final_after_one_attempt(void **state)
+{
+    (void)state;
+    struct peer *p = relay("{'rules': [{'match': '^MAIL', "
+                           "'reply': '550 5.7.1 no thanks'}]}");
+    struct mpserve *s = svc(p, NULL, NULL);
+    char *id = post_async(s, "r@example.org", NULL);
+    json_t *d = wait_final(s, id, 5000);
+    assert_string_equal(jstr(d, "status"), "failed");
+    json_t *a = json_object_get(d, "attempts");
+    assert_int_equal(json_array_size(a), 1);
+    assert_int_equal(json_integer_value(json_object_get(
+        json_array_get(a, 0), "code")), 550);
+    char *dump = json_dumps(d, 0);
+    assert_non_null(strstr(dump, "no thanks"));   /* the relay's words */
+    free(dump);
+    json_decref(d);
+    free(id);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    peer_stop(p);
+}
+
+/* ---- idempotency ---- */
+
+struct idem_call {
+    struct mpserve *s;
+    pthread_t t;
+    long status;
+    int replayed;
+};
+
+static void *idem_main(void *arg)
+{
+    struct idem_call *c = arg;
+    static const char *const h[] = { "Content-Type: application/json",
+                                     "Idempotency-Key: order-7", NULL };
+    char url[256];
+    struct http_resp r;
+    snprintf(url, sizeof url, "%s/v1/messages", mpserve_url(c->s));
+    if (http_request("POST", url, h,
+                     "{\"from\":\"s@example.org\",\"to\":[\"r@example.org\"],"
+                     "\"headers\":{\"Subject\":\"once\"},\"body\":\"x\"}", 0,
+                     &r) == 0) {
+        char *v = http_resp_header(&r, "Idempotent-Replayed");
+        c->status = r.status;
+        c->replayed = v != NULL;
+        free(v);
+        http_resp_free(&r);
+    }
+    return NULL;
+}
+
+static void test_50_concurrent_posts_with_one_key_send_once(void **state)
+{
+    (void)state;
+    struct peer *p = relay("{'rules': [{'match': '^DATA', "
+                           "'action': 'delay:0.3'}]}");
+    struct mpserve *s = svc(p, NULL, NULL);
+    struct idem_call c[50];
+    int ok = 0, replays = 0, busy = 0;
+    for (int i = 0; i < 50; i++) {
+        c[i] = (struct idem_call){ .s = s };
+        assert_int_equal(pthread_create(&c[i].t, NULL, idem_main, &c[i]), 0);
+    }
+    for (int i = 0; i < 50; i++) {
+        pthread_join(c[i].t, NULL);
+        if (c[i].status >= 500 || c[i].status == 0)
+            fail_msg("call %d answered %ld", i, c[i].status);
+        ok += c[i].status == 200 && !c[i].replayed;
+        replays += c[i].status == 200 && c[i].replayed;
+        busy += c[i].status == 409;
+    }
+    assert_int_equal(ok, 1);
+    assert_int_equal(ok + replays + busy, 50);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    assert_int_equal(msgs_total(p), 1);
+    peer_stop(p);
+}
+
+static void test_async_repeat_with_key_returns_same_id_other_body_422(
+    void **state)
+{
+    (void)state;
+    struct peer *p = relay("{}");
+    struct mpserve *s = svc(p, NULL, NULL);
+    static const char *const h[] = { "Content-Type: application/json",
+                                     "Prefer: respond-async",
+                                     "Idempotency-Key: batch-1", NULL };
+    const char *body = "{\"from\":\"s@example.org\",\"to\":[\"r@example.org\"]"
+                       ",\"body\":\"x\"}";
+    long st1, st2, st3;
+    struct http_resp r;
+    json_t *a = call(s, "POST", "/v1/messages", h, body, &st1, NULL);
+    json_t *b = call(s, "POST", "/v1/messages", h, body, &st2, &r);
+    json_t *c = call(s, "POST", "/v1/messages", h,
+                     "{\"from\":\"s@example.org\",\"to\":[\"x@example.org\"],"
+                     "\"body\":\"x\"}", &st3, NULL);
+    assert_int_equal(st1, 202);
+    assert_int_equal(st2, 202);
+    assert_string_equal(jstr(a, "id"), jstr(b, "id"));
+    char *rep = http_resp_header(&r, "Idempotent-Replayed");
+    assert_non_null(rep);
+    free(rep);
+    http_resp_free(&r);
+    assert_int_equal(st3, 422);
+    json_t *d = wait_final(s, jstr(a, "id"), 5000);
+    json_decref(d);
+    json_decref(a);
+    json_decref(b);
+    json_decref(c);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    assert_int_equal(msgs_total(p), 1);
+    peer_stop(p);
+}
+
+/* ---- crashes ---- */
+
+static void test_sigkill_while_sending_makes_it_unknown_never_resent(
+    void **state)
+{
+    (void)state;
+    struct peer *p = relay("{'rules': [{'match': '^DOT$', 'times': 1, "
+                           "'action': 'hang'}]}");
+    char *dir, *q = temp_queue(&dir);
+    struct mpserve *s = svc(p, q, NULL);
+    char *id = post_async(s, "r@example.org", NULL);
+    long st;
+    for (long long end = now_ms() + 5000; now_ms() < end; sleep_ms(20)) {
+        json_t *j = status_of(s, id, &st);
+        int sending = strcmp(jstr(j, "status"), "sending") == 0;
+        json_decref(j);
+        if (sending)
+            break;
+    }
+    sleep_ms(300);                  /* the dot is out, unanswered */
+    mpserve_signal(s, SIGKILL);
+    mpserve_wait(s, 5000);
+    mpserve_free(s);
+    s = svc(p, q, NULL);
+    json_t *d = status_of(s, id, &st);
+    assert_string_equal(jstr(d, "status"), "unknown");
+    json_decref(d);
+    sleep_ms(500);                  /* nothing is sent again */
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    assert_int_equal(count_mail_commands(p), 1);
+    free(id);
+    free(q);
+    ts_rmtree(dir);
+    free(dir);
+    peer_stop(p);
+}
+
+/* The crash matrix: the service is killed with SIGKILL at a random moment
+   while it sends, RUNS times, then restarted on the same queue; every
+   message that got a 202 must end final, none may be lost, and none may
+   reach the relay twice (unknown ones at most once). */
+#define RUNS 20
+#define PER_RUN 10
+
+static void test_crash_matrix_every_202_final_none_lost_none_twice(
+    void **state)
+{
+    (void)state;
+    struct peer *p = relay("{'rules': [{'match': '^DOT$', "
+                           "'action': 'delay:0.01'}]}");
+    char *dir, *q = temp_queue(&dir);
+    char *ids[RUNS * PER_RUN];
+    size_t n = 0;
+    unsigned seed = (unsigned)time(NULL);
+    printf("crash matrix seed %u\n", seed);
+    for (int run = 0; run < RUNS; run++) {
+        struct mpserve *s = svc(p, q, NULL);
+        for (int i = 0; i < PER_RUN; i++)
+            ids[n++] = post_async(s, "r@example.org", NULL);
+        sleep_ms((int)(rand_r(&seed) % 120));
+        mpserve_signal(s, SIGKILL);
+        mpserve_wait(s, 5000);
+        mpserve_free(s);
+    }
+    struct mpserve *s = svc(p, q, NULL);
+    size_t unknown = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *d = wait_final(s, ids[i], 20000);
+        const char *st = jstr(d, "status");
+        size_t k = copies(p, jstr(d, "message_id"));
+        if (strcmp(st, "sent") == 0 && k != 1)
+            fail_msg("%s sent but at the relay %zu times", ids[i], k);
+        if (strcmp(st, "unknown") == 0 && k > 1)
+            fail_msg("%s unknown but at the relay %zu times", ids[i], k);
+        if (strcmp(st, "sent") != 0 && strcmp(st, "unknown") != 0)
+            fail_msg("%s ended %s", ids[i], st);
+        unknown += strcmp(st, "unknown") == 0;
+        json_decref(d);
+        free(ids[i]);
+    }
+    printf("crash matrix: %zu messages, %zu unknown\n", n, unknown);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    free(q);
+    ts_rmtree(dir);
+    free(dir);
+    peer_stop(p);
+}
+
+/* A queue on a 1 MiB tmpfs: once it is full, 503 with Retry-After and no
+   202; every message that got a 202 is still there after a restart with
+   room again, and is delivered. */
+static void test_full_or_read_only_disk_is_503_and_loses_nothing(
+    void **state)
+{
+    (void)state;
+    char tmpl[] = "/tmp/mailpool-full-XXXXXX", q[64];
+    assert_non_null(mkdtemp(tmpl));
+    if (mount("tmpfs", tmpl, "tmpfs", 0, "size=1m") != 0) {
+        rmdir(tmpl);
+        fail_msg("cannot mount a tmpfs (needs root): %s", strerror(errno));
+    }
+    snprintf(q, sizeof q, "%s/queue.db", tmpl);
+    struct peer *p = relay("{}");
+    struct mpserve *s = svc(p, q, NULL);
+    char *big = malloc(64 * 1024 + 256), *ids[64], when[40];
+    size_t n = 0;
+    long st = 0;
+    int saw503 = 0;
+    time_t t = time(NULL) + 4;      /* none is claimed while the disk fills */
+    struct tm tm;
+    assert_non_null(big);
+    gmtime_r(&t, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    int k = snprintf(big, 256, "{\"from\":\"s@example.org\",\"to\":"
+                     "[\"r@example.org\"],\"send_at\":\"%s\","
+                     "\"body\":\"", when);
+    for (int i = 0; i < 60 * 1024; i++)     /* lines of 78, "\n" escaped */
+        big[k + i] = i % 80 == 78 ? '\\' : i % 80 == 79 ? 'n' : 'x';
+    strcpy(big + k + 60 * 1024, "\"}");
+    for (int i = 0; i < 64 && !saw503; i++) {
+        struct http_resp r;
+        json_t *j = call(s, "POST", "/v1/messages", ASYNC, big, &st, &r);
+        if (st == 202) {
+            ids[n++] = strdup(jstr(j, "id"));
+        } else {
+            char *ra = http_resp_header(&r, "Retry-After");
+            assert_int_equal(st, 503);
+            assert_non_null(ra);
+            free(ra);
+            saw503 = 1;
+        }
+        http_resp_free(&r);
+        json_decref(j);
+    }
+    free(big);
+    assert_true(saw503);
+    assert_true(n > 0);
+    assert_int_equal(mpserve_stop(s, 10000), 0);
+    mpserve_free(s);
+    /* Room again: every 202 is delivered, once its send_at comes. */
+    assert_int_equal(mount("tmpfs", tmpl, "tmpfs", MS_REMOUNT, "size=16m"),
+                     0);
+    assert_int_equal(msgs_total(p), 0);
+    s = svc(p, q, NULL);
+    for (size_t i = 0; i < n; i++) {
+        json_t *d = wait_final(s, ids[i], 20000);
+        assert_string_equal(jstr(d, "status"), "sent");
+        json_decref(d);
+        free(ids[i]);
+    }
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    assert_int_equal(msgs_total(p), n);
+    peer_stop(p);
+    umount(tmpl);
+    rmdir(tmpl);
+}
+
+#define T(fn) cmocka_unit_test(fn)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_async_202_means_stored_then_sent_once_with_its_message_id),
+        T(test_async_batch_is_validated_whole_and_nothing_is_queued),
+        T(test_unknown_id_is_404_and_send_at_in_sync_is_422),
+        T(test_scheduled_waits_for_send_at_and_cancel_stops_it),
+        T(test_temporary_failures_retry_with_backoff_then_sent),
+        T(test_permanent_failure_is_final_after_one_attempt),
+        T(test_50_concurrent_posts_with_one_key_send_once),
+        T(test_async_repeat_with_key_returns_same_id_other_body_422),
+        T(test_sigkill_while_sending_makes_it_unknown_never_resent),
+        T(test_crash_matrix_every_202_final_none_lost_none_twice),
+        T(test_full_or_read_only_disk_is_503_and_loses_nothing),
+    };
+    signal(SIGPIPE, SIG_IGN);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
