@@ -6,6 +6,7 @@ FROM debian:bookworm-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc make pkg-config libc6-dev \
       libmicrohttpd-dev libjansson-dev libgnutls28-dev libinih-dev \
+      libsqlite3-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -16,12 +17,16 @@ FROM debian:bookworm-slim
 # (checked by tests/integration/test_dockerfile.sh).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libmicrohttpd12 libjansson4 \
-      libgnutls30 libinih1 ca-certificates tini \
+      libgnutls30 libinih1 libsqlite3-0 ca-certificates tini \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home --shell /usr/sbin/nologin mailpool
 COPY --from=build /src/build/mailpool /usr/local/bin/mailpool
+# The durable queue (queue.path) lives on a volume.
+RUN mkdir -p /var/lib/mailpool && chown mailpool: /var/lib/mailpool
+VOLUME /var/lib/mailpool
 USER mailpool
 ENV MAILPOOL_HTTP_LISTEN=0.0.0.0:8025 \
+    MAILPOOL_QUEUE_PATH=/var/lib/mailpool/queue.db \
     MAILPOOL_RELAY_HOST=localhost \
     MAILPOOL_RELAY_PORT=25
 EXPOSE 8025

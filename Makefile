@@ -92,9 +92,10 @@ bench: deps-test
 	@bench/run.sh
 
 # A long run with relay restarts; checks nothing is lost or sent twice.
-soak: deps-run
-	@$(MAKE) --no-print-directory all
+soak: deps-test
+	@$(MAKE) --no-print-directory all $(BUILD)/tests/test_queue
 	@/usr/bin/python3 bench/soak.py
+	@QUEUE_CRASH_RUNS=200 $(BUILD)/tests/test_queue
 
 # The main job: smtp-sink as the relay on 127.0.0.1, mailpool serve in front.
 run: deps-run

@@ -712,14 +712,26 @@ static int add_delivery(json_t *o, const struct smtp_result *res)
                                    : json_null());
 }
 
-/* The result object shared by the HTTP API and the command line. */
+/* The status going with the result's code: the one smtp_result_settle
+   chose (the server's or synthesized), else the deciding reply's. */
+static json_t *result_enhanced(const struct smtp_result *res)
+{
+    return res->enhanced[0] != '\0' ? api_json_text(res->enhanced)
+                                     : enhanced(&res->reply);
+}
+
+/* The result object shared by the HTTP API and the command line; "code"
+   and "enhanced" were synthesized by mailpool when "local_code" is true
+   (then "text" holds only what the relay said, often nothing). */
 json_t *api_result_json(const struct smtp_result *res)
 {
     json_t *o = json_object();
     if (o == NULL ||
         json_object_set_new(o, "code", json_integer(res->code)) ||
         json_object_set_new(o, "text", reply_lines(&res->reply)) ||
-        json_object_set_new(o, "enhanced", enhanced(&res->reply)) ||
+        json_object_set_new(o, "enhanced", result_enhanced(res)) ||
+        json_object_set_new(o, "local_code",
+                            json_boolean(res->code_local != 0)) ||
         json_object_set_new(o, "kind",
                             json_string(smtp_kind_name(res->kind))) ||
         (res->status != SMTP_DELIVERY_NONE && add_delivery(o, res)) ||

@@ -141,12 +141,14 @@ static enum MHD_Result refused(struct api_req *req, struct MHD_Connection *c)
                              NULL, "Retry-After", "1");
 }
 
-/* A result slot for a message that was never submitted. */
+/* A result slot for a message that was never submitted: 451 4.3.2 (the
+   system is not accepting messages now), synthesized. */
 static json_t *not_sent(int submit_err)
 {
-    return json_pack("{s:i, s:[], s:n, s:s, s:s, s:[], s:[], s:n, s:s, s:i,"
-                     " s:f}",
-                     "code", 0, "text", "enhanced", "kind", "local",
+    return json_pack("{s:i, s:[], s:s, s:b, s:s, s:s, s:[], s:[], s:n, s:s,"
+                     " s:i, s:f}",
+                     "code", 451, "text", "enhanced", "4.3.2", "local_code", 1,
+                     "kind", "local",
                      "status", "failed", "accepted", "rejected",
                      "message_id", "error",
                      submit_err == POOL_DRAINING ? "shutting down; not sent"

@@ -17,6 +17,10 @@ one recipient.
      nodemailer's pooled transport with N connections.
   4. Scale: SMTP connections 1..32, batch sizes 1..1000, RSS with 1,000 idle
      HTTP connections.
+  5. Queue: durable enqueue (Prefer: respond-async) one message a request
+     over 32 connections and in batches of 100, with queue.synchronous
+     full and normal, against the synchronous rates of the same run; and
+     the drain rate from the queue to smtp-sink against smtp-source -d.
 
 Environment: BENCH_RUNS (default 5), BENCH_MESSAGES (default 20000),
 BENCH_SECONDS (wrk duration, default 5), BENCH_QUICK=1 (fewer cases),
@@ -45,7 +49,7 @@ RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 MSGS = int(os.environ.get("BENCH_MESSAGES", "20000"))
 SECS = int(os.environ.get("BENCH_SECONDS", "5"))
 QUICK = os.environ.get("BENCH_QUICK") == "1"
-ALL_SECTIONS = ("smtp", "http", "peers", "scale")
+ALL_SECTIONS = ("smtp", "http", "peers", "scale", "queue")
 SECTIONS = [x.strip() for x in os.environ.get("BENCH_SECTIONS", "").split(",")
             if x.strip()] or list(ALL_SECTIONS)
 rows = []
@@ -164,11 +168,12 @@ def message(i=0):
             "body": ("x" * 63 + "\n") * 16}
 
 
-def wrk(url, body_file, conns, secs):
+def wrk(url, body_file, conns, secs, prefer=None):
     lua = os.path.join(tempfile.gettempdir(), "mailpool-wrk-%d.lua" % os.getpid())
     with open(lua, "w") as f:
         f.write('wrk.method = "POST"\n'
                 'wrk.headers["Content-Type"] = "application/json"\n'
+                + ('wrk.headers["Prefer"] = "%s"\n' % prefer if prefer else '') +
                 'local f = io.open("%s", "rb"); wrk.body = f:read("*a"); f:close()\n'
                 'done = function(summary, latency, requests)\n'
                 '  io.write(string.format("JSON {\\"requests\\": %%d, \\"p50\\": %%d, \\"p99\\": %%d, \\"errors\\": %%d}\\n",\n'
@@ -180,6 +185,73 @@ def wrk(url, body_file, conns, secs):
     os.unlink(lua)
     m = re.search(r"^JSON (.*)$", out, re.M)
     return json.loads(m.group(1))
+
+
+def http_rate(sink_port, path, per_req, prefer=None, extra=()):
+    """Median messages/s of wrk POSTing path's body through a fresh service."""
+    rates = []
+    for _ in range(RUNS):
+        mp, port = start_mailpool(sink_port, 8, extra=extra)
+        r = wrk("http://127.0.0.1:%d/v1/messages%s" % (port, "/batch" if per_req > 1 else ""),
+                path, 32 if per_req == 1 else 4, SECS, prefer)
+        mp.stop()
+        if r["errors"]:
+            print("bench: %d wrk errors" % r["errors"])
+        rates.append(r["requests"] * per_req / SECS)
+    return statistics.median(rates)
+
+
+def queue_drain(sink_port, n):
+    """Messages/s from send_at to the last one sent, for n queued."""
+    mp, port = start_mailpool(sink_port, 8)
+    base = "http://127.0.0.1:%d" % port
+    at = time.time() + 20
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+    import urllib.request
+    for k in range(0, n, 1000):
+        msgs = [dict(message(i), send_at=when) for i in range(k, min(n, k + 1000))]
+        req = urllib.request.Request(base + "/v1/messages/batch",
+                                     json.dumps({"messages": msgs}).encode(),
+                                     {"Content-Type": "application/json",
+                                      "Prefer": "respond-async"})
+        urllib.request.urlopen(req).read()
+    start = int(at) + 0.0
+    while True:
+        text = urllib.request.urlopen(base + "/metrics").read().decode()
+        m = re.search(r'^mailpool_queue_messages\{status="sent"\} (\d+)', text, re.M)
+        if m and int(m.group(1)) >= n:
+            break
+        time.sleep(0.05)
+    done = time.time()
+    mp.stop()
+    return n / max(done - start, 1e-3)
+
+
+def queue_layer(sink_port, ref):
+    print("5. Durable queue (Prefer: respond-async)")
+    tmp = tempfile.mkdtemp()
+    one = os.path.join(tmp, "one.json")
+    with open(one, "w") as f:
+        json.dump(message(), f)
+    batch = os.path.join(tmp, "batch.json")
+    with open(batch, "w") as f:
+        json.dump({"messages": [message(i) for i in range(100)]}, f)
+    sync1 = http_rate(sink_port, one, 1)
+    syncb = http_rate(sink_port, batch, 100)
+    row("queue", "synchronous, one message a request", sync1, "msg/s")
+    row("queue", "synchronous, batches of 100", syncb, "msg/s")
+    for sync in ("full", "normal"):
+        x = ("--queue-synchronous", sync)
+        a1 = http_rate(sink_port, one, 1, "respond-async", x)
+        ab = http_rate(sink_port, batch, 100, "respond-async", x)
+        row("queue", "durable enqueue (%s), one a request" % sync, a1, "msg/s",
+            sync1, ">= 2.0" if sync == "full" else None)
+        row("queue", "durable enqueue (%s), batches of 100" % sync, ab, "msg/s",
+            syncb, ">= 1.5" if sync == "full" else None)
+    n = min(MSGS, 20000)
+    drains = [queue_drain(sink_port, n) for _ in range(min(RUNS, 3))]
+    row("queue", "drain from the queue to smtp-sink, %d messages" % n,
+        statistics.median(drains), "msg/s", ref[8], ">= 1.5")
 
 
 def http_layer(sink_port, ref):
@@ -332,7 +404,7 @@ def main():
         ref = None
         if "smtp" in SECTIONS:
             ref = smtp_layer(port)
-        elif "http" in SECTIONS:
+        elif "http" in SECTIONS or "queue" in SECTIONS:
             ref = smtp_reference(port)
         if "http" in SECTIONS:
             http_layer(port, ref)
@@ -340,6 +412,8 @@ def main():
             peers(port, ref)
         if "scale" in SECTIONS:
             scale(port)
+        if "queue" in SECTIONS:
+            queue_layer(port, ref)
     finally:
         sink.stop()
     print("\n| section | measurement | value | unit | ratio | target |")

@@ -76,7 +76,8 @@ void pool_result_local(struct smtp_result *res, enum smtp_delivery status,
 {
     smtp_result_clear(res);
     res->kind = SMTP_ERR_LOCAL;
-    res->code = 0;
     res->status = status;
     snprintf(res->message, sizeof res->message, "%s", message);
+    snprintf(res->enhanced, sizeof res->enhanced, "4.3.0");
+    smtp_result_settle(res);            /* 451 4.3.0: not sent, transient */
 }

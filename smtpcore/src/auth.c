@@ -2,11 +2,16 @@
  * auth.c - SMTP AUTH (RFC 4954): PLAIN, LOGIN and XOAUTH2, and base64.
  *
  * Credentials never cross a cleartext channel unless the caller set
- * auth_allow_plaintext.  The mechanism is the configured one, else PLAIN,
- * else LOGIN (XOAUTH2 takes a token and is used only when named).  Any 2xx
- * is success (Postfix's smtp-sink answers 250); 535 and the rest are
- * SMTP_ERR_AUTH carrying the server's reply.  Secrets are wiped from the
- * buffers that held them and never copied into results.
+ * auth_allow_plaintext.  The mechanisms offered are the union of every
+ * AUTH line of the EHLO reply ("AUTH=LOGIN" and "AUTH PLAIN LOGIN" alike);
+ * the one used is the configured one, else PLAIN, else LOGIN (XOAUTH2 takes
+ * a token and is used only when named).  Any 2xx is success (Postfix's
+ * smtp-sink answers 250); 535 and the rest are SMTP_ERR_AUTH carrying the
+ * server's reply.  A 334 the mechanism has no answer for (after PLAIN's
+ * initial response, after LOGIN's password) is cancelled with "*" (RFC 4954
+ * 4) and the server's reply to that is the outcome.  Each step is the one
+ * reply awaited: bytes beyond it are a protocol error.  Secrets are wiped
+ * from the buffers that held them and never copied into results.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,8 +63,8 @@ static int auth_step(struct smtp_conn *c, const char *prefix,
     if (r != SMTP_OK)
         return r;
     struct smtp_reply reply = { 0 };
-    r = smtp__read_reply(c, smtp__timeout(c, SMTP__T_COMMAND), "AUTH", &reply,
-                         res);
+    r = smtp__read_reply_one(c, smtp__timeout(c, SMTP__T_COMMAND), "AUTH",
+                             &reply, res);
     if (r != SMTP_OK)
         return r;
     smtp__result_take_reply(res, &reply);
@@ -79,6 +84,40 @@ static int offers(const char *mechs, const char *m)
         p = strchr(p, ' ');
     }
     return 0;
+}
+
+/* The mechanisms of every AUTH line of the EHLO reply, space-separated,
+   into out (the "AUTH=" form of old servers included). */
+static void auth_offered(const struct smtp_conn *c, char *out, size_t cap)
+{
+    size_t o = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < c->next; i++) {
+        const char *e = c->ext[i];
+        if (strncasecmp(e, "AUTH", 4) != 0 || (e[4] != ' ' && e[4] != '='))
+            continue;
+        int k = snprintf(out + o, cap - o, "%s%s", o > 0 ? " " : "", e + 5);
+        if (k < 0 || (size_t)k >= cap - o)
+            break;
+        o += (size_t)k;
+    }
+}
+
+/* Cancels an exchange the server wants to go on with (a 334 we have no
+   answer for): "*", and its reply is the outcome (RFC 4954 4). */
+static int auth_cancel(struct smtp_conn *c, struct smtp_result *res)
+{
+    int r = smtp__send_raw(c, "*\r\n", 3, smtp__timeout(c, SMTP__T_COMMAND),
+                           "AUTH", res);
+    if (r != SMTP_OK)
+        return r;
+    struct smtp_reply reply = { 0 };
+    r = smtp__read_reply_one(c, smtp__timeout(c, SMTP__T_COMMAND), "AUTH",
+                             &reply, res);
+    if (r != SMTP_OK)
+        return r;
+    smtp__result_take_reply(res, &reply);
+    return SMTP_OK;
 }
 
 /* Final verdict on the last reply of an exchange. */
@@ -110,12 +149,15 @@ int smtp__auth(struct smtp_conn *c, struct smtp_result *res)
 {
     const char *user = c->opts.auth_user;
     const char *pass = c->opts.auth_pass ? c->opts.auth_pass : "";
-    if (c->io.tls == NULL && !c->opts.auth_allow_plaintext)
+    char mechs[1024];
+    if (c->io.tls == NULL && !c->opts.auth_allow_plaintext) {
+        smtp__set_status(res, "5.7.11");
         return smtp__fail(res, SMTP_ERR_AUTH, "AUTH",
                           "refusing to send credentials over a connection "
                           "without TLS");
-    const char *mechs = smtp_conn_ext_param(c, "AUTH");
-    if (mechs == NULL)
+    }
+    auth_offered(c, mechs, sizeof mechs);
+    if (mechs[0] == '\0')
         return smtp__fail(res, SMTP_ERR_AUTH, "AUTH",
                           "server does not offer AUTH");
     const char *m = c->opts.auth_mech;
@@ -154,5 +196,7 @@ int smtp__auth(struct smtp_conn *c, struct smtp_result *res)
             r = auth_step(c, "", (const unsigned char *)pass, strlen(pass), res);
     }
     explicit_bzero(buf, sizeof buf);
+    if (r == SMTP_OK && res->code == 334)
+        r = auth_cancel(c, res);
     return r != SMTP_OK ? r : auth_verdict(res);
 }

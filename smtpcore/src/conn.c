@@ -6,8 +6,16 @@
  * smtp_conn_is_open, smtp_conn_check_idle, smtp_conn_has_ext,
  * smtp_conn_ext_param, smtp_conn_is_tls, smtp_conn_messages.
  * Errors: filled into the caller's struct smtp_result (kind, code, reply,
- * errno, the command in progress and a sentence).  A transport error or a
- * 421 closes the socket: the handle then reports !smtp_conn_is_open.
+ * errno, the command in progress and a sentence), settled with
+ * smtp_result_settle.  A transport error or a 421 closes the socket: the
+ * handle then reports !smtp_conn_is_open.  A refused session (4xx/5xx
+ * greeting, EHLO and HELO refused) still ends with QUIT (RFC 5321 3.1,
+ * 4.1.1.10), its 221 awaited for at most QUIT_MS.
+ * Replies are read in lock-step whenever one reply is awaited (every
+ * command when PIPELINING is not in effect, and always the greeting,
+ * EHLO, STARTTLS, AUTH and the queries): bytes beyond that reply are a
+ * protocol error, never taken as the answer to a later command (reply
+ * injection, the kind of curl's CVE-2021-22947).
  * Threads: a connection belongs to one thread at a time.
  */
 #include <errno.h>
@@ -27,6 +35,12 @@
 
 enum { DEF_CONNECT = 30000, DEF_GREETING = 300000, DEF_COMMAND = 300000,
        DEF_DATA_INIT = 120000, DEF_DATA_BLOCK = 180000, DEF_DATA_TERM = 600000 };
+enum { QUIT_MS = 2000 };        /* the most a QUIT's 221 is waited for */
+
+static int conn_read(struct smtp_conn *c, int timeout, const char *command,
+                     struct smtp_reply *reply, struct smtp_result *res,
+                     int strict);
+static void conn_abandon(struct smtp_conn *c);
 
 /* The timeout of a phase, in ms, with RFC 5321 4.5.3.2 defaults. */
 int smtp__timeout(const struct smtp_conn *c, int which)
@@ -191,10 +205,10 @@ static void tls_opts(const struct smtp_conn *c, struct smtp__tls_opts *t)
     t->insecure = c->opts.insecure_skip_verify;
 }
 
-/* Opens a connection and reads the greeting. */
-struct smtp_conn *smtp_connect(const char *host, int port,
-                               const struct smtp_opts *opts,
-                               struct smtp_result *res)
+/* Opens a connection and reads the greeting; NULL with res filled. */
+static struct smtp_conn *conn_open(const char *host, int port,
+                                   const struct smtp_opts *opts,
+                                   struct smtp_result *res)
 {
     char name[SMTP_MAX_DOMAIN + 1];
     int realport = SMTP_DEFAULT_PORT;
@@ -228,8 +242,8 @@ struct smtp_conn *smtp_connect(const char *host, int port,
         }
     }
     struct smtp_reply greet = { 0 };
-    if (smtp__read_reply(c, smtp__timeout(c, SMTP__T_GREETING), "greeting",
-                         &greet, res) != SMTP_OK) {
+    if (conn_read(c, smtp__timeout(c, SMTP__T_GREETING), "greeting", &greet,
+                  res, 1) != SMTP_OK) {
         smtp_conn_free(c);
         return NULL;
     }
@@ -237,9 +251,20 @@ struct smtp_conn *smtp_connect(const char *host, int port,
     if (res->code != 220) {
         smtp__fail(res, SMTP_ERR_REPLY, "greeting",
                    "server refused the session");
+        conn_abandon(c);            /* QUIT, unless it closed (421) */
         smtp_conn_free(c);
         return NULL;
     }
+    return c;
+}
+
+/* Opens a connection and reads the greeting. */
+struct smtp_conn *smtp_connect(const char *host, int port,
+                               const struct smtp_opts *opts,
+                               struct smtp_result *res)
+{
+    struct smtp_conn *c = conn_open(host, port, opts, res);
+    smtp_result_settle(res);
     return c;
 }
 
@@ -275,14 +300,65 @@ void smtp_conn_free(struct smtp_conn *conn)
     free(conn);
 }
 
-/* Reads a complete reply, line by line, into reply. */
+/* 1 when PIPELINING is not in effect: every reply read is the only one
+   awaited. */
+static int conn_lockstep(const struct smtp_conn *c)
+{
+    return c->opts.no_pipelining || !smtp__has_cap(c, SMTP__CAP_PIPELINING);
+}
+
+/* Reads a complete reply; in lock-step when PIPELINING is not in effect. */
 int smtp__read_reply(struct smtp_conn *c, int timeout, const char *command,
                      struct smtp_reply *reply, struct smtp_result *res)
+{
+    return conn_read(c, timeout, command, reply, res, conn_lockstep(c));
+}
+
+/* Reads the one reply awaited: bytes beyond it are a protocol error. */
+int smtp__read_reply_one(struct smtp_conn *c, int timeout,
+                         const char *command, struct smtp_reply *reply,
+                         struct smtp_result *res)
+{
+    return conn_read(c, timeout, command, reply, res, 1);
+}
+
+/* After a complete reply: a reply whose code changed mid-reply is a
+   protocol error unless its last code refuses (then the server's words
+   stand, RFC 5321 4.2: the last line decides); with strict, bytes beyond
+   the reply are one too.  SMTP_OK, or the error with c closed. */
+static int conn_read_end(struct smtp_conn *c, const char *command,
+                         struct smtp_reply *reply, struct smtp_result *res,
+                         int strict, const char *mixed)
+{
+    if (mixed != NULL && reply->code < 400) {
+        smtp__conn_close(c);
+        smtp__result_take_reply(res, reply);      /* the server's words */
+        return smtp__fail(res, SMTP_ERR_PROTO, command, "%s (%s)", mixed,
+                          command);
+    }
+    if (strict && reply->code != 221 && reply->code != 421 &&
+        smtp__io_unasked(&c->io)) {
+        int code = reply->code;
+        smtp_reply_clear(reply);
+        smtp__conn_close(c);
+        return smtp__fail(res, SMTP_ERR_PROTO, command,
+                          "unexpected bytes after the %d reply to %s: more "
+                          "than the one reply awaited (reply injection?)",
+                          code, command);
+    }
+    return SMTP_OK;
+}
+
+/* Reads a complete reply, line by line, into reply (see conn_read_end). */
+static int conn_read(struct smtp_conn *c, int timeout, const char *command,
+                     struct smtp_reply *reply, struct smtp_result *res,
+                     int strict)
 {
     char line[SMTP_MAX_REPLY_LINE + 1];
     int64_t deadline = smtp__now_ms() + timeout;
     size_t bytes = 0;
-    char why[160];
+    char why[160], mixed[160];
+    int changed = 0;
     smtp_reply_clear(reply);
     if (!c->open)
         return smtp__fail(res, SMTP_ERR_CONN, command, "connection is closed");
@@ -304,18 +380,25 @@ int smtp__read_reply(struct smtp_conn *c, int timeout, const char *command,
             return smtp__fail(res, SMTP_ERR_PROTO, command,
                               "malformed reply line (%s)", command);
         }
-        if (smtp__reply_add(reply, &ln, &bytes, why, sizeof why) < 0) {
+        int a = smtp__reply_add(reply, &ln, &bytes, why, sizeof why);
+        if (a < 0) {
             smtp_reply_clear(reply);
             smtp__conn_close(c);
             return smtp__fail(res, SMTP_ERR_PROTO, command, "%s (%s)", why,
                               command);
         }
+        if (a > 0 && !changed) {
+            changed = 1;
+            memcpy(mixed, why, sizeof mixed);
+        }
         if (!ln.more)
             break;
     }
-    if (reply->code == 421 || reply->code == 221)
+    int r = conn_read_end(c, command, reply, res, strict,
+                          changed ? mixed : NULL);
+    if (r == SMTP_OK && (reply->code == 421 || reply->code == 221))
         smtp__conn_close(c);
-    return SMTP_OK;
+    return r;
 }
 
 /* Writes bytes, closing the connection on failure. */
@@ -369,11 +452,17 @@ int smtp__command(struct smtp_conn *c, const char *cmd, int timeout,
     int n = snprintf(line, sizeof line, "%s\r\n", cmd);
     if (n < 0 || (size_t)n >= sizeof line)
         return smtp__fail(res, SMTP_ERR_LOCAL, verb, "command line too long");
+    if (c->open && smtp__io_unasked(&c->io)) {
+        smtp__conn_close(c);
+        return smtp__fail(res, SMTP_ERR_PROTO, verb, "unexpected bytes "
+                          "from the server before %s (reply injection?)",
+                          verb);
+    }
     int r = smtp__send_raw(c, line, (size_t)n, timeout, verb, res);
     if (r != SMTP_OK)
         return r;
     struct smtp_reply reply = { 0 };
-    r = smtp__read_reply(c, timeout, verb, &reply, res);
+    r = conn_read(c, timeout, verb, &reply, res, 1);
     if (r != SMTP_OK)
         return r;
     smtp__result_take_reply(res, &reply);
@@ -437,6 +526,7 @@ static int conn_starttls(struct smtp_conn *c, const char *name,
     if (res->code != 220) {
         if (c->opts.tls != SMTP_TLS_REQUIRED)
             return SMTP_OK;   /* opportunistic: stay plain, said in the log */
+        smtp__set_status(res, "4.7.4");
         return smtp__fail(res, SMTP_ERR_TLS, "STARTTLS",
                           "server refused STARTTLS and TLS is required");
     }
@@ -459,19 +549,22 @@ static int conn_starttls(struct smtp_conn *c, const char *name,
     return r;
 }
 
-/* Ends the session politely after a local refusal to go on. */
+/* Ends the session politely: QUIT (when still open), its 221 awaited for
+   at most QUIT_MS, then close. */
 static void conn_abandon(struct smtp_conn *c)
 {
     struct smtp_result tmp;
+    int t = smtp__timeout(c, SMTP__T_COMMAND);
     smtp_result_init(&tmp);
     if (c->open)
-        smtp__command(c, "QUIT", 5000, &tmp);
+        smtp__command(c, "QUIT", t < QUIT_MS ? t : QUIT_MS, &tmp);
     smtp_result_clear(&tmp);
     smtp__conn_close(c);
 }
 
-/* A local refusal (TLS or AUTH) must not leave a success code behind: the
-   reply that was current (250 to EHLO, 220 to STARTTLS) is not the outcome. */
+/* A session that cannot go on ends with QUIT; a local refusal (TLS or AUTH)
+   must not leave a success reply behind: the reply that was current (250
+   to EHLO, 220 to STARTTLS) is not the outcome. */
 static int hello_failed(struct smtp_conn *c, int r, struct smtp_result *res)
 {
     conn_abandon(c);
@@ -479,7 +572,7 @@ static int hello_failed(struct smtp_conn *c, int r, struct smtp_result *res)
         smtp_reply_clear(&res->reply);
         res->code = 0;
     }
-    return r;
+    return smtp__settled(res, r);
 }
 
 /* EHLO/HELO, then STARTTLS and AUTH as the options ask. */
@@ -489,18 +582,22 @@ int smtp_conn_hello(struct smtp_conn *conn, struct smtp_result *res)
     smtp_result_clear(res);
     int r = smtp__ehlo(conn, name, res);
     if (r != SMTP_OK)
-        return r;
+        return smtp__settled(res, r);
     if (res->code >= 400)
-        return smtp__fail(res, SMTP_ERR_REPLY, res->command,
-                          "server refused the greeting");
+        return hello_failed(conn, smtp__fail(res, SMTP_ERR_REPLY,
+                                             res->command,
+                                             "server refused the greeting"),
+                            res);
     enum smtp_tls_mode tls = conn->opts.tls;
     if ((tls == SMTP_TLS_REQUIRED || tls == SMTP_TLS_OPPORTUNISTIC) &&
         conn->io.tls == NULL) {
         if (smtp_conn_has_ext(conn, "STARTTLS"))
             r = conn_starttls(conn, name, res);
-        else if (tls == SMTP_TLS_REQUIRED)
+        else if (tls == SMTP_TLS_REQUIRED) {
+            smtp__set_status(res, "4.7.4");
             r = smtp__fail(res, SMTP_ERR_TLS, "STARTTLS",
                            "server does not offer STARTTLS and TLS is required");
+        }
         if (r != SMTP_OK)
             return hello_failed(conn, r, res);
     }
@@ -510,7 +607,7 @@ int smtp_conn_hello(struct smtp_conn *conn, struct smtp_result *res)
             return hello_failed(conn, r, res);
     }
     conn->greeted = 1;
-    return SMTP_OK;
+    return smtp__settled(res, SMTP_OK);
 }
 
 /* QUIT when open, then close and free. */

@@ -23,7 +23,9 @@ struct smtp__line {
 /* 0, or -1 when the line is not an SMTP reply line. */
 int smtp__reply_line_parse(const char *line, size_t len, struct smtp__line *out);
 /* Appends a parsed line to reply; enforces the line and byte caps.
-   -1 with why set on a violation (code mismatch, too many lines, ...). */
+   -1 with why set on a violation (too many lines, ...); 1 with why set
+   when the line's code differs from the earlier lines' (the line is kept
+   and the reply takes its code); else 0. */
 int smtp__reply_add(struct smtp_reply *reply, const struct smtp__line *ln,
                     size_t *bytes, char *why, size_t whylen);
 /* Copies the enhanced code "x.y.z" at the start of text when it matches the
@@ -75,6 +77,9 @@ int smtp__io_read_line(struct smtp__io *io, char *line, size_t *len,
 int smtp__io_wait_fd(int fd, int write, int64_t deadline);
 /* 1 when unread bytes sit in the buffer or the TLS layer. */
 int smtp__io_pending(const struct smtp__io *io);
+/* 1 when bytes nobody asked for wait: buffered, in TLS records, or in the
+   socket now (an end of stream is not bytes).  Never blocks. */
+int smtp__io_unasked(struct smtp__io *io);
 void smtp__io_discard(struct smtp__io *io);
 void smtp__io_close(struct smtp__io *io);
 
@@ -113,9 +118,10 @@ int smtp__timeout(const struct smtp_conn *c, int which);
 enum { SMTP__T_GREETING, SMTP__T_COMMAND, SMTP__T_DATA_INIT,
        SMTP__T_DATA_BLOCK, SMTP__T_DATA_TERM };
 
-/* Sends one command line (CRLF appended) and reads its reply into res.
-   Returns SMTP_OK whatever the code (caller judges), or a transport kind
-   with res filled.  A 421 closes the connection. */
+/* Sends one command line (CRLF appended) and reads its reply into res,
+   the one reply awaited: bytes before the command or beyond its reply are a
+   protocol error.  Returns SMTP_OK whatever the code (caller judges), or a
+   transport kind with res filled.  A 421 closes the connection. */
 int smtp__command(struct smtp_conn *c, const char *cmd, int timeout,
                   struct smtp_result *res);
 /* Writes bytes; on failure fills res (kind, errno, command) and closes. */
@@ -126,9 +132,16 @@ int smtp__send_raw(struct smtp_conn *c, const char *p, size_t n, int timeout,
 int smtp__send_raw_n(struct smtp_conn *c, const char *p, size_t n,
                      int timeout, const char *command,
                      struct smtp_result *res, size_t *done);
-/* Reads one full reply into reply; on failure fills res and closes. */
+/* Reads one full reply into reply; on failure fills res and closes.
+   When PIPELINING is not in effect, bytes beyond the reply are a protocol
+   error (reply injection). */
 int smtp__read_reply(struct smtp_conn *c, int timeout, const char *command,
                      struct smtp_reply *reply, struct smtp_result *res);
+/* The same for a reply that is the only one awaited whatever PIPELINING
+   says (AUTH steps): bytes beyond it are always a protocol error. */
+int smtp__read_reply_one(struct smtp_conn *c, int timeout,
+                         const char *command, struct smtp_reply *reply,
+                         struct smtp_result *res);
 /* Marks the connection closed and closes the socket (no QUIT). */
 void smtp__conn_close(struct smtp_conn *c);
 /* Parses an EHLO reply into c->ext (replacing the old list). */
@@ -159,6 +172,11 @@ size_t smtp__b64_encode(const unsigned char *in, size_t n, char *out,
 /* Sets kind, command and a formatted message; returns kind. */
 int smtp__fail(struct smtp_result *res, int kind, const char *command,
                const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Puts the RFC 3463 status a failure synthesizes into res->enhanced
+   (smtp_result_settle derives the code from it). */
+void smtp__set_status(struct smtp_result *res, const char *status);
+/* smtp_result_settle(res), then returns kind. */
+int smtp__settled(struct smtp_result *res, int kind);
 /* Moves reply into res->reply and sets res->code from it. */
 void smtp__result_take_reply(struct smtp_result *res, struct smtp_reply *r);
 

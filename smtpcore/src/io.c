@@ -190,6 +190,35 @@ int smtp__io_pending(const struct smtp__io *io)
     return io->tls != NULL && gnutls_record_check_pending(io->tls) > 0;
 }
 
+/* 1 when bytes nobody asked for are here: unread in our buffer or in TLS
+   records, or waiting in the socket right now.  The end of the stream is
+   not bytes.  Over TLS what arrived is decrypted into the buffer (a TLS 1.3
+   session ticket carries no data and counts as nothing). */
+int smtp__io_unasked(struct smtp__io *io)
+{
+    if (smtp__io_pending(io))
+        return 1;
+    if (io->fd < 0)
+        return 0;
+    struct pollfd p = { .fd = io->fd, .events = POLLIN, .revents = 0 };
+    if (poll(&p, 1, 0) <= 0 || !(p.revents & POLLIN))
+        return 0;
+    if (io->tls == NULL) {
+        char b;
+        return recv(io->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+    }
+    if (io->rpos == io->rlen)
+        io->rpos = io->rlen = 0;
+    if (io->rlen == sizeof io->rbuf)
+        return 1;
+    ssize_t n = gnutls_record_recv(io->tls, io->rbuf + io->rlen,
+                                   sizeof io->rbuf - io->rlen);
+    if (n <= 0)
+        return 0;
+    io->rlen += (size_t)n;
+    return 1;
+}
+
 /* Forgets every buffered byte (after STARTTLS, RFC 3207 4.2). */
 void smtp__io_discard(struct smtp__io *io)
 {

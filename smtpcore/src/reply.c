@@ -2,8 +2,10 @@
  * reply.c - the SMTP reply grammar (RFC 5321 4.2), validated and bounded.
  *
  * A reply is one or more lines "NNN-text" ending with "NNN text" or "NNN";
- * the code's first digit is 2..5, and every line carries the same code.
- * A reply is capped at SMTP_MAX_REPLY_LINES lines and SMTP_MAX_REPLY_BYTES
+ * the code's first digit is 2..5, and every line should carry the same
+ * code.  A reply whose code changes mid-reply (a greeting "220-..."
+ * continued by "521 ... blocked") is kept whole, with the last line's code;
+ * smtp__reply_add says so and the reader decides (conn.c).  A reply is capped at SMTP_MAX_REPLY_LINES lines and SMTP_MAX_REPLY_BYTES
  * bytes (the line length cap is the reader's, in io.c).  Enhanced status
  * codes (RFC 3463) are read from the last line.  No shared state.
  */
@@ -72,15 +74,15 @@ void smtp__enhanced_parse(int code, const char *text, size_t len, char out[16])
     out[i] = '\0';
 }
 
-/* Appends one parsed line to the reply, enforcing the caps. */
+/* Appends one parsed line to the reply, enforcing the caps; 1 when the
+   line's code differs from the lines before (the reply takes it). */
 int smtp__reply_add(struct smtp_reply *reply, const struct smtp__line *ln,
                     size_t *bytes, char *why, size_t whylen)
 {
-    if (reply->nlines > 0 && ln->code != reply->code) {
+    int changed = reply->nlines > 0 && ln->code != reply->code;
+    if (changed)
         snprintf(why, whylen, "reply code changed from %d to %d mid-reply",
                  reply->code, ln->code);
-        return -1;
-    }
     if (reply->nlines >= SMTP_MAX_REPLY_LINES) {
         snprintf(why, whylen, "reply has more than %d lines",
                  SMTP_MAX_REPLY_LINES);
@@ -109,5 +111,5 @@ int smtp__reply_add(struct smtp_reply *reply, const struct smtp__line *ln,
     reply->code = ln->code;
     if (!ln->more)
         smtp__enhanced_parse(ln->code, ln->text, ln->textlen, reply->enhanced);
-    return 0;
+    return changed;
 }

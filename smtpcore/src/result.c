@@ -2,7 +2,9 @@
  * result.c - struct smtp_result and struct smtp_reply: init, clear, names.
  *
  * Public: smtp_result_init, smtp_result_clear, smtp_reply_clear,
- * smtp_kind_name, smtp_delivery_name.  Thread-safe (no shared state).
+ * smtp_result_settle, smtp_kind_name, smtp_delivery_name.
+ * smtp_result_settle holds the one rule that gives every failure a code of
+ * 400 or more (the table is in smtp.h).  Thread-safe (no shared state).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -89,6 +91,67 @@ void smtp__result_take_reply(struct smtp_result *res, struct smtp_reply *r)
     res->reply = *r;
     res->code = r->code;
     memset(r, 0, sizeof *r);
+}
+
+/* Records the RFC 3463 status a failure synthesizes (see
+   smtp_result_settle); "4.7.4", say. */
+void smtp__set_status(struct smtp_result *res, const char *status)
+{
+    snprintf(res->enhanced, sizeof res->enhanced, "%s", status);
+}
+
+/* The status synthesized for a failure of res's kind (smtp.h's table). */
+static const char *settle_status(const struct smtp_result *res)
+{
+    int connecting = strcmp(res->command, "connect") == 0;
+    switch (res->kind) {
+    case SMTP_ERR_CONN:
+    case SMTP_ERR_TIMEOUT:
+        return connecting ? "4.4.1" : "4.4.2";
+    case SMTP_ERR_PROTO:
+        return "4.5.0";
+    case SMTP_ERR_TLS:
+        return "4.7.5";
+    case SMTP_ERR_AUTH:
+        return "5.7.0";
+    case SMTP_ERR_LOCAL:
+        return strcmp(res->command, "DATA") == 0 ? "5.6.0" : "5.5.0";
+    default:
+        return "5.5.0";           /* reply: a success code cannot fail */
+    }
+}
+
+/* The reply code that goes with a synthesized status. */
+static int settle_code(const char *status)
+{
+    if (status[0] == '4')
+        return strncmp(status, "4.4.", 4) == 0 ? 421
+             : strncmp(status, "4.7.", 4) == 0 ? 454 : 451;
+    return strncmp(status, "5.1.", 4) == 0 ? 553
+         : strcmp(status, "5.3.4") == 0 ? 552 : 554;
+}
+
+/* Every failure carries a code of 400 or more (smtp.h); reply untouched. */
+void smtp_result_settle(struct smtp_result *res)
+{
+    if (res == NULL)
+        return;
+    if (res->kind == SMTP_OK || res->code >= 400) {
+        if (!res->code_local && res->code == res->reply.code)
+            memcpy(res->enhanced, res->reply.enhanced, sizeof res->enhanced);
+        return;
+    }
+    if (res->enhanced[0] != '4' && res->enhanced[0] != '5')
+        smtp__set_status(res, settle_status(res));
+    res->code = settle_code(res->enhanced);
+    res->code_local = 1;
+}
+
+/* Settles res (smtp_result_settle) and returns kind: for return lines. */
+int smtp__settled(struct smtp_result *res, int kind)
+{
+    smtp_result_settle(res);
+    return kind;
 }
 
 /* Name of a kind, for logs and JSON. */

@@ -1014,7 +1014,7 @@ static int finish(struct smtp_conn *conn, const struct smtp_message *m,
     if (res->status != SMTP_DELIVERY_SENT && res->status != SMTP_DELIVERY_PARTIAL &&
         res->status != SMTP_DELIVERY_UNKNOWN)
         res->message_id[0] = '\0';
-    return r;
+    return smtp__settled(res, r);
 }
 
 /* Sends one message on an open connection. */
@@ -1030,7 +1030,7 @@ int smtp_conn_send_mail(struct smtp_conn *conn, const char *from,
     struct prep p;
     int r = prepare(conn, &m, &p, res);
     if (r != SMTP_OK)
-        return r;
+        return smtp__settled(res, r);
     r = send_once(&p.t, &p.hdr, body, NULL);
     return finish(conn, &m, &p, res, r);
 }
@@ -1039,6 +1039,7 @@ int smtp_conn_send_mail(struct smtp_conn *conn, const char *from,
 static int told(smtp_message_done_fn done, void *ctx, size_t i,
                 struct smtp_result *res)
 {
+    smtp_result_settle(res);
     return done != NULL && done(ctx, i, res) != 0;
 }
 
@@ -1119,7 +1120,7 @@ int smtp_send_mail(const char *from, const char *const *to, size_t nto,
     /* Refuse bad envelopes before connecting at all. */
     if (envelope_check(from, to, nto, &utf8, res) != SMTP_OK) {
         res->status = SMTP_DELIVERY_FAILED;
-        return res->kind;
+        return smtp__settled(res, res->kind);
     }
     struct smtp_conn *c = open_session(host, opts, res);
     if (c == NULL) {
@@ -1162,17 +1163,17 @@ static int query(const char *verb, const char *arg, const char *host,
 int smtp_expand(const char *name, const char *host,
                 const struct smtp_opts *opts, struct smtp_result *res)
 {
-    return query("EXPN", name, host, opts, res);
+    return smtp__settled(res, query("EXPN", name, host, opts, res));
 }
 
 int smtp_verify(const char *name, const char *host,
                 const struct smtp_opts *opts, struct smtp_result *res)
 {
-    return query("VRFY", name, host, opts, res);
+    return smtp__settled(res, query("VRFY", name, host, opts, res));
 }
 
 int smtp_get_help(const char *host, const char *details,
                   const struct smtp_opts *opts, struct smtp_result *res)
 {
-    return query("HELP", details, host, opts, res);
+    return smtp__settled(res, query("HELP", details, host, opts, res));
 }

@@ -225,7 +225,7 @@ static int run_all(struct smtp_conn *conn, struct smtp_txn *const *txns,
         smtp_result_clear(&tmp);
         smtp__conn_close(conn);
     }
-    return r;
+    return smtp__settled(res, r);
 }
 
 int smtp_transactionsv(struct smtp_conn *conn, struct smtp_txn *const *txns,

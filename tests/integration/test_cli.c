@@ -322,6 +322,8 @@ static void test_cli_failures_exit_1_with_json(void **state)
         json_t *j = json_result(&o, 1);
         assert_string_equal(jstr(j, "kind"), "local");
         assert_string_equal(jstr(j, "status"), "failed");
+        assert_true(jint(j, "code") >= 500);         /* refused for good */
+        assert_true(json_is_true(json_object_get(j, "local_code")));
         assert_non_null(json_object_get(j, "error"));
         json_decref(j);
     }
@@ -336,7 +338,10 @@ static void test_cli_failures_exit_1_with_json(void **state)
     struct out o = run(f, "hi\n", a3);
     json_t *j = json_result(&o, 1);
     assert_string_equal(jstr(j, "kind"), "connection");
-    assert_int_equal(jint(j, "code"), 0);
+    assert_int_equal(jint(j, "code"), 421);          /* synthesized: 4.4.1 */
+    assert_string_equal(jstr(j, "enhanced"), "4.4.1");
+    assert_true(json_is_true(json_object_get(j, "local_code")));
+    assert_int_equal(json_array_size(json_object_get(j, "text")), 0);
     assert_string_equal(jstr(j, "status"), "failed");
     json_decref(j);
 }

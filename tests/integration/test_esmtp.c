@@ -73,7 +73,8 @@ static void test_implicit_tls_to_a_plaintext_server_sends_no_smtp(void **state)
     f->opts.tls = SMTP_TLS_IMPLICIT;
     f->opts.connect_timeout_ms = 2000;
     assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_ERR_TLS);
-    assert_int_equal(f->res.code, 0);
+    assert_int_equal(f->res.code, 454);          /* synthesized: 4.7.5 */
+    assert_string_equal(f->res.enhanced, "4.7.5");
     const char *w = wire(f, f->p, 1);
     assert_null(strstr(w, "EHLO"));
     assert_null(strstr(w, "MAIL"));
@@ -161,33 +162,35 @@ static void test_starttls_failed_handshake_sends_nothing_in_plain(void **state)
     }
 }
 
-static void test_starttls_discards_plaintext_injected_after_220(void **state)
+static void test_starttls_plaintext_injected_after_220_ends_the_session(
+    void **state)
 {
     struct fx *f = *state;
-    /* In the same segment as the 220: must be thrown away, TLS goes on. */
+    /* In the same segment as the 220: more than the one reply awaited, a
+     * protocol error (the kind of CVE-2021-22947); no handshake, nothing
+     * more sent, nothing taken as a reply. */
     fake(f, "{'tls': {}, 'rules': [{'match': '^STARTTLS$', "
             "'raw': '220 2.0.0 ready\\r\\n250 fake\\r\\n'}]}");
     trust_peer(f, SMTP_TLS_REQUIRED);
     struct smtp_conn *c = conn_open(f);
-    assert_int_equal(smtp_conn_hello(c, &f->res), SMTP_OK);
-    assert_int_equal(smtp_conn_is_tls(c), 1);
-    assert_string_equal(f->res.reply.lines[0], "fake.test greets localhost");
-    assert_int_equal(smtp_conn_has_ext(c, "PIPELINING"), 1);
-    assert_int_equal(smtp_conn_has_ext(c, "STARTTLS"), 0);   /* new list */
-    const char *to[] = { "b@y" };
-    assert_int_equal(smtp_conn_send_mail(c, "a@x", to, 1, SUBJ, 1, &HELLO, NULL,
-                                         &f->res), SMTP_OK);
+    assert_int_equal(smtp_conn_hello(c, &f->res), SMTP_ERR_PROTO);
+    assert_int_equal(smtp_conn_is_tls(c), 0);
+    assert_int_equal(smtp_conn_is_open(c), 0);
+    assert_int_equal(f->res.code, 451);
+    assert_int_equal(f->res.reply.nlines, 0);
     smtp_conn_quit(c);
-    one_msg(f, 1, -1);
-    /* Sent on its own after the 220: it breaks the handshake or is ignored,
-     * never read as a reply. */
+    assert_string_equal(wire(f, f->p, 1), "EHLO localhost\r\nSTARTTLS\r\n");
+    assert_int_equal(msgs(f, f->p, 0), 0);
+    /* Sent on its own after the 220: a protocol error when it is already
+     * there, else it breaks the handshake or is ignored; never read as a
+     * reply. */
     fake(f, "{'tls': {'inject': '250 fake\\r\\n'}}");
     trust_peer(f, SMTP_TLS_REQUIRED);
     int rc = send1(f, "a@x", "b@y", SUBJ, 1, &HELLO);
     if (rc == SMTP_OK) {
         one_msg(f, 1, -1);
     } else {
-        assert_int_equal(rc, SMTP_ERR_TLS);
+        assert_true(rc == SMTP_ERR_TLS || rc == SMTP_ERR_PROTO);
         assert_string_equal(wire(f, f->p, 1), "EHLO localhost\r\nSTARTTLS\r\n");
     }
     for (size_t i = 0; i < f->res.reply.nlines; i++)
@@ -725,7 +728,7 @@ int main(void)
         T(test_starttls_required_without_offer_sends_no_mail_no_auth),
         T(test_starttls_bad_certificate_is_tls_error_before_mail),
         T(test_starttls_failed_handshake_sends_nothing_in_plain),
-        T(test_starttls_discards_plaintext_injected_after_220),
+        T(test_starttls_plaintext_injected_after_220_ends_the_session),
         T(test_tls_connection_stays_idle_clean_between_messages),
         T(test_hello_failures_never_report_a_success_code),
         T(test_auth_plain_over_starttls),

@@ -11,7 +11,8 @@
  *     requested = delivered (sent, partial) + failed (failed, rejected)
  *               + unknown;
  *   - the counts of each status, the attempts and the error kind the case
- *     expects;
+ *     expects, and that status and code agree (sent below 400, any other
+ *     status 400 or more);
  *   - what the relay holds, message by message (each message carries its own
  *     Message-ID): a delivered message is there exactly once, a failed one
  *     is not there, an unknown one at most once.  smtp-sink writes its dump
@@ -423,6 +424,11 @@ static void run_case(void **state)
             (kind == NULL || strcmp(kind, fc->kind) != 0))
             fail_msg("%s: message %d failed as %s, wanted %s", fc->name, i,
                      kind != NULL ? kind : "(none)", fc->kind);
+        /* status and code never disagree: sent below 400, else 400+ */
+        long code = (long)json_integer_value(json_object_get(res, "code"));
+        if (st[i] == ST_SENT ? !(code > 0 && code < 400) : code < 400)
+            fail_msg("%s: message %d is %s with code %ld", fc->name, i,
+                     ST_NAME[st[i]], code);
     }
 
     /* The relay may log a message just after its reply went out: wait for

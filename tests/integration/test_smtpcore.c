@@ -148,7 +148,9 @@ static void assert_refused_before_mail(struct fx *f, int conn, const char *what)
     if (f->res.kind != SMTP_ERR_LOCAL)
         fail_msg("%s: kind %s (%s), want local", what,
                  smtp_kind_name(f->res.kind), f->res.message);
-    assert_int_equal(f->res.code, 0);
+    assert_int_equal(f->res.code, 554);          /* synthesized: 5.6.0 */
+    assert_int_equal(f->res.code_local, 1);
+    assert_int_equal(f->res.reply.nlines, 0);
     assert_int_equal(f->res.status, SMTP_DELIVERY_FAILED);
     const char *w = wire(f, f->p, conn);
     if (strstr(w, "MAIL") || strstr(w, "RCPT") || strstr(w, "DATA"))
@@ -495,7 +497,9 @@ static void test_421_at_each_step_ends_session_and_sends_nothing_more(void **sta
     fake(f, "{'rules': [{'match': '^DOT$', 'action': 'drop'}]}");
     assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_ERR_CONN);
     assert_int_equal(f->res.status, SMTP_DELIVERY_UNKNOWN);
-    assert_int_equal(f->res.code, 0);
+    assert_int_equal(f->res.code, 421);          /* synthesized: 4.4.2 */
+    assert_string_equal(f->res.enhanced, "4.4.2");
+    assert_int_equal(f->res.reply.nlines, 0);
     assert_true(ends_with(wire(f, f->p, 1), "\r\n.\r\n"));
     if (bad[0])
         fail_msg("%s", bad);
@@ -531,7 +535,8 @@ static void test_stalls_time_out_naming_the_command(void **state)
     assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_ERR_TIMEOUT);
     assert_in_range(now_ms() - t0, 900, 2900);
     assert_int_equal(f->res.status, SMTP_DELIVERY_UNKNOWN);
-    assert_int_equal(f->res.code, 0);
+    assert_int_equal(f->res.code, 421);          /* synthesized: 4.4.2 */
+    assert_int_equal(f->res.code_local, 1);
     assert_true(ends_with(wire(f, f->p, 1), "\r\n.\r\n"));
 }
 

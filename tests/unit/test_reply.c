@@ -90,13 +90,21 @@ static void test_multiline_reply_keeps_lines_in_order(void **state)
     smtp_reply_clear(&r);
 }
 
-static void test_code_change_mid_reply_is_protocol_error(void **state)
+/* "220-..." then "521 ... blocked": the change is reported, the lines are
+   kept and the last code is the reply's (the reader decides: a refusal
+   stands, a success is a protocol error). */
+static void test_code_change_mid_reply_keeps_lines_and_last_code(void **state)
 {
     (void)state;
     struct smtp_reply r = { 0 };
     size_t bytes = 0;
     assert_int_equal(add(&r, "250-a", &bytes), 0);
-    assert_int_equal(add(&r, "550 b", &bytes), -1);
+    assert_int_equal(add(&r, "550 5.7.1 b", &bytes), 1);
+    assert_int_equal(r.code, 550);
+    assert_int_equal(r.nlines, 2);
+    assert_string_equal(r.lines[0], "a");
+    assert_string_equal(r.lines[1], "5.7.1 b");
+    assert_string_equal(r.enhanced, "5.7.1");
     smtp_reply_clear(&r);
 }
 
@@ -135,7 +143,7 @@ int main(void)
         cmocka_unit_test(test_reply_line_grammar_table),
         cmocka_unit_test(test_enhanced_code_table),
         cmocka_unit_test(test_multiline_reply_keeps_lines_in_order),
-        cmocka_unit_test(test_code_change_mid_reply_is_protocol_error),
+        cmocka_unit_test(test_code_change_mid_reply_keeps_lines_and_last_code),
         cmocka_unit_test(test_reply_line_count_is_capped),
         cmocka_unit_test(test_reply_bytes_are_capped),
     };

@@ -9,8 +9,27 @@
  * Outcomes: every call that talks to a server fills a caller-owned
  * struct smtp_result and returns its kind (SMTP_OK or a negative
  * enum smtp_kind).  result->code keeps the seed's meaning: the deciding reply
- * code (success when below 400), 700 when recipients were rejected, 0 when no
- * reply was read at all (connection, timeout, protocol or local errors).
+ * code, success when below 400, 700 when recipients were rejected.  Every
+ * outcome that is not a success (kind != SMTP_OK) carries a code of 400 or
+ * more: the server's own 4xx/5xx when one decided it, else a code smtpcore
+ * synthesizes, as Postfix does for its own failures, with an RFC 3463
+ * status in result->enhanced and result->code_local set:
+ *   421 4.4.1  connection: cannot resolve or connect (or timed out doing so)
+ *   421 4.4.2  connection lost, or a timeout, after the greeting began
+ *              (also a final dot that went unanswered: status "unknown")
+ *   451 4.5.0  protocol: the server's bytes are not SMTP, or arrived
+ *              unasked (reply injection)
+ *   454 4.7.4  tls: TLS required but STARTTLS not offered
+ *   454 4.7.5  tls: handshake or certificate verification failed
+ *   554 5.7.0  auth: refused locally (not offered, no usable mechanism)
+ *   554 5.7.11 auth: credentials would go over a connection without TLS
+ *   554 5.6.0  local: the message cannot be sent as given (body, headers)
+ *   554 5.5.0  local: bad argument, address or option; and reply: the
+ *              server answered with a success code where a failure was
+ *              decided (a DATA answered 250, a refused RSET, a greeting
+ *              other than 220)
+ * result->reply always holds only what the server said (empty when it said
+ * nothing); smtp_result_settle is the one place the rule lives.
  *
  * Threads: nothing global is mutable.  A struct smtp_conn belongs to one
  * thread at a time; distinct connections may be used from distinct threads.
@@ -92,12 +111,28 @@ struct smtp_result {
     char command[16];            /* command in progress when it failed */
     char message[256];           /* a sentence for people; "" on success */
     char message_id[256];        /* Message-ID sent (with brackets), or "" */
+    char enhanced[16];           /* RFC 3463 status going with code: the
+                                    server's (reply.enhanced) or the
+                                    synthesized one; "" when none */
+    int code_local;              /* 1 when code was synthesized by smtpcore
+                                    (no server reply decided the outcome) */
 };
 
 void smtp_result_init(struct smtp_result *res);
 /* Frees what res owns and re-initialises it. */
 void smtp_result_clear(struct smtp_result *res);
 void smtp_reply_clear(struct smtp_reply *reply);
+/*
+ * Applies the code rule of the file comment to a finished result: a
+ * success keeps its code; a failure whose code is a server's 4xx/5xx (or
+ * 700) keeps it, with the reply's enhanced status; any other failure gets
+ * the synthesized code and status for its kind (a status already put in
+ * res->enhanced by the code that failed chooses the code instead) and
+ * code_local = 1.  res->reply is never touched.  Idempotent; smtpcore calls
+ * it on every result it returns; callers that fill a result themselves
+ * call it too.
+ */
+void smtp_result_settle(struct smtp_result *res);
 /* Names for logs and JSON: "ok", "reply", ...; "sent", "partial", ... */
 const char *smtp_kind_name(enum smtp_kind kind);
 const char *smtp_delivery_name(enum smtp_delivery status);
@@ -219,7 +254,9 @@ struct smtp_conn;
 /*
  * Opens a connection to host (see smtp_send_mail; port 0 means the one in
  * host, else 25) and reads the greeting.  Returns NULL with res filled on
- * failure (a 4xx/5xx greeting is SMTP_ERR_REPLY).  On success res holds the
+ * failure (a 4xx/5xx greeting is SMTP_ERR_REPLY, with the server's lines
+ * and code even when the code changed mid-reply: "220-..." then "521 ...";
+ * that session is ended with QUIT, RFC 5321 3.1).  On success res holds the
  * greeting.  No EHLO is sent: run smtp_ehlo, or use smtp_conn_hello.
  */
 struct smtp_conn *smtp_connect(const char *host, int port,
@@ -228,7 +265,9 @@ struct smtp_conn *smtp_connect(const char *host, int port,
 /* Closes the socket without QUIT and frees the handle. */
 void smtp_conn_free(struct smtp_conn *conn);
 
-/* EHLO (HELO on 500/502), then STARTTLS and AUTH as opts ask. */
+/* EHLO (HELO on 500/502), then STARTTLS and AUTH as opts ask.  On failure
+   the session is over: ended with QUIT when the connection is still usable
+   (EHLO/HELO refused, TLS or AUTH refused) and closed. */
 int smtp_conn_hello(struct smtp_conn *conn, struct smtp_result *res);
 /*
  * Sends one message on an open, greeted connection.  Sends RSET first when
