@@ -1,6 +1,10 @@
 # mailpool: multi-stage build on Debian 12 (bookworm).
 # Build stage: compiler and -dev packages.  Runtime stage: shared libraries,
-# tini, a non-root user.  Configuration by environment (MAILPOOL_*).
+# tini, a non-root user with a numeric id (10001, so Kubernetes'
+# runAsNonRoot can verify it).  Configuration by environment (MAILPOOL_*).
+# The service writes no files: it runs with a read-only root file system and
+# every capability dropped (`make container` builds, `make container-test`
+# runs it that way).
 
 FROM debian:bookworm-slim AS build
 RUN apt-get update \
@@ -19,12 +23,14 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libmicrohttpd12 libjansson4 \
       libgnutls30 libinih1 libsqlite3-0 ca-certificates tini \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --no-create-home --shell /usr/sbin/nologin mailpool
+ && groupadd --gid 10001 mailpool \
+ && useradd --uid 10001 --gid 10001 --no-create-home \
+      --shell /usr/sbin/nologin mailpool
 COPY --from=build /src/build/mailpool /usr/local/bin/mailpool
 # The durable queue (queue.path) lives on a volume.
-RUN mkdir -p /var/lib/mailpool && chown mailpool: /var/lib/mailpool
+RUN mkdir -p /var/lib/mailpool && chown 10001:10001 /var/lib/mailpool
 VOLUME /var/lib/mailpool
-USER mailpool
+USER 10001:10001
 ENV MAILPOOL_HTTP_LISTEN=0.0.0.0:8025 \
     MAILPOOL_QUEUE_PATH=/var/lib/mailpool/queue.db \
     MAILPOOL_RELAY_HOST=localhost \

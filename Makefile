@@ -137,6 +137,15 @@ fuzz:
 	@scripts/deps.sh fuzz
 	@scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
+# The image, built with podman (the base image made by debootstrap when no
+# registry has it), then run the way an orchestrator runs it.
+.PHONY: container container-test
+container:
+	@scripts/deps.sh container
+	@scripts/container.sh
+container-test: container
+	@tests/container/test_container.sh
+
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
 	    --inline-suppr -I. -Ismtpcore/include smtpcore config server api

@@ -2,8 +2,8 @@
  * api/api.h - the HTTP JSON API over libmicrohttpd, and the JSON shape of
  * an SMTP outcome shared by the HTTP API and the command line.
  *
- * Threads: api_start/api_stop from the main thread; api_set_draining from
- * any thread.  The handlers run on MHD's internal thread pool and never
+ * Threads: api_start/api_stop from the main thread; api_set_draining and
+ * api_set_stopping from any thread.  The handlers run on MHD's internal thread pool and never
  * block on SMTP: they suspend the connection and a job's done callback
  * resumes it.
  */
@@ -32,6 +32,12 @@ void api_set_queue(struct api *api, struct queue *q, struct delivery *d);
 int api_port(const struct api *api);
 /* While draining, /readyz answers 503 and new work gets 503 Retry-After. */
 void api_set_draining(struct api *api, int draining);
+/* From now on /readyz answers 503 "stopping" while work is still taken (the
+   http.shutdown_delay before the drain). */
+void api_set_stopping(struct api *api);
+/* `mailpool healthcheck`: GET /healthz on cfg's http.listen (HTTPS with
+   http.tls_cert_file); 0 when it answers 200, else -1 (api/healthcheck.c). */
+int api_healthcheck(const struct cfg *cfg);
 /* Stops the daemon (after in-flight requests were answered) and frees. */
 void api_stop(struct api *api);
 

@@ -472,8 +472,10 @@ static enum MHD_Result replay(struct api_req *req, struct MHD_Connection *c,
     json_t *doc;
     atomic_fetch_add(&req->api->idem_replays, 1);
     if (hit->lost)
-        doc = json_pack("{s:i, s:[], s:n, s:s, s:s, s:[], s:[], s:n, s:s}",
-                        "code", 451, "text", "enhanced", "kind", "conn",
+        doc = json_pack("{s:i, s:[], s:s, s:s, s:b, s:s, s:[], s:[], s:n,"
+                        " s:s}",
+                        "code", 421, "text", "enhanced", "4.4.2", "kind",
+                        "conn", "local_code", 1,
                         "status", "unknown", "accepted", "rejected",
                         "message_id", "error",
                         "the service stopped while this request was being "

@@ -1,7 +1,8 @@
 /*
  * api/daemon.c - starting and stopping the libmicrohttpd daemon.
  *
- * Public: api_start, api_set_queue, api_port, api_set_draining, api_stop
+ * Public: api_start, api_set_queue, api_port, api_set_draining,
+ * api_set_stopping, api_stop
  * (api.h).
  *
  * MHD runs an internal thread pool (http.threads) over epoll, with
@@ -9,7 +10,10 @@
  * a memory pool per connection of API_HTTP_POOL bytes (room for a head
  * past the API's own limits, which http.c then answers 414 or 431), the
  * URI log, unescape, access and request-completed callbacks of http.c, and
- * its messages sent to the JSON log at debug level.  http.listen is
+ * its messages sent to the JSON log at debug level.  With
+ * http.tls_cert_file and http.tls_key_file the listener speaks HTTPS through
+ * MHD's own GnuTLS support (the PEM files are read at start; the key is
+ * wiped when the api is freed).  http.listen is
  * "host:port", "[v6]:port", ":port" or "*:port" (all addresses); port 0
  * picks a free port, which api_port tells.  http.api_keys is split at
  * commas, blanks trimmed.
@@ -157,6 +161,11 @@ static void api_free(struct api *api)
     }
     free(api->keys);
     free(api->keylens);
+    free(api->tls_cert);
+    if (api->tls_key != NULL) {
+        explicit_bzero(api->tls_key, strlen(api->tls_key));
+        free(api->tls_key);
+    }
     api_metrics_destroy(&api->metrics);
     pthread_cond_destroy(&api->cond);
     pthread_mutex_destroy(&api->mu);
@@ -187,6 +196,7 @@ static struct api *api_alloc(const struct cfg *cfg, struct pool *pool)
     api->cfg = cfg;
     api->pool = pool;
     atomic_init(&api->draining, 0);
+    atomic_init(&api->stopping, 0);
     atomic_init(&api->idseq, 0);
     atomic_init(&api->held, 0);
     api->max_held = (size_t)(cfg->http.max_inflight > cfg->http.max_body
@@ -201,6 +211,68 @@ void api_set_queue(struct api *api, struct queue *q, struct delivery *d)
 {
     api->queue = q;
     api->delivery = d;
+}
+
+/* The whole of a PEM file (at most 1 MiB) as a new string; NULL with err
+   naming key. */
+static char *read_pem(const char *key, const char *path, char *err,
+                      size_t errlen)
+{
+    enum { PEM_MAX = 1 << 20 };
+    FILE *f = fopen(path, "re");
+    char *buf = f != NULL ? malloc(PEM_MAX + 1) : NULL;
+    size_t n = buf != NULL ? fread(buf, 1, PEM_MAX + 1, f) : 0;
+    int bad = f == NULL || buf == NULL || ferror(f) || n == 0 || n > PEM_MAX;
+    int e = errno;
+    if (f != NULL)
+        fclose(f);
+    if (bad) {
+        snprintf(err, errlen, "%s: cannot read '%s': %s", key, path,
+                 f == NULL ? strerror(e) : n == 0 ? "empty file"
+                 : n > PEM_MAX ? "larger than 1 MiB" : "read error");
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Reads http.tls_cert_file and http.tls_key_file when set; 0 or -1. */
+static int load_tls(struct api *api, const struct cfg *cfg, char *err,
+                    size_t errlen)
+{
+    if (cfg->http.tls_cert_file == NULL)
+        return 0;
+    api->tls_cert = read_pem("http.tls_cert_file", cfg->http.tls_cert_file,
+                             err, errlen);
+    if (api->tls_cert == NULL)
+        return -1;
+    api->tls_key = read_pem("http.tls_key_file", cfg->http.tls_key_file,
+                            err, errlen);
+    return api->tls_key != NULL ? 0 : -1;
+}
+
+/* MHD's options for cfg into o (room for 8), ended by MHD_OPTION_END. */
+static void daemon_options(const struct api *api, const struct cfg *cfg,
+                           struct MHD_OptionItem *o)
+{
+    size_t n = 0;
+    o[n++] = (struct MHD_OptionItem){ MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                                      API_HTTP_POOL, NULL };
+    o[n++] = (struct MHD_OptionItem){ MHD_OPTION_CONNECTION_TIMEOUT,
+                                      cfg->http.connection_timeout > 0
+                                          ? cfg->http.connection_timeout : 0,
+                                      NULL };
+    if (cfg->http.threads > 1)
+        o[n++] = (struct MHD_OptionItem){ MHD_OPTION_THREAD_POOL_SIZE,
+                                          cfg->http.threads, NULL };
+    if (api->tls_cert != NULL) {
+        o[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_CERT, 0,
+                                          api->tls_cert };
+        o[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_KEY, 0,
+                                          api->tls_key };
+    }
+    o[n] = (struct MHD_OptionItem){ MHD_OPTION_END, 0, NULL };
 }
 
 struct api *api_start(const struct cfg *cfg, struct pool *pool, char *err,
@@ -222,19 +294,16 @@ struct api *api_start(const struct cfg *cfg, struct pool *pool, char *err,
         api_free(api);
         return NULL;
     }
+    if (load_tls(api, cfg, err, errlen) < 0) {
+        api_free(api);
+        return NULL;
+    }
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
                          MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
-                         (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
-    struct MHD_OptionItem opts[] = {
-        { MHD_OPTION_CONNECTION_MEMORY_LIMIT, API_HTTP_POOL, NULL },
-        { MHD_OPTION_CONNECTION_TIMEOUT,
-          cfg->http.connection_timeout > 0 ? cfg->http.connection_timeout
-                                           : 0, NULL },
-        { cfg->http.threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE
-                                : MHD_OPTION_END,
-          cfg->http.threads, NULL },
-        { MHD_OPTION_END, 0, NULL }
-    };
+                         (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) |
+                         (api->tls_cert != NULL ? MHD_USE_TLS : 0);
+    struct MHD_OptionItem opts[8];
+    daemon_options(api, cfg, opts);
     atomic_store(&api->starting, 1);
     uint16_t port = ntohs(ss.ss_family == AF_INET6
                               ? ((struct sockaddr_in6 *)&ss)->sin6_port
@@ -273,6 +342,11 @@ int api_port(const struct api *api)
 void api_set_draining(struct api *api, int draining)
 {
     atomic_store(&api->draining, draining ? 1 : 0);
+}
+
+void api_set_stopping(struct api *api)
+{
+    atomic_store(&api->stopping, 1);
 }
 
 /* Waits until *count is 0, up to timeout_s; 0 when it is. */

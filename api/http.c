@@ -92,6 +92,24 @@ static void make_request_id(struct api *api, char out[33])
         snprintf(out + 2 * i, 3, "%02x", r[i]);
 }
 
+/* Copies the caller's X-Request-Id into out when it is 1..64 visible ASCII
+   characters (0x21..0x7e); 0, or -1 (absent or not so) to make one. */
+static int caller_request_id(struct MHD_Connection *c, char out[65])
+{
+    const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                "X-Request-Id");
+    size_t n = 0;
+    if (v == NULL)
+        return -1;
+    for (; v[n] != '\0'; n++)
+        if (n >= 64 || (unsigned char)v[n] < 0x21 || (unsigned char)v[n] > 0x7e)
+            return -1;
+    if (n == 0)
+        return -1;
+    memcpy(out, v, n + 1);
+    return 0;
+}
+
 /* The method as a label: a known token or "OTHER". */
 static void method_label(const char *method, char out[8])
 {
@@ -148,7 +166,8 @@ static struct api_req *req_new(struct api *api, struct MHD_Connection *c,
     req->conn = c;
     req->phase = API_REQ_READING;
     method_label(method, req->method);
-    make_request_id(api, req->id);
+    if (caller_request_id(c, req->id) < 0)
+        make_request_id(api, req->id);
     pthread_mutex_lock(&api->mu);
     api->nreqs++;
     pthread_mutex_unlock(&api->mu);

@@ -106,6 +106,10 @@ struct api {
     struct MHD_Daemon *daemon;
     int port;
     atomic_int draining;
+    atomic_int stopping;            /* http.shutdown_delay: not ready, but
+                                       work is still taken */
+    char *tls_cert;                 /* http.tls_cert_file's PEM, or NULL */
+    char *tls_key;                  /* http.tls_key_file's PEM (wiped) */
     char **keys;                    /* bearer keys, read-only after start */
     size_t *keylens;
     size_t nkeys;
@@ -146,7 +150,8 @@ struct api_req {
     atomic_int refs;
     enum api_route route;
     char method[8];                 /* "GET", "POST", ..., or "OTHER" */
-    char id[33];                    /* random hex, X-Request-Id */
+    char id[65];                    /* X-Request-Id: the caller's (visible
+                                       ASCII, 1..64), else random hex */
     double t0;                      /* monotonic seconds at the first call */
     int status;                     /* HTTP status queued, 0 before */
     int smtp_code;                  /* for the log line; 0 when none */

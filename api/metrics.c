@@ -10,16 +10,23 @@
  * mailpool_messages_total{status}, mailpool_smtp_replies_total{class},
  * the histograms mailpool_http_request_duration_seconds and
  * mailpool_smtp_transaction_duration_seconds, the pool gauges and counters
- * of struct pool_stats, and mailpool_build_info{version}.  Labels come from
- * fixed tables only: never a path, an address or a key.
+ * of struct pool_stats, mailpool_build_info{version}, and the standard
+ * process metrics (process_cpu_seconds_total, process_resident_memory_bytes,
+ * process_virtual_memory_bytes, process_open_fds, process_max_fds,
+ * process_start_time_seconds) read from /proc/self at each scrape (left
+ * out where /proc cannot be read).  Labels come from fixed tables only:
+ * never a path, an address or a key.
  *
  * Threads: every function takes m->mu; the counters live in struct api
  * (no globals).  Errors: api_metrics_render returns NULL without memory.
  */
+#include <dirent.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "api/internal.h"
 
@@ -255,6 +262,107 @@ static void render_pool(struct tbuf *b, const struct pool_stats *ps)
     tb_printf(b, "mailpool_pool_retries_total %llu\n", ps->retries);
 }
 
+/* What /proc/self/stat and /proc/stat say of this process. */
+struct proc_self {
+    double cpu_seconds;             /* utime + stime */
+    double start_time;              /* seconds since the epoch */
+    unsigned long long vsize;       /* bytes */
+    unsigned long long rss;         /* bytes */
+};
+
+/* The boot time (seconds since the epoch) from /proc/stat; 0 if unknown. */
+static unsigned long long boot_time(void)
+{
+    char line[256];
+    unsigned long long bt = 0;
+    FILE *f = fopen("/proc/stat", "re");
+    if (f == NULL)
+        return 0;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (sscanf(line, "btime %llu", &bt) == 1)
+            break;
+    fclose(f);
+    return bt;
+}
+
+/* Fills *p from /proc/self/stat; 0, or -1 when it cannot be read. */
+static int proc_self_read(struct proc_self *p)
+{
+    char buf[1024];
+    unsigned long long utime, stime, start, vsize, rss;
+    FILE *f = fopen("/proc/self/stat", "re");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* The command name may hold spaces and parentheses: skip to the last
+       ')'; then field 3 (state) onwards. */
+    const char *q = strrchr(buf, ')');
+    long tck = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+    if (q == NULL || tck <= 0 || page <= 0 ||
+        sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu "
+                      "%*d %*d %*d %*d %*d %*d %llu %llu %llu",
+               &utime, &stime, &start, &vsize, &rss) != 5)
+        return -1;
+    unsigned long long bt = boot_time();
+    p->cpu_seconds = (double)(utime + stime) / (double)tck;
+    p->start_time = bt > 0 ? (double)bt + (double)start / (double)tck : 0;
+    p->vsize = vsize;
+    p->rss = rss * (unsigned long long)page;
+    return 0;
+}
+
+/* Entries of /proc/self/fd, less the one the listing itself holds; -1 if
+   it cannot be read. */
+static long open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    long n = 0;
+    if (d == NULL)
+        return -1;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1;
+}
+
+/* The standard process_* series of Prometheus' client libraries. */
+static void render_process(struct tbuf *b)
+{
+    struct proc_self p;
+    struct rlimit rl;
+    long fds = open_fds();
+    if (proc_self_read(&p) == 0) {
+        tb_head(b, "process_cpu_seconds_total", "counter",
+                "Total user and system CPU time spent in seconds.");
+        tb_printf(b, "process_cpu_seconds_total %.2f\n", p.cpu_seconds);
+        tb_head(b, "process_resident_memory_bytes", "gauge",
+                "Resident memory size in bytes.");
+        tb_printf(b, "process_resident_memory_bytes %llu\n", p.rss);
+        tb_head(b, "process_virtual_memory_bytes", "gauge",
+                "Virtual memory size in bytes.");
+        tb_printf(b, "process_virtual_memory_bytes %llu\n", p.vsize);
+        if (p.start_time > 0) {
+            tb_head(b, "process_start_time_seconds", "gauge",
+                    "Start time of the process since unix epoch in seconds.");
+            tb_printf(b, "process_start_time_seconds %.2f\n", p.start_time);
+        }
+    }
+    if (fds >= 0) {
+        tb_head(b, "process_open_fds", "gauge",
+                "Number of open file descriptors.");
+        tb_printf(b, "process_open_fds %ld\n", fds);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        tb_head(b, "process_max_fds", "gauge",
+                "Maximum number of open file descriptors.");
+        tb_printf(b, "process_max_fds %llu\n",
+                  (unsigned long long)rl.rlim_cur);
+    }
+}
+
 /* The whole exposition, malloc'd. */
 char *api_metrics_render(struct api_metrics *m, const struct pool_stats *ps,
                          size_t *len)
@@ -269,6 +377,7 @@ char *api_metrics_render(struct api_metrics *m, const struct pool_stats *ps,
         render_pool(&b, ps);
     tb_head(&b, "mailpool_build_info", "gauge", "Build information.");
     tb_printf(&b, "mailpool_build_info{version=\"%s\"} 1\n", MAILPOOL_VERSION);
+    render_process(&b);
     if (b.err) {
         free(b.p);
         return NULL;

@@ -38,13 +38,18 @@ static enum MHD_Result status_doc(struct api_req *req, struct MHD_Connection *c,
     return api_reply_json(req, c, http, json_pack("{s:s}", "status", s));
 }
 
-/* /readyz: not draining, and a relay connection open or a probe passing. */
+/* /readyz: not draining or stopping, and (http.ready_requires_relay) a
+   relay connection open or a probe passing. */
 static enum MHD_Result readyz(struct api_req *req, struct MHD_Connection *c)
 {
     struct api *api = req->api;
     if (atomic_load(&api->draining))
         return status_doc(req, c, 503, "draining");
-    if (api->pool == NULL || !pool_ready(api->pool))
+    if (atomic_load(&api->stopping))
+        return status_doc(req, c, 503, "stopping");
+    if (api->pool == NULL)
+        return status_doc(req, c, 503, "relay unreachable");
+    if (api->cfg->http.ready_requires_relay && !pool_ready(api->pool))
         return status_doc(req, c, 503, "relay unreachable");
     return status_doc(req, c, 200, "ready");
 }

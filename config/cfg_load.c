@@ -15,7 +15,13 @@
  * line buffer is an error.  In the environment, MAILPOOL_<SECTION>_<KEY>
  * sets a key and any other MAILPOOL_<SECTION>_* with a known section is an
  * error (a typo would otherwise go unnoticed); other MAILPOOL_* names are
- * left alone.  A flag value is the rest of "--x=VALUE" or the next argument,
+ * left alone.  A name shaped like the service links Kubernetes injects for
+ * a Service named mailpool or mailpool-* (<SVC>_SERVICE_HOST,
+ * <SVC>_SERVICE_PORT[_<NAME>], <SVC>_PORT, <SVC>_PORT_<N>_<PROTO>[_PROTO|
+ * _PORT|_ADDR]) is ignored, even in a known section, and so is a real key
+ * of that shape (MAILPOOL_RELAY_PORT) whose value is a link's
+ * "tcp://ADDR:PORT"; the names ignored go into cfg->warning for one log
+ * line.  A flag value is the rest of "--x=VALUE" or the next argument,
  * which must not start with "--".  An empty value unsets an optional string.
  *
  * Errors: -1 with a sentence naming section.key and the value's origin (see
@@ -298,6 +304,106 @@ static const struct cfg_key *cfg_env_find(const char *entry, size_t len,
     return NULL;
 }
 
+/* 1 when s[0..len) is digits (at least one) only. */
+static int cfg_all_digits(const char *s, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+    }
+    return len > 0;
+}
+
+/* 1 when s[0..len) is one of Kubernetes' protocol names. */
+static int cfg_is_proto(const char *s, size_t len)
+{
+    return (len == 3 && (memcmp(s, "TCP", 3) == 0 || memcmp(s, "UDP", 3) == 0)) ||
+           (len == 4 && memcmp(s, "SCTP", 4) == 0);
+}
+
+/* 1 when tail[0..len) (what follows "_PORT_") is <N>_<PROTO> or
+   <N>_<PROTO>_PROTO|_PORT|_ADDR. */
+static int cfg_link_port_tail(const char *tail, size_t len)
+{
+    const char *u = memchr(tail, '_', len);
+    const char *v;
+    size_t plen;
+
+    if (u == NULL || !cfg_all_digits(tail, (size_t)(u - tail)))
+        return 0;
+    u++;
+    len -= (size_t)(u - tail);
+    v = memchr(u, '_', len);
+    plen = v != NULL ? (size_t)(v - u) : len;
+    if (!cfg_is_proto(u, plen))
+        return 0;
+    if (v == NULL)
+        return 1;
+    v++;
+    len -= plen + 1;
+    return (len == 5 && memcmp(v, "PROTO", 5) == 0) ||
+           (len == 4 && (memcmp(v, "PORT", 4) == 0 || memcmp(v, "ADDR", 4) == 0));
+}
+
+/* 1 when name[0..len) (a MAILPOOL_ name) has the shape of a Kubernetes
+   service-link variable of a Service named mailpool or mailpool-*. */
+static int cfg_env_is_service_link(const char *name, size_t len)
+{
+    static const char *const marks[] = { "_SERVICE_HOST", "_SERVICE_PORT",
+                                         "_PORT" };
+    size_t i, mlen;
+    const char *p;
+
+    /* The service's own part ends at the first of the marks that makes
+       the rest a valid tail; "MAILPOOL" itself may be the whole service. */
+    for (p = name + strlen("MAILPOOL"); p < name + len; p++) {
+        if (*p != '_')
+            continue;
+        for (i = 0; i < sizeof marks / sizeof marks[0]; i++) {
+            mlen = strlen(marks[i]);
+            if ((size_t)(name + len - p) < mlen || memcmp(p, marks[i], mlen) != 0)
+                continue;
+            const char *rest = p + mlen;
+            size_t rlen = (size_t)(name + len - rest);
+            if (rlen == 0)
+                return 1;   /* _SERVICE_HOST, _SERVICE_PORT, _PORT */
+            if (rest[0] != '_' || i == 0)
+                continue;
+            if (i == 1)
+                return 1;   /* _SERVICE_PORT_<NAME> */
+            if (cfg_link_port_tail(rest + 1, rlen - 1))
+                return 1;   /* _PORT_<N>_<PROTO>[...] */
+        }
+    }
+    return 0;
+}
+
+/* 1 when value is a service link's "tcp://", "udp://" or "sctp://" URL. */
+static int cfg_env_is_link_url(const char *value)
+{
+    return strncmp(value, "tcp://", 6) == 0 || strncmp(value, "udp://", 6) == 0 ||
+           strncmp(value, "sctp://", 7) == 0;
+}
+
+/* Records name[0..len) as ignored in cfg->warning (names past the room
+   are counted only). */
+static void cfg_env_ignore(struct cfg_loader *L, const char *name, size_t len)
+{
+    struct cfg *c = &L->cfg;
+    size_t used = strlen(c->warning);
+    int n;
+
+    c->env_ignored++;
+    if (used + len + 8 >= sizeof c->warning)
+        return;
+    n = snprintf(c->warning + used, sizeof c->warning - used, "%s%.*s",
+                 used > 0 ? " " : "", (int)len, name);
+    if (n < 0)
+        c->warning[used] = '\0';
+}
+
 /* Applies every MAILPOOL_<SECTION>_<KEY> of envp (the first of duplicates,
    as getenv would). */
 static int cfg_load_env(struct cfg_loader *L, char **envp)
@@ -311,7 +417,13 @@ static int cfg_load_env(struct cfg_loader *L, char **envp)
         if (strncmp(*envp, "MAILPOOL_", 9) != 0 ||
             (eq = strchr(*envp, '=')) == NULL)
             continue;
-        k = cfg_env_find(*envp, (size_t)(eq - *envp), &in_section);
+        size_t nlen = (size_t)(eq - *envp);
+        k = cfg_env_find(*envp, nlen, &in_section);
+        if (cfg_env_is_service_link(*envp, nlen) &&
+            (k == NULL || cfg_env_is_link_url(eq + 1))) {
+            cfg_env_ignore(L, *envp, nlen);
+            continue;
+        }
         if (k == NULL && in_section) {
             cfg_err(L->err, L->errlen, "unknown environment variable %.*s",
                     (int)(eq - *envp), *envp);
@@ -413,17 +525,26 @@ static int cfg_read_pass_file(struct cfg_loader *L)
     return 0;
 }
 
-/* Fails with "a (from X): needs b" when key a is set and b is not. */
-static int cfg_needs(struct cfg_loader *L, const char *a, int a_set,
-                     int b_set, const char *b)
+/* Fails with "section.a (from X): needs b" when key a is set and b is
+   not. */
+static int cfg_needs_in(struct cfg_loader *L, const char *section,
+                        const char *a, int a_set, int b_set, const char *b)
 {
     char where[320];
 
     if (!a_set || b_set)
         return 0;
-    cfg_where(L, cfg_key_find("relay", a), where, sizeof where);
-    cfg_err(L->err, L->errlen, "relay.%s (%s): needs %s as well", a, where, b);
+    cfg_where(L, cfg_key_find(section, a), where, sizeof where);
+    cfg_err(L->err, L->errlen, "%s.%s (%s): needs %s as well", section, a,
+            where, b);
     return -1;
+}
+
+/* cfg_needs_in for a key of [relay]. */
+static int cfg_needs(struct cfg_loader *L, const char *a, int a_set,
+                     int b_set, const char *b)
+{
+    return cfg_needs_in(L, "relay", a, a_set, b_set, b);
 }
 
 /* Checks of keys against each other, after every source is in. */
@@ -442,7 +563,11 @@ static int cfg_cross_check(struct cfg_loader *L)
                   c->relay.auth_pass != NULL,
                   "relay.auth_pass or relay.auth_pass_file") ||
         cfg_needs(L, "auth_pass", c->relay.auth_pass != NULL,
-                  c->relay.auth_user != NULL, "relay.auth_user"))
+                  c->relay.auth_user != NULL, "relay.auth_user") ||
+        cfg_needs_in(L, "http", "tls_cert_file", c->http.tls_cert_file != NULL,
+                     c->http.tls_key_file != NULL, "http.tls_key_file") ||
+        cfg_needs_in(L, "http", "tls_key_file", c->http.tls_key_file != NULL,
+                     c->http.tls_cert_file != NULL, "http.tls_cert_file"))
         return -1;
     if (c->relay.auth_user != NULL && strcmp(c->relay.tls, "none") == 0 &&
         !c->relay.auth_allow_plaintext) {

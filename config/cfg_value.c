@@ -163,6 +163,8 @@ static int cfg_parse_port(const char *s)
    from 0 (any free port) to 65535. */
 int cfg_check_listen(const char *value, char *why, size_t whylen)
 {
+    /* ":PORT" and "*:PORT" (every IPv4 interface) are written as
+       "0.0.0.0:PORT" by cfg_listen_canonical before this check. */
     char host[INET6_ADDRSTRLEN + 1];
     unsigned char addr[sizeof(struct in6_addr)];
     const char *colon, *hstart = value, *hend;
@@ -193,6 +195,19 @@ bad:
     snprintf(why, whylen, "must be HOST:PORT with HOST an IPv4 address, "
              "localhost or [IPv6 address] and PORT from 0 to 65535");
     return -1;
+}
+
+/* ":PORT" or "*:PORT" as "0.0.0.0:PORT" in buf; any other value as is. */
+const char *cfg_listen_canonical(const char *value, char *buf, size_t len)
+{
+    const char *port = value[0] == ':' ? value + 1
+                     : value[0] == '*' && value[1] == ':' ? value + 2 : NULL;
+    int n;
+
+    if (port == NULL)
+        return value;
+    n = snprintf(buf, len, "0.0.0.0:%s", port);
+    return n > 0 && (size_t)n < len ? buf : value;
 }
 
 /* Checks a host name or address: at most 255 bytes, no spaces. */

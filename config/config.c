@@ -105,7 +105,7 @@ const struct cfg_key cfg_keys[] = {
 
     CFG_STR(http, listen, "127.0.0.1:8025", CFG_REQUIRED, cfg_check_listen,
             "HOST:PORT to serve HTTP on (IPv4, localhost or [IPv6]; "
-            "port 0: any free port)"),
+            ":PORT or *:PORT for every IPv4 interface; port 0: any free port)"),
     CFG_SIZE_(http, max_body, "10485760", 1, 1LL << 30,
               "largest request body in bytes (suffix k, m or g)"),
     CFG_SIZE_(http, max_inflight, "268435456", 1, 1LL << 40,
@@ -122,6 +122,18 @@ const struct cfg_key cfg_keys[] = {
              "HTTP server threads"),
     CFG_INT_(http, connection_timeout, "60", 1, DAY,
              "seconds an idle HTTP client connection is kept"),
+    CFG_STR(http, tls_cert_file, NULL, 0, NULL,
+            "certificate chain (PEM) for HTTPS on http.listen; needs "
+            "tls_key_file; unset: plain HTTP"),
+    CFG_STR(http, tls_key_file, NULL, 0, NULL,
+            "private key (PEM) of http.tls_cert_file"),
+    CFG_INT_(http, shutdown_delay, "0", 0, 3600,
+             "seconds between SIGTERM and the drain: /readyz answers 503 at "
+             "once while new work is still accepted, so a load balancer "
+             "stops sending first"),
+    CFG_BOOL_(http, ready_requires_relay, "true",
+              "/readyz is 503 while the relay cannot be reached; false: "
+              "ready whenever the service takes work"),
 
     CFG_INT_(pool, workers, "8", 1, 1024,
              "worker threads sending mail"),
@@ -351,14 +363,17 @@ static int cfg_set_scalar(struct cfg *cfg, const struct cfg_key *k,
 int cfg_set(struct cfg *cfg, const struct cfg_key *k, const char *value,
             const struct cfg_origin *o, char *err, size_t errlen)
 {
-    char why[192], where[320];
+    char why[192], where[320], canon[96];
     const char *store;
     char *copy = NULL, **field;
     int rc;
 
     why[0] = '\0';
     if (k->type == CFG_STRING || k->type == CFG_ENUM) {
-        rc = cfg_check_string(k, value, &store, why, sizeof why);
+        const char *v = k->check == cfg_check_listen
+                            ? cfg_listen_canonical(value, canon, sizeof canon)
+                            : value;
+        rc = cfg_check_string(k, v, &store, why, sizeof why);
         if (rc == 0 && store != NULL && (copy = strdup(store)) == NULL) {
             snprintf(why, sizeof why, "out of memory");
             rc = -1;

@@ -47,6 +47,10 @@ struct cfg {
         char *api_keys;           /* secret; comma-separated bearer keys */
         int threads;              /* MHD thread pool size, default 2 */
         int connection_timeout;   /* seconds an idle HTTP client is kept, 60 */
+        char *tls_cert_file;      /* PEM chain: HTTPS; unset: plain HTTP */
+        char *tls_key_file;       /* PEM key of tls_cert_file */
+        int shutdown_delay;       /* seconds not ready before the drain, 0 */
+        int ready_requires_relay; /* bool, default 1 */
     } http;
     struct {
         int workers;              /* default 8 */
@@ -75,6 +79,11 @@ struct cfg {
     struct {
         char *level;              /* debug|info|warn|error, default "info" */
     } log;
+    /* Set by cfg_load, not keys: the MAILPOOL_* variables ignored because
+       they have the shape of Kubernetes service links, space-separated
+       (as many as fit), and how many there were; for one warning line. */
+    char warning[256];
+    int env_ignored;
 };
 
 /* Fills cfg with the defaults (cfg must be zeroed or freed before). */

@@ -200,8 +200,8 @@ static int migrate(struct queue *q, const char *path, char *err,
     snprintf(sql, sizeof sql, "PRAGMA user_version=%d", QUEUE_SCHEMA_VERSION);
     ok = sqlite3_exec(q->wr, sql, NULL, NULL, &msg) == SQLITE_OK;
     ok = ok && sqlite3_exec(q->wr,
-        "INSERT INTO attempts (message, n, at, status, code, error)"
-        " SELECT id, attempts, strftime('%s','now'), 'unknown', 451,"
+        "INSERT INTO attempts (message, n, at, status, code, enhanced, error)"
+        " SELECT id, attempts, strftime('%s','now'), 'unknown', 421, '4.4.2',"
         " 'the service stopped while the message was being sent: it may"
         " have been delivered; not resent' FROM messages WHERE state = 2;"
         "UPDATE idempotency SET state = 2 WHERE state = 1;",

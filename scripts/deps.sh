@@ -9,6 +9,7 @@
 #   scripts/deps.sh exim    Exim 4 from Debian's .debs, extracted (never
 #                           installed: that would remove Postfix) into
 #                           $MAILPOOL_EXIM_DIR (default /var/cache/mailpool-test/exim)
+#   scripts/deps.sh container  podman, runc and debootstrap for `make container`
 set -eu
 
 build_pkgs="gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev
@@ -18,6 +19,10 @@ run_pkgs="postfix curl"
 # (not installed) Exim binary links against.
 test_pkgs="libcmocka-dev libcurl4-gnutls-dev python3 python3-aiosmtpd gnutls-bin valgrind
 sasl2-bin libsasl2-modules libidn12 libgnutls-dane0 libpcre2-8-0 libdb5.3"
+
+# Linters for deploy/ (yamllint) and /metrics (promtool, in prometheus).
+ops_pkgs="yamllint prometheus"
+container_pkgs="podman runc debootstrap"
 
 # npm tools (linters) live in tools/, pinned by tools/package-lock.json.
 if [ "${1:-}" = tools ]; then
@@ -65,8 +70,12 @@ case "${1:-test}" in
     build) want="$build_pkgs" ;;
     run)   want="$build_pkgs $run_pkgs" ;;
     test)  want="$build_pkgs $run_pkgs $test_pkgs" ;;
-    *) echo "usage: $0 build|run|test|tools|exim|bench|fuzz" >&2; exit 2 ;;
+
+    container) want="$container_pkgs" ;;
+    *) echo "usage: $0 build|run|test|tools|exim|bench|fuzz|container" >&2; exit 2 ;;
 esac
+
+[ "${1:-test}" = test ] && want="$want $ops_pkgs"
 
 missing=""
 for p in $want; do

@@ -1,10 +1,11 @@
 #!/bin/sh
 # run.sh - the main job for `make run`: Postfix's smtp-sink on 127.0.0.1 as
 # the relay, `mailpool serve` in front of it on MAILPOOL_HTTP_LISTEN
-# (default 127.0.0.1:8025).  Ctrl-C stops both.
+# (default 127.0.0.1:$PORT, PORT default 8025: `make run PORT=9025` when
+# 8025 is taken).  Ctrl-C stops both.
 set -eu
 cd "$(dirname "$0")/.."
-listen="${MAILPOOL_HTTP_LISTEN:-127.0.0.1:8025}"
+listen="${MAILPOOL_HTTP_LISTEN:-127.0.0.1:${PORT:-8025}}"
 
 free_port() {
     /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
@@ -14,7 +15,13 @@ sink_port=$(free_port)
 if [ "$(id -u)" -eq 0 ]; then user="-u nobody"; else user=""; fi
 /usr/sbin/smtp-sink $user 127.0.0.1:"$sink_port" 256 &
 sink=$!
-cleanup() { kill "$sink" 2>/dev/null || true; [ -n "${mp:-}" ] && kill "$mp" 2>/dev/null; wait 2>/dev/null || true; }
+# Never fails: under set -e a failing cleanup would make Ctrl-C exit 1
+# (and make print "*** Error 1") instead of 0.
+cleanup() {
+    kill "$sink" 2>/dev/null || true
+    [ -z "${mp:-}" ] || kill "$mp" 2>/dev/null || true
+    wait 2>/dev/null || true
+}
 trap 'cleanup; exit 0' INT TERM
 trap cleanup EXIT
 

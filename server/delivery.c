@@ -102,27 +102,13 @@ static int cat(char **buf, size_t *len, const char *s, const char *sep)
     return 0;
 }
 
-/* A reply's lines joined by sep. */
-static char *join_lines(const struct smtp_reply *r, const char *sep)
+/* v[0..n) joined by sep, as a new string; NULL when out of memory. */
+static char *join(char *const *v, size_t n, const char *sep)
 {
     char *out = calloc(1, 1);
     size_t len = 0;
-    for (size_t i = 0; out != NULL && i < r->nlines; i++)
-        if (cat(&out, &len, r->lines[i], i + 1 < r->nlines ? sep : "") < 0) {
-            free(out);
-            out = NULL;
-        }
-    return out;
-}
-
-/* The accepted list, one per line. */
-static char *join_accepted(const struct smtp_result *res)
-{
-    char *out = calloc(1, 1);
-    size_t len = 0;
-    for (size_t i = 0; out != NULL && i < res->naccepted; i++)
-        if (cat(&out, &len, res->accepted[i],
-                i + 1 < res->naccepted ? "\n" : "") < 0) {
+    for (size_t i = 0; out != NULL && i < n; i++)
+        if (cat(&out, &len, v[i], i + 1 < n ? sep : "") < 0) {
             free(out);
             out = NULL;
         }
@@ -136,7 +122,7 @@ static char *join_rejected(const struct smtp_result *res)
     size_t len = 0;
     for (size_t i = 0; out != NULL && i < res->nrejected; i++) {
         const struct smtp_rcpt_failure *f = &res->rejected[i];
-        char code[16], *text = join_lines(&f->reply, " / ");
+        char code[16], *text = join(f->reply.lines, f->reply.nlines, " / ");
         snprintf(code, sizeof code, "%d", f->reply.code);
         if (text == NULL || cat(&out, &len, f->recipient, "\t") < 0 ||
             cat(&out, &len, code, "\t") < 0 ||
@@ -185,8 +171,9 @@ static void delivery_record(struct delivery *d, struct delivery_ctx *x,
     const struct smtp_result *res = &job->result;
     double now = delivery_now(), next_at;
     enum queue_state state = delivery_decide(d, x, job, now, &next_at);
-    char *text = join_lines(&res->reply, "\n");
-    char *acc = join_accepted(res), *rej = join_rejected(res);
+    char *text = join(res->reply.lines, res->reply.nlines, "\n");
+    char *acc = join(res->accepted, res->naccepted, "\n");
+    char *rej = join_rejected(res);
     struct queue_attempt a = {
         .at = now, .status = smtp_delivery_name(res->status),
         .code = res->code, .enhanced = res->reply.enhanced,

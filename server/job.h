@@ -52,7 +52,7 @@ struct job {
     struct job_message msg;     /* JOB_SEND */
     char *arg;                  /* VERIFY address, EXPAND list, HELP topic
                                    (NULL for no topic); owned */
-    char request_id[40];        /* for the logs */
+    char request_id[65];        /* for the logs (X-Request-Id, <= 64) */
 
     /* Written by the worker before done is called. */
     struct smtp_result result;

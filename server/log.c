@@ -245,6 +245,19 @@ static void log_field_num(struct log_buf *lb, const char *key, double v)
     }
 }
 
+/* Appends "key":true or "key":false. */
+static void log_field_bool(struct log_buf *lb, const char *key, int v)
+{
+    size_t mark = lb->len;
+
+    if (log_key(lb, key) < 0)
+        return;
+    if (log_raw(lb, v ? "true" : "false", v ? 4 : 5) < 0) {
+        lb->len = mark;
+        lb->truncated = lb->full = 1;
+    }
+}
+
 /* Closes the object and writes the line with one write(2). */
 static void log_finish(struct log_buf *lb)
 {
@@ -298,7 +311,7 @@ void log_event(enum log_level level, const char *event, ...)
     log_finish(&lb);
 }
 
-/* Writes one line: event plus fields[0..n), strings or numbers. */
+/* Writes one line: event plus fields[0..n), strings, numbers or booleans. */
 void log_event_num(enum log_level level, const char *event,
                    const struct log_field *fields, size_t n)
 {
@@ -311,7 +324,9 @@ void log_event_num(enum log_level level, const char *event,
     for (size_t i = 0; i < n; i++) {
         if (fields[i].key == NULL)
             continue;
-        if (fields[i].is_num)
+        if (fields[i].is_bool)
+            log_field_bool(&lb, fields[i].key, fields[i].num != 0);
+        else if (fields[i].is_num)
             log_field_num(&lb, fields[i].key, fields[i].num);
         else
             log_field_str(&lb, fields[i].key, fields[i].str);

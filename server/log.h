@@ -7,8 +7,9 @@
  * null pointer (cast it: a bare NULL may be an int 0 in varargs, which
  * cppcheck's varFuncNullUB flags); a NULL value is skipped.
  * log_event_num adds numbers without formatting them first: it takes an
- * array of struct log_field, each a string (LOG_STR) or a number (LOG_NUM,
- * written as a JSON number; NaN and infinities become null).  Values are
+ * array of struct log_field, each a string (LOG_STR), a number (LOG_NUM,
+ * written as a JSON number; NaN and infinities become null) or a boolean
+ * (LOG_BOOL, written as true or false).  Values are
  * JSON-escaped; bytes that are not UTF-8 become U+FFFD.  A line is at most
  * LOG_LINE_MAX bytes with its newline: a value too long is cut (on a
  * character boundary) and the object gets "truncated":true, so the line
@@ -37,12 +38,15 @@ void log_event(enum log_level level, const char *event, ...);
 struct log_field {
     const char *key;
     const char *str;        /* the value when !is_num; NULL: field skipped */
-    double num;             /* the value when is_num */
+    double num;             /* the value when is_num or is_bool (0: false) */
     int is_num;
+    int is_bool;
 };
 #define LOG_STR(k, v) ((struct log_field){ .key = (k), .str = (v) })
 #define LOG_NUM(k, v) ((struct log_field){ .key = (k), .num = (double)(v), \
                                            .is_num = 1 })
+#define LOG_BOOL(k, v) ((struct log_field){ .key = (k), .num = (v) ? 1 : 0, \
+                                            .is_bool = 1 })
 
 /* Like log_event, with fields[0..n) that may be numbers. */
 void log_event_num(enum log_level level, const char *event,

@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 #include <pthread.h>
 
@@ -348,6 +349,35 @@ usage:
     return 2;
 }
 
+/* http.shutdown_delay: /readyz says 503 while work is still taken for
+   seconds, or until a second signal (*sig is then that one). */
+static void shutdown_delay(struct api *api, const sigset_t *sigs, int seconds,
+                           int *sig)
+{
+    struct log_field f[] = {
+        LOG_STR("signal", *sig == SIGTERM ? "TERM" : "INT"),
+        LOG_NUM("shutdown_delay", seconds),
+    };
+    log_event_num(LOG_INFO, "stopping", f, sizeof f / sizeof f[0]);
+    api_set_stopping(api);
+    struct timespec end, now;
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    end.tv_sec += seconds;
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long long ms = (long long)(end.tv_sec - now.tv_sec) * 1000 +
+                       (end.tv_nsec - now.tv_nsec) / 1000000;
+        if (ms <= 0)
+            return;
+        struct timespec wait = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000 };
+        int s = sigtimedwait(sigs, NULL, &wait);
+        if (s > 0) {
+            *sig = s;
+            return;
+        }
+    }
+}
+
 /* serve: config, pool, HTTP; waits for SIGTERM/SIGINT, then drains. */
 static int cmd_serve(int argc, char **argv)
 {
@@ -376,6 +406,14 @@ static int cmd_serve(int argc, char **argv)
         return 0;
     }
     log_set_level(cfg.log.level);
+    if (cfg.env_ignored > 0) {
+        struct log_field f[] = {
+            LOG_STR("message", "ignored MAILPOOL_* variables shaped like "
+                               "Kubernetes service links"),
+            LOG_NUM("count", cfg.env_ignored), LOG_STR("names", cfg.warning),
+        };
+        log_event_num(LOG_WARN, "config", f, sizeof f / sizeof f[0]);
+    }
 
     /* Every thread inherits this mask; only sigwait below takes them. */
     sigset_t sigs;
@@ -426,13 +464,15 @@ static int cmd_serve(int argc, char **argv)
         return 1;
     }
     api_set_queue(api, queue, delivery);
-    char port[16];
-    snprintf(port, sizeof port, "%d", api_port(api));
-    log_event(LOG_INFO, "listening", "listen", cfg.http.listen, "port", port,
-              "relay", cfg.relay.host, (const char *)NULL);
+    log_event_num(LOG_INFO, "listening", (struct log_field[]){
+                      LOG_STR("listen", cfg.http.listen),
+                      LOG_NUM("port", api_port(api)),
+                      LOG_STR("relay", cfg.relay.host) }, 3);
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0)
         ;
+    if (cfg.http.shutdown_delay > 0)
+        shutdown_delay(api, &sigs, cfg.http.shutdown_delay, &sig);
     log_event(LOG_INFO, "draining", "signal", sig == SIGTERM ? "TERM" : "INT",
               (const char *)NULL);
     api_set_draining(api, 1);
@@ -447,51 +487,6 @@ static int cmd_serve(int argc, char **argv)
     return 0;
 }
 
-/* GET /healthz at listen ("host:port", "[v6]:port"): 0 when it says 200. */
-static int healthcheck(const char *listen)
-{
-    char host[256], port[16];
-    const char *colon = strrchr(listen, ':');
-    if (colon == NULL || strlen(colon + 1) >= sizeof port)
-        return -1;
-    const char *h = listen;
-    size_t n = (size_t)(colon - listen);
-    if (h[0] == '[' && n >= 2 && h[n - 1] == ']') {
-        h++;
-        n -= 2;
-    }
-    if (n == 0 || n >= sizeof host)
-        return -1;
-    memcpy(host, h, n);
-    host[n] = '\0';
-    snprintf(port, sizeof port, "%s", colon + 1);
-    if (strcmp(host, "0.0.0.0") == 0)
-        snprintf(host, sizeof host, "127.0.0.1");
-    else if (strcmp(host, "::") == 0)
-        snprintf(host, sizeof host, "::1");
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL;
-    if (getaddrinfo(host, port, &hints, &ai) != 0)
-        return -1;
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct timeval tv = { .tv_sec = 5 };
-    int ok = -1;
-    if (fd >= 0) {
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    }
-    if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-        static const char req[] = "GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n";
-        char buf[64] = "";
-        if (write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1) &&
-            read(fd, buf, sizeof buf - 1) > 12 && strncmp(buf + 8, " 200", 4) == 0)
-            ok = 0;
-    }
-    if (fd >= 0)
-        close(fd);
-    freeaddrinfo(ai);
-    return ok;
-}
-
 /* healthcheck: GET /healthz on the configured listen address. */
 static int cmd_healthcheck(int argc, char **argv)
 {
@@ -503,7 +498,7 @@ static int cmd_healthcheck(int argc, char **argv)
         cfg_free(&cfg);
         return 2;
     }
-    int rc = healthcheck(cfg.http.listen) == 0 ? 0 : 1;
+    int rc = api_healthcheck(&cfg) == 0 ? 0 : 1;
     cfg_free(&cfg);
     return rc;
 }

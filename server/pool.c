@@ -449,7 +449,7 @@ static void pool_log_job(const struct job *job)
         LOG_NUM("attempts", job->attempts),
         LOG_NUM("duration_ms", job->duration_ms),
         LOG_STR("command", !ok && r->command[0] ? r->command : NULL),
-        LOG_STR("unreachable", job->unreachable ? "true" : NULL),
+        job->unreachable ? LOG_BOOL("unreachable", 1) : LOG_STR(NULL, NULL),
     };
 
     log_event_num(ok ? LOG_INFO : LOG_WARN, "smtp", f, sizeof f / sizeof f[0]);
@@ -752,7 +752,7 @@ void pool_drain(struct pool *pool, int timeout_s)
     pool->drained = 1;
     pthread_mutex_unlock(&pool->mu);
     log_event_num(LOG_INFO, "pool_drained", (struct log_field[]){
-                      LOG_STR("timed_out", timed_out ? "true" : "false"),
+                      LOG_BOOL("timed_out", timed_out),
                       LOG_NUM("failed_queued", nleft) }, 2);
 }
 

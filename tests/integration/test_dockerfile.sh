@@ -2,6 +2,9 @@
 # test_dockerfile.sh - the Dockerfile lints clean (dockerfile-utils, npm) and
 # its runtime stage installs every shared library `ldd build/mailpool` names
 # (directly, or through the Depends of a listed package, or in the base image).
+# A missing build/mailpool, or one whose ldd names no library, is a failure.
+# The final stage's USER is numeric (uid:gid, not 0), so Kubernetes'
+# runAsNonRoot can verify it.
 set -u
 cd "$(dirname "$0")/../.."
 fail=0
@@ -14,9 +17,25 @@ pkgs=$(awk '/^FROM/{stage++} stage==2' Dockerfile | tr '\\\n' '  ' |
 closure=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
           --no-breaks --no-replaces --no-enhances $pkgs 2>/dev/null |
           grep -v '^ ' | sed 's/:.*//' | sort -u)
+user=$(awk '/^FROM/{stage++} stage==2 && /^USER/ {print $2}' Dockerfile | tail -1)
+if echo "$user" | grep -Eq '^[1-9][0-9]*(:[1-9][0-9]*)?$'; then
+    echo "ok: USER $user"
+else
+    echo "FAIL: the runtime stage's USER is '$user', not a numeric non-root uid[:gid]"
+    fail=1
+fi
+
+if [ ! -x build/mailpool ]; then
+    echo "FAIL: build/mailpool does not exist (run make all first)"
+    fail=1
+    libs=""
+else
+    libs=$(ldd build/mailpool | awk '/=>/ {print $3}')
+    [ -n "$libs" ] || { echo "FAIL: ldd build/mailpool names no library"; fail=1; }
+fi
 # Essential packages of debian:bookworm-slim.
 base="libc6 libgcc-s1 libstdc++6 zlib1g libzstd1 liblzma5 libbz2-1.0 libcrypt1 libselinux1 libpcre2-8-0"
-for lib in $(ldd build/mailpool | awk '/=>/ {print $3}'); do
+for lib in $libs; do
     real=$(readlink -f "$lib")
     pkg=$(dpkg -S "$real" 2>/dev/null | head -1 | cut -d: -f1)
     [ -n "$pkg" ] || pkg=$(dpkg -S "$lib" 2>/dev/null | head -1 | cut -d: -f1)

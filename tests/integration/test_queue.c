@@ -22,20 +22,10 @@
 
 /* ---- helpers ---------------------------------------------------------- */
 
-/* s with ' turned into "; caller frees. */
-static char *dq(const char *s)
-{
-    char *d = strdup(s);
-    assert_non_null(d);
-    for (char *p = d; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    return d;
-}
 
 static struct peer *relay(const char *script)
 {
-    char *s = dq(script);
+    char *s = ts_dq(script);
     struct peer *p = peer_start_fake(s);
     free(s);
     assert_non_null(p);

@@ -15,6 +15,7 @@
 #include "tests/integration/smtp_fx.h"
 #include "tests/support/http.h"
 #include "tests/support/mpserve.h"
+#include "tests/support/tsupport.h"
 
 enum path { PATH_LIB, PATH_HTTP, PATH_CLI };
 static const char *const path_name[] = { "library", "http", "cli" };
@@ -43,16 +44,6 @@ struct wcase {
 
 /* ---- helpers ---------------------------------------------------------- */
 
-/* s with every ' turned into "; caller frees. */
-static char *dq(const char *s)
-{
-    char *d = strdup(s);
-    assert_non_null(d);
-    for (char *p = d; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    return d;
-}
 
 /* The string member key of o, or "". */
 static const char *jstr(const json_t *o, const char *key)
@@ -269,7 +260,7 @@ static void run_case(const struct wcase *c, size_t want_msgs)
                                struct run *) = { via_library, via_http,
                                                  via_cli };
     for (int k = PATH_LIB; k <= PATH_CLI; k++) {
-        char *script = dq(c->script);
+        char *script = ts_dq(c->script);
         struct peer *p = peer_start_fake(script);
         struct run r = { .path = (enum path)k };
         free(script);
@@ -477,7 +468,7 @@ static void test_refused_rset_on_reused_connection_sends_on_a_fresh_one(
     void **state)
 {
     (void)state;
-    char *script = dq("{'rules': [{'match': '^RSET', "
+    char *script = ts_dq("{'rules': [{'match': '^RSET', "
                       "'reply': '554 5.7.0 Too many nonmail commands'}]}");
     struct peer *p = peer_start_fake(script);
     free(script);

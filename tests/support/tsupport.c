@@ -81,3 +81,14 @@ void ts_rmtree(const char *dir)
 {
     nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
+
+char *ts_dq(const char *s)
+{
+    char *d = strdup(s);
+    if (d == NULL)
+        abort();
+    for (char *p = d; *p; p++)
+        if (*p == '\'')
+            *p = '"';
+    return d;
+}

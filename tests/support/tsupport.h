@@ -16,5 +16,8 @@ void ts_sleep_ms(int ms);
 char *ts_slurp(const char *path, size_t *len);
 /* Removes dir and everything below it; says on stderr what it could not. */
 void ts_rmtree(const char *dir);
+/* A copy of s with every ' turned into " (JSON written readably in C);
+   caller frees; aborts when out of memory. */
+char *ts_dq(const char *s);
 
 #endif

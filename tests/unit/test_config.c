@@ -258,6 +258,8 @@ static void check_defaults(const struct cfg *c)
     check_str(c->http.api_keys, NULL);
     assert_int_equal(c->http.threads, 2);
     assert_int_equal(c->http.connection_timeout, 60);
+    assert_int_equal(c->http.shutdown_delay, 0);
+    assert_int_equal(c->http.ready_requires_relay, 1);
     assert_int_equal(c->pool.workers, 8);
     assert_int_equal(c->pool.queue, 1024);
     assert_int_equal(c->pool.connections, 8);
@@ -642,12 +644,19 @@ static void test_listen_parsing_table(void **state)
         .kind = K_STR, .s = v }
 #define L_BAD(v) { .args = { "--http-listen", v }, \
         .err = "http.listen (from --http-listen): must be HOST:PORT" }
+    /* ":PORT" and "*:PORT" (docs/API.md) are every IPv4 interface. */
     static const struct load_case cases[] = {
         L_OK("127.0.0.1:8025"), L_OK("0.0.0.0:80"), L_OK("localhost:8080"),
         L_OK("[::1]:8025"), L_OK("[::]:443"), L_OK("127.0.0.1:0"),
         L_OK("10.0.0.1:65535"),
         L_BAD("example.com:80"), L_BAD("127.0.0.1"), L_BAD("127.0.0.1:"),
-        L_BAD("127.0.0.1:65536"), L_BAD("127.0.0.1:8a"), L_BAD(":8025"),
+        L_BAD("127.0.0.1:65536"), L_BAD("127.0.0.1:8a"), L_BAD(":x"),
+        L_BAD(":"), L_BAD("*:"), L_BAD("**:80"), L_BAD("*8025"),
+        L_BAD(":-1"), L_BAD("*:65536"),
+        { .args = { "--http-listen", ":8025" }, .off = F(http.listen),
+          .kind = K_STR, .s = "0.0.0.0:8025" },
+        { .args = { "--http-listen", "*:0" }, .off = F(http.listen),
+          .kind = K_STR, .s = "0.0.0.0:0" },
         L_BAD("[::1]"), L_BAD("[::1]8025"), L_BAD("::1:8025"),
         L_BAD("256.1.1.1:80"), L_BAD("[127.0.0.1]:80"), L_BAD("[::1:80"),
         L_BAD("127.0.0.1:-1"), L_BAD("127.0.0.1:0080000"),
@@ -1145,6 +1154,84 @@ static void test_unknown_env_var_in_known_section_is_error(void **state)
     RUN_CASES(cases);
 }
 
+/* What Kubernetes injects for a Service named mailpool-relay (port 25,
+   named smtp) and one named mailpool (port 8025), next to two real keys. */
+static const char *const k8s_links_env[] = {
+    "MAILPOOL_RELAY_SERVICE_HOST=10.96.0.10",
+    "MAILPOOL_RELAY_SERVICE_PORT=25",
+    "MAILPOOL_RELAY_SERVICE_PORT_SMTP=25",
+    "MAILPOOL_RELAY_PORT=tcp://10.96.0.10:25",
+    "MAILPOOL_RELAY_PORT_25_TCP=tcp://10.96.0.10:25",
+    "MAILPOOL_RELAY_PORT_25_TCP_PROTO=tcp",
+    "MAILPOOL_RELAY_PORT_25_TCP_PORT=25",
+    "MAILPOOL_RELAY_PORT_25_TCP_ADDR=10.96.0.10",
+    "MAILPOOL_SERVICE_HOST=10.96.0.11",
+    "MAILPOOL_SERVICE_PORT=8025",
+    "MAILPOOL_PORT=tcp://10.96.0.11:8025",
+    "MAILPOOL_PORT_8025_TCP=tcp://10.96.0.11:8025",
+    "MAILPOOL_PORT_8025_UDP_ADDR=10.96.0.11",
+    "MAILPOOL_POOL_PORT_9_SCTP_PORT=9",
+    "MAILPOOL_RELAY_HOST=relay.example",
+    "MAILPOOL_POOL_WORKERS=3",
+    NULL
+};
+
+static void test_service_link_env_vars_are_ignored_and_named(void **state)
+{
+    struct cfg c = { 0 };
+    char err[512] = "";
+
+    (void)state;
+    if (load(&c, NULL, k8s_links_env, err, sizeof err) != 0)
+        fail_msg("%s", err);   /* "unknown environment variable ..." */
+    check_str(c.relay.host, "relay.example");
+    assert_int_equal(c.pool.workers, 3);
+    assert_int_equal(c.relay.port, 25);          /* the link URL: ignored */
+    assert_int_equal(c.env_ignored, 14);
+    check_contains(c.warning, "MAILPOOL_RELAY_SERVICE_HOST ");
+    check_contains(c.warning, " MAILPOOL_RELAY_PORT ");
+    check_contains(c.warning, " MAILPOOL_RELAY_PORT_25_TCP_ADDR");
+    assert_null(strstr(c.warning, "MAILPOOL_RELAY_HOST"));
+    assert_null(strstr(c.warning, "10.96"));     /* names, never values */
+    cfg_free(&c);
+}
+
+static void test_real_port_key_next_to_links_still_applies(void **state)
+{
+    struct cfg c = { 0 };
+    char err[512] = "";
+    const char *env[] = { "MAILPOOL_RELAY_SERVICE_HOST=10.96.0.10",
+                          "MAILPOOL_RELAY_PORT=2525", NULL };
+
+    (void)state;
+    assert_int_equal(load(&c, NULL, env, err, sizeof err), 0);
+    assert_int_equal(c.relay.port, 2525);
+    assert_int_equal(c.env_ignored, 1);
+    assert_string_equal(c.warning, "MAILPOOL_RELAY_SERVICE_HOST");
+    cfg_free(&c);
+}
+
+static void test_near_miss_of_a_key_is_still_an_error(void **state)
+{
+    static const struct load_case cases[] = {
+        { .args = { NULL }, .env = { "MAILPOOL_RELAY_HSOT=relay.example" },
+          .err = "unknown environment variable MAILPOOL_RELAY_HSOT" },
+        { .args = { NULL }, .env = { "MAILPOOL_RELAY_SERVICE_HOTS=x" },
+          .err = "unknown environment variable MAILPOOL_RELAY_SERVICE_HOTS" },
+        { .args = { NULL }, .env = { "MAILPOOL_RELAY_PORT_25=x" },
+          .err = "unknown environment variable MAILPOOL_RELAY_PORT_25" },
+        { .args = { NULL }, .env = { "MAILPOOL_RELAY_PORT_25_TCP_HOST=x" },
+          .err = "unknown environment variable MAILPOOL_RELAY_PORT_25_TCP_HOST" },
+        { .args = { NULL }, .env = { "MAILPOOL_POOL_PORT_X_TCP=x" },
+          .err = "unknown environment variable MAILPOOL_POOL_PORT_X_TCP" },
+        { .args = { NULL }, .env = { "MAILPOOL_RELAY_PORT=tcp" },
+          .err = "relay.port (from MAILPOOL_RELAY_PORT): must be an integer" },
+    };
+
+    (void)state;
+    RUN_CASES(cases);
+}
+
 /* ---- the API's promises ---- */
 
 static void test_failed_load_leaves_cfg_untouched(void **state)
@@ -1247,6 +1334,9 @@ int main(void)
         T(test_flag_missing_value_is_error),
         T(test_rest_count_is_zero_on_error),
         T(test_unknown_env_var_in_known_section_is_error),
+        T(test_service_link_env_vars_are_ignored_and_named),
+        T(test_real_port_key_next_to_links_still_applies),
+        T(test_near_miss_of_a_key_is_still_an_error),
         T(test_failed_load_leaves_cfg_untouched),
         T(test_cfg_free_null_and_twice),
         T(test_small_or_missing_err_buffer_is_safe),

@@ -357,6 +357,29 @@ static void test_numbers_are_json_numbers(void **state)
     free(out);
 }
 
+static void test_booleans_are_json_booleans(void **state)
+{
+    struct capture c;
+    struct log_field f[] = {
+        LOG_BOOL("timed_out", 0), LOG_BOOL("unreachable", 1),
+        LOG_BOOL("seven", 7), LOG_STR("after", "x"),
+    };
+    json_t *j;
+    char *out;
+
+    (void)state;
+    capture_start(&c);
+    log_event_num(LOG_INFO, "pool_drained", f, sizeof f / sizeof f[0]);
+    out = capture_stop(&c);
+    assert_non_null(strstr(out, "\"timed_out\":false,\"unreachable\":true,"
+                                "\"seven\":true,\"after\":\"x\""));
+    j = parse_one(out);
+    assert_true(json_is_false(json_object_get(j, "timed_out")));
+    assert_true(json_is_true(json_object_get(j, "unreachable")));
+    json_decref(j);
+    free(out);
+}
+
 #define NTHREADS 8
 #define NLINES 300
 
@@ -433,6 +456,7 @@ int main(void)
         cmocka_unit_test_setup(test_many_fields_dropped_when_line_full,
                                setup),
         cmocka_unit_test_setup(test_numbers_are_json_numbers, setup),
+        cmocka_unit_test_setup(test_booleans_are_json_booleans, setup),
         cmocka_unit_test_setup(test_concurrent_lines_never_interleave,
                                setup),
         cmocka_unit_test_setup(test_errno_preserved, setup),

@@ -1,0 +1,719 @@
+/*
+ * test_ops.c - the service as an operator or an orchestrator meets it, over
+ * real HTTP against `build/mailpool serve` (tests/support/mpserve.h) in
+ * front of the scriptable fake relay (tests/support/peer.h):
+ *   - the variables Kubernetes injects for Services named mailpool and
+ *     mailpool-* are ignored with one warning line (a near miss of a real
+ *     key still stops the service with exit 2);
+ *   - http.shutdown_delay: after SIGTERM /readyz is 503 "stopping" at once
+ *     while messages are still taken and relayed, then the drain;
+ *   - http.ready_requires_relay=false: ready without a relay;
+ *   - /metrics has the standard process_* series with true values and
+ *     passes `promtool check metrics`;
+ *   - log fields that are numbers or booleans are JSON numbers/booleans;
+ *   - a caller's X-Request-Id (visible ASCII, at most 64) is kept in the
+ *     response, the request log line and the message's log line;
+ *   - http.listen ":PORT" (docs/API.md) serves, and healthcheck finds it;
+ *   - HTTPS with http.tls_cert_file/tls_key_file (a certificate made by
+ *     tests/peers/make-cert.sh, trusted by libcurl as its CA): a message
+ *     over HTTPS, a plaintext request to the HTTPS port refused cleanly,
+ *     `mailpool healthcheck` over TLS, the key pair checked at load.
+ * Each test starts its own peer and service and stops both by their ids.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tests/support/http.h"
+#include "tests/support/mpserve.h"
+#include "tests/support/peer.h"
+
+#define STOP_MS 15000
+
+struct fx {
+    struct peer *peer;
+    struct mpserve *svc;
+};
+
+static int setup(void **state)
+{
+    *state = calloc(1, sizeof(struct fx));
+    return *state != NULL ? 0 : -1;
+}
+
+/* Stops both; the service must exit 0 on SIGTERM. */
+static int teardown(void **state)
+{
+    struct fx *fx = *state;
+    int rc = 0;
+    if (fx->svc != NULL && mpserve_stop_clean(fx->svc, STOP_MS) < 0)
+        rc = -1;
+    mpserve_free(fx->svc);
+    peer_stop(fx->peer);
+    free(fx);
+    return rc;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* GET or POST (json non-NULL) path; asserts an HTTP answer came. */
+static void req(const struct fx *fx, const char *path, const char *json,
+                const char *const *headers, struct http_resp *r)
+{
+    char url[256];
+    const char *hdrs[8] = { "Content-Type: application/json" };
+    size_t n = 1;
+    for (; headers != NULL && *headers != NULL && n < 7; headers++)
+        hdrs[n++] = *headers;
+    hdrs[n] = NULL;
+    snprintf(url, sizeof url, "%s%s", mpserve_url(fx->svc), path);
+    if (http_request(json ? "POST" : "GET", url, hdrs, json, 0, r) < 0)
+        fail_msg("%s %s: %s", json ? "POST" : "GET", path, r->err);
+}
+
+/* The body as JSON; fails the test if it does not parse. */
+static json_t *resp_json(const struct http_resp *r)
+{
+    json_error_t e;
+    json_t *j = json_loadb(r->body != NULL ? r->body : "", r->len, 0, &e);
+    if (j == NULL)
+        fail_msg("HTTP %ld body is not JSON (%s): %.300s", r->status, e.text,
+                 r->body != NULL ? r->body : "");
+    return j;
+}
+
+/* Asserts HTTP status and the string member key of the JSON body. */
+static void expect_json_str(const struct http_resp *r, long status,
+                            const char *key, const char *want)
+{
+    if (r->status != status)
+        fail_msg("expected HTTP %ld, got %ld: %.500s", status, r->status,
+                 r->body != NULL ? r->body : "");
+    json_t *j = resp_json(r);
+    const char *got = json_string_value(json_object_get(j, key));
+    if (got == NULL || strcmp(got, want) != 0)
+        fail_msg("\"%s\": want \"%s\", got %.300s", key, want, r->body);
+    json_decref(j);
+}
+
+/* A one-recipient message whose Subject is subject; caller frees. */
+static char *message_json(const char *subject)
+{
+    json_t *m = json_pack("{s:s, s:[s], s:{s:s}, s:s}",
+                          "from", "ops@example.org", "to", "rcpt@example.org",
+                          "headers", "Subject", subject,
+                          "body", "A message for the operations tests.\n");
+    char *s = json_dumps(m, JSON_COMPACT);
+    json_decref(m);
+    assert_non_null(s);
+    return s;
+}
+
+/* POSTs message_json(subject) and asserts 200 with code 250. */
+static void send_ok(const struct fx *fx, const char *subject)
+{
+    struct http_resp r;
+    char *m = message_json(subject);
+    req(fx, "/v1/messages", m, NULL, &r);
+    free(m);
+    if (r.status != 200)
+        fail_msg("POST %s: HTTP %ld %.300s", subject, r.status, r.body);
+    json_t *j = resp_json(&r);
+    assert_int_equal(json_integer_value(json_object_get(j, "code")), 250);
+    json_decref(j);
+    http_resp_free(&r);
+}
+
+/* 1 when a message the peer took has "Subject: subject". */
+static int peer_has_subject(struct peer *p, const char *subject)
+{
+    struct peer_msg *msgs = NULL;
+    size_t n = 0;
+    char line[256];
+    int found = 0;
+    snprintf(line, sizeof line, "Subject: %s\r\n", subject);
+    if (peer_messages(p, &msgs, &n) < 0)
+        return 0;
+    for (size_t i = 0; i < n && !found; i++)
+        found = strstr((const char *)msgs[i].data, line) != NULL;
+    peer_msgs_free(msgs, n);
+    return found;
+}
+
+/* Lines of the service's log whose "event" is event, as a JSON array
+   (new reference). */
+static json_t *log_events(const struct fx *fx, const char *event)
+{
+    size_t len = 0;
+    char *log = mpserve_log(fx->svc, &len);
+    json_t *out = json_array();
+    assert_non_null(log);
+    for (char *line = log, *nl; *line != '\0'; line = nl + 1) {
+        nl = strchr(line, '\n');
+        if (nl == NULL)
+            break;
+        *nl = '\0';
+        json_t *o = json_loads(line, 0, NULL);
+        const char *ev = json_string_value(json_object_get(o, "event"));
+        if (ev != NULL && strcmp(ev, event) == 0)
+            json_array_append(out, o);
+        json_decref(o);
+    }
+    free(log);
+    return out;
+}
+
+/* The value of the sample line "name value" in a metrics text; fails the
+   test when it is absent. */
+static double metric_value(const char *text, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = text; p != NULL && *p != '\0';) {
+        if (strncmp(p, name, n) == 0 && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+        p = strchr(p, '\n');
+        if (p != NULL)
+            p++;
+    }
+    fail_msg("no sample %s in /metrics", name);
+    return 0;
+}
+
+/* Runs promtool check metrics on text; its exit status, its output in
+   out (room size). */
+static int promtool_check(const char *text, char *out, size_t size)
+{
+    char path[] = "/tmp/mailpool-metrics-XXXXXX", cmd[128];
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    snprintf(cmd, sizeof cmd, "promtool check metrics < %s 2>&1", path);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t got = fread(out, 1, size - 1, p);
+    out[got] = '\0';
+    int st = pclose(p);
+    unlink(path);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* ---- service links ---- */
+
+static const char *const k8s_links[] = {
+    "MAILPOOL_RELAY_SERVICE_HOST", "10.96.0.10",
+    "MAILPOOL_RELAY_SERVICE_PORT", "25",
+    "MAILPOOL_RELAY_PORT_25_TCP", "tcp://10.96.0.10:25",
+    "MAILPOOL_RELAY_PORT_25_TCP_ADDR", "10.96.0.10",
+    "MAILPOOL_SERVICE_HOST", "10.96.0.11",
+    "MAILPOOL_PORT", "tcp://10.96.0.11:8025",
+    "MAILPOOL_PORT_8025_TCP_PROTO", "tcp",
+    NULL
+};
+
+/* Sets (or, unset != 0, removes) the variables of k8s_links. */
+static void set_links(int unset)
+{
+    for (size_t i = 0; k8s_links[i] != NULL; i += 2) {
+        if (unset)
+            unsetenv(k8s_links[i]);
+        else
+            assert_int_equal(setenv(k8s_links[i], k8s_links[i + 1], 1), 0);
+    }
+}
+
+static void test_service_link_variables_are_ignored_with_one_warning(void **state)
+{
+    struct fx *fx = *state;
+    fx->peer = peer_start_fake(NULL);
+    assert_non_null(fx->peer);
+    set_links(0);
+    fx->svc = mpserve_start(peer_port(fx->peer), NULL);
+    set_links(1);
+    assert_non_null(fx->svc);             /* before: exit 2 at start */
+
+    send_ok(fx, "despite service links");
+    assert_int_equal(peer_wait_messages(fx->peer, 1, 5000), 1);
+    assert_true(peer_has_subject(fx->peer, "despite service links"));
+
+    json_t *w = log_events(fx, "config");
+    assert_int_equal(json_array_size(w), 1);
+    json_t *o = json_array_get(w, 0);
+    assert_string_equal(json_string_value(json_object_get(o, "level")), "warn");
+    assert_int_equal(json_integer_value(json_object_get(o, "count")), 7);
+    const char *names = json_string_value(json_object_get(o, "names"));
+    assert_non_null(names);
+    assert_non_null(strstr(names, "MAILPOOL_RELAY_SERVICE_HOST"));
+    assert_non_null(strstr(names, "MAILPOOL_PORT_8025_TCP_PROTO"));
+    assert_null(strstr(names, "10.96"));  /* names, not values */
+    json_decref(w);
+}
+
+static void test_near_miss_of_a_real_key_still_exits_2(void **state)
+{
+    (void)state;
+    char *out = NULL;
+    const char *argv[] = { "serve", "--http-listen", "127.0.0.1:0", NULL };
+    assert_int_equal(setenv("MAILPOOL_RELAY_SERVICE_HOST", "10.96.0.10", 1), 0);
+    assert_int_equal(setenv("MAILPOOL_RELAY_HSOT", "relay.example", 1), 0);
+    int rc = mpserve_run(argv, 10000, &out);
+    unsetenv("MAILPOOL_RELAY_HSOT");
+    unsetenv("MAILPOOL_RELAY_SERVICE_HOST");
+    assert_int_equal(rc, 2);
+    assert_non_null(out);
+    assert_non_null(strstr(out, "unknown environment variable MAILPOOL_RELAY_HSOT"));
+    free(out);
+}
+
+/* ---- shutdown and readiness ---- */
+
+static void test_shutdown_delay_turns_readyz_503_while_work_is_taken(void **state)
+{
+    struct fx *fx = *state;
+    struct http_resp r;
+    fx->peer = peer_start_fake(NULL);
+    assert_non_null(fx->peer);
+    fx->svc = mpserve_start(peer_port(fx->peer),
+                            (const char *const[]){ "--http-shutdown-delay", "2",
+                                                   NULL });
+    assert_non_null(fx->svc);
+    req(fx, "/readyz", NULL, NULL, &r);
+    expect_json_str(&r, 200, "status", "ready");
+    http_resp_free(&r);
+
+    double t0 = now_s();
+    assert_int_equal(mpserve_signal(fx->svc, SIGTERM), 0);
+    sleep_ms(200);
+    req(fx, "/readyz", NULL, NULL, &r);
+    expect_json_str(&r, 503, "status", "stopping");
+    http_resp_free(&r);
+    /* Work is still taken and relayed during the delay. */
+    send_ok(fx, "during the shutdown delay");
+    assert_true(now_s() - t0 < 2.0);
+    assert_int_equal(peer_wait_messages(fx->peer, 1, 5000), 1);
+    assert_true(peer_has_subject(fx->peer, "during the shutdown delay"));
+
+    int rc = mpserve_wait(fx->svc, 10000);
+    double took = now_s() - t0;
+    assert_int_equal(rc, 0);
+    assert_true(took >= 1.9);
+    json_t *s = log_events(fx, "stopping"), *d = log_events(fx, "draining");
+    assert_int_equal(json_array_size(s), 1);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(s, 0),
+                                                        "shutdown_delay")), 2);
+    assert_int_equal(json_array_size(d), 1);
+    json_decref(s);
+    json_decref(d);
+}
+
+static void test_second_signal_ends_the_shutdown_delay(void **state)
+{
+    struct fx *fx = *state;
+    fx->peer = peer_start_fake(NULL);
+    assert_non_null(fx->peer);
+    fx->svc = mpserve_start(peer_port(fx->peer),
+                            (const char *const[]){ "--http-shutdown-delay",
+                                                   "60", NULL });
+    assert_non_null(fx->svc);
+    double t0 = now_s();
+    assert_int_equal(mpserve_signal(fx->svc, SIGTERM), 0);
+    sleep_ms(300);
+    assert_int_equal(mpserve_signal(fx->svc, SIGTERM), 0);
+    assert_int_equal(mpserve_wait(fx->svc, 10000), 0);
+    assert_true(now_s() - t0 < 10.0);
+}
+
+static void test_readyz_without_relay_follows_ready_requires_relay(void **state)
+{
+    struct fx *fx = *state;
+    struct http_resp r;
+    int dead = mpserve_free_port();   /* nothing listens there */
+    assert_true(dead > 0);
+
+    fx->svc = mpserve_start(dead, NULL);
+    assert_non_null(fx->svc);
+    req(fx, "/readyz", NULL, NULL, &r);
+    expect_json_str(&r, 503, "status", "relay unreachable");
+    http_resp_free(&r);
+    assert_int_equal(mpserve_stop_clean(fx->svc, STOP_MS), 0);
+    mpserve_free(fx->svc);
+
+    fx->svc = mpserve_start(dead, (const char *const[]){
+                                "--http-ready-requires-relay", "false", NULL });
+    assert_non_null(fx->svc);
+    req(fx, "/readyz", NULL, NULL, &r);
+    expect_json_str(&r, 200, "status", "ready");
+    http_resp_free(&r);
+}
+
+/* ---- the listen address as docs/API.md writes it ---- */
+
+static void test_listen_colon_port_serves_and_healthcheck_finds_it(void **state)
+{
+    (void)state;
+    char bin[4096], listen[32], url[64];
+    int port = mpserve_free_port();
+    assert_true(port > 0);
+    assert_non_null(mpserve_binary(bin, sizeof bin));
+    snprintf(listen, sizeof listen, ":%d", port);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 2);
+        execl(bin, bin, "serve", "--http-listen", listen, (char *)NULL);
+        _exit(127);
+    }
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", port);
+    struct http_resp r = { 0 };
+    int up = 0;
+    for (int i = 0; i < 100 && !up; i++) {
+        up = http_request("GET", url, NULL, NULL, 0, &r) == 0 && r.status == 200;
+        http_resp_free(&r);
+        memset(&r, 0, sizeof r);
+        if (!up)
+            sleep_ms(100);
+    }
+    char *out = NULL;
+    const char *hc[] = { "healthcheck", "--http-listen", listen, NULL };
+    int hc_rc = mpserve_run(hc, 10000, &out);
+    free(out);
+    int st = 0;
+    kill(pid, SIGTERM);
+    waitpid(pid, &st, 0);
+    assert_true(up);                   /* before: exit 2, bad http.listen */
+    assert_int_equal(hc_rc, 0);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* ---- HTTPS ---- */
+
+/* libcurl's body sink: appends to a NUL-terminated buffer of 4 KiB. */
+static size_t tls_sink(char *p, size_t size, size_t n, void *ud)
+{
+    char *buf = ud;
+    size_t have = strlen(buf), add = size * n;
+    if (have + add >= 4096)
+        add = 4095 - have;
+    memcpy(buf + have, p, add);
+    buf[have + add] = '\0';
+    return size * n;
+}
+
+/* One HTTPS request trusting ca; the status (0: no answer), body in out
+   (4 KiB). */
+static long https_req(const char *url, const char *ca, const char *json,
+                      char *out)
+{
+    CURL *h = curl_easy_init();
+    struct curl_slist *hdr = curl_slist_append(NULL,
+                                               "Content-Type: application/json");
+    long status = 0;
+    out[0] = '\0';
+    assert_non_null(h);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CAINFO, ca);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, 10L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, tls_sink);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
+    if (json != NULL) {
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, json);
+    }
+    if (curl_easy_perform(h) == CURLE_OK)
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(hdr);
+    curl_easy_cleanup(h);
+    return status;
+}
+
+/* dir/cert.pem and dir/key.pem from tests/peers/make-cert.sh. */
+static void make_cert(const char *dir)
+{
+    char found[4096], bin[PATH_MAX], cmd[8192];
+    assert_non_null(mpserve_binary(found, sizeof found));
+    assert_non_null(realpath(found, bin));
+    /* BUILD/mailpool -> the checkout */
+    *strrchr(bin, '/') = '\0';
+    *strrchr(bin, '/') = '\0';
+    snprintf(cmd, sizeof cmd, "sh '%s/tests/peers/make-cert.sh' '%s'", bin, dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void test_https_listener_serves_tls_and_refuses_plaintext(void **state)
+{
+    struct fx *fx = *state;
+    char dir[] = "/tmp/mailpool-tls-XXXXXX", cert[64], key[64], bin[4096];
+    char listen[32], url[96], out[4096];
+    assert_non_null(mkdtemp(dir));
+    make_cert(dir);
+    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+    snprintf(key, sizeof key, "%s/key.pem", dir);
+    fx->peer = peer_start_fake(NULL);
+    assert_non_null(fx->peer);
+    char relay[16];
+    snprintf(relay, sizeof relay, "%d", peer_port(fx->peer));
+    int port = mpserve_free_port();
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    assert_non_null(mpserve_binary(bin, sizeof bin));
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 2);
+        execl(bin, bin, "serve", "--http-listen", listen, "--relay-host",
+              "127.0.0.1", "--relay-port", relay, "--relay-tls", "none",
+              "--http-tls-cert-file", cert, "--http-tls-key-file", key,
+              (char *)NULL);
+        _exit(127);
+    }
+    snprintf(url, sizeof url, "https://127.0.0.1:%d/healthz", port);
+    long st = 0;
+    for (int i = 0; i < 100 && st != 200; i++) {
+        st = https_req(url, cert, NULL, out);
+        if (st != 200)
+            sleep_ms(100);
+    }
+    /* A plaintext request to the HTTPS port: no HTTP answer, no crash. */
+    char *raw = NULL;
+    const char plain[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    int raw_rc = mpserve_raw_http(port, plain, sizeof plain - 1, 3000, &raw);
+    free(raw);
+    char *m = message_json("over https");
+    snprintf(url, sizeof url, "https://127.0.0.1:%d/v1/messages", port);
+    long sent = https_req(url, cert, m, out);
+    free(m);
+    int got = peer_wait_messages(fx->peer, 1, 5000) == 1 &&
+              peer_has_subject(fx->peer, "over https");
+    const char *hc[] = { "healthcheck", "--http-listen", listen,
+                         "--http-tls-cert-file", cert, "--http-tls-key-file",
+                         key, NULL };
+    const char *hc_plain[] = { "healthcheck", "--http-listen", listen, NULL };
+    int hc_tls_rc = mpserve_run(hc, 10000, NULL);
+    int hc_plain_rc = mpserve_run(hc_plain, 10000, NULL);
+    int wst = 0;
+    kill(pid, SIGTERM);
+    waitpid(pid, &wst, 0);
+    snprintf(url, sizeof url, "rm -rf '%s'", dir);
+    assert_int_equal(system(url), 0);
+
+    assert_int_equal(st, 200);
+    assert_true(raw_rc < 0);
+    assert_int_equal(sent, 200);
+    assert_non_null(strstr(out, "\"code\":250"));
+    assert_true(got);
+    assert_int_equal(hc_tls_rc, 0);
+    assert_int_equal(hc_plain_rc, 1);
+    assert_true(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+}
+
+static void test_https_key_pair_checked_at_start(void **state)
+{
+    (void)state;
+    char *out = NULL;
+    const char *half[] = { "serve", "--http-listen", "127.0.0.1:0",
+                           "--http-tls-cert-file", "/nonexistent/cert.pem", NULL };
+    assert_int_equal(mpserve_run(half, 10000, &out), 2);
+    assert_non_null(strstr(out, "http.tls_cert_file (from --http-tls-cert-file): "
+                                "needs http.tls_key_file as well"));
+    free(out);
+    const char *missing[] = { "serve", "--http-listen", "127.0.0.1:0",
+                              "--http-tls-cert-file", "/nonexistent/cert.pem",
+                              "--http-tls-key-file", "/nonexistent/key.pem",
+                              NULL };
+    assert_int_equal(mpserve_run(missing, 10000, &out), 1);
+    assert_non_null(strstr(out, "http.tls_cert_file: cannot read "
+                                "'/nonexistent/cert.pem'"));
+    free(out);
+}
+
+/* ---- metrics ---- */
+
+static void test_process_metrics_are_true_and_promtool_accepts_metrics(void **state)
+{
+    struct fx *fx = *state;
+    struct http_resp r;
+    fx->peer = peer_start_fake(NULL);
+    assert_non_null(fx->peer);
+    fx->svc = mpserve_start(peer_port(fx->peer), NULL);
+    assert_non_null(fx->svc);
+    send_ok(fx, "for the histograms");
+    req(fx, "/metrics", NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+
+    double now = (double)time(NULL);
+    double start = metric_value(r.body, "process_start_time_seconds");
+    assert_true(start > now - 120 && start <= now + 1);
+    assert_true(metric_value(r.body, "process_resident_memory_bytes") > 1e6);
+    assert_true(metric_value(r.body, "process_virtual_memory_bytes") >
+                metric_value(r.body, "process_resident_memory_bytes"));
+    double fds = metric_value(r.body, "process_open_fds");
+    assert_true(fds >= 4 && fds < 1000);   /* std streams, listener, ... */
+    assert_true(metric_value(r.body, "process_max_fds") >= fds);
+    assert_true(metric_value(r.body, "process_cpu_seconds_total") >= 0);
+    assert_non_null(strstr(r.body, "# TYPE process_cpu_seconds_total counter\n"));
+
+    char out[4096];
+    int rc = promtool_check(r.body, out, sizeof out);
+    if (rc != 0)
+        fail_msg("promtool check metrics: exit %d: %s", rc, out);
+    http_resp_free(&r);
+}
+
+/* ---- logs ---- */
+
+static void test_log_numbers_and_booleans_are_json_types(void **state)
+{
+    struct fx *fx = *state;
+    struct http_resp r;
+    int dead = mpserve_free_port();
+    fx->svc = mpserve_start(dead, (const char *const[]){
+                                "--pool-retries", "0", NULL });
+    assert_non_null(fx->svc);
+    char *m = message_json("to nowhere");
+    req(fx, "/v1/messages", m, NULL, &r);
+    free(m);
+    http_resp_free(&r);
+    assert_int_equal(mpserve_stop_clean(fx->svc, STOP_MS), 0);
+
+    json_t *l = log_events(fx, "listening");
+    assert_int_equal(json_array_size(l), 1);
+    json_t *port = json_object_get(json_array_get(l, 0), "port");
+    assert_true(json_is_integer(port));
+    assert_int_equal(json_integer_value(port), mpserve_port(fx->svc));
+    json_decref(l);
+
+    json_t *d = log_events(fx, "pool_drained");
+    assert_int_equal(json_array_size(d), 1);
+    assert_true(json_is_false(json_object_get(json_array_get(d, 0), "timed_out")));
+    assert_true(json_is_integer(json_object_get(json_array_get(d, 0),
+                                                "failed_queued")));
+    json_decref(d);
+
+    json_t *s = log_events(fx, "smtp");
+    assert_int_equal(json_array_size(s), 1);
+    json_t *o = json_array_get(s, 0);
+    assert_true(json_is_true(json_object_get(o, "unreachable")));
+    assert_true(json_is_integer(json_object_get(o, "attempts")));
+    json_decref(s);
+}
+
+/* Sends a message with X-Request-Id: sent; returns the id the service used
+   (caller frees) after checking the response header, the request log line
+   and the message's log line all carry it. */
+static char *request_id_roundtrip(struct fx *fx, const char *sent,
+                                  const char *subject)
+{
+    struct http_resp r;
+    char hdr[256];
+    snprintf(hdr, sizeof hdr, "X-Request-Id: %s", sent);
+    char *m = message_json(subject);
+    req(fx, "/v1/messages", m, (const char *const[]){ hdr, NULL }, &r);
+    free(m);
+    assert_int_equal(r.status, 200);
+    char *got = http_resp_header(&r, "X-Request-Id");
+    assert_non_null(got);
+    http_resp_free(&r);
+    sleep_ms(100);   /* the request line is written after the answer */
+    json_t *reqs = log_events(fx, "request"), *smtp = log_events(fx, "smtp");
+    int in_req = 0, in_smtp = 0;
+    for (size_t i = 0; i < json_array_size(reqs); i++)
+        in_req += strcmp(json_string_value(json_object_get(
+                             json_array_get(reqs, i), "request_id")), got) == 0;
+    for (size_t i = 0; i < json_array_size(smtp); i++)
+        in_smtp += strcmp(json_string_value(json_object_get(
+                              json_array_get(smtp, i), "request_id")), got) == 0;
+    json_decref(reqs);
+    json_decref(smtp);
+    assert_int_equal(in_req, 1);
+    assert_int_equal(in_smtp, 1);
+    return got;
+}
+
+/* 1 when s is 32 lowercase hex digits (an id the service made). */
+static int is_own_id(const char *s)
+{
+    size_t n = strspn(s, "0123456789abcdef");
+    return n == 32 && s[n] == '\0';
+}
+
+static void test_caller_request_id_is_kept_when_visible_ascii_up_to_64(void **state)
+{
+    struct fx *fx = *state;
+    fx->peer = peer_start_fake(NULL);
+    assert_non_null(fx->peer);
+    fx->svc = mpserve_start(peer_port(fx->peer), NULL);
+    assert_non_null(fx->svc);
+
+    const char *keep = "trace-00f/ABC_xyz.1:2~!";
+    char *got = request_id_roundtrip(fx, keep, "kept id");
+    assert_string_equal(got, keep);
+    free(got);
+
+    char longest[65];
+    memset(longest, 'k', 64);
+    longest[64] = '\0';
+    got = request_id_roundtrip(fx, longest, "64 characters");
+    assert_string_equal(got, longest);
+    free(got);
+
+    char too_long[66];
+    memset(too_long, 'k', 65);
+    too_long[65] = '\0';
+    const char *replaced[] = { too_long, "has space", "caf\xc3\xa9" };
+    for (size_t i = 0; i < sizeof replaced / sizeof replaced[0]; i++) {
+        got = request_id_roundtrip(fx, replaced[i], "replaced id");
+        if (!is_own_id(got))
+            fail_msg("X-Request-Id \"%s\" came back as \"%s\"", replaced[i], got);
+        free(got);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+        T(test_service_link_variables_are_ignored_with_one_warning),
+        T(test_near_miss_of_a_real_key_still_exits_2),
+        T(test_shutdown_delay_turns_readyz_503_while_work_is_taken),
+        T(test_second_signal_ends_the_shutdown_delay),
+        T(test_readyz_without_relay_follows_ready_requires_relay),
+        T(test_listen_colon_port_serves_and_healthcheck_finds_it),
+        T(test_https_listener_serves_tls_and_refuses_plaintext),
+        T(test_https_key_pair_checked_at_start),
+        T(test_process_metrics_are_true_and_promtool_accepts_metrics),
+        T(test_log_numbers_and_booleans_are_json_types),
+        T(test_caller_request_id_is_kept_when_visible_ascii_up_to_64),
+#undef T
+    };
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return rc;
+}
