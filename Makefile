@@ -51,6 +51,7 @@ deps-run:
 deps-test:
 	@scripts/deps.sh test
 	@scripts/deps.sh tools
+	@scripts/deps.sh exim
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

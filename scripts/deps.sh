@@ -4,14 +4,21 @@
 #   scripts/deps.sh build   compiler and libraries
 #   scripts/deps.sh run     build + the smtp-sink relay used by `make run`
 #   scripts/deps.sh test    run + every test peer and tool
-#   scripts/deps.sh tools   the npm linters in tools/ (npm ci)
+#   scripts/deps.sh tools   the npm tools in tools/ (npm ci): linters, and
+#                           smtp-server + mailparser for the test peers
+#   scripts/deps.sh exim    Exim 4 from Debian's .debs, extracted (never
+#                           installed: that would remove Postfix) into
+#                           $MAILPOOL_EXIM_DIR (default /var/cache/mailpool-test/exim)
 #   scripts/deps.sh container  podman, runc and debootstrap for `make container`
 set -eu
 
 build_pkgs="gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev
 libgnutls28-dev libinih-dev libsqlite3-dev"
 run_pkgs="postfix curl"
-test_pkgs="libcmocka-dev libcurl4-gnutls-dev python3 python3-aiosmtpd gnutls-bin valgrind"
+# sasl2-bin: the Postfix peer's sasldb; the lib* after it: what the unpacked
+# (not installed) Exim binary links against.
+test_pkgs="libcmocka-dev libcurl4-gnutls-dev python3 python3-aiosmtpd gnutls-bin valgrind
+sasl2-bin libsasl2-modules libidn12 libgnutls-dane0 libpcre2-8-0 libdb5.3"
 
 # Linters for deploy/ (yamllint) and /metrics (promtool, in prometheus).
 ops_pkgs="yamllint prometheus"
@@ -23,10 +30,37 @@ if [ "${1:-}" = tools ]; then
     if ! command -v npm >/dev/null 2>&1; then
         "$0" npm || exit 1
     fi
-    [ -d node_modules/dockerfile-utils ] && [ -d node_modules/@redocly/cli ] && exit 0
+    [ -d node_modules/dockerfile-utils ] && [ -d node_modules/@redocly/cli ] &&
+        [ -d node_modules/smtp-server ] && [ -d node_modules/mailparser ] && exit 0
     echo "deps: npm ci in tools/" >&2
     npm ci --no-audit --no-fund --loglevel=error >&2
     exit $?
+fi
+
+# Exim's binary and its shared files, unpacked from the Debian packages.
+if [ "${1:-}" = exim ]; then
+    dir=${MAILPOOL_EXIM_DIR:-/var/cache/mailpool-test/exim}
+    [ -x "$dir/root/usr/sbin/exim4" ] && exit 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "deps: the Exim peer needs root (apt-get download, a mount namespace)" >&2
+        exit 1
+    fi
+    echo "deps: unpacking exim4-daemon-light and exim4-base into $dir" >&2
+    tmp=$(mktemp -d)
+    chown _apt "$tmp" 2>/dev/null || chmod 0777 "$tmp"   # apt downloads as _apt
+    trap 'rm -rf "$tmp"' EXIT
+    (cd "$tmp" && { apt-get download exim4-daemon-light exim4-base >&2 ||
+        { apt-get update -q >&2 && apt-get download exim4-daemon-light exim4-base >&2; }; })
+    mkdir -p "$dir"
+    rm -rf "$dir/root.new"
+    for f in "$tmp"/*.deb; do dpkg -x "$f" "$dir/root.new"; done
+    rm -rf "$dir/root"
+    mv "$dir/root.new" "$dir/root"
+    if ldd "$dir/root/usr/sbin/exim4" | grep 'not found' >&2; then
+        echo "deps: the unpacked exim4 misses the libraries above (scripts/deps.sh test)" >&2
+        exit 1
+    fi
+    exit 0
 fi
 
 case "${1:-test}" in
@@ -38,7 +72,7 @@ case "${1:-test}" in
     test)  want="$build_pkgs $run_pkgs $test_pkgs" ;;
 
     container) want="$container_pkgs" ;;
-    *) echo "usage: $0 build|run|test|tools|bench|fuzz|container" >&2; exit 2 ;;
+    *) echo "usage: $0 build|run|test|tools|exim|bench|fuzz|container" >&2; exit 2 ;;
 esac
 
 [ "${1:-test}" = test ] && want="$want $ops_pkgs"

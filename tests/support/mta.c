@@ -1,0 +1,883 @@
+/*
+ * mta.c - the harness around the real mail servers used as test peers
+ * (see mta.h).
+ *
+ * Process control: every server process we start is our child, made with
+ * posix_spawn (stdin /dev/null, stdout and stderr appended to DIR/peer.log).
+ * Postfix: `postfix-peer.sh setup DIR` runs to completion, then
+ * `postfix -c DIR/etc start-fg` keeps the master in the foreground under the
+ * postfix-script shell (our child); mta_stop runs `postfix -c DIR/etc stop`,
+ * reaps our child, and checks that the master's pid (queue/pid/master.pid)
+ * is gone.  Exim: `exim-peer.sh run DIR` execs through unshare and sh into
+ * `exim -bdf`, so our child is the daemon.  smtp-server: node is our child.
+ * A server is ready when /proc/net/tcp shows every listener in LISTEN (no
+ * probe session), or for node when DIR/ready holds its port.  A start whose
+ * listener could not bind (a port taken between the probe and the bind) is
+ * tried again from the setup, START_TRIES times.
+ *
+ * Reading back: the Maildir (DIR/mail/inbox/{new,cur}) for Postfix and Exim,
+ * DIR/capture/N.{eml,json,parsed.json} for node (see mta.h).
+ *
+ * Finding the scripts: $MAILPOOL_ROOT, else the first of ".", "..", "../..",
+ * "../../.." and the directories above the test binary that holds
+ * tests/peers/postfix-peer.sh.  $MAILPOOL_NODE overrides /usr/bin/node.
+ *
+ * Errors: start functions print the reason and return NULL; the others
+ * return -1 or NULL.  Thread-safety: one struct mta per thread at a time;
+ * nothing global is mutable.
+ */
+#include "tests/support/mta.h"
+#include "tests/support/tsupport.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define READY_MS    15000   /* longest wait for a server to listen */
+#define SETUP_MS    30000   /* longest run of a setup script */
+#define STOP_MS     10000   /* longest wait for a server to stop */
+#define POLL_MS     25
+#define START_TRIES 3
+#define MAX_PORTS   8
+
+extern char **environ;
+
+enum mta_kind { MTA_POSTFIX, MTA_EXIM, MTA_NODE };
+
+struct mta_port {
+    char name[16];
+    int port;
+};
+
+struct mta {
+    enum mta_kind kind;
+    pid_t pid;                 /* our child; 0 once reaped */
+    pid_t master;              /* postfix: the master's pid; else 0 */
+    struct mta_port ports[MAX_PORTS];
+    size_t nports;
+    char root[PATH_MAX];       /* the source tree */
+    char dir[PATH_MAX];
+};
+
+/* Print "mta: ..." and a newline on stderr. */
+__attribute__((format(printf, 1, 2)))
+static void say(const char *f, ...)
+{
+    va_list ap;
+    va_start(ap, f);
+    fputs("mta: ", stderr);
+    vfprintf(stderr, f, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* snprintf into buf, 0 or -1 when it did not fit. */
+__attribute__((format(printf, 3, 4)))
+static int fmt(char *buf, size_t size, const char *f, ...)
+{
+    va_list ap;
+    va_start(ap, f);
+    int r = vsnprintf(buf, size, f, ap);
+    va_end(ap);
+    return r < 0 || (size_t)r >= size ? -1 : 0;
+}
+
+/* 1 if dir holds tests/peers/postfix-peer.sh, then its real path in root. */
+static int is_root(const char *dir, char *root, size_t size)
+{
+    char probe[PATH_MAX + 64];
+    if (fmt(probe, sizeof probe, "%s/tests/peers/postfix-peer.sh", dir) < 0)
+        return 0;
+    return access(probe, R_OK) == 0 && realpath(dir, root) && strlen(root) < size;
+}
+
+/* The source tree into root (see the top of the file); 0 or -1. */
+static int find_root(char *root, size_t size)
+{
+    static const char *const rel[] = { ".", "..", "../..", "../../.." };
+    const char *env = getenv("MAILPOOL_ROOT");
+    char exe[PATH_MAX], cand[2 * PATH_MAX];
+
+    if (env && *env && is_root(env, root, size))
+        return 0;
+    for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++)
+        if (is_root(rel[i], root, size))
+            return 0;
+    ssize_t r = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (r > 0) {
+        exe[r] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash)
+            *slash = '\0';
+        for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++)
+            if (fmt(cand, sizeof cand, "%s/%s", exe, rel[i]) == 0
+                && is_root(cand, root, size))
+                return 0;
+    }
+    say("cannot find tests/peers/postfix-peer.sh; set MAILPOOL_ROOT");
+    return -1;
+}
+
+/* Print DIR/name (its last tail bytes) on stderr. */
+static void show_file(const struct mta *m, const char *name, size_t tail)
+{
+    char path[2 * PATH_MAX];
+    size_t len = 0;
+    if (fmt(path, sizeof path, "%s/%s", m->dir, name) < 0)
+        return;
+    char *log = ts_slurp(path, &len);
+    if (!log || len == 0) {
+        free(log);
+        return;
+    }
+    const char *start = len > tail ? log + len - tail : log;
+    fprintf(stderr, "mta: --- %s ---\n%s%s", path, start,
+            log[len - 1] == '\n' ? "" : "\n");
+    free(log);
+}
+
+/* Print DIR/peer.log (its last tail bytes) on stderr. */
+static void show_log(const struct mta *m, size_t tail)
+{
+    show_file(m, "peer.log", tail);
+}
+
+/* The tails of the server's logs on stderr. */
+void mta_show_logs(const struct mta *m)
+{
+    static const char *const names[] = { "peer.log", "maillog", "log/mainlog",
+                                         "log/rejectlog", "log/paniclog" };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        show_file(m, names[i], 4000);
+}
+
+/* Spawn argv (NULL-ended) with output appended to DIR/peer.log; the pid,
+ * or -1. */
+static pid_t spawn_logged(const struct mta *m, const char *const *argv)
+{
+    char logpath[PATH_MAX + 16];
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    sigset_t none, deflt;
+    pid_t pid;
+
+    if (fmt(logpath, sizeof logpath, "%s/peer.log", m->dir) < 0)
+        return -1;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, logpath,
+                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 34)
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+#endif
+    sigemptyset(&none);
+    sigemptyset(&deflt);
+    sigaddset(&deflt, SIGTERM);
+    sigaddset(&deflt, SIGINT);
+    sigaddset(&deflt, SIGPIPE);
+    sigaddset(&deflt, SIGCHLD);
+    posix_spawnattr_init(&at);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setsigdefault(&at, &deflt);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    int rc = posix_spawn(&pid, argv[0], &fa, &at, (char *const *)(uintptr_t)argv,
+                         environ);
+    posix_spawnattr_destroy(&at);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) {
+        say("spawn %s: %s", argv[0], strerror(rc));
+        return -1;
+    }
+    return pid;
+}
+
+/* Waits up to ms for pid; its wait status, or -1 (still running: killed
+ * with SIGKILL and reaped). */
+static int wait_bounded(pid_t pid, int ms)
+{
+    int st;
+    for (long long end = ts_now_ms() + ms;; ts_sleep_ms(POLL_MS)) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return st;
+        if (r < 0)
+            return -1;
+        if (ts_now_ms() > end)
+            break;
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    return -1;
+}
+
+/* Runs argv to completion (SETUP_MS at most); 0 when it exited 0. */
+static int run_logged(const struct mta *m, const char *const *argv)
+{
+    pid_t pid = spawn_logged(m, argv);
+    if (pid < 0)
+        return -1;
+    int st = wait_bounded(pid, SETUP_MS);
+    if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        say("%s %s failed (status %d)", argv[0], argv[1] ? argv[1] : "", st);
+        return -1;
+    }
+    return 0;
+}
+
+/* 1 if our child has exited (and is reaped), 0 if it runs. */
+static int child_gone(struct mta *m)
+{
+    int st;
+    if (m->pid <= 0)
+        return 1;
+    if (waitpid(m->pid, &st, WNOHANG) == 0)
+        return 0;
+    m->pid = 0;
+    return 1;
+}
+
+/* 1 if pid is a live process (not a zombie). */
+static int alive(pid_t pid)
+{
+    char path[64];
+    if (pid <= 0 || kill(pid, 0) < 0)
+        return 0;
+    if (fmt(path, sizeof path, "/proc/%d/stat", (int)pid) < 0)
+        return 1;
+    char *st = ts_slurp(path, NULL);
+    if (!st)
+        return 0;
+    const char *paren = strrchr(st, ')');
+    int zombie = paren && paren[1] == ' ' && paren[2] == 'Z';
+    free(st);
+    return !zombie;
+}
+
+/* 1 if /proc/net/tcp lists 127.0.0.1:port in LISTEN. */
+static int port_listening(int port)
+{
+    char *tab = ts_slurp("/proc/net/tcp", NULL);
+    int found = 0;
+    for (char *line = tab ? strchr(tab, '\n') : NULL; line && !found;
+         line = strchr(line, '\n')) {
+        unsigned long addr;
+        unsigned lport, st;
+        line++;
+        if (sscanf(line, "%*u: %lx:%x %*x:%*x %x", &addr, &lport, &st) == 3
+            && (int)lport == port && st == 0x0A
+            && (addr == 0x0100007FUL || addr == 0))
+            found = 1;
+    }
+    free(tab);
+    return found;
+}
+
+/* Reads DIR/ports ("NAME PORT" lines) into m->ports; 0 or -1. */
+static int read_ports(struct mta *m)
+{
+    char path[PATH_MAX + 16];
+    if (fmt(path, sizeof path, "%s/ports", m->dir) < 0)
+        return -1;
+    char *txt = ts_slurp(path, NULL);
+    if (!txt) {
+        say("no %s", path);
+        return -1;
+    }
+    m->nports = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(txt, "\n", &save); line && m->nports < MAX_PORTS;
+         line = strtok_r(NULL, "\n", &save)) {
+        struct mta_port *p = &m->ports[m->nports];
+        char *sp = strchr(line, ' ');
+        if (!sp || (size_t)(sp - line) >= sizeof p->name)
+            continue;
+        memcpy(p->name, line, (size_t)(sp - line));
+        p->name[sp - line] = '\0';
+        char *e;
+        long v = strtol(sp + 1, &e, 10);
+        if (e == sp + 1 || v <= 0 || v > 65535)
+            continue;
+        p->port = (int)v;
+        m->nports++;
+    }
+    free(txt);
+    return m->nports > 0 ? 0 : -1;
+}
+
+/* Waits until every listener is in LISTEN; 0, or -1 when the child died
+ * or READY_MS passed. */
+static int wait_listening(struct mta *m)
+{
+    for (long long end = ts_now_ms() + READY_MS; ts_now_ms() < end;
+         ts_sleep_ms(POLL_MS)) {
+        size_t up = 0;
+        for (size_t i = 0; i < m->nports; i++)
+            up += (size_t)port_listening(m->ports[i].port);
+        if (up == m->nports)
+            return 0;
+        if (child_gone(m))
+            return -1;
+    }
+    say("%s: not listening after %d ms", m->dir, READY_MS);
+    return -1;
+}
+
+/* A new struct with a fresh private directory; NULL on error. */
+static struct mta *mta_new(enum mta_kind kind)
+{
+    struct mta *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    m->kind = kind;
+    const char *tmp = getenv("TMPDIR");
+    if (!tmp || !*tmp)
+        tmp = "/tmp";
+    if (find_root(m->root, sizeof m->root) < 0
+        || fmt(m->dir, sizeof m->dir, "%s/mailpool-mta-XXXXXX", tmp) < 0
+        || !mkdtemp(m->dir)) {
+        say("cannot make a directory in %s: %s", tmp, strerror(errno));
+        free(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* Empties the directory for another try (the log stays). */
+static void clear_dir(struct mta *m)
+{
+    char path[PATH_MAX + 16];
+    static const char *const sub[] = { "etc", "queue", "data", "mail", "sasl",
+                                       "spool", "log", "nss" };
+    for (size_t i = 0; i < sizeof sub / sizeof sub[0]; i++)
+        if (fmt(path, sizeof path, "%s/%s", m->dir, sub[i]) == 0)
+            ts_rmtree(path);
+}
+
+/* A failed start: show the log, stop what runs, free. */
+static struct mta *start_failed(struct mta *m)
+{
+    show_log(m, 6000);
+    mta_stop(m);
+    return NULL;
+}
+
+/* One try at Postfix: setup, start-fg, wait; 0 or -1. */
+static int postfix_try(struct mta *m)
+{
+    char script[PATH_MAX + 64], etc[PATH_MAX + 16], pidf[PATH_MAX + 32];
+    fmt(script, sizeof script, "%s/tests/peers/postfix-peer.sh", m->root);
+    fmt(etc, sizeof etc, "%s/etc", m->dir);
+    const char *setup[] = { "/bin/bash", script, "setup", m->dir, NULL };
+    const char *run[] = { "/usr/sbin/postfix", "-c", etc, "start-fg", NULL };
+    if (run_logged(m, setup) < 0 || read_ports(m) < 0)
+        return -1;
+    if ((m->pid = spawn_logged(m, run)) < 0) {
+        m->pid = 0;
+        return -1;
+    }
+    if (wait_listening(m) < 0)
+        return -1;
+    fmt(pidf, sizeof pidf, "%s/queue/pid/master.pid", m->dir);
+    for (long long end = ts_now_ms() + READY_MS; ts_now_ms() < end && !m->master;
+         ts_sleep_ms(POLL_MS)) {
+        char *txt = ts_slurp(pidf, NULL);
+        long v = txt ? strtol(txt, NULL, 10) : 0;
+        free(txt);
+        m->master = v > 0 ? (pid_t)v : 0;
+    }
+    return m->master ? 0 : -1;
+}
+
+/* Start a private Postfix (see mta.h). */
+struct mta *mta_start_postfix(void)
+{
+    struct mta *m = mta_new(MTA_POSTFIX);
+    if (!m)
+        return NULL;
+    for (int i = 0; i < START_TRIES; i++) {
+        if (postfix_try(m) == 0)
+            return m;
+        if (m->pid > 0 || m->master > 0)
+            break;                 /* not a lost bind race: give up */
+        clear_dir(m);
+    }
+    return start_failed(m);
+}
+
+/* Start a private Exim (see mta.h). */
+struct mta *mta_start_exim(void)
+{
+    char script[PATH_MAX + 64];
+    struct mta *m = mta_new(MTA_EXIM);
+    if (!m)
+        return NULL;
+    fmt(script, sizeof script, "%s/tests/peers/exim-peer.sh", m->root);
+    const char *setup[] = { "/bin/bash", script, "setup", m->dir, NULL };
+    const char *run[] = { "/bin/bash", script, "run", m->dir, NULL };
+    for (int i = 0; i < START_TRIES; i++) {
+        if (run_logged(m, setup) < 0 || read_ports(m) < 0)
+            return start_failed(m);
+        if ((m->pid = spawn_logged(m, run)) < 0) {
+            m->pid = 0;
+            return start_failed(m);
+        }
+        if (wait_listening(m) == 0)
+            return m;
+        if (m->pid > 0)
+            break;
+        clear_dir(m);
+    }
+    return start_failed(m);
+}
+
+/* Waits for DIR/ready to hold node's port; 0 or -1. */
+static int node_ready(struct mta *m)
+{
+    char path[PATH_MAX + 16];
+    fmt(path, sizeof path, "%s/ready", m->dir);
+    for (long long end = ts_now_ms() + READY_MS; ts_now_ms() < end;
+         ts_sleep_ms(POLL_MS)) {
+        char *txt = ts_slurp(path, NULL);
+        long v = txt ? strtol(txt, NULL, 10) : 0;
+        free(txt);
+        if (v > 0 && v < 65536) {
+            memcpy(m->ports[0].name, "smtp", 5);
+            m->ports[0].port = (int)v;
+            m->nports = 1;
+            return 0;
+        }
+        if (child_gone(m))
+            return -1;
+    }
+    say("%s: no ready file after %d ms", m->dir, READY_MS);
+    return -1;
+}
+
+/* Writes DIR/authpass; 0 or -1. */
+static int write_authpass(const struct mta *m)
+{
+    char path[PATH_MAX + 16];
+    fmt(path, sizeof path, "%s/authpass", m->dir);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fputs("s3cret-pw\n", f);
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+/* Start smtp_server_peer.js (see mta.h). */
+struct mta *mta_start_node(int flags, const char *const *extra)
+{
+    char js[PATH_MAX + 64], ready[PATH_MAX + 16], cap[PATH_MAX + 16],
+         cert[PATH_MAX + 16], key[PATH_MAX + 16], pass[PATH_MAX + 16],
+         mkcert[PATH_MAX + 64];
+    const char *argv[48];
+    size_t n = 0;
+    const char *node = getenv("MAILPOOL_NODE");
+    struct mta *m = mta_new(MTA_NODE);
+    if (!m)
+        return NULL;
+    fmt(js, sizeof js, "%s/tests/peers/smtp_server_peer.js", m->root);
+    fmt(ready, sizeof ready, "%s/ready", m->dir);
+    fmt(cap, sizeof cap, "%s/capture", m->dir);
+    fmt(cert, sizeof cert, "%s/cert.pem", m->dir);
+    fmt(key, sizeof key, "%s/key.pem", m->dir);
+    fmt(pass, sizeof pass, "%s/authpass", m->dir);
+    fmt(mkcert, sizeof mkcert, "%s/tests/peers/make-cert.sh", m->root);
+    const char *mk[] = { "/bin/sh", mkcert, m->dir, NULL };
+    if (run_logged(m, mk) < 0 || write_authpass(m) < 0)
+        return start_failed(m);
+    argv[n++] = node && *node ? node : "/usr/bin/node";
+    argv[n++] = js;
+    argv[n++] = "--ready-file";
+    argv[n++] = ready;
+    argv[n++] = "--capture-dir";
+    argv[n++] = cap;
+    if (flags & MTA_NODE_TLS) {
+        argv[n++] = "--tls-cert";
+        argv[n++] = cert;
+        argv[n++] = "--tls-key";
+        argv[n++] = key;
+    }
+    if (flags & MTA_NODE_AUTH) {
+        argv[n++] = "--auth-user";
+        argv[n++] = MTA_AUTH_USER;
+        argv[n++] = "--auth-pass-file";
+        argv[n++] = pass;
+    }
+    for (size_t i = 0; extra && extra[i] && n < sizeof argv / sizeof argv[0] - 1; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    if ((m->pid = spawn_logged(m, argv)) < 0) {
+        m->pid = 0;
+        return start_failed(m);
+    }
+    if (node_ready(m) < 0)
+        return start_failed(m);
+    return m;
+}
+
+/* Stops Postfix: `postfix stop`, reap the script, check the master. */
+static int stop_postfix(struct mta *m)
+{
+    char etc[PATH_MAX + 16];
+    int rc = 0;
+    fmt(etc, sizeof etc, "%s/etc", m->dir);
+    const char *stop[] = { "/usr/sbin/postfix", "-c", etc, "stop", NULL };
+    if (m->pid > 0 || alive(m->master))
+        run_logged(m, stop);
+    if (m->pid > 0 && wait_bounded(m->pid, STOP_MS) == -1) {
+        say("%s: postfix start-fg did not end; killed", m->dir);
+        rc = -1;
+    }
+    m->pid = 0;
+    for (long long end = ts_now_ms() + STOP_MS; alive(m->master) && ts_now_ms() < end;)
+        ts_sleep_ms(POLL_MS);
+    if (alive(m->master)) {
+        say("%s: postfix master %d still runs; killed", m->dir, (int)m->master);
+        kill(m->master, SIGKILL);
+        rc = -1;
+    }
+    return rc;
+}
+
+/* Stop (see mta.h). */
+int mta_stop(struct mta *m)
+{
+    int rc = 0;
+    if (!m)
+        return 0;
+    if (m->kind == MTA_POSTFIX) {
+        rc = stop_postfix(m);
+    } else if (m->pid > 0) {
+        kill(m->pid, SIGTERM);
+        if (wait_bounded(m->pid, STOP_MS) == -1) {
+            say("%s: pid %d did not stop on SIGTERM; killed", m->dir, (int)m->pid);
+            rc = -1;
+        }
+        m->pid = 0;
+    }
+    const char *verbose = getenv("PEER_VERBOSE");
+    if (verbose && *verbose && strcmp(verbose, "0") != 0)
+        mta_show_logs(m);
+    const char *keep = getenv("MTA_KEEP");
+    if (keep && *keep && strcmp(keep, "0") != 0)
+        say("kept %s", m->dir);
+    else
+        ts_rmtree(m->dir);
+    free(m);
+    return rc;
+}
+
+/* The port of a listener by name (NULL: the first); -1 if none. */
+int mta_port(const struct mta *m, const char *listener)
+{
+    for (size_t i = 0; i < m->nports; i++)
+        if (!listener || strcmp(m->ports[i].name, listener) == 0)
+            return m->ports[i].port;
+    return -1;
+}
+
+/* "127.0.0.1:PORT" of a listener into buf. */
+const char *mta_hostport(const struct mta *m, const char *listener, char *buf,
+                         size_t size)
+{
+    int port = mta_port(m, listener);
+    return port > 0 && fmt(buf, size, "127.0.0.1:%d", port) == 0 ? buf : NULL;
+}
+
+/* The private directory. */
+const char *mta_dir(const struct mta *m)
+{
+    return m->dir;
+}
+
+/* DIR/name, caller frees. */
+char *mta_path(const struct mta *m, const char *name)
+{
+    char path[2 * PATH_MAX];
+    return fmt(path, sizeof path, "%s/%s", m->dir, name) == 0 ? strdup(path) : NULL;
+}
+
+/* Our child's pid. */
+pid_t mta_pid(const struct mta *m)
+{
+    return m->pid;
+}
+
+/* Postfix's master, or our child. */
+pid_t mta_server_pid(const struct mta *m)
+{
+    return m->kind == MTA_POSTFIX ? m->master : m->pid;
+}
+
+/* ---- Reading back ---------------------------------------------------- */
+
+/* A growable array of copies. */
+struct msgs {
+    struct mta_msg *v;
+    size_t n, cap;
+};
+
+/* A free slot at the end; NULL on no memory. */
+static struct mta_msg *msgs_push(struct msgs *a)
+{
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 64;
+        struct mta_msg *v = realloc(a->v, cap * sizeof *v);
+        if (!v)
+            return NULL;
+        a->v = v;
+        a->cap = cap;
+    }
+    memset(&a->v[a->n], 0, sizeof a->v[0]);
+    return &a->v[a->n++];
+}
+
+/* Points msg->body after the first empty line. */
+static void set_body(struct mta_msg *msg)
+{
+    const char *d = (const char *)msg->data;
+    const char *e = strstr(d, "\r\n\r\n");
+    msg->body = e ? e + 4 : d + msg->len;
+    if (d[0] == '\r' && d[1] == '\n')
+        msg->body = d + 2;
+}
+
+/* LF -> CRLF (a stored CRLF stays as is); caller frees. */
+static unsigned char *lf_to_crlf(const char *in, size_t len, size_t *out_len)
+{
+    unsigned char *out = malloc(2 * len + 1);
+    size_t o = 0;
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < len; i++) {
+        if (in[i] == '\n' && (i == 0 || in[i - 1] != '\r'))
+            out[o++] = '\r';
+        out[o++] = (unsigned char)in[i];
+    }
+    out[o] = '\0';
+    *out_len = o;
+    return out;
+}
+
+/* The first field called name, unfolded and trimmed; caller frees. */
+char *mta_msg_header(const struct mta_msg *msg, const char *name)
+{
+    const char *p = (const char *)msg->data, *end = msg->body;
+    size_t nl = strlen(name);
+    while (p < end) {
+        const char *eol = strstr(p, "\r\n");
+        if (!eol || eol >= end)
+            break;
+        if ((size_t)(eol - p) > nl && strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+            const char *v = p + nl + 1;
+            const char *stop = eol;
+            while (stop + 2 < end && (stop[2] == ' ' || stop[2] == '\t'))
+                stop = strstr(stop + 2, "\r\n");   /* folded: take the lines */
+            size_t len = (size_t)(stop - v), o = 0;
+            char *out = malloc(len + 1);
+            if (!out)
+                return NULL;
+            for (size_t i = 0; i < len; i++)
+                if (v[i] != '\r' && v[i] != '\n')
+                    out[o++] = v[i];
+            out[o] = '\0';
+            char *s = out;
+            while (*s == ' ' || *s == '\t')
+                s++;
+            memmove(out, s, strlen(s) + 1);
+            return out;
+        }
+        p = eol + 2;
+    }
+    return NULL;
+}
+
+/* Appends the Maildir files of one subdirectory; 0 or -1. */
+static int read_maildir(const struct mta *m, const char *sub, struct msgs *a)
+{
+    char dpath[PATH_MAX + 32], fpath[2 * PATH_MAX];
+    fmt(dpath, sizeof dpath, "%s/mail/inbox/%s", m->dir, sub);
+    DIR *d = opendir(dpath);
+    if (!d)
+        return errno == ENOENT ? 0 : -1;
+    int rc = 0;
+    for (struct dirent *e; rc == 0 && (e = readdir(d)) != NULL;) {
+        if (e->d_name[0] == '.')
+            continue;
+        if (fmt(fpath, sizeof fpath, "%s/%s", dpath, e->d_name) < 0)
+            continue;
+        size_t len;
+        char *raw = ts_slurp(fpath, &len);
+        struct mta_msg *msg = raw ? msgs_push(a) : NULL;
+        if (!msg || !(msg->data = lf_to_crlf(raw, len, &msg->len))
+            || !(msg->file = strdup(fpath))) {
+            free(raw);
+            rc = -1;
+            break;
+        }
+        free(raw);
+        set_body(msg);
+        msg->rcpt = mta_msg_header(msg, m->kind == MTA_POSTFIX ? "Delivered-To"
+                                                               : "Envelope-to");
+        if (!msg->rcpt)
+            msg->rcpt = strdup("");
+    }
+    closedir(d);
+    return rc;
+}
+
+/* Appends one entry per recipient of capture/BASE.json; 0 or -1. */
+static int read_node_one(const struct mta *m, const char *base, struct msgs *a)
+{
+    char path[2 * PATH_MAX];
+    size_t len;
+    fmt(path, sizeof path, "%s/capture/%s.json", m->dir, base);
+    char *env = ts_slurp(path, NULL);
+    fmt(path, sizeof path, "%s/capture/%s.parsed.json", m->dir, base);
+    char *parsed = ts_slurp(path, NULL);
+    fmt(path, sizeof path, "%s/capture/%s.eml", m->dir, base);
+    char *raw = ts_slurp(path, &len);
+    json_t *j = env ? json_loads(env, 0, NULL) : NULL;
+    json_t *rcpts = json_object_get(j, "rcpt_to");
+    int rc = env && parsed && raw && json_is_array(rcpts) ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < json_array_size(rcpts); i++) {
+        struct mta_msg *msg = msgs_push(a);
+        const char *r = json_string_value(json_array_get(rcpts, i));
+        if (!msg) {
+            rc = -1;
+            break;
+        }
+        msg->len = len;
+        msg->data = malloc(len + 1);
+        msg->rcpt = strdup(r ? r : "");
+        msg->envelope = strdup(env);
+        msg->parsed = strdup(parsed);
+        msg->file = strdup(path);
+        if (!msg->data || !msg->rcpt || !msg->envelope || !msg->parsed || !msg->file) {
+            rc = -1;
+            break;
+        }
+        memcpy(msg->data, raw, len + 1);
+        set_body(msg);
+    }
+    json_decref(j);
+    free(env);
+    free(parsed);
+    free(raw);
+    return rc;
+}
+
+/* Appends every captured message of node; 0 or -1. */
+static int read_node(const struct mta *m, struct msgs *a)
+{
+    char dpath[PATH_MAX + 16], base[NAME_MAX + 1];
+    fmt(dpath, sizeof dpath, "%s/capture", m->dir);
+    DIR *d = opendir(dpath);
+    if (!d)
+        return errno == ENOENT ? 0 : -1;
+    int rc = 0;
+    for (struct dirent *e; rc == 0 && (e = readdir(d)) != NULL;) {
+        size_t l = strlen(e->d_name);
+        if (l < 6 || l - 5 >= sizeof base || strcmp(e->d_name + l - 5, ".json") != 0
+            || strstr(e->d_name, ".parsed.json"))
+            continue;
+        memcpy(base, e->d_name, l - 5);
+        base[l - 5] = '\0';
+        rc = read_node_one(m, base, a);
+    }
+    closedir(d);
+    return rc;
+}
+
+/* Order: by file, then by recipient. */
+static int msg_cmp(const void *x, const void *y)
+{
+    const struct mta_msg *a = x, *b = y;
+    int c = strcmp(a->file, b->file);
+    return c ? c : strcmp(a->rcpt, b->rcpt);
+}
+
+/* Every copy delivered so far (see mta.h). */
+int mta_messages(struct mta *m, struct mta_msg **out, size_t *n)
+{
+    struct msgs a = { 0 };
+    int rc;
+    if (m->kind == MTA_NODE)
+        rc = read_node(m, &a);
+    else
+        rc = read_maildir(m, "new", &a) < 0 ? -1 : read_maildir(m, "cur", &a);
+    if (rc < 0) {
+        mta_msgs_free(a.v, a.n);
+        return -1;
+    }
+    if (a.n > 1)
+        qsort(a.v, a.n, sizeof a.v[0], msg_cmp);
+    *out = a.v;
+    *n = a.n;
+    return 0;
+}
+
+/* Frees what mta_messages returned. */
+void mta_msgs_free(struct mta_msg *msgs, size_t n)
+{
+    for (size_t i = 0; msgs && i < n; i++) {
+        free(msgs[i].rcpt);
+        free(msgs[i].data);
+        free(msgs[i].envelope);
+        free(msgs[i].parsed);
+        free(msgs[i].file);
+    }
+    free(msgs);
+}
+
+/* Copies delivered so far: Maildir entries, or node's recipients. */
+static int count_copies(struct mta *m)
+{
+    if (m->kind == MTA_NODE) {
+        struct mta_msg *v;
+        size_t n;
+        if (mta_messages(m, &v, &n) < 0)
+            return -1;
+        mta_msgs_free(v, n);
+        return (int)n;
+    }
+    int count = 0;
+    static const char *const sub[] = { "new", "cur" };
+    for (size_t i = 0; i < 2; i++) {
+        char dpath[PATH_MAX + 32];
+        fmt(dpath, sizeof dpath, "%s/mail/inbox/%s", m->dir, sub[i]);
+        DIR *d = opendir(dpath);
+        for (struct dirent *e; d && (e = readdir(d)) != NULL;)
+            count += e->d_name[0] != '.';
+        if (d)
+            closedir(d);
+    }
+    return count;
+}
+
+/* Polls until n copies are there or timeout_ms passed. */
+int mta_wait_messages(struct mta *m, size_t n, int timeout_ms)
+{
+    int seen = -1;
+    for (long long end = ts_now_ms() + timeout_ms;; ts_sleep_ms(50)) {
+        seen = count_copies(m);
+        if (seen < 0 || (size_t)seen >= n || ts_now_ms() > end)
+            return seen;
+    }
+}
