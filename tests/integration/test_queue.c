@@ -395,6 +395,7 @@ struct idem_call {
     pthread_t t;
     long status;
     int replayed;
+    char err[256];              /* why no answer came */
 };
 
 static void *idem_main(void *arg)
@@ -414,6 +415,8 @@ static void *idem_main(void *arg)
         c->replayed = v != NULL;
         free(v);
         http_resp_free(&r);
+    } else {
+        snprintf(c->err, sizeof c->err, "%s", r.err);
     }
     return NULL;
 }
@@ -433,7 +436,7 @@ static void test_50_concurrent_posts_with_one_key_send_once(void **state)
     for (int i = 0; i < 50; i++) {
         pthread_join(c[i].t, NULL);
         if (c[i].status >= 500 || c[i].status == 0)
-            fail_msg("call %d answered %ld", i, c[i].status);
+            fail_msg("call %d answered %ld %s", i, c[i].status, c[i].err);
         ok += c[i].status == 200 && !c[i].replayed;
         replays += c[i].status == 200 && c[i].replayed;
         busy += c[i].status == 409;
@@ -702,5 +705,11 @@ int main(void)
         T(test_full_or_read_only_disk_is_503_and_loses_nothing),
     };
     signal(SIGPIPE, SIG_IGN);
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    /* libcurl's global state before any thread uses it (the concurrent
+       idempotency test runs 50 clients at once). */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return 1;
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return rc;
 }
