@@ -569,12 +569,11 @@ static int dsn_check(const struct smtp_send_opts *so, char *why, size_t whylen)
         return -1;
     }
     if (so->dsn_envid != NULL) {
-        size_t n = strlen(so->dsn_envid);
-        for (size_t i = 0; i < n; i++)
-            if ((unsigned char)so->dsn_envid[i] < 32 ||
-                (unsigned char)so->dsn_envid[i] > 126)
-                n = 999;
-        if (n > 100) {
+        size_t n = strlen(so->dsn_envid), i = 0;
+        while (i < n && (unsigned char)so->dsn_envid[i] >= 32 &&
+               (unsigned char)so->dsn_envid[i] <= 126)
+            i++;
+        if (i < n || n > 100) {
             snprintf(why, whylen, "DSN ENVID must be at most 100 printable "
                      "ASCII characters");
             return -1;
