@@ -17,17 +17,17 @@
 
 struct api;
 
-/* Binds cfg->http.listen and starts serving; NULL with err set on failure.
-   cfg and pool are borrowed and must outlive the api. */
-struct api *api_start(const struct cfg *cfg, struct pool *pool, char *err,
-                      size_t errlen);
 struct queue;
 struct delivery;
-/* Serves the asynchronous routes from q (Prefer: respond-async, message
-   status, cancel, Idempotency-Key) and kicks d after each commit; both
-   borrowed, outliving the api.  Call before traffic (right after
-   api_start). */
-void api_set_queue(struct api *api, struct queue *q, struct delivery *d);
+
+/* Binds cfg->http.listen and starts serving; NULL with err set on failure.
+   The asynchronous routes (Prefer: respond-async, message status, cancel,
+   Idempotency-Key) use queue (NULL: they answer 503, and keys are not
+   kept), and delivery (may be NULL) is kicked after each commit.  cfg,
+   pool, queue and delivery are borrowed and must outlive the api. */
+struct api *api_start(const struct cfg *cfg, struct pool *pool,
+                      struct queue *queue, struct delivery *delivery,
+                      char *err, size_t errlen);
 /* The port actually bound (useful when listen asked for port 0). */
 int api_port(const struct api *api);
 /* While draining, /readyz answers 503 and new work gets 503 Retry-After. */

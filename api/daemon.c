@@ -1,8 +1,8 @@
 /*
  * api/daemon.c - starting and stopping the libmicrohttpd daemon.
  *
- * Public: api_start, api_set_queue, api_port, api_set_draining,
- * api_set_stopping, api_stop
+ * Public: api_start, api_port, api_set_draining, api_set_stopping,
+ * api_stop
  * (api.h).
  *
  * MHD runs an internal thread pool (http.threads) over epoll, with
@@ -207,12 +207,6 @@ static struct api *api_alloc(const struct cfg *cfg, struct pool *pool)
     return api;
 }
 
-void api_set_queue(struct api *api, struct queue *q, struct delivery *d)
-{
-    api->queue = q;
-    api->delivery = d;
-}
-
 /* The whole of a PEM file (at most 1 MiB) as a new string; NULL with err
    naming key. */
 static char *read_pem(const char *key, const char *path, char *err,
@@ -275,8 +269,9 @@ static void daemon_options(const struct api *api, const struct cfg *cfg,
     o[n] = (struct MHD_OptionItem){ MHD_OPTION_END, 0, NULL };
 }
 
-struct api *api_start(const struct cfg *cfg, struct pool *pool, char *err,
-                      size_t errlen)
+struct api *api_start(const struct cfg *cfg, struct pool *pool,
+                      struct queue *queue, struct delivery *delivery,
+                      char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     socklen_t sslen = 0;
@@ -285,6 +280,8 @@ struct api *api_start(const struct cfg *cfg, struct pool *pool, char *err,
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    api->queue = queue;             /* before any MHD thread runs */
+    api->delivery = delivery;
     if (parse_listen(cfg->http.listen, &ss, &sslen, err, errlen) < 0) {
         api_free(api);
         return NULL;

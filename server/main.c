@@ -452,7 +452,9 @@ static int cmd_serve(int argc, char **argv)
     struct delivery *delivery = delivery_start(pool, queue, &cfg, err,
                                                sizeof err);
     struct api *api = delivery != NULL
-                          ? api_start(&cfg, pool, err, sizeof err) : NULL;
+                          ? api_start(&cfg, pool, queue, delivery, err,
+                                      sizeof err)
+                          : NULL;
     if (api == NULL) {
         fprintf(stderr, "mailpool: %s\n", err);
         delivery_stop(delivery);
@@ -463,7 +465,6 @@ static int cmd_serve(int argc, char **argv)
         cfg_free(&cfg);
         return 1;
     }
-    api_set_queue(api, queue, delivery);
     log_event_num(LOG_INFO, "listening", (struct log_field[]){
                       LOG_STR("listen", cfg.http.listen),
                       LOG_NUM("port", api_port(api)),
