@@ -233,7 +233,8 @@ void api_async_fingerprint(struct api_req *req)
         return;
     gnutls_hash(h, api_route_name(req->route),
                 strlen(api_route_name(req->route)) + 1);
-    gnutls_hash(h, req->async ? "async" : "sync", 6);
+    const char *mode = req->async ? "async" : "sync";
+    gnutls_hash(h, mode, strlen(mode) + 1);
     if (req->body != NULL)
         gnutls_hash(h, req->body, req->len);
     gnutls_hash_deinit(h, d);
