@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 from common import free_port, wait_port
 
@@ -187,18 +188,32 @@ def wrk(url, body_file, conns, secs, prefer=None):
     return json.loads(m.group(1))
 
 
-def http_rate(sink_port, path, per_req, prefer=None, extra=()):
-    """Median messages/s of wrk POSTing path's body through a fresh service."""
-    rates = []
+def http_runs(sink_port, path, per_req, prefer=None, extra=()):
+    """RUNS runs of wrk POSTing path's body through a fresh service each time:
+    lists of messages/s, p50 and p99 (ms), peak RSS (MiB) and CPU seconds
+    per 10,000 messages."""
+    out = {"rate": [], "p50": [], "p99": [], "rss": [], "cpu": []}
     for _ in range(RUNS):
         mp, port = start_mailpool(sink_port, 8, extra=extra)
+        _, cpu0 = proc_stats(mp.p.pid)
         r = wrk("http://127.0.0.1:%d/v1/messages%s" % (port, "/batch" if per_req > 1 else ""),
                 path, 32 if per_req == 1 else 4, SECS, prefer)
+        hwm, cpu1 = proc_stats(mp.p.pid)
         mp.stop()
         if r["errors"]:
             print("bench: %d wrk errors" % r["errors"])
-        rates.append(r["requests"] * per_req / SECS)
-    return statistics.median(rates)
+        n = r["requests"] * per_req
+        out["rate"].append(n / SECS)
+        out["p50"].append(r["p50"] / 1000.0)
+        out["p99"].append(r["p99"] / 1000.0)
+        out["rss"].append(hwm / 1024.0)
+        out["cpu"].append((cpu1 - cpu0) / max(n, 1) * 10000)
+    return out
+
+
+def http_rate(sink_port, path, per_req, prefer=None, extra=()):
+    """Median messages/s of http_runs."""
+    return statistics.median(http_runs(sink_port, path, per_req, prefer, extra)["rate"])
 
 
 def queue_drain(sink_port, n):
@@ -207,7 +222,6 @@ def queue_drain(sink_port, n):
     base = "http://127.0.0.1:%d" % port
     at = time.time() + 20
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
-    import urllib.request
     for k in range(0, n, 1000):
         msgs = [dict(message(i), send_at=when) for i in range(k, min(n, k + 1000))]
         req = urllib.request.Request(base + "/v1/messages/batch",
@@ -265,27 +279,14 @@ def http_layer(sink_port, ref):
         json.dump({"messages": [message(i) for i in range(100)]}, f)
     for name, path, per_req, target in (("one message a request", one, 1, 0.6),
                                         ("batches of 100", batch, 100, 1.0)):
-        rates, p50s, p99s, rss, cpu = [], [], [], [], []
-        for _ in range(RUNS):
-            mp, port = start_mailpool(sink_port, 8)
-            _, cpu0 = proc_stats(mp.p.pid)
-            r = wrk("http://127.0.0.1:%d/v1/messages%s" % (port, "/batch" if per_req > 1 else ""),
-                    path, 32 if per_req == 1 else 4, SECS)
-            hwm, cpu1 = proc_stats(mp.p.pid)
-            mp.stop()
-            n = r["requests"] * per_req
-            rates.append(n / SECS)
-            p50s.append(r["p50"] / 1000.0)
-            p99s.append(r["p99"] / 1000.0)
-            rss.append(hwm / 1024.0)
-            cpu.append((cpu1 - cpu0) / max(n, 1) * 10000)
-        row("http", "HTTP %s, 8 SMTP conns" % name, statistics.median(rates), "msg/s",
+        m = {k: statistics.median(v) for k, v in http_runs(sink_port, path, per_req).items()}
+        row("http", "HTTP %s, 8 SMTP conns" % name, m["rate"], "msg/s",
             ref[8], ">= %.1f" % target)
-        row("http", "  p50 latency per request", statistics.median(p50s), "ms")
-        row("http", "  p99 latency per request", statistics.median(p99s), "ms", None,
+        row("http", "  p50 latency per request", m["p50"], "ms")
+        row("http", "  p99 latency per request", m["p99"], "ms", None,
             "< 10" if per_req == 1 else None)
-        row("http", "  peak RSS of mailpool", statistics.median(rss), "MiB")
-        row("http", "  CPU seconds per 10,000 messages", statistics.median(cpu), "s")
+        row("http", "  peak RSS of mailpool", m["rss"], "MiB")
+        row("http", "  CPU seconds per 10,000 messages", m["cpu"], "s")
 
 
 def peers(sink_port, ref):

@@ -118,34 +118,10 @@ const char *mpserve_binary(char *buf, size_t size)
     return n > 0 && (size_t)n < size && access(buf, X_OK) == 0 ? buf : NULL;
 }
 
-/* posix_spawn of argv with stdout and stderr to logpath; 0 or -1. */
+/* ts_spawn_logged, saying why on failure; 0 or -1. */
 static int spawn(pid_t *pid, char *const *argv, const char *logpath)
 {
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    sigset_t none, deflt;
-    int rc;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, logpath,
-                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 34)
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-#endif
-    sigemptyset(&none);
-    sigemptyset(&deflt);
-    sigaddset(&deflt, SIGTERM);
-    sigaddset(&deflt, SIGINT);
-    sigaddset(&deflt, SIGPIPE);
-    posix_spawnattr_init(&at);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setsigdefault(&at, &deflt);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF);
-    rc = posix_spawn(pid, argv[0], &fa, &at, argv, environ);
-    posix_spawnattr_destroy(&at);
-    posix_spawn_file_actions_destroy(&fa);
+    int rc = ts_spawn_logged(pid, argv, logpath);
     if (rc != 0) {
         say("spawn %s: %s", argv[0], strerror(rc));
         *pid = 0;

@@ -169,35 +169,12 @@ void mta_show_logs(const struct mta *m)
 static pid_t spawn_logged(const struct mta *m, const char *const *argv)
 {
     char logpath[PATH_MAX + 16];
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    sigset_t none, deflt;
     pid_t pid;
+    int rc;
 
     if (fmt(logpath, sizeof logpath, "%s/peer.log", m->dir) < 0)
         return -1;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, logpath,
-                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 34)
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-#endif
-    sigemptyset(&none);
-    sigemptyset(&deflt);
-    sigaddset(&deflt, SIGTERM);
-    sigaddset(&deflt, SIGINT);
-    sigaddset(&deflt, SIGPIPE);
-    sigaddset(&deflt, SIGCHLD);
-    posix_spawnattr_init(&at);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setsigdefault(&at, &deflt);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    int rc = posix_spawn(&pid, argv[0], &fa, &at, (char *const *)(uintptr_t)argv,
-                         environ);
-    posix_spawnattr_destroy(&at);
-    posix_spawn_file_actions_destroy(&fa);
+    rc = ts_spawn_logged(&pid, (char *const *)(uintptr_t)argv, logpath);
     if (rc != 0) {
         say("spawn %s: %s", argv[0], strerror(rc));
         return -1;

@@ -6,6 +6,7 @@
 #define MAILPOOL_TESTS_TSUPPORT_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 /* Milliseconds on the monotonic clock. */
 long long ts_now_ms(void);
@@ -19,5 +20,10 @@ void ts_rmtree(const char *dir);
 /* A copy of s with every ' turned into " (JSON written readably in C);
    caller frees; aborts when out of memory. */
 char *ts_dq(const char *s);
+/* posix_spawn of argv[0] with argv (NULL-ended), standard input from
+   /dev/null, standard output and error appended to logpath, no other
+   descriptor inherited, no signal blocked and TERM, INT, PIPE and CHLD at
+   their defaults.  0 with *pid set, or the errno of the failure. */
+int ts_spawn_logged(pid_t *pid, char *const *argv, const char *logpath);
 
 #endif
