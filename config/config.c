@@ -81,8 +81,9 @@ const struct cfg_key cfg_keys[] = {
             "private key (PEM) of cert_file"),
     CFG_BOOL_(relay, insecure_skip_verify, "false",
               "do not verify the relay's certificate (tests only)"),
-    CFG_STR(relay, helo_name, "localhost", CFG_REQUIRED, cfg_check_hostname,
-            "name sent in EHLO"),
+    CFG_STR(relay, helo_name, NULL, 0, cfg_check_hostname,
+            "name sent in EHLO; unset: the machine's fully qualified name, "
+            "or the address literal of the connection when it has none"),
     CFG_STR(relay, auth_user, NULL, 0, NULL,
             "SMTP AUTH user; unset: no AUTH"),
     CFG_STR(relay, auth_pass, NULL, CFG_SECRET, NULL,

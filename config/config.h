@@ -27,7 +27,7 @@ struct cfg {
         char *cert_file;
         char *key_file;
         int insecure_skip_verify; /* bool, default 0 */
-        char *helo_name;          /* default "localhost" */
+        char *helo_name;          /* unset: server/fqdn.h decides */
         char *auth_user;
         char *auth_pass;          /* secret */
         char *auth_pass_file;     /* read at load time into auth_pass */

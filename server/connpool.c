@@ -21,6 +21,7 @@
  * pool->mu before cp->mu; cp->mu is never held while taking another lock.
  */
 #include "server/connpool.h"
+#include "server/fqdn.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -45,6 +46,8 @@ struct pool_conns {
     struct smtp_opts opts;          /* strings borrowed from the cfg */
     struct smtp_opts probe_opts;    /* opts with short timeouts */
     char hostport[SMTP_MAX_DOMAIN + 16];
+    char fqdn[256];                 /* EHLO name when relay.helo_name is
+                                       unset (server/fqdn.h) */
     size_t max;                     /* cfg->pool.connections */
     unsigned long max_msgs;         /* cfg->pool.messages_per_conn; 0: none */
     double idle_timeout;            /* seconds */
@@ -133,6 +136,8 @@ static int pool_conns_config(struct pool_conns *cp, const struct cfg *cfg,
         return -1;
     }
     cp->opts.helo_name = cfg->relay.helo_name;
+    if (cp->opts.helo_name == NULL && fqdn_lookup(cp->fqdn, sizeof cp->fqdn))
+        cp->opts.helo_name = cp->fqdn;  /* else smtpcore's address literal */
     cp->opts.connect_timeout_ms = pool_ms(cfg->relay.connect_timeout);
     cp->opts.greeting_timeout_ms = pool_ms(cfg->relay.command_timeout);
     cp->opts.command_timeout_ms = pool_ms(cfg->relay.command_timeout);

@@ -32,6 +32,7 @@
 #include "config/config.h"
 #include "queue/queue.h"
 #include "server/delivery.h"
+#include "server/fqdn.h"
 #include "server/log.h"
 #include "server/pool.h"
 
@@ -52,7 +53,8 @@ static void usage(FILE *f)
           "  mailpool help [TOPIC] --server HOST[:PORT]\n"
           "  mailpool healthcheck [--http-listen ADDR:PORT]\n"
           "client options: --tls none|opportunistic|required|implicit\n"
-          "  --ca-file F --insecure-skip-verify --helo NAME\n"
+          "  --ca-file F --insecure-skip-verify --helo NAME (default: this\n"
+          "  machine's fully qualified name, else its address literal)\n"
           "  --auth-user U --auth-pass-file F --auth-mech M --auth-allow-plaintext\n"
           "  --timeout SECONDS (per command)\n", f);
 }
@@ -69,6 +71,7 @@ struct cli {
     const char *body_file;
     const char *arg;             /* VRFY / EXPN / HELP argument */
     char *pass;                  /* read from --auth-pass-file */
+    char fqdn[256];              /* EHLO name without --helo */
     struct smtp_opts opts;
 };
 
@@ -209,6 +212,8 @@ static int parse_cli(struct cli *c, int argc, char **argv)
         fprintf(stderr, "mailpool: --server HOST[:PORT] is required\n");
         return -1;
     }
+    if (c->opts.helo_name == NULL && fqdn_lookup(c->fqdn, sizeof c->fqdn))
+        c->opts.helo_name = c->fqdn;    /* else the address literal */
     return 0;
 }
 

@@ -20,6 +20,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -575,10 +576,38 @@ static int hello_failed(struct smtp_conn *c, int r, struct smtp_result *res)
     return smtp__settled(res, r);
 }
 
+/* The address literal of the connection's own address, "[192.0.2.1]" or
+   "[IPv6:2001:db8::1]" (RFC 5321 4.1.3), which RFC 5321 4.1.4 asks a
+   client without a fully qualified name to send; "localhost" when the
+   socket has no IP address. */
+static const char *conn_address_literal(const struct smtp_conn *c,
+                                        char *buf, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char host[INET6_ADDRSTRLEN];
+    const void *a = NULL;
+
+    if (getsockname(c->io.fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET)
+            a = &((const struct sockaddr_in *)&ss)->sin_addr;
+        else if (ss.ss_family == AF_INET6)
+            a = &((const struct sockaddr_in6 *)&ss)->sin6_addr;
+    }
+    if (a == NULL || inet_ntop(ss.ss_family, a, host, sizeof host) == NULL)
+        return "localhost";
+    snprintf(buf, len, ss.ss_family == AF_INET6 ? "[IPv6:%s]" : "[%s]",
+             host);
+    return buf;
+}
+
 /* EHLO/HELO, then STARTTLS and AUTH as the options ask. */
 int smtp_conn_hello(struct smtp_conn *conn, struct smtp_result *res)
 {
-    const char *name = conn->opts.helo_name ? conn->opts.helo_name : "localhost";
+    char literal[INET6_ADDRSTRLEN + 8];
+    const char *name = conn->opts.helo_name != NULL
+        ? conn->opts.helo_name
+        : conn_address_literal(conn, literal, sizeof literal);
     smtp_result_clear(res);
     int r = smtp__ehlo(conn, name, res);
     if (r != SMTP_OK)

@@ -199,7 +199,7 @@ static void test_cli_send_prints_sent_json_and_exits_0(void **state)
     assert_non_null(strstr((const char *)f->m[0].data, want));
     assert_non_null(strstr((const char *)f->m[0].data, "Subject: cli test\r\n"));
     assert_string_equal(body_of(&f->m[0]), "Hello\r\n..dot line\r\n");
-    assert_true(starts_with(wire(f, f->p, 1), "EHLO localhost\r\nMAIL FROM:<a@x>"));
+    assert_true(starts_with(wire(f, f->p, 1), "EHLO [127.0.0.1]\r\nMAIL FROM:<a@x>"));
     json_decref(j);
 }
 
@@ -266,10 +266,10 @@ static void test_cli_verify_expand_help_print_reply_lines(void **state)
     json_decref(j);
     o = run(f, NULL, hm);
     json_decref(json_result(&o, 0));
-    assert_string_equal(wire(f, f->p, 1), "EHLO localhost\r\nVRFY bob\r\nQUIT\r\n");
-    assert_string_equal(wire(f, f->p, 2), "EHLO localhost\r\nEXPN staff\r\nQUIT\r\n");
-    assert_string_equal(wire(f, f->p, 3), "EHLO localhost\r\nHELP\r\nQUIT\r\n");
-    assert_string_equal(wire(f, f->p, 4), "EHLO localhost\r\nHELP MAIL\r\nQUIT\r\n");
+    assert_string_equal(wire(f, f->p, 1), "EHLO [127.0.0.1]\r\nVRFY bob\r\nQUIT\r\n");
+    assert_string_equal(wire(f, f->p, 2), "EHLO [127.0.0.1]\r\nEXPN staff\r\nQUIT\r\n");
+    assert_string_equal(wire(f, f->p, 3), "EHLO [127.0.0.1]\r\nHELP\r\nQUIT\r\n");
+    assert_string_equal(wire(f, f->p, 4), "EHLO [127.0.0.1]\r\nHELP MAIL\r\nQUIT\r\n");
 }
 
 static void test_cli_usage_errors_exit_2_without_connecting(void **state)

@@ -48,8 +48,8 @@ static void test_starttls_required_with_ca_file_delivers_over_tls(void **state)
     assert_int_equal(f->res.status, SMTP_DELIVERY_SENT);
     one_msg(f, 1, 0);
     /* EHLO again on the protected channel; nothing before STARTTLS. */
-    assert_true(starts_with(wire(f, f->p, 1), "EHLO localhost\r\nSTARTTLS\r\n"
-                                              "EHLO localhost\r\nMAIL FROM:<a@x>"));
+    assert_true(starts_with(wire(f, f->p, 1), "EHLO [127.0.0.1]\r\nSTARTTLS\r\n"
+                                              "EHLO [127.0.0.1]\r\nMAIL FROM:<a@x>"));
 }
 
 static const char *const IMPLICIT_ARGS[] = { "--tls", "--implicit-tls", NULL };
@@ -63,7 +63,7 @@ static void test_implicit_tls_delivers_from_the_first_byte(void **state)
     assert_int_equal(f->res.status, SMTP_DELIVERY_SENT);
     assert_int_equal(msgs(f, f->p, 1), 1);
     /* The capture is the decrypted stream: plain SMTP, no STARTTLS. */
-    assert_true(starts_with(wire(f, f->p, 1), "EHLO localhost\r\nMAIL FROM:<a@x>"));
+    assert_true(starts_with(wire(f, f->p, 1), "EHLO [127.0.0.1]\r\nMAIL FROM:<a@x>"));
 }
 
 static void test_implicit_tls_to_a_plaintext_server_sends_no_smtp(void **state)
@@ -111,7 +111,7 @@ static void test_starttls_required_without_offer_sends_no_mail_no_auth(void **st
     assert_string_equal(f->res.command, "STARTTLS");
     assert_non_null(strstr(f->res.message, "STARTTLS"));
     assert_int_equal(f->res.status, SMTP_DELIVERY_FAILED);
-    assert_string_equal(wire(f, f->p, 1), "EHLO localhost\r\nQUIT\r\n");
+    assert_string_equal(wire(f, f->p, 1), "EHLO [127.0.0.1]\r\nQUIT\r\n");
     /* Offered but refused (454): required never falls back either. */
     fake(f, "{'tls': {}, 'rules': [{'match': '^STARTTLS', "
             "'reply': '454 4.7.0 TLS not available'}]}");
@@ -129,7 +129,7 @@ static void test_starttls_bad_certificate_is_tls_error_before_mail(void **state)
     f->opts.tls = SMTP_TLS_REQUIRED;          /* system CAs: self-signed fails */
     assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_ERR_TLS);
     assert_non_null(strstr(f->res.message, "verif"));
-    assert_string_equal(wire(f, f->p, 1), "EHLO localhost\r\nSTARTTLS\r\n");
+    assert_string_equal(wire(f, f->p, 1), "EHLO [127.0.0.1]\r\nSTARTTLS\r\n");
 
     trust_peer(f, SMTP_TLS_REQUIRED);         /* right CA, wrong name */
     f->opts.tls_server_name = "mail.example.com";
@@ -156,7 +156,7 @@ static void test_starttls_failed_handshake_sends_nothing_in_plain(void **state)
         assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_ERR_TLS);
         assert_int_equal(f->res.status, SMTP_DELIVERY_FAILED);
         assert_non_null(strstr(f->res.message, "handshake"));
-        assert_string_equal(wire(f, f->p, 1), "EHLO localhost\r\nSTARTTLS\r\n");
+        assert_string_equal(wire(f, f->p, 1), "EHLO [127.0.0.1]\r\nSTARTTLS\r\n");
         assert_int_equal(peer_conn_count(f->p), 1);   /* no plain retry */
         assert_int_equal(msgs(f, f->p, 0), 0);
     }
@@ -179,7 +179,7 @@ static void test_starttls_plaintext_injected_after_220_ends_the_session(
     assert_int_equal(f->res.code, 451);
     assert_int_equal(f->res.reply.nlines, 0);
     smtp_conn_quit(c);
-    assert_string_equal(wire(f, f->p, 1), "EHLO localhost\r\nSTARTTLS\r\n");
+    assert_string_equal(wire(f, f->p, 1), "EHLO [127.0.0.1]\r\nSTARTTLS\r\n");
     assert_int_equal(msgs(f, f->p, 0), 0);
     /* Sent on its own after the 220: a protocol error when it is already
      * there, else it breaks the handshake or is ignored; never read as a
@@ -191,7 +191,7 @@ static void test_starttls_plaintext_injected_after_220_ends_the_session(
         one_msg(f, 1, -1);
     } else {
         assert_true(rc == SMTP_ERR_TLS || rc == SMTP_ERR_PROTO);
-        assert_string_equal(wire(f, f->p, 1), "EHLO localhost\r\nSTARTTLS\r\n");
+        assert_string_equal(wire(f, f->p, 1), "EHLO [127.0.0.1]\r\nSTARTTLS\r\n");
     }
     for (size_t i = 0; i < f->res.reply.nlines; i++)
         assert_null(strstr(f->res.reply.lines[i], "fake"));
@@ -288,7 +288,7 @@ static void test_auth_plain_over_starttls(void **state)
     check_auth(f, "PLAIN", "p");
     assert_int_equal(f->res.kind, SMTP_OK);
     one_msg(f, 1, 1);
-    assert_non_null(strstr(wire(f, f->p, 1), "STARTTLS\r\nEHLO localhost\r\n"
+    assert_non_null(strstr(wire(f, f->p, 1), "STARTTLS\r\nEHLO [127.0.0.1]\r\n"
                                              "AUTH PLAIN AHUAcA==\r\nMAIL FROM:<a@x>"));
     /* Unconfigured: the best offered, PLAIN. */
     f->opts.auth_mech = NULL;
@@ -303,7 +303,7 @@ static void test_auth_login_over_starttls(void **state)
     if (f->res.kind != SMTP_OK)
         fail_msg("AUTH LOGIN: %s", f->res.message);
     one_msg(f, 1, 1);
-    assert_non_null(strstr(wire(f, f->p, 1), "STARTTLS\r\nEHLO localhost\r\n"
+    assert_non_null(strstr(wire(f, f->p, 1), "STARTTLS\r\nEHLO [127.0.0.1]\r\n"
                                              "AUTH LOGIN\r\ndQ==\r\ncA==\r\nMAIL"));
 }
 
@@ -318,7 +318,7 @@ static void test_auth_xoauth2_over_starttls(void **state)
         fail_msg("AUTH XOAUTH2: %s", f->res.message);
     one_msg(f, 1, 1);
     /* base64("user=u\1auth=Bearer p\1\1") */
-    assert_non_null(strstr(wire(f, f->p, 1), "STARTTLS\r\nEHLO localhost\r\n"
+    assert_non_null(strstr(wire(f, f->p, 1), "STARTTLS\r\nEHLO [127.0.0.1]\r\n"
                            "AUTH XOAUTH2 dXNlcj11AWF1dGg9QmVhcmVyIHABAQ==\r\n"
                            "MAIL FROM:<a@x>"));
 }
@@ -378,7 +378,7 @@ static void test_auth_over_cleartext_refused_unless_allowed(void **state)
     f->opts.auth_pass = "p";
     assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_ERR_AUTH);
     assert_non_null(strstr(f->res.message, "TLS"));
-    assert_string_equal(wire(f, f->p, 1), "EHLO localhost\r\nQUIT\r\n");
+    assert_string_equal(wire(f, f->p, 1), "EHLO [127.0.0.1]\r\nQUIT\r\n");
     f->opts.auth_allow_plaintext = 1;
     assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_OK);
     one_msg(f, 0, 1);
@@ -561,7 +561,7 @@ static void test_size_over_limit_refused_before_mail(void **state)
     assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &b), SMTP_ERR_LOCAL);
     assert_non_null(strstr(f->res.message, "SIZE"));
     assert_non_null(strstr(f->res.message, "1000"));
-    assert_string_equal(wire(f, f->p, 1), "EHLO localhost\r\nQUIT\r\n");
+    assert_string_equal(wire(f, f->p, 1), "EHLO [127.0.0.1]\r\nQUIT\r\n");
 }
 
 static void test_size_param_counts_headers_and_body(void **state)
@@ -601,7 +601,7 @@ static void test_8bitmime_declared_when_offered_refused_when_not(void **state)
     fake(f, "{'extensions': ['PIPELINING', 'SIZE 100000']}");
     assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &UTF8_BODY), SMTP_ERR_LOCAL);
     assert_non_null(strstr(f->res.message, "8BITMIME"));
-    assert_string_equal(wire(f, f->p, 1), "EHLO localhost\r\nQUIT\r\n");
+    assert_string_equal(wire(f, f->p, 1), "EHLO [127.0.0.1]\r\nQUIT\r\n");
 }
 
 static void test_8bit_reader_body_without_8bitmime_is_not_delivered(void **state)
@@ -641,7 +641,7 @@ static void test_smtputf8_used_when_offered_refused_when_not(void **state)
     aio(f, NULL);
     assert_int_equal(send1(f, "a@x", to, SUBJ, 1, &HELLO), SMTP_ERR_LOCAL);
     assert_non_null(strstr(f->res.message, "SMTPUTF8"));
-    assert_string_equal(wire(f, f->p, 1), "EHLO localhost\r\nQUIT\r\n");
+    assert_string_equal(wire(f, f->p, 1), "EHLO [127.0.0.1]\r\nQUIT\r\n");
 }
 
 /* ---- DSN --------------------------------------------------------------- */

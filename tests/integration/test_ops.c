@@ -14,6 +14,8 @@
  *   - a caller's X-Request-Id (visible ASCII, at most 64) is kept in the
  *     response, the request log line and the message's log line;
  *   - http.listen ":PORT" (docs/API.md) serves, and healthcheck finds it;
+ *   - without relay.helo_name, EHLO names this machine's fully qualified
+ *     name, or the address literal when it has none; never "localhost";
  *   - HTTPS with http.tls_cert_file/tls_key_file (a certificate made by
  *     tests/peers/make-cert.sh, trusted by libcurl as its CA): a message
  *     over HTTPS, a plaintext request to the HTTPS port refused cleanly,
@@ -695,6 +697,60 @@ static void test_caller_request_id_is_kept_when_visible_ascii_up_to_64(void **st
     }
 }
 
+/* ---- EHLO name ---- */
+
+/* The EHLO argument a run without relay.helo_name should send: this
+   machine's dotted name (`hostname -f` when it gives one, as Postfix's
+   myhostname), else the literal of the loopback address the test uses
+   (RFC 5321 4.1.4); never "localhost". */
+static void expected_ehlo(char *buf, size_t len)
+{
+    FILE *f = popen("hostname -f 2>/dev/null", "r");
+    char line[256] = "";
+    if (f != NULL) {
+        if (fgets(line, sizeof line, f) == NULL)
+            line[0] = '\0';
+        pclose(f);
+    }
+    line[strcspn(line, "\r\n")] = '\0';
+    if (strchr(line, '.') != NULL && strncmp(line, "localhost", 9) != 0)
+        snprintf(buf, len, "EHLO %s\r\n", line);
+    else
+        snprintf(buf, len, "EHLO [127.0.0.1]\r\n");
+}
+
+static void test_default_ehlo_name_is_the_fqdn_or_address_literal(void **state)
+{
+    struct fx *fx = *state;
+    char want[300];
+    expected_ehlo(want, sizeof want);
+    fx->peer = peer_start_fake(NULL);
+    assert_non_null(fx->peer);
+    fx->svc = mpserve_start(peer_port(fx->peer), NULL);
+    assert_non_null(fx->svc);
+    send_ok(fx, "ehlo name");
+    size_t len = 0;
+    char *wire = peer_conn_bytes(fx->peer, 1, &len);
+    assert_non_null(wire);
+    if (strncmp(wire, want, strlen(want)) != 0)
+        fail_msg("the service greeted with \"%.60s\", expected \"%s\"",
+                 wire, want);
+    free(wire);
+
+    char *hp = peer_hostport(fx->peer), cmd[PATH_MAX + 256], bin[PATH_MAX];
+    assert_non_null(mpserve_binary(bin, sizeof bin));
+    snprintf(cmd, sizeof cmd, "%s verify bob --server %s --tls none "
+             ">/dev/null 2>&1", bin, hp);
+    free(hp);
+    assert_int_not_equal(system(cmd), -1);
+    wire = peer_conn_bytes(fx->peer, 2, &len);
+    assert_non_null(wire);
+    if (strncmp(wire, want, strlen(want)) != 0)
+        fail_msg("mailpool verify greeted with \"%.60s\", expected \"%s\"",
+                 wire, want);
+    free(wire);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -708,6 +764,7 @@ int main(void)
         T(test_https_listener_serves_tls_and_refuses_plaintext),
         T(test_https_key_pair_checked_at_start),
         T(test_process_metrics_are_true_and_promtool_accepts_metrics),
+        T(test_default_ehlo_name_is_the_fqdn_or_address_literal),
         T(test_log_numbers_and_booleans_are_json_types),
         T(test_caller_request_id_is_kept_when_visible_ascii_up_to_64),
 #undef T

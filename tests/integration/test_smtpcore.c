@@ -95,7 +95,7 @@ static void assert_smuggle_delivered_once(struct fx *f)
     const char *w = wire(f, f->p, 1);
     assert_int_equal(count(w, "\r\n.\r\n"), 1);        /* one end of data */
     assert_int_equal(count(w, "MAIL FROM:<a@x>"), 1);     /* one transaction */
-    assert_true(starts_with(w, "EHLO localhost\r\nMAIL FROM:<a@x>"));
+    assert_true(starts_with(w, "EHLO [127.0.0.1]\r\nMAIL FROM:<a@x>"));
     assert_int_equal(peer_conn_count(f->p), 1);
 }
 
@@ -451,10 +451,10 @@ static void test_vrfy_expn_help_keep_multiline_replies(void **state)
     assert_int_equal(smtp_get_help(f->host, "MAIL", &f->opts, &f->res), SMTP_OK);
     assert_int_equal(f->res.reply.nlines, 2);          /* fake's default */
 
-    assert_string_equal(wire(f, f->p, 1), "EHLO localhost\r\nVRFY bob\r\nQUIT\r\n");
-    assert_string_equal(wire(f, f->p, 2), "EHLO localhost\r\nEXPN staff\r\nQUIT\r\n");
-    assert_string_equal(wire(f, f->p, 3), "EHLO localhost\r\nHELP\r\nQUIT\r\n");
-    assert_string_equal(wire(f, f->p, 4), "EHLO localhost\r\nHELP MAIL\r\nQUIT\r\n");
+    assert_string_equal(wire(f, f->p, 1), "EHLO [127.0.0.1]\r\nVRFY bob\r\nQUIT\r\n");
+    assert_string_equal(wire(f, f->p, 2), "EHLO [127.0.0.1]\r\nEXPN staff\r\nQUIT\r\n");
+    assert_string_equal(wire(f, f->p, 3), "EHLO [127.0.0.1]\r\nHELP\r\nQUIT\r\n");
+    assert_string_equal(wire(f, f->p, 4), "EHLO [127.0.0.1]\r\nHELP MAIL\r\nQUIT\r\n");
     assert_int_equal(smtp_verify("bob\r\nRSET", f->host, &f->opts, &f->res), SMTP_ERR_LOCAL);
     assert_int_equal(peer_conn_count(f->p), 4);
 }
@@ -466,8 +466,8 @@ static void test_421_at_each_step_ends_session_and_sends_nothing_more(void **sta
     struct fx *f = *state;
     static const struct { const char *match, *pipe, *tail; } cases[] = {
         { "^GREETING$", NOPIPE, "" },
-        { "^EHLO", NOPIPE, "EHLO localhost\r\n" },
-        { "^MAIL", NOPIPE, "EHLO localhost\r\nMAIL FROM:<a@x>\r\n" },
+        { "^EHLO", NOPIPE, "EHLO [127.0.0.1]\r\n" },
+        { "^MAIL", NOPIPE, "EHLO [127.0.0.1]\r\nMAIL FROM:<a@x>\r\n" },
         { "^RCPT", NOPIPE, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n" },
         { "^DATA", NOPIPE, "RCPT TO:<b@y>\r\nDATA\r\n" },
         { "^DOT$", NOPIPE, "\r\nhello\r\n.\r\n" },
@@ -607,7 +607,7 @@ static void test_ehlo_500_or_502_falls_back_to_helo(void **state)
         fake(f, script);
         assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_OK);
         const char *w = wire(f, f->p, 1);
-        assert_true(starts_with(w, "EHLO localhost\r\nHELO localhost\r\nMAIL FROM:<a@x>\r\n"
+        assert_true(starts_with(w, "EHLO [127.0.0.1]\r\nHELO [127.0.0.1]\r\nMAIL FROM:<a@x>\r\n"
                                    "RCPT TO:<b@y>\r\nDATA\r\n"));
         assert_int_equal(msgs(f, f->p, 1), 1);
     }
@@ -993,7 +993,7 @@ static void test_host_forms_and_bad_ports(void **state)
     pthread_join(s.th, NULL);
     close(s.lfd);
     assert_int_equal(rc, SMTP_OK);
-    assert_string_equal(s.got, "EHLO localhost\r\nVRFY bob\r\nQUIT\r\n");
+    assert_string_equal(s.got, "EHLO [IPv6:::1]\r\nVRFY bob\r\nQUIT\r\n");
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)

@@ -702,7 +702,7 @@ static void test_cli_refuses_repeated_fields_and_non_ascii_queries(void **state)
     assert_int_equal(cli(f, vrfy2, &j), 0);
     json_decref(j);
     assert_string_equal(wire(f, f->p, 1),
-                        "EHLO localhost\r\nVRFY j\xc3\xb6rg@example.org SMTPUTF8\r\n"
+                        "EHLO [127.0.0.1]\r\nVRFY j\xc3\xb6rg@example.org SMTPUTF8\r\n"
                         "QUIT\r\n");
 }
 

@@ -357,7 +357,7 @@ static void test_auth_mechanisms_are_the_union_of_every_auth_line(void **state)
             fail_msg("%s: %s %d %s", WAY_NAME[w], o.status, o.code, o.error);
         assert_int_equal(o.code, 250);
         const char *all = wire_all(f);
-        assert_non_null(strstr(all, "EHLO localhost\r\n" PLAIN_IR "MAIL FROM:<"));
+        assert_non_null(strstr(all, "EHLO [127.0.0.1]\r\n" PLAIN_IR "MAIL FROM:<"));
         assert_int_equal(msgs(f, f->p, 1), 1);
     }
     /* Unconfigured: the library's choice over the union is PLAIN too. */
@@ -384,10 +384,10 @@ static void test_refused_session_still_ends_with_quit(void **state)
         { "{'rules': [{'match': '^GREETING$', 'reply': '450 4.3.2 try later'}]}",
           "QUIT\r\n", "4.3.2 try later", 450 },
         { "{'rules': [{'match': '^EHLO', 'reply': '554 5.7.1 go away'}]}",
-          "EHLO localhost\r\nQUIT\r\n", "5.7.1 go away", 554 },
+          "EHLO [127.0.0.1]\r\nQUIT\r\n", "5.7.1 go away", 554 },
         { "{'rules': [{'match': '^EHLO', 'reply': '502 5.5.2 no EHLO'},"
           " {'match': '^HELO', 'reply': '550 5.7.1 not you either'}]}",
-          "EHLO localhost\r\nHELO localhost\r\nQUIT\r\n", "5.7.1 not you either", 550 },
+          "EHLO [127.0.0.1]\r\nHELO [127.0.0.1]\r\nQUIT\r\n", "5.7.1 not you either", 550 },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         for (int w = LIB; w < NWAYS; w++) {
@@ -452,7 +452,7 @@ static void test_greeting_code_change_keeps_the_servers_words(void **state)
     assert_int_equal(o.code, 451);
     assert_int_equal(o.local_code, 1);
     assert_int_equal(o.ntext, 2);
-    assert_string_equal(wire_all(f), "EHLO localhost\r\n");
+    assert_string_equal(wire_all(f), "EHLO [127.0.0.1]\r\n");
 }
 
 /* ---- 15: reply injection ---- */
@@ -477,7 +477,7 @@ struct inject {
 static const struct inject INJECT[] = {
     { "EHLO", "{'extensions': [], 'rules': [{'match': '^EHLO', 'raw': "
       "'250-fake.test\\r\\n250 8BITMIME\\r\\n" QUEUE_ALL "'}]}", { 0 },
-      "EHLO localhost", 0, 1 },
+      "EHLO [127.0.0.1]", 0, 1 },
     { "STARTTLS (454 + 235 250 250 354 250, opportunistic TLS and AUTH)",
       "{'tls': {}, " NOPIPE_AUTH ", 'rules': [{'match': '^STARTTLS', 'raw': "
       "'454 4.7.0 TLS not available\\r\\n235 2.7.0 ok\\r\\n" QUEUE_ALL "'},"
@@ -655,7 +655,7 @@ static void test_unexpected_334_to_auth_plain_is_cancelled_with_star(
         assert_string_equal(o.text[0], "5.7.0 authentication cancelled");
         assert_string_equal(o.enhanced, "5.7.0");
         assert_string_equal(o.status, "failed");
-        assert_string_equal(wire_all(f), "EHLO localhost\r\n" PLAIN_IR
+        assert_string_equal(wire_all(f), "EHLO [127.0.0.1]\r\n" PLAIN_IR
                                          "*\r\nQUIT\r\n");
     }
     /* LOGIN: a third 334 after the password is cancelled the same way. */
@@ -666,7 +666,7 @@ static void test_unexpected_334_to_auth_plain_is_cancelled_with_star(
     struct outcome o;
     run_lib(f, &j, &o);
     assert_int_equal(o.code, 501);
-    assert_string_equal(wire_all(f), "EHLO localhost\r\nAUTH LOGIN\r\ndQ==\r\n"
+    assert_string_equal(wire_all(f), "EHLO [127.0.0.1]\r\nAUTH LOGIN\r\ndQ==\r\n"
                                      "cA==\r\n*\r\nQUIT\r\n");
 }
 

@@ -241,7 +241,7 @@ static void check_defaults(const struct cfg *c)
     check_str(c->relay.cert_file, NULL);
     check_str(c->relay.key_file, NULL);
     assert_int_equal(c->relay.insecure_skip_verify, 0);
-    check_str(c->relay.helo_name, "localhost");
+    check_str(c->relay.helo_name, NULL);
     check_str(c->relay.auth_user, NULL);
     check_str(c->relay.auth_pass, NULL);
     check_str(c->relay.auth_pass_file, NULL);
@@ -679,9 +679,8 @@ static void test_strings_reject_control_characters(void **state)
         { .args = { "--relay-host", "mx example" },
           .err = "relay.host (from --relay-host): must be a host name "
                  "without spaces, got 'mx example'" },
-        { .args = { "--relay-helo-name", "" },
-          .err = "relay.helo_name (from --relay-helo-name): must not be "
-                 "empty" },
+        { .args = { "--relay-host", "" },
+          .err = "relay.host (from --relay-host): must not be empty" },
         { .args = { "--relay-auth-user", "u\n", "--relay-auth-pass", "p" },
           .err = "relay.auth_user (from --relay-auth-user): must not contain "
                  "control characters" },

@@ -147,7 +147,11 @@ enum smtp_tls_mode {
 
 /* Connection options; smtp_connect copies them.  Zero means the default. */
 struct smtp_opts {
-    const char *helo_name;       /* EHLO/HELO argument; default "localhost" */
+    const char *helo_name;       /* EHLO/HELO argument, a fully qualified
+                                    domain name; default the address
+                                    literal of the connection's own
+                                    address, "[192.0.2.1]" (RFC 5321
+                                    4.1.4) */
     int connect_timeout_ms;      /* default 30 s */
     int greeting_timeout_ms;     /* default 5 min (RFC 5321 4.5.3.2) */
     int command_timeout_ms;      /* EHLO, MAIL, RCPT, RSET, ...: default 5 min */
