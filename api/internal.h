@@ -68,6 +68,8 @@ struct api_metrics {
     unsigned long long replies[API_REPLY_CLASSES];
     struct api_hist http;       /* request duration, seconds */
     struct api_hist smtp;       /* job duration (submit to done), seconds */
+    unsigned long long refused[2];  /* messages refused: queue_full,
+                                       draining */
 };                              /* every counter guarded by mu */
 
 int api_metrics_init(struct api_metrics *m);
@@ -75,6 +77,9 @@ void api_metrics_destroy(struct api_metrics *m);
 /* One answered HTTP request. */
 void api_metrics_request(struct api_metrics *m, enum api_route route,
                          int status, double seconds);
+/* n messages refused before anything went out: the job queue was full
+   (draining 0) or the service is draining (1). */
+void api_metrics_refused(struct api_metrics *m, int draining, size_t n);
 /* One finished job: its delivery status, reply class and duration. */
 void api_metrics_job(struct api_metrics *m, const struct job *job);
 /* The Prometheus text exposition (0.0.4); malloc'd, NULL when out of

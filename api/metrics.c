@@ -8,6 +8,7 @@
  *
  * Series: mailpool_http_requests_total{route,status},
  * mailpool_messages_total{status}, mailpool_smtp_replies_total{class},
+ * mailpool_messages_refused_total{reason} (queue_full, draining),
  * the histograms mailpool_http_request_duration_seconds and
  * mailpool_smtp_transaction_duration_seconds, the pool gauges and counters
  * of struct pool_stats, mailpool_build_info{version}, and the standard
@@ -118,6 +119,13 @@ void api_metrics_request(struct api_metrics *m, enum api_route route,
     pthread_mutex_unlock(&m->mu);
 }
 
+void api_metrics_refused(struct api_metrics *m, int draining, size_t n)
+{
+    pthread_mutex_lock(&m->mu);
+    m->refused[draining ? 1 : 0] += n;
+    pthread_mutex_unlock(&m->mu);
+}
+
 void api_metrics_job(struct api_metrics *m, const struct job *job)
 {
     int code = job->result.reply.code;
@@ -218,6 +226,12 @@ static void render_counters(struct tbuf *b, const struct api_metrics *m)
     for (unsigned s = 1; s < API_DELIVERY_SLOTS; s++)
         tb_printf(b, "mailpool_messages_total{status=\"%s\"} %llu\n",
                   smtp_delivery_name((enum smtp_delivery)s), m->messages[s]);
+    tb_head(b, "mailpool_messages_refused_total", "counter",
+            "Messages refused before any was tried (503), by reason.");
+    tb_printf(b, "mailpool_messages_refused_total{reason=\"queue_full\"} "
+              "%llu\n", m->refused[0]);
+    tb_printf(b, "mailpool_messages_refused_total{reason=\"draining\"} "
+              "%llu\n", m->refused[1]);
     tb_head(b, "mailpool_smtp_replies_total", "counter",
             "Deciding SMTP replies of finished jobs, by class.");
     for (size_t c = 0; c < API_REPLY_CLASSES; c++)

@@ -28,6 +28,7 @@
 
 #include "api/codec.h"
 #include "api/internal.h"
+#include "server/log.h"
 
 /* ---- GET ---- */
 
@@ -135,30 +136,39 @@ void api_req_pending_done(struct api_req *req)
     api_req_unref(req);
 }
 
-/* The problem for a submission refused before anything went out. */
+/* The problem for a submission refused before anything went out: 503 with
+   Retry-After while the queue is full or the service drains; 413 for a
+   batch that could never fit the job queue (retrying cannot help). */
 static enum MHD_Result refused(struct api_req *req, struct MHD_Connection *c)
 {
+    struct api *api = req->api;
+    size_t cap = api->pool != NULL ? pool_capacity(api->pool) : 0;
+    const char *reason = req->submit_err == POOL_DRAINING ? "draining"
+                                                          : "queue_full";
+    char detail[256];
+
     api_idem_finish(req, -1, NULL);     /* nothing was sent: forget it */
+    api_metrics_refused(&api->metrics, req->submit_err == POOL_DRAINING,
+                        req->njobs);
+    struct log_field f[] = {
+        LOG_STR("request_id", req->id), LOG_STR("reason", reason),
+        LOG_STR("route", api_route_name(req->route)),
+        LOG_NUM("messages", req->njobs),
+    };
+    log_event_num(LOG_WARN, "refused", f, sizeof f / sizeof f[0]);
+    if (req->submit_err != POOL_DRAINING && api->pool != NULL &&
+        req->njobs > cap) {
+        snprintf(detail, sizeof detail, "the batch holds %zu messages, more "
+                 "than the job queue can ever hold (pool.queue = %zu): split "
+                 "it, or send it with Prefer: respond-async", req->njobs, cap);
+        return api_reply_problem(req, c, 413, detail, NULL, NULL, NULL);
+    }
     return api_reply_problem(req, c, 503,
                              req->submit_err == POOL_DRAINING
                                  ? "the service is draining"
-                                 : "the job queue is full",
+                                 : "the job queue is full: no message of "
+                                   "the request was sent",
                              NULL, "Retry-After", "1");
-}
-
-/* A result slot for a message that was never submitted: 451 4.3.2 (the
-   system is not accepting messages now), synthesized. */
-static json_t *not_sent(int submit_err)
-{
-    return json_pack("{s:i, s:[], s:s, s:b, s:s, s:s, s:[], s:[], s:n, s:s,"
-                     " s:i, s:f}",
-                     "code", 451, "text", "enhanced", "4.3.2", "local_code", 1,
-                     "kind", "local",
-                     "status", "failed", "accepted", "rejected",
-                     "message_id", "error",
-                     submit_err == POOL_DRAINING ? "shutting down; not sent"
-                                                 : "queue full; not sent",
-                     "attempts", 0, "duration_ms", 0.0);
 }
 
 /* 200 {"results": [...]} in input order. */
@@ -168,8 +178,7 @@ static enum MHD_Result answer_batch(struct api_req *req,
     json_t *results = json_array(), *doc;
     for (size_t i = 0; results != NULL && i < req->njobs; i++) {
         /* (a result slot per message, input order) */
-        json_t *r = i < req->nsubmitted ? api_job_result_json(req->jobs[i])
-                                        : not_sent(req->submit_err);
+        json_t *r = api_job_result_json(req->jobs[i]);
         if (json_array_append_new(results, r) < 0) {
             json_decref(results);
             results = NULL;
@@ -225,11 +234,13 @@ static enum MHD_Result answer(struct api_req *req, struct MHD_Connection *c)
     return answer_one(req, c);
 }
 
-/* Hands req->jobs to the pool; suspends the connection while any is out. */
+/* Hands all of req->jobs to the pool, or none of them (pool_submit_all);
+   suspends the connection while any is out. */
 static enum MHD_Result submit_all(struct api_req *req,
                                   struct MHD_Connection *c)
 {
     struct api *api = req->api;
+    int rc;
     req->pending = 1;               /* the handler's token */
     api_waiting_add(api, req);
     for (size_t i = 0; i < req->njobs; i++) {
@@ -237,21 +248,25 @@ static enum MHD_Result submit_all(struct api_req *req,
         snprintf(job->request_id, sizeof job->request_id, "%s", req->id);
         job->done = on_job_done;
         job->done_ctx = req;
-        atomic_fetch_add(&req->refs, 1);
-        pthread_mutex_lock(&req->mu);
-        req->pending++;
-        pthread_mutex_unlock(&req->mu);
-        int rc = api->pool != NULL ? pool_submit(api->pool, job) : POOL_FULL;
-        if (rc != POOL_OK) {        /* still ours: not submitted */
-            pthread_mutex_lock(&req->mu);
-            req->pending--;
-            pthread_mutex_unlock(&req->mu);
-            api_req_unref(req);     /* never the last: MHD holds one */
-            req->submit_err = rc == POOL_DRAINING ? POOL_DRAINING : POOL_FULL;
-            break;
-        }
-        req->nsubmitted++;          /* job belongs to the pool now */
     }
+    /* One reference and one pending count per job, taken before any job
+       can finish (the handler's token keeps the answer back meanwhile). */
+    atomic_fetch_add(&req->refs, (int)req->njobs);
+    pthread_mutex_lock(&req->mu);
+    req->pending += req->njobs;
+    pthread_mutex_unlock(&req->mu);
+    rc = api->pool != NULL ? pool_submit_all(api->pool, req->jobs, req->njobs)
+                           : POOL_FULL;
+    if (rc == POOL_OK) {
+        req->nsubmitted = req->njobs;   /* the jobs belong to the pool */
+        return api_suspend_or_answer(req, c);
+    }
+    pthread_mutex_lock(&req->mu);   /* still ours: none was submitted */
+    req->pending -= req->njobs;
+    pthread_mutex_unlock(&req->mu);
+    for (size_t i = 0; i < req->njobs; i++)
+        api_req_unref(req);         /* never the last: MHD holds one */
+    req->submit_err = rc == POOL_DRAINING ? POOL_DRAINING : POOL_FULL;
     return api_suspend_or_answer(req, c);
 }
 

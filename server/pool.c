@@ -634,32 +634,54 @@ struct pool *pool_new(const struct cfg *cfg, char *err, size_t errlen)
 }
 
 /* Queues job unless the queue is full or the pool drains; never blocks. */
+/* Appends job to the queue.  Caller holds pool->mu and checked room. */
+static void pool_enqueue_locked(struct pool *pool, struct job *job,
+                                double now_ms)
+{
+    assert(job != NULL && job->done != NULL);
+    job->next_ = NULL;
+    job->submitted_ = now_ms;
+    job->attempts = 0;
+    job->unreachable = 0;
+    job->duration_ms = 0;
+    if (pool->tail != NULL)
+        pool->tail->next_ = job;
+    else
+        pool->head = job;
+    pool->tail = job;
+    pool->queued++;
+}
+
 int pool_submit(struct pool *pool, struct job *job)
 {
-    int rc = POOL_OK;
+    return pool_submit_all(pool, &job, 1);
+}
 
-    assert(job != NULL && job->done != NULL);
+int pool_submit_all(struct pool *pool, struct job *const *jobs, size_t n)
+{
+    int rc = POOL_OK;
+    double now_ms = pool_mono_now() * 1000.0;
+
     pthread_mutex_lock(&pool->mu);
     if (pool->draining) {
         rc = POOL_DRAINING;
-    } else if (pool->queued >= pool->cap) {
+    } else if (n > pool->cap - pool->queued) {    /* queued <= cap */
         rc = POOL_FULL;
     } else {
-        job->next_ = NULL;
-        job->submitted_ = pool_mono_now() * 1000.0;
-        job->attempts = 0;
-        job->unreachable = 0;
-        job->duration_ms = 0;
-        if (pool->tail != NULL)
-            pool->tail->next_ = job;
-        else
-            pool->head = job;
-        pool->tail = job;
-        pool->queued++;
-        pthread_cond_signal(&pool->work_cv);
+        for (size_t i = 0; i < n; i++)
+            pool_enqueue_locked(pool, jobs[i], now_ms);
+        if (n > 1)
+            pthread_cond_broadcast(&pool->work_cv);
+        else if (n == 1)
+            pthread_cond_signal(&pool->work_cv);
     }
     pthread_mutex_unlock(&pool->mu);
     return rc;
+}
+
+size_t pool_capacity(const struct pool *pool)
+{
+    return pool->cap;               /* fixed at pool_new */
 }
 
 /* A consistent snapshot of the gauges (pool->mu, then cp->mu). */

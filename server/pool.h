@@ -48,6 +48,13 @@ struct pool_stats {
 struct pool *pool_new(const struct cfg *cfg, char *err, size_t errlen);
 /* Hands job to the pool (POOL_OK: the pool owns it until job->done). */
 int pool_submit(struct pool *pool, struct job *job);
+/* Hands all of jobs[0..n) to the pool, or none: POOL_OK (the pool owns
+   each until its done), POOL_FULL when the queue has no room for all n,
+   POOL_DRAINING.  A synchronous batch goes in whole or is refused whole,
+   so no caller gets a 200 with messages that were never tried. */
+int pool_submit_all(struct pool *pool, struct job *const *jobs, size_t n);
+/* The most jobs that can wait (pool.queue).  Thread-safe (fixed). */
+size_t pool_capacity(const struct pool *pool);
 void pool_stats(struct pool *pool, struct pool_stats *out);
 /* Jobs the workers can start soon: twice the workers, less what waits
    and what runs (at most what the queue can take), 0 while draining.  The

@@ -14,6 +14,9 @@
  *   - a caller's X-Request-Id (visible ASCII, at most 64) is kept in the
  *     response, the request log line and the message's log line;
  *   - http.listen ":PORT" (docs/API.md) serves, and healthcheck finds it;
+ *   - a synchronous batch that does not fit the job queue is a 503 (413
+ *     when larger than the whole queue) and none of it is sent; the
+ *     refusal is counted (reason="queue_full") and logged;
  *   - without relay.helo_name, EHLO names this machine's fully qualified
  *     name, or the address literal when it has none; never "localhost";
  *   - HTTPS with http.tls_cert_file/tls_key_file (a certificate made by
@@ -32,6 +35,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -697,6 +701,117 @@ static void test_caller_request_id_is_kept_when_visible_ascii_up_to_64(void **st
     }
 }
 
+/* ---- a synchronous batch that does not fit the job queue ---- */
+
+/* A batch of n one-recipient messages with subjects "<tag> i". */
+static char *batch_json(const char *tag, size_t n)
+{
+    json_t *msgs = json_array();
+    char subject[64];
+    for (size_t i = 0; i < n; i++) {
+        snprintf(subject, sizeof subject, "%s %zu", tag, i);
+        char *m = message_json(subject);
+        json_array_append_new(msgs, json_loads(m, 0, NULL));
+        free(m);
+    }
+    json_t *doc = json_pack("{s:o}", "messages", msgs);
+    char *s = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    assert_non_null(s);
+    return s;
+}
+
+struct post_call {
+    const struct fx *fx;
+    const char *json;
+    struct http_resp r;
+    pthread_t th;
+};
+
+static void *post_batch_main(void *arg)
+{
+    struct post_call *c = arg;
+    char url[256];
+    const char *hdrs[] = { "Content-Type: application/json", NULL };
+    snprintf(url, sizeof url, "%s/v1/messages/batch", mpserve_url(c->fx->svc));
+    if (http_request("POST", url, hdrs, c->json, 0, &c->r) < 0)
+        c->r.status = -1;
+    return NULL;
+}
+
+/* Messages the peer took whose Subject starts with "<tag> ". */
+static size_t peer_count_tag(struct peer *p, const char *tag)
+{
+    struct peer_msg *msgs = NULL;
+    size_t n = 0, hits = 0;
+    char line[80];
+    snprintf(line, sizeof line, "Subject: %s ", tag);
+    assert_int_equal(peer_messages(p, &msgs, &n), 0);
+    for (size_t i = 0; i < n; i++)
+        hits += strstr((const char *)msgs[i].data, line) != NULL;
+    peer_msgs_free(msgs, n);
+    return hits;
+}
+
+static void test_sync_batch_that_does_not_fit_is_refused_whole(void **state)
+{
+    struct fx *fx = *state;
+    struct http_resp r;
+    /* One worker, a job queue of 4, a relay that takes 0.4 s per message:
+       a first batch of 4 keeps the queue nearly full for over a second. */
+    fx->peer = peer_start_fake("{\"rules\": [{\"match\": \"^DOT$\", "
+                               "\"action\": \"delay:0.4\"}]}");
+    assert_non_null(fx->peer);
+    fx->svc = mpserve_start(peer_port(fx->peer), (const char *const[]){
+        "--pool-workers", "1", "--pool-connections", "1",
+        "--pool-queue", "4", NULL });
+    assert_non_null(fx->svc);
+
+    char *big = batch_json("toobig", 5);       /* more than pool.queue */
+    req(fx, "/v1/messages/batch", big, NULL, &r);
+    free(big);
+    if (r.status != 413 || strstr(r.body, "pool.queue") == NULL)
+        fail_msg("a batch larger than the queue: HTTP %ld %.300s", r.status,
+                 r.body);
+    http_resp_free(&r);
+
+    char *first_json = batch_json("first", 4);
+    struct post_call first = { .fx = fx, .json = first_json };
+    assert_int_equal(pthread_create(&first.th, NULL, post_batch_main, &first),
+                     0);
+    sleep_ms(300);                  /* the worker holds one, three wait */
+    char *second = batch_json("second", 3);
+    req(fx, "/v1/messages/batch", second, NULL, &r);
+    free(second);
+    if (r.status != 503)
+        fail_msg("a batch that does not fit: HTTP %ld %.300s", r.status,
+                 r.body);
+    char *retry = http_resp_header(&r, "Retry-After");
+    assert_non_null(retry);
+    free(retry);
+    http_resp_free(&r);
+    pthread_join(first.th, NULL);
+    free(first_json);
+    assert_int_equal(first.r.status, 200);
+    http_resp_free(&first.r);
+
+    assert_int_equal(peer_count_tag(fx->peer, "first"), 4);
+    assert_int_equal(peer_count_tag(fx->peer, "second"), 0);
+    assert_int_equal(peer_count_tag(fx->peer, "toobig"), 0);
+    req(fx, "/metrics", NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_true(metric_value(r.body, "mailpool_messages_refused_total"
+                                     "{reason=\"queue_full\"}") == 8);
+    http_resp_free(&r);
+    json_t *l = log_events(fx, "refused");
+    assert_int_equal(json_array_size(l), 2);
+    json_t *o = json_array_get(l, 1);
+    assert_string_equal(json_string_value(json_object_get(o, "reason")),
+                        "queue_full");
+    assert_int_equal(json_integer_value(json_object_get(o, "messages")), 3);
+    json_decref(l);
+}
+
 /* ---- EHLO name ---- */
 
 /* The EHLO argument a run without relay.helo_name should send: this
@@ -765,6 +880,7 @@ int main(void)
         T(test_https_key_pair_checked_at_start),
         T(test_process_metrics_are_true_and_promtool_accepts_metrics),
         T(test_default_ehlo_name_is_the_fqdn_or_address_literal),
+        T(test_sync_batch_that_does_not_fit_is_refused_whole),
         T(test_log_numbers_and_booleans_are_json_types),
         T(test_caller_request_id_is_kept_when_visible_ascii_up_to_64),
 #undef T
