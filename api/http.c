@@ -799,8 +799,11 @@ void api_on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     *con_cls = NULL;
     req = s->req;
     free(s);
-    if (req == NULL)                /* MHD refused the head itself */
+    if (req == NULL) {              /* MHD refused the head itself */
+        if (toe == MHD_REQUEST_TERMINATED_WITH_ERROR)
+            api_metrics_head_refused(&api->metrics);
         return;
+    }
     pthread_mutex_lock(&req->mu);
     req->conn = NULL;               /* the done callbacks must not resume */
     pthread_mutex_unlock(&req->mu);

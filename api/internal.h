@@ -57,7 +57,7 @@ struct api_hist {
     double sum;
 };
 
-#define API_STATUS_SLOTS 15     /* the statuses we answer, then "other" */
+#define API_STATUS_SLOTS 16     /* the statuses we answer, then "other" */
 #define API_REPLY_CLASSES 5     /* 2xx 3xx 4xx 5xx none */
 #define API_DELIVERY_SLOTS 6    /* enum smtp_delivery */
 
@@ -66,10 +66,13 @@ struct api_metrics {
     unsigned long long requests[API_ROUTE__COUNT][API_STATUS_SLOTS];
     unsigned long long messages[API_DELIVERY_SLOTS];
     unsigned long long replies[API_REPLY_CLASSES];
-    struct api_hist http;       /* request duration, seconds */
-    struct api_hist smtp;       /* job duration (submit to done), seconds */
+    struct api_hist http[API_ROUTE__COUNT]; /* request duration by route,
+                                               seconds */
+    struct api_hist wait;       /* job waiting for a worker, seconds */
+    struct api_hist smtp;       /* job on a worker (SMTP), seconds */
     unsigned long long refused[2];  /* messages refused: queue_full,
                                        draining */
+    unsigned long long heads_refused;   /* answered by MHD itself */
 };                              /* every counter guarded by mu */
 
 int api_metrics_init(struct api_metrics *m);
@@ -80,7 +83,11 @@ void api_metrics_request(struct api_metrics *m, enum api_route route,
 /* n messages refused before anything went out: the job queue was full
    (draining 0) or the service is draining (1). */
 void api_metrics_refused(struct api_metrics *m, int draining, size_t n);
-/* One finished job: its delivery status, reply class and duration. */
+/* A request whose head libmicrohttpd refused itself (larger than
+   API_HTTP_POOL, or malformed), before any handler saw it. */
+void api_metrics_head_refused(struct api_metrics *m);
+/* One finished job: its delivery status, reply class, time waiting for a
+   worker and time on the worker. */
 void api_metrics_job(struct api_metrics *m, const struct job *job);
 /* The Prometheus text exposition (0.0.4); malloc'd, NULL when out of
    memory.  ps may be NULL (no pool gauges). */

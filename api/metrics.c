@@ -9,8 +9,10 @@
  * Series: mailpool_http_requests_total{route,status},
  * mailpool_messages_total{status}, mailpool_smtp_replies_total{class},
  * mailpool_messages_refused_total{reason} (queue_full, draining),
- * the histograms mailpool_http_request_duration_seconds and
- * mailpool_smtp_transaction_duration_seconds, the pool gauges and counters
+ * mailpool_http_heads_refused_total (heads libmicrohttpd refused itself),
+ * the histograms mailpool_http_request_duration_seconds{route},
+ * mailpool_job_wait_seconds (job queue to worker) and
+ * mailpool_smtp_transaction_duration_seconds (on the worker), the pool gauges and counters
  * of struct pool_stats, mailpool_build_info{version}, and the standard
  * process metrics (process_cpu_seconds_total, process_resident_memory_bytes,
  * process_virtual_memory_bytes, process_open_fds, process_max_fds,
@@ -55,7 +57,8 @@ static const double smtp_bounds[] = {
 };
 /* The statuses this API answers; the last slot is "other". */
 static const int statuses[API_STATUS_SLOTS - 1] = {
-    200, 202, 400, 401, 404, 405, 409, 413, 415, 422, 500, 502, 503, 414
+    200, 202, 400, 401, 404, 405, 409, 413, 415, 422, 500, 502, 503, 414,
+    431
 };
 static const char *const reply_classes[API_REPLY_CLASSES] = {
     "2xx", "3xx", "4xx", "5xx", "none"
@@ -76,8 +79,12 @@ const char *api_route_name(enum api_route route)
 int api_metrics_init(struct api_metrics *m)
 {
     memset(m, 0, sizeof *m);
-    m->http.bounds = http_bounds;
-    m->http.nbounds = sizeof http_bounds / sizeof http_bounds[0];
+    for (size_t r = 0; r < API_ROUTE__COUNT; r++) {
+        m->http[r].bounds = http_bounds;
+        m->http[r].nbounds = sizeof http_bounds / sizeof http_bounds[0];
+    }
+    m->wait.bounds = smtp_bounds;
+    m->wait.nbounds = sizeof smtp_bounds / sizeof smtp_bounds[0];
     m->smtp.bounds = smtp_bounds;
     m->smtp.nbounds = sizeof smtp_bounds / sizeof smtp_bounds[0];
     return pthread_mutex_init(&m->mu, NULL) == 0 ? 0 : -1;
@@ -115,7 +122,7 @@ void api_metrics_request(struct api_metrics *m, enum api_route route,
         route = API_ROUTE_UNMATCHED;
     pthread_mutex_lock(&m->mu);
     m->requests[route][status_slot(status)]++;
-    hist_observe(&m->http, seconds < 0 ? 0 : seconds);
+    hist_observe(&m->http[route], seconds < 0 ? 0 : seconds);
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -123,6 +130,13 @@ void api_metrics_refused(struct api_metrics *m, int draining, size_t n)
 {
     pthread_mutex_lock(&m->mu);
     m->refused[draining ? 1 : 0] += n;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void api_metrics_head_refused(struct api_metrics *m)
+{
+    pthread_mutex_lock(&m->mu);
+    m->heads_refused++;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -136,7 +150,10 @@ void api_metrics_job(struct api_metrics *m, const struct job *job)
     if (job->kind == JOB_SEND && st > 0 && st < API_DELIVERY_SLOTS)
         m->messages[st]++;
     m->replies[cls]++;
-    hist_observe(&m->smtp, job->duration_ms < 0 ? 0 : job->duration_ms / 1e3);
+    double wait = job->wait_ms > 0 ? job->wait_ms / 1e3 : 0;
+    double on_worker = job->duration_ms / 1e3 - wait;
+    hist_observe(&m->wait, wait);
+    hist_observe(&m->smtp, on_worker > 0 ? on_worker : 0);
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -186,19 +203,51 @@ static void tb_head(struct tbuf *b, const char *name, const char *type,
     tb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* A histogram: cumulative buckets, +Inf, _sum, _count. */
+/* The samples of one histogram: cumulative buckets, +Inf, _sum, _count;
+   label is "" or one label pair with its comma ("route=\"/healthz\","). */
+static void tb_hist_samples(struct tbuf *b, const char *name,
+                            const char *label, const struct api_hist *h)
+{
+    unsigned long long cum = 0;
+    size_t n = strlen(label);
+    int bare = n == 0;                      /* no label: no braces */
+    for (size_t i = 0; i < h->nbounds; i++) {
+        cum += h->counts[i];
+        tb_printf(b, "%s_bucket{%sle=\"%g\"} %llu\n", name, label,
+                  h->bounds[i], cum);
+    }
+    tb_printf(b, "%s_bucket{%sle=\"+Inf\"} %llu\n", name, label, h->count);
+    if (bare)
+        tb_printf(b, "%s_sum %.9g\n%s_count %llu\n", name, h->sum, name,
+                  h->count);
+    else
+        tb_printf(b, "%s_sum{%.*s} %.9g\n%s_count{%.*s} %llu\n", name,
+                  (int)n - 1, label, h->sum, name, (int)n - 1, label,
+                  h->count);
+}
+
+/* A histogram without labels. */
 static void tb_hist(struct tbuf *b, const char *name, const char *help,
                     const struct api_hist *h)
 {
-    unsigned long long cum = 0;
     tb_head(b, name, "histogram", help);
-    for (size_t i = 0; i < h->nbounds; i++) {
-        cum += h->counts[i];
-        tb_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, h->bounds[i], cum);
+    tb_hist_samples(b, name, "", h);
+}
+
+/* The HTTP duration histogram, one series per route that was used. */
+static void tb_hist_routes(struct tbuf *b, const struct api_metrics *m)
+{
+    static const char name[] = "mailpool_http_request_duration_seconds";
+    char label[96];
+    tb_head(b, name, "histogram",
+            "Time from the request's headers to its completion, by route.");
+    for (size_t r = 0; r < API_ROUTE__COUNT; r++) {
+        if (m->http[r].count == 0)
+            continue;
+        snprintf(label, sizeof label, "route=\"%s\",",
+                 api_route_name((enum api_route)r));
+        tb_hist_samples(b, name, label, &m->http[r]);
     }
-    tb_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n", name, h->count);
-    tb_printf(b, "%s_sum %.9g\n%s_count %llu\n", name, h->sum, name,
-              h->count);
 }
 
 /* The counters.  Caller holds m->mu. */
@@ -221,6 +270,11 @@ static void render_counters(struct tbuf *b, const struct api_metrics *m)
                           api_route_name((enum api_route)r),
                           m->requests[r][s]);
         }
+    tb_head(b, "mailpool_http_heads_refused_total", "counter",
+            "Requests libmicrohttpd answered itself (400, 414 or 431) "
+            "because their head was malformed or larger than its buffer.");
+    tb_printf(b, "mailpool_http_heads_refused_total %llu\n",
+              m->heads_refused);
     tb_head(b, "mailpool_messages_total", "counter",
             "Messages finished, by delivery status.");
     for (unsigned s = 1; s < API_DELIVERY_SLOTS; s++)
@@ -237,11 +291,12 @@ static void render_counters(struct tbuf *b, const struct api_metrics *m)
     for (size_t c = 0; c < API_REPLY_CLASSES; c++)
         tb_printf(b, "mailpool_smtp_replies_total{class=\"%s\"} %llu\n",
                   reply_classes[c], m->replies[c]);
-    tb_hist(b, "mailpool_http_request_duration_seconds",
-            "Time from the request's headers to its completion.", &m->http);
+    tb_hist_routes(b, m);
+    tb_hist(b, "mailpool_job_wait_seconds",
+            "Time a job waited in the job queue for a worker.", &m->wait);
     tb_hist(b, "mailpool_smtp_transaction_duration_seconds",
-            "Time of a job from submission to done (queue wait included).",
-            &m->smtp);
+            "Time a job spent on a worker: connection, SMTP dialogue and "
+            "retries, the queue wait excluded.", &m->smtp);
 }
 
 /* The gauges and counters of the pool. */

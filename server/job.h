@@ -58,6 +58,7 @@ struct job {
     struct smtp_result result;
     int attempts;               /* SMTP attempts made (retries + 1) */
     double duration_ms;         /* from submit to done */
+    double wait_ms;             /* of which waiting for a worker */
     int unreachable;            /* relay could not be reached at all */
 
     int no_retry;               /* the pool attempts it once (a stale

@@ -228,6 +228,21 @@ static int pool_again(struct pool *pool, struct job *job,
            pool_backoff(pool, job) == 0;
 }
 
+/* Takes the first waiting job (pool->head not NULL) and notes how long it
+   waited.  Caller holds pool->mu. */
+static struct job *pool_dequeue_locked(struct pool *pool)
+{
+    struct job *job = pool->head;
+
+    pool->head = job->next_;
+    if (pool->head == NULL)
+        pool->tail = NULL;
+    job->next_ = NULL;
+    pool->queued--;
+    job->wait_ms = pool_mono_now() * 1000.0 - job->submitted_;
+    return job;
+}
+
 /* Takes up to max send jobs from the head of the queue (in order), no more
    than the worker's share of it; none while draining. */
 static size_t pool_take_sends(struct pool *pool, struct job **out,
@@ -241,14 +256,7 @@ static size_t pool_take_sends(struct pool *pool, struct job **out,
         max = share;
     while (!pool->draining && n < max && pool->head != NULL &&
            pool->head->kind == JOB_SEND) {
-        struct job *job = pool->head;
-
-        pool->head = job->next_;
-        if (pool->head == NULL)
-            pool->tail = NULL;
-        job->next_ = NULL;
-        pool->queued--;
-        out[n++] = job;
+        out[n++] = pool_dequeue_locked(pool);
     }
     pthread_mutex_unlock(&pool->mu);
     return n;
@@ -448,6 +456,7 @@ static void pool_log_job(const struct job *job)
         LOG_NUM("rejected", r->nrejected),
         LOG_NUM("attempts", job->attempts),
         LOG_NUM("duration_ms", job->duration_ms),
+        LOG_NUM("wait_ms", job->wait_ms),
         LOG_STR("command", !ok && r->command[0] ? r->command : NULL),
         job->unreachable ? LOG_BOOL("unreachable", 1) : LOG_STR(NULL, NULL),
     };
@@ -462,6 +471,8 @@ static void pool_finish(struct job *job)
         job->result.status == SMTP_DELIVERY_NONE)
         job->result.status = SMTP_DELIVERY_FAILED;
     job->duration_ms = pool_mono_now() * 1000.0 - job->submitted_;
+    if (job->attempts == 0 && job->wait_ms == 0)
+        job->wait_ms = job->duration_ms;    /* never left the queue */
     pool_log_job(job);
     if (job->done != NULL)
         job->done(job, job->done_ctx);      /* the job is theirs now */
@@ -529,12 +540,7 @@ static void *pool_worker(void *arg)
             pthread_cond_wait(&pool->work_cv, &pool->mu);
         if (pool->head == NULL)
             break;                          /* stopping and nothing left */
-        job = pool->head;
-        pool->head = job->next_;
-        if (pool->head == NULL)
-            pool->tail = NULL;
-        job->next_ = NULL;
-        pool->queued--;
+        job = pool_dequeue_locked(pool);
         pool->busy++;
         pthread_mutex_unlock(&pool->mu);
         pool_run_job(pool, job);
@@ -644,6 +650,7 @@ static void pool_enqueue_locked(struct pool *pool, struct job *job,
     job->attempts = 0;
     job->unreachable = 0;
     job->duration_ms = 0;
+    job->wait_ms = 0;
     if (pool->tail != NULL)
         pool->tail->next_ = job;
     else

@@ -8,7 +8,8 @@
  *   - http.shutdown_delay: after SIGTERM /readyz is 503 "stopping" at once
  *     while messages are still taken and relayed, then the drain;
  *   - http.ready_requires_relay=false: ready without a relay;
- *   - /metrics has the standard process_* series with true values and
+ *   - /metrics has the standard process_* series with true values, 414 and
+ *     431 counted with their codes, the HTTP histogram by route, and
  *     passes `promtool check metrics`;
  *   - log fields that are numbers or booleans are JSON numbers/booleans;
  *   - a caller's X-Request-Id (visible ASCII, at most 64) is kept in the
@@ -570,8 +571,42 @@ static void test_process_metrics_are_true_and_promtool_accepts_metrics(void **st
     fx->svc = mpserve_start(peer_port(fx->peer), NULL);
     assert_non_null(fx->svc);
     send_ok(fx, "for the histograms");
+    /* A target longer than 8 KiB (414) and a head larger than 16 KiB
+       (431): answered, and counted with their own codes; a head larger
+       than libmicrohttpd's 32 KiB buffer, which it refuses itself, is
+       counted apart. */
+    char *url = malloc(10000), *big = malloc(40000);
+    assert_non_null(url);
+    assert_non_null(big);
+    int n = snprintf(url, 10000, "%s/", mpserve_url(fx->svc));
+    memset(url + n, 'a', 9000);
+    url[n + 9000] = '\0';
+    if (http_request("GET", url, NULL, NULL, 0, &r) < 0)
+        fail_msg("GET a long target: %s", r.err);
+    assert_int_equal(r.status, 414);
+    http_resp_free(&r);
+    memcpy(big, "X-Big: ", 7);
+    memset(big + 7, 'b', 39990);
+    big[39997] = '\0';
+    req(fx, "/healthz", NULL, (const char *const[]){ big, NULL }, &r);
+    assert_int_equal(r.status, 431);    /* past MHD's 32 KiB: its own */
+    http_resp_free(&r);
+    big[20000] = '\0';                  /* past our 16 KiB: ours */
+    req(fx, "/healthz", NULL, (const char *const[]){ big, NULL }, &r);
+    assert_int_equal(r.status, 431);
+    http_resp_free(&r);
+    free(url);
+    free(big);
+    sleep_ms(100);              /* request counters land at completion */
     req(fx, "/metrics", NULL, NULL, &r);
     assert_int_equal(r.status, 200);
+    assert_true(metric_value(r.body, "mailpool_http_requests_total"
+                             "{route=\"unmatched\",status=\"414\"}") == 1);
+    assert_true(metric_value(r.body, "mailpool_http_requests_total"
+                             "{route=\"/healthz\",status=\"431\"}") == 1);
+    assert_true(metric_value(r.body, "mailpool_http_heads_refused_total") == 1);
+    assert_true(metric_value(r.body, "mailpool_http_request_duration_seconds_"
+                             "count{route=\"/v1/messages\"}") == 1);
 
     double now = (double)time(NULL);
     double start = metric_value(r.body, "process_start_time_seconds");

@@ -1118,15 +1118,20 @@ static void check_exposition(const char *text)
 }
 
 /* A histogram's buckets are cumulative and +Inf equals _count. */
-static void check_histogram(const char *text, const char *family)
+/* Checks one histogram series: buckets cumulative, +Inf == _count, a
+   _sum.  label is "" or one label pair with its comma
+   ("route=\"/v1/messages\","). */
+static void check_histogram(const char *text, const char *family,
+                            const char *label)
 {
-    char key[160];
+    char key[200], head[200];
     double prev = 0, inf, count;
-    size_t flen = strlen(family);
+    size_t hlen, llen = strlen(label);
     int buckets = 0;
+    snprintf(head, sizeof head, "%s_bucket{%sle=\"", family, label);
+    hlen = strlen(head);
     for (const char *l = text; l != NULL && *l != '\0';) {
-        if (strncmp(l, family, flen) == 0 &&
-            strncmp(l + flen, "_bucket{le=\"", 12) == 0) {
+        if (strncmp(l, head, hlen) == 0) {
             const char *sp = strchr(l, ' ');
             double v = strtod(sp + 1, NULL);
             assert_true(v >= prev);
@@ -1138,12 +1143,20 @@ static void check_histogram(const char *text, const char *family)
             l++;
     }
     assert_true(buckets >= 2);
-    snprintf(key, sizeof key, "%s_bucket{le=\"+Inf\"}", family);
+    snprintf(key, sizeof key, "%s_bucket{%sle=\"+Inf\"}", family, label);
     inf = sample(text, key);
-    snprintf(key, sizeof key, "%s_count", family);
+    if (llen == 0)
+        snprintf(key, sizeof key, "%s_count", family);
+    else
+        snprintf(key, sizeof key, "%s_count{%.*s}", family, (int)llen - 1,
+                 label);
     count = sample(text, key);
     assert_true(inf == count);
-    snprintf(key, sizeof key, "%s_sum", family);
+    if (llen == 0)
+        snprintf(key, sizeof key, "%s_sum", family);
+    else
+        snprintf(key, sizeof key, "%s_sum{%.*s}", family, (int)llen - 1,
+                 label);
     assert_true(sample(text, key) >= 0);
 }
 
@@ -1188,8 +1201,13 @@ static void test_metrics_parse_as_prometheus_text_and_count_sent(
                              "messages\",status=\"200\"}") == 4);
     assert_true(sample(text, "mailpool_http_requests_total{route=\"/v1/"
                              "messages\",status=\"422\"}") == 1);
-    check_histogram(text, "mailpool_http_request_duration_seconds");
-    check_histogram(text, "mailpool_smtp_transaction_duration_seconds");
+    check_histogram(text, "mailpool_http_request_duration_seconds",
+                    "route=\"/v1/messages\",");
+    assert_true(sample(text, "mailpool_http_request_duration_seconds_count"
+                             "{route=\"/v1/messages\"}") == 5);
+    check_histogram(text, "mailpool_job_wait_seconds", "");
+    check_histogram(text, "mailpool_smtp_transaction_duration_seconds", "");
+    assert_true(sample(text, "mailpool_job_wait_seconds_count") == 4);
     assert_true(sample(text, "mailpool_smtp_transaction_duration_seconds_"
                              "count") == 4);
     http_resp_free(&r);

@@ -718,7 +718,8 @@ static void test_metrics_text(void **state)
     api_metrics_request(&m, API_ROUTE_UNMATCHED, 404, 0.0001);
     job->result.status = SMTP_DELIVERY_PARTIAL;
     job->result.reply.code = 550;
-    job->duration_ms = 40;
+    job->duration_ms = 45;
+    job->wait_ms = 15;
     api_metrics_job(&m, job);
     text = api_metrics_render(&m, &ps, &len);
     assert_non_null(text);
@@ -731,11 +732,23 @@ static void test_metrics_text(void **state)
     assert_non_null(strstr(text, "mailpool_smtp_replies_total{class=\"5xx\"}"
                                  " 1\n"));
     assert_non_null(strstr(text, "mailpool_http_request_duration_seconds_"
-                                 "bucket{le=\"0.005\"} 2\n"));
+                                 "bucket{route=\"/v1/messages\",le=\"0.005\"}"
+                                 " 1\n"));
     assert_non_null(strstr(text, "mailpool_http_request_duration_seconds_"
-                                 "bucket{le=\"+Inf\"} 3\n"));
+                                 "bucket{route=\"/v1/messages\",le=\"+Inf\"}"
+                                 " 2\n"));
     assert_non_null(strstr(text, "mailpool_http_request_duration_seconds_"
-                                 "count 3\n"));
+                                 "count{route=\"/v1/messages\"} 2\n"));
+    assert_non_null(strstr(text, "mailpool_http_request_duration_seconds_"
+                                 "count{route=\"unmatched\"} 1\n"));
+    assert_null(strstr(text, "route=\"/healthz\",le="));  /* unused */
+    /* 45 ms in all, 15 of them waiting for a worker. */
+    assert_non_null(strstr(text, "mailpool_job_wait_seconds_bucket"
+                                 "{le=\"0.01\"} 0\n"));
+    assert_non_null(strstr(text, "mailpool_job_wait_seconds_bucket"
+                                 "{le=\"0.025\"} 1\n"));
+    assert_non_null(strstr(text, "mailpool_smtp_transaction_duration_"
+                                 "seconds_bucket{le=\"0.025\"} 0\n"));
     assert_non_null(strstr(text, "mailpool_smtp_transaction_duration_"
                                  "seconds_bucket{le=\"0.05\"} 1\n"));
     assert_non_null(strstr(text, "mailpool_pool_connections{state=\"idle\"}"
