@@ -40,7 +40,7 @@ INTEG_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(wildcard test
 SCRIPT_TESTS := $(wildcard tests/integration/test_*.sh)
 
 .PHONY: all deps deps-run deps-test run test unit integration check-deps \
-        clean soak asan tsan valgrind lint format bench fuzz
+        clean soak asan tsan valgrind lint format bench fuzz install FORCE
 
 all: $(MAILPOOL)
 
@@ -53,12 +53,30 @@ deps-test:
 	@scripts/deps.sh tools
 	@scripts/deps.sh exim
 
-$(BUILD)/obj/%.o: %.c
+# Every object depends on the flags it was built with: a change of CC,
+# CFLAGS, OPT or SAN rebuilds (the stamp is rewritten only when they differ).
+FLAGS_STAMP := $(BUILD)/flags.stamp
+FLAGS_NOW    = $(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS)
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(FLAGS_NOW)' | cmp -s - $@ || echo '$(FLAGS_NOW)' > $@
+
+# The libraries pkg-config must find; a missing one stops the build with its
+# name (scripts/deps.sh build installs them).
+PKGS_OK := $(BUILD)/pkgs.ok
+$(PKGS_OK): Makefile
+	@mkdir -p $(dir $@)
+	@pkg-config --print-errors --exists $(PKGS) || { \
+	    echo "mailpool: missing libraries; run scripts/deps.sh build (as root)" >&2; \
+	    exit 1; }
+	@touch $@
+
+$(BUILD)/obj/%.o: %.c $(FLAGS_STAMP) | $(PKGS_OK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -c $< -o $@
 
 # The OpenAPI document, embedded from its file.
-$(BUILD)/obj/%.o: %.S
+$(BUILD)/obj/%.o: %.S $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN) -c $< -o $@
 $(BUILD)/obj/api/openapi_data.o: api/openapi.json
@@ -75,12 +93,12 @@ $(BUILD)/lib%.a:
 $(MAILPOOL): $(call obj,server/main.c) $(LIBS_ALL)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(call obj,$(SUPPORT_SRC)) $(LIBS_ALL)
+$(BUILD)/tests/%: tests/unit/%.c $(call obj,$(SUPPORT_SRC)) $(LIBS_ALL) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDFLAGS) $(PKG_LIBS) -lcmocka -lcurl
-$(BUILD)/tests/%: tests/integration/%.c $(call obj,$(SUPPORT_SRC)) $(LIBS_ALL)
+	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $(filter-out $(FLAGS_STAMP),$^) $(LDFLAGS) $(PKG_LIBS) -lcmocka -lcurl
+$(BUILD)/tests/%: tests/integration/%.c $(call obj,$(SUPPORT_SRC)) $(LIBS_ALL) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDFLAGS) $(PKG_LIBS) -lcmocka -lcurl
+	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $(filter-out $(FLAGS_STAMP),$^) $(LDFLAGS) $(PKG_LIBS) -lcmocka -lcurl
 
 $(BUILD)/bench_smtp: bench/bench_smtp.c $(LIB_SMTPCORE)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
@@ -101,6 +119,10 @@ soak: deps-test
 run: deps-run
 	@$(MAKE) --no-print-directory all
 	@scripts/run.sh
+
+# The tests, the script tests included, run the binary of this BUILD, so
+# make asan and make tsan test the instrumented one.
+export MAILPOOL_BIN = $(abspath $(MAILPOOL))
 
 test: deps-test
 	@$(MAKE) --no-print-directory all $(UNIT_TESTS) $(INTEG_TESTS)
@@ -152,6 +174,17 @@ lint:
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: the program, the library
+# and its header.
+PREFIX ?= /usr/local
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib \
+	    $(DESTDIR)$(PREFIX)/include/smtpcore
+	install -m 0755 $(MAILPOOL) $(DESTDIR)$(PREFIX)/bin/mailpool
+	install -m 0644 $(LIB_SMTPCORE) $(DESTDIR)$(PREFIX)/lib/libsmtpcore.a
+	install -m 0644 smtpcore/include/smtpcore/smtp.h \
+	    $(DESTDIR)$(PREFIX)/include/smtpcore/smtp.h
 
 clean:
 	rm -rf build build-asan build-tsan

@@ -25,13 +25,14 @@ else
     fail=1
 fi
 
-if [ ! -x build/mailpool ]; then
-    echo "FAIL: build/mailpool does not exist (run make all first)"
+bin=${MAILPOOL_BIN:-build/mailpool}
+if [ ! -x "$bin" ]; then
+    echo "FAIL: $bin does not exist (run make all first)"
     fail=1
     libs=""
 else
-    libs=$(ldd build/mailpool | awk '/=>/ {print $3}')
-    [ -n "$libs" ] || { echo "FAIL: ldd build/mailpool names no library"; fail=1; }
+    libs=$(ldd "$bin" | awk '/=>/ {print $3}')
+    [ -n "$libs" ] || { echo "FAIL: ldd $bin names no library"; fail=1; }
 fi
 # Essential packages of debian:bookworm-slim.
 base="libc6 libgcc-s1 libstdc++6 zlib1g libzstd1 liblzma5 libbz2-1.0 libcrypt1 libselinux1 libpcre2-8-0"
