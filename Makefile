@@ -63,7 +63,7 @@ $(BUILD)/obj/%.o: %.S
 	$(CC) $(SAN) -c $< -o $@
 $(BUILD)/obj/api/openapi_data.o: api/openapi.json
 # The message log page (GET /ui/), embedded from ui/.
-$(BUILD)/obj/api/ui_data.o: ui/index.html ui/app.js ui/app.css
+$(BUILD)/obj/api/ui_data.o: ui/index.html ui/app.js ui/app.css ui/icon.svg
 
 $(LIB_SMTPCORE): $(call obj,$(SMTPCORE_SRC))
 $(LIB_CONFIG):   $(call obj,$(CONFIG_SRC))

@@ -1,6 +1,6 @@
 /*
  * api/ui.c - GET /ui/: the message log page, a static page (ui/index.html,
- * ui/app.js, ui/app.css) embedded by the build (api/ui_data.S), with no
+ * ui/app.js, ui/app.css, ui/icon.svg) embedded by the build (api/ui_data.S), with no
  * data of its own: the page asks for an API key and reads the JSON routes
  * (GET /v1/messages, /v1/messages/{id}, /metrics) with it.
  *
@@ -23,6 +23,7 @@
 extern const char mailpool_ui_html[], mailpool_ui_html_end[];
 extern const char mailpool_ui_js[], mailpool_ui_js_end[];
 extern const char mailpool_ui_css[], mailpool_ui_css_end[];
+extern const char mailpool_ui_icon[], mailpool_ui_icon_end[];
 
 /* The Content-Security-Policy of every /ui/ answer. */
 #define UI_CSP "default-src 'none'; script-src 'self'; style-src 'self'; " \
@@ -43,6 +44,7 @@ static const struct ui_file files[] = {
       mailpool_ui_js_end },
     { "app.css", "text/css; charset=utf-8", mailpool_ui_css,
       mailpool_ui_css_end },
+    { "icon.svg", "image/svg+xml", mailpool_ui_icon, mailpool_ui_icon_end },
 };
 
 /* Adds the headers every /ui/ answer carries; 0 or -1. */

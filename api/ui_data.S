@@ -1,6 +1,6 @@
 /*
  * api/ui_data.S - the message log page (ui/index.html, ui/app.js,
- * ui/app.css), embedded into the binary by the assembler (.incbin), each
+ * ui/app.css, ui/icon.svg), embedded into the binary by the assembler (.incbin), each
  * followed by a NUL; api/ui.c serves them under /ui/.
  */
     .section .rodata
@@ -21,5 +21,11 @@ mailpool_ui_css:
     .incbin "ui/app.css"
     .global mailpool_ui_css_end
 mailpool_ui_css_end:
+    .byte 0
+    .global mailpool_ui_icon
+mailpool_ui_icon:
+    .incbin "ui/icon.svg"
+    .global mailpool_ui_icon_end
+mailpool_ui_icon_end:
     .byte 0
     .section .note.GNU-stack, "", @progbits
