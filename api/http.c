@@ -125,13 +125,13 @@ static void method_label(const char *method, char out[8])
     snprintf(out, 8, "OTHER");
 }
 
-/* /ui and /ui/{file}, the file (a short name of letters and dots, "" for
-   the page itself) copied into id; else API_ROUTE_UNMATCHED. */
+/* /ui, /ui/ and /ui/{file}, the file (a short name of letters and dots,
+   "" for the page itself) copied into id; else API_ROUTE_UNMATCHED. */
 static enum api_route ui_route_of(const char *url, char id[QUEUE_ID_LEN])
 {
     size_t n;
     if (strcmp(url, "/ui") == 0) {
-        snprintf(id, QUEUE_ID_LEN, "-");    /* redirected to /ui/ */
+        id[0] = '\0';
         return API_ROUTE_UI;
     }
     if (strncmp(url, "/ui/", 4) != 0)

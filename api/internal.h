@@ -38,7 +38,7 @@ enum api_route {
     API_ROUTE_OPENAPI,
     API_ROUTE_MESSAGE,          /* GET /v1/messages/{id} */
     API_ROUTE_CANCEL,           /* POST /v1/messages/{id}/cancel */
-    API_ROUTE_UI,               /* GET /ui/ and its files (ui.c) */
+    API_ROUTE_UI,               /* GET /ui, /ui/ and its files (ui.c) */
     API_ROUTE_UNMATCHED,        /* a 404: never the raw path in a label */
     API_ROUTE__COUNT
 };

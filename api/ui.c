@@ -9,8 +9,9 @@
  * Every answer carries a strict Content-Security-Policy (only this
  * origin's script, style and fetches; no inline script or style, no
  * frames, no plugins, no forms), X-Content-Type-Options: nosniff,
- * X-Frame-Options: DENY and Referrer-Policy: no-referrer.  /ui redirects
- * to /ui/; any other file is a 404.
+ * X-Frame-Options: DENY and Referrer-Policy: no-referrer.  /ui and /ui/
+ * are the page (it names its files by absolute paths, so both work); any
+ * other file is a 404.
  *
  * Errors: MHD_NO when out of memory.  Thread-safe (read-only data).
  */
@@ -61,20 +62,17 @@ static int guard(struct MHD_Response *r)
                ? 0 : -1;
 }
 
-/* Queues len bytes of buf (static) as ctype, or an empty body with
-   Location when loc is not NULL. */
+/* Queues len bytes of buf (static) as ctype. */
 static enum MHD_Result send_ui(struct api_req *req, struct MHD_Connection *c,
                                unsigned int status, const char *ctype,
-                               const char *buf, size_t len, const char *loc)
+                               const char *buf, size_t len)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(
         len, (void *)(uintptr_t)buf, MHD_RESPMEM_PERSISTENT);
     if (r == NULL)
         return MHD_NO;
     if (guard(r) < 0 ||
-        MHD_add_response_header(r, "Content-Type", ctype) != MHD_YES ||
-        (loc != NULL &&
-         MHD_add_response_header(r, "Location", loc) != MHD_YES)) {
+        MHD_add_response_header(r, "Content-Type", ctype) != MHD_YES) {
         MHD_destroy_response(r);
         return MHD_NO;
     }
@@ -84,13 +82,10 @@ static enum MHD_Result send_ui(struct api_req *req, struct MHD_Connection *c,
 enum MHD_Result api_ui_get(struct api_req *req, struct MHD_Connection *c)
 {
     static const char missing[] = "no such file\n";
-    if (strcmp(req->msg_id, "-") == 0)
-        return send_ui(req, c, 308, "text/plain; charset=utf-8", "", 0,
-                       "/ui/");
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         if (strcmp(req->msg_id, files[i].name) == 0)
             return send_ui(req, c, 200, files[i].ctype, files[i].start,
-                           (size_t)(files[i].end - files[i].start), NULL);
+                           (size_t)(files[i].end - files[i].start));
     return send_ui(req, c, 404, "text/plain; charset=utf-8", missing,
-                   sizeof missing - 1, NULL);
+                   sizeof missing - 1);
 }
