@@ -187,13 +187,14 @@ static enum MHD_Result one_arg(void *cls, enum MHD_ValueKind kind,
     return MHD_YES;
 }
 
-/* One message of the log as JSON. */
+/* One message of the log as JSON (no subject or message_id member when
+   it has none). */
 static json_t *item_json(const struct queue_item *it)
 {
     json_error_t e;
     json_t *rcpts = it->recipients != NULL
         ? json_loads(it->recipients, 0, &e) : NULL;
-    return json_pack("{s:s, s:s, s:o, s:s?, s:s?, s:o, s:i, s:o}",
+    return json_pack("{s:s, s:s, s:o, s:s*, s:s*, s:o, s:i, s:o}",
                      "id", it->id, "status", queue_state_name(it->state),
                      "recipients", json_is_array(rcpts) ? rcpts
                                                         : json_array(),

@@ -17,6 +17,7 @@
 #include <libgen.h>
 #include <limits.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/wait.h>
 
 #include "tests/integration/smtp_fx.h"
@@ -356,6 +357,74 @@ static void test_10000_messages_are_listed_under_100_ms(void **state)
     stop(&f);
 }
 
+/* A queue file as the first schema left it: one sent message (no
+   recipients or Subject columns yet), user_version 1. */
+static void write_schema_1(const char *path)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    char *err = NULL;
+    int rc = sqlite3_exec(db,
+        "CREATE TABLE messages ("
+        " id TEXT PRIMARY KEY, state INTEGER NOT NULL,"
+        " created_at REAL NOT NULL, due_at REAL NOT NULL, lease_until REAL,"
+        " finished_at REAL, attempts INTEGER NOT NULL DEFAULT 0,"
+        " message_id TEXT, metadata TEXT, blob BLOB NOT NULL);"
+        "CREATE INDEX messages_due ON messages(state, due_at);"
+        "CREATE INDEX messages_finished ON messages(finished_at)"
+        " WHERE finished_at IS NOT NULL;"
+        "CREATE TABLE attempts ("
+        " message TEXT NOT NULL, n INTEGER NOT NULL, at REAL NOT NULL,"
+        " status TEXT, code INTEGER, enhanced TEXT, text TEXT, accepted TEXT,"
+        " rejected TEXT, error TEXT, PRIMARY KEY (message, n));"
+        "CREATE TABLE idempotency ("
+        " key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,"
+        " created_at REAL NOT NULL, state INTEGER NOT NULL,"
+        " http_status INTEGER, response TEXT);"
+        "INSERT INTO messages (id, state, created_at, due_at, attempts,"
+        " message_id, blob) VALUES ('schemaOneMessage000001', 4, 1700000000,"
+        " 1700000000, 1, '<one@example.org>', x'00');"
+        "INSERT INTO attempts (message, n, at, status, code, enhanced, text)"
+        " VALUES ('schemaOneMessage000001', 1, 1700000001, 'sent', 250,"
+        " '2.0.0', '2.0.0 Ok');"
+        "PRAGMA user_version = 1;", NULL, NULL, &err);
+    if (rc != SQLITE_OK)
+        fail_msg("schema 1: %s", err);
+    sqlite3_close(db);
+}
+
+static void test_queue_file_of_schema_1_is_migrated_and_listed(void **state)
+{
+    char dir[] = "/tmp/mailpool-log-XXXXXX", path[64];
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/queue.db", dir);
+    write_schema_1(path);
+    const char *const extra[] = { "--queue-path", path, NULL };
+    struct logfx f;
+    start(&f, extra);
+    json_t *j = get_ok(&f, "/v1/messages");
+    assert_int_equal(nmsgs(j), 1);
+    json_t *old = json_array_get(json_object_get(j, "messages"), 0);
+    assert_string_equal(item_str(j, 0, "id"), "schemaOneMessage000001");
+    assert_string_equal(item_str(j, 0, "created_at"),
+                        "2023-11-14T22:13:20.000Z");
+    assert_int_equal(json_array_size(json_object_get(old, "recipients")), 0);
+    assert_null(json_object_get(old, "subject"));
+    assert_int_equal(json_integer_value(json_object_get(old, "last_code")),
+                     250);
+    json_decref(j);
+    char *id = send_one(&f, "[\"new@example.org\"]", "after the upgrade");
+    j = get_ok(&f, "/v1/messages?recipient=new%40example.org");
+    assert_int_equal(nmsgs(j), 1);
+    assert_string_equal(item_str(j, 0, "id"), id);
+    assert_string_equal(item_str(j, 0, "subject"), "after the upgrade");
+    json_decref(j);
+    free(id);
+    stop(&f);
+    ts_rmtree(dir);
+}
+
 /* ---- GET /ui/ --------------------------------------------------------- */
 
 /* GET path without a key: the response (caller frees). */
@@ -574,6 +643,7 @@ int main(void)
         T(test_list_and_status_need_the_bearer_key),
         T(test_bad_parameters_are_400_naming_the_parameter),
         T(test_10000_messages_are_listed_under_100_ms),
+        T(test_queue_file_of_schema_1_is_migrated_and_listed),
         T(test_page_and_files_carry_a_strict_csp_and_nosniff),
         T(test_page_in_chromium_lists_filters_and_shows_relay_words),
     };
