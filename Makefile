@@ -22,7 +22,7 @@ SMTPCORE_SRC := $(wildcard smtpcore/src/*.c)
 CONFIG_SRC   := $(wildcard config/*.c)
 SERVER_SRC   := $(filter-out server/main.c,$(wildcard server/*.c))
 QUEUE_SRC    := $(wildcard queue/*.c)
-API_SRC      := $(wildcard api/*.c) api/openapi_data.S
+API_SRC      := $(wildcard api/*.c) api/openapi_data.S api/ui_data.S
 SUPPORT_SRC  := $(wildcard tests/support/*.c)
 
 obj = $(patsubst %.S,$(BUILD)/obj/%.o,$(patsubst %.c,$(BUILD)/obj/%.o,$(1)))
@@ -80,6 +80,8 @@ $(BUILD)/obj/%.o: %.S $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN) -c $< -o $@
 $(BUILD)/obj/api/openapi_data.o: api/openapi.json
+# The message log page (GET /ui/), embedded from ui/.
+$(BUILD)/obj/api/ui_data.o: ui/index.html ui/app.js ui/app.css ui/icon.svg
 
 $(LIB_SMTPCORE): $(call obj,$(SMTPCORE_SRC))
 $(LIB_CONFIG):   $(call obj,$(CONFIG_SRC))

@@ -5,7 +5,7 @@
  *
  * Public (internal.h): api_async_extract, api_async_post, api_async_answer,
  * api_idem_begin, api_idem_finish, api_message_get, api_message_cancel,
- * api_async_req_free, api_queue_metrics.
+ * api_async_req_free, api_queue_metrics, api_time_json, api_time_parse.
  *
  * Asynchronous POST: the body is validated exactly as a synchronous one;
  * then each message gets a queue id and, unless it has one, a Message-ID
@@ -53,6 +53,7 @@ struct api_async {
     struct queue_new *qn;
     void **blobs;
     char **msgids;
+    char **rcpts;               /* each message's recipients, JSON text */
     size_t n;
     char *doc;                  /* the 202 (or stored) answer's text */
     char key[QUEUE_KEY_MAX + 16];   /* scoped key, "" when none */
@@ -174,9 +175,11 @@ void api_async_req_free(struct api_req *req)
     for (size_t i = 0; i < a->n; i++) {
         free(a->blobs[i]);
         free(a->msgids[i]);
+        free(a->rcpts != NULL ? a->rcpts[i] : NULL);
     }
     free(a->blobs);
     free(a->msgids);
+    free(a->rcpts);
     free(a->qn);
     free(a->doc);
     queue_idem_hit_clear(&a->hit);
@@ -345,6 +348,26 @@ static char *pin_message_id(struct job *job, const char *qid)
     return strdup(buf);
 }
 
+/* What the message log lists of job (queue_list): its recipients as JSON
+   text (owned, in *rcpts) and its Subject (borrowed from the job; for a
+   raw message, none).  -1 when out of memory. */
+static int listing_of(const struct job *job, struct queue_new *q,
+                      char **rcpts)
+{
+    const struct job_message *m = &job->msg;
+    json_t *arr = json_array();
+    for (size_t i = 0; arr != NULL && i < m->nto; i++)
+        if (json_array_append_new(arr, json_string(m->to[i])) < 0)
+            json_decref(arr), arr = NULL;
+    *rcpts = arr != NULL ? json_dumps(arr, JSON_COMPACT) : NULL;
+    json_decref(arr);
+    for (size_t i = 0; !m->raw && i < m->nheaders; i++)
+        if (strcasecmp(m->headers[i].name, "Subject") == 0)
+            q->subject = m->headers[i].value;
+    q->recipients = *rcpts;
+    return *rcpts != NULL ? 0 : -1;
+}
+
 /* {"id", "status", "message_id"} of message i. */
 static json_t *accepted_doc(const struct api_async *a, size_t i)
 {
@@ -364,13 +387,16 @@ static int build_rows(struct api_req *req, struct api_async *a)
     a->qn = calloc(a->n, sizeof *a->qn);
     a->blobs = calloc(a->n, sizeof *a->blobs);
     a->msgids = calloc(a->n, sizeof *a->msgids);
-    if (a->qn == NULL || a->blobs == NULL || a->msgids == NULL)
+    a->rcpts = calloc(a->n, sizeof *a->rcpts);
+    if (a->qn == NULL || a->blobs == NULL || a->msgids == NULL ||
+        a->rcpts == NULL)
         return -1;
     for (size_t i = 0; i < a->n; i++) {
         struct queue_new *q = &a->qn[i];
         queue_new_id(q->id);
         if ((a->msgids[i] = pin_message_id(req->jobs[i], q->id)) == NULL ||
-            job_message_encode(req->jobs[i], &a->blobs[i], &q->blob_len) < 0)
+            job_message_encode(req->jobs[i], &a->blobs[i], &q->blob_len) < 0 ||
+            listing_of(req->jobs[i], q, &a->rcpts[i]) < 0)
             return -1;
         q->blob = a->blobs[i];
         q->message_id = a->msgids[i][0] != '\0' ? a->msgids[i] : NULL;
@@ -704,6 +730,18 @@ enum MHD_Result api_message_cancel(struct api_req *req,
         return api_reply_problem(req, c, 503, "the queue cannot be written",
                                  NULL, "Retry-After", "5");
     }
+}
+
+/* ---- times for the other files of api/ (internal.h) ---- */
+
+json_t *api_time_json(double t)
+{
+    return rfc3339(t);
+}
+
+int api_time_parse(const char *s, double *out)
+{
+    return parse_rfc3339(s, out);
 }
 
 /* ---- /metrics ---- */

@@ -50,7 +50,7 @@ enum { M_GET = 1, M_POST = 2 };
 
 /* The methods of each route; paths are api_route_name (metrics.c). */
 static const int route_methods[API_ROUTE__COUNT] = {
-    [API_ROUTE_MESSAGES] = M_POST,
+    [API_ROUTE_MESSAGES] = M_POST | M_GET,
     [API_ROUTE_BATCH] = M_POST,
     [API_ROUTE_VERIFY] = M_POST,
     [API_ROUTE_EXPAND] = M_POST,
@@ -61,6 +61,7 @@ static const int route_methods[API_ROUTE__COUNT] = {
     [API_ROUTE_OPENAPI] = M_GET,
     [API_ROUTE_MESSAGE] = M_GET,
     [API_ROUTE_CANCEL] = M_POST,
+    [API_ROUTE_UI] = M_GET,
     [API_ROUTE_UNMATCHED] = 0,
 };
 
@@ -124,8 +125,26 @@ static void method_label(const char *method, char out[8])
     snprintf(out, 8, "OTHER");
 }
 
-/* The route of a path: an exact match, or /v1/messages/{id} and
-   /v1/messages/{id}/cancel with a queue id's shape (base64url, at most
+/* /ui, /ui/ and /ui/{file}, the file (a short name of letters and dots,
+   "" for the page itself) copied into id; else API_ROUTE_UNMATCHED. */
+static enum api_route ui_route_of(const char *url, char id[QUEUE_ID_LEN])
+{
+    size_t n;
+    if (strcmp(url, "/ui") == 0) {
+        id[0] = '\0';
+        return API_ROUTE_UI;
+    }
+    if (strncmp(url, "/ui/", 4) != 0)
+        return API_ROUTE_UNMATCHED;
+    n = strspn(url + 4, "abcdefghijklmnopqrstuvwxyz.");
+    if (url[4 + n] != '\0' || n >= QUEUE_ID_LEN)
+        return API_ROUTE_UNMATCHED;
+    memcpy(id, url + 4, n + 1);
+    return API_ROUTE_UI;
+}
+
+/* The route of a path: an exact match, /ui/{file}, or /v1/messages/{id}
+   and /v1/messages/{id}/cancel with a queue id's shape (base64url, at most
    QUEUE_ID_LEN - 1 characters) copied into id. */
 static enum api_route route_of(const char *url, char id[QUEUE_ID_LEN])
 {
@@ -134,6 +153,8 @@ static enum api_route route_of(const char *url, char id[QUEUE_ID_LEN])
     for (int r = 0; r < API_ROUTE_MESSAGE; r++)
         if (strcmp(url, api_route_name((enum api_route)r)) == 0)
             return (enum api_route)r;
+    if (strncmp(url, "/ui", 3) == 0)
+        return ui_route_of(url, id);
     if (strncmp(url, prefix, sizeof prefix - 1) != 0)
         return API_ROUTE_UNMATCHED;
     url += sizeof prefix - 1;
@@ -348,6 +369,14 @@ static enum MHD_Result queue(struct api_req *req, struct MHD_Connection *c,
         req->phase = API_REQ_ANSWERED;
     }
     return ok;
+}
+
+enum MHD_Result api_reply_response(struct api_req *req,
+                                   struct MHD_Connection *c,
+                                   unsigned int status,
+                                   struct MHD_Response *r)
+{
+    return queue(req, c, status, r);
 }
 
 /* A response holding the JSON text of body and a final newline. */
@@ -659,12 +688,18 @@ static enum MHD_Result first_call(struct api_req *req,
     m = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0
         ? M_GET : strcmp(req->method, "POST") == 0 ? M_POST : 0;
     if ((route_methods[req->route] & m) == 0) {
-        snprintf(allow, sizeof allow, "%s",
-                 route_methods[req->route] == M_GET ? "GET, HEAD" : "POST");
+        snprintf(allow, sizeof allow, "%s%s%s",
+                 route_methods[req->route] & M_GET ? "GET, HEAD" : "",
+                 route_methods[req->route] == (M_GET | M_POST) ? ", " : "",
+                 route_methods[req->route] & M_POST ? "POST" : "");
         return api_reply_problem(req, c, 405,
                                  "method not allowed on this route", NULL,
                                  "Allow", allow);
     }
+    if (m == M_GET && (req->route == API_ROUTE_MESSAGES ||
+                       req->route == API_ROUTE_MESSAGE) &&
+        check_auth(req, c, &ret) < 0)
+        return ret;                 /* the queue's messages: keys only */
     if (m == M_GET)                 /* answered on the next call: MHD */
         return MHD_YES;             /* closes after a first-call answer */
     return first_post(req, c);
@@ -750,7 +785,7 @@ enum MHD_Result api_on_access(void *cls, struct MHD_Connection *c,
         if (req->over_budget)
             return api_reply_problem(req, c, 503, OVER_BUDGET, NULL,
                                      "Retry-After", "1");
-        if (route_methods[req->route] == M_GET)
+        if (strcmp(req->method, "POST") != 0)  /* GET or HEAD */
             return api_route_get(req, c);
         return api_route_post(req, c);
     case API_REQ_WAITING:

@@ -38,6 +38,7 @@ enum api_route {
     API_ROUTE_OPENAPI,
     API_ROUTE_MESSAGE,          /* GET /v1/messages/{id} */
     API_ROUTE_CANCEL,           /* POST /v1/messages/{id}/cancel */
+    API_ROUTE_UI,               /* GET /ui, /ui/ and its files (ui.c) */
     API_ROUTE_UNMATCHED,        /* a 404: never the raw path in a label */
     API_ROUTE__COUNT
 };
@@ -191,7 +192,8 @@ struct api_req {
 
     int async;                      /* Prefer: respond-async */
     int key_index;                  /* the API key used (0: none) */
-    char msg_id[QUEUE_ID_LEN];      /* of /v1/messages/{id}[/cancel] */
+    char msg_id[QUEUE_ID_LEN];      /* of /v1/messages/{id}[/cancel]; for
+                                       API_ROUTE_UI, the file of /ui/{file} */
     void *async_state;              /* api/async.c's; owned */
     int idem_pending;               /* a synchronous key awaits its answer */
     int replayed;                   /* answer replayed for a key */
@@ -250,6 +252,22 @@ void api_async_req_free(struct api_req *req);
 /* The queue's Prometheus series (text, caller frees; "" without a
    queue); NULL when out of memory. */
 char *api_queue_metrics(struct api *api, size_t *len);
+
+/* async.c: RFC 3339 UTC with milliseconds (null for 0); parses one into
+   Unix seconds (0, or -1 when s is not one). */
+json_t *api_time_json(double t);
+int api_time_parse(const char *s, double *out);
+
+/* list.c: GET /v1/messages, the message log (never a body). */
+enum MHD_Result api_message_list(struct api_req *req,
+                                 struct MHD_Connection *c);
+/* ui.c: GET /ui/ and its files, embedded at build time. */
+enum MHD_Result api_ui_get(struct api_req *req, struct MHD_Connection *c);
+/* http.c: queues r (destroyed here) with the common headers. */
+enum MHD_Result api_reply_response(struct api_req *req,
+                                   struct MHD_Connection *c,
+                                   unsigned int status,
+                                   struct MHD_Response *r);
 
 /* routes.c: GET routes, answered at once. */
 enum MHD_Result api_route_get(struct api_req *req, struct MHD_Connection *c);

@@ -98,6 +98,10 @@ enum MHD_Result api_route_get(struct api_req *req, struct MHD_Connection *c)
                               api_openapi_json(), api_openapi_len());
     case API_ROUTE_MESSAGE:
         return api_message_get(req, c);
+    case API_ROUTE_MESSAGES:
+        return api_message_list(req, c);
+    case API_ROUTE_UI:
+        return api_ui_get(req, c);
     default:
         return api_reply_problem(req, c, 500, "no GET handler", NULL, NULL,
                                  NULL);

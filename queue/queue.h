@@ -94,6 +94,9 @@ struct queue_new {
     const char *message_id;     /* Message-ID with brackets, or NULL */
     const char *metadata;       /* a JSON object's text, or NULL */
     double send_at;             /* Unix seconds; 0 or past: now */
+    const char *recipients;     /* for queue_list: a JSON array of the
+                                   addresses, or NULL */
+    const char *subject;        /* for queue_list: the Subject, or NULL */
 };
 
 /* An idempotency key and what answers a repeat of its request. */
@@ -200,5 +203,38 @@ int queue_counts(struct queue *q, double now,
 /* The due time of the next message waiting (queued, scheduled, retry):
    1 with *when set, 0 when none, < 0 on error. */
 int queue_next_due(struct queue *q, double *when);
+
+/* ---- the message log (queue_list) ---- */
+
+/* Which messages queue_list returns, newest first; borrowed. */
+struct queue_list_query {
+    unsigned states;            /* bit (1u << state) per state; 0: any */
+    const char *recipient;      /* one address, any case; NULL: any */
+    const char *message_id;     /* exact, with brackets; NULL: any */
+    double after;               /* created at or after; 0: no bound */
+    double before;              /* created before; 0: no bound */
+    const char *before_id;      /* with before: also created at exactly
+                                   `before` with a smaller id (a page's
+                                   cursor); NULL: none */
+    size_t limit;               /* at most this many (1 or more) */
+};
+
+/* One message of the log, never its body; owned by the array. */
+struct queue_item {
+    char id[QUEUE_ID_LEN];
+    enum queue_state state;
+    double created_at;
+    int attempts;               /* attempts started */
+    int last_code;              /* the last attempt's reply code; 0: none */
+    char *recipients;           /* JSON array text, or NULL */
+    char *subject, *message_id; /* NULL when none */
+};
+
+/* The messages matching qry, newest (created_at, then id) first: *out
+   holds *n of them (caller frees: queue_list_free).  QUEUE_OK, QUEUE_EIO
+   or QUEUE_ENOMEM. */
+int queue_list(struct queue *q, const struct queue_list_query *qry,
+               struct queue_item **out, size_t *n);
+void queue_list_free(struct queue_item *items, size_t n);
 
 #endif /* MAILPOOL_QUEUE_H */

@@ -16,7 +16,8 @@
  * (group commit).  Once an hour at most the writer also purges finished
  * messages past the retention and idempotency keys past their time.
  *
- * Reads (queue_get, queue_counts, queue_next_due) use a second connection
+ * Reads (queue_get, queue_counts, queue_next_due, queue_list) use a second
+ * connection
  * under q->rd_mu; WAL lets them run beside the writer.
  *
  * Errors: QUEUE_E* codes; SQLite's words go to the caller of queue_open
@@ -34,7 +35,7 @@
 #include <sys/random.h>
 #include <time.h>
 
-#define QUEUE_SCHEMA_VERSION 1
+#define QUEUE_SCHEMA_VERSION 2
 #define QUEUE_PURGE_EVERY_S 3600.0
 
 enum op_kind { OP_ENQUEUE, OP_CLAIM, OP_RECORD, OP_RELEASE, OP_CANCEL,
@@ -150,6 +151,23 @@ static const char *const migrations[QUEUE_SCHEMA_VERSION] = {
     " key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,"
     " created_at REAL NOT NULL, state INTEGER NOT NULL,"
     " http_status INTEGER, response TEXT);",
+    /* 1 -> 2: what the message log lists and filters on (queue_list);
+       message_rcpts, one row per recipient, follows messages by trigger */
+    "ALTER TABLE messages ADD COLUMN recipients TEXT;"
+    "ALTER TABLE messages ADD COLUMN subject TEXT;"
+    "CREATE INDEX messages_created ON messages(created_at, id);"
+    "CREATE INDEX messages_state_created ON messages(state, created_at, id);"
+    "CREATE INDEX messages_message_id ON messages(message_id);"
+    "CREATE TABLE message_rcpts ("
+    " addr TEXT NOT NULL COLLATE NOCASE, message TEXT NOT NULL,"
+    " PRIMARY KEY (addr, message)) WITHOUT ROWID;"
+    "CREATE INDEX message_rcpts_message ON message_rcpts(message);"
+    "CREATE TRIGGER messages_rcpts_add AFTER INSERT ON messages"
+    " WHEN json_valid(new.recipients) BEGIN"
+    " INSERT OR IGNORE INTO message_rcpts SELECT value, new.id"
+    " FROM json_each(new.recipients) WHERE type = 'text'; END;"
+    "CREATE TRIGGER messages_rcpts_drop AFTER DELETE ON messages BEGIN"
+    " DELETE FROM message_rcpts WHERE message = old.id; END;",
 };
 
 /* Opens path with the pragmas every connection needs. */
@@ -289,8 +307,8 @@ static int do_enqueue(struct queue *q, struct op *op)
     if (op->n == 0)
         return QUEUE_OK;
     if (exec1(q->wr, "INSERT INTO messages (id, state, created_at, due_at,"
-              " message_id, metadata, blob) VALUES (?1, ?2, ?3, ?4, ?5, ?6,"
-              " ?7)", &st) != SQLITE_OK)
+              " message_id, metadata, blob, recipients, subject) VALUES (?1,"
+              " ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)", &st) != SQLITE_OK)
         return QUEUE_EIO;
     for (size_t i = 0; i < op->n && rc == SQLITE_DONE; i++) {
         const struct queue_new *m = &op->msgs[i];
@@ -303,6 +321,8 @@ static int do_enqueue(struct queue *q, struct op *op)
         sqlite3_bind_text(st, 5, m->message_id, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 6, m->metadata, -1, SQLITE_STATIC);
         sqlite3_bind_blob(st, 7, m->blob, (int)m->blob_len, SQLITE_STATIC);
+        sqlite3_bind_text(st, 8, m->recipients, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 9, m->subject, -1, SQLITE_STATIC);
         rc = sqlite3_step(st);
     }
     sqlite3_finalize(st);
@@ -933,4 +953,109 @@ int queue_next_due(struct queue *q, double *when)
     sqlite3_finalize(st);
     pthread_mutex_unlock(&q->rd_mu);
     return rc == SQLITE_ROW ? found : QUEUE_EIO;
+}
+
+/* ---- the message log (queue_list) ---- */
+
+/* The SELECT of qry into sql: fixed fragments only, the values bound by
+   list_bind in the same order. */
+static void list_sql(const struct queue_list_query *qry, char *sql,
+                     size_t len)
+{
+    snprintf(sql, len, "SELECT id, state, created_at, attempts, (SELECT code"
+             " FROM attempts WHERE message = m.id ORDER BY n DESC LIMIT 1),"
+             " recipients, subject, message_id FROM messages m WHERE 1%s%s%s"
+             "%s%s ORDER BY created_at DESC, id DESC LIMIT ?",
+             qry->states != 0 ? " AND ((1 << state) & ?) <> 0" : "",
+             qry->recipient != NULL
+                 ? " AND id IN (SELECT message FROM message_rcpts WHERE"
+                   " addr = ?)" : "",
+             qry->message_id != NULL ? " AND message_id = ?" : "",
+             qry->after > 0 ? " AND created_at >= ?" : "",
+             qry->before <= 0 ? ""
+             : qry->before_id != NULL
+                 ? " AND (created_at < ? OR (created_at = ? AND id < ?))"
+                 : " AND created_at < ?");
+}
+
+/* Binds qry's values in list_sql's order. */
+static void list_bind(const struct queue_list_query *qry, sqlite3_stmt *st)
+{
+    int i = 1;
+    if (qry->states != 0)
+        sqlite3_bind_int64(st, i++, (sqlite3_int64)qry->states);
+    if (qry->recipient != NULL)
+        sqlite3_bind_text(st, i++, qry->recipient, -1, SQLITE_STATIC);
+    if (qry->message_id != NULL)
+        sqlite3_bind_text(st, i++, qry->message_id, -1, SQLITE_STATIC);
+    if (qry->after > 0)
+        sqlite3_bind_double(st, i++, qry->after);
+    if (qry->before > 0) {
+        sqlite3_bind_double(st, i++, qry->before);
+        if (qry->before_id != NULL) {
+            sqlite3_bind_double(st, i++, qry->before);
+            sqlite3_bind_text(st, i++, qry->before_id, -1, SQLITE_STATIC);
+        }
+    }
+    sqlite3_bind_int64(st, i, (sqlite3_int64)qry->limit);
+}
+
+/* Fills it from the current row; -1 when out of memory. */
+static int list_row(sqlite3_stmt *st, struct queue_item *it)
+{
+    snprintf(it->id, sizeof it->id, "%s", sqlite3_column_text(st, 0));
+    it->state = (enum queue_state)sqlite3_column_int(st, 1);
+    it->created_at = sqlite3_column_double(st, 2);
+    it->attempts = sqlite3_column_int(st, 3);
+    it->last_code = sqlite3_column_int(st, 4);
+    it->recipients = col_dup(st, 5);
+    it->subject = col_dup(st, 6);
+    it->message_id = col_dup(st, 7);
+    return (it->recipients == NULL && sqlite3_column_type(st, 5) !=
+            SQLITE_NULL) || (it->subject == NULL && sqlite3_column_type(
+            st, 6) != SQLITE_NULL) || (it->message_id == NULL &&
+            sqlite3_column_type(st, 7) != SQLITE_NULL) ? -1 : 0;
+}
+
+int queue_list(struct queue *q, const struct queue_list_query *qry,
+               struct queue_item **out, size_t *n)
+{
+    sqlite3_stmt *st;
+    char sql[768];
+    int rc;
+    *out = calloc(qry->limit > 0 ? qry->limit : 1, sizeof **out);
+    *n = 0;
+    if (*out == NULL)
+        return QUEUE_ENOMEM;
+    list_sql(qry, sql, sizeof sql);
+    pthread_mutex_lock(&q->rd_mu);
+    if (exec1(q->rd, sql, &st) != SQLITE_OK) {
+        pthread_mutex_unlock(&q->rd_mu);
+        rc = SQLITE_ERROR;
+    } else {
+        list_bind(qry, st);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < qry->limit)
+            if (list_row(st, &(*out)[(*n)++]) < 0) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&q->rd_mu);
+    }
+    if (rc == SQLITE_DONE || rc == SQLITE_ROW)
+        return QUEUE_OK;
+    queue_list_free(*out, *n);
+    *out = NULL;
+    *n = 0;
+    return rc == SQLITE_NOMEM ? QUEUE_ENOMEM : QUEUE_EIO;
+}
+
+void queue_list_free(struct queue_item *items, size_t n)
+{
+    for (size_t i = 0; items != NULL && i < n; i++) {
+        free(items[i].recipients);
+        free(items[i].subject);
+        free(items[i].message_id);
+    }
+    free(items);
 }

@@ -23,6 +23,9 @@ sasl2-bin libsasl2-modules libidn12 libgnutls-dane0 libpcre2-8-0 libdb5.3"
 # Linters for deploy/ (yamllint) and /metrics (promtool, in prometheus).
 ops_pkgs="yamllint prometheus"
 container_pkgs="podman runc debootstrap"
+# The message log page's browser test (tests/integration/test_ui.c drives
+# Debian's Chromium through playwright-core, from tools/).
+ui_pkgs="chromium chromium-driver"
 
 # npm tools (linters) live in tools/, pinned by tools/package-lock.json.
 if [ "${1:-}" = tools ]; then
@@ -31,7 +34,8 @@ if [ "${1:-}" = tools ]; then
         "$0" npm || exit 1
     fi
     [ -d node_modules/dockerfile-utils ] && [ -d node_modules/@redocly/cli ] &&
-        [ -d node_modules/smtp-server ] && [ -d node_modules/mailparser ] && exit 0
+        [ -d node_modules/smtp-server ] && [ -d node_modules/mailparser ] &&
+        [ -d node_modules/playwright-core ] && exit 0
     echo "deps: npm ci in tools/" >&2
     npm ci --no-audit --no-fund --loglevel=error >&2
     exit $?
@@ -76,6 +80,7 @@ case "${1:-test}" in
 esac
 
 [ "${1:-test}" = test ] && want="$want $ops_pkgs"
+[ "${1:-test}" = test ] && want="$want $ui_pkgs"
 
 missing=""
 for p in $want; do

@@ -762,7 +762,7 @@ static const struct jcase JCASES[] = {
           422, "$"),
 
     /* Methods. */
-    REQ("GET on /v1/messages", "GET", "/v1/messages", 405),
+    REQ("GET on /v1/messages/batch", "GET", "/v1/messages/batch", 405),
     REQ("PUT on /v1/messages", "PUT", "/v1/messages", 405),
     REQ("DELETE on /v1/messages/batch", "DELETE", "/v1/messages/batch", 405),
     REQ("PATCH on /v1/verify", "PATCH", "/v1/verify", 405),

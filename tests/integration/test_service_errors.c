@@ -275,8 +275,10 @@ static const struct pcase PROBLEMS[] = {
     { "no Content-Type", "POST", "/v1/messages", NULL,
       "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"]}", 415,
       { NULL }, NULL, NULL, 0 },
-    { "GET on a POST route", "GET", "/v1/messages", NULL, NULL, 405,
+    { "GET on a POST route", "GET", "/v1/messages/batch", NULL, NULL, 405,
       { NULL }, "Allow", "POST", 0 },
+    { "DELETE on the message log", "DELETE", "/v1/messages", NULL, NULL,
+      405, { NULL }, "Allow", "GET, HEAD, POST", 0 },
     { "DELETE on a POST route", "DELETE", "/v1/verify", NULL, NULL, 405,
       { NULL }, "Allow", "POST", 0 },
     { "POST on a GET route", "POST", "/healthz", "application/json", "{}",
@@ -655,7 +657,7 @@ static void test_openapi_json_is_3_1_and_documents_every_route_answer(
     static const char *const paths[] = {
         "/v1/messages", "/v1/messages/batch", "/v1/verify", "/v1/expand",
         "/v1/help", "/healthz", "/readyz", "/metrics", "/openapi.json",
-        "/v1/messages/{id}", "/v1/messages/{id}/cancel"
+        "/v1/messages/{id}", "/v1/messages/{id}/cancel", "/ui"
     };
     START(fx, "--pool-workers", "1");
     call(fx, "GET", "/openapi.json", NULL, NULL, &r);

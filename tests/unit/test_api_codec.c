@@ -766,7 +766,7 @@ static void test_openapi_document(void **state)
     static const char *const paths[] = {
         "/v1/messages", "/v1/messages/batch", "/v1/verify", "/v1/expand",
         "/v1/help", "/healthz", "/readyz", "/metrics", "/openapi.json",
-        "/v1/messages/{id}", "/v1/messages/{id}/cancel"
+        "/v1/messages/{id}", "/v1/messages/{id}/cancel", "/ui"
     };
     json_error_t e;
     json_t *doc = json_loadb(api_openapi_json(), api_openapi_len(),
