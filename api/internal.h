@@ -36,6 +36,7 @@ enum api_route {
     API_ROUTE_READYZ,
     API_ROUTE_METRICS,
     API_ROUTE_OPENAPI,
+    API_ROUTE_PREVIEW,          /* POST /v1/messages/preview */
     API_ROUTE_MESSAGE,          /* GET /v1/messages/{id} */
     API_ROUTE_CANCEL,           /* POST /v1/messages/{id}/cancel */
     API_ROUTE_UNMATCHED,        /* a 404: never the raw path in a label */
