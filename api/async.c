@@ -317,26 +317,6 @@ int api_async_extract(struct api_req *req, json_t *root, json_t *errors)
 
 /* ---- asynchronous POST ---- */
 
-/* The Message-ID field of a raw message's header section (a composed
-   message has one), or "". */
-static char *raw_message_id(const struct job_message *m)
-{
-    const char *p = m->body, *end = m->body + m->body_len;
-    while (p < end && *p != '\r' && *p != '\n') {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        size_t n = eol != NULL ? (size_t)(eol - p) : (size_t)(end - p);
-        if (n > 11 && n < 260 && strncasecmp(p, "Message-ID:", 11) == 0) {
-            const char *v = p + 11;
-            while (*v == ' ' || *v == '\t')
-                v++;
-            return strndup(v, (size_t)(p + n - v) -
-                              (p[n - 1] == '\r' ? 1 : 0));
-        }
-        p = eol != NULL ? eol + 1 : end;
-    }
-    return strdup("");
-}
-
 /* The Message-ID job will carry: its own header's value, or a new one
    added to it, "<queue-id@from-domain>".  NULL when out of memory; for a
    raw message the one its header section holds, or "". */
@@ -346,7 +326,7 @@ static char *pin_message_id(struct job *job, const char *qid)
     const char *at, *domain;
     char buf[300];
     if (m->raw)
-        return raw_message_id(m);
+        return api_raw_message_id(m);
     for (size_t i = 0; i < m->nheaders; i++)
         if (strcasecmp(m->headers[i].name, "Message-ID") == 0)
             return strdup(m->headers[i].value);

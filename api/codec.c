@@ -767,6 +767,12 @@ json_t *api_result_json(const struct smtp_result *res)
 json_t *api_job_result_json(const struct job *job)
 {
     json_t *o = api_result_json(&job->result);
+    char *id = NULL;
+    if (o != NULL && job->msg.raw && job->result.status != SMTP_DELIVERY_NONE &&
+        job->result.message_id[0] == '\0' &&
+        (id = api_raw_message_id(&job->msg)) != NULL && id[0] != '\0')
+        json_object_set_new(o, "message_id", api_json_text(id));
+    free(id);
     double ms = (double)(long long)(job->duration_ms * 1000.0 + 0.5) / 1000.0;
     if (o == NULL ||
         json_object_set_new(o, "attempts", json_integer(job->attempts)) ||

@@ -88,6 +88,10 @@ int api_decode_composed(json_t *obj, const struct cfg *cfg, struct job *job,
  */
 int api_headers_encode(struct job *job, json_t *errors, const char *prefix);
 
+/* The Message-ID of a raw (or composed) message's header section, or ""
+   (a new string; NULL when out of memory). */
+char *api_raw_message_id(const struct job_message *m);
+
 /* job_free on jobs[0..n), then free(jobs); NULL is a no-op. */
 void api_jobs_free(struct job **jobs, size_t n);
 

@@ -6,7 +6,7 @@
  * envelope form's non-ASCII header values.
  *
  * Public (codec.h): api_composed_form, api_decode_composed,
- * api_headers_encode.
+ * api_headers_encode, api_raw_message_id.
  *
  * Every problem is a {"field", "message"} named by its member path
  * ("attachments[2].content", "messages[1].cc[0]"), all of them listed,
@@ -629,6 +629,26 @@ int api_decode_composed(json_t *obj, const struct cfg *cfg, struct job *job,
     if (c.nomem)
         return API_DECODE_NOMEM;
     return c.invalid ? API_DECODE_INVALID : API_DECODE_OK;
+}
+
+/* The Message-ID field of a raw message's header section (a composed
+   message has one), or "". */
+char *api_raw_message_id(const struct job_message *m)
+{
+    const char *p = m->body, *end = m->body + m->body_len;
+    while (p < end && *p != '\r' && *p != '\n') {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        size_t n = eol != NULL ? (size_t)(eol - p) : (size_t)(end - p);
+        if (n > 11 && n < 260 && strncasecmp(p, "Message-ID:", 11) == 0) {
+            const char *v = p + 11;
+            while (*v == ' ' || *v == '\t')
+                v++;
+            return strndup(v, (size_t)(p + n - v) -
+                              (p[n - 1] == '\r' ? 1 : 0));
+        }
+        p = eol != NULL ? eol + 1 : end;
+    }
+    return strdup("");
 }
 
 /* 1 when s holds a byte over 0x7f. */
