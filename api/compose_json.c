@@ -358,7 +358,8 @@ static void decode_attachments(struct cctx *c, json_t *v)
         cfail(c, "must be an array of attachments", "attachments");
         return;
     }
-    if (json_array_size(v) > (size_t)c->cfg->http.max_attachments) {
+    if (c->cfg->http.max_attachments > 0 &&
+        json_array_size(v) > (size_t)c->cfg->http.max_attachments) {
         char why[96];
         snprintf(why, sizeof why, "at most %d attachments (http."
                  "max_attachments), got %zu", c->cfg->http.max_attachments,

@@ -300,45 +300,8 @@ static void add_unsubscribe(GMimeMessage *msg, const struct compose_message *m)
     g_string_free(v, TRUE);
 }
 
-/* 1 when raw holds an RFC 2047 encoded-word over 75 characters (GMime
-   3.2 writes longer ones for a long run of text without spaces). */
-static int long_word(const char *raw)
-{
-    const char *p = raw, *end;
-    if (raw == NULL)
-        return 0;
-    while ((p = strstr(p, "=?")) != NULL) {
-        const char *q = strchr(p + 2, '?');
-        if (q == NULL || (q = strchr(q + 1, '?')) == NULL ||
-            (end = strstr(q + 1, "?=")) == NULL)
-            return 0;
-        if (end + 2 - p > 75)
-            return 1;
-        p = end + 2;
-    }
-    return 0;
-}
-
-/* Appends text as base64 encoded-words of at most 45 octets of UTF-8
-   each (72 characters), cut between characters, separated by folds:
-   whitespace between two encoded-words is not part of the text. */
-static void append_words(GString *out, const char *text)
-{
-    size_t n = strlen(text), i = 0;
-    while (i < n) {
-        size_t k = n - i > 45 ? 45 : n - i;
-        while (i + k < n && ((unsigned char)text[i + k] & 0xC0) == 0x80)
-            k--;                    /* not inside a character */
-        gchar *b = g_base64_encode((const guchar *)text + i, k);
-        g_string_append_printf(out, "%s=?UTF-8?B?%s?=", i > 0 ? "\n " : "",
-                               b);
-        g_free(b);
-        i += k;
-    }
-}
-
 /* The raw value of an address field rebuilt with short encoded-words. */
-static void rewrite_addresses(GString *v, InternetAddressList *list)
+void compose_rewrite_addresses(GString *v, InternetAddressList *list)
 {
     for (int i = 0; list != NULL && i < internet_address_list_length(list);
          i++) {
@@ -346,7 +309,7 @@ static void rewrite_addresses(GString *v, InternetAddressList *list)
         const char *name = internet_address_get_name(ia);
         g_string_append(v, i > 0 ? ",\n " : " ");
         if (name != NULL && name[0] != '\0') {
-            append_words(v, name);
+            compose_append_words(v, name);
             g_string_append(v, "\n ");
         }
         g_string_append_printf(v, "<%s>", INTERNET_ADDRESS_IS_MAILBOX(ia)
@@ -370,18 +333,18 @@ static void shorten_words(GMimeMessage *msg)
         const char *name = g_mime_header_get_name(h);
         GString *v;
         size_t a = 0;
-        if (!long_word(g_mime_header_get_raw_value(h)))
+        if (!compose_long_word(g_mime_header_get_raw_value(h)))
             continue;
         v = g_string_new(NULL);
         while (a < sizeof af / sizeof af[0] &&
                g_ascii_strcasecmp(name, af[a].name) != 0)
             a++;
         if (a < sizeof af / sizeof af[0]) {
-            rewrite_addresses(v, g_mime_message_get_addresses(msg,
+            compose_rewrite_addresses(v, g_mime_message_get_addresses(msg,
                                                               af[a].type));
         } else {
             g_string_append_c(v, ' ');
-            append_words(v, g_mime_header_get_value(h));
+            compose_append_words(v, g_mime_header_get_value(h));
         }
         g_string_append_c(v, '\n');
         g_mime_header_set_raw_value(h, v->str);

@@ -24,6 +24,44 @@
 #include "compose/compose.h"
 #include "compose/internal.h"
 
+/* 1 when raw holds an RFC 2047 encoded-word over 75 characters (GMime
+   3.2 writes longer ones for a long run of text without spaces). */
+int compose_long_word(const char *raw)
+{
+    const char *p = raw, *end;
+    if (raw == NULL)
+        return 0;
+    while ((p = strstr(p, "=?")) != NULL) {
+        const char *q = strchr(p + 2, '?');
+        if (q == NULL || (q = strchr(q + 1, '?')) == NULL ||
+            (end = strstr(q + 1, "?=")) == NULL)
+            return 0;
+        if (end + 2 - p > 75)
+            return 1;
+        p = end + 2;
+    }
+    return 0;
+}
+
+/* Appends text as base64 encoded-words of at most 39 octets of UTF-8
+   each (64 characters, so that "Reply-To: " and a word fit in 78), cut
+   between characters, separated by folds: whitespace between two
+   encoded-words is not part of the text. */
+void compose_append_words(GString *out, const char *text)
+{
+    size_t n = strlen(text), i = 0;
+    while (i < n) {
+        size_t k = n - i > 39 ? 39 : n - i;
+        while (i + k < n && ((unsigned char)text[i + k] & 0xC0) == 0x80)
+            k--;                    /* not inside a character */
+        gchar *b = g_base64_encode((const guchar *)text + i, k);
+        g_string_append_printf(out, "%s=?UTF-8?B?%s?=", i > 0 ? "\n " : "",
+                               b);
+        g_free(b);
+        i += k;
+    }
+}
+
 /* 1 when s holds a byte over 0x7f. */
 static int has_8bit(const char *s)
 {
@@ -388,11 +426,27 @@ char *compose_header_encode(const char *name, const char *value,
             *invalid = 1;
             return NULL;
         }
+        for (int i = 0; i < internet_address_list_length(list); i++)
+            internet_address_set_charset(
+                internet_address_list_get_address(list, i), "utf-8");
         s = internet_address_list_to_string(list, NULL, TRUE);
+        if (compose_long_word(s)) {
+            GString *v = g_string_new(NULL);
+            compose_rewrite_addresses(v, list);
+            g_free(s);
+            s = g_string_free(v, FALSE);
+        }
         g_object_unref(list);
         return unfold(s);
     }
-    if (unstructured_field(name))
-        return unfold(g_mime_utils_header_encode_text(NULL, value, "utf-8"));
-    return NULL;
+    if (!unstructured_field(name))
+        return NULL;
+    char *s = g_mime_utils_header_encode_text(NULL, value, "utf-8");
+    if (compose_long_word(s)) {
+        GString *v = g_string_new(NULL);
+        compose_append_words(v, value);
+        g_free(s);
+        s = g_string_free(v, FALSE);
+    }
+    return unfold(s);
 }

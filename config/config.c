@@ -117,7 +117,8 @@ const struct cfg_key cfg_keys[] = {
     CFG_INT_(http, max_recipients, "100", 1, 100000,
              "most recipients of one message"),
     CFG_INT_(http, max_attachments, "100", 0, 10000,
-             "most attachments (and inline parts) of one composed message"),
+             "most attachments (and inline parts) of one composed message; "
+             "0: no limit"),
     CFG_STR(http, api_keys, NULL, CFG_SECRET, cfg_check_api_keys,
             "comma-separated bearer keys (secret)"),
     CFG_INT_(http, threads, "2", 1, 1024,
