@@ -267,30 +267,31 @@ static void recipients(json_t *req, char rcpt[4][96])
                                     json_object_get(req, "bcc"), 0)));
 }
 
-/* Waits until each of the four recipients has a copy, then a little
-   longer; asserts one copy each and returns the messages. */
-static struct mta_msg *four_copies(struct mta *m, char rcpt[4][96],
-                                   size_t *n, size_t idx[4])
+/* Waits until each of the nr recipients has a copy, then a little
+   longer; asserts one copy each (their indexes in idx) and returns the
+   messages. */
+static struct mta_msg *copies_each(struct mta *m, char (*rcpt)[96], int nr,
+                                   size_t *n, size_t *idx)
 {
     struct mta_msg *msgs = NULL;
     long long end = ts_now_ms() + ARRIVE_MS;
     size_t k[4];
-    for (;;) {
+    for (int settle = 0;; ) {
         assert_int_equal(mta_messages(m, &msgs, n), 0);
         int all = 1;
-        for (int r = 0; r < 4; r++) {
+        for (int r = 0; r < nr; r++) {
             k[r] = 0;
             for (size_t i = 0; i < *n; i++)
                 if (strcasecmp(msgs[i].rcpt, rcpt[r]) == 0)
                     k[r]++, idx[r] = i;
             all &= k[r] >= 1;
         }
-        if (all || ts_now_ms() > end)
-            break;
+        if ((all && settle++) || ts_now_ms() > end)
+            break;                  /* one more look: a duplicate shows */
         mta_msgs_free(msgs, *n);
-        ts_sleep_ms(100);
+        ts_sleep_ms(all ? 300 : 100);
     }
-    for (int r = 0; r < 4; r++)
+    for (int r = 0; r < nr; r++)
         if (k[r] != 1) {
             mta_show_logs(m);
             fail_msg("%zu copies for %s, want 1", k[r], rcpt[r]);
@@ -372,7 +373,7 @@ static void test_readme_curl_message_arrives_at_postfix_and_parses_back(
     assert_string_equal(jstr(res, "status"), "sent");
     assert_int_equal(json_array_size(json_object_get(res, "accepted")), 4);
     recipients(req, rcpt);
-    struct mta_msg *msgs = four_copies(f->postfix, rcpt, &n, idx);
+    struct mta_msg *msgs = copies_each(f->postfix, rcpt, 4, &n, idx);
     for (int r = 0; r < 4; r++) {
         char *mid = mta_msg_header(&msgs[idx[r]], "Message-ID");
         assert_non_null(mid);
@@ -453,7 +454,7 @@ static void test_async_composed_message_is_stored_composed_and_arrives(
     json_t *acc = json_loads(r.body, 0, NULL);
     http_resp_free(&r);
     recipients(req, rcpt);
-    struct mta_msg *msgs = four_copies(f->postfix, rcpt, &n, idx);
+    struct mta_msg *msgs = copies_each(f->postfix, rcpt, 4, &n, idx);
     char *mid = mta_msg_header(&msgs[idx[0]], "Message-ID");
     assert_string_equal(mid, jstr(acc, "message_id"));
     expect_parsed(msgs[idx[3]].file, req);
@@ -494,7 +495,7 @@ static void test_cli_send_json_and_dry_run(void **state)
     assert_non_null(strstr(out, "\"status\":\"sent\""));
     free(out);
     recipients(req, rcpt);
-    struct mta_msg *msgs = four_copies(f->postfix, rcpt, &n, idx);
+    struct mta_msg *msgs = copies_each(f->postfix, rcpt, 4, &n, idx);
     for (int r = 0; r < 4; r++)
         expect_parsed(msgs[idx[r]].file, req);
     mta_msgs_free(msgs, n);
@@ -541,13 +542,14 @@ static void test_envelope_form_non_ascii_header_arrives_encoded(void **state)
 {
     struct fx *f = *state;
     struct mpserve *svc = service(f->postfix, "plain", NULL);
-    const char *rcpt = "envelope-utf8@example.test";
+    char rcpt[1][96] = { "envelope-utf8@example.test" };
+    size_t idx[1];
     json_t *req = json_pack("{s:s, s:[s], s:{s:s, s:s, s:s}, s:s}",
-                            "from", "app@mailpool.test", "to", rcpt,
+                            "from", "app@mailpool.test", "to", rcpt[0],
                             "headers", "From",
                             "Zo\xc3\xab \xc3\x84 <app@mailpool.test>",
                             "Subject", "Gr\xc3\xbc\xc3\x9f" "e \xe2\x98\x83",
-                            "To", rcpt, "body", "hello\r\n");
+                            "To", rcpt[0], "body", "hello\r\n");
     char *body = json_dumps(req, JSON_COMPACT), url[256];
     const char *hdr[] = { "Content-Type: application/json", NULL };
     struct http_resp r;
@@ -558,11 +560,9 @@ static void test_envelope_form_non_ascii_header_arrives_encoded(void **state)
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "\"status\":\"sent\""));
     http_resp_free(&r);
-    assert_true(mta_wait_messages(f->postfix, 1, ARRIVE_MS) >= 1);
-    assert_int_equal(mta_messages(f->postfix, &msgs, &n), 0);
-    for (size_t i = 0; i < n; i++) {
-        if (strcasecmp(msgs[i].rcpt, rcpt) != 0)
-            continue;
+    msgs = copies_each(f->postfix, rcpt, 1, &n, idx);
+    {
+        size_t i = idx[0];
         char *subj = mta_msg_header(&msgs[i], "Subject");
         assert_non_null(strstr(subj, "=?UTF-8?"));
         free(subj);
