@@ -10,8 +10,10 @@
  * HTML, every part with its type, charset, filename and Content-ID; no Bcc
  * field anywhere; to, cc and bcc each receive one copy.  Also: the preview
  * route and --dry-run print those bytes without a relay, the envelope
- * form's non-ASCII Subject and display name arrive as RFC 2047 words, and
- * each bad input is a 422 naming its member with nothing sent.
+ * form's non-ASCII Subject and display name arrive as RFC 2047 words, a
+ * UTF-8 local part makes the transaction SMTPUTF8 (refused before MAIL by
+ * a relay without it) while a UTF-8 domain goes as its A-label, and each
+ * bad input is a 422 naming its member with nothing sent.
  *
  * Needs root (Postfix) and the packages of `scripts/deps.sh test` and
  * `tools`.  MTA_KEEP=1 keeps the servers' directories, MPSERVE_KEEP=1 the
@@ -581,6 +583,113 @@ static void test_envelope_form_non_ascii_header_arrives_encoded(void **state)
     json_decref(req);
 }
 
+/* POSTs a composed message to svc; the result's JSON. */
+static json_t *post_composed(struct mpserve *svc, const char *to)
+{
+    json_t *req = json_pack("{s:s, s:[s], s:s, s:s}", "from",
+                            "app@mailpool.test", "to", to, "subject", "s",
+                            "text", "t");
+    char *body = json_dumps(req, JSON_COMPACT), url[256];
+    const char *hdr[] = { "Content-Type: application/json", NULL };
+    struct http_resp r;
+    snprintf(url, sizeof url, "%s/v1/messages", mpserve_url(svc));
+    assert_int_equal(http_request("POST", url, hdr, body, 0, &r), 0);
+    json_t *j = json_loads(r.body, 0, NULL);
+    if (r.status != 200 || j == NULL)
+        fail_msg("POST: %ld %s", r.status, r.body);
+    http_resp_free(&r);
+    free(body);
+    json_decref(req);
+    return j;
+}
+
+/* The envelope smtp-server recorded for the copy to rcpt (caller
+   decrefs); fails when there is not exactly one. */
+static json_t *node_envelope(struct mta *m, const char *rcpt)
+{
+    struct mta_msg *msgs;
+    size_t n, k = 0;
+    json_t *env = NULL;
+    mta_wait_messages(m, 1, ARRIVE_MS);
+    long long end = ts_now_ms() + ARRIVE_MS;
+    do {
+        assert_int_equal(mta_messages(m, &msgs, &n), 0);
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(msgs[i].rcpt, rcpt) == 0 && k++ == 0)
+                env = json_loads(msgs[i].envelope, 0, NULL);
+        mta_msgs_free(msgs, n);
+        if (k == 0)
+            ts_sleep_ms(100);
+    } while (k == 0 && ts_now_ms() < end);
+    if (k != 1) {
+        assert_int_equal(mta_messages(m, &msgs, &n), 0);
+        for (size_t i = 0; i < n; i++)
+            fprintf(stderr, "copy %zu: rcpt %s envelope %s\n", i, msgs[i].rcpt,
+                    msgs[i].envelope);
+        mta_msgs_free(msgs, n);
+        fail_msg("%zu copies for %s, want 1", k, rcpt);
+    }
+    assert_non_null(env);
+    return env;
+}
+
+/* Asserts the bytes received for rcpt hold the header line given. */
+static void expect_to_header(struct mta *m, const char *rcpt,
+                             const char *line)
+{
+    struct mta_msg *msgs;
+    size_t n, found = 0;
+    assert_int_equal(mta_messages(m, &msgs, &n), 0);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(msgs[i].rcpt, rcpt) == 0) {
+            found++;
+            assert_non_null(strstr((const char *)msgs[i].data, line));
+        }
+    assert_int_equal(found, 1);
+    mta_msgs_free(msgs, n);
+}
+
+/* A UTF-8 local part makes the transaction SMTPUTF8 (declared when the
+   relay offers it, else refused before MAIL with nothing sent); a UTF-8
+   domain with an ASCII local part goes as its A-label without SMTPUTF8. */
+static void test_utf8_local_part_needs_smtputf8_idna_domain_does_not(
+    void **state)
+{
+    static const char *const no_utf8[] = { "--no-smtputf8", NULL };
+    struct fx *f = *state;
+    struct mta *plain = mta_start_node(0, no_utf8);
+    struct mpserve *svc = service(f->node, NULL, NULL);
+    json_t *j, *env;
+    assert_non_null(plain);
+    j = post_composed(svc, "J\xc3\xb6rg <j\xc3\xb6rg@example.test>");
+    assert_string_equal(jstr(j, "status"), "sent");
+    json_decref(j);
+    env = node_envelope(f->node, "j\xc3\xb6rg@example.test");
+    assert_true(json_is_true(json_object_get(env, "smtputf8")));
+    json_decref(env);
+    j = post_composed(svc, "u@b\xc3\xbc" "cher.example");
+    assert_string_equal(jstr(j, "status"), "sent");
+    json_decref(j);
+    /* smtp-server reports the A-label it was given as a U-label */
+    env = node_envelope(f->node, "u@b\xc3\xbc" "cher.example");
+    assert_false(json_is_true(json_object_get(env, "smtputf8")));
+    json_decref(env);
+    expect_to_header(f->node, "u@b\xc3\xbc" "cher.example",
+                     "To: u@xn--bcher-kva.example\r\n");
+    assert_int_equal(mpserve_stop_clean(svc, STOP_MS), 0);
+    mpserve_free(svc);
+    svc = service(plain, NULL, NULL);
+    j = post_composed(svc, "j\xc3\xb6rg@example.test");
+    assert_string_equal(jstr(j, "status"), "failed");
+    assert_non_null(strstr(jstr(j, "error"), "SMTPUTF8"));
+    json_decref(j);
+    ts_sleep_ms(300);
+    assert_int_equal(mta_wait_messages(plain, 0, 0), 0);
+    assert_int_equal(mpserve_stop_clean(svc, STOP_MS), 0);
+    mpserve_free(svc);
+    assert_int_equal(mta_stop(plain), 0);
+}
+
 /* One bad input: the member to set (a JSON fragment replacing it) and the
    field the 422 must name. */
 struct bad {
@@ -650,6 +759,8 @@ int main(void)
         cmocka_unit_test(test_preview_returns_the_message_without_a_relay),
         cmocka_unit_test(test_envelope_form_non_ascii_header_arrives_encoded),
         cmocka_unit_test(test_each_bad_input_is_a_422_naming_the_member),
+        cmocka_unit_test(
+            test_utf8_local_part_needs_smtputf8_idna_domain_does_not),
     };
     return cmocka_run_group_tests(tests, servers_up, servers_down);
 }
