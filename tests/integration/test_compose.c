@@ -13,7 +13,8 @@
  * form's non-ASCII Subject and display name arrive as RFC 2047 words, a
  * UTF-8 local part makes the transaction SMTPUTF8 (refused before MAIL by
  * a relay without it) while a UTF-8 domain goes as its A-label, and each
- * bad input is a 422 naming its member with nothing sent.
+ * bad input is a 422 naming its member with nothing sent; a batch takes
+ * both forms item by item.
  *
  * Needs root (Postfix) and the packages of `scripts/deps.sh test` and
  * `tools`.  MTA_KEEP=1 keeps the servers' directories, MPSERVE_KEEP=1 the
@@ -583,6 +584,48 @@ static void test_envelope_form_non_ascii_header_arrives_encoded(void **state)
     json_decref(req);
 }
 
+/* A batch holding a composed message and an envelope-form one: both
+   sent, results in order, and each copy is what its form says (the
+   composed one a multipart/alternative, the other its body as given). */
+static void test_batch_takes_both_forms_item_by_item(void **state)
+{
+    struct fx *f = *state;
+    struct mpserve *svc = service(f->node, NULL, NULL);
+    json_t *req = json_pack(
+        "{s:[{s:s, s:[s], s:s, s:s, s:s}, {s:s, s:[s], s:{s:s}, s:s}]}",
+        "messages", "from", "Shop <app@mailpool.test>", "to",
+        "batch-composed@example.test", "subject", "b", "text", "t", "html",
+        "<p>h</p>", "from", "app@mailpool.test", "to",
+        "batch-envelope@example.test", "headers", "Subject", "e", "body",
+        "plain body\r\n");
+    char *body = json_dumps(req, JSON_COMPACT), url[256];
+    char rcpt[2][96] = { "batch-composed@example.test",
+                         "batch-envelope@example.test" };
+    const char *hdr[] = { "Content-Type: application/json", NULL };
+    struct http_resp r;
+    struct mta_msg *msgs;
+    size_t n, idx[2];
+    snprintf(url, sizeof url, "%s/v1/messages/batch", mpserve_url(svc));
+    assert_int_equal(http_request("POST", url, hdr, body, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    json_t *doc = json_loads(r.body, 0, NULL);
+    json_t *res = json_object_get(doc, "results");
+    assert_string_equal(jstr(json_array_get(res, 0), "status"), "sent");
+    assert_string_equal(jstr(json_array_get(res, 1), "status"), "sent");
+    json_decref(doc);
+    http_resp_free(&r);
+    msgs = copies_each(f->node, rcpt, 2, &n, idx);
+    assert_non_null(strstr((const char *)msgs[idx[0]].data,
+                           "multipart/alternative"));
+    assert_non_null(strstr(msgs[idx[1]].body, "plain body\r\n"));
+    assert_null(strstr((const char *)msgs[idx[1]].data, "MIME-Version"));
+    mta_msgs_free(msgs, n);
+    assert_int_equal(mpserve_stop_clean(svc, STOP_MS), 0);
+    mpserve_free(svc);
+    free(body);
+    json_decref(req);
+}
+
 /* POSTs a composed message to svc; the result's JSON. */
 static json_t *post_composed(struct mpserve *svc, const char *to)
 {
@@ -761,6 +804,7 @@ int main(void)
         cmocka_unit_test(test_each_bad_input_is_a_422_naming_the_member),
         cmocka_unit_test(
             test_utf8_local_part_needs_smtputf8_idna_domain_does_not),
+        cmocka_unit_test(test_batch_takes_both_forms_item_by_item),
     };
     return cmocka_run_group_tests(tests, servers_up, servers_down);
 }
