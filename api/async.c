@@ -321,15 +321,15 @@ int api_async_extract(struct api_req *req, json_t *root, json_t *errors)
 /* ---- asynchronous POST ---- */
 
 /* The Message-ID job will carry: its own header's value, or a new one
-   added to it, "<queue-id@from-domain>".  NULL when out of memory; ""
-   for a raw message (its own header block is sent as given). */
+   added to it, "<queue-id@from-domain>".  NULL when out of memory; for a
+   raw message the one its header section holds, or "". */
 static char *pin_message_id(struct job *job, const char *qid)
 {
     struct job_message *m = &job->msg;
     const char *at, *domain;
     char buf[300];
     if (m->raw)
-        return strdup("");
+        return api_raw_message_id(m);
     for (size_t i = 0; i < m->nheaders; i++)
         if (strcasecmp(m->headers[i].name, "Message-ID") == 0)
             return strdup(m->headers[i].value);

@@ -98,6 +98,14 @@ static void fail(struct dctx *d, const char *message, const char *fmt, ...)
     fail_at(d, field, message);
 }
 
+int api_error_at(json_t *errors, const char *prefix, const char *message,
+                 const char *path)
+{
+    struct dctx d = { errors, prefix != NULL ? prefix : "", 0, 0 };
+    fail(&d, message, "%s", path);
+    return d.nomem ? -1 : 0;
+}
+
 /* The decoder's verdict. */
 static int verdict(const struct dctx *d)
 {
@@ -338,6 +346,14 @@ static void decode_headers(struct dctx *d, json_t *v, struct job *job)
              "headers");
 }
 
+int api_decode_headers(json_t *v, struct job *job, json_t *errors,
+                       const char *prefix)
+{
+    struct dctx d = { errors, prefix != NULL ? prefix : "", 0, 0 };
+    decode_headers(&d, v, job);
+    return verdict(&d);
+}
+
 /* Joins the strings of array v with CRLF into job->msg.body. */
 static void join_lines(struct dctx *d, json_t *v, struct job *job)
 {
@@ -433,6 +449,8 @@ int api_decode_message(json_t *obj, const struct cfg *cfg, struct job *job,
         fail(&d, "must be an object", "%s", "");
         return verdict(&d);
     }
+    if (api_composed_form(obj))     /* subject, text, html, ...: composed */
+        return api_decode_composed(obj, cfg, job, errors, d.prefix);
     check_members(&d, obj, allowed);
     decode_from(&d, obj, job);
     decode_to(&d, obj, cfg, job);
@@ -447,6 +465,8 @@ int api_decode_message(json_t *obj, const struct cfg *cfg, struct job *job,
         decode_headers(&d, headers, job);
     decode_body(&d, member(obj, "body"), job);
     check_text(&d, job, "body");
+    if (verdict(&d) == API_DECODE_OK)  /* non-ASCII values: RFC 2047 */
+        return api_headers_encode(job, errors, d.prefix);
     return verdict(&d);
 }
 
@@ -747,6 +767,12 @@ json_t *api_result_json(const struct smtp_result *res)
 json_t *api_job_result_json(const struct job *job)
 {
     json_t *o = api_result_json(&job->result);
+    char *id = NULL;
+    if (o != NULL && job->msg.raw && job->result.status != SMTP_DELIVERY_NONE &&
+        job->result.message_id[0] == '\0' &&
+        (id = api_raw_message_id(&job->msg)) != NULL && id[0] != '\0')
+        json_object_set_new(o, "message_id", api_json_text(id));
+    free(id);
     double ms = (double)(long long)(job->duration_ms * 1000.0 + 0.5) / 1000.0;
     if (o == NULL ||
         json_object_set_new(o, "attempts", json_integer(job->attempts)) ||

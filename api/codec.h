@@ -57,6 +57,41 @@ int api_decode_batch(json_t *root, const struct cfg *cfg, struct job ***jobs,
  */
 int api_decode_query(json_t *root, struct job *job, json_t *errors);
 
+/* Appends {"field": prefix + path, "message"}; 0, or -1 out of memory. */
+int api_error_at(json_t *errors, const char *prefix, const char *message,
+                 const char *path);
+
+/* "headers" (an object or [name, value] pairs) into job->msg.headers,
+   each field checked as in the envelope form. */
+int api_decode_headers(json_t *v, struct job *job, json_t *errors,
+                       const char *prefix);
+
+/* ---- The composed form (api/compose_json.c) ---- */
+
+/* 1 when obj uses the composed form: subject, text, html, attachments,
+   cc, bcc, reply_to, unsubscribe or envelope, or a mailbox object. */
+int api_composed_form(json_t *obj);
+
+/*
+ * Decodes a composed message (docs/API.md) and composes it (compose/):
+ * job->msg becomes a raw message, its bytes final, with the envelope
+ * (from, to + cc + bcc each once, or "envelope").  A member of the
+ * envelope form beside it (body, raw) is an error naming both.
+ */
+int api_decode_composed(json_t *obj, const struct cfg *cfg, struct job *job,
+                        json_t *errors, const char *prefix);
+
+/*
+ * The envelope form's header fields with non-ASCII values, unless the
+ * transaction is SMTPUTF8 (an address of the envelope is): unstructured
+ * fields and display names become RFC 2047 encoded-words (GMime).
+ */
+int api_headers_encode(struct job *job, json_t *errors, const char *prefix);
+
+/* The Message-ID of a raw (or composed) message's header section, or ""
+   (a new string; NULL when out of memory). */
+char *api_raw_message_id(const struct job_message *m);
+
 /* job_free on jobs[0..n), then free(jobs); NULL is a no-op. */
 void api_jobs_free(struct job **jobs, size_t n);
 

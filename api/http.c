@@ -59,6 +59,7 @@ static const int route_methods[API_ROUTE__COUNT] = {
     [API_ROUTE_READYZ] = M_GET,
     [API_ROUTE_METRICS] = M_GET,
     [API_ROUTE_OPENAPI] = M_GET,
+    [API_ROUTE_PREVIEW] = M_POST,
     [API_ROUTE_MESSAGE] = M_GET,
     [API_ROUTE_CANCEL] = M_POST,
     [API_ROUTE_UI] = M_GET,

@@ -36,6 +36,7 @@ enum api_route {
     API_ROUTE_READYZ,
     API_ROUTE_METRICS,
     API_ROUTE_OPENAPI,
+    API_ROUTE_PREVIEW,          /* POST /v1/messages/preview */
     API_ROUTE_MESSAGE,          /* GET /v1/messages/{id} */
     API_ROUTE_CANCEL,           /* POST /v1/messages/{id}/cancel */
     API_ROUTE_UI,               /* GET /ui, /ui/ and its files (ui.c) */

@@ -45,6 +45,7 @@ static const char *const route_names[API_ROUTE__COUNT] = {
     [API_ROUTE_READYZ] = "/readyz",
     [API_ROUTE_METRICS] = "/metrics",
     [API_ROUTE_OPENAPI] = "/openapi.json",
+    [API_ROUTE_PREVIEW] = "/v1/messages/preview",
     [API_ROUTE_UI] = "/ui",
     [API_ROUTE_UNMATCHED] = "unmatched",
 };

@@ -335,6 +335,10 @@ static int decode(struct api_req *req, json_t *root, json_t *errors)
     int rc;
     if (req->route == API_ROUTE_BATCH)
         return api_decode_batch(root, cfg, &req->jobs, &req->njobs, errors);
+    if (req->route == API_ROUTE_PREVIEW) {  /* kept with a message only */
+        json_object_del(root, "metadata");
+        json_object_del(root, "send_at");
+    }
     job = job_new(kind_of(req->route));
     if (job == NULL)
         return API_DECODE_NOMEM;
@@ -353,6 +357,27 @@ static int decode(struct api_req *req, json_t *root, json_t *errors)
     req->jobs[0] = job;
     req->njobs = 1;
     return API_DECODE_OK;
+}
+
+/* POST /v1/messages/preview: the exact bytes a composed (or raw) message
+   would be sent as, message/rfc822; nothing goes to the relay. */
+static enum MHD_Result preview(struct api_req *req, struct MHD_Connection *c)
+{
+    const struct job_message *m = &req->jobs[0]->msg;
+    json_t *errors;
+    if (m->raw)
+        return api_reply_text(req, c, 200, "message/rfc822", m->body,
+                              m->body_len);
+    errors = json_array();
+    if (errors != NULL &&
+        api_error_add(errors, "$", "preview shows the composed form (or "
+                      "raw): the envelope form's header fields are "
+                      "completed only when sent") < 0) {
+        json_decref(errors);
+        errors = NULL;
+    }
+    return api_reply_problem(req, c, 422, "the request has invalid fields",
+                             errors, NULL, NULL);
 }
 
 enum MHD_Result api_route_post(struct api_req *req, struct MHD_Connection *c)
@@ -387,6 +412,8 @@ enum MHD_Result api_route_post(struct api_req *req, struct MHD_Connection *c)
     if (rc != API_DECODE_OK)
         return api_reply_problem(req, c, 500, "out of memory", NULL, NULL,
                                  NULL);
+    if (req->route == API_ROUTE_PREVIEW)
+        return preview(req, c);
     if (req->async)
         return api_async_post(req, c);
     if (api_idem_begin(req, c, &ret) < 0)

@@ -117,6 +117,9 @@ const struct cfg_key cfg_keys[] = {
              "most messages in one batch request"),
     CFG_INT_(http, max_recipients, "100", 1, 100000,
              "most recipients of one message"),
+    CFG_INT_(http, max_attachments, "100", 0, 10000,
+             "most attachments (and inline parts) of one composed message; "
+             "0: no limit"),
     CFG_STR(http, api_keys, NULL, CFG_SECRET, cfg_check_api_keys,
             "comma-separated bearer keys (secret)"),
     CFG_INT_(http, threads, "2", 1, 1024,
@@ -178,6 +181,10 @@ const struct cfg_key cfg_keys[] = {
                 "seconds an Idempotency-Key and its answer are kept"),
     CFG_DOUBLE_(queue, retention, "604800", 1, 365 * DAY,
                 "seconds finished messages and their attempts are kept"),
+
+    CFG_STR(message, id_domain, NULL, 0, cfg_check_hostname,
+            "domain of the Message-ID of composed messages; unset: the "
+            "domain of their from address"),
 
     CFG_ENUM_(log, level, "info", CFG_REQUIRED, cfg_level_choices,
               "debug, info, warn or error"),

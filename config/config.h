@@ -44,6 +44,7 @@ struct cfg {
         long max_inflight;        /* body bytes held at once, default 256m */
         int max_batch;            /* messages per batch, default 1000 */
         int max_recipients;       /* per message, default 100 */
+        int max_attachments;      /* per composed message, default 100 */
         char *api_keys;           /* secret; comma-separated bearer keys */
         int threads;              /* MHD thread pool size, default 2 */
         int connection_timeout;   /* seconds an idle HTTP client is kept, 60 */
@@ -76,6 +77,10 @@ struct cfg {
         double idempotency_ttl;   /* seconds a key is kept, 1 d */
         double retention;         /* seconds finished messages are kept, 7 d */
     } queue;
+    struct {
+        char *id_domain;          /* Message-ID domain of composed
+                                     messages; unset: the from domain */
+    } message;
     struct {
         char *level;              /* debug|info|warn|error, default "info" */
     } log;

@@ -4,6 +4,9 @@
  *   mailpool serve [--config FILE] [--<section>-<key> VALUE ...] [--print-config]
  *   mailpool send --server HOST[:PORT] --from ADDR --to ADDR [--to ADDR ...]
  *                 [--header 'Name: value' ...] [--body-file FILE] [TLS/AUTH]
+ *   mailpool send --json FILE [--server HOST[:PORT]] [--dry-run]
+ *                 (the JSON of POST /v1/messages; --dry-run prints the
+ *                 composed message's bytes instead of sending them)
  *   mailpool verify ADDR --server ...   mailpool expand LIST --server ...
  *   mailpool help [TOPIC] --server ...  mailpool healthcheck [--http-listen A]
  *
@@ -29,6 +32,7 @@
 
 #include <smtpcore/smtp.h>
 #include "api/api.h"
+#include "api/codec.h"
 #include "config/config.h"
 #include "queue/queue.h"
 #include "server/delivery.h"
@@ -48,6 +52,7 @@ static void usage(FILE *f)
           "                 [--print-config]\n"
           "  mailpool send --server HOST[:PORT] --from ADDR --to ADDR [--to ADDR ...]\n"
           "                [--header 'Name: value' ...] [--body-file FILE]\n"
+          "  mailpool send --json FILE [--server HOST[:PORT]] [--dry-run]\n"
           "  mailpool verify ADDR --server HOST[:PORT]\n"
           "  mailpool expand LIST --server HOST[:PORT]\n"
           "  mailpool help [TOPIC] --server HOST[:PORT]\n"
@@ -69,6 +74,8 @@ struct cli {
     char *hbuf[MAX_HEADERS];
     size_t nheaders;
     const char *body_file;
+    const char *json_file;       /* send --json: the API's message JSON */
+    int dry_run;                 /* send --dry-run: print, do not send */
     const char *arg;             /* VRFY / EXPN / HELP argument */
     char *pass;                  /* read from --auth-pass-file */
     char fqdn[256];              /* EHLO name without --helo */
@@ -140,6 +147,9 @@ static int parse_cli(struct cli *c, int argc, char **argv)
         } else if (strcmp(a, "--no-pipelining") == 0) {
             c->opts.no_pipelining = 1;
             takes = 0;
+        } else if (strcmp(a, "--dry-run") == 0) {
+            c->dry_run = 1;
+            takes = 0;
         } else if (a[0] != '-' || a[1] != '-') {
             if (c->arg != NULL) {
                 fprintf(stderr, "mailpool: unexpected argument '%s'\n", a);
@@ -165,6 +175,8 @@ static int parse_cli(struct cli *c, int argc, char **argv)
                 return -1;
         } else if (strcmp(a, "--body-file") == 0) {
             c->body_file = v;
+        } else if (strcmp(a, "--json") == 0) {
+            c->json_file = v;
         } else if (strcmp(a, "--helo") == 0) {
             c->opts.helo_name = v;
         } else if (strcmp(a, "--ca-file") == 0) {
@@ -208,7 +220,7 @@ static int parse_cli(struct cli *c, int argc, char **argv)
         }
         i += takes;
     }
-    if (c->server == NULL) {
+    if (c->server == NULL && !c->dry_run) {
         fprintf(stderr, "mailpool: --server HOST[:PORT] is required\n");
         return -1;
     }
@@ -293,6 +305,99 @@ static void cli_free(struct cli *c)
     }
 }
 
+/* The JSON of FILE with send_at and metadata (kept only by the queue)
+   dropped; NULL when it cannot be read or parsed (said). */
+static json_t *load_message_json(const char *file)
+{
+    json_error_t e;
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    char *text = NULL;
+    size_t len = 0;
+    json_t *root;
+    if (fd < 0 || read_body(fd, &text, &len) < 0) {
+        fprintf(stderr, "mailpool: cannot read %s: %s\n", file,
+                strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    close(fd);
+    root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &e);
+    free(text);
+    if (root == NULL) {
+        fprintf(stderr, "mailpool: %s: malformed JSON at line %d, column "
+                "%d: %s\n", file, e.line, e.column, e.text);
+        return NULL;
+    }
+    json_object_del(root, "send_at");
+    json_object_del(root, "metadata");
+    return root;
+}
+
+/* The message of --json FILE as a job (composed by the API's decoder);
+   NULL when it cannot be (the 422's errors printed on stdout). */
+static struct job *json_job(const char *file)
+{
+    struct cfg cfg;
+    char err[256];
+    json_t *root = load_message_json(file), *errors = json_array();
+    struct job *job = job_new(JOB_SEND);
+    int rc = API_DECODE_NOMEM;
+    memset(&cfg, 0, sizeof cfg);
+    if (root != NULL && errors != NULL && job != NULL &&
+        cfg_defaults(&cfg, err, sizeof err) == 0)
+        rc = api_decode_message(root, &cfg, job, errors, "");
+    if (rc == API_DECODE_INVALID) {
+        char *s = json_dumps(errors, JSON_COMPACT);
+        printf("{\"errors\":%s}\n", s != NULL ? s : "[]");
+        free(s);
+    } else if (rc == API_DECODE_NOMEM && root != NULL) {
+        fprintf(stderr, "mailpool: out of memory\n");
+    }
+    cfg_free(&cfg);
+    json_decref(root);
+    json_decref(errors);
+    if (rc != API_DECODE_OK) {
+        job_free(job);
+        return NULL;
+    }
+    return job;
+}
+
+/* send --json FILE [--dry-run]: the exit code, or -1 on a usage error
+   (said). */
+static int send_json(struct cli *c, struct smtp_result *res)
+{
+    struct job *job;
+    const struct smtp_message *m;
+    if (c->from != NULL || c->nto > 0 || c->nheaders > 0 ||
+        c->body_file != NULL || c->arg != NULL) {
+        fprintf(stderr, "mailpool send: --json takes the whole message; no "
+                "--from, --to, --header or --body-file beside it\n");
+        return -1;
+    }
+    if ((job = json_job(c->json_file)) == NULL)
+        return 2;
+    if (c->dry_run && !job->msg.raw) {
+        fprintf(stderr, "mailpool send: --dry-run shows the composed form "
+                "(or raw); the envelope form's header fields are completed "
+                "only when sent\n");
+        job_free(job);
+        return 2;
+    }
+    if (c->dry_run) {
+        int ok = fwrite(job->msg.body, 1, job->msg.body_len, stdout) ==
+                 job->msg.body_len;
+        job_free(job);
+        return ok && fflush(stdout) == 0 ? 0 : 1;
+    }
+    m = job_message(job);
+    smtp_send_mail(m->from, m->to, m->nto, m->headers, m->nheaders, m->body,
+                   c->server, &c->opts, m->sopts, res);
+    job_free(job);
+    return print_result(res);
+}
+
 /* send / verify / expand / help. */
 static int cmd_client(const char *cmd, int argc, char **argv)
 {
@@ -303,6 +408,18 @@ static int cmd_client(const char *cmd, int argc, char **argv)
     int rc = 2;
     if (parse_cli(&c, argc, argv) < 0)
         goto usage;
+    if (strcmp(cmd, "send") == 0 && c.json_file != NULL) {
+        rc = send_json(&c, &res);
+        if (rc < 0)
+            goto usage;
+        smtp_result_clear(&res);
+        cli_free(&c);
+        return rc;
+    }
+    if (c.dry_run || c.json_file != NULL || c.server == NULL) {
+        fprintf(stderr, "mailpool: --dry-run goes with send --json FILE\n");
+        goto usage;
+    }
     if (strcmp(cmd, "send") == 0) {
         if (c.from == NULL || c.nto == 0 || c.arg != NULL) {
             fprintf(stderr, "mailpool send: --from and at least one --to are "

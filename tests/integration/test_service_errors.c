@@ -231,7 +231,7 @@ static const struct pcase PROBLEMS[] = {
       NULL, NULL, 0 },
     { "unknown member", "POST", "/v1/messages", "application/json",
       "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
-      "\"cc\":[\"spy@example.org\"]}", 422, { "cc" }, NULL, NULL, 0 },
+      "\"priority\":\"high\"}", 422, { "priority" }, NULL, NULL, 0 },
     { "relay chosen by the request", "POST", "/v1/messages",
       "application/json",
       "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
@@ -657,7 +657,8 @@ static void test_openapi_json_is_3_1_and_documents_every_route_answer(
     static const char *const paths[] = {
         "/v1/messages", "/v1/messages/batch", "/v1/verify", "/v1/expand",
         "/v1/help", "/healthz", "/readyz", "/metrics", "/openapi.json",
-        "/v1/messages/{id}", "/v1/messages/{id}/cancel", "/ui"
+        "/v1/messages/preview", "/v1/messages/{id}",
+        "/v1/messages/{id}/cancel", "/ui"
     };
     START(fx, "--pool-workers", "1");
     call(fx, "GET", "/openapi.json", NULL, NULL, &r);

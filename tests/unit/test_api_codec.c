@@ -104,8 +104,8 @@ static const struct dcase cases[] = {
     { "to_angle_brackets", D_MSG,
       "{\"from\":\"a@x.org\",\"to\":[\"<b@x.org>\"]}", API_DECODE_INVALID,
       "to[0]", NULL, 1 },
-    { "unknown_member", D_MSG, "{" OKMSG ",\"cc\":[\"c@x.org\"]}",
-      API_DECODE_INVALID, "cc", "unknown member", 1 },
+    { "unknown_member", D_MSG, "{" OKMSG ",\"priority\":\"high\"}",
+      API_DECODE_INVALID, "priority", "unknown member", 1 },
     { "relay_cannot_be_chosen", D_MSG, "{" OKMSG ",\"host\":\"evil.org\"}",
       API_DECODE_INVALID, "host", "unknown member", 1 },
     /* headers */
@@ -402,7 +402,8 @@ static void test_header_array_keeps_order_and_repeats(void **state)
     assert_int_equal(job->msg.nheaders, 3);
     assert_string_equal(job->msg.headers[0].name, "Received");
     assert_string_equal(job->msg.headers[0].value, "one");
-    assert_string_equal(job->msg.headers[1].value, "\xc3\xa9t\xc3\xa9");
+    /* non-ASCII in an unstructured field: an RFC 2047 encoded-word */
+    assert_string_equal(job->msg.headers[1].value, "=?UTF-8?b?w6l0w6k=?=");
     assert_string_equal(job->msg.headers[2].name, "Received");
     assert_string_equal(job->msg.headers[2].value, "two");
     assert_string_equal(job->msg.body, "");   /* no body: empty */
@@ -766,7 +767,8 @@ static void test_openapi_document(void **state)
     static const char *const paths[] = {
         "/v1/messages", "/v1/messages/batch", "/v1/verify", "/v1/expand",
         "/v1/help", "/healthz", "/readyz", "/metrics", "/openapi.json",
-        "/v1/messages/{id}", "/v1/messages/{id}/cancel", "/ui"
+        "/v1/messages/preview", "/v1/messages/{id}",
+        "/v1/messages/{id}/cancel", "/ui"
     };
     json_error_t e;
     json_t *doc = json_loadb(api_openapi_json(), api_openapi_len(),
