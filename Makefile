@@ -3,7 +3,7 @@
 
 CC       ?= cc
 BUILD    ?= build
-PKGS     := libmicrohttpd jansson gnutls inih sqlite3
+PKGS     := libmicrohttpd jansson gnutls inih sqlite3 hogweed
 WARN     := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes \
             -Wmissing-prototypes -Wpointer-arith -Wcast-qual -Wformat=2 \
             -Wvla -Wwrite-strings -Wimplicit-fallthrough -fno-common \
@@ -22,6 +22,7 @@ SMTPCORE_SRC := $(wildcard smtpcore/src/*.c)
 CONFIG_SRC   := $(wildcard config/*.c)
 SERVER_SRC   := $(filter-out server/main.c,$(wildcard server/*.c))
 QUEUE_SRC    := $(wildcard queue/*.c)
+DKIM_SRC     := $(wildcard dkim/*.c)
 API_SRC      := $(wildcard api/*.c) api/openapi_data.S
 SUPPORT_SRC  := $(wildcard tests/support/*.c)
 
@@ -32,7 +33,8 @@ LIB_CONFIG   := $(BUILD)/libmpconfig.a
 LIB_SERVER   := $(BUILD)/libmpserver.a
 LIB_API      := $(BUILD)/libmpapi.a
 LIB_QUEUE    := $(BUILD)/libmpqueue.a
-LIBS_ALL     := $(LIB_API) $(LIB_SERVER) $(LIB_QUEUE) $(LIB_CONFIG) $(LIB_SMTPCORE)
+LIB_DKIM     := $(BUILD)/libmpdkim.a
+LIBS_ALL     := $(LIB_API) $(LIB_SERVER) $(LIB_QUEUE) $(LIB_DKIM) $(LIB_CONFIG) $(LIB_SMTPCORE)
 MAILPOOL     := $(BUILD)/mailpool
 
 UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
@@ -67,6 +69,7 @@ $(LIB_SMTPCORE): $(call obj,$(SMTPCORE_SRC))
 $(LIB_CONFIG):   $(call obj,$(CONFIG_SRC))
 $(LIB_SERVER):   $(call obj,$(SERVER_SRC))
 $(LIB_QUEUE):    $(call obj,$(QUEUE_SRC))
+$(LIB_DKIM):     $(call obj,$(DKIM_SRC))
 $(LIB_API):      $(call obj,$(API_SRC))
 $(BUILD)/lib%.a:
 	@mkdir -p $(dir $@)

@@ -2,7 +2,8 @@
 # check-deps.sh - the module arrows of docs/ARCHITECTURE.md, checked on the
 # #include lines:  smtpcore -> (libc, TLS);  config -> (libc, inih);
 # queue -> (libc, SQLite);  server -> smtpcore, config, queue;
-# api -> server, queue, config, jansson, microhttpd.
+# api -> server, queue, config, jansson, microhttpd;  dkim -> (libc, GnuTLS,
+# nettle, smtpcore's public header).
 set -u
 bad=0
 check() {   # module, regex of includes it must not have
@@ -17,5 +18,6 @@ check config   'smtpcore|server/|api/|jansson|microhttpd|gnutls'
 check queue    'smtpcore|config/|server/|api/|jansson|microhttpd|gnutls'
 check server   'api/|jansson|microhttpd'
 check api      'smtpcore/src'
+check dkim     'smtpcore/src|config/|server/|api/|queue/|jansson|microhttpd|ini\.h|sqlite'
 [ $bad -eq 0 ] && echo "check-deps: ok"
 exit $bad
