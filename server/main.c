@@ -34,6 +34,7 @@
 #include "server/delivery.h"
 #include "server/log.h"
 #include "server/pool.h"
+#include "server/sign.h"
 
 #define MAX_TO 1000
 #define MAX_HEADERS 200
@@ -415,6 +416,14 @@ static int cmd_serve(int argc, char **argv)
         log_event_num(LOG_WARN, "config", f, sizeof f / sizeof f[0]);
     }
 
+    /* DKIM keys: a key that does not load stops the start (exit 2). */
+    struct sign_set *signer = sign_set_new(&cfg, err, sizeof err);
+    if (signer == NULL) {
+        fprintf(stderr, "mailpool: %s\n", err);
+        cfg_free(&cfg);
+        return 2;
+    }
+
     /* Every thread inherits this mask; only sigwait below takes them. */
     sigset_t sigs;
     sigemptyset(&sigs);
@@ -432,6 +441,7 @@ static int cmd_serve(int argc, char **argv)
     struct queue *queue = NULL;
     if (queue_open(&qo, &queue, err, sizeof err) < 0) {
         fprintf(stderr, "mailpool: queue.path: %s\n", err);
+        sign_set_free(signer);
         cfg_free(&cfg);
         return 1;
     }
@@ -446,9 +456,11 @@ static int cmd_serve(int argc, char **argv)
     if (pool == NULL) {
         fprintf(stderr, "mailpool: %s\n", err);
         queue_close(queue);
+        sign_set_free(signer);
         cfg_free(&cfg);
         return 1;
     }
+    pool_set_signer(pool, signer);
     struct delivery *delivery = delivery_start(pool, queue, &cfg, err,
                                                sizeof err);
     struct api *api = delivery != NULL
@@ -462,6 +474,7 @@ static int cmd_serve(int argc, char **argv)
         pool_free(pool);
         delivery_free(delivery);
         queue_close(queue);
+        sign_set_free(signer);
         cfg_free(&cfg);
         return 1;
     }
@@ -483,6 +496,7 @@ static int cmd_serve(int argc, char **argv)
     pool_free(pool);
     delivery_free(delivery);
     queue_close(queue);
+    sign_set_free(signer);
     log_event(LOG_INFO, "stopped", (const char *)NULL);
     cfg_free(&cfg);
     return 0;

@@ -1,0 +1,423 @@
+/*
+ * test_dkim.c - DKIM signing where the user meets it: messages posted to
+ * `mailpool serve` (synchronously and with Prefer: respond-async, in the
+ * envelope and the raw form) and sent with `mailpool send`, into aiosmtpd
+ * and a private Postfix; each message that arrived is verified by dkimpy
+ * (tests/peers/dkim_verify.py) with the test's keys served by its DNS
+ * function.  The same bytes with one byte changed must fail; with signing
+ * off nothing verifies; List-Unsubscribe and List-Unsubscribe-Post are in
+ * h=; a key that does not load stops `mailpool serve` with exit 2 naming
+ * the file.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+#include <jansson.h>
+
+#include "dkim/dkim.h"
+#include "tests/support/http.h"
+#include "tests/support/mpserve.h"
+#include "tests/support/mta.h"
+#include "tests/support/peer.h"
+#include "tests/support/tsupport.h"
+
+#define DOMAIN "example.test"
+
+/* The test's keys: files and the TXT records to serve. */
+struct keys {
+    char dir[64];
+    char rsa[128], ed[128];
+    char *rsa_txt, *ed_txt;
+};
+
+static struct keys K;
+
+/* Writes a new private key of the algorithm as PEM to path; its TXT
+   record (caller frees). */
+static char *write_key(const char *path, gnutls_pk_algorithm_t alg,
+                       unsigned bits)
+{
+    gnutls_x509_privkey_t k;
+    gnutls_datum_t d;
+    struct dkim_key *key = NULL;
+    char why[256], *txt = NULL;
+    FILE *f;
+
+    assert_int_equal(gnutls_x509_privkey_init(&k), 0);
+    assert_int_equal(gnutls_x509_privkey_generate(k, alg, bits, 0), 0);
+    assert_int_equal(gnutls_x509_privkey_export2_pkcs8(k, GNUTLS_X509_FMT_PEM,
+                                                       NULL,
+                                                       GNUTLS_PKCS_PLAIN, &d),
+                     0);
+    f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(d.data, 1, d.size, f), d.size);
+    fclose(f);
+    if (dkim_key_from_pem((const char *)d.data, d.size, &key, why,
+                          sizeof why) < 0)
+        fail_msg("%s", why);
+    assert_int_equal(dkim_key_txt_record(key, &txt, why, sizeof why), 0);
+    dkim_key_free(key);
+    gnutls_free(d.data);
+    gnutls_x509_privkey_deinit(k);
+    return txt;
+}
+
+static int setup(void **st)
+{
+    (void)st;
+    snprintf(K.dir, sizeof K.dir, "/tmp/mp-dkim-XXXXXX");
+    if (mkdtemp(K.dir) == NULL)
+        return -1;
+    snprintf(K.rsa, sizeof K.rsa, "%s/rsa.pem", K.dir);
+    snprintf(K.ed, sizeof K.ed, "%s/ed.pem", K.dir);
+    K.rsa_txt = write_key(K.rsa, GNUTLS_PK_RSA, 2048);
+    K.ed_txt = write_key(K.ed, GNUTLS_PK_EDDSA_ED25519,
+                         GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_ED25519));
+    return 0;
+}
+
+static int teardown(void **st)
+{
+    (void)st;
+    free(K.rsa_txt);
+    free(K.ed_txt);
+    ts_rmtree(K.dir);
+    return 0;
+}
+
+/* What dkimpy said of a message. */
+struct verdict {
+    int exit;                   /* 0: every signature verified */
+    json_t *j;                  /* its JSON line (or NULL) */
+};
+
+/* Verifies data[0..len) with dkimpy, the test's keys in DNS. */
+static struct verdict verify(const void *data, size_t len)
+{
+    char path[160], cmd[2048], out[8192];
+    struct verdict v = { -1, NULL };
+    size_t n;
+    FILE *f, *p;
+
+    snprintf(path, sizeof path, "%s/msg.eml", K.dir);
+    f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/peers/dkim_verify.py "
+             "'%s' 'rsa1._domainkey." DOMAIN "=%s' "
+             "'ed1._domainkey." DOMAIN "=%s'", path, K.rsa_txt, K.ed_txt);
+    p = popen(cmd, "r");
+    assert_non_null(p);
+    n = fread(out, 1, sizeof out - 1, p);
+    out[n] = '\0';
+    v.exit = pclose(p);
+    v.exit = WIFEXITED(v.exit) ? WEXITSTATUS(v.exit) : -1;
+    v.j = json_loads(out, 0, NULL);
+    if (v.j == NULL)
+        print_error("dkim_verify.py said: %s\n", out);
+    return v;
+}
+
+/* The number of signatures dkimpy found and how many verified. */
+static void verdict_counts(const struct verdict *v, size_t *sigs,
+                           size_t *good)
+{
+    json_t *r = json_object_get(v->j, "results");
+    size_t i;
+    json_t *x;
+
+    *sigs = (size_t)json_integer_value(json_object_get(v->j, "signatures"));
+    *good = 0;
+    json_array_foreach(r, i, x)
+        *good += json_is_true(x);
+}
+
+/* 1 when signature i's h= names name count times. */
+static int h_count(const struct verdict *v, size_t i, const char *name)
+{
+    json_t *h = json_array_get(json_object_get(v->j, "h"), i);
+    size_t k, c = 0;
+    json_t *x;
+
+    json_array_foreach(h, k, x)
+        c += strcmp(json_string_value(x), name) == 0;
+    return (int)c;
+}
+
+/* The a= of signature i. */
+static const char *alg_of(const struct verdict *v, size_t i)
+{
+    return json_string_value(json_array_get(json_object_get(v->j, "a"), i));
+}
+
+/* Asserts that data verifies with nsig signatures, and that the same
+   bytes with the byte at what changed fail. */
+static struct verdict verify_and_tamper(unsigned char *data, size_t len,
+                                        const char *what, size_t nsig)
+{
+    struct verdict v = verify(data, len), t;
+    size_t sigs, good;
+    char *at = strstr((char *)data, what);
+
+    assert_non_null(v.j);
+    verdict_counts(&v, &sigs, &good);
+    if (v.exit != 0 || sigs != nsig || good != nsig)
+        fail_msg("dkimpy: exit %d, %zu signatures, %zu verified; message:\n"
+                 "%.*s", v.exit, sigs, good, (int)len, (const char *)data);
+    assert_non_null(at);
+    at[0] = at[0] == 'x' ? 'y' : 'x';
+    t = verify(data, len);
+    at[0] = what[0];
+    verdict_counts(&t, &sigs, &good);
+    assert_int_not_equal(t.exit, 0);
+    assert_int_equal(good, 0);
+    json_decref(t.j);
+    return v;
+}
+
+/* Starts the service in front of the relay with dkim flags (NULL-ended
+   extra of at most 16). */
+static struct mpserve *serve(int relay, const char *const *extra)
+{
+    const char *args[24];
+    size_t n = 0;
+    char dbpath[200];
+
+    snprintf(dbpath, sizeof dbpath, "%s/q%d.db", K.dir, relay);
+    unlink(dbpath);
+    args[n++] = "--queue-path";
+    args[n++] = strdup(dbpath);
+    for (; extra != NULL && *extra != NULL && n < 22; extra++)
+        args[n++] = *extra;
+    args[n] = NULL;
+    struct mpserve *s = mpserve_start(relay, args);
+    free((char *)(uintptr_t)args[1]);
+    assert_non_null(s);
+    return s;
+}
+
+/* POSTs json to /v1/messages (async adds Prefer: respond-async); the
+   status. */
+static long post(struct mpserve *s, const char *json, int async)
+{
+    static const char *const sync_h[] = { "Content-Type: application/json",
+                                          NULL };
+    static const char *const async_h[] = { "Content-Type: application/json",
+                                           "Prefer: respond-async", NULL };
+    char url[200];
+    struct http_resp r;
+    long st;
+
+    snprintf(url, sizeof url, "%s/v1/messages", mpserve_url(s));
+    assert_int_equal(http_request("POST", url, async ? async_h : sync_h, json,
+                                  0, &r), 0);
+    st = r.status;
+    if (st != 200 && st != 202)
+        print_error("POST answered %ld: %s\n", st, r.body ? r.body : "");
+    http_resp_free(&r);
+    return st;
+}
+
+static const char *const RSA_ONLY[] = {
+    "--dkim-domain", DOMAIN, "--dkim-selector", "rsa1",
+    "--dkim-key-file", K.rsa, NULL,
+};
+
+/* The flags of the rsa + ed25519 configuration. */
+static const char **both_flags(const char **a)
+{
+    const char *v[] = { "--dkim-domain", DOMAIN, "--dkim-selector", "rsa1",
+                        "--dkim-key-file", K.rsa, "--dkim-ed25519-selector",
+                        "ed1", "--dkim-ed25519-key-file", K.ed, NULL };
+
+    memcpy(a, v, sizeof v);
+    return a;
+}
+
+/* An envelope-form message with the one-click unsubscribe fields; its
+   body has a line starting with '.', white space to drop, bare LFs and
+   a line of 998 octets. */
+static char *envelope_json(void)
+{
+    char line[999], *j;
+
+    memset(line, 'w', 998);
+    line[998] = '\0';
+    assert_true(asprintf(&j,
+        "{\"from\":\"app@" DOMAIN "\",\"to\":[\"rcpt@example.net\"],"
+        "\"headers\":{\"From\":\"App <app@" DOMAIN ">\","
+        "\"Subject\":\"Your   weekly news\","
+        "\"List-Unsubscribe\":\"<https://" DOMAIN "/u/1>, "
+        "<mailto:u@" DOMAIN "?subject=u1>\","
+        "\"List-Unsubscribe-Post\":\"List-Unsubscribe=One-Click\"},"
+        "\"body\":\"Hello,\\n.a line starting with a dot\\n"
+        "trailing white   \\t\\n%s\\nbye\\n\\n\\n\"}", line) > 0);
+    return j;
+}
+
+static void test_http_sync_envelope_rsa_verifies_and_covers_unsubscribe(
+    void **st)
+{
+    struct peer *p = peer_start_aiosmtpd(NULL);
+    struct peer_msg *m = NULL;
+    size_t n = 0;
+    char *json = envelope_json();
+    (void)st;
+
+    assert_non_null(p);
+    struct mpserve *s = serve(peer_port(p), RSA_ONLY);
+    assert_int_equal(post(s, json, 0), 200);
+    assert_int_equal(peer_messages(p, &m, &n), 0);
+    assert_int_equal(n, 1);
+    assert_memory_equal(m[0].data, "DKIM-Signature: ", 16);
+    struct verdict v = verify_and_tamper(m[0].data, m[0].len, "bye", 1);
+    assert_string_equal(alg_of(&v, 0), "rsa-sha256");
+    assert_int_equal(h_count(&v, 0, "from"), 2);
+    assert_int_equal(h_count(&v, 0, "list-unsubscribe"), 1);
+    assert_int_equal(h_count(&v, 0, "list-unsubscribe-post"), 1);
+    assert_int_equal(h_count(&v, 0, "date"), 1);
+    assert_int_equal(h_count(&v, 0, "message-id"), 1);
+    /* a signed field changed fails too */
+    struct verdict t = verify_and_tamper(m[0].data, m[0].len, "One-Click",
+                                         1);
+    json_decref(t.j);
+    json_decref(v.j);
+    for (char *l = (char *)m[0].data; *l != '\0' && strncmp(l, "\r\n", 2);) {
+        char *e = strstr(l, "\r\n");
+        if (strncmp(l, "DKIM", 4) == 0 || l[0] == ' ')
+            assert_true(e - l <= 78);
+        l = e + 2;
+    }
+    peer_msgs_free(m, n);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    peer_stop(p);
+    free(json);
+}
+
+static void test_http_async_raw_rsa_and_ed25519_both_verify(void **st)
+{
+    static const char json[] =
+        "{\"from\":\"app@" DOMAIN "\",\"to\":[\"rcpt@example.net\"],"
+        "\"raw\":\"From: News <news@mail." DOMAIN ">\\r\\n"
+        "To: rcpt@example.net\\r\\nSubject: raw one\\r\\n"
+        "Date: Mon, 30 Nov 2026 03:00:00 +0000\\r\\n"
+        "Message-ID: <raw1@mail." DOMAIN ">\\r\\n"
+        "List-Unsubscribe: <https://" DOMAIN "/u/2>\\r\\n"
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click\\r\\n"
+        "\\r\\n..starts with two dots\\r\\nbody end\\r\\n\"}";
+    const char *flags[16];
+    struct peer *p = peer_start_aiosmtpd(NULL);
+    struct peer_msg *m = NULL;
+    size_t n = 0;
+    (void)st;
+
+    assert_non_null(p);
+    struct mpserve *s = serve(peer_port(p), both_flags(flags));
+    assert_int_equal(post(s, json, 1), 202);
+    assert_int_equal(peer_wait_messages(p, 1, 15000), 1);
+    assert_int_equal(peer_messages(p, &m, &n), 0);
+    assert_int_equal(n, 1);
+    struct verdict v = verify_and_tamper(m[0].data, m[0].len, "body end", 2);
+    assert_string_equal(alg_of(&v, 0), "rsa-sha256");
+    assert_string_equal(alg_of(&v, 1), "ed25519-sha256");
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(h_count(&v, i, "list-unsubscribe"), 1);
+        assert_int_equal(h_count(&v, i, "list-unsubscribe-post"), 1);
+        assert_int_equal(h_count(&v, i, "from"), 2);
+    }
+    json_decref(v.j);
+    peer_msgs_free(m, n);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    peer_stop(p);
+}
+
+static void test_signing_off_or_other_domain_nothing_verifies(void **st)
+{
+    static const char *const never[] = {
+        "--dkim-domain", DOMAIN, "--dkim-selector", "rsa1",
+        "--dkim-key-file", K.rsa, "--dkim-sign", "never", NULL,
+    };
+    static const char other[] =
+        "{\"from\":\"a@other.example\",\"to\":[\"r@example.net\"],"
+        "\"headers\":{\"Subject\":\"x\"},\"body\":\"hi\"}";
+    struct peer *p = peer_start_aiosmtpd(NULL);
+    struct peer_msg *m = NULL;
+    size_t n = 0, sigs, good;
+    char *json = envelope_json();
+    (void)st;
+
+    assert_non_null(p);
+    struct mpserve *s = serve(peer_port(p), never);
+    assert_int_equal(post(s, json, 0), 200);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    s = serve(peer_port(p), RSA_ONLY);
+    assert_int_equal(post(s, other, 0), 200);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    assert_int_equal(peer_messages(p, &m, &n), 0);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        struct verdict v = verify(m[i].data, m[i].len);
+        verdict_counts(&v, &sigs, &good);
+        assert_int_not_equal(v.exit, 0);
+        assert_int_equal(sigs, 0);
+        assert_null(strstr((char *)m[i].data, "DKIM-Signature"));
+        json_decref(v.j);
+    }
+    peer_msgs_free(m, n);
+    peer_stop(p);
+    free(json);
+}
+
+static void test_key_that_does_not_load_stops_serve_with_exit_2(void **st)
+{
+    char bad[200], *out = NULL;
+    const char *argv[] = { "serve", "--http-listen", "127.0.0.1:0",
+                           "--dkim-domain", DOMAIN, "--dkim-selector", "s",
+                           "--dkim-key-file", bad, NULL };
+    FILE *f;
+    (void)st;
+
+    snprintf(bad, sizeof bad, "%s/broken.pem", K.dir);
+    f = fopen(bad, "w");
+    assert_non_null(f);
+    fputs("-----BEGIN PRIVATE KEY-----\nS3CR3TMATERIAL\n"
+          "-----END PRIVATE KEY-----\n", f);
+    fclose(f);
+    assert_int_equal(mpserve_run(argv, 10000, &out), 2);
+    assert_non_null(out);
+    assert_non_null(strstr(out, bad));
+    assert_null(strstr(out, "S3CR3T"));
+    free(out);
+    unlink(bad);
+    assert_int_equal(mpserve_run(argv, 10000, &out), 2);
+    assert_non_null(strstr(out, bad));
+    free(out);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(
+            test_http_sync_envelope_rsa_verifies_and_covers_unsubscribe),
+        cmocka_unit_test(test_http_async_raw_rsa_and_ed25519_both_verify),
+        cmocka_unit_test(test_signing_off_or_other_domain_nothing_verifies),
+        cmocka_unit_test(test_key_that_does_not_load_stops_serve_with_exit_2),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
