@@ -15,6 +15,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
@@ -34,6 +36,7 @@
 #include "server/delivery.h"
 #include "server/log.h"
 #include "server/pool.h"
+#include "server/pool_sys.h"
 #include "server/sign.h"
 
 #define MAX_TO 1000
@@ -55,7 +58,10 @@ static void usage(FILE *f)
           "client options: --tls none|opportunistic|required|implicit\n"
           "  --ca-file F --insecure-skip-verify --helo NAME\n"
           "  --auth-user U --auth-pass-file F --auth-mech M --auth-allow-plaintext\n"
-          "  --timeout SECONDS (per command)\n", f);
+          "  --timeout SECONDS (per command)\n"
+          "send signs with DKIM when given --dkim-domain D --dkim-selector S\n"
+          "  --dkim-key-file F [--dkim-ed25519-selector S\n"
+          "  --dkim-ed25519-key-file F] [--dkim-sign auto|always|never]\n", f);
 }
 
 /* Options of the one-shot client commands. */
@@ -71,6 +77,7 @@ struct cli {
     const char *arg;             /* VRFY / EXPN / HELP argument */
     char *pass;                  /* read from --auth-pass-file */
     struct smtp_opts opts;
+    struct cfg dkim;             /* only .dkim: --dkim-* (borrowed argv) */
 };
 
 /* Reads a secret file (one trailing newline dropped); NULL on error. */
@@ -122,6 +129,23 @@ static int parse_secs(const char *s)
     return (int)v * 1000;
 }
 
+/* A --dkim-* flag (send): its slot in c->dkim, or NULL. */
+static char **dkim_flag(struct cli *c, const char *a)
+{
+    static const struct { const char *flag; size_t off; } t[] = {
+        { "--dkim-domain", offsetof(struct cfg, dkim.domain) },
+        { "--dkim-selector", offsetof(struct cfg, dkim.selector) },
+        { "--dkim-key-file", offsetof(struct cfg, dkim.key_file) },
+        { "--dkim-ed25519-selector", offsetof(struct cfg, dkim.ed25519_selector) },
+        { "--dkim-ed25519-key-file", offsetof(struct cfg, dkim.ed25519_key_file) },
+        { "--dkim-sign", offsetof(struct cfg, dkim.sign) },
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (strcmp(a, t[i].flag) == 0)
+            return (char **)(void *)((char *)&c->dkim + t[i].off);
+    return NULL;
+}
+
 /* Parses the client flags; 0, or -1 on a usage error (already said). */
 static int parse_cli(struct cli *c, int argc, char **argv)
 {
@@ -148,6 +172,8 @@ static int parse_cli(struct cli *c, int argc, char **argv)
         } else if (v == NULL) {
             fprintf(stderr, "mailpool: %s needs a value\n", a);
             return -1;
+        } else if (dkim_flag(c, a) != NULL) {
+            *dkim_flag(c, a) = argv[i + 1];
         } else if (strcmp(a, "--server") == 0) {
             c->server = v;
         } else if (strcmp(a, "--from") == 0) {
@@ -289,6 +315,86 @@ static void cli_free(struct cli *c)
     }
 }
 
+/* Fills the job's message from the command line and the body (taken). */
+static int send_job_fill(struct job *job, const struct cli *c, char *text,
+                         size_t len)
+{
+    struct job_message *m = &job->msg;
+
+    m->body = text;
+    m->body_len = len;
+    m->from = strdup(c->from);
+    m->to = calloc(c->nto, sizeof *m->to);
+    m->headers = calloc(c->nheaders + 1, sizeof *m->headers);
+    if (m->from == NULL || m->to == NULL || m->headers == NULL)
+        return -1;
+    for (; m->nto < c->nto; m->nto++)
+        if ((m->to[m->nto] = strdup(c->to[m->nto])) == NULL)
+            return -1;
+    for (; m->nheaders < c->nheaders; m->nheaders++)
+        if (job_set_header(job, m->nheaders, c->headers[m->nheaders].name,
+                           c->headers[m->nheaders].value) < 0)
+            return -1;
+    return 0;
+}
+
+/* The --dkim-* flags go together as the dkim.* keys do. */
+static int send_dkim_check(const struct cfg *dc, char *err, size_t errlen)
+{
+    const char *sign = dc->dkim.sign;
+
+    if (dc->dkim.selector == NULL || dc->dkim.key_file == NULL)
+        snprintf(err, errlen, "--dkim-domain needs --dkim-selector and "
+                 "--dkim-key-file");
+    else if ((dc->dkim.ed25519_selector == NULL) !=
+             (dc->dkim.ed25519_key_file == NULL))
+        snprintf(err, errlen, "--dkim-ed25519-selector and "
+                 "--dkim-ed25519-key-file go together");
+    else if (strcmp(sign, "auto") && strcmp(sign, "always") &&
+             strcmp(sign, "never"))
+        snprintf(err, errlen, "--dkim-sign wants auto, always or never");
+    else
+        return 0;
+    return -1;
+}
+
+/* send with --dkim-*: the message is signed as the service signs it
+   (server/sign.c), then sent.  2 when a key does not load or the flags
+   do not go together (said on stderr); else 0 with *res filled. */
+static int send_signed(const struct cli *c, char *text, size_t len,
+                       struct smtp_result *res)
+{
+    char err[512];
+    struct cfg dc = c->dkim;
+    struct sign_set *set;
+    struct job *job;
+
+    if (dc.dkim.sign == NULL)
+        dc.dkim.sign = (char *)(uintptr_t)"auto";
+    if (send_dkim_check(&dc, err, sizeof err) < 0 ||
+        (set = sign_set_new(&dc, err, sizeof err)) == NULL) {
+        fprintf(stderr, "mailpool: %s\n", err);
+        free(text);
+        return 2;
+    }
+    job = job_new(JOB_SEND);
+    if (job == NULL || send_job_fill(job, c, text, len) < 0) {
+        if (job == NULL)
+            free(text);
+        pool_result_local(res, SMTP_DELIVERY_FAILED, "out of memory");
+    } else if (sign_message(set, &job->msg, time(NULL), err,
+                            sizeof err) < 0) {
+        pool_result_local(res, SMTP_DELIVERY_FAILED, err);
+    } else {
+        const struct smtp_message *m = job_message(job);
+        smtp_send_mail(m->from, m->to, m->nto, m->headers, m->nheaders,
+                       m->body, c->server, &c->opts, m->sopts, res);
+    }
+    job_free(job);
+    sign_set_free(set);
+    return 0;
+}
+
 /* send / verify / expand / help. */
 static int cmd_client(const char *cmd, int argc, char **argv)
 {
@@ -323,10 +429,17 @@ static int cmd_client(const char *cmd, int argc, char **argv)
         }
         if (fd > 0)
             close(fd);
-        struct smtp_body body = { .text = text, .len = len };
-        smtp_send_mail(c.from, c.to, c.nto, c.headers, c.nheaders, &body,
-                       c.server, &c.opts, NULL, &res);
-        free(text);
+        if (c.dkim.dkim.domain != NULL) {
+            if (send_signed(&c, text, len, &res) == 2) {
+                cli_free(&c);
+                return 2;
+            }
+        } else {
+            struct smtp_body body = { .text = text, .len = len };
+            smtp_send_mail(c.from, c.to, c.nto, c.headers, c.nheaders, &body,
+                           c.server, &c.opts, NULL, &res);
+            free(text);
+        }
     } else if (strcmp(cmd, "verify") == 0 || strcmp(cmd, "expand") == 0) {
         if (c.arg == NULL) {
             fprintf(stderr, "mailpool %s: which %s?\n", cmd,

@@ -117,7 +117,9 @@ static struct verdict verify(const void *data, size_t len)
     fclose(f);
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/peers/dkim_verify.py "
              "'%s' 'rsa1._domainkey." DOMAIN "=%s' "
-             "'ed1._domainkey." DOMAIN "=%s'", path, K.rsa_txt, K.ed_txt);
+             "'ed1._domainkey." DOMAIN "=%s' 'ed1x._domainkey." DOMAIN "=%s' "
+             "'rsa1._domainkey.other.example=%s'", path, K.rsa_txt, K.ed_txt,
+             K.rsa_txt, K.rsa_txt);
     p = popen(cmd, "r");
     assert_non_null(p);
     n = fread(out, 1, sizeof out - 1, p);
@@ -249,21 +251,21 @@ static const char **both_flags(const char **a)
 /* An envelope-form message with the one-click unsubscribe fields; its
    body has a line starting with '.', white space to drop, bare LFs and
    a line of 998 octets. */
-static char *envelope_json(void)
+static char *envelope_json(const char *rcpt)
 {
     char line[999], *j;
 
     memset(line, 'w', 998);
     line[998] = '\0';
     assert_true(asprintf(&j,
-        "{\"from\":\"app@" DOMAIN "\",\"to\":[\"rcpt@example.net\"],"
+        "{\"from\":\"app@" DOMAIN "\",\"to\":[\"%s\"],"
         "\"headers\":{\"From\":\"App <app@" DOMAIN ">\","
         "\"Subject\":\"Your   weekly news\","
         "\"List-Unsubscribe\":\"<https://" DOMAIN "/u/1>, "
         "<mailto:u@" DOMAIN "?subject=u1>\","
         "\"List-Unsubscribe-Post\":\"List-Unsubscribe=One-Click\"},"
         "\"body\":\"Hello,\\n.a line starting with a dot\\n"
-        "trailing white   \\t\\n%s\\nbye\\n\\n\\n\"}", line) > 0);
+        "trailing white   \\t\\n%s\\nbye\\n\\n\\n\"}", rcpt, line) > 0);
     return j;
 }
 
@@ -273,7 +275,7 @@ static void test_http_sync_envelope_rsa_verifies_and_covers_unsubscribe(
     struct peer *p = peer_start_aiosmtpd(NULL);
     struct peer_msg *m = NULL;
     size_t n = 0;
-    char *json = envelope_json();
+    char *json = envelope_json("rcpt@example.net");
     (void)st;
 
     assert_non_null(p);
@@ -357,7 +359,7 @@ static void test_signing_off_or_other_domain_nothing_verifies(void **st)
     struct peer *p = peer_start_aiosmtpd(NULL);
     struct peer_msg *m = NULL;
     size_t n = 0, sigs, good;
-    char *json = envelope_json();
+    char *json = envelope_json("rcpt@example.net");
     (void)st;
 
     assert_non_null(p);
@@ -379,6 +381,156 @@ static void test_signing_off_or_other_domain_nothing_verifies(void **st)
         assert_null(strstr((char *)m[i].data, "DKIM-Signature"));
         json_decref(v.j);
     }
+    peer_msgs_free(m, n);
+    peer_stop(p);
+    free(json);
+}
+
+/* Sends the envelope message through the service with rsa + ed25519 into
+   a relay at port. */
+static void post_both(int port)
+{
+    const char *flags[16];
+    char *json = envelope_json("rcpt@" DOMAIN);
+    struct mpserve *s = serve(port, both_flags(flags));
+
+    assert_int_equal(post(s, json, 0), 200);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    free(json);
+}
+
+static void test_postfix_stores_a_message_that_verifies(void **st)
+{
+    struct mta *m = mta_start_postfix();
+    struct mta_msg *msgs = NULL;
+    size_t n = 0;
+    (void)st;
+
+    assert_non_null(m);
+    post_both(mta_port(m, "plain"));
+    assert_int_equal(mta_wait_messages(m, 1, 30000), 1);
+    assert_int_equal(mta_messages(m, &msgs, &n), 0);
+    assert_int_equal(n, 1);
+    struct verdict v = verify_and_tamper(msgs[0].data, msgs[0].len, "bye", 2);
+    assert_int_equal(h_count(&v, 1, "list-unsubscribe-post"), 1);
+    json_decref(v.j);
+    mta_msgs_free(msgs, n);
+    assert_int_equal(mta_stop(m), 0);
+}
+
+static void test_smtp_sink_receives_a_message_that_verifies(void **st)
+{
+    struct peer *p = peer_start_sink(NULL);
+    struct peer_msg *m = NULL;
+    size_t n = 0;
+    (void)st;
+
+    assert_non_null(p);
+    post_both(peer_port(p));
+    assert_int_equal(peer_wait_messages(p, 1, 15000), 1);
+    assert_int_equal(peer_messages(p, &m, &n), 0);
+    struct verdict v = verify_and_tamper(m[0].data, m[0].len, "bye", 2);
+    json_decref(v.j);
+    peer_msgs_free(m, n);
+    peer_stop(p);
+}
+
+static void test_mailpool_send_signs_rsa_and_ed25519(void **st)
+{
+    struct peer *p = peer_start_aiosmtpd(NULL);
+    struct peer_msg *m = NULL;
+    size_t n = 0;
+    char server[64], body[200], *out = NULL;
+    FILE *f;
+    (void)st;
+
+    assert_non_null(p);
+    snprintf(server, sizeof server, "127.0.0.1:%d", peer_port(p));
+    snprintf(body, sizeof body, "%s/body.txt", K.dir);
+    f = fopen(body, "w");
+    assert_non_null(f);
+    fputs("Hello from the command line.\n.dot line\nbye\n", f);
+    fclose(f);
+    const char *argv[] = {
+        "send", "--server", server, "--tls", "none",
+        "--from", "app@" DOMAIN, "--to", "rcpt@example.net",
+        "--header", "From: App <app@" DOMAIN ">", "--header", "Subject: cli",
+        "--header", "List-Unsubscribe: <https://" DOMAIN "/u/3>",
+        "--header", "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+        "--body-file", body, "--dkim-domain", DOMAIN,
+        "--dkim-selector", "rsa1", "--dkim-key-file", K.rsa,
+        "--dkim-ed25519-selector", "ed1", "--dkim-ed25519-key-file", K.ed,
+        NULL,
+    };
+    assert_int_equal(mpserve_run(argv, 30000, &out), 0);
+    free(out);
+    assert_int_equal(peer_messages(p, &m, &n), 0);
+    assert_int_equal(n, 1);
+    struct verdict v = verify_and_tamper(m[0].data, m[0].len, "bye", 2);
+    assert_int_equal(h_count(&v, 0, "list-unsubscribe"), 1);
+    assert_int_equal(h_count(&v, 1, "list-unsubscribe-post"), 1);
+    json_decref(v.j);
+    peer_msgs_free(m, n);
+    peer_stop(p);
+}
+
+/* A config file with a second signing domain in a [dkim.DOMAIN] section;
+   its path in buf. */
+static void write_two_domain_ini(char *buf, size_t len)
+{
+    FILE *f;
+
+    snprintf(buf, len, "%s/two.ini", K.dir);
+    f = fopen(buf, "w");
+    assert_non_null(f);
+    fprintf(f, "[dkim]\ndomain = other.example\nselector = rsa1\n"
+            "key_file = %s\nsign = always\n\n[dkim." DOMAIN "]\n"
+            "selector = ed1x\nkey_file = %s\ned25519_selector = ed1\n"
+            "ed25519_key_file = %s\n", K.rsa, K.rsa, K.ed);
+    fclose(f);
+}
+
+static void test_section_domain_signs_its_own_and_existing_signature_kept(
+    void **st)
+{
+    static const char presigned[] =
+        "{\"from\":\"app@" DOMAIN "\",\"to\":[\"rcpt@example.net\"],"
+        "\"raw\":\"DKIM-Signature: v=1; a=rsa-sha256; d=" DOMAIN "; s=ed1x;"
+        " h=from; bh=AAAA; b=AAAA\\r\\nFrom: app@" DOMAIN "\\r\\n"
+        "Subject: pre\\r\\n\\r\\nkept\\r\\n\"}";
+    char ini[200], *json = envelope_json("rcpt@example.net");
+    const char *extra[] = { "--config", ini, NULL };
+    struct peer *p = peer_start_aiosmtpd(NULL);
+    struct peer_msg *m = NULL;
+    size_t n = 0;
+    (void)st;
+
+    assert_non_null(p);
+    write_two_domain_ini(ini, sizeof ini);
+    struct mpserve *s = serve(peer_port(p), extra);
+    assert_int_equal(post(s, json, 0), 200);
+    assert_int_equal(post(s, presigned, 0), 200);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    assert_int_equal(peer_messages(p, &m, &n), 0);
+    assert_int_equal(n, 2);
+    /* From example.test: the section's keys, s=ed1x (RSA) and s=ed1 */
+    struct verdict v = verify(m[0].data, m[0].len);
+    assert_int_equal(v.exit, 0);
+    assert_string_equal(json_string_value(json_array_get(
+                            json_object_get(v.j, "s"), 0)), "ed1x");
+    assert_string_equal(json_string_value(json_array_get(
+                            json_object_get(v.j, "d"), 1)), DOMAIN);
+    json_decref(v.j);
+    /* the presigned one: d= and s= already there for RSA, so only the
+       Ed25519 signature is added, first */
+    const char *d = (const char *)m[1].data;
+    assert_memory_equal(d, "DKIM-Signature: v=1; a=ed25519-sha256;", 38);
+    const char *second = strstr(d + 1, "DKIM-Signature:");
+    assert_non_null(second);
+    assert_null(strstr(second + 1, "DKIM-Signature:"));
+    assert_non_null(strstr(second, "s=ed1x; h=from; bh=AAAA; b=AAAA"));
     peer_msgs_free(m, n);
     peer_stop(p);
     free(json);
@@ -417,6 +569,11 @@ int main(void)
             test_http_sync_envelope_rsa_verifies_and_covers_unsubscribe),
         cmocka_unit_test(test_http_async_raw_rsa_and_ed25519_both_verify),
         cmocka_unit_test(test_signing_off_or_other_domain_nothing_verifies),
+        cmocka_unit_test(test_mailpool_send_signs_rsa_and_ed25519),
+        cmocka_unit_test(
+            test_section_domain_signs_its_own_and_existing_signature_kept),
+        cmocka_unit_test(test_smtp_sink_receives_a_message_that_verifies),
+        cmocka_unit_test(test_postfix_stores_a_message_that_verifies),
         cmocka_unit_test(test_key_that_does_not_load_stops_serve_with_exit_2),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
