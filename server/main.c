@@ -6,6 +6,7 @@
  *                 [--header 'Name: value' ...] [--body-file FILE] [TLS/AUTH]
  *   mailpool verify ADDR --server ...   mailpool expand LIST --server ...
  *   mailpool help [TOPIC] --server ...  mailpool healthcheck [--http-listen A]
+ *   mailpool dkim-keygen --selector S --domain D --key-file F
  *
  * The one-shot commands print one JSON object (the API's result shape) and
  * exit 0 when code < 400, 1 otherwise, 2 on a usage error.  serve exits 0
@@ -32,6 +33,7 @@
 #include <smtpcore/smtp.h>
 #include "api/api.h"
 #include "config/config.h"
+#include "dkim/dkim.h"
 #include "queue/queue.h"
 #include "server/delivery.h"
 #include "server/log.h"
@@ -55,6 +57,7 @@ static void usage(FILE *f)
           "  mailpool expand LIST --server HOST[:PORT]\n"
           "  mailpool help [TOPIC] --server HOST[:PORT]\n"
           "  mailpool healthcheck [--http-listen ADDR:PORT]\n"
+          "  mailpool dkim-keygen --selector S --domain D --key-file F\n"
           "client options: --tls none|opportunistic|required|implicit\n"
           "  --ca-file F --insecure-skip-verify --helo NAME\n"
           "  --auth-user U --auth-pass-file F --auth-mech M --auth-allow-plaintext\n"
@@ -631,6 +634,42 @@ static int cmd_healthcheck(int argc, char **argv)
     return rc;
 }
 
+/* dkim-keygen: the DNS TXT record that publishes a key's public half,
+   as a zone-file line with strings of at most 255 octets. */
+static int cmd_dkim_keygen(int argc, char **argv)
+{
+    const char *sel = NULL, *dom = NULL, *file = NULL;
+    struct dkim_key *key = NULL;
+    char err[512], *txt = NULL;
+
+    for (int i = 0; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--selector") == 0)
+            sel = argv[i + 1];
+        else if (strcmp(argv[i], "--domain") == 0)
+            dom = argv[i + 1];
+        else if (strcmp(argv[i], "--key-file") == 0)
+            file = argv[i + 1];
+    }
+    if (sel == NULL || dom == NULL || file == NULL || argc % 2 != 0) {
+        fprintf(stderr, "usage: mailpool dkim-keygen --selector S --domain D "
+                        "--key-file F\n");
+        return 2;
+    }
+    if (dkim_key_load_file(file, &key, err, sizeof err) < 0 ||
+        dkim_key_txt_record(key, &txt, err, sizeof err) < 0) {
+        fprintf(stderr, "mailpool: %s\n", err);
+        dkim_key_free(key);
+        return 2;
+    }
+    printf("%s._domainkey.%s. IN TXT (", sel, dom);
+    for (size_t off = 0, n = strlen(txt); off < n; off += 255)
+        printf(" \"%.255s\"", txt + off);
+    printf(" )\n");
+    free(txt);
+    dkim_key_free(key);
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -642,6 +681,8 @@ int main(int argc, char **argv)
         return cmd_serve(argc - 2, argv + 2);
     if (strcmp(cmd, "healthcheck") == 0)
         return cmd_healthcheck(argc - 2, argv + 2);
+    if (strcmp(cmd, "dkim-keygen") == 0)
+        return cmd_dkim_keygen(argc - 2, argv + 2);
     if (strcmp(cmd, "send") == 0 || strcmp(cmd, "verify") == 0 ||
         strcmp(cmd, "expand") == 0 || strcmp(cmd, "help") == 0)
         return cmd_client(cmd, argc - 2, argv + 2);

@@ -7,7 +7,8 @@
  * function.  The same bytes with one byte changed must fail; with signing
  * off nothing verifies; List-Unsubscribe and List-Unsubscribe-Post are in
  * h=; a key that does not load stops `mailpool serve` with exit 2 naming
- * the file.
+ * the file.  The keys are published (to dkimpy) with the records `mailpool
+ * dkim-keygen` prints, checked against certtool's reading of the key.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,7 +25,6 @@
 #include <gnutls/x509.h>
 #include <jansson.h>
 
-#include "dkim/dkim.h"
 #include "tests/support/http.h"
 #include "tests/support/mpserve.h"
 #include "tests/support/mta.h"
@@ -42,15 +42,39 @@ struct keys {
 
 static struct keys K;
 
+/* The TXT record `mailpool dkim-keygen` prints for the key file, its
+   strings joined (caller frees); the zone line's name in name. */
+static char *keygen_record(const char *path, char *name, size_t namelen)
+{
+    const char *argv[] = { "dkim-keygen", "--selector", "sel", "--domain",
+                           DOMAIN, "--key-file", path, NULL };
+    char *out = NULL, *txt, *w;
+
+    assert_int_equal(mpserve_run(argv, 10000, &out), 0);
+    assert_non_null(out);
+    snprintf(name, namelen, "%.*s", (int)strcspn(out, " "), out);
+    txt = calloc(1, strlen(out) + 1);
+    w = txt;
+    for (const char *p = strchr(out, '"'); p != NULL;) {
+        const char *e = strchr(p + 1, '"');
+        assert_non_null(e);
+        assert_true(e - p - 1 <= 255);
+        memcpy(w, p + 1, (size_t)(e - p - 1));
+        w += e - p - 1;
+        p = strchr(e + 1, '"');
+    }
+    free(out);
+    return txt;
+}
+
 /* Writes a new private key of the algorithm as PEM to path; its TXT
-   record (caller frees). */
+   record as `mailpool dkim-keygen` prints it (caller frees). */
 static char *write_key(const char *path, gnutls_pk_algorithm_t alg,
                        unsigned bits)
 {
     gnutls_x509_privkey_t k;
     gnutls_datum_t d;
-    struct dkim_key *key = NULL;
-    char why[256], *txt = NULL;
+    char name[128], *txt;
     FILE *f;
 
     assert_int_equal(gnutls_x509_privkey_init(&k), 0);
@@ -63,11 +87,8 @@ static char *write_key(const char *path, gnutls_pk_algorithm_t alg,
     assert_non_null(f);
     assert_int_equal(fwrite(d.data, 1, d.size, f), d.size);
     fclose(f);
-    if (dkim_key_from_pem((const char *)d.data, d.size, &key, why,
-                          sizeof why) < 0)
-        fail_msg("%s", why);
-    assert_int_equal(dkim_key_txt_record(key, &txt, why, sizeof why), 0);
-    dkim_key_free(key);
+    txt = keygen_record(path, name, sizeof name);
+    assert_string_equal(name, "sel._domainkey." DOMAIN ".");
     gnutls_free(d.data);
     gnutls_x509_privkey_deinit(k);
     return txt;
@@ -536,6 +557,28 @@ static void test_section_domain_signs_its_own_and_existing_signature_kept(
     free(json);
 }
 
+static void test_dkim_keygen_record_holds_the_public_key_certtool_reads(
+    void **st)
+{
+    char cmd[300], der[1024];
+    FILE *p;
+    size_t n;
+    (void)st;
+
+    snprintf(cmd, sizeof cmd, "certtool --load-privkey '%s' --pubkey-info "
+             "--outder 2>/dev/null | base64 -w0", K.rsa);
+    p = popen(cmd, "r");
+    assert_non_null(p);
+    n = fread(der, 1, sizeof der - 1, p);
+    der[n] = '\0';
+    pclose(p);
+    assert_true(n > 300);
+    assert_memory_equal(K.rsa_txt, "v=DKIM1; k=rsa; p=", 18);
+    assert_string_equal(K.rsa_txt + 18, der);
+    assert_memory_equal(K.ed_txt, "v=DKIM1; k=ed25519; p=", 22);
+    assert_int_equal(strlen(K.ed_txt + 22), 44);
+}
+
 static void test_key_that_does_not_load_stops_serve_with_exit_2(void **st)
 {
     char bad[200], *out = NULL;
@@ -574,6 +617,8 @@ int main(void)
             test_section_domain_signs_its_own_and_existing_signature_kept),
         cmocka_unit_test(test_smtp_sink_receives_a_message_that_verifies),
         cmocka_unit_test(test_postfix_stores_a_message_that_verifies),
+        cmocka_unit_test(
+            test_dkim_keygen_record_holds_the_public_key_certtool_reads),
         cmocka_unit_test(test_key_that_does_not_load_stops_serve_with_exit_2),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
