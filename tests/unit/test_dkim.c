@@ -4,7 +4,8 @@
  * body hash fed in pieces and with any line end, the h= list (From
  * oversigned, List-Unsubscribe kept), the folding of b=, RSA keys of 2048
  * bits signing (checked with GnuTLS) and of 1024 bits refused, a key file
- * that does not load named without its content.
+ * that does not load named without its content; the dkim.* keys and the
+ * [dkim.DOMAIN] sections of the configuration.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +21,7 @@
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 
+#include "config/config.h"
 #include "dkim/dkim.h"
 
 /* RFC 8463 A.1: the Ed25519 secret key (RFC 8032 7.1 test 1). */
@@ -307,6 +309,94 @@ static void test_from_domain_alignment(void **st)
     assert_false(dkim_domain_matches("no address", "example.test"));
 }
 
+/* Loads an INI text as the configuration; 0 or -1 with err. */
+static int load_ini(const char *text, struct cfg *cfg, char *path,
+                    size_t plen, char *err, size_t errlen)
+{
+    int fd;
+    char flag[] = "--config";
+    char *argv[] = { flag, path, NULL };
+    char *envp[] = { NULL };
+
+    snprintf(path, plen, "/tmp/dkim-cfg-XXXXXX");
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    memset(cfg, 0, sizeof *cfg);
+    int rc = cfg_load(cfg, 2, argv, envp, NULL, NULL, err, errlen);
+    unlink(path);
+    return rc;
+}
+
+static void test_dkim_sections_load_and_print_paths_only(void **st)
+{
+    static const char ini[] =
+        "[dkim]\ndomain = example.test\nselector = s1\n"
+        "key_file = /keys/main.pem\nexpire = 3600\n\n"
+        "[dkim.other.test]\nselector = o1\nkey_file = /keys/o.pem\n"
+        "ed25519_selector = e1\ned25519_key_file = /keys/e.pem\n"
+        "sign = ALWAYS\n\n[dkim.third.test]\nselector = t1\n"
+        "key_file = /keys/t.pem\nexpire = 0\n";
+    struct cfg cfg;
+    char path[64], err[256], *out = NULL;
+    size_t len = 0;
+    FILE *f;
+    (void)st;
+
+    if (load_ini(ini, &cfg, path, sizeof path, err, sizeof err) < 0)
+        fail_msg("%s", err);
+    assert_string_equal(cfg.dkim.domain, "example.test");
+    assert_string_equal(cfg.dkim.sign, "auto");
+    assert_int_equal(cfg.dkim.expire, 3600);
+    assert_int_equal(cfg.ndkim_domains, 2);
+    assert_string_equal(cfg.dkim_domains[0].domain, "other.test");
+    assert_string_equal(cfg.dkim_domains[0].sign, "always");
+    assert_string_equal(cfg.dkim_domains[0].ed25519_key_file, "/keys/e.pem");
+    assert_int_equal(cfg.dkim_domains[0].expire, -1);
+    assert_null(cfg.dkim_domains[1].sign);
+    assert_int_equal(cfg.dkim_domains[1].expire, 0);
+    f = open_memstream(&out, &len);
+    assert_int_equal(cfg_print(&cfg, f), 0);
+    fclose(f);
+    assert_non_null(strstr(out, "[dkim]\n"));
+    assert_non_null(strstr(out, "[dkim.other.test]\nselector = o1\n"
+                                "key_file = /keys/o.pem\n"));
+    assert_non_null(strstr(out, "[dkim.third.test]"));
+    free(out);
+    cfg_free(&cfg);
+}
+
+static void test_dkim_section_mistakes_named_with_file_and_line(void **st)
+{
+    static const struct { const char *ini, *want; } cases[] = {
+        { "[dkim.x.test]\nselector = a\nkey = b\n",
+          ":3: [dkim.x.test] key: unknown key" },
+        { "[dkim.x.test]\nsign = sometimes\n",
+          ":2: [dkim.x.test] sign: must be one of auto, always, never" },
+        { "[dkim.x.test]\nselector = a\n",
+          "[dkim.x.test]: needs selector and key_file" },
+        { "[dkim.x.test]\nselector = a\nkey_file = k\n"
+          "ed25519_selector = e\n",
+          "[dkim.x.test]: ed25519_selector and ed25519_key_file go together" },
+        { "[dkim]\nselector = a\nkey_file = k\n",
+          "need dkim.domain" },
+        { "[dkim.bad domain]\nselector = a\n", "DNS labels" },
+        { "[dkim.x.test]\nselector = a\nselector = b\n",
+          ":3: [dkim.x.test] selector: is set again" },
+    };
+    struct cfg cfg;
+    char path[64], err[256];
+    (void)st;
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        assert_int_equal(load_ini(cases[i].ini, &cfg, path, sizeof path, err,
+                                  sizeof err), -1);
+        if (strstr(err, cases[i].want) == NULL)
+            fail_msg("case %zu: %s", i, err);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -316,6 +406,8 @@ int main(void)
         cmocka_unit_test(test_rsa_1024_refused_2048_signs_with_oversigned_from),
         cmocka_unit_test(test_key_file_that_does_not_load_is_named_not_echoed),
         cmocka_unit_test(test_from_domain_alignment),
+        cmocka_unit_test(test_dkim_sections_load_and_print_paths_only),
+        cmocka_unit_test(test_dkim_section_mistakes_named_with_file_and_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
