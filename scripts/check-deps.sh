@@ -1,7 +1,7 @@
 #!/bin/sh
 # check-deps.sh - the module arrows of docs/ARCHITECTURE.md, checked on the
 # #include lines:  smtpcore -> (libc, TLS);  config -> (libc, inih);
-# queue -> (libc, SQLite);  server -> smtpcore, config, queue;
+# queue -> (libc, SQLite);  server -> smtpcore, config, queue, dkim;
 # api -> server, queue, config, jansson, microhttpd;  dkim -> (libc, GnuTLS,
 # nettle, smtpcore's public header).
 set -u
