@@ -87,10 +87,12 @@ $(BUILD)/tests/%: tests/integration/%.c $(call obj,$(SUPPORT_SRC)) $(LIBS_ALL)
 
 $(BUILD)/bench_smtp: bench/bench_smtp.c $(LIB_SMTPCORE)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
+$(BUILD)/bench_dkim: bench/bench_dkim.c $(LIB_DKIM)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
 
 # Benchmarks (not part of test: timings never fail a test).
 bench: deps-test
-	@$(MAKE) --no-print-directory all $(BUILD)/bench_smtp
+	@$(MAKE) --no-print-directory all $(BUILD)/bench_smtp $(BUILD)/bench_dkim
 	@scripts/deps.sh bench
 	@bench/run.sh
 
