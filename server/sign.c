@@ -16,12 +16,12 @@
  * are put in front of it.  A signature whose d= and s= the message
  * already carries is not added again.
  *
- * When: the pool signs each job as it takes it to be attempted
- * (server/pool.c), so t= is the time of the attempt.  A job retried by
- * the pool keeps the signature of its first attempt (it is in the job
- * then, and the same d= and s= are not signed twice); a message of the
- * durable queue is decoded afresh for each delivery attempt, so each
- * attempt is signed anew with its own t= (and x=).
+ * When: the pool signs a job once, when a worker takes it to be
+ * attempted (server/pool.c), so t= is the time of its first attempt; the
+ * pool's retries of that job send the same signed message again.  A
+ * message of the durable queue becomes a new job for each delivery
+ * attempt (decoded afresh from the queue), so each such attempt is
+ * signed anew with its own t= (and x=).
  *
  * Errors: sign_set_new NULL with a sentence naming the key file;
  * sign_message -1 with why (out of memory, a signing failure).

@@ -579,6 +579,80 @@ static void test_dkim_keygen_record_holds_the_public_key_certtool_reads(
     assert_int_equal(strlen(K.ed_txt + 22), 44);
 }
 
+/* The DKIM-Signature fields in s (each up to the next field's start),
+   appended to out as one string per field, NUL-separated; their count. */
+static size_t sig_fields(const char *s, size_t len, char *out, size_t cap)
+{
+    size_t n = 0, used = 0;
+
+    for (const char *p = memmem(s, len, "DKIM-Signature:", 15); p != NULL;
+         p = memmem(p + 1, len - (size_t)(p + 1 - s), "DKIM-Signature:", 15)) {
+        const char *e = p;
+        while ((e = strstr(e, "\r\n")) != NULL && (e[2] == ' ' || e[2] == '\t'))
+            e += 2;
+        size_t k = e != NULL ? (size_t)(e - p) : strlen(p);
+        assert_true(used + k + 1 < cap);
+        memcpy(out + used, p, k);
+        out[used + k] = '\0';
+        used += k + 1;
+        n++;
+    }
+    return n;
+}
+
+static void test_pool_retry_resends_the_signature_of_the_first_attempt(
+    void **st)
+{
+    static const char *const retries[] = {
+        "--dkim-domain", DOMAIN, "--dkim-selector", "rsa1",
+        "--dkim-key-file", K.rsa, "--pool-retry-backoff-ms", "1100", NULL,
+    };
+    struct peer *p = peer_start_fake("{\"rules\": [{\"match\": \"^DOT$\", "
+                                     "\"times\": 1, \"reply\": "
+                                     "\"451 4.3.0 try again\"}]}");
+    struct peer_msg *m = NULL;
+    size_t n = 0, total = 0;
+    char *json = envelope_json("rcpt@example.net"), fields[8192];
+    (void)st;
+
+    assert_non_null(p);
+    struct mpserve *s = serve(peer_port(p), retries);
+    assert_int_equal(post(s, json, 0), 200);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    char *all = calloc(1, 1);
+    size_t alen = 0;
+    for (int c = 1; c <= peer_conn_count(p); c++) {
+        size_t len = 0;
+        char *b = peer_conn_bytes(p, c, &len);
+        all = realloc(all, alen + len + 1);
+        memcpy(all + alen, b, len);
+        all[alen += len] = '\0';
+        free(b);
+    }
+    total = sig_fields(all, alen, fields, sizeof fields);
+    free(all);
+    /* two transmissions a second apart, one signature each, the same */
+    assert_int_equal(total, 2);
+    assert_string_equal(fields, fields + strlen(fields) + 1);
+    assert_int_equal(peer_messages(p, &m, &n), 0);
+    assert_int_equal(n, 1);
+    char *w = (char *)m[0].data;          /* undo the dot-stuffing */
+    for (size_t i = 0, o = 0; i <= m[0].len; i++) {
+        if (m[0].data[i] == '.' && i + 1 < m[0].len && m[0].data[i + 1] == '.'
+            && (i == 0 || m[0].data[i - 1] == '\n'))
+            continue;
+        w[o++] = (char)m[0].data[i];
+        if (i == m[0].len)
+            m[0].len = o - 1;
+    }
+    struct verdict v = verify_and_tamper(m[0].data, m[0].len, "bye", 1);
+    json_decref(v.j);
+    peer_msgs_free(m, n);
+    peer_stop(p);
+    free(json);
+}
+
 static void test_key_that_does_not_load_stops_serve_with_exit_2(void **st)
 {
     char bad[200], *out = NULL;
@@ -617,6 +691,8 @@ int main(void)
             test_section_domain_signs_its_own_and_existing_signature_kept),
         cmocka_unit_test(test_smtp_sink_receives_a_message_that_verifies),
         cmocka_unit_test(test_postfix_stores_a_message_that_verifies),
+        cmocka_unit_test(
+            test_pool_retry_resends_the_signature_of_the_first_attempt),
         cmocka_unit_test(
             test_dkim_keygen_record_holds_the_public_key_certtool_reads),
         cmocka_unit_test(test_key_that_does_not_load_stops_serve_with_exit_2),
