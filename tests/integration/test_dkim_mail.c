@@ -186,13 +186,20 @@ static const char *alg_of(const struct verdict *v, size_t i)
 }
 
 /* Asserts that data verifies with nsig signatures, and that the same
-   bytes with the byte at what changed fail. */
+   bytes with the first byte of the last occurrence of what changed fail
+   every signature. */
 static struct verdict verify_and_tamper(unsigned char *data, size_t len,
                                         const char *what, size_t nsig)
 {
     struct verdict v = verify(data, len), t;
     size_t sigs, good;
-    char *at = strstr((char *)data, what);
+    char *at = NULL;
+
+    /* the last one: the body comes last, and the same letters may occur
+       by chance in a b= or bh= tag above it */
+    for (char *q = strstr((char *)data, what); q != NULL;
+         q = strstr(q + 1, what))
+        at = q;
 
     assert_non_null(v.j);
     verdict_counts(&v, &sigs, &good);
@@ -600,6 +607,40 @@ static size_t sig_fields(const char *s, size_t len, char *out, size_t cap)
     return n;
 }
 
+/* sig_fields over every byte the peer received, all connections. */
+static size_t peer_sig_fields(struct peer *p, char *out, size_t cap)
+{
+    char *all = calloc(1, 1);
+    size_t alen = 0, n;
+
+    for (int c = 1; c <= peer_conn_count(p); c++) {
+        size_t len = 0;
+        char *b = peer_conn_bytes(p, c, &len);
+        all = realloc(all, alen + len + 1);
+        memcpy(all + alen, b, len);
+        all[alen += len] = '\0';
+        free(b);
+    }
+    n = sig_fields(all, alen, out, cap);
+    free(all);
+    return n;
+}
+
+/* Undoes the dot-stuffing of a message the fake received, in place. */
+static void unstuff(struct peer_msg *m)
+{
+    size_t o = 0;
+
+    for (size_t i = 0; i < m->len; i++) {
+        if (m->data[i] == '.' && i + 1 < m->len && m->data[i + 1] == '.' &&
+            (i == 0 || m->data[i - 1] == '\n'))
+            continue;
+        m->data[o++] = m->data[i];
+    }
+    m->data[o] = '\0';
+    m->len = o;
+}
+
 static void test_pool_retry_resends_the_signature_of_the_first_attempt(
     void **st)
 {
@@ -620,32 +661,47 @@ static void test_pool_retry_resends_the_signature_of_the_first_attempt(
     assert_int_equal(post(s, json, 0), 200);
     assert_int_equal(mpserve_stop_clean(s, 10000), 0);
     mpserve_free(s);
-    char *all = calloc(1, 1);
-    size_t alen = 0;
-    for (int c = 1; c <= peer_conn_count(p); c++) {
-        size_t len = 0;
-        char *b = peer_conn_bytes(p, c, &len);
-        all = realloc(all, alen + len + 1);
-        memcpy(all + alen, b, len);
-        all[alen += len] = '\0';
-        free(b);
-    }
-    total = sig_fields(all, alen, fields, sizeof fields);
-    free(all);
+    total = peer_sig_fields(p, fields, sizeof fields);
     /* two transmissions a second apart, one signature each, the same */
     assert_int_equal(total, 2);
     assert_string_equal(fields, fields + strlen(fields) + 1);
     assert_int_equal(peer_messages(p, &m, &n), 0);
     assert_int_equal(n, 1);
-    char *w = (char *)m[0].data;          /* undo the dot-stuffing */
-    for (size_t i = 0, o = 0; i <= m[0].len; i++) {
-        if (m[0].data[i] == '.' && i + 1 < m[0].len && m[0].data[i + 1] == '.'
-            && (i == 0 || m[0].data[i - 1] == '\n'))
-            continue;
-        w[o++] = (char)m[0].data[i];
-        if (i == m[0].len)
-            m[0].len = o - 1;
-    }
+    unstuff(&m[0]);
+    struct verdict v = verify_and_tamper(m[0].data, m[0].len, "bye", 1);
+    json_decref(v.j);
+    peer_msgs_free(m, n);
+    peer_stop(p);
+    free(json);
+}
+
+static void test_queue_retry_signs_each_delivery_attempt_anew(void **st)
+{
+    static const char *const retries[] = {
+        "--dkim-domain", DOMAIN, "--dkim-selector", "rsa1",
+        "--dkim-key-file", K.rsa, "--queue-retry-base", "2.2", NULL,
+    };
+    struct peer *p = peer_start_fake("{\"rules\": [{\"match\": \"^DOT$\", "
+                                     "\"times\": 1, \"reply\": "
+                                     "\"451 4.3.0 try again\"}]}");
+    struct peer_msg *m = NULL;
+    size_t n = 0;
+    char *json = envelope_json("rcpt@example.net"), fields[8192];
+    (void)st;
+
+    assert_non_null(p);
+    struct mpserve *s = serve(peer_port(p), retries);
+    assert_int_equal(post(s, json, 1), 202);
+    assert_int_equal(peer_wait_messages(p, 1, 20000), 1);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    /* two attempts over a second apart: one signature each, t= differs */
+    assert_int_equal(peer_sig_fields(p, fields, sizeof fields), 2);
+    const char *second = fields + strlen(fields) + 1;
+    assert_string_not_equal(strstr(fields, " t="), strstr(second, " t="));
+    assert_int_equal(peer_messages(p, &m, &n), 0);
+    assert_int_equal(n, 1);
+    unstuff(&m[0]);
     struct verdict v = verify_and_tamper(m[0].data, m[0].len, "bye", 1);
     json_decref(v.j);
     peer_msgs_free(m, n);
@@ -693,6 +749,7 @@ int main(void)
         cmocka_unit_test(test_postfix_stores_a_message_that_verifies),
         cmocka_unit_test(
             test_pool_retry_resends_the_signature_of_the_first_attempt),
+        cmocka_unit_test(test_queue_retry_signs_each_delivery_attempt_anew),
         cmocka_unit_test(
             test_dkim_keygen_record_holds_the_public_key_certtool_reads),
         cmocka_unit_test(test_key_that_does_not_load_stops_serve_with_exit_2),
