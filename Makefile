@@ -3,7 +3,7 @@
 
 CC       ?= cc
 BUILD    ?= build
-PKGS     := libmicrohttpd jansson gnutls inih sqlite3 gmime-3.0 libidn2
+PKGS     := libmicrohttpd jansson gnutls inih sqlite3 gmime-3.0 libidn2 hogweed
 WARN     := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes \
             -Wmissing-prototypes -Wpointer-arith -Wcast-qual -Wformat=2 \
             -Wvla -Wwrite-strings -Wimplicit-fallthrough -fno-common \
@@ -23,6 +23,7 @@ CONFIG_SRC   := $(wildcard config/*.c)
 SERVER_SRC   := $(filter-out server/main.c,$(wildcard server/*.c))
 QUEUE_SRC    := $(wildcard queue/*.c)
 COMPOSE_SRC  := $(wildcard compose/*.c)
+DKIM_SRC     := $(wildcard dkim/*.c)
 API_SRC      := $(wildcard api/*.c) api/openapi_data.S api/ui_data.S
 SUPPORT_SRC  := $(wildcard tests/support/*.c)
 
@@ -34,7 +35,8 @@ LIB_SERVER   := $(BUILD)/libmpserver.a
 LIB_API      := $(BUILD)/libmpapi.a
 LIB_QUEUE    := $(BUILD)/libmpqueue.a
 LIB_COMPOSE  := $(BUILD)/libmpcompose.a
-LIBS_ALL     := $(LIB_API) $(LIB_SERVER) $(LIB_QUEUE) $(LIB_CONFIG) $(LIB_COMPOSE) $(LIB_SMTPCORE)
+LIB_DKIM     := $(BUILD)/libmpdkim.a
+LIBS_ALL     := $(LIB_API) $(LIB_SERVER) $(LIB_QUEUE) $(LIB_DKIM) $(LIB_CONFIG) $(LIB_COMPOSE) $(LIB_SMTPCORE)
 MAILPOOL     := $(BUILD)/mailpool
 
 UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
@@ -90,6 +92,7 @@ $(LIB_CONFIG):   $(call obj,$(CONFIG_SRC))
 $(LIB_SERVER):   $(call obj,$(SERVER_SRC))
 $(LIB_QUEUE):    $(call obj,$(QUEUE_SRC))
 $(LIB_COMPOSE):  $(call obj,$(COMPOSE_SRC))
+$(LIB_DKIM):     $(call obj,$(DKIM_SRC))
 $(LIB_API):      $(call obj,$(API_SRC))
 $(BUILD)/lib%.a:
 	@mkdir -p $(dir $@)
@@ -107,10 +110,12 @@ $(BUILD)/tests/%: tests/integration/%.c $(call obj,$(SUPPORT_SRC)) $(LIBS_ALL) $
 
 $(BUILD)/bench_smtp: bench/bench_smtp.c $(LIB_SMTPCORE)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
+$(BUILD)/bench_dkim: bench/bench_dkim.c $(LIB_DKIM)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
 
 # Benchmarks (not part of test: timings never fail a test).
 bench: deps-test
-	@$(MAKE) --no-print-directory all $(BUILD)/bench_smtp
+	@$(MAKE) --no-print-directory all $(BUILD)/bench_smtp $(BUILD)/bench_dkim
 	@scripts/deps.sh bench
 	@bench/run.sh
 

@@ -20,6 +20,9 @@ one recipient.
      nodemailer's pooled transport with N connections.
   4. Scale: SMTP connections 1..32, batch sizes 1..1000, RSS with 1,000 idle
      HTTP connections.
+  6. DKIM: microseconds to sign a 1 KB and a 100 KB message with RSA-2048
+     and Ed25519 (build/bench_dkim), and the HTTP rate (one message a
+     request) with signing on (rsa + ed25519) beside off, in one run.
   5. Queue: durable enqueue (Prefer: respond-async) one message a request
      over 32 connections and in batches of 100, with queue.synchronous
      full and normal, against the synchronous rates of the same run; and
@@ -27,7 +30,7 @@ one recipient.
 
 Environment: BENCH_RUNS (default 5), BENCH_MESSAGES (default 20000),
 BENCH_SECONDS (wrk duration, default 5), BENCH_QUICK=1 (fewer cases),
-BENCH_SECTIONS (comma-separated subset of smtp,http,peers,scale; default
+BENCH_SECTIONS (comma-separated subset of smtp,http,peers,scale,queue,dkim; default
 all; http needs the smtp-source reference of N=8, so it measures that one
 alone when smtp is left out), BUILD (the build directory, as for make;
 default build).
@@ -53,7 +56,7 @@ RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 MSGS = int(os.environ.get("BENCH_MESSAGES", "20000"))
 SECS = int(os.environ.get("BENCH_SECONDS", "5"))
 QUICK = os.environ.get("BENCH_QUICK") == "1"
-ALL_SECTIONS = ("smtp", "http", "peers", "scale", "queue")
+ALL_SECTIONS = ("smtp", "http", "peers", "scale", "queue", "dkim")
 SECTIONS = [x.strip() for x in os.environ.get("BENCH_SECTIONS", "").split(",")
             if x.strip()] or list(ALL_SECTIONS)
 rows = []
@@ -431,6 +434,35 @@ def full_queue_rss():
         "MiB", None, "<= 64")
 
 
+def dkim_layer(sink_port):
+    print("6. DKIM signing")
+    out = subprocess.run([os.path.join(BUILD, "bench_dkim")],
+                         stdout=subprocess.PIPE, text=True, check=True).stdout
+    for line in out.splitlines():
+        r = json.loads(line)
+        row("dkim", "sign %s, %d KB message" % (r["alg"], r["bytes"] // 1024),
+            r["us"], "us")
+    tmp = tempfile.mkdtemp()
+    keys = {}
+    for alg, extra in (("rsa", ["--bits", "2048"]), ("ed25519", [])):
+        keys[alg] = os.path.join(tmp, alg + ".pem")
+        subprocess.run(["certtool", "--generate-privkey", "--key-type", alg,
+                        "--no-text", "--outfile", keys[alg]] + extra,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=True)
+    one = os.path.join(tmp, "one.json")
+    with open(one, "w") as f:
+        json.dump(message(), f)
+    off = http_rate(sink_port, one, 1)
+    on = http_rate(sink_port, one, 1, extra=(
+        "--dkim-domain", "example.org", "--dkim-selector", "b1",
+        "--dkim-key-file", keys["rsa"], "--dkim-ed25519-selector", "b2",
+        "--dkim-ed25519-key-file", keys["ed25519"]))
+    row("dkim", "HTTP one message a request, signing off", off, "msg/s")
+    row("dkim", "HTTP one message a request, rsa + ed25519 on", on, "msg/s",
+        off)
+
+
 def main():
     bad = [x for x in SECTIONS if x not in ALL_SECTIONS]
     if bad:
@@ -453,6 +485,8 @@ def main():
             scale(port)
         if "queue" in SECTIONS:
             queue_layer(port, ref)
+        if "dkim" in SECTIONS:
+            dkim_layer(port)
     finally:
         sink.stop()
     print("\n| section | measurement | value | unit | ratio | target |")

@@ -50,7 +50,7 @@ struct cfg_origin {
 
 /* cfg_nkeys is at most this (checked in config.c), so per-key state can
    live in fixed arrays. */
-#define CFG_MAX_KEYS 64
+#define CFG_MAX_KEYS 96
 
 extern const struct cfg_key cfg_keys[];
 extern const size_t cfg_nkeys;
@@ -81,5 +81,15 @@ const char *cfg_listen_canonical(const char *value, char *buf, size_t len);
 int cfg_check_hostname(const char *value, char *why, size_t whylen);
 int cfg_check_api_keys(const char *value, char *why, size_t whylen);
 int cfg_check_line(const char *value, char *why, size_t whylen);
+
+/* cfg_dkim.c: the [dkim.DOMAIN] sections. */
+extern const char *const cfg_dkim_sign_choices[];
+int cfg_dkim_check_name(const char *value, char *why, size_t whylen);
+int cfg_dkim_section_pair(struct cfg *cfg, const char *domain,
+                          const char *name, const char *value, char *why,
+                          size_t whylen);
+int cfg_dkim_check(const struct cfg *cfg, char *err, size_t errlen);
+void cfg_dkim_free(struct cfg *cfg);
+void cfg_dkim_print(const struct cfg *cfg, FILE *out);
 
 #endif /* MAILPOOL_CFG_INTERNAL_H */

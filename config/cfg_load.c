@@ -211,7 +211,17 @@ static int cfg_ini_pair(void *user, const char *section, const char *name,
     const struct cfg_key *k = cfg_key_find(section, name);
     struct cfg_origin here = { CFG_SRC_FILE, ini->path, ini->line };
     const struct cfg_origin *prev;
+    char why[200];
 
+    if (k == NULL && strncmp(section, "dkim.", 5) == 0) {
+        if (cfg_dkim_section_pair(&L->cfg, section + 5, name, value, why,
+                                  sizeof why) == 0)
+            return 1;
+        cfg_err(L->err, L->errlen, "%s:%d: [%.80s] %.80s: %s", ini->path,
+                ini->line, section, name, why);
+        ini->err_line = ini->line;
+        return 0;
+    }
     if (k == NULL) {
         if (section[0] == '\0')
             cfg_err(L->err, L->errlen, "%s:%d: unknown key '%.80s' (outside "
@@ -606,7 +616,8 @@ int cfg_load(struct cfg *cfg, int argc, char **argv, char **envp,
     if ((L.config_path != NULL && cfg_load_file(&L)) ||
         cfg_load_env(&L, envp) ||
         cfg_walk_flags(&L, argc, argv, 1, NULL, NULL) ||
-        cfg_read_pass_file(&L) || cfg_cross_check(&L))
+        cfg_read_pass_file(&L) || cfg_cross_check(&L) ||
+        cfg_dkim_check(&L.cfg, err, errlen))
         goto fail;
     *cfg = L.cfg;
     return 0;

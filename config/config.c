@@ -188,6 +188,24 @@ const struct cfg_key cfg_keys[] = {
 
     CFG_ENUM_(log, level, "info", CFG_REQUIRED, cfg_level_choices,
               "debug, info, warn or error"),
+
+    CFG_STR(dkim, domain, NULL, 0, cfg_dkim_check_name,
+            "DKIM signing domain (d=); more domains in [dkim.DOMAIN] "
+            "sections; unset: no signing"),
+    CFG_STR(dkim, selector, NULL, 0, cfg_dkim_check_name,
+            "selector (s=) of the rsa-sha256 signature"),
+    CFG_STR(dkim, key_file, NULL, 0, NULL,
+            "RSA private key (PEM, 2048 bits or more) of dkim.selector, "
+            "read at start"),
+    CFG_STR(dkim, ed25519_selector, NULL, 0, cfg_dkim_check_name,
+            "selector of a second, ed25519-sha256 signature (optional)"),
+    CFG_STR(dkim, ed25519_key_file, NULL, 0, NULL,
+            "Ed25519 private key (PEM) of dkim.ed25519_selector"),
+    CFG_ENUM_(dkim, sign, "auto", CFG_REQUIRED, cfg_dkim_sign_choices,
+              "auto (when the From domain is the DKIM domain or below it), "
+              "always, or never"),
+    CFG_INT_(dkim, expire, "0", 0, 365 * DAY,
+             "seconds a signature stays valid (x=); 0: no expiry"),
 };
 
 const size_t cfg_nkeys = sizeof cfg_keys / sizeof cfg_keys[0];
@@ -439,6 +457,7 @@ void cfg_free(struct cfg *cfg)
         if (cfg_keys[i].type == CFG_STRING || cfg_keys[i].type == CFG_ENUM)
             cfg_free_secret(*cfg_str_field(cfg, &cfg_keys[i]));
     }
+    cfg_dkim_free(cfg);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -516,5 +535,6 @@ int cfg_print(const struct cfg *cfg, FILE *out)
         fprintf(out, "; %s\n", k->help);
         cfg_print_key(cfg, k, out);
     }
+    cfg_dkim_print(cfg, out);
     return fflush(out) == 0 && !ferror(out) ? 0 : -1;
 }

@@ -84,11 +84,36 @@ struct cfg {
     struct {
         char *level;              /* debug|info|warn|error, default "info" */
     } log;
+    struct {
+        char *domain;             /* d= of the default signing domain */
+        char *selector;           /* s= of its rsa-sha256 signature */
+        char *key_file;           /* its RSA private key (PEM), a path */
+        char *ed25519_selector;   /* s= of a second, ed25519-sha256 one */
+        char *ed25519_key_file;   /* its Ed25519 private key (PEM) */
+        char *sign;               /* auto|always|never, default "auto" */
+        int expire;               /* seconds from t= to x=; 0: no x= */
+    } dkim;
+    /* [dkim.DOMAIN] sections: one more signing domain each, in file
+       order (config/cfg_dkim.c); owned. */
+    struct cfg_dkim_domain *dkim_domains;
+    size_t ndkim_domains;
     /* Set by cfg_load, not keys: the MAILPOOL_* variables ignored because
        they have the shape of Kubernetes service links, space-separated
        (as many as fit), and how many there were; for one warning line. */
     char warning[256];
     int env_ignored;
+};
+
+/* A signing domain of a [dkim.DOMAIN] section; the keys it does not set
+   are [dkim]'s (sign, expire) or unset.  Strings owned. */
+struct cfg_dkim_domain {
+    char *domain;
+    char *selector;
+    char *key_file;
+    char *ed25519_selector;
+    char *ed25519_key_file;
+    char *sign;
+    int expire;                   /* -1: [dkim]'s */
 };
 
 /* Fills cfg with the defaults (cfg must be zeroed or freed before). */

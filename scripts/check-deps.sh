@@ -1,9 +1,10 @@
 #!/bin/sh
 # check-deps.sh - the module arrows of docs/ARCHITECTURE.md, checked on the
 # #include lines:  smtpcore -> (libc, TLS);  config -> (libc, inih);
-# queue -> (libc, SQLite);  server -> smtpcore, config, queue;
+# queue -> (libc, SQLite);  server -> smtpcore, config, queue, dkim;
 # api -> server, queue, config, compose, jansson, microhttpd;
-# compose -> (libc, GLib/GMime, libidn2, smtpcore's public header).
+# compose -> (libc, GLib/GMime, libidn2, smtpcore's public header);
+# dkim -> (libc, GnuTLS, nettle, smtpcore's public header).
 set -u
 bad=0
 check() {   # module, regex of includes it must not have
@@ -19,5 +20,6 @@ check queue    'smtpcore|config/|server/|api/|jansson|microhttpd|gnutls'
 check server   'api/|jansson|microhttpd'
 check api      'smtpcore/src'
 check compose  'smtpcore/src|config/|server/|api/|queue/|jansson|microhttpd|sqlite'
+check dkim     'smtpcore/src|config/|server/|api/|queue/|jansson|microhttpd|ini\.h|sqlite'
 [ $bad -eq 0 ] && echo "check-deps: ok"
 exit $bad

@@ -13,11 +13,12 @@
 set -eu
 
 build_pkgs="gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev
-libgnutls28-dev libinih-dev libsqlite3-dev libgmime-3.0-dev libidn2-dev"
+libgnutls28-dev libinih-dev libsqlite3-dev libgmime-3.0-dev libidn2-dev nettle-dev"
 run_pkgs="postfix curl"
 # sasl2-bin: the Postfix peer's sasldb; the lib* after it: what the unpacked
 # (not installed) Exim binary links against.
 test_pkgs="libcmocka-dev libcurl4-gnutls-dev python3 python3-aiosmtpd gnutls-bin valgrind
+python3-dkim
 sasl2-bin libsasl2-modules libidn12 libgnutls-dane0 libpcre2-8-0 libdb5.3"
 
 # Linters for deploy/ (yamllint) and /metrics (promtool, in prometheus).

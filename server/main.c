@@ -9,6 +9,7 @@
  *                 composed message's bytes instead of sending them)
  *   mailpool verify ADDR --server ...   mailpool expand LIST --server ...
  *   mailpool help [TOPIC] --server ...  mailpool healthcheck [--http-listen A]
+ *   mailpool dkim-keygen --selector S --domain D --key-file F
  *
  * The one-shot commands print one JSON object (the API's result shape) and
  * exit 0 when code < 400, 1 otherwise, 2 on a usage error.  serve exits 0
@@ -18,6 +19,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
@@ -34,11 +37,14 @@
 #include "api/api.h"
 #include "api/codec.h"
 #include "config/config.h"
+#include "dkim/dkim.h"
 #include "queue/queue.h"
 #include "server/delivery.h"
 #include "server/fqdn.h"
 #include "server/log.h"
 #include "server/pool.h"
+#include "server/pool_sys.h"
+#include "server/sign.h"
 
 #define MAX_TO 1000
 #define MAX_HEADERS 200
@@ -57,11 +63,15 @@ static void usage(FILE *f)
           "  mailpool expand LIST --server HOST[:PORT]\n"
           "  mailpool help [TOPIC] --server HOST[:PORT]\n"
           "  mailpool healthcheck [--http-listen ADDR:PORT]\n"
+          "  mailpool dkim-keygen --selector S --domain D --key-file F\n"
           "client options: --tls none|opportunistic|required|implicit\n"
           "  --ca-file F --insecure-skip-verify --helo NAME (default: this\n"
           "  machine's fully qualified name, else its address literal)\n"
           "  --auth-user U --auth-pass-file F --auth-mech M --auth-allow-plaintext\n"
-          "  --timeout SECONDS (per command)\n", f);
+          "  --timeout SECONDS (per command)\n"
+          "send signs with DKIM when given --dkim-domain D --dkim-selector S\n"
+          "  --dkim-key-file F [--dkim-ed25519-selector S\n"
+          "  --dkim-ed25519-key-file F] [--dkim-sign auto|always|never]\n", f);
 }
 
 /* Options of the one-shot client commands. */
@@ -80,6 +90,7 @@ struct cli {
     char *pass;                  /* read from --auth-pass-file */
     char fqdn[256];              /* EHLO name without --helo */
     struct smtp_opts opts;
+    struct cfg dkim;             /* only .dkim: --dkim-* (borrowed argv) */
 };
 
 /* Reads a secret file (one trailing newline dropped); NULL on error. */
@@ -131,6 +142,23 @@ static int parse_secs(const char *s)
     return (int)v * 1000;
 }
 
+/* A --dkim-* flag (send): its slot in c->dkim, or NULL. */
+static char **dkim_flag(struct cli *c, const char *a)
+{
+    static const struct { const char *flag; size_t off; } t[] = {
+        { "--dkim-domain", offsetof(struct cfg, dkim.domain) },
+        { "--dkim-selector", offsetof(struct cfg, dkim.selector) },
+        { "--dkim-key-file", offsetof(struct cfg, dkim.key_file) },
+        { "--dkim-ed25519-selector", offsetof(struct cfg, dkim.ed25519_selector) },
+        { "--dkim-ed25519-key-file", offsetof(struct cfg, dkim.ed25519_key_file) },
+        { "--dkim-sign", offsetof(struct cfg, dkim.sign) },
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (strcmp(a, t[i].flag) == 0)
+            return (char **)(void *)((char *)&c->dkim + t[i].off);
+    return NULL;
+}
+
 /* Parses the client flags; 0, or -1 on a usage error (already said). */
 static int parse_cli(struct cli *c, int argc, char **argv)
 {
@@ -160,6 +188,8 @@ static int parse_cli(struct cli *c, int argc, char **argv)
         } else if (v == NULL) {
             fprintf(stderr, "mailpool: %s needs a value\n", a);
             return -1;
+        } else if (dkim_flag(c, a) != NULL) {
+            *dkim_flag(c, a) = argv[i + 1];
         } else if (strcmp(a, "--server") == 0) {
             c->server = v;
         } else if (strcmp(a, "--from") == 0) {
@@ -364,10 +394,103 @@ static struct job *json_job(const char *file)
     return job;
 }
 
-/* send --json FILE [--dry-run]: the exit code, or -1 on a usage error
-   (said). */
+/* Fills the job's message from the command line and the body (taken). */
+static int send_job_fill(struct job *job, const struct cli *c, char *text,
+                         size_t len)
+{
+    struct job_message *m = &job->msg;
+
+    m->body = text;
+    m->body_len = len;
+    m->from = strdup(c->from);
+    m->to = calloc(c->nto, sizeof *m->to);
+    m->headers = calloc(c->nheaders + 1, sizeof *m->headers);
+    if (m->from == NULL || m->to == NULL || m->headers == NULL)
+        return -1;
+    for (; m->nto < c->nto; m->nto++)
+        if ((m->to[m->nto] = strdup(c->to[m->nto])) == NULL)
+            return -1;
+    for (; m->nheaders < c->nheaders; m->nheaders++)
+        if (job_set_header(job, m->nheaders, c->headers[m->nheaders].name,
+                           c->headers[m->nheaders].value) < 0)
+            return -1;
+    return 0;
+}
+
+/* The --dkim-* flags go together as the dkim.* keys do. */
+static int send_dkim_check(const struct cfg *dc, char *err, size_t errlen)
+{
+    const char *sign = dc->dkim.sign;
+
+    if (dc->dkim.selector == NULL || dc->dkim.key_file == NULL)
+        snprintf(err, errlen, "--dkim-domain needs --dkim-selector and "
+                 "--dkim-key-file");
+    else if ((dc->dkim.ed25519_selector == NULL) !=
+             (dc->dkim.ed25519_key_file == NULL))
+        snprintf(err, errlen, "--dkim-ed25519-selector and "
+                 "--dkim-ed25519-key-file go together");
+    else if (strcmp(sign, "auto") && strcmp(sign, "always") &&
+             strcmp(sign, "never"))
+        snprintf(err, errlen, "--dkim-sign wants auto, always or never");
+    else
+        return 0;
+    return -1;
+}
+
+/* Signs job with the --dkim-* flags as the service signs (server/sign.c).
+   0; -1 when the flags do not go together or a key does not load (said
+   on stderr: exit 2); -2 when signing failed (the sentence in err). */
+static int send_job_sign(const struct cli *c, struct job *job, char *err,
+                         size_t errlen)
+{
+    struct cfg dc = c->dkim;
+    struct sign_set *set;
+    int rc;
+
+    if (dc.dkim.sign == NULL)
+        dc.dkim.sign = (char *)(uintptr_t)"auto";
+    if (send_dkim_check(&dc, err, errlen) < 0 ||
+        (set = sign_set_new(&dc, err, errlen)) == NULL) {
+        fprintf(stderr, "mailpool: %s\n", err);
+        return -1;
+    }
+    rc = sign_message(set, &job->msg, time(NULL), err, errlen);
+    sign_set_free(set);
+    return rc < 0 ? -2 : 0;
+}
+
+/* send with --dkim-*: the message is signed as the service signs it,
+   then sent.  2 when a key does not load or the flags do not go together
+   (said on stderr); else 0 with *res filled. */
+static int send_signed(const struct cli *c, char *text, size_t len,
+                       struct smtp_result *res)
+{
+    char err[512];
+    struct job *job = job_new(JOB_SEND);
+    int rc = 0;
+
+    if (job == NULL || send_job_fill(job, c, text, len) < 0) {
+        if (job == NULL)
+            free(text);
+        pool_result_local(res, SMTP_DELIVERY_FAILED, "out of memory");
+    } else if ((rc = send_job_sign(c, job, err, sizeof err)) == -2) {
+        pool_result_local(res, SMTP_DELIVERY_FAILED, err);
+    } else if (rc == 0) {
+        const struct smtp_message *m = job_message(job);
+        smtp_send_mail(m->from, m->to, m->nto, m->headers, m->nheaders,
+                       m->body, c->server, &c->opts, m->sopts, res);
+    }
+    job_free(job);
+    return rc == -1 ? 2 : 0;
+}
+
+/* send --json FILE [--dry-run] [--dkim-*]: the exit code, or -1 on a
+   usage error (said).  With --dkim-* the message is signed first, so
+   --dry-run shows the signed bytes. */
 static int send_json(struct cli *c, struct smtp_result *res)
 {
+    char err[512];
+    int rc;
     struct job *job;
     const struct smtp_message *m;
     if (c->from != NULL || c->nto > 0 || c->nheaders > 0 ||
@@ -382,6 +505,13 @@ static int send_json(struct cli *c, struct smtp_result *res)
         fprintf(stderr, "mailpool send: --dry-run shows the composed form "
                 "(or raw); the envelope form's header fields are completed "
                 "only when sent\n");
+        job_free(job);
+        return 2;
+    }
+    if (c->dkim.dkim.domain != NULL &&
+        (rc = send_job_sign(c, job, err, sizeof err)) < 0) {
+        if (rc == -2)
+            fprintf(stderr, "mailpool: %s\n", err);
         job_free(job);
         return 2;
     }
@@ -444,10 +574,17 @@ static int cmd_client(const char *cmd, int argc, char **argv)
         }
         if (fd > 0)
             close(fd);
-        struct smtp_body body = { .text = text, .len = len };
-        smtp_send_mail(c.from, c.to, c.nto, c.headers, c.nheaders, &body,
-                       c.server, &c.opts, NULL, &res);
-        free(text);
+        if (c.dkim.dkim.domain != NULL) {
+            if (send_signed(&c, text, len, &res) == 2) {
+                cli_free(&c);
+                return 2;
+            }
+        } else {
+            struct smtp_body body = { .text = text, .len = len };
+            smtp_send_mail(c.from, c.to, c.nto, c.headers, c.nheaders, &body,
+                           c.server, &c.opts, NULL, &res);
+            free(text);
+        }
     } else if (strcmp(cmd, "verify") == 0 || strcmp(cmd, "expand") == 0) {
         if (c.arg == NULL) {
             fprintf(stderr, "mailpool %s: which %s?\n", cmd,
@@ -537,6 +674,14 @@ static int cmd_serve(int argc, char **argv)
         log_event_num(LOG_WARN, "config", f, sizeof f / sizeof f[0]);
     }
 
+    /* DKIM keys: a key that does not load stops the start (exit 2). */
+    struct sign_set *signer = sign_set_new(&cfg, err, sizeof err);
+    if (signer == NULL) {
+        fprintf(stderr, "mailpool: %s\n", err);
+        cfg_free(&cfg);
+        return 2;
+    }
+
     /* Every thread inherits this mask; only sigwait below takes them. */
     sigset_t sigs;
     sigemptyset(&sigs);
@@ -554,6 +699,7 @@ static int cmd_serve(int argc, char **argv)
     struct queue *queue = NULL;
     if (queue_open(&qo, &queue, err, sizeof err) < 0) {
         fprintf(stderr, "mailpool: queue.path: %s\n", err);
+        sign_set_free(signer);
         cfg_free(&cfg);
         return 1;
     }
@@ -568,9 +714,11 @@ static int cmd_serve(int argc, char **argv)
     if (pool == NULL) {
         fprintf(stderr, "mailpool: %s\n", err);
         queue_close(queue);
+        sign_set_free(signer);
         cfg_free(&cfg);
         return 1;
     }
+    pool_set_signer(pool, signer);
     struct delivery *delivery = delivery_start(pool, queue, &cfg, err,
                                                sizeof err);
     struct api *api = delivery != NULL
@@ -584,6 +732,7 @@ static int cmd_serve(int argc, char **argv)
         pool_free(pool);
         delivery_free(delivery);
         queue_close(queue);
+        sign_set_free(signer);
         cfg_free(&cfg);
         return 1;
     }
@@ -605,6 +754,7 @@ static int cmd_serve(int argc, char **argv)
     pool_free(pool);
     delivery_free(delivery);
     queue_close(queue);
+    sign_set_free(signer);
     log_event(LOG_INFO, "stopped", (const char *)NULL);
     cfg_free(&cfg);
     return 0;
@@ -626,6 +776,42 @@ static int cmd_healthcheck(int argc, char **argv)
     return rc;
 }
 
+/* dkim-keygen: the DNS TXT record that publishes a key's public half,
+   as a zone-file line with strings of at most 255 octets. */
+static int cmd_dkim_keygen(int argc, char **argv)
+{
+    const char *sel = NULL, *dom = NULL, *file = NULL;
+    struct dkim_key *key = NULL;
+    char err[512], *txt = NULL;
+
+    for (int i = 0; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--selector") == 0)
+            sel = argv[i + 1];
+        else if (strcmp(argv[i], "--domain") == 0)
+            dom = argv[i + 1];
+        else if (strcmp(argv[i], "--key-file") == 0)
+            file = argv[i + 1];
+    }
+    if (sel == NULL || dom == NULL || file == NULL || argc % 2 != 0) {
+        fprintf(stderr, "usage: mailpool dkim-keygen --selector S --domain D "
+                        "--key-file F\n");
+        return 2;
+    }
+    if (dkim_key_load_file(file, &key, err, sizeof err) < 0 ||
+        dkim_key_txt_record(key, &txt, err, sizeof err) < 0) {
+        fprintf(stderr, "mailpool: %s\n", err);
+        dkim_key_free(key);
+        return 2;
+    }
+    printf("%s._domainkey.%s. IN TXT (", sel, dom);
+    for (size_t off = 0, n = strlen(txt); off < n; off += 255)
+        printf(" \"%.255s\"", txt + off);
+    printf(" )\n");
+    free(txt);
+    dkim_key_free(key);
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -637,6 +823,8 @@ int main(int argc, char **argv)
         return cmd_serve(argc - 2, argv + 2);
     if (strcmp(cmd, "healthcheck") == 0)
         return cmd_healthcheck(argc - 2, argv + 2);
+    if (strcmp(cmd, "dkim-keygen") == 0)
+        return cmd_dkim_keygen(argc - 2, argv + 2);
     if (strcmp(cmd, "send") == 0 || strcmp(cmd, "verify") == 0 ||
         strcmp(cmd, "expand") == 0 || strcmp(cmd, "help") == 0)
         return cmd_client(cmd, argc - 2, argv + 2);

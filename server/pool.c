@@ -31,6 +31,11 @@
  * HELP) run on pooled connections too, with smtp_transactionsv_no_close
  * and the smtp_vrfy/smtp_expn/smtp_help constructors; they are idempotent.
  *
+ * DKIM: a send is signed (server/sign.c) when its worker takes it, its
+ * own or a chain's, just before its first attempt, so both the HTTP
+ * path and the durable queue's deliveries are signed at this one place;
+ * a signing failure fails the job, never sent unsigned.
+ *
  * Finishing a job: attempts and duration_ms set, one "smtp" log line, then
  * job->done exactly once, with no lock held.
  *
@@ -47,11 +52,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "server/connpool.h"
 #include "server/log.h"
 #include "server/pool_sys.h"
 #include "server/retry.h"
+#include "server/sign.h"
 
 #define POOL_SHUTDOWN_MSG "mailpool is shutting down; not sent"
 #define POOL_CHAIN_MAX 16       /* sends on one connection in one chain */
@@ -79,6 +86,8 @@ struct pool {
     int drained;                    /* guarded by pool->mu */
     double rate_next;               /* guarded by pool->mu: next free slot */
     unsigned long long retries;     /* guarded by pool->mu */
+    const struct sign_set *sign;    /* set before the first submit; read
+                                       only afterwards */
 };
 
 /* The retry state of one job across its attempts. */
@@ -271,7 +280,8 @@ static void pool_link_init(struct pool_link *l, struct job *job)
     l->job = job;
 }
 
-static const char *pool_job_check(const struct job *job);
+static const char *pool_job_ready(struct pool *pool, struct job *job,
+                                  char *why, size_t whylen);
 
 /* Makes job the head of a chain on pc with the sends taken from the queue
    (once per chain, on the first attempt only).  Taken jobs that are
@@ -297,7 +307,8 @@ static size_t pool_chain_fill(struct pool *pool, struct pool_chain *ch,
     pool_link_init(&ch->link[0], job);
     ch->n = 1;
     for (size_t i = 0; i < n; i++) {
-        const char *why = pool_job_check(taken[i]);
+        char buf[256];
+        const char *why = pool_job_ready(pool, taken[i], buf, sizeof buf);
 
         if (why != NULL) {
             pool_result_local(&taken[i]->result, SMTP_DELIVERY_FAILED, why);
@@ -506,13 +517,31 @@ static const char *pool_job_check(const struct job *job)
     return "unknown job kind";
 }
 
+/* NULL when the job is well-formed and, a send, signed (when the
+   configuration says so); else why not, in why or a constant. */
+static const char *pool_job_ready(struct pool *pool, struct job *job,
+                                  char *why, size_t whylen)
+{
+    const char *bad = pool_job_check(job);
+    char sw[200];
+
+    if (bad != NULL || job->kind != JOB_SEND || pool->sign == NULL)
+        return bad;
+    if (sign_message(pool->sign, &job->msg, time(NULL), sw, sizeof sw) < 0) {
+        snprintf(why, whylen, "DKIM signing failed: %s", sw);
+        return why;
+    }
+    return NULL;
+}
+
 /* Runs one job to its end and calls its done callback, then the rest of
    the jobs that went in its chain. */
 static void pool_run_job(struct pool *pool, struct job *job)
 {
     struct pool_chain ch = { .pool = pool };
     struct pool_try tr = { pool->cfg->pool.connections + 1, 0 };
-    const char *why = pool_job_check(job);
+    char buf[256];
+    const char *why = pool_job_ready(pool, job, buf, sizeof buf);
 
     if (why != NULL) {
         pool_result_local(&job->result,
@@ -798,4 +827,10 @@ void pool_free(struct pool *pool)
     if (!drained)
         pool_drain(pool, 0);
     pool_destroy(pool);
+}
+
+/* Sets the DKIM signer; before the first submit. */
+void pool_set_signer(struct pool *pool, const struct sign_set *set)
+{
+    pool->sign = set;
 }

@@ -22,6 +22,7 @@
 #include "server/job.h"
 
 struct pool;
+struct sign_set;
 
 enum pool_submit_err {
     POOL_OK = 0,
@@ -77,5 +78,10 @@ void pool_drain(struct pool *pool, int timeout_s);
 /* Frees the pool; drains it with timeout 0 first if nobody did.  NULL is a
    no-op. */
 void pool_free(struct pool *pool);
+
+/* DKIM: each send is signed with set (server/sign.h, borrowed; it must
+   outlive the pool) when a worker takes it to be attempted.  Call before
+   the first pool_submit; NULL (the default) signs nothing. */
+void pool_set_signer(struct pool *pool, const struct sign_set *set);
 
 #endif /* MAILPOOL_POOL_H */
