@@ -3,7 +3,7 @@
 
 CC       ?= cc
 BUILD    ?= build
-PKGS     := libmicrohttpd jansson gnutls inih sqlite3
+PKGS     := libmicrohttpd jansson gnutls inih sqlite3 libpq
 WARN     := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes \
             -Wmissing-prototypes -Wpointer-arith -Wcast-qual -Wformat=2 \
             -Wvla -Wwrite-strings -Wimplicit-fallthrough -fno-common \

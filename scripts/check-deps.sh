@@ -1,7 +1,7 @@
 #!/bin/sh
 # check-deps.sh - the module arrows of docs/ARCHITECTURE.md, checked on the
 # #include lines:  smtpcore -> (libc, TLS);  config -> (libc, inih);
-# queue -> (libc, SQLite);  server -> smtpcore, config, queue;
+# queue -> (libc, SQLite, libpq);  server -> smtpcore, config, queue;
 # api -> server, queue, config, jansson, microhttpd.
 set -u
 bad=0

@@ -13,7 +13,7 @@
 set -eu
 
 build_pkgs="gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev
-libgnutls28-dev libinih-dev libsqlite3-dev"
+libgnutls28-dev libinih-dev libsqlite3-dev libpq-dev"
 run_pkgs="postfix curl"
 # sasl2-bin: the Postfix peer's sasldb; the lib* after it: what the unpacked
 # (not installed) Exim binary links against.
