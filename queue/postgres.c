@@ -60,6 +60,9 @@ struct pgq {
     pthread_t listener;
     int listening;
     int stop;                   /* guarded by mu */
+    char (*wire)[QUEUE_ID_LEN]; /* claimed here, outcome not recorded:
+                                   the leases renewed; guarded by mu */
+    size_t nwire, capwire;      /* guarded by mu */
     double retention_s, idem_ttl_s, last_purge;
 };
 
@@ -149,6 +152,16 @@ static int pgq_cmd(PGconn *c, const char *sql)
     return ok ? 0 : -1;
 }
 
+/* After a failed statement: 1 when the connection had died (the server
+   restarted: the statement never reached it) and is connected again. */
+static int pgq_revived(PGconn *c)
+{
+    if (PQstatus(c) != CONNECTION_BAD)
+        return 0;
+    PQreset(c);
+    return PQstatus(c) == CONNECTION_OK;
+}
+
 /* A double as text for a parameter. */
 static void pgq_num(char *buf, size_t len, double v)
 {
@@ -159,6 +172,57 @@ static void pgq_num(char *buf, size_t len, double v)
 static char *pgq_dup(const PGresult *r, int row, int col)
 {
     return PQgetisnull(r, row, col) ? NULL : strdup(PQgetvalue(r, row, col));
+}
+
+/* Notes id as on the wire here (its lease renewed); 0 or -1. */
+static int pgq_wire_add(struct pgq *q, const char *id)
+{
+    int rc = 0;
+    pthread_mutex_lock(&q->mu);
+    if (q->nwire == q->capwire) {
+        size_t cap = q->capwire ? 2 * q->capwire : 64;
+        char (*w)[QUEUE_ID_LEN] = realloc(q->wire, cap * sizeof *w);
+        if (w == NULL)
+            rc = -1;
+        else {
+            q->wire = w;
+            q->capwire = cap;
+        }
+    }
+    if (rc == 0)
+        snprintf(q->wire[q->nwire++], QUEUE_ID_LEN, "%s", id);
+    pthread_mutex_unlock(&q->mu);
+    return rc;
+}
+
+/* Forgets id (its outcome is recorded, or it went back). */
+static void pgq_wire_del(struct pgq *q, const char *id)
+{
+    pthread_mutex_lock(&q->mu);
+    for (size_t i = 0; i < q->nwire; i++)
+        if (strcmp(q->wire[i], id) == 0) {
+            memcpy(q->wire[i], q->wire[--q->nwire], QUEUE_ID_LEN);
+            break;
+        }
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* The ids on the wire as a text[] literal "{a,b}" (ids are base64url);
+   caller frees; NULL when out of memory. */
+static char *pgq_wire_array(struct pgq *q)
+{
+    pthread_mutex_lock(&q->mu);
+    size_t len = 3 + q->nwire * QUEUE_ID_LEN, used = 1;
+    char *out = malloc(len);
+    if (out != NULL) {
+        out[0] = '{';
+        for (size_t i = 0; i < q->nwire; i++)
+            used += (size_t)snprintf(out + used, len - used, "%s%s",
+                                     i ? "," : "", q->wire[i]);
+        snprintf(out + used, len - used, "}");
+    }
+    pthread_mutex_unlock(&q->mu);
+    return out;
 }
 
 /* ---- schema ---- */
@@ -338,7 +402,8 @@ static int pgq_enqueue_tx(struct pgq *q, PGconn *c,
                           struct queue_idem_hit *hit)
 {
     double now = queue_wall_now();
-    if (pgq_cmd(c, "BEGIN") < 0)
+    if (pgq_cmd(c, "BEGIN") < 0 && (!pgq_revived(c) ||
+                                    pgq_cmd(c, "BEGIN") < 0))
         return QUEUE_EIO;
     if (idem != NULL) {
         int stored = pgq_idem_store(q, c, idem, now, hit);
@@ -373,15 +438,18 @@ static int pgq_enqueue(struct queue *qb, const struct queue_new *msgs,
     return QUEUE_OK;
 }
 
-/* Runs one statement on a pooled connection: its result (status ok) or
-   NULL. */
+/* Runs one statement on a pooled connection, once more on a revived
+   connection: its result (status ok) or NULL. */
 static PGresult *pgq_exec(struct pgq *q, const char *sql, int n,
                           const char *const *vals, ExecStatusType ok)
 {
     int slot = pgq_get(q);
     if (slot < 0)
         return NULL;
-    PGresult *r = pgq_run(q->conns[slot], sql, n, vals, ok);
+    PGconn *c = q->conns[slot];
+    PGresult *r = pgq_run(c, sql, n, vals, ok);
+    if (r == NULL && pgq_revived(c))
+        r = pgq_run(c, sql, n, vals, ok);
     pgq_put(q, slot);
     return r;
 }
@@ -411,8 +479,8 @@ static int pgq_idem_finish(struct queue *qb, const char *key,
 }
 
 /* Copies the claimed rows of r into out[0..*n). */
-static int pgq_claimed(const PGresult *r, struct queue_claimed *out,
-                       size_t *n)
+static int pgq_claimed(struct pgq *q, const PGresult *r,
+                       struct queue_claimed *out, size_t *n)
 {
     for (int i = 0; i < PQntuples(r); i++) {
         struct queue_claimed *c = &out[*n];
@@ -433,6 +501,8 @@ static int pgq_claimed(const PGresult *r, struct queue_claimed *out,
         c->attempts = (int)strtol(PQgetvalue(r, i, 2), NULL, 10);
         c->created_at = strtod(PQgetvalue(r, i, 3), NULL);
         (*n)++;
+        if (pgq_wire_add(q, c->id) < 0)
+            return QUEUE_ENOMEM;
     }
     return QUEUE_OK;
 }
@@ -464,7 +534,7 @@ static int pgq_claim(struct queue *qb, double now, size_t max,
     if (r == NULL)
         return QUEUE_EIO;
     *out = calloc((size_t)PQntuples(r) + 1, sizeof **out);
-    int rc = *out != NULL ? pgq_claimed(r, *out, n) : QUEUE_ENOMEM;
+    int rc = *out != NULL ? pgq_claimed(q, r, *out, n) : QUEUE_ENOMEM;
     PQclear(r);
     /* Rows claimed but not copied stay sending: unknown after the lease,
        never sent twice. */
@@ -486,6 +556,7 @@ static int pgq_record(struct queue *qb, const char *id,
     pgq_num(due, sizeof due, next_at);
     pgq_num(fin, sizeof fin, a->at);
     pgq_num(at, sizeof at, a->at);
+    pgq_wire_del(q, id);
     return pgq_exec_cmd(q,
         "WITH m AS (UPDATE mailpool_messages SET state = $2::int,"
         " lease_until = NULL, owner = NULL, due_at = $3::float8,"
@@ -506,6 +577,7 @@ static int pgq_release(struct queue *qb, const char *id)
 {
     struct pgq *q = (struct pgq *)qb;
     const char *vals[] = { id, q->owner };
+    pgq_wire_del(q, id);
     return pgq_exec_cmd(q, "UPDATE mailpool_messages SET state = 0,"
                         " lease_until = NULL, owner = NULL, attempts ="
                         " attempts - 1 WHERE id = $1 AND state = 2 AND"
@@ -525,8 +597,8 @@ static int pgq_cancel(struct queue *qb, const char *id,
        the moment the row is locked; else the state found is returned. */
     PGresult *r = pgq_exec(q,
         "WITH u AS (UPDATE mailpool_messages SET state = 9, finished_at ="
-        " $2::float8 WHERE id = $1 AND state IN (0, 1, 3) RETURNING 9 AS"
-        " state) SELECT state FROM u UNION ALL SELECT state FROM"
+        " $2::float8 WHERE id = $1 AND state IN (0, 1, 3) RETURNING state)"
+        " SELECT state, 1 FROM u UNION ALL SELECT state, 0 FROM"
         " mailpool_messages WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM u)",
         2, vals, PGRES_TUPLES_OK);
     if (r == NULL) {
@@ -535,7 +607,8 @@ static int pgq_cancel(struct queue *qb, const char *id,
         rc = QUEUE_ENOTFOUND;
     } else {
         s = (enum queue_state)strtol(PQgetvalue(r, 0, 0), NULL, 10);
-        rc = s == QUEUE_CANCELLED ? QUEUE_OK : QUEUE_ECONFLICT;
+        rc = strcmp(PQgetvalue(r, 0, 1), "1") == 0 ? QUEUE_OK
+                                                   : QUEUE_ECONFLICT;
     }
     PQclear(r);
     if (state != NULL)
@@ -658,16 +731,21 @@ static int pgq_next_due(struct queue *qb, double *when)
 static int pgq_renew(struct queue *qb, double now, double lease_s)
 {
     struct pgq *q = (struct pgq *)qb;
-    char until[40];
-    const char *vals[] = { until, q->owner };
+    char until[40], *wire = pgq_wire_array(q);
+    const char *vals[] = { until, q->owner, wire };
+    if (wire == NULL)
+        return QUEUE_ENOMEM;
     pgq_num(until, sizeof until, now + lease_s);
+    /* Only what is on the wire: a message whose outcome could not be
+       recorded lets its lease run out (unknown, never resent). */
     int rc = pgq_exec_cmd(q, "UPDATE mailpool_messages SET lease_until ="
-                          " $1::float8 WHERE state = 2 AND owner = $2", 2,
-                          vals);
+                          " $1::float8 WHERE state = 2 AND owner = $2 AND"
+                          " id = ANY ($3::text[])", 3, vals);
     if (rc == QUEUE_OK)
         rc = pgq_exec_cmd(q, "UPDATE mailpool_idempotency SET lease_until"
                           " = $1::float8 WHERE state = 1 AND owner = $2", 2,
                           vals);
+    free(wire);
     return rc;
 }
 
@@ -815,6 +893,7 @@ static void pgq_free(struct pgq *q)
         free(q->password);
     }
     free(q->url);
+    free(q->wire);
     pthread_mutex_destroy(&q->mu);
     pthread_cond_destroy(&q->free_cv);
     free(q);
@@ -885,6 +964,7 @@ static void pgq_close(struct queue *qb)
     pthread_mutex_unlock(&q->mu);
     if (q->listening)
         pthread_join(q->listener, NULL);
+    queue_base_fini_(qb);
     pgq_free(q);
 }
 

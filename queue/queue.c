@@ -154,8 +154,6 @@ int queue_open(const struct queue_opts *opts, struct queue **out, char *err,
     pthread_cond_init(&q->cv, NULL);
     if (pthread_create(&q->keeper, NULL, keeper_main, q) != 0) {
         snprintf(err, errlen, "cannot start the queue's lease keeper");
-        pthread_mutex_destroy(&q->mu);
-        pthread_cond_destroy(&q->cv);
         ops->close(q);
         return -1;
     }
@@ -175,9 +173,13 @@ void queue_close(struct queue *q)
     pthread_mutex_unlock(&q->mu);
     if (q->keeper_on)
         pthread_join(q->keeper, NULL);
+    q->ops->close(q);               /* calls queue_base_fini_ */
+}
+
+void queue_base_fini_(struct queue *q)
+{
     pthread_mutex_destroy(&q->mu);
     pthread_cond_destroy(&q->cv);
-    q->ops->close(q);
 }
 
 unsigned long queue_recovered(const struct queue *q)

@@ -68,5 +68,9 @@ double queue_wall_now(void);
 /* Calls the wake function set by queue_set_wake, if any (a backend's
    listener: another replica enqueued). */
 void queue_wake_(struct queue *q);
+/* Releases what queue.c set up in the base; a backend's close calls it
+   once its own threads (which may call queue_wake_) have stopped, before
+   it frees the handle. */
+void queue_base_fini_(struct queue *q);
 
 #endif /* MAILPOOL_QUEUE_IMPL_H */

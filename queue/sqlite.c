@@ -25,6 +25,7 @@
  */
 #include "queue/queue_impl.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdint.h>
@@ -33,6 +34,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #define QUEUE_SCHEMA_VERSION 1
 #define QUEUE_PURGE_EVERY_S 3600.0
@@ -111,14 +113,34 @@ static const char *const migrations[QUEUE_SCHEMA_VERSION] = {
 };
 
 /* Opens path with the pragmas every connection needs. */
+/* Why path (or, when it does not exist, its directory) cannot be
+   written, as a sentence ending in "; ", or "" when it can. */
+static const char *unwritable(const char *path, char *buf, size_t len)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    buf[0] = '\0';
+    if (access(path, W_OK) == 0)
+        return buf;
+    if (errno == ENOENT) {
+        snprintf(dir, sizeof dir, "%.*s", slash != NULL ?
+                 (int)(slash - path) + 1 : 1, slash != NULL ? path : ".");
+        if (access(dir, W_OK) == 0)
+            return buf;
+    }
+    snprintf(buf, len, "it cannot be written (%s); ", strerror(errno));
+    return buf;
+}
+
 static int open_db(const char *path, int sync_normal, sqlite3 **db,
                    char *err, size_t errlen)
 {
-    char sql[160];
+    char sql[160], why[96];
     int rc = sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE |
                              SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "cannot open %s: %s", path,
+        snprintf(err, errlen, "cannot open %s: %s%s", path,
+                 unwritable(path, why, sizeof why),
                  *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
         return -1;
     }
@@ -126,7 +148,8 @@ static int open_db(const char *path, int sync_normal, sqlite3 **db,
     snprintf(sql, sizeof sql, "PRAGMA journal_mode=WAL;"
              "PRAGMA synchronous=%s;", sync_normal ? "NORMAL" : "FULL");
     if (sqlite3_exec(*db, sql, NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(*db));
+        snprintf(err, errlen, "%s: %s%s", path,
+                 unwritable(path, why, sizeof why), sqlite3_errmsg(*db));
         return -1;
     }
     return 0;
@@ -647,6 +670,7 @@ static void sq_close(struct queue *qb)
     pthread_mutex_destroy(&q->rd_mu);
     pthread_cond_destroy(&q->work_cv);
     pthread_cond_destroy(&q->done_cv);
+    queue_base_fini_(qb);
     free(q);
 }
 

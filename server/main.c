@@ -439,7 +439,7 @@ static int cmd_serve(int argc, char **argv)
                 strcmp(cfg.queue.backend, "postgres") == 0 ? "queue.url"
                                                           : "queue.path", err);
         cfg_free(&cfg);
-        return 1;
+        return 2;                   /* the operator must fix it */
     }
     if (queue_recovered(queue) > 0) {
         char n[24];
