@@ -183,9 +183,10 @@ const struct cfg_key cfg_keys[] = {
     CFG_ENUM_(queue, backend, "sqlite", CFG_REQUIRED, cfg_backend_choices,
               "sqlite (one file, queue.path) or postgres (a database that "
               "replicas share, queue.url)"),
-    CFG_STR(queue, url, NULL, 0, cfg_check_pg_url,
+    CFG_STR(queue, url, NULL, CFG_SECRET, cfg_check_pg_url,
             "postgres: a libpq connection string or URI, without the "
-            "password (queue.password_file or PGPASSFILE)"),
+            "password (queue.password_file or PGPASSFILE); redacted in "
+            "case one slipped in"),
     CFG_STR(queue, password_file, NULL, 0, NULL,
             "postgres: file whose first line is the database password, "
             "read at start"),

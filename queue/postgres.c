@@ -60,9 +60,6 @@ struct pgq {
     pthread_t listener;
     int listening;
     int stop;                   /* guarded by mu */
-    char (*wire)[QUEUE_ID_LEN]; /* claimed here, outcome not recorded:
-                                   the leases renewed; guarded by mu */
-    size_t nwire, capwire;      /* guarded by mu */
     double retention_s, idem_ttl_s, last_purge;
 };
 
@@ -172,57 +169,6 @@ static void pgq_num(char *buf, size_t len, double v)
 static char *pgq_dup(const PGresult *r, int row, int col)
 {
     return PQgetisnull(r, row, col) ? NULL : strdup(PQgetvalue(r, row, col));
-}
-
-/* Notes id as on the wire here (its lease renewed); 0 or -1. */
-static int pgq_wire_add(struct pgq *q, const char *id)
-{
-    int rc = 0;
-    pthread_mutex_lock(&q->mu);
-    if (q->nwire == q->capwire) {
-        size_t cap = q->capwire ? 2 * q->capwire : 64;
-        char (*w)[QUEUE_ID_LEN] = realloc(q->wire, cap * sizeof *w);
-        if (w == NULL)
-            rc = -1;
-        else {
-            q->wire = w;
-            q->capwire = cap;
-        }
-    }
-    if (rc == 0)
-        snprintf(q->wire[q->nwire++], QUEUE_ID_LEN, "%s", id);
-    pthread_mutex_unlock(&q->mu);
-    return rc;
-}
-
-/* Forgets id (its outcome is recorded, or it went back). */
-static void pgq_wire_del(struct pgq *q, const char *id)
-{
-    pthread_mutex_lock(&q->mu);
-    for (size_t i = 0; i < q->nwire; i++)
-        if (strcmp(q->wire[i], id) == 0) {
-            memcpy(q->wire[i], q->wire[--q->nwire], QUEUE_ID_LEN);
-            break;
-        }
-    pthread_mutex_unlock(&q->mu);
-}
-
-/* The ids on the wire as a text[] literal "{a,b}" (ids are base64url);
-   caller frees; NULL when out of memory. */
-static char *pgq_wire_array(struct pgq *q)
-{
-    pthread_mutex_lock(&q->mu);
-    size_t len = 3 + q->nwire * QUEUE_ID_LEN, used = 1;
-    char *out = malloc(len);
-    if (out != NULL) {
-        out[0] = '{';
-        for (size_t i = 0; i < q->nwire; i++)
-            used += (size_t)snprintf(out + used, len - used, "%s%s",
-                                     i ? "," : "", q->wire[i]);
-        snprintf(out + used, len - used, "}");
-    }
-    pthread_mutex_unlock(&q->mu);
-    return out;
 }
 
 /* ---- schema ---- */
@@ -479,8 +425,8 @@ static int pgq_idem_finish(struct queue *qb, const char *key,
 }
 
 /* Copies the claimed rows of r into out[0..*n). */
-static int pgq_claimed(struct pgq *q, const PGresult *r,
-                       struct queue_claimed *out, size_t *n)
+static int pgq_claimed(const PGresult *r, struct queue_claimed *out,
+                       size_t *n)
 {
     for (int i = 0; i < PQntuples(r); i++) {
         struct queue_claimed *c = &out[*n];
@@ -501,8 +447,6 @@ static int pgq_claimed(struct pgq *q, const PGresult *r,
         c->attempts = (int)strtol(PQgetvalue(r, i, 2), NULL, 10);
         c->created_at = strtod(PQgetvalue(r, i, 3), NULL);
         (*n)++;
-        if (pgq_wire_add(q, c->id) < 0)
-            return QUEUE_ENOMEM;
     }
     return QUEUE_OK;
 }
@@ -534,7 +478,7 @@ static int pgq_claim(struct queue *qb, double now, size_t max,
     if (r == NULL)
         return QUEUE_EIO;
     *out = calloc((size_t)PQntuples(r) + 1, sizeof **out);
-    int rc = *out != NULL ? pgq_claimed(q, r, *out, n) : QUEUE_ENOMEM;
+    int rc = *out != NULL ? pgq_claimed(r, *out, n) : QUEUE_ENOMEM;
     PQclear(r);
     /* Rows claimed but not copied stay sending: unknown after the lease,
        never sent twice. */
@@ -556,7 +500,6 @@ static int pgq_record(struct queue *qb, const char *id,
     pgq_num(due, sizeof due, next_at);
     pgq_num(fin, sizeof fin, a->at);
     pgq_num(at, sizeof at, a->at);
-    pgq_wire_del(q, id);
     return pgq_exec_cmd(q,
         "WITH m AS (UPDATE mailpool_messages SET state = $2::int,"
         " lease_until = NULL, owner = NULL, due_at = $3::float8,"
@@ -577,7 +520,6 @@ static int pgq_release(struct queue *qb, const char *id)
 {
     struct pgq *q = (struct pgq *)qb;
     const char *vals[] = { id, q->owner };
-    pgq_wire_del(q, id);
     return pgq_exec_cmd(q, "UPDATE mailpool_messages SET state = 0,"
                         " lease_until = NULL, owner = NULL, attempts ="
                         " attempts - 1 WHERE id = $1 AND state = 2 AND"
@@ -728,24 +670,21 @@ static int pgq_next_due(struct queue *qb, double *when)
 
 /* ---- leases ---- */
 
-static int pgq_renew(struct queue *qb, double now, double lease_s)
+static int pgq_renew(struct queue *qb, double now, double lease_s,
+                     const char *ids)
 {
     struct pgq *q = (struct pgq *)qb;
-    char until[40], *wire = pgq_wire_array(q);
-    const char *vals[] = { until, q->owner, wire };
-    if (wire == NULL)
-        return QUEUE_ENOMEM;
+    char until[40];
+    const char *vals[] = { until, q->owner, ids };
     pgq_num(until, sizeof until, now + lease_s);
-    /* Only what is on the wire: a message whose outcome could not be
-       recorded lets its lease run out (unknown, never resent). */
     int rc = pgq_exec_cmd(q, "UPDATE mailpool_messages SET lease_until ="
                           " $1::float8 WHERE state = 2 AND owner = $2 AND"
-                          " id = ANY ($3::text[])", 3, vals);
+                          " id IN (SELECT json_array_elements_text($3::json))",
+                          3, vals);
     if (rc == QUEUE_OK)
         rc = pgq_exec_cmd(q, "UPDATE mailpool_idempotency SET lease_until"
                           " = $1::float8 WHERE state = 1 AND owner = $2", 2,
                           vals);
-    free(wire);
     return rc;
 }
 
@@ -893,7 +832,6 @@ static void pgq_free(struct pgq *q)
         free(q->password);
     }
     free(q->url);
-    free(q->wire);
     pthread_mutex_destroy(&q->mu);
     pthread_cond_destroy(&q->free_cv);
     free(q);

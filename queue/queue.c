@@ -3,13 +3,14 @@
  * backend (queue/queue_impl.h: queue_sqlite_ops, queue_postgres_ops), the
  * helpers every backend shares, and the keeper thread.
  *
- * Public: everything in queue.h.  The keeper renews this replica's leases
- * every lease/3 seconds and reaps expired ones (sending -> unknown) of any
- * replica sharing the database.
+ * Public: everything in queue.h.  queue_claim notes the ids it returns as
+ * on the wire here until queue_record or queue_release; the keeper renews
+ * those leases (and only those) every lease/3 seconds and reaps the
+ * expired ones (sending -> unknown) of any process sharing the database.
  *
  * Errors: those of the backend.  Threads: q->mu guards the closing flag,
- * the wake function and the expiry counter; the keeper holds no lock
- * while it calls the backend.
+ * the wake function, the expiry counter and the ids on the wire; the
+ * keeper holds no lock while it calls the backend.
  */
 #include "queue/queue_impl.h"
 
@@ -98,6 +99,62 @@ void queue_doc_clear(struct queue_doc *doc)
     memset(doc, 0, sizeof *doc);
 }
 
+/* ---- the ids on the wire here ---- */
+
+/* Notes ids[0..n) as claimed here (their leases renewed); 0 or -1. */
+static int wire_add(struct queue *q, const struct queue_claimed *c,
+                    size_t n)
+{
+    int rc = 0;
+    pthread_mutex_lock(&q->mu);
+    if (q->nwire + n > q->capwire) {
+        size_t cap = q->capwire ? q->capwire : 64;
+        while (cap < q->nwire + n)
+            cap *= 2;
+        char (*w)[QUEUE_ID_LEN] = realloc(q->wire, cap * sizeof *w);
+        if (w == NULL) {
+            rc = -1;
+        } else {
+            q->wire = w;
+            q->capwire = cap;
+        }
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        memcpy(q->wire[q->nwire++], c[i].id, QUEUE_ID_LEN);
+    pthread_mutex_unlock(&q->mu);
+    return rc;
+}
+
+/* Forgets id (its outcome is being recorded, or it went back). */
+static void wire_del(struct queue *q, const char *id)
+{
+    pthread_mutex_lock(&q->mu);
+    for (size_t i = 0; i < q->nwire; i++)
+        if (strcmp(q->wire[i], id) == 0) {
+            memcpy(q->wire[i], q->wire[--q->nwire], QUEUE_ID_LEN);
+            break;
+        }
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* The ids on the wire as a JSON array (ids are base64url: no escaping);
+   caller frees; NULL when out of memory. */
+static char *wire_json(struct queue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    size_t len = 3 + q->nwire * (QUEUE_ID_LEN + 3), used = 1;
+    char *out = malloc(len);
+    if (out != NULL) {
+        out[0] = '[';
+        for (size_t i = 0; i < q->nwire; i++)
+            used += (size_t)snprintf(out + used, len - used, "%s\"%s\"",
+                                     i ? "," : "", q->wire[i]);
+        snprintf(out + used, len - used, "]");
+    }
+    pthread_mutex_unlock(&q->mu);
+    return out;
+}
+
 /* ---- the keeper: heartbeat and reaper ---- */
 
 /* Renews and reaps every lease/3 seconds until the queue closes. */
@@ -117,7 +174,12 @@ static void *keeper_main(void *arg)
         pthread_mutex_unlock(&q->mu);
         unsigned long n = 0;
         double now = queue_wall_now();
-        q->ops->renew(q, now, q->lease_s);
+        char *ids = wire_json(q);
+        /* Only what is on the wire: a message whose outcome could not be
+           recorded lets its lease run out (unknown, never resent). */
+        if (ids != NULL)
+            q->ops->renew(q, now, q->lease_s, ids);
+        free(ids);
         q->ops->reap(q, now, &n);
         pthread_mutex_lock(&q->mu);
         q->expired += n;
@@ -178,6 +240,7 @@ void queue_close(struct queue *q)
 
 void queue_base_fini_(struct queue *q)
 {
+    free(q->wire);
     pthread_mutex_destroy(&q->mu);
     pthread_cond_destroy(&q->cv);
 }
@@ -237,18 +300,28 @@ int queue_idem_finish(struct queue *q, const char *key, int http_status,
 int queue_claim(struct queue *q, double now, size_t max, double lease_s,
                 struct queue_claimed **out, size_t *n)
 {
-    return q->ops->claim(q, now, max, lease_s, out, n);
+    int rc = q->ops->claim(q, now, max, lease_s, out, n);
+    if (rc == QUEUE_OK && wire_add(q, *out, *n) < 0)
+        rc = QUEUE_ENOMEM;      /* what was claimed ends unknown */
+    if (rc != QUEUE_OK && *out != NULL) {
+        queue_claimed_free(*out, *n);
+        *out = NULL;
+        *n = 0;
+    }
+    return rc;
 }
 
 int queue_record(struct queue *q, const char *id,
                  const struct queue_attempt *a, enum queue_state state,
                  double next_at)
 {
+    wire_del(q, id);
     return q->ops->record(q, id, a, state, next_at);
 }
 
 int queue_release(struct queue *q, const char *id)
 {
+    wire_del(q, id);
     return q->ops->release(q, id);
 }
 

@@ -11,9 +11,11 @@
  * with FOR UPDATE SKIP LOCKED, LISTEN/NOTIFY wakes idle replicas).
  *
  * Leases: a claimed message carries its replica's lease; a keeper thread
- * (queue.c) renews this replica's leases every lease/3 seconds and reaps
- * the expired ones of any replica: such a message becomes unknown (its
- * replica died with it on the wire), never resent.
+ * (queue.c) renews every lease/3 seconds the leases of the messages this
+ * process claimed and has not recorded or released yet, and reaps the
+ * expired ones of any process: such a message becomes unknown (its
+ * replica died with it on the wire, or its outcome could not be
+ * recorded), never resent.
  *
  * A message's life (enum queue_state): queued or scheduled (send_at in the
  * future) -> sending (claimed, with a lease, before its first byte goes to

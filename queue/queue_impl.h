@@ -38,9 +38,11 @@ struct queue_ops {
                   unsigned long counts[QUEUE_STATE__COUNT],
                   double *oldest_due_age);
     int (*next_due)(struct queue *q, double *when);
-    /* Renews the leases of this replica's sending messages until
-       now + lease_s; QUEUE_OK or QUEUE_EIO. */
-    int (*renew)(struct queue *q, double now, double lease_s);
+    /* Renews until now + lease_s the leases of this process's sending
+       messages whose ids are in ids (a JSON array of strings): those on
+       the wire here; QUEUE_OK or QUEUE_EIO. */
+    int (*renew)(struct queue *q, double now, double lease_s,
+                 const char *ids);
     /* Makes sending messages whose lease ended before now unknown (an
        attempt recorded, never resent); *n how many. */
     int (*reap)(struct queue *q, double now, unsigned long *n);
@@ -58,6 +60,9 @@ struct queue {
     queue_wake_fn wake;             /* guarded by mu */
     void *wake_ctx;                 /* guarded by mu */
     unsigned long expired;          /* leases reaped; guarded by mu */
+    char (*wire)[QUEUE_ID_LEN];     /* claimed here, outcome not recorded
+                                       yet; guarded by mu */
+    size_t nwire, capwire;          /* guarded by mu */
 };
 
 extern const struct queue_ops queue_sqlite_ops;

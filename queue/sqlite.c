@@ -430,16 +430,19 @@ static int do_idem_finish(struct sq *q, struct op *op)
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
 }
 
-/* Extends every sending message's lease (one process owns the file). */
+/* Extends the leases of the sending messages on the wire (op->s[0], a
+   JSON array of ids). */
 static int do_renew(struct sq *q, struct op *op)
 {
     sqlite3_stmt *st;
     int rc;
     if (exec1(q->wr, "UPDATE messages SET lease_until = ?1 + ?2"
-              " WHERE state = 2", &st) != SQLITE_OK)
+              " WHERE state = 2 AND id IN (SELECT value FROM json_each(?3))",
+              &st) != SQLITE_OK)
         return QUEUE_EIO;
     sqlite3_bind_double(st, 1, op->now);
     sqlite3_bind_double(st, 2, op->lease);
+    sqlite3_bind_text(st, 3, op->s[0], -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
@@ -802,14 +805,21 @@ static int sq_cancel(struct queue *qb, const char *id, enum queue_state *state)
     return rc;
 }
 
-static int sq_renew(struct queue *qb, double now, double lease_s)
+static int sq_renew(struct queue *qb, double now, double lease_s,
+                    const char *ids)
 {
     struct op op;
+    char *copy = strdup(ids);
+    if (copy == NULL)
+        return QUEUE_ENOMEM;
     memset(&op, 0, sizeof op);
     op.kind = OP_RENEW;
     op.now = now;
     op.lease = lease_s;
-    return submit_wait((struct sq *)qb, &op);
+    op.s[0] = copy;
+    int rc = submit_wait((struct sq *)qb, &op);
+    free(copy);
+    return rc;
 }
 
 static int sq_reap(struct queue *qb, double now, unsigned long *n)
