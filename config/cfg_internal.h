@@ -81,6 +81,7 @@ const char *cfg_listen_canonical(const char *value, char *buf, size_t len);
 int cfg_check_hostname(const char *value, char *why, size_t whylen);
 int cfg_check_api_keys(const char *value, char *why, size_t whylen);
 int cfg_check_line(const char *value, char *why, size_t whylen);
+int cfg_check_pg_url(const char *value, char *why, size_t whylen);
 
 /* cfg_dkim.c: the [dkim.DOMAIN] sections. */
 extern const char *const cfg_dkim_sign_choices[];

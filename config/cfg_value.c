@@ -272,3 +272,20 @@ int cfg_check_line(const char *value, char *why, size_t whylen)
     }
     return 0;
 }
+
+/* Checks that a libpq connection string carries no password (it would be
+   printed by --print-config and seen in the process's environment). */
+int cfg_check_pg_url(const char *value, char *why, size_t whylen)
+{
+    const char *at = strchr(value, '@'), *scheme = strstr(value, "://");
+    if (cfg_check_line(value, why, whylen) < 0)
+        return -1;
+    if (strstr(value, "password") != NULL ||
+        (scheme != NULL && at != NULL &&
+         memchr(scheme + 3, ':', (size_t)(at - scheme - 3)) != NULL)) {
+        snprintf(why, whylen, "must not contain the password: put it in "
+                 "queue.password_file (or PGPASSFILE)");
+        return -1;
+    }
+    return 0;
+}

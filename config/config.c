@@ -61,6 +61,9 @@ static const char *const cfg_mech_choices[] = {
     "PLAIN", "LOGIN", "XOAUTH2", NULL
 };
 static const char *const cfg_sync_choices[] = { "full", "normal", NULL };
+static const char *const cfg_backend_choices[] = {
+    "sqlite", "postgres", NULL
+};
 static const char *const cfg_level_choices[] = {
     "debug", "info", "warn", "error", NULL
 };
@@ -181,6 +184,20 @@ const struct cfg_key cfg_keys[] = {
                 "seconds an Idempotency-Key and its answer are kept"),
     CFG_DOUBLE_(queue, retention, "604800", 1, 365 * DAY,
                 "seconds finished messages and their attempts are kept"),
+    CFG_ENUM_(queue, backend, "sqlite", CFG_REQUIRED, cfg_backend_choices,
+              "sqlite (one file, queue.path) or postgres (a database that "
+              "replicas share, queue.url)"),
+    CFG_STR(queue, url, NULL, CFG_SECRET, cfg_check_pg_url,
+            "postgres: a libpq connection string or URI, without the "
+            "password (queue.password_file or PGPASSFILE); redacted in "
+            "case one slipped in"),
+    CFG_STR(queue, password_file, NULL, 0, NULL,
+            "postgres: file whose first line is the database password, "
+            "read at start"),
+    CFG_DOUBLE_(queue, lease, "60", 1, DAY,
+                "seconds a sending message's lease lasts; renewed every "
+                "third of it while its replica lives, then the message "
+                "is unknown"),
 
     CFG_STR(message, id_domain, NULL, 0, cfg_check_hostname,
             "domain of the Message-ID of composed messages; unset: the "

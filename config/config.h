@@ -76,6 +76,10 @@ struct cfg {
         double max_schedule;      /* send_at at most this far ahead, 3 d */
         double idempotency_ttl;   /* seconds a key is kept, 1 d */
         double retention;         /* seconds finished messages are kept, 7 d */
+        char *backend;            /* sqlite|postgres, default "sqlite" */
+        char *url;                /* postgres: libpq connection string */
+        char *password_file;      /* postgres: the password's file */
+        double lease;             /* seconds a sending lease lasts, 60 */
     } queue;
     struct {
         char *id_domain;          /* Message-ID domain of composed

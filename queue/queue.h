@@ -2,12 +2,20 @@
  * queue/queue.h - the durable queue of messages accepted for asynchronous
  * sending, their attempts, and the idempotency keys of requests.
  *
- * One backend today, SQLite (queue/sqlite.c: one file, WAL, synchronous
- * FULL by default, so a committed enqueue is on disk).  Every write goes
+ * Two backends behind this one interface (queue/queue.c dispatches, see
+ * queue/queue_impl.h): SQLite (queue/sqlite.c: one file, WAL, synchronous
+ * FULL by default, so a committed enqueue is on disk; every write goes
  * through one writer thread that commits the writes waiting at that moment
- * together (group commit, BEGIN IMMEDIATE); reads use a connection of
- * their own.  The interface is what a second (PostgreSQL) backend will
- * implement again.
+ * together, BEGIN IMMEDIATE; reads use a connection of their own), and
+ * PostgreSQL (queue/postgres.c: many replicas share one database; claims
+ * with FOR UPDATE SKIP LOCKED, LISTEN/NOTIFY wakes idle replicas).
+ *
+ * Leases: a claimed message carries its replica's lease; a keeper thread
+ * (queue.c) renews every lease/3 seconds the leases of the messages this
+ * process claimed and has not recorded or released yet, and reaps the
+ * expired ones of any process: such a message becomes unknown (its
+ * replica died with it on the wire, or its outcome could not be
+ * recorded), never resent.
  *
  * A message's life (enum queue_state): queued or scheduled (send_at in the
  * future) -> sending (claimed, with a lease, before its first byte goes to
@@ -66,7 +74,12 @@ const char *queue_state_name(enum queue_state s);
 int queue_state_is_final(enum queue_state s);
 
 struct queue_opts {
+    const char *backend;        /* "sqlite" (also NULL) or "postgres" */
     const char *path;           /* the SQLite file; created if missing */
+    const char *url;            /* postgres: a libpq connection string */
+    const char *password_file;  /* postgres: its first line is the
+                                   password; NULL: libpq's (PGPASSFILE) */
+    double lease_s;             /* a sending message's lease; 0: 60 s */
     int sync_normal;            /* synchronous=NORMAL instead of FULL */
     double retention_s;         /* finished messages kept this long */
     double idem_ttl_s;          /* idempotency keys kept this long */
@@ -82,6 +95,18 @@ int queue_open(const struct queue_opts *opts, struct queue **out, char *err,
 void queue_close(struct queue *q);
 /* How many messages were found sending (and made unknown) at open. */
 unsigned long queue_recovered(const struct queue *q);
+/* "sqlite" or "postgres". */
+const char *queue_backend(const struct queue *q);
+/* The lease a claim should ask for (queue_opts.lease_s). */
+double queue_lease_s(const struct queue *q);
+/* How many expired leases the reaper has made unknown so far. */
+unsigned long queue_expired(struct queue *q);
+
+/* Told when messages may have become due without this process enqueuing
+   them (another replica did); runs on a queue thread, must not block. */
+typedef void (*queue_wake_fn)(void *ctx);
+/* Sets (or, fn NULL, clears) the wake function. */
+void queue_set_wake(struct queue *q, queue_wake_fn fn, void *ctx);
 
 /* A new random id (128 bits from getrandom, base64url). */
 void queue_new_id(char id[QUEUE_ID_LEN]);

@@ -1,7 +1,7 @@
 /*
  * queue/sqlite.c - the queue (queue/queue.h) on one SQLite file.
  *
- * Public: everything in queue.h.
+ * Public: queue_sqlite_ops (queue/queue_impl.h), behind queue.h.
  *
  * The file: WAL journal, synchronous FULL (or NORMAL when asked), a busy
  * timeout, foreign keys off (the attempts table is keyed by message id).
@@ -24,8 +24,9 @@
  * only (nothing here logs).  Threads: q->mu guards the op list and the
  * closing flag; the writer's connection is the writer thread's alone.
  */
-#include "queue/queue.h"
+#include "queue/queue_impl.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdint.h>
@@ -34,12 +35,13 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #define QUEUE_SCHEMA_VERSION 2
 #define QUEUE_PURGE_EVERY_S 3600.0
 
 enum op_kind { OP_ENQUEUE, OP_CLAIM, OP_RECORD, OP_RELEASE, OP_CANCEL,
-               OP_IDEM_FINISH };
+               OP_IDEM_FINISH, OP_RENEW, OP_REAP };
 
 /* One write waiting for the writer. */
 struct op {
@@ -73,7 +75,8 @@ struct op {
     enum queue_state state;
 };
 
-struct queue {
+struct sq {
+    struct queue base;          /* first: a struct queue * is a sq * */
     sqlite3 *wr;                /* the writer thread's */
     sqlite3 *rd;                /* guarded by rd_mu */
     pthread_mutex_t rd_mu;
@@ -87,49 +90,6 @@ struct queue {
     unsigned long recovered;
 };
 
-static const char *const state_names[QUEUE_STATE__COUNT] = {
-    "queued", "scheduled", "sending", "retry", "sent", "partial",
-    "rejected", "failed", "unknown", "cancelled",
-};
-
-const char *queue_state_name(enum queue_state s)
-{
-    return (int)s >= 0 && s < QUEUE_STATE__COUNT ? state_names[s] : "?";
-}
-
-int queue_state_is_final(enum queue_state s)
-{
-    return s >= QUEUE_SENT && s < QUEUE_STATE__COUNT;
-}
-
-/* Wall-clock Unix seconds. */
-static double wall_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-void queue_new_id(char id[QUEUE_ID_LEN])
-{
-    static const char b64[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    unsigned char r[16];
-    size_t got = 0;
-    while (got < sizeof r) {
-        ssize_t k = getrandom(r + got, sizeof r - got, 0);
-        if (k > 0)
-            got += (size_t)k;
-    }
-    for (size_t i = 0; i < QUEUE_ID_LEN - 1; i++) {
-        size_t bit = i * 6, byte = bit / 8, off = bit % 8;
-        unsigned v = (unsigned)r[byte] << 8;
-        if (byte + 1 < sizeof r)
-            v |= r[byte + 1];
-        id[i] = b64[(v >> (10 - off)) & 63];
-    }
-    id[QUEUE_ID_LEN - 1] = '\0';
-}
 
 /* ---- schema ---- */
 
@@ -171,14 +131,34 @@ static const char *const migrations[QUEUE_SCHEMA_VERSION] = {
 };
 
 /* Opens path with the pragmas every connection needs. */
+/* Why path (or, when it does not exist, its directory) cannot be
+   written, as a sentence ending in "; ", or "" when it can. */
+static const char *unwritable(const char *path, char *buf, size_t len)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    buf[0] = '\0';
+    if (access(path, W_OK) == 0)
+        return buf;
+    if (errno == ENOENT) {
+        snprintf(dir, sizeof dir, "%.*s", slash != NULL ?
+                 (int)(slash - path) + 1 : 1, slash != NULL ? path : ".");
+        if (access(dir, W_OK) == 0)
+            return buf;
+    }
+    snprintf(buf, len, "it cannot be written (%s); ", strerror(errno));
+    return buf;
+}
+
 static int open_db(const char *path, int sync_normal, sqlite3 **db,
                    char *err, size_t errlen)
 {
-    char sql[160];
+    char sql[160], why[96];
     int rc = sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE |
                              SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "cannot open %s: %s", path,
+        snprintf(err, errlen, "cannot open %s: %s%s", path,
+                 unwritable(path, why, sizeof why),
                  *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
         return -1;
     }
@@ -186,7 +166,8 @@ static int open_db(const char *path, int sync_normal, sqlite3 **db,
     snprintf(sql, sizeof sql, "PRAGMA journal_mode=WAL;"
              "PRAGMA synchronous=%s;", sync_normal ? "NORMAL" : "FULL");
     if (sqlite3_exec(*db, sql, NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(*db));
+        snprintf(err, errlen, "%s: %s%s", path,
+                 unwritable(path, why, sizeof why), sqlite3_errmsg(*db));
         return -1;
     }
     return 0;
@@ -194,7 +175,7 @@ static int open_db(const char *path, int sync_normal, sqlite3 **db,
 
 /* Brings the schema up to QUEUE_SCHEMA_VERSION in one transaction, then
    makes every message left sending unknown (recovery). */
-static int migrate(struct queue *q, const char *path, char *err,
+static int migrate(struct sq *q, const char *path, char *err,
                    size_t errlen)
 {
     sqlite3_stmt *st = NULL;
@@ -280,10 +261,10 @@ static int idem_lookup(sqlite3 *db, const struct queue_idem *idem,
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? found : -1;
 }
 
-static int do_enqueue(struct queue *q, struct op *op)
+static int do_enqueue(struct sq *q, struct op *op)
 {
     sqlite3_stmt *st;
-    double now = wall_now();
+    double now = queue_wall_now();
     int rc = SQLITE_DONE;
     if (op->idem != NULL) {
         int seen = idem_lookup(q->wr, op->idem, &op->hit);
@@ -329,7 +310,7 @@ static int do_enqueue(struct queue *q, struct op *op)
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
 }
 
-static int do_claim(struct queue *q, struct op *op)
+static int do_claim(struct sq *q, struct op *op)
 {
     sqlite3_stmt *st;
     size_t cap = op->max;
@@ -369,7 +350,7 @@ static int do_claim(struct queue *q, struct op *op)
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
 }
 
-static int do_record(struct queue *q, struct op *op)
+static int do_record(struct sq *q, struct op *op)
 {
     sqlite3_stmt *st;
     int rc, fin = queue_state_is_final(op->state);
@@ -403,7 +384,7 @@ static int do_record(struct queue *q, struct op *op)
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
 }
 
-static int do_release(struct queue *q, struct op *op)
+static int do_release(struct sq *q, struct op *op)
 {
     sqlite3_stmt *st;
     int rc;
@@ -417,7 +398,7 @@ static int do_release(struct queue *q, struct op *op)
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
 }
 
-static int do_cancel(struct queue *q, struct op *op)
+static int do_cancel(struct sq *q, struct op *op)
 {
     sqlite3_stmt *st;
     int rc;
@@ -440,14 +421,14 @@ static int do_cancel(struct queue *q, struct op *op)
               " WHERE id = ?1", &st) != SQLITE_OK)
         return QUEUE_EIO;
     sqlite3_bind_text(st, 1, op->id, -1, SQLITE_STATIC);
-    sqlite3_bind_double(st, 2, wall_now());
+    sqlite3_bind_double(st, 2, queue_wall_now());
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
     op->state = QUEUE_CANCELLED;
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
 }
 
-static int do_idem_finish(struct queue *q, struct op *op)
+static int do_idem_finish(struct sq *q, struct op *op)
 {
     sqlite3_stmt *st;
     int rc;
@@ -469,8 +450,53 @@ static int do_idem_finish(struct queue *q, struct op *op)
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
 }
 
+/* Extends the leases of the sending messages on the wire (op->s[0], a
+   JSON array of ids). */
+static int do_renew(struct sq *q, struct op *op)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if (exec1(q->wr, "UPDATE messages SET lease_until = ?1 + ?2"
+              " WHERE state = 2 AND id IN (SELECT value FROM json_each(?3))",
+              &st) != SQLITE_OK)
+        return QUEUE_EIO;
+    sqlite3_bind_double(st, 1, op->now);
+    sqlite3_bind_double(st, 2, op->lease);
+    sqlite3_bind_text(st, 3, op->s[0], -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
+}
+
+/* Sending messages whose lease ended: unknown, with an attempt saying so. */
+static int do_reap(struct sq *q, struct op *op)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if (exec1(q->wr, "INSERT OR REPLACE INTO attempts (message, n, at,"
+              " status, code, enhanced, error) SELECT id, attempts, ?1,"
+              " 'unknown', 421, '4.4.2', 'the lease of the message being"
+              " sent expired: it may have been delivered; not resent'"
+              " FROM messages WHERE state = 2 AND lease_until < ?1",
+              &st) != SQLITE_OK)
+        return QUEUE_EIO;
+    sqlite3_bind_double(st, 1, op->now);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE || exec1(q->wr, "UPDATE messages SET state = 8,"
+                                   " lease_until = NULL, finished_at = ?1"
+                                   " WHERE state = 2 AND lease_until < ?1",
+                                   &st) != SQLITE_OK)
+        return QUEUE_EIO;
+    sqlite3_bind_double(st, 1, op->now);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    op->nclaimed = (size_t)sqlite3_changes(q->wr);
+    return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
+}
+
 /* Runs one op inside a savepoint of the open transaction. */
-static void run_op(struct queue *q, struct op *op)
+static void run_op(struct sq *q, struct op *op)
 {
     if (sqlite3_exec(q->wr, "SAVEPOINT op", NULL, NULL, NULL) != SQLITE_OK) {
         op->rc = QUEUE_EIO;
@@ -483,6 +509,8 @@ static void run_op(struct queue *q, struct op *op)
     case OP_RELEASE: op->rc = do_release(q, op); break;
     case OP_CANCEL: op->rc = do_cancel(q, op); break;
     case OP_IDEM_FINISH: op->rc = do_idem_finish(q, op); break;
+    case OP_RENEW: op->rc = do_renew(q, op); break;
+    case OP_REAP: op->rc = do_reap(q, op); break;
     }
     if (op->rc == QUEUE_OK || op->rc == QUEUE_EIDEM ||
         op->rc == QUEUE_ENOTFOUND || op->rc == QUEUE_ECONFLICT)
@@ -492,7 +520,7 @@ static void run_op(struct queue *q, struct op *op)
 }
 
 /* Deletes finished messages past the retention and old keys. */
-static void purge(struct queue *q, double now)
+static void purge(struct sq *q, double now)
 {
     sqlite3_stmt *st;
     if (now - q->last_purge < QUEUE_PURGE_EVERY_S)
@@ -527,7 +555,7 @@ static void op_free(struct op *op)
 }
 
 /* Tells each op of the batch its outcome (no lock held for callbacks). */
-static void finish_ops(struct queue *q, struct op *list)
+static void finish_ops(struct sq *q, struct op *list)
 {
     while (list != NULL) {
         struct op *op = list;
@@ -550,7 +578,7 @@ static void finish_ops(struct queue *q, struct op *list)
 /* The writer thread: one transaction per batch of ops. */
 static void *writer_main(void *arg)
 {
-    struct queue *q = arg;
+    struct sq *q = arg;
     for (;;) {
         struct op *list;
         pthread_mutex_lock(&q->mu);
@@ -572,7 +600,7 @@ static void *writer_main(void *arg)
                 op->rc = QUEUE_EIO;
         }
         if (began) {
-            purge(q, wall_now());
+            purge(q, queue_wall_now());
             if (sqlite3_exec(q->wr, "COMMIT", NULL, NULL, NULL) !=
                 SQLITE_OK) {
                 sqlite3_exec(q->wr, "ROLLBACK", NULL, NULL, NULL);
@@ -586,7 +614,7 @@ static void *writer_main(void *arg)
 }
 
 /* Puts op on the list; QUEUE_ECLOSED when closing. */
-static int submit(struct queue *q, struct op *op)
+static int submit(struct sq *q, struct op *op)
 {
     pthread_mutex_lock(&q->mu);
     if (q->closing) {
@@ -604,7 +632,7 @@ static int submit(struct queue *q, struct op *op)
 }
 
 /* Submits op and waits until the writer has committed it. */
-static int submit_wait(struct queue *q, struct op *op)
+static int submit_wait(struct sq *q, struct op *op)
 {
     op->waited = 1;
     int rc = submit(q, op);
@@ -619,10 +647,10 @@ static int submit_wait(struct queue *q, struct op *op)
 
 /* ---- public ---- */
 
-int queue_open(const struct queue_opts *opts, struct queue **out, char *err,
-               size_t errlen)
+static int sq_open(const struct queue_opts *opts, struct queue **out,
+                   char *err, size_t errlen)
 {
-    struct queue *q = calloc(1, sizeof *q);
+    struct sq *q = calloc(1, sizeof *q);
     *out = NULL;
     if (q == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -645,12 +673,13 @@ int queue_open(const struct queue_opts *opts, struct queue **out, char *err,
         free(q);
         return -1;
     }
-    *out = q;
+    *out = &q->base;
     return 0;
 }
 
-void queue_close(struct queue *q)
+static void sq_close(struct queue *qb)
 {
+    struct sq *q = (struct sq *)qb;
     if (q == NULL)
         return;
     pthread_mutex_lock(&q->mu);
@@ -664,26 +693,21 @@ void queue_close(struct queue *q)
     pthread_mutex_destroy(&q->rd_mu);
     pthread_cond_destroy(&q->work_cv);
     pthread_cond_destroy(&q->done_cv);
+    queue_base_fini_(qb);
     free(q);
 }
 
-unsigned long queue_recovered(const struct queue *q)
+static unsigned long sq_recovered(const struct queue *qb)
 {
+    const struct sq *q = (const struct sq *)qb;
     return q->recovered;
 }
 
-void queue_idem_hit_clear(struct queue_idem_hit *hit)
+static int sq_enqueue(struct queue *qb, const struct queue_new *msgs, size_t n,
+                      const struct queue_idem *idem, queue_done_fn done,
+                      void *ctx)
 {
-    if (hit == NULL)
-        return;
-    free(hit->response);
-    memset(hit, 0, sizeof *hit);
-}
-
-int queue_enqueue(struct queue *q, const struct queue_new *msgs, size_t n,
-                  const struct queue_idem *idem, queue_done_fn done,
-                  void *ctx)
-{
+    struct sq *q = (struct sq *)qb;
     struct op *op = calloc(1, sizeof *op);
     if (op == NULL)
         return QUEUE_ENOMEM;
@@ -705,9 +729,10 @@ static char *dup0(const char *s)
     return strdup(s != NULL ? s : "");
 }
 
-int queue_idem_finish(struct queue *q, const char *key, int http_status,
-                      const char *response)
+static int sq_idem_finish(struct queue *qb, const char *key, int http_status,
+                          const char *response)
 {
+    struct sq *q = (struct sq *)qb;
     struct op *op = calloc(1, sizeof *op);
     if (op == NULL)
         return QUEUE_ENOMEM;
@@ -721,9 +746,10 @@ int queue_idem_finish(struct queue *q, const char *key, int http_status,
     return rc;
 }
 
-int queue_claim(struct queue *q, double now, size_t max, double lease_s,
-                struct queue_claimed **out, size_t *n)
+static int sq_claim(struct queue *qb, double now, size_t max, double lease_s,
+                    struct queue_claimed **out, size_t *n)
 {
+    struct sq *q = (struct sq *)qb;
     struct op op;
     memset(&op, 0, sizeof op);
     op.kind = OP_CLAIM;
@@ -741,17 +767,11 @@ int queue_claim(struct queue *q, double now, size_t max, double lease_s,
     return rc;
 }
 
-void queue_claimed_free(struct queue_claimed *c, size_t n)
+static int sq_record(struct queue *qb, const char *id,
+                     const struct queue_attempt *a, enum queue_state state,
+                     double next_at)
 {
-    for (size_t i = 0; c != NULL && i < n; i++)
-        free(c[i].blob);
-    free(c);
-}
-
-int queue_record(struct queue *q, const char *id,
-                 const struct queue_attempt *a, enum queue_state state,
-                 double next_at)
-{
+    struct sq *q = (struct sq *)qb;
     struct op *op = calloc(1, sizeof *op);
     if (op == NULL)
         return QUEUE_ENOMEM;
@@ -778,8 +798,9 @@ int queue_record(struct queue *q, const char *id,
     return rc;
 }
 
-int queue_release(struct queue *q, const char *id)
+static int sq_release(struct queue *qb, const char *id)
 {
+    struct sq *q = (struct sq *)qb;
     struct op *op = calloc(1, sizeof *op);
     if (op == NULL)
         return QUEUE_ENOMEM;
@@ -791,8 +812,9 @@ int queue_release(struct queue *q, const char *id)
     return rc;
 }
 
-int queue_cancel(struct queue *q, const char *id, enum queue_state *state)
+static int sq_cancel(struct queue *qb, const char *id, enum queue_state *state)
 {
+    struct sq *q = (struct sq *)qb;
     struct op op;
     memset(&op, 0, sizeof op);
     op.kind = OP_CANCEL;
@@ -800,6 +822,34 @@ int queue_cancel(struct queue *q, const char *id, enum queue_state *state)
     int rc = submit_wait(q, &op);
     if (state != NULL)
         *state = op.state;
+    return rc;
+}
+
+static int sq_renew(struct queue *qb, double now, double lease_s,
+                    const char *ids)
+{
+    struct op op;
+    char *copy = strdup(ids);
+    if (copy == NULL)
+        return QUEUE_ENOMEM;
+    memset(&op, 0, sizeof op);
+    op.kind = OP_RENEW;
+    op.now = now;
+    op.lease = lease_s;
+    op.s[0] = copy;
+    int rc = submit_wait((struct sq *)qb, &op);
+    free(copy);
+    return rc;
+}
+
+static int sq_reap(struct queue *qb, double now, unsigned long *n)
+{
+    struct op op;
+    memset(&op, 0, sizeof op);
+    op.kind = OP_REAP;
+    op.now = now;
+    int rc = submit_wait((struct sq *)qb, &op);
+    *n = rc == QUEUE_OK ? (unsigned long)op.nclaimed : 0;
     return rc;
 }
 
@@ -813,7 +863,7 @@ static char *col_dup(sqlite3_stmt *st, int i)
 }
 
 /* Reads the attempts of doc->id into doc. */
-static int get_attempts(struct queue *q, struct queue_doc *doc)
+static int get_attempts(struct sq *q, struct queue_doc *doc)
 {
     sqlite3_stmt *st;
     int rc;
@@ -849,8 +899,9 @@ static int get_attempts(struct queue *q, struct queue_doc *doc)
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
 }
 
-int queue_get(struct queue *q, const char *id, struct queue_doc *doc)
+static int sq_get(struct queue *qb, const char *id, struct queue_doc *doc)
 {
+    struct sq *q = (struct sq *)qb;
     sqlite3_stmt *st;
     int rc;
     memset(doc, 0, sizeof *doc);
@@ -883,29 +934,11 @@ int queue_get(struct queue *q, const char *id, struct queue_doc *doc)
     return rc;
 }
 
-void queue_doc_clear(struct queue_doc *doc)
+static int sq_counts(struct queue *qb, double now,
+                     unsigned long counts[QUEUE_STATE__COUNT],
+                     double *oldest_due_age)
 {
-    if (doc == NULL)
-        return;
-    for (size_t i = 0; i < doc->nattempts; i++) {
-        struct queue_attempt_rec *a = &doc->attempts[i];
-        free(a->status);
-        free(a->enhanced);
-        free(a->text);
-        free(a->accepted);
-        free(a->rejected);
-        free(a->error);
-    }
-    free(doc->attempts);
-    free(doc->message_id);
-    free(doc->metadata);
-    memset(doc, 0, sizeof *doc);
-}
-
-int queue_counts(struct queue *q, double now,
-                 unsigned long counts[QUEUE_STATE__COUNT],
-                 double *oldest_due_age)
-{
+    struct sq *q = (struct sq *)qb;
     sqlite3_stmt *st;
     int rc;
     memset(counts, 0, QUEUE_STATE__COUNT * sizeof counts[0]);
@@ -935,8 +968,9 @@ int queue_counts(struct queue *q, double now,
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
 }
 
-int queue_next_due(struct queue *q, double *when)
+static int sq_next_due(struct queue *qb, double *when)
 {
+    struct sq *q = (struct sq *)qb;
     sqlite3_stmt *st;
     int rc, found = 0;
     pthread_mutex_lock(&q->rd_mu);
@@ -1017,9 +1051,10 @@ static int list_row(sqlite3_stmt *st, struct queue_item *it)
             sqlite3_column_type(st, 7) != SQLITE_NULL) ? -1 : 0;
 }
 
-int queue_list(struct queue *q, const struct queue_list_query *qry,
-               struct queue_item **out, size_t *n)
+static int sq_list(struct queue *qb, const struct queue_list_query *qry,
+                   struct queue_item **out, size_t *n)
 {
+    struct sq *q = (struct sq *)qb;
     sqlite3_stmt *st;
     char sql[768];
     int rc;
@@ -1050,12 +1085,21 @@ int queue_list(struct queue *q, const struct queue_list_query *qry,
     return rc == SQLITE_NOMEM ? QUEUE_ENOMEM : QUEUE_EIO;
 }
 
-void queue_list_free(struct queue_item *items, size_t n)
-{
-    for (size_t i = 0; items != NULL && i < n; i++) {
-        free(items[i].recipients);
-        free(items[i].subject);
-        free(items[i].message_id);
-    }
-    free(items);
-}
+const struct queue_ops queue_sqlite_ops = {
+    .name = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .recovered = sq_recovered,
+    .enqueue = sq_enqueue,
+    .idem_finish = sq_idem_finish,
+    .claim = sq_claim,
+    .record = sq_record,
+    .release = sq_release,
+    .cancel = sq_cancel,
+    .get = sq_get,
+    .counts = sq_counts,
+    .next_due = sq_next_due,
+    .renew = sq_renew,
+    .reap = sq_reap,
+    .list = sq_list,
+};

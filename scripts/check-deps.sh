@@ -1,7 +1,7 @@
 #!/bin/sh
 # check-deps.sh - the module arrows of docs/ARCHITECTURE.md, checked on the
 # #include lines:  smtpcore -> (libc, TLS);  config -> (libc, inih);
-# queue -> (libc, SQLite);  server -> smtpcore, config, queue, dkim;
+# queue -> (libc, SQLite, libpq);  server -> smtpcore, config, queue, dkim;
 # api -> server, queue, config, compose, jansson, microhttpd;
 # compose -> (libc, GLib/GMime, libidn2, smtpcore's public header);
 # dkim -> (libc, GnuTLS, nettle, smtpcore's public header).

@@ -13,13 +13,15 @@
 set -eu
 
 build_pkgs="gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev
-libgnutls28-dev libinih-dev libsqlite3-dev libgmime-3.0-dev libidn2-dev nettle-dev"
+libgnutls28-dev libinih-dev libsqlite3-dev libgmime-3.0-dev libidn2-dev nettle-dev libpq-dev"
 run_pkgs="postfix curl"
 # sasl2-bin: the Postfix peer's sasldb; the lib* after it: what the unpacked
-# (not installed) Exim binary links against.
+# (not installed) Exim binary links against; postgresql-15: the server the
+# queue tests start for themselves (tests/peers/postgres-peer.sh).
 test_pkgs="libcmocka-dev libcurl4-gnutls-dev python3 python3-aiosmtpd gnutls-bin valgrind
 python3-dkim
-sasl2-bin libsasl2-modules libidn12 libgnutls-dane0 libpcre2-8-0 libdb5.3"
+sasl2-bin libsasl2-modules libidn12 libgnutls-dane0 libpcre2-8-0 libdb5.3
+postgresql-15"
 
 # Linters for deploy/ (yamllint) and /metrics (promtool, in prometheus).
 ops_pkgs="yamllint prometheus"
@@ -100,5 +102,10 @@ echo "deps: installing$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
 # postfix must not start a daemon of its own on port 25.
 echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections 2>/dev/null || true
+# postgresql-15 must not create and start a cluster of its own on port 5432.
+if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+    mkdir -p /etc/postgresql-common
+    echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
+fi
 apt-get update -q >&2
 apt-get install -y -q --no-install-recommends $missing >&2

@@ -15,6 +15,10 @@
  *                                                    max_age is reached
  *   failed, anything else (5xx, local, AUTH)      -> failed
  *
+ * Claims ask for the queue's lease (queue.lease), which the queue renews
+ * while this process lives; the queue wakes the loop (delivery_kick) when
+ * another replica enqueued.
+ *
  * Threads: d->mu guards the flags and counters; the claiming thread holds
  * no lock while it talks to the queue or the pool.  Job outcomes arrive on
  * pool workers (on_done), which record them asynchronously.
@@ -35,7 +39,6 @@
 
 #define DELIVERY_GROUP 64           /* messages claimed at once at most */
 #define DELIVERY_POLL_S 1.0         /* look at the queue at least this often */
-#define DELIVERY_LEASE_S 3600.0     /* a sending message's lease */
 
 struct delivery {
     struct pool *pool;
@@ -256,7 +259,7 @@ static size_t delivery_round(struct delivery *d, size_t *room)
     if (*room > DELIVERY_GROUP)
         *room = DELIVERY_GROUP;
     if (*room == 0 ||
-        queue_claim(d->q, delivery_now(), *room, DELIVERY_LEASE_S, &c,
+        queue_claim(d->q, delivery_now(), *room, queue_lease_s(d->q), &c,
                     &n) != QUEUE_OK)
         return 0;
     for (size_t i = 0; i < n; i++)
@@ -300,6 +303,12 @@ static void *delivery_main(void *arg)
     return NULL;
 }
 
+/* The queue's wake function: another replica enqueued. */
+static void delivery_wake(void *ctx)
+{
+    delivery_kick(ctx);
+}
+
 struct delivery *delivery_start(struct pool *pool, struct queue *q,
                                 const struct cfg *cfg, char *err,
                                 size_t errlen)
@@ -321,6 +330,7 @@ struct delivery *delivery_start(struct pool *pool, struct queue *q,
         free(d);
         return NULL;
     }
+    queue_set_wake(q, delivery_wake, d);
     return d;
 }
 
@@ -346,6 +356,7 @@ void delivery_stop(struct delivery *d)
     d->stopping = 1;
     pthread_cond_signal(&d->cv);
     pthread_mutex_unlock(&d->mu);
+    queue_set_wake(d->q, NULL, NULL);
     pthread_join(d->thread, NULL);
 }
 
@@ -367,4 +378,5 @@ void delivery_stats(struct delivery *d, struct delivery_stats *out)
     pthread_mutex_lock(&d->mu);
     *out = d->st;
     pthread_mutex_unlock(&d->mu);
+    out->recovered += queue_expired(d->q);     /* leases reaped since */
 }

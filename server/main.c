@@ -691,6 +691,10 @@ static int cmd_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     struct queue_opts qo = {
+        .backend = cfg.queue.backend,
+        .url = cfg.queue.url,
+        .password_file = cfg.queue.password_file,
+        .lease_s = cfg.queue.lease,
         .path = cfg.queue.path,
         .sync_normal = strcmp(cfg.queue.synchronous, "normal") == 0,
         .retention_s = cfg.queue.retention,
@@ -698,10 +702,12 @@ static int cmd_serve(int argc, char **argv)
     };
     struct queue *queue = NULL;
     if (queue_open(&qo, &queue, err, sizeof err) < 0) {
-        fprintf(stderr, "mailpool: queue.path: %s\n", err);
+        fprintf(stderr, "mailpool: %s: %s\n",
+                strcmp(cfg.queue.backend, "postgres") == 0 ? "queue.url"
+                                                          : "queue.path", err);
         sign_set_free(signer);
         cfg_free(&cfg);
-        return 1;
+        return 2;                   /* the operator must fix it */
     }
     if (queue_recovered(queue) > 0) {
         char n[24];

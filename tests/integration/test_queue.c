@@ -7,6 +7,14 @@
  * none is lost, none reaches the relay twice), and a full disk (503,
  * nothing already queued lost).  The relay is the fake
  * (tests/fakes/fake_smtp.py), which records every message it took.
+ *
+ * One suite, two backends: this file is the SQLite binary (test_queue);
+ * test_queue_pg.c defines QUEUE_TEST_PG and includes it, so the same tests
+ * run against a PostgreSQL 15 that the binary starts for itself
+ * (tests/peers/postgres-peer.sh: initdb into a temporary directory,
+ * 127.0.0.1 on a free port, stopped by its pid at the end).  There each
+ * queue file name stands for a database of its own, the lease is short,
+ * and the tests of several replicas on one database run besides.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -14,6 +22,9 @@
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <curl/curl.h>
 
 #include "tests/integration/smtp_fx.h"
 #include "tests/support/http.h"
@@ -21,6 +32,106 @@
 #include "tests/support/tsupport.h"
 
 /* ---- helpers ---------------------------------------------------------- */
+
+#ifdef QUEUE_TEST_PG
+#define PG_LEASE "2"            /* seconds: the reaper acts within 2 */
+
+/* The PostgreSQL of this run, and the databases made for queue names. */
+static struct {
+    char dir[256];
+    char url[300];
+    char pwfile[300];
+    int port;
+    int ndb;
+    char names[64][128];        /* queue name -> database "q<index>" */
+} pg;
+
+/* The peer script's path (MAILPOOL_ROOT, else the current directory). */
+static const char *pg_script(char *buf, size_t len)
+{
+    const char *root = getenv("MAILPOOL_ROOT");
+    snprintf(buf, len, "%s%stests/peers/postgres-peer.sh",
+             root != NULL ? root : "", root != NULL ? "/" : "");
+    return buf;
+}
+
+/* Runs the peer script with args; its standard output (caller frees). */
+static char *pg_run(const char *args)
+{
+    char cmd[4096], script[512], *out = NULL;
+    size_t len = 0;
+    snprintf(cmd, sizeof cmd, "%s %s", pg_script(script, sizeof script),
+             args);
+    FILE *f = popen(cmd, "r");
+    if (f == NULL)
+        return NULL;
+    FILE *m = open_memstream(&out, &len);
+    int ch;
+    while ((ch = fgetc(f)) != EOF)
+        fputc(ch, m);
+    fclose(m);
+    if (pclose(f) != 0) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* Starts this run's PostgreSQL: 0 or -1. */
+static int pg_up(void)
+{
+    char *out = pg_run("start");
+    int pid = 0;
+    if (out == NULL || sscanf(out, "%255s %d %d", pg.dir, &pg.port, &pid) !=
+        3) {
+        fprintf(stderr, "cannot start PostgreSQL: %s\n", out ? out : "");
+        free(out);
+        return -1;
+    }
+    free(out);
+    snprintf(pg.pwfile, sizeof pg.pwfile, "%s/password", pg.dir);
+    return 0;
+}
+
+/* Stops it by its pid and removes its directory. */
+static void pg_down(void)
+{
+    char args[300];
+    snprintf(args, sizeof args, "stop %s", pg.dir);
+    free(pg_run(args));
+}
+
+/* Runs sql in database db; the rows as text (caller frees). */
+static char *pg_sql(const char *db, const char *sql)
+{
+    char args[2048];
+    snprintf(args, sizeof args, "sql %s %s \"%s\"", pg.dir, db, sql);
+    char *out = pg_run(args);
+    if (out == NULL)
+        fail_msg("psql failed: %s", sql);
+    return out;
+}
+
+/* The database standing for queue name qpath (NULL: a new one), created
+   on first use. */
+static const char *pg_db(const char *qpath)
+{
+    static _Thread_local char fresh[32];
+    char args[400];
+    for (int i = 0; qpath != NULL && i < pg.ndb; i++)
+        if (strcmp(pg.names[i], qpath) == 0) {
+            snprintf(fresh, sizeof fresh, "q%d", i);
+            return fresh;
+        }
+    assert_true(pg.ndb < 64);
+    snprintf(pg.names[pg.ndb], sizeof pg.names[0], "%s",
+             qpath != NULL ? qpath : "");
+    snprintf(fresh, sizeof fresh, "q%d", pg.ndb++);
+    snprintf(args, sizeof args, "createdb %s %s", pg.dir, fresh);
+    free(pg_run(args));
+    return fresh;
+}
+#endif
 
 
 static struct peer *relay(const char *script)
@@ -34,25 +145,86 @@ static struct peer *relay(const char *script)
 
 /* Starts the service on queue file qpath (NULL: its own) with extra flags
    (NULL-ended, may be NULL). */
+/* Appends the flags choosing the queue of name qpath (NULL: a new one)
+   to argv at *n; url (of urllen bytes) holds the PostgreSQL URL. */
+static void queue_flags(const char **argv, size_t *n, const char *qpath,
+                        char *url, size_t urllen)
+{
+#ifdef QUEUE_TEST_PG
+    snprintf(url, urllen, "host=127.0.0.1 port=%d user=postgres "
+             "dbname=%s", pg.port, pg_db(qpath));
+    argv[(*n)++] = "--queue-backend";
+    argv[(*n)++] = "postgres";
+    argv[(*n)++] = "--queue-url";
+    argv[(*n)++] = url;
+    argv[(*n)++] = "--queue-password-file";
+    argv[(*n)++] = pg.pwfile;
+    argv[(*n)++] = "--queue-lease";
+    argv[(*n)++] = PG_LEASE;
+#else
+    (void)url;
+    (void)urllen;
+    if (qpath != NULL) {
+        argv[(*n)++] = "--queue-path";
+        argv[(*n)++] = qpath;
+    }
+#endif
+}
+
+/* Starts the service on queue file qpath (NULL: its own) with extra flags
+   (NULL-ended, may be NULL). */
 static struct mpserve *svc(struct peer *p, const char *qpath,
                            const char *const *more)
 {
-    const char *argv[32];
+    const char *argv[48];
+    char url[300];
     size_t n = 0;
-    if (qpath != NULL) {
-        argv[n++] = "--queue-path";
-        argv[n++] = qpath;
-    }
+    queue_flags(argv, &n, qpath, url, sizeof url);
     argv[n++] = "--queue-retry-base";
     argv[n++] = "0.2";
     argv[n++] = "--pool-retries";
     argv[n++] = "0";
-    for (size_t i = 0; more != NULL && more[i] != NULL && n < 30; i++)
+    for (size_t i = 0; more != NULL && more[i] != NULL && n < 46; i++)
         argv[n++] = more[i];
     argv[n] = NULL;
     struct mpserve *s = mpserve_start(peer_port(p), argv);
     assert_non_null(s);
     return s;
+}
+
+/* Runs `mailpool serve` on queue qpath, expecting it not to start: its
+   exit code (-1 when it was still running after 10 s); *log gets what it
+   printed (caller frees). */
+static int serve_fails(const char *qpath, char **log)
+{
+    char bin[512], url[300], logpath[] = "/tmp/mailpool-start-XXXXXX";
+    const char *argv[24] = { bin, "serve", "--http-listen", "127.0.0.1:0",
+                             "--relay-host", "127.0.0.1", "--relay-tls",
+                             "none" };
+    size_t n = 8;
+    int fd = mkstemp(logpath), status = 0, code = -1;
+    pid_t pid;
+    assert_true(fd >= 0);
+    close(fd);
+    assert_non_null(mpserve_binary(bin, sizeof bin));
+    queue_flags(argv, &n, qpath, url, sizeof url);
+    argv[n] = NULL;
+    char *const *av;                /* exec's argv type, same pointers */
+    const char **cav = argv;
+    memcpy(&av, &cav, sizeof av);
+    assert_int_equal(ts_spawn_logged(&pid, av, logpath), 0);
+    for (long long end = now_ms() + 10000; now_ms() < end; sleep_ms(20))
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+            break;
+        }
+    if (code < 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    *log = ts_slurp(logpath, NULL);
+    unlink(logpath);
+    return code;
 }
 
 /* One request; the parsed JSON body (NULL when none) and the status. */
@@ -171,6 +343,25 @@ static size_t count_mail_commands(struct peer *p)
     return k;
 }
 
+/* Waits until message id is final: it must be sent (and at the relay
+   once) or unknown (at the relay at most once).  1 when unknown. */
+static int sent_once_or_unknown(struct mpserve *s, struct peer *p,
+                                const char *id)
+{
+    json_t *d = wait_final(s, id, 20000);
+    const char *st = jstr(d, "status");
+    size_t k = copies(p, jstr(d, "message_id"));
+    if (strcmp(st, "sent") == 0 && k != 1)
+        fail_msg("%s sent but at the relay %zu times", id, k);
+    if (strcmp(st, "unknown") == 0 && k > 1)
+        fail_msg("%s unknown but at the relay %zu times", id, k);
+    if (strcmp(st, "sent") != 0 && strcmp(st, "unknown") != 0)
+        fail_msg("%s ended %s", id, st);
+    int unknown = strcmp(st, "unknown") == 0;
+    json_decref(d);
+    return unknown;
+}
+
 /* A temp directory's queue file path; caller frees both. */
 static char *temp_queue(char **dir)
 {
@@ -223,6 +414,76 @@ static void test_async_202_means_stored_then_sent_once_with_its_message_id(
     assert_int_equal(copies(p, jstr(j, "message_id")), 1);
     json_decref(d);
     json_decref(j);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    peer_stop(p);
+}
+
+/* The message log (GET /v1/messages) reads the same store on every
+   backend: the recipient filter in any case, the Subject, the status of a
+   rejected message with its last code, and cursor pages that neither skip
+   nor repeat. */
+static void test_message_log_filters_and_pages_on_this_backend(void **state)
+{
+    (void)state;
+    struct peer *p = relay("{\"rules\":[{\"match\":\"^RCPT TO:<no@\","
+                           "\"reply\":\"550 5.1.1 no such user\"}]}");
+    struct mpserve *s = svc(p, NULL, NULL);
+    char *ids[5], to[64];
+    long st;
+    for (int i = 0; i < 4; i++) {
+        snprintf(to, sizeof to, "r%d@example.org", i);
+        ids[i] = post_async(s, to, NULL);
+        sleep_ms(5);                /* created_at strictly increasing */
+    }
+    ids[4] = post_async(s, "no@example.org", NULL);
+    for (int i = 0; i < 5; i++)
+        json_decref(wait_final(s, ids[i], 5000));
+
+    json_t *j = call(s, "GET", "/v1/messages?recipient=R2%40EXAMPLE.ORG",
+                     NULL, NULL, &st, NULL);
+    assert_int_equal(st, 200);
+    json_t *m = json_object_get(j, "messages");
+    assert_int_equal(json_array_size(m), 1);
+    assert_string_equal(jstr(json_array_get(m, 0), "id"), ids[2]);
+    assert_string_equal(jstr(json_array_get(m, 0), "subject"), "q");
+    assert_string_equal(jstr(json_array_get(m, 0), "status"), "sent");
+    json_decref(j);
+
+    j = call(s, "GET", "/v1/messages?status=rejected", NULL, NULL, &st, NULL);
+    assert_int_equal(st, 200);
+    m = json_object_get(j, "messages");
+    assert_int_equal(json_array_size(m), 1);
+    assert_string_equal(jstr(json_array_get(m, 0), "id"), ids[4]);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(m, 0),
+                                                        "last_code")), 700);
+    json_decref(j);
+
+    /* Pages of 2, newest first: ids 4 3 | 2 1 | 0. */
+    char path[256] = "/v1/messages?limit=2";
+    int seen = 0;
+    for (int page = 0; page < 3; page++) {
+        j = call(s, "GET", path, NULL, NULL, &st, NULL);
+        assert_int_equal(st, 200);
+        m = json_object_get(j, "messages");
+        for (size_t i = 0; i < json_array_size(m); i++, seen++)
+            assert_string_equal(jstr(json_array_get(m, i), "id"),
+                                ids[4 - seen]);
+        const char *next = json_string_value(json_object_get(j, "next"));
+        if (page < 2) {
+            assert_non_null(next);
+            char *enc = curl_easy_escape(NULL, next, 0);
+            snprintf(path, sizeof path, "/v1/messages?limit=2&before=%s",
+                     enc);
+            curl_free(enc);
+        } else {
+            assert_null(next);
+        }
+        json_decref(j);
+    }
+    assert_int_equal(seen, 5);
+    for (int i = 0; i < 5; i++)
+        free(ids[i]);
     assert_int_equal(mpserve_stop_clean(s, 10000), 0);
     mpserve_free(s);
     peer_stop(p);
@@ -510,7 +771,7 @@ static void test_sigkill_while_sending_makes_it_unknown_never_resent(
     mpserve_wait(s, 5000);
     mpserve_free(s);
     s = svc(p, q, NULL);
-    json_t *d = status_of(s, id, &st);
+    json_t *d = wait_final(s, id, 10000);  /* PostgreSQL: after the lease */
     assert_string_equal(jstr(d, "status"), "unknown");
     json_decref(d);
     sleep_ms(500);                  /* nothing is sent again */
@@ -557,17 +818,7 @@ static void test_crash_matrix_every_202_final_none_lost_none_twice(
     struct mpserve *s = svc(p, q, NULL);
     size_t unknown = 0;
     for (size_t i = 0; i < n; i++) {
-        json_t *d = wait_final(s, ids[i], 20000);
-        const char *st = jstr(d, "status");
-        size_t k = copies(p, jstr(d, "message_id"));
-        if (strcmp(st, "sent") == 0 && k != 1)
-            fail_msg("%s sent but at the relay %zu times", ids[i], k);
-        if (strcmp(st, "unknown") == 0 && k > 1)
-            fail_msg("%s unknown but at the relay %zu times", ids[i], k);
-        if (strcmp(st, "sent") != 0 && strcmp(st, "unknown") != 0)
-            fail_msg("%s ended %s", ids[i], st);
-        unknown += strcmp(st, "unknown") == 0;
-        json_decref(d);
+        unknown += sent_once_or_unknown(s, p, ids[i]);
         free(ids[i]);
     }
     printf("crash matrix: %zu messages, %zu unknown\n", n, unknown);
@@ -580,6 +831,19 @@ static void test_crash_matrix_every_202_final_none_lost_none_twice(
     peer_stop(p);
 }
 
+#ifndef QUEUE_TEST_PG
+/* Mounts a tmpfs (mount options opts) on the new directory tmpl (a
+   mkdtemp template) and writes its queue file's path into q. */
+static void tmpfs_queue(char *tmpl, const char *opts, char *q, size_t qlen)
+{
+    assert_non_null(mkdtemp(tmpl));
+    if (mount("tmpfs", tmpl, "tmpfs", 0, opts) != 0) {
+        rmdir(tmpl);
+        fail_msg("cannot mount a tmpfs (needs root): %s", strerror(errno));
+    }
+    snprintf(q, qlen, "%s/queue.db", tmpl);
+}
+
 /* A queue on a 1 MiB tmpfs: once it is full, 503 with Retry-After and no
    202; every message that got a 202 is still there after a restart with
    room again, and is delivered. */
@@ -588,12 +852,7 @@ static void test_full_or_read_only_disk_is_503_and_loses_nothing(
 {
     (void)state;
     char tmpl[] = "/tmp/mailpool-full-XXXXXX", q[64];
-    assert_non_null(mkdtemp(tmpl));
-    if (mount("tmpfs", tmpl, "tmpfs", 0, "size=1m") != 0) {
-        rmdir(tmpl);
-        fail_msg("cannot mount a tmpfs (needs root): %s", strerror(errno));
-    }
-    snprintf(q, sizeof q, "%s/queue.db", tmpl);
+    tmpfs_queue(tmpl, "size=1m", q, sizeof q);
     struct peer *p = relay("{}");
     struct mpserve *s = svc(p, q, NULL);
     char *big = malloc(64 * 1024 + 256), *ids[64], when[40];
@@ -649,6 +908,7 @@ static void test_full_or_read_only_disk_is_503_and_loses_nothing(
     umount(tmpl);
     rmdir(tmpl);
 }
+#endif
 
 /* SIGTERM: the service stops claiming, finishes what is on the wire, and
    leaves the rest queued; the next start sends those: every message sent
@@ -686,12 +946,406 @@ static void test_sigterm_leaves_the_rest_queued_for_the_next_start(
     peer_stop(p);
 }
 
+/* ---- cancel racing the claim; a read-only database ---- */
+
+struct canceller {
+    struct mpserve *s;
+    const char *id;
+    long long at_ms;                /* when to cancel (monotonic) */
+    long status;                    /* the cancel's answer */
+};
+
+/* Cancels one message at its moment. */
+static void *cancel_at(void *arg)
+{
+    struct canceller *c = arg;
+    char path[128];
+    long long wait = c->at_ms - now_ms();
+    if (wait > 0)
+        sleep_ms((int)wait);
+    snprintf(path, sizeof path, "/v1/messages/%s/cancel", c->id);
+    json_decref(call(c->s, "POST", path, NULL, NULL, &c->status, NULL));
+    return NULL;
+}
+
+/* Messages scheduled for one second, each cancelled around the moment
+   the delivery claims them: every cancel is either 200 (the message ends
+   cancelled and never reaches the relay) or 409 (it is sent, once); never
+   both cancelled and sent. */
+static void test_cancel_racing_the_claim_one_wins_never_both(void **state)
+{
+    (void)state;
+    enum { N = 40 };
+    struct peer *p = relay("{}");
+    struct mpserve *s = svc(p, NULL, NULL);
+    char extra[96], when[40];
+    time_t due = time(NULL) + 2;
+    struct tm tm;
+    struct canceller c[N];
+    pthread_t t[N];
+    char *ids[N];
+    gmtime_r(&due, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    snprintf(extra, sizeof extra, ",\"send_at\":\"%s\"", when);
+    for (int i = 0; i < N; i++)
+        ids[i] = post_async(s, "r@example.org", extra);
+    /* The moment due comes, on the monotonic clock; cancels spread from
+       40 ms before it to 40 ms after. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long due_ms = now_ms() + ((long long)due - ts.tv_sec) * 1000 -
+                       ts.tv_nsec / 1000000;
+    for (int i = 0; i < N; i++) {
+        c[i] = (struct canceller){ s, ids[i], due_ms + (i - N / 2) * 2, 0 };
+        assert_int_equal(pthread_create(&t[i], NULL, cancel_at, &c[i]), 0);
+    }
+    size_t won = 0, lost = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        json_t *d = wait_final(s, ids[i], 10000);
+        const char *st = jstr(d, "status");
+        size_t k = copies(p, jstr(d, "message_id"));
+        if (c[i].status == 200 && (strcmp(st, "cancelled") != 0 || k != 0))
+            fail_msg("%s: cancel 200 but %s, at the relay %zu times",
+                     ids[i], st, k);
+        if (c[i].status == 409 && (strcmp(st, "sent") != 0 || k != 1))
+            fail_msg("%s: cancel 409 but %s, at the relay %zu times",
+                     ids[i], st, k);
+        if (c[i].status != 200 && c[i].status != 409)
+            fail_msg("%s: cancel answered %ld", ids[i], c[i].status);
+        won += c[i].status == 200;
+        lost += c[i].status == 409;
+        json_decref(d);
+        free(ids[i]);
+    }
+    printf("cancel race: %zu cancelled, %zu sent\n", won, lost);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    assert_int_equal(msgs_total(p), lost);
+    peer_stop(p);
+}
+
+#ifndef QUEUE_TEST_PG
+/* A queue file on a read-only file system: `mailpool serve` does not
+   start; it exits 2 and names queue.path and why. */
+static void test_read_only_database_is_a_start_error_exit_2(void **state)
+{
+    (void)state;
+    char tmpl[] = "/tmp/mailpool-ro-XXXXXX", q[64], *log = NULL;
+    tmpfs_queue(tmpl, "size=4m", q, sizeof q);
+    struct peer *p = relay("{}");
+    struct mpserve *s = svc(p, q, NULL);        /* the file exists */
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    assert_int_equal(mount("tmpfs", tmpl, "tmpfs", MS_REMOUNT | MS_RDONLY,
+                           NULL), 0);
+    assert_int_equal(serve_fails(q, &log), 2);
+    assert_non_null(log);
+    assert_non_null(strstr(log, "queue.path"));
+    assert_non_null(strstr(log, "Read-only file system"));
+    free(log);
+    peer_stop(p);
+    umount(tmpl);
+    rmdir(tmpl);
+}
+#else
+/* An async POST through s is a 503 problem with Retry-After. */
+static void async_post_is_503(struct mpserve *s)
+{
+    struct http_resp r;
+    long st;
+    json_t *j = call(s, "POST", "/v1/messages", ASYNC,
+                     "{\"from\":\"s@example.org\",\"to\":[\"x@example.org\"],"
+                     "\"body\":\"no\"}", &st, &r);
+    char *ra = http_resp_header(&r, "Retry-After");
+    char *ct = http_resp_header(&r, "Content-Type");
+    assert_int_equal(st, 503);
+    assert_non_null(ra);
+    assert_non_null(ct);
+    assert_non_null(strstr(ct, "application/problem+json"));
+    free(ra);
+    free(ct);
+    http_resp_free(&r);
+    json_decref(j);
+}
+
+/* The cluster read-only (default_transaction_read_only): a POST that
+   needs the queue is a 503 problem with Retry-After, never a 202; a
+   replica starting then exits 2 naming queue.url; writable again, a POST
+   is a 202 and every 202 is delivered once. */
+static void test_read_only_database_is_503_and_a_start_error_exit_2(
+    void **state)
+{
+    (void)state;
+    struct peer *p = relay("{}");
+    struct mpserve *s = svc(p, "read-only", NULL);
+    char *before = post_async(s, "r@example.org", NULL), *log = NULL;
+    const char *db = pg_db("read-only");
+    json_t *d = wait_final(s, before, 10000);
+    assert_string_equal(jstr(d, "status"), "sent");
+    json_decref(d);
+    free(pg_sql(db, "ALTER SYSTEM SET default_transaction_read_only = on"));
+    free(pg_sql(db, "SELECT pg_reload_conf()"));
+    sleep_ms(300);
+    async_post_is_503(s);
+    assert_int_equal(serve_fails("read-only", &log), 2);
+    assert_non_null(log);
+    assert_non_null(strstr(log, "queue.url"));
+    assert_non_null(strstr(log, "read-only"));
+    free(log);
+    free(pg_sql(db, "ALTER SYSTEM RESET default_transaction_read_only"));
+    free(pg_sql(db, "SELECT pg_reload_conf()"));
+    sleep_ms(300);
+    char *after = post_async(s, "r@example.org", NULL);
+    d = wait_final(s, after, 10000);
+    assert_string_equal(jstr(d, "status"), "sent");
+    json_decref(d);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    assert_int_equal(msgs_total(p), 2);
+    free(before);
+    free(after);
+    peer_stop(p);
+}
+
+/* PostgreSQL stopped and started again under a running replica: POSTs
+   get 503 with Retry-After while it is down; every 202, before and after,
+   is delivered once. */
+static void test_postgres_restart_is_503_while_down_and_loses_no_202(
+    void **state)
+{
+    (void)state;
+    struct peer *p = relay("{}");
+    struct mpserve *s = svc(p, "restart", NULL);
+    char *before = post_async(s, "r@example.org", NULL), args[300];
+    json_t *d = wait_final(s, before, 10000);
+    json_decref(d);
+    snprintf(args, sizeof args, "stop-only %s", pg.dir);
+    free(pg_run(args));
+    async_post_is_503(s);
+    snprintf(args, sizeof args, "start-again %s", pg.dir);
+    char *out = pg_run(args);
+    assert_non_null(out);
+    free(out);
+    char *ids[5];
+    for (int i = 0; i < 5; i++)
+        ids[i] = post_async(s, "r@example.org", NULL);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(sent_once_or_unknown(s, p, ids[i]), 0);
+        free(ids[i]);
+    }
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    assert_int_equal(msgs_total(p), 6);
+    free(before);
+    peer_stop(p);
+}
+#endif
+
+#ifdef QUEUE_TEST_PG
+/* ---- replicas on one PostgreSQL database ---- */
+
+/* POSTs n messages (to r0..r<n-1>) as one async batch through s; their
+   ids (caller frees each and the array). */
+static char **post_batch(struct mpserve *s, size_t n)
+{
+    size_t cap = 200 + n * 120, len = 0;
+    char *body = malloc(cap), **ids = calloc(n, sizeof *ids);
+    long st;
+    assert_non_null(body);
+    assert_non_null(ids);
+    len += (size_t)snprintf(body, cap, "{\"messages\":[");
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(body + len, cap - len,
+                                "%s{\"from\":\"s@example.org\",\"to\":"
+                                "[\"r%zu@example.org\"],\"body\":\"m%zu\"}",
+                                i ? "," : "", i, i);
+    snprintf(body + len, cap - len, "]}");
+    json_t *j = call(s, "POST", "/v1/messages/batch", ASYNC, body, &st,
+                     NULL);
+    free(body);
+    assert_int_equal(st, 202);
+    json_t *res = json_object_get(j, "results");
+    assert_int_equal(json_array_size(res), n);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = strdup(jstr(json_array_get(res, i), "id"));
+    json_decref(j);
+    return ids;
+}
+
+/* The one number psql printed for sql in db. */
+static long pg_count(const char *db, const char *sql)
+{
+    char *out = pg_sql(db, sql);
+    long v = strtol(out, NULL, 10);
+    free(out);
+    return v;
+}
+
+/* Three replicas on one database, 300 messages posted through one: each
+   reaches the relay exactly once, whichever replica sent it; the claim
+   log holds one claim per message, by more than one replica. */
+static void test_three_replicas_deliver_a_batch_exactly_once(void **state)
+{
+    (void)state;
+    enum { N = 300, R = 3 };
+    struct peer *p = relay("{'rules': [{'match': '^DOT$', "
+                           "'action': 'delay:0.01'}]}");
+    static const char *const two[] = { "--pool-workers", "2",
+                                       "--pool-connections", "2", NULL };
+    struct mpserve *s[R];
+    for (int r = 0; r < R; r++)
+        s[r] = svc(p, "replicas-batch", two);
+    char **ids = post_batch(s[0], N);
+    for (size_t i = 0; i < N; i++) {
+        json_t *d = wait_final(s[i % R], ids[i], 60000);
+        assert_string_equal(jstr(d, "status"), "sent");
+        if (copies(p, jstr(d, "message_id")) != 1)
+            fail_msg("%s reached the relay %zu times", ids[i],
+                     copies(p, jstr(d, "message_id")));
+        json_decref(d);
+        free(ids[i]);
+    }
+    free(ids);
+    for (int r = 0; r < R; r++) {
+        assert_int_equal(mpserve_stop_clean(s[r], 10000), 0);
+        mpserve_free(s[r]);
+    }
+    const char *db = pg_db("replicas-batch");
+    assert_int_equal(msgs_total(p), N);
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_claims"),
+                     N);
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM (SELECT message"
+                              " FROM mailpool_claims GROUP BY message"
+                              " HAVING count(*) > 1) d"), 0);
+    assert_true(pg_count(db, "SELECT count(DISTINCT owner) FROM"
+                         " mailpool_claims") >= 2);
+    peer_stop(p);
+}
+
+/* A replica killed (SIGKILL) with messages on the wire: another
+   replica's reaper makes those unknown once the lease ends, and they are
+   never sent again; the messages it never claimed are delivered once by
+   the other. */
+static void test_replica_killed_mid_send_its_sending_end_unknown(void **state)
+{
+    (void)state;
+    enum { N = 8 };
+    struct peer *p = relay("{'rules': [{'match': '^DOT$', 'times': 2, "
+                           "'action': 'hang'}]}");
+    static const char *const two[] = { "--pool-workers", "2",
+                                       "--pool-connections", "2", NULL };
+    struct mpserve *a = svc(p, "replicas-kill", two);
+    char **ids = post_batch(a, N);
+    const char *db = pg_db("replicas-kill");
+    for (long long end = now_ms() + 10000;; sleep_ms(20)) {
+        if (peer_conn_count(p) >= 2 &&
+            pg_count(db, "SELECT count(*) FROM mailpool_messages WHERE"
+                     " state = 2") >= 2)
+            break;
+        if (now_ms() > end)
+            fail_msg("the first replica never had two messages sending");
+    }
+    sleep_ms(500);                      /* both dots are out, unanswered */
+    long claimed = pg_count(db, "SELECT count(*) FROM mailpool_claims");
+    mpserve_signal(a, SIGKILL);
+    mpserve_wait(a, 5000);
+    mpserve_free(a);
+    struct mpserve *b = svc(p, "replicas-kill", NULL);
+    size_t unknown = 0, sent = 0;
+    for (size_t i = 0; i < N; i++) {
+        int u = sent_once_or_unknown(b, p, ids[i]);
+        unknown += u;
+        sent += !u;
+        free(ids[i]);
+    }
+    free(ids);
+    sleep_ms(500);                      /* nothing more is sent */
+    assert_int_equal(mpserve_stop_clean(b, 10000), 0);
+    mpserve_free(b);
+    /* What the dead replica had claimed is what ended unknown; the rest
+       were sent by the other, once. */
+    assert_int_equal(unknown, (size_t)claimed);
+    assert_int_equal(sent, N - (size_t)claimed);
+    assert_true(unknown >= 2);
+    assert_int_equal(msgs_total(p), sent);
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_attempts"
+                              " WHERE status = 'unknown' AND code = 421"),
+                     (long)unknown);
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM (SELECT message"
+                              " FROM mailpool_claims GROUP BY message"
+                              " HAVING count(*) > 1) d"), 0);
+    peer_stop(p);
+}
+
+struct starter {
+    struct peer *p;
+    struct mpserve *s;
+};
+
+/* Starts one replica on the database "replicas-ten" (made before): no
+   cmocka assertion here, off the test's thread; NULL when it failed. */
+static void *start_one(void *arg)
+{
+    struct starter *st = arg;
+    const char *argv[16];
+    char url[300];
+    size_t n = 0;
+    queue_flags(argv, &n, "replicas-ten", url, sizeof url);
+    argv[n] = NULL;
+    st->s = mpserve_start(peer_port(st->p), argv);
+    return NULL;
+}
+
+/* Ten replicas starting at once on a new database: every one starts, and
+   the schema was migrated once (one row per version). */
+static void test_ten_replicas_starting_at_once_migrate_once(void **state)
+{
+    (void)state;
+    enum { R = 10 };
+    struct peer *p = relay("{}");
+    struct starter st[R];
+    pthread_t t[R];
+    const char *db = pg_db("replicas-ten");      /* created, empty */
+    for (int r = 0; r < R; r++) {
+        st[r].p = p;
+        st[r].s = NULL;
+        assert_int_equal(pthread_create(&t[r], NULL, start_one, &st[r]), 0);
+    }
+    int up = 0;
+    for (int r = 0; r < R; r++) {
+        pthread_join(t[r], NULL);
+        up += st[r].s != NULL;
+    }
+    if (up < R) {
+        for (int r = 0; r < R; r++)
+            mpserve_free(st[r].s);
+        fail_msg("%d of %d replicas did not start", R - up, R);
+    }
+    char *id = post_async(st[R - 1].s, "r@example.org", NULL);
+    json_t *d = wait_final(st[0].s, id, 10000);
+    assert_string_equal(jstr(d, "status"), "sent");
+    json_decref(d);
+    free(id);
+    for (int r = 0; r < R; r++) {
+        assert_int_equal(mpserve_stop_clean(st[r].s, 10000), 0);
+        mpserve_free(st[r].s);
+    }
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM"
+                              " mailpool_migrations"), 1);
+    assert_int_equal(pg_count(db, "SELECT count(DISTINCT applied_by) FROM"
+                              " mailpool_migrations"), 1);
+    peer_stop(p);
+}
+#endif
+
 #define T(fn) cmocka_unit_test(fn)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_async_202_means_stored_then_sent_once_with_its_message_id),
+        T(test_message_log_filters_and_pages_on_this_backend),
         T(test_async_batch_is_validated_whole_and_nothing_is_queued),
         T(test_unknown_id_is_404_and_send_at_in_sync_is_422),
         T(test_scheduled_waits_for_send_at_and_cancel_stops_it),
@@ -702,14 +1356,33 @@ int main(void)
         T(test_sigkill_while_sending_makes_it_unknown_never_resent),
         T(test_crash_matrix_every_202_final_none_lost_none_twice),
         T(test_sigterm_leaves_the_rest_queued_for_the_next_start),
+        T(test_cancel_racing_the_claim_one_wins_never_both),
+#ifndef QUEUE_TEST_PG
         T(test_full_or_read_only_disk_is_503_and_loses_nothing),
+        T(test_read_only_database_is_a_start_error_exit_2),
+#else
+        T(test_read_only_database_is_503_and_a_start_error_exit_2),
+        T(test_postgres_restart_is_503_while_down_and_loses_no_202),
+        T(test_three_replicas_deliver_a_batch_exactly_once),
+        T(test_replica_killed_mid_send_its_sending_end_unknown),
+        T(test_ten_replicas_starting_at_once_migrate_once),
+#endif
     };
     signal(SIGPIPE, SIG_IGN);
     /* libcurl's global state before any thread uses it (the concurrent
        idempotency test runs 50 clients at once). */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return 1;
+    if (getenv("QUEUE_TEST_FILTER") != NULL)      /* one test by name */
+        cmocka_set_test_filter(getenv("QUEUE_TEST_FILTER"));
+#ifdef QUEUE_TEST_PG
+    if (pg_up() < 0)
+        return 1;
+#endif
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
+#ifdef QUEUE_TEST_PG
+    pg_down();
+#endif
     curl_global_cleanup();
     return rc;
 }

@@ -1,0 +1,1053 @@
+/*
+ * queue/postgres.c - the queue (queue/queue.h) in a PostgreSQL database
+ * that many mailpool replicas share.
+ *
+ * Public: queue_postgres_ops (queue/queue_impl.h), behind queue.h.
+ *
+ * Connections: queue.url is a libpq connection string; the password comes
+ * from queue.password_file (its first line, given to libpq as a separate
+ * parameter, never written anywhere) or from libpq's own PGPASSFILE.  A
+ * small pool of connections (PGQ_POOL) serves every call; a connection
+ * found broken is reset on its next use, so once the database is back the
+ * calls work again.  One more connection LISTENs on the channel
+ * mailpool_queue: an enqueue NOTIFYs it in its transaction, so idle
+ * replicas wake at the commit (the delivery loop polls besides).
+ *
+ * Schema: tables named mailpool_*; mailpool_migrations holds one row per
+ * version applied.  pgq_open takes pg_advisory_lock(PGQ_LOCK_KEY), reads
+ * the version, applies the missing migrations each in a transaction and
+ * unlocks: replicas starting together migrate once.
+ *
+ * Claims: one statement, UPDATE ... WHERE id IN (SELECT ... FOR UPDATE
+ * SKIP LOCKED) RETURNING, sets the owner (this replica's name) and the
+ * lease, and logs each claim in mailpool_claims.  Recording an outcome or
+ * releasing a message applies only while it is still this replica's and
+ * sending, so a reaped message stays unknown.  Cancel is one conditional
+ * UPDATE: a claim and a cancel racing cannot both win.
+ *
+ * Every call but enqueue's callback runs on the caller's thread and waits
+ * for the database; queue_enqueue calls its done callback before it
+ * returns.  Errors: QUEUE_E* codes; libpq's words go to the caller of
+ * queue_open only.  Threads: q->mu guards the pool's free list; each
+ * connection is used by one thread at a time; the listener's connection
+ * is the listener thread's alone.
+ */
+#include "queue/queue_impl.h"
+
+#include <errno.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PGQ_POOL 4
+#define PGQ_LOCK_KEY "7210417016"       /* pg_advisory_lock: migrations */
+#define PGQ_SCHEMA_VERSION 2
+#define PGQ_PURGE_EVERY_S 3600.0
+#define PGQ_LISTEN_POLL_MS 250
+
+struct pgq {
+    struct queue base;          /* first: a struct queue * is a pgq * */
+    char *url;
+    char *password;             /* NULL: libpq's own */
+    char owner[96];             /* this replica: host:pid:random */
+    PGconn *conns[PGQ_POOL];    /* guarded by mu while free */
+    int busy[PGQ_POOL];         /* guarded by mu */
+    pthread_mutex_t mu;
+    pthread_cond_t free_cv;     /* a connection was given back */
+    pthread_t listener;
+    int listening;
+    int stop;                   /* guarded by mu */
+    double retention_s, idem_ttl_s, last_purge;
+};
+
+/* ---- connections ---- */
+
+/* Drops the server's notices (they would go to standard error). */
+static void pgq_notice(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+}
+
+/* A new connection to q's database (not checked). */
+static PGconn *pgq_connect(const struct pgq *q)
+{
+    const char *keys[] = { "connect_timeout", "dbname", "password", NULL };
+    const char *vals[] = { "5", q->url, q->password, NULL };
+    if (q->password == NULL)
+        keys[2] = NULL;
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (c != NULL)
+        PQsetNoticeProcessor(c, pgq_notice, NULL);
+    return c;
+}
+
+/* Takes a free connection (waiting for one), reset when broken: its slot,
+   or -1 when the database cannot be reached. */
+static int pgq_get(struct pgq *q)
+{
+    int slot = -1;
+    pthread_mutex_lock(&q->mu);
+    for (;;) {
+        for (int i = 0; i < PGQ_POOL && slot < 0; i++)
+            if (!q->busy[i])
+                slot = i;
+        if (slot >= 0)
+            break;
+        pthread_cond_wait(&q->free_cv, &q->mu);
+    }
+    q->busy[slot] = 1;
+    pthread_mutex_unlock(&q->mu);
+    PGconn *c = q->conns[slot];
+    if (c == NULL) {
+        q->conns[slot] = pgq_connect(q);
+    } else if (PQstatus(c) != CONNECTION_OK ||
+               PQtransactionStatus(c) != PQTRANS_IDLE) {
+        PQreset(c);
+    }
+    if (q->conns[slot] == NULL || PQstatus(q->conns[slot]) != CONNECTION_OK) {
+        pthread_mutex_lock(&q->mu);
+        q->busy[slot] = 0;
+        pthread_cond_signal(&q->free_cv);
+        pthread_mutex_unlock(&q->mu);
+        return -1;
+    }
+    return slot;
+}
+
+/* Gives the connection of slot back. */
+static void pgq_put(struct pgq *q, int slot)
+{
+    pthread_mutex_lock(&q->mu);
+    q->busy[slot] = 0;
+    pthread_cond_signal(&q->free_cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* Runs sql with text parameters (NULL: SQL NULL); the result when it is
+   status ok, else NULL (the result cleared). */
+static PGresult *pgq_run(PGconn *c, const char *sql, int n,
+                         const char *const *vals, ExecStatusType ok)
+{
+    PGresult *r = PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
+    if (r != NULL && PQresultStatus(r) == ok)
+        return r;
+    PQclear(r);
+    return NULL;
+}
+
+/* Runs statements without parameters or rows (several, ';'-separated,
+   allowed): 0 or -1. */
+static int pgq_cmd(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    int ok = r != NULL && PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+/* After a failed statement: 1 when the connection had died (the server
+   restarted: the statement never reached it) and is connected again. */
+static int pgq_revived(PGconn *c)
+{
+    if (PQstatus(c) != CONNECTION_BAD)
+        return 0;
+    PQreset(c);
+    return PQstatus(c) == CONNECTION_OK;
+}
+
+/* A double as text for a parameter. */
+static void pgq_num(char *buf, size_t len, double v)
+{
+    snprintf(buf, len, "%.6f", v);
+}
+
+/* A copy of a text field, NULL for NULL. */
+static char *pgq_dup(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? NULL : strdup(PQgetvalue(r, row, col));
+}
+
+/* ---- schema ---- */
+
+static const char *const pgq_migrations[PGQ_SCHEMA_VERSION] = {
+    /* 0 -> 1 */
+    "CREATE TABLE mailpool_messages ("
+    " id text PRIMARY KEY, state int NOT NULL,"
+    " created_at float8 NOT NULL, due_at float8 NOT NULL,"
+    " lease_until float8, owner text, finished_at float8,"
+    " attempts int NOT NULL DEFAULT 0, message_id text, metadata text,"
+    " blob bytea NOT NULL);"
+    "CREATE INDEX mailpool_messages_due ON mailpool_messages (due_at)"
+    " WHERE state IN (0, 1, 3);"
+    "CREATE INDEX mailpool_messages_sending ON mailpool_messages"
+    " (lease_until) WHERE state = 2;"
+    "CREATE INDEX mailpool_messages_finished ON mailpool_messages"
+    " (finished_at) WHERE finished_at IS NOT NULL;"
+    "CREATE TABLE mailpool_attempts ("
+    " message text NOT NULL, n int NOT NULL, at float8 NOT NULL,"
+    " status text, code int, enhanced text, text text, accepted text,"
+    " rejected text, error text, PRIMARY KEY (message, n));"
+    "CREATE TABLE mailpool_idempotency ("
+    " key text PRIMARY KEY, fingerprint text NOT NULL,"
+    " created_at float8 NOT NULL, state int NOT NULL,"
+    " http_status int, response text, owner text, lease_until float8);"
+    "CREATE TABLE mailpool_claims ("
+    " message text NOT NULL, owner text NOT NULL, attempt int NOT NULL,"
+    " at float8 NOT NULL);",
+    /* 1 -> 2: what the message log lists and filters on (queue_list);
+       one row per recipient in mailpool_rcpts, removed with its message */
+    "ALTER TABLE mailpool_messages ADD COLUMN recipients text,"
+    " ADD COLUMN subject text;"
+    "CREATE INDEX mailpool_messages_created ON mailpool_messages"
+    " (created_at, id);"
+    "CREATE INDEX mailpool_messages_message_id ON mailpool_messages"
+    " (message_id);"
+    "CREATE TABLE mailpool_rcpts ("
+    " addr text NOT NULL, message text NOT NULL REFERENCES"
+    " mailpool_messages (id) ON DELETE CASCADE, PRIMARY KEY (addr, message));"
+    "CREATE INDEX mailpool_rcpts_message ON mailpool_rcpts (message);",
+};
+
+/* Applies the migrations from version up, each in a transaction. */
+static int pgq_apply(struct pgq *q, PGconn *c, int version, char *err,
+                     size_t errlen)
+{
+    for (int v = version; v < PGQ_SCHEMA_VERSION; v++) {
+        char nv[16];
+        const char *vals[] = { nv, q->owner };
+        snprintf(nv, sizeof nv, "%d", v + 1);
+        PGresult *r = NULL;
+        if (pgq_cmd(c, "BEGIN") < 0 ||
+            pgq_cmd(c, pgq_migrations[v]) < 0 ||
+            (r = pgq_run(c, "INSERT INTO mailpool_migrations (version,"
+                         " applied_by) VALUES ($1::int, $2)", 2, vals,
+                         PGRES_COMMAND_OK)) == NULL ||
+            pgq_cmd(c, "COMMIT") < 0) {
+            snprintf(err, errlen, "schema version %d: %s", v + 1,
+                     PQerrorMessage(c));
+            PQclear(r);
+            pgq_cmd(c, "ROLLBACK");
+            return -1;
+        }
+        PQclear(r);
+    }
+    return 0;
+}
+
+/* Brings the schema up to PGQ_SCHEMA_VERSION under the advisory lock. */
+static int pgq_migrate(struct pgq *q, PGconn *c, char *err, size_t errlen)
+{
+    PGresult *r;
+    int version = -1, rc = -1;
+    r = pgq_run(c, "SELECT pg_advisory_lock(" PGQ_LOCK_KEY ")", 0, NULL,
+                PGRES_TUPLES_OK);
+    if (r == NULL) {
+        snprintf(err, errlen, "advisory lock: %s", PQerrorMessage(c));
+        return -1;
+    }
+    PQclear(r);
+    if (pgq_cmd(c, "CREATE TABLE IF NOT EXISTS mailpool_migrations ("
+                " version int PRIMARY KEY, applied_at timestamptz NOT NULL"
+                " DEFAULT now(), applied_by text NOT NULL)") < 0) {
+        snprintf(err, errlen, "schema: %s", PQerrorMessage(c));
+    } else if ((r = pgq_run(c, "SELECT coalesce(max(version), 0) FROM"
+                            " mailpool_migrations", 0, NULL,
+                            PGRES_TUPLES_OK)) == NULL) {
+        snprintf(err, errlen, "schema: %s", PQerrorMessage(c));
+    } else {
+        version = (int)strtol(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+        if (version > PGQ_SCHEMA_VERSION)
+            snprintf(err, errlen, "the database has schema version %d;"
+                     " this mailpool knows up to %d", version,
+                     PGQ_SCHEMA_VERSION);
+        else
+            rc = pgq_apply(q, c, version, err, errlen);
+    }
+    r = pgq_run(c, "SELECT pg_advisory_unlock(" PGQ_LOCK_KEY ")", 0, NULL,
+                PGRES_TUPLES_OK);
+    PQclear(r);
+    return rc;
+}
+
+/* ---- writes ---- */
+
+/* Looks idem's key up after a refused insert: fills hit; 0 or -1. */
+static int pgq_idem_hit(PGconn *c, const struct queue_idem *idem,
+                        struct queue_idem_hit *hit)
+{
+    const char *vals[] = { idem->key };
+    PGresult *r = pgq_run(c, "SELECT fingerprint, state, http_status,"
+                          " response FROM mailpool_idempotency WHERE key ="
+                          " $1", 1, vals, PGRES_TUPLES_OK);
+    if (r == NULL || PQntuples(r) != 1) {
+        PQclear(r);
+        return -1;
+    }
+    int state = (int)strtol(PQgetvalue(r, 0, 1), NULL, 10);
+    hit->same = strcmp(PQgetvalue(r, 0, 0), idem->fingerprint) == 0;
+    hit->pending = state == 1;
+    hit->lost = state == 2;
+    hit->http_status = (int)strtol(PQgetvalue(r, 0, 2), NULL, 10);
+    hit->response = pgq_dup(r, 0, 3);
+    PQclear(r);
+    return 0;
+}
+
+/* Stores idem's key: 1 stored, 0 seen before (hit filled), -1 error. */
+static int pgq_idem_store(struct pgq *q, PGconn *c,
+                          const struct queue_idem *idem, double now,
+                          struct queue_idem_hit *hit)
+{
+    char at[40], until[40], status[16];
+    const char *vals[] = { idem->key, idem->fingerprint, at,
+                           idem->pending ? "1" : "0", status,
+                           idem->response, q->owner, until };
+    pgq_num(at, sizeof at, now);
+    pgq_num(until, sizeof until, now + q->base.lease_s);
+    snprintf(status, sizeof status, "%d", idem->http_status);
+    PGresult *r = pgq_run(c, "INSERT INTO mailpool_idempotency (key,"
+                          " fingerprint, created_at, state, http_status,"
+                          " response, owner, lease_until) VALUES ($1, $2,"
+                          " $3::float8, $4::int, $5::int, $6, $7,"
+                          " $8::float8) ON CONFLICT (key) DO NOTHING", 8,
+                          vals, PGRES_COMMAND_OK);
+    if (r == NULL)
+        return -1;
+    int stored = strcmp(PQcmdTuples(r), "1") == 0;
+    PQclear(r);
+    if (stored)
+        return 1;
+    return pgq_idem_hit(c, idem, hit) == 0 ? 0 : -1;
+}
+
+/* Inserts msgs[0..n): 0 or -1. */
+static int pgq_insert(PGconn *c, const struct queue_new *msgs, size_t n,
+                      double now)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct queue_new *m = &msgs[i];
+        int later = m->send_at > now;
+        char at[40], due[40];
+        const char *vals[] = { m->id, later ? "1" : "0", at, due,
+                               m->message_id, m->metadata, m->blob,
+                               m->recipients, m->subject };
+        int lens[] = { 0, 0, 0, 0, 0, 0, (int)m->blob_len, 0, 0 };
+        int fmts[] = { 0, 0, 0, 0, 0, 0, 1, 0, 0 };
+        pgq_num(at, sizeof at, now);
+        pgq_num(due, sizeof due, later ? m->send_at : now);
+        /* The message, then one mailpool_rcpts row per address of its
+           recipients (a JSON array of strings), lower-cased as the
+           list's filter is. */
+        PGresult *r = PQexecParams(c, "WITH ins AS (INSERT INTO"
+                                   " mailpool_messages (id, state,"
+                                   " created_at, due_at, message_id,"
+                                   " metadata, blob, recipients, subject)"
+                                   " VALUES ($1, $2::int, $3::float8,"
+                                   " $4::float8, $5, $6, $7::bytea, $8, $9)"
+                                   " RETURNING id) INSERT INTO"
+                                   " mailpool_rcpts (addr, message) SELECT"
+                                   " DISTINCT lower(a), (SELECT id FROM ins)"
+                                   " FROM json_array_elements_text(CASE WHEN"
+                                   " $8 IS NULL THEN '[]'::json ELSE"
+                                   " $8::json END) AS a", 9, NULL, vals,
+                                   lens, fmts, 0);
+        int ok = r != NULL && PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        if (!ok)
+            return -1;
+    }
+    return 0;
+}
+
+/* The enqueue's transaction: QUEUE_OK, QUEUE_EIDEM (hit) or QUEUE_EIO. */
+static int pgq_enqueue_tx(struct pgq *q, PGconn *c,
+                          const struct queue_new *msgs, size_t n,
+                          const struct queue_idem *idem,
+                          struct queue_idem_hit *hit)
+{
+    double now = queue_wall_now();
+    if (pgq_cmd(c, "BEGIN") < 0 && (!pgq_revived(c) ||
+                                    pgq_cmd(c, "BEGIN") < 0))
+        return QUEUE_EIO;
+    if (idem != NULL) {
+        int stored = pgq_idem_store(q, c, idem, now, hit);
+        if (stored <= 0) {
+            pgq_cmd(c, "ROLLBACK");
+            return stored == 0 ? QUEUE_EIDEM : QUEUE_EIO;
+        }
+    }
+    if (pgq_insert(c, msgs, n, now) < 0 ||
+        (n > 0 && pgq_cmd(c, "NOTIFY mailpool_queue") < 0) ||
+        pgq_cmd(c, "COMMIT") < 0) {
+        pgq_cmd(c, "ROLLBACK");
+        return QUEUE_EIO;
+    }
+    return QUEUE_OK;
+}
+
+static int pgq_enqueue(struct queue *qb, const struct queue_new *msgs,
+                       size_t n, const struct queue_idem *idem,
+                       queue_done_fn done, void *ctx)
+{
+    struct pgq *q = (struct pgq *)qb;
+    struct queue_idem_hit hit;
+    int slot = pgq_get(q), rc;
+    if (slot < 0)
+        return QUEUE_EIO;
+    memset(&hit, 0, sizeof hit);
+    rc = pgq_enqueue_tx(q, q->conns[slot], msgs, n, idem, &hit);
+    pgq_put(q, slot);
+    done(ctx, rc, rc == QUEUE_EIDEM ? &hit : NULL);
+    queue_idem_hit_clear(&hit);
+    return QUEUE_OK;
+}
+
+/* Runs one statement on a pooled connection, once more on a revived
+   connection: its result (status ok) or NULL. */
+static PGresult *pgq_exec(struct pgq *q, const char *sql, int n,
+                          const char *const *vals, ExecStatusType ok)
+{
+    int slot = pgq_get(q);
+    if (slot < 0)
+        return NULL;
+    PGconn *c = q->conns[slot];
+    PGresult *r = pgq_run(c, sql, n, vals, ok);
+    if (r == NULL && pgq_revived(c))
+        r = pgq_run(c, sql, n, vals, ok);
+    pgq_put(q, slot);
+    return r;
+}
+
+/* Runs a statement that returns no rows: QUEUE_OK or QUEUE_EIO. */
+static int pgq_exec_cmd(struct pgq *q, const char *sql, int n,
+                        const char *const *vals)
+{
+    PGresult *r = pgq_exec(q, sql, n, vals, PGRES_COMMAND_OK);
+    PQclear(r);
+    return r != NULL ? QUEUE_OK : QUEUE_EIO;
+}
+
+static int pgq_idem_finish(struct queue *qb, const char *key,
+                           int http_status, const char *response)
+{
+    struct pgq *q = (struct pgq *)qb;
+    char status[16];
+    const char *vals[] = { key, status, response != NULL ? response : "" };
+    if (http_status < 0)
+        return pgq_exec_cmd(q, "DELETE FROM mailpool_idempotency WHERE key"
+                            " = $1 AND state = 1", 1, vals);
+    snprintf(status, sizeof status, "%d", http_status);
+    return pgq_exec_cmd(q, "UPDATE mailpool_idempotency SET state = 0,"
+                        " http_status = $2::int, response = $3,"
+                        " lease_until = NULL WHERE key = $1", 3, vals);
+}
+
+/* Copies the claimed rows of r into out[0..*n). */
+static int pgq_claimed(const PGresult *r, struct queue_claimed *out,
+                       size_t *n)
+{
+    for (int i = 0; i < PQntuples(r); i++) {
+        struct queue_claimed *c = &out[*n];
+        size_t len = 0;
+        unsigned char *b = PQunescapeBytea(
+            (const unsigned char *)PQgetvalue(r, i, 1), &len);
+        if (b == NULL)
+            return QUEUE_ENOMEM;
+        c->blob = malloc(len > 0 ? len : 1);
+        if (c->blob == NULL) {
+            PQfreemem(b);
+            return QUEUE_ENOMEM;
+        }
+        memcpy(c->blob, b, len);
+        PQfreemem(b);
+        c->blob_len = len;
+        snprintf(c->id, sizeof c->id, "%s", PQgetvalue(r, i, 0));
+        c->attempts = (int)strtol(PQgetvalue(r, i, 2), NULL, 10);
+        c->created_at = strtod(PQgetvalue(r, i, 3), NULL);
+        (*n)++;
+    }
+    return QUEUE_OK;
+}
+
+static int pgq_claim(struct queue *qb, double now, size_t max,
+                     double lease_s, struct queue_claimed **out, size_t *n)
+{
+    struct pgq *q = (struct pgq *)qb;
+    char at[40], lim[24], lease[40];
+    const char *vals[] = { at, lim, lease, q->owner };
+    *out = NULL;
+    *n = 0;
+    if (max == 0)
+        return QUEUE_OK;
+    pgq_num(at, sizeof at, now);
+    pgq_num(lease, sizeof lease, lease_s);
+    snprintf(lim, sizeof lim, "%zu", max);
+    PGresult *r = pgq_exec(q,
+        "WITH c AS (UPDATE mailpool_messages SET state = 2, lease_until ="
+        " $1::float8 + $3::float8, owner = $4, attempts = attempts + 1"
+        " WHERE id IN (SELECT id FROM mailpool_messages WHERE state IN"
+        " (0, 1, 3) AND due_at <= $1::float8 ORDER BY due_at LIMIT $2::int"
+        " FOR UPDATE SKIP LOCKED) AND state IN (0, 1, 3)"
+        " RETURNING id, blob, attempts, created_at),"
+        " l AS (INSERT INTO mailpool_claims (message, owner, attempt, at)"
+        " SELECT id, $4, attempts, $1::float8 FROM c)"
+        " SELECT id, blob, attempts, created_at FROM c", 4, vals,
+        PGRES_TUPLES_OK);
+    if (r == NULL)
+        return QUEUE_EIO;
+    *out = calloc((size_t)PQntuples(r) + 1, sizeof **out);
+    int rc = *out != NULL ? pgq_claimed(r, *out, n) : QUEUE_ENOMEM;
+    PQclear(r);
+    /* Rows claimed but not copied stay sending: unknown after the lease,
+       never sent twice. */
+    return rc;
+}
+
+static int pgq_record(struct queue *qb, const char *id,
+                      const struct queue_attempt *a, enum queue_state state,
+                      double next_at)
+{
+    struct pgq *q = (struct pgq *)qb;
+    char st[8], due[40], fin[40], at[40], code[16];
+    const char *vals[] = { id, st, due,
+                           queue_state_is_final(state) ? fin : NULL,
+                           q->owner, at, a->status, code, a->enhanced,
+                           a->text, a->accepted, a->rejected, a->error };
+    snprintf(st, sizeof st, "%d", (int)state);
+    snprintf(code, sizeof code, "%d", a->code);
+    pgq_num(due, sizeof due, next_at);
+    pgq_num(fin, sizeof fin, a->at);
+    pgq_num(at, sizeof at, a->at);
+    return pgq_exec_cmd(q,
+        "WITH m AS (UPDATE mailpool_messages SET state = $2::int,"
+        " lease_until = NULL, owner = NULL, due_at = $3::float8,"
+        " finished_at = $4::float8 WHERE id = $1 AND state = 2 AND owner ="
+        " $5 RETURNING id, attempts)"
+        " INSERT INTO mailpool_attempts (message, n, at, status, code,"
+        " enhanced, text, accepted, rejected, error) SELECT id, attempts,"
+        " $6::float8, $7, $8::int, coalesce($9, ''), coalesce($10, ''),"
+        " coalesce($11, ''), coalesce($12, ''), coalesce($13, '') FROM m"
+        " ON CONFLICT (message, n) DO UPDATE SET at = EXCLUDED.at,"
+        " status = EXCLUDED.status, code = EXCLUDED.code,"
+        " enhanced = EXCLUDED.enhanced, text = EXCLUDED.text,"
+        " accepted = EXCLUDED.accepted, rejected = EXCLUDED.rejected,"
+        " error = EXCLUDED.error", 13, vals);
+}
+
+static int pgq_release(struct queue *qb, const char *id)
+{
+    struct pgq *q = (struct pgq *)qb;
+    const char *vals[] = { id, q->owner };
+    return pgq_exec_cmd(q, "UPDATE mailpool_messages SET state = 0,"
+                        " lease_until = NULL, owner = NULL, attempts ="
+                        " attempts - 1 WHERE id = $1 AND state = 2 AND"
+                        " owner = $2", 2, vals);
+}
+
+static int pgq_cancel(struct queue *qb, const char *id,
+                      enum queue_state *state)
+{
+    struct pgq *q = (struct pgq *)qb;
+    char fin[40];
+    const char *vals[] = { id, fin };
+    enum queue_state s = QUEUE_CANCELLED;
+    int rc;
+    pgq_num(fin, sizeof fin, queue_wall_now());
+    /* One statement: the cancel happens only if the state allows it at
+       the moment the row is locked; else the state found is returned. */
+    PGresult *r = pgq_exec(q,
+        "WITH u AS (UPDATE mailpool_messages SET state = 9, finished_at ="
+        " $2::float8 WHERE id = $1 AND state IN (0, 1, 3) RETURNING state)"
+        " SELECT state, 1 FROM u UNION ALL SELECT state, 0 FROM"
+        " mailpool_messages WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM u)",
+        2, vals, PGRES_TUPLES_OK);
+    if (r == NULL) {
+        rc = QUEUE_EIO;
+    } else if (PQntuples(r) == 0) {
+        rc = QUEUE_ENOTFOUND;
+    } else {
+        s = (enum queue_state)strtol(PQgetvalue(r, 0, 0), NULL, 10);
+        rc = strcmp(PQgetvalue(r, 0, 1), "1") == 0 ? QUEUE_OK
+                                                   : QUEUE_ECONFLICT;
+    }
+    PQclear(r);
+    if (state != NULL)
+        *state = s;
+    return rc;
+}
+
+/* ---- reads ---- */
+
+/* Reads the attempts of doc->id into doc. */
+static int pgq_attempts(struct pgq *q, struct queue_doc *doc)
+{
+    const char *vals[] = { doc->id };
+    PGresult *r = pgq_exec(q, "SELECT at, status, code, enhanced, text,"
+                           " accepted, rejected, error FROM"
+                           " mailpool_attempts WHERE message = $1 ORDER BY"
+                           " n", 1, vals, PGRES_TUPLES_OK);
+    if (r == NULL)
+        return QUEUE_EIO;
+    size_t k = (size_t)PQntuples(r);
+    doc->attempts = calloc(k + 1, sizeof *doc->attempts);
+    if (doc->attempts == NULL) {
+        PQclear(r);
+        return QUEUE_ENOMEM;
+    }
+    for (size_t i = 0; i < k; i++) {
+        struct queue_attempt_rec *a = &doc->attempts[i];
+        int row = (int)i;
+        a->at = strtod(PQgetvalue(r, row, 0), NULL);
+        a->status = pgq_dup(r, row, 1);
+        a->code = (int)strtol(PQgetvalue(r, row, 2), NULL, 10);
+        a->enhanced = pgq_dup(r, row, 3);
+        a->text = pgq_dup(r, row, 4);
+        a->accepted = pgq_dup(r, row, 5);
+        a->rejected = pgq_dup(r, row, 6);
+        a->error = pgq_dup(r, row, 7);
+        doc->nattempts++;
+    }
+    PQclear(r);
+    return QUEUE_OK;
+}
+
+static int pgq_getdoc(struct queue *qb, const char *id,
+                      struct queue_doc *doc)
+{
+    struct pgq *q = (struct pgq *)qb;
+    const char *vals[] = { id };
+    int rc;
+    memset(doc, 0, sizeof *doc);
+    snprintf(doc->id, sizeof doc->id, "%s", id);
+    PGresult *r = pgq_exec(q, "SELECT state, created_at, due_at,"
+                           " message_id, metadata FROM mailpool_messages"
+                           " WHERE id = $1", 1, vals, PGRES_TUPLES_OK);
+    if (r == NULL)
+        return QUEUE_EIO;
+    if (PQntuples(r) == 1) {
+        doc->state = (enum queue_state)strtol(PQgetvalue(r, 0, 0), NULL, 10);
+        doc->created_at = strtod(PQgetvalue(r, 0, 1), NULL);
+        if (doc->state == QUEUE_QUEUED || doc->state == QUEUE_SCHEDULED ||
+            doc->state == QUEUE_RETRY)
+            doc->next_attempt_at = strtod(PQgetvalue(r, 0, 2), NULL);
+        doc->message_id = pgq_dup(r, 0, 3);
+        doc->metadata = pgq_dup(r, 0, 4);
+        rc = pgq_attempts(q, doc);
+    } else {
+        rc = QUEUE_ENOTFOUND;
+    }
+    PQclear(r);
+    if (rc != QUEUE_OK)
+        queue_doc_clear(doc);
+    return rc;
+}
+
+static int pgq_counts(struct queue *qb, double now,
+                      unsigned long counts[QUEUE_STATE__COUNT],
+                      double *oldest_due_age)
+{
+    struct pgq *q = (struct pgq *)qb;
+    char at[40];
+    const char *vals[] = { at };
+    memset(counts, 0, QUEUE_STATE__COUNT * sizeof counts[0]);
+    *oldest_due_age = 0;
+    pgq_num(at, sizeof at, now);
+    PGresult *r = pgq_exec(q, "SELECT state, count(*), NULL FROM"
+                           " mailpool_messages GROUP BY state UNION ALL"
+                           " SELECT -1, 0, min(due_at) FROM"
+                           " mailpool_messages WHERE state IN (0, 1, 3) AND"
+                           " due_at <= $1::float8", 1, vals,
+                           PGRES_TUPLES_OK);
+    if (r == NULL)
+        return QUEUE_EIO;
+    for (int i = 0; i < PQntuples(r); i++) {
+        long s = strtol(PQgetvalue(r, i, 0), NULL, 10);
+        if (s >= 0 && s < QUEUE_STATE__COUNT)
+            counts[s] = strtoul(PQgetvalue(r, i, 1), NULL, 10);
+        else if (s == -1 && !PQgetisnull(r, i, 2))
+            *oldest_due_age = now - strtod(PQgetvalue(r, i, 2), NULL);
+    }
+    PQclear(r);
+    return QUEUE_OK;
+}
+
+static int pgq_next_due(struct queue *qb, double *when)
+{
+    struct pgq *q = (struct pgq *)qb;
+    PGresult *r = pgq_exec(q, "SELECT min(due_at) FROM mailpool_messages"
+                           " WHERE state IN (0, 1, 3)", 0, NULL,
+                           PGRES_TUPLES_OK);
+    if (r == NULL)
+        return QUEUE_EIO;
+    int found = !PQgetisnull(r, 0, 0);
+    if (found)
+        *when = strtod(PQgetvalue(r, 0, 0), NULL);
+    PQclear(r);
+    return found;
+}
+
+/* ---- leases ---- */
+
+static int pgq_renew(struct queue *qb, double now, double lease_s,
+                     const char *ids)
+{
+    struct pgq *q = (struct pgq *)qb;
+    char until[40];
+    const char *vals[] = { until, q->owner, ids };
+    pgq_num(until, sizeof until, now + lease_s);
+    int rc = pgq_exec_cmd(q, "UPDATE mailpool_messages SET lease_until ="
+                          " $1::float8 WHERE state = 2 AND owner = $2 AND"
+                          " id IN (SELECT json_array_elements_text($3::json))",
+                          3, vals);
+    if (rc == QUEUE_OK)
+        rc = pgq_exec_cmd(q, "UPDATE mailpool_idempotency SET lease_until"
+                          " = $1::float8 WHERE state = 1 AND owner = $2", 2,
+                          vals);
+    return rc;
+}
+
+/* Deletes finished messages past the retention and old keys, hourly. */
+static void pgq_purge(struct pgq *q, double now)
+{
+    char keep[40], ttl[40];
+    const char *vals[] = { keep, ttl };
+    if (now - q->last_purge < PGQ_PURGE_EVERY_S)
+        return;
+    q->last_purge = now;
+    pgq_num(keep, sizeof keep, now - q->retention_s);
+    pgq_num(ttl, sizeof ttl, now - q->idem_ttl_s);
+    pgq_exec_cmd(q, "WITH d AS (DELETE FROM mailpool_messages WHERE"
+                 " finished_at < $1::float8 RETURNING id) DELETE FROM"
+                 " mailpool_attempts WHERE message IN (SELECT id FROM d)",
+                 1, vals);
+    pgq_exec_cmd(q, "DELETE FROM mailpool_idempotency WHERE created_at <"
+                 " $2::float8 AND state <> 1", 2, vals);
+}
+
+static int pgq_reap(struct queue *qb, double now, unsigned long *n)
+{
+    struct pgq *q = (struct pgq *)qb;
+    char at[40];
+    const char *vals[] = { at };
+    *n = 0;
+    pgq_num(at, sizeof at, now);
+    PGresult *r = pgq_exec(q,
+        "WITH r AS (UPDATE mailpool_messages SET state = 8, lease_until ="
+        " NULL, finished_at = $1::float8 WHERE state = 2 AND lease_until <"
+        " $1::float8 RETURNING id, attempts)"
+        " INSERT INTO mailpool_attempts (message, n, at, status, code,"
+        " enhanced, error) SELECT id, attempts, $1::float8, 'unknown', 421,"
+        " '4.4.2', 'the replica sending the message stopped renewing its"
+        " lease: it may have been delivered; not resent' FROM r"
+        " ON CONFLICT (message, n) DO NOTHING RETURNING message", 1, vals,
+        PGRES_TUPLES_OK);
+    if (r == NULL)
+        return QUEUE_EIO;
+    *n = (unsigned long)PQntuples(r);
+    PQclear(r);
+    pgq_exec_cmd(q, "UPDATE mailpool_idempotency SET state = 2 WHERE"
+                 " state = 1 AND lease_until < $1::float8", 1, vals);
+    pgq_purge(q, now);
+    return QUEUE_OK;
+}
+
+/* ---- the listener ---- */
+
+/* 1 once pgq_close began. */
+static int pgq_stopping(struct pgq *q)
+{
+    pthread_mutex_lock(&q->mu);
+    int stop = q->stop;
+    pthread_mutex_unlock(&q->mu);
+    return stop;
+}
+
+/* A connection that LISTENs on mailpool_queue, or NULL. */
+static PGconn *pgq_listen_conn(struct pgq *q)
+{
+    PGconn *c = pgq_connect(q);
+    if (c != NULL && PQstatus(c) == CONNECTION_OK &&
+        pgq_cmd(c, "LISTEN mailpool_queue") == 0)
+        return c;
+    PQfinish(c);
+    return NULL;
+}
+
+/* Waits for NOTIFYs and wakes the delivery loop; reconnects when the
+   connection breaks (the delivery loop's poll covers the gap). */
+static void *pgq_listen_main(void *arg)
+{
+    struct pgq *q = arg;
+    PGconn *c = NULL;
+    while (!pgq_stopping(q)) {
+        if (c == NULL && (c = pgq_listen_conn(q)) == NULL) {
+            usleep(PGQ_LISTEN_POLL_MS * 1000);
+            continue;
+        }
+        struct pollfd pfd = { .fd = PQsocket(c), .events = POLLIN };
+        if (poll(&pfd, 1, PGQ_LISTEN_POLL_MS) < 0 && errno != EINTR)
+            break;
+        if (PQconsumeInput(c) == 0) {
+            PQfinish(c);
+            c = NULL;
+            queue_wake_(&q->base);      /* what came meanwhile */
+            continue;
+        }
+        PGnotify *nf;
+        int woke = 0;
+        while ((nf = PQnotifies(c)) != NULL) {
+            woke = 1;
+            PQfreemem(nf);
+        }
+        if (woke)
+            queue_wake_(&q->base);
+    }
+    PQfinish(c);
+    return NULL;
+}
+
+/* ---- open, close ---- */
+
+/* Reads the first line of path into a new string; NULL with err. */
+static char *pgq_read_password(const char *path, char *err, size_t errlen)
+{
+    char buf[1024];
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "queue.password_file %s: %s", path,
+                 strerror(errno));
+        return NULL;
+    }
+    if (fgets(buf, sizeof buf, f) == NULL)
+        buf[0] = '\0';
+    fclose(f);
+    buf[strcspn(buf, "\r\n")] = '\0';
+    char *pw = strdup(buf);
+    explicit_bzero(buf, sizeof buf);
+    if (pw == NULL)
+        snprintf(err, errlen, "out of memory");
+    return pw;
+}
+
+/* This replica's name: host, pid and 32 random bits. */
+static void pgq_name(char *buf, size_t len)
+{
+    char host[64], id[QUEUE_ID_LEN];
+    if (gethostname(host, sizeof host) != 0)
+        snprintf(host, sizeof host, "?");
+    host[sizeof host - 1] = '\0';
+    queue_new_id(id);
+    snprintf(buf, len, "%s:%ld:%.6s", host, (long)getpid(), id);
+}
+
+/* Frees q and everything it holds (no thread running). */
+static void pgq_free(struct pgq *q)
+{
+    for (int i = 0; i < PGQ_POOL; i++)
+        PQfinish(q->conns[i]);
+    if (q->password != NULL) {
+        explicit_bzero(q->password, strlen(q->password));
+        free(q->password);
+    }
+    free(q->url);
+    pthread_mutex_destroy(&q->mu);
+    pthread_cond_destroy(&q->free_cv);
+    free(q);
+}
+
+/* Connects the first pooled connection and migrates: 0 or -1 with err. */
+static int pgq_first(struct pgq *q, char *err, size_t errlen)
+{
+    PGconn *c = q->conns[0] = pgq_connect(q);
+    if (c == NULL || PQstatus(c) != CONNECTION_OK) {
+        snprintf(err, errlen, "cannot connect to the queue.url database:"
+                 " %s", c != NULL ? PQerrorMessage(c) : "out of memory");
+        err[strcspn(err, "\n")] = '\0';
+        return -1;
+    }
+    if (pgq_migrate(q, c, err, errlen) < 0) {
+        err[strcspn(err, "\n")] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
+static int pgq_open(const struct queue_opts *opts, struct queue **out,
+                    char *err, size_t errlen)
+{
+    struct pgq *q = calloc(1, sizeof *q);
+    *out = NULL;
+    if (q == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_cond_init(&q->free_cv, NULL);
+    q->base.lease_s = opts->lease_s > 0 ? opts->lease_s : 60.0;
+    q->retention_s = opts->retention_s > 0 ? opts->retention_s : 7 * 86400.0;
+    q->idem_ttl_s = opts->idem_ttl_s > 0 ? opts->idem_ttl_s : 86400.0;
+    pgq_name(q->owner, sizeof q->owner);
+    q->url = strdup(opts->url != NULL ? opts->url : "");
+    if (q->url == NULL) {
+        snprintf(err, errlen, "out of memory");
+        pgq_free(q);
+        return -1;
+    }
+    if ((opts->password_file != NULL &&
+         (q->password = pgq_read_password(opts->password_file, err,
+                                          errlen)) == NULL) ||
+        pgq_first(q, err, errlen) < 0) {
+        pgq_free(q);
+        return -1;
+    }
+    if (pthread_create(&q->listener, NULL, pgq_listen_main, q) != 0) {
+        snprintf(err, errlen, "cannot start the queue's listener");
+        pgq_free(q);
+        return -1;
+    }
+    q->listening = 1;
+    *out = &q->base;
+    return 0;
+}
+
+static void pgq_close(struct queue *qb)
+{
+    struct pgq *q = (struct pgq *)qb;
+    if (q == NULL)
+        return;
+    pthread_mutex_lock(&q->mu);
+    q->stop = 1;
+    pthread_mutex_unlock(&q->mu);
+    if (q->listening)
+        pthread_join(q->listener, NULL);
+    queue_base_fini_(qb);
+    pgq_free(q);
+}
+
+static unsigned long pgq_recovered(const struct queue *qb)
+{
+    (void)qb;
+    return 0;                   /* the reaper does it, after the lease */
+}
+
+/* ---- the message log (queue_list) ---- */
+
+/* The SELECT of qry into sql and its parameters into vals (text, in
+   bufs); *n how many.  Fixed fragments only: values are parameters. */
+static void pgq_list_sql(const struct queue_list_query *qry, char *sql,
+                         size_t len, char bufs[4][40], const char *vals[7],
+                         int *n)
+{
+    char where[512] = "";
+    size_t w = 0;
+    int k = 0;
+#define PGQ_WHERE(...) \
+    w += (size_t)snprintf(where + w, sizeof where - w, __VA_ARGS__)
+    if (qry->states != 0) {
+        snprintf(bufs[0], 40, "%u", qry->states);
+        vals[k++] = bufs[0];
+        PGQ_WHERE(" AND ((1 << state) & $%d::int) <> 0", k);
+    }
+    if (qry->recipient != NULL) {
+        vals[k++] = qry->recipient;
+        PGQ_WHERE(" AND id IN (SELECT message FROM mailpool_rcpts WHERE"
+                  " addr = lower($%d))", k);
+    }
+    if (qry->message_id != NULL) {
+        vals[k++] = qry->message_id;
+        PGQ_WHERE(" AND message_id = $%d", k);
+    }
+    if (qry->after > 0) {
+        pgq_num(bufs[1], 40, qry->after);
+        vals[k++] = bufs[1];
+        PGQ_WHERE(" AND created_at >= $%d::float8", k);
+    }
+    if (qry->before > 0) {
+        pgq_num(bufs[2], 40, qry->before);
+        vals[k++] = bufs[2];
+        if (qry->before_id != NULL) {
+            vals[k++] = qry->before_id;
+            PGQ_WHERE(" AND (created_at < $%d::float8 OR (created_at ="
+                      " $%d::float8 AND id < $%d))", k - 1, k - 1, k);
+        } else {
+            PGQ_WHERE(" AND created_at < $%d::float8", k);
+        }
+    }
+#undef PGQ_WHERE
+    snprintf(bufs[3], 40, "%zu", qry->limit);
+    vals[k++] = bufs[3];
+    snprintf(sql, len, "SELECT id, state, created_at, attempts, (SELECT code"
+             " FROM mailpool_attempts WHERE message = m.id ORDER BY n DESC"
+             " LIMIT 1), recipients, subject, message_id FROM"
+             " mailpool_messages m WHERE true%s ORDER BY created_at DESC,"
+             " id DESC LIMIT $%d::int", where, k);
+    *n = k;
+}
+
+static int pgq_list(struct queue *qb, const struct queue_list_query *qry,
+                    struct queue_item **out, size_t *n)
+{
+    struct pgq *q = (struct pgq *)qb;
+    char sql[1024], bufs[4][40];
+    const char *vals[7];
+    int nv = 0, rows;
+    *n = 0;
+    *out = calloc(qry->limit > 0 ? qry->limit : 1, sizeof **out);
+    if (*out == NULL)
+        return QUEUE_ENOMEM;
+    pgq_list_sql(qry, sql, sizeof sql, bufs, vals, &nv);
+    PGresult *r = pgq_exec(q, sql, nv, vals, PGRES_TUPLES_OK);
+    if (r == NULL) {
+        free(*out);
+        *out = NULL;
+        return QUEUE_EIO;
+    }
+    rows = PQntuples(r);
+    for (int i = 0; i < rows && *n < qry->limit; i++) {
+        struct queue_item *it = &(*out)[(*n)++];
+        snprintf(it->id, sizeof it->id, "%s", PQgetvalue(r, i, 0));
+        it->state = (enum queue_state)strtol(PQgetvalue(r, i, 1), NULL, 10);
+        it->created_at = strtod(PQgetvalue(r, i, 2), NULL);
+        it->attempts = (int)strtol(PQgetvalue(r, i, 3), NULL, 10);
+        it->last_code = PQgetisnull(r, i, 4)
+                            ? 0 : (int)strtol(PQgetvalue(r, i, 4), NULL, 10);
+        it->recipients = pgq_dup(r, i, 5);
+        it->subject = pgq_dup(r, i, 6);
+        it->message_id = pgq_dup(r, i, 7);
+        if ((it->recipients == NULL && !PQgetisnull(r, i, 5)) ||
+            (it->subject == NULL && !PQgetisnull(r, i, 6)) ||
+            (it->message_id == NULL && !PQgetisnull(r, i, 7))) {
+            PQclear(r);
+            queue_list_free(*out, *n);
+            *out = NULL;
+            *n = 0;
+            return QUEUE_ENOMEM;
+        }
+    }
+    PQclear(r);
+    return QUEUE_OK;
+}
+
+const struct queue_ops queue_postgres_ops = {
+    .name = "postgres",
+    .open = pgq_open,
+    .close = pgq_close,
+    .recovered = pgq_recovered,
+    .enqueue = pgq_enqueue,
+    .idem_finish = pgq_idem_finish,
+    .claim = pgq_claim,
+    .record = pgq_record,
+    .release = pgq_release,
+    .cancel = pgq_cancel,
+    .get = pgq_getdoc,
+    .counts = pgq_counts,
+    .next_due = pgq_next_due,
+    .renew = pgq_renew,
+    .reap = pgq_reap,
+    .list = pgq_list,
+};
