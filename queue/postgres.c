@@ -523,6 +523,25 @@ static int pgq_record(struct queue *qb, const char *id,
     pgq_num(due, sizeof due, next_at);
     pgq_num(fin, sizeof fin, a->at);
     pgq_num(at, sizeof at, a->at);
+    if (state == QUEUE_RETRY && a->retry_blob != NULL) {
+        /* The narrowed message first: while the message is still this
+           replica's and sending, so the retry can only send it. */
+        const char *bv[] = { id, q->owner, a->retry_blob };
+        int lens[] = { 0, 0, (int)a->retry_blob_len };
+        int fmts[] = { 0, 0, 1 };
+        int slot = pgq_get(q);
+        if (slot < 0)
+            return QUEUE_EIO;
+        PGresult *r = PQexecParams(q->conns[slot], "UPDATE mailpool_messages"
+                                   " SET blob = $3::bytea WHERE id = $1 AND"
+                                   " state = 2 AND owner = $2", 3, NULL, bv,
+                                   lens, fmts, 0);
+        int ok = r != NULL && PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        pgq_put(q, slot);
+        if (!ok)
+            return QUEUE_EIO;
+    }
     return pgq_exec_cmd(q,
         "WITH m AS (UPDATE mailpool_messages SET state = $2::int,"
         " lease_until = NULL, owner = NULL, due_at = $3::float8,"

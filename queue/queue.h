@@ -189,6 +189,11 @@ struct queue_attempt {
     const char *accepted;       /* recipients joined with '\n' */
     const char *rejected;       /* "rcpt\tcode\tenhanced\ttext" lines */
     const char *error;          /* a sentence for people, or "" */
+    const void *retry_blob;     /* with QUEUE_RETRY: the message the next
+                                   attempt sends (its recipients narrowed
+                                   to those deferred with 4xx), stored in
+                                   place of the old; NULL: unchanged */
+    size_t retry_blob_len;
 };
 /* Records attempt a of message id and moves it to state (due again at
    next_at for QUEUE_RETRY).  Async: no wait. */

@@ -73,6 +73,8 @@ struct op {
     double at, next_at;
     int code;
     enum queue_state state;
+    void *blob;                 /* record: the retry's message, or NULL */
+    size_t blob_len;
 };
 
 struct sq {
@@ -381,6 +383,15 @@ static int do_record(struct sq *q, struct op *op)
         sqlite3_bind_null(st, 4);
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
+    if (rc != SQLITE_DONE || op->blob == NULL)
+        return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
+    if (exec1(q->wr, "UPDATE messages SET blob = ?2 WHERE id = ?1", &st) !=
+        SQLITE_OK)
+        return QUEUE_EIO;
+    sqlite3_bind_text(st, 1, op->id, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 2, op->blob, (int)op->blob_len, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
 }
 
@@ -551,6 +562,7 @@ static void op_free(struct op *op)
 {
     for (size_t i = 0; i < sizeof op->s / sizeof op->s[0]; i++)
         free(op->s[i]);
+    free(op->blob);
     free(op);
 }
 
@@ -787,6 +799,15 @@ static int sq_record(struct queue *qb, const char *id,
     op->s[3] = dup0(a->accepted);
     op->s[4] = dup0(a->rejected);
     op->s[5] = dup0(a->error);
+    if (state == QUEUE_RETRY && a->retry_blob != NULL) {
+        op->blob = malloc(a->retry_blob_len ? a->retry_blob_len : 1);
+        if (op->blob == NULL) {
+            op_free(op);
+            return QUEUE_ENOMEM;
+        }
+        memcpy(op->blob, a->retry_blob, a->retry_blob_len);
+        op->blob_len = a->retry_blob_len;
+    }
     for (int i = 0; i < 6; i++)
         if (op->s[i] == NULL) {
             op_free(op);

@@ -6,7 +6,14 @@
  *
  * The rules after an attempt (the job's result):
  *   never attempted (the pool stopped first)      -> queued, uncounted
- *   sent, partial, rejected                       -> final, as said
+ *   sent                                          -> sent
+ *   partial or rejected with recipients deferred
+ *   with 4xx, and attempts and age left           -> retry, the stored
+ *                                                    message narrowed to
+ *                                                    those recipients
+ *   partial, rejected otherwise                   -> final, as said
+ *   (a final state after earlier attempts is partial when some recipients
+ *   got the message in one attempt and others were refused in another)
  *   unknown (the final dot went out, no reply)    -> unknown, never resent
  *   failed, temporary by server/retry.h (4xx, a
  *   transport failure before the final dot)       -> retry after a backoff,
@@ -139,41 +146,143 @@ static char *join_rejected(const struct smtp_result *res)
     return out;
 }
 
-/* The state the job's outcome moves its message to; *next_at for retry. */
-static enum queue_state delivery_decide(const struct delivery *d,
+/* What the earlier attempts of message x did: bit 1, some recipient was
+   accepted; bit 2, some was refused for good (5xx).  0 on a first
+   attempt (nothing earlier) or when the record cannot be read. */
+static unsigned delivery_history(struct delivery *d,
+                                 const struct delivery_ctx *x)
+{
+    struct queue_doc doc;
+    unsigned h = 0;
+    if (x->attempt <= 1 || queue_get(d->q, x->id, &doc) != QUEUE_OK)
+        return 0;
+    for (size_t i = 0; i < doc.nattempts; i++) {
+        const struct queue_attempt_rec *a = &doc.attempts[i];
+        /* Only a transaction the relay took part of says anything about
+           recipients: after a refused MAIL, the pipelined RCPTs' 503s
+           are not refusals of those mailboxes. */
+        int took = a->status != NULL && (strcmp(a->status, "partial") == 0 ||
+                                         strcmp(a->status, "rejected") == 0);
+        if (a->accepted != NULL && a->accepted[0] != '\0')
+            h |= 1;
+        /* rejected: "rcpt\tcode\tenhanced\ttext" lines */
+        for (const char *l = took ? a->rejected : NULL;
+             l != NULL && *l != '\0';) {
+            const char *tab = strchr(l, '\t');
+            if (tab != NULL && tab[1] == '5')
+                h |= 2;
+            l = strchr(l, '\n');
+            if (l != NULL)
+                l++;
+        }
+    }
+    queue_doc_clear(&doc);
+    return h;
+}
+
+/* A final state of this attempt, seen with the earlier ones: a message
+   some of whose recipients got it in an earlier attempt, and others not,
+   is partial (RFC 5321 leaves each recipient's fate to its reply). */
+static enum queue_state delivery_final(struct delivery *d,
+                                       const struct delivery_ctx *x,
+                                       enum queue_state s)
+{
+    unsigned h;
+    if (s == QUEUE_UNKNOWN || s == QUEUE_PARTIAL || x->attempt <= 1)
+        return s;
+    h = delivery_history(d, x);
+    if (s == QUEUE_SENT)
+        return h & 2 ? QUEUE_PARTIAL : QUEUE_SENT;
+    return h & 1 ? QUEUE_PARTIAL : s;           /* rejected, failed */
+}
+
+/* How many recipients the relay deferred with a 4xx reply. */
+static size_t delivery_deferred(const struct smtp_result *res)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < res->nrejected; i++)
+        n += res->rejected[i].reply.code >= 400 &&
+             res->rejected[i].reply.code < 500;
+    return n;
+}
+
+/* The state the job's outcome moves its message to; *next_at for retry.
+   *narrow is set when the retry sends only the recipients deferred with
+   4xx (the others accepted, or refused for good). */
+static enum queue_state delivery_decide(struct delivery *d,
                                         const struct delivery_ctx *x,
                                         const struct job *job, double now,
-                                        double *next_at)
+                                        double *next_at, int *narrow)
 {
     const struct smtp_result *res = &job->result;
+    int can_retry = x->attempt < d->cfg->queue.max_attempts &&
+                    now - x->created_at < d->cfg->queue.max_age;
     struct pool_verdict v;
     *next_at = now;
+    *narrow = 0;
     switch (res->status) {
-    case SMTP_DELIVERY_SENT: return QUEUE_SENT;
-    case SMTP_DELIVERY_PARTIAL: return QUEUE_PARTIAL;
-    case SMTP_DELIVERY_REJECTED: return QUEUE_REJECTED;
-    case SMTP_DELIVERY_UNKNOWN: return QUEUE_UNKNOWN;
-    default: break;
+    case SMTP_DELIVERY_SENT:
+        return delivery_final(d, x, QUEUE_SENT);
+    case SMTP_DELIVERY_PARTIAL:
+    case SMTP_DELIVERY_REJECTED:
+        if (delivery_deferred(res) == 0 || !can_retry)
+            return delivery_final(d, x, res->status == SMTP_DELIVERY_PARTIAL
+                                            ? QUEUE_PARTIAL
+                                            : QUEUE_REJECTED);
+        *narrow = 1;            /* the 4xx-deferred ones, alone, later */
+        break;
+    case SMTP_DELIVERY_UNKNOWN:
+        return QUEUE_UNKNOWN;
+    default:
+        v = pool_retry_decide(res, job->unreachable ? POOL_PHASE_OPEN
+                                                    : POOL_PHASE_RUN, 0, 0);
+        if (v.next == POOL_NEXT_DONE || !can_retry)
+            return delivery_final(d, x, QUEUE_FAILED);
+        break;
     }
-    v = pool_retry_decide(res, job->unreachable ? POOL_PHASE_OPEN
-                                                : POOL_PHASE_RUN, 0, 0);
-    if (v.next == POOL_NEXT_DONE ||
-        x->attempt >= d->cfg->queue.max_attempts ||
-        now - x->created_at >= d->cfg->queue.max_age)
-        return QUEUE_FAILED;
     *next_at = now + delivery_backoff_s(d->cfg->queue.retry_base,
                                         d->cfg->queue.retry_max, x->attempt,
                                         delivery_jitter());
     return QUEUE_RETRY;
 }
 
+/* The message of job narrowed to the recipients deferred with 4xx, as a
+   queue blob (*out, caller frees); -1 when out of memory. */
+static int delivery_narrowed(struct job *job, void **out, size_t *len)
+{
+    const struct smtp_result *res = &job->result;
+    struct job_message *m = &job->msg;
+    char **to = calloc(res->nrejected + 1, sizeof *to);
+    size_t n = 0;
+    int rc;
+    if (to == NULL)
+        return -1;
+    for (size_t i = 0; i < res->nrejected; i++) {
+        int code = res->rejected[i].reply.code;
+        if (code >= 400 && code < 500 &&
+            (to[n] = strdup(res->rejected[i].recipient)) != NULL)
+            n++;
+    }
+    for (size_t i = 0; i < m->nto; i++)
+        free(m->to[i]);
+    free(m->to);
+    m->to = to;                 /* the job is freed after the record */
+    m->nto = n;
+    rc = job_message_encode(job, out, len);
+    return rc;
+}
+
 /* Records the job's attempt and the message's next state. */
 static void delivery_record(struct delivery *d, struct delivery_ctx *x,
-                            const struct job *job)
+                            struct job *job)
 {
     const struct smtp_result *res = &job->result;
     double now = delivery_now(), next_at;
-    enum queue_state state = delivery_decide(d, x, job, now, &next_at);
+    int narrow;
+    enum queue_state state = delivery_decide(d, x, job, now, &next_at,
+                                             &narrow);
+    void *blob = NULL;
+    size_t blob_len = 0;
     char *text = join(res->reply.lines, res->reply.nlines, "\n");
     char *acc = join(res->accepted, res->naccepted, "\n");
     char *rej = join_rejected(res);
@@ -183,6 +292,12 @@ static void delivery_record(struct delivery *d, struct delivery_ctx *x,
         .text = text, .accepted = acc, .rejected = rej,
         .error = res->message,
     };
+    if (narrow && delivery_narrowed(job, &blob, &blob_len) == 0) {
+        a.retry_blob = blob;
+        a.retry_blob_len = blob_len;
+    } else if (narrow) {
+        state = QUEUE_PARTIAL;  /* out of memory: never resend to all */
+    }
     if (text == NULL || acc == NULL || rej == NULL ||
         queue_record(d->q, x->id, &a, state, next_at) != QUEUE_OK) {
         /* It stays sending: unknown at the next start, never resent. */
@@ -197,6 +312,7 @@ static void delivery_record(struct delivery *d, struct delivery_ctx *x,
     free(text);
     free(acc);
     free(rej);
+    free(blob);
 }
 
 /* A job from the queue is back (pool worker, or the draining thread). */

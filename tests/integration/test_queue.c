@@ -626,6 +626,52 @@ static void test_temporary_failures_retry_with_backoff_then_sent(
     peer_stop(p);
 }
 
+/* Partial: the recipients refused for good stay refused, those deferred
+   with 4xx are retried alone (the accepted one never gets a second copy),
+   and the message ends partial with both attempts recorded. */
+static void test_partial_retries_only_the_deferred_recipients(void **state)
+{
+    (void)state;
+    struct peer *p = relay("{'rules': ["
+                           "{'match': '^RCPT TO:<later@', 'times': 1,"
+                           " 'reply': '451 4.2.1 mailbox busy, try later'},"
+                           "{'match': '^RCPT TO:<never@',"
+                           " 'reply': '550 5.1.1 no such user'}]}");
+    struct mpserve *s = svc(p, NULL, NULL);
+    long st;
+    json_t *j = call(s, "POST", "/v1/messages", ASYNC,
+                     "{\"from\":\"s@example.org\",\"to\":[\"now@example.org\","
+                     "\"later@example.org\",\"never@example.org\"],"
+                     "\"headers\":{\"Subject\":\"q\"},\"body\":\"hello\"}",
+                     &st, NULL);
+    assert_int_equal(st, 202);
+    char *id = strdup(jstr(j, "id"));
+    json_decref(j);
+    json_t *d = wait_final(s, id, 10000);
+    assert_string_equal(jstr(d, "status"), "partial");
+    json_t *a = json_object_get(d, "attempts");
+    assert_int_equal(json_array_size(a), 2);
+    char *dump = json_dumps(d, 0);
+    assert_non_null(strstr(dump, "mailbox busy"));
+    assert_non_null(strstr(dump, "no such user"));
+    free(dump);
+    json_decref(d);
+
+    struct peer_msg *m = NULL;
+    size_t n = 0;
+    assert_int_equal(peer_messages(p, &m, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(m[0].nrcpt, 1);
+    assert_string_equal(m[0].rcpt_to[0], "now@example.org");
+    assert_int_equal(m[1].nrcpt, 1);         /* later@, alone */
+    assert_string_equal(m[1].rcpt_to[0], "later@example.org");
+    peer_msgs_free(m, n);
+    free(id);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    peer_stop(p);
+}
+
 static void test_permanent_failure_is_final_after_one_attempt(void **state)
 {
     (void)state;
@@ -1331,8 +1377,12 @@ static void test_ten_replicas_starting_at_once_migrate_once(void **state)
         assert_int_equal(mpserve_stop_clean(st[r].s, 10000), 0);
         mpserve_free(st[r].s);
     }
+    /* Each schema version applied once (two today), all by one of
+       the ten. */
     assert_int_equal(pg_count(db, "SELECT count(*) FROM"
-                              " mailpool_migrations"), 1);
+                              " mailpool_migrations"), 2);
+    assert_int_equal(pg_count(db, "SELECT count(DISTINCT version) FROM"
+                              " mailpool_migrations"), 2);
     assert_int_equal(pg_count(db, "SELECT count(DISTINCT applied_by) FROM"
                               " mailpool_migrations"), 1);
     peer_stop(p);
@@ -1351,6 +1401,7 @@ int main(void)
         T(test_scheduled_waits_for_send_at_and_cancel_stops_it),
         T(test_temporary_failures_retry_with_backoff_then_sent),
         T(test_permanent_failure_is_final_after_one_attempt),
+        T(test_partial_retries_only_the_deferred_recipients),
         T(test_50_concurrent_posts_with_one_key_send_once),
         T(test_async_repeat_with_key_returns_same_id_other_body_422),
         T(test_sigkill_while_sending_makes_it_unknown_never_resent),
