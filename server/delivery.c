@@ -2,7 +2,8 @@
  * server/delivery.c - delivery from the durable queue (server/delivery.h).
  *
  * Public: delivery_start, delivery_kick, delivery_stop, delivery_free,
- * delivery_stats, delivery_backoff_s.
+ * delivery_stats, delivery_backoff_s, delivery_attempt_of,
+ * delivery_attempt_clear.
  *
  * The rules after an attempt (the job's result):
  *   never attempted (the pool stopped first)      -> queued, uncounted
@@ -139,6 +140,42 @@ static char *join_rejected(const struct smtp_result *res)
     return out;
 }
 
+void delivery_attempt_clear(struct delivery_attempt *da)
+{
+    if (da == NULL)
+        return;
+    free(da->enhanced);
+    free(da->text);
+    free(da->accepted);
+    free(da->rejected);
+    free(da->error);
+    memset(da, 0, sizeof *da);
+}
+
+int delivery_attempt_of(const struct job *job, double at,
+                        struct delivery_attempt *da)
+{
+    const struct smtp_result *res = &job->result;
+    memset(da, 0, sizeof *da);
+    da->enhanced = strdup(res->reply.enhanced);
+    da->text = join(res->reply.lines, res->reply.nlines, "\n");
+    da->accepted = join(res->accepted, res->naccepted, "\n");
+    da->rejected = join_rejected(res);
+    da->error = strdup(res->message);
+    if (da->enhanced == NULL || da->text == NULL || da->accepted == NULL ||
+        da->rejected == NULL || da->error == NULL) {
+        delivery_attempt_clear(da);
+        return -1;
+    }
+    da->a = (struct queue_attempt){
+        .at = at, .status = smtp_delivery_name(res->status),
+        .code = res->code, .enhanced = da->enhanced, .text = da->text,
+        .accepted = da->accepted, .rejected = da->rejected,
+        .error = da->error,
+    };
+    return 0;
+}
+
 /* The state the job's outcome moves its message to; *next_at for retry. */
 static enum queue_state delivery_decide(const struct delivery *d,
                                         const struct delivery_ctx *x,
@@ -171,20 +208,11 @@ static enum queue_state delivery_decide(const struct delivery *d,
 static void delivery_record(struct delivery *d, struct delivery_ctx *x,
                             const struct job *job)
 {
-    const struct smtp_result *res = &job->result;
     double now = delivery_now(), next_at;
     enum queue_state state = delivery_decide(d, x, job, now, &next_at);
-    char *text = join(res->reply.lines, res->reply.nlines, "\n");
-    char *acc = join(res->accepted, res->naccepted, "\n");
-    char *rej = join_rejected(res);
-    struct queue_attempt a = {
-        .at = now, .status = smtp_delivery_name(res->status),
-        .code = res->code, .enhanced = res->reply.enhanced,
-        .text = text, .accepted = acc, .rejected = rej,
-        .error = res->message,
-    };
-    if (text == NULL || acc == NULL || rej == NULL ||
-        queue_record(d->q, x->id, &a, state, next_at) != QUEUE_OK) {
+    struct delivery_attempt da;
+    if (delivery_attempt_of(job, now, &da) < 0 ||
+        queue_record(d->q, x->id, &da.a, state, next_at) != QUEUE_OK) {
         /* It stays sending: unknown at the next start, never resent. */
         struct log_field f[] = { LOG_STR("queue_id", x->id) };
         log_event_num(LOG_ERROR, "queue_record_failed", f, 1);
@@ -194,9 +222,7 @@ static void delivery_record(struct delivery *d, struct delivery_ctx *x,
         d->st.retries++;
         pthread_mutex_unlock(&d->mu);
     }
-    free(text);
-    free(acc);
-    free(rej);
+    delivery_attempt_clear(&da);
 }
 
 /* A job from the queue is back (pool worker, or the draining thread). */
