@@ -9,13 +9,12 @@
  *
  * Before its jobs go to the pool, a request gets one slot per message
  * with a new queue id (the answer's "id"); each send job's done callback
- * then points at its slot.  When the job is back, its record (copies of
- * everything: the job and the request go with the answer) is built on the
- * worker, the answer is released (the connection resumed), and only then
- * is the record handed to the queue: SQLite's writer thread commits it
- * with the other writes waiting (no wait here); PostgreSQL writes it on
- * this worker, after the answer went.  So the write never delays the
- * answer.  A write that fails (or a record that cannot be built) is
+ * then points at its slot.  When the job is back, the answer is released
+ * (the connection resumed) first; then the record (copies of everything:
+ * the job and the request go with the answer) is built on the worker and
+ * handed to the queue: SQLite's writer thread commits it with the other
+ * writes waiting (no wait here); PostgreSQL writes it on this worker.  So
+ * neither the record nor its write delays the answer.  A write that fails (or a record that cannot be built) is
  * logged at warn (message_log_failed) and counted
  * (mailpool_queue_log_sync_failures_total), never an error for the
  * caller.  The state is the outcome's: sent, partial, rejected, unknown,
@@ -159,22 +158,23 @@ static void on_logged(void *ctx, int rc)
     atomic_fetch_sub(&api->nlogging, 1);    /* api may go from here on */
 }
 
-/* Pool worker: a logged send is back.  Builds its record, releases the
-   answer, then hands the record to the queue. */
+/* Pool worker: a logged send is back.  Releases the answer first, then
+   builds its record (a reference of its own keeps the request and the job
+   meanwhile; both threads only read the job) and hands it to the queue. */
 static void on_sync_done(struct job *job, void *ctx)
 {
     struct api_logslot *slot = ctx;
     struct api_req *req = slot->req;
     struct api *api = req->api;
-    char id[QUEUE_ID_LEN], request_id[65];
-    struct api_synclog *sl = synclog_new(slot, job);
-    memcpy(id, slot->id, sizeof id);
-    snprintf(request_id, sizeof request_id, "%s", req->id);
     api_metrics_job(&api->metrics, job);
     atomic_fetch_add(&api->nlogging, 1);
-    api_req_pending_done(req);      /* req, job and slot may go now */
+    atomic_fetch_add(&req->refs, 1);
+    api_req_pending_done(req);      /* the answer goes now */
+    struct api_synclog *sl = synclog_new(slot, job);
+    if (sl == NULL)
+        synclog_failed(api, slot->id, req->id, QUEUE_ENOMEM);
+    api_req_unref(req);             /* req, job and slot may go now */
     if (sl == NULL) {
-        synclog_failed(api, id, request_id, QUEUE_ENOMEM);
         atomic_fetch_sub(&api->nlogging, 1);
         return;
     }
