@@ -5,7 +5,8 @@
  *
  * Public (internal.h): api_async_extract, api_async_post, api_async_answer,
  * api_idem_begin, api_idem_finish, api_message_get, api_message_cancel,
- * api_async_req_free, api_queue_metrics, api_time_json, api_time_parse.
+ * api_async_req_free, api_queue_metrics, api_time_json, api_time_parse,
+ * api_listing_of, api_async_metadata.
  *
  * Asynchronous POST: the body is validated exactly as a synchronous one;
  * then each message gets a queue id and, unless it has one, a Message-ID
@@ -348,11 +349,8 @@ static char *pin_message_id(struct job *job, const char *qid)
     return strdup(buf);
 }
 
-/* What the message log lists of job (queue_list): its recipients as JSON
-   text (owned, in *rcpts) and its Subject (borrowed from the job; for a
-   raw message, none).  -1 when out of memory. */
-static int listing_of(const struct job *job, struct queue_new *q,
-                      char **rcpts)
+int api_listing_of(const struct job *job, char **rcpts,
+                   const char **subject)
 {
     const struct job_message *m = &job->msg;
     json_t *arr = json_array();
@@ -361,11 +359,17 @@ static int listing_of(const struct job *job, struct queue_new *q,
             json_decref(arr), arr = NULL;
     *rcpts = arr != NULL ? json_dumps(arr, JSON_COMPACT) : NULL;
     json_decref(arr);
+    *subject = NULL;
     for (size_t i = 0; !m->raw && i < m->nheaders; i++)
         if (strcasecmp(m->headers[i].name, "Subject") == 0)
-            q->subject = m->headers[i].value;
-    q->recipients = *rcpts;
+            *subject = m->headers[i].value;
     return *rcpts != NULL ? 0 : -1;
+}
+
+const char *api_async_metadata(const struct api_req *req, size_t i)
+{
+    const struct api_async *a = req->async_state;
+    return a != NULL && i < a->nitems ? a->items[i].metadata : NULL;
 }
 
 /* {"id", "status", "message_id"} of message i. */
@@ -396,8 +400,9 @@ static int build_rows(struct api_req *req, struct api_async *a)
         queue_new_id(q->id);
         if ((a->msgids[i] = pin_message_id(req->jobs[i], q->id)) == NULL ||
             job_message_encode(req->jobs[i], &a->blobs[i], &q->blob_len) < 0 ||
-            listing_of(req->jobs[i], q, &a->rcpts[i]) < 0)
+            api_listing_of(req->jobs[i], &a->rcpts[i], &q->subject) < 0)
             return -1;
+        q->recipients = a->rcpts[i];
         q->blob = a->blobs[i];
         q->message_id = a->msgids[i][0] != '\0' ? a->msgids[i] : NULL;
         if (i < a->nitems) {
@@ -796,5 +801,10 @@ char *api_queue_metrics(struct api *api, size_t *len)
          "mailpool_idempotent_replays_total counter\n"
          "mailpool_idempotent_replays_total %llu\n",
          (unsigned long long)atomic_load(&api->idem_replays));
+    mcat(&buf, len, "# HELP mailpool_queue_log_sync_failures_total "
+         "Synchronous sends whose record in the message log could not be "
+         "written.\n# TYPE mailpool_queue_log_sync_failures_total counter\n"
+         "mailpool_queue_log_sync_failures_total %llu\n",
+         (unsigned long long)atomic_load(&api->log_failed));
     return buf;
 }

@@ -433,5 +433,12 @@ void api_stop(struct api *api)
                   (const char *)NULL);
         return;
     }
+    /* The records of synchronous sends still with the queue's writer. */
+    if (wait_zero(&api->nlogging, 10) < 0) {
+        log_event(LOG_ERROR, "api_stop", "message",
+                  "message log writes never finished: leaking the api "
+                  "state", (const char *)NULL);
+        return;
+    }
     api_free(api);
 }

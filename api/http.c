@@ -306,6 +306,7 @@ void api_req_unref(struct api_req *req)
     atomic_fetch_sub(&api->held, req->charged);
     api_async_req_free(req);
     api_jobs_free(req->jobs, req->njobs);
+    free(req->logslots);
     free(req->body);
     pthread_mutex_destroy(&req->mu);
     free(req);

@@ -20,6 +20,7 @@
 #include "server/pool.h"
 
 struct delivery;
+struct api_logslot;
 
 #ifndef MAILPOOL_VERSION
 #define MAILPOOL_VERSION "0.1.0"
@@ -146,6 +147,9 @@ struct api {
     double waiting_at;              /* guarded by mu: when counted */
     unsigned long waiting_msgs;     /* guarded by mu: queue messages not
                                        final, as last counted */
+    atomic_size_t nlogging;         /* synchronous sends' records handed
+                                       out, not yet written (synclog.c) */
+    atomic_ullong log_failed;       /* of those, writes that failed */
 };
 
 enum api_req_phase {
@@ -200,6 +204,10 @@ struct api_req {
     int replayed;                   /* answer replayed for a key */
     int accepted_async;             /* a 202 for queued messages */
 
+    struct api_logslot *logslots;   /* one per job while synchronous sends
+                                       are logged (synclog.c), else NULL;
+                                       owned */
+
     struct api_req *wprev, *wnext;  /* guarded by api->mu */
     int on_wlist;                   /* guarded by api->mu */
 };
@@ -253,6 +261,23 @@ void api_async_req_free(struct api_req *req);
 /* The queue's Prometheus series (text, caller frees; "" without a
    queue); NULL when out of memory. */
 char *api_queue_metrics(struct api *api, size_t *len);
+
+/* async.c: what the message log lists of job: its recipients as JSON
+   text (*rcpts, caller frees) and its Subject (*subject, borrowed from the
+   job; NULL for none or a raw message).  -1 when out of memory. */
+int api_listing_of(const struct job *job, char **rcpts,
+                   const char **subject);
+/* async.c: the metadata (JSON text) of message i of req, or NULL. */
+const char *api_async_metadata(const struct api_req *req, size_t i);
+
+/* synclog.c: gives each send job of req a message log id and a done
+   callback that records its outcome (queue_log_sync) once the answer
+   went; no-op without a queue or with queue.log_sync off.  Call after the
+   jobs' done fields are set, before they go to the pool. */
+void api_synclog_prepare(struct api_req *req);
+/* synclog.c: the message log id of job i of req, or NULL when it is not
+   logged. */
+const char *api_synclog_id(const struct api_req *req, size_t i);
 
 /* async.c: RFC 3339 UTC with milliseconds (null for 0); parses one into
    Unix seconds (0, or -1 when s is not one). */

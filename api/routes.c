@@ -175,6 +175,19 @@ static enum MHD_Result refused(struct api_req *req, struct MHD_Connection *c)
                              NULL, "Retry-After", "1");
 }
 
+/* r (stolen) with the message log's "id" of job i when it is logged
+   (synclog.c); NULL when r is NULL or out of memory. */
+static json_t *with_log_id(const struct api_req *req, size_t i, json_t *r)
+{
+    const char *id = api_synclog_id(req, i);
+    if (r != NULL && id != NULL &&
+        json_object_set_new(r, "id", json_string(id)) < 0) {
+        json_decref(r);
+        return NULL;
+    }
+    return r;
+}
+
 /* 200 {"results": [...]} in input order. */
 static enum MHD_Result answer_batch(struct api_req *req,
                                     struct MHD_Connection *c)
@@ -182,7 +195,7 @@ static enum MHD_Result answer_batch(struct api_req *req,
     json_t *results = json_array(), *doc;
     for (size_t i = 0; results != NULL && i < req->njobs; i++) {
         /* (a result slot per message, input order) */
-        json_t *r = api_job_result_json(req->jobs[i]);
+        json_t *r = with_log_id(req, i, api_job_result_json(req->jobs[i]));
         if (json_array_append_new(results, r) < 0) {
             json_decref(results);
             results = NULL;
@@ -212,11 +225,12 @@ static enum MHD_Result answer_one(struct api_req *req,
         if (p != NULL &&
             json_object_set_new(p, "attempts", json_integer(job->attempts)))
             json_decref(p), p = NULL;
+        p = with_log_id(req, 0, p);
         if (p != NULL)
             api_idem_finish(req, 502, p);
         return api_reply_problem_doc(req, c, 502, p, NULL, NULL);
     }
-    doc = api_job_result_json(job);
+    doc = with_log_id(req, 0, api_job_result_json(job));
     if (doc == NULL ||
         json_object_set_new(doc, "request_id", json_string(req->id)) < 0) {
         json_decref(doc);
@@ -253,6 +267,7 @@ static enum MHD_Result submit_all(struct api_req *req,
         job->done = on_job_done;
         job->done_ctx = req;
     }
+    api_synclog_prepare(req);       /* sends: the message log's record */
     /* One reference and one pending count per job, taken before any job
        can finish (the handler's token keeps the answer back meanwhile). */
     atomic_fetch_add(&req->refs, (int)req->njobs);

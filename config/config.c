@@ -198,6 +198,10 @@ const struct cfg_key cfg_keys[] = {
                 "seconds a sending message's lease lasts; renewed every "
                 "third of it while its replica lives, then the message "
                 "is unknown"),
+    CFG_BOOL_(queue, log_sync, "true",
+              "keep each synchronous send in the message log (GET "
+              "/v1/messages, /ui/) as a finished message; false for load "
+              "tests"),
 
     CFG_STR(message, id_domain, NULL, 0, cfg_check_hostname,
             "domain of the Message-ID of composed messages; unset: the "

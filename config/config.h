@@ -80,6 +80,8 @@ struct cfg {
         char *url;                /* postgres: libpq connection string */
         char *password_file;      /* postgres: the password's file */
         double lease;             /* seconds a sending lease lasts, 60 */
+        int log_sync;             /* bool: synchronous sends in the
+                                     message log, default 1 */
     } queue;
     struct {
         char *id_domain;          /* Message-ID domain of composed

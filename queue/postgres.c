@@ -26,11 +26,11 @@
  * UPDATE: a claim and a cancel racing cannot both win.
  *
  * Every call but enqueue's callback runs on the caller's thread and waits
- * for the database; queue_enqueue calls its done callback before it
- * returns.  Errors: QUEUE_E* codes; libpq's words go to the caller of
- * queue_open only.  Threads: q->mu guards the pool's free list; each
- * connection is used by one thread at a time; the listener's connection
- * is the listener thread's alone.
+ * for the database; queue_enqueue and queue_log_sync call their done
+ * callback before they return.  Errors: QUEUE_E* codes; libpq's words go
+ * to the caller of queue_open only.  Threads: q->mu guards the pool's
+ * free list; each connection is used by one thread at a time; the
+ * listener's connection is the listener thread's alone.
  */
 #include "queue/queue_impl.h"
 
@@ -558,6 +558,39 @@ static int pgq_record(struct queue *qb, const char *id,
         " error = EXCLUDED.error", 13, vals);
 }
 
+/* A synchronous send in one statement: the message, final with an empty
+   blob, its one attempt and its rcpts rows. */
+static int pgq_log_sync(struct queue *qb, const struct queue_sync_msg *m,
+                        queue_logged_fn done, void *ctx)
+{
+    struct pgq *q = (struct pgq *)qb;
+    const struct queue_attempt *a = &m->attempt;
+    char st[8], made[40], at[40], code[16];
+    const char *vals[] = { m->id, st, made, at, m->message_id, m->metadata,
+                           m->recipients, m->subject, a->status, code,
+                           a->enhanced, a->text, a->accepted, a->rejected,
+                           a->error };
+    snprintf(st, sizeof st, "%d", (int)m->state);
+    snprintf(code, sizeof code, "%d", a->code);
+    pgq_num(made, sizeof made, m->created_at);
+    pgq_num(at, sizeof at, a->at);
+    int rc = pgq_exec_cmd(q,
+        "WITH m AS (INSERT INTO mailpool_messages (id, state, created_at,"
+        " due_at, finished_at, attempts, message_id, metadata, blob,"
+        " recipients, subject) VALUES ($1, $2::int, $3::float8, $3::float8,"
+        " $4::float8, 1, $5, $6, ''::bytea, $7, $8) RETURNING id),"
+        " a AS (INSERT INTO mailpool_attempts (message, n, at, status, code,"
+        " enhanced, text, accepted, rejected, error) SELECT id, 1,"
+        " $4::float8, $9, $10::int, coalesce($11, ''), coalesce($12, ''),"
+        " coalesce($13, ''), coalesce($14, ''), coalesce($15, '') FROM m)"
+        " INSERT INTO mailpool_rcpts (addr, message) SELECT DISTINCT"
+        " lower(r), (SELECT id FROM m) FROM json_array_elements_text(CASE"
+        " WHEN $7 IS NULL THEN '[]'::json ELSE $7::json END) AS r", 15,
+        vals);
+    done(ctx, rc);
+    return QUEUE_OK;
+}
+
 static int pgq_release(struct queue *qb, const char *id)
 {
     struct pgq *q = (struct pgq *)qb;
@@ -1069,4 +1102,5 @@ const struct queue_ops queue_postgres_ops = {
     .renew = pgq_renew,
     .reap = pgq_reap,
     .list = pgq_list,
+    .log_sync = pgq_log_sync,
 };

@@ -14,6 +14,7 @@
  */
 #include "queue/queue_impl.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -361,4 +362,11 @@ void queue_list_free(struct queue_item *items, size_t n)
         free(items[i].message_id);
     }
     free(items);
+}
+
+int queue_log_sync(struct queue *q, const struct queue_sync_msg *m,
+                   queue_logged_fn done, void *ctx)
+{
+    assert(queue_state_is_final(m->state));     /* never claimed */
+    return q->ops->log_sync(q, m, done, ctx);
 }

@@ -1,6 +1,8 @@
 /*
  * queue/queue.h - the durable queue of messages accepted for asynchronous
- * sending, their attempts, and the idempotency keys of requests.
+ * sending, their attempts, and the idempotency keys of requests; also the
+ * record of each synchronous send for the message log (queue_log_sync:
+ * stored final, never claimed).
  *
  * Two backends behind this one interface (queue/queue.c dispatches, see
  * queue/queue_impl.h): SQLite (queue/sqlite.c: one file, WAL, synchronous
@@ -266,5 +268,33 @@ struct queue_item {
 int queue_list(struct queue *q, const struct queue_list_query *qry,
                struct queue_item **out, size_t *n);
 void queue_list_free(struct queue_item *items, size_t n);
+
+/* ---- synchronous sends in the message log (queue_log_sync) ---- */
+
+/* A message already sent synchronously (outside the queue), for the
+   message log; borrowed until the done callback. */
+struct queue_sync_msg {
+    char id[QUEUE_ID_LEN];      /* from queue_new_id */
+    const char *message_id;     /* Message-ID with brackets, or NULL */
+    const char *metadata;       /* a JSON object's text, or NULL */
+    const char *recipients;     /* a JSON array of the addresses, or NULL */
+    const char *subject;        /* the Subject, or NULL */
+    double created_at;          /* Unix seconds: when it was submitted */
+    enum queue_state state;     /* final (queue_state_is_final) */
+    struct queue_attempt attempt;   /* its one attempt; .at: finished */
+};
+
+/* Told once the record is committed (rc QUEUE_OK) or failed (rc < 0,
+   nothing stored).  SQLite: on the writer thread; PostgreSQL: before
+   queue_log_sync returns. */
+typedef void (*queue_logged_fn)(void *ctx, int rc);
+
+/* Stores m as a finished message with its one attempt (an empty blob: it
+   is never claimed or sent again; the retention applies to it as to any
+   finished message).  SQLite: handed to the writer (group commit), no
+   wait.  Returns QUEUE_OK when the write was taken (done follows), else
+   an error and done is not called. */
+int queue_log_sync(struct queue *q, const struct queue_sync_msg *m,
+                   queue_logged_fn done, void *ctx);
 
 #endif /* MAILPOOL_QUEUE_H */

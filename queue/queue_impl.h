@@ -49,6 +49,9 @@ struct queue_ops {
     /* The message log: see queue_list. */
     int (*list)(struct queue *q, const struct queue_list_query *qry,
                 struct queue_item **out, size_t *n);
+    /* A synchronous send for the message log: see queue_log_sync. */
+    int (*log_sync)(struct queue *q, const struct queue_sync_msg *m,
+                    queue_logged_fn done, void *ctx);
 };
 
 /* The base of every backend's handle; queue.c owns these fields. */

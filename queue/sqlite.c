@@ -11,10 +11,11 @@
  * Writes: every write is an op put on a list; the writer thread takes the
  * whole list, runs it in one BEGIN IMMEDIATE ... COMMIT (each op inside a
  * SAVEPOINT, so one failing op leaves the others), then tells each op's
- * caller: a callback (enqueue), a wake-up (claim, cancel), or nothing
- * (record, release, idem_finish).  So concurrent requests share one fsync
- * (group commit).  Once an hour at most the writer also purges finished
- * messages past the retention and idempotency keys past their time.
+ * caller: a callback (enqueue, log_sync), a wake-up (claim, cancel), or
+ * nothing (record, release, idem_finish).  So concurrent requests share
+ * one fsync (group commit).  Once an hour at most the writer also purges
+ * finished messages past the retention and idempotency keys past their
+ * time.
  *
  * Reads (queue_get, queue_counts, queue_next_due, queue_list) use a second
  * connection
@@ -41,7 +42,7 @@
 #define QUEUE_PURGE_EVERY_S 3600.0
 
 enum op_kind { OP_ENQUEUE, OP_CLAIM, OP_RECORD, OP_RELEASE, OP_CANCEL,
-               OP_IDEM_FINISH, OP_RENEW, OP_REAP };
+               OP_IDEM_FINISH, OP_RENEW, OP_REAP, OP_LOG_SYNC };
 
 /* One write waiting for the writer. */
 struct op {
@@ -58,6 +59,10 @@ struct op {
     queue_done_fn cb;
     void *ctx;
     struct queue_idem_hit hit;
+
+    /* OP_LOG_SYNC (borrowed until logged) */
+    const struct queue_sync_msg *sync;
+    queue_logged_fn logged;
 
     /* OP_CLAIM */
     double now, lease;
@@ -352,23 +357,37 @@ static int do_claim(struct sq *q, struct op *op)
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
 }
 
-static int do_record(struct sq *q, struct op *op)
+/* Writes attempt number `attempts` of message id (as its row says): s
+   holds status, enhanced, text, accepted, rejected, error (NULL: "").
+   SQLITE_DONE on success. */
+static int put_attempt(struct sq *q, const char *id, double at, int code,
+                       const char *const s[6])
 {
     sqlite3_stmt *st;
-    int rc, fin = queue_state_is_final(op->state);
+    int rc;
     if (exec1(q->wr, "INSERT OR REPLACE INTO attempts (message, n, at,"
               " status, code, enhanced, text, accepted, rejected, error)"
               " SELECT id, attempts, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 FROM"
               " messages WHERE id = ?1", &st) != SQLITE_OK)
-        return QUEUE_EIO;
-    sqlite3_bind_text(st, 1, op->id, -1, SQLITE_STATIC);
-    sqlite3_bind_double(st, 2, op->at);
+        return SQLITE_ERROR;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 2, at);
     for (int i = 0; i < 6; i++)
-        sqlite3_bind_text(st, i == 0 ? 3 : i + 4, op->s[i], -1,
-                          SQLITE_STATIC);
-    sqlite3_bind_int(st, 4, op->code);
+        sqlite3_bind_text(st, i == 0 ? 3 : i + 4, s[i] != NULL ? s[i] : "",
+                          -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 4, code);
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
+    return rc;
+}
+
+static int do_record(struct sq *q, struct op *op)
+{
+    sqlite3_stmt *st;
+    const char *const s[6] = { op->s[0], op->s[1], op->s[2], op->s[3],
+                               op->s[4], op->s[5] };
+    int rc = put_attempt(q, op->id, op->at, op->code, s),
+        fin = queue_state_is_final(op->state);
     if (rc != SQLITE_DONE || exec1(q->wr, "UPDATE messages SET state = ?2,"
                                    " lease_until = NULL, due_at = ?3,"
                                    " finished_at = ?4 WHERE id = ?1",
@@ -506,6 +525,36 @@ static int do_reap(struct sq *q, struct op *op)
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
 }
 
+/* A synchronous send: the message, final with an empty blob, and its one
+   attempt (the recipients trigger fills message_rcpts). */
+static int do_log_sync(struct sq *q, struct op *op)
+{
+    const struct queue_sync_msg *m = op->sync;
+    const struct queue_attempt *a = &m->attempt;
+    const char *const s[6] = { a->status, a->enhanced, a->text,
+                               a->accepted, a->rejected, a->error };
+    sqlite3_stmt *st;
+    int rc;
+    if (exec1(q->wr, "INSERT INTO messages (id, state, created_at, due_at,"
+              " finished_at, attempts, message_id, metadata, blob,"
+              " recipients, subject) VALUES (?1, ?2, ?3, ?3, ?4, 1, ?5, ?6,"
+              " X'', ?7, ?8)", &st) != SQLITE_OK)
+        return QUEUE_EIO;
+    sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, (int)m->state);
+    sqlite3_bind_double(st, 3, m->created_at);
+    sqlite3_bind_double(st, 4, a->at);
+    sqlite3_bind_text(st, 5, m->message_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 6, m->metadata, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 7, m->recipients, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 8, m->subject, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_DONE)      /* attempt 1: the row says attempts = 1 */
+        rc = put_attempt(q, m->id, a->at, a->code, s);
+    return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
+}
+
 /* Runs one op inside a savepoint of the open transaction. */
 static void run_op(struct sq *q, struct op *op)
 {
@@ -522,6 +571,7 @@ static void run_op(struct sq *q, struct op *op)
     case OP_IDEM_FINISH: op->rc = do_idem_finish(q, op); break;
     case OP_RENEW: op->rc = do_renew(q, op); break;
     case OP_REAP: op->rc = do_reap(q, op); break;
+    case OP_LOG_SYNC: op->rc = do_log_sync(q, op); break;
     }
     if (op->rc == QUEUE_OK || op->rc == QUEUE_EIDEM ||
         op->rc == QUEUE_ENOTFOUND || op->rc == QUEUE_ECONFLICT)
@@ -575,6 +625,9 @@ static void finish_ops(struct sq *q, struct op *list)
         if (op->kind == OP_ENQUEUE) {
             op->cb(op->ctx, op->rc, op->rc == QUEUE_EIDEM ? &op->hit : NULL);
             queue_idem_hit_clear(&op->hit);
+            free(op);
+        } else if (op->kind == OP_LOG_SYNC) {
+            op->logged(op->ctx, op->rc);
             free(op);
         } else if (op->waited) {
             pthread_mutex_lock(&q->mu);
@@ -715,24 +768,27 @@ static unsigned long sq_recovered(const struct queue *qb)
     return q->recovered;
 }
 
-static int sq_enqueue(struct queue *qb, const struct queue_new *msgs, size_t n,
-                      const struct queue_idem *idem, queue_done_fn done,
-                      void *ctx)
+/* Submits a copy of tmpl, an op whose callback tells its outcome (nobody
+   waits for it); QUEUE_OK, or an error and nothing submitted. */
+static int submit_copy(struct sq *q, const struct op *tmpl)
 {
-    struct sq *q = (struct sq *)qb;
-    struct op *op = calloc(1, sizeof *op);
+    struct op *op = malloc(sizeof *op);
     if (op == NULL)
         return QUEUE_ENOMEM;
-    op->kind = OP_ENQUEUE;
-    op->msgs = msgs;
-    op->n = n;
-    op->idem = idem;
-    op->cb = done;
-    op->ctx = ctx;
+    *op = *tmpl;
     int rc = submit(q, op);
     if (rc != QUEUE_OK)
         free(op);
     return rc;
+}
+
+static int sq_enqueue(struct queue *qb, const struct queue_new *msgs, size_t n,
+                      const struct queue_idem *idem, queue_done_fn done,
+                      void *ctx)
+{
+    return submit_copy((struct sq *)qb, &(struct op){
+        .kind = OP_ENQUEUE, .msgs = msgs, .n = n, .idem = idem, .cb = done,
+        .ctx = ctx });
 }
 
 /* A copy of s ("" for NULL); NULL only when out of memory. */
@@ -872,6 +928,13 @@ static int sq_reap(struct queue *qb, double now, unsigned long *n)
     int rc = submit_wait((struct sq *)qb, &op);
     *n = rc == QUEUE_OK ? (unsigned long)op.nclaimed : 0;
     return rc;
+}
+
+static int sq_log_sync(struct queue *qb, const struct queue_sync_msg *m,
+                       queue_logged_fn done, void *ctx)
+{
+    return submit_copy((struct sq *)qb, &(struct op){
+        .kind = OP_LOG_SYNC, .sync = m, .logged = done, .ctx = ctx });
 }
 
 /* ---- reads ---- */
@@ -1123,4 +1186,5 @@ const struct queue_ops queue_sqlite_ops = {
     .renew = sq_renew,
     .reap = sq_reap,
     .list = sq_list,
+    .log_sync = sq_log_sync,
 };

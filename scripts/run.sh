@@ -34,7 +34,8 @@ Send a message from another terminal:
 
 Ctrl-C stops both.
 MSG
-build/mailpool serve --relay-host 127.0.0.1 --relay-port "$sink_port" \
+# The binary of this build (make asan/tsan: the instrumented one).
+"${MAILPOOL_BIN:-build/mailpool}" serve --relay-host 127.0.0.1 --relay-port "$sink_port" \
     --relay-tls none --http-listen "$listen" \
     --queue-path "${MAILPOOL_QUEUE_PATH:-build/mailpool-queue.db}" &
 mp=$!

@@ -2,7 +2,8 @@
  * server/delivery.c - delivery from the durable queue (server/delivery.h).
  *
  * Public: delivery_start, delivery_kick, delivery_stop, delivery_free,
- * delivery_stats, delivery_backoff_s.
+ * delivery_stats, delivery_backoff_s, delivery_attempt_of,
+ * delivery_attempt_clear.
  *
  * The rules after an attempt (the job's result):
  *   never attempted (the pool stopped first)      -> queued, uncounted
@@ -146,6 +147,42 @@ static char *join_rejected(const struct smtp_result *res)
     return out;
 }
 
+void delivery_attempt_clear(struct delivery_attempt *da)
+{
+    if (da == NULL)
+        return;
+    free(da->enhanced);
+    free(da->text);
+    free(da->accepted);
+    free(da->rejected);
+    free(da->error);
+    memset(da, 0, sizeof *da);
+}
+
+int delivery_attempt_of(const struct job *job, double at,
+                        struct delivery_attempt *da)
+{
+    const struct smtp_result *res = &job->result;
+    memset(da, 0, sizeof *da);
+    da->enhanced = strdup(res->reply.enhanced);
+    da->text = join(res->reply.lines, res->reply.nlines, "\n");
+    da->accepted = join(res->accepted, res->naccepted, "\n");
+    da->rejected = join_rejected(res);
+    da->error = strdup(res->message);
+    if (da->enhanced == NULL || da->text == NULL || da->accepted == NULL ||
+        da->rejected == NULL || da->error == NULL) {
+        delivery_attempt_clear(da);
+        return -1;
+    }
+    da->a = (struct queue_attempt){
+        .at = at, .status = smtp_delivery_name(res->status),
+        .code = res->code, .enhanced = da->enhanced, .text = da->text,
+        .accepted = da->accepted, .rejected = da->rejected,
+        .error = da->error,
+    };
+    return 0;
+}
+
 /* What the earlier attempts of message x did: bit 1, some recipient was
    accepted; bit 2, some was refused for good (5xx).  0 on a first
    attempt (nothing earlier) or when the record cannot be read. */
@@ -276,30 +313,21 @@ static int delivery_narrowed(struct job *job, void **out, size_t *len)
 static void delivery_record(struct delivery *d, struct delivery_ctx *x,
                             struct job *job)
 {
-    const struct smtp_result *res = &job->result;
     double now = delivery_now(), next_at;
     int narrow;
     enum queue_state state = delivery_decide(d, x, job, now, &next_at,
                                              &narrow);
+    struct delivery_attempt da;
     void *blob = NULL;
     size_t blob_len = 0;
-    char *text = join(res->reply.lines, res->reply.nlines, "\n");
-    char *acc = join(res->accepted, res->naccepted, "\n");
-    char *rej = join_rejected(res);
-    struct queue_attempt a = {
-        .at = now, .status = smtp_delivery_name(res->status),
-        .code = res->code, .enhanced = res->reply.enhanced,
-        .text = text, .accepted = acc, .rejected = rej,
-        .error = res->message,
-    };
-    if (narrow && delivery_narrowed(job, &blob, &blob_len) == 0) {
-        a.retry_blob = blob;
-        a.retry_blob_len = blob_len;
+    int ok = delivery_attempt_of(job, now, &da) == 0;
+    if (ok && narrow && delivery_narrowed(job, &blob, &blob_len) == 0) {
+        da.a.retry_blob = blob;
+        da.a.retry_blob_len = blob_len;
     } else if (narrow) {
         state = QUEUE_PARTIAL;  /* out of memory: never resend to all */
     }
-    if (text == NULL || acc == NULL || rej == NULL ||
-        queue_record(d->q, x->id, &a, state, next_at) != QUEUE_OK) {
+    if (!ok || queue_record(d->q, x->id, &da.a, state, next_at) != QUEUE_OK) {
         /* It stays sending: unknown at the next start, never resent. */
         struct log_field f[] = { LOG_STR("queue_id", x->id) };
         log_event_num(LOG_ERROR, "queue_record_failed", f, 1);
@@ -309,9 +337,8 @@ static void delivery_record(struct delivery *d, struct delivery_ctx *x,
         d->st.retries++;
         pthread_mutex_unlock(&d->mu);
     }
-    free(text);
-    free(acc);
-    free(rej);
+    if (ok)
+        delivery_attempt_clear(&da);
     free(blob);
 }
 

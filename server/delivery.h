@@ -28,6 +28,7 @@
 #include "server/pool.h"
 
 struct delivery;
+struct job;
 
 /* Counters for /metrics. */
 struct delivery_stats {
@@ -48,6 +49,19 @@ void delivery_kick(struct delivery *d);
 void delivery_stop(struct delivery *d);
 void delivery_free(struct delivery *d);
 void delivery_stats(struct delivery *d, struct delivery_stats *out);
+
+/* One attempt of a finished send job as the queue records it (struct
+   queue_attempt), for the delivery loop and the record of a synchronous
+   send alike; every string is owned (delivery_attempt_clear). */
+struct delivery_attempt {
+    struct queue_attempt a;     /* points into the strings below */
+    char *enhanced, *text, *accepted, *rejected, *error;
+};
+/* Fills da from job's result at Unix time at; -1 when out of memory (da
+   cleared). */
+int delivery_attempt_of(const struct job *job, double at,
+                        struct delivery_attempt *da);
+void delivery_attempt_clear(struct delivery_attempt *da);
 
 /* The backoff in seconds before attempt number attempt+1 (attempt >= 1):
    base doubled per attempt made, capped at max, then scaled by jitter in

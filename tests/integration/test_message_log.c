@@ -6,7 +6,8 @@
  * the wire, then the page itself in Debian's Chromium, driven by
  * tests/integration/ui_page.js through playwright-core).  The relay is the
  * fake (tests/fakes/fake_smtp.py), which rejects one recipient with its
- * own 550 text; every message is sent with Prefer: respond-async.
+ * own 550 text; every message is sent with Prefer: respond-async but
+ * one of the browser test's, sent synchronously (listed all the same).
  *
  * The API key goes to the service and to the browser script through the
  * environment (MAILPOOL_HTTP_API_KEYS, UI_TEST_KEY), never a command line.
@@ -61,13 +62,17 @@ static void stop(struct logfx *f)
     peer_stop(f->relay);
 }
 
-/* A request to the service with the key (auth 0: without); its JSON body
-   (NULL when not JSON), the status in *status. */
+#define SYNC 2              /* req's auth: with the key, no respond-async */
+
+/* A request to the service with the key (auth 0: without; SYNC: with it,
+   answered synchronously); its JSON body (NULL when not JSON), the status
+   in *status. */
 static json_t *req(struct logfx *f, const char *method, const char *path,
                    const char *body, int auth, long *status)
 {
     const char *h[] = { "Content-Type: application/json",
-                        "Prefer: respond-async", auth ? AUTH : NULL, NULL };
+                        auth == SYNC ? AUTH : "Prefer: respond-async",
+                        auth == 1 ? AUTH : NULL, NULL };
     char url[2048];
     struct http_resp r;
     json_error_t e;
@@ -90,9 +95,10 @@ static json_t *get_ok(struct logfx *f, const char *path)
     return j;
 }
 
-/* Queues one message to the JSON array text `to` with this Subject; its
-   queue id (caller frees). */
-static char *send_one(struct logfx *f, const char *to, const char *subject)
+/* Sends one message to the JSON array text `to` with this Subject, queued
+   (auth 1) or synchronously (SYNC); its id in the log (caller frees). */
+static char *send_as(struct logfx *f, const char *to, const char *subject,
+                     int auth)
 {
     json_t *body = json_pack("{s:s, s:o, s:{s:s}, s:s}", "from",
                              "sender@example.org", "to",
@@ -100,13 +106,21 @@ static char *send_one(struct logfx *f, const char *to, const char *subject)
                              subject, "body", "the body is never listed");
     char *text = json_dumps(body, JSON_COMPACT);
     long st;
-    json_t *j = req(f, "POST", "/v1/messages", text, 1, &st);
-    assert_int_equal(st, 202);
-    char *id = strdup(json_string_value(json_object_get(j, "id")));
+    json_t *j = req(f, "POST", "/v1/messages", text, auth, &st);
+    assert_int_equal(st, auth == SYNC ? 200 : 202);
+    const char *id = json_string_value(json_object_get(j, "id"));
+    assert_non_null(id);
+    char *copy = strdup(id);
     json_decref(j);
     json_decref(body);
     free(text);
-    return id;
+    return copy;
+}
+
+/* Queues one message (Prefer: respond-async); its queue id. */
+static char *send_one(struct logfx *f, const char *to, const char *subject)
+{
+    return send_as(f, to, subject, 1);
 }
 
 /* Waits until every message of the log is final (at most 10 s). */
@@ -567,7 +581,8 @@ static void test_page_in_chromium_lists_filters_and_shows_relay_words(
     char shot[PATH_MAX], exe[PATH_MAX];
     (void)state;
     start(&f, NULL);
-    char *a = send_one(&f, "[\"ann@example.org\"]", "Invoice 1");
+    /* the first one as the README's examples send: synchronously */
+    char *a = send_as(&f, "[\"ann@example.org\"]", "Invoice 1", SYNC);
     char *b = send_one(&f, "[\"carol@example.org\", \"" BAD_RCPT "\"]",
                        "Welcome");
     char *c = send_one(&f, "[\"dave@example.org\"]", HOSTILE);

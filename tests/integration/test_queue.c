@@ -5,7 +5,9 @@
  * one message), SIGKILL while sending (unknown, never resent), a crash
  * matrix of 20 kills at random moments (every 202 reaches a final state,
  * none is lost, none reaches the relay twice), and a full disk (503,
- * nothing already queued lost).  The relay is the fake
+ * nothing already queued lost).  Synchronous sends are in the message log
+ * too (their answer's id, their one attempt with the relay's reply lines;
+ * none with queue.log_sync = false).  The relay is the fake
  * (tests/fakes/fake_smtp.py), which records every message it took.
  *
  * One suite, two backends: this file is the SQLite binary (test_queue);
@@ -484,6 +486,214 @@ static void test_message_log_filters_and_pages_on_this_backend(void **state)
     assert_int_equal(seen, 5);
     for (int i = 0; i < 5; i++)
         free(ids[i]);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    peer_stop(p);
+}
+
+/* The message of the log's page `msgs` whose id is id, or NULL. */
+static json_t *listed(json_t *msgs, const char *id)
+{
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m)
+        if (strcmp(jstr(m, "id"), id) == 0)
+            return m;
+    return NULL;
+}
+
+/* GET path until its page holds at least n messages (the log's write
+   follows the answer), at most ms; the page (caller decrefs). */
+static json_t *wait_listed(struct mpserve *s, const char *path, size_t n,
+                           int ms)
+{
+    for (long long end = now_ms() + ms;; sleep_ms(20)) {
+        long st;
+        json_t *j = call(s, "GET", path, NULL, NULL, &st, NULL);
+        assert_int_equal(st, 200);
+        if (json_array_size(json_object_get(j, "messages")) >= n ||
+            now_ms() > end)
+            return j;
+        json_decref(j);
+    }
+}
+
+/* The strings of a JSON array joined with '|' (caller frees). */
+static char *joined(const json_t *arr)
+{
+    char *out = strdup("");
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v) {
+        char *next = NULL;
+        assert_true(asprintf(&next, "%s%s%s", out, i ? "|" : "",
+                             json_string_value(v)) > 0);
+        free(out);
+        out = next;
+    }
+    return out;
+}
+
+/* Asserts that arr holds the strings of want, '|'-separated. */
+static void assert_lines(const json_t *arr, const char *want)
+{
+    char *got = joined(arr);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+/* Asserts a reply's code, enhanced status and lines ('|'-separated). */
+static void assert_reply(const json_t *o, int code, const char *enhanced,
+                         const char *lines)
+{
+    assert_int_equal(json_integer_value(json_object_get(o, "code")), code);
+    assert_string_equal(jstr(o, "enhanced"), enhanced);
+    assert_lines(json_object_get(o, "text"), lines);
+}
+
+#define SYNC_RELAY \
+    "{\"rules\":[{\"match\":\"^RCPT TO:<no@\",\"reply\":\"550 5.1.1 " \
+    "<no@example.org>: mailbox unavailable here\"},{\"match\":\"^DOT$\"," \
+    "\"reply\":\"250-2.0.0 Ok: queued as SYNC1\\n250 2.0.0 relay line two" \
+    "\"}]}"
+
+/* POSTs "sync one" to a@example.org synchronously (extra: more members,
+   each starting with a comma); the 200's document. */
+static json_t *post_sync_one(struct mpserve *s, const char *extra)
+{
+    char body[512];
+    long st;
+    snprintf(body, sizeof body, "{\"from\":\"s@example.org\",\"to\":"
+             "[\"a@example.org\"],\"headers\":{\"Subject\":\"sync one\"},"
+             "\"body\":\"hello\"%s}", extra);
+    json_t *j = call(s, "POST", "/v1/messages", JSONH, body, &st, NULL);
+    assert_int_equal(st, 200);
+    assert_string_equal(jstr(j, "status"), "sent");
+    return j;
+}
+
+/* A synchronous send (POST /v1/messages without respond-async) and a
+   synchronous batch with one recipient rejected are in the message log:
+   each answer carries the log's id, the list shows them with status,
+   recipients, Subject and the last code, and a message's document holds
+   its one attempt with the relay's own reply lines and the rejected
+   recipient's 550 text. */
+static void test_sync_sends_are_in_the_message_log_with_the_relay_words(
+    void **state)
+{
+    (void)state;
+    struct peer *p = relay(SYNC_RELAY);
+    struct mpserve *s = svc(p, NULL, NULL);
+    long st;
+    json_t *one = post_sync_one(s, ",\"metadata\":{\"user\":\"7\"}");
+    const char *id1 = jstr(one, "id");
+    assert_int_equal(strlen(id1), 22);
+    json_t *batch = call(s, "POST", "/v1/messages/batch", JSONH,
+                         "{\"messages\":[{\"from\":\"s@example.org\",\"to\":"
+                         "[\"b1@example.org\",\"no@example.org\"],\"headers\":"
+                         "{\"Subject\":\"sync two\"},\"body\":\"x\"},"
+                         "{\"from\":\"s@example.org\",\"to\":"
+                         "[\"b2@example.org\"],\"headers\":{\"Subject\":"
+                         "\"sync three\"},\"body\":\"y\"}]}", &st, NULL);
+    assert_int_equal(st, 200);
+    json_t *res = json_object_get(batch, "results");
+    assert_int_equal(json_array_size(res), 2);
+    json_t *r2 = json_array_get(res, 0), *r3 = json_array_get(res, 1);
+    assert_string_equal(jstr(r2, "status"), "partial");
+    assert_string_equal(jstr(r3, "status"), "sent");
+    const char *id2 = jstr(r2, "id"), *id3 = jstr(r3, "id");
+    assert_int_equal(strlen(id2), 22);
+    assert_int_equal(strlen(id3), 22);
+    assert_string_not_equal(id2, id3);
+    assert_string_not_equal(id1, id2);
+    assert_int_equal(peer_wait_messages(p, 3, 5000), 3);
+
+    json_t *page = wait_listed(s, "/v1/messages", 3, 5000);
+    json_t *msgs = json_object_get(page, "messages");
+    assert_int_equal(json_array_size(msgs), 3);
+    struct { const char *id, *status, *subject, *rcpts; int code;
+             json_t *answer; }
+    want[] = {      /* 700: some recipients rejected (smtp.h) */
+        { id1, "sent", "sync one", "a@example.org", 250, one },
+        { id2, "partial", "sync two", "b1@example.org|no@example.org", 700,
+          r2 },
+        { id3, "sent", "sync three", "b2@example.org", 250, r3 },
+    };
+    for (size_t i = 0; i < 3; i++) {
+        json_t *m = listed(msgs, want[i].id);
+        assert_non_null(m);
+        assert_string_equal(jstr(m, "status"), want[i].status);
+        assert_string_equal(jstr(m, "subject"), want[i].subject);
+        assert_lines(json_object_get(m, "recipients"), want[i].rcpts);
+        assert_int_equal(json_integer_value(json_object_get(m, "last_code")),
+                         want[i].code);
+        assert_int_equal(json_integer_value(json_object_get(want[i].answer,
+                                                            "code")),
+                         want[i].code);
+        assert_int_equal(json_integer_value(json_object_get(m, "attempts")),
+                         1);
+        assert_string_equal(jstr(m, "message_id"),
+                            jstr(want[i].answer, "message_id"));
+    }
+    json_decref(page);
+    page = wait_listed(s, "/v1/messages?recipient=no%40example.org", 1, 0);
+    msgs = json_object_get(page, "messages");
+    assert_int_equal(json_array_size(msgs), 1);
+    assert_string_equal(jstr(json_array_get(msgs, 0), "id"), id2);
+    json_decref(page);
+
+    json_t *d = status_of(s, id2, &st);
+    assert_int_equal(st, 200);
+    assert_string_equal(jstr(d, "status"), "partial");
+    assert_string_equal(jstr(d, "message_id"), jstr(r2, "message_id"));
+    assert_true(json_is_null(json_object_get(d, "next_attempt_at")));
+    json_t *a = json_object_get(d, "attempts");
+    assert_int_equal(json_array_size(a), 1);
+    json_t *a0 = json_array_get(a, 0);
+    assert_string_equal(jstr(a0, "status"), "partial");
+    assert_reply(a0, 700, "2.0.0",
+                 "2.0.0 Ok: queued as SYNC1|2.0.0 relay line two");
+    assert_lines(json_object_get(a0, "accepted"), "b1@example.org");
+    json_t *rej = json_object_get(a0, "rejected");
+    assert_int_equal(json_array_size(rej), 1);
+    json_t *rj = json_array_get(rej, 0);
+    assert_string_equal(jstr(rj, "recipient"), "no@example.org");
+    assert_reply(rj, 550, "5.1.1",
+                 "5.1.1 <no@example.org>: mailbox unavailable here");
+    json_decref(d);
+    d = status_of(s, id1, &st);
+    assert_int_equal(st, 200);
+    assert_string_equal(jstr(d, "status"), "sent");
+    assert_string_equal(jstr(json_object_get(d, "metadata"), "user"), "7");
+    json_decref(d);
+
+    /* Final: never claimed, never sent again. */
+    sleep_ms(1500);
+    assert_int_equal(msgs_total(p), 3);
+    json_decref(one);
+    json_decref(batch);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    peer_stop(p);
+}
+
+/* queue.log_sync = false (load tests): a synchronous send is answered as
+   before, without a log id, and the message log stays empty. */
+static void test_log_sync_false_keeps_sync_sends_out_of_the_log(
+    void **state)
+{
+    (void)state;
+    static const char *const off[] = { "--queue-log-sync", "false", NULL };
+    struct peer *p = relay(SYNC_RELAY);
+    struct mpserve *s = svc(p, NULL, off);
+    json_t *one = post_sync_one(s, "");
+    assert_null(json_object_get(one, "id"));
+    json_decref(one);
+    assert_int_equal(peer_wait_messages(p, 1, 5000), 1);
+    sleep_ms(500);                  /* what a write would have needed */
+    json_t *page = wait_listed(s, "/v1/messages", 1, 0);
+    assert_int_equal(json_array_size(json_object_get(page, "messages")), 0);
+    json_decref(page);
     assert_int_equal(mpserve_stop_clean(s, 10000), 0);
     mpserve_free(s);
     peer_stop(p);
@@ -1154,9 +1364,25 @@ static void test_read_only_database_is_503_and_a_start_error_exit_2(
     peer_stop(p);
 }
 
+/* The value of the metric line starting with name in /metrics. */
+static long metric_of(struct mpserve *s, const char *name)
+{
+    char url[256];
+    struct http_resp r;
+    snprintf(url, sizeof url, "%s/metrics", mpserve_url(s));
+    assert_int_equal(http_request("GET", url, NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    const char *at = r.body != NULL ? strstr(r.body, name) : NULL;
+    long v = at != NULL ? strtol(at + strlen(name), NULL, 10) : -1;
+    http_resp_free(&r);
+    return v;
+}
+
 /* PostgreSQL stopped and started again under a running replica: POSTs
    get 503 with Retry-After while it is down; every 202, before and after,
-   is delivered once. */
+   is delivered once.  A synchronous send meanwhile is answered and sent
+   as ever: only its record in the message log is lost, counted and
+   logged at warn. */
 static void test_postgres_restart_is_503_while_down_and_loses_no_202(
     void **state)
 {
@@ -1169,6 +1395,22 @@ static void test_postgres_restart_is_503_while_down_and_loses_no_202(
     snprintf(args, sizeof args, "stop-only %s", pg.dir);
     free(pg_run(args));
     async_post_is_503(s);
+    long st;
+    json_t *sync = call(s, "POST", "/v1/messages", JSONH,
+                        "{\"from\":\"s@example.org\",\"to\":"
+                        "[\"r@example.org\"],\"body\":\"while down\"}", &st,
+                        NULL);
+    assert_int_equal(st, 200);
+    assert_string_equal(jstr(sync, "status"), "sent");
+    json_decref(sync);
+    for (long long end = now_ms() + 10000; metric_of(s,
+             "\nmailpool_queue_log_sync_failures_total ") != 1; sleep_ms(50))
+        if (now_ms() > end)
+            fail_msg("the failed record was not counted");
+    char *log = mpserve_log(s, NULL);
+    assert_non_null(log);
+    assert_non_null(strstr(log, "\"message_log_failed\""));
+    free(log);
     snprintf(args, sizeof args, "start-again %s", pg.dir);
     char *out = pg_run(args);
     assert_non_null(out);
@@ -1182,7 +1424,7 @@ static void test_postgres_restart_is_503_while_down_and_loses_no_202(
     }
     assert_int_equal(mpserve_stop_clean(s, 10000), 0);
     mpserve_free(s);
-    assert_int_equal(msgs_total(p), 6);
+    assert_int_equal(msgs_total(p), 7);
     free(before);
     peer_stop(p);
 }
@@ -1396,6 +1638,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_async_202_means_stored_then_sent_once_with_its_message_id),
         T(test_message_log_filters_and_pages_on_this_backend),
+        T(test_sync_sends_are_in_the_message_log_with_the_relay_words),
+        T(test_log_sync_false_keeps_sync_sends_out_of_the_log),
         T(test_async_batch_is_validated_whole_and_nothing_is_queued),
         T(test_unknown_id_is_404_and_send_at_in_sync_is_422),
         T(test_scheduled_waits_for_send_at_and_cancel_stops_it),
