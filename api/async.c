@@ -55,6 +55,7 @@ struct api_async {
     void **blobs;
     char **msgids;
     char **rcpts;               /* each message's recipients, JSON text */
+    char **subjects;            /* each message's Subject for the log */
     size_t n;
     char *doc;                  /* the 202 (or stored) answer's text */
     char key[QUEUE_KEY_MAX + 16];   /* scoped key, "" when none */
@@ -177,10 +178,12 @@ void api_async_req_free(struct api_req *req)
         free(a->blobs[i]);
         free(a->msgids[i]);
         free(a->rcpts != NULL ? a->rcpts[i] : NULL);
+        free(a->subjects != NULL ? a->subjects[i] : NULL);
     }
     free(a->blobs);
     free(a->msgids);
     free(a->rcpts);
+    free(a->subjects);
     free(a->qn);
     free(a->doc);
     queue_idem_hit_clear(&a->hit);
@@ -349,8 +352,7 @@ static char *pin_message_id(struct job *job, const char *qid)
     return strdup(buf);
 }
 
-int api_listing_of(const struct job *job, char **rcpts,
-                   const char **subject)
+int api_listing_of(const struct job *job, char **rcpts, char **subject)
 {
     const struct job_message *m = &job->msg;
     json_t *arr = json_array();
@@ -359,10 +361,14 @@ int api_listing_of(const struct job *job, char **rcpts,
             json_decref(arr), arr = NULL;
     *rcpts = arr != NULL ? json_dumps(arr, JSON_COMPACT) : NULL;
     json_decref(arr);
-    *subject = NULL;
-    for (size_t i = 0; !m->raw && i < m->nheaders; i++)
-        if (strcasecmp(m->headers[i].name, "Subject") == 0)
-            *subject = m->headers[i].value;
+    *subject = api_message_subject(m);
+    if (*subject != NULL && (*subject)[0] == '\0') {
+        free(*subject);             /* none: NULL in the log */
+        *subject = NULL;
+    } else if (*subject == NULL) {
+        free(*rcpts);
+        *rcpts = NULL;
+    }
     return *rcpts != NULL ? 0 : -1;
 }
 
@@ -392,17 +398,19 @@ static int build_rows(struct api_req *req, struct api_async *a)
     a->blobs = calloc(a->n, sizeof *a->blobs);
     a->msgids = calloc(a->n, sizeof *a->msgids);
     a->rcpts = calloc(a->n, sizeof *a->rcpts);
+    a->subjects = calloc(a->n, sizeof *a->subjects);
     if (a->qn == NULL || a->blobs == NULL || a->msgids == NULL ||
-        a->rcpts == NULL)
+        a->rcpts == NULL || a->subjects == NULL)
         return -1;
     for (size_t i = 0; i < a->n; i++) {
         struct queue_new *q = &a->qn[i];
         queue_new_id(q->id);
         if ((a->msgids[i] = pin_message_id(req->jobs[i], q->id)) == NULL ||
             job_message_encode(req->jobs[i], &a->blobs[i], &q->blob_len) < 0 ||
-            api_listing_of(req->jobs[i], &a->rcpts[i], &q->subject) < 0)
+            api_listing_of(req->jobs[i], &a->rcpts[i], &a->subjects[i]) < 0)
             return -1;
         q->recipients = a->rcpts[i];
+        q->subject = a->subjects[i];
         q->blob = a->blobs[i];
         q->message_id = a->msgids[i][0] != '\0' ? a->msgids[i] : NULL;
         if (i < a->nitems) {

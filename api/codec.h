@@ -91,6 +91,11 @@ int api_headers_encode(struct job *job, json_t *errors, const char *prefix);
 /* The Message-ID of a raw (or composed) message's header section, or ""
    (a new string; NULL when out of memory). */
 char *api_raw_message_id(const struct job_message *m);
+/* The Subject of a message for people (the message log): from the header
+   fields, or a raw or composed message's header section, unfolded, its
+   RFC 2047 encoded-words decoded to UTF-8.  A new string, "" when there
+   is none, NULL when out of memory. */
+char *api_message_subject(const struct job_message *m);
 
 /* job_free on jobs[0..n), then free(jobs); NULL is a no-op. */
 void api_jobs_free(struct job **jobs, size_t n);

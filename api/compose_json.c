@@ -6,7 +6,7 @@
  * envelope form's non-ASCII header values.
  *
  * Public (codec.h): api_composed_form, api_decode_composed,
- * api_headers_encode, api_raw_message_id.
+ * api_headers_encode, api_raw_message_id, api_message_subject.
  *
  * Every problem is a {"field", "message"} named by its member path
  * ("attachments[2].content", "messages[1].cc[0]"), all of them listed,
@@ -632,24 +632,67 @@ int api_decode_composed(json_t *obj, const struct cfg *cfg, struct job *job,
     return c.invalid ? API_DECODE_INVALID : API_DECODE_OK;
 }
 
+/* Field name (with its colon, "Subject:") of a raw message's header
+   section, unfolded (each CRLF before a continuation line dropped, RFC
+   5322 2.2.3) and without leading blanks: a new string, "" when the field
+   is absent, NULL when out of memory.  At most 4 KiB of the value. */
+static char *raw_field(const struct job_message *m, const char *name)
+{
+    const char *p = m->body, *end = m->body + m->body_len;
+    size_t nlen = strlen(name);
+    while (p < end && *p != '\r' && *p != '\n') {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *next = eol != NULL ? eol + 1 : end;
+        if ((size_t)(next - p) > nlen && strncasecmp(p, name, nlen) == 0) {
+            char out[4096];
+            size_t n = 0;
+            const char *v = p + nlen;
+            while (v < next && (*v == ' ' || *v == '\t'))
+                v++;
+            for (;;) {                   /* this line, then continuations */
+                for (; v < next && n < sizeof out - 1; v++)
+                    if (*v != '\r' && *v != '\n')
+                        out[n++] = *v;
+                if (next >= end || (*next != ' ' && *next != '\t'))
+                    break;
+                v = next;
+                eol = memchr(v, '\n', (size_t)(end - v));
+                next = eol != NULL ? eol + 1 : end;
+            }
+            return strndup(out, n);
+        }
+        p = next;
+    }
+    return strdup("");
+}
+
 /* The Message-ID field of a raw message's header section (a composed
    message has one), or "". */
 char *api_raw_message_id(const struct job_message *m)
 {
-    const char *p = m->body, *end = m->body + m->body_len;
-    while (p < end && *p != '\r' && *p != '\n') {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        size_t n = eol != NULL ? (size_t)(eol - p) : (size_t)(end - p);
-        if (n > 11 && n < 260 && strncasecmp(p, "Message-ID:", 11) == 0) {
-            const char *v = p + 11;
-            while (*v == ' ' || *v == '\t')
-                v++;
-            return strndup(v, (size_t)(p + n - v) -
-                              (p[n - 1] == '\r' ? 1 : 0));
-        }
-        p = eol != NULL ? eol + 1 : end;
+    return raw_field(m, "Message-ID:");
+}
+
+char *api_message_subject(const struct job_message *m)
+{
+    const char *v = NULL;
+    char *raw = NULL, *text;
+    if (m->raw) {
+        if ((raw = raw_field(m, "Subject:")) == NULL)
+            return NULL;
+        v = raw[0] != '\0' ? raw : NULL;
+    } else {
+        for (size_t i = 0; i < m->nheaders; i++)
+            if (strcasecmp(m->headers[i].name, "Subject") == 0)
+                v = m->headers[i].value;
     }
-    return strdup("");
+    if (v == NULL) {
+        free(raw);
+        return strdup("");
+    }
+    text = compose_header_decode(v);
+    free(raw);
+    return text;
 }
 
 /* 1 when s holds a byte over 0x7f. */

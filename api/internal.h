@@ -263,10 +263,10 @@ void api_async_req_free(struct api_req *req);
 char *api_queue_metrics(struct api *api, size_t *len);
 
 /* async.c: what the message log lists of job: its recipients as JSON
-   text (*rcpts, caller frees) and its Subject (*subject, borrowed from the
-   job; NULL for none or a raw message).  -1 when out of memory. */
-int api_listing_of(const struct job *job, char **rcpts,
-                   const char **subject);
+   text (*rcpts) and its Subject decoded for people (*subject, NULL for
+   none: api_message_subject), both the caller's to free.  -1 when out of
+   memory (nothing to free). */
+int api_listing_of(const struct job *job, char **rcpts, char **subject);
 /* async.c: the metadata (JSON text) of message i of req, or NULL. */
 const char *api_async_metadata(const struct api_req *req, size_t i);
 

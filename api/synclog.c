@@ -106,7 +106,7 @@ static struct api_synclog *synclog_new(const struct api_logslot *slot,
                                        const struct job *job)
 {
     const struct api_req *req = slot->req;
-    const char *meta = api_async_metadata(req, slot->i), *subject = NULL;
+    const char *meta = api_async_metadata(req, slot->i);
     struct api_synclog *sl = calloc(1, sizeof *sl);
     double now = synclog_now();
     if (sl == NULL)
@@ -114,8 +114,7 @@ static struct api_synclog *synclog_new(const struct api_logslot *slot,
     sl->api = req->api;
     snprintf(sl->request_id, sizeof sl->request_id, "%s", req->id);
     if (delivery_attempt_of(job, now, &sl->da) < 0 ||
-        api_listing_of(job, &sl->rcpts, &subject) < 0 ||
-        (subject != NULL && (sl->subject = strdup(subject)) == NULL) ||
+        api_listing_of(job, &sl->rcpts, &sl->subject) < 0 ||
         (meta != NULL && (sl->metadata = strdup(meta)) == NULL)) {
         synclog_free(sl);
         return NULL;

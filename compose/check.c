@@ -450,3 +450,20 @@ char *compose_header_encode(const char *name, const char *value,
     }
     return unfold(s);
 }
+
+char *compose_header_decode(const char *value)
+{
+    char *g, *out;
+    compose_gmime_init();
+    g = g_mime_utils_header_decode_text(NULL, value);
+    if (g == NULL)
+        return strdup(value);
+    if (!g_utf8_validate(g, -1, NULL)) {
+        char *fixed = g_utf8_make_valid(g, -1);
+        g_free(g);
+        g = fixed;
+    }
+    out = strdup(g);
+    g_free(g);
+    return out;
+}

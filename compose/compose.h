@@ -125,4 +125,11 @@ int compose_uri_check(const char *uri, const char *scheme, char *why,
 char *compose_header_encode(const char *name, const char *value,
                             int *invalid);
 
+/*
+ * An unstructured field's value for people: its RFC 2047 encoded-words
+ * decoded to UTF-8 (GMime), bytes that are not UTF-8 replaced.  A new
+ * string (free), NULL when out of memory.
+ */
+char *compose_header_decode(const char *value);
+
 #endif /* MAILPOOL_COMPOSE_H */

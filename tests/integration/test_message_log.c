@@ -216,6 +216,71 @@ static void test_list_shows_each_message_newest_first_and_filters(
     stop(&f);
 }
 
+/* POSTs the JSON text body (auth as req); its log id (caller frees). */
+static char *post_id(struct logfx *f, const char *body, int auth)
+{
+    long st;
+    json_t *j = req(f, "POST", "/v1/messages", body, auth, &st);
+    assert_int_equal(st, auth == SYNC ? 200 : 202);
+    const char *id = json_string_value(json_object_get(j, "id"));
+    assert_non_null(id);
+    char *copy = strdup(id);
+    json_decref(j);
+    return copy;
+}
+
+/* The Subject the log lists is what the sender wrote, in each form: a
+   composed message (sent as RFC 2047 words), the envelope form with a
+   non-ASCII Subject (encoded on the way), and a raw message whose Subject
+   is folded and encoded; queued or sent synchronously alike. */
+static void test_list_shows_each_form_s_subject_decoded(void **state)
+{
+    struct logfx f;
+    (void)state;
+    start(&f, NULL);
+    static const char *const subj = "Grüße ☃ 日本語の件名";
+    json_t *b = json_pack("{s:s, s:[s], s:s, s:s}", "from",
+                          "Zoë <z@example.org>", "to", "r1@example.org",
+                          "subject", subj, "text", "hello");
+    char *t = json_dumps(b, JSON_COMPACT);
+    char *ids[3];
+    ids[0] = post_id(&f, t, SYNC);
+    free(t);
+    json_decref(b);
+    b = json_pack("{s:s, s:[s], s:{s:s}, s:s}", "from", "s@example.org",
+                  "to", "r2@example.org", "headers", "Subject", subj,
+                  "body", "hello");
+    t = json_dumps(b, JSON_COMPACT);
+    ids[1] = post_id(&f, t, 1);
+    free(t);
+    json_decref(b);
+    b = json_pack("{s:s, s:[s], s:s}", "from", "s@example.org", "to",
+                  "r3@example.org", "raw",
+                  "From: s@example.org\r\nTo: r3@example.org\r\n"
+                  "Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe_=E2=98=83?=\r\n"
+                  " =?utf-8?b?IOaXpeacrOiqnuOBruS7tuWQjQ==?=\r\n"
+                  "Message-ID: <raw.1@example.org>\r\n\r\nhello\r\n");
+    t = json_dumps(b, JSON_COMPACT);
+    ids[2] = post_id(&f, t, SYNC);
+    free(t);
+    json_decref(b);
+    wait_all_final(&f, 3);
+    for (int i = 0; i < 3; i++) {
+        char path[128];
+        snprintf(path, sizeof path, "/v1/messages?recipient=r%d%%40example.org",
+                 i + 1);
+        json_t *j = get_ok(&f, path);
+        assert_int_equal(nmsgs(j), 1);
+        assert_string_equal(item_str(j, 0, "id"), ids[i]);
+        if (strcmp(item_str(j, 0, "subject"), subj) != 0)
+            fail_msg("form %d: the log lists the subject \"%s\"", i,
+                     item_str(j, 0, "subject"));
+        json_decref(j);
+        free(ids[i]);
+    }
+    stop(&f);
+}
+
 static void test_list_pages_by_cursor_without_gaps_or_repeats(void **state)
 {
     struct logfx f;
@@ -655,6 +720,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_list_shows_each_message_newest_first_and_filters),
         T(test_list_pages_by_cursor_without_gaps_or_repeats),
+        T(test_list_shows_each_form_s_subject_decoded),
         T(test_list_and_status_need_the_bearer_key),
         T(test_bad_parameters_are_400_naming_the_parameter),
         T(test_10000_messages_are_listed_under_100_ms),
