@@ -95,6 +95,19 @@ static json_t *get_ok(struct logfx *f, const char *path)
     return j;
 }
 
+/* POSTs the JSON text body (auth as req); its log id (caller frees). */
+static char *post_id(struct logfx *f, const char *body, int auth)
+{
+    long st;
+    json_t *j = req(f, "POST", "/v1/messages", body, auth, &st);
+    assert_int_equal(st, auth == SYNC ? 200 : 202);
+    const char *id = json_string_value(json_object_get(j, "id"));
+    assert_non_null(id);
+    char *copy = strdup(id);
+    json_decref(j);
+    return copy;
+}
+
 /* Sends one message to the JSON array text `to` with this Subject, queued
    (auth 1) or synchronously (SYNC); its id in the log (caller frees). */
 static char *send_as(struct logfx *f, const char *to, const char *subject,
@@ -105,16 +118,10 @@ static char *send_as(struct logfx *f, const char *to, const char *subject,
                              json_loads(to, 0, NULL), "headers", "Subject",
                              subject, "body", "the body is never listed");
     char *text = json_dumps(body, JSON_COMPACT);
-    long st;
-    json_t *j = req(f, "POST", "/v1/messages", text, auth, &st);
-    assert_int_equal(st, auth == SYNC ? 200 : 202);
-    const char *id = json_string_value(json_object_get(j, "id"));
-    assert_non_null(id);
-    char *copy = strdup(id);
-    json_decref(j);
+    char *id = post_id(f, text, auth);
     json_decref(body);
     free(text);
-    return copy;
+    return id;
 }
 
 /* Queues one message (Prefer: respond-async); its queue id. */
@@ -214,19 +221,6 @@ static void test_list_shows_each_message_newest_first_and_filters(
     free(b);
     free(c);
     stop(&f);
-}
-
-/* POSTs the JSON text body (auth as req); its log id (caller frees). */
-static char *post_id(struct logfx *f, const char *body, int auth)
-{
-    long st;
-    json_t *j = req(f, "POST", "/v1/messages", body, auth, &st);
-    assert_int_equal(st, auth == SYNC ? 200 : 202);
-    const char *id = json_string_value(json_object_get(j, "id"));
-    assert_non_null(id);
-    char *copy = strdup(id);
-    json_decref(j);
-    return copy;
 }
 
 /* The Subject the log lists is what the sender wrote, in each form: a
