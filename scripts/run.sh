@@ -1,8 +1,11 @@
 #!/bin/sh
-# run.sh - the main job for `make run`: Postfix's smtp-sink on 127.0.0.1 as
-# the relay, `mailpool serve` in front of it on MAILPOOL_HTTP_LISTEN
-# (default 127.0.0.1:$PORT, PORT default 8025: `make run PORT=9025` when
-# 8025 is taken).  Ctrl-C stops both.
+# run.sh - the main job for `make run`: a relay on 127.0.0.1 and
+# `mailpool serve` in front of it on MAILPOOL_HTTP_LISTEN (default
+# 127.0.0.1:$PORT, PORT default 8025: `make run PORT=9025` when 8025 is
+# taken).  The relay is RELAY=demo (default: scripts/demo_relay.py, which
+# refuses nobody@... so the README's code-700 example answers as shown) or
+# RELAY=smtp-sink (Postfix's smtp-sink: accepts everything, for load tests).
+# Ctrl-C stops both.
 set -eu
 cd "$(dirname "$0")/.."
 listen="${MAILPOOL_HTTP_LISTEN:-127.0.0.1:${PORT:-8025}}"
@@ -13,8 +16,28 @@ free_port() {
 }
 sink_port=$(free_port)
 if [ "$(id -u)" -eq 0 ]; then user="-u nobody"; else user=""; fi
-/usr/sbin/smtp-sink $user 127.0.0.1:"$sink_port" 256 &
+case "${RELAY:-demo}" in
+demo)
+    /usr/bin/python3 scripts/demo_relay.py "$sink_port" &
+    relay_name="the demo relay (refuses nobody@...)" ;;
+smtp-sink)
+    /usr/sbin/smtp-sink $user 127.0.0.1:"$sink_port" 256 &
+    relay_name="smtp-sink" ;;
+*)
+    echo "run.sh: RELAY must be demo or smtp-sink, not '$RELAY'" >&2
+    exit 2 ;;
+esac
 sink=$!
+# The service's first send should not race the relay's start.
+/usr/bin/python3 - "$sink_port" <<'PY' || true
+import socket, sys, time
+for _ in range(100):
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.5).close()
+        break
+    except OSError:
+        time.sleep(0.05)
+PY
 # Never fails: under set -e a failing cleanup would make Ctrl-C exit 1
 # (and make print "*** Error 1") instead of 0.
 cleanup() {
@@ -26,7 +49,7 @@ trap 'cleanup; exit 0' INT TERM
 trap cleanup EXIT
 
 cat <<MSG
-mailpool: relay smtp-sink on 127.0.0.1:$sink_port, HTTP API on http://$listen
+mailpool: relay $relay_name on 127.0.0.1:$sink_port, HTTP API on http://$listen
 Send a message from another terminal:
 
   curl -s http://$listen/v1/messages -H 'Content-Type: application/json' \\

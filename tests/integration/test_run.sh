@@ -1,17 +1,35 @@
 #!/bin/sh
 # test_run.sh - `make run PORT=N` as the README tells a user: the service
 # answers on 127.0.0.1:N, the message of the printed curl command is
-# relayed by smtp-sink (250), and Ctrl-C (SIGINT to the whole process group,
+# relayed (250), the README's code-700 example (its JSON read from the
+# README) answers 700 with nobody@example.org refused in the demo relay's
+# words, and Ctrl-C (SIGINT to the whole process group,
 # as a terminal sends it) stops the service and the sink with no
 # "make: *** ..." line.  Last line: "test_run: N passed, M failed".
 cd "$(dirname "$0")/../.."
 exec /usr/bin/python3 - <<'PY'
-import json, os, signal, socket, subprocess, time, urllib.request
+import json, os, re, signal, socket, subprocess, time, urllib.request
 
 res = {"pass": 0, "fail": 0}
 def check(ok, what):
     res["pass" if ok else "fail"] += 1
     print(("ok: " if ok else "FAIL: ") + what, flush=True)
+
+def readme_example_700():
+    """The JSON body of the README's curl command after "code` is 700"."""
+    text = open("README.md").read()
+    block = text[text.index("`code` is 700"):]
+    m = re.search(r"-d '(\{.*?\})'\n", block, re.S)
+    return m.group(1).encode()
+
+def post(body):
+    req = urllib.request.Request(base + "/v1/messages", data=body,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+    except OSError as e:
+        return {"error": str(e)}
 
 s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
 base = "http://127.0.0.1:%d" % port
@@ -31,17 +49,18 @@ try:
         time.sleep(0.1)
     check(up, "make run PORT=%d: /healthz answers on 127.0.0.1:%d" % (port, port))
     if up:
-        body = json.dumps({"from": "me@example.org", "to": ["you@example.org"],
-                           "headers": {"Subject": "hello"}, "body": "Hi there."})
-        req = urllib.request.Request(base + "/v1/messages", data=body.encode(),
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                got = json.loads(r.read())
-        except OSError as e:
-            got = {"error": str(e)}
+        got = post(json.dumps({"from": "me@example.org", "to": ["you@example.org"],
+                               "headers": {"Subject": "hello"}, "body": "Hi there."}).encode())
         check(got.get("code") == 250 and got.get("status") == "sent",
-              "the README's message is relayed by smtp-sink (got %s)" % got)
+              "the README's message is relayed (got %s)" % got)
+        got = post(readme_example_700())
+        rej = got.get("rejected") or [{}]
+        check(got.get("code") == 700 and got.get("status") == "partial"
+              and got.get("accepted") == ["you@example.org"]
+              and rej[0].get("recipient") == "nobody@example.org"
+              and rej[0].get("code") == 550 and rej[0].get("enhanced") == "5.1.1"
+              and rej[0].get("text") == ["5.1.1 no such user"],
+              "the README's code-700 example answers as the README shows (got %s)" % got)
     os.killpg(p.pid, signal.SIGINT)
     try:
         out, _ = p.communicate(timeout=30)
