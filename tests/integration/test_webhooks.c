@@ -28,6 +28,7 @@
 #include "tests/support/http.h"
 #include "tests/support/mpserve.h"
 #include "tests/support/tsupport.h"
+#include "webhook/internal.h"
 
 #define SECRET "whsec_bWFpbHBvb2wtd2ViaG9vay10ZXN0LXNlY3JldC0zMmI="
 #define WRONG  "whsec_YW5vdGhlci1zZWNyZXQtZW50aXJlbHktd3JvbmctMzI="
@@ -59,6 +60,31 @@ static void put_file(const char *dir, const char *name, const char *text,
     assert_int_equal(chmod(path, mode), 0);
 }
 
+/* rel under the sources' root ($MAILPOOL_ROOT, else the current
+   directory) into buf; buf. */
+static const char *root_path(char *buf, size_t len, const char *rel)
+{
+    const char *root = getenv("MAILPOOL_ROOT");
+    snprintf(buf, len, "%s%s%s", root ? root : "", root ? "/" : "", rel);
+    return buf;
+}
+
+/* Runs argv (NULL-ended) to its end, its output into dir/name: its exit
+   code, or -1 when it did not exit. */
+static int run_logged(const char *const *argv, const char *dir,
+                      const char *name)
+{
+    char logpath[192];
+    pid_t pid;
+    int status = 0;
+    char *const *av;
+    memcpy(&av, &argv, sizeof av);
+    in_dir(logpath, sizeof logpath, dir, name);
+    assert_int_equal(ts_spawn_logged(&pid, av, logpath), 0);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 /* Starts the receiver on port (0: a free one) checking with secret, and
    with SECRET too when secret is another (valid_other). */
 static void rx_start(struct rx *r, const char *dir, int port,
@@ -66,9 +92,7 @@ static void rx_start(struct rx *r, const char *dir, int port,
 {
     char script[512], sfile[192], ofile[192], pfile[192], portarg[16],
         logpath[192];
-    const char *root = getenv("MAILPOOL_ROOT");
-    snprintf(script, sizeof script, "%s%stests/peers/webhook_receiver.py",
-             root ? root : "", root ? "/" : "");
+    root_path(script, sizeof script, "tests/peers/webhook_receiver.py");
     snprintf(r->dir, sizeof r->dir, "%s", dir);
     in_dir(r->log, sizeof r->log, dir, "received.jsonl");
     put_file(dir, "rx-secret", secret, 0600, sfile, sizeof sfile);
@@ -653,6 +677,70 @@ static void test_secret_file_readable_by_others_stops_the_start(void **st)
     free(dir);
 }
 
+/* The value after "name: " up to the end of its line in text (caller
+   frees). */
+static char *readme_field(const char *text, const char *name)
+{
+    const char *p = strstr(text, name);
+    assert_non_null(p);
+    p += strlen(name);
+    return strndup(p, strcspn(p, "\n`"));
+}
+
+/* README.md's example request is what mailpool sends: its body is the
+   payload mailpool builds for that message, its signature the one
+   mailpool computes under the example secret; and the README's Python,
+   the test receiver's own, verifies it. */
+static void test_readme_example_is_mailpools_and_its_code_verifies_it(
+    void **st)
+{
+    (void)st;
+    char path[512], script[512], sfile[192], *dir = temp_dir();
+    char *readme = ts_slurp(root_path(path, sizeof path, "README.md"), NULL);
+    assert_non_null(readme);
+    char *id = readme_field(readme, "webhook-id: ");
+    char *ts = readme_field(readme, "webhook-timestamp: ");
+    char *sig = readme_field(readme, "webhook-signature: ");
+    char *body = readme_field(readme, "\n{\"type\":\"message.sent\"");
+    char *secret = readme_field(readme, "example secret\n`");
+    char mid[] = "<084rWjaF9Ap8ZS2gqqAqeg@example.org>",
+         meta[] = "{\"order\":\"1234\"}", status[] = "sent",
+         enh[] = "2.0.0", text[] = "2.0.0 Ok", acc[] = "you@example.org",
+         rej[] = "";
+    struct queue_event ev = {
+        .state = QUEUE_SENT, .created_at = 1796002248.1085, .attempt = 1,
+        .code = 250, .message_id = mid, .metadata = meta, .status = status,
+        .enhanced = enh, .text = text, .accepted = acc, .rejected = rej,
+    };
+    snprintf(ev.id, sizeof ev.id, "%s", id);
+    snprintf(ev.message, sizeof ev.message, "084rWjaF9Ap8ZS2gqqAqeg");
+    char *made = webhook_payload_(&ev), err[256], mine[128];
+    assert_non_null(made);
+    assert_string_equal(made + strlen("{\"type\":\"message.sent\""), body);
+    unsigned char *key;
+    size_t keylen;
+    put_file(dir, "secret", secret, 0600, sfile, sizeof sfile);
+    assert_int_equal(webhook_secret_load_(sfile, &key, &keylen, err,
+                                          sizeof err), 0);
+    assert_int_equal(webhook_sign_(key, keylen, id, strtoll(ts, NULL, 10),
+                                   made, mine, sizeof mine), 0);
+    assert_string_equal(mine, sig);
+    const char *argv[] = { "/usr/bin/python3", root_path(
+        script, sizeof script, "tests/peers/webhook_receiver.py"),
+        "--check-readme", path, NULL };
+    assert_int_equal(run_logged(argv, dir, "check-readme.log"), 0);
+    free(key);
+    free(made);
+    free(id);
+    free(ts);
+    free(sig);
+    free(body);
+    free(secret);
+    free(readme);
+    ts_rmtree(dir);
+    free(dir);
+}
+
 #define T(fn) cmocka_unit_test(fn)
 
 int main(void)
@@ -667,6 +755,7 @@ int main(void)
         T(test_events_survive_sigkill_between_commit_and_delivery),
         T(test_410_stops_the_type_until_the_configuration_changes),
         T(test_secret_file_readable_by_others_stops_the_start),
+        T(test_readme_example_is_mailpools_and_its_code_verifies_it),
     };
     signal(SIGPIPE, SIG_IGN);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)

@@ -18,13 +18,21 @@ from the log, so counts survive a restart on the same log.
                       --secret-file S --log L [--mode M]
                       [--other-secret-file S2]
 The port is written to --port-file once listening.
+
+  webhook_receiver.py --check-readme README.md
+checks that README.md's verify() is this file's, character for character,
+and that it accepts README.md's example request under its example secret;
+exits 0, or 1 saying what differs.
 """
 import argparse
 import base64
 import hashlib
 import hmac
+import inspect
 import json
 import os
+import re
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -143,15 +151,41 @@ def make_handler(state):
     return Handler
 
 
+def check_readme(path):
+    """0 when README's verify() is ours and accepts README's example."""
+    with open(path) as f:
+        text = f.read()
+    code = re.search(r"```python\n.*?\n\n(def verify\(.*?)```", text, re.S)
+    if code is None or code.group(1) != inspect.getsource(verify):
+        print("README.md's verify() is not tests/peers/webhook_receiver.py's")
+        return 1
+    req = re.search(r"```\nPOST /hook HTTP/1.1\n(.*?)\n\n(.*?)\n```", text,
+                    re.S)
+    secret = re.search(r"example secret\s+`(whsec_[A-Za-z0-9+/=]+)`", text)
+    if req is None or secret is None:
+        print("README.md's example request or secret is missing")
+        return 1
+    headers = dict(line.split(": ", 1) for line in req.group(1).split("\n"))
+    if not verify(secret.group(1), headers, req.group(2).encode(),
+                  tolerance=float("inf")):
+        print("README.md's example request does not verify")
+        return 1
+    print("ok")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--port-file", required=True)
-    ap.add_argument("--secret-file", required=True)
-    ap.add_argument("--log", required=True)
+    ap.add_argument("--port-file")
+    ap.add_argument("--secret-file")
+    ap.add_argument("--log")
     ap.add_argument("--mode", default="ok")
     ap.add_argument("--other-secret-file")
+    ap.add_argument("--check-readme")
     a = ap.parse_args()
+    if a.check_readme:
+        sys.exit(check_readme(a.check_readme))
     state = State(read_secret(a.secret_file), a.log, a.mode,
                   read_secret(a.other_secret_file)
                   if a.other_secret_file else None)
