@@ -1135,6 +1135,26 @@ static int sq_log_sync(struct queue *qb, const struct queue_sync_msg *m,
         .kind = OP_LOG_SYNC, .sync = m, .logged = done, .ctx = ctx });
 }
 
+/* 1 when an event may be due at now (read side, no writer op), 0 when
+   none is, -1 on error. */
+static int ev_any_due(struct sq *q, double now)
+{
+    sqlite3_stmt *st;
+    int rc;
+    pthread_mutex_lock(&q->rd_mu);
+    if (exec1(q->rd, "SELECT 1 FROM events WHERE state = 0 AND due_at <= ?1"
+              " AND (lease_until IS NULL OR lease_until < ?1) LIMIT 1",
+              &st) != SQLITE_OK) {
+        pthread_mutex_unlock(&q->rd_mu);
+        return -1;
+    }
+    sqlite3_bind_double(st, 1, now);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&q->rd_mu);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
 static int sq_event_claim(struct queue *qb, double now, size_t max,
                           double lease_s, struct queue_event **out,
                           size_t *n)
@@ -1145,7 +1165,9 @@ static int sq_event_claim(struct queue *qb, double now, size_t max,
     op.now = now;
     op.max = max;
     op.lease = lease_s;
-    if (max == 0)
+    /* Idle pollers read; only a claim that may find work takes the
+       writer (the claim itself checks again). */
+    if (max == 0 || ev_any_due((struct sq *)qb, now) == 0)
         return QUEUE_OK;
     int rc = submit_wait((struct sq *)qb, &op);
     if (rc != QUEUE_OK) {
