@@ -40,6 +40,7 @@ struct rx {
     int port;
     char dir[128];              /* the test's directory */
     char log[192];              /* one JSON line per POST received */
+    int tls;                    /* HTTPS with dir's cert.pem, key.pem */
 };
 
 /* A file of the test's directory. */
@@ -101,11 +102,19 @@ static void rx_start(struct rx *r, const char *dir, int port,
     in_dir(logpath, sizeof logpath, dir, "rx.log");
     unlink(pfile);
     snprintf(portarg, sizeof portarg, "%d", port);
-    const char *argv[] = { "/usr/bin/python3", script, "--port", portarg,
-                           "--port-file", pfile, "--secret-file", sfile,
-                           "--log", r->log, "--mode", mode,
-                           strcmp(secret, SECRET) != 0
-                               ? "--other-secret-file" : NULL, ofile, NULL };
+    const char *argv[18] = { "/usr/bin/python3", script, "--port", portarg,
+                             "--port-file", pfile, "--secret-file", sfile,
+                             "--log", r->log, "--mode", mode };
+    size_t n = 12;
+    if (r->tls) {
+        argv[n++] = "--tls-dir";
+        argv[n++] = dir;
+    }
+    if (strcmp(secret, SECRET) != 0) {
+        argv[n++] = "--other-secret-file";
+        argv[n++] = ofile;
+    }
+    argv[n] = NULL;
     char *const *av;
     const char **cav = argv;
     memcpy(&av, &cav, sizeof av);
@@ -356,9 +365,10 @@ struct wh {
 };
 
 /* Sets w up: the receiver in mode under secret (mode NULL: none yet, its
-   port kept for later), the relay on script, the service. */
+   port kept for later), the relay on script, the service with more flags
+   (NULL-ended, may be NULL). */
 static void wh_up(struct wh *w, const char *mode, const char *secret,
-                  const char *script)
+                  const char *script, const char *const *more)
 {
     memset(w, 0, sizeof *w);
     w->dir = temp_dir();
@@ -372,7 +382,7 @@ static void wh_up(struct wh *w, const char *mode, const char *secret,
     w->p = peer_start_fake(sc);
     free(sc);
     assert_non_null(w->p);
-    w->s = svc(w->p, w->dir, w->port, NULL);
+    w->s = svc(w->p, w->dir, w->port, more);
 }
 
 /* Stops the service (cleanly), the relay and the receiver; removes the
@@ -405,7 +415,7 @@ static void test_every_sent_message_posts_one_signed_sent_event(void **st)
     (void)st;
     struct wh w;
     char *ids[5];
-    wh_up(&w, "ok", SECRET, "{}");
+    wh_up(&w, "ok", SECRET, "{}", NULL);
     post_some(&w, ids, 5);
     json_t *posts = rx_wait(&w.r, ids, 5, "message.sent", 15000);
     for (int i = 0; i < 5; i++) {
@@ -450,7 +460,7 @@ static void test_a_retry_posts_deferred_then_sent(void **st)
     (void)st;
     struct wh w;
     wh_up(&w, "ok", SECRET, "{'rules': [{'match': '^MAIL', 'times': 1, "
-                            "'reply': '451 4.3.0 try again later'}]}");
+                            "'reply': '451 4.3.0 try again later'}]}", NULL);
     char *id = post_async(w.s, "r@example.org");
     json_decref(rx_wait(&w.r, &id, 1, "message.sent", 15000));
     json_t *posts = rx_wait(&w.r, &id, 1, "message.deferred", 1000), *b;
@@ -483,12 +493,14 @@ static void test_receiver_down_then_back_gets_every_event(void **st)
     (void)st;
     struct wh w;
     char *ids[3];
-    wh_up(&w, NULL, SECRET, "{}");
+    wh_up(&w, NULL, SECRET, "{}", NULL);
     post_some(&w, ids, 3);
     sleep_ms(2500);
     json_decref(wait_event(w.s, ids[0], "message.sent", "pending", 1));
     assert_true(metric(w.s, "mailpool_webhook_deliveries_total{result="
                             "\"network_error\"}") >= 3);
+    assert_true(metric(w.s, "mailpool_webhook_oldest_undelivered_seconds")
+                >= 1);
     rx_start(&w.r, w.dir, w.port, SECRET, "ok");
     json_t *posts = rx_wait(&w.r, ids, 3, "message.sent", 15000);
     for (int i = 0; i < 3; i++) {
@@ -500,6 +512,8 @@ static void test_receiver_down_then_back_gets_every_event(void **st)
         free(ids[i]);
     }
     json_decref(posts);
+    assert_int_equal(metric(w.s, "mailpool_webhook_oldest_undelivered_"
+                                 "seconds"), 0);
     wh_down(&w);
 }
 
@@ -510,7 +524,7 @@ static void test_500_then_200_is_delivered_with_both_tries_recorded(
 {
     (void)st;
     struct wh w;
-    wh_up(&w, "fail:1", SECRET, "{}");
+    wh_up(&w, "fail:1", SECRET, "{}", NULL);
     char *id = post_async(w.s, "r@example.org");
     json_t *e = wait_event(w.s, id, "message.sent", "delivered", 15000);
     json_t *tries = json_object_get(e, "attempts");
@@ -537,7 +551,7 @@ static void test_wrong_secret_fails_verification(void **st)
 {
     (void)st;
     struct wh w;
-    wh_up(&w, "ok", WRONG, "{}");
+    wh_up(&w, "ok", WRONG, "{}", NULL);
     char *id = post_async(w.s, "r@example.org");
     json_t *posts = rx_wait(&w.r, &id, 1, "message.sent", 15000);
     size_t valid;
@@ -558,7 +572,7 @@ static void test_slow_receiver_does_not_slow_sending(void **st)
     (void)st;
     struct wh w;
     char *ids[10];
-    wh_up(&w, "slow:5", SECRET, "{}");
+    wh_up(&w, "slow:5", SECRET, "{}", NULL);
     long long t0 = now_ms();
     post_some(&w, ids, 10);
     assert_int_equal(peer_wait_messages(w.p, 10, 3000), 10);
@@ -591,7 +605,7 @@ static void test_events_survive_sigkill_between_commit_and_delivery(
     (void)st;
     struct wh w;
     char *ids[3];
-    wh_up(&w, NULL, SECRET, "{}");
+    wh_up(&w, NULL, SECRET, "{}", NULL);
     post_some(&w, ids, 3);
     for (int i = 0; i < 3; i++)
         json_decref(wait_event(w.s, ids[i], "message.sent", "pending",
@@ -612,12 +626,116 @@ static void test_events_survive_sigkill_between_commit_and_delivery(
     wh_down(&w);
 }
 
+/* A receiver that answers 500 to every POST, a schedule of two short
+   waits: three POSTs, then the event is failed and stays in GET with its
+   three tries. */
+static void test_an_event_past_its_schedule_is_failed_and_stays_visible(
+    void **st)
+{
+    (void)st;
+    static const char *const shortly[] = { "--webhook-retry-schedule",
+                                           "200ms,200ms", NULL };
+    struct wh w;
+    wh_up(&w, "fail:99", SECRET, "{}", shortly);
+    char *id = post_async(w.s, "r@example.org");
+    json_t *e = wait_event(w.s, id, "message.sent", "failed", 15000);
+    json_t *tries = json_object_get(e, "attempts"), *t;
+    size_t i;
+    assert_int_equal(json_array_size(tries), 3);
+    json_array_foreach(tries, i, t)
+        assert_int_equal(json_integer_value(json_object_get(
+            t, "http_status")), 500);
+    assert_true(json_is_null(json_object_get(e, "delivered_at")));
+    json_t *posts = rx_posts(&w.r);
+    assert_int_equal(posts_for(posts, id, NULL, NULL), 3);
+    json_decref(posts);
+    json_decref(e);
+    free(id);
+    wh_down(&w);
+}
+
 /* Restarts w's service with more flags (NULL-ended, may be NULL). */
 static void restart(struct wh *w, const char *const *more)
 {
     assert_int_equal(mpserve_stop_clean(w->s, 10000), 0);
     mpserve_free(w->s);
     w->s = svc(w->p, w->dir, w->port, more);
+}
+
+/* An https receiver with a self-signed certificate: by default its
+   certificate is refused (no POST arrives, the try records why); with
+   webhook.tls_verify = false the same event is delivered. */
+static void test_https_is_verified_unless_tls_verify_is_false(void **st)
+{
+    (void)st;
+    char url[64], cmd[512], script[256];
+    struct wh w;
+    wh_up(&w, NULL, SECRET, "{}", NULL);
+    snprintf(url, sizeof url, "https://127.0.0.1:%d/hook", w.port);
+    const char *https[] = { "--webhook-url", url, NULL };
+    const char *trusting[] = { "--webhook-url", url,
+                               "--webhook-tls-verify", "false", NULL };
+    snprintf(cmd, sizeof cmd, "%s %s >/dev/null 2>&1",
+             root_path(script, sizeof script, "tests/peers/make-cert.sh"),
+             w.dir);
+    assert_int_equal(system(cmd), 0);
+    w.r.tls = 1;
+    rx_start(&w.r, w.dir, w.port, SECRET, "ok");
+    restart(&w, https);
+    char *id = post_async(w.s, "r@example.org");
+    json_t *e = NULL;
+    for (long long end = now_ms() + 10000; e == NULL || json_array_size(
+             json_object_get(e, "attempts")) == 0; sleep_ms(50)) {
+        json_decref(e);
+        e = wait_event(w.s, id, "message.sent", "pending", 1000);
+        if (now_ms() > end)
+            fail_msg("no try recorded");
+    }
+    json_t *t0 = json_array_get(json_object_get(e, "attempts"), 0);
+    assert_true(json_is_null(json_object_get(t0, "http_status")));
+    assert_non_null(strstr(jstr(t0, "error"), "certificate"));
+    json_decref(e);
+    json_t *posts = rx_posts(&w.r);
+    assert_int_equal(json_array_size(posts), 0);
+    json_decref(posts);
+    restart(&w, trusting);
+    json_decref(wait_event(w.s, id, "message.sent", "delivered", 15000));
+    posts = rx_posts(&w.r);
+    size_t valid;
+    assert_int_equal(posts_for(posts, id, &valid, NULL), 1);
+    assert_int_equal(valid, 1);
+    json_decref(posts);
+    free(id);
+    wh_down(&w);
+}
+
+/* A receiver that redirects: the redirect is an answer like any other
+   (307 recorded, retried later), never followed. */
+static void test_a_redirect_is_not_followed(void **st)
+{
+    (void)st;
+    struct wh w;
+    wh_up(&w, "redirect", SECRET, "{}", NULL);
+    char *id = post_async(w.s, "r@example.org");
+    json_t *e = wait_event(w.s, id, "message.sent", "pending", 15000);
+    for (long long end = now_ms() + 10000; json_array_size(json_object_get(
+             e, "attempts")) == 0; sleep_ms(50)) {
+        json_decref(e);
+        e = wait_event(w.s, id, "message.sent", "pending", 1000);
+        if (now_ms() > end)
+            fail_msg("no try recorded");
+    }
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(
+        json_object_get(e, "attempts"), 0), "http_status")), 307);
+    sleep_ms(300);
+    json_t *posts = rx_posts(&w.r), *one;
+    size_t i;
+    json_array_foreach(posts, i, one)
+        assert_string_equal(jstr(one, "path"), "/hook");
+    json_decref(posts);
+    json_decref(e);
+    free(id);
+    wh_down(&w);
 }
 
 /* 410 stops message.sent: the next message's event is stopped without a
@@ -630,7 +748,7 @@ static void test_410_stops_the_type_until_the_configuration_changes(
     static const char *const other[] = {
         "--webhook-events", "message.sent, message.failed", NULL };
     struct wh w;
-    wh_up(&w, "gone", SECRET, "{}");
+    wh_up(&w, "gone", SECRET, "{}", NULL);
     char *id = post_async(w.s, "r@example.org");
     json_decref(wait_event(w.s, id, "message.sent", "stopped", 15000));
     free(id);
@@ -656,25 +774,48 @@ static void test_410_stops_the_type_until_the_configuration_changes(
     wh_down(&w);
 }
 
-/* A secret file that group or others may read: the service does not
-   start (exit 2) and names the file. */
-static void test_secret_file_readable_by_others_stops_the_start(void **st)
+/* Each mistake in the webhook.* keys stops the start (exit 2) before any
+   port is bound, naming the key or the file and never the secret: a
+   secret file group or others may read, a secret too short, an unknown
+   event type, a URL that is not http(s), a wait that is not one. */
+static void test_webhook_mistakes_stop_the_start_naming_them(void **st)
 {
     (void)st;
-    char *dir = temp_dir(), sfile[192], q[192], *out = NULL;
-    put_file(dir, "secret", SECRET, 0644, sfile, sizeof sfile);
-    in_dir(q, sizeof q, dir, "queue.db");
-    const char *argv[] = { "serve", "--http-listen", "127.0.0.1:0",
-                           "--queue-path", q, "--webhook-url",
-                           "http://127.0.0.1:9/hook",
-                           "--webhook-secret-file", sfile, NULL };
-    assert_int_equal(mpserve_run(argv, 10000, &out), 2);
-    assert_non_null(strstr(out, sfile));
-    assert_non_null(strstr(out, "readable by group or others"));
-    assert_null(strstr(out, "bWFpbHBvb2wt"));   /* never the secret */
-    free(out);
-    ts_rmtree(dir);
-    free(dir);
+    static const struct {
+        const char *secret;
+        mode_t mode;
+        const char *key, *value, *said;
+    } cases[] = {
+        { SECRET, 0644, NULL, NULL, "readable by group or others" },
+        { "short-secret", 0600, NULL, NULL, "of 16 bytes or more" },
+        { SECRET, 0600, "--webhook-events", "message.sent,message.sen",
+          "webhook.events: unknown event type \"message.sen\"" },
+        { SECRET, 0600, "--webhook-url", "ftp://127.0.0.1/hook",
+          "webhook.url: must be an http:// or https:// URL" },
+        { SECRET, 0600, "--webhook-retry-schedule", "5s,5x",
+          "webhook.retry_schedule: \"5x\" is not a wait" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *dir = temp_dir(), sfile[192], q[192], *out = NULL;
+        put_file(dir, "secret", cases[i].secret, cases[i].mode, sfile,
+                 sizeof sfile);
+        in_dir(q, sizeof q, dir, "queue.db");
+        const char *argv[] = { "serve", "--http-listen", "127.0.0.1:0",
+                               "--queue-path", q, "--webhook-url",
+                               "http://127.0.0.1:9/hook",
+                               "--webhook-secret-file", sfile,
+                               cases[i].key, cases[i].value, NULL };
+        assert_int_equal(mpserve_run(argv, 10000, &out), 2);
+        assert_non_null(strstr(out, cases[i].said));
+        if (cases[i].key == NULL)
+            assert_non_null(strstr(out, sfile));
+        assert_null(strstr(out, "bWFpbHBvb2wt"));   /* never the secret */
+        assert_null(strstr(out, "short-secret"));
+        assert_null(strstr(out, "listening"));
+        free(out);
+        ts_rmtree(dir);
+        free(dir);
+    }
 }
 
 /* The value after "name: " up to the end of its line in text (caller
@@ -754,7 +895,10 @@ int main(void)
         T(test_slow_receiver_does_not_slow_sending),
         T(test_events_survive_sigkill_between_commit_and_delivery),
         T(test_410_stops_the_type_until_the_configuration_changes),
-        T(test_secret_file_readable_by_others_stops_the_start),
+        T(test_an_event_past_its_schedule_is_failed_and_stays_visible),
+        T(test_a_redirect_is_not_followed),
+        T(test_https_is_verified_unless_tls_verify_is_false),
+        T(test_webhook_mistakes_stop_the_start_naming_them),
         T(test_readme_example_is_mailpools_and_its_code_verifies_it),
     };
     signal(SIGPIPE, SIG_IGN);

@@ -10,13 +10,16 @@ given (a test gives the receiver a wrong secret and the right one there).  What 
   ok          200
   fail:N      500 to the first N deliveries of each webhook-id, then 200
   gone        410
+  redirect    307 to /elsewhere (a POST there is logged like any other)
   slow:S      sleeps S seconds, then 200
 GET /_stats answers {"received", "valid", "invalid", "ids": {id: count}}
 from the log, so counts survive a restart on the same log.
 
   webhook_receiver.py --port P (0: a free one) --port-file F
                       --secret-file S --log L [--mode M]
-                      [--other-secret-file S2]
+                      [--other-secret-file S2] [--tls-dir D]
+With --tls-dir it speaks HTTPS with D/cert.pem and D/key.pem
+(tests/peers/make-cert.sh).
 The port is written to --port-file once listening.
 
   webhook_receiver.py --check-readme README.md
@@ -32,6 +35,7 @@ import inspect
 import json
 import os
 import re
+import ssl
 import sys
 import threading
 import time
@@ -120,6 +124,8 @@ def make_handler(state):
                 n = state.tries[msg_id]
             if mode == "gone":
                 return 410
+            if mode == "redirect":
+                return 307
             if mode.startswith("fail:"):
                 return 500 if n <= int(mode[5:]) else 200
             if mode.startswith("slow:"):
@@ -143,9 +149,16 @@ def make_handler(state):
             except ValueError:
                 doc = None
             state.record({"id": msg_id, "valid": valid, "status": status,
+                          "path": self.path,
                           "valid_other": other,
                           "type": (doc or {}).get("type"), "body": doc,
                           "at": time.time()})
+            if status == 307:
+                self.send_response(307)
+                self.send_header("Location", "/elsewhere")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             self.reply(status)
 
     return Handler
@@ -183,6 +196,7 @@ def main():
     ap.add_argument("--mode", default="ok")
     ap.add_argument("--other-secret-file")
     ap.add_argument("--check-readme")
+    ap.add_argument("--tls-dir")
     a = ap.parse_args()
     if a.check_readme:
         sys.exit(check_readme(a.check_readme))
@@ -192,6 +206,11 @@ def main():
     ThreadingHTTPServer.allow_reuse_address = True
     ThreadingHTTPServer.daemon_threads = True
     srv = ThreadingHTTPServer(("127.0.0.1", a.port), make_handler(state))
+    if a.tls_dir:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(os.path.join(a.tls_dir, "cert.pem"),
+                            os.path.join(a.tls_dir, "key.pem"))
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     tmp = a.port_file + ".tmp"
     with open(tmp, "w") as f:
         f.write(str(srv.server_address[1]))
