@@ -34,6 +34,23 @@ static json_t *when_json(double t)
     return json_string(buf);
 }
 
+/* The n bytes at p as a JSON string; bytes that are not UTF-8 (a relay's
+   reply may hold any) become '?'.  NULL when out of memory. */
+static json_t *text_json(const char *p, size_t n)
+{
+    json_t *j = json_stringn(p, n);
+    if (j != NULL)
+        return j;
+    char *copy = malloc(n + 1);
+    if (copy == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        copy[i] = (unsigned char)p[i] < 0x80 && p[i] != '\0' ? p[i] : '?';
+    j = json_stringn(copy, n);
+    free(copy);
+    return j;
+}
+
 /* The '\n'-separated lines of s as an array of strings (none for NULL). */
 static json_t *lines_of(const char *s)
 {
@@ -41,7 +58,7 @@ static json_t *lines_of(const char *s)
     for (const char *p = s; arr != NULL && p != NULL && *p != '\0';) {
         const char *nl = strchr(p, '\n');
         size_t n = nl != NULL ? (size_t)(nl - p) : strlen(p);
-        json_array_append_new(arr, json_stringn(p, n));
+        json_array_append_new(arr, text_json(p, n));
         p = nl != NULL ? nl + 1 : NULL;
     }
     return arr;
@@ -56,11 +73,12 @@ static json_t *rejected_one(json_t *line)
     const char *t3 = t2 ? strchr(t2 + 1, '\t') : NULL;
     if (t3 == NULL)
         return NULL;
-    return json_pack("{s:s%, s:i, s:o, s:s}", "recipient", l,
-                     (size_t)(t1 - l), "code", (int)strtol(t1 + 1, NULL, 10),
-                     "enhanced", t3 > t2 + 1
-                         ? json_stringn(t2 + 1, (size_t)(t3 - t2 - 1))
-                         : json_null(), "text", t3 + 1);
+    return json_pack("{s:o, s:i, s:o, s:o}", "recipient",
+                     text_json(l, (size_t)(t1 - l)), "code",
+                     (int)strtol(t1 + 1, NULL, 10), "enhanced", t3 > t2 + 1
+                         ? text_json(t2 + 1, (size_t)(t3 - t2 - 1))
+                         : json_null(), "text", text_json(t3 + 1,
+                                                           strlen(t3 + 1)));
 }
 
 /* The rejected recipients of an attempt as objects. */
@@ -90,7 +108,8 @@ static json_t *data_of(const struct queue_event *ev)
         "status", queue_state_name(ev->state),
         "code", reply && ev->code > 0 ? json_integer(ev->code) : json_null(),
         "enhanced", reply && ev->enhanced && ev->enhanced[0]
-                        ? json_string(ev->enhanced) : json_null(),
+                        ? text_json(ev->enhanced, strlen(ev->enhanced))
+                        : json_null(),
         "text", reply ? lines_of(ev->text) : json_array(),
         "accepted", reply ? lines_of(ev->accepted) : json_array(),
         "rejected", reply ? rejected_of(ev->rejected) : json_array(),

@@ -275,6 +275,14 @@ static const char *jstr(const json_t *o, const char *k)
     return s != NULL ? s : "";
 }
 
+/* The string at index i of o's array k; "" when there is none. */
+static const char *item(const json_t *o, const char *k, size_t i)
+{
+    const char *s = json_string_value(json_array_get(json_object_get(o, k),
+                                                     i));
+    return s != NULL ? s : "";
+}
+
 /* POSTs one message asynchronously to `to`; its queue id (caller frees). */
 static char *post_async(struct mpserve *s, const char *to)
 {
@@ -430,8 +438,7 @@ static void test_every_sent_message_posts_one_signed_sent_event(void **st)
         assert_int_equal(json_integer_value(json_object_get(d, "code")), 250);
         assert_int_equal(json_integer_value(json_object_get(d, "attempt")),
                          1);
-        assert_string_equal(json_string_value(json_array_get(
-            json_object_get(d, "accepted"), 0)), "r@example.org");
+        assert_string_equal(item(d, "accepted", 0), "r@example.org");
         assert_string_equal(jstr(d, "message_id"), jstr(m, "message_id"));
         assert_string_equal(jstr(json_object_get(d, "metadata"), "order"),
                             "o-17");
@@ -476,8 +483,34 @@ static void test_a_retry_posts_deferred_then_sent(void **st)
         assert_string_equal(jstr(d, "status"), "retry");
         assert_int_equal(json_integer_value(json_object_get(d, "code")), 451);
         assert_string_equal(jstr(d, "enhanced"), "4.3.0");
-        assert_non_null(strstr(json_string_value(json_array_get(
-            json_object_get(d, "text"), 0)), "try again later"));
+        assert_non_null(strstr(item(d, "text", 0), "try again later"));
+    }
+    assert_int_equal(seen, 1);
+    json_decref(posts);
+    free(id);
+    wh_down(&w);
+}
+
+/* A relay reply with a byte that is not UTF-8 (Latin-1 e-acute): the
+   deferred event still goes, that byte as '?'. */
+static void test_a_reply_that_is_not_utf8_still_posts_its_event(void **st)
+{
+    (void)st;
+    struct wh w;
+    wh_up(&w, "ok", SECRET, "{'rules': [{'match': '^MAIL', 'times': 1, "
+                            "'raw': '451 4.3.0 caf\\u00e9 busy', "
+                            "'suffix': '\\r\\n'}]}", NULL);
+    char *id = post_async(w.s, "r@example.org");
+    json_t *posts = rx_wait(&w.r, &id, 1, "message.deferred", 15000), *b;
+    size_t i;
+    int seen = 0;
+    json_array_foreach(posts, i, b) {
+        json_t *body = json_object_get(b, "body");
+        if (strcmp(jstr(body, "type"), "message.deferred") != 0)
+            continue;
+        seen++;
+        assert_string_equal(item(json_object_get(body, "data"), "text", 0),
+                            "4.3.0 caf? busy");
     }
     assert_int_equal(seen, 1);
     json_decref(posts);
@@ -889,6 +922,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_every_sent_message_posts_one_signed_sent_event),
         T(test_a_retry_posts_deferred_then_sent),
+        T(test_a_reply_that_is_not_utf8_still_posts_its_event),
         T(test_receiver_down_then_back_gets_every_event),
         T(test_500_then_200_is_delivered_with_both_tries_recorded),
         T(test_wrong_secret_fails_verification),
