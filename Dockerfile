@@ -11,6 +11,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc make pkg-config libc6-dev \
       libmicrohttpd-dev libjansson-dev libgnutls28-dev libinih-dev \
       libsqlite3-dev libgmime-3.0-dev libidn2-dev libpq-dev \
+      libcurl4-gnutls-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -22,6 +23,7 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libmicrohttpd12 libjansson4 \
       libgnutls30 libinih1 libsqlite3-0 libgmime-3.0-0 libidn2-0 libpq5 \
+      libcurl3-gnutls \
       ca-certificates tini \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 10001 mailpool \

@@ -3,7 +3,7 @@
 
 CC       ?= cc
 BUILD    ?= build
-PKGS     := libmicrohttpd jansson gnutls inih sqlite3 gmime-3.0 libidn2 hogweed libpq
+PKGS     := libmicrohttpd jansson gnutls inih sqlite3 gmime-3.0 libidn2 hogweed libpq libcurl
 WARN     := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes \
             -Wmissing-prototypes -Wpointer-arith -Wcast-qual -Wformat=2 \
             -Wvla -Wwrite-strings -Wimplicit-fallthrough -fno-common \
@@ -24,6 +24,7 @@ SERVER_SRC   := $(filter-out server/main.c,$(wildcard server/*.c))
 QUEUE_SRC    := $(wildcard queue/*.c)
 COMPOSE_SRC  := $(wildcard compose/*.c)
 DKIM_SRC     := $(wildcard dkim/*.c)
+WEBHOOK_SRC  := $(wildcard webhook/*.c)
 API_SRC      := $(wildcard api/*.c) api/openapi_data.S api/ui_data.S
 SUPPORT_SRC  := $(wildcard tests/support/*.c)
 
@@ -36,7 +37,8 @@ LIB_API      := $(BUILD)/libmpapi.a
 LIB_QUEUE    := $(BUILD)/libmpqueue.a
 LIB_COMPOSE  := $(BUILD)/libmpcompose.a
 LIB_DKIM     := $(BUILD)/libmpdkim.a
-LIBS_ALL     := $(LIB_API) $(LIB_SERVER) $(LIB_QUEUE) $(LIB_DKIM) $(LIB_CONFIG) $(LIB_COMPOSE) $(LIB_SMTPCORE)
+LIB_WEBHOOK  := $(BUILD)/libmpwebhook.a
+LIBS_ALL     := $(LIB_API) $(LIB_WEBHOOK) $(LIB_SERVER) $(LIB_QUEUE) $(LIB_DKIM) $(LIB_CONFIG) $(LIB_COMPOSE) $(LIB_SMTPCORE)
 MAILPOOL     := $(BUILD)/mailpool
 
 UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
@@ -93,6 +95,7 @@ $(LIB_SERVER):   $(call obj,$(SERVER_SRC))
 $(LIB_QUEUE):    $(call obj,$(QUEUE_SRC))
 $(LIB_COMPOSE):  $(call obj,$(COMPOSE_SRC))
 $(LIB_DKIM):     $(call obj,$(DKIM_SRC))
+$(LIB_WEBHOOK):  $(call obj,$(WEBHOOK_SRC))
 $(LIB_API):      $(call obj,$(API_SRC))
 $(BUILD)/lib%.a:
 	@mkdir -p $(dir $@)
@@ -185,7 +188,7 @@ container-test: container
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
-	    --inline-suppr -I. -Ismtpcore/include smtpcore config server api compose
+	    --inline-suppr -I. -Ismtpcore/include smtpcore config server api compose webhook
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

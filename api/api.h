@@ -38,6 +38,10 @@ void api_set_stopping(struct api *api);
 /* `mailpool healthcheck`: GET /healthz on cfg's http.listen (HTTPS with
    http.tls_cert_file); 0 when it answers 200, else -1 (api/healthcheck.c). */
 int api_healthcheck(const struct cfg *cfg);
+/* The webhook whose deliveries /metrics counts (borrowed, outliving the
+   api; NULL: none).  Any thread (api/async.c). */
+struct webhook;
+void api_set_webhook(struct api *api, struct webhook *w);
 /* Stops the daemon (after in-flight requests were answered) and frees. */
 void api_stop(struct api *api);
 

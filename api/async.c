@@ -6,7 +6,7 @@
  * Public (internal.h): api_async_extract, api_async_post, api_async_answer,
  * api_idem_begin, api_idem_finish, api_message_get, api_message_cancel,
  * api_async_req_free, api_queue_metrics, api_time_json, api_time_parse,
- * api_listing_of, api_async_metadata.
+ * api_listing_of, api_async_metadata, api_set_webhook.
  *
  * Asynchronous POST: the body is validated exactly as a synchronous one;
  * then each message gets a queue id and, unless it has one, a Message-ID
@@ -39,6 +39,7 @@
 #include "api/codec.h"
 #include "api/internal.h"
 #include "server/delivery.h"
+#include "webhook/webhook.h"
 
 /* The extras of one message of an asynchronous request. */
 struct api_async_item {
@@ -672,6 +673,30 @@ static json_t *rejected_json(const char *s)
     return arr;
 }
 
+/* The delivery events of a message (webhook/): each with its tries. */
+static json_t *events_json(const struct queue_event_rec *ev, size_t n)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; arr != NULL && i < n; i++) {
+        json_t *tries = json_array();
+        for (size_t k = 0; tries != NULL && k < ev[i].ntries; k++) {
+            const struct queue_event_try *t = &ev[i].tries[k];
+            json_array_append_new(tries, json_pack(
+                "{s:o, s:o, s:s?}", "at", rfc3339(t->at), "http_status",
+                t->http_status > 0 ? json_integer(t->http_status)
+                                   : json_null(), "error", t->error));
+        }
+        json_array_append_new(arr, json_pack(
+            "{s:s, s:s?, s:o, s:o, s:s, s:o}", "id", ev[i].id,
+            "type", queue_event_type(ev[i].mstate),
+            "created_at", rfc3339(ev[i].created_at),
+            "delivered_at", rfc3339(ev[i].delivered_at),
+            "state", queue_event_state_name(ev[i].state),
+            "attempts", tries ? tries : json_array()));
+    }
+    return arr;
+}
+
 /* The status document of doc. */
 static json_t *status_json(const struct queue_doc *doc)
 {
@@ -716,6 +741,12 @@ enum MHD_Result api_message_get(struct api_req *req, struct MHD_Connection *c)
                                  NULL, "Retry-After", "5");
     json_t *j = status_json(&doc);
     queue_doc_clear(&doc);
+    struct queue_event_rec *ev = NULL;
+    size_t nev = 0;
+    if (j != NULL &&
+        queue_events_of(req->api->queue, req->msg_id, &ev, &nev) == QUEUE_OK)
+        json_object_set_new(j, "events", events_json(ev, nev));
+    queue_event_recs_free(ev, nev);
     return api_reply_json(req, c, 200, j);
 }
 
@@ -773,6 +804,34 @@ static void mcat(char **buf, size_t *len, const char *fmt, ...)
         return;
 }
 
+void api_set_webhook(struct api *api, struct webhook *w)
+{
+    atomic_store(&api->webhook, w);
+}
+
+/* The webhook's lines of /metrics, when there is one. */
+static void webhook_metrics(struct api *api, char **buf, size_t *len)
+{
+    struct webhook *w = atomic_load(&api->webhook);
+    unsigned long long n[WEBHOOK_RESULT__COUNT];
+    double age = 0;
+    if (w == NULL)
+        return;
+    webhook_stats(w, n);
+    if (queue_events_oldest(api->queue, wall_now(), &age) != QUEUE_OK)
+        age = 0;
+    mcat(buf, len, "# HELP mailpool_webhook_deliveries_total POSTs of "
+         "delivery events, by result.\n# TYPE "
+         "mailpool_webhook_deliveries_total counter\n");
+    for (int i = 0; i < WEBHOOK_RESULT__COUNT; i++)
+        mcat(buf, len, "mailpool_webhook_deliveries_total{result=\"%s\"} "
+             "%llu\n", webhook_result_name((enum webhook_result)i), n[i]);
+    mcat(buf, len, "# HELP mailpool_webhook_oldest_undelivered_seconds Age "
+         "of the oldest delivery event still to be delivered.\n# TYPE "
+         "mailpool_webhook_oldest_undelivered_seconds gauge\n"
+         "mailpool_webhook_oldest_undelivered_seconds %.3f\n", age);
+}
+
 char *api_queue_metrics(struct api *api, size_t *len)
 {
     unsigned long counts[QUEUE_STATE__COUNT];
@@ -814,5 +873,6 @@ char *api_queue_metrics(struct api *api, size_t *len)
          "written.\n# TYPE mailpool_queue_log_sync_failures_total counter\n"
          "mailpool_queue_log_sync_failures_total %llu\n",
          (unsigned long long)atomic_load(&api->log_failed));
+    webhook_metrics(api, &buf, len);
     return buf;
 }

@@ -150,6 +150,8 @@ struct api {
     atomic_size_t nlogging;         /* synchronous sends' records handed
                                        out, not yet written (synclog.c) */
     atomic_ullong log_failed;       /* of those, writes that failed */
+    _Atomic(struct webhook *) webhook;  /* borrowed; NULL: no webhook
+                                           (api_set_webhook) */
 };
 
 enum api_req_phase {

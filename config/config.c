@@ -227,6 +227,24 @@ const struct cfg_key cfg_keys[] = {
               "always, or never"),
     CFG_INT_(dkim, expire, "0", 0, 365 * DAY,
              "seconds a signature stays valid (x=); 0: no expiry"),
+
+    CFG_STR(webhook, url, NULL, 0, NULL,
+            "http(s) URL every delivery event is POSTed to, signed as "
+            "Standard Webhooks do; unset: no webhook, no events"),
+    CFG_STR(webhook, secret_file, NULL, 0, NULL,
+            "file whose first line is the signing secret (whsec_<base64>), "
+            "read at start; must not be readable by group or others"),
+    CFG_STR(webhook, events, NULL, 0, NULL,
+            "comma-separated event types to send (message.sent, "
+            "message.deferred, ...); unset: all"),
+    CFG_INT_(webhook, timeout, "10", 1, 600,
+             "seconds one POST of an event may take"),
+    CFG_STR(webhook, retry_schedule, "5s,5m,30m,2h,5h,10h,10h", CFG_REQUIRED,
+            NULL, "waits before each retry of an event not answered 2xx "
+            "(ms, s, m or h; jitter added); past the last the event is "
+            "failed"),
+    CFG_BOOL_(webhook, tls_verify, "true",
+              "verify the certificate of an https webhook.url"),
 };
 
 const size_t cfg_nkeys = sizeof cfg_keys / sizeof cfg_keys[0];

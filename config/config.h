@@ -99,6 +99,17 @@ struct cfg {
         char *sign;               /* auto|always|never, default "auto" */
         int expire;               /* seconds from t= to x=; 0: no x= */
     } dkim;
+    struct {
+        char *url;                /* where events are POSTed; unset: no
+                                     webhook (and no events written) */
+        char *secret_file;        /* its signing secret, whsec_<base64> */
+        char *events;             /* comma list of event types; unset:
+                                     all */
+        int timeout;              /* seconds per POST, default 10 */
+        char *retry_schedule;     /* waits between tries, default
+                                     "5s,5m,30m,2h,5h,10h,10h" */
+        int tls_verify;           /* bool, default 1 */
+    } webhook;
     /* [dkim.DOMAIN] sections: one more signing domain each, in file
        order (config/cfg_dkim.c); owned. */
     struct cfg_dkim_domain *dkim_domains;

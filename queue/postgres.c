@@ -16,7 +16,10 @@
  * Schema: tables named mailpool_*; mailpool_migrations holds one row per
  * version applied.  pgq_open takes pg_advisory_lock(PGQ_LOCK_KEY), reads
  * the version, applies the missing migrations each in a transaction and
- * unlocks: replicas starting together migrate once.
+ * unlocks: replicas starting together migrate once.  The outbox (version
+ * 3): a trigger on mailpool_messages writes an event row for each change
+ * to a state of mailpool_outbox.states, in the transaction of the change;
+ * event claims use FOR UPDATE SKIP LOCKED and a lease, like messages.
  *
  * Claims: one statement, UPDATE ... WHERE id IN (SELECT ... FOR UPDATE
  * SKIP LOCKED) RETURNING, sets the owner (this replica's name) and the
@@ -44,7 +47,7 @@
 
 #define PGQ_POOL 4
 #define PGQ_LOCK_KEY "7210417016"       /* pg_advisory_lock: migrations */
-#define PGQ_SCHEMA_VERSION 2
+#define PGQ_SCHEMA_VERSION 3
 #define PGQ_PURGE_EVERY_S 3600.0
 #define PGQ_LISTEN_POLL_MS 250
 
@@ -61,6 +64,8 @@ struct pgq {
     int listening;
     int stop;                   /* guarded by mu */
     double retention_s, idem_ttl_s, last_purge;
+    unsigned ev_states;         /* queue_opts.event_states */
+    const char *ev_config;      /* queue_opts.event_config, during open */
 };
 
 /* ---- connections ---- */
@@ -210,6 +215,40 @@ static const char *const pgq_migrations[PGQ_SCHEMA_VERSION] = {
     " addr text NOT NULL, message text NOT NULL REFERENCES"
     " mailpool_messages (id) ON DELETE CASCADE, PRIMARY KEY (addr, message));"
     "CREATE INDEX mailpool_rcpts_message ON mailpool_rcpts (message);",
+    /* 2 -> 3: the outbox of delivery events (webhooks), as in SQLite:
+       one row of settings, the events (written by the trigger in the
+       transaction of the change, removed with their message) and their
+       tries.  Event ids: md5 of two random UUIDs (244 random bits), 128
+       bits in hex; no extension needed. */
+    "CREATE TABLE mailpool_outbox (k int PRIMARY KEY CHECK (k = 1),"
+    " states int NOT NULL DEFAULT 0, stopped int NOT NULL DEFAULT 0,"
+    " config text);"
+    "INSERT INTO mailpool_outbox (k) VALUES (1);"
+    "CREATE TABLE mailpool_events ("
+    " id text PRIMARY KEY, message text NOT NULL REFERENCES"
+    " mailpool_messages (id) ON DELETE CASCADE, mstate int NOT NULL,"
+    " attempt int NOT NULL, created_at float8 NOT NULL, state int NOT NULL,"
+    " due_at float8 NOT NULL, lease_until float8, delivered_at float8);"
+    "CREATE INDEX mailpool_events_due ON mailpool_events (due_at)"
+    " WHERE state = 0;"
+    "CREATE INDEX mailpool_events_message ON mailpool_events (message);"
+    "CREATE TABLE mailpool_event_tries ("
+    " event text NOT NULL REFERENCES mailpool_events (id) ON DELETE"
+    " CASCADE, n int NOT NULL, at float8 NOT NULL, http_status int,"
+    " error text, PRIMARY KEY (event, n));"
+    "CREATE FUNCTION mailpool_outbox_write() RETURNS trigger"
+    " LANGUAGE plpgsql AS $f$ DECLARE o mailpool_outbox%ROWTYPE;"
+    " t float8 := extract(epoch FROM clock_timestamp()); BEGIN"
+    " SELECT * INTO o FROM mailpool_outbox WHERE k = 1;"
+    " IF (o.states >> NEW.state) & 1 = 1 THEN"
+    " INSERT INTO mailpool_events (id, message, mstate, attempt,"
+    " created_at, state, due_at) VALUES ('evt_' ||"
+    " md5(gen_random_uuid()::text || gen_random_uuid()::text), NEW.id,"
+    " NEW.state, NEW.attempts, t, CASE WHEN (o.stopped >> NEW.state) & 1"
+    " = 1 THEN 3 ELSE 0 END, t); END IF; RETURN NULL; END $f$;"
+    "CREATE TRIGGER mailpool_messages_outbox AFTER UPDATE OF state ON"
+    " mailpool_messages FOR EACH ROW WHEN (NEW.state IS DISTINCT FROM"
+    " OLD.state) EXECUTE FUNCTION mailpool_outbox_write();",
 };
 
 /* Applies the migrations from version up, each in a transaction. */
@@ -808,6 +847,151 @@ static int pgq_reap(struct queue *qb, double now, unsigned long *n)
     return QUEUE_OK;
 }
 
+/* ---- the outbox: delivery events ---- */
+
+/* Copies the claimed events of r into out[0..*n). */
+static int pgq_events_copy(const PGresult *r, struct queue_event *out,
+                           size_t *n)
+{
+    for (int i = 0; i < PQntuples(r); i++) {
+        struct queue_event *ev = &out[(*n)++];
+        snprintf(ev->id, sizeof ev->id, "%s", PQgetvalue(r, i, 0));
+        snprintf(ev->message, sizeof ev->message, "%s", PQgetvalue(r, i, 1));
+        ev->state = (enum queue_state)strtol(PQgetvalue(r, i, 2), NULL, 10);
+        ev->attempt = (int)strtol(PQgetvalue(r, i, 3), NULL, 10);
+        ev->created_at = strtod(PQgetvalue(r, i, 4), NULL);
+        ev->tries = (int)strtol(PQgetvalue(r, i, 5), NULL, 10);
+        ev->code = (int)strtol(PQgetvalue(r, i, 9), NULL, 10);
+        char **dst[] = { &ev->message_id, &ev->metadata, &ev->status, NULL,
+                         &ev->enhanced, &ev->text, &ev->accepted,
+                         &ev->rejected };
+        for (int k = 0; k < 8; k++)
+            if (dst[k] != NULL && !PQgetisnull(r, i, 6 + k) &&
+                (*dst[k] = pgq_dup(r, i, 6 + k)) == NULL)
+                return QUEUE_ENOMEM;
+    }
+    return QUEUE_OK;
+}
+
+static int pgq_event_claim(struct queue *qb, double now, size_t max,
+                           double lease_s, struct queue_event **out,
+                           size_t *n)
+{
+    struct pgq *q = (struct pgq *)qb;
+    char at[40], lim[24], until[40];
+    const char *vals[] = { at, lim, until };
+    if (max == 0)
+        return QUEUE_OK;
+    pgq_num(at, sizeof at, now);
+    pgq_num(until, sizeof until, now + lease_s);
+    snprintf(lim, sizeof lim, "%zu", max);
+    PGresult *r = pgq_exec(q,
+        "WITH c AS (UPDATE mailpool_events SET lease_until = $3::float8"
+        " WHERE id IN (SELECT id FROM mailpool_events WHERE state = 0 AND"
+        " due_at <= $1::float8 AND (lease_until IS NULL OR lease_until <"
+        " $1::float8) ORDER BY due_at LIMIT $2::int FOR UPDATE SKIP LOCKED)"
+        " RETURNING id, message, mstate, attempt, created_at)"
+        " SELECT c.id, c.message, c.mstate, c.attempt, c.created_at,"
+        " (SELECT count(*) FROM mailpool_event_tries t WHERE t.event ="
+        " c.id), m.message_id, m.metadata, a.status, a.code, a.enhanced,"
+        " a.text, a.accepted, a.rejected FROM c LEFT JOIN mailpool_messages"
+        " m ON m.id = c.message LEFT JOIN mailpool_attempts a ON a.message"
+        " = c.message AND a.n = c.attempt", 3, vals, PGRES_TUPLES_OK);
+    if (r == NULL)
+        return QUEUE_EIO;
+    *out = calloc((size_t)PQntuples(r) + 1, sizeof **out);
+    int rc = *out != NULL ? pgq_events_copy(r, *out, n) : QUEUE_ENOMEM;
+    PQclear(r);
+    if (rc != QUEUE_OK) {
+        queue_events_free(*out, *n);
+        *out = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+static int pgq_event_result(struct queue *qb, const char *id, double at,
+                            int http_status, const char *error,
+                            enum queue_event_state state, double next_at)
+{
+    struct pgq *q = (struct pgq *)qb;
+    char when[40], http[16], st[8], due[40];
+    const char *vals[] = { id, when, http_status > 0 ? http : NULL,
+                           error != NULL && error[0] ? error : NULL, st,
+                           due };
+    pgq_num(when, sizeof when, at);
+    pgq_num(due, sizeof due, next_at);
+    snprintf(http, sizeof http, "%d", http_status);
+    snprintf(st, sizeof st, "%d", (int)state);
+    int rc = pgq_exec_cmd(q,
+        "WITH t AS (INSERT INTO mailpool_event_tries (event, n, at,"
+        " http_status, error) SELECT $1, coalesce(max(n), 0) + 1,"
+        " $2::float8, $3::int, $4 FROM mailpool_event_tries WHERE event ="
+        " $1) UPDATE mailpool_events SET state = $5::int, lease_until ="
+        " NULL, due_at = $6::float8, delivered_at = CASE WHEN $5::int = 1"
+        " THEN $2::float8 END WHERE id = $1", 6, vals);
+    if (rc != QUEUE_OK || state != QUEUE_EV_STOPPED)
+        return rc;
+    /* A 410: the type stays stopped until the configuration changes. */
+    return pgq_exec_cmd(q,
+        "WITH e AS (SELECT mstate FROM mailpool_events WHERE id = $1),"
+        " o AS (UPDATE mailpool_outbox SET stopped = stopped | (1 << (SELECT"
+        " mstate FROM e)) WHERE k = 1) UPDATE mailpool_events SET state = 3,"
+        " lease_until = NULL WHERE state = 0 AND mstate = (SELECT mstate"
+        " FROM e)", 1, vals);
+}
+
+static int pgq_events_of(struct queue *qb, const char *id,
+                         struct queue_event_rec **out, size_t *n)
+{
+    struct pgq *q = (struct pgq *)qb;
+    const char *vals[] = { id };
+    size_t cap = 0;
+    int rc = QUEUE_OK;
+    PGresult *r = pgq_exec(q,
+        "SELECT e.id, e.mstate, e.state, e.created_at, e.delivered_at, t.n,"
+        " t.at, t.http_status, t.error FROM mailpool_events e LEFT JOIN"
+        " mailpool_event_tries t ON t.event = e.id WHERE e.message = $1"
+        " ORDER BY e.created_at, e.id, t.n", 1, vals, PGRES_TUPLES_OK);
+    if (r == NULL)
+        return QUEUE_EIO;
+    for (int i = 0; i < PQntuples(r) && rc == QUEUE_OK; i++) {
+        struct queue_event_row row = {
+            .id = PQgetvalue(r, i, 0),
+            .mstate = (int)strtol(PQgetvalue(r, i, 1), NULL, 10),
+            .state = (int)strtol(PQgetvalue(r, i, 2), NULL, 10),
+            .created_at = strtod(PQgetvalue(r, i, 3), NULL),
+            .delivered_at = strtod(PQgetvalue(r, i, 4), NULL),
+            .has_try = !PQgetisnull(r, i, 5),
+            .at = strtod(PQgetvalue(r, i, 6), NULL),
+            .http_status = (int)strtol(PQgetvalue(r, i, 7), NULL, 10),
+            .error = PQgetisnull(r, i, 8) ? NULL : PQgetvalue(r, i, 8),
+        };
+        if (queue_event_row_add_(out, n, &cap, &row) < 0)
+            rc = QUEUE_ENOMEM;
+    }
+    PQclear(r);
+    if (rc != QUEUE_OK) {
+        queue_event_recs_free(*out, *n);
+        *out = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+static int pgq_events_oldest(struct queue *qb, double now, double *age)
+{
+    struct pgq *q = (struct pgq *)qb;
+    PGresult *r = pgq_exec(q, "SELECT min(created_at) FROM mailpool_events"
+                           " WHERE state = 0", 0, NULL, PGRES_TUPLES_OK);
+    if (r == NULL)
+        return QUEUE_EIO;
+    if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
+        *age = now - strtod(PQgetvalue(r, 0, 0), NULL);
+    PQclear(r);
+    return QUEUE_OK;
+}
+
 /* ---- the listener ---- */
 
 /* 1 once pgq_close began. */
@@ -912,6 +1096,27 @@ static void pgq_free(struct pgq *q)
     free(q);
 }
 
+/* Stores which states write events and what they go to (every replica
+   of a database must have the same webhook settings); a changed
+   configuration starts the types stopped by a 410 again.  0 or -1. */
+static int pgq_outbox_set(struct pgq *q, PGconn *c, char *err,
+                          size_t errlen)
+{
+    char states[16];
+    const char *vals[] = { states, q->ev_config };
+    snprintf(states, sizeof states, "%u", q->ev_states);
+    PGresult *r = pgq_run(c, "UPDATE mailpool_outbox SET states = $1::int,"
+                          " stopped = CASE WHEN config IS NOT DISTINCT FROM"
+                          " $2 THEN stopped ELSE 0 END, config = $2 WHERE"
+                          " k = 1", 2, vals, PGRES_COMMAND_OK);
+    if (r == NULL) {
+        snprintf(err, errlen, "outbox: %s", PQerrorMessage(c));
+        return -1;
+    }
+    PQclear(r);
+    return 0;
+}
+
 /* Connects the first pooled connection and migrates: 0 or -1 with err. */
 static int pgq_first(struct pgq *q, char *err, size_t errlen)
 {
@@ -922,7 +1127,8 @@ static int pgq_first(struct pgq *q, char *err, size_t errlen)
         err[strcspn(err, "\n")] = '\0';
         return -1;
     }
-    if (pgq_migrate(q, c, err, errlen) < 0) {
+    if (pgq_migrate(q, c, err, errlen) < 0 || pgq_outbox_set(q, c, err,
+                                                             errlen) < 0) {
         err[strcspn(err, "\n")] = '\0';
         return -1;
     }
@@ -943,6 +1149,8 @@ static int pgq_open(const struct queue_opts *opts, struct queue **out,
     q->base.lease_s = opts->lease_s > 0 ? opts->lease_s : 60.0;
     q->retention_s = opts->retention_s > 0 ? opts->retention_s : 7 * 86400.0;
     q->idem_ttl_s = opts->idem_ttl_s > 0 ? opts->idem_ttl_s : 86400.0;
+    q->ev_states = opts->event_states;
+    q->ev_config = opts->event_config;      /* borrowed: pgq_first only */
     pgq_name(q->owner, sizeof q->owner);
     q->url = strdup(opts->url != NULL ? opts->url : "");
     if (q->url == NULL) {
@@ -1103,4 +1311,8 @@ const struct queue_ops queue_postgres_ops = {
     .reap = pgq_reap,
     .list = pgq_list,
     .log_sync = pgq_log_sync,
+    .event_claim = pgq_event_claim,
+    .event_result = pgq_event_result,
+    .events_of = pgq_events_of,
+    .events_oldest = pgq_events_oldest,
 };

@@ -3,7 +3,8 @@
  * backend (queue/queue_impl.h: queue_sqlite_ops, queue_postgres_ops), the
  * helpers every backend shares, and the keeper thread.
  *
- * Public: everything in queue.h.  queue_claim notes the ids it returns as
+ * Public: everything in queue.h (the outbox's event names and the
+ * grouping of event rows shared by the backends too: queue_impl.h).  queue_claim notes the ids it returns as
  * on the wire here until queue_record or queue_release; the keeper renews
  * those leases (and only those) every lease/3 seconds and reaps the
  * expired ones (sending -> unknown) of any process sharing the database.
@@ -369,4 +370,125 @@ int queue_log_sync(struct queue *q, const struct queue_sync_msg *m,
 {
     assert(queue_state_is_final(m->state));     /* never claimed */
     return q->ops->log_sync(q, m, done, ctx);
+}
+
+/* ---- the outbox: delivery events ---- */
+
+static const char *const event_state_names[QUEUE_EV__COUNT] = {
+    "pending", "delivered", "failed", "stopped",
+};
+
+const char *queue_event_state_name(enum queue_event_state s)
+{
+    return (int)s >= 0 && s < QUEUE_EV__COUNT ? event_state_names[s] : "?";
+}
+
+const char *queue_event_type(enum queue_state s)
+{
+    static const char *const types[QUEUE_STATE__COUNT] = {
+        [QUEUE_RETRY] = "message.deferred", [QUEUE_SENT] = "message.sent",
+        [QUEUE_PARTIAL] = "message.partial",
+        [QUEUE_REJECTED] = "message.rejected",
+        [QUEUE_FAILED] = "message.failed",
+        [QUEUE_UNKNOWN] = "message.unknown",
+        [QUEUE_CANCELLED] = "message.cancelled",
+    };
+    return (int)s >= 0 && s < QUEUE_STATE__COUNT ? types[s] : NULL;
+}
+
+void queue_events_free(struct queue_event *ev, size_t n)
+{
+    for (size_t i = 0; ev != NULL && i < n; i++) {
+        free(ev[i].message_id);
+        free(ev[i].metadata);
+        free(ev[i].status);
+        free(ev[i].enhanced);
+        free(ev[i].text);
+        free(ev[i].accepted);
+        free(ev[i].rejected);
+    }
+    free(ev);
+}
+
+void queue_event_recs_free(struct queue_event_rec *ev, size_t n)
+{
+    for (size_t i = 0; ev != NULL && i < n; i++) {
+        for (size_t k = 0; k < ev[i].ntries; k++)
+            free(ev[i].tries[k].error);
+        free(ev[i].tries);
+    }
+    free(ev);
+}
+
+/* Appends a try to e; 0 or -1. */
+static int event_try_add(struct queue_event_rec *e,
+                         const struct queue_event_row *row)
+{
+    struct queue_event_try *t = realloc(e->tries,
+                                        (e->ntries + 1) * sizeof *t);
+    if (t == NULL)
+        return -1;
+    e->tries = t;
+    t = &t[e->ntries];
+    t->at = row->at;
+    t->http_status = row->http_status;
+    t->error = row->error != NULL && row->error[0] != '\0'
+                   ? strdup(row->error) : NULL;
+    if (t->error == NULL && row->error != NULL && row->error[0] != '\0')
+        return -1;
+    e->ntries++;
+    return 0;
+}
+
+int queue_event_row_add_(struct queue_event_rec **out, size_t *n,
+                         size_t *cap, const struct queue_event_row *row)
+{
+    if (*n == 0 || strcmp((*out)[*n - 1].id, row->id) != 0) {
+        if (*n == *cap) {
+            size_t ncap = *cap ? 2 * *cap : 4;
+            struct queue_event_rec *e = realloc(*out, ncap * sizeof *e);
+            if (e == NULL)
+                return -1;
+            *out = e;
+            *cap = ncap;
+        }
+        struct queue_event_rec *e = &(*out)[(*n)++];
+        memset(e, 0, sizeof *e);
+        snprintf(e->id, sizeof e->id, "%s", row->id);
+        e->mstate = (enum queue_state)row->mstate;
+        e->state = (enum queue_event_state)row->state;
+        e->created_at = row->created_at;
+        e->delivered_at = row->delivered_at;
+    }
+    return row->has_try ? event_try_add(&(*out)[*n - 1], row) : 0;
+}
+
+int queue_event_claim(struct queue *q, double now, size_t max,
+                      double lease_s, struct queue_event **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    return q->ops->event_claim(q, now, max, lease_s, out, n);
+}
+
+int queue_event_result(struct queue *q, const char *id, double at,
+                       int http_status, const char *error,
+                       enum queue_event_state state, double next_at)
+{
+    return q->ops->event_result(q, id, at, http_status, error, state,
+                                next_at);
+}
+
+int queue_events_of(struct queue *q, const char *id,
+                    struct queue_event_rec **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    return q->ops->events_of(q, id, out, n);
+}
+
+int queue_events_oldest(struct queue *q, double now, double *age)
+{
+    *age = 0;
+    return q->ops->events_oldest(q, now, age);
 }

@@ -85,6 +85,14 @@ struct queue_opts {
     int sync_normal;            /* synchronous=NORMAL instead of FULL */
     double retention_s;         /* finished messages kept this long */
     double idem_ttl_s;          /* idempotency keys kept this long */
+    unsigned event_states;      /* the outbox: bit (1u << state) for each
+                                   state whose every change writes an
+                                   event row, in the transaction of the
+                                   change; 0: none (no webhook) */
+    const char *event_config;   /* what the events go to (the webhook's
+                                   URL and types); when it differs from
+                                   the one stored, the types stopped by a
+                                   410 (QUEUE_EV_STOPPED) start again */
 };
 
 struct queue;
@@ -296,5 +304,81 @@ typedef void (*queue_logged_fn)(void *ctx, int rc);
    an error and done is not called. */
 int queue_log_sync(struct queue *q, const struct queue_sync_msg *m,
                    queue_logged_fn done, void *ctx);
+
+/* ---- the outbox: delivery events (webhook/) ---- */
+
+/* Every change of a message to a state of queue_opts.event_states writes
+   an event row in the same transaction (a trigger of each backend), so an
+   event exists exactly when its change was committed.  webhook/ claims
+   the due events with a lease, POSTs them and records each try. */
+
+#define QUEUE_EVENT_ID_LEN 37   /* "evt_" + 128 random bits in hex + NUL */
+
+/* An event's delivery state. */
+enum queue_event_state {
+    QUEUE_EV_PENDING = 0,       /* due at its next try */
+    QUEUE_EV_DELIVERED,         /* a 2xx answered */
+    QUEUE_EV_FAILED,            /* its tries ran out */
+    QUEUE_EV_STOPPED,           /* its type was stopped by a 410 */
+    QUEUE_EV__COUNT
+};
+
+/* "pending", "delivered", "failed", "stopped"; "?" out of range. */
+const char *queue_event_state_name(enum queue_event_state s);
+/* The event type of a change to message state s ("message.sent",
+   "message.deferred" for retry, ...); NULL for a state without events
+   (queued, scheduled, sending). */
+const char *queue_event_type(enum queue_state s);
+
+/* A claimed event and what its payload says; owned by the array
+   (queue_events_free).  The attempt's strings are NULL when the change
+   had no attempt of its own (cancelled). */
+struct queue_event {
+    char id[QUEUE_EVENT_ID_LEN];
+    char message[QUEUE_ID_LEN];     /* the message's queue id */
+    enum queue_state state;         /* the state the message moved to */
+    double created_at;              /* when the change was committed */
+    int attempt;                    /* the message's attempts by then */
+    int tries;                      /* deliveries tried before this one */
+    char *message_id, *metadata;    /* NULL when none */
+    char *status, *enhanced, *text, *accepted, *rejected;
+    int code;                       /* 0 without an attempt */
+};
+/* Leases up to max pending events due at now (oldest first) until now +
+   lease_s: another claim skips them meanwhile; *out holds *n of them. */
+int queue_event_claim(struct queue *q, double now, size_t max,
+                      double lease_s, struct queue_event **out, size_t *n);
+void queue_events_free(struct queue_event *ev, size_t n);
+
+/* One try of event id at time at: http_status (0: no answer) and error
+   ("" or NULL when none) are recorded, then the event becomes state:
+   PENDING (due again at next_at), DELIVERED, FAILED, or STOPPED (a 410:
+   every pending event of its type too, and the type's events written
+   from now on, until queue_opts.event_config changes). */
+int queue_event_result(struct queue *q, const char *id, double at,
+                       int http_status, const char *error,
+                       enum queue_event_state state, double next_at);
+
+/* An event as GET /v1/messages/{id} shows it; owned by the array
+   (queue_event_recs_free). */
+struct queue_event_rec {
+    char id[QUEUE_EVENT_ID_LEN];
+    enum queue_state mstate;        /* its type: queue_event_type */
+    enum queue_event_state state;
+    double created_at, delivered_at;    /* delivered: 0 when not */
+    size_t ntries;
+    struct queue_event_try {
+        double at;
+        int http_status;            /* 0: no answer */
+        char *error;                /* NULL when none */
+    } *tries;
+};
+/* The events of message id, oldest first: QUEUE_OK (*n may be 0) or
+   QUEUE_EIO / QUEUE_ENOMEM. */
+int queue_events_of(struct queue *q, const char *id,
+                    struct queue_event_rec **out, size_t *n);
+void queue_event_recs_free(struct queue_event_rec *ev, size_t n);
+/* The age in seconds at now of the oldest pending event (0: none). */
+int queue_events_oldest(struct queue *q, double now, double *age);
 
 #endif /* MAILPOOL_QUEUE_H */

@@ -52,6 +52,15 @@ struct queue_ops {
     /* A synchronous send for the message log: see queue_log_sync. */
     int (*log_sync)(struct queue *q, const struct queue_sync_msg *m,
                     queue_logged_fn done, void *ctx);
+    /* The outbox of delivery events: see queue_event_claim and after. */
+    int (*event_claim)(struct queue *q, double now, size_t max,
+                       double lease_s, struct queue_event **out, size_t *n);
+    int (*event_result)(struct queue *q, const char *id, double at,
+                        int http_status, const char *error,
+                        enum queue_event_state state, double next_at);
+    int (*events_of)(struct queue *q, const char *id,
+                     struct queue_event_rec **out, size_t *n);
+    int (*events_oldest)(struct queue *q, double now, double *age);
 };
 
 /* The base of every backend's handle; queue.c owns these fields. */
@@ -83,5 +92,21 @@ void queue_wake_(struct queue *q);
    once its own threads (which may call queue_wake_) have stopped, before
    it frees the handle. */
 void queue_base_fini_(struct queue *q);
+
+/* One row of a backend's events_of query (ordered by event, then try)
+   added to (*out)[0..*n) of capacity *cap: a new event when id differs
+   from the last one's, and its try when has_try.  0, or -1 when out of
+   memory (what was added stays, for queue_event_recs_free). */
+struct queue_event_row {
+    const char *id;
+    int mstate, state;
+    double created_at, delivered_at;
+    int has_try;
+    double at;
+    int http_status;
+    const char *error;
+};
+int queue_event_row_add_(struct queue_event_rec **out, size_t *n,
+                         size_t *cap, const struct queue_event_row *row);
 
 #endif /* MAILPOOL_QUEUE_IMPL_H */

@@ -17,8 +17,13 @@
  * finished messages past the retention and idempotency keys past their
  * time.
  *
- * Reads (queue_get, queue_counts, queue_next_due, queue_list) use a second
- * connection
+ * The outbox (schema 3): a trigger on messages writes an event row for
+ * each change to a state whose bit is in outbox.states (set at open from
+ * queue_opts), inside the statement, so inside its transaction; the event
+ * ops (claim with a lease, a try's result) are writer ops like the others.
+ *
+ * Reads (queue_get, queue_counts, queue_next_due, queue_list, the events
+ * of a message) use a second connection
  * under q->rd_mu; WAL lets them run beside the writer.
  *
  * Errors: QUEUE_E* codes; SQLite's words go to the caller of queue_open
@@ -38,11 +43,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#define QUEUE_SCHEMA_VERSION 2
+#define QUEUE_SCHEMA_VERSION 3
 #define QUEUE_PURGE_EVERY_S 3600.0
 
 enum op_kind { OP_ENQUEUE, OP_CLAIM, OP_RECORD, OP_RELEASE, OP_CANCEL,
-               OP_IDEM_FINISH, OP_RENEW, OP_REAP, OP_LOG_SYNC };
+               OP_IDEM_FINISH, OP_RENEW, OP_REAP, OP_LOG_SYNC,
+               OP_EV_CLAIM, OP_EV_RESULT };
 
 /* One write waiting for the writer. */
 struct op {
@@ -80,6 +86,12 @@ struct op {
     enum queue_state state;
     void *blob;                 /* record: the retry's message, or NULL */
     size_t blob_len;
+
+    /* OP_EV_CLAIM (now, lease, max above), OP_EV_RESULT (s[0] the event
+       id, s[1] the error, code the HTTP status, at, next_at) */
+    struct queue_event *events;
+    size_t nevents;
+    enum queue_event_state ev_state;
 };
 
 struct sq {
@@ -95,6 +107,8 @@ struct sq {
     pthread_t writer;
     double retention_s, idem_ttl_s, last_purge;
     unsigned long recovered;
+    unsigned ev_states;         /* queue_opts.event_states */
+    const char *ev_config;      /* queue_opts.event_config, during open */
 };
 
 
@@ -135,7 +149,57 @@ static const char *const migrations[QUEUE_SCHEMA_VERSION] = {
     " FROM json_each(new.recipients) WHERE type = 'text'; END;"
     "CREATE TRIGGER messages_rcpts_drop AFTER DELETE ON messages BEGIN"
     " DELETE FROM message_rcpts WHERE message = old.id; END;",
+    /* 2 -> 3: the outbox of delivery events (webhooks).  One row of
+       settings: which states write events (bits), which were stopped by
+       a 410 (bits), and the configuration that stopped them.  The
+       trigger writes an event in the transaction of the change; events
+       go with their message. */
+    "CREATE TABLE outbox (k INTEGER PRIMARY KEY CHECK (k = 1),"
+    " states INTEGER NOT NULL DEFAULT 0, stopped INTEGER NOT NULL"
+    " DEFAULT 0, config TEXT);"
+    "INSERT INTO outbox (k) VALUES (1);"
+    "CREATE TABLE events ("
+    " id TEXT PRIMARY KEY, message TEXT NOT NULL, mstate INTEGER NOT NULL,"
+    " attempt INTEGER NOT NULL, created_at REAL NOT NULL,"
+    " state INTEGER NOT NULL, due_at REAL NOT NULL, lease_until REAL,"
+    " delivered_at REAL);"
+    "CREATE INDEX events_due ON events(state, due_at);"
+    "CREATE INDEX events_message ON events(message);"
+    "CREATE TABLE event_tries ("
+    " event TEXT NOT NULL, n INTEGER NOT NULL, at REAL NOT NULL,"
+    " http_status INTEGER, error TEXT, PRIMARY KEY (event, n));"
+    "CREATE TRIGGER messages_outbox AFTER UPDATE OF state ON messages"
+    " WHEN new.state <> old.state"
+    " AND ((SELECT states FROM outbox) >> new.state) & 1 BEGIN"
+    " INSERT INTO events (id, message, mstate, attempt, created_at, state,"
+    " due_at) SELECT 'evt_' || lower(hex(randomblob(16))), new.id,"
+    " new.state, new.attempts, (julianday('now') - 2440587.5) * 86400.0,"
+    " CASE WHEN (stopped >> new.state) & 1 THEN 3 ELSE 0 END,"
+    " (julianday('now') - 2440587.5) * 86400.0 FROM outbox; END;"
+    "CREATE TRIGGER messages_events_drop AFTER DELETE ON messages BEGIN"
+    " DELETE FROM event_tries WHERE event IN (SELECT id FROM events"
+    " WHERE message = old.id);"
+    " DELETE FROM events WHERE message = old.id; END;",
 };
+
+/* Stores which states write events and what they go to; a changed
+   configuration starts the types stopped by a 410 again.  SQLITE_DONE
+   on success. */
+static int outbox_set(struct sq *q)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if (sqlite3_prepare_v2(q->wr, "UPDATE outbox SET states = ?1, stopped ="
+                           " CASE WHEN config IS ?2 THEN stopped ELSE 0"
+                           " END, config = ?2 WHERE k = 1", -1, &st,
+                           NULL) != SQLITE_OK)
+        return SQLITE_ERROR;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)q->ev_states);
+    sqlite3_bind_text(st, 2, q->ev_config, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc;
+}
 
 /* Opens path with the pragmas every connection needs. */
 /* Why path (or, when it does not exist, its directory) cannot be
@@ -205,6 +269,7 @@ static int migrate(struct sq *q, const char *path, char *err,
             goto fail;
     snprintf(sql, sizeof sql, "PRAGMA user_version=%d", QUEUE_SCHEMA_VERSION);
     ok = sqlite3_exec(q->wr, sql, NULL, NULL, &msg) == SQLITE_OK;
+    ok = ok && outbox_set(q) == SQLITE_DONE;    /* before the recovery */
     ok = ok && sqlite3_exec(q->wr,
         "INSERT INTO attempts (message, n, at, status, code, enhanced, error)"
         " SELECT id, attempts, strftime('%s','now'), 'unknown', 421, '4.4.2',"
@@ -555,6 +620,134 @@ static int do_log_sync(struct sq *q, struct op *op)
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
 }
 
+/* ---- the outbox's writes ---- */
+
+/* Fills ev from a row of do_ev_claim's SELECT; -1 when out of memory. */
+static int ev_row(sqlite3_stmt *st, struct queue_event *ev)
+{
+    snprintf(ev->id, sizeof ev->id, "%s", sqlite3_column_text(st, 0));
+    snprintf(ev->message, sizeof ev->message, "%s",
+             sqlite3_column_text(st, 1));
+    ev->state = (enum queue_state)sqlite3_column_int(st, 2);
+    ev->attempt = sqlite3_column_int(st, 3);
+    ev->created_at = sqlite3_column_double(st, 4);
+    ev->tries = sqlite3_column_int(st, 5);
+    ev->code = sqlite3_column_int(st, 9);
+    char **dst[] = { &ev->message_id, &ev->metadata, &ev->status, NULL,
+                     &ev->enhanced, &ev->text, &ev->accepted,
+                     &ev->rejected };
+    for (int i = 0; i < 8; i++) {
+        if (dst[i] == NULL || sqlite3_column_type(st, 6 + i) == SQLITE_NULL)
+            continue;
+        *dst[i] = strdup((const char *)sqlite3_column_text(st, 6 + i));
+        if (*dst[i] == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+/* Leases the due pending events and reads their payload. */
+static int do_ev_claim(struct sq *q, struct op *op)
+{
+    sqlite3_stmt *st, *up;
+    int rc;
+    op->events = calloc(op->max ? op->max : 1, sizeof *op->events);
+    if (op->events == NULL)
+        return QUEUE_ENOMEM;
+    if (exec1(q->wr, "SELECT e.id, e.message, e.mstate, e.attempt,"
+              " e.created_at, (SELECT count(*) FROM event_tries t WHERE"
+              " t.event = e.id), m.message_id, m.metadata, a.status, a.code,"
+              " a.enhanced, a.text, a.accepted, a.rejected FROM events e"
+              " LEFT JOIN messages m ON m.id = e.message LEFT JOIN attempts"
+              " a ON a.message = e.message AND a.n = e.attempt WHERE"
+              " e.state = 0 AND e.due_at <= ?1 AND (e.lease_until IS NULL OR"
+              " e.lease_until < ?1) ORDER BY e.due_at LIMIT ?2", &st) !=
+        SQLITE_OK)
+        return QUEUE_EIO;
+    if (exec1(q->wr, "UPDATE events SET lease_until = ?2 WHERE id = ?1",
+              &up) != SQLITE_OK) {
+        sqlite3_finalize(st);
+        return QUEUE_EIO;
+    }
+    sqlite3_bind_double(st, 1, op->now);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)op->max);
+    sqlite3_bind_double(up, 2, op->now + op->lease);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && op->nevents < op->max) {
+        struct queue_event *ev = &op->events[op->nevents++];
+        if (ev_row(st, ev) < 0) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+        sqlite3_reset(up);
+        sqlite3_bind_text(up, 1, ev->id, -1, SQLITE_STATIC);
+        if (sqlite3_step(up) != SQLITE_DONE) {
+            rc = SQLITE_ERROR;
+            break;
+        }
+    }
+    sqlite3_finalize(st);
+    sqlite3_finalize(up);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? QUEUE_OK : QUEUE_EIO;
+}
+
+/* Runs sql with ?1 bound to id; SQLITE_DONE on success. */
+static int exec_id(struct sq *q, const char *sql, const char *id)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if (exec1(q->wr, sql, &st) != SQLITE_OK)
+        return SQLITE_ERROR;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* A 410: the event's type is stopped, its pending events too. */
+static int ev_stop_type(struct sq *q, const char *id)
+{
+    int rc = exec_id(q, "UPDATE outbox SET stopped = stopped | (1 << (SELECT"
+                     " mstate FROM events WHERE id = ?1)) WHERE k = 1", id);
+    if (rc != SQLITE_DONE)
+        return rc;
+    return exec_id(q, "UPDATE events SET state = 3, lease_until = NULL WHERE"
+                   " state = 0 AND mstate = (SELECT mstate FROM events WHERE"
+                   " id = ?1)", id);
+}
+
+/* Records a try of an event and its new state. */
+static int do_ev_result(struct sq *q, struct op *op)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if (exec1(q->wr, "INSERT INTO event_tries (event, n, at, http_status,"
+              " error) SELECT ?1, coalesce(max(n), 0) + 1, ?2, ?3, ?4 FROM"
+              " event_tries WHERE event = ?1", &st) != SQLITE_OK)
+        return QUEUE_EIO;
+    sqlite3_bind_text(st, 1, op->s[0], -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 2, op->at);
+    if (op->code > 0)
+        sqlite3_bind_int(st, 3, op->code);
+    if (op->s[1][0] != '\0')
+        sqlite3_bind_text(st, 4, op->s[1], -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE || exec1(q->wr, "UPDATE events SET state = ?2,"
+                                   " lease_until = NULL, due_at = ?3,"
+                                   " delivered_at = CASE WHEN ?2 = 1 THEN ?4"
+                                   " END WHERE id = ?1", &st) != SQLITE_OK)
+        return QUEUE_EIO;
+    sqlite3_bind_text(st, 1, op->s[0], -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, (int)op->ev_state);
+    sqlite3_bind_double(st, 3, op->next_at);
+    sqlite3_bind_double(st, 4, op->at);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_DONE && op->ev_state == QUEUE_EV_STOPPED)
+        rc = ev_stop_type(q, op->s[0]);
+    return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
+}
+
 /* Runs one op inside a savepoint of the open transaction. */
 static void run_op(struct sq *q, struct op *op)
 {
@@ -572,6 +765,8 @@ static void run_op(struct sq *q, struct op *op)
     case OP_RENEW: op->rc = do_renew(q, op); break;
     case OP_REAP: op->rc = do_reap(q, op); break;
     case OP_LOG_SYNC: op->rc = do_log_sync(q, op); break;
+    case OP_EV_CLAIM: op->rc = do_ev_claim(q, op); break;
+    case OP_EV_RESULT: op->rc = do_ev_result(q, op); break;
     }
     if (op->rc == QUEUE_OK || op->rc == QUEUE_EIDEM ||
         op->rc == QUEUE_ENOTFOUND || op->rc == QUEUE_ECONFLICT)
@@ -723,6 +918,8 @@ static int sq_open(const struct queue_opts *opts, struct queue **out,
     }
     q->retention_s = opts->retention_s > 0 ? opts->retention_s : 7 * 86400.0;
     q->idem_ttl_s = opts->idem_ttl_s > 0 ? opts->idem_ttl_s : 86400.0;
+    q->ev_states = opts->event_states;
+    q->ev_config = opts->event_config;
     pthread_mutex_init(&q->mu, NULL);
     pthread_mutex_init(&q->rd_mu, NULL);
     pthread_cond_init(&q->work_cv, NULL);
@@ -738,6 +935,7 @@ static int sq_open(const struct queue_opts *opts, struct queue **out,
         free(q);
         return -1;
     }
+    q->ev_config = NULL;            /* borrowed for the open only */
     *out = &q->base;
     return 0;
 }
@@ -937,6 +1135,71 @@ static int sq_log_sync(struct queue *qb, const struct queue_sync_msg *m,
         .kind = OP_LOG_SYNC, .sync = m, .logged = done, .ctx = ctx });
 }
 
+/* 1 when an event may be due at now (read side, no writer op), 0 when
+   none is, -1 on error. */
+static int ev_any_due(struct sq *q, double now)
+{
+    sqlite3_stmt *st;
+    int rc;
+    pthread_mutex_lock(&q->rd_mu);
+    if (exec1(q->rd, "SELECT 1 FROM events WHERE state = 0 AND due_at <= ?1"
+              " AND (lease_until IS NULL OR lease_until < ?1) LIMIT 1",
+              &st) != SQLITE_OK) {
+        pthread_mutex_unlock(&q->rd_mu);
+        return -1;
+    }
+    sqlite3_bind_double(st, 1, now);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&q->rd_mu);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int sq_event_claim(struct queue *qb, double now, size_t max,
+                          double lease_s, struct queue_event **out,
+                          size_t *n)
+{
+    struct op op;
+    memset(&op, 0, sizeof op);
+    op.kind = OP_EV_CLAIM;
+    op.now = now;
+    op.max = max;
+    op.lease = lease_s;
+    /* Idle pollers read; only a claim that may find work takes the
+       writer (the claim itself checks again). */
+    if (max == 0 || ev_any_due((struct sq *)qb, now) == 0)
+        return QUEUE_OK;
+    int rc = submit_wait((struct sq *)qb, &op);
+    if (rc != QUEUE_OK) {
+        queue_events_free(op.events, op.nevents);
+        return rc;
+    }
+    *out = op.events;
+    *n = op.nevents;
+    return QUEUE_OK;
+}
+
+static int sq_event_result(struct queue *qb, const char *id, double at,
+                           int http_status, const char *error,
+                           enum queue_event_state state, double next_at)
+{
+    struct op *op = calloc(1, sizeof *op);
+    if (op == NULL)
+        return QUEUE_ENOMEM;
+    op->kind = OP_EV_RESULT;
+    op->at = at;
+    op->code = http_status;
+    op->ev_state = state;
+    op->next_at = next_at;
+    op->s[0] = dup0(id);
+    op->s[1] = dup0(error);
+    int rc = op->s[0] && op->s[1] ? submit((struct sq *)qb, op)
+                                  : QUEUE_ENOMEM;
+    if (rc != QUEUE_OK)
+        op_free(op);
+    return rc;
+}
+
 /* ---- reads ---- */
 
 /* A copy of a text column, NULL for NULL. */
@@ -1073,6 +1336,68 @@ static int sq_next_due(struct queue *qb, double *when)
     return rc == SQLITE_ROW ? found : QUEUE_EIO;
 }
 
+static int sq_events_of(struct queue *qb, const char *id,
+                        struct queue_event_rec **out, size_t *n)
+{
+    struct sq *q = (struct sq *)qb;
+    sqlite3_stmt *st;
+    size_t cap = 0;
+    int rc;
+    pthread_mutex_lock(&q->rd_mu);
+    if (exec1(q->rd, "SELECT e.id, e.mstate, e.state, e.created_at,"
+              " e.delivered_at, t.n, t.at, t.http_status, t.error FROM events"
+              " e LEFT JOIN event_tries t ON t.event = e.id WHERE e.message ="
+              " ?1 ORDER BY e.created_at, e.id, t.n", &st) != SQLITE_OK) {
+        pthread_mutex_unlock(&q->rd_mu);
+        return QUEUE_EIO;
+    }
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct queue_event_row row = {
+            .id = (const char *)sqlite3_column_text(st, 0),
+            .mstate = sqlite3_column_int(st, 1),
+            .state = sqlite3_column_int(st, 2),
+            .created_at = sqlite3_column_double(st, 3),
+            .delivered_at = sqlite3_column_double(st, 4),
+            .has_try = sqlite3_column_type(st, 5) != SQLITE_NULL,
+            .at = sqlite3_column_double(st, 6),
+            .http_status = sqlite3_column_int(st, 7),
+            .error = (const char *)sqlite3_column_text(st, 8),
+        };
+        if (queue_event_row_add_(out, n, &cap, &row) < 0) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&q->rd_mu);
+    if (rc == SQLITE_DONE)
+        return QUEUE_OK;
+    queue_event_recs_free(*out, *n);
+    *out = NULL;
+    *n = 0;
+    return rc == SQLITE_NOMEM ? QUEUE_ENOMEM : QUEUE_EIO;
+}
+
+static int sq_events_oldest(struct queue *qb, double now, double *age)
+{
+    struct sq *q = (struct sq *)qb;
+    sqlite3_stmt *st;
+    int rc;
+    pthread_mutex_lock(&q->rd_mu);
+    if (exec1(q->rd, "SELECT min(created_at) FROM events WHERE state = 0",
+              &st) != SQLITE_OK) {
+        pthread_mutex_unlock(&q->rd_mu);
+        return QUEUE_EIO;
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+        *age = now - sqlite3_column_double(st, 0);
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&q->rd_mu);
+    return rc == SQLITE_ROW ? QUEUE_OK : QUEUE_EIO;
+}
+
 /* ---- the message log (queue_list) ---- */
 
 /* The SELECT of qry into sql: fixed fragments only, the values bound by
@@ -1187,4 +1512,8 @@ const struct queue_ops queue_sqlite_ops = {
     .reap = sq_reap,
     .list = sq_list,
     .log_sync = sq_log_sync,
+    .event_claim = sq_event_claim,
+    .event_result = sq_event_result,
+    .events_of = sq_events_of,
+    .events_oldest = sq_events_oldest,
 };

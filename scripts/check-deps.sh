@@ -4,7 +4,8 @@
 # queue -> (libc, SQLite, libpq);  server -> smtpcore, config, queue, dkim;
 # api -> server, queue, config, compose, jansson, microhttpd;
 # compose -> (libc, GLib/GMime, libidn2, smtpcore's public header);
-# dkim -> (libc, GnuTLS, nettle, smtpcore's public header).
+# dkim -> (libc, GnuTLS, nettle, smtpcore's public header);
+# webhook -> queue, config, server's log, (libcurl, GnuTLS, jansson).
 set -u
 bad=0
 check() {   # module, regex of includes it must not have
@@ -21,5 +22,6 @@ check server   'api/|jansson|microhttpd'
 check api      'smtpcore/src'
 check compose  'smtpcore/src|config/|server/|api/|queue/|jansson|microhttpd|sqlite'
 check dkim     'smtpcore/src|config/|server/|api/|queue/|jansson|microhttpd|ini\.h|sqlite'
+check webhook  'smtpcore|server/[^l]|api/|microhttpd|sqlite|libpq'
 [ $bad -eq 0 ] && echo "check-deps: ok"
 exit $bad

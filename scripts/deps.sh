@@ -13,7 +13,8 @@
 set -eu
 
 build_pkgs="gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev
-libgnutls28-dev libinih-dev libsqlite3-dev libgmime-3.0-dev libidn2-dev nettle-dev libpq-dev"
+libgnutls28-dev libinih-dev libsqlite3-dev libgmime-3.0-dev libidn2-dev nettle-dev libpq-dev
+libcurl4-gnutls-dev"
 run_pkgs="postfix curl python3 python3-aiosmtpd"
 # sasl2-bin: the Postfix peer's sasldb; the lib* after it: what the unpacked
 # (not installed) Exim binary links against; postgresql-15: the server the

@@ -45,6 +45,7 @@
 #include "server/pool.h"
 #include "server/pool_sys.h"
 #include "server/sign.h"
+#include "webhook/webhook.h"
 
 #define MAX_TO 1000
 #define MAX_HEADERS 200
@@ -690,6 +691,16 @@ static int cmd_serve(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* The webhook: its keys and secret before the queue, whose outbox
+       writes events only for the types it sends (none without it). */
+    struct webhook *hook = NULL;
+    if (cfg.webhook.url != NULL &&
+        (hook = webhook_new(&cfg, err, sizeof err)) == NULL) {
+        fprintf(stderr, "mailpool: %s\n", err);
+        sign_set_free(signer);
+        cfg_free(&cfg);
+        return 2;
+    }
     struct queue_opts qo = {
         .backend = cfg.queue.backend,
         .url = cfg.queue.url,
@@ -699,12 +710,15 @@ static int cmd_serve(int argc, char **argv)
         .sync_normal = strcmp(cfg.queue.synchronous, "normal") == 0,
         .retention_s = cfg.queue.retention,
         .idem_ttl_s = cfg.queue.idempotency_ttl,
+        .event_states = hook != NULL ? webhook_event_states(hook) : 0,
+        .event_config = hook != NULL ? webhook_config_text(hook) : NULL,
     };
     struct queue *queue = NULL;
     if (queue_open(&qo, &queue, err, sizeof err) < 0) {
         fprintf(stderr, "mailpool: %s: %s\n",
                 strcmp(cfg.queue.backend, "postgres") == 0 ? "queue.url"
                                                           : "queue.path", err);
+        webhook_free(hook);
         sign_set_free(signer);
         cfg_free(&cfg);
         return 2;                   /* the operator must fix it */
@@ -717,8 +731,11 @@ static int cmd_serve(int argc, char **argv)
                   "resent", (const char *)NULL);
     }
     struct pool *pool = pool_new(&cfg, err, sizeof err);
-    if (pool == NULL) {
+    if (pool == NULL || (hook != NULL &&
+                         webhook_start(hook, queue, err, sizeof err) < 0)) {
         fprintf(stderr, "mailpool: %s\n", err);
+        pool_free(pool);
+        webhook_free(hook);
         queue_close(queue);
         sign_set_free(signer);
         cfg_free(&cfg);
@@ -737,11 +754,13 @@ static int cmd_serve(int argc, char **argv)
         pool_drain(pool, 0);
         pool_free(pool);
         delivery_free(delivery);
+        webhook_free(hook);
         queue_close(queue);
         sign_set_free(signer);
         cfg_free(&cfg);
         return 1;
     }
+    api_set_webhook(api, hook);
     log_event_num(LOG_INFO, "listening", (struct log_field[]){
                       LOG_STR("listen", cfg.http.listen),
                       LOG_NUM("port", api_port(api)),
@@ -759,6 +778,7 @@ static int cmd_serve(int argc, char **argv)
     api_stop(api);
     pool_free(pool);
     delivery_free(delivery);
+    webhook_free(hook);             /* a POST under way is abandoned */
     queue_close(queue);
     sign_set_free(signer);
     log_event(LOG_INFO, "stopped", (const char *)NULL);

@@ -836,6 +836,90 @@ static void test_temporary_failures_retry_with_backoff_then_sent(
     peer_stop(p);
 }
 
+/* The types of the events GET lists for a message, comma-joined into
+   buf. */
+static const char *event_types(const json_t *doc, char *buf, size_t len)
+{
+    json_t *e;
+    size_t i, used = 0;
+    buf[0] = '\0';
+    json_array_foreach(json_object_get(doc, "events"), i, e)
+        used += (size_t)snprintf(buf + used, len - used, "%s%s",
+                                 i ? "," : "", jstr(e, "type"));
+    return buf;
+}
+
+/* The outbox on this backend: with a webhook configured, each state change
+   writes its event in the transaction of the change, so every GET that
+   shows a state already lists its event (retry: message.deferred, then
+   sent: message.sent; a cancel: message.cancelled); the receiver is down,
+   so they stay pending, each try recorded with its error. */
+static void test_each_state_change_writes_its_event_with_it(void **state)
+{
+    (void)state;
+    char *dir, *q = temp_queue(&dir), sfile[300], url[64], types[256];
+    snprintf(sfile, sizeof sfile, "%s/secret", dir);
+    FILE *f = fopen(sfile, "w");
+    assert_non_null(f);
+    fputs("whsec_bWFpbHBvb2wtd2ViaG9vay10ZXN0LXNlY3JldC0zMmI=\n", f);
+    fclose(f);
+    assert_int_equal(chmod(sfile, 0600), 0);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/hook",
+             mpserve_free_port());
+    const char *more[] = { "--webhook-url", url, "--webhook-secret-file",
+                           sfile, "--webhook-retry-schedule", "1h", NULL };
+    struct peer *p = relay("{'rules': [{'match': '^MAIL', 'times': 1, "
+                           "'reply': '451 4.3.0 try again later'}]}");
+    struct mpserve *s = svc(p, NULL, more);
+    char *id = post_async(s, "r@example.org", NULL);
+    char when[96];
+    time_t t = time(NULL) + 3600;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(when, sizeof when, ",\"send_at\":\"%Y-%m-%dT%H:%M:%SZ\"", &tm);
+    char *later = post_async(s, "later@example.org", when);
+    long st;
+    const char *want = NULL;
+    for (long long end = now_ms() + 8000; want == NULL || strcmp(want,
+             "message.deferred,message.sent") != 0; sleep_ms(5)) {
+        json_t *d = status_of(s, id, &st);
+        const char *status = jstr(d, "status");
+        want = strcmp(status, "retry") == 0 ? "message.deferred"
+               : strcmp(status, "sent") == 0 ? "message.deferred,message.sent"
+               : "";
+        assert_string_equal(event_types(d, types, sizeof types), want);
+        json_decref(d);
+        if (now_ms() > end)
+            fail_msg("message %s not sent in 8 s", id);
+    }
+    char path[128];
+    snprintf(path, sizeof path, "/v1/messages/%s/cancel", later);
+    json_decref(call(s, "POST", path, NULL, NULL, &st, NULL));
+    assert_int_equal(st, 200);
+    json_t *d = status_of(s, later, &st);
+    assert_string_equal(event_types(d, types, sizeof types),
+                        "message.cancelled");
+    json_decref(d);
+    sleep_ms(1500);
+    d = status_of(s, id, &st);
+    json_t *e = json_array_get(json_object_get(d, "events"), 1);
+    assert_string_equal(jstr(e, "state"), "pending");
+    json_t *t0 = json_array_get(json_object_get(e, "attempts"), 0);
+    assert_non_null(t0);
+    assert_true(json_is_null(json_object_get(t0, "http_status")));
+    assert_true(strlen(jstr(t0, "error")) > 0);
+    json_decref(d);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    peer_stop(p);
+    free(id);
+    free(later);
+    unlink(sfile);
+    free(q);
+    ts_rmtree(dir);
+    free(dir);
+}
+
 /* Partial: the recipients refused for good stay refused, those deferred
    with 4xx are retried alone (the accepted one never gets a second copy),
    and the message ends partial with both attempts recorded. */
@@ -1619,12 +1703,12 @@ static void test_ten_replicas_starting_at_once_migrate_once(void **state)
         assert_int_equal(mpserve_stop_clean(st[r].s, 10000), 0);
         mpserve_free(st[r].s);
     }
-    /* Each schema version applied once (two today), all by one of
+    /* Each schema version applied once (three today), all by one of
        the ten. */
     assert_int_equal(pg_count(db, "SELECT count(*) FROM"
-                              " mailpool_migrations"), 2);
+                              " mailpool_migrations"), 3);
     assert_int_equal(pg_count(db, "SELECT count(DISTINCT version) FROM"
-                              " mailpool_migrations"), 2);
+                              " mailpool_migrations"), 3);
     assert_int_equal(pg_count(db, "SELECT count(DISTINCT applied_by) FROM"
                               " mailpool_migrations"), 1);
     peer_stop(p);
@@ -1646,6 +1730,7 @@ int main(void)
         T(test_temporary_failures_retry_with_backoff_then_sent),
         T(test_permanent_failure_is_final_after_one_attempt),
         T(test_partial_retries_only_the_deferred_recipients),
+        T(test_each_state_change_writes_its_event_with_it),
         T(test_50_concurrent_posts_with_one_key_send_once),
         T(test_async_repeat_with_key_returns_same_id_other_body_422),
         T(test_sigkill_while_sending_makes_it_unknown_never_resent),
