@@ -20,7 +20,10 @@
  *
  * Claims: one statement, UPDATE ... WHERE id IN (SELECT ... FOR UPDATE
  * SKIP LOCKED) RETURNING, sets the owner (this replica's name) and the
- * lease, and logs each claim in mailpool_claims.  Recording an outcome or
+ * lease, and logs each claim in mailpool_claims.  A worker marks the
+ * message started (queue_start) before its SMTP transaction begins; the
+ * reaper makes an expired started message unknown and sends an expired
+ * unstarted one back to queued.  Recording an outcome or
  * releasing a message applies only while it is still this replica's and
  * sending, so a reaped message stays unknown.  Cancel is one conditional
  * UPDATE: a claim and a cancel racing cannot both win.
@@ -44,7 +47,7 @@
 
 #define PGQ_POOL 4
 #define PGQ_LOCK_KEY "7210417016"       /* pg_advisory_lock: migrations */
-#define PGQ_SCHEMA_VERSION 2
+#define PGQ_SCHEMA_VERSION 3
 #define PGQ_PURGE_EVERY_S 3600.0
 #define PGQ_LISTEN_POLL_MS 250
 
@@ -210,6 +213,11 @@ static const char *const pgq_migrations[PGQ_SCHEMA_VERSION] = {
     " addr text NOT NULL, message text NOT NULL REFERENCES"
     " mailpool_messages (id) ON DELETE CASCADE, PRIMARY KEY (addr, message));"
     "CREATE INDEX mailpool_rcpts_message ON mailpool_rcpts (message);",
+    /* 2 -> 3: started, set by queue_start as a claimed message's SMTP
+       transaction begins; the reaper queues a message never started
+       again (messages sending before this version count as started) */
+    "ALTER TABLE mailpool_messages ADD COLUMN started boolean NOT NULL"
+    " DEFAULT true;",
 };
 
 /* Applies the migrations from version up, each in a transaction. */
@@ -489,7 +497,8 @@ static int pgq_claim(struct queue *qb, double now, size_t max,
     snprintf(lim, sizeof lim, "%zu", max);
     PGresult *r = pgq_exec(q,
         "WITH c AS (UPDATE mailpool_messages SET state = 2, lease_until ="
-        " $1::float8 + $3::float8, owner = $4, attempts = attempts + 1"
+        " $1::float8 + $3::float8, owner = $4, started = false,"
+        " attempts = attempts + 1"
         " WHERE id IN (SELECT id FROM mailpool_messages WHERE state IN"
         " (0, 1, 3) AND due_at <= $1::float8 ORDER BY due_at LIMIT $2::int"
         " FOR UPDATE SKIP LOCKED) AND state IN (0, 1, 3)"
@@ -599,6 +608,22 @@ static int pgq_release(struct queue *qb, const char *id)
                         " lease_until = NULL, owner = NULL, attempts ="
                         " attempts - 1 WHERE id = $1 AND state = 2 AND"
                         " owner = $2", 2, vals);
+}
+
+/* Marks the claimed message started, while it is still this replica's
+   and sending (idempotent: a retried statement finds it marked). */
+static int pgq_start(struct queue *qb, const char *id)
+{
+    struct pgq *q = (struct pgq *)qb;
+    const char *vals[] = { id, q->owner };
+    PGresult *r = pgq_exec(q, "UPDATE mailpool_messages SET started = true"
+                           " WHERE id = $1 AND state = 2 AND owner = $2", 2,
+                           vals, PGRES_COMMAND_OK);
+    if (r == NULL)
+        return QUEUE_EIO;
+    int rc = strcmp(PQcmdTuples(r), "1") == 0 ? QUEUE_OK : QUEUE_ECONFLICT;
+    PQclear(r);
+    return rc;
 }
 
 static int pgq_cancel(struct queue *qb, const char *id,
@@ -781,6 +806,21 @@ static void pgq_purge(struct pgq *q, double now)
                  " $2::float8 AND state <> 1", 2, vals);
 }
 
+/* Claimed messages never started whose lease ended (their replica died
+   before sending them) go back to queued, their claim's attempt
+   uncounted, and the replicas are woken. */
+static void pgq_requeue(struct pgq *q, const char *const *vals)
+{
+    PGresult *r = pgq_exec(q, "WITH u AS (UPDATE mailpool_messages SET"
+                           " state = 0, lease_until = NULL, owner = NULL,"
+                           " attempts = attempts - 1 WHERE state = 2 AND NOT"
+                           " started AND lease_until < $1::float8 RETURNING"
+                           " id) SELECT count(*), pg_notify('mailpool_queue',"
+                           " '') FROM u HAVING count(*) > 0", 1, vals,
+                           PGRES_TUPLES_OK);
+    PQclear(r);
+}
+
 static int pgq_reap(struct queue *qb, double now, unsigned long *n)
 {
     struct pgq *q = (struct pgq *)qb;
@@ -788,10 +828,11 @@ static int pgq_reap(struct queue *qb, double now, unsigned long *n)
     const char *vals[] = { at };
     *n = 0;
     pgq_num(at, sizeof at, now);
+    pgq_requeue(q, vals);
     PGresult *r = pgq_exec(q,
         "WITH r AS (UPDATE mailpool_messages SET state = 8, lease_until ="
-        " NULL, finished_at = $1::float8 WHERE state = 2 AND lease_until <"
-        " $1::float8 RETURNING id, attempts)"
+        " NULL, finished_at = $1::float8 WHERE state = 2 AND started AND"
+        " lease_until < $1::float8 RETURNING id, attempts)"
         " INSERT INTO mailpool_attempts (message, n, at, status, code,"
         " enhanced, error) SELECT id, attempts, $1::float8, 'unknown', 421,"
         " '4.4.2', 'the replica sending the message stopped renewing its"
@@ -806,6 +847,14 @@ static int pgq_reap(struct queue *qb, double now, unsigned long *n)
                  " state = 1 AND lease_until < $1::float8", 1, vals);
     pgq_purge(q, now);
     return QUEUE_OK;
+}
+
+static int pgq_ping(struct queue *qb)
+{
+    PGresult *r = pgq_exec((struct pgq *)qb, "SELECT 1", 0, NULL,
+                           PGRES_TUPLES_OK);
+    PQclear(r);
+    return r != NULL ? QUEUE_OK : QUEUE_EIO;
 }
 
 /* ---- the listener ---- */
@@ -1103,4 +1152,6 @@ const struct queue_ops queue_postgres_ops = {
     .reap = pgq_reap,
     .list = pgq_list,
     .log_sync = pgq_log_sync,
+    .start = pgq_start,
+    .ping = pgq_ping,
 };

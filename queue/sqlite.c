@@ -38,11 +38,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#define QUEUE_SCHEMA_VERSION 2
+#define QUEUE_SCHEMA_VERSION 3
 #define QUEUE_PURGE_EVERY_S 3600.0
 
 enum op_kind { OP_ENQUEUE, OP_CLAIM, OP_RECORD, OP_RELEASE, OP_CANCEL,
-               OP_IDEM_FINISH, OP_RENEW, OP_REAP, OP_LOG_SYNC };
+               OP_IDEM_FINISH, OP_RENEW, OP_REAP, OP_LOG_SYNC,
+               OP_START };
 
 /* One write waiting for the writer. */
 struct op {
@@ -135,6 +136,9 @@ static const char *const migrations[QUEUE_SCHEMA_VERSION] = {
     " FROM json_each(new.recipients) WHERE type = 'text'; END;"
     "CREATE TRIGGER messages_rcpts_drop AFTER DELETE ON messages BEGIN"
     " DELETE FROM message_rcpts WHERE message = old.id; END;",
+    /* 2 -> 3: started, set by queue_start as a claimed message's SMTP
+       transaction begins (messages sending before it count as started) */
+    "ALTER TABLE messages ADD COLUMN started INTEGER NOT NULL DEFAULT 1;",
 };
 
 /* Opens path with the pragmas every connection needs. */
@@ -181,7 +185,8 @@ static int open_db(const char *path, int sync_normal, sqlite3 **db,
 }
 
 /* Brings the schema up to QUEUE_SCHEMA_VERSION in one transaction, then
-   makes every message left sending unknown (recovery). */
+   recovers what was left sending: queued again when never started,
+   unknown when started. */
 static int migrate(struct sq *q, const char *path, char *err,
                    size_t errlen)
 {
@@ -205,6 +210,11 @@ static int migrate(struct sq *q, const char *path, char *err,
             goto fail;
     snprintf(sql, sizeof sql, "PRAGMA user_version=%d", QUEUE_SCHEMA_VERSION);
     ok = sqlite3_exec(q->wr, sql, NULL, NULL, &msg) == SQLITE_OK;
+    /* Claimed but never started: nothing went out, queued again. */
+    ok = ok && sqlite3_exec(q->wr, "UPDATE messages SET state = 0,"
+                            " lease_until = NULL, attempts = attempts - 1"
+                            " WHERE state = 2 AND started = 0", NULL, NULL,
+                            &msg) == SQLITE_OK;
     ok = ok && sqlite3_exec(q->wr,
         "INSERT INTO attempts (message, n, at, status, code, enhanced, error)"
         " SELECT id, attempts, strftime('%s','now'), 'unknown', 421, '4.4.2',"
@@ -328,7 +338,7 @@ static int do_claim(struct sq *q, struct op *op)
     if (op->claimed == NULL)
         return QUEUE_ENOMEM;
     if (exec1(q->wr, "UPDATE messages SET state = 2, lease_until = ?1 + ?3,"
-              " attempts = attempts + 1 WHERE id IN (SELECT id FROM messages"
+              " started = 0, attempts = attempts + 1 WHERE id IN (SELECT id FROM messages"
               " WHERE state IN (0, 1, 3) AND due_at <= ?1 ORDER BY due_at"
               " LIMIT ?2) RETURNING id, blob, attempts, created_at",
               &st) != SQLITE_OK)
@@ -555,6 +565,23 @@ static int do_log_sync(struct sq *q, struct op *op)
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
 }
 
+/* Marks a claimed message started: QUEUE_ECONFLICT when it is no
+   longer sending. */
+static int do_start(struct sq *q, struct op *op)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if (exec1(q->wr, "UPDATE messages SET started = 1 WHERE id = ?1 AND"
+              " state = 2", &st) != SQLITE_OK)
+        return QUEUE_EIO;
+    sqlite3_bind_text(st, 1, op->id, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return QUEUE_EIO;
+    return sqlite3_changes(q->wr) == 1 ? QUEUE_OK : QUEUE_ECONFLICT;
+}
+
 /* Runs one op inside a savepoint of the open transaction. */
 static void run_op(struct sq *q, struct op *op)
 {
@@ -572,6 +599,7 @@ static void run_op(struct sq *q, struct op *op)
     case OP_RENEW: op->rc = do_renew(q, op); break;
     case OP_REAP: op->rc = do_reap(q, op); break;
     case OP_LOG_SYNC: op->rc = do_log_sync(q, op); break;
+    case OP_START: op->rc = do_start(q, op); break;
     }
     if (op->rc == QUEUE_OK || op->rc == QUEUE_EIDEM ||
         op->rc == QUEUE_ENOTFOUND || op->rc == QUEUE_ECONFLICT)
@@ -937,6 +965,21 @@ static int sq_log_sync(struct queue *qb, const struct queue_sync_msg *m,
         .kind = OP_LOG_SYNC, .sync = m, .logged = done, .ctx = ctx });
 }
 
+static int sq_start(struct queue *qb, const char *id)
+{
+    struct op op;
+    memset(&op, 0, sizeof op);
+    op.kind = OP_START;
+    snprintf(op.id, sizeof op.id, "%s", id);
+    return submit_wait((struct sq *)qb, &op);
+}
+
+static int sq_ping(struct queue *qb)
+{
+    (void)qb;
+    return QUEUE_OK;            /* a local file: a failing write says so */
+}
+
 /* ---- reads ---- */
 
 /* A copy of a text column, NULL for NULL. */
@@ -1187,4 +1230,6 @@ const struct queue_ops queue_sqlite_ops = {
     .reap = sq_reap,
     .list = sq_list,
     .log_sync = sq_log_sync,
+    .start = sq_start,
+    .ping = sq_ping,
 };

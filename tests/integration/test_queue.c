@@ -1041,6 +1041,62 @@ static void test_sigkill_while_sending_makes_it_unknown_never_resent(
     peer_stop(p);
 }
 
+/* SIGKILL with one message on the wire (its final dot unanswered) and a
+   second claimed but waiting for the one worker: after the restart (on
+   PostgreSQL, once the lease ends) the first is unknown, never resent,
+   and the second, never started, is sent once. */
+static void test_sigkill_leaves_the_unstarted_claim_queued_sent_once(
+    void **state)
+{
+    (void)state;
+    struct peer *p = relay("{'rules': [{'match': '^DOT$', 'times': 1, "
+                           "'action': 'hang'}]}");
+    static const char *const one[] = { "--pool-workers", "1",
+                                       "--pool-connections", "1", NULL };
+    char *dir, *q = temp_queue(&dir);
+    struct mpserve *s = svc(p, q, one);
+    char *first = post_async(s, "r1@example.org", NULL);
+    for (long long end = now_ms() + 5000; count_mail_commands(p) < 1;
+         sleep_ms(20))
+        if (now_ms() > end)
+            fail_msg("the first message never reached the relay");
+    char *second = post_async(s, "r2@example.org", NULL);
+    long st;
+    for (long long end = now_ms() + 5000;; sleep_ms(20)) {
+        json_t *j = status_of(s, second, &st);
+        int sending = strcmp(jstr(j, "status"), "sending") == 0;
+        json_decref(j);
+        if (sending)
+            break;
+        if (now_ms() > end)
+            fail_msg("the second message was never claimed");
+    }
+    sleep_ms(300);                  /* the dot is out, unanswered */
+    mpserve_signal(s, SIGKILL);
+    mpserve_wait(s, 5000);
+    mpserve_free(s);
+    s = svc(p, q, NULL);
+    json_t *d = wait_final(s, first, 10000);
+    assert_string_equal(jstr(d, "status"), "unknown");
+    json_decref(d);
+    d = wait_final(s, second, 10000);
+    assert_string_equal(jstr(d, "status"), "sent");
+    assert_int_equal(json_array_size(json_object_get(d, "attempts")), 1);
+    assert_int_equal(copies(p, jstr(d, "message_id")), 1);
+    json_decref(d);
+    sleep_ms(500);                  /* nothing is sent again */
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    assert_int_equal(count_mail_commands(p), 2);
+    assert_int_equal(msgs_total(p), 1);
+    free(first);
+    free(second);
+    free(q);
+    ts_rmtree(dir);
+    free(dir);
+    peer_stop(p);
+}
+
 /* The crash matrix: the service is killed with SIGKILL at a random moment
    while it sends, RUNS times, then restarted on the same queue; every
    message that got a 202 must end final, none may be lost, and none may
@@ -1511,11 +1567,15 @@ static void test_three_replicas_deliver_a_batch_exactly_once(void **state)
     peer_stop(p);
 }
 
-/* A replica killed (SIGKILL) with messages on the wire: another
-   replica's reaper makes those unknown once the lease ends, and they are
-   never sent again; the messages it never claimed are delivered once by
-   the other. */
-static void test_replica_killed_mid_send_its_sending_end_unknown(void **state)
+/* A replica killed (SIGKILL) with two messages on the wire (their final
+   dot unanswered) and two more claimed but waiting for a worker (pool of
+   two): once the lease ends, another replica's reaper makes the two on
+   the wire unknown, never sent again, and queues the two never started
+   again; the other replica sends those and every message the dead one
+   never claimed, each exactly once.  The claim log shows the two
+   unstarted ones claimed by both replicas, every other message once. */
+static void test_replica_killed_started_end_unknown_unstarted_sent_once(
+    void **state)
 {
     (void)state;
     enum { N = 8 };
@@ -1529,13 +1589,14 @@ static void test_replica_killed_mid_send_its_sending_end_unknown(void **state)
     for (long long end = now_ms() + 10000;; sleep_ms(20)) {
         if (peer_conn_count(p) >= 2 &&
             pg_count(db, "SELECT count(*) FROM mailpool_messages WHERE"
-                     " state = 2") >= 2)
+                     " state = 2") >= 4)
             break;
         if (now_ms() > end)
-            fail_msg("the first replica never had two messages sending");
+            fail_msg("the first replica never had four messages claimed");
     }
     sleep_ms(500);                      /* both dots are out, unanswered */
     long claimed = pg_count(db, "SELECT count(*) FROM mailpool_claims");
+    assert_int_equal(claimed, 4);       /* two on the wire, two waiting */
     mpserve_signal(a, SIGKILL);
     mpserve_wait(a, 5000);
     mpserve_free(a);
@@ -1551,18 +1612,30 @@ static void test_replica_killed_mid_send_its_sending_end_unknown(void **state)
     sleep_ms(500);                      /* nothing more is sent */
     assert_int_equal(mpserve_stop_clean(b, 10000), 0);
     mpserve_free(b);
-    /* What the dead replica had claimed is what ended unknown; the rest
-       were sent by the other, once. */
-    assert_int_equal(unknown, (size_t)claimed);
-    assert_int_equal(sent, N - (size_t)claimed);
-    assert_true(unknown >= 2);
-    assert_int_equal(msgs_total(p), sent);
+    /* The two on the wire ended unknown, with the reaper's attempt; the
+       six others were sent, once each (the relay took six). */
+    assert_int_equal(unknown, 2);
+    assert_int_equal(sent, N - 2);
+    assert_int_equal(msgs_total(p), N - 2);
     assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_attempts"
                               " WHERE status = 'unknown' AND code = 421"),
-                     (long)unknown);
+                     2);
+    /* The two claimed but never started: claimed by the dead replica
+       and by the other, one attempt each (the first claim uncounted),
+       sent. */
     assert_int_equal(pg_count(db, "SELECT count(*) FROM (SELECT message"
                               " FROM mailpool_claims GROUP BY message"
-                              " HAVING count(*) > 1) d"), 0);
+                              " HAVING count(DISTINCT owner) = 2 AND"
+                              " count(*) = 2) d"), 2);
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM (SELECT message"
+                              " FROM mailpool_claims GROUP BY message"
+                              " HAVING count(*) > 1) d"), 2);
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_messages m"
+                              " WHERE state = 4 AND attempts = 1 AND id IN"
+                              " (SELECT message FROM mailpool_claims GROUP"
+                              " BY message HAVING count(*) = 2) AND (SELECT"
+                              " count(*) FROM mailpool_attempts WHERE"
+                              " message = m.id) = 1"), 2);
     peer_stop(p);
 }
 
@@ -1619,12 +1692,12 @@ static void test_ten_replicas_starting_at_once_migrate_once(void **state)
         assert_int_equal(mpserve_stop_clean(st[r].s, 10000), 0);
         mpserve_free(st[r].s);
     }
-    /* Each schema version applied once (two today), all by one of
+    /* Each schema version applied once (three today), all by one of
        the ten. */
     assert_int_equal(pg_count(db, "SELECT count(*) FROM"
-                              " mailpool_migrations"), 2);
+                              " mailpool_migrations"), 3);
     assert_int_equal(pg_count(db, "SELECT count(DISTINCT version) FROM"
-                              " mailpool_migrations"), 2);
+                              " mailpool_migrations"), 3);
     assert_int_equal(pg_count(db, "SELECT count(DISTINCT applied_by) FROM"
                               " mailpool_migrations"), 1);
     peer_stop(p);
@@ -1649,6 +1722,7 @@ int main(void)
         T(test_50_concurrent_posts_with_one_key_send_once),
         T(test_async_repeat_with_key_returns_same_id_other_body_422),
         T(test_sigkill_while_sending_makes_it_unknown_never_resent),
+        T(test_sigkill_leaves_the_unstarted_claim_queued_sent_once),
         T(test_crash_matrix_every_202_final_none_lost_none_twice),
         T(test_sigterm_leaves_the_rest_queued_for_the_next_start),
         T(test_cancel_racing_the_claim_one_wins_never_both),
@@ -1659,7 +1733,7 @@ int main(void)
         T(test_read_only_database_is_503_and_a_start_error_exit_2),
         T(test_postgres_restart_is_503_while_down_and_loses_no_202),
         T(test_three_replicas_deliver_a_batch_exactly_once),
-        T(test_replica_killed_mid_send_its_sending_end_unknown),
+        T(test_replica_killed_started_end_unknown_unstarted_sent_once),
         T(test_ten_replicas_starting_at_once_migrate_once),
 #endif
     };
