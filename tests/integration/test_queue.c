@@ -1434,12 +1434,34 @@ static long metric_of(struct mpserve *s, const char *name)
     return v;
 }
 
+/* Waits (at most 10 s) until GET /readyz answers http with the status
+   want. */
+static void readyz_becomes(struct mpserve *s, long http, const char *want)
+{
+    for (long long end = now_ms() + 10000;; sleep_ms(50)) {
+        long st;
+        json_t *j = call(s, "GET", "/readyz", NULL, NULL, &st, NULL);
+        int ok = st == http && strcmp(jstr(j, "status"), want) == 0;
+        char *txt = j != NULL ? json_dumps(j, 0) : NULL;
+        json_decref(j);
+        if (ok) {
+            free(txt);
+            return;
+        }
+        if (now_ms() > end)
+            fail_msg("/readyz answered %ld %s, not %ld %s", st,
+                     txt != NULL ? txt : "", http, want);
+        free(txt);
+    }
+}
+
 /* PostgreSQL stopped and started again under a running replica: POSTs
-   get 503 with Retry-After while it is down; every 202, before and after,
-   is delivered once.  A synchronous send meanwhile is answered and sent
-   as ever: only its record in the message log is lost, counted and
-   logged at warn. */
-static void test_postgres_restart_is_503_while_down_and_loses_no_202(
+   get 503 with Retry-After and /readyz is 503 "queue unreachable" while
+   it is down, 200 "ready" once it is back; every 202, before and after,
+   is delivered once.  A synchronous send without an idempotency key
+   meanwhile is answered and sent as ever: only its record in the message
+   log is lost, counted and logged at warn. */
+static void test_postgres_restart_is_503_and_unready_while_down_no_202_lost(
     void **state)
 {
     (void)state;
@@ -1448,8 +1470,10 @@ static void test_postgres_restart_is_503_while_down_and_loses_no_202(
     char *before = post_async(s, "r@example.org", NULL), args[300];
     json_t *d = wait_final(s, before, 10000);
     json_decref(d);
+    readyz_becomes(s, 200, "ready");
     snprintf(args, sizeof args, "stop-only %s", pg.dir);
     free(pg_run(args));
+    readyz_becomes(s, 503, "queue unreachable");
     async_post_is_503(s);
     long st;
     json_t *sync = call(s, "POST", "/v1/messages", JSONH,
@@ -1471,6 +1495,7 @@ static void test_postgres_restart_is_503_while_down_and_loses_no_202(
     char *out = pg_run(args);
     assert_non_null(out);
     free(out);
+    readyz_becomes(s, 200, "ready");
     char *ids[5];
     for (int i = 0; i < 5; i++)
         ids[i] = post_async(s, "r@example.org", NULL);
@@ -1731,7 +1756,7 @@ int main(void)
         T(test_read_only_database_is_a_start_error_exit_2),
 #else
         T(test_read_only_database_is_503_and_a_start_error_exit_2),
-        T(test_postgres_restart_is_503_while_down_and_loses_no_202),
+        T(test_postgres_restart_is_503_and_unready_while_down_no_202_lost),
         T(test_three_replicas_deliver_a_batch_exactly_once),
         T(test_replica_killed_started_end_unknown_unstarted_sent_once),
         T(test_ten_replicas_starting_at_once_migrate_once),
