@@ -30,19 +30,30 @@
  *
  * Every call but enqueue's callback runs on the caller's thread and waits
  * for the database; queue_enqueue and queue_log_sync call their done
- * callback before they return.  Errors: QUEUE_E* codes; libpq's words go
- * to the caller of queue_open only.  Threads: q->mu guards the pool's
- * free list; each connection is used by one thread at a time; the
- * listener's connection is the listener thread's alone.
+ * callback before they return.  The waits use libpq's non-blocking API:
+ * connections are made with PQconnectStartParams/PQconnectPoll (made
+ * again with PQresetStart/PQresetPoll), statements sent with
+ * PQsendQuery*, and every wait is a poll on PQsocket with a deadline
+ * (PGQ_CONNECT_MS, PGQ_STATEMENT_MS, PGQ_PING_MS for /readyz), so a
+ * database that stops answering cannot hold a thread for ever; the
+ * listener waits for NOTIFYs the same way.  What still blocks: a host
+ * name in queue.url is resolved by libpq synchronously, and the caller's
+ * thread waits (up to the deadline) for the answer it needs.
+ * Errors: QUEUE_E* codes; libpq's words go to the caller of queue_open
+ * only.  Threads: q->mu guards the pool's free list; each connection is
+ * used by one thread at a time; the listener's connection is the listener
+ * thread's alone; queue_ping's under q->ping_mu.
  */
 #include "queue/queue_impl.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <libpq-fe.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PGQ_POOL 4
@@ -50,6 +61,9 @@
 #define PGQ_SCHEMA_VERSION 3
 #define PGQ_PURGE_EVERY_S 3600.0
 #define PGQ_LISTEN_POLL_MS 250
+#define PGQ_STATEMENT_MS 30000          /* a statement's answer, at most */
+#define PGQ_CONNECT_MS 5000             /* a connection's setup, at most */
+#define PGQ_PING_MS 2000                /* queue_ping's answer, at most */
 
 struct pgq {
     struct queue base;          /* first: a struct queue * is a pgq * */
@@ -63,6 +77,8 @@ struct pgq {
     pthread_t listener;
     int listening;
     int stop;                   /* guarded by mu */
+    pthread_mutex_t ping_mu;    /* guards ping */
+    PGconn *ping;               /* queue_ping's own connection */
     double retention_s, idem_ttl_s, last_purge;
 };
 
@@ -75,17 +91,106 @@ static void pgq_notice(void *arg, const char *msg)
     (void)msg;
 }
 
-/* A new connection to q's database (not checked). */
+/* Milliseconds of the monotonic clock. */
+static long long pgq_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits until c's socket is ready for events or until end (pgq_ms):
+   0 when ready or interrupted, -1 when the time ran out or poll failed. */
+static int pgq_poll(PGconn *c, short events, long long end)
+{
+    long long left = end - pgq_ms();
+    struct pollfd pfd = { .fd = PQsocket(c), .events = events };
+    if (left <= 0 || pfd.fd < 0)
+        return -1;
+    int n = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left);
+    return n > 0 || (n < 0 && errno == EINTR) ? 0 : -1;
+}
+
+/* Drives a connection being made (PQconnectStartParams, with
+   PQconnectPoll) or made again (PQresetStart, with PQresetPoll) to its
+   end, waiting on its socket with poll, at most PGQ_CONNECT_MS: 0 when
+   connected (queries then non-blocking, see pgq_wait), else -1. */
+static int pgq_connect_wait(PGconn *c,
+                            PostgresPollingStatusType (*step)(PGconn *))
+{
+    long long end = pgq_ms() + PGQ_CONNECT_MS;
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    if (c == NULL || PQstatus(c) == CONNECTION_BAD)
+        return -1;
+    while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
+        if (pgq_poll(c, st == PGRES_POLLING_READING ? POLLIN : POLLOUT,
+                     end) < 0)
+            return -1;
+        st = step(c);
+    }
+    if (st != PGRES_POLLING_OK)
+        return -1;
+    PQsetnonblocking(c, 1);
+    return 0;
+}
+
+/* A new connection to q's database (check PQstatus), made without
+   blocking in libpq (host names are still resolved blocking). */
 static PGconn *pgq_connect(const struct pgq *q)
 {
-    const char *keys[] = { "connect_timeout", "dbname", "password", NULL };
-    const char *vals[] = { "5", q->url, q->password, NULL };
+    const char *keys[] = { "dbname", "password", NULL };
+    const char *vals[] = { q->url, q->password, NULL };
     if (q->password == NULL)
-        keys[2] = NULL;
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
-    if (c != NULL)
+        keys[1] = NULL;
+    PGconn *c = PQconnectStartParams(keys, vals, 1);
+    if (c != NULL) {
         PQsetNoticeProcessor(c, pgq_notice, NULL);
+        pgq_connect_wait(c, PQconnectPoll);
+    }
     return c;
+}
+
+/* Connects c again: 1 when connected. */
+static int pgq_reconnect(PGconn *c)
+{
+    return PQresetStart(c) != 0 && pgq_connect_wait(c, PQresetPoll) == 0;
+}
+
+/* Waits for the results of what was just sent on c (PQsendQuery*) with
+   PQsocket + poll, at most ms in all, rather than blocking in libpq: the
+   last result, or NULL when sending or reading failed or the time ran out
+   (the connection, left busy, is reset on its next use). */
+static PGresult *pgq_wait(PGconn *c, long long ms)
+{
+    long long end = pgq_ms() + ms;
+    PGresult *last = NULL, *r;
+    for (;;) {
+        int flush = PQflush(c);
+        if (flush < 0)
+            break;
+        if (flush == 0 && !PQisBusy(c)) {
+            if ((r = PQgetResult(c)) == NULL)
+                return last;
+            PQclear(last);
+            last = r;
+            continue;
+        }
+        if (pgq_poll(c, flush ? POLLIN | POLLOUT : POLLIN, end) < 0 ||
+            PQconsumeInput(c) == 0)
+            break;
+    }
+    PQclear(last);
+    return NULL;
+}
+
+/* PQexecParams through pgq_wait (lens and fmts may be NULL: text). */
+static PGresult *pgq_params(PGconn *c, const char *sql, int n,
+                            const char *const *vals, const int *lens,
+                            const int *fmts)
+{
+    if (PQsendQueryParams(c, sql, n, NULL, vals, lens, fmts, 0) == 0)
+        return NULL;
+    return pgq_wait(c, PGQ_STATEMENT_MS);
 }
 
 /* Takes a free connection (waiting for one), reset when broken: its slot,
@@ -109,7 +214,7 @@ static int pgq_get(struct pgq *q)
         q->conns[slot] = pgq_connect(q);
     } else if (PQstatus(c) != CONNECTION_OK ||
                PQtransactionStatus(c) != PQTRANS_IDLE) {
-        PQreset(c);
+        pgq_reconnect(c);
     }
     if (q->conns[slot] == NULL || PQstatus(q->conns[slot]) != CONNECTION_OK) {
         pthread_mutex_lock(&q->mu);
@@ -135,7 +240,7 @@ static void pgq_put(struct pgq *q, int slot)
 static PGresult *pgq_run(PGconn *c, const char *sql, int n,
                          const char *const *vals, ExecStatusType ok)
 {
-    PGresult *r = PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
+    PGresult *r = pgq_params(c, sql, n, vals, NULL, NULL);
     if (r != NULL && PQresultStatus(r) == ok)
         return r;
     PQclear(r);
@@ -146,7 +251,8 @@ static PGresult *pgq_run(PGconn *c, const char *sql, int n,
    allowed): 0 or -1. */
 static int pgq_cmd(PGconn *c, const char *sql)
 {
-    PGresult *r = PQexec(c, sql);
+    PGresult *r = PQsendQuery(c, sql) != 0 ? pgq_wait(c, PGQ_STATEMENT_MS)
+                                           : NULL;
     int ok = r != NULL && PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
     return ok ? 0 : -1;
@@ -158,8 +264,7 @@ static int pgq_revived(PGconn *c)
 {
     if (PQstatus(c) != CONNECTION_BAD)
         return 0;
-    PQreset(c);
-    return PQstatus(c) == CONNECTION_OK;
+    return pgq_reconnect(c);
 }
 
 /* A double as text for a parameter. */
@@ -351,19 +456,19 @@ static int pgq_insert(PGconn *c, const struct queue_new *msgs, size_t n,
         /* The message, then one mailpool_rcpts row per address of its
            recipients (a JSON array of strings), lower-cased as the
            list's filter is. */
-        PGresult *r = PQexecParams(c, "WITH ins AS (INSERT INTO"
-                                   " mailpool_messages (id, state,"
-                                   " created_at, due_at, message_id,"
-                                   " metadata, blob, recipients, subject)"
-                                   " VALUES ($1, $2::int, $3::float8,"
-                                   " $4::float8, $5, $6, $7::bytea, $8, $9)"
-                                   " RETURNING id) INSERT INTO"
-                                   " mailpool_rcpts (addr, message) SELECT"
-                                   " DISTINCT lower(a), (SELECT id FROM ins)"
-                                   " FROM json_array_elements_text(CASE WHEN"
-                                   " $8 IS NULL THEN '[]'::json ELSE"
-                                   " $8::json END) AS a", 9, NULL, vals,
-                                   lens, fmts, 0);
+        PGresult *r = pgq_params(c, "WITH ins AS (INSERT INTO"
+                                 " mailpool_messages (id, state,"
+                                 " created_at, due_at, message_id,"
+                                 " metadata, blob, recipients, subject)"
+                                 " VALUES ($1, $2::int, $3::float8,"
+                                 " $4::float8, $5, $6, $7::bytea, $8, $9)"
+                                 " RETURNING id) INSERT INTO"
+                                 " mailpool_rcpts (addr, message) SELECT"
+                                 " DISTINCT lower(a), (SELECT id FROM ins)"
+                                 " FROM json_array_elements_text(CASE WHEN"
+                                 " $8 IS NULL THEN '[]'::json ELSE"
+                                 " $8::json END) AS a", 9, vals,
+                                 lens, fmts);
         int ok = r != NULL && PQresultStatus(r) == PGRES_COMMAND_OK;
         PQclear(r);
         if (!ok)
@@ -541,10 +646,10 @@ static int pgq_record(struct queue *qb, const char *id,
         int slot = pgq_get(q);
         if (slot < 0)
             return QUEUE_EIO;
-        PGresult *r = PQexecParams(q->conns[slot], "UPDATE mailpool_messages"
-                                   " SET blob = $3::bytea WHERE id = $1 AND"
-                                   " state = 2 AND owner = $2", 3, NULL, bv,
-                                   lens, fmts, 0);
+        PGresult *r = pgq_params(q->conns[slot], "UPDATE mailpool_messages"
+                                 " SET blob = $3::bytea WHERE id = $1 AND"
+                                 " state = 2 AND owner = $2", 3, bv, lens,
+                                 fmts);
         int ok = r != NULL && PQresultStatus(r) == PGRES_COMMAND_OK;
         PQclear(r);
         pgq_put(q, slot);
@@ -849,12 +954,26 @@ static int pgq_reap(struct queue *qb, double now, unsigned long *n)
     return QUEUE_OK;
 }
 
+/* SELECT 1 on a connection of its own (never waiting for the pool's),
+   answered within PGQ_PING_MS, or made again (PGQ_CONNECT_MS). */
 static int pgq_ping(struct queue *qb)
 {
-    PGresult *r = pgq_exec((struct pgq *)qb, "SELECT 1", 0, NULL,
-                           PGRES_TUPLES_OK);
+    struct pgq *q = (struct pgq *)qb;
+    PGresult *r = NULL;
+    pthread_mutex_lock(&q->ping_mu);
+    PGconn *c = q->ping;
+    if (c == NULL)
+        c = q->ping = pgq_connect(q);
+    else if (PQstatus(c) != CONNECTION_OK ||
+             PQtransactionStatus(c) != PQTRANS_IDLE)
+        pgq_reconnect(c);
+    if (c != NULL && PQstatus(c) == CONNECTION_OK &&
+        PQsendQuery(c, "SELECT 1") != 0)
+        r = pgq_wait(c, PGQ_PING_MS);
+    int ok = r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK;
     PQclear(r);
-    return r != NULL ? QUEUE_OK : QUEUE_EIO;
+    pthread_mutex_unlock(&q->ping_mu);
+    return ok ? QUEUE_OK : QUEUE_EIO;
 }
 
 /* ---- the listener ---- */
@@ -956,6 +1075,8 @@ static void pgq_free(struct pgq *q)
         free(q->password);
     }
     free(q->url);
+    PQfinish(q->ping);
+    pthread_mutex_destroy(&q->ping_mu);
     pthread_mutex_destroy(&q->mu);
     pthread_cond_destroy(&q->free_cv);
     free(q);
@@ -967,7 +1088,9 @@ static int pgq_first(struct pgq *q, char *err, size_t errlen)
     PGconn *c = q->conns[0] = pgq_connect(q);
     if (c == NULL || PQstatus(c) != CONNECTION_OK) {
         snprintf(err, errlen, "cannot connect to the queue.url database:"
-                 " %s", c != NULL ? PQerrorMessage(c) : "out of memory");
+                 " %s", c == NULL ? "out of memory" :
+                 PQerrorMessage(c)[0] != '\0' ? PQerrorMessage(c) :
+                 "no answer within 5 s");
         err[strcspn(err, "\n")] = '\0';
         return -1;
     }
@@ -988,6 +1111,7 @@ static int pgq_open(const struct queue_opts *opts, struct queue **out,
         return -1;
     }
     pthread_mutex_init(&q->mu, NULL);
+    pthread_mutex_init(&q->ping_mu, NULL);
     pthread_cond_init(&q->free_cv, NULL);
     q->base.lease_s = opts->lease_s > 0 ? opts->lease_s : 60.0;
     q->retention_s = opts->retention_s > 0 ? opts->retention_s : 7 * 86400.0;

@@ -1455,6 +1455,44 @@ static void readyz_becomes(struct mpserve *s, long http, const char *want)
     }
 }
 
+/* Runs the peer script's verb on this run's server (tail: more words,
+   may be ""); 0 when it succeeded. */
+static int pg_verb(const char *verb, const char *tail)
+{
+    char args[400];
+    snprintf(args, sizeof args, "%s %s %s", verb, pg.dir, tail);
+    char *out = pg_run(args);
+    free(out);
+    return out != NULL ? 0 : -1;
+}
+
+/* A replica on database name with one message sent through it
+   (*first, caller frees) and /readyz 200. */
+static struct mpserve *ready_replica(struct peer *p, const char *name,
+                                     char **first)
+{
+    struct mpserve *s = svc(p, name, NULL);
+    *first = post_async(s, "r@example.org", NULL);
+    json_t *d = wait_final(s, *first, 10000);
+    json_decref(d);
+    readyz_becomes(s, 200, "ready");
+    return s;
+}
+
+/* A synchronous send without a key through s, body text: answered 200
+   "sent". */
+static void sync_send_is_sent(struct mpserve *s, const char *text)
+{
+    char body[256];
+    long st;
+    snprintf(body, sizeof body, "{\"from\":\"s@example.org\",\"to\":"
+             "[\"r@example.org\"],\"body\":\"%s\"}", text);
+    json_t *sync = call(s, "POST", "/v1/messages", JSONH, body, &st, NULL);
+    assert_int_equal(st, 200);
+    assert_string_equal(jstr(sync, "status"), "sent");
+    json_decref(sync);
+}
+
 /* PostgreSQL stopped and started again under a running replica: POSTs
    get 503 with Retry-After and /readyz is 503 "queue unreachable" while
    it is down, 200 "ready" once it is back; every 202, before and after,
@@ -1466,23 +1504,12 @@ static void test_postgres_restart_is_503_and_unready_while_down_no_202_lost(
 {
     (void)state;
     struct peer *p = relay("{}");
-    struct mpserve *s = svc(p, "restart", NULL);
-    char *before = post_async(s, "r@example.org", NULL), args[300];
-    json_t *d = wait_final(s, before, 10000);
-    json_decref(d);
-    readyz_becomes(s, 200, "ready");
-    snprintf(args, sizeof args, "stop-only %s", pg.dir);
-    free(pg_run(args));
+    char *before;
+    struct mpserve *s = ready_replica(p, "restart", &before);
+    assert_int_equal(pg_verb("stop-only", ""), 0);
     readyz_becomes(s, 503, "queue unreachable");
     async_post_is_503(s);
-    long st;
-    json_t *sync = call(s, "POST", "/v1/messages", JSONH,
-                        "{\"from\":\"s@example.org\",\"to\":"
-                        "[\"r@example.org\"],\"body\":\"while down\"}", &st,
-                        NULL);
-    assert_int_equal(st, 200);
-    assert_string_equal(jstr(sync, "status"), "sent");
-    json_decref(sync);
+    sync_send_is_sent(s, "while down");
     for (long long end = now_ms() + 10000; metric_of(s,
              "\nmailpool_queue_log_sync_failures_total ") != 1; sleep_ms(50))
         if (now_ms() > end)
@@ -1491,10 +1518,7 @@ static void test_postgres_restart_is_503_and_unready_while_down_no_202_lost(
     assert_non_null(log);
     assert_non_null(strstr(log, "\"message_log_failed\""));
     free(log);
-    snprintf(args, sizeof args, "start-again %s", pg.dir);
-    char *out = pg_run(args);
-    assert_non_null(out);
-    free(out);
+    assert_int_equal(pg_verb("start-again", ""), 0);
     readyz_becomes(s, 200, "ready");
     char *ids[5];
     for (int i = 0; i < 5; i++)
@@ -1507,6 +1531,41 @@ static void test_postgres_restart_is_503_and_unready_while_down_no_202_lost(
     mpserve_free(s);
     assert_int_equal(msgs_total(p), 7);
     free(before);
+    peer_stop(p);
+}
+
+/* PostgreSQL frozen (SIGSTOP: its connections open, nothing answering)
+   under a replica: /readyz answers 503 "queue unreachable" within
+   seconds, never held by the silent database, and a synchronous send
+   without a key is answered and sent; thawed, /readyz is 200 again and a
+   202 is delivered once. */
+static void test_silent_postgres_is_unready_within_seconds_then_ready(
+    void **state)
+{
+    (void)state;
+    struct peer *p = relay("{}");
+    char *before;
+    struct mpserve *s = ready_replica(p, "frozen", &before);
+    assert_int_equal(pg_verb("freeze", "15"), 0);  /* thawed after 15 s */
+    long st;
+    long long t0 = now_ms();
+    json_t *j = call(s, "GET", "/readyz", NULL, NULL, &st, NULL);
+    long long took = now_ms() - t0;
+    assert_int_equal(st, 503);
+    assert_string_equal(jstr(j, "status"), "queue unreachable");
+    json_decref(j);
+    if (took > 4000)
+        fail_msg("/readyz took %lld ms on a silent database", took);
+    sync_send_is_sent(s, "frozen");
+    assert_int_equal(pg_verb("thaw", ""), 0);
+    readyz_becomes(s, 200, "ready");
+    char *after = post_async(s, "r@example.org", NULL);
+    assert_int_equal(sent_once_or_unknown(s, p, after), 0);
+    assert_int_equal(mpserve_stop_clean(s, 40000), 0);
+    mpserve_free(s);
+    assert_int_equal(msgs_total(p), 3);
+    free(before);
+    free(after);
     peer_stop(p);
 }
 #endif
@@ -1757,6 +1816,7 @@ int main(void)
 #else
         T(test_read_only_database_is_503_and_a_start_error_exit_2),
         T(test_postgres_restart_is_503_and_unready_while_down_no_202_lost),
+        T(test_silent_postgres_is_unready_within_seconds_then_ready),
         T(test_three_replicas_deliver_a_batch_exactly_once),
         T(test_replica_killed_started_end_unknown_unstarted_sent_once),
         T(test_ten_replicas_starting_at_once_migrate_once),
