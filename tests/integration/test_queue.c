@@ -1573,11 +1573,20 @@ static void test_silent_postgres_is_unready_within_seconds_then_ready(
 #ifdef QUEUE_TEST_PG
 /* ---- replicas on one PostgreSQL database ---- */
 
+static char **post_batch_to(struct mpserve *s, const char *tag, size_t n);
+
 /* POSTs n messages (to r0..r<n-1>) as one async batch through s; their
    ids (caller frees each and the array). */
 static char **post_batch(struct mpserve *s, size_t n)
 {
-    size_t cap = 200 + n * 120, len = 0;
+    return post_batch_to(s, "r", n);
+}
+
+/* POSTs n messages (to <tag>0..<tag><n-1> at example.org) as one async
+   batch through s; their ids (caller frees each and the array). */
+static char **post_batch_to(struct mpserve *s, const char *tag, size_t n)
+{
+    size_t cap = 200 + n * (120 + strlen(tag)), len = 0;
     char *body = malloc(cap), **ids = calloc(n, sizeof *ids);
     long st;
     assert_non_null(body);
@@ -1586,8 +1595,8 @@ static char **post_batch(struct mpserve *s, size_t n)
     for (size_t i = 0; i < n; i++)
         len += (size_t)snprintf(body + len, cap - len,
                                 "%s{\"from\":\"s@example.org\",\"to\":"
-                                "[\"r%zu@example.org\"],\"body\":\"m%zu\"}",
-                                i ? "," : "", i, i);
+                                "[\"%s%zu@example.org\"],\"body\":\"m%zu\"}",
+                                i ? "," : "", tag, i, i);
     snprintf(body + len, cap - len, "]}");
     json_t *j = call(s, "POST", "/v1/messages/batch", ASYNC, body, &st,
                      NULL);
@@ -1723,6 +1732,103 @@ static void test_replica_killed_started_end_unknown_unstarted_sent_once(
     peer_stop(p);
 }
 
+/* 1 when the relay took, over all its connections, each of the n
+   recipients <tag><i>@example.org of every batch (tags b0.., nb of them,
+   per of each) exactly once, and nothing else. */
+static int relay_took_each_once(struct peer *p, size_t nb, size_t per)
+{
+    struct peer_msg *m = NULL;
+    size_t n = 0, bad = 0;
+    unsigned char *seen = calloc(nb * per, 1);
+    assert_non_null(seen);
+    assert_int_equal(peer_messages(p, &m, &n), 0);
+    for (size_t i = 0; i < n; i++) {
+        size_t b, k;
+        char at[32];
+        if (m[i].nrcpt != 1 ||
+            sscanf(m[i].rcpt_to[0], "b%zu-%zu@%31s", &b, &k, at) != 3 ||
+            b >= nb || k >= per || seen[b * per + k]++ != 0)
+            bad++;
+    }
+    for (size_t i = 0; i < nb * per; i++)
+        bad += seen[i] != 1;
+    if (bad != 0 || n != nb * per)
+        fprintf(stderr, "relay took %zu messages for %zu, %zu wrong\n", n,
+                nb * per, bad);
+    peer_msgs_free(m, n);
+    free(seen);
+    return bad == 0 && n == nb * per;
+}
+
+/* R replicas on database name (4 workers, 4 connections each), NB async
+   batches of PER messages posted round-robin across them: every message
+   ends sent, the counting relay took each exactly once, and the claim
+   log holds one claim per message, spread over every replica. */
+static void scale_run(const char *name, int R, size_t NB, size_t PER)
+{
+    static const char *const four[] = { "--pool-workers", "4",
+                                        "--pool-connections", "4", NULL };
+    struct peer *p = relay("{}");
+    struct mpserve *s[4];
+    long long t0;
+    size_t N = NB * PER;
+    char tag[32], sql[128];
+    assert_true(R <= 4);
+    for (int r = 0; r < R; r++)
+        s[r] = svc(p, name, four);
+    const char *db = pg_db(name);
+    t0 = now_ms();
+    for (size_t b = 0; b < NB; b++) {
+        snprintf(tag, sizeof tag, "b%zu-", b);
+        char **ids = post_batch_to(s[b % (size_t)R], tag, PER);
+        for (size_t i = 0; i < PER; i++)
+            free(ids[i]);
+        free(ids);
+    }
+    long long posted = now_ms();
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM mailpool_messages"
+             " WHERE state = 4");
+    for (long long end = now_ms() + 240000; pg_count(db, sql) < (long)N;
+         sleep_ms(250))
+        if (now_ms() > end)
+            fail_msg("%ld of %zu sent in 240 s", pg_count(db, sql), N);
+    fprintf(stderr, "%d replicas: %zu messages posted in %lld ms, all sent"
+            " after %lld ms\n", R, N, posted - t0, now_ms() - t0);
+    for (int r = 0; r < R; r++) {
+        assert_int_equal(mpserve_stop_clean(s[r], 20000), 0);
+        mpserve_free(s[r]);
+    }
+    assert_true(relay_took_each_once(p, NB, PER));
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_messages"),
+                     (long)N);
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_claims"),
+                     (long)N);
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM (SELECT message"
+                              " FROM mailpool_claims GROUP BY message"
+                              " HAVING count(*) > 1) d"), 0);
+    assert_int_equal(pg_count(db, "SELECT count(DISTINCT owner) FROM"
+                              " mailpool_claims"), R);
+    peer_stop(p);
+}
+
+/* Two replicas on one database, 10,000 messages posted across both:
+   each delivered exactly once, each claimed once. */
+static void test_two_replicas_deliver_10000_messages_exactly_once(
+    void **state)
+{
+    (void)state;
+    scale_run("scale-two", 2, 20, 500);
+}
+
+/* Four replicas on one database, 10,000 messages posted across them:
+   each delivered exactly once, each claimed once, by all four. */
+static void test_four_replicas_deliver_10000_messages_exactly_once(
+    void **state)
+{
+    (void)state;
+    scale_run("scale-four", 4, 20, 500);
+}
+
 struct starter {
     struct peer *p;
     struct mpserve *s;
@@ -1818,6 +1924,8 @@ int main(void)
         T(test_postgres_restart_is_503_and_unready_while_down_no_202_lost),
         T(test_silent_postgres_is_unready_within_seconds_then_ready),
         T(test_three_replicas_deliver_a_batch_exactly_once),
+        T(test_two_replicas_deliver_10000_messages_exactly_once),
+        T(test_four_replicas_deliver_10000_messages_exactly_once),
         T(test_replica_killed_started_end_unknown_unstarted_sent_once),
         T(test_ten_replicas_starting_at_once_migrate_once),
 #endif
