@@ -22,6 +22,7 @@
 #   postgres-peer.sh sql DIR DB SQL run SQL in database DB, print the rows
 #                                   unaligned, '|' between fields.
 #   postgres-peer.sh createdb DIR DB  create database DB.
+# fsync is off (tests), on with MAILPOOL_PG_FSYNC=on (make bench).
 # The server never touches the system's clusters (no pg_ctlcluster).
 set -eu
 
@@ -32,7 +33,7 @@ as_pg() { runuser -u postgres -- "$@"; }
 
 pg_start() {    # DIR PORT
     as_pg "$bin/pg_ctl" -D "$1/data" -l "$1/server.log" -w -t 30 \
-        -o "-c listen_addresses=127.0.0.1 -p $2 -k $1 -c fsync=off -c max_connections=300" \
+        -o "-c listen_addresses=127.0.0.1 -p $2 -k $1 -c fsync=${MAILPOOL_PG_FSYNC:-off} -c max_connections=300" \
         start >/dev/null
 }
 
