@@ -893,7 +893,8 @@ static int pgq_renew(struct queue *qb, double now, double lease_s,
     return rc;
 }
 
-/* Deletes finished messages past the retention and old keys, hourly. */
+/* Deletes finished messages and claim log rows past the retention and
+   old keys, hourly. */
 static void pgq_purge(struct pgq *q, double now)
 {
     char keep[40], ttl[40];
@@ -909,6 +910,8 @@ static void pgq_purge(struct pgq *q, double now)
                  1, vals);
     pgq_exec_cmd(q, "DELETE FROM mailpool_idempotency WHERE created_at <"
                  " $2::float8 AND state <> 1", 2, vals);
+    pgq_exec_cmd(q, "DELETE FROM mailpool_claims WHERE at < $1::float8", 1,
+                 vals);         /* the claim log, kept as the messages */
 }
 
 /* Claimed messages never started whose lease ended (their replica died

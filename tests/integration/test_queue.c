@@ -1829,6 +1829,45 @@ static void test_four_replicas_deliver_10000_messages_exactly_once(
     scale_run("scale-four", 4, 20, 500);
 }
 
+/* Finished messages past queue.retention are purged with their attempts
+   and their rows in the claim log (which would otherwise grow for ever):
+   a replica started after the retention purges at its first reap. */
+static void test_retention_purges_messages_with_their_claim_log(void **state)
+{
+    (void)state;
+    static const char *const keep1[] = { "--queue-retention", "1", NULL };
+    struct peer *p = relay("{}");
+    struct mpserve *s = svc(p, "retention", keep1);
+    char **ids = post_batch(s, 3);
+    for (size_t i = 0; i < 3; i++) {
+        json_t *d = wait_final(s, ids[i], 10000);
+        assert_string_equal(jstr(d, "status"), "sent");
+        json_decref(d);
+        free(ids[i]);
+    }
+    free(ids);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    const char *db = pg_db("retention");
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_claims"),
+                     3);
+    sleep_ms(1500);                     /* past the retention */
+    s = svc(p, "retention", keep1);
+    for (long long end = now_ms() + 10000; pg_count(db, "SELECT count(*)"
+             " FROM mailpool_messages") > 0; sleep_ms(100))
+        if (now_ms() > end)
+            fail_msg("finished messages were not purged");
+    sleep_ms(300);                      /* the purge's last statements */
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_attempts"),
+                     0);
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_claims"),
+                     0);
+    assert_int_equal(msgs_total(p), 3);
+    peer_stop(p);
+}
+
 struct starter {
     struct peer *p;
     struct mpserve *s;
@@ -1928,6 +1967,7 @@ int main(void)
         T(test_four_replicas_deliver_10000_messages_exactly_once),
         T(test_replica_killed_started_end_unknown_unstarted_sent_once),
         T(test_ten_replicas_starting_at_once_migrate_once),
+        T(test_retention_purges_messages_with_their_claim_log),
 #endif
     };
     signal(SIGPIPE, SIG_IGN);
