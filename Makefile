@@ -120,10 +120,12 @@ $(BUILD)/bench_smtp: bench/bench_smtp.c $(LIB_SMTPCORE)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
 $(BUILD)/bench_dkim: bench/bench_dkim.c $(LIB_DKIM)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
+$(BUILD)/bench_claims: bench/bench_claims.c $(LIB_QUEUE)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
 
 # Benchmarks (not part of test: timings never fail a test).
 bench: deps-test
-	@$(MAKE) --no-print-directory all $(BUILD)/bench_smtp $(BUILD)/bench_dkim
+	@$(MAKE) --no-print-directory all $(BUILD)/bench_smtp $(BUILD)/bench_dkim $(BUILD)/bench_claims
 	@scripts/deps.sh bench
 	@bench/run.sh
 

@@ -39,8 +39,9 @@ static enum MHD_Result status_doc(struct api_req *req, struct MHD_Connection *c,
     return api_reply_json(req, c, http, json_pack("{s:s}", "status", s));
 }
 
-/* /readyz: not draining or stopping, and (http.ready_requires_relay) a
-   relay connection open or a probe passing. */
+/* /readyz: not draining or stopping, the queue's database answering
+   (queue_ping), and (http.ready_requires_relay) a relay connection open
+   or a probe passing. */
 static enum MHD_Result readyz(struct api_req *req, struct MHD_Connection *c)
 {
     struct api *api = req->api;
@@ -50,6 +51,8 @@ static enum MHD_Result readyz(struct api_req *req, struct MHD_Connection *c)
         return status_doc(req, c, 503, "stopping");
     if (api->pool == NULL)
         return status_doc(req, c, 503, "relay unreachable");
+    if (api->queue != NULL && queue_ping(api->queue) != QUEUE_OK)
+        return status_doc(req, c, 503, "queue unreachable");
     if (api->cfg->http.ready_requires_relay && !pool_ready(api->pool))
         return status_doc(req, c, 503, "relay unreachable");
     return status_doc(req, c, 200, "ready");

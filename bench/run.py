@@ -27,10 +27,16 @@ one recipient.
      over 32 connections and in batches of 100, with queue.synchronous
      full and normal, against the synchronous rates of the same run; and
      the drain rate from the queue to smtp-sink against smtp-source -d.
+  7. Scale-out: a PostgreSQL 15 started for the run (tests/peers/
+     postgres-peer.sh, fsync on): the drain rate with 1, 2 and 4 replicas
+     on one database beside one replica on SQLite, in one run (ratios
+     against SQLite); and claims per second (claim, mark started, record:
+     build/bench_claims, no SMTP) with 1 to 16 worker threads in one
+     process (ratios against one worker).
 
 Environment: BENCH_RUNS (default 5), BENCH_MESSAGES (default 20000),
 BENCH_SECONDS (wrk duration, default 5), BENCH_QUICK=1 (fewer cases),
-BENCH_SECTIONS (comma-separated subset of smtp,http,peers,scale,queue,dkim; default
+BENCH_SECTIONS (comma-separated subset of smtp,http,peers,scale,queue,dkim,scaleout; default
 all; http needs the smtp-source reference of N=8, so it measures that one
 alone when smtp is left out), BUILD (the build directory, as for make;
 default build).
@@ -56,7 +62,7 @@ RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 MSGS = int(os.environ.get("BENCH_MESSAGES", "20000"))
 SECS = int(os.environ.get("BENCH_SECONDS", "5"))
 QUICK = os.environ.get("BENCH_QUICK") == "1"
-ALL_SECTIONS = ("smtp", "http", "peers", "scale", "queue", "dkim")
+ALL_SECTIONS = ("smtp", "http", "peers", "scale", "queue", "dkim", "scaleout")
 SECTIONS = [x.strip() for x in os.environ.get("BENCH_SECTIONS", "").split(",")
             if x.strip()] or list(ALL_SECTIONS)
 rows = []
@@ -240,15 +246,17 @@ def http_rate(sink_port, path, per_req, prefer=None, extra=()):
     return statistics.median(http_runs(sink_port, path, per_req, prefer, extra)["rate"])
 
 
-def queue_drain(sink_port, n):
-    """Messages/s from send_at to the last one sent, for n queued."""
-    mp, port = start_mailpool(sink_port, 8)
-    base = "http://127.0.0.1:%d" % port
+def queue_drain(sink_port, n, replicas=1, extra=()):
+    """Messages/s from send_at to the last one sent, for n queued (posted
+    round-robin across the replicas, which share the queue of extra)."""
+    mps = [start_mailpool(sink_port, 8, extra=extra) for _ in range(replicas)]
+    bases = ["http://127.0.0.1:%d" % port for _, port in mps]
+    base = bases[0]
     at = time.time() + 20
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
     for k in range(0, n, 1000):
         msgs = [dict(message(i), send_at=when) for i in range(k, min(n, k + 1000))]
-        req = urllib.request.Request(base + "/v1/messages/batch",
+        req = urllib.request.Request(bases[(k // 1000) % replicas] + "/v1/messages/batch",
                                      json.dumps({"messages": msgs}).encode(),
                                      {"Content-Type": "application/json",
                                       "Prefer": "respond-async"})
@@ -261,8 +269,63 @@ def queue_drain(sink_port, n):
             break
         time.sleep(0.05)
     done = time.time()
-    mp.stop()
+    for mp, _ in mps:
+        mp.stop()
     return n / max(done - start, 1e-3)
+
+
+PG_PEER = os.path.join(ROOT, "tests", "peers", "postgres-peer.sh")
+
+
+def pg_peer(*args):
+    """Runs the PostgreSQL peer script; its words."""
+    env = dict(os.environ, MAILPOOL_PG_FSYNC="on")
+    r = subprocess.run([PG_PEER] + list(args), stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, env=env)
+    if r.returncode != 0:
+        raise SystemExit("bench: postgres-peer.sh %s: %s" % (args[0], r.stderr[-300:]))
+    return r.stdout.split()
+
+
+def pg_queue(pg, db):
+    """A new database db on pg (dir, port) and its libpq URL."""
+    pg_peer("createdb", pg[0], db)
+    return "host=127.0.0.1 port=%d user=postgres dbname=%s" % (pg[1], db)
+
+
+def scaleout_layer(sink_port):
+    print("7. Scale-out on PostgreSQL (fsync on)")
+    out = pg_peer("start")
+    pg = (out[0], int(out[1]))
+    pw = os.path.join(pg[0], "password")
+    try:
+        n = min(MSGS, 10000)
+        runs = min(RUNS, 3)
+        ref = statistics.median([queue_drain(sink_port, n) for _ in range(runs)])
+        row("scaleout", "drain, SQLite, 1 replica, %d messages" % n, ref, "msg/s")
+        for r in (1, 2, 4):
+            rates = []
+            for k in range(runs):
+                url = pg_queue(pg, "drain_%d_%d" % (r, k))
+                rates.append(queue_drain(sink_port, n, r, (
+                    "--queue-backend", "postgres", "--queue-url", url,
+                    "--queue-password-file", pw)))
+            row("scaleout", "drain, PostgreSQL, %d replica%s, %d messages"
+                % (r, "s" if r > 1 else "", n), statistics.median(rates), "msg/s", ref)
+        one = None
+        for w in (1, 2, 4, 8, 16):
+            rates = []
+            for k in range(runs):
+                url = pg_queue(pg, "claims_%d_%d" % (w, k))
+                _, text = timed([os.path.join(BUILD, "bench_claims"), url, pw,
+                                 str(min(MSGS, 5000)), str(w)])
+                rates.append(json.loads(text)["per_s"])
+            v = statistics.median(rates)
+            one = one or v
+            row("scaleout", "claims/s (claim, start, record), %d worker%s"
+                % (w, "s" if w > 1 else ""), v, "claim/s", one)
+    finally:
+        pg_peer("stop", pg[0])
 
 
 def queue_layer(sink_port, ref):
@@ -487,6 +550,8 @@ def main():
             queue_layer(port, ref)
         if "dkim" in SECTIONS:
             dkim_layer(port)
+        if "scaleout" in SECTIONS:
+            scaleout_layer(port)
     finally:
         sink.stop()
     print("\n| section | measurement | value | unit | ratio | target |")

@@ -23,33 +23,50 @@
  *
  * Claims: one statement, UPDATE ... WHERE id IN (SELECT ... FOR UPDATE
  * SKIP LOCKED) RETURNING, sets the owner (this replica's name) and the
- * lease, and logs each claim in mailpool_claims.  Recording an outcome or
+ * lease, and logs each claim in mailpool_claims.  A worker marks the
+ * message started (queue_start) before its SMTP transaction begins; the
+ * reaper makes an expired started message unknown and sends an expired
+ * unstarted one back to queued.  Recording an outcome or
  * releasing a message applies only while it is still this replica's and
  * sending, so a reaped message stays unknown.  Cancel is one conditional
  * UPDATE: a claim and a cancel racing cannot both win.
  *
  * Every call but enqueue's callback runs on the caller's thread and waits
  * for the database; queue_enqueue and queue_log_sync call their done
- * callback before they return.  Errors: QUEUE_E* codes; libpq's words go
- * to the caller of queue_open only.  Threads: q->mu guards the pool's
- * free list; each connection is used by one thread at a time; the
- * listener's connection is the listener thread's alone.
+ * callback before they return.  The waits use libpq's non-blocking API:
+ * connections are made with PQconnectStartParams/PQconnectPoll (made
+ * again with PQresetStart/PQresetPoll), statements sent with
+ * PQsendQuery*, and every wait is a poll on PQsocket with a deadline
+ * (PGQ_CONNECT_MS, PGQ_STATEMENT_MS, PGQ_PING_MS for /readyz), so a
+ * database that stops answering cannot hold a thread for ever; the
+ * listener waits for NOTIFYs the same way.  What still blocks: a host
+ * name in queue.url is resolved by libpq synchronously, and the caller's
+ * thread waits (up to the deadline) for the answer it needs.
+ * Errors: QUEUE_E* codes; libpq's words go to the caller of queue_open
+ * only.  Threads: q->mu guards the pool's free list; each connection is
+ * used by one thread at a time; the listener's connection is the listener
+ * thread's alone; queue_ping's under q->ping_mu.
  */
 #include "queue/queue_impl.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <libpq-fe.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PGQ_POOL 4
 #define PGQ_LOCK_KEY "7210417016"       /* pg_advisory_lock: migrations */
-#define PGQ_SCHEMA_VERSION 3
+#define PGQ_SCHEMA_VERSION 4
 #define PGQ_PURGE_EVERY_S 3600.0
 #define PGQ_LISTEN_POLL_MS 250
+#define PGQ_STATEMENT_MS 30000          /* a statement's answer, at most */
+#define PGQ_CONNECT_MS 5000             /* a connection's setup, at most */
+#define PGQ_PING_MS 2000                /* queue_ping's answer, at most */
 
 struct pgq {
     struct queue base;          /* first: a struct queue * is a pgq * */
@@ -63,6 +80,8 @@ struct pgq {
     pthread_t listener;
     int listening;
     int stop;                   /* guarded by mu */
+    pthread_mutex_t ping_mu;    /* guards ping */
+    PGconn *ping;               /* queue_ping's own connection */
     double retention_s, idem_ttl_s, last_purge;
     unsigned ev_states;         /* queue_opts.event_states */
     const char *ev_config;      /* queue_opts.event_config, during open */
@@ -77,17 +96,106 @@ static void pgq_notice(void *arg, const char *msg)
     (void)msg;
 }
 
-/* A new connection to q's database (not checked). */
+/* Milliseconds of the monotonic clock. */
+static long long pgq_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits until c's socket is ready for events or until end (pgq_ms):
+   0 when ready or interrupted, -1 when the time ran out or poll failed. */
+static int pgq_poll(PGconn *c, short events, long long end)
+{
+    long long left = end - pgq_ms();
+    struct pollfd pfd = { .fd = PQsocket(c), .events = events };
+    if (left <= 0 || pfd.fd < 0)
+        return -1;
+    int n = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left);
+    return n > 0 || (n < 0 && errno == EINTR) ? 0 : -1;
+}
+
+/* Drives a connection being made (PQconnectStartParams, with
+   PQconnectPoll) or made again (PQresetStart, with PQresetPoll) to its
+   end, waiting on its socket with poll, at most PGQ_CONNECT_MS: 0 when
+   connected (queries then non-blocking, see pgq_wait), else -1. */
+static int pgq_connect_wait(PGconn *c,
+                            PostgresPollingStatusType (*step)(PGconn *))
+{
+    long long end = pgq_ms() + PGQ_CONNECT_MS;
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    if (c == NULL || PQstatus(c) == CONNECTION_BAD)
+        return -1;
+    while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
+        if (pgq_poll(c, st == PGRES_POLLING_READING ? POLLIN : POLLOUT,
+                     end) < 0)
+            return -1;
+        st = step(c);
+    }
+    if (st != PGRES_POLLING_OK)
+        return -1;
+    PQsetnonblocking(c, 1);
+    return 0;
+}
+
+/* A new connection to q's database (check PQstatus), made without
+   blocking in libpq (host names are still resolved blocking). */
 static PGconn *pgq_connect(const struct pgq *q)
 {
-    const char *keys[] = { "connect_timeout", "dbname", "password", NULL };
-    const char *vals[] = { "5", q->url, q->password, NULL };
+    const char *keys[] = { "dbname", "password", NULL };
+    const char *vals[] = { q->url, q->password, NULL };
     if (q->password == NULL)
-        keys[2] = NULL;
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
-    if (c != NULL)
+        keys[1] = NULL;
+    PGconn *c = PQconnectStartParams(keys, vals, 1);
+    if (c != NULL) {
         PQsetNoticeProcessor(c, pgq_notice, NULL);
+        pgq_connect_wait(c, PQconnectPoll);
+    }
     return c;
+}
+
+/* Connects c again: 1 when connected. */
+static int pgq_reconnect(PGconn *c)
+{
+    return PQresetStart(c) != 0 && pgq_connect_wait(c, PQresetPoll) == 0;
+}
+
+/* Waits for the results of what was just sent on c (PQsendQuery*) with
+   PQsocket + poll, at most ms in all, rather than blocking in libpq: the
+   last result, or NULL when sending or reading failed or the time ran out
+   (the connection, left busy, is reset on its next use). */
+static PGresult *pgq_wait(PGconn *c, long long ms)
+{
+    long long end = pgq_ms() + ms;
+    PGresult *last = NULL, *r;
+    for (;;) {
+        int flush = PQflush(c);
+        if (flush < 0)
+            break;
+        if (flush == 0 && !PQisBusy(c)) {
+            if ((r = PQgetResult(c)) == NULL)
+                return last;
+            PQclear(last);
+            last = r;
+            continue;
+        }
+        if (pgq_poll(c, flush ? POLLIN | POLLOUT : POLLIN, end) < 0 ||
+            PQconsumeInput(c) == 0)
+            break;
+    }
+    PQclear(last);
+    return NULL;
+}
+
+/* PQexecParams through pgq_wait (lens and fmts may be NULL: text). */
+static PGresult *pgq_params(PGconn *c, const char *sql, int n,
+                            const char *const *vals, const int *lens,
+                            const int *fmts)
+{
+    if (PQsendQueryParams(c, sql, n, NULL, vals, lens, fmts, 0) == 0)
+        return NULL;
+    return pgq_wait(c, PGQ_STATEMENT_MS);
 }
 
 /* Takes a free connection (waiting for one), reset when broken: its slot,
@@ -111,7 +219,7 @@ static int pgq_get(struct pgq *q)
         q->conns[slot] = pgq_connect(q);
     } else if (PQstatus(c) != CONNECTION_OK ||
                PQtransactionStatus(c) != PQTRANS_IDLE) {
-        PQreset(c);
+        pgq_reconnect(c);
     }
     if (q->conns[slot] == NULL || PQstatus(q->conns[slot]) != CONNECTION_OK) {
         pthread_mutex_lock(&q->mu);
@@ -137,7 +245,7 @@ static void pgq_put(struct pgq *q, int slot)
 static PGresult *pgq_run(PGconn *c, const char *sql, int n,
                          const char *const *vals, ExecStatusType ok)
 {
-    PGresult *r = PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
+    PGresult *r = pgq_params(c, sql, n, vals, NULL, NULL);
     if (r != NULL && PQresultStatus(r) == ok)
         return r;
     PQclear(r);
@@ -148,7 +256,8 @@ static PGresult *pgq_run(PGconn *c, const char *sql, int n,
    allowed): 0 or -1. */
 static int pgq_cmd(PGconn *c, const char *sql)
 {
-    PGresult *r = PQexec(c, sql);
+    PGresult *r = PQsendQuery(c, sql) != 0 ? pgq_wait(c, PGQ_STATEMENT_MS)
+                                           : NULL;
     int ok = r != NULL && PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
     return ok ? 0 : -1;
@@ -160,8 +269,7 @@ static int pgq_revived(PGconn *c)
 {
     if (PQstatus(c) != CONNECTION_BAD)
         return 0;
-    PQreset(c);
-    return PQstatus(c) == CONNECTION_OK;
+    return pgq_reconnect(c);
 }
 
 /* A double as text for a parameter. */
@@ -249,6 +357,11 @@ static const char *const pgq_migrations[PGQ_SCHEMA_VERSION] = {
     "CREATE TRIGGER mailpool_messages_outbox AFTER UPDATE OF state ON"
     " mailpool_messages FOR EACH ROW WHEN (NEW.state IS DISTINCT FROM"
     " OLD.state) EXECUTE FUNCTION mailpool_outbox_write();",
+    /* 3 -> 4: started, set by queue_start as a claimed message's SMTP
+       transaction begins; the reaper queues a message never started
+       again (messages sending before this version count as started) */
+    "ALTER TABLE mailpool_messages ADD COLUMN started boolean NOT NULL"
+    " DEFAULT true;",
 };
 
 /* Applies the migrations from version up, each in a transaction. */
@@ -382,19 +495,19 @@ static int pgq_insert(PGconn *c, const struct queue_new *msgs, size_t n,
         /* The message, then one mailpool_rcpts row per address of its
            recipients (a JSON array of strings), lower-cased as the
            list's filter is. */
-        PGresult *r = PQexecParams(c, "WITH ins AS (INSERT INTO"
-                                   " mailpool_messages (id, state,"
-                                   " created_at, due_at, message_id,"
-                                   " metadata, blob, recipients, subject)"
-                                   " VALUES ($1, $2::int, $3::float8,"
-                                   " $4::float8, $5, $6, $7::bytea, $8, $9)"
-                                   " RETURNING id) INSERT INTO"
-                                   " mailpool_rcpts (addr, message) SELECT"
-                                   " DISTINCT lower(a), (SELECT id FROM ins)"
-                                   " FROM json_array_elements_text(CASE WHEN"
-                                   " $8 IS NULL THEN '[]'::json ELSE"
-                                   " $8::json END) AS a", 9, NULL, vals,
-                                   lens, fmts, 0);
+        PGresult *r = pgq_params(c, "WITH ins AS (INSERT INTO"
+                                 " mailpool_messages (id, state,"
+                                 " created_at, due_at, message_id,"
+                                 " metadata, blob, recipients, subject)"
+                                 " VALUES ($1, $2::int, $3::float8,"
+                                 " $4::float8, $5, $6, $7::bytea, $8, $9)"
+                                 " RETURNING id) INSERT INTO"
+                                 " mailpool_rcpts (addr, message) SELECT"
+                                 " DISTINCT lower(a), (SELECT id FROM ins)"
+                                 " FROM json_array_elements_text(CASE WHEN"
+                                 " $8 IS NULL THEN '[]'::json ELSE"
+                                 " $8::json END) AS a", 9, vals,
+                                 lens, fmts);
         int ok = r != NULL && PQresultStatus(r) == PGRES_COMMAND_OK;
         PQclear(r);
         if (!ok)
@@ -528,7 +641,8 @@ static int pgq_claim(struct queue *qb, double now, size_t max,
     snprintf(lim, sizeof lim, "%zu", max);
     PGresult *r = pgq_exec(q,
         "WITH c AS (UPDATE mailpool_messages SET state = 2, lease_until ="
-        " $1::float8 + $3::float8, owner = $4, attempts = attempts + 1"
+        " $1::float8 + $3::float8, owner = $4, started = false,"
+        " attempts = attempts + 1"
         " WHERE id IN (SELECT id FROM mailpool_messages WHERE state IN"
         " (0, 1, 3) AND due_at <= $1::float8 ORDER BY due_at LIMIT $2::int"
         " FOR UPDATE SKIP LOCKED) AND state IN (0, 1, 3)"
@@ -571,10 +685,10 @@ static int pgq_record(struct queue *qb, const char *id,
         int slot = pgq_get(q);
         if (slot < 0)
             return QUEUE_EIO;
-        PGresult *r = PQexecParams(q->conns[slot], "UPDATE mailpool_messages"
-                                   " SET blob = $3::bytea WHERE id = $1 AND"
-                                   " state = 2 AND owner = $2", 3, NULL, bv,
-                                   lens, fmts, 0);
+        PGresult *r = pgq_params(q->conns[slot], "UPDATE mailpool_messages"
+                                 " SET blob = $3::bytea WHERE id = $1 AND"
+                                 " state = 2 AND owner = $2", 3, bv, lens,
+                                 fmts);
         int ok = r != NULL && PQresultStatus(r) == PGRES_COMMAND_OK;
         PQclear(r);
         pgq_put(q, slot);
@@ -638,6 +752,22 @@ static int pgq_release(struct queue *qb, const char *id)
                         " lease_until = NULL, owner = NULL, attempts ="
                         " attempts - 1 WHERE id = $1 AND state = 2 AND"
                         " owner = $2", 2, vals);
+}
+
+/* Marks the claimed message started, while it is still this replica's
+   and sending (idempotent: a retried statement finds it marked). */
+static int pgq_start(struct queue *qb, const char *id)
+{
+    struct pgq *q = (struct pgq *)qb;
+    const char *vals[] = { id, q->owner };
+    PGresult *r = pgq_exec(q, "UPDATE mailpool_messages SET started = true"
+                           " WHERE id = $1 AND state = 2 AND owner = $2", 2,
+                           vals, PGRES_COMMAND_OK);
+    if (r == NULL)
+        return QUEUE_EIO;
+    int rc = strcmp(PQcmdTuples(r), "1") == 0 ? QUEUE_OK : QUEUE_ECONFLICT;
+    PQclear(r);
+    return rc;
 }
 
 static int pgq_cancel(struct queue *qb, const char *id,
@@ -802,7 +932,8 @@ static int pgq_renew(struct queue *qb, double now, double lease_s,
     return rc;
 }
 
-/* Deletes finished messages past the retention and old keys, hourly. */
+/* Deletes finished messages and claim log rows past the retention and
+   old keys, hourly. */
 static void pgq_purge(struct pgq *q, double now)
 {
     char keep[40], ttl[40];
@@ -818,6 +949,23 @@ static void pgq_purge(struct pgq *q, double now)
                  1, vals);
     pgq_exec_cmd(q, "DELETE FROM mailpool_idempotency WHERE created_at <"
                  " $2::float8 AND state <> 1", 2, vals);
+    pgq_exec_cmd(q, "DELETE FROM mailpool_claims WHERE at < $1::float8", 1,
+                 vals);         /* the claim log, kept as the messages */
+}
+
+/* Claimed messages never started whose lease ended (their replica died
+   before sending them) go back to queued, their claim's attempt
+   uncounted, and the replicas are woken. */
+static void pgq_requeue(struct pgq *q, const char *const *vals)
+{
+    PGresult *r = pgq_exec(q, "WITH u AS (UPDATE mailpool_messages SET"
+                           " state = 0, lease_until = NULL, owner = NULL,"
+                           " attempts = attempts - 1 WHERE state = 2 AND NOT"
+                           " started AND lease_until < $1::float8 RETURNING"
+                           " id) SELECT count(*), pg_notify('mailpool_queue',"
+                           " '') FROM u HAVING count(*) > 0", 1, vals,
+                           PGRES_TUPLES_OK);
+    PQclear(r);
 }
 
 static int pgq_reap(struct queue *qb, double now, unsigned long *n)
@@ -827,10 +975,11 @@ static int pgq_reap(struct queue *qb, double now, unsigned long *n)
     const char *vals[] = { at };
     *n = 0;
     pgq_num(at, sizeof at, now);
+    pgq_requeue(q, vals);
     PGresult *r = pgq_exec(q,
         "WITH r AS (UPDATE mailpool_messages SET state = 8, lease_until ="
-        " NULL, finished_at = $1::float8 WHERE state = 2 AND lease_until <"
-        " $1::float8 RETURNING id, attempts)"
+        " NULL, finished_at = $1::float8 WHERE state = 2 AND started AND"
+        " lease_until < $1::float8 RETURNING id, attempts)"
         " INSERT INTO mailpool_attempts (message, n, at, status, code,"
         " enhanced, error) SELECT id, attempts, $1::float8, 'unknown', 421,"
         " '4.4.2', 'the replica sending the message stopped renewing its"
@@ -992,6 +1141,28 @@ static int pgq_events_oldest(struct queue *qb, double now, double *age)
     return QUEUE_OK;
 }
 
+/* SELECT 1 on a connection of its own (never waiting for the pool's),
+   answered within PGQ_PING_MS, or made again (PGQ_CONNECT_MS). */
+static int pgq_ping(struct queue *qb)
+{
+    struct pgq *q = (struct pgq *)qb;
+    PGresult *r = NULL;
+    pthread_mutex_lock(&q->ping_mu);
+    PGconn *c = q->ping;
+    if (c == NULL)
+        c = q->ping = pgq_connect(q);
+    else if (PQstatus(c) != CONNECTION_OK ||
+             PQtransactionStatus(c) != PQTRANS_IDLE)
+        pgq_reconnect(c);
+    if (c != NULL && PQstatus(c) == CONNECTION_OK &&
+        PQsendQuery(c, "SELECT 1") != 0)
+        r = pgq_wait(c, PGQ_PING_MS);
+    int ok = r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK;
+    PQclear(r);
+    pthread_mutex_unlock(&q->ping_mu);
+    return ok ? QUEUE_OK : QUEUE_EIO;
+}
+
 /* ---- the listener ---- */
 
 /* 1 once pgq_close began. */
@@ -1091,6 +1262,8 @@ static void pgq_free(struct pgq *q)
         free(q->password);
     }
     free(q->url);
+    PQfinish(q->ping);
+    pthread_mutex_destroy(&q->ping_mu);
     pthread_mutex_destroy(&q->mu);
     pthread_cond_destroy(&q->free_cv);
     free(q);
@@ -1123,7 +1296,9 @@ static int pgq_first(struct pgq *q, char *err, size_t errlen)
     PGconn *c = q->conns[0] = pgq_connect(q);
     if (c == NULL || PQstatus(c) != CONNECTION_OK) {
         snprintf(err, errlen, "cannot connect to the queue.url database:"
-                 " %s", c != NULL ? PQerrorMessage(c) : "out of memory");
+                 " %s", c == NULL ? "out of memory" :
+                 PQerrorMessage(c)[0] != '\0' ? PQerrorMessage(c) :
+                 "no answer within 5 s");
         err[strcspn(err, "\n")] = '\0';
         return -1;
     }
@@ -1145,6 +1320,7 @@ static int pgq_open(const struct queue_opts *opts, struct queue **out,
         return -1;
     }
     pthread_mutex_init(&q->mu, NULL);
+    pthread_mutex_init(&q->ping_mu, NULL);
     pthread_cond_init(&q->free_cv, NULL);
     q->base.lease_s = opts->lease_s > 0 ? opts->lease_s : 60.0;
     q->retention_s = opts->retention_s > 0 ? opts->retention_s : 7 * 86400.0;
@@ -1315,4 +1491,6 @@ const struct queue_ops queue_postgres_ops = {
     .event_result = pgq_event_result,
     .events_of = pgq_events_of,
     .events_oldest = pgq_events_oldest,
+    .start = pgq_start,
+    .ping = pgq_ping,
 };

@@ -7,7 +7,8 @@
  * grouping of event rows shared by the backends too: queue_impl.h).  queue_claim notes the ids it returns as
  * on the wire here until queue_record or queue_release; the keeper renews
  * those leases (and only those) every lease/3 seconds and reaps the
- * expired ones (sending -> unknown) of any process sharing the database.
+ * expired ones of any process sharing the database: a message marked
+ * started (queue_start) -> unknown, one never started -> queued.
  *
  * Errors: those of the backend.  Threads: q->mu guards the closing flag,
  * the wake function, the expiry counter and the ids on the wire; the
@@ -325,6 +326,16 @@ int queue_release(struct queue *q, const char *id)
 {
     wire_del(q, id);
     return q->ops->release(q, id);
+}
+
+int queue_start(struct queue *q, const char *id)
+{
+    return q->ops->start(q, id);
+}
+
+int queue_ping(struct queue *q)
+{
+    return q->ops->ping(q);
 }
 
 int queue_cancel(struct queue *q, const char *id, enum queue_state *state)

@@ -15,18 +15,21 @@
  * Leases: a claimed message carries its replica's lease; a keeper thread
  * (queue.c) renews every lease/3 seconds the leases of the messages this
  * process claimed and has not recorded or released yet, and reaps the
- * expired ones of any process: such a message becomes unknown (its
- * replica died with it on the wire, or its outcome could not be
- * recorded), never resent.
+ * expired ones of any process: a message marked started (queue_start:
+ * its SMTP transaction had begun) becomes unknown (its replica died with
+ * it on the wire, or its outcome could not be recorded), never resent; a
+ * message claimed but never started goes back to queued, sent later by
+ * whichever replica claims it.
  *
  * A message's life (enum queue_state): queued or scheduled (send_at in the
  * future) -> sending (claimed, with a lease, before its first byte goes to
  * the relay) -> sent / partial / rejected / failed / unknown, or back to
  * retry (a temporary failure; due again at next_at) or queued (claimed but
  * never attempted, as at a drain).  queued, scheduled and retry may be
- * cancelled.  A message found sending when the queue opens (the service
- * died with it on the wire) becomes unknown: the final dot may have gone
- * out, so it is never resent.
+ * cancelled.  A message found sending and started when the queue opens
+ * (the service died with it on the wire) becomes unknown: the final dot
+ * may have gone out, so it is never resent; one found sending but never
+ * started goes back to queued.
  *
  * The queue does not look inside a message: it stores an opaque blob
  * (server/job.c encodes and decodes it) and a few fields for people
@@ -213,6 +216,16 @@ int queue_record(struct queue *q, const char *id,
 /* A claimed message that was never attempted goes back to queued, its
    attempt uncounted.  Async. */
 int queue_release(struct queue *q, const char *id);
+/* Marks claimed message id started: its SMTP transaction is about to
+   begin, so a replica that dies from now on leaves it unknown (never
+   resent); a claimed message never started goes back to queued once its
+   lease ends.  Waits until the mark is stored: QUEUE_OK; QUEUE_ECONFLICT
+   when the message is no longer this process's claim (its lease ended and
+   it went back): it must not be sent; QUEUE_EIO. */
+int queue_start(struct queue *q, const char *id);
+/* QUEUE_OK when the queue's database answers now, else QUEUE_EIO (for
+   /readyz).  Waits at most for one round trip or reconnection. */
+int queue_ping(struct queue *q);
 
 /* Cancels a queued, scheduled or retry message: QUEUE_OK,
    QUEUE_ENOTFOUND, or QUEUE_ECONFLICT with its state in *state. */

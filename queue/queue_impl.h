@@ -44,7 +44,9 @@ struct queue_ops {
     int (*renew)(struct queue *q, double now, double lease_s,
                  const char *ids);
     /* Makes sending messages whose lease ended before now unknown (an
-       attempt recorded, never resent); *n how many. */
+       attempt recorded, never resent) when they were started, queued
+       again (the claim's attempt uncounted) when not; *n how many ended
+       unknown. */
     int (*reap)(struct queue *q, double now, unsigned long *n);
     /* The message log: see queue_list. */
     int (*list)(struct queue *q, const struct queue_list_query *qry,
@@ -61,6 +63,10 @@ struct queue_ops {
     int (*events_of)(struct queue *q, const char *id,
                      struct queue_event_rec **out, size_t *n);
     int (*events_oldest)(struct queue *q, double now, double *age);
+    /* Marks claimed message id started: see queue_start. */
+    int (*start)(struct queue *q, const char *id);
+    /* Whether the database answers now: see queue_ping. */
+    int (*ping)(struct queue *q);
 };
 
 /* The base of every backend's handle; queue.c owns these fields. */

@@ -43,12 +43,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#define QUEUE_SCHEMA_VERSION 3
+#define QUEUE_SCHEMA_VERSION 4
 #define QUEUE_PURGE_EVERY_S 3600.0
 
 enum op_kind { OP_ENQUEUE, OP_CLAIM, OP_RECORD, OP_RELEASE, OP_CANCEL,
                OP_IDEM_FINISH, OP_RENEW, OP_REAP, OP_LOG_SYNC,
-               OP_EV_CLAIM, OP_EV_RESULT };
+               OP_EV_CLAIM, OP_EV_RESULT, OP_START };
 
 /* One write waiting for the writer. */
 struct op {
@@ -180,6 +180,9 @@ static const char *const migrations[QUEUE_SCHEMA_VERSION] = {
     " DELETE FROM event_tries WHERE event IN (SELECT id FROM events"
     " WHERE message = old.id);"
     " DELETE FROM events WHERE message = old.id; END;",
+    /* 3 -> 4: started, set by queue_start as a claimed message's SMTP
+       transaction begins (messages sending before it count as started) */
+    "ALTER TABLE messages ADD COLUMN started INTEGER NOT NULL DEFAULT 1;",
 };
 
 /* Stores which states write events and what they go to; a changed
@@ -245,7 +248,8 @@ static int open_db(const char *path, int sync_normal, sqlite3 **db,
 }
 
 /* Brings the schema up to QUEUE_SCHEMA_VERSION in one transaction, then
-   makes every message left sending unknown (recovery). */
+   recovers what was left sending: queued again when never started,
+   unknown when started. */
 static int migrate(struct sq *q, const char *path, char *err,
                    size_t errlen)
 {
@@ -270,6 +274,11 @@ static int migrate(struct sq *q, const char *path, char *err,
     snprintf(sql, sizeof sql, "PRAGMA user_version=%d", QUEUE_SCHEMA_VERSION);
     ok = sqlite3_exec(q->wr, sql, NULL, NULL, &msg) == SQLITE_OK;
     ok = ok && outbox_set(q) == SQLITE_DONE;    /* before the recovery */
+    /* Claimed but never started: nothing went out, queued again. */
+    ok = ok && sqlite3_exec(q->wr, "UPDATE messages SET state = 0,"
+                            " lease_until = NULL, attempts = attempts - 1"
+                            " WHERE state = 2 AND started = 0", NULL, NULL,
+                            &msg) == SQLITE_OK;
     ok = ok && sqlite3_exec(q->wr,
         "INSERT INTO attempts (message, n, at, status, code, enhanced, error)"
         " SELECT id, attempts, strftime('%s','now'), 'unknown', 421, '4.4.2',"
@@ -393,7 +402,7 @@ static int do_claim(struct sq *q, struct op *op)
     if (op->claimed == NULL)
         return QUEUE_ENOMEM;
     if (exec1(q->wr, "UPDATE messages SET state = 2, lease_until = ?1 + ?3,"
-              " attempts = attempts + 1 WHERE id IN (SELECT id FROM messages"
+              " started = 0, attempts = attempts + 1 WHERE id IN (SELECT id FROM messages"
               " WHERE state IN (0, 1, 3) AND due_at <= ?1 ORDER BY due_at"
               " LIMIT ?2) RETURNING id, blob, attempts, created_at",
               &st) != SQLITE_OK)
@@ -748,6 +757,23 @@ static int do_ev_result(struct sq *q, struct op *op)
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
 }
 
+/* Marks a claimed message started: QUEUE_ECONFLICT when it is no
+   longer sending. */
+static int do_start(struct sq *q, struct op *op)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if (exec1(q->wr, "UPDATE messages SET started = 1 WHERE id = ?1 AND"
+              " state = 2", &st) != SQLITE_OK)
+        return QUEUE_EIO;
+    sqlite3_bind_text(st, 1, op->id, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return QUEUE_EIO;
+    return sqlite3_changes(q->wr) == 1 ? QUEUE_OK : QUEUE_ECONFLICT;
+}
+
 /* Runs one op inside a savepoint of the open transaction. */
 static void run_op(struct sq *q, struct op *op)
 {
@@ -767,6 +793,7 @@ static void run_op(struct sq *q, struct op *op)
     case OP_LOG_SYNC: op->rc = do_log_sync(q, op); break;
     case OP_EV_CLAIM: op->rc = do_ev_claim(q, op); break;
     case OP_EV_RESULT: op->rc = do_ev_result(q, op); break;
+    case OP_START: op->rc = do_start(q, op); break;
     }
     if (op->rc == QUEUE_OK || op->rc == QUEUE_EIDEM ||
         op->rc == QUEUE_ENOTFOUND || op->rc == QUEUE_ECONFLICT)
@@ -1200,6 +1227,21 @@ static int sq_event_result(struct queue *qb, const char *id, double at,
     return rc;
 }
 
+static int sq_start(struct queue *qb, const char *id)
+{
+    struct op op;
+    memset(&op, 0, sizeof op);
+    op.kind = OP_START;
+    snprintf(op.id, sizeof op.id, "%s", id);
+    return submit_wait((struct sq *)qb, &op);
+}
+
+static int sq_ping(struct queue *qb)
+{
+    (void)qb;
+    return QUEUE_OK;            /* a local file: a failing write says so */
+}
+
 /* ---- reads ---- */
 
 /* A copy of a text column, NULL for NULL. */
@@ -1516,4 +1558,6 @@ const struct queue_ops queue_sqlite_ops = {
     .event_result = sq_event_result,
     .events_of = sq_events_of,
     .events_oldest = sq_events_oldest,
+    .start = sq_start,
+    .ping = sq_ping,
 };

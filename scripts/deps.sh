@@ -74,7 +74,7 @@ fi
 case "${1:-test}" in
     npm)   want="nodejs npm" ;;
     fuzz)  want="$build_pkgs clang libclang-rt-14-dev" ;;
-    bench) want="$build_pkgs $run_pkgs wrk python3" ;;
+    bench) want="$build_pkgs $run_pkgs wrk python3 postgresql-15" ;;
     build) want="$build_pkgs" ;;
     run)   want="$build_pkgs $run_pkgs" ;;
     test)  want="$build_pkgs $run_pkgs $test_pkgs" ;;

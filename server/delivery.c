@@ -24,8 +24,11 @@
  *   failed, anything else (5xx, local, AUTH)      -> failed
  *
  * Claims ask for the queue's lease (queue.lease), which the queue renews
- * while this process lives; the queue wakes the loop (delivery_kick) when
- * another replica enqueued.
+ * while this process lives; a worker marks each message started
+ * (queue_start) before its SMTP transaction, so a dead replica's messages
+ * not yet started go back to queued and only those started end unknown;
+ * the queue wakes the loop (delivery_kick) when another replica
+ * enqueued.
  *
  * Threads: d->mu guards the flags and counters; the claiming thread holds
  * no lock while it talks to the queue or the pool.  Job outcomes arrive on
@@ -360,6 +363,22 @@ static void on_done(struct job *job, void *ctx)
     pthread_mutex_unlock(&d->mu);
 }
 
+/* The job's started callback: its message is marked started in the
+   queue before the worker opens its SMTP transaction, so a replica dying
+   from now on leaves it unknown, never resent; until then it would go
+   back to queued.  Nonzero (not sent) when the mark is not stored. */
+static int on_started(struct job *job, void *ctx)
+{
+    struct delivery_ctx *x = ctx;
+    int rc = queue_start(x->d->q, x->id);
+    (void)job;
+    if (rc != QUEUE_OK) {
+        struct log_field f[] = { LOG_STR("queue_id", x->id) };
+        log_event_num(LOG_WARN, "queue_start_failed", f, 1);
+    }
+    return rc == QUEUE_OK ? 0 : -1;
+}
+
 /* Submits one claimed message; on failure it goes back to queued. */
 static void delivery_submit(struct delivery *d, const struct queue_claimed *c)
 {
@@ -382,6 +401,8 @@ static void delivery_submit(struct delivery *d, const struct queue_claimed *c)
     job->no_retry = 1;
     job->done = on_done;
     job->done_ctx = x;
+    job->started = on_started;
+    job->started_ctx = x;
     pthread_mutex_lock(&d->mu);
     d->st.in_flight++;
     d->st.claims++;

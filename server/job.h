@@ -68,6 +68,13 @@ struct job {
     job_done_fn done;           /* called once (see above); required */
     void *done_ctx;
 
+    /* Optional: called by the worker that takes a send, before its first
+       SMTP transaction begins (the durable queue marks its message
+       started); nonzero: it must not be sent, and it is finished never
+       attempted. */
+    int (*started)(struct job *job, void *ctx);
+    void *started_ctx;
+
     /* Private to the pool. */
     struct job *next_;
     double submitted_;

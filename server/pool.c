@@ -283,6 +283,15 @@ static void pool_link_init(struct pool_link *l, struct job *job)
 static const char *pool_job_ready(struct pool *pool, struct job *job,
                                   char *why, size_t whylen);
 
+/* Calls the job's started callback, if any: NULL, or why the job must
+   not be sent (it is finished never attempted). */
+static const char *pool_job_started(struct job *job)
+{
+    if (job->started == NULL || job->started(job, job->started_ctx) == 0)
+        return NULL;
+    return "the message is no longer this process's to send";
+}
+
 /* Makes job the head of a chain on pc with the sends taken from the queue
    (once per chain, on the first attempt only).  Taken jobs that are
    malformed are finished at once, never attempted.  Returns the chain's
@@ -310,6 +319,7 @@ static size_t pool_chain_fill(struct pool *pool, struct pool_chain *ch,
         char buf[256];
         const char *why = pool_job_ready(pool, taken[i], buf, sizeof buf);
 
+        why = why != NULL ? why : pool_job_started(taken[i]);
         if (why != NULL) {
             pool_result_local(&taken[i]->result, SMTP_DELIVERY_FAILED, why);
             pool_finish(taken[i]);
@@ -543,6 +553,7 @@ static void pool_run_job(struct pool *pool, struct job *job)
     char buf[256];
     const char *why = pool_job_ready(pool, job, buf, sizeof buf);
 
+    why = why != NULL ? why : pool_job_started(job);
     if (why != NULL) {
         pool_result_local(&job->result,
                           job->kind == JOB_SEND ? SMTP_DELIVERY_FAILED

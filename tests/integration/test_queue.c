@@ -1125,6 +1125,62 @@ static void test_sigkill_while_sending_makes_it_unknown_never_resent(
     peer_stop(p);
 }
 
+/* SIGKILL with one message on the wire (its final dot unanswered) and a
+   second claimed but waiting for the one worker: after the restart (on
+   PostgreSQL, once the lease ends) the first is unknown, never resent,
+   and the second, never started, is sent once. */
+static void test_sigkill_leaves_the_unstarted_claim_queued_sent_once(
+    void **state)
+{
+    (void)state;
+    struct peer *p = relay("{'rules': [{'match': '^DOT$', 'times': 1, "
+                           "'action': 'hang'}]}");
+    static const char *const one[] = { "--pool-workers", "1",
+                                       "--pool-connections", "1", NULL };
+    char *dir, *q = temp_queue(&dir);
+    struct mpserve *s = svc(p, q, one);
+    char *first = post_async(s, "r1@example.org", NULL);
+    for (long long end = now_ms() + 5000; count_mail_commands(p) < 1;
+         sleep_ms(20))
+        if (now_ms() > end)
+            fail_msg("the first message never reached the relay");
+    char *second = post_async(s, "r2@example.org", NULL);
+    long st;
+    for (long long end = now_ms() + 5000;; sleep_ms(20)) {
+        json_t *j = status_of(s, second, &st);
+        int sending = strcmp(jstr(j, "status"), "sending") == 0;
+        json_decref(j);
+        if (sending)
+            break;
+        if (now_ms() > end)
+            fail_msg("the second message was never claimed");
+    }
+    sleep_ms(300);                  /* the dot is out, unanswered */
+    mpserve_signal(s, SIGKILL);
+    mpserve_wait(s, 5000);
+    mpserve_free(s);
+    s = svc(p, q, NULL);
+    json_t *d = wait_final(s, first, 10000);
+    assert_string_equal(jstr(d, "status"), "unknown");
+    json_decref(d);
+    d = wait_final(s, second, 10000);
+    assert_string_equal(jstr(d, "status"), "sent");
+    assert_int_equal(json_array_size(json_object_get(d, "attempts")), 1);
+    assert_int_equal(copies(p, jstr(d, "message_id")), 1);
+    json_decref(d);
+    sleep_ms(500);                  /* nothing is sent again */
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    assert_int_equal(count_mail_commands(p), 2);
+    assert_int_equal(msgs_total(p), 1);
+    free(first);
+    free(second);
+    free(q);
+    ts_rmtree(dir);
+    free(dir);
+    peer_stop(p);
+}
+
 /* The crash matrix: the service is killed with SIGKILL at a random moment
    while it sends, RUNS times, then restarted on the same queue; every
    message that got a 202 must end final, none may be lost, and none may
@@ -1462,31 +1518,82 @@ static long metric_of(struct mpserve *s, const char *name)
     return v;
 }
 
+/* Waits (at most 10 s) until GET /readyz answers http with the status
+   want. */
+static void readyz_becomes(struct mpserve *s, long http, const char *want)
+{
+    for (long long end = now_ms() + 10000;; sleep_ms(50)) {
+        long st;
+        json_t *j = call(s, "GET", "/readyz", NULL, NULL, &st, NULL);
+        int ok = st == http && strcmp(jstr(j, "status"), want) == 0;
+        char *txt = j != NULL ? json_dumps(j, 0) : NULL;
+        json_decref(j);
+        if (ok) {
+            free(txt);
+            return;
+        }
+        if (now_ms() > end)
+            fail_msg("/readyz answered %ld %s, not %ld %s", st,
+                     txt != NULL ? txt : "", http, want);
+        free(txt);
+    }
+}
+
+/* Runs the peer script's verb on this run's server (tail: more words,
+   may be ""); 0 when it succeeded. */
+static int pg_verb(const char *verb, const char *tail)
+{
+    char args[400];
+    snprintf(args, sizeof args, "%s %s %s", verb, pg.dir, tail);
+    char *out = pg_run(args);
+    free(out);
+    return out != NULL ? 0 : -1;
+}
+
+/* A replica on database name with one message sent through it
+   (*first, caller frees) and /readyz 200. */
+static struct mpserve *ready_replica(struct peer *p, const char *name,
+                                     char **first)
+{
+    struct mpserve *s = svc(p, name, NULL);
+    *first = post_async(s, "r@example.org", NULL);
+    json_t *d = wait_final(s, *first, 10000);
+    json_decref(d);
+    readyz_becomes(s, 200, "ready");
+    return s;
+}
+
+/* A synchronous send without a key through s, body text: answered 200
+   "sent". */
+static void sync_send_is_sent(struct mpserve *s, const char *text)
+{
+    char body[256];
+    long st;
+    snprintf(body, sizeof body, "{\"from\":\"s@example.org\",\"to\":"
+             "[\"r@example.org\"],\"body\":\"%s\"}", text);
+    json_t *sync = call(s, "POST", "/v1/messages", JSONH, body, &st, NULL);
+    assert_int_equal(st, 200);
+    assert_string_equal(jstr(sync, "status"), "sent");
+    json_decref(sync);
+}
+
 /* PostgreSQL stopped and started again under a running replica: POSTs
-   get 503 with Retry-After while it is down; every 202, before and after,
-   is delivered once.  A synchronous send meanwhile is answered and sent
-   as ever: only its record in the message log is lost, counted and
-   logged at warn. */
-static void test_postgres_restart_is_503_while_down_and_loses_no_202(
+   get 503 with Retry-After and /readyz is 503 "queue unreachable" while
+   it is down, 200 "ready" once it is back; every 202, before and after,
+   is delivered once.  A synchronous send without an idempotency key
+   meanwhile is answered and sent as ever: only its record in the message
+   log is lost, counted and logged at warn. */
+static void test_postgres_restart_is_503_and_unready_while_down_no_202_lost(
     void **state)
 {
     (void)state;
     struct peer *p = relay("{}");
-    struct mpserve *s = svc(p, "restart", NULL);
-    char *before = post_async(s, "r@example.org", NULL), args[300];
-    json_t *d = wait_final(s, before, 10000);
-    json_decref(d);
-    snprintf(args, sizeof args, "stop-only %s", pg.dir);
-    free(pg_run(args));
+    char *before;
+    struct mpserve *s = ready_replica(p, "restart", &before);
+    assert_int_equal(pg_verb("stop-only", ""), 0);
+    readyz_becomes(s, 503, "queue unreachable");
     async_post_is_503(s);
-    long st;
-    json_t *sync = call(s, "POST", "/v1/messages", JSONH,
-                        "{\"from\":\"s@example.org\",\"to\":"
-                        "[\"r@example.org\"],\"body\":\"while down\"}", &st,
-                        NULL);
-    assert_int_equal(st, 200);
-    assert_string_equal(jstr(sync, "status"), "sent");
-    json_decref(sync);
+    sync_send_is_sent(s, "while down");
     for (long long end = now_ms() + 10000; metric_of(s,
              "\nmailpool_queue_log_sync_failures_total ") != 1; sleep_ms(50))
         if (now_ms() > end)
@@ -1495,10 +1602,8 @@ static void test_postgres_restart_is_503_while_down_and_loses_no_202(
     assert_non_null(log);
     assert_non_null(strstr(log, "\"message_log_failed\""));
     free(log);
-    snprintf(args, sizeof args, "start-again %s", pg.dir);
-    char *out = pg_run(args);
-    assert_non_null(out);
-    free(out);
+    assert_int_equal(pg_verb("start-again", ""), 0);
+    readyz_becomes(s, 200, "ready");
     char *ids[5];
     for (int i = 0; i < 5; i++)
         ids[i] = post_async(s, "r@example.org", NULL);
@@ -1512,16 +1617,60 @@ static void test_postgres_restart_is_503_while_down_and_loses_no_202(
     free(before);
     peer_stop(p);
 }
+
+/* PostgreSQL frozen (SIGSTOP: its connections open, nothing answering)
+   under a replica: /readyz answers 503 "queue unreachable" within
+   seconds, never held by the silent database, and a synchronous send
+   without a key is answered and sent; thawed, /readyz is 200 again and a
+   202 is delivered once. */
+static void test_silent_postgres_is_unready_within_seconds_then_ready(
+    void **state)
+{
+    (void)state;
+    struct peer *p = relay("{}");
+    char *before;
+    struct mpserve *s = ready_replica(p, "frozen", &before);
+    assert_int_equal(pg_verb("freeze", "15"), 0);  /* thawed after 15 s */
+    long st;
+    long long t0 = now_ms();
+    json_t *j = call(s, "GET", "/readyz", NULL, NULL, &st, NULL);
+    long long took = now_ms() - t0;
+    assert_int_equal(st, 503);
+    assert_string_equal(jstr(j, "status"), "queue unreachable");
+    json_decref(j);
+    if (took > 4000)
+        fail_msg("/readyz took %lld ms on a silent database", took);
+    sync_send_is_sent(s, "frozen");
+    assert_int_equal(pg_verb("thaw", ""), 0);
+    readyz_becomes(s, 200, "ready");
+    char *after = post_async(s, "r@example.org", NULL);
+    assert_int_equal(sent_once_or_unknown(s, p, after), 0);
+    assert_int_equal(mpserve_stop_clean(s, 40000), 0);
+    mpserve_free(s);
+    assert_int_equal(msgs_total(p), 3);
+    free(before);
+    free(after);
+    peer_stop(p);
+}
 #endif
 
 #ifdef QUEUE_TEST_PG
 /* ---- replicas on one PostgreSQL database ---- */
 
+static char **post_batch_to(struct mpserve *s, const char *tag, size_t n);
+
 /* POSTs n messages (to r0..r<n-1>) as one async batch through s; their
    ids (caller frees each and the array). */
 static char **post_batch(struct mpserve *s, size_t n)
 {
-    size_t cap = 200 + n * 120, len = 0;
+    return post_batch_to(s, "r", n);
+}
+
+/* POSTs n messages (to <tag>0..<tag><n-1> at example.org) as one async
+   batch through s; their ids (caller frees each and the array). */
+static char **post_batch_to(struct mpserve *s, const char *tag, size_t n)
+{
+    size_t cap = 200 + n * (120 + strlen(tag)), len = 0;
     char *body = malloc(cap), **ids = calloc(n, sizeof *ids);
     long st;
     assert_non_null(body);
@@ -1530,8 +1679,8 @@ static char **post_batch(struct mpserve *s, size_t n)
     for (size_t i = 0; i < n; i++)
         len += (size_t)snprintf(body + len, cap - len,
                                 "%s{\"from\":\"s@example.org\",\"to\":"
-                                "[\"r%zu@example.org\"],\"body\":\"m%zu\"}",
-                                i ? "," : "", i, i);
+                                "[\"%s%zu@example.org\"],\"body\":\"m%zu\"}",
+                                i ? "," : "", tag, i, i);
     snprintf(body + len, cap - len, "]}");
     json_t *j = call(s, "POST", "/v1/messages/batch", ASYNC, body, &st,
                      NULL);
@@ -1595,11 +1744,15 @@ static void test_three_replicas_deliver_a_batch_exactly_once(void **state)
     peer_stop(p);
 }
 
-/* A replica killed (SIGKILL) with messages on the wire: another
-   replica's reaper makes those unknown once the lease ends, and they are
-   never sent again; the messages it never claimed are delivered once by
-   the other. */
-static void test_replica_killed_mid_send_its_sending_end_unknown(void **state)
+/* A replica killed (SIGKILL) with two messages on the wire (their final
+   dot unanswered) and two more claimed but waiting for a worker (pool of
+   two): once the lease ends, another replica's reaper makes the two on
+   the wire unknown, never sent again, and queues the two never started
+   again; the other replica sends those and every message the dead one
+   never claimed, each exactly once.  The claim log shows the two
+   unstarted ones claimed by both replicas, every other message once. */
+static void test_replica_killed_started_end_unknown_unstarted_sent_once(
+    void **state)
 {
     (void)state;
     enum { N = 8 };
@@ -1613,13 +1766,14 @@ static void test_replica_killed_mid_send_its_sending_end_unknown(void **state)
     for (long long end = now_ms() + 10000;; sleep_ms(20)) {
         if (peer_conn_count(p) >= 2 &&
             pg_count(db, "SELECT count(*) FROM mailpool_messages WHERE"
-                     " state = 2") >= 2)
+                     " state = 2") >= 4)
             break;
         if (now_ms() > end)
-            fail_msg("the first replica never had two messages sending");
+            fail_msg("the first replica never had four messages claimed");
     }
     sleep_ms(500);                      /* both dots are out, unanswered */
     long claimed = pg_count(db, "SELECT count(*) FROM mailpool_claims");
+    assert_int_equal(claimed, 4);       /* two on the wire, two waiting */
     mpserve_signal(a, SIGKILL);
     mpserve_wait(a, 5000);
     mpserve_free(a);
@@ -1635,18 +1789,166 @@ static void test_replica_killed_mid_send_its_sending_end_unknown(void **state)
     sleep_ms(500);                      /* nothing more is sent */
     assert_int_equal(mpserve_stop_clean(b, 10000), 0);
     mpserve_free(b);
-    /* What the dead replica had claimed is what ended unknown; the rest
-       were sent by the other, once. */
-    assert_int_equal(unknown, (size_t)claimed);
-    assert_int_equal(sent, N - (size_t)claimed);
-    assert_true(unknown >= 2);
-    assert_int_equal(msgs_total(p), sent);
+    /* The two on the wire ended unknown, with the reaper's attempt; the
+       six others were sent, once each (the relay took six). */
+    assert_int_equal(unknown, 2);
+    assert_int_equal(sent, N - 2);
+    assert_int_equal(msgs_total(p), N - 2);
     assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_attempts"
                               " WHERE status = 'unknown' AND code = 421"),
-                     (long)unknown);
+                     2);
+    /* The two claimed but never started: claimed by the dead replica
+       and by the other, one attempt each (the first claim uncounted),
+       sent. */
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM (SELECT message"
+                              " FROM mailpool_claims GROUP BY message"
+                              " HAVING count(DISTINCT owner) = 2 AND"
+                              " count(*) = 2) d"), 2);
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM (SELECT message"
+                              " FROM mailpool_claims GROUP BY message"
+                              " HAVING count(*) > 1) d"), 2);
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_messages m"
+                              " WHERE state = 4 AND attempts = 1 AND id IN"
+                              " (SELECT message FROM mailpool_claims GROUP"
+                              " BY message HAVING count(*) = 2) AND (SELECT"
+                              " count(*) FROM mailpool_attempts WHERE"
+                              " message = m.id) = 1"), 2);
+    peer_stop(p);
+}
+
+/* 1 when the relay took, over all its connections, each of the n
+   recipients <tag><i>@example.org of every batch (tags b0.., nb of them,
+   per of each) exactly once, and nothing else. */
+static int relay_took_each_once(struct peer *p, size_t nb, size_t per)
+{
+    struct peer_msg *m = NULL;
+    size_t n = 0, bad = 0;
+    unsigned char *seen = calloc(nb * per, 1);
+    assert_non_null(seen);
+    assert_int_equal(peer_messages(p, &m, &n), 0);
+    for (size_t i = 0; i < n; i++) {
+        size_t b, k;
+        char at[32];
+        if (m[i].nrcpt != 1 ||
+            sscanf(m[i].rcpt_to[0], "b%zu-%zu@%31s", &b, &k, at) != 3 ||
+            b >= nb || k >= per || seen[b * per + k]++ != 0)
+            bad++;
+    }
+    for (size_t i = 0; i < nb * per; i++)
+        bad += seen[i] != 1;
+    if (bad != 0 || n != nb * per)
+        fprintf(stderr, "relay took %zu messages for %zu, %zu wrong\n", n,
+                nb * per, bad);
+    peer_msgs_free(m, n);
+    free(seen);
+    return bad == 0 && n == nb * per;
+}
+
+/* R replicas on database name (4 workers, 4 connections each), NB async
+   batches of PER messages posted round-robin across them: every message
+   ends sent, the counting relay took each exactly once, and the claim
+   log holds one claim per message, spread over every replica. */
+static void scale_run(const char *name, int R, size_t NB, size_t PER)
+{
+    static const char *const four[] = { "--pool-workers", "4",
+                                        "--pool-connections", "4", NULL };
+    struct peer *p = relay("{}");
+    struct mpserve *s[4];
+    long long t0;
+    size_t N = NB * PER;
+    char tag[32], sql[128];
+    assert_true(R <= 4);
+    for (int r = 0; r < R; r++)
+        s[r] = svc(p, name, four);
+    const char *db = pg_db(name);
+    t0 = now_ms();
+    for (size_t b = 0; b < NB; b++) {
+        snprintf(tag, sizeof tag, "b%zu-", b);
+        char **ids = post_batch_to(s[b % (size_t)R], tag, PER);
+        for (size_t i = 0; i < PER; i++)
+            free(ids[i]);
+        free(ids);
+    }
+    long long posted = now_ms();
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM mailpool_messages"
+             " WHERE state = 4");
+    for (long long end = now_ms() + 240000; pg_count(db, sql) < (long)N;
+         sleep_ms(250))
+        if (now_ms() > end)
+            fail_msg("%ld of %zu sent in 240 s", pg_count(db, sql), N);
+    fprintf(stderr, "%d replicas: %zu messages posted in %lld ms, all sent"
+            " after %lld ms\n", R, N, posted - t0, now_ms() - t0);
+    for (int r = 0; r < R; r++) {
+        assert_int_equal(mpserve_stop_clean(s[r], 20000), 0);
+        mpserve_free(s[r]);
+    }
+    assert_true(relay_took_each_once(p, NB, PER));
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_messages"),
+                     (long)N);
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_claims"),
+                     (long)N);
     assert_int_equal(pg_count(db, "SELECT count(*) FROM (SELECT message"
                               " FROM mailpool_claims GROUP BY message"
                               " HAVING count(*) > 1) d"), 0);
+    assert_int_equal(pg_count(db, "SELECT count(DISTINCT owner) FROM"
+                              " mailpool_claims"), R);
+    peer_stop(p);
+}
+
+/* Two replicas on one database, 10,000 messages posted across both:
+   each delivered exactly once, each claimed once. */
+static void test_two_replicas_deliver_10000_messages_exactly_once(
+    void **state)
+{
+    (void)state;
+    scale_run("scale-two", 2, 20, 500);
+}
+
+/* Four replicas on one database, 10,000 messages posted across them:
+   each delivered exactly once, each claimed once, by all four. */
+static void test_four_replicas_deliver_10000_messages_exactly_once(
+    void **state)
+{
+    (void)state;
+    scale_run("scale-four", 4, 20, 500);
+}
+
+/* Finished messages past queue.retention are purged with their attempts
+   and their rows in the claim log (which would otherwise grow for ever):
+   a replica started after the retention purges at its first reap. */
+static void test_retention_purges_messages_with_their_claim_log(void **state)
+{
+    (void)state;
+    static const char *const keep1[] = { "--queue-retention", "1", NULL };
+    struct peer *p = relay("{}");
+    struct mpserve *s = svc(p, "retention", keep1);
+    char **ids = post_batch(s, 3);
+    for (size_t i = 0; i < 3; i++) {
+        json_t *d = wait_final(s, ids[i], 10000);
+        assert_string_equal(jstr(d, "status"), "sent");
+        json_decref(d);
+        free(ids[i]);
+    }
+    free(ids);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    const char *db = pg_db("retention");
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_claims"),
+                     3);
+    sleep_ms(1500);                     /* past the retention */
+    s = svc(p, "retention", keep1);
+    for (long long end = now_ms() + 10000; pg_count(db, "SELECT count(*)"
+             " FROM mailpool_messages") > 0; sleep_ms(100))
+        if (now_ms() > end)
+            fail_msg("finished messages were not purged");
+    sleep_ms(300);                      /* the purge's last statements */
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_attempts"),
+                     0);
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_claims"),
+                     0);
+    assert_int_equal(msgs_total(p), 3);
     peer_stop(p);
 }
 
@@ -1703,12 +2005,12 @@ static void test_ten_replicas_starting_at_once_migrate_once(void **state)
         assert_int_equal(mpserve_stop_clean(st[r].s, 10000), 0);
         mpserve_free(st[r].s);
     }
-    /* Each schema version applied once (three today), all by one of
+    /* Each schema version applied once (four today), all by one of
        the ten. */
     assert_int_equal(pg_count(db, "SELECT count(*) FROM"
-                              " mailpool_migrations"), 3);
+                              " mailpool_migrations"), 4);
     assert_int_equal(pg_count(db, "SELECT count(DISTINCT version) FROM"
-                              " mailpool_migrations"), 3);
+                              " mailpool_migrations"), 4);
     assert_int_equal(pg_count(db, "SELECT count(DISTINCT applied_by) FROM"
                               " mailpool_migrations"), 1);
     peer_stop(p);
@@ -1734,6 +2036,7 @@ int main(void)
         T(test_50_concurrent_posts_with_one_key_send_once),
         T(test_async_repeat_with_key_returns_same_id_other_body_422),
         T(test_sigkill_while_sending_makes_it_unknown_never_resent),
+        T(test_sigkill_leaves_the_unstarted_claim_queued_sent_once),
         T(test_crash_matrix_every_202_final_none_lost_none_twice),
         T(test_sigterm_leaves_the_rest_queued_for_the_next_start),
         T(test_cancel_racing_the_claim_one_wins_never_both),
@@ -1742,10 +2045,14 @@ int main(void)
         T(test_read_only_database_is_a_start_error_exit_2),
 #else
         T(test_read_only_database_is_503_and_a_start_error_exit_2),
-        T(test_postgres_restart_is_503_while_down_and_loses_no_202),
+        T(test_postgres_restart_is_503_and_unready_while_down_no_202_lost),
+        T(test_silent_postgres_is_unready_within_seconds_then_ready),
         T(test_three_replicas_deliver_a_batch_exactly_once),
-        T(test_replica_killed_mid_send_its_sending_end_unknown),
+        T(test_two_replicas_deliver_10000_messages_exactly_once),
+        T(test_four_replicas_deliver_10000_messages_exactly_once),
+        T(test_replica_killed_started_end_unknown_unstarted_sent_once),
         T(test_ten_replicas_starting_at_once_migrate_once),
+        T(test_retention_purges_messages_with_their_claim_log),
 #endif
     };
     signal(SIGPIPE, SIG_IGN);

@@ -13,9 +13,16 @@
 #                                   remove DIR.
 #   postgres-peer.sh stop-only DIR  stop the server, keep DIR.
 #   postgres-peer.sh start-again DIR  start it again on its port.
+#   postgres-peer.sh freeze DIR S   SIGSTOP the server and its processes
+#                                   (by their pids): connections stay open,
+#                                   nothing answers; SIGCONT after S
+#                                   seconds in any case (a failing test
+#                                   leaves no frozen server).
+#   postgres-peer.sh thaw DIR       SIGCONT them.
 #   postgres-peer.sh sql DIR DB SQL run SQL in database DB, print the rows
 #                                   unaligned, '|' between fields.
 #   postgres-peer.sh createdb DIR DB  create database DB.
+# fsync is off (tests), on with MAILPOOL_PG_FSYNC=on (make bench).
 # The server never touches the system's clusters (no pg_ctlcluster).
 set -eu
 
@@ -26,7 +33,7 @@ as_pg() { runuser -u postgres -- "$@"; }
 
 pg_start() {    # DIR PORT
     as_pg "$bin/pg_ctl" -D "$1/data" -l "$1/server.log" -w -t 30 \
-        -o "-c listen_addresses=127.0.0.1 -p $2 -k $1 -c fsync=off -c max_connections=300" \
+        -o "-c listen_addresses=127.0.0.1 -p $2 -k $1 -c fsync=${MAILPOOL_PG_FSYNC:-off} -c max_connections=300" \
         start >/dev/null
 }
 
@@ -42,6 +49,14 @@ pg_stop() {     # DIR
         if [ "$i" -gt 200 ]; then kill -KILL "$pid" 2>/dev/null || true; fi
         sleep 0.1
     done
+}
+
+pg_signal_all() {   # DIR SIG: the server's pid and its children's
+    pid=$(pg_pid "$1")
+    [ -n "$pid" ] || return 0
+    kids=$(ps -o pid= --ppid "$pid" || true)
+    # shellcheck disable=SC2086
+    kill -"$2" $kids "$pid" 2>/dev/null || true
 }
 
 psql_in() {     # DIR DB SQL
@@ -83,6 +98,13 @@ start-again)
     pg_start "$2" "$(cat "$2/port")"
     echo "$2 $(cat "$2/port") $(pg_pid "$2")"
     ;;
+freeze)
+    pg_signal_all "$2" STOP
+    (sleep "${3:-10}"; pg_signal_all "$2" CONT) >/dev/null 2>&1 &
+    ;;
+thaw)
+    pg_signal_all "$2" CONT
+    ;;
 sql)
     psql_in "$2" "$3" "$4"
     ;;
@@ -90,7 +112,7 @@ createdb)
     psql_in "$2" postgres "CREATE DATABASE \"$3\""
     ;;
 *)
-    echo "usage: $0 start | stop DIR | stop-only DIR | start-again DIR | sql DIR DB SQL | createdb DIR DB" >&2
+    echo "usage: $0 start | stop DIR | stop-only DIR | start-again DIR | freeze DIR S | thaw DIR | sql DIR DB SQL | createdb DIR DB" >&2
     exit 2
     ;;
 esac

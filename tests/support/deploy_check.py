@@ -9,6 +9,10 @@ against the mailpool binary (used by tests/integration/test_deploy.sh).
   - the Deployment runs non-root with a read-only root file system, no
     capability, probes on /healthz and /readyz, resources, service links
     off, and a grace period covering shutdown_delay + drain_timeout;
+  - the scale-out files (deploy/compose-postgres.yaml's mailpool service,
+    deploy/kubernetes-postgres/queue.yaml's ConfigMap over the base one):
+    their MAILPOOL_* variables are keys, their values load with the queue
+    on PostgreSQL, and the Deployment patch mounts both passwords;
   - smoke: `mailpool serve` with the ConfigMap's environment plus the
     service-link variables Kubernetes would inject for the Services of
     service.yaml (and for one named mailpool-relay) starts, logs one
@@ -254,6 +258,33 @@ def smoke(docs, passfile, tmp):
         log.close()
 
 
+def check_postgres_files(docs, passfile):
+    """The scale-out compose file and kustomize overlay (docs/SCALING.md)."""
+    keys = real_keys()
+    with open(os.path.join(ROOT, "deploy", "compose-postgres.yaml")) as f:
+        comp = yaml.safe_load(f)["services"]["mailpool"]["environment"]
+    with open(os.path.join(ROOT, "deploy", "kubernetes-postgres", "queue.yaml")) as f:
+        over = [("queue.yaml", d) for d in yaml.safe_load_all(f) if d]
+    cm = dict(of_kind(docs, "ConfigMap")[0]["data"])
+    cm.update(of_kind(over, "ConfigMap")[0]["data"])
+    for what, env in (("compose-postgres.yaml", {k: str(v) for k, v in comp.items()}),
+                      ("kubernetes-postgres", cm)):
+        for n in env:
+            check(n in keys, "%s sets %s, a configuration key" % (what, n))
+        check(env.get("MAILPOOL_QUEUE_BACKEND") == "postgres",
+              "%s puts the queue on PostgreSQL" % what)
+        run = {k: (passfile if k.endswith("_FILE") else v) for k, v in env.items()}
+        run.update(MAILPOOL_HTTP_API_KEYS="a-test-key-of-some-length")
+        p = subprocess.run([MAILPOOL, "serve", "--print-config"],
+                           env={**clean_env(), **run}, capture_output=True, text=True)
+        check(p.returncode == 0, "%s's values load (--print-config exit %d %s)"
+              % (what, p.returncode, p.stderr.strip()))
+    vols = of_kind(over, "Deployment")[0]["spec"]["template"]["spec"]["volumes"]
+    items = {i["key"] for v in vols for i in v["secret"]["items"]}
+    check(items == {"relay-pass", "queue-pass"},
+          "kubernetes-postgres mounts relay-pass and queue-pass (%s)" % sorted(items))
+
+
 def main():
     docs = load_docs()
     kinds = {d.get("kind") for _, d in docs}
@@ -267,6 +298,7 @@ def main():
         check_names(docs)
         check_values_load(docs, passfile)
         check_deployment(docs)
+        check_postgres_files(docs, passfile)
         smoke(docs, passfile, tmp)
     print("test_deploy: %d passed, %d failed" % (results["pass"], results["fail"]))
     return 1 if results["fail"] else 0
