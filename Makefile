@@ -19,6 +19,7 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 SMTPCORE_SRC := $(wildcard smtpcore/src/*.c)
+UTIL_SRC     := $(wildcard util/*.c)
 CONFIG_SRC   := $(wildcard config/*.c)
 SERVER_SRC   := $(filter-out server/main.c,$(wildcard server/*.c))
 QUEUE_SRC    := $(wildcard queue/*.c)
@@ -36,7 +37,8 @@ LIB_API      := $(BUILD)/libmpapi.a
 LIB_QUEUE    := $(BUILD)/libmpqueue.a
 LIB_COMPOSE  := $(BUILD)/libmpcompose.a
 LIB_DKIM     := $(BUILD)/libmpdkim.a
-LIBS_ALL     := $(LIB_API) $(LIB_SERVER) $(LIB_QUEUE) $(LIB_DKIM) $(LIB_CONFIG) $(LIB_COMPOSE) $(LIB_SMTPCORE)
+LIB_UTIL     := $(BUILD)/libmputil.a
+LIBS_ALL     := $(LIB_API) $(LIB_SERVER) $(LIB_QUEUE) $(LIB_DKIM) $(LIB_CONFIG) $(LIB_COMPOSE) $(LIB_SMTPCORE) $(LIB_UTIL)
 MAILPOOL     := $(BUILD)/mailpool
 
 UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
@@ -94,6 +96,7 @@ $(LIB_QUEUE):    $(call obj,$(QUEUE_SRC))
 $(LIB_COMPOSE):  $(call obj,$(COMPOSE_SRC))
 $(LIB_DKIM):     $(call obj,$(DKIM_SRC))
 $(LIB_API):      $(call obj,$(API_SRC))
+$(LIB_UTIL):     $(call obj,$(UTIL_SRC))
 $(BUILD)/lib%.a:
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
