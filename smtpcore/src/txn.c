@@ -8,6 +8,8 @@
  * dropped.  smtp_transactions then closes the connection (QUIT unless it is
  * closed already).  Arguments are checked when the transaction runs: a bad
  * one is SMTP_ERR_LOCAL and nothing of it is sent.
+ * Also the queries on their own connection (smtp_expand, smtp_verify,
+ * smtp_get_help: EHLO, the command, QUIT) and smtp__open_session.
  * Transactions are immutable once built and may be shared between threads;
  * the connection they run on may not.
  */
@@ -270,4 +272,69 @@ int smtp_transactions_no_close(struct smtp_conn *conn,
     size_t n = collect(ap, v, 256);
     va_end(ap);
     return run_all(conn, v, n, 0, res);
+}
+
+/* ---- Sessions and the queries on their own connection ---- */
+
+/* Connects and greets with EHLO (and STARTTLS/AUTH as opts say). */
+struct smtp_conn *smtp__open_session(const char *host,
+                                     const struct smtp_opts *opts,
+                                     struct smtp_result *res)
+{
+    struct smtp_conn *c = smtp_connect(host, 0, opts, res);
+    if (c == NULL)
+        return NULL;
+    if (smtp_conn_hello(c, res) != SMTP_OK) {
+        smtp_conn_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* A query on its own connection: EHLO, the command, QUIT. */
+static int query(const char *verb, const char *arg, const char *host,
+                 const struct smtp_opts *opts, struct smtp_result *res)
+{
+    char cmd[600], why[160];
+    smtp_result_clear(res);
+    if (smtp__query_line(verb, arg, 1, cmd, sizeof cmd, why, sizeof why) < 0)
+        return smtp__fail(res, SMTP_ERR_LOCAL, verb, "%s", why);
+    struct smtp_conn *c = smtp__open_session(host, opts, res);
+    if (c == NULL)
+        return res->kind;
+    smtp_result_clear(res);
+    if (smtp__query_line(verb, arg, smtp__has_cap(c, SMTP__CAP_SMTPUTF8), cmd,
+                         sizeof cmd, why, sizeof why) < 0) {
+        smtp_conn_quit(c);
+        return smtp__fail(res, SMTP_ERR_LOCAL, verb, "%s", why);
+    }
+    int r = smtp__command(c, cmd, smtp__timeout(c, SMTP__T_COMMAND), res);
+    smtp_conn_quit(c);
+    if (r != SMTP_OK)
+        return r;
+    if (res->code >= 400)
+        return smtp__fail(res, SMTP_ERR_REPLY, verb, "server refused %s", verb);
+    res->command[0] = '\0';
+    return SMTP_OK;
+}
+
+/* EXPN name on its own session. */
+int smtp_expand(const char *name, const char *host,
+                const struct smtp_opts *opts, struct smtp_result *res)
+{
+    return smtp__settled(res, query("EXPN", name, host, opts, res));
+}
+
+/* VRFY name on its own session. */
+int smtp_verify(const char *name, const char *host,
+                const struct smtp_opts *opts, struct smtp_result *res)
+{
+    return smtp__settled(res, query("VRFY", name, host, opts, res));
+}
+
+/* HELP [details] on its own session. */
+int smtp_get_help(const char *host, const char *details,
+                  const struct smtp_opts *opts, struct smtp_result *res)
+{
+    return smtp__settled(res, query("HELP", details, host, opts, res));
 }
