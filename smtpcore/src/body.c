@@ -203,10 +203,12 @@ int smtp__write_message(struct smtp_conn *c, const struct smtp__buf *hdr,
     struct smtp__buf out;
     struct smtp__stuffer st;
     int r = SMTP_OK;
+    enum smtp_conn_state before = c->state;
 
     *dot_sent = 0;
     if (after_sent != NULL)
         *after_sent = 0;
+    smtp__set_state(c, SMTP_CONN_DATA);
     smtp__buf_init(&out, 4 * CHUNK);
     smtp__stuffer_init(&st);
     st.refuse_8bit = !allow8bit;
@@ -224,5 +226,10 @@ int smtp__write_message(struct smtp_conn *c, const struct smtp__buf *hdr,
     if (r == SMTP_OK)
         r = flush_last(c, &out, after, res, dot_sent, after_sent);
     smtp__buf_free(&out);
+    smtp__set_state(c, before);
+    if (*dot_sent)
+        smtp__trace_sent(c, ".\r\n", 3);
+    if (after_sent != NULL && *after_sent)
+        smtp__trace_sent(c, after->data, after->len);
     return r;
 }

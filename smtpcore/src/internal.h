@@ -98,8 +98,7 @@ struct smtp_conn {
     struct smtp__io io;
     struct smtp_opts opts;           /* strings below are owned copies */
     char *host;                      /* as given, for TLS name checks */
-    int open;                        /* socket usable */
-    int greeted;                     /* EHLO/HELO done */
+    enum smtp_conn_state state;      /* changed by smtp__set_state only */
     int esmtp;                       /* EHLO accepted */
     char **ext;                      /* EHLO keywords and params, "SIZE 100" */
     size_t next;
@@ -107,6 +106,21 @@ struct smtp_conn {
     unsigned long messages;          /* MAIL commands sent */
     int dirty;                       /* a transaction was started: RSET next */
 };
+
+/* 1 while the socket is usable. */
+#define smtp__is_open(c) ((c)->state != SMTP_CONN_CLOSED)
+
+/* ---- State and trace (trace.c) ---- */
+
+/* The only way the state changes; tells the trace hook.  A closed
+   connection only reopens to SMTP_CONN_GREETING. */
+void smtp__set_state(struct smtp_conn *c, enum smtp_conn_state s);
+/* Hands the hook each CRLF-ended line of p[0..n), sent (nothing in state
+   DATA; credentials redacted in state AUTH). */
+void smtp__trace_sent(const struct smtp_conn *c, const char *p, size_t n);
+/* Hands the hook one reply line received. */
+void smtp__trace_received(const struct smtp_conn *c, const char *line,
+                          size_t len);
 
 /* Extensions looked up on every message, cached as bits at EHLO time. */
 enum { SMTP__CAP_PIPELINING = 1, SMTP__CAP_SIZE = 2, SMTP__CAP_8BITMIME = 4,

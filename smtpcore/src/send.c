@@ -293,7 +293,7 @@ static void send_rest(struct smtp_conn *conn, const char *from,
                       const struct smtp_send_opts *sopts,
                       const struct smtp__scan *sc, struct smtp_result *res)
 {
-    for (int round = 0; round < 100 && !sc->streamed && conn->open &&
+    for (int round = 0; round < 100 && !sc->streamed && smtp__is_open(conn) &&
                         res->status == SMTP_DELIVERY_SENT; round++) {
         char **rest = NULL;
         size_t n = take_452(res, &rest);
@@ -414,11 +414,11 @@ static int prepare(struct smtp_conn *conn, const struct smtp_message *m,
                    struct prep *p, struct smtp_result *res)
 {
     smtp_result_clear(res);
-    if (!conn->open) {
+    if (!smtp__is_open(conn)) {
         res->status = SMTP_DELIVERY_FAILED;     /* nothing of it was sent */
         return smtp__fail(res, SMTP_ERR_CONN, "MAIL", "connection is closed");
     }
-    if (!conn->greeted && smtp_conn_hello(conn, res) != SMTP_OK) {
+    if (conn->state != SMTP_CONN_READY && smtp_conn_hello(conn, res) != SMTP_OK) {
         res->status = SMTP_DELIVERY_FAILED;
         return res->kind;
     }
@@ -509,10 +509,10 @@ size_t smtp_conn_send_mails(struct smtp_conn *conn,
         if (r == SMTP_OK) {
             /* The next one is checked now so that its envelope can ride
                behind this one's final dot. */
-            if (i + 1 < n && conn->open)
+            if (i + 1 < n && smtp__is_open(conn))
                 next_failed = prepare(conn, &mails[i + 1], nx,
                                       results[i + 1]) != SMTP_OK;
-            ready = i + 1 < n && conn->open && !next_failed;
+            ready = i + 1 < n && smtp__is_open(conn) && !next_failed;
             r = send_once(&cur->t, &cur->hdr, mails[i].body,
                           ready ? &nx->t : NULL);
             finish(conn, &mails[i], cur, results[i], r);

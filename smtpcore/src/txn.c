@@ -161,7 +161,7 @@ static int run_one(struct smtp_conn *c, const struct smtp_txn *t,
                          : strlen(txn_kinds[t->type].prefix);
     snprintf(verb, sizeof verb, "%.*s", (int)vl, txn_kinds[t->type].prefix);
     smtp_result_clear(res);
-    if (!c->open)
+    if (!smtp__is_open(c))
         return smtp__fail(res, SMTP_ERR_CONN, verb, "connection is closed");
     if (t->type == T_DATA)
         return run_data(c, t, res);
@@ -186,7 +186,8 @@ static int run_one(struct smtp_conn *c, const struct smtp_txn *t,
     if (r == SMTP_OK && t->type == T_HELO)
         smtp__conn_forget_ext(c);
     if (r == SMTP_OK && (t->type == T_HELO || t->type == T_EHLO))
-        c->greeted = res->code < 400;
+        smtp__set_state(c, res->code < 400 ? SMTP_CONN_READY
+                                           : SMTP_CONN_CONNECTED);
     if (r == SMTP_OK && t->type == T_MAIL) {
         c->messages++;
         c->dirty = 1;
@@ -220,7 +221,7 @@ static int run_all(struct smtp_conn *conn, struct smtp_txn *const *txns,
     }
     if (r == SMTP_OK)
         res->command[0] = '\0';
-    if (close_after && conn->open) {
+    if (close_after && smtp__is_open(conn)) {
         struct smtp_result tmp;
         smtp_result_init(&tmp);
         smtp__command(conn, "QUIT", 5000, &tmp);
