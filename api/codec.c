@@ -52,12 +52,12 @@ int api_error_add(json_t *errors, const char *field, const char *message)
         return 0;
     json_t *e = json_object();
     if (e == NULL || json_object_set_new(e, "field", api_json_text(field)) ||
-        json_object_set_new(e, "message", api_json_text(message)) ||
-        json_array_append_new(errors, e)) {
+        json_object_set_new(e, "message", api_json_text(message))) {
         json_decref(e);
         return -1;
     }
-    return 0;
+    /* _new steals e: the array's now, or freed when it could not grow. */
+    return json_array_append_new(errors, e) < 0 ? -1 : 0;
 }
 
 /* Writes prefix + path into buf: "to[2]", "messages[3].to[0]", "$". */
