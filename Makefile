@@ -106,7 +106,10 @@ $(MAILPOOL): $(call obj,server/main.c) $(LIBS_ALL)
 
 $(BUILD)/tests/%: tests/unit/%.c $(call obj,$(SUPPORT_SRC)) $(LIBS_ALL) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $(filter-out $(FLAGS_STAMP),$^) $(LDFLAGS) $(PKG_LIBS) -lcmocka -lcurl
+	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $(filter-out $(FLAGS_STAMP),$^) $(LDFLAGS) $(TEST_LDFLAGS) $(PKG_LIBS) -lcmocka -lcurl
+# The failing-allocation tests count (and fail) our code's allocations.
+$(BUILD)/tests/test_alloc_fail: TEST_LDFLAGS = \
+    -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup
 $(BUILD)/tests/%: tests/integration/%.c $(call obj,$(SUPPORT_SRC)) $(LIBS_ALL) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $(filter-out $(FLAGS_STAMP),$^) $(LDFLAGS) $(PKG_LIBS) -lcmocka -lcurl
