@@ -73,8 +73,7 @@ static int hp_split(const char *s, const char **h, size_t *hn,
     if (colon == NULL)
         return hp_fail(why, whylen, "the port is missing");
     if (strchr(colon + 1, ':') != NULL)
-        return hp_fail(why, whylen,
-                       "an IPv6 address must be in brackets");
+        return hp_fail(why, whylen, "an IPv6 address must be in brackets");
     *h = s;
     *hn = (size_t)(colon - s);
     *port = colon + 1;
@@ -95,9 +94,10 @@ int util_hostport_parse(const char *s, unsigned flags,
     if (s == NULL || hp_split(s, &h, &hn, &port, &v6, why, whylen) < 0)
         return s == NULL ? hp_fail(why, whylen, "no address given") : -1;
     if ((out->port = hp_port(port, flags)) < 0)
-        return hp_fail(why, whylen, flags & UTIL_HP_PORT_ZERO
-                       ? "the port must be a number from 0 to 65535"
-                       : "the port must be a number from 1 to 65535");
+        return hp_fail(why, whylen,
+                       flags & UTIL_HP_PORT_ZERO
+                           ? "the port must be a number from 0 to 65535"
+                           : "the port must be a number from 1 to 65535");
     if (hn >= sizeof out->host)
         return hp_fail(why, whylen, "the host is longer than 255 bytes");
     memcpy(out->host, h, hn);
@@ -107,11 +107,13 @@ int util_hostport_parse(const char *s, unsigned flags,
         return hp_fail(why, whylen, "not an IPv6 address in the brackets");
     if (!v6 && (hn == 0 || (hn == 1 && h[0] == '*'))) {
         out->host[0] = '\0';
-        return flags & UTIL_HP_ANY_HOST ? 0
-               : hp_fail(why, whylen, "the host is missing");
+        return flags & UTIL_HP_ANY_HOST
+                   ? 0
+                   : hp_fail(why, whylen, "the host is missing");
     }
     if (!v6 && !hp_name_ok(h, hn))
-        return hp_fail(why, whylen, "the host holds a blank, a control "
+        return hp_fail(why, whylen,
+                       "the host holds a blank, a control "
                        "character or a bracket");
     return 0;
 }

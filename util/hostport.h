@@ -14,13 +14,13 @@
 
 #include <stddef.h>
 
-#define UTIL_HP_PORT_ZERO 1u    /* port 0: a listener's "any free port" */
-#define UTIL_HP_ANY_HOST  2u    /* ":PORT" and "*:PORT" (host "") */
+#define UTIL_HP_PORT_ZERO 1u /* port 0: a listener's "any free port" */
+#define UTIL_HP_ANY_HOST 2u  /* ":PORT" and "*:PORT" (host "") */
 
 struct util_hostport {
-    char host[256];             /* without the brackets, NUL-terminated */
+    char host[256]; /* without the brackets, NUL-terminated */
     int port;
-    int v6;                     /* the host was an [IPv6 address] */
+    int v6; /* the host was an [IPv6 address] */
 };
 
 /* Parses s into *out by the grammar above; 0, or -1 with a message saying

@@ -34,13 +34,13 @@ size_t util_utf8_len(const unsigned char *s, size_t n)
     if (k <= 1 || k > n)
         return k > n ? 0 : k;
     if (s[0] == 0xE0)
-        lo = 0xA0;              /* no overlong 3-byte forms */
+        lo = 0xA0; /* no overlong 3-byte forms */
     else if (s[0] == 0xED)
-        hi = 0x9F;              /* no surrogates */
+        hi = 0x9F; /* no surrogates */
     else if (s[0] == 0xF0)
-        lo = 0x90;              /* no overlong 4-byte forms */
+        lo = 0x90; /* no overlong 4-byte forms */
     else if (s[0] == 0xF4)
-        hi = 0x8F;              /* nothing above U+10FFFF */
+        hi = 0x8F; /* nothing above U+10FFFF */
     if (s[1] < lo || s[1] > hi)
         return 0;
     for (size_t i = 2; i < k; i++)

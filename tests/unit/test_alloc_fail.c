@@ -32,8 +32,8 @@
 
 /* ---- The failing allocator ---- */
 
-static int armed;               /* count (and fail) only while set */
-static long fail_at, seen;      /* the allocation to fail; those so far */
+static int armed;          /* count (and fail) only while set */
+static long fail_at, seen; /* the allocation to fail; those so far */
 
 void *__real_malloc(size_t n);
 void *__real_calloc(size_t k, size_t n);
@@ -52,11 +52,26 @@ static int fail_now(void)
     return armed && ++seen == fail_at;
 }
 
-void *__wrap_malloc(size_t n) { return fail_now() ? NULL : __real_malloc(n); }
-void *__wrap_calloc(size_t k, size_t n) { return fail_now() ? NULL : __real_calloc(k, n); }
-void *__wrap_realloc(void *p, size_t n) { return fail_now() ? NULL : __real_realloc(p, n); }
-char *__wrap_strdup(const char *s) { return fail_now() ? NULL : __real_strdup(s); }
-char *__wrap_strndup(const char *s, size_t n) { return fail_now() ? NULL : __real_strndup(s, n); }
+void *__wrap_malloc(size_t n)
+{
+    return fail_now() ? NULL : __real_malloc(n);
+}
+void *__wrap_calloc(size_t k, size_t n)
+{
+    return fail_now() ? NULL : __real_calloc(k, n);
+}
+void *__wrap_realloc(void *p, size_t n)
+{
+    return fail_now() ? NULL : __real_realloc(p, n);
+}
+char *__wrap_strdup(const char *s)
+{
+    return fail_now() ? NULL : __real_strdup(s);
+}
+char *__wrap_strndup(const char *s, size_t n)
+{
+    return fail_now() ? NULL : __real_strndup(s, n);
+}
 
 /* Jansson's allocator: counts the blocks alive (a leak of a JSON value
    shows without a sanitizer). */
@@ -98,33 +113,37 @@ struct dcase {
     const char *name;
     enum dkind kind;
     const char *json;
-    int want;                   /* the verdict with memory enough */
-    const char *field;          /* of the first error, when invalid */
+    int want;          /* the verdict with memory enough */
+    const char *field; /* of the first error, when invalid */
 };
 
 static const struct dcase dcases[] = {
     { "message", ONE,
       "{\"from\":\"a@example.org\",\"to\":[\"b@example.net\",\"c@example.net\"],"
       "\"headers\":{\"Subject\":\"caf\\u00e9\",\"X-Tag\":\"one\"},"
-      "\"body\":\"line one\\nline two\\n\"}", API_DECODE_OK, NULL },
+      "\"body\":\"line one\\nline two\\n\"}",
+      API_DECODE_OK, NULL },
     { "message_header_pairs", ONE,
       "{\"from\":\"a@example.org\",\"to\":[\"b@example.net\"],"
       "\"headers\":[[\"Subject\",\"x\"],[\"Keywords\",\"y\"]],"
-      "\"raw\":\"Subject: x\\r\\n\\r\\nbody\\r\\n\"}", API_DECODE_INVALID,
-      NULL },
+      "\"raw\":\"Subject: x\\r\\n\\r\\nbody\\r\\n\"}",
+      API_DECODE_INVALID, NULL },
     { "message_invalid", ONE,
       "{\"from\":\"not an address\",\"to\":[\"b@example.net\",7],"
-      "\"body\":1}", API_DECODE_INVALID, "from" },
-    { "twelve_errors", ONE,     /* the errors array grows past 8 */
+      "\"body\":1}",
+      API_DECODE_INVALID, "from" },
+    { "twelve_errors", ONE, /* the errors array grows past 8 */
       "{\"from\":\"a@example.org\",\"to\":[\"b@example.net\"],\"body\":\"x\","
       "\"headers\":{\"H1\":1,\"H2\":2,\"H3\":3,\"H4\":4,\"H5\":5,"
       "\"H6\":6,\"H7\":7,\"H8\":8,\"H9\":9,\"H10\":10,\"H11\":11,"
-      "\"H12\":12}}", API_DECODE_INVALID, "headers.H12" },
+      "\"H12\":12}}",
+      API_DECODE_INVALID, "headers.H12" },
     { "batch", BATCH,
       "{\"messages\":[{\"from\":\"a@example.org\",\"to\":[\"b@example.net\"],"
       "\"body\":\"one\"},{\"from\":\"a@example.org\","
       "\"to\":[\"c@example.net\"],\"headers\":{\"Subject\":\"two\"},"
-      "\"body\":\"two\"}]}", API_DECODE_OK, NULL },
+      "\"body\":\"two\"}]}",
+      API_DECODE_OK, NULL },
 };
 
 static struct cfg alloc_cfg(void)
@@ -141,9 +160,9 @@ static struct cfg alloc_cfg(void)
 struct dres {
     int rc;
     json_t *errors;
-    struct job **jobs;          /* BATCH */
+    struct job **jobs; /* BATCH */
     size_t njobs;
-    struct job *job;            /* ONE */
+    struct job *job; /* ONE */
 };
 
 /* Decodes root (c->json parsed) as the POST routes do (errors array,
@@ -168,7 +187,8 @@ static void digest_job(const struct job *job, char *out, size_t len)
     const struct job_message *m = &job->msg;
     size_t o = strlen(out);
 
-    o += (size_t)snprintf(out + o, len - o, " from=%s to=", m->from ? m->from : "-");
+    o += (size_t)snprintf(out + o, len - o,
+                          " from=%s to=", m->from ? m->from : "-");
     for (size_t i = 0; i < m->nto && o < len; i++)
         o += (size_t)snprintf(out + o, len - o, "%s,", m->to[i]);
     for (size_t i = 0; i < m->nheaders && o < len; i++)
@@ -185,7 +205,7 @@ static void digest(const struct dres *r, char *out, size_t len)
     char *errs = json_dumps(r->errors, JSON_COMPACT | JSON_SORT_KEYS);
 
     snprintf(out, len, "rc=%d errors=%s", r->rc, errs ? errs : "-");
-    json_free(errs);            /* Jansson's block */
+    json_free(errs); /* Jansson's block */
     if (r->rc != API_DECODE_OK)
         return;
     for (size_t i = 0; i < r->njobs; i++)
@@ -245,8 +265,8 @@ static void test_decoder_answers_out_of_memory_at_every_allocation(void **state)
         assert_true(n > 2 && nomem > 0);
         json_decref(root);
         print_message("    %s: %ld allocations, each failed once: %ld out "
-                      "of memory, the others recovered\n", c->name, n - 2,
-                      nomem);
+                      "of memory, the others recovered\n",
+                      c->name, n - 2, nomem);
     }
     json_set_alloc_funcs(malloc, free);
 }
@@ -254,8 +274,12 @@ static void test_decoder_answers_out_of_memory_at_every_allocation(void **state)
 /* ---- smtpcore's reply parser ---- */
 
 static const char *const ehlo_lines[] = {
-    "250-mx.example.org greets you", "250-PIPELINING", "250-SIZE 10240000",
-    "250-8BITMIME", "250-ENHANCEDSTATUSCODES", "250 2.0.0 SMTPUTF8",
+    "250-mx.example.org greets you",
+    "250-PIPELINING",
+    "250-SIZE 10240000",
+    "250-8BITMIME",
+    "250-ENHANCEDSTATUSCODES",
+    "250 2.0.0 SMTPUTF8",
 };
 
 /* Feeds the EHLO reply line by line: 0 with every line kept, or -1 with
@@ -304,13 +328,14 @@ static void test_reply_parser_out_of_memory_at_every_allocation(void **state)
         assert_int_equal(r.nlines, 0);
         assert_null(r.lines);
     }
-    assert_int_equal(n, 13);    /* two allocations a line */
+    assert_int_equal(n, 13); /* two allocations a line */
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_decoder_answers_out_of_memory_at_every_allocation),
+        cmocka_unit_test(
+            test_decoder_answers_out_of_memory_at_every_allocation),
         cmocka_unit_test(test_reply_parser_out_of_memory_at_every_allocation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -26,8 +26,12 @@ static int parse(const char *in, unsigned flags, struct util_hostport *hp,
 /* Each accepted form gives its host (brackets removed) and port. */
 static void test_hostport_accepts_names_ipv4_and_bracketed_ipv6(void **state)
 {
-    static const struct { const char *in; unsigned flags; const char *host;
-                          int port, v6; } cases[] = {
+    static const struct {
+        const char *in;
+        unsigned flags;
+        const char *host;
+        int port, v6;
+    } cases[] = {
         { "127.0.0.1:25", 0, "127.0.0.1", 25, 0 },
         { "mx.example.com:587", 0, "mx.example.com", 587, 0 },
         { "localhost:65535", 0, "localhost", 65535, 0 },
@@ -54,8 +58,11 @@ static void test_hostport_accepts_names_ipv4_and_bracketed_ipv6(void **state)
 /* Each refused form is refused with the reason that names its fault. */
 static void test_hostport_refusals_say_what_is_wrong(void **state)
 {
-    static const struct { const char *in; unsigned flags; const char *why; }
-    cases[] = {
+    static const struct {
+        const char *in;
+        unsigned flags;
+        const char *why;
+    } cases[] = {
         { "127.0.0.1", 0, "the port is missing" },
         { "127.0.0.1:", 0, "from 1 to 65535" },
         { "127.0.0.1:0", 0, "from 1 to 65535" },
@@ -109,14 +116,28 @@ static void test_hostport_host_length_is_bounded(void **state)
    points above U+10FFFF, stray continuations and cut sequences are 0. */
 static void test_utf8_len_follows_rfc3629(void **state)
 {
-    static const struct { const char *s; size_t n, want; } cases[] = {
-        { "A", 1, 1 }, { "\xC3\xA9", 2, 2 }, { "\xE2\x82\xAC", 3, 3 },
-        { "\xF0\x9F\x98\x80", 4, 4 }, { "\xF4\x8F\xBF\xBF", 4, 4 },
-        { "\xC0\xAF", 2, 0 }, { "\xC1\xBF", 2, 0 }, { "\xE0\x80\xAF", 3, 0 },
-        { "\xED\xA0\x80", 3, 0 }, { "\xF0\x80\x80\xAF", 4, 0 },
-        { "\xF4\x90\x80\x80", 4, 0 }, { "\xF5\x80\x80\x80", 4, 0 },
-        { "\x80", 1, 0 }, { "\xBF", 1, 0 }, { "\xE2\x82", 2, 0 },
-        { "\xE2\x82\xAC", 2, 0 }, { "\xC3\x28", 2, 0 }, { "", 0, 0 },
+    static const struct {
+        const char *s;
+        size_t n, want;
+    } cases[] = {
+        { "A", 1, 1 },
+        { "\xC3\xA9", 2, 2 },
+        { "\xE2\x82\xAC", 3, 3 },
+        { "\xF0\x9F\x98\x80", 4, 4 },
+        { "\xF4\x8F\xBF\xBF", 4, 4 },
+        { "\xC0\xAF", 2, 0 },
+        { "\xC1\xBF", 2, 0 },
+        { "\xE0\x80\xAF", 3, 0 },
+        { "\xED\xA0\x80", 3, 0 },
+        { "\xF0\x80\x80\xAF", 4, 0 },
+        { "\xF4\x90\x80\x80", 4, 0 },
+        { "\xF5\x80\x80\x80", 4, 0 },
+        { "\x80", 1, 0 },
+        { "\xBF", 1, 0 },
+        { "\xE2\x82", 2, 0 },
+        { "\xE2\x82\xAC", 2, 0 },
+        { "\xC3\x28", 2, 0 },
+        { "", 0, 0 },
     };
     (void)state;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
