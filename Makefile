@@ -189,9 +189,21 @@ container:
 container-test: container
 	@tests/container/test_container.sh
 
-lint:
+# cppcheck over the modules; clang-tidy (.clang-tidy: bugprone-*, a cert-*
+# subset) over smtpcore/ and util/, every finding an error.
+TIDY_SRC := $(SMTPCORE_SRC) $(UTIL_SRC)
+lint: deps-lint
+	clang-tidy --quiet $(TIDY_SRC) -- -std=c11 -D_GNU_SOURCE -I. \
+	    -Ismtpcore/include $(PKG_CFLAGS)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
 	    --inline-suppr -I. -Ismtpcore/include smtpcore config server api compose
+
+# The files clang-format (.clang-format) checks: all but the baseline list.
+.PHONY: format-check deps-lint
+format-check: deps-lint
+	@scripts/format-check.sh
+deps-lint:
+	@scripts/deps.sh lint
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -13,7 +13,7 @@
 
 #include "internal.h"
 
-#define CHUNK (64 * 1024)       /* body bytes per write */
+#define CHUNK ((size_t)64 * 1024) /* body bytes per write */
 
 /* Checks a body held in memory: NUL, line length; counts the octets it
    will take on the wire (lone CR or LF become CRLF, leading dots double)

@@ -440,7 +440,9 @@ int smtp__send_raw_n(struct smtp_conn *c, const char *p, size_t n,
 static void verb_of(const char *cmd, char out[16])
 {
     size_t i = 0;
-    while (cmd[i] != '\0' && cmd[i] != ' ' && i < 15) {
+    /* cppcheck-suppress arrayIndexOutOfBoundsCond ; cmd ends at its NUL */
+    while (i < 15 && cmd[i] != '\0' && cmd[i] != ' ') {
+        /* cppcheck-suppress arrayIndexOutOfBoundsCond */
         out[i] = cmd[i];
         i++;
     }
