@@ -35,6 +35,7 @@
 
 #include "api/api.h"
 #include "api/codec.h"
+#include "util/utf8.h"
 
 /* The state of one decode: where errors go and whether any happened. */
 struct dctx {
@@ -51,12 +52,12 @@ int api_error_add(json_t *errors, const char *field, const char *message)
         return 0;
     json_t *e = json_object();
     if (e == NULL || json_object_set_new(e, "field", api_json_text(field)) ||
-        json_object_set_new(e, "message", api_json_text(message)) ||
-        json_array_append_new(errors, e)) {
+        json_object_set_new(e, "message", api_json_text(message))) {
         json_decref(e);
         return -1;
     }
-    return 0;
+    /* _new steals e: the array's now, or freed when it could not grow. */
+    return json_array_append_new(errors, e) < 0 ? -1 : 0;
 }
 
 /* Writes prefix + path into buf: "to[2]", "messages[3].to[0]", "$". */
@@ -615,29 +616,6 @@ int api_decode_query(json_t *root, struct job *job, json_t *errors)
 
 /* ---- Outcomes to JSON ---- */
 
-/* Length of the valid UTF-8 sequence at s, or 0 (RFC 3629 table 3-7). */
-static size_t utf8_seq(const unsigned char *s)
-{
-    unsigned char c = s[0];
-    if (c < 0x80)
-        return 1;
-    size_t n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3
-             : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-    if (n == 0)
-        return 0;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c == 0xE0) lo = 0xA0;
-    if (c == 0xED) hi = 0x9F;
-    if (c == 0xF0) lo = 0x90;
-    if (c == 0xF4) hi = 0x8F;
-    if (s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if (s[i] < 0x80 || s[i] > 0xBF)
-            return 0;
-    return n;
-}
-
 /* A JSON string; bytes that are not UTF-8 become U+FFFD. */
 json_t *api_json_text(const char *s)
 {
@@ -646,23 +624,10 @@ json_t *api_json_text(const char *s)
     json_t *j = json_string(s);
     if (j != NULL)
         return j;
-    size_t n = strlen(s);
-    char *out = malloc(n * 3 + 1);
-    size_t o = 0;
+    size_t o;
+    char *out = util_utf8_repair(s, strlen(s), &o);
     if (out == NULL)
         return NULL;
-    for (const unsigned char *p = (const unsigned char *)s; *p != '\0';) {
-        size_t k = utf8_seq(p);
-        if (k == 0) {
-            memcpy(out + o, "\xEF\xBF\xBD", 3);
-            o += 3;
-            p++;
-        } else {
-            memcpy(out + o, p, k);
-            o += k;
-            p += k;
-        }
-    }
     j = json_stringn(out, o);
     free(out);
     return j;

@@ -717,6 +717,8 @@ int api_headers_encode(struct job *job, json_t *errors, const char *prefix)
         int bad = 0;
         char *enc = compose_header_encode(m->headers[i].name,
                                           m->headers[i].value, &bad);
+        if (bad < 0)
+            return API_DECODE_NOMEM;
         if (bad) {
             snprintf(path, sizeof path, "headers.%s", m->headers[i].name);
             if (api_error_at(errors, prefix, "does not parse as a list of "

@@ -47,6 +47,7 @@
 #include "api/http.h"
 #include "api/internal.h"
 #include "server/log.h"
+#include "util/hostport.h"
 
 /* MHD's messages go to the log at debug level; while starting, the last
    one is also kept for api_start's error. */
@@ -72,41 +73,27 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 static int parse_listen(const char *listen, struct sockaddr_storage *ss,
                         socklen_t *sslen, char *err, size_t errlen)
 {
-    char host[256];
-    const char *colon, *port;
+    struct util_hostport hp;
+    char why[96], port[8];
     struct addrinfo hints, *ai = NULL;
     if (listen == NULL || listen[0] == '\0')
         listen = "127.0.0.1:8025";
-    if (listen[0] == '[') {
-        const char *close = strchr(listen, ']');
-        if (close == NULL || close[1] != ':')
-            goto bad;
-        snprintf(host, sizeof host, "%.*s", (int)(close - listen - 1),
-                 listen + 1);
-        port = close + 2;
-    } else {
-        colon = strrchr(listen, ':');
-        if (colon == NULL || memchr(listen, ':', (size_t)(colon - listen)))
-            goto bad;
-        snprintf(host, sizeof host, "%.*s", (int)(colon - listen), listen);
-        port = colon + 1;
+    if (util_hostport_parse(listen, UTIL_HP_PORT_ZERO | UTIL_HP_ANY_HOST, &hp,
+                            why, sizeof why) < 0) {
+        snprintf(err, errlen, "http.listen: expected host:port or "
+                 "[v6]:port, got \"%s\": %s", listen, why);
+        return -1;
     }
-    char *end;
-    errno = 0;
-    long p = strtol(port, &end, 10);
-    if (port[0] < '0' || port[0] > '9' || *end != '\0' || errno != 0 ||
-        p < 0 || p > 65535)
-        goto bad;
+    snprintf(port, sizeof port, "%d", hp.port);
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    int rc = getaddrinfo(host[0] == '\0' || strcmp(host, "*") == 0 ? NULL
-                                                                   : host,
-                         port, &hints, &ai);
+    int rc = getaddrinfo(hp.host[0] == '\0' ? NULL : hp.host, port, &hints,
+                         &ai);
     if (rc != 0 || ai == NULL || ai->ai_addrlen > sizeof *ss) {
-        snprintf(err, errlen, "http.listen: cannot resolve \"%s\": %s", host,
-                 rc != 0 ? gai_strerror(rc) : "no address");
+        snprintf(err, errlen, "http.listen: cannot resolve \"%s\": %s",
+                 hp.host, rc != 0 ? gai_strerror(rc) : "no address");
         if (ai != NULL)
             freeaddrinfo(ai);
         return -1;
@@ -115,10 +102,6 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss,
     *sslen = ai->ai_addrlen;
     freeaddrinfo(ai);
     return 0;
-bad:
-    snprintf(err, errlen, "http.listen: expected host:port or [v6]:port, "
-             "got \"%s\"", listen);
-    return -1;
 }
 
 /* Splits http.api_keys at commas, trimming blanks; empty entries skipped. */

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "util/hostport.h"
 
 static const char hc_req[] = "GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n";
 
@@ -36,25 +37,16 @@ static int hc_is_200(const char *buf, ssize_t n)
    timeouts; -1 on failure. */
 static int hc_connect(const char *listen)
 {
-    char host[256], port[16];
-    const char *colon = strrchr(listen, ':');
-    if (colon == NULL || strlen(colon + 1) >= sizeof port)
+    struct util_hostport hp;
+    char port[8];
+    if (util_hostport_parse(listen, UTIL_HP_ANY_HOST, &hp, NULL, 0) < 0)
         return -1;
-    const char *h = listen;
-    size_t n = (size_t)(colon - listen);
-    if (h[0] == '[' && n >= 2 && h[n - 1] == ']') {
-        h++;
-        n -= 2;
-    }
-    if (n == 0 || n >= sizeof host)
-        return -1;
-    memcpy(host, h, n);
-    host[n] = '\0';
-    snprintf(port, sizeof port, "%s", colon + 1);
-    if (strcmp(host, "0.0.0.0") == 0)
-        snprintf(host, sizeof host, "127.0.0.1");
+    snprintf(port, sizeof port, "%d", hp.port);
+    const char *host = hp.host;
+    if (host[0] == '\0' || strcmp(host, "0.0.0.0") == 0)
+        host = "127.0.0.1";
     else if (strcmp(host, "::") == 0)
-        snprintf(host, sizeof host, "::1");
+        host = "::1";
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL;
     if (getaddrinfo(host, port, &hints, &ai) != 0)
         return -1;

@@ -44,6 +44,7 @@
 #include "api/http.h"
 #include "api/internal.h"
 #include "server/log.h"
+#include "util/clock.h"
 
 /* Who may call what. */
 enum { M_GET = 1, M_POST = 2 };
@@ -73,9 +74,7 @@ static const int route_methods[API_ROUTE__COUNT] = {
 
 double api_now(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return util_mono_now();
 }
 
 /* ---- Per-request state ---- */

@@ -395,8 +395,9 @@ static int unstructured_field(const char *name)
            strncasecmp(name, "X-", 2) == 0;
 }
 
-/* s (g_malloc'd) without its folding CR and LF, as a malloc'd string. */
-static char *unfold(char *s)
+/* s (g_malloc'd) without its folding CR and LF, as a malloc'd string;
+   NULL with *invalid -1 when out of memory. */
+static char *unfold(char *s, int *invalid)
 {
     size_t o = 0, n = strlen(s);
     char *out = malloc(n + 1);
@@ -405,6 +406,8 @@ static char *unfold(char *s)
             if (s[i] != '\r' && s[i] != '\n')
                 out[o++] = s[i];
         out[o] = '\0';
+    } else {
+        *invalid = -1;
     }
     g_free(s);
     return out;
@@ -437,7 +440,7 @@ char *compose_header_encode(const char *name, const char *value,
             s = g_string_free(v, FALSE);
         }
         g_object_unref(list);
-        return unfold(s);
+        return unfold(s, invalid);
     }
     if (!unstructured_field(name))
         return NULL;
@@ -448,7 +451,7 @@ char *compose_header_encode(const char *name, const char *value,
         g_free(s);
         s = g_string_free(v, FALSE);
     }
-    return unfold(s);
+    return unfold(s, invalid);
 }
 
 char *compose_header_decode(const char *value)

@@ -120,7 +120,7 @@ int compose_uri_check(const char *uri, const char *scheme, char *why,
  * display names (From, Sender, Reply-To, To, Cc and their Resent- forms)
  * or an unstructured field's text as RFC 2047 encoded-words (UTF-8),
  * unfolded (the header writer folds it).  *invalid is set when an address
- * field does not parse.
+ * field does not parse; -1 (and NULL returned) when out of memory.
  */
 char *compose_header_encode(const char *name, const char *value,
                             int *invalid);

@@ -14,6 +14,7 @@
  * Threads: pure functions on their arguments; safe.
  */
 #include "config/cfg_internal.h"
+#include "util/hostport.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -143,57 +144,24 @@ void cfg_size_text(long long n, char *buf, size_t len)
     snprintf(buf, len, "%lld", n);
 }
 
-/* 0 when s is 1 to 5 digits forming a port from 0 to 65535. */
-static int cfg_parse_port(const char *s)
-{
-    size_t n = strlen(s), i;
-    long v = 0;
-
-    if (n == 0 || n > 5)
-        return -1;
-    for (i = 0; i < n; i++) {
-        if (!isdigit((unsigned char)s[i]))
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    return v <= 65535 ? 0 : -1;
-}
-
-/* Checks HOST:PORT: an IPv4 literal, "localhost" or "[IPv6]", and a port
-   from 0 (any free port) to 65535. */
+/* Checks HOST:PORT (util/hostport.h) with HOST an IPv4 literal,
+   "localhost" or "[IPv6]", and a port from 0 (any free port) to 65535. */
 int cfg_check_listen(const char *value, char *why, size_t whylen)
 {
     /* ":PORT" and "*:PORT" (every IPv4 interface) are written as
        "0.0.0.0:PORT" by cfg_listen_canonical before this check. */
-    char host[INET6_ADDRSTRLEN + 1];
+    struct util_hostport hp;
     unsigned char addr[sizeof(struct in6_addr)];
-    const char *colon, *hstart = value, *hend;
-    int family = AF_INET;
+    char reason[96] = "";
 
-    if (value[0] == '[') {
-        hstart = value + 1;
-        hend = strchr(hstart, ']');
-        if (hend == NULL || hend[1] != ':')
-            goto bad;
-        colon = hend + 1;
-        family = AF_INET6;
-    } else {
-        colon = strrchr(value, ':');
-        if (colon == NULL || memchr(value, ':', (size_t)(colon - value)))
-            goto bad;
-        hend = colon;
-    }
-    if ((size_t)(hend - hstart) >= sizeof host || cfg_parse_port(colon + 1))
-        goto bad;
-    memcpy(host, hstart, (size_t)(hend - hstart));
-    host[hend - hstart] = '\0';
-    if (family == AF_INET && strcmp(host, "localhost") == 0)
+    if (util_hostport_parse(value, UTIL_HP_PORT_ZERO, &hp, reason,
+                            sizeof reason) == 0 &&
+        ((!hp.v6 && strcmp(hp.host, "localhost") == 0) ||
+         inet_pton(hp.v6 ? AF_INET6 : AF_INET, hp.host, addr) == 1))
         return 0;
-    if (inet_pton(family, host, addr) == 1)
-        return 0;
-bad:
     snprintf(why, whylen, "must be HOST:PORT with HOST an IPv4 address, "
-             "localhost or [IPv6 address] and PORT from 0 to 65535");
+             "localhost or [IPv6 address] and PORT from 0 to 65535%s%s%s",
+             reason[0] ? " (" : "", reason, reason[0] ? ")" : "");
     return -1;
 }
 

@@ -6,6 +6,8 @@
 # compose -> (libc, GLib/GMime, libidn2, smtpcore's public header);
 # dkim -> (libc, GnuTLS, nettle, smtpcore's public header);
 # webhook -> queue, config, server's log, (libcurl, GnuTLS, jansson).
+# util -> (libc) only; every module but smtpcore (a library one can lift
+# out) may use util.
 set -u
 bad=0
 check() {   # module, regex of includes it must not have
@@ -15,7 +17,8 @@ check() {   # module, regex of includes it must not have
         echo "check-deps: $1 must not include these:"; echo "$hits"; bad=1
     fi
 }
-check smtpcore 'config/|server/|api/|jansson|microhttpd|ini\.h'
+check smtpcore 'config/|server/|api/|util/|jansson|microhttpd|ini\.h'
+check util     'smtpcore|config/|server/|api/|queue/|compose/|dkim/|webhook/|jansson|microhttpd|gnutls|sqlite|libpq|gmime|ini\.h'
 check config   'smtpcore|server/|api/|jansson|microhttpd|gnutls'
 check queue    'smtpcore|config/|server/|api/|jansson|microhttpd|gnutls'
 check server   'api/|jansson|microhttpd'

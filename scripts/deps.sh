@@ -10,6 +10,8 @@
 #                           installed: that would remove Postfix) into
 #                           $MAILPOOL_EXIM_DIR (default /var/cache/mailpool-test/exim)
 #   scripts/deps.sh container  podman, runc and debootstrap for `make container`
+#   scripts/deps.sh lint    clang-format, clang-tidy and cppcheck (make lint,
+#                           make format-check)
 set -eu
 
 build_pkgs="gcc make pkg-config libc6-dev libmicrohttpd-dev libjansson-dev
@@ -78,7 +80,7 @@ case "${1:-test}" in
     build) want="$build_pkgs" ;;
     run)   want="$build_pkgs $run_pkgs" ;;
     test)  want="$build_pkgs $run_pkgs $test_pkgs" ;;
-
+    lint)  want="$build_pkgs clang-format clang-tidy cppcheck" ;;
     container) want="$container_pkgs" ;;
     *) echo "usage: $0 build|run|test|tools|exim|bench|fuzz|container" >&2; exit 2 ;;
 esac

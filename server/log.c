@@ -20,6 +20,7 @@
  * rule 8 as configuration fixed before the threads run.
  */
 #include "server/log.h"
+#include "util/utf8.h"
 
 #include <errno.h>
 #include <math.h>
@@ -89,39 +90,6 @@ static int log_raw(struct log_buf *lb, const char *s, size_t n)
     return 0;
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), 0 when invalid. */
-static size_t log_utf8_len(const unsigned char *s)
-{
-    unsigned char c = s[0];
-    unsigned char lo = 0x80, hi = 0xBF;
-    size_t n;
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        n = 2;
-    else if (c >= 0xE0 && c <= 0xEF)
-        n = 3;
-    else if (c >= 0xF0 && c <= 0xF4)
-        n = 4;
-    else
-        return 0;
-    if (c == 0xE0)
-        lo = 0xA0;              /* no overlong 3-byte forms */
-    else if (c == 0xED)
-        hi = 0x9F;              /* no surrogates */
-    else if (c == 0xF0)
-        lo = 0x90;              /* no overlong 4-byte forms */
-    else if (c == 0xF4)
-        hi = 0x8F;              /* nothing above U+10FFFF */
-    if (s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if (s[i] < 0x80 || s[i] > 0xBF)
-            return 0;
-    return n;
-}
-
 /* The JSON escape of one ASCII control/special byte into out (<= 7). */
 static size_t log_escape_byte(unsigned char c, char *out, size_t cap)
 {
@@ -155,7 +123,7 @@ static int log_str(struct log_buf *lb, const char *s)
 
         if (*p < 0x20 || *p == '"' || *p == '\\' || *p == 0x7f) {
             out = log_escape_byte(*p, esc, sizeof esc);
-        } else if ((in = log_utf8_len(p)) == 0) {
+        } else if ((in = util_utf8_len(p, strnlen((const char *)p, 4))) == 0) {
             in = 1;
             out = (size_t)snprintf(esc, sizeof esc, "\\ufffd");
         } else {

@@ -8,6 +8,7 @@
  * Threads: stateless, thread-safe.
  */
 #include "server/pool_sys.h"
+#include "util/clock.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -15,10 +16,7 @@
 /* Seconds on CLOCK_MONOTONIC. */
 double pool_mono_now(void)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return util_mono_now();
 }
 
 /* The absolute monotonic time t as a timespec. */

@@ -230,7 +230,7 @@ static struct smtp_conn *conn_open(const char *host, int port,
         smtp_conn_free(c);
         return NULL;
     }
-    c->open = 1;
+    smtp__set_state(c, SMTP_CONN_GREETING);
     if (c->opts.tls == SMTP_TLS_IMPLICIT) {
         char why[200];
         struct smtp__tls_opts t;
@@ -256,6 +256,7 @@ static struct smtp_conn *conn_open(const char *host, int port,
         smtp_conn_free(c);
         return NULL;
     }
+    smtp__set_state(c, SMTP_CONN_CONNECTED);
     return c;
 }
 
@@ -273,7 +274,7 @@ struct smtp_conn *smtp_connect(const char *host, int port,
 void smtp__conn_close(struct smtp_conn *c)
 {
     smtp__io_close(&c->io);
-    c->open = 0;
+    smtp__set_state(c, SMTP_CONN_CLOSED);
 }
 
 /* Frees the capability list. */
@@ -293,7 +294,7 @@ void smtp_conn_free(struct smtp_conn *conn)
 {
     if (conn == NULL)
         return;
-    if (conn->open || conn->io.tls != NULL || conn->io.cred != NULL)
+    if (smtp__is_open(conn) || conn->io.tls != NULL || conn->io.cred != NULL)
         smtp__conn_close(conn);
     smtp__conn_forget_ext(conn);
     opts_free(&conn->opts);
@@ -361,13 +362,15 @@ static int conn_read(struct smtp_conn *c, int timeout, const char *command,
     char why[160], mixed[160];
     int changed = 0;
     smtp_reply_clear(reply);
-    if (!c->open)
+    if (!smtp__is_open(c))
         return smtp__fail(res, SMTP_ERR_CONN, command, "connection is closed");
     for (;;) {
         size_t len = 0;
         int err = 0;
         const char *whyio = NULL;
         int r = smtp__io_read_line(&c->io, line, &len, deadline, &err, &whyio);
+        if (r == SMTP_OK)
+            smtp__trace_received(c, line, len);
         if (r != SMTP_OK) {
             smtp_reply_clear(reply);
             res->sys_errno = err;
@@ -418,8 +421,9 @@ int smtp__send_raw_n(struct smtp_conn *c, const char *p, size_t n,
     int err = 0;
     if (done != NULL)
         *done = 0;
-    if (!c->open)
+    if (!smtp__is_open(c))
         return smtp__fail(res, SMTP_ERR_CONN, command, "connection is closed");
+    smtp__trace_sent(c, p, n);
     int r = smtp__io_write(&c->io, p, n, smtp__now_ms() + timeout, &err,
                            done);
     if (r != SMTP_OK) {
@@ -436,7 +440,9 @@ int smtp__send_raw_n(struct smtp_conn *c, const char *p, size_t n,
 static void verb_of(const char *cmd, char out[16])
 {
     size_t i = 0;
-    while (cmd[i] != '\0' && cmd[i] != ' ' && i < 15) {
+    /* cppcheck-suppress arrayIndexOutOfBoundsCond ; cmd ends at its NUL */
+    while (i < 15 && cmd[i] != '\0' && cmd[i] != ' ') {
+        /* cppcheck-suppress arrayIndexOutOfBoundsCond */
         out[i] = cmd[i];
         i++;
     }
@@ -453,7 +459,7 @@ int smtp__command(struct smtp_conn *c, const char *cmd, int timeout,
     int n = snprintf(line, sizeof line, "%s\r\n", cmd);
     if (n < 0 || (size_t)n >= sizeof line)
         return smtp__fail(res, SMTP_ERR_LOCAL, verb, "command line too long");
-    if (c->open && smtp__io_unasked(&c->io)) {
+    if (smtp__is_open(c) && smtp__io_unasked(&c->io)) {
         smtp__conn_close(c);
         return smtp__fail(res, SMTP_ERR_PROTO, verb, "unexpected bytes "
                           "from the server before %s (reply injection?)",
@@ -557,7 +563,7 @@ static void conn_abandon(struct smtp_conn *c)
     struct smtp_result tmp;
     int t = smtp__timeout(c, SMTP__T_COMMAND);
     smtp_result_init(&tmp);
-    if (c->open)
+    if (smtp__is_open(c))
         smtp__command(c, "QUIT", t < QUIT_MS ? t : QUIT_MS, &tmp);
     smtp_result_clear(&tmp);
     smtp__conn_close(c);
@@ -631,11 +637,13 @@ int smtp_conn_hello(struct smtp_conn *conn, struct smtp_result *res)
             return hello_failed(conn, r, res);
     }
     if (conn->opts.auth_user != NULL && conn->opts.auth_user[0] != '\0') {
+        smtp__set_state(conn, SMTP_CONN_AUTH);
         r = smtp__auth(conn, res);
+        smtp__set_state(conn, SMTP_CONN_CONNECTED);
         if (r != SMTP_OK)
             return hello_failed(conn, r, res);
     }
-    conn->greeted = 1;
+    smtp__set_state(conn, SMTP_CONN_READY);
     return smtp__settled(res, SMTP_OK);
 }
 
@@ -650,13 +658,13 @@ void smtp_conn_quit(struct smtp_conn *conn)
 
 int smtp_conn_is_open(const struct smtp_conn *conn)
 {
-    return conn != NULL && conn->open;
+    return conn != NULL && smtp__is_open(conn);
 }
 
 /* Non-blocking liveness check of an idle connection. */
 int smtp_conn_check_idle(struct smtp_conn *conn)
 {
-    if (!conn->open)
+    if (!smtp__is_open(conn))
         return -1;
     if (smtp__io_pending(&conn->io))
         goto dead;                      /* unasked bytes: a 421, say */

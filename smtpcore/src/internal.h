@@ -98,8 +98,7 @@ struct smtp_conn {
     struct smtp__io io;
     struct smtp_opts opts;           /* strings below are owned copies */
     char *host;                      /* as given, for TLS name checks */
-    int open;                        /* socket usable */
-    int greeted;                     /* EHLO/HELO done */
+    enum smtp_conn_state state;      /* changed by smtp__set_state only */
     int esmtp;                       /* EHLO accepted */
     char **ext;                      /* EHLO keywords and params, "SIZE 100" */
     size_t next;
@@ -107,6 +106,21 @@ struct smtp_conn {
     unsigned long messages;          /* MAIL commands sent */
     int dirty;                       /* a transaction was started: RSET next */
 };
+
+/* 1 while the socket is usable. */
+#define smtp__is_open(c) ((c)->state != SMTP_CONN_CLOSED)
+
+/* ---- State and trace (trace.c) ---- */
+
+/* The only way the state changes; tells the trace hook.  A closed
+   connection only reopens to SMTP_CONN_GREETING. */
+void smtp__set_state(struct smtp_conn *c, enum smtp_conn_state s);
+/* Hands the hook each CRLF-ended line of p[0..n), sent (nothing in state
+   DATA; credentials redacted in state AUTH). */
+void smtp__trace_sent(const struct smtp_conn *c, const char *p, size_t n);
+/* Hands the hook one reply line received. */
+void smtp__trace_received(const struct smtp_conn *c, const char *line,
+                          size_t len);
 
 /* Extensions looked up on every message, cached as bits at EHLO time. */
 enum { SMTP__CAP_PIPELINING = 1, SMTP__CAP_SIZE = 2, SMTP__CAP_8BITMIME = 4,
@@ -150,7 +164,21 @@ void smtp__conn_forget_ext(struct smtp_conn *c);
 /* EHLO with HELO fallback: the reply goes into res. */
 int smtp__ehlo(struct smtp_conn *c, const char *name, struct smtp_result *res);
 
-/* ---- Sending (send.c) ---- */
+/* ---- Bodies (body.c) ---- */
+
+/* What a body scan learns before anything is sent. */
+struct smtp__scan {
+    unsigned long long size;
+    size_t line;        /* lines ended so far (for the reason) */
+    int eightbit;
+    int streamed;       /* a reader: size and 8-bit unknown in advance */
+    int utf8;           /* needs SMTPUTF8: a UTF-8 address, or raw 8-bit
+                           text in a header field (RFC 6531 3.4, 6532) */
+};
+/* Scans text or lines bodies into sc (a reader is checked as it streams:
+   sc->streamed); -1 with why on a NUL, an over-long or a missing line. */
+int smtp__scan_body(const struct smtp_body *b, struct smtp__scan *sc,
+                    char *why, size_t whylen);
 /* After a 354: the prebuilt header block hdr (may be NULL), the body, the
    final dot, and in the same write as the dot the bytes of after (may be
    NULL: the next message's pipelined envelope).  8-bit body bytes are
@@ -161,6 +189,56 @@ int smtp__write_message(struct smtp_conn *c, const struct smtp__buf *hdr,
                         const struct smtp__buf *after,
                         struct smtp_result *res, int *dot_sent,
                         int *after_sent);
+
+/* ---- The envelope of one transaction (envelope.c) ---- */
+
+#define SMTP__PIPE_GROUP 100    /* commands per pipelined write */
+#define SMTP__GO_ON 1           /* envelope accepted: send the body */
+
+struct smtp__tx {
+    struct smtp_conn *c;
+    struct smtp_result *res;
+    const char *from;
+    const char *const *to;
+    size_t nto;
+    const struct smtp_send_opts *so;
+    const struct smtp__scan *sc;
+    int rset;                    /* RSET goes first */
+    int pipelined;
+    size_t ncmds;                /* RSET? + MAIL + nto + DATA */
+    int begun;                   /* smtp__tx_begin done: rset, ncmds known */
+    int written;                 /* the envelope rode behind the previous
+                                    message's final dot: read its replies */
+    int mail_ok;
+    int stop;                    /* transport error or 421: nothing more */
+    struct smtp_reply mail_reply, data_reply, bad_reply;
+    const char *bad_verb;        /* the step bad_reply answered */
+};
+/* Sets up the transaction of to[0..nto) on conn; nothing is sent yet.
+   Borrows every pointer for the transaction's life. */
+void smtp__tx_init(struct smtp__tx *t, struct smtp_conn *conn,
+                   const char *from, const char *const *to, size_t nto,
+                   const struct smtp_send_opts *sopts,
+                   const struct smtp__scan *sc, struct smtp_result *res);
+/* The transaction starts (once): RSET first when one ran before. */
+void smtp__tx_begin(struct smtp__tx *t);
+/* Appends the command lines [from, to) to out; -1 when out of memory. */
+int smtp__tx_lines(const struct smtp__tx *t, size_t from, size_t to,
+                   struct smtp__buf *out);
+/* Begins t, runs its envelope and judges it: SMTP__GO_ON when the body
+   goes next, else the outcome's kind with res->status set. */
+int smtp__tx_envelope(struct smtp__tx *t);
+/* Adds rcpt to res's accepted (2xx) or rejected list (reply moved). */
+int smtp__record_rcpt(struct smtp_result *res, const char *rcpt,
+                      struct smtp_reply *reply);
+
+/* ---- Sessions (txn.c) ---- */
+
+/* Connects and greets with EHLO (and STARTTLS/AUTH as opts say); NULL
+   with res filled. */
+struct smtp_conn *smtp__open_session(const char *host,
+                                     const struct smtp_opts *opts,
+                                     struct smtp_result *res);
 
 /* ---- AUTH (auth.c) ---- */
 int smtp__auth(struct smtp_conn *c, struct smtp_result *res);

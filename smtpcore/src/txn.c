@@ -8,6 +8,8 @@
  * dropped.  smtp_transactions then closes the connection (QUIT unless it is
  * closed already).  Arguments are checked when the transaction runs: a bad
  * one is SMTP_ERR_LOCAL and nothing of it is sent.
+ * Also the queries on their own connection (smtp_expand, smtp_verify,
+ * smtp_get_help: EHLO, the command, QUIT) and smtp__open_session.
  * Transactions are immutable once built and may be shared between threads;
  * the connection they run on may not.
  */
@@ -159,7 +161,7 @@ static int run_one(struct smtp_conn *c, const struct smtp_txn *t,
                          : strlen(txn_kinds[t->type].prefix);
     snprintf(verb, sizeof verb, "%.*s", (int)vl, txn_kinds[t->type].prefix);
     smtp_result_clear(res);
-    if (!c->open)
+    if (!smtp__is_open(c))
         return smtp__fail(res, SMTP_ERR_CONN, verb, "connection is closed");
     if (t->type == T_DATA)
         return run_data(c, t, res);
@@ -184,7 +186,8 @@ static int run_one(struct smtp_conn *c, const struct smtp_txn *t,
     if (r == SMTP_OK && t->type == T_HELO)
         smtp__conn_forget_ext(c);
     if (r == SMTP_OK && (t->type == T_HELO || t->type == T_EHLO))
-        c->greeted = res->code < 400;
+        smtp__set_state(c, res->code < 400 ? SMTP_CONN_READY
+                                           : SMTP_CONN_CONNECTED);
     if (r == SMTP_OK && t->type == T_MAIL) {
         c->messages++;
         c->dirty = 1;
@@ -218,7 +221,7 @@ static int run_all(struct smtp_conn *conn, struct smtp_txn *const *txns,
     }
     if (r == SMTP_OK)
         res->command[0] = '\0';
-    if (close_after && conn->open) {
+    if (close_after && smtp__is_open(conn)) {
         struct smtp_result tmp;
         smtp_result_init(&tmp);
         smtp__command(conn, "QUIT", 5000, &tmp);
@@ -270,4 +273,69 @@ int smtp_transactions_no_close(struct smtp_conn *conn,
     size_t n = collect(ap, v, 256);
     va_end(ap);
     return run_all(conn, v, n, 0, res);
+}
+
+/* ---- Sessions and the queries on their own connection ---- */
+
+/* Connects and greets with EHLO (and STARTTLS/AUTH as opts say). */
+struct smtp_conn *smtp__open_session(const char *host,
+                                     const struct smtp_opts *opts,
+                                     struct smtp_result *res)
+{
+    struct smtp_conn *c = smtp_connect(host, 0, opts, res);
+    if (c == NULL)
+        return NULL;
+    if (smtp_conn_hello(c, res) != SMTP_OK) {
+        smtp_conn_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* A query on its own connection: EHLO, the command, QUIT. */
+static int query(const char *verb, const char *arg, const char *host,
+                 const struct smtp_opts *opts, struct smtp_result *res)
+{
+    char cmd[600], why[160];
+    smtp_result_clear(res);
+    if (smtp__query_line(verb, arg, 1, cmd, sizeof cmd, why, sizeof why) < 0)
+        return smtp__fail(res, SMTP_ERR_LOCAL, verb, "%s", why);
+    struct smtp_conn *c = smtp__open_session(host, opts, res);
+    if (c == NULL)
+        return res->kind;
+    smtp_result_clear(res);
+    if (smtp__query_line(verb, arg, smtp__has_cap(c, SMTP__CAP_SMTPUTF8), cmd,
+                         sizeof cmd, why, sizeof why) < 0) {
+        smtp_conn_quit(c);
+        return smtp__fail(res, SMTP_ERR_LOCAL, verb, "%s", why);
+    }
+    int r = smtp__command(c, cmd, smtp__timeout(c, SMTP__T_COMMAND), res);
+    smtp_conn_quit(c);
+    if (r != SMTP_OK)
+        return r;
+    if (res->code >= 400)
+        return smtp__fail(res, SMTP_ERR_REPLY, verb, "server refused %s", verb);
+    res->command[0] = '\0';
+    return SMTP_OK;
+}
+
+/* EXPN name on its own session. */
+int smtp_expand(const char *name, const char *host,
+                const struct smtp_opts *opts, struct smtp_result *res)
+{
+    return smtp__settled(res, query("EXPN", name, host, opts, res));
+}
+
+/* VRFY name on its own session. */
+int smtp_verify(const char *name, const char *host,
+                const struct smtp_opts *opts, struct smtp_result *res)
+{
+    return smtp__settled(res, query("VRFY", name, host, opts, res));
+}
+
+/* HELP [details] on its own session. */
+int smtp_get_help(const char *host, const char *details,
+                  const struct smtp_opts *opts, struct smtp_result *res)
+{
+    return smtp__settled(res, query("HELP", details, host, opts, res));
 }

@@ -996,6 +996,160 @@ static void test_host_forms_and_bad_ports(void **state)
     assert_string_equal(s.got, "EHLO [IPv6:::1]\r\nVRFY bob\r\nQUIT\r\n");
 }
 
+/* ---- state and trace --------------------------------------------------- */
+
+/* What a trace hook saw: "> " sent, "< " received, "= " state, one a line. */
+struct seen {
+    char text[16384];
+    size_t len;
+};
+
+static void collect(void *ctx, enum smtp_trace_kind kind, const char *line,
+                    size_t len)
+{
+    struct seen *s = ctx;
+    static const char tag[] = { '>', '<', '=' };
+    int n = snprintf(s->text + s->len, sizeof s->text - s->len, "%c %.*s\n",
+                     tag[kind], (int)len, line);
+    assert_true(n > 0 && (size_t)n < sizeof s->text - s->len);
+    assert_int_equal(strlen(line), len);
+    s->len += (size_t)n;
+}
+
+/* AUTH mech as user "u", password "s3cret", in clear, traced into s. */
+static void traced_auth(struct fx *f, const char *mech, struct seen *s)
+{
+    f->opts.auth_user = "u";
+    f->opts.auth_pass = "s3cret";
+    f->opts.auth_mech = mech;
+    f->opts.auth_allow_plaintext = 1;
+    f->opts.trace = collect;
+    f->opts.trace_ctx = s;
+}
+
+/* The sent lines of a trace, each ended with CRLF, as a string owned by f. */
+static const char *sent_of(struct fx *f, const struct seen *s)
+{
+    char *out = keep(f, calloc(1, sizeof s->text * 2));
+    for (const char *p = s->text; *p != '\0'; p = strchr(p, '\n') + 1)
+        if (p[0] == '>')
+            strncat(strncat(out, p + 2, (size_t)(strchr(p, '\n') - p - 2)),
+                    "\r\n", 3);
+    return out;
+}
+
+/* wire with its message content (after "DATA\r\n", through the final dot)
+   cut to ".\r\n" and from..to (credentials) replaced; owned by f. */
+static const char *wire_as_traced(struct fx *f, const char *wire,
+                                  const char *from, const char *to)
+{
+    char *out = keep(f, calloc(1, strlen(wire) + strlen(to) + 8));
+    const char *data = strstr(wire, "DATA\r\n"), *dot = strstr(wire, "\r\n.\r\n");
+    const char *cred = strstr(wire, from);
+    assert_non_null(data);
+    assert_non_null(dot);
+    assert_non_null(cred);
+    assert_true(cred < data);
+    strncat(out, wire, (size_t)(cred - wire));
+    strcat(out, to);
+    strncat(out, cred + strlen(from), (size_t)(data + 6 - cred - strlen(from)));
+    strcat(out, ".\r\n");
+    strcat(out, dot + 5);
+    return out;
+}
+
+/* The trace holds every command line that crossed the wire, in order, with
+   the AUTH PLAIN credentials redacted and the message content left out; the
+   replies; and the state changes from connect to close. */
+static void test_trace_is_the_wire_without_credentials_or_content(void **state)
+{
+    struct fx *f = *state;
+    struct seen s = { .len = 0 };
+    static const struct smtp_body body = { .text = "private words\r\n",
+                                           .len = 15 };
+    fake(f, "{'extensions': ['PIPELINING', '8BITMIME', 'AUTH PLAIN'], "
+            "'rules': [{'match': '^AUTH PLAIN ', 'reply': '235 2.7.0 ok'}]}");
+    f->opts.helo_name = "client.test";
+    traced_auth(f, "PLAIN", &s);
+    assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &body), SMTP_OK);
+    const char *w = wire(f, f->p, 1);
+    assert_non_null(strstr(w, "AUTH PLAIN AHUAczNjcmV0\r\n"));
+    assert_non_null(strstr(w, "private words"));
+    assert_string_equal(sent_of(f, &s),
+                        wire_as_traced(f, w, "AUTH PLAIN AHUAczNjcmV0",
+                                       "AUTH PLAIN <redacted>"));
+    assert_null(strstr(s.text, "AHUAczNjcmV0"));
+    assert_null(strstr(s.text, "s3cret"));
+    assert_null(strstr(s.text, "private words"));
+    assert_non_null(strstr(s.text, "\n< 235 2.7.0 ok\n"));
+    assert_non_null(strstr(s.text, "\n< 221 "));
+    const char *order[] = { "= CLOSED -> GREETING\n", "< 220 ",
+                            "= GREETING -> CONNECTED\n", "> EHLO client.test\n",
+                            "= CONNECTED -> AUTH\n", "> AUTH PLAIN <redacted>\n",
+                            "= AUTH -> CONNECTED\n", "= CONNECTED -> READY\n",
+                            "> MAIL FROM:<a@x>", "> DATA\n", "< 354 ",
+                            "= READY -> DATA\n", "= DATA -> READY\n", "> .\n",
+                            "< 250 ", "> QUIT\n", "= READY -> CLOSED\n" };
+    const char *at = s.text;
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        const char *hit = strstr(at, order[i]);
+        if (hit == NULL)
+            fail_msg("\"%s\" missing after offset %zu in:\n%s", order[i],
+                     (size_t)(at - s.text), s.text);
+        at = hit + strlen(order[i]);
+    }
+}
+
+/* AUTH LOGIN: the user name and the password, each a line of its own, are
+   "<redacted>" in the trace; the server's prompts are there. */
+static void test_trace_redacts_auth_login_responses(void **state)
+{
+    struct fx *f = *state;
+    struct seen s = { .len = 0 };
+    fake(f, "{'extensions': ['AUTH LOGIN'], 'rules': ["
+            "{'match': '^AUTH LOGIN$', 'reply': '334 VXNlcm5hbWU6'},"
+            "{'match': '^dQ==$', 'reply': '334 UGFzc3dvcmQ6'},"
+            "{'match': '^czNjcmV0$', 'reply': '235 2.7.0 ok'}]}");
+    traced_auth(f, "LOGIN", &s);
+    assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_OK);
+    assert_non_null(strstr(wire(f, f->p, 1),
+                           "AUTH LOGIN\r\ndQ==\r\nczNjcmV0\r\nMAIL FROM:<a@x>"));
+    assert_non_null(strstr(s.text, "> AUTH LOGIN\n< 334 VXNlcm5hbWU6\n"
+                                   "> <redacted>\n< 334 UGFzc3dvcmQ6\n"
+                                   "> <redacted>\n< 235 2.7.0 ok\n"));
+    assert_null(strstr(s.text, "czNjcmV0"));
+    assert_null(strstr(s.text, "dQ=="));
+}
+
+/* smtp_conn_state follows the session: CONNECTED after the greeting,
+   READY after hello and after a message, CLOSED once a 421 ended it. */
+static void test_conn_state_follows_the_session(void **state)
+{
+    struct fx *f = *state;
+    const char *to[] = { "b@y" };
+    fake(f, "{'rules': [{'match': '^MAIL', 'after_n': 2, "
+            "'reply': '421 4.3.2 bye', 'action': 'close'}]}");
+    assert_int_equal(smtp_conn_state(NULL), SMTP_CONN_CLOSED);
+    struct smtp_conn *c = smtp_connect(f->host, 0, &f->opts, &f->res);
+    assert_non_null(c);
+    assert_int_equal(smtp_conn_state(c), SMTP_CONN_CONNECTED);
+    assert_int_equal(smtp_conn_hello(c, &f->res), SMTP_OK);
+    assert_string_equal(smtp_conn_state_name(smtp_conn_state(c)), "READY");
+    assert_int_equal(smtp_conn_send_mail(c, "a@x", to, 1, SUBJ, 1, &HELLO,
+                                         NULL, &f->res), SMTP_OK);
+    assert_int_equal(smtp_conn_state(c), SMTP_CONN_READY);
+    assert_int_not_equal(smtp_conn_send_mail(c, "a@x", to, 1, SUBJ, 1, &HELLO,
+                                             NULL, &f->res), SMTP_OK);
+    assert_int_equal(f->res.code, 421);
+    assert_int_equal(smtp_conn_state(c), SMTP_CONN_CLOSED);
+    assert_int_equal(smtp_conn_is_open(c), 0);
+    smtp_conn_free(c);
+    const char *w = wire(f, f->p, 1);
+    assert_int_equal(count(w, "MAIL FROM:<a@x>"), 2);
+    assert_non_null(strstr(w, "\r\n.\r\nRSET\r\nMAIL FROM:<a@x> SIZE="));
+    assert_true(ends_with(w, "\r\nRCPT TO:<b@y>\r\nDATA\r\n"));  /* no QUIT */
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 /* Nagle would hold each pipelined burst for a delayed ACK (40 ms a message
@@ -1048,6 +1202,9 @@ int main(void)
         T(test_sink_200_messages_with_and_without_pipelining),
         T(test_aiosmtpd_receives_message_intact),
         T(test_host_forms_and_bad_ports),
+        T(test_trace_is_the_wire_without_credentials_or_content),
+        T(test_trace_redacts_auth_login_responses),
+        T(test_conn_state_follows_the_session),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -662,6 +662,15 @@ static void test_listen_parsing_table(void **state)
         L_BAD("127.0.0.1:-1"), L_BAD("127.0.0.1:0080000"),
         { .args = { "--http-listen", "" },
           .err = "http.listen (from --http-listen): must not be empty" },
+        /* The shared grammar (util/hostport.h) says what is wrong. */
+        { .args = { "--http-listen", "::1:8025" },
+          .err = "(an IPv6 address must be in brackets), got '::1:8025'" },
+        { .args = { "--http-listen", "127.0.0.1" },
+          .err = "(the port is missing), got '127.0.0.1'" },
+        { .args = { "--http-listen", "[::1:80" },
+          .err = "(an IPv6 address lacks its ']'), got '[::1:80'" },
+        { .args = { "--http-listen", "127.0.0.1:65536" },
+          .err = "(the port must be a number from 0 to 65535)" },
     };
 #undef L_OK
 #undef L_BAD

@@ -145,6 +145,45 @@ enum smtp_tls_mode {
     SMTP_TLS_IMPLICIT            /* TLS from the first byte (port 465) */
 };
 
+/*
+ * The state of a connection.  The library changes it in one place (a
+ * setter that also tells the trace hook); callers read it with
+ * smtp_conn_state.  A closed connection stays closed.
+ */
+enum smtp_conn_state {
+    SMTP_CONN_CLOSED = 0,        /* no socket: never opened, or closed (QUIT,
+                                    421, a transport or protocol failure) */
+    SMTP_CONN_GREETING,          /* connected; the 220 greeting awaited */
+    SMTP_CONN_CONNECTED,         /* greeted; EHLO/HELO, STARTTLS, AUTH not
+                                    done yet (or under way) */
+    SMTP_CONN_AUTH,              /* an AUTH exchange: the lines sent carry
+                                    credentials and are never traced */
+    SMTP_CONN_READY,             /* EHLO and what opts ask done: commands go */
+    SMTP_CONN_DATA               /* after a 354: the message content goes */
+};
+
+/* What a trace line is. */
+enum smtp_trace_kind {
+    SMTP_TRACE_SENT,             /* a command line the client wrote */
+    SMTP_TRACE_RECEIVED,         /* a reply line the server sent */
+    SMTP_TRACE_STATE             /* a state change, "CONNECTED -> READY" */
+};
+
+/*
+ * The trace hook (curl's CURLOPT_DEBUGFUNCTION, OpenSMTPD's transcript):
+ * called for each command line sent and each reply line received, without
+ * the CRLF, and for each state change.  line is NUL-terminated, len bytes,
+ * borrowed for the call only; a line longer than SMTP_MAX_REPLY_LINE bytes
+ * is cut there.  Never traced: the message content (state DATA: its bytes,
+ * the final dot is traced as "."), and credentials: while in state AUTH a
+ * sent line is "AUTH <mechanism> <redacted>" for the command and
+ * "<redacted>" for each response.  Called synchronously on the thread that
+ * uses the connection; it must not call back into the connection.  ctx is
+ * the caller's, passed as is.
+ */
+typedef void (*smtp_trace_fn)(void *ctx, enum smtp_trace_kind kind,
+                              const char *line, size_t len);
+
 /* Connection options; smtp_connect copies them.  Zero means the default. */
 struct smtp_opts {
     const char *helo_name;       /* EHLO/HELO argument, a fully qualified
@@ -169,6 +208,8 @@ struct smtp_opts {
     const char *auth_pass;       /* a secret: never logged */
     const char *auth_mech;       /* "PLAIN", "LOGIN", "XOAUTH2"; NULL: best */
     int auth_allow_plaintext;    /* allow credentials without TLS */
+    smtp_trace_fn trace;         /* NULL: no trace (see smtp_trace_fn) */
+    void *trace_ctx;             /* borrowed; handed to trace */
 };
 
 /* Per-message options of smtp_send_mail and smtp_conn_send_mail. */
@@ -330,6 +371,10 @@ void smtp_conn_quit(struct smtp_conn *conn);
 
 /* 1 while the socket is open and not known to be dead. */
 int smtp_conn_is_open(const struct smtp_conn *conn);
+/* The connection's state (SMTP_CONN_CLOSED for NULL). */
+enum smtp_conn_state smtp_conn_state(const struct smtp_conn *conn);
+/* The state's name, "READY"; static storage. */
+const char *smtp_conn_state_name(enum smtp_conn_state state);
 /*
  * Liveness before reuse without a round trip: 0 when the socket is idle and
  * open, -1 when the peer closed it or sent something unasked (a 421, say).
