@@ -18,7 +18,10 @@
  * the request-completed callback, each job's by its done callback
  * (routes.c), so a client hanging up mid-flight frees nothing early.
  * Errors that come before the body (400 for a request target with a NUL,
- * control, space or non-ASCII byte, 414, 431, 400 for ambiguous framing,
+ * control, space or non-ASCII byte, 414, 431, 400 for ambiguous framing
+ * (also Transfer-Encoding on HTTP/1.0 or on two lines, a bare LF ending a
+ * head line, an obs-folded field: each with Connection: close), 400 for a
+ * body declared on GET or HEAD,
  * 501 for a transfer coding other than chunked, 404, 405, 401, 503
  * draining, 415, 413 from Content-Length) are answered on the first call,
  * without reading the body; MHD then closes the connection.  A chunked body
@@ -588,11 +591,25 @@ static enum MHD_Result first_post(struct api_req *req,
     return MHD_YES;
 }
 
-/* The header fields of a request, and its framing fields. */
+/* The header fields of a request, and its framing fields; lo..hi is the
+   head in MHD's read buffer (for the bare LF check). */
 struct framing {
     unsigned fields, content_length, transfer_encoding, not_chunked,
-        bad_name;
+        bad_name, bare_lf, body_declared, folded;
+    const char *lo, *hi;
 };
+
+/* 1 when the line holding s (in MHD's read buffer, lo..hi) ended with a
+   bare LF.  MHD 0.9 splits the head in place: a CRLF becomes two NULs, a
+   lone LF one NUL directly followed by the next line. */
+static int ends_bare_lf(const struct framing *f, const char *s)
+{
+    size_t n;
+    if (s == NULL || s < f->lo || s >= f->hi)
+        return 0;
+    n = strnlen(s, (size_t)(f->hi - s));
+    return s + n + 1 < f->hi && s[n + 1] != '\0';
+}
 
 /* MHD_get_connection_values callback: counts the fields. */
 static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind,
@@ -605,10 +622,14 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind,
         f->bad_name++;
     } else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
         f->content_length++;
+        f->body_declared += value != NULL && strcmp(value, "0") != 0;
     } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
         f->transfer_encoding++;
+        f->body_declared++;
         f->not_chunked += value == NULL || strcasecmp(value, "chunked") != 0;
     }
+    f->bare_lf += ends_bare_lf(f, value);
+    f->folded += key < f->lo || key >= f->hi;  /* MHD moved it: obs-fold */
     return MHD_YES;
 }
 
@@ -647,6 +668,41 @@ static int check_head(struct api_req *req, struct MHD_Connection *c,
     return 0;
 }
 
+/* The size of the request head MHD read; 0 if unknown. */
+static size_t head_size(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    return ci != NULL ? ci->header_size : 0;
+}
+
+/* Why a head's framing could be read two ways (request smuggling), or
+   NULL: whitespace before a colon (RFC 9112 5.1), Content-Length with
+   Transfer-Encoding or twice (6.3), Transfer-Encoding on HTTP/1.0 (6.1),
+   on two lines, a line ended by a bare LF (2.2), or a field folded onto
+   the next line (5.2).  MHD 0.9.75 appends a continuation line to the
+   field's name, in a copy outside the head: a name found there was
+   folded. */
+static const char *smuggling(const struct framing *f, const char *version)
+{
+    if (f->bad_name > 0)
+        return "whitespace in a header field name";
+    if (f->content_length > 1 ||
+        (f->content_length > 0 && f->transfer_encoding > 0))
+        return "ambiguous message framing: Content-Length with "
+               "Transfer-Encoding, or more than one Content-Length";
+    if (f->transfer_encoding > 0 && version != NULL &&
+        strcmp(version, MHD_HTTP_VERSION_1_0) == 0)
+        return "Transfer-Encoding on an HTTP/1.0 request";
+    if (f->transfer_encoding > 1)
+        return "more than one Transfer-Encoding field";
+    if (f->bare_lf > 0)
+        return "a line of the request head ends in a bare LF";
+    if (f->folded > 0)
+        return "a header field continued on the next line (obs-fold)";
+    return NULL;
+}
+
 /* The first call of a request: the target and head, framing, route,
    method, then the POST checks.  Ambiguous framing (RFC 9112 6.3:
    Content-Length beside Transfer-Encoding, or two Content-Lengths; 5.1:
@@ -663,20 +719,18 @@ static enum MHD_Result first_call(struct api_req *req,
     int m;
     char allow[32];
     enum MHD_Result ret = MHD_YES;
-    struct framing f = { 0, 0, 0, 0, 0 };
+    const char *why;
+    struct framing f = { 0 };
+    f.lo = s->uri;
+    f.hi = s->uri + head_size(c);
+    f.bare_lf = ends_bare_lf(&f, version);
     MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &f);
     if (check_head(req, c, s, url, version, f.fields, &ret) < 0)
         return ret;
-    if (f.bad_name > 0)
-        return api_reply_problem(req, c, 400,
-                                 "whitespace in a header field name", NULL,
-                                 NULL, NULL);
-    if (f.content_length > 1 ||
-        (f.content_length > 0 && f.transfer_encoding > 0))
-        return api_reply_problem(req, c, 400,
-                                 "ambiguous message framing: Content-Length "
-                                 "with Transfer-Encoding, or more than one "
-                                 "Content-Length", NULL, NULL, NULL);
+    why = smuggling(&f, version);
+    if (why != NULL)
+        return api_reply_problem(req, c, 400, why, NULL, "Connection",
+                                 "close");
     if (f.not_chunked > 0)
         return api_reply_problem(req, c, 501,
                                  "Transfer-Encoding other than chunked is "
@@ -698,6 +752,10 @@ static enum MHD_Result first_call(struct api_req *req,
                                  "method not allowed on this route", NULL,
                                  "Allow", allow);
     }
+    if (m == M_GET && f.body_declared > 0)
+        return api_reply_problem(req, c, 400, "a GET or HEAD request "
+                                 "carries no body", NULL, "Connection",
+                                 "close");
     if (m == M_GET && (req->route == API_ROUTE_MESSAGES ||
                        req->route == API_ROUTE_MESSAGE) &&
         check_auth(req, c, &ret) < 0)
