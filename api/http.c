@@ -580,7 +580,9 @@ static enum MHD_Result first_post(struct api_req *req,
             return api_reply_problem(req, c, 413,
                                      "the body is larger than http.max_body",
                                      NULL, NULL, NULL);
-        if (charge(req, (size_t)n) < 0)
+        /* Only the first buffer is charged now: a declared length is no
+           reservation, the budget counts bytes as they are held. */
+        if (charge(req, n < INITIAL_BODY ? (size_t)n : INITIAL_BODY) < 0)
             return api_reply_problem(req, c, 503, OVER_BUDGET, NULL,
                                      "Retry-After", "1");
         if (end != cl && n > 0) {
@@ -767,6 +769,26 @@ static enum MHD_Result first_call(struct api_req *req,
 
 /* ---- Bodies ---- */
 
+/* 1 (logged) when a body, past http.body_timeout, averaged less than
+   http.min_body_rate bytes a second: its connection is to be closed. */
+static int too_slow(const struct api_req *req)
+{
+    const struct cfg *cfg = req->api->cfg;
+    double took = api_now() - req->t0;
+    if (cfg->http.min_body_rate <= 0 || took <= cfg->http.body_timeout ||
+        (double)req->received >= took * cfg->http.min_body_rate)
+        return 0;
+    struct log_field f[] = {
+        LOG_STR("request_id", req->id),
+        LOG_STR("route", api_route_name(req->route)),
+        LOG_NUM("received", (double)req->received),
+        LOG_NUM("seconds", (double)(long long)(took * 10) / 10),
+        LOG_NUM("min_body_rate", cfg->http.min_body_rate),
+    };
+    log_event_num(LOG_WARN, "body_too_slow", f, sizeof f / sizeof f[0]);
+    return 1;
+}
+
 /* Appends upload data, up to http.max_body; past it, drops what comes so
    that a 413 can be answered at the end, but closes the connection (MHD_NO)
    once a client sent more than twice the limit and 64 KiB. */
@@ -775,6 +797,9 @@ static enum MHD_Result take_upload(struct api_req *req, const char *data,
 {
     size_t n = *size, max = (size_t)req->api->cfg->http.max_body;
     *size = 0;
+    req->received += n;
+    if (too_slow(req))
+        return MHD_NO;
     if (req->phase != API_REQ_READING)
         return MHD_YES;              /* answered early: drop the rest */
     if (req->over_budget && !req->too_big && n <= max - req->len) {
@@ -817,6 +842,24 @@ static enum MHD_Result take_upload(struct api_req *req, const char *data,
 
 /* ---- MHD callbacks ---- */
 
+/* The connection's idle timeout, in seconds. */
+static void set_timeout(struct MHD_Connection *c, int seconds)
+{
+    (void)MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
+                                    (unsigned int)(seconds > 0 ? seconds : 0));
+}
+
+void api_on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx,
+                       enum MHD_ConnectionNotificationCode code)
+{
+    struct api *api = cls;
+    (void)socket_ctx;
+    int head = api->cfg->http.header_timeout,
+        idle = api->cfg->http.connection_timeout;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED)   /* until a first head */
+        set_timeout(c, head < idle ? head : idle);
+}
+
 enum MHD_Result api_on_access(void *cls, struct MHD_Connection *c,
                               const char *url, const char *method,
                               const char *version, const char *data,
@@ -832,6 +875,7 @@ enum MHD_Result api_on_access(void *cls, struct MHD_Connection *c,
         if (req == NULL)
             return MHD_NO;
         s->req = req;
+        set_timeout(c, req->api->cfg->http.connection_timeout);
         return first_call(req, c, s, url, version);
     }
     if (*size > 0)

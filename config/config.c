@@ -141,6 +141,24 @@ const struct cfg_key cfg_keys[] = {
     CFG_BOOL_(http, ready_requires_relay, "true",
               "/readyz is 503 while the relay cannot be reached; false: "
               "ready whenever the service takes work"),
+    CFG_INT_(http, header_timeout, "10", 1, DAY,
+             "seconds a new connection may stay silent before its first "
+             "request head is in; then it is closed (a kept-alive "
+             "connection waits http.connection_timeout)"),
+    CFG_INT_(http, body_timeout, "10", 1, DAY,
+             "seconds a request body may take before http.min_body_rate "
+             "applies to it"),
+    CFG_INT_(http, min_body_rate, "1024", 0, 1 << 30,
+             "bytes per second a request body must average once it took "
+             "http.body_timeout; slower, the connection is closed; 0: no "
+             "minimum"),
+    CFG_INT_(http, max_connections, "1000", 1, 1000000,
+             "most HTTP connections open at once; past it new ones are "
+             "closed at once (RLIMIT_NOFILE is raised to fit when allowed)"),
+    CFG_INT_(http, max_connections_per_ip, "0", 0, 1000000,
+             "most HTTP connections open at once from one client address; "
+             "past it new ones are closed at once; 0: no limit (behind a "
+             "proxy every client has the proxy's address)"),
 
     CFG_INT_(pool, workers, "8", 1, 1024,
              "worker threads sending mail"),

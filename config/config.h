@@ -52,6 +52,11 @@ struct cfg {
         char *tls_key_file;       /* PEM key of tls_cert_file */
         int shutdown_delay;       /* seconds not ready before the drain, 0 */
         int ready_requires_relay; /* bool, default 1 */
+        int header_timeout;       /* seconds idle before a first request, 10 */
+        int body_timeout;         /* seconds before min_body_rate applies, 10 */
+        int min_body_rate;        /* bytes/s a body averages; 0: none; 1024 */
+        int max_connections;      /* MHD connection limit, default 1000 */
+        int max_connections_per_ip; /* per client address; 0: none (default) */
     } http;
     struct {
         int workers;              /* default 8 */
