@@ -210,13 +210,20 @@ static enum MHD_Result answer_batch(struct api_req *req,
     return api_reply_json(req, c, 200, doc);
 }
 
-/* 200 with the result of jobs[0], or 502 when the relay was unreachable. */
+/* 200 with the result of jobs[0], 502 when the relay was unreachable, or
+   503 (Retry-After) when it was not started within http.send_deadline. */
 static enum MHD_Result answer_one(struct api_req *req,
                                   struct MHD_Connection *c)
 {
     const struct job *job = req->jobs[0];
     json_t *doc;
     req->smtp_code = job->result.code;
+    if (job->expired) {             /* nothing was sent: may be retried */
+        api_idem_finish(req, -1, NULL);
+        return api_reply_problem(req, c, 503, "no worker took the message "
+                                 "within http.send_deadline: it was not "
+                                 "sent", NULL, "Retry-After", "1");
+    }
     if (job->unreachable) {
         json_t *p = api_problem_new(502, job->result.message[0] != '\0'
                                              ? job->result.message
@@ -264,6 +271,8 @@ static enum MHD_Result submit_all(struct api_req *req,
     for (size_t i = 0; i < req->njobs; i++) {
         struct job *job = req->jobs[i];
         snprintf(job->request_id, sizeof job->request_id, "%s", req->id);
+        if (!req->async && api->cfg->http.send_deadline > 0)
+            job->deadline = api_now() + api->cfg->http.send_deadline;
         job->done = on_job_done;
         job->done_ctx = req;
     }

@@ -74,8 +74,9 @@ const struct cfg_key cfg_keys[] = {
     CFG_INT_(relay, port, "25", 1, 65535,
              "SMTP relay port (25 relay, 587 submission, 465 implicit TLS)"),
     CFG_ENUM_(relay, tls, "opportunistic", CFG_REQUIRED, cfg_tls_choices,
-              "none, opportunistic (STARTTLS if offered), required "
-              "(STARTTLS or fail), implicit (TLS from the start)"),
+              "none, opportunistic (STARTTLS if offered; else plaintext, "
+              "logged at warn), required (STARTTLS or fail), implicit (TLS "
+              "from the start)"),
     CFG_STR(relay, ca_file, NULL, 0, NULL,
             "CA certificates (PEM) to verify the relay; unset: system store"),
     CFG_STR(relay, cert_file, NULL, 0, NULL,
@@ -155,6 +156,10 @@ const struct cfg_key cfg_keys[] = {
     CFG_INT_(http, max_connections, "1000", 1, 1000000,
              "most HTTP connections open at once; past it new ones are "
              "closed at once (RLIMIT_NOFILE is raised to fit when allowed)"),
+    CFG_INT_(http, send_deadline, "60", 0, DAY,
+             "seconds a synchronous send may wait for a worker; one not "
+             "started by then is not sent and answered 503 with "
+             "Retry-After; 0: no deadline"),
     CFG_INT_(http, max_connections_per_ip, "0", 0, 1000000,
              "most HTTP connections open at once from one client address; "
              "past it new ones are closed at once; 0: no limit (behind a "

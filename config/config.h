@@ -57,6 +57,7 @@ struct cfg {
         int min_body_rate;        /* bytes/s a body averages; 0: none; 1024 */
         int max_connections;      /* MHD connection limit, default 1000 */
         int max_connections_per_ip; /* per client address; 0: none (default) */
+        int send_deadline;        /* seconds a sync send may wait; 0: none */
     } http;
     struct {
         int workers;              /* default 8 */

@@ -200,6 +200,7 @@ struct sender {
     pthread_t tid;
     long status;
     int sent;                       /* the answer said "status":"sent" */
+    char retry_after[16];           /* its Retry-After, "" when none */
     char err[256];
 };
 
@@ -219,6 +220,9 @@ static void *sender_run(void *arg)
         return NULL;
     }
     s->status = r.status;
+    char *ra = http_resp_header(&r, "Retry-After");
+    snprintf(s->retry_after, sizeof s->retry_after, "%s", ra ? ra : "");
+    free(ra);
     s->sent = r.body != NULL && strstr(r.body, "\"status\":\"sent\"") != NULL;
     if (!s->sent)
         snprintf(s->err, sizeof s->err, "%.200s", r.body ? r.body : "");
@@ -574,6 +578,100 @@ static void test_per_ip_limit_refuses_one_address_and_serves_others(
     assert_int_equal(mpserve_stop_clean(fx->svc, STOP_MS), 0);
 }
 
+/* ---- 8. relay.tls = opportunistic without STARTTLS ---- */
+
+/* The fake relay offers no STARTTLS (as behind a proxy that strips it):
+   with relay.tls = opportunistic both messages go in plaintext over one
+   connection, and the log says so once, at warn, naming the relay. */
+static void test_opportunistic_tls_downgrade_is_logged_once_per_connection(
+    void **state)
+{
+    struct fx *fx = *state;
+    struct sender s[2];
+    char want[96];
+    const char *extra[] = { "--relay-tls", "opportunistic",
+                            "--pool-connections", "1", NULL };
+    memset(s, 0, sizeof s);
+    fx->peer = peer_start_fake(PLAIN_RELAY);
+    assert_non_null(fx->peer);
+    fx->svc = mpserve_start(peer_port(fx->peer), extra);
+    assert_non_null(fx->svc);
+    for (int i = 0; i < 2; i++) {
+        s[i].fx = fx;
+        snprintf(s[i].subject, sizeof s[i].subject, "plain-%d", i);
+        sender_run(&s[i]);
+        if (s[i].status != 200 || !s[i].sent)
+            fail_msg("%s: HTTP %ld %s", s[i].subject, s[i].status, s[i].err);
+    }
+    assert_int_equal(peer_wait_messages(fx->peer, 2, 10000), 2);
+    struct peer_msg *m;
+    size_t n;
+    assert_int_equal(peer_messages(fx->peer, &m, &n), 0);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(m[i].tls, 0);
+    peer_msgs_free(m, n);
+    assert_int_equal(peer_conn_count(fx->peer), 1);
+    snprintf(want, sizeof want, "\"relay\":\"127.0.0.1:%d\"",
+             peer_port(fx->peer));
+    assert_int_equal(log_count(fx, "\"event\":\"relay_tls_downgrade\""), 1);
+    assert_int_equal(log_count(fx, "\"level\":\"warn\",\"event\":"
+                                   "\"relay_tls_downgrade\""), 1);
+    assert_int_equal(log_count(fx, want), 1);
+    assert_int_equal(mpserve_stop_clean(fx->svc, STOP_MS), 0);
+}
+
+/* ---- 7. A deadline for synchronous sends ---- */
+
+/* The relay answers MAIL after 3 s; one worker, one connection: the
+   first message is on the wire past the 2 s deadline and keeps its
+   outcome; the two behind it are not taken by then: 503 with
+   Retry-After, and the relay never sees them. */
+static void test_send_not_started_by_deadline_is_503_and_never_sent(
+    void **state)
+{
+    struct fx *fx = *state;
+    enum { N = 3 };
+    struct sender s[N];
+    static const char slow[] =
+        "{\"rules\":[{\"match\":\"^MAIL FROM\",\"action\":\"delay:3\"}]}";
+    const char *extra[] = { "--pool-workers", "1", "--pool-connections", "1",
+                            "--http-send-deadline", "2", NULL };
+    memset(s, 0, sizeof s);
+    fx->peer = peer_start_fake(slow);
+    assert_non_null(fx->peer);
+    fx->svc = mpserve_start(peer_port(fx->peer), extra);
+    assert_non_null(fx->svc);
+    for (int i = 0; i < N; i++) {
+        s[i].fx = fx;
+        snprintf(s[i].subject, sizeof s[i].subject, "deadline-%d", i);
+        assert_int_equal(pthread_create(&s[i].tid, NULL, sender_run, &s[i]),
+                         0);
+        sleep_ms(200);              /* in this order into the queue */
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(s[i].tid, NULL);
+    if (s[0].status != 200 || !s[0].sent)
+        fail_msg("the first (on the wire): HTTP %ld %s", s[0].status,
+                 s[0].err);
+    for (int i = 1; i < N; i++) {
+        if (s[i].status != 503)
+            fail_msg("%s: HTTP %ld, not 503", s[i].subject, s[i].status);
+        assert_string_equal(s[i].retry_after, "1");
+        assert_non_null(strstr(s[i].err, "send_deadline"));
+    }
+    sleep_ms(1500);                 /* nothing goes out late either */
+    assert_int_equal(peer_wait_messages(fx->peer, 1, 5000), 1);
+    assert_int_equal(relay_has(fx->peer, "deadline-0"), 1);
+    assert_int_equal(relay_has(fx->peer, "deadline-1"), 0);
+    assert_int_equal(relay_has(fx->peer, "deadline-2"), 0);
+    assert_int_equal(mpserve_stop_clean(fx->svc, STOP_MS), 0);
+    struct peer_msg *m;
+    size_t n;
+    assert_int_equal(peer_messages(fx->peer, &m, &n), 0);
+    assert_int_equal(n, 1);
+    peer_msgs_free(m, n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -590,6 +688,12 @@ int main(void)
             setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_per_ip_limit_refuses_one_address_and_serves_others, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_opportunistic_tls_downgrade_is_logged_once_per_connection,
+            setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_send_not_started_by_deadline_is_503_and_never_sent, setup,
             teardown),
     };
     signal(SIGPIPE, SIG_IGN);
