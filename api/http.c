@@ -35,6 +35,7 @@
  * and counters are locked as internal.h says.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +72,7 @@ static const int route_methods[API_ROUTE__COUNT] = {
 
 #define MAX_TOKEN 4096          /* bytes of a bearer key we look at */
 #define INITIAL_BODY 16384      /* first allocation for a body */
+#define TRIM_AFTER (1u << 20)   /* body bytes after which malloc_trim */
 #define OVER_BUDGET "too many request bytes are held (http.max_inflight); " \
                     "retry later"
 
@@ -306,7 +308,8 @@ void api_req_unref(struct api_req *req)
     struct api *api = req->api;
     if (atomic_fetch_sub(&req->refs, 1) != 1)
         return;
-    atomic_fetch_sub(&api->held, req->charged);
+    size_t charged = req->charged;
+    atomic_fetch_sub(&api->held, charged);
     api_async_req_free(req);
     api_jobs_free(req->jobs, req->njobs);
     free(req->logslots);
@@ -317,6 +320,8 @@ void api_req_unref(struct api_req *req)
     api->nreqs--;
     pthread_cond_broadcast(&api->cond);
     pthread_mutex_unlock(&api->mu);
+    if (charged >= TRIM_AFTER)      /* a big body and its JSON tree went: */
+        malloc_trim(0);             /* give the pages back to the system */
 }
 
 void api_waiting_add(struct api *api, struct api_req *req)

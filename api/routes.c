@@ -413,6 +413,12 @@ enum MHD_Result api_route_post(struct api_req *req, struct MHD_Connection *c)
     if (req->route == API_ROUTE_CANCEL)
         return api_message_cancel(req, c);
     api_async_fingerprint(req);
+    if (api_json_too_many_values(req->body != NULL ? req->body : "",
+                                 req->len))
+        return api_reply_problem(req, c, 413, "the body holds more JSON "
+                                 "values than one per 8 bytes (with 4096 "
+                                 "more): too many array elements or members "
+                                 "for its size", NULL, NULL, NULL);
     root = json_loadb(req->body != NULL ? req->body : "", req->len,
                       JSON_REJECT_DUPLICATES, &jerr);
     free(req->body);                /* the jobs hold copies from here on */

@@ -246,6 +246,23 @@ static int relay_has(struct peer *p, const char *subject)
     return found;
 }
 
+/* One synchronous send that must be answered "sent" and reach the relay
+   once (the relay holding `before` messages until then). */
+static void send_one_ok(const struct fx *fx, const char *subject,
+                        size_t before)
+{
+    struct sender s;
+    memset(&s, 0, sizeof s);
+    s.fx = fx;
+    snprintf(s.subject, sizeof s.subject, "%s", subject);
+    sender_run(&s);
+    if (s.status != 200 || !s.sent)
+        fail_msg("%s: HTTP %ld %s", subject, s.status, s.err);
+    assert_int_equal(peer_wait_messages(fx->peer, before + 1, 10000),
+                     (int)before + 1);
+    assert_int_equal(relay_has(fx->peer, subject), 1);
+}
+
 /* ---- 3. SIGHUP ---- */
 
 /* The relay answers MAIL after a second: sends are in flight when the
@@ -401,11 +418,9 @@ static void test_slow_bodies_are_cut_by_the_minimum_rate(void **state)
 {
     struct fx *fx = *state;
     struct dribble d;
-    struct sender s;
     const char *extra[] = { "--http-body-timeout", "2",
                             "--http-min-body-rate", "1000",
                             "--http-connection-timeout", "30", NULL };
-    memset(&s, 0, sizeof s);
     fx->peer = peer_start_fake(PLAIN_RELAY);
     assert_non_null(fx->peer);
     fx->svc = mpserve_start(peer_port(fx->peer), extra);
@@ -430,13 +445,7 @@ static void test_slow_bodies_are_cut_by_the_minimum_rate(void **state)
         assert_true(d.closed_ms[i] <= 6000);
     }
     assert_int_equal(log_count(fx, "\"event\":\"body_too_slow\""), ATTACKERS);
-    s.fx = fx;
-    snprintf(s.subject, sizeof s.subject, "after-slow");
-    sender_run(&s);
-    if (s.status != 200 || !s.sent)
-        fail_msg("after the attack: HTTP %ld %s", s.status, s.err);
-    assert_int_equal(peer_wait_messages(fx->peer, 1, 10000), 1);
-    assert_int_equal(relay_has(fx->peer, "after-slow"), 1);
+    send_one_ok(fx, "after-slow", 0);
     assert_int_equal(mpserve_stop_clean(fx->svc, STOP_MS), 0);
 }
 
@@ -672,6 +681,148 @@ static void test_send_not_started_by_deadline_is_503_and_never_sent(
     peer_msgs_free(m, n);
 }
 
+/* ---- 5. JSON memory ---- */
+
+/* VmRSS of the service in KiB (/proc/PID/status); -1 on error. */
+static long service_rss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    long kib = -1;
+    snprintf(path, sizeof path, "/proc/%ld/status", (long)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (strncmp(line, "VmRSS:", 6) == 0)
+            kib = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return kib;
+}
+
+/* A sampler of the service's VmRSS every 10 ms, keeping the peak. */
+struct rss_watch {
+    pid_t pid;
+    volatile int stop;
+    long peak_kib;
+    pthread_t tid;
+};
+
+/* Thread body of the sampler. */
+static void *rss_run(void *arg)
+{
+    struct rss_watch *w = arg;
+    while (!w->stop) {
+        long k = service_rss_kib(w->pid);
+        if (k > w->peak_kib)
+            w->peak_kib = k;
+        sleep_ms(10);
+    }
+    return NULL;
+}
+
+#define BURST_BODY (10u * 1024 * 1024 - 4096)
+
+/* A message whose member repeats item (with commas) up to ~10 MiB. */
+static char *burst_body(const char *member, const char *item, size_t *len)
+{
+    static const char head[] =
+        "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],";
+    size_t il = strlen(item), n = 0;
+    char *b = malloc(BURST_BODY + 256);
+    assert_non_null(b);
+    n += (size_t)snprintf(b, 256, "%s\"%s\":[%s", head, member, item);
+    while (n + il + 3 < BURST_BODY) {
+        b[n++] = ',';
+        memcpy(b + n, item, il);
+        n += il;
+    }
+    memcpy(b + n, "]}", 3);
+    *len = n + 2;
+    return b;
+}
+
+/* One 10 MiB POST on a thread: what came back. */
+struct burst {
+    const struct fx *fx;
+    const char *body;
+    size_t len;
+    long status;
+    char detail[160];
+    pthread_t tid;
+};
+
+/* Thread body: posts b->body, keeps the status and the detail's start. */
+static void *burst_run(void *arg)
+{
+    struct burst *b = arg;
+    struct http_resp r;
+    char url[128];
+    const char *hdrs[] = { "Content-Type: application/json", NULL };
+    snprintf(url, sizeof url, "%s/v1/messages", mpserve_url(b->fx->svc));
+    if (http_request_len("POST", url, hdrs, b->body, b->len, 0, &r) < 0) {
+        snprintf(b->detail, sizeof b->detail, "%.150s", r.err);
+        return NULL;
+    }
+    b->status = r.status;
+    const char *d = r.body != NULL ? strstr(r.body, "\"detail\"") : NULL;
+    snprintf(b->detail, sizeof b->detail, "%.150s", d != NULL ? d : "");
+    http_resp_free(&r);
+    return NULL;
+}
+
+/* Eight 10 MiB requests at once, four of empty body lines and four of
+   header pairs (the shapes that cost the most decoded): each is answered
+   413 before a JSON tree is built, the service's RSS stays within 160 MiB
+   of where it started, is back within 32 MiB a second later, and a
+   normal send still goes through. */
+static void test_json_bursts_are_refused_under_a_measured_rss_bound(
+    void **state)
+{
+    struct fx *fx = *state;
+    enum { N = 8 };
+    struct burst b[N];
+    struct rss_watch w;
+    size_t llen, hlen;
+    char *lines = burst_body("body", "\"\"", &llen);
+    char *pairs = burst_body("headers", "[\"X-A\",\"b\"]", &hlen);
+    memset(b, 0, sizeof b);
+    fx->peer = peer_start_fake(PLAIN_RELAY);
+    assert_non_null(fx->peer);
+    fx->svc = mpserve_start(peer_port(fx->peer), NULL);
+    assert_non_null(fx->svc);
+    sleep_ms(300);
+    long base = service_rss_kib(mpserve_pid(fx->svc));
+    assert_true(base > 0);
+    memset(&w, 0, sizeof w);
+    w.pid = mpserve_pid(fx->svc);
+    assert_int_equal(pthread_create(&w.tid, NULL, rss_run, &w), 0);
+    for (int i = 0; i < N; i++) {
+        b[i].fx = fx;
+        b[i].body = i % 2 == 0 ? lines : pairs;
+        b[i].len = i % 2 == 0 ? llen : hlen;
+        assert_int_equal(pthread_create(&b[i].tid, NULL, burst_run, &b[i]),
+                         0);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(b[i].tid, NULL);
+    sleep_ms(1000);
+    w.stop = 1;
+    pthread_join(w.tid, NULL);
+    long after = service_rss_kib(mpserve_pid(fx->svc));
+    free(lines);
+    free(pairs);
+    print_message("  RSS: %ld KiB at start, peak %ld KiB, %ld KiB after\n",
+                  base, w.peak_kib, after);
+    for (int i = 0; i < N; i++) {
+        if (b[i].status != 413 || strstr(b[i].detail, "JSON values") == NULL)
+            fail_msg("burst %d: HTTP %ld %s", i, b[i].status, b[i].detail);
+    }
+    assert_true(w.peak_kib - base <= 160 * 1024);
+    assert_true(after - base <= 32 * 1024);
+    send_one_ok(fx, "after-burst", 0);
+    assert_int_equal(mpserve_stop_clean(fx->svc, STOP_MS), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -694,6 +845,9 @@ int main(void)
             setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_send_not_started_by_deadline_is_503_and_never_sent, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_json_bursts_are_refused_under_a_measured_rss_bound, setup,
             teardown),
     };
     signal(SIGPIPE, SIG_IGN);

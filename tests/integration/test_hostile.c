@@ -365,30 +365,46 @@ static char *gen_10000_rcpt(size_t *len)
                   "\"rcpt@example.net\"", ",", 10000, "]}", len);
 }
 
+/* An element of 8 bytes: 100,001 of them stay under the bound of one
+   JSON value per 8 bytes of body (api_json_too_many_values). */
+#define ITEM8 "12345678"
+
+/* 100,001 empty strings (3 bytes each with the comma) as body lines. */
+static char *gen_100001_empty_lines(size_t *len)
+{
+    return repeat(MSG_HEAD ",\"body\":[", "\"\"", ",", 100001, "]}", len);
+}
+
+/* 100,001 empty arrays (3 bytes each) as header fields. */
+static char *gen_100001_empty_pairs(size_t *len)
+{
+    return repeat(MSG_HEAD ",\"headers\":[", "[]", ",", 100001, "]}", len);
+}
+
 static char *gen_100001_to(size_t *len)
 {
-    return repeat("{\"from\":\"sender@example.com\",\"to\":[", "0", ",",
+    return repeat("{\"from\":\"sender@example.com\",\"to\":[", ITEM8, ",",
                   100001, "]}", len);
 }
 
 static char *gen_100001_headers(size_t *len)
 {
-    return repeat(MSG_HEAD ",\"headers\":[", "0", ",", 100001, "]}", len);
+    return repeat(MSG_HEAD ",\"headers\":[", ITEM8, ",", 100001, "]}", len);
 }
 
 static char *gen_100001_lines(size_t *len)
 {
-    return repeat(MSG_HEAD ",\"body\":[", "0", ",", 100001, "]}", len);
+    return repeat(MSG_HEAD ",\"body\":[", ITEM8, ",", 100001, "]}", len);
 }
 
 static char *gen_100001_messages(size_t *len)
 {
-    return repeat("{\"messages\":[", "0", ",", 100001, "]}", len);
+    return repeat("{\"messages\":[", ITEM8, ",", 100001, "]}", len);
 }
 
 static char *gen_100001_root(size_t *len)
 {
-    return repeat("[", "0", ",", 100001, "]", len);
+    return repeat("[", ITEM8, ",", 100001, "]", len);
 }
 
 static char *gen_1001_batch(size_t *len)
@@ -760,6 +776,12 @@ static const struct jcase JCASES[] = {
           422, "messages"),
     GPOST("100,001-element root to verify", B, "/v1/verify", gen_100001_root,
           422, "$"),
+    /* More JSON values than one per 8 bytes: refused before a tree is
+       built (the decoded size stays a small multiple of the body's). */
+    GPOST("100,001 empty body lines", B, "/v1/messages",
+          gen_100001_empty_lines, 413, NULL),
+    GPOST("100,001 empty header pairs", B, "/v1/messages",
+          gen_100001_empty_pairs, 413, NULL),
 
     /* Methods. */
     REQ("GET on /v1/messages/batch", "GET", "/v1/messages/batch", 405),
