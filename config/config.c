@@ -90,10 +90,12 @@ const struct cfg_key cfg_keys[] = {
             "or the address literal of the connection when it has none"),
     CFG_STR(relay, auth_user, NULL, 0, NULL,
             "SMTP AUTH user; unset: no AUTH"),
-    CFG_STR(relay, auth_pass, NULL, CFG_SECRET, NULL,
-            "SMTP AUTH password or XOAUTH2 token (secret)"),
+    CFG_STR(relay, auth_pass, NULL, CFG_SECRET | CFG_NO_FLAG, NULL,
+            "SMTP AUTH password or XOAUTH2 token (secret; environment or "
+            "file only: no flag)"),
     CFG_STR(relay, auth_pass_file, NULL, 0, NULL,
-            "file whose one line is auth_pass, read at start"),
+            "file whose one line is auth_pass, read at start; readable by "
+            "its owner only"),
     CFG_ENUM_(relay, auth_mech, NULL, 0, cfg_mech_choices,
               "PLAIN, LOGIN or XOAUTH2; unset: chosen from what the relay "
               "offers"),
@@ -124,8 +126,13 @@ const struct cfg_key cfg_keys[] = {
     CFG_INT_(http, max_attachments, "100", 0, 10000,
              "most attachments (and inline parts) of one composed message; "
              "0: no limit"),
-    CFG_STR(http, api_keys, NULL, CFG_SECRET, cfg_check_api_keys,
-            "comma-separated bearer keys (secret)"),
+    CFG_STR(http, api_keys, NULL, CFG_SECRET | CFG_NO_FLAG,
+            cfg_check_api_keys,
+            "comma-separated bearer keys (secret; environment or file "
+            "only: no flag)"),
+    CFG_STR(http, api_keys_file, NULL, 0, NULL,
+            "file whose one line is api_keys, read at start; readable by "
+            "its owner only"),
     CFG_INT_(http, threads, "2", 1, 1024,
              "HTTP server threads"),
     CFG_INT_(http, connection_timeout, "60", 1, DAY,

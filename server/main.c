@@ -216,6 +216,12 @@ static int parse_cli(struct cli *c, int argc, char **argv)
         } else if (strcmp(a, "--auth-mech") == 0) {
             c->opts.auth_mech = v;
         } else if (strcmp(a, "--auth-pass-file") == 0) {
+            char perr[512];
+            if (cfg_secret_file_check("--auth-pass-file", v, perr,
+                                      sizeof perr) < 0) {
+                fprintf(stderr, "mailpool: %s\n", perr);
+                return -1;
+            }
             c->pass = read_secret(v);
             if (c->pass == NULL) {
                 fprintf(stderr, "mailpool: cannot read --auth-pass-file %s: %s\n",

@@ -35,6 +35,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -823,6 +824,98 @@ static void test_json_bursts_are_refused_under_a_measured_rss_bound(
     assert_int_equal(mpserve_stop_clean(fx->svc, STOP_MS), 0);
 }
 
+/* ---- 6. Secrets ---- */
+
+/* Writes text to a new file of this mode under /tmp; the path is static
+   storage, valid until the next call. */
+static const char *secret_file(const char *text, mode_t mode)
+{
+    static char path[64];
+    snprintf(path, sizeof path, "/tmp/frontdoor-secret-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    assert_int_equal(chmod(path, mode), 0);
+    return path;
+}
+
+/* `mailpool serve` and `mailpool send` refuse a secret flag (naming the
+   variable and the file key that replace it, never echoing the value) and
+   a secret file others can read (naming the file); the relay is never
+   contacted.  The same file made 0600 is read: the send goes out (the
+   relay offers no AUTH, so none is tried without --auth-user). */
+static void test_secrets_never_from_flags_or_files_others_can_read(
+    void **state)
+{
+    struct fx *fx = *state;
+    char port[16], listen[32], *out = NULL;
+    fx->peer = peer_start_fake(PLAIN_RELAY);
+    assert_non_null(fx->peer);
+    snprintf(port, sizeof port, "%d", peer_port(fx->peer));
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", mpserve_free_port());
+    const char *flag_pass[] = { "serve", "--http-listen", listen,
+                                "--relay-port", port, "--relay-auth-user",
+                                "u", "--relay-auth-pass", "hunter2-9c1", NULL };
+    assert_int_equal(mpserve_run(flag_pass, 10000, &out), 2);
+    assert_non_null(strstr(out, "flag --relay-auth-pass would put a secret "
+                                "on the command line (visible in ps): set "
+                                "MAILPOOL_RELAY_AUTH_PASS or "
+                                "relay.auth_pass_file instead"));
+    assert_null(strstr(out, "hunter2-9c1"));
+    free(out);
+    const char *flag_keys[] = { "serve", "--http-listen", listen,
+                                "--relay-port", port,
+                                "--http-api-keys=key-5e2a", NULL };
+    assert_int_equal(mpserve_run(flag_keys, 10000, &out), 2);
+    assert_non_null(strstr(out, "MAILPOOL_HTTP_API_KEYS or "
+                                "http.api_keys_file instead"));
+    assert_null(strstr(out, "key-5e2a"));
+    free(out);
+
+    char pass[64], arg[128], want[160];
+    snprintf(pass, sizeof pass, "%s", secret_file("hunter2-9c1\n", 0644));
+    snprintf(arg, sizeof arg, "--relay-auth-pass-file=%s", pass);
+    const char *file_pass[] = { "serve", "--http-listen", listen,
+                                "--relay-port", port, "--relay-auth-user",
+                                "u", arg, NULL };
+    assert_int_equal(mpserve_run(file_pass, 10000, &out), 2);
+    snprintf(want, sizeof want, "relay.auth_pass_file (from "
+             "--relay-auth-pass-file): '%s' is open to others (mode 0644)",
+             pass);
+    assert_non_null(strstr(out, want));
+    free(out);
+    const char *keys = secret_file("key-5e2a\n", 0604);
+    snprintf(arg, sizeof arg, "--http-api-keys-file=%s", keys);
+    const char *file_keys[] = { "serve", "--http-listen", listen,
+                                "--relay-port", port, arg, NULL };
+    assert_int_equal(mpserve_run(file_keys, 10000, &out), 2);
+    assert_non_null(strstr(out, keys));
+    assert_non_null(strstr(out, "(mode 0604)"));
+    free(out);
+    unlink(keys);
+
+    /* The CLI: --auth-pass-file open to others; then 0600 works. */
+    char server[32];
+    snprintf(server, sizeof server, "127.0.0.1:%d", peer_port(fx->peer));
+    const char *send[] = { "send", "--server", server,
+                           "--auth-pass-file", pass, "--from", "a@example.com", "--to",
+                           "b@example.net", "--header", "Subject: cli-secret",
+                           NULL };
+    assert_true(mpserve_run(send, 10000, &out) != 0);
+    snprintf(want, sizeof want, "--auth-pass-file: '%s' is open to others "
+             "(mode 0644)", pass);
+    assert_non_null(strstr(out, want));
+    free(out);
+    assert_int_equal(peer_conn_count(fx->peer), 0);   /* nothing sent */
+    assert_int_equal(chmod(pass, 0600), 0);
+    assert_int_equal(mpserve_run(send, 10000, &out), 0);
+    free(out);
+    unlink(pass);
+    assert_int_equal(peer_wait_messages(fx->peer, 1, 5000), 1);
+    assert_int_equal(relay_has(fx->peer, "cli-secret"), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -848,6 +941,9 @@ int main(void)
             teardown),
         cmocka_unit_test_setup_teardown(
             test_json_bursts_are_refused_under_a_measured_rss_bound, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_secrets_never_from_flags_or_files_others_can_read, setup,
             teardown),
     };
     signal(SIGPIPE, SIG_IGN);

@@ -99,10 +99,12 @@ static int group_setup(void **state)
         return -1;
     const char *a[] = { "--http-max-body", "65536",
                         "--http-connection-timeout", "3", NULL };
-    const char *b[] = { "--http-api-keys", KEY,
-                        "--http-connection-timeout", "3", NULL };
+    const char *b[] = { "--http-connection-timeout", "3", NULL };
     fx->svc[A] = mpserve_start(peer_port(fx->peer), a);
+    if (setenv("MAILPOOL_HTTP_API_KEYS", KEY, 1) != 0)  /* B's key: no */
+        return -1;                  /* flag (it would show in ps) */
     fx->svc[B] = mpserve_start(peer_port(fx->peer), b);
+    unsetenv("MAILPOOL_HTTP_API_KEYS");
     return fx->svc[A] != NULL && fx->svc[B] != NULL ? 0 : -1;
 }
 
