@@ -580,8 +580,9 @@ static int cfg_read_secret_file(struct cfg_loader *L, const char *section,
     return 0;
 }
 
-/* relay.auth_pass_file and http.api_keys_file, when set, are read; the
-   api keys are then checked as if set directly. */
+/* relay.auth_pass_file and http.api_keys_file, when set, are read (the
+   api keys then checked as if set directly); queue.password_file, read
+   by the PostgreSQL backend, has its mode checked. */
 static int cfg_read_pass_files(struct cfg_loader *L)
 {
     const struct cfg_key *kk = cfg_key_find("http", "api_keys");
@@ -589,6 +590,15 @@ static int cfg_read_pass_files(struct cfg_loader *L)
     if (cfg_read_secret_file(L, "relay", "auth_pass", "auth_pass_file") ||
         cfg_read_secret_file(L, "http", "api_keys", "api_keys_file"))
         return -1;
+    if (L->cfg.queue.password_file != NULL) {   /* read by the backend */
+        const struct cfg_key *kq = cfg_key_find("queue", "password_file");
+        char where[320], what[400];
+        cfg_where(L, kq, where, sizeof where);
+        snprintf(what, sizeof what, "queue.password_file (%s)", where);
+        if (cfg_secret_file_check(what, L->cfg.queue.password_file, L->err,
+                                  L->errlen) < 0)
+            return -1;
+    }
     if (L->cfg.http.api_keys_file != NULL &&
         kk->check(L->cfg.http.api_keys, why, sizeof why) < 0) {
         cfg_err(L->err, L->errlen, "http.api_keys_file ('%s'): %s",

@@ -223,7 +223,7 @@ const struct cfg_key cfg_keys[] = {
             "case one slipped in"),
     CFG_STR(queue, password_file, NULL, 0, NULL,
             "postgres: file whose first line is the database password, "
-            "read at start"),
+            "read at start; readable by its owner only"),
     CFG_DOUBLE_(queue, lease, "60", 1, DAY,
                 "seconds a sending message's lease lasts; renewed every "
                 "third of it while its replica lives, then the message "

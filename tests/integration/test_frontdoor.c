@@ -894,6 +894,31 @@ static void test_secrets_never_from_flags_or_files_others_can_read(
     assert_non_null(strstr(out, "(mode 0604)"));
     free(out);
     unlink(keys);
+    /* The queue's password file and a DKIM key: the same check. */
+    const char *qpass = secret_file("pw\n", 0640);
+    snprintf(arg, sizeof arg, "--queue-password-file=%s", qpass);
+    assert_int_equal(chown(qpass, 1, 1), 0);  /* not root's: no group read */
+    const char *file_q[] = { "serve", "--http-listen", listen,
+                             "--relay-port", port, arg, NULL };
+    assert_int_equal(mpserve_run(file_q, 10000, &out), 2);
+    assert_non_null(strstr(out, "queue.password_file (from "
+                                "--queue-password-file): '"));
+    assert_non_null(strstr(out, "(mode 0640)"));
+    free(out);
+    unlink(qpass);
+    const char *dkey = secret_file("-----BEGIN PRIVATE KEY-----\n", 0644);
+    char dkarg[96];
+    snprintf(dkarg, sizeof dkarg, "%s", dkey);
+    const char *file_dkim[] = { "serve", "--http-listen", listen,
+                                "--relay-port", port, "--dkim-domain",
+                                "example.com", "--dkim-selector", "s1",
+                                "--dkim-key-file", dkarg, NULL };
+    assert_int_equal(mpserve_run(file_dkim, 10000, &out), 2);
+    snprintf(want, sizeof want, "dkim key_file of example.com: '%s' is open "
+             "to others (mode 0644)", dkarg);
+    assert_non_null(strstr(out, want));
+    free(out);
+    unlink(dkarg);
 
     /* The CLI: --auth-pass-file open to others; then 0600 works. */
     char server[32];
