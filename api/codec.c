@@ -2,7 +2,8 @@
  * api/codec.c - JSON request bodies to jobs, SMTP outcomes to JSON.
  *
  * Public: api_result_json (api.h); api_decode_message, api_decode_batch,
- * api_decode_query, api_error_add, api_jobs_free, api_job_result_json,
+ * api_decode_query, api_json_values, api_json_too_many_values,
+ * api_error_add, api_jobs_free, api_job_result_json,
  * api_json_text (codec.h).
  *
  * Decoding rules (docs/API.md says the same to users):
@@ -44,6 +45,38 @@ struct dctx {
     int invalid;
     int nomem;
 };
+
+size_t api_json_values(const char *text, size_t len, size_t max)
+{
+    size_t n = 0, depth = 0;
+    int in_str = 0, in_scalar = 0;
+    for (size_t i = 0; i < len && n <= max; i++) {
+        char ch = text[i];
+        if (in_str) {
+            i += ch == '\\';       /* the escaped byte is skipped */
+            in_str = ch != '"';
+            continue;
+        }
+        depth += ch == '[' || ch == '{';
+        depth -= depth > 0 && (ch == ']' || ch == '}');
+        if (depth > JSON_PARSER_MAX_DEPTH)
+            return 0;               /* Jansson stops there, having built
+                                       little: its error is the answer */
+        int scalar = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+                     (ch >= 'A' && ch <= 'Z') || ch == '-' || ch == '+' ||
+                     ch == '.';
+        n += (ch == '"' || ch == '[' || ch == '{' || (scalar && !in_scalar));
+        in_str = ch == '"';
+        in_scalar = scalar;
+    }
+    return n;
+}
+
+int api_json_too_many_values(const char *text, size_t len)
+{
+    size_t max = len / API_JSON_BYTES_PER_VALUE + API_JSON_VALUES_FLOOR;
+    return api_json_values(text, len, max) > max;
+}
 
 /* Appends {"field", "message"} unless the list is full. */
 int api_error_add(json_t *errors, const char *field, const char *message)

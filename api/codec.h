@@ -30,6 +30,24 @@ enum api_decode_rc {
     API_DECODE_NOMEM = -2
 };
 
+/* The JSON values a parse would build: at most one per this many bytes
+   of the request, beyond a floor of API_JSON_VALUES_FLOOR, so the decoded
+   tree stays a small multiple of the request's size. */
+#define API_JSON_BYTES_PER_VALUE 8
+#define API_JSON_VALUES_FLOOR 4096
+
+/* 1 when text[0..len), read as JSON, holds more values (strings and
+   member names, numbers, literals, arrays, objects) than len /
+   API_JSON_BYTES_PER_VALUE + API_JSON_VALUES_FLOOR; counted by one pass
+   over the bytes, before anything is allocated.  0 otherwise (also for
+   text that is not JSON, or nested deeper than Jansson's
+   JSON_PARSER_MAX_DEPTH: the parser says why). */
+int api_json_too_many_values(const char *text, size_t len);
+/* The count behind it: for text Jansson parses, exactly the values of its
+   tree plus the member names; counting stops once past max; 0 when the
+   nesting passes JSON_PARSER_MAX_DEPTH. */
+size_t api_json_values(const char *text, size_t len, size_t max);
+
 /* Appends {"field", "message"} unless errors already holds API_MAX_ERRORS.
    0, or -1 when out of memory. */
 int api_error_add(json_t *errors, const char *field, const char *message);

@@ -6,7 +6,11 @@
  * (api.h).
  *
  * MHD runs an internal thread pool (http.threads) over epoll, with
- * suspend/resume allowed, a connection timeout (http.connection_timeout),
+ * suspend/resume allowed, a connection timeout (http.connection_timeout;
+ * http.header_timeout until a connection's first request head is in),
+ * http.max_connections and http.max_connections_per_ip (MHD closes a
+ * connection past either at once; RLIMIT_NOFILE is raised to its hard
+ * limit first),
  * a memory pool per connection of API_HTTP_POOL bytes (room for a head
  * past the API's own limits, which http.c then answers 414 or 431), the
  * URI log, unescape, access and request-completed callbacks of http.c, and
@@ -40,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -229,7 +234,34 @@ static int load_tls(struct api *api, const struct cfg *cfg, char *err,
     return api->tls_key != NULL ? 0 : -1;
 }
 
-/* MHD's options for cfg into o (room for 8), ended by MHD_OPTION_END. */
+/* Raises the soft RLIMIT_NOFILE to the hard one, so that
+   http.max_connections fit beside the relay connections and the queue;
+   a warn line when they still cannot. */
+static void raise_nofile(const struct cfg *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+        (void)getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    rlim_t need = (rlim_t)cfg->http.max_connections + 64 +
+                  (rlim_t)cfg->pool.connections;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        struct log_field f[] = {
+            LOG_STR("message", "RLIMIT_NOFILE is below http.max_connections "
+                               "and the service's own files: connections "
+                               "past it are refused by the system"),
+            LOG_NUM("nofile", (double)rl.rlim_cur),
+            LOG_NUM("max_connections", cfg->http.max_connections),
+        };
+        log_event_num(LOG_WARN, "config", f, sizeof f / sizeof f[0]);
+    }
+}
+
+/* MHD's options for cfg into o (room for 12), ended by MHD_OPTION_END. */
 static void daemon_options(const struct api *api, const struct cfg *cfg,
                            struct MHD_OptionItem *o)
 {
@@ -243,6 +275,12 @@ static void daemon_options(const struct api *api, const struct cfg *cfg,
     if (cfg->http.threads > 1)
         o[n++] = (struct MHD_OptionItem){ MHD_OPTION_THREAD_POOL_SIZE,
                                           cfg->http.threads, NULL };
+    o[n++] = (struct MHD_OptionItem){ MHD_OPTION_CONNECTION_LIMIT,
+                                      cfg->http.max_connections, NULL };
+    if (cfg->http.max_connections_per_ip > 0)
+        o[n++] = (struct MHD_OptionItem){
+            MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+            cfg->http.max_connections_per_ip, NULL };
     if (api->tls_cert != NULL) {
         o[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_CERT, 0,
                                           api->tls_cert };
@@ -282,8 +320,9 @@ struct api *api_start(const struct cfg *cfg, struct pool *pool,
                          MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
                          (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) |
                          (api->tls_cert != NULL ? MHD_USE_TLS : 0);
-    struct MHD_OptionItem opts[8];
+    struct MHD_OptionItem opts[12];
     daemon_options(api, cfg, opts);
+    raise_nofile(cfg);
     atomic_store(&api->starting, 1);
     uint16_t port = ntohs(ss.ss_family == AF_INET6
                               ? ((struct sockaddr_in6 *)&ss)->sin6_port
@@ -293,6 +332,7 @@ struct api *api_start(const struct cfg *cfg, struct pool *pool,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_NOTIFY_COMPLETED, api_on_completed, api,
+        MHD_OPTION_NOTIFY_CONNECTION, api_on_connection, api,
         MHD_OPTION_URI_LOG_CALLBACK, api_on_uri, api,
         MHD_OPTION_UNESCAPE_CALLBACK, api_unescape, NULL,
         MHD_OPTION_ARRAY, opts,

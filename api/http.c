@@ -18,7 +18,10 @@
  * the request-completed callback, each job's by its done callback
  * (routes.c), so a client hanging up mid-flight frees nothing early.
  * Errors that come before the body (400 for a request target with a NUL,
- * control, space or non-ASCII byte, 414, 431, 400 for ambiguous framing,
+ * control, space or non-ASCII byte, 414, 431, 400 for ambiguous framing
+ * (also Transfer-Encoding on HTTP/1.0 or on two lines, a bare LF ending a
+ * head line, an obs-folded field: each with Connection: close), 400 for a
+ * body declared on GET or HEAD,
  * 501 for a transfer coding other than chunked, 404, 405, 401, 503
  * draining, 415, 413 from Content-Length) are answered on the first call,
  * without reading the body; MHD then closes the connection.  A chunked body
@@ -32,6 +35,7 @@
  * and counters are locked as internal.h says.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,6 +73,7 @@ static const int route_methods[API_ROUTE__COUNT] = {
 
 #define MAX_TOKEN 4096          /* bytes of a bearer key we look at */
 #define INITIAL_BODY 16384      /* first allocation for a body */
+#define TRIM_AFTER (1u << 20)   /* body bytes after which malloc_trim */
 #define OVER_BUDGET "too many request bytes are held (http.max_inflight); " \
                     "retry later"
 
@@ -302,7 +307,8 @@ void api_req_unref(struct api_req *req)
     struct api *api = req->api;
     if (atomic_fetch_sub(&req->refs, 1) != 1)
         return;
-    atomic_fetch_sub(&api->held, req->charged);
+    size_t charged = req->charged;
+    atomic_fetch_sub(&api->held, charged);
     api_async_req_free(req);
     api_jobs_free(req->jobs, req->njobs);
     free(req->logslots);
@@ -313,6 +319,8 @@ void api_req_unref(struct api_req *req)
     api->nreqs--;
     pthread_cond_broadcast(&api->cond);
     pthread_mutex_unlock(&api->mu);
+    if (charged >= TRIM_AFTER)      /* a big body and its JSON tree went: */
+        malloc_trim(0);             /* give the pages back to the system */
 }
 
 void api_waiting_add(struct api *api, struct api_req *req)
@@ -576,7 +584,9 @@ static enum MHD_Result first_post(struct api_req *req,
             return api_reply_problem(req, c, 413,
                                      "the body is larger than http.max_body",
                                      NULL, NULL, NULL);
-        if (charge(req, (size_t)n) < 0)
+        /* Only the first buffer is charged now: a declared length is no
+           reservation, the budget counts bytes as they are held. */
+        if (charge(req, n < INITIAL_BODY ? (size_t)n : INITIAL_BODY) < 0)
             return api_reply_problem(req, c, 503, OVER_BUDGET, NULL,
                                      "Retry-After", "1");
         if (end != cl && n > 0) {
@@ -587,11 +597,25 @@ static enum MHD_Result first_post(struct api_req *req,
     return MHD_YES;
 }
 
-/* The header fields of a request, and its framing fields. */
+/* The header fields of a request, and its framing fields; lo..hi is the
+   head in MHD's read buffer (for the bare LF check). */
 struct framing {
     unsigned fields, content_length, transfer_encoding, not_chunked,
-        bad_name;
+        bad_name, bare_lf, body_declared, folded;
+    const char *lo, *hi;
 };
+
+/* 1 when the line holding s (in MHD's read buffer, lo..hi) ended with a
+   bare LF.  MHD 0.9 splits the head in place: a CRLF becomes two NULs, a
+   lone LF one NUL directly followed by the next line. */
+static int ends_bare_lf(const struct framing *f, const char *s)
+{
+    size_t n;
+    if (s == NULL || s < f->lo || s >= f->hi)
+        return 0;
+    n = strnlen(s, (size_t)(f->hi - s));
+    return s + n + 1 < f->hi && s[n + 1] != '\0';
+}
 
 /* MHD_get_connection_values callback: counts the fields. */
 static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind,
@@ -604,10 +628,14 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind,
         f->bad_name++;
     } else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
         f->content_length++;
+        f->body_declared += value != NULL && strcmp(value, "0") != 0;
     } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
         f->transfer_encoding++;
+        f->body_declared++;
         f->not_chunked += value == NULL || strcasecmp(value, "chunked") != 0;
     }
+    f->bare_lf += ends_bare_lf(f, value);
+    f->folded += key < f->lo || key >= f->hi;  /* MHD moved it: obs-fold */
     return MHD_YES;
 }
 
@@ -646,6 +674,41 @@ static int check_head(struct api_req *req, struct MHD_Connection *c,
     return 0;
 }
 
+/* The size of the request head MHD read; 0 if unknown. */
+static size_t head_size(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    return ci != NULL ? ci->header_size : 0;
+}
+
+/* Why a head's framing could be read two ways (request smuggling), or
+   NULL: whitespace before a colon (RFC 9112 5.1), Content-Length with
+   Transfer-Encoding or twice (6.3), Transfer-Encoding on HTTP/1.0 (6.1),
+   on two lines, a line ended by a bare LF (2.2), or a field folded onto
+   the next line (5.2).  MHD 0.9.75 appends a continuation line to the
+   field's name, in a copy outside the head: a name found there was
+   folded. */
+static const char *smuggling(const struct framing *f, const char *version)
+{
+    if (f->bad_name > 0)
+        return "whitespace in a header field name";
+    if (f->content_length > 1 ||
+        (f->content_length > 0 && f->transfer_encoding > 0))
+        return "ambiguous message framing: Content-Length with "
+               "Transfer-Encoding, or more than one Content-Length";
+    if (f->transfer_encoding > 0 && version != NULL &&
+        strcmp(version, MHD_HTTP_VERSION_1_0) == 0)
+        return "Transfer-Encoding on an HTTP/1.0 request";
+    if (f->transfer_encoding > 1)
+        return "more than one Transfer-Encoding field";
+    if (f->bare_lf > 0)
+        return "a line of the request head ends in a bare LF";
+    if (f->folded > 0)
+        return "a header field continued on the next line (obs-fold)";
+    return NULL;
+}
+
 /* The first call of a request: the target and head, framing, route,
    method, then the POST checks.  Ambiguous framing (RFC 9112 6.3:
    Content-Length beside Transfer-Encoding, or two Content-Lengths; 5.1:
@@ -662,20 +725,18 @@ static enum MHD_Result first_call(struct api_req *req,
     int m;
     char allow[32];
     enum MHD_Result ret = MHD_YES;
-    struct framing f = { 0, 0, 0, 0, 0 };
+    const char *why;
+    struct framing f = { 0 };
+    f.lo = s->uri;
+    f.hi = s->uri + head_size(c);
+    f.bare_lf = ends_bare_lf(&f, version);
     MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &f);
     if (check_head(req, c, s, url, version, f.fields, &ret) < 0)
         return ret;
-    if (f.bad_name > 0)
-        return api_reply_problem(req, c, 400,
-                                 "whitespace in a header field name", NULL,
-                                 NULL, NULL);
-    if (f.content_length > 1 ||
-        (f.content_length > 0 && f.transfer_encoding > 0))
-        return api_reply_problem(req, c, 400,
-                                 "ambiguous message framing: Content-Length "
-                                 "with Transfer-Encoding, or more than one "
-                                 "Content-Length", NULL, NULL, NULL);
+    why = smuggling(&f, version);
+    if (why != NULL)
+        return api_reply_problem(req, c, 400, why, NULL, "Connection",
+                                 "close");
     if (f.not_chunked > 0)
         return api_reply_problem(req, c, 501,
                                  "Transfer-Encoding other than chunked is "
@@ -697,6 +758,10 @@ static enum MHD_Result first_call(struct api_req *req,
                                  "method not allowed on this route", NULL,
                                  "Allow", allow);
     }
+    if (m == M_GET && f.body_declared > 0)
+        return api_reply_problem(req, c, 400, "a GET or HEAD request "
+                                 "carries no body", NULL, "Connection",
+                                 "close");
     if (m == M_GET && (req->route == API_ROUTE_MESSAGES ||
                        req->route == API_ROUTE_MESSAGE) &&
         check_auth(req, c, &ret) < 0)
@@ -708,6 +773,26 @@ static enum MHD_Result first_call(struct api_req *req,
 
 /* ---- Bodies ---- */
 
+/* 1 (logged) when a body, past http.body_timeout, averaged less than
+   http.min_body_rate bytes a second: its connection is to be closed. */
+static int too_slow(const struct api_req *req)
+{
+    const struct cfg *cfg = req->api->cfg;
+    double took = api_now() - req->t0;
+    if (cfg->http.min_body_rate <= 0 || took <= cfg->http.body_timeout ||
+        (double)req->received >= took * cfg->http.min_body_rate)
+        return 0;
+    struct log_field f[] = {
+        LOG_STR("request_id", req->id),
+        LOG_STR("route", api_route_name(req->route)),
+        LOG_NUM("received", (double)req->received),
+        LOG_NUM("seconds", (double)(long long)(took * 10) / 10),
+        LOG_NUM("min_body_rate", cfg->http.min_body_rate),
+    };
+    log_event_num(LOG_WARN, "body_too_slow", f, sizeof f / sizeof f[0]);
+    return 1;
+}
+
 /* Appends upload data, up to http.max_body; past it, drops what comes so
    that a 413 can be answered at the end, but closes the connection (MHD_NO)
    once a client sent more than twice the limit and 64 KiB. */
@@ -716,6 +801,9 @@ static enum MHD_Result take_upload(struct api_req *req, const char *data,
 {
     size_t n = *size, max = (size_t)req->api->cfg->http.max_body;
     *size = 0;
+    req->received += n;
+    if (too_slow(req))
+        return MHD_NO;
     if (req->phase != API_REQ_READING)
         return MHD_YES;              /* answered early: drop the rest */
     if (req->over_budget && !req->too_big && n <= max - req->len) {
@@ -758,6 +846,24 @@ static enum MHD_Result take_upload(struct api_req *req, const char *data,
 
 /* ---- MHD callbacks ---- */
 
+/* The connection's idle timeout, in seconds. */
+static void set_timeout(struct MHD_Connection *c, int seconds)
+{
+    (void)MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
+                                    (unsigned int)(seconds > 0 ? seconds : 0));
+}
+
+void api_on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx,
+                       enum MHD_ConnectionNotificationCode code)
+{
+    struct api *api = cls;
+    (void)socket_ctx;
+    int head = api->cfg->http.header_timeout,
+        idle = api->cfg->http.connection_timeout;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED)   /* until a first head */
+        set_timeout(c, head < idle ? head : idle);
+}
+
 enum MHD_Result api_on_access(void *cls, struct MHD_Connection *c,
                               const char *url, const char *method,
                               const char *version, const char *data,
@@ -773,6 +879,7 @@ enum MHD_Result api_on_access(void *cls, struct MHD_Connection *c,
         if (req == NULL)
             return MHD_NO;
         s->req = req;
+        set_timeout(c, req->api->cfg->http.connection_timeout);
         return first_call(req, c, s, url, version);
     }
     if (*size > 0)

@@ -181,6 +181,7 @@ struct api_req {
     size_t len, cap;
     size_t dropped;                 /* bytes thrown away past max_body */
     size_t expect;                  /* Content-Length, 0 when none */
+    size_t received;                /* body bytes read so far */
     size_t charged;                 /* bytes counted in api->held */
     int too_big;
     int over_budget;                /* api->held was full: 503 at the end */
@@ -313,6 +314,10 @@ enum MHD_Result api_on_access(void *cls, struct MHD_Connection *c,
                               size_t *size, void **con_cls);
 void api_on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                       enum MHD_RequestTerminationCode toe);
+/* http.c: MHD's connection callback: a new connection gets
+   http.header_timeout until its first request head is in. */
+void api_on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx,
+                       enum MHD_ConnectionNotificationCode code);
 
 /* http.c: the waiting list that api_stop can force-resume. */
 void api_waiting_add(struct api *api, struct api_req *req);

@@ -213,13 +213,20 @@ static enum MHD_Result answer_batch(struct api_req *req,
     return api_reply_json(req, c, 200, doc);
 }
 
-/* 200 with the result of jobs[0], or 502 when the relay was unreachable. */
+/* 200 with the result of jobs[0], 502 when the relay was unreachable, or
+   503 (Retry-After) when it was not started within http.send_deadline. */
 static enum MHD_Result answer_one(struct api_req *req,
                                   struct MHD_Connection *c)
 {
     const struct job *job = req->jobs[0];
     json_t *doc;
     req->smtp_code = job->result.code;
+    if (job->expired) {             /* nothing was sent: may be retried */
+        api_idem_finish(req, -1, NULL);
+        return api_reply_problem(req, c, 503, "no worker took the message "
+                                 "within http.send_deadline: it was not "
+                                 "sent", NULL, "Retry-After", "1");
+    }
     if (job->unreachable) {
         json_t *p = api_problem_new(502, job->result.message[0] != '\0'
                                              ? job->result.message
@@ -267,6 +274,8 @@ static enum MHD_Result submit_all(struct api_req *req,
     for (size_t i = 0; i < req->njobs; i++) {
         struct job *job = req->jobs[i];
         snprintf(job->request_id, sizeof job->request_id, "%s", req->id);
+        if (!req->async && api->cfg->http.send_deadline > 0)
+            job->deadline = api_now() + api->cfg->http.send_deadline;
         job->done = on_job_done;
         job->done_ctx = req;
     }
@@ -407,6 +416,12 @@ enum MHD_Result api_route_post(struct api_req *req, struct MHD_Connection *c)
     if (req->route == API_ROUTE_CANCEL)
         return api_message_cancel(req, c);
     api_async_fingerprint(req);
+    if (api_json_too_many_values(req->body != NULL ? req->body : "",
+                                 req->len))
+        return api_reply_problem(req, c, 413, "the body holds more JSON "
+                                 "values than one per 8 bytes (with 4096 "
+                                 "more): too many array elements or members "
+                                 "for its size", NULL, NULL, NULL);
     root = json_loadb(req->body != NULL ? req->body : "", req->len,
                       JSON_REJECT_DUPLICATES, &jerr);
     free(req->body);                /* the jobs hold copies from here on */

@@ -166,6 +166,11 @@ static void on_sync_done(struct job *job, void *ctx)
     struct api_req *req = slot->req;
     struct api *api = req->api;
     api_metrics_job(&api->metrics, job);
+    if (job->expired) {             /* never attempted: nothing to log */
+        slot->id[0] = '\0';
+        api_req_pending_done(req);
+        return;
+    }
     atomic_fetch_add(&api->nlogging, 1);
     atomic_fetch_add(&req->refs, 1);
     api_req_pending_done(req);      /* the answer goes now */

@@ -21,6 +21,7 @@ enum cfg_type {
 
 #define CFG_SECRET   0x1u   /* never printed, never echoed in an error */
 #define CFG_REQUIRED 0x2u   /* a string that may not be empty or unset */
+#define CFG_NO_FLAG  0x4u   /* a secret: no --flag (it would show in ps) */
 
 /* Extra check for a string value: 0, or -1 with a reason in why. */
 typedef int (*cfg_check_fn)(const char *value, char *why, size_t whylen);

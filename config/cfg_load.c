@@ -1,7 +1,10 @@
 /*
  * config/cfg_load.c - cfg_load: the defaults, then the INI file, then the
  * environment, then the flags, each overriding the one before; then
- * relay.auth_pass_file is read and the keys are checked against each other.
+ * relay.auth_pass_file and http.api_keys_file are read (each refused when
+ * others may read it: cfg_secret_file_check) and the keys are checked
+ * against each other.  A secret key (CFG_NO_FLAG) given as a flag is an
+ * error naming its variable and its _file key.
  *
  * Public function (config/config.h):
  *   cfg_load  argv holds flags only; rest, when non-NULL, must have room for
@@ -36,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define CFG_PASS_MAX 65536          /* bytes of relay.auth_pass_file */
@@ -113,6 +117,18 @@ static int cfg_arg_rest(struct cfg_loader *L, char **argv, int i, int *rest,
     return -1;
 }
 
+/* The error for a secret given as a flag: it names the replacements. */
+static int cfg_no_secret_flag(struct cfg_loader *L, const struct cfg_key *k)
+{
+    char flag[96], env[96];
+    cfg_key_flag_name(k, flag, sizeof flag);
+    cfg_key_env_name(k, env, sizeof env);
+    cfg_err(L->err, L->errlen, "flag %s would put a secret on the command "
+            "line (visible in ps): set %s or %s.%s_file instead", flag, env,
+            k->section, k->name);
+    return -1;
+}
+
 /*
  * Walks the flags.  With apply 0: finds --config, fills rest and reports
  * unknown flags and missing values.  With apply 1: sets the config keys
@@ -158,6 +174,8 @@ static int cfg_walk_flags(struct cfg_loader *L, int argc, char **argv,
                     name, is_config ? "file name" : "value");
             return -1;
         }
+        if (!apply && k != NULL && (k->flags & CFG_NO_FLAG))
+            return cfg_no_secret_flag(L, k);
         if (is_config)
             L->config_path = value;
         else if (apply && cfg_apply(L, k, value, &flag))
@@ -490,27 +508,56 @@ static const char *cfg_pass_problem(const char *buf, size_t len)
     return NULL;
 }
 
-/* relay.auth_pass_file, if set, becomes relay.auth_pass. */
-static int cfg_read_pass_file(struct cfg_loader *L)
+int cfg_secret_file_check(const char *what, const char *path, char *err,
+                          size_t errlen)
 {
-    const struct cfg_key *kf = cfg_key_find("relay", "auth_pass_file");
-    const struct cfg_key *kp = cfg_key_find("relay", "auth_pass");
-    const char *path = L->cfg.relay.auth_pass_file, *problem;
-    char where[320], where2[320], ebuf[128], *buf;
+    struct stat st;
+    char ebuf[128];
+    if (stat(path, &st) != 0) {
+        cfg_err(err, errlen, "%s: cannot read '%s': %s", what, path,
+                cfg_strerror(errno, ebuf, sizeof ebuf));
+        return -1;
+    }
+    mode_t bad = S_IRWXO | S_IWGRP | S_IXGRP |
+                 (st.st_uid == 0 ? 0 : S_IRGRP);
+    if (!S_ISREG(st.st_mode) || (st.st_mode & bad) != 0) {
+        cfg_err(err, errlen, "%s: '%s' is %s (mode %04o): a secret file must "
+                "be readable by its owner only (chmod 600), or owned by root "
+                "and readable by its group", what, path,
+                S_ISREG(st.st_mode) ? "open to others" : "not a regular file",
+                (unsigned)(st.st_mode & 07777));
+        return -1;
+    }
+    return 0;
+}
+
+/* The secret file of key section.file_key, if set, becomes section.key
+   (which must not be set too); its mode is checked first. */
+static int cfg_read_secret_file(struct cfg_loader *L, const char *section,
+                                const char *key, const char *file_key)
+{
+    const struct cfg_key *kf = cfg_key_find(section, file_key);
+    const struct cfg_key *kp = cfg_key_find(section, key);
+    char **dst = (char **)((char *)&L->cfg + kp->offset);
+    const char *path = *(char **)((char *)&L->cfg + kf->offset), *problem;
+    char where[320], where2[320], what[400], ebuf[128], *buf;
     size_t len = 0;
 
     if (path == NULL)
         return 0;
     cfg_where(L, kf, where, sizeof where);
-    if (L->cfg.relay.auth_pass != NULL) {
+    snprintf(what, sizeof what, "%s.%s (%s)", section, file_key, where);
+    if (*dst != NULL) {
         cfg_where(L, kp, where2, sizeof where2);
-        cfg_err(L->err, L->errlen, "relay.auth_pass_file (%s) and "
-                "relay.auth_pass (%s) are both set; set one", where, where2);
+        cfg_err(L->err, L->errlen, "%s and %s.%s (%s) are both set; "
+                "set one", what, section, key, where2);
         return -1;
     }
+    if (cfg_secret_file_check(what, path, L->err, L->errlen) < 0)
+        return -1;
     if ((buf = cfg_slurp(path, &len)) == NULL) {
-        cfg_err(L->err, L->errlen, "relay.auth_pass_file (%s): cannot read "
-                "'%s': %s", where, path, errno == EFBIG ? "larger than 64 KiB"
+        cfg_err(L->err, L->errlen, "%s: cannot read '%s': %s", what, path,
+                errno == EFBIG ? "larger than 64 KiB"
                 : cfg_strerror(errno, ebuf, sizeof ebuf));
         return -1;
     }
@@ -519,19 +566,45 @@ static int cfg_read_pass_file(struct cfg_loader *L)
     if (len > 0 && buf[len - 1] == '\r')
         buf[--len] = '\0';
     if ((problem = cfg_pass_problem(buf, len)) != NULL) {
-        cfg_err(L->err, L->errlen, "relay.auth_pass_file (%s): '%s' %s",
-                where, path, problem);
+        cfg_err(L->err, L->errlen, "%s: '%s' %s", what, path, problem);
         cfg_free_secret(buf);
         return -1;
     }
-    L->cfg.relay.auth_pass = strdup(buf);
+    *dst = strdup(buf);
     cfg_free_secret(buf);
-    if (L->cfg.relay.auth_pass == NULL) {
-        cfg_err(L->err, L->errlen, "relay.auth_pass_file (%s): out of memory",
-                where);
+    if (*dst == NULL) {
+        cfg_err(L->err, L->errlen, "%s: out of memory", what);
         return -1;
     }
     L->origin[kp - cfg_keys] = L->origin[kf - cfg_keys];
+    return 0;
+}
+
+/* relay.auth_pass_file and http.api_keys_file, when set, are read (the
+   api keys then checked as if set directly); queue.password_file, read
+   by the PostgreSQL backend, has its mode checked. */
+static int cfg_read_pass_files(struct cfg_loader *L)
+{
+    const struct cfg_key *kk = cfg_key_find("http", "api_keys");
+    char why[256];
+    if (cfg_read_secret_file(L, "relay", "auth_pass", "auth_pass_file") ||
+        cfg_read_secret_file(L, "http", "api_keys", "api_keys_file"))
+        return -1;
+    if (L->cfg.queue.password_file != NULL) {   /* read by the backend */
+        const struct cfg_key *kq = cfg_key_find("queue", "password_file");
+        char where[320], what[400];
+        cfg_where(L, kq, where, sizeof where);
+        snprintf(what, sizeof what, "queue.password_file (%s)", where);
+        if (cfg_secret_file_check(what, L->cfg.queue.password_file, L->err,
+                                  L->errlen) < 0)
+            return -1;
+    }
+    if (L->cfg.http.api_keys_file != NULL &&
+        kk->check(L->cfg.http.api_keys, why, sizeof why) < 0) {
+        cfg_err(L->err, L->errlen, "http.api_keys_file ('%s'): %s",
+                L->cfg.http.api_keys_file, why);
+        return -1;
+    }
     return 0;
 }
 
@@ -616,7 +689,7 @@ int cfg_load(struct cfg *cfg, int argc, char **argv, char **envp,
     if ((L.config_path != NULL && cfg_load_file(&L)) ||
         cfg_load_env(&L, envp) ||
         cfg_walk_flags(&L, argc, argv, 1, NULL, NULL) ||
-        cfg_read_pass_file(&L) || cfg_cross_check(&L) ||
+        cfg_read_pass_files(&L) || cfg_cross_check(&L) ||
         cfg_dkim_check(&L.cfg, err, errlen))
         goto fail;
     *cfg = L.cfg;

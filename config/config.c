@@ -74,8 +74,9 @@ const struct cfg_key cfg_keys[] = {
     CFG_INT_(relay, port, "25", 1, 65535,
              "SMTP relay port (25 relay, 587 submission, 465 implicit TLS)"),
     CFG_ENUM_(relay, tls, "opportunistic", CFG_REQUIRED, cfg_tls_choices,
-              "none, opportunistic (STARTTLS if offered), required "
-              "(STARTTLS or fail), implicit (TLS from the start)"),
+              "none, opportunistic (STARTTLS if offered; else plaintext, "
+              "logged at warn), required (STARTTLS or fail), implicit (TLS "
+              "from the start)"),
     CFG_STR(relay, ca_file, NULL, 0, NULL,
             "CA certificates (PEM) to verify the relay; unset: system store"),
     CFG_STR(relay, cert_file, NULL, 0, NULL,
@@ -89,10 +90,12 @@ const struct cfg_key cfg_keys[] = {
             "or the address literal of the connection when it has none"),
     CFG_STR(relay, auth_user, NULL, 0, NULL,
             "SMTP AUTH user; unset: no AUTH"),
-    CFG_STR(relay, auth_pass, NULL, CFG_SECRET, NULL,
-            "SMTP AUTH password or XOAUTH2 token (secret)"),
+    CFG_STR(relay, auth_pass, NULL, CFG_SECRET | CFG_NO_FLAG, NULL,
+            "SMTP AUTH password or XOAUTH2 token (secret; environment or "
+            "file only: no flag)"),
     CFG_STR(relay, auth_pass_file, NULL, 0, NULL,
-            "file whose one line is auth_pass, read at start"),
+            "file whose one line is auth_pass, read at start; readable by "
+            "its owner only"),
     CFG_ENUM_(relay, auth_mech, NULL, 0, cfg_mech_choices,
               "PLAIN, LOGIN or XOAUTH2; unset: chosen from what the relay "
               "offers"),
@@ -123,8 +126,13 @@ const struct cfg_key cfg_keys[] = {
     CFG_INT_(http, max_attachments, "100", 0, 10000,
              "most attachments (and inline parts) of one composed message; "
              "0: no limit"),
-    CFG_STR(http, api_keys, NULL, CFG_SECRET, cfg_check_api_keys,
-            "comma-separated bearer keys (secret)"),
+    CFG_STR(http, api_keys, NULL, CFG_SECRET | CFG_NO_FLAG,
+            cfg_check_api_keys,
+            "comma-separated bearer keys (secret; environment or file "
+            "only: no flag)"),
+    CFG_STR(http, api_keys_file, NULL, 0, NULL,
+            "file whose one line is api_keys, read at start; readable by "
+            "its owner only"),
     CFG_INT_(http, threads, "2", 1, 1024,
              "HTTP server threads"),
     CFG_INT_(http, connection_timeout, "60", 1, DAY,
@@ -141,6 +149,28 @@ const struct cfg_key cfg_keys[] = {
     CFG_BOOL_(http, ready_requires_relay, "true",
               "/readyz is 503 while the relay cannot be reached; false: "
               "ready whenever the service takes work"),
+    CFG_INT_(http, header_timeout, "10", 1, DAY,
+             "seconds a new connection may stay silent before its first "
+             "request head is in; then it is closed (a kept-alive "
+             "connection waits http.connection_timeout)"),
+    CFG_INT_(http, body_timeout, "10", 1, DAY,
+             "seconds a request body may take before http.min_body_rate "
+             "applies to it"),
+    CFG_INT_(http, min_body_rate, "1024", 0, 1 << 30,
+             "bytes per second a request body must average once it took "
+             "http.body_timeout; slower, the connection is closed; 0: no "
+             "minimum"),
+    CFG_INT_(http, max_connections, "1000", 1, 1000000,
+             "most HTTP connections open at once; past it new ones are "
+             "closed at once (RLIMIT_NOFILE is raised to fit when allowed)"),
+    CFG_INT_(http, send_deadline, "60", 0, DAY,
+             "seconds a synchronous send may wait for a worker; one not "
+             "started by then is not sent and answered 503 with "
+             "Retry-After; 0: no deadline"),
+    CFG_INT_(http, max_connections_per_ip, "0", 0, 1000000,
+             "most HTTP connections open at once from one client address; "
+             "past it new ones are closed at once; 0: no limit (behind a "
+             "proxy every client has the proxy's address)"),
 
     CFG_INT_(pool, workers, "8", 1, 1024,
              "worker threads sending mail"),
@@ -193,7 +223,7 @@ const struct cfg_key cfg_keys[] = {
             "case one slipped in"),
     CFG_STR(queue, password_file, NULL, 0, NULL,
             "postgres: file whose first line is the database password, "
-            "read at start"),
+            "read at start; readable by its owner only"),
     CFG_DOUBLE_(queue, lease, "60", 1, DAY,
                 "seconds a sending message's lease lasts; renewed every "
                 "third of it while its replica lives, then the message "

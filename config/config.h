@@ -46,12 +46,19 @@ struct cfg {
         int max_recipients;       /* per message, default 100 */
         int max_attachments;      /* per composed message, default 100 */
         char *api_keys;           /* secret; comma-separated bearer keys */
+        char *api_keys_file;      /* its one line is api_keys */
         int threads;              /* MHD thread pool size, default 2 */
         int connection_timeout;   /* seconds an idle HTTP client is kept, 60 */
         char *tls_cert_file;      /* PEM chain: HTTPS; unset: plain HTTP */
         char *tls_key_file;       /* PEM key of tls_cert_file */
         int shutdown_delay;       /* seconds not ready before the drain, 0 */
         int ready_requires_relay; /* bool, default 1 */
+        int header_timeout;       /* seconds idle before a first request, 10 */
+        int body_timeout;         /* seconds before min_body_rate applies, 10 */
+        int min_body_rate;        /* bytes/s a body averages; 0: none; 1024 */
+        int max_connections;      /* MHD connection limit, default 1000 */
+        int max_connections_per_ip; /* per client address; 0: none (default) */
+        int send_deadline;        /* seconds a sync send may wait; 0: none */
     } http;
     struct {
         int workers;              /* default 8 */
@@ -152,5 +159,14 @@ void cfg_free(struct cfg *cfg);
 
 /* Writes the effective configuration as INI, secrets as "<redacted>". */
 int cfg_print(const struct cfg *cfg, FILE *out);
+
+/* 0 when the secret file at path may be read: a regular file no one but
+   its owner can read or write (as ssh wants of a key), or, owned by root,
+   readable by its group too (a mounted Kubernetes or Docker secret with
+   fsGroup); else -1 with one sentence naming what (e.g. "relay.auth_pass_file")
+   and the file in err.  The one check of every secret file mailpool
+   reads. */
+int cfg_secret_file_check(const char *what, const char *path, char *err,
+                          size_t errlen);
 
 #endif /* MAILPOOL_CONFIG_H */

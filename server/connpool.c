@@ -294,6 +294,23 @@ struct pool_conns *pool_conns_new(const struct cfg *cfg, char *err,
     return cp;
 }
 
+/* relay.tls = opportunistic and the relay offered no STARTTLS (or a
+   proxy stripped it): the connection is plaintext; warn, once per
+   connection, with the relay's address. */
+static void pool_conns_warn_plaintext(const struct pool_conns *cp,
+                                      const struct pool_conn *pc)
+{
+    if (cp->opts.tls != SMTP_TLS_OPPORTUNISTIC || smtp_conn_is_tls(pc->smtp))
+        return;
+    struct log_field f[] = {
+        LOG_STR("relay", cp->hostport),
+        LOG_NUM("conn", pc->id),
+        LOG_STR("message", "relay.tls is opportunistic and the relay "
+                           "offered no STARTTLS: sending in plaintext"),
+    };
+    log_event_num(LOG_WARN, "relay_tls_downgrade", f, sizeof f / sizeof f[0]);
+}
+
 /* Opens and greets a new connection into the slot the caller took. */
 static int pool_conns_open(struct pool_conns *cp, struct pool_conn **out,
                            struct smtp_result *res)
@@ -337,6 +354,7 @@ static int pool_conns_open(struct pool_conns *cp, struct pool_conn **out,
     smtp_result_clear(&tmp);
     pc->smtp = c;
     pool_conns_log("open", pc, NULL);
+    pool_conns_warn_plaintext(cp, pc);
     *out = pc;
     return POOL_ACQ_OK;
 }

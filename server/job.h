@@ -61,6 +61,12 @@ struct job {
     double wait_ms;             /* of which waiting for a worker */
     int unreachable;            /* relay could not be reached at all */
 
+    double deadline;            /* pool_mono_now() seconds by which a
+                                   worker must take it; 0: none.  Past it
+                                   the pool sends nothing, sets expired and
+                                   fails it locally (http.send_deadline) */
+    int expired;                /* written by the worker with result */
+
     int no_retry;               /* the pool attempts it once (a stale
                                    pooled connection aside): the durable
                                    queue schedules its own retries */

@@ -15,7 +15,7 @@
  * exit 0 when code < 400, 1 otherwise, 2 on a usage error.  serve exits 0
  * after a SIGTERM/SIGINT drain, 2 on a bad configuration, 1 when it cannot
  * start.  Signals are taken with sigwait in the main thread: no handler,
- * no global flag.
+ * no global flag; SIGHUP is logged (warn) and ignored.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -217,6 +217,12 @@ static int parse_cli(struct cli *c, int argc, char **argv)
         } else if (strcmp(a, "--auth-mech") == 0) {
             c->opts.auth_mech = v;
         } else if (strcmp(a, "--auth-pass-file") == 0) {
+            char perr[512];
+            if (cfg_secret_file_check("--auth-pass-file", v, perr,
+                                      sizeof perr) < 0) {
+                fprintf(stderr, "mailpool: %s\n", perr);
+                return -1;
+            }
             c->pass = read_secret(v);
             if (c->pass == NULL) {
                 fprintf(stderr, "mailpool: cannot read --auth-pass-file %s: %s\n",
@@ -609,6 +615,28 @@ usage:
     return 2;
 }
 
+/* SIGHUP (log rotation, a terminal gone) is logged and otherwise
+   ignored: the log is standard error, which needs no reopening. */
+static void log_sighup(void)
+{
+    log_event(LOG_WARN, "signal", "signal", "HUP", "action",
+              "ignored: SIGTERM or SIGINT stops the service",
+              (const char *)NULL);
+}
+
+/* Waits for SIGTERM or SIGINT, logging and ignoring each SIGHUP. */
+static int wait_ending_signal(const sigset_t *sigs)
+{
+    int sig = 0;
+    for (;;) {
+        if (sigwait(sigs, &sig) != 0)
+            continue;
+        if (sig != SIGHUP)
+            return sig;
+        log_sighup();
+    }
+}
+
 /* http.shutdown_delay: /readyz says 503 while work is still taken for
    seconds, or until a second signal (*sig is then that one). */
 static void shutdown_delay(struct api *api, const sigset_t *sigs, int seconds,
@@ -631,7 +659,9 @@ static void shutdown_delay(struct api *api, const sigset_t *sigs, int seconds,
             return;
         struct timespec wait = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000 };
         int s = sigtimedwait(sigs, NULL, &wait);
-        if (s > 0) {
+        if (s == SIGHUP) {
+            log_sighup();
+        } else if (s > 0) {
             *sig = s;
             return;
         }
@@ -688,6 +718,7 @@ static int cmd_serve(int argc, char **argv)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);       /* never ends the service */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -765,12 +796,12 @@ static int cmd_serve(int argc, char **argv)
                       LOG_STR("listen", cfg.http.listen),
                       LOG_NUM("port", api_port(api)),
                       LOG_STR("relay", cfg.relay.host) }, 3);
-    int sig = 0;
-    while (sigwait(&sigs, &sig) != 0)
-        ;
+    int sig = wait_ending_signal(&sigs);
     if (cfg.http.shutdown_delay > 0)
         shutdown_delay(api, &sigs, cfg.http.shutdown_delay, &sig);
     log_event(LOG_INFO, "draining", "signal", sig == SIGTERM ? "TERM" : "INT",
+              "reason", sig == SIGTERM ? "SIGTERM received: stopping"
+                                       : "SIGINT received: stopping",
               (const char *)NULL);
     api_set_draining(api, 1);
     delivery_stop(delivery);        /* no new claims; the rest stay queued */

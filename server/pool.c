@@ -527,14 +527,20 @@ static const char *pool_job_check(const struct job *job)
     return "unknown job kind";
 }
 
-/* NULL when the job is well-formed and, a send, signed (when the
-   configuration says so); else why not, in why or a constant. */
+/* NULL when the job is well-formed, taken before its deadline and, a
+   send, signed (when the configuration says so); else why not, in why or
+   a constant. */
 static const char *pool_job_ready(struct pool *pool, struct job *job,
                                   char *why, size_t whylen)
 {
     const char *bad = pool_job_check(job);
     char sw[200];
 
+    if (bad == NULL && job->deadline > 0 && pool_mono_now() > job->deadline) {
+        job->expired = 1;           /* taken too late: nothing is sent */
+        return "not started before its deadline (http.send_deadline): "
+               "not sent";
+    }
     if (bad != NULL || job->kind != JOB_SEND || pool->sign == NULL)
         return bad;
     if (sign_message(pool->sign, &job->msg, time(NULL), sw, sizeof sw) < 0) {

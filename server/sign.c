@@ -36,6 +36,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include "dkim/dkim.h"
 
@@ -65,6 +66,18 @@ static enum sign_policy sign_policy_of(const char *s)
     return SIGN_AUTO;
 }
 
+/* 0 when a key file that exists may be read (cfg_secret_file_check);
+   one that does not exist is left to the loader to name. */
+static int sign_key_mode_ok(const char *domain, const char *key,
+                            const char *path, char *err, size_t errlen)
+{
+    char what[320];
+    if (path == NULL || access(path, F_OK) != 0)
+        return 0;
+    snprintf(what, sizeof what, "dkim %s of %s", key, domain);
+    return cfg_secret_file_check(what, path, err, errlen);
+}
+
 /* Loads one domain's keys into the set (nothing for sign = never). */
 static int sign_add(struct sign_set *set, const struct cfg_dkim_domain *c,
                     char *err, size_t errlen)
@@ -74,6 +87,10 @@ static int sign_add(struct sign_set *set, const struct cfg_dkim_domain *c,
 
     if (d.policy == SIGN_NEVER)
         return 0;
+    if (sign_key_mode_ok(c->domain, "key_file", c->key_file, err, errlen) ||
+        sign_key_mode_ok(c->domain, "ed25519_key_file", c->ed25519_key_file,
+                         err, errlen))
+        return -1;
     if (dkim_key_load_file(c->key_file, &d.rsa, err, errlen) < 0)
         return -1;
     if (dkim_key_alg(d.rsa) != DKIM_RSA_SHA256) {

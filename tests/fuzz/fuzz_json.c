@@ -21,7 +21,9 @@
  *   returns no jobs;
  * - an accepted query argument is at most API_MAX_ARG bytes of printable
  *   characters (no CR, LF, NUL or control);
- * - api_json_text never fails on a NUL-terminated string.
+ * - api_json_text never fails on a NUL-terminated string;
+ * - for whatever parses, api_json_values counts exactly the tree's values
+ *   and member names (the bound the routes apply before parsing).
  * ASan and UBSan (scripts/fuzz.sh) catch the rest, LeakSanitizer the leaks.
  *
  * Globals: the two struct cfg, filled once on the first input and then
@@ -181,6 +183,21 @@ static void fuzz_text(const uint8_t *data, size_t size)
     free(s);
 }
 
+/* The values of a parsed tree, member names included. */
+static size_t tree_values(json_t *v)
+{
+    size_t n = 1, i;
+    const char *k;
+    json_t *e;
+    if (json_is_array(v))
+        json_array_foreach(v, i, e)
+            n += tree_values(e);
+    else if (json_is_object(v))
+        json_object_foreach(v, k, e)
+            n += 1 + tree_values(e);
+    return n;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     json_error_t jerr;
@@ -190,6 +207,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                               JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL)
         return 0;
+    if (api_json_values((const char *)data, size, SIZE_MAX - 1) !=
+        tree_values(root))
+        abort();
     fuzz_message(root, &cfg_default);
     fuzz_message(root, &cfg_small);
     fuzz_batch(root, &cfg_default);

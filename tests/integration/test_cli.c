@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "tests/integration/smtp_fx.h"
@@ -169,6 +170,7 @@ static const char *file_in(struct fx *f, const char *name, const char *content)
     assert_non_null(fp);
     fputs(content, fp);
     fclose(fp);
+    assert_int_equal(chmod(path, 0600), 0);  /* secrets must be */
     return path;
 }
 

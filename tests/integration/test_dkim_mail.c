@@ -22,6 +22,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/wait.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -91,6 +92,7 @@ static char *write_key(const char *path, gnutls_pk_algorithm_t alg,
     assert_non_null(f);
     assert_int_equal(fwrite(d.data, 1, d.size, f), d.size);
     fclose(f);
+    assert_int_equal(chmod(path, 0600), 0);  /* a secret: owner only */
     txt = keygen_record(path, name, sizeof name);
     assert_string_equal(name, "sel._domainkey." DOMAIN ".");
     gnutls_free(d.data);

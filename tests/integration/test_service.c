@@ -1225,8 +1225,11 @@ static void test_request_log_one_line_per_request_no_body_key_or_address(
     };
     static const char *const to[] = { "rcpt@example.net", NULL };
     start_fake(fx, "{}");
-    START_SVC(fx, "--pool-workers", "1", "--http-api-keys",
-              "key-9f27c1e5a3d4");
+    /* Keys come from the environment (no flag: it would show in ps). */
+    assert_int_equal(setenv("MAILPOOL_HTTP_API_KEYS", "key-9f27c1e5a3d4", 1),
+                     0);
+    START_SVC(fx, "--pool-workers", "1");
+    unsetenv("MAILPOOL_HTTP_API_KEYS");
     char *body = message_json("sender@example.com", to, "logged subject",
                               "secret-body-5d1c0b");
     url_of(fx, "/v1/messages", url, sizeof url);

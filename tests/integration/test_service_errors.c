@@ -578,7 +578,11 @@ static void test_bearer_keys_401_without_or_wrong_key_200_with_second(
     static const char msg[] =
         "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
         "\"headers\":{\"Subject\":\"keyed\"},\"body\":\"x\"}";
-    START(fx, "--http-api-keys", "k1-first-4c1d,k2-second-9e0f");
+    /* Keys come from the environment (no flag: it would show in ps). */
+    assert_int_equal(setenv("MAILPOOL_HTTP_API_KEYS",
+                            "k1-first-4c1d,k2-second-9e0f", 1), 0);
+    START(fx, "--http-threads", "2");
+    unsetenv("MAILPOOL_HTTP_API_KEYS");
     static const char missing[] = "Bearer realm=\"mailpool\"";
     static const char invalid[] =
         "Bearer realm=\"mailpool\", error=\"invalid_token\"";

@@ -22,6 +22,7 @@
  */
 #include <jansson.h>
 #include <signal.h>
+#include <sys/stat.h>
 
 #include "tests/integration/smtp_fx.h"
 #include "tests/support/http.h"
@@ -170,6 +171,7 @@ static void client_flags(struct fx *f, const struct job *j, int serve,
         argv[(*n)++] = "u";
         argv[(*n)++] = k[3];
         argv[(*n)++] = peer_file(f, "pass.txt", "p\n");
+        assert_int_equal(chmod(argv[*n - 1], 0600), 0);  /* a secret */
         argv[(*n)++] = k[4];
         if (serve)
             argv[(*n)++] = "true";

@@ -295,6 +295,9 @@ def main():
         passfile = os.path.join(tmp, "relay-pass")
         with open(passfile, "w") as f:
             f.write("not-a-real-password\n")
+        # As the Deployment mounts it (defaultMode 0440, owned by root):
+        # mailpool refuses a secret file others can read.
+        os.chmod(passfile, 0o440 if os.geteuid() == 0 else 0o600)
         check_names(docs)
         check_values_load(docs, passfile)
         check_deployment(docs)

@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <strings.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -453,7 +454,9 @@ static int write_authpass(const struct mta *m)
     if (!f)
         return -1;
     fputs("s3cret-pw\n", f);
-    return fclose(f) == 0 ? 0 : -1;
+    if (fclose(f) != 0)
+        return -1;
+    return chmod(path, 0600);   /* mailpool refuses a secret others read */
 }
 
 /* Start smtp_server_peer.js (see mta.h). */

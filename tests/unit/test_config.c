@@ -88,6 +88,7 @@ static const char *fx_write_n(struct fixture *f, const char *name,
     assert_non_null(fp);
     assert_int_equal(fwrite(data, 1, len, fp), len);
     assert_int_equal(fclose(fp), 0);
+    assert_int_equal(chmod(path, 0600), 0);  /* secret files must be */
     return path;
 }
 
@@ -610,7 +611,7 @@ static void test_enum_values_table(void **state)
 #define TLS(v, want) { .args = { "--relay-tls", v }, .off = F(relay.tls), \
         .kind = K_STR, .s = want }
 #define MECH(v, want) { .args = { "--relay-auth-user", "u", \
-        "--relay-auth-pass", "p", "--relay-auth-mech", v }, \
+        "--relay-auth-mech", v }, .env = { "MAILPOOL_RELAY_AUTH_PASS=p" }, \
         .off = F(relay.auth_mech), .kind = K_STR, .s = want }
     static const struct load_case cases[] = {
         TLS("none", "none"), TLS("opportunistic", "opportunistic"),
@@ -690,7 +691,8 @@ static void test_strings_reject_control_characters(void **state)
                  "without spaces, got 'mx example'" },
         { .args = { "--relay-host", "" },
           .err = "relay.host (from --relay-host): must not be empty" },
-        { .args = { "--relay-auth-user", "u\n", "--relay-auth-pass", "p" },
+        { .args = { "--relay-auth-user", "u\n" },
+          .env = { "MAILPOOL_RELAY_AUTH_PASS=p" },
           .err = "relay.auth_user (from --relay-auth-user): must not contain "
                  "control characters" },
         { .args = { "--relay-ca-file", "/etc/ssl/ca.pem" },
@@ -708,9 +710,10 @@ static void test_empty_value_unsets_optional_string(void **state)
     char err[512] = "";
     const char *path = fx_write(f, "e.ini",
         "[relay]\nca_file = /etc/ca.pem\nauth_user = u\nauth_pass = p\n");
-    const char *args[] = { "--config", path, "--relay-auth-pass=", NULL };
+    const char *args[] = { "--config", path, NULL };
     const char *env[] = { "MAILPOOL_RELAY_CA_FILE=",
-                          "MAILPOOL_RELAY_AUTH_USER=", NULL };
+                          "MAILPOOL_RELAY_AUTH_USER=",
+                          "MAILPOOL_RELAY_AUTH_PASS=", NULL };
 
     assert_int_equal(load(&c, args, env, err, sizeof err), 0);
     check_str(c.relay.ca_file, NULL);
@@ -737,17 +740,17 @@ static void test_keys_checked_against_each_other(void **state)
         { .args = { NULL }, .env = { "MAILPOOL_RELAY_AUTH_USER=u" },
           .err = "relay.auth_user (from MAILPOOL_RELAY_AUTH_USER): needs "
                  "relay.auth_pass or relay.auth_pass_file as well" },
-        { .args = { "--relay-auth-pass", "p" },
-          .err = "relay.auth_pass (from --relay-auth-pass): needs "
+        { .args = { NULL }, .env = { "MAILPOOL_RELAY_AUTH_PASS=p" },
+          .err = "relay.auth_pass (from MAILPOOL_RELAY_AUTH_PASS): needs "
                  "relay.auth_user as well" },
-        { .args = { "--relay-tls", "none", "--relay-auth-user", "u",
-                    "--relay-auth-pass", "p" },
+        { .args = { "--relay-tls", "none", "--relay-auth-user", "u" },
+          .env = { "MAILPOOL_RELAY_AUTH_PASS=p" },
           .err = "relay.auth_user (from --relay-auth-user): with "
                  "relay.tls=none the password would cross the network in "
                  "clear; set relay.auth_allow_plaintext=true" },
         { .args = { "--relay-tls", "none", "--relay-auth-user", "u",
-                    "--relay-auth-pass", "p",
                     "--relay-auth-allow-plaintext", "yes" },
+          .env = { "MAILPOOL_RELAY_AUTH_PASS=p" },
           .off = F(relay.auth_allow_plaintext), .kind = K_INT, .n = 1 },
     };
 
@@ -971,13 +974,13 @@ static void test_print_config_redacts_secrets(void **state)
     struct fixture *f = *state;
     struct cfg c = { 0 };
     char err[512] = "", arg[256], *out;
-    const char *args[] = { "--relay-auth-user", "alice", "--relay-auth-pass",
-                           "hunter2", "--http-api-keys", "key-one,key-two",
-                           NULL };
+    const char *args[] = { "--relay-auth-user", "alice", NULL };
+    const char *env[] = { "MAILPOOL_RELAY_AUTH_PASS=hunter2",
+                          "MAILPOOL_HTTP_API_KEYS=key-one,key-two", NULL };
     const char *path = fx_write(f, "pass", "filesecret\n");
     const char *args2[] = { "--relay-auth-user", "alice", arg, NULL };
 
-    assert_int_equal(load(&c, args, NULL, err, sizeof err), 0);
+    assert_int_equal(load(&c, args, env, err, sizeof err), 0);
     out = print_to_string(&c);
     assert_null(strstr(out, "hunter2"));
     assert_null(strstr(out, "key-one"));
@@ -1004,15 +1007,66 @@ static void test_print_config_redacts_secrets(void **state)
     cfg_free(&c);
 }
 
+/* A secret file others (or its group, unless root owns it) may read or
+   write is refused at start, naming the key and the file; 0600 is read. */
+static void test_secret_file_open_to_others_is_refused(void **state)
+{
+    struct fixture *f = *state;
+    struct cfg c = { 0 };
+    char err[512] = "", a1[256], a2[256];
+    const char *pass = fx_write(f, "pass", "filesecret\n");
+    const char *keys = fx_write(f, "keys", "key-one, key-two\n");
+    const char *args[] = { "--relay-auth-user", "u", a1, a2, NULL };
+    snprintf(a1, sizeof a1, "--relay-auth-pass-file=%s", pass);
+    snprintf(a2, sizeof a2, "--http-api-keys-file=%s", keys);
+    assert_int_equal(load(&c, args, NULL, err, sizeof err), 0);
+    check_str(c.relay.auth_pass, "filesecret");
+    check_str(c.http.api_keys, "key-one, key-two");
+    cfg_free(&c);
+    static const mode_t bad[] = { 0644, 0604, 0620, 0660, 0606 };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char want[160];
+        assert_int_equal(chmod(pass, bad[i]), 0);
+        assert_int_equal(load(&c, args, NULL, err, sizeof err), -1);
+        snprintf(want, sizeof want, "relay.auth_pass_file (from "
+                 "--relay-auth-pass-file): '%s' is open to others (mode "
+                 "%04o)", pass, (unsigned)bad[i]);
+        check_contains(err, want);
+        assert_null(strstr(err, "filesecret"));
+    }
+    /* Group-readable: a mounted secret (root-owned, fsGroup) only. */
+    assert_int_equal(chmod(pass, 0640), 0);
+    assert_int_equal(load(&c, args, NULL, err, sizeof err),
+                     geteuid() == 0 ? 0 : -1);
+    cfg_free(&c);
+    assert_int_equal(chmod(pass, 0400), 0);
+    assert_int_equal(chmod(keys, 0644), 0);
+    assert_int_equal(load(&c, args, NULL, err, sizeof err), -1);
+    check_contains(err, "http.api_keys_file (from --http-api-keys-file): '");
+    check_contains(err, "chmod 600");
+    assert_int_equal(chmod(keys, 0600), 0);
+    assert_int_equal(load(&c, args, NULL, err, sizeof err), 0);
+    cfg_free(&c);
+}
+
 static void test_secret_value_not_echoed_in_error(void **state)
 {
     static const struct load_case cases[] = {
-        { .args = { "--http-api-keys", "topsecret key" },
-          .err = "http.api_keys (from --http-api-keys): keys must not "
+        { .args = { NULL }, .env = { "MAILPOOL_HTTP_API_KEYS=topsecret key" },
+          .err = "http.api_keys (from MAILPOOL_HTTP_API_KEYS): keys must not "
                  "contain spaces or control characters" },
-        { .args = { "--http-api-keys", "a,,b" },
-          .err = "http.api_keys (from --http-api-keys): must be a "
+        { .args = { NULL }, .env = { "MAILPOOL_HTTP_API_KEYS=a,,b" },
+          .err = "http.api_keys (from MAILPOOL_HTTP_API_KEYS): must be a "
                  "comma-separated list of non-empty keys" },
+        /* Secrets never as flags: they would show in ps. */
+        { .args = { "--relay-auth-pass", "topsecret" },
+          .err = "flag --relay-auth-pass would put a secret on the command "
+                 "line (visible in ps): set MAILPOOL_RELAY_AUTH_PASS or "
+                 "relay.auth_pass_file instead" },
+        { .args = { "--http-api-keys=topsecret" },
+          .err = "flag --http-api-keys would put a secret on the command "
+                 "line (visible in ps): set MAILPOOL_HTTP_API_KEYS or "
+                 "http.api_keys_file instead" },
         { .args = { NULL }, .env = { "MAILPOOL_RELAY_AUTH_PASS=top\rsecret" },
           .err = "relay.auth_pass (from MAILPOOL_RELAY_AUTH_PASS): must not "
                  "contain control characters or line breaks" },
@@ -1336,6 +1390,7 @@ int main(void)
         T(test_auth_pass_and_pass_file_together_is_error),
         T(test_print_config_redacts_secrets),
         T(test_secret_value_not_echoed_in_error),
+        T(test_secret_file_open_to_others_is_refused),
         T(test_print_config_round_trips),
         T(test_unknown_flags_go_to_rest),
         T(test_unknown_flag_without_rest_is_error),
