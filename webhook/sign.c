@@ -19,28 +19,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-
+#include "config/config.h"
 #include "webhook/internal.h"
 
 #define WEBHOOK_KEY_MIN 16
 
-/* Reads the first line of path into line (no newline): 0 or -1 with err. */
+/* Reads the first line of path into line (no newline), once its mode
+   passes the check every secret file passes: 0 or -1 with err. */
 static int secret_line(const char *path, char *line, size_t len, char *err,
                        size_t errlen)
 {
-    struct stat st;
-    FILE *f = fopen(path, "r");
-    if (f == NULL || fstat(fileno(f), &st) < 0) {
-        snprintf(err, errlen, "webhook.secret_file: cannot read %s", path);
-        if (f != NULL)
-            fclose(f);
+    if (cfg_secret_file_check("webhook.secret_file", path, err, errlen) < 0)
         return -1;
-    }
-    if ((st.st_mode & 077) != 0) {
-        snprintf(err, errlen, "webhook.secret_file: %s is readable by group"
-                 " or others (chmod 600 it)", path);
-        fclose(f);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "webhook.secret_file: cannot read %s", path);
         return -1;
     }
     if (fgets(line, (int)len, f) == NULL)

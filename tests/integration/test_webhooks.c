@@ -819,7 +819,7 @@ static void test_webhook_mistakes_stop_the_start_naming_them(void **st)
         mode_t mode;
         const char *key, *value, *said;
     } cases[] = {
-        { SECRET, 0644, NULL, NULL, "readable by group or others" },
+        { SECRET, 0644, NULL, NULL, "is open to others (mode 0644)" },
         { "short-secret", 0600, NULL, NULL, "of 16 bytes or more" },
         { SECRET, 0600, "--webhook-events", "message.sent,message.sen",
           "webhook.events: unknown event type \"message.sen\"" },
