@@ -191,11 +191,40 @@ static json_t *with_log_id(const struct api_req *req, size_t i, json_t *r)
     return r;
 }
 
-/* 200 {"results": [...]} in input order. */
+/* 503 with Retry-After for a request none of whose messages a worker took
+   within http.send_deadline: nothing was sent, so the idempotency key is
+   forgotten and a retry sends. */
+static enum MHD_Result answer_expired(struct api_req *req,
+                                      struct MHD_Connection *c)
+{
+    api_idem_finish(req, -1, NULL);
+    return api_reply_problem(req, c, 503, req->njobs > 1
+                                 ? "no worker took any message of the batch "
+                                   "within http.send_deadline: none was sent"
+                                 : "no worker took the message within "
+                                   "http.send_deadline: it was not sent",
+                             NULL, "Retry-After", "1");
+}
+
+/* 1 when no job of req was taken by a worker before its deadline. */
+static int all_expired(const struct api_req *req)
+{
+    for (size_t i = 0; i < req->njobs; i++)
+        if (!req->jobs[i]->expired)
+            return 0;
+    return req->njobs > 0;
+}
+
+/* 200 {"results": [...]} in input order (a message not taken within
+   http.send_deadline is a 451 "not sent" result among them), or 503 when
+   none was taken. */
 static enum MHD_Result answer_batch(struct api_req *req,
                                     struct MHD_Connection *c)
 {
-    json_t *results = json_array(), *doc;
+    json_t *results, *doc;
+    if (all_expired(req))
+        return answer_expired(req, c);
+    results = json_array();
     for (size_t i = 0; results != NULL && i < req->njobs; i++) {
         /* (a result slot per message, input order) */
         json_t *r = with_log_id(req, i, api_job_result_json(req->jobs[i]));
@@ -221,12 +250,8 @@ static enum MHD_Result answer_one(struct api_req *req,
     const struct job *job = req->jobs[0];
     json_t *doc;
     req->smtp_code = job->result.code;
-    if (job->expired) {             /* nothing was sent: may be retried */
-        api_idem_finish(req, -1, NULL);
-        return api_reply_problem(req, c, 503, "no worker took the message "
-                                 "within http.send_deadline: it was not "
-                                 "sent", NULL, "Retry-After", "1");
-    }
+    if (job->expired)               /* nothing was sent: may be retried */
+        return answer_expired(req, c);
     if (job->unreachable) {
         json_t *p = api_problem_new(502, job->result.message[0] != '\0'
                                              ? job->result.message

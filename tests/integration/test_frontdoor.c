@@ -198,6 +198,8 @@ struct sender {
     const struct fx *fx;
     char subject[64];
     const char *auth;               /* an Authorization header, or NULL */
+    const char *idem;               /* an Idempotency-Key header, or NULL:
+                                       then a batch of subject-a, -b */
     pthread_t tid;
     long status;
     int sent;                       /* the answer said "status":"sent" */
@@ -205,17 +207,28 @@ struct sender {
     char err[256];
 };
 
-/* Thread body: POST /v1/messages with s->subject, record the answer. */
+/* Thread body: POST /v1/messages with s->subject (with s->idem: a batch of
+   s->subject-a and -b under that key), record the answer. */
 static void *sender_run(void *arg)
 {
     struct sender *s = arg;
     struct http_resp r;
     char url[128], body[512];
-    const char *hdrs[] = { "Content-Type: application/json", s->auth, NULL };
-    snprintf(url, sizeof url, "%s/v1/messages", mpserve_url(s->fx->svc));
-    snprintf(body, sizeof body,
-             "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
-             "\"subject\":\"%s\",\"text\":\"hello\"}", s->subject);
+    const char *hdrs[] = { "Content-Type: application/json",
+                           s->idem ? s->idem : s->auth,
+                           s->idem ? s->auth : NULL, NULL };
+    static const char one[] =
+        "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
+        "\"subject\":\"%s%s\",\"text\":\"hello\"}";
+    char m1[200], m2[200];
+    snprintf(url, sizeof url, "%s/v1/messages%s", mpserve_url(s->fx->svc),
+             s->idem ? "/batch" : "");
+    snprintf(m1, sizeof m1, one, s->subject, s->idem ? "-a" : "");
+    snprintf(m2, sizeof m2, one, s->subject, "-b");
+    if (s->idem)
+        snprintf(body, sizeof body, "{\"messages\":[%s,%s]}", m1, m2);
+    else
+        snprintf(body, sizeof body, "%s", m1);
     if (http_request("POST", url, hdrs, body, 0, &r) < 0) {
         snprintf(s->err, sizeof s->err, "%s", r.err);
         return NULL;
@@ -682,6 +695,48 @@ static void test_send_not_started_by_deadline_is_503_and_never_sent(
     peer_msgs_free(m, n);
 }
 
+/* A batch none of whose messages a worker took within http.send_deadline
+   (one worker, busy 3 s on the message before it) is a 503 with
+   Retry-After, not a 200 of "failed" results, and its Idempotency-Key is
+   not kept: the same request again, with the worker free, sends both. */
+static void test_batch_not_started_by_deadline_is_503_and_its_key_free(
+    void **state)
+{
+    struct fx *fx = *state;
+    struct sender s[3];
+    static const char slow[] =
+        "{\"rules\":[{\"match\":\"^MAIL FROM\",\"times\":1,"
+        "\"action\":\"delay:3\"}]}";
+    const char *extra[] = { "--pool-workers", "1", "--pool-connections", "1",
+                            "--http-send-deadline", "2", NULL };
+    memset(s, 0, sizeof s);
+    fx->peer = peer_start_fake(slow);
+    assert_non_null(fx->peer);
+    fx->svc = mpserve_start(peer_port(fx->peer), extra);
+    assert_non_null(fx->svc);
+    for (int i = 0; i < 3; i++) {
+        s[i].fx = fx;
+        snprintf(s[i].subject, sizeof s[i].subject, i ? "late" : "first");
+        s[i].idem = i ? "Idempotency-Key: deadline-batch-1" : NULL;
+    }
+    assert_int_equal(pthread_create(&s[0].tid, NULL, sender_run, &s[0]), 0);
+    sleep_ms(200);                  /* the first is on the wire */
+    sender_run(&s[1]);
+    pthread_join(s[0].tid, NULL);
+    if (s[1].status != 503)
+        fail_msg("the late batch: HTTP %ld, not 503 (%s)", s[1].status,
+                 s[1].err);
+    assert_string_equal(s[1].retry_after, "1");
+    assert_non_null(strstr(s[1].err, "send_deadline"));
+    assert_int_equal(relay_has(fx->peer, "late-a"), 0);
+    sender_run(&s[2]);              /* the same key again: sent this time */
+    assert_int_equal(s[2].status, 200);
+    assert_int_equal(peer_wait_messages(fx->peer, 3, 5000), 3);
+    assert_int_equal(relay_has(fx->peer, "late-a"), 1);
+    assert_int_equal(relay_has(fx->peer, "late-b"), 1);
+    assert_int_equal(mpserve_stop_clean(fx->svc, STOP_MS), 0);
+}
+
 /* ---- 5. JSON memory ---- */
 
 /* VmRSS of the service in KiB (/proc/PID/status); -1 on error. */
@@ -963,6 +1018,9 @@ int main(void)
             setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_send_not_started_by_deadline_is_503_and_never_sent, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_batch_not_started_by_deadline_is_503_and_its_key_free, setup,
             teardown),
         cmocka_unit_test_setup_teardown(
             test_json_bursts_are_refused_under_a_measured_rss_bound, setup,
