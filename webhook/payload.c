@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "util/utf8.h"
 #include "webhook/internal.h"
 
 /* RFC 3339 UTC with milliseconds; null for 0. */
@@ -34,19 +35,19 @@ static json_t *when_json(double t)
     return json_string(buf);
 }
 
-/* The n bytes at p as a JSON string; bytes that are not UTF-8 (a relay's
-   reply may hold any) become '?'.  NULL when out of memory. */
+/* The n bytes at p as a JSON string; a byte that does not start a valid
+   UTF-8 sequence (a relay's reply may hold any) becomes U+FFFD, the rest
+   is kept.  NULL when out of memory. */
 static json_t *text_json(const char *p, size_t n)
 {
     json_t *j = json_stringn(p, n);
     if (j != NULL)
         return j;
-    char *copy = malloc(n + 1);
+    size_t len;
+    char *copy = util_utf8_repair(p, n, &len);
     if (copy == NULL)
         return NULL;
-    for (size_t i = 0; i < n; i++)
-        copy[i] = (unsigned char)p[i] < 0x80 && p[i] != '\0' ? p[i] : '?';
-    j = json_stringn(copy, n);
+    j = json_stringn(copy, len);
     free(copy);
     return j;
 }

@@ -7,8 +7,9 @@
  * Public (webhook/internal.h): webhook_secret_load_,
  * webhook_sign_.  The secret file: its first line; "whsec_<base64>" (the
  * form Standard Webhooks libraries make) is decoded and its bytes are the
- * key; any other line is the key as it is.  At least 16 bytes of key; a
- * file readable by group or others is refused, by name.
+ * key; any other line is the key as it is.  At least 16 bytes of key; the
+ * file passes cfg_secret_file_check (owner only, or root's and readable by
+ * its group), else it is refused, by name.
  *
  * Errors: -1 with a sentence; the secret never appears in one.
  * Threads: no state; safe.

@@ -491,15 +491,15 @@ static void test_a_retry_posts_deferred_then_sent(void **st)
     wh_down(&w);
 }
 
-/* A relay reply with a byte that is not UTF-8 (Latin-1 e-acute): the
-   deferred event still goes, that byte as '?'. */
+/* A relay reply with a byte that is not UTF-8 (a Latin-1 e-acute) beside
+   a UTF-8 one: the deferred event still goes, the stray byte as U+FFFD,
+   the UTF-8 e-acute kept. */
 static void test_a_reply_that_is_not_utf8_still_posts_its_event(void **st)
 {
     (void)st;
     struct wh w;
     wh_up(&w, "ok", SECRET, "{'rules': [{'match': '^MAIL', 'times': 1, "
-                            "'raw': '451 4.3.0 caf\\u00e9 busy', "
-                            "'suffix': '\\r\\n'}]}", NULL);
+                            "'raw_b64': 'NDUxIDQuMy4wIGNhZsOpIOkgYnVzeQ0K'}]}", NULL);
     char *id = post_async(w.s, "r@example.org");
     json_t *posts = rx_wait(&w.r, &id, 1, "message.deferred", 15000), *b;
     size_t i;
@@ -510,7 +510,7 @@ static void test_a_reply_that_is_not_utf8_still_posts_its_event(void **st)
             continue;
         seen++;
         assert_string_equal(item(json_object_get(body, "data"), "text", 0),
-                            "4.3.0 caf? busy");
+                            "4.3.0 caf\xc3\xa9 \xef\xbf\xbd busy");
     }
     assert_int_equal(seen, 1);
     json_decref(posts);
