@@ -28,6 +28,7 @@
 #include <time.h>
 
 #include <curl/curl.h>
+#include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 
 #include "server/log.h"
@@ -154,22 +155,33 @@ static int parse_schedule(struct webhook *w, const char *list, char *err,
     return 0;
 }
 
-/* Checks webhook.url and builds w->config: 0 or -1 with err. */
+/* Checks webhook.url and builds w->config, "<SHA-256 of the URL in hex>
+   <states>": the queue stores it, and a URL may carry a token, so the
+   database holds only its digest.  0 or -1 with err. */
 static int parse_url(struct webhook *w, const char *url, char *err,
                      size_t errlen)
 {
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[32];
+    char digest[2 * sizeof md + 1];
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
         snprintf(err, errlen, "webhook.url: must be an http:// or https:// "
                  "URL");
         return -1;
     }
-    size_t len = strlen(url) + 16;
+    size_t len = sizeof digest + 16;
     w->config = malloc(len);
-    if (w->config == NULL) {
+    if (w->config == NULL ||
+        gnutls_hash_fast(GNUTLS_DIG_SHA256, url, strlen(url), md) < 0) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    snprintf(w->config, len, "%s %u", url, w->states);
+    for (size_t i = 0; i < sizeof md; i++) {
+        digest[2 * i] = hex[md[i] >> 4];
+        digest[2 * i + 1] = hex[md[i] & 15];
+    }
+    digest[2 * sizeof md] = '\0';
+    snprintf(w->config, len, "%s %u", digest, w->states);
     return 0;
 }
 

@@ -518,6 +518,43 @@ static void test_a_reply_that_is_not_utf8_still_posts_its_event(void **st)
     wh_down(&w);
 }
 
+/* A webhook.url may carry a token: the queue's database (SQLite's file
+   and its WAL), which records what the events go to, holds only the
+   URL's digest, never the URL. */
+static void test_the_queue_database_never_holds_the_webhook_url(void **st)
+{
+    (void)st;
+    char *dir = temp_dir(), path[256];
+    struct peer *p = peer_start_fake("{}");
+    assert_non_null(p);
+    const char *more[] = { "--webhook-url",
+                           "http://127.0.0.1:9/hook?token=tok-in-url-7f3a",
+                           NULL };
+    struct mpserve *s = svc(p, dir, 9, more);
+    char *id = post_async(s, "r@example.org");
+    json_decref(wait_event(s, id, "message.sent", "pending", 15000));
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    static const char *const files[] = { "queue.db", "queue.db-wal" };
+    int read = 0;
+    for (size_t i = 0; i < 2; i++) {
+        size_t len = 0;
+        in_dir(path, sizeof path, dir, files[i]);
+        char *bytes = ts_slurp(path, &len);
+        if (bytes == NULL)
+            continue;
+        read++;
+        assert_null(memmem(bytes, len, "tok-in-url-7f3a", 15));
+        assert_null(memmem(bytes, len, "127.0.0.1:9/hook", 16));
+        free(bytes);
+    }
+    assert_true(read >= 1);
+    free(id);
+    peer_stop(p);
+    ts_rmtree(dir);
+    free(dir);
+}
+
 /* The receiver is down while three messages are sent (their tries fail,
    counted as network errors; test_queue shows each recorded with its
    error); once it listens, every event arrives. */
@@ -923,6 +960,7 @@ int main(void)
         T(test_every_sent_message_posts_one_signed_sent_event),
         T(test_a_retry_posts_deferred_then_sent),
         T(test_a_reply_that_is_not_utf8_still_posts_its_event),
+        T(test_the_queue_database_never_holds_the_webhook_url),
         T(test_receiver_down_then_back_gets_every_event),
         T(test_500_then_200_is_delivered_with_both_tries_recorded),
         T(test_wrong_secret_fails_verification),
