@@ -84,18 +84,43 @@ double api_now(void)
 
 /* ---- Per-request state ---- */
 
+#define API_RAND_BUF 1024   /* random bytes a thread draws at once: 64 ids */
+
+/* Per thread: random bytes drawn by one getrandom and how many are used. */
+static _Thread_local unsigned char rand_buf[API_RAND_BUF];
+static _Thread_local size_t rand_used = API_RAND_BUF;
+
+/* n (<= 16) random bytes into r from this thread's buffer, refilled with
+   one getrandom when empty; -1 when the system has none to give. */
+static int rand_take(unsigned char *r, size_t n)
+{
+    if (rand_used + n > sizeof rand_buf) {
+        if (getrandom(rand_buf, sizeof rand_buf, GRND_NONBLOCK) !=
+            (ssize_t)sizeof rand_buf)
+            return -1;
+        rand_used = 0;
+    }
+    memcpy(r, rand_buf + rand_used, n);
+    rand_used += n;
+    return 0;
+}
+
 /* 32 random hex digits (a counter and the clock if getrandom fails). */
 static void make_request_id(struct api *api, char out[33])
 {
+    static const char hex[] = "0123456789abcdef";
     unsigned char r[16];
-    if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
+    if (rand_take(r, sizeof r) != 0) {
         unsigned long long seq = atomic_fetch_add(&api->idseq, 1);
         double t = api_now();
         memcpy(r, &seq, sizeof seq);
         memcpy(r + 8, &t, sizeof t);
     }
-    for (size_t i = 0; i < sizeof r; i++)
-        snprintf(out + 2 * i, 3, "%02x", r[i]);
+    for (size_t i = 0; i < sizeof r; i++) {
+        out[2 * i] = hex[r[i] >> 4];
+        out[2 * i + 1] = hex[r[i] & 15];
+    }
+    out[32] = '\0';
 }
 
 /* Copies the caller's X-Request-Id into out when it is 1..64 visible ASCII
@@ -388,19 +413,42 @@ enum MHD_Result api_reply_response(struct api_req *req,
     return queue(req, c, status, r);
 }
 
-/* A response holding the JSON text of body and a final newline. */
-static struct MHD_Response *json_response(json_t *body, const char *ctype)
+#define API_JSON_GUESS 1024   /* first try at an answer's size */
+
+/* body's JSON text and a final newline in a malloc'd buffer, *len its
+   length: encoded once into a guess, again only when it was too small. */
+static char *json_text(json_t *body, size_t *len)
 {
     const size_t flags = JSON_COMPACT | JSON_REAL_PRECISION(12);
-    size_t n = json_dumpb(body, NULL, 0, flags);
-    char *buf = n > 0 ? malloc(n + 1) : NULL;
-    struct MHD_Response *r;
-    if (buf == NULL || json_dumpb(body, buf, n, flags) != n) {
+    size_t cap = API_JSON_GUESS;
+    char *buf = malloc(cap);
+    size_t n = buf != NULL ? json_dumpb(body, buf, cap - 1, flags) : 0;
+    if (n >= cap) {                 /* too small: n is the size needed */
+        char *big = realloc(buf, n + 1);
+        if (big == NULL || json_dumpb(body, big, n, flags) != n) {
+            free(big != NULL ? big : buf);
+            return NULL;
+        }
+        buf = big;
+    }
+    if (n == 0) {
         free(buf);
         return NULL;
     }
     buf[n] = '\n';
-    r = MHD_create_response_from_buffer(n + 1, buf, MHD_RESPMEM_MUST_FREE);
+    *len = n + 1;
+    return buf;
+}
+
+/* A response holding the JSON text of body and a final newline. */
+static struct MHD_Response *json_response(json_t *body, const char *ctype)
+{
+    size_t n = 0;
+    char *buf = json_text(body, &n);
+    struct MHD_Response *r;
+    if (buf == NULL)
+        return NULL;
+    r = MHD_create_response_from_buffer(n, buf, MHD_RESPMEM_MUST_FREE);
     if (r == NULL) {
         free(buf);
         return NULL;
