@@ -413,15 +413,24 @@ enum MHD_Result api_reply_response(struct api_req *req,
     return queue(req, c, status, r);
 }
 
-#define API_JSON_GUESS 1024   /* first try at an answer's size */
+#define API_JSON_GUESS 1024          /* least first try at an answer's size */
+#define API_JSON_GUESS_MAX (1 << 20)  /* most: larger answers size twice */
+
+/* Per thread: the size of the last answer this thread encoded. */
+static _Thread_local size_t json_last = API_JSON_GUESS;
 
 /* body's JSON text and a final newline in a malloc'd buffer, *len its
-   length: encoded once into a guess, again only when it was too small. */
+   length: encoded once into a guess (1 KiB, or this thread's last answer
+   and a quarter, so that batches of one size encode once), again only when
+   it was too small. */
 static char *json_text(json_t *body, size_t *len)
 {
     const size_t flags = JSON_COMPACT | JSON_REAL_PRECISION(12);
-    size_t cap = API_JSON_GUESS;
-    char *buf = malloc(cap);
+    size_t cap = json_last + json_last / 4;
+    char *buf;
+    if (cap < API_JSON_GUESS)
+        cap = API_JSON_GUESS;
+    buf = malloc(cap);
     size_t n = buf != NULL ? json_dumpb(body, buf, cap - 1, flags) : 0;
     if (n >= cap) {                 /* too small: n is the size needed */
         char *big = realloc(buf, n + 1);
@@ -437,6 +446,7 @@ static char *json_text(json_t *body, size_t *len)
     }
     buf[n] = '\n';
     *len = n + 1;
+    json_last = n < API_JSON_GUESS_MAX ? n : API_JSON_GUESS_MAX;
     return buf;
 }
 
