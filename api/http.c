@@ -308,6 +308,22 @@ static int target_cut(const struct slot *s, const char *url,
     return v - u > s->urilen + 1;
 }
 
+#define TRIM_EVERY_MS 1000      /* at most this often a periodic malloc_trim */
+
+/* Process-wide: when the last periodic malloc_trim ran (monotonic ms). */
+static atomic_llong trim_last_ms;
+
+/* 1 for the one caller that finds TRIM_EVERY_MS gone since the last
+   periodic trim: freed pages of every malloc arena (the pool's workers,
+   MHD's threads) go back to the system, so RSS stays flat under load. */
+static int trim_due(void)
+{
+    long long now = (long long)(api_now() * 1000.0);
+    long long last = atomic_load(&trim_last_ms);
+    return now - last >= TRIM_EVERY_MS &&
+           atomic_compare_exchange_strong(&trim_last_ms, &last, now);
+}
+
 /* Charges the request up to `need` body bytes against http.max_inflight;
    0, or -1 when that would pass the budget (nothing charged then).  What a
    request charged is given back when it is freed, after its jobs are done:
@@ -344,7 +360,7 @@ void api_req_unref(struct api_req *req)
     api->nreqs--;
     pthread_cond_broadcast(&api->cond);
     pthread_mutex_unlock(&api->mu);
-    if (charged >= TRIM_AFTER)      /* a big body and its JSON tree went: */
+    if (charged >= TRIM_AFTER || trim_due())  /* a big body went, or 1 s: */
         malloc_trim(0);             /* give the pages back to the system */
 }
 
