@@ -12,7 +12,8 @@ one recipient.
      N = 1, 8, 32.
   1b. The limit: the best of bench_smtp over a few connection/chain
      settings (N = 8, 16, 32 in chains of 16; N = 8 unchained); every HTTP
-     rate row is followed by its fraction of it.
+     rate row is followed by its fraction of it, and by the rate with the
+     message log's record of synchronous sends off (queue.log_sync false).
   2. HTTP end to end: wrk POSTing /v1/messages (32 connections) and
      /v1/messages/batch (100 messages a request) through `mailpool serve`:
      messages/s, p50/p99 latency, peak RSS, CPU seconds per 10,000 messages;
@@ -397,6 +398,11 @@ def http_layer(sink_port, ref):
             "< 5" if per_req == 1 else None)
         row("http", "  peak RSS of mailpool", m["rss"], "MiB")
         row("http", "  CPU seconds per 10,000 messages", m["cpu"], "s")
+        if ref.get("limit"):
+            off = statistics.median(http_runs(sink_port, path, per_req, extra=(
+                "--queue-log-sync", "false"))["rate"])
+            row("http", "  the same, queue.log_sync false, of the limit", off, "msg/s",
+                ref["limit"], ">= %.2f" % (0.6 if per_req == 1 else 0.85))
     if not QUICK:
         composed_rows(sink_port, tmp)
 
