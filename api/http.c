@@ -84,18 +84,43 @@ double api_now(void)
 
 /* ---- Per-request state ---- */
 
+#define API_RAND_BUF 1024   /* random bytes a thread draws at once: 64 ids */
+
+/* Per thread: random bytes drawn by one getrandom and how many are used. */
+static _Thread_local unsigned char rand_buf[API_RAND_BUF];
+static _Thread_local size_t rand_used = API_RAND_BUF;
+
+/* n (<= 16) random bytes into r from this thread's buffer, refilled with
+   one getrandom when empty; -1 when the system has none to give. */
+static int rand_take(unsigned char *r, size_t n)
+{
+    if (rand_used + n > sizeof rand_buf) {
+        if (getrandom(rand_buf, sizeof rand_buf, GRND_NONBLOCK) !=
+            (ssize_t)sizeof rand_buf)
+            return -1;
+        rand_used = 0;
+    }
+    memcpy(r, rand_buf + rand_used, n);
+    rand_used += n;
+    return 0;
+}
+
 /* 32 random hex digits (a counter and the clock if getrandom fails). */
 static void make_request_id(struct api *api, char out[33])
 {
+    static const char hex[] = "0123456789abcdef";
     unsigned char r[16];
-    if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
+    if (rand_take(r, sizeof r) != 0) {
         unsigned long long seq = atomic_fetch_add(&api->idseq, 1);
         double t = api_now();
         memcpy(r, &seq, sizeof seq);
         memcpy(r + 8, &t, sizeof t);
     }
-    for (size_t i = 0; i < sizeof r; i++)
-        snprintf(out + 2 * i, 3, "%02x", r[i]);
+    for (size_t i = 0; i < sizeof r; i++) {
+        out[2 * i] = hex[r[i] >> 4];
+        out[2 * i + 1] = hex[r[i] & 15];
+    }
+    out[32] = '\0';
 }
 
 /* Copies the caller's X-Request-Id into out when it is 1..64 visible ASCII
@@ -283,6 +308,22 @@ static int target_cut(const struct slot *s, const char *url,
     return v - u > s->urilen + 1;
 }
 
+#define TRIM_EVERY_MS 1000      /* at most this often a periodic malloc_trim */
+
+/* Process-wide: when the last periodic malloc_trim ran (monotonic ms). */
+static atomic_llong trim_last_ms;
+
+/* 1 for the one caller that finds TRIM_EVERY_MS gone since the last
+   periodic trim: freed pages of every malloc arena (the pool's workers,
+   MHD's threads) go back to the system, so RSS stays flat under load. */
+static int trim_due(void)
+{
+    long long now = (long long)(api_now() * 1000.0);
+    long long last = atomic_load(&trim_last_ms);
+    return now - last >= TRIM_EVERY_MS &&
+           atomic_compare_exchange_strong(&trim_last_ms, &last, now);
+}
+
 /* Charges the request up to `need` body bytes against http.max_inflight;
    0, or -1 when that would pass the budget (nothing charged then).  What a
    request charged is given back when it is freed, after its jobs are done:
@@ -319,7 +360,7 @@ void api_req_unref(struct api_req *req)
     api->nreqs--;
     pthread_cond_broadcast(&api->cond);
     pthread_mutex_unlock(&api->mu);
-    if (charged >= TRIM_AFTER)      /* a big body and its JSON tree went: */
+    if (charged >= TRIM_AFTER || trim_due())  /* a big body went, or 1 s: */
         malloc_trim(0);             /* give the pages back to the system */
 }
 
@@ -388,19 +429,52 @@ enum MHD_Result api_reply_response(struct api_req *req,
     return queue(req, c, status, r);
 }
 
-/* A response holding the JSON text of body and a final newline. */
-static struct MHD_Response *json_response(json_t *body, const char *ctype)
+#define API_JSON_GUESS 1024          /* least first try at an answer's size */
+#define API_JSON_GUESS_MAX (1 << 20)  /* most: larger answers size twice */
+
+/* Per thread: the size of the last answer this thread encoded. */
+static _Thread_local size_t json_last = API_JSON_GUESS;
+
+/* body's JSON text and a final newline in a malloc'd buffer, *len its
+   length: encoded once into a guess (1 KiB, or this thread's last answer
+   and a quarter, so that batches of one size encode once), again only when
+   it was too small. */
+static char *json_text(json_t *body, size_t *len)
 {
     const size_t flags = JSON_COMPACT | JSON_REAL_PRECISION(12);
-    size_t n = json_dumpb(body, NULL, 0, flags);
-    char *buf = n > 0 ? malloc(n + 1) : NULL;
-    struct MHD_Response *r;
-    if (buf == NULL || json_dumpb(body, buf, n, flags) != n) {
+    size_t cap = json_last + json_last / 4;
+    char *buf;
+    if (cap < API_JSON_GUESS)
+        cap = API_JSON_GUESS;
+    buf = malloc(cap);
+    size_t n = buf != NULL ? json_dumpb(body, buf, cap - 1, flags) : 0;
+    if (n >= cap) {                 /* too small: n is the size needed */
+        char *big = realloc(buf, n + 1);
+        if (big == NULL || json_dumpb(body, big, n, flags) != n) {
+            free(big != NULL ? big : buf);
+            return NULL;
+        }
+        buf = big;
+    }
+    if (n == 0) {
         free(buf);
         return NULL;
     }
     buf[n] = '\n';
-    r = MHD_create_response_from_buffer(n + 1, buf, MHD_RESPMEM_MUST_FREE);
+    *len = n + 1;
+    json_last = n < API_JSON_GUESS_MAX ? n : API_JSON_GUESS_MAX;
+    return buf;
+}
+
+/* A response holding the JSON text of body and a final newline. */
+static struct MHD_Response *json_response(json_t *body, const char *ctype)
+{
+    size_t n = 0;
+    char *buf = json_text(body, &n);
+    struct MHD_Response *r;
+    if (buf == NULL)
+        return NULL;
+    r = MHD_create_response_from_buffer(n, buf, MHD_RESPMEM_MUST_FREE);
     if (r == NULL) {
         free(buf);
         return NULL;

@@ -7,10 +7,12 @@
  * pool itself, with its own HTML page.  The limits below are well inside
  * the pool, so that a head past them still reaches api_on_access and is
  * answered 414 or 431 as application/problem+json; only a head that does
- * not fit in API_HTTP_POOL at all gets libmicrohttpd's page.  The pool is
- * libmicrohttpd's default, 32 KiB: it is zeroed when a kept-alive
- * connection starts its next request, so each connection keeps it
- * resident (1,000 kept-alive connections: 37 MB of RSS; 69 MB at 64 KiB).
+ * not fit in API_HTTP_POOL at all gets libmicrohttpd's page (a request
+ * line of more than about 24 KB, or more than about 336 fields).  The pool
+ * is 24 KiB: it is zeroed when a kept-alive connection starts its next
+ * request, so each connection keeps it resident (24.6 KiB of RSS each,
+ * 240 MiB for 10,000; libmicrohttpd's default of 32 KiB kept 32.6 KiB
+ * each) and each request pays for zeroing it (docs/BENCHMARKS.md).
  */
 #ifndef MAILPOOL_API_HTTP_H
 #define MAILPOOL_API_HTTP_H
@@ -18,7 +20,7 @@
 #include <stddef.h>
 #include <microhttpd.h>
 
-#define API_HTTP_POOL (32 * 1024)   /* MHD_OPTION_CONNECTION_MEMORY_LIMIT */
+#define API_HTTP_POOL (24 * 1024)   /* MHD_OPTION_CONNECTION_MEMORY_LIMIT */
 #define API_HTTP_MAX_TARGET 8192    /* request-target bytes; past it 414 */
 #define API_HTTP_MAX_HEAD 16384     /* request line and header fields; 431 */
 #define API_HTTP_MAX_FIELDS 100     /* header fields; past it 431 */

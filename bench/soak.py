@@ -11,7 +11,8 @@ counted (its -c counters, summed over restarts):
   requested == sent + failed + unknown          (every message accounted for)
   sent <= delivered <= sent + unknown            (nothing lost, nothing twice)
 and that mailpool's RSS at the end is within 10% of its RSS after the first
-10% of the messages.  Exit 0 when all hold.  Not part of `make test`.
+10% of the messages (printed as a percentage; the aim is +5%).  BUILD
+names the build directory (default build).  Exit 0 when all hold.  Not part of `make test`.
 """
 
 import atexit
@@ -30,8 +31,10 @@ import time
 from common import free_port, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(ROOT, os.environ.get("BUILD") or "build")
 TOTAL = int(os.environ.get("SOAK_MESSAGES", "1000000"))
 FAULT_EVERY = int(os.environ.get("SOAK_FAULT_EVERY", "5000"))
+REPORT_EVERY = float(os.environ.get("SOAK_REPORT_SECONDS", "30"))
 BATCH = 100
 CLIENTS = 4
 
@@ -67,6 +70,14 @@ class Sink:
         return self.done + (self.count(self.out) if self.p.poll() is None else 0)
 
 
+def rss_parts(pid):
+    """RssAnon, RssFile and RssShmem of pid, as one string."""
+    with open("/proc/%d/status" % pid) as f:
+        text = f.read()
+    return ", ".join("%s %s KiB" % (k, re.search(r"%s:\s+(\d+)" % k, text).group(1))
+                     for k in ("RssAnon", "RssFile", "RssShmem"))
+
+
 def rss_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
@@ -80,12 +91,12 @@ def main():
     # An interrupted soak (Ctrl-C, SIGTERM) still stops what it started.
     atexit.register(lambda: sink.p.poll() is None and sink.kill())
     wait_port(sport)
-    mp = subprocess.Popen([os.path.join(ROOT, "build", "mailpool"), "serve",
+    mp = subprocess.Popen([os.path.join(BUILD, "mailpool"), "serve",
                            "--relay-host", "127.0.0.1", "--relay-port", str(sport),
                            "--relay-tls", "none", "--http-listen", "127.0.0.1:%d" % hport,
                            "--log-level", "error", "--pool-retries", "5",
                            "--pool-retry-backoff-ms", "100",
-                           "--queue-path", os.path.join(ROOT, "build", "soak-queue.db")],
+                           "--queue-path", os.path.join(BUILD, "soak-queue.db")],
                           stderr=subprocess.DEVNULL)
     atexit.register(lambda: mp.poll() is None and (mp.kill(), mp.wait()))
     wait_port(hport)
@@ -152,11 +163,11 @@ def main():
     last = time.time()
     while any(t.is_alive() for t in threads):
         time.sleep(1)
-        if time.time() - last > 30:
+        if time.time() - last > REPORT_EVERY:
             last = time.time()
-            print("soak: %d requested, %d sent, %d failed, %d unknown, RSS %d KiB" %
+            print("soak: %d requested, %d sent, %d failed, %d unknown, RSS %d KiB (%s)" %
                   (tally["requested"], tally["sent"], tally["failed"], tally["unknown"],
-                   rss_kib(mp.pid)), flush=True)
+                   rss_kib(mp.pid), rss_parts(mp.pid)), flush=True)
     time.sleep(1)
     rss["end"] = rss_kib(mp.pid)
     mp.send_signal(signal.SIGTERM)
@@ -169,7 +180,9 @@ def main():
     print("soak: client view: sent %(sent)d, failed %(failed)d, unknown %(unknown)d, "
           "HTTP errors %(http_errors)d" % tally)
     print("soak: relay counted %d delivered" % delivered)
-    print("soak: RSS after 10%%: %d KiB, at the end: %d KiB" % (rss.get("first", 0), rss["end"]))
+    print("soak: RSS after 10%%: %d KiB, at the end: %d KiB (%+.1f%%)" %
+          (rss.get("first", 0), rss["end"],
+           100.0 * (rss["end"] - rss.get("first", 0)) / max(rss.get("first", 0), 1)))
     ok = True
     checks = [
         ("requested == sent + failed + unknown",
