@@ -603,83 +603,103 @@ static int send_json(struct cli *c, struct smtp_result *res)
     return print_result(res);
 }
 
+/* The body of send: --body-file's, else standard input's.  0, or -1 on
+   a usage error (said). */
+static int send_body(const struct cli *c, char **text, size_t *len)
+{
+    int fd = 0;
+
+    if (c->body_file != NULL &&
+        (fd = open(c->body_file, O_RDONLY | O_CLOEXEC)) < 0) {
+        fprintf(stderr, "mailpool: cannot open %s: %s\n", c->body_file,
+                strerror(errno));
+        return -1;
+    }
+    if (read_body(fd, text, len) < 0) {
+        fprintf(stderr, "mailpool: cannot read the body%s%s: %s\n",
+                c->body_file ? " from " : "", c->body_file ? c->body_file : "",
+                errno == EFBIG ? "larger than 1 GiB" : strerror(errno));
+        if (fd > 0)
+            close(fd);
+        return -1;
+    }
+    if (fd > 0)
+        close(fd);
+    return 0;
+}
+
+/* send with --from, --to, --header and the body: 0 with *res filled, -1
+   on a usage error (said), 2 when the --dkim-* flags do not go together
+   or a key does not load (said). */
+static int send_flags(struct cli *c, struct smtp_result *res)
+{
+    char *text = NULL;
+    size_t len = 0;
+
+    if (c->from == NULL || c->nto == 0 || c->arg != NULL) {
+        fprintf(stderr, "mailpool send: --from and at least one --to are "
+                        "required\n");
+        return -1;
+    }
+    if (send_body(c, &text, &len) < 0)
+        return -1;
+    if (c->dkim.dkim.domain != NULL)
+        return send_signed(c, text, len, res);
+    struct smtp_body body = { .text = text, .len = len };
+    smtp_send_mail(c->from, c->to, c->nto, c->headers, c->nheaders, &body,
+                   c->server, &c->opts, NULL, res);
+    free(text);
+    return 0;
+}
+
+/* verify, expand or help: 0 with *res filled, -1 on a usage error. */
+static int query(const char *cmd, const struct cli *c, struct smtp_result *res)
+{
+    if (strcmp(cmd, "help") == 0) {
+        smtp_get_help(c->server, c->arg, &c->opts, res);
+        return 0;
+    }
+    if (c->arg == NULL) {
+        fprintf(stderr, "mailpool %s: which %s?\n", cmd,
+                cmd[0] == 'v' ? "address" : "list");
+        return -1;
+    }
+    if (cmd[0] == 'v')
+        smtp_verify(c->arg, c->server, &c->opts, res);
+    else
+        smtp_expand(c->arg, c->server, &c->opts, res);
+    return 0;
+}
+
+/* The command run: its exit code, or -1 on a usage error (said). */
+static int client_run(const char *cmd, struct cli *c, struct smtp_result *res)
+{
+    int rc;
+
+    if (strcmp(cmd, "send") == 0 && c->json_file != NULL)
+        return send_json(c, res);
+    if (c->dry_run || c->json_file != NULL || c->server == NULL) {
+        fprintf(stderr, "mailpool: --dry-run goes with send --json FILE\n");
+        return -1;
+    }
+    rc = strcmp(cmd, "send") == 0 ? send_flags(c, res) : query(cmd, c, res);
+    return rc != 0 ? rc : print_result(res);
+}
+
 /* send / verify / expand / help; argv[0] is the command's name. */
 int cmd_client(const char *cmd, int argc, char **argv)
 {
     struct cli c;
     struct smtp_result res;
+    int rc = -1;
+
     memset(&c, 0, sizeof c);
     smtp_result_init(&res);
-    int rc = 2;
-    if (parse_cli(&c, argc, argv) < 0)
-        goto usage;
-    if (strcmp(cmd, "send") == 0 && c.json_file != NULL) {
-        rc = send_json(&c, &res);
-        if (rc < 0)
-            goto usage;
-        smtp_result_clear(&res);
-        cli_free(&c);
-        return rc;
-    }
-    if (c.dry_run || c.json_file != NULL || c.server == NULL) {
-        fprintf(stderr, "mailpool: --dry-run goes with send --json FILE\n");
-        goto usage;
-    }
-    if (strcmp(cmd, "send") == 0) {
-        if (c.from == NULL || c.nto == 0 || c.arg != NULL) {
-            fprintf(stderr, "mailpool send: --from and at least one --to are "
-                            "required\n");
-            goto usage;
-        }
-        int fd = 0;
-        char *text = NULL;
-        size_t len = 0;
-        if (c.body_file != NULL &&
-            (fd = open(c.body_file, O_RDONLY | O_CLOEXEC)) < 0) {
-            fprintf(stderr, "mailpool: cannot open %s: %s\n", c.body_file,
-                    strerror(errno));
-            goto usage;
-        }
-        if (read_body(fd, &text, &len) < 0) {
-            fprintf(stderr, "mailpool: cannot read the body%s%s: %s\n",
-                    c.body_file ? " from " : "", c.body_file ? c.body_file : "",
-                    errno == EFBIG ? "larger than 1 GiB" : strerror(errno));
-            if (fd > 0)
-                close(fd);
-            goto usage;
-        }
-        if (fd > 0)
-            close(fd);
-        if (c.dkim.dkim.domain != NULL) {
-            if (send_signed(&c, text, len, &res) == 2) {
-                cli_free(&c);
-                return 2;
-            }
-        } else {
-            struct smtp_body body = { .text = text, .len = len };
-            smtp_send_mail(c.from, c.to, c.nto, c.headers, c.nheaders, &body,
-                           c.server, &c.opts, NULL, &res);
-            free(text);
-        }
-    } else if (strcmp(cmd, "verify") == 0 || strcmp(cmd, "expand") == 0) {
-        if (c.arg == NULL) {
-            fprintf(stderr, "mailpool %s: which %s?\n", cmd,
-                    cmd[0] == 'v' ? "address" : "list");
-            goto usage;
-        }
-        if (cmd[0] == 'v')
-            smtp_verify(c.arg, c.server, &c.opts, &res);
-        else
-            smtp_expand(c.arg, c.server, &c.opts, &res);
-    } else {
-        smtp_get_help(c.server, c.arg, &c.opts, &res);
-    }
-    rc = print_result(&res);
+    if (parse_cli(&c, argc, argv) == 0)
+        rc = client_run(cmd, &c, &res);
+    if (rc < 0)
+        cmd_usage(stderr);
     smtp_result_clear(&res);
     cli_free(&c);
-    return rc;
-usage:
-    cmd_usage(stderr);
-    cli_free(&c);
-    return 2;
+    return rc < 0 ? 2 : rc;
 }
