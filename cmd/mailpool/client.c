@@ -55,7 +55,8 @@ struct cli {
     char *pass;            /* read from --auth-pass-file */
     char fqdn[256];        /* EHLO name without --helo */
     struct smtp_opts opts;
-    struct cfg dkim; /* only .dkim: --dkim-* (borrowed argv) */
+    struct cfg dkim;  /* only .dkim: --dkim-* (borrowed argv) */
+    struct cfg relay; /* only the relay.* keys of the options (owned) */
 };
 
 /* Reads a secret file (one trailing newline dropped); NULL on error. */
@@ -95,17 +96,6 @@ static int add_header(struct cli *c, const char *spec)
     c->headers[c->nheaders].value = v;
     c->nheaders++;
     return 0;
-}
-
-/* Parses a seconds value into ms; -1 on garbage. */
-static int parse_secs(const char *s)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v < 1 || v > 86400)
-        return -1;
-    return (int)v * 1000;
 }
 
 /* The long options of the client commands; val is an enum cli_opt. */
@@ -196,38 +186,73 @@ static int cli_pass_file(struct cli *c, const char *v)
     return 0;
 }
 
-/* --timeout SECONDS: every per-command timeout. */
-static int cli_timeout(struct cli *c, const char *v)
-{
-    int ms = parse_secs(v);
+/* The options that set a relay.* key: checked by config/ as serve's
+   --relay-* flags are (the one rule of each key), then lent to smtpcore. */
+static const struct {
+    int opt;
+    const char *key;
+} relay_keys[] = {
+    { O_TLS, "relay.tls" },
+    { O_HELO, "relay.helo_name" },
+    { O_CA_FILE, "relay.ca_file" },
+    { O_AUTH_USER, "relay.auth_user" },
+    { O_AUTH_MECH, "relay.auth_mech" },
+    { O_TIMEOUT, "relay.command_timeout" },
+};
 
-    if (ms < 0) {
-        fprintf(stderr, "mailpool: --timeout wants seconds, got '%s'\n", v);
-        return -1;
-    }
-    c->opts.command_timeout_ms = c->opts.greeting_timeout_ms = ms;
-    c->opts.data_init_timeout_ms = c->opts.data_block_timeout_ms = ms;
-    c->opts.data_term_timeout_ms = c->opts.connect_timeout_ms = ms;
-    return 0;
-}
-
-/* --tls none|opportunistic|required|implicit. */
-static int cli_tls(struct cli *c, const char *v)
+/* relay.tls's spelling (checked) as the library's mode. */
+static enum smtp_tls_mode tls_mode(const char *v)
 {
     static const char *const modes[] = { "none", "opportunistic", "required",
                                          "implicit" };
     size_t m = 0;
 
-    while (m < 4 && strcmp(v, modes[m]) != 0)
+    while (m < 3 && strcmp(v, modes[m]) != 0)
         m++;
-    if (m == 4) {
-        fprintf(stderr,
-                "mailpool: --tls wants none|opportunistic|"
-                "required|implicit, got '%s'\n",
-                v);
+    return (enum smtp_tls_mode)m;
+}
+
+/* Lends the key opt set (in c->relay) to the library's options. */
+static void relay_apply(struct cli *c, int opt)
+{
+    const struct cfg *r = &c->relay;
+    int ms = r->relay.command_timeout * 1000;
+
+    switch (opt) {
+    case O_TLS: c->opts.tls = tls_mode(r->relay.tls); break;
+    case O_HELO: c->opts.helo_name = r->relay.helo_name; break;
+    case O_CA_FILE: c->opts.ca_file = r->relay.ca_file; break;
+    case O_AUTH_USER: c->opts.auth_user = r->relay.auth_user; break;
+    case O_AUTH_MECH: c->opts.auth_mech = r->relay.auth_mech; break;
+    default: /* --timeout SECONDS: every per-command timeout */
+        c->opts.command_timeout_ms = c->opts.greeting_timeout_ms = ms;
+        c->opts.data_init_timeout_ms = c->opts.data_block_timeout_ms = ms;
+        c->opts.data_term_timeout_ms = c->opts.connect_timeout_ms = ms;
+        break;
+    }
+}
+
+/* An option that sets a relay.* key: 0, -1 on a bad value (said), 1 when
+   opt is not one. */
+static int relay_option(struct cli *c, int opt, const char *v)
+{
+    char flag[48], err[512];
+    size_t i = 0, o = 0;
+
+    while (i < sizeof relay_keys / sizeof relay_keys[0] &&
+           relay_keys[i].opt != opt)
+        i++;
+    if (i == sizeof relay_keys / sizeof relay_keys[0])
+        return 1;
+    while (cli_options[o].val != opt)
+        o++;
+    snprintf(flag, sizeof flag, "--%s", cli_options[o].name);
+    if (cfg_set_option(&c->relay, relay_keys[i].key, flag, v, err, sizeof err) <
+        0) {
+        fprintf(stderr, "mailpool: %s\n", err);
         return -1;
     }
-    c->opts.tls = (enum smtp_tls_mode)m;
+    relay_apply(c, opt);
     return 0;
 }
 
@@ -250,10 +275,6 @@ static const char **cli_string_slot(struct cli *c, int opt)
     case O_FROM: return &c->from;
     case O_BODY_FILE: return &c->body_file;
     case O_JSON: return &c->json_file;
-    case O_HELO: return &c->opts.helo_name;
-    case O_CA_FILE: return &c->opts.ca_file;
-    case O_AUTH_USER: return &c->opts.auth_user;
-    case O_AUTH_MECH: return &c->opts.auth_mech;
     default: return NULL;
     }
 }
@@ -263,7 +284,10 @@ static int cli_option(struct cli *c, int opt, char *v)
 {
     const char **s = cli_string_slot(c, opt);
     char **d = dkim_slot(c, opt);
+    int rc = relay_option(c, opt, v);
 
+    if (rc <= 0)
+        return rc;
     if (s != NULL || d != NULL) {
         if (s != NULL)
             *s = v;
@@ -279,8 +303,6 @@ static int cli_option(struct cli *c, int opt, char *v)
     case O_TO: return cli_to(c, v);
     case O_HEADER: return add_header(c, v);
     case O_AUTH_PASS_FILE: return cli_pass_file(c, v);
-    case O_TIMEOUT: return cli_timeout(c, v);
-    case O_TLS: return cli_tls(c, v);
     default: return -1;
     }
 }
@@ -395,8 +417,10 @@ static int print_result(const struct smtp_result *res)
     return res->code > 0 && res->code < 400 && res->kind == SMTP_OK ? 0 : 1;
 }
 
+/* Frees what parsing the options took. */
 static void cli_free(struct cli *c)
 {
+    cfg_free(&c->relay);
     for (size_t i = 0; i < c->nheaders; i++)
         free(c->hbuf[i]);
     if (c->pass != NULL) {
