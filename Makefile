@@ -205,7 +205,8 @@ lint: deps-lint
 	clang-tidy --quiet $(TIDY_SRC) -- -std=c11 -D_GNU_SOURCE -I. \
 	    -Ismtpcore/include $(PKG_CFLAGS)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
-	    --inline-suppr -I. -Ismtpcore/include smtpcore config server api compose webhook
+	    --inline-suppr -I. -Ismtpcore/include smtpcore config server api compose webhook \
+	    result cmd
 
 # The files clang-format (.clang-format) checks: all but the baseline list.
 .PHONY: format-check deps-lint
