@@ -606,10 +606,5 @@ int main(void)
         cmocka_unit_test(
             test_afterwards_alive_delivering_counted_and_exits_0),
     };
-    signal(SIGPIPE, SIG_IGN);
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-        return 1;
-    int rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
-    curl_global_cleanup();
-    return rc;
+    return hostile_run(tests, sizeof tests / sizeof tests[0]);
 }

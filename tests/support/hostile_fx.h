@@ -712,4 +712,17 @@ static inline void test_afterwards_alive_delivering_counted_and_exits_0(
     }
 }
 
+/* Runs a file's tests as one group (the relay and services of
+   group_setup), libcurl set up around it; the exit code. */
+static inline int hostile_run(const struct CMUnitTest *tests, size_t n)
+{
+    signal(SIGPIPE, SIG_IGN);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return 1;
+    int rc = _cmocka_run_group_tests("hostile", tests, n, group_setup,
+                                     group_teardown);
+    curl_global_cleanup();
+    return rc;
+}
+
 #endif /* TESTS_SUPPORT_HOSTILE_FX_H */
