@@ -21,12 +21,14 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 SMTPCORE_SRC := $(wildcard smtpcore/src/*.c)
 UTIL_SRC     := $(wildcard util/*.c)
 CONFIG_SRC   := $(wildcard config/*.c)
-SERVER_SRC   := $(filter-out server/main.c,$(wildcard server/*.c))
+SERVER_SRC   := $(wildcard server/*.c)
 QUEUE_SRC    := $(wildcard queue/*.c)
 COMPOSE_SRC  := $(wildcard compose/*.c)
 DKIM_SRC     := $(wildcard dkim/*.c)
 WEBHOOK_SRC  := $(wildcard webhook/*.c)
 API_SRC      := $(wildcard api/*.c) api/openapi_data.S api/ui_data.S
+RESULT_SRC   := $(wildcard result/*.c)
+CMD_SRC      := $(wildcard cmd/mailpool/*.c)
 SUPPORT_SRC  := $(wildcard tests/support/*.c)
 
 obj = $(patsubst %.S,$(BUILD)/obj/%.o,$(patsubst %.c,$(BUILD)/obj/%.o,$(1)))
@@ -40,7 +42,8 @@ LIB_COMPOSE  := $(BUILD)/libmpcompose.a
 LIB_DKIM     := $(BUILD)/libmpdkim.a
 LIB_WEBHOOK  := $(BUILD)/libmpwebhook.a
 LIB_UTIL     := $(BUILD)/libmputil.a
-LIBS_ALL     := $(LIB_API) $(LIB_WEBHOOK) $(LIB_SERVER) $(LIB_QUEUE) $(LIB_DKIM) $(LIB_CONFIG) $(LIB_COMPOSE) $(LIB_SMTPCORE) $(LIB_UTIL)
+LIB_RESULT   := $(BUILD)/libmpresult.a
+LIBS_ALL     := $(LIB_API) $(LIB_WEBHOOK) $(LIB_SERVER) $(LIB_QUEUE) $(LIB_DKIM) $(LIB_CONFIG) $(LIB_COMPOSE) $(LIB_RESULT) $(LIB_SMTPCORE) $(LIB_UTIL)
 MAILPOOL     := $(BUILD)/mailpool
 
 UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
@@ -100,11 +103,12 @@ $(LIB_DKIM):     $(call obj,$(DKIM_SRC))
 $(LIB_WEBHOOK):  $(call obj,$(WEBHOOK_SRC))
 $(LIB_API):      $(call obj,$(API_SRC))
 $(LIB_UTIL):     $(call obj,$(UTIL_SRC))
+$(LIB_RESULT):   $(call obj,$(RESULT_SRC))
 $(BUILD)/lib%.a:
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(MAILPOOL): $(call obj,server/main.c) $(LIBS_ALL)
+$(MAILPOOL): $(call obj,$(CMD_SRC)) $(LIBS_ALL)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(call obj,$(SUPPORT_SRC)) $(LIBS_ALL) $(FLAGS_STAMP)
@@ -201,7 +205,8 @@ lint: deps-lint
 	clang-tidy --quiet $(TIDY_SRC) -- -std=c11 -D_GNU_SOURCE -I. \
 	    -Ismtpcore/include $(PKG_CFLAGS)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
-	    --inline-suppr -I. -Ismtpcore/include smtpcore config server api compose webhook
+	    --inline-suppr -I. -Ismtpcore/include smtpcore config server api compose webhook \
+	    result cmd
 
 # The files clang-format (.clang-format) checks: all but the baseline list.
 .PHONY: format-check deps-lint

@@ -1,6 +1,6 @@
 /*
- * api/api.h - the HTTP JSON API over libmicrohttpd, and the JSON shape of
- * an SMTP outcome shared by the HTTP API and the command line.
+ * api/api.h - the HTTP JSON API over libmicrohttpd (the JSON shape of an
+ * SMTP outcome, shared with the command line, is result/result_json.h).
  *
  * Threads: api_start/api_stop from the main thread; api_set_draining and
  * api_set_stopping from any thread.  The handlers run on MHD's internal thread pool and never
@@ -44,17 +44,5 @@ struct webhook;
 void api_set_webhook(struct api *api, struct webhook *w);
 /* Stops the daemon (after in-flight requests were answered) and frees. */
 void api_stop(struct api *api);
-
-/*
- * The result object: {"code", "text", "enhanced", "kind", "status",
- * "accepted", "rejected": [{"recipient", "code", "enhanced", "text"}],
- * "message_id"} plus "error" (a sentence) when res->message is set.
- * "enhanced" and "message_id" are null when empty; "kind" is
- * smtp_kind_name(res->kind).  For queries (status SMTP_DELIVERY_NONE)
- * status, accepted, rejected and message_id are left out.  Bytes that are
- * not UTF-8 in server text become U+FFFD.  New reference, NULL when out of
- * memory.
- */
-json_t *api_result_json(const struct smtp_result *res);
 
 #endif /* MAILPOOL_API_H */

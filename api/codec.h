@@ -121,7 +121,4 @@ void api_jobs_free(struct job **jobs, size_t n);
 /* api_result_json(&job->result) plus "attempts" and "duration_ms". */
 json_t *api_job_result_json(const struct job *job);
 
-/* A JSON string of s; invalid UTF-8 sequences become U+FFFD.  New ref. */
-json_t *api_json_text(const char *s);
-
 #endif /* MAILPOOL_API_CODEC_H */

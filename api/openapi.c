@@ -16,7 +16,7 @@
 
 /* The file's bytes, then a NUL (api/openapi_data.S). */
 extern const char mailpool_openapi_json[];
-extern const char mailpool_openapi_json_end[];
+extern const unsigned long long mailpool_openapi_json_size; /* its length */
 
 const char *api_openapi_json(void)
 {
@@ -25,5 +25,5 @@ const char *api_openapi_json(void)
 
 size_t api_openapi_len(void)
 {
-    return (size_t)(mailpool_openapi_json_end - mailpool_openapi_json);
+    return (size_t)mailpool_openapi_json_size;
 }

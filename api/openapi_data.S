@@ -10,4 +10,10 @@ mailpool_openapi_json:
     .global mailpool_openapi_json_end
 mailpool_openapi_json_end:
     .byte 0
+    /* The length, computed here: C may not subtract two objects' addresses. */
+    .balign 8
+    .global mailpool_openapi_json_size
+    .type mailpool_openapi_json_size, @object
+mailpool_openapi_json_size:
+    .quad mailpool_openapi_json_end - mailpool_openapi_json
     .section .note.GNU-stack, "", @progbits

@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #include "api/codec.h"
+#include "result/result_json.h"
 #include "api/internal.h"
 
 /* The RFC 9110 phrase of the statuses this API answers. */

@@ -41,7 +41,8 @@ struct cfg_key {
 };
 
 /* Where a value came from, for error messages. */
-enum cfg_src { CFG_SRC_DEFAULT, CFG_SRC_FILE, CFG_SRC_ENV, CFG_SRC_FLAG };
+enum cfg_src { CFG_SRC_DEFAULT, CFG_SRC_FILE, CFG_SRC_ENV, CFG_SRC_FLAG,
+               CFG_SRC_OPTION /* another command's option: file names it */ };
 
 struct cfg_origin {
     enum cfg_src src;

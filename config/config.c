@@ -347,6 +347,9 @@ void cfg_origin_text(const struct cfg_origin *o, const struct cfg_key *k,
         cfg_key_flag_name(k, name, sizeof name);
         snprintf(buf, len, "from %s", name);
         break;
+    case CFG_SRC_OPTION:
+        snprintf(buf, len, "from %s", o->file);
+        break;
     case CFG_SRC_DEFAULT:
     default:
         snprintf(buf, len, "default");
@@ -606,4 +609,26 @@ int cfg_print(const struct cfg *cfg, FILE *out)
     }
     cfg_dkim_print(cfg, out);
     return fflush(out) == 0 && !ferror(out) ? 0 : -1;
+}
+
+/* One key ("relay.tls") from another command's option, validated as
+   cfg_load validates it. */
+int cfg_set_option(struct cfg *cfg, const char *key, const char *option,
+                   const char *value, char *err, size_t errlen)
+{
+    const struct cfg_origin o = { CFG_SRC_OPTION, option, 0 };
+    const char *dot = strchr(key, '.');
+    char section[32];
+    const struct cfg_key *k = NULL;
+
+    if (dot != NULL && (size_t)(dot - key) < sizeof section) {
+        memcpy(section, key, (size_t)(dot - key));
+        section[dot - key] = '\0';
+        k = cfg_key_find(section, dot + 1);
+    }
+    if (k == NULL || (k->flags & CFG_NO_FLAG)) {
+        cfg_err(err, errlen, "%s: not a key an option may set", key);
+        return -1;
+    }
+    return cfg_set(cfg, k, value, &o, err, errlen);
 }

@@ -169,4 +169,12 @@ int cfg_print(const struct cfg *cfg, FILE *out);
 int cfg_secret_file_check(const char *what, const char *path, char *err,
                           size_t errlen);
 
+/* Sets the key named "section.name" (e.g. "relay.tls") in cfg from the
+   option of another command (e.g. "--tls" of mailpool send), checked as
+   cfg_load checks it: the one rule of each key.  A secret no flag may set
+   is refused.  0, or -1 with err ("relay.tls (from --tls): must be one
+   of ..., got 'x'"). */
+int cfg_set_option(struct cfg *cfg, const char *key, const char *option,
+                   const char *value, char *err, size_t errlen);
+
 #endif /* MAILPOOL_CONFIG_H */

@@ -71,6 +71,7 @@ int job_set_header(struct job *job, size_t i, const char *name,
     job_free_const(job->msg.headers[i].name);
     job_free_const(job->msg.headers[i].value);
     job->msg.headers[i] = (struct smtp_header){ n, v };
+    /* cppcheck-suppress memleak ; n and v are owned by the header now */
     return 0;
 }
 

@@ -37,6 +37,7 @@
 #include <smtpcore/smtp.h>
 
 #include "api/codec.h"
+#include "result/result_json.h"
 #include "config/config.h"
 #include "server/job.h"
 

@@ -310,6 +310,43 @@ static void test_cli_usage_errors_exit_2_without_connecting(void **state)
     assert_non_null(strstr(o.out, "mailpool send --server"));
 }
 
+/* The client's relay options are the relay.* keys: config/ checks each as
+   it checks serve's --relay-* flag, so a value serve refuses is refused
+   here too (exit 2, the key named, the same reason), before connecting. */
+static void test_cli_relay_options_refused_by_the_relay_keys_rules(void **state)
+{
+    struct fx *f = *state;
+    fake(f, NULL);
+    static const char *const opt[][4] = {
+        { "--auth-mech", "CRAM-MD5", "--relay-auth-mech", "relay.auth_mech" },
+        { "--helo", "two words", "--relay-helo-name", "relay.helo_name" },
+        { "--tls", "always", "--relay-tls", "relay.tls" },
+        { "--timeout", "86401", "--relay-command-timeout", "relay.command_timeout" },
+    };
+    for (size_t i = 0; i < sizeof opt / sizeof opt[0]; i++) {
+        const char *a[] = { "send", "--server", f->host, "--from", "a@x", "--to", "b@y",
+                            opt[i][0], opt[i][1], NULL };
+        const char *sv[] = { "serve", opt[i][2], opt[i][1], "--print-config", NULL };
+        char said[256];
+        struct out o = run(f, "hi\n", a), so = run(f, NULL, sv);
+        assert_int_equal(o.status, 2);
+        assert_int_equal(so.status, 2);
+        assert_string_equal(o.out, "");
+        snprintf(said, sizeof said, "%s (from %s): ", opt[i][3], opt[i][0]);
+        const char *why = strstr(o.err, said), *nl;
+        if (why == NULL)
+            fail_msg("%s %s: stderr '%s'", opt[i][0], opt[i][1], o.err);
+        why += strlen(said);
+        nl = strchr(why, '\n');
+        snprintf(said, sizeof said, "%.*s", (int)(nl ? nl - why : (long)strlen(why)), why);
+        if (strstr(so.err, said) == NULL)       /* serve's reason, word for word */
+            fail_msg("serve said '%s', send said '%s'", so.err, said);
+        json_decref(o.json);
+        json_decref(so.json);
+    }
+    assert_int_equal(peer_conn_count(f->p), 0);
+}
+
 static void test_cli_failures_exit_1_with_json(void **state)
 {
     struct fx *f = *state;
@@ -392,6 +429,7 @@ int main(void)
         T(test_cli_partial_rejection_exits_1_with_700_and_losers),
         T(test_cli_verify_expand_help_print_reply_lines),
         T(test_cli_usage_errors_exit_2_without_connecting),
+        T(test_cli_relay_options_refused_by_the_relay_keys_rules),
         T(test_cli_failures_exit_1_with_json),
         T(test_cli_starttls_and_auth_in_one_command),
     };

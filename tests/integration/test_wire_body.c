@@ -14,6 +14,7 @@
 #include <signal.h>
 
 #include "api/api.h"
+#include "result/result_json.h"
 #include "tests/integration/smtp_fx.h"
 #include "tests/support/http.h"
 #include "tests/support/mpserve.h"

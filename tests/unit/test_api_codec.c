@@ -20,6 +20,7 @@
 
 #include "api/api.h"
 #include "api/codec.h"
+#include "result/result_json.h"
 #include "api/internal.h"
 #include "config/config.h"
 #include "server/job.h"
