@@ -35,9 +35,9 @@
 #include "tests/support/peer.h"
 #include "tests/support/tsupport.h"
 
-#define CONNS 3000        /* kept-alive connections held at once */
-#define POSTS 20          /* of them, how many send a message second */
-#define PER_CONN_KIB 28   /* bound on the RSS each one keeps (KiB) */
+#define CONNS 3000      /* kept-alive connections held at once */
+#define POSTS 20        /* of them, how many send a message second */
+#define PER_CONN_KIB 28 /* bound on the RSS each one keeps (KiB) */
 
 struct fx {
     struct peer *peer;
@@ -158,11 +158,13 @@ static size_t second_request(int i, char *out, size_t size)
     int n = snprintf(body, sizeof body,
                      "{\"from\":\"sender@example.com\",\"to\":"
                      "[\"rcpt@example.net\"],\"subject\":\"kept-alive-%d\","
-                     "\"text\":\"hello\"}", i);
+                     "\"text\":\"hello\"}",
+                     i);
     return (size_t)snprintf(out, size,
                             "POST /v1/messages HTTP/1.1\r\nHost: x\r\n"
                             "Content-Type: application/json\r\n"
-                            "Content-Length: %d\r\n\r\n%s", n, body);
+                            "Content-Length: %d\r\n\r\n%s",
+                            n, body);
 }
 
 /* How many relayed messages carry "Subject: kept-alive-I" for I < POSTS,
@@ -220,7 +222,8 @@ static void test_3000_kept_alive_connections_held_and_each_served_again(
     long held = service_rss_kib(fx);
     long per = (held - before) / CONNS;
     print_message("RSS %ld KiB before, %ld KiB with %d kept-alive "
-                  "connections: %ld KiB each\n", before, held, CONNS, per);
+                  "connections: %ld KiB each\n",
+                  before, held, CONNS, per);
     assert_true(per <= PER_CONN_KIB);
     for (int i = 0; i < CONNS; i++) {
         size_t n = second_request(i, req, sizeof req);
@@ -243,8 +246,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
-            test_3000_kept_alive_connections_held_and_each_served_again,
-            setup, teardown),
+            test_3000_kept_alive_connections_held_and_each_served_again, setup,
+            teardown),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, NULL, NULL);
