@@ -45,6 +45,7 @@
 
 #define QUEUE_SCHEMA_VERSION 4
 #define QUEUE_PURGE_EVERY_S 3600.0
+#define SQ_CACHE 16             /* the writer's statements kept prepared */
 
 enum op_kind { OP_ENQUEUE, OP_CLAIM, OP_RECORD, OP_RELEASE, OP_CANCEL,
                OP_IDEM_FINISH, OP_RENEW, OP_REAP, OP_LOG_SYNC,
@@ -109,6 +110,12 @@ struct sq {
     unsigned long recovered;
     unsigned ev_states;         /* queue_opts.event_states */
     const char *ev_config;      /* queue_opts.event_config, during open */
+    struct sq_stmt {
+        const char *sql;        /* a literal: known by its address */
+        sqlite3_stmt *st;
+    } cache[SQ_CACHE];          /* the writer's hot statements, prepared
+                                   once (writer thread only) */
+    size_t ncache;
 };
 
 
@@ -316,6 +323,50 @@ static int exec1(sqlite3 *db, const char *sql, sqlite3_stmt **keep)
     return SQLITE_OK;
 }
 
+/* The writer's statement for sql, a string literal (kept prepared, known
+   by its address, while the cache has room); give it back with wr_done.
+   SQLITE_OK or SQLITE_ERROR. */
+static int wr1(struct sq *q, const char *sql, sqlite3_stmt **st)
+{
+    for (size_t i = 0; i < q->ncache; i++)
+        if (q->cache[i].sql == sql) {
+            *st = q->cache[i].st;
+            sqlite3_reset(*st);         /* after an early return too */
+            return SQLITE_OK;
+        }
+    if (sqlite3_prepare_v3(q->wr, sql, -1, SQLITE_PREPARE_PERSISTENT, st,
+                           NULL) != SQLITE_OK)
+        return SQLITE_ERROR;
+    if (q->ncache < SQ_CACHE)
+        q->cache[q->ncache++] = (struct sq_stmt){ sql, *st };
+    return SQLITE_OK;
+}
+
+/* Gives back a statement of wr1: reset and unbound when kept, else
+   finalized. */
+static void wr_done(struct sq *q, sqlite3_stmt *st)
+{
+    for (size_t i = 0; i < q->ncache; i++)
+        if (q->cache[i].st == st) {
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            return;
+        }
+    sqlite3_finalize(st);
+}
+
+/* Runs the one-statement sql (a literal) with the writer's cache. */
+static int wr_exec(struct sq *q, const char *sql)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if (wr1(q, sql, &st) != SQLITE_OK)
+        return SQLITE_ERROR;
+    rc = sqlite3_step(st);
+    wr_done(q, st);
+    return rc == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+}
+
 /* Looks the op's key up: 1 (hit filled) when it was seen, 0, or -1. */
 static int idem_lookup(sqlite3 *db, const struct queue_idem *idem,
                        struct queue_idem_hit *hit)
@@ -351,7 +402,7 @@ static int do_enqueue(struct sq *q, struct op *op)
         int seen = idem_lookup(q->wr, op->idem, &op->hit);
         if (seen != 0)
             return seen > 0 ? QUEUE_EIDEM : QUEUE_EIO;
-        if (exec1(q->wr, "INSERT INTO idempotency (key, fingerprint,"
+        if (wr1(q, "INSERT INTO idempotency (key, fingerprint,"
                   " created_at, state, http_status, response)"
                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6)", &st) != SQLITE_OK)
             return QUEUE_EIO;
@@ -362,13 +413,13 @@ static int do_enqueue(struct sq *q, struct op *op)
         sqlite3_bind_int(st, 5, op->idem->http_status);
         sqlite3_bind_text(st, 6, op->idem->response, -1, SQLITE_STATIC);
         rc = sqlite3_step(st);
-        sqlite3_finalize(st);
+        wr_done(q, st);
         if (rc != SQLITE_DONE)
             return QUEUE_EIO;
     }
     if (op->n == 0)
         return QUEUE_OK;
-    if (exec1(q->wr, "INSERT INTO messages (id, state, created_at, due_at,"
+    if (wr1(q, "INSERT INTO messages (id, state, created_at, due_at,"
               " message_id, metadata, blob, recipients, subject) VALUES (?1,"
               " ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)", &st) != SQLITE_OK)
         return QUEUE_EIO;
@@ -387,7 +438,7 @@ static int do_enqueue(struct sq *q, struct op *op)
         sqlite3_bind_text(st, 9, m->subject, -1, SQLITE_STATIC);
         rc = sqlite3_step(st);
     }
-    sqlite3_finalize(st);
+    wr_done(q, st);
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
 }
 
@@ -401,7 +452,7 @@ static int do_claim(struct sq *q, struct op *op)
     op->claimed = calloc(cap, sizeof *op->claimed);
     if (op->claimed == NULL)
         return QUEUE_ENOMEM;
-    if (exec1(q->wr, "UPDATE messages SET state = 2, lease_until = ?1 + ?3,"
+    if (wr1(q, "UPDATE messages SET state = 2, lease_until = ?1 + ?3,"
               " started = 0, attempts = attempts + 1 WHERE id IN (SELECT id FROM messages"
               " WHERE state IN (0, 1, 3) AND due_at <= ?1 ORDER BY due_at"
               " LIMIT ?2) RETURNING id, blob, attempts, created_at",
@@ -427,7 +478,7 @@ static int do_claim(struct sq *q, struct op *op)
         c->created_at = sqlite3_column_double(st, 3);
         op->nclaimed++;
     }
-    sqlite3_finalize(st);
+    wr_done(q, st);
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
 }
 
@@ -439,7 +490,7 @@ static int put_attempt(struct sq *q, const char *id, double at, int code,
 {
     sqlite3_stmt *st;
     int rc;
-    if (exec1(q->wr, "INSERT OR REPLACE INTO attempts (message, n, at,"
+    if (wr1(q, "INSERT OR REPLACE INTO attempts (message, n, at,"
               " status, code, enhanced, text, accepted, rejected, error)"
               " SELECT id, attempts, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 FROM"
               " messages WHERE id = ?1", &st) != SQLITE_OK)
@@ -451,7 +502,7 @@ static int put_attempt(struct sq *q, const char *id, double at, int code,
                           -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 4, code);
     rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    wr_done(q, st);
     return rc;
 }
 
@@ -462,7 +513,7 @@ static int do_record(struct sq *q, struct op *op)
                                op->s[4], op->s[5] };
     int rc = put_attempt(q, op->id, op->at, op->code, s),
         fin = queue_state_is_final(op->state);
-    if (rc != SQLITE_DONE || exec1(q->wr, "UPDATE messages SET state = ?2,"
+    if (rc != SQLITE_DONE || wr1(q, "UPDATE messages SET state = ?2,"
                                    " lease_until = NULL, due_at = ?3,"
                                    " finished_at = ?4 WHERE id = ?1",
                                    &st) != SQLITE_OK)
@@ -475,16 +526,16 @@ static int do_record(struct sq *q, struct op *op)
     else
         sqlite3_bind_null(st, 4);
     rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    wr_done(q, st);
     if (rc != SQLITE_DONE || op->blob == NULL)
         return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
-    if (exec1(q->wr, "UPDATE messages SET blob = ?2 WHERE id = ?1", &st) !=
+    if (wr1(q, "UPDATE messages SET blob = ?2 WHERE id = ?1", &st) !=
         SQLITE_OK)
         return QUEUE_EIO;
     sqlite3_bind_text(st, 1, op->id, -1, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, op->blob, (int)op->blob_len, SQLITE_STATIC);
     rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    wr_done(q, st);
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
 }
 
@@ -492,13 +543,13 @@ static int do_release(struct sq *q, struct op *op)
 {
     sqlite3_stmt *st;
     int rc;
-    if (exec1(q->wr, "UPDATE messages SET state = 0, lease_until = NULL,"
+    if (wr1(q, "UPDATE messages SET state = 0, lease_until = NULL,"
               " attempts = attempts - 1 WHERE id = ?1 AND state = 2",
               &st) != SQLITE_OK)
         return QUEUE_EIO;
     sqlite3_bind_text(st, 1, op->id, -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    wr_done(q, st);
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
 }
 
@@ -763,12 +814,12 @@ static int do_start(struct sq *q, struct op *op)
 {
     sqlite3_stmt *st;
     int rc;
-    if (exec1(q->wr, "UPDATE messages SET started = 1 WHERE id = ?1 AND"
+    if (wr1(q, "UPDATE messages SET started = 1 WHERE id = ?1 AND"
               " state = 2", &st) != SQLITE_OK)
         return QUEUE_EIO;
     sqlite3_bind_text(st, 1, op->id, -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    wr_done(q, st);
     if (rc != SQLITE_DONE)
         return QUEUE_EIO;
     return sqlite3_changes(q->wr) == 1 ? QUEUE_OK : QUEUE_ECONFLICT;
@@ -777,7 +828,7 @@ static int do_start(struct sq *q, struct op *op)
 /* Runs one op inside a savepoint of the open transaction. */
 static void run_op(struct sq *q, struct op *op)
 {
-    if (sqlite3_exec(q->wr, "SAVEPOINT op", NULL, NULL, NULL) != SQLITE_OK) {
+    if (wr_exec(q, "SAVEPOINT op") != SQLITE_OK) {
         op->rc = QUEUE_EIO;
         return;
     }
@@ -797,7 +848,7 @@ static void run_op(struct sq *q, struct op *op)
     }
     if (op->rc == QUEUE_OK || op->rc == QUEUE_EIDEM ||
         op->rc == QUEUE_ENOTFOUND || op->rc == QUEUE_ECONFLICT)
-        sqlite3_exec(q->wr, "RELEASE op", NULL, NULL, NULL);
+        wr_exec(q, "RELEASE op");
     else
         sqlite3_exec(q->wr, "ROLLBACK TO op; RELEASE op", NULL, NULL, NULL);
 }
@@ -932,6 +983,33 @@ static int submit_wait(struct sq *q, struct op *op)
     return op->rc;
 }
 
+/* Submits ops[0..n) as one run of the list (so one commit takes them
+   all) and waits until the writer has committed them; QUEUE_ECLOSED when
+   closing (none submitted). */
+static int submit_wait_all(struct sq *q, struct op *ops, size_t n)
+{
+    pthread_mutex_lock(&q->mu);
+    if (q->closing) {
+        pthread_mutex_unlock(&q->mu);
+        return QUEUE_ECLOSED;
+    }
+    for (size_t i = 0; i < n; i++) {
+        ops[i].waited = 1;
+        ops[i].next = i + 1 < n ? &ops[i + 1] : NULL;
+    }
+    if (q->tail != NULL)
+        q->tail->next = &ops[0];
+    else
+        q->head = &ops[0];
+    q->tail = &ops[n - 1];
+    pthread_cond_signal(&q->work_cv);
+    for (size_t i = 0; i < n; i++)
+        while (!ops[i].done)
+            pthread_cond_wait(&q->done_cv, &q->mu);
+    pthread_mutex_unlock(&q->mu);
+    return QUEUE_OK;
+}
+
 /* ---- public ---- */
 
 static int sq_open(const struct queue_opts *opts, struct queue **out,
@@ -977,6 +1055,8 @@ static void sq_close(struct queue *qb)
     pthread_cond_signal(&q->work_cv);
     pthread_mutex_unlock(&q->mu);
     pthread_join(q->writer, NULL);
+    for (size_t i = 0; i < q->ncache; i++)
+        sqlite3_finalize(q->cache[i].st);
     sqlite3_close(q->wr);
     sqlite3_close(q->rd);
     pthread_mutex_destroy(&q->mu);
@@ -1234,6 +1314,29 @@ static int sq_start(struct queue *qb, const char *id)
     op.kind = OP_START;
     snprintf(op.id, sizeof op.id, "%s", id);
     return submit_wait((struct sq *)qb, &op);
+}
+
+static int sq_start_all(struct queue *qb, const char *const *ids, size_t n,
+                        int *rcs)
+{
+    struct op *ops = calloc(n, sizeof *ops);
+    int rc;
+    if (ops == NULL)
+        return QUEUE_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        ops[i].kind = OP_START;
+        snprintf(ops[i].id, sizeof ops[i].id, "%s", ids[i]);
+    }
+    int sub = submit_wait_all((struct sq *)qb, ops, n);
+    rc = sub;
+    for (size_t i = 0; i < n; i++) {
+        rcs[i] = sub == QUEUE_OK ? ops[i].rc : sub;
+        if (rc == QUEUE_OK && rcs[i] != QUEUE_OK &&
+            rcs[i] != QUEUE_ECONFLICT)
+            rc = rcs[i];
+    }
+    free(ops);
+    return rc;
 }
 
 static int sq_ping(struct queue *qb)
@@ -1559,5 +1662,6 @@ const struct queue_ops queue_sqlite_ops = {
     .events_of = sq_events_of,
     .events_oldest = sq_events_oldest,
     .start = sq_start,
+    .start_all = sq_start_all,
     .ping = sq_ping,
 };
