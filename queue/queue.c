@@ -333,6 +333,20 @@ int queue_start(struct queue *q, const char *id)
     return q->ops->start(q, id);
 }
 
+int queue_start_all(struct queue *q, const char *const *ids, size_t n,
+                    int *rcs)
+{
+    int rc = QUEUE_OK;
+    if (q->ops->start_all != NULL && n > 1)
+        return q->ops->start_all(q, ids, n, rcs);
+    for (size_t i = 0; i < n; i++) {
+        rcs[i] = q->ops->start(q, ids[i]);
+        if (rc == QUEUE_OK && rcs[i] != QUEUE_OK && rcs[i] != QUEUE_ECONFLICT)
+            rc = rcs[i];
+    }
+    return rc;
+}
+
 int queue_ping(struct queue *q)
 {
     return q->ops->ping(q);

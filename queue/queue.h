@@ -223,6 +223,12 @@ int queue_release(struct queue *q, const char *id);
    when the message is no longer this process's claim (its lease ended and
    it went back): it must not be sent; QUEUE_EIO. */
 int queue_start(struct queue *q, const char *id);
+/* queue_start for ids[0..n) at once (SQLite: one commit for all): rcs[i]
+   is what queue_start would return for ids[i].  Waits until the marks are
+   stored; QUEUE_OK when they were written (an rcs[i] may still be
+   QUEUE_ECONFLICT), else the error (QUEUE_EIO, QUEUE_ECLOSED, ...). */
+int queue_start_all(struct queue *q, const char *const *ids, size_t n,
+                    int *rcs);
 /* QUEUE_OK when the queue's database answers now, else QUEUE_EIO (for
    /readyz).  Waits at most for one round trip or reconnection. */
 int queue_ping(struct queue *q);

@@ -65,6 +65,9 @@ struct queue_ops {
     int (*events_oldest)(struct queue *q, double now, double *age);
     /* Marks claimed message id started: see queue_start. */
     int (*start)(struct queue *q, const char *id);
+    /* Marks several at once: see queue_start_all; NULL: one start each. */
+    int (*start_all)(struct queue *q, const char *const *ids, size_t n,
+                     int *rcs);
     /* Whether the database answers now: see queue_ping. */
     int (*ping)(struct queue *q);
 };

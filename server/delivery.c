@@ -50,6 +50,7 @@
 
 #define DELIVERY_GROUP 64           /* messages claimed at once at most */
 #define DELIVERY_POLL_S 1.0         /* look at the queue at least this often */
+#define DELIVERY_CHAIN 16           /* SQLite: claimed per worker at most */
 
 struct delivery {
     struct pool *pool;
@@ -363,6 +364,17 @@ static void on_done(struct job *job, void *ctx)
     pthread_mutex_unlock(&d->mu);
 }
 
+/* 1 once delivery_stop was called: jobs still waiting in the pool are
+   not sent but go back to queued for the next start. */
+static int delivery_stopping(struct delivery *d)
+{
+    int stopping;
+    pthread_mutex_lock(&d->mu);
+    stopping = d->stopping;
+    pthread_mutex_unlock(&d->mu);
+    return stopping;
+}
+
 /* The job's started callback: its message is marked started in the
    queue before the worker opens its SMTP transaction, so a replica dying
    from now on leaves it unknown, never resent; until then it would go
@@ -370,13 +382,40 @@ static void on_done(struct job *job, void *ctx)
 static int on_started(struct job *job, void *ctx)
 {
     struct delivery_ctx *x = ctx;
-    int rc = queue_start(x->d->q, x->id);
+    int rc;
     (void)job;
+    if (delivery_stopping(x->d))
+        return -1;                      /* back to queued (on_done) */
+    rc = queue_start(x->d->q, x->id);
     if (rc != QUEUE_OK) {
         struct log_field f[] = { LOG_STR("queue_id", x->id) };
         log_event_num(LOG_WARN, "queue_start_failed", f, 1);
     }
     return rc == QUEUE_OK ? 0 : -1;
+}
+
+/* The started_all of a job: the messages of the sends a chain took,
+   marked started in one write (queue_start_all). */
+static void on_started_all(struct job *const *jobs, size_t n, int *rcs)
+{
+    struct delivery *d = ((struct delivery_ctx *)jobs[0]->started_ctx)->d;
+    const char **ids = delivery_stopping(d) ? NULL
+                                            : calloc(n, sizeof *ids);
+    for (size_t i = 0; ids == NULL && i < n; i++)
+        rcs[i] = on_started(jobs[i], jobs[i]->started_ctx);
+    if (ids == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        ids[i] = ((struct delivery_ctx *)jobs[i]->started_ctx)->id;
+    queue_start_all(d->q, ids, n, rcs);
+    for (size_t i = 0; i < n; i++) {
+        if (rcs[i] != QUEUE_OK) {
+            struct log_field f[] = { LOG_STR("queue_id", ids[i]) };
+            log_event_num(LOG_WARN, "queue_start_failed", f, 1);
+        }
+        rcs[i] = rcs[i] == QUEUE_OK ? 0 : -1;
+    }
+    free(ids);
 }
 
 /* Submits one claimed message; on failure it goes back to queued. */
@@ -403,6 +442,7 @@ static void delivery_submit(struct delivery *d, const struct queue_claimed *c)
     job->done_ctx = x;
     job->started = on_started;
     job->started_ctx = x;
+    job->started_all = on_started_all;
     pthread_mutex_lock(&d->mu);
     d->st.in_flight++;
     d->st.claims++;
@@ -413,15 +453,42 @@ static void delivery_submit(struct delivery *d, const struct queue_claimed *c)
     }
 }
 
+/* How many messages to claim now.  PostgreSQL: what the pool takes (two
+   a worker), so that replicas share the work.  SQLite (one process): up
+   to DELIVERY_CHAIN a worker in flight, so that a worker's connection
+   carries a chain of them; claimed messages not yet started go back to
+   queued after a crash, so the larger window resends nothing.  Below half
+   the window free, none (each claim is a commit): the next kick asks
+   again. */
+static size_t delivery_room(struct delivery *d)
+{
+    struct pool_stats ps;
+    size_t room = pool_room(d->pool), window, in_flight, cap;
+    if (strcmp(queue_backend(d->q), "sqlite") != 0)
+        return room < DELIVERY_GROUP ? room : DELIVERY_GROUP;
+    pool_stats(d->pool, &ps);
+    window = ps.workers * DELIVERY_CHAIN;
+    cap = pool_capacity(d->pool);
+    pthread_mutex_lock(&d->mu);
+    in_flight = d->st.in_flight;
+    pthread_mutex_unlock(&d->mu);
+    if (ps.draining || in_flight >= window || ps.queued >= cap)
+        return 0;
+    room = window - in_flight;
+    if (room > cap - ps.queued)
+        room = cap - ps.queued;
+    if (in_flight > 0 && room < window / 2)
+        return 0;
+    return room < DELIVERY_GROUP ? room : DELIVERY_GROUP;
+}
+
 /* Claims and submits one group; returns how many were claimed and sets
    *room to what the pool could take. */
 static size_t delivery_round(struct delivery *d, size_t *room)
 {
     struct queue_claimed *c = NULL;
     size_t n = 0;
-    *room = pool_room(d->pool);
-    if (*room > DELIVERY_GROUP)
-        *room = DELIVERY_GROUP;
+    *room = delivery_room(d);
     if (*room == 0 ||
         queue_claim(d->q, delivery_now(), *room, queue_lease_s(d->q), &c,
                     &n) != QUEUE_OK)

@@ -80,6 +80,10 @@ struct job {
        attempted. */
     int (*started)(struct job *job, void *ctx);
     void *started_ctx;
+    /* Optional, beside started: the sends a chain takes, marked at once
+       (rcs[i] as started would return for jobs[i]); the pool calls it in
+       place of each one's started when all of them share it. */
+    void (*started_all)(struct job *const *jobs, size_t n, int *rcs);
 
     /* Private to the pool. */
     struct job *next_;

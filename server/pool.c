@@ -283,13 +283,66 @@ static void pool_link_init(struct pool_link *l, struct job *job)
 static const char *pool_job_ready(struct pool *pool, struct job *job,
                                   char *why, size_t whylen);
 
+/* Why a job whose started mark failed is not sent. */
+static const char *pool_job_started_why(void)
+{
+    return "the message is no longer this process's to send";
+}
+
 /* Calls the job's started callback, if any: NULL, or why the job must
    not be sent (it is finished never attempted). */
 static const char *pool_job_started(struct job *job)
 {
     if (job->started == NULL || job->started(job, job->started_ctx) == 0)
         return NULL;
-    return "the message is no longer this process's to send";
+    return pool_job_started_why();
+}
+
+/* Finishes a taken job that must not be sent (why), never attempted. */
+static void pool_chain_drop(struct job **taken, const char *why)
+{
+    pool_result_local(&(*taken)->result, SMTP_DELIVERY_FAILED, why);
+    pool_finish(*taken);
+    *taken = NULL;
+}
+
+/* Checks the taken jobs and marks them started: with one started_all
+   call when they all share it, else one started call each.  Those that
+   must not be sent are finished and set to NULL. */
+static void pool_chain_mark(struct pool *pool, struct job **taken, size_t n)
+{
+    struct job *ready[POOL_CHAIN_MAX];
+    int rcs[POOL_CHAIN_MAX];
+    void (*fn)(struct job *const *, size_t, int *) = NULL;
+    size_t k = 0;
+    int all = 1;
+
+    for (size_t i = 0; i < n; i++) {
+        char buf[256];
+        const char *why = pool_job_ready(pool, taken[i], buf, sizeof buf);
+
+        if (why != NULL) {
+            pool_chain_drop(&taken[i], why);
+            continue;
+        }
+        if (k > 0 && taken[i]->started_all != fn)
+            all = 0;
+        fn = taken[i]->started_all;
+        ready[k++] = taken[i];
+    }
+    all = all && fn != NULL;
+    if (all && k > 0)
+        fn(ready, k, rcs);
+    for (size_t i = 0, j = 0; i < n; i++) {
+        const char *why;
+
+        if (taken[i] == NULL)
+            continue;
+        why = all ? (rcs[j++] == 0 ? NULL : pool_job_started_why())
+                  : pool_job_started(taken[i]);
+        if (why != NULL)
+            pool_chain_drop(&taken[i], why);
+    }
 }
 
 /* Makes job the head of a chain on pc with the sends taken from the queue
@@ -315,18 +368,10 @@ static size_t pool_chain_fill(struct pool *pool, struct pool_chain *ch,
         return 0;
     pool_link_init(&ch->link[0], job);
     ch->n = 1;
-    for (size_t i = 0; i < n; i++) {
-        char buf[256];
-        const char *why = pool_job_ready(pool, taken[i], buf, sizeof buf);
-
-        why = why != NULL ? why : pool_job_started(taken[i]);
-        if (why != NULL) {
-            pool_result_local(&taken[i]->result, SMTP_DELIVERY_FAILED, why);
-            pool_finish(taken[i]);
-            continue;
-        }
-        pool_link_init(&ch->link[ch->n++], taken[i]);
-    }
+    pool_chain_mark(pool, taken, n);
+    for (size_t i = 0; i < n; i++)
+        if (taken[i] != NULL)
+            pool_link_init(&ch->link[ch->n++], taken[i]);
     return ch->n;
 }
 

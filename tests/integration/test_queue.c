@@ -1187,6 +1187,75 @@ static void test_sigkill_leaves_the_unstarted_claim_queued_sent_once(
     peer_stop(p);
 }
 
+#ifndef QUEUE_TEST_PG
+/* How many of ids[0..n) GET /v1/messages/{id} calls `sending`. */
+static size_t count_sending(struct mpserve *s, char *const *ids, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        long st;
+        json_t *j = status_of(s, ids[i], &st);
+        k += st == 200 && strcmp(jstr(j, "status"), "sending") == 0;
+        json_decref(j);
+    }
+    return k;
+}
+
+/* SQLite: one worker keeps up to a chain's worth of messages claimed (16;
+   claims of at least half of it), not two, so that its connection can
+   carry them as one chain; SIGKILL with the first on the wire (its dot
+   unanswered) and at least 8 more claimed but never started: after the
+   restart the first is unknown, never resent, and every other message of
+   the 20 reaches the relay exactly once. */
+static void test_one_worker_claims_sixteen_sigkill_sends_the_unstarted_once(
+    void **state)
+{
+    (void)state;
+    enum { N = 20 };
+    struct peer *p = relay("{'rules': [{'match': '^DOT$', 'times': 1, "
+                           "'action': 'hang'}]}");
+    static const char *const one[] = { "--pool-workers", "1",
+                                       "--pool-connections", "1", NULL };
+    char *dir, *q = temp_queue(&dir);
+    struct mpserve *s = svc(p, q, one);
+    char *ids[N];
+    for (size_t i = 0; i < N; i++) {
+        char to[64];
+        snprintf(to, sizeof to, "r%zu@example.org", i);
+        ids[i] = post_async(s, to, NULL);
+    }
+    size_t sending = 0;
+    for (long long end = now_ms() + 5000; sending < 9; sleep_ms(50)) {
+        sending = count_sending(s, ids, N);
+        if (now_ms() > end)
+            fail_msg("%zu messages sending, want 9 or more", sending);
+    }
+    sleep_ms(300);                  /* the first dot is out, unanswered */
+    assert_true(count_sending(s, ids, N) >= 9);
+    assert_true(count_sending(s, ids, N) <= 16);
+    assert_int_equal(count_mail_commands(p), 1);
+    mpserve_signal(s, SIGKILL);
+    mpserve_wait(s, 5000);
+    mpserve_free(s);
+    s = svc(p, q, one);
+    size_t unknown = 0;
+    for (size_t i = 0; i < N; i++) {
+        unknown += (size_t)sent_once_or_unknown(s, p, ids[i]);
+        free(ids[i]);
+    }
+    sleep_ms(300);                  /* nothing is sent again */
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    assert_int_equal(unknown, 1);
+    assert_int_equal(msgs_total(p), N - 1);
+    assert_int_equal(count_mail_commands(p), N);
+    free(q);
+    ts_rmtree(dir);
+    free(dir);
+    peer_stop(p);
+}
+#endif
+
 /* The crash matrix: the service is killed with SIGKILL at a random moment
    while it sends, RUNS times, then restarted on the same queue; every
    message that got a 202 must end final, none may be lost, and none may
@@ -2048,6 +2117,7 @@ int main(void)
         T(test_cancel_racing_the_claim_one_wins_never_both),
 #ifndef QUEUE_TEST_PG
         T(test_full_or_read_only_disk_is_503_and_loses_nothing),
+        T(test_one_worker_claims_sixteen_sigkill_sends_the_unstarted_once),
         T(test_read_only_database_is_a_start_error_exit_2),
 #else
         T(test_read_only_database_is_503_and_a_start_error_exit_2),
