@@ -8,7 +8,10 @@
  * on the wire here until queue_record or queue_release; the keeper renews
  * those leases (and only those) every lease/3 seconds and reaps the
  * expired ones of any process sharing the database: a message marked
- * started (queue_start) -> unknown, one never started -> queued.
+ * started (queue_start) -> unknown, one never started -> queued.  A
+ * message this process claims again while it still holds it (its lease
+ * lapsed and a reaper queued it) is dropped from the new claim, so one
+ * process never has two jobs for one message.
  *
  * Errors: those of the backend.  Threads: q->mu guards the closing flag,
  * the wake function, the expiry counter and the ids on the wire; the
@@ -103,6 +106,37 @@ void queue_doc_clear(struct queue_doc *doc)
 }
 
 /* ---- the ids on the wire here ---- */
+
+/* 1 when id is on the wire here; q->mu held. */
+static int wire_has_locked(const struct queue *q, const char *id)
+{
+    for (size_t i = 0; i < q->nwire; i++)
+        if (strcmp(q->wire[i], id) == 0)
+            return 1;
+    return 0;
+}
+
+/* Drops from c[0..*n) the messages already on the wire here: claimed
+   again by this process after the reaper put a claim it still holds
+   back to queued (its lease lapsed while the database did not answer),
+   they must not become a second job sending the same message.  The
+   claim that is already here goes on (the new claim's lease is its
+   own: same owner). */
+static void wire_drop_held(struct queue *q, struct queue_claimed *c,
+                           size_t *n)
+{
+    size_t kept = 0;
+    pthread_mutex_lock(&q->mu);
+    for (size_t i = 0; i < *n; i++) {
+        if (wire_has_locked(q, c[i].id)) {
+            free(c[i].blob);
+            continue;
+        }
+        c[kept++] = c[i];
+    }
+    pthread_mutex_unlock(&q->mu);
+    *n = kept;
+}
 
 /* Notes ids[0..n) as claimed here (their leases renewed); 0 or -1. */
 static int wire_add(struct queue *q, const struct queue_claimed *c,
@@ -304,6 +338,8 @@ int queue_claim(struct queue *q, double now, size_t max, double lease_s,
                 struct queue_claimed **out, size_t *n)
 {
     int rc = q->ops->claim(q, now, max, lease_s, out, n);
+    if (rc == QUEUE_OK)
+        wire_drop_held(q, *out, n);
     if (rc == QUEUE_OK && wire_add(q, *out, *n) < 0)
         rc = QUEUE_ENOMEM;      /* what was claimed ends unknown */
     if (rc != QUEUE_OK && *out != NULL) {

@@ -28,6 +28,7 @@
 
 #include <curl/curl.h>
 
+#include "queue/queue.h"
 #include "tests/integration/smtp_fx.h"
 #include "tests/support/http.h"
 #include "tests/support/mpserve.h"
@@ -1778,6 +1779,77 @@ static long pg_count(const char *db, const char *sql)
     return v;
 }
 
+/* queue_done_fn of test_a_replica_never_holds_two_claims_of_one_message. */
+static void enqueued(void *ctx, int rc, const struct queue_idem_hit *hit)
+{
+    (void)hit;
+    *(int *)ctx = rc == QUEUE_OK ? 1 : -1;
+}
+
+/* Replica A holds a claimed, unstarted message whose lease lapsed (its
+   renewals did not reach the database); replica B's reaper queues it
+   again and A's next claim finds it: A must not get it a second time
+   (two jobs would both start and send it), and the job A already holds
+   starts it, once. */
+static void test_a_replica_never_holds_two_claims_of_one_message(
+    void **state)
+{
+    (void)state;
+    char err[512], url[300], sql[256];
+    const char *db = pg_db(NULL);
+    snprintf(url, sizeof url, "host=127.0.0.1 port=%d user=postgres "
+             "dbname=%s", pg.port, db);
+    struct queue_opts oa = { .backend = "postgres", .url = url,
+                             .password_file = pg.pwfile, .lease_s = 60,
+                             .retention_s = 86400, .idem_ttl_s = 86400 };
+    struct queue_opts ob = oa;
+    ob.lease_s = 1;
+    struct queue *a, *b;
+    if (queue_open(&oa, &a, err, sizeof err) < 0)
+        fail_msg("open A: %s", err);
+    if (queue_open(&ob, &b, err, sizeof err) < 0)
+        fail_msg("open B: %s", err);
+    struct queue_new m = { .blob = "x", .blob_len = 1 };
+    int done = 0;
+    queue_new_id(m.id);
+    assert_int_equal(queue_enqueue(a, &m, 1, NULL, enqueued, &done),
+                     QUEUE_OK);
+    for (long long end = now_ms() + 5000; done == 0; sleep_ms(10))
+        if (now_ms() > end)
+            fail_msg("the enqueue did not finish");
+    assert_int_equal(done, 1);
+    struct queue_claimed *c;
+    size_t n;
+    assert_int_equal(queue_claim(a, (double)time(NULL) + 1, 10, 60, &c, &n),
+                     QUEUE_OK);
+    assert_int_equal(n, 1);
+    queue_claimed_free(c, n);
+    snprintf(sql, sizeof sql, "UPDATE mailpool_messages SET lease_until ="
+             " 1 WHERE id = '%s'", m.id);
+    free(pg_sql(db, sql));          /* A's renewals failed meanwhile */
+    for (long long end = now_ms() + 8000;
+         pg_count(db, "SELECT count(*) FROM mailpool_messages WHERE"
+                      " state = 0") != 1; sleep_ms(100))
+        if (now_ms() > end)
+            fail_msg("B's reaper did not queue the lapsed claim again");
+    assert_int_equal(queue_claim(a, (double)time(NULL) + 1, 10, 60, &c, &n),
+                     QUEUE_OK);
+    assert_int_equal(n, 0);         /* held here already */
+    queue_claimed_free(c, n);
+    assert_int_equal(queue_start(a, m.id), QUEUE_OK);
+    struct queue_attempt at = { .at = (double)time(NULL), .code = 250,
+                                .status = "sent", .enhanced = "2.0.0",
+                                .text = "ok", .accepted = "r@example.org",
+                                .rejected = "", .error = "" };
+    assert_int_equal(queue_record(a, m.id, &at, QUEUE_SENT, 0), QUEUE_OK);
+    assert_int_equal(queue_claim(b, (double)time(NULL) + 1, 10, 1, &c, &n),
+                     QUEUE_OK);
+    assert_int_equal(n, 0);
+    queue_claimed_free(c, n);
+    queue_close(b);
+    queue_close(a);
+}
+
 /* Three replicas on one database, 300 messages posted through one: each
    reaches the relay exactly once, whichever replica sent it; the claim
    log holds one claim per message, by more than one replica. */
@@ -2129,6 +2201,7 @@ int main(void)
         T(test_replica_killed_started_end_unknown_unstarted_sent_once),
         T(test_ten_replicas_starting_at_once_migrate_once),
         T(test_retention_purges_messages_with_their_claim_log),
+        T(test_a_replica_never_holds_two_claims_of_one_message),
 #endif
     };
     signal(SIGPIPE, SIG_IGN);
