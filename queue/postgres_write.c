@@ -249,8 +249,8 @@ int pgq_claim(struct queue *qb, double now, size_t max,
     *out = calloc((size_t)PQntuples(r) + 1, sizeof **out);
     int rc = *out != NULL ? pgq_claimed(r, *out, n) : QUEUE_ENOMEM;
     PQclear(r);
-    /* Rows claimed but not copied stay sending: unknown after the lease,
-       never sent twice. */
+    /* Rows claimed but not copied stay sending, never started: queued
+       again by a reaper once the lease lapses, never sent twice. */
     return rc;
 }
 

@@ -341,7 +341,8 @@ int queue_claim(struct queue *q, double now, size_t max, double lease_s,
     if (rc == QUEUE_OK)
         wire_drop_held(q, *out, n);
     if (rc == QUEUE_OK && wire_add(q, *out, *n) < 0)
-        rc = QUEUE_ENOMEM;      /* what was claimed ends unknown */
+        rc = QUEUE_ENOMEM;      /* what was claimed goes back to queued
+                                   once its lease lapses (never started) */
     if (rc != QUEUE_OK && *out != NULL) {
         queue_claimed_free(*out, *n);
         *out = NULL;

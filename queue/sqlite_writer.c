@@ -335,11 +335,22 @@ static int do_renew(struct sq *q, struct op *op)
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
 }
 
-/* Sending messages whose lease ended: unknown, with an attempt saying so. */
+/* Sending messages whose lease ended: those never started queued again
+   (nothing of them went out), the started ones unknown, with an attempt
+   saying so. */
 static int do_reap(struct sq *q, struct op *op)
 {
     sqlite3_stmt *st;
     int rc;
+    if (sq_exec1(q->wr, "UPDATE messages SET state = 0, lease_until = NULL,"
+                 " attempts = attempts - 1 WHERE state = 2 AND started = 0"
+                 " AND lease_until < ?1", &st) != SQLITE_OK)
+        return QUEUE_EIO;
+    sqlite3_bind_double(st, 1, op->now);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return QUEUE_EIO;
     if (sq_exec1(q->wr, "INSERT OR REPLACE INTO attempts (message, n, at,"
               " status, code, enhanced, error) SELECT id, attempts, ?1,"
               " 'unknown', 421, '4.4.2', 'the lease of the message being"

@@ -29,6 +29,7 @@
 #include <curl/curl.h>
 
 #include "queue/queue.h"
+#include "queue/queue_impl.h"
 #include "tests/integration/smtp_fx.h"
 #include "tests/support/http.h"
 #include "tests/support/mpserve.h"
@@ -1730,6 +1731,94 @@ static void test_silent_postgres_is_unready_within_seconds_then_ready(
 }
 #endif
 
+/* ---- the queue's interface, called directly ---- */
+
+/* queue_done_fn: *ctx becomes 1 (stored) or -1. */
+static void enqueued(void *ctx, int rc, const struct queue_idem_hit *hit)
+{
+    (void)hit;
+    *(int *)ctx = rc == QUEUE_OK ? 1 : -1;
+}
+
+/* Opens a queue of this backend (a new database, or a file in *dir, a
+   new directory the caller removes) with lease_s. */
+static struct queue *open_direct(double lease_s, char **dir)
+{
+    static char where[300];
+    char err[512];
+    struct queue_opts o = { .lease_s = lease_s, .retention_s = 86400,
+                            .idem_ttl_s = 86400 };
+    struct queue *q;
+    free(temp_queue(dir));
+#ifdef QUEUE_TEST_PG
+    snprintf(where, sizeof where, "host=127.0.0.1 port=%d user=postgres "
+             "dbname=%s", pg.port, pg_db(NULL));
+    o.backend = "postgres";
+    o.url = where;
+    o.password_file = pg.pwfile;
+#else
+    snprintf(where, sizeof where, "%s/queue.db", *dir);
+    o.path = where;
+#endif
+    if (queue_open(&o, &q, err, sizeof err) < 0)
+        fail_msg("queue_open: %s", err);
+    return q;
+}
+
+/* Stores one message in q, waits until it is, and gives its id in m. */
+static void enqueue_one(struct queue *q, char m[QUEUE_ID_LEN])
+{
+    struct queue_new msg = { .blob = "x", .blob_len = 1 };
+    int done = 0;
+    queue_new_id(msg.id);
+    memcpy(m, msg.id, QUEUE_ID_LEN);
+    assert_int_equal(queue_enqueue(q, &msg, 1, NULL, enqueued, &done),
+                     QUEUE_OK);
+    for (long long end = now_ms() + 5000; done == 0; sleep_ms(5))
+        if (now_ms() > end)
+            fail_msg("the enqueue did not finish");
+    assert_int_equal(done, 1);
+}
+
+/* The state q holds for message id. */
+static enum queue_state state_of(struct queue *q, const char *id)
+{
+    struct queue_doc doc;
+    assert_int_equal(queue_get(q, id, &doc), QUEUE_OK);
+    enum queue_state st = doc.state;
+    queue_doc_clear(&doc);
+    return st;
+}
+
+/* The reaper, once the leases of two claimed messages lapsed: the one
+   never started goes back to queued (nothing of it went out); the
+   started one ends unknown, never resent. */
+static void test_reaper_queues_the_unstarted_and_ends_the_started_unknown(
+    void **state)
+{
+    (void)state;
+    char *dir, m[QUEUE_ID_LEN], s[QUEUE_ID_LEN];
+    struct queue *q = open_direct(60, &dir);
+    struct queue_claimed *c;
+    size_t n;
+    unsigned long reaped = 0;
+    enqueue_one(q, m);
+    enqueue_one(q, s);
+    assert_int_equal(queue_claim(q, (double)time(NULL) + 1, 10, 60, &c, &n),
+                     QUEUE_OK);
+    assert_int_equal(n, 2);
+    queue_claimed_free(c, n);
+    assert_int_equal(queue_start(q, s), QUEUE_OK);
+    /* an hour on: both leases lapsed */
+    assert_int_equal(q->ops->reap(q, (double)time(NULL) + 3600, &reaped),
+                     QUEUE_OK);
+    assert_int_equal(state_of(q, m), QUEUE_QUEUED);
+    assert_int_equal(state_of(q, s), QUEUE_UNKNOWN);
+    queue_close(q);
+    ts_rmtree(dir);
+    free(dir);
+}
+
 #ifdef QUEUE_TEST_PG
 /* ---- replicas on one PostgreSQL database ---- */
 
@@ -1777,13 +1866,6 @@ static long pg_count(const char *db, const char *sql)
     long v = strtol(out, NULL, 10);
     free(out);
     return v;
-}
-
-/* queue_done_fn of test_a_replica_never_holds_two_claims_of_one_message. */
-static void enqueued(void *ctx, int rc, const struct queue_idem_hit *hit)
-{
-    (void)hit;
-    *(int *)ctx = rc == QUEUE_OK ? 1 : -1;
 }
 
 /* Replica A holds a claimed, unstarted message whose lease lapsed (its
@@ -2169,6 +2251,7 @@ static void test_ten_replicas_starting_at_once_migrate_once(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        T(test_reaper_queues_the_unstarted_and_ends_the_started_unknown),
         T(test_async_202_means_stored_then_sent_once_with_its_message_id),
         T(test_message_log_filters_and_pages_on_this_backend),
         T(test_sync_sends_are_in_the_message_log_with_the_relay_words),
