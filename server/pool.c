@@ -62,6 +62,9 @@
 
 #define POOL_SHUTDOWN_MSG "mailpool is shutting down; not sent"
 #define POOL_CHAIN_MAX 16       /* sends on one connection in one chain */
+#define POOL_SWEEP_S 0.1            /* how often queued deadlines are read */
+#define POOL_DEADLINE_MSG "not started before its deadline " \
+    "(http.send_deadline): not sent"
 
 struct pool {
     const struct cfg *cfg;          /* borrowed, read-only */
@@ -85,6 +88,8 @@ struct pool {
                                        passed, workers exit */
     int drained;                    /* guarded by pool->mu */
     double rate_next;               /* guarded by pool->mu: next free slot */
+    pthread_t sweeper;              /* finishes jobs past their deadline */
+    int sweeping;                   /* the sweeper runs; owner thread only */
     unsigned long long retries;     /* guarded by pool->mu */
     const struct sign_set *sign;    /* set before the first submit; read
                                        only afterwards */
@@ -583,8 +588,7 @@ static const char *pool_job_ready(struct pool *pool, struct job *job,
 
     if (bad == NULL && job->deadline > 0 && pool_mono_now() > job->deadline) {
         job->expired = 1;           /* taken too late: nothing is sent */
-        return "not started before its deadline (http.send_deadline): "
-               "not sent";
+        return POOL_DEADLINE_MSG;
     }
     if (bad != NULL || job->kind != JOB_SEND || pool->sign == NULL)
         return bad;
@@ -616,6 +620,73 @@ static void pool_run_job(struct pool *pool, struct job *job)
     }
     pool_finish(job);
     pool_chain_rest(pool, &ch);
+}
+
+/* Unlinks the queued jobs whose deadline has passed; the list of them.
+   Caller holds pool->mu. */
+static struct job *pool_take_expired_locked(struct pool *pool, double now)
+{
+    struct job *out = NULL, **link = &pool->head, *prev = NULL;
+    while (*link != NULL) {
+        struct job *job = *link;
+        if (job->deadline <= 0 || now <= job->deadline) {
+            prev = job;
+            link = &job->next_;
+            continue;
+        }
+        *link = job->next_;
+        if (pool->tail == job)
+            pool->tail = prev;
+        pool->queued--;
+        job->next_ = out;
+        out = job;
+    }
+    return out;
+}
+
+/* The sweeper: a synchronous send still queued at its deadline is
+   answered then (not sent, expired), not when a worker frees up. */
+static void *pool_sweeper(void *arg)
+{
+    struct pool *pool = arg;
+
+    pthread_mutex_lock(&pool->mu);
+    while (!pool->stopping) {
+        struct job *left = pool_take_expired_locked(pool, pool_mono_now());
+        if (left == NULL) {
+            struct timespec ts = pool_abstime(pool_mono_now() + POOL_SWEEP_S);
+            pthread_cond_timedwait(&pool->stop_cv, &pool->mu, &ts);
+            continue;
+        }
+        pthread_mutex_unlock(&pool->mu);
+        while (left != NULL) {              /* never attempted */
+            struct job *job = left;
+            left = job->next_;
+            job->next_ = NULL;
+            job->expired = 1;
+            pool_result_local(&job->result, SMTP_DELIVERY_FAILED,
+                              POOL_DEADLINE_MSG);
+            pool_finish(job);
+        }
+        pthread_mutex_lock(&pool->mu);
+        if (pool->queued == 0 && pool->busy == 0)
+            pthread_cond_broadcast(&pool->drain_cv);
+    }
+    pthread_mutex_unlock(&pool->mu);
+    return NULL;
+}
+
+/* Stops and joins the sweeper, if it runs. */
+static void pool_stop_sweeper(struct pool *pool)
+{
+    if (!pool->sweeping)
+        return;
+    pthread_mutex_lock(&pool->mu);
+    pool->stopping = 1;
+    pthread_cond_broadcast(&pool->stop_cv);
+    pthread_mutex_unlock(&pool->mu);
+    pthread_join(pool->sweeper, NULL);
+    pool->sweeping = 0;
 }
 
 /* A worker: runs queued jobs until the pool stops. */
@@ -671,6 +742,7 @@ static void pool_stop_workers(struct pool *pool)
     for (size_t i = 0; i < pool->nthreads; i++)
         pthread_join(pool->threads[i], NULL);
     pool->nthreads = 0;
+    pool_stop_sweeper(pool);
 }
 
 /* Frees what pool_new built (threads already joined). */
@@ -727,6 +799,13 @@ struct pool *pool_new(const struct cfg *cfg, char *err, size_t errlen)
             return NULL;
         }
     }
+    if (pool_thread_start(&pool->sweeper, pool_sweeper, pool) != 0) {
+        snprintf(err, errlen, "cannot start the deadline thread");
+        pool_stop_workers(pool);
+        pool_destroy(pool);
+        return NULL;
+    }
+    pool->sweeping = 1;
     return pool;
 }
 
@@ -866,6 +945,7 @@ void pool_drain(struct pool *pool, int timeout_s)
     for (size_t i = 0; i < nthreads; i++)
         pthread_join(pool->threads[i], NULL);
     pool->nthreads = 0;
+    pool_stop_sweeper(pool);
     pool_conns_close_all(pool->conns);      /* QUIT the idle ones */
 
     pthread_mutex_lock(&pool->mu);
