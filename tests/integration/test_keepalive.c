@@ -225,7 +225,7 @@ static void test_3000_kept_alive_connections_held_and_each_served_again(
                   "connections: %ld KiB each\n",
                   before, held, CONNS, per);
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-    assert_true(per <= PER_CONN_KIB);   /* (sanitizers: shadow memory) */
+    assert_true(per <= PER_CONN_KIB); /* (sanitizers: shadow memory) */
 #endif
     for (int i = 0; i < CONNS; i++) {
         size_t n = second_request(i, req, sizeof req);
