@@ -85,9 +85,9 @@ static int hp_split(const char *s, const char **h, size_t *hn,
 int util_hostport_parse(const char *s, unsigned flags,
                         struct util_hostport *out, char *why, size_t whylen)
 {
-    const char *h = NULL, *port = NULL;    /* (set by hp_split; -O1's */
-    size_t hn = 0;                          /* flow analysis cannot see */
-    int v6 = 0;                             /* it) */
+    const char *h = NULL, *port = NULL; /* (set by hp_split; -O1's */
+    size_t hn = 0;                      /* flow analysis cannot see */
+    int v6 = 0;                         /* it) */
     unsigned char addr[sizeof(struct in6_addr)];
 
     memset(out, 0, sizeof *out);
