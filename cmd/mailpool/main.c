@@ -8,7 +8,6 @@
  * cmd/ is the one place that sees every module (scripts/check-deps.sh).
  */
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "cmd/mailpool/cmd.h"
@@ -42,12 +41,6 @@ void cmd_usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    /* GLib's slice allocator (GMime allocates through it) keeps per-thread
-       magazines that hand one thread's freed blocks to another without a
-       synchronisation ThreadSanitizer can see; plain malloc, which GLib
-       2.76 and later always use, is as fast here.  Set before any thread
-       runs (setenv is not safe beside another thread's getenv). */
-    setenv("G_SLICE", "always-malloc", 0);
     if (argc < 2) {
         cmd_usage(stderr);
         return 2;
