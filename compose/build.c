@@ -2,7 +2,8 @@
  * compose/build.c - a composed message to its wire bytes with GMime 3
  * (compose.h).
  *
- * Public: compose_build, compose_result_clear; compose_gmime_init for
+ * Public: compose_build, compose_result_clear, compose_prepare;
+ * compose_gmime_init for
  * check.c.
  *
  * Structure: text and HTML make a multipart/alternative; inline parts with
@@ -44,6 +45,35 @@ static void compose_init_once(void)
 void compose_gmime_init(void)
 {
     pthread_once(&compose_once, compose_init_once);
+}
+
+void compose_prepare(void)
+{
+    static const char pdf[] = "%PDF-1.4\n";
+    static const struct compose_mailbox to = { "Zo\xc3\xab", "to@example.org" };
+    static const struct compose_part parts[] = {
+        { "a.pdf", "application/pdf", pdf, sizeof pdf - 1, 0, NULL },
+        { NULL, "image/png", pdf, sizeof pdf - 1, 1, "logo@example.org" },
+    };
+    static const struct compose_field field = { "X-Tag", "\xc3\xa9t\xc3\xa9" };
+    const struct compose_message m = {
+        .from = { "Zo\xc3\xab", "from@example.org" }, .to = &to, .nto = 1,
+        .subject = "\xc3\xa9t\xc3\xa9", .text = "text", .html = "<p>html</p>",
+        .parts = parts, .nparts = 2, .fields = &field, .nfields = 1,
+        .unsub_url = "https://example.org/u", .unsub_mailto = "u@example.org",
+        .unsub_one_click = 1,
+    };
+    struct compose_result r = { 0 };
+    char why[200], *name = NULL, *email = NULL, *dec;
+    compose_gmime_init();
+    (void)compose_mailbox_parse("Zo\xc3\xab <a@example.org>", &name, &email,
+                                why, sizeof why);
+    free(name);
+    free(email);
+    dec = compose_header_decode("=?UTF-8?Q?=C3=A9t=C3=A9?=");
+    free(dec);
+    (void)compose_build(&m, &r, why, sizeof why);
+    compose_result_clear(&r);
 }
 
 /* The text with CRLF and lone CR turned into LF (GMime writes line ends). */

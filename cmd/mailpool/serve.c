@@ -17,6 +17,7 @@
 
 #include "api/api.h"
 #include "cmd/mailpool/cmd.h"
+#include "compose/compose.h"
 #include "config/config.h"
 #include "queue/queue.h"
 #include "server/delivery.h"
@@ -215,6 +216,7 @@ static int serve_start(struct service *s, int *started)
 {
     char err[512];
 
+    compose_prepare(); /* GMime's classes, before any thread */
     s->pool = pool_new(&s->cfg, err, sizeof err);
     if (s->pool == NULL ||
         (s->hook != NULL &&
