@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -1737,7 +1738,7 @@ static void test_silent_postgres_is_unready_within_seconds_then_ready(
 static void enqueued(void *ctx, int rc, const struct queue_idem_hit *hit)
 {
     (void)hit;
-    *(int *)ctx = rc == QUEUE_OK ? 1 : -1;
+    atomic_store((atomic_int *)ctx, rc == QUEUE_OK ? 1 : -1);
 }
 
 /* Opens a queue of this backend (a new database, or a file in *dir, a
@@ -1769,7 +1770,7 @@ static struct queue *open_direct(double lease_s, char **dir)
 static void enqueue_one(struct queue *q, char m[QUEUE_ID_LEN])
 {
     struct queue_new msg = { .blob = "x", .blob_len = 1 };
-    int done = 0;
+    atomic_int done = 0;
     queue_new_id(msg.id);
     memcpy(m, msg.id, QUEUE_ID_LEN);
     assert_int_equal(queue_enqueue(q, &msg, 1, NULL, enqueued, &done),
@@ -1892,7 +1893,7 @@ static void test_a_replica_never_holds_two_claims_of_one_message(
     if (queue_open(&ob, &b, err, sizeof err) < 0)
         fail_msg("open B: %s", err);
     struct queue_new m = { .blob = "x", .blob_len = 1 };
-    int done = 0;
+    atomic_int done = 0;
     queue_new_id(m.id);
     assert_int_equal(queue_enqueue(a, &m, 1, NULL, enqueued, &done),
                      QUEUE_OK);
