@@ -216,7 +216,7 @@ lint: deps-lint
 	    --inline-suppr -I. -Ismtpcore/include smtpcore config server api compose webhook \
 	    result cmd
 
-# The files clang-format (.clang-format) checks: all but the baseline list.
+# Every tracked .c and .h file is as clang-format (.clang-format) writes it.
 .PHONY: format-check deps-lint
 format-check: deps-lint
 	@scripts/format-check.sh

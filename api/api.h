@@ -26,8 +26,8 @@ struct delivery;
    kept), and delivery (may be NULL) is kicked after each commit.  cfg,
    pool, queue and delivery are borrowed and must outlive the api. */
 struct api *api_start(const struct cfg *cfg, struct pool *pool,
-                      struct queue *queue, struct delivery *delivery,
-                      char *err, size_t errlen);
+                      struct queue *queue, struct delivery *delivery, char *err,
+                      size_t errlen);
 /* The port actually bound (useful when listen asked for port 0). */
 int api_port(const struct api *api);
 /* While draining, /readyz answers 503 and new work gets 503 Retry-After. */

@@ -43,28 +43,28 @@
 
 /* The extras of one message of an asynchronous request. */
 struct api_async_item {
-    double send_at;             /* Unix seconds, 0: now */
-    char *metadata;             /* JSON text, or NULL */
+    double send_at; /* Unix seconds, 0: now */
+    char *metadata; /* JSON text, or NULL */
 };
 
 /* Everything an asynchronous or idempotent request keeps until the
    writer's callback (owned by the request). */
 struct api_async {
-    struct api_async_item *items;   /* one per message, input order */
+    struct api_async_item *items; /* one per message, input order */
     size_t nitems;
     struct queue_new *qn;
     void **blobs;
     char **msgids;
-    char **rcpts;               /* each message's recipients, JSON text */
-    char **subjects;            /* each message's Subject for the log */
+    char **rcpts;    /* each message's recipients, JSON text */
+    char **subjects; /* each message's Subject for the log */
     size_t n;
-    char *doc;                  /* the 202 (or stored) answer's text */
-    char key[QUEUE_KEY_MAX + 16];   /* scoped key, "" when none */
+    char *doc;                    /* the 202 (or stored) answer's text */
+    char key[QUEUE_KEY_MAX + 16]; /* scoped key, "" when none */
     char fingerprint[65];
     struct queue_idem idem;
-    int rc;                     /* the writer's answer */
+    int rc; /* the writer's answer */
     struct queue_idem_hit hit;
-    pthread_mutex_t mu;         /* for the blocking idem lookup */
+    pthread_mutex_t mu; /* for the blocking idem lookup */
     pthread_cond_t cv;
     int told;
 };
@@ -119,8 +119,9 @@ static int parse_rfc3339(const char *s, double *out)
     int y, mo, d, h, mi, sec, n = 0, oh = 0, om = 0;
     double frac = 0;
     memset(&tm, 0, sizeof tm);
-    if (sscanf(s, "%4d-%2d-%2d%*1[Tt]%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi,
-               &sec, &n) != 6 || n != 19)
+    if (sscanf(s, "%4d-%2d-%2d%*1[Tt]%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec,
+               &n) != 6 ||
+        n != 19)
         return -1;
     s += n;
     if (*s == '.') {
@@ -215,10 +216,13 @@ int api_async_head(struct api_req *req, struct MHD_Connection *c,
         ok = k[i] > 32 && k[i] < 127;
     if (!ok) {
         json_t *errors = json_array();
-        api_error_add(errors, "Idempotency-Key", "must be 1 to 255 visible "
+        api_error_add(errors, "Idempotency-Key",
+                      "must be 1 to 255 visible "
                       "ASCII characters");
-        *ret = api_reply_problem(req, c, 400, "the Idempotency-Key header "
-                                 "is not valid", errors, NULL, NULL);
+        *ret = api_reply_problem(req, c, 400,
+                                 "the Idempotency-Key header "
+                                 "is not valid",
+                                 errors, NULL, NULL);
         return -1;
     }
     struct api_async *a = async_of(req);
@@ -257,8 +261,8 @@ void api_async_fingerprint(struct api_req *req)
 static void extract_one(struct api_req *req, json_t *o, size_t i,
                         const char *prefix, json_t *errors)
 {
-    struct api_async_item *it = &((struct api_async *)req->async_state)
-                                     ->items[i];
+    struct api_async_item *it =
+        &((struct api_async *)req->async_state)->items[i];
     json_t *v;
     char field[96];
     if (!json_is_object(o))
@@ -270,10 +274,12 @@ static void extract_one(struct api_req *req, json_t *o, size_t i,
             api_error_add(errors, field, "needs Prefer: respond-async");
         else if (!json_is_string(v) ||
                  parse_rfc3339(json_string_value(v), &t) < 0)
-            api_error_add(errors, field, "must be an RFC 3339 date-time "
+            api_error_add(errors, field,
+                          "must be an RFC 3339 date-time "
                           "such as 2026-12-01T09:30:00Z");
         else if (t - now > req->api->cfg->queue.max_schedule)
-            api_error_add(errors, field, "is further ahead than "
+            api_error_add(errors, field,
+                          "is further ahead than "
                           "queue.max_schedule");
         else
             it->send_at = t;
@@ -284,11 +290,12 @@ static void extract_one(struct api_req *req, json_t *o, size_t i,
         json_t *val;
         int ok = json_is_object(v) && json_object_size(v) <= 32;
         snprintf(field, sizeof field, "%smetadata", prefix);
-        json_object_foreach(v, key, val)
-            ok = ok && strlen(key) <= 64 && json_is_string(val) &&
-                 json_string_length(val) <= 256;
+        json_object_foreach(v, key, val) ok = ok && strlen(key) <= 64 &&
+                                              json_is_string(val) &&
+                                              json_string_length(val) <= 256;
         if (!ok)
-            api_error_add(errors, field, "must be an object of at most 32 "
+            api_error_add(errors, field,
+                          "must be an object of at most 32 "
                           "string members, keys up to 64 and values up to "
                           "256 bytes");
         else
@@ -301,12 +308,13 @@ int api_async_extract(struct api_req *req, json_t *root, json_t *errors)
 {
     struct api_async *a;
     json_t *msgs = req->route == API_ROUTE_BATCH
-                       ? json_object_get(root, "messages") : NULL;
+                       ? json_object_get(root, "messages")
+                       : NULL;
     size_t n = msgs != NULL ? json_array_size(msgs) : 1;
     if (req->route != API_ROUTE_MESSAGES && req->route != API_ROUTE_BATCH)
         return API_DECODE_OK;
     if (n == 0 || !json_is_object(root))
-        return API_DECODE_OK;           /* the decoder says what is wrong */
+        return API_DECODE_OK; /* the decoder says what is wrong */
     if ((a = async_of(req)) == NULL ||
         (a->items = calloc(n, sizeof *a->items)) == NULL)
         return API_DECODE_NOMEM;
@@ -341,8 +349,7 @@ static char *pin_message_id(struct job *job, const char *qid)
     at = strrchr(m->from, '@');
     domain = at != NULL && at[1] != '\0' ? at + 1 : "mailpool.invalid";
     snprintf(buf, sizeof buf, "<%s@%s>", qid, domain);
-    struct smtp_header *h = realloc(m->headers,
-                                    (m->nheaders + 1) * sizeof *h);
+    struct smtp_header *h = realloc(m->headers, (m->nheaders + 1) * sizeof *h);
     if (h == NULL)
         return NULL;
     m->headers = h;
@@ -364,7 +371,7 @@ int api_listing_of(const struct job *job, char **rcpts, char **subject)
     json_decref(arr);
     *subject = api_message_subject(m);
     if (*subject != NULL && (*subject)[0] == '\0') {
-        free(*subject);             /* none: NULL in the log */
+        free(*subject); /* none: NULL in the log */
         *subject = NULL;
     } else if (*subject == NULL) {
         free(*rcpts);
@@ -384,9 +391,8 @@ static json_t *accepted_doc(const struct api_async *a, size_t i)
 {
     const struct api_async_item *it = &a->items[i];
     int later = it->send_at > wall_now();
-    return json_pack("{s:s, s:s, s:s?}", "id", a->qn[i].id,
-                     "status", later ? "scheduled" : "queued",
-                     "message_id",
+    return json_pack("{s:s, s:s, s:s?}", "id", a->qn[i].id, "status",
+                     later ? "scheduled" : "queued", "message_id",
                      a->msgids[i][0] != '\0' ? a->msgids[i] : NULL);
 }
 
@@ -479,19 +485,22 @@ enum MHD_Result api_async_post(struct api_req *req, struct MHD_Connection *c)
     struct api *api = req->api;
     struct api_async *a = async_of(req);
     if (api->queue == NULL)
-        return api_reply_problem(req, c, 503, "the durable queue is not "
-                                 "open", NULL, "Retry-After", "5");
+        return api_reply_problem(req, c, 503,
+                                 "the durable queue is not "
+                                 "open",
+                                 NULL, "Retry-After", "5");
     if (over_high_water(api))
-        return api_reply_problem(req, c, 503, "the queue is over "
+        return api_reply_problem(req, c, 503,
+                                 "the queue is over "
                                  "queue.high_water (or cannot be read); "
-                                 "retry later", NULL, "Retry-After", "5");
+                                 "retry later",
+                                 NULL, "Retry-After", "5");
     if (a == NULL || build_rows(req, a) < 0)
         return api_reply_problem(req, c, 500, "out of memory", NULL, NULL,
                                  NULL);
     if (a->key[0] != '\0')
-        a->idem = (struct queue_idem){ a->key, a->fingerprint, 0, 202,
-                                       a->doc };
-    req->pending = 1;               /* the handler's token */
+        a->idem = (struct queue_idem){ a->key, a->fingerprint, 0, 202, a->doc };
+    req->pending = 1; /* the handler's token */
     api_waiting_add(api, req);
     atomic_fetch_add(&req->refs, 1);
     req->pending++;
@@ -516,50 +525,51 @@ static enum MHD_Result replay(struct api_req *req, struct MHD_Connection *c,
         doc = json_pack("{s:i, s:[], s:s, s:s, s:b, s:s, s:[], s:[], s:n,"
                         " s:s}",
                         "code", 421, "text", "enhanced", "4.4.2", "kind",
-                        "conn", "local_code", 1,
-                        "status", "unknown", "accepted", "rejected",
-                        "message_id", "error",
+                        "conn", "local_code", 1, "status", "unknown",
+                        "accepted", "rejected", "message_id", "error",
                         "the service stopped while this request was being "
                         "answered: the message may have been delivered; "
                         "not resent");
     else
         doc = json_loads(hit->response ? hit->response : "{}", 0, &e);
     req->replayed = 1;
-    return api_reply_json(req, c, hit->lost ? 200
-                                 : (unsigned)hit->http_status, doc);
+    return api_reply_json(req, c, hit->lost ? 200 : (unsigned)hit->http_status,
+                          doc);
 }
 
 /* The answer to a key seen before: replay, 422 or 409. */
-static enum MHD_Result answer_hit(struct api_req *req,
-                                  struct MHD_Connection *c,
+static enum MHD_Result answer_hit(struct api_req *req, struct MHD_Connection *c,
                                   const struct queue_idem_hit *hit)
 {
     if (!hit->same) {
         json_t *errors = json_array();
-        api_error_add(errors, "Idempotency-Key", "was used with another "
+        api_error_add(errors, "Idempotency-Key",
+                      "was used with another "
                       "request");
-        return api_reply_problem(req, c, 422, "the Idempotency-Key was used "
-                                 "with a different request", errors, NULL,
-                                 NULL);
+        return api_reply_problem(req, c, 422,
+                                 "the Idempotency-Key was used "
+                                 "with a different request",
+                                 errors, NULL, NULL);
     }
     if (hit->pending)
-        return api_reply_problem(req, c, 409, "the request with this "
+        return api_reply_problem(req, c, 409,
+                                 "the request with this "
                                  "Idempotency-Key is still being answered",
                                  NULL, "Retry-After", "1");
     return replay(req, c, hit);
 }
 
-enum MHD_Result api_async_answer(struct api_req *req,
-                                 struct MHD_Connection *c)
+enum MHD_Result api_async_answer(struct api_req *req, struct MHD_Connection *c)
 {
     struct api_async *a = req->async_state;
     json_error_t e;
     if (a->rc == QUEUE_EIDEM)
         return answer_hit(req, c, &a->hit);
     if (a->rc != QUEUE_OK)
-        return api_reply_problem(req, c, 503, "the queue cannot be written; "
-                                 "nothing was queued", NULL, "Retry-After",
-                                 "5");
+        return api_reply_problem(req, c, 503,
+                                 "the queue cannot be written; "
+                                 "nothing was queued",
+                                 NULL, "Retry-After", "5");
     req->accepted_async = 1;
     return api_reply_json(req, c, 202, json_loads(a->doc, 0, &e));
 }
@@ -588,8 +598,8 @@ int api_idem_begin(struct api_req *req, struct MHD_Connection *c,
     if (a == NULL || a->key[0] == '\0' || req->api->queue == NULL)
         return 0;
     a->idem = (struct queue_idem){ a->key, a->fingerprint, 1, 0, NULL };
-    if (queue_enqueue(req->api->queue, NULL, 0, &a->idem, on_idem_stored,
-                      a) != QUEUE_OK) {
+    if (queue_enqueue(req->api->queue, NULL, 0, &a->idem, on_idem_stored, a) !=
+        QUEUE_OK) {
         a->rc = QUEUE_EIO;
     } else {
         pthread_mutex_lock(&a->mu);
@@ -598,14 +608,16 @@ int api_idem_begin(struct api_req *req, struct MHD_Connection *c,
         pthread_mutex_unlock(&a->mu);
     }
     if (a->rc == QUEUE_OK) {
-        req->idem_pending = 1;      /* api_idem_finish stores the answer */
+        req->idem_pending = 1; /* api_idem_finish stores the answer */
         return 0;
     }
     *ret = a->rc == QUEUE_EIDEM
                ? answer_hit(req, c, &a->hit)
-               : api_reply_problem(req, c, 503, "the queue cannot be "
+               : api_reply_problem(req, c, 503,
+                                   "the queue cannot be "
                                    "written (Idempotency-Key); nothing was "
-                                   "sent", NULL, "Retry-After", "5");
+                                   "sent",
+                                   NULL, "Retry-After", "5");
     return -1;
 }
 
@@ -647,7 +659,8 @@ static json_t *rejected_json(const char *s)
     json_t *arr = json_array(), *lines = lines_json(s, '\n');
     size_t i;
     json_t *l;
-    json_array_foreach(lines, i, l) {
+    json_array_foreach(lines, i, l)
+    {
         char *copy = strdup(json_string_value(l)), *f[4] = { 0 }, *p = copy;
         for (int k = 0; p != NULL && k < 4; k++) {
             f[k] = p;
@@ -659,13 +672,15 @@ static json_t *rejected_json(const char *s)
             json_t *text = json_array();
             for (char *t = f[3]; t != NULL && *t != '\0';) {
                 char *e = strstr(t, " / ");
-                json_array_append_new(text, json_stringn_nocheck(
-                    t, e ? (size_t)(e - t) : strlen(t)));
+                json_array_append_new(
+                    text,
+                    json_stringn_nocheck(t, e ? (size_t)(e - t) : strlen(t)));
                 t = e ? e + 3 : NULL;
             }
-            json_array_append_new(arr, json_pack(
-                "{s:s, s:i, s:s?, s:o}", "recipient", f[0], "code",
-                atoi(f[1]), "enhanced", f[2][0] ? f[2] : NULL, "text", text));
+            json_array_append_new(
+                arr, json_pack("{s:s, s:i, s:s?, s:o}", "recipient", f[0],
+                               "code", atoi(f[1]), "enhanced",
+                               f[2][0] ? f[2] : NULL, "text", text));
         }
         free(copy);
     }
@@ -681,18 +696,21 @@ static json_t *events_json(const struct queue_event_rec *ev, size_t n)
         json_t *tries = json_array();
         for (size_t k = 0; tries != NULL && k < ev[i].ntries; k++) {
             const struct queue_event_try *t = &ev[i].tries[k];
-            json_array_append_new(tries, json_pack(
-                "{s:o, s:o, s:s?}", "at", rfc3339(t->at), "http_status",
-                t->http_status > 0 ? json_integer(t->http_status)
-                                   : json_null(), "error", t->error));
+            json_array_append_new(tries,
+                                  json_pack("{s:o, s:o, s:s?}", "at",
+                                            rfc3339(t->at), "http_status",
+                                            t->http_status > 0
+                                                ? json_integer(t->http_status)
+                                                : json_null(),
+                                            "error", t->error));
         }
-        json_array_append_new(arr, json_pack(
-            "{s:s, s:s?, s:o, s:o, s:s, s:o}", "id", ev[i].id,
-            "type", queue_event_type(ev[i].mstate),
-            "created_at", rfc3339(ev[i].created_at),
-            "delivered_at", rfc3339(ev[i].delivered_at),
-            "state", queue_event_state_name(ev[i].state),
-            "attempts", tries ? tries : json_array()));
+        json_array_append_new(
+            arr, json_pack("{s:s, s:s?, s:o, s:o, s:s, s:o}", "id", ev[i].id,
+                           "type", queue_event_type(ev[i].mstate), "created_at",
+                           rfc3339(ev[i].created_at), "delivered_at",
+                           rfc3339(ev[i].delivered_at), "state",
+                           queue_event_state_name(ev[i].state), "attempts",
+                           tries ? tries : json_array()));
     }
     return arr;
 }
@@ -704,25 +722,25 @@ static json_t *status_json(const struct queue_doc *doc)
     json_t *attempts = json_array(), *meta = NULL;
     for (size_t i = 0; attempts != NULL && i < doc->nattempts; i++) {
         const struct queue_attempt_rec *r = &doc->attempts[i];
-        json_array_append_new(attempts, json_pack(
-            "{s:o, s:s, s:i, s:s?, s:o, s:o, s:o, s:s?}",
-            "at", rfc3339(r->at), "status", r->status ? r->status : "",
-            "code", r->code, "enhanced",
-            r->enhanced && r->enhanced[0] ? r->enhanced : NULL,
-            "text", lines_json(r->text, '\n'),
-            "accepted", lines_json(r->accepted, '\n'),
-            "rejected", rejected_json(r->rejected),
-            "error", r->error && r->error[0] ? r->error : NULL));
+        json_array_append_new(
+            attempts,
+            json_pack("{s:o, s:s, s:i, s:s?, s:o, s:o, s:o, s:s?}", "at",
+                      rfc3339(r->at), "status", r->status ? r->status : "",
+                      "code", r->code, "enhanced",
+                      r->enhanced && r->enhanced[0] ? r->enhanced : NULL,
+                      "text", lines_json(r->text, '\n'), "accepted",
+                      lines_json(r->accepted, '\n'), "rejected",
+                      rejected_json(r->rejected), "error",
+                      r->error && r->error[0] ? r->error : NULL));
     }
     if (doc->metadata != NULL)
         meta = json_loads(doc->metadata, 0, &e);
-    return json_pack("{s:s, s:s, s:s?, s:o, s:o, s:o, s:o}",
-                     "id", doc->id, "status", queue_state_name(doc->state),
-                     "message_id", doc->message_id,
-                     "created_at", rfc3339(doc->created_at),
+    return json_pack("{s:s, s:s, s:s?, s:o, s:o, s:o, s:o}", "id", doc->id,
+                     "status", queue_state_name(doc->state), "message_id",
+                     doc->message_id, "created_at", rfc3339(doc->created_at),
                      "next_attempt_at", rfc3339(doc->next_attempt_at),
-                     "attempts", attempts ? attempts : json_array(),
-                     "metadata", meta ? meta : json_null());
+                     "attempts", attempts ? attempts : json_array(), "metadata",
+                     meta ? meta : json_null());
 }
 
 enum MHD_Result api_message_get(struct api_req *req, struct MHD_Connection *c)
@@ -737,8 +755,8 @@ enum MHD_Result api_message_get(struct api_req *req, struct MHD_Connection *c)
         return api_reply_problem(req, c, 404, "no such message", NULL, NULL,
                                  NULL);
     if (rc != QUEUE_OK)
-        return api_reply_problem(req, c, 503, "the queue cannot be read",
-                                 NULL, "Retry-After", "5");
+        return api_reply_problem(req, c, 503, "the queue cannot be read", NULL,
+                                 "Retry-After", "5");
     json_t *j = status_json(&doc);
     queue_doc_clear(&doc);
     struct queue_event_rec *ev = NULL;
@@ -760,13 +778,15 @@ enum MHD_Result api_message_cancel(struct api_req *req,
     char detail[120];
     switch (rc) {
     case QUEUE_OK:
-        return api_reply_json(req, c, 200, json_pack(
-            "{s:s, s:s}", "id", req->msg_id, "status", "cancelled"));
+        return api_reply_json(
+            req, c, 200,
+            json_pack("{s:s, s:s}", "id", req->msg_id, "status", "cancelled"));
     case QUEUE_ENOTFOUND:
         return api_reply_problem(req, c, 404, "no such message", NULL, NULL,
                                  NULL);
     case QUEUE_ECONFLICT:
-        snprintf(detail, sizeof detail, "the message is %s: only queued, "
+        snprintf(detail, sizeof detail,
+                 "the message is %s: only queued, "
                  "scheduled or retry messages can be cancelled",
                  queue_state_name(st));
         return api_reply_problem(req, c, 409, detail, NULL, NULL, NULL);
@@ -791,8 +811,8 @@ int api_time_parse(const char *s, double *out)
 /* ---- /metrics ---- */
 
 /* Appends printf-formatted text to *buf (NULL on failure stays NULL). */
-__attribute__((format(printf, 3, 4)))
-static void mcat(char **buf, size_t *len, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void mcat(char **buf, size_t *len,
+                                                       const char *fmt, ...)
 {
     char line[256];
     va_list ap;
@@ -820,16 +840,21 @@ static void webhook_metrics(struct api *api, char **buf, size_t *len)
     webhook_stats(w, n);
     if (queue_events_oldest(api->queue, wall_now(), &age) != QUEUE_OK)
         age = 0;
-    mcat(buf, len, "# HELP mailpool_webhook_deliveries_total POSTs of "
+    mcat(buf, len,
+         "# HELP mailpool_webhook_deliveries_total POSTs of "
          "delivery events, by result.\n# TYPE "
          "mailpool_webhook_deliveries_total counter\n");
     for (int i = 0; i < WEBHOOK_RESULT__COUNT; i++)
-        mcat(buf, len, "mailpool_webhook_deliveries_total{result=\"%s\"} "
-             "%llu\n", webhook_result_name((enum webhook_result)i), n[i]);
-    mcat(buf, len, "# HELP mailpool_webhook_oldest_undelivered_seconds Age "
+        mcat(buf, len,
+             "mailpool_webhook_deliveries_total{result=\"%s\"} "
+             "%llu\n",
+             webhook_result_name((enum webhook_result)i), n[i]);
+    mcat(buf, len,
+         "# HELP mailpool_webhook_oldest_undelivered_seconds Age "
          "of the oldest delivery event still to be delivered.\n# TYPE "
          "mailpool_webhook_oldest_undelivered_seconds gauge\n"
-         "mailpool_webhook_oldest_undelivered_seconds %.3f\n", age);
+         "mailpool_webhook_oldest_undelivered_seconds %.3f\n",
+         age);
 }
 
 char *api_queue_metrics(struct api *api, size_t *len)
@@ -844,31 +869,42 @@ char *api_queue_metrics(struct api *api, size_t *len)
     if (queue_counts(api->queue, wall_now(), counts, &age) != QUEUE_OK)
         memset(counts, 0, sizeof counts);
     delivery_stats(api->delivery, &ds);
-    mcat(&buf, len, "# HELP mailpool_queue_messages Messages in the durable "
+    mcat(&buf, len,
+         "# HELP mailpool_queue_messages Messages in the durable "
          "queue, by status.\n# TYPE mailpool_queue_messages gauge\n");
     for (int i = 0; i < QUEUE_STATE__COUNT; i++)
         mcat(&buf, len, "mailpool_queue_messages{status=\"%s\"} %lu\n",
              queue_state_name((enum queue_state)i), counts[i]);
-    mcat(&buf, len, "# HELP mailpool_queue_oldest_due_seconds Age of the "
+    mcat(&buf, len,
+         "# HELP mailpool_queue_oldest_due_seconds Age of the "
          "oldest message due and waiting.\n# TYPE "
          "mailpool_queue_oldest_due_seconds gauge\n"
-         "mailpool_queue_oldest_due_seconds %.3f\n", age);
-    mcat(&buf, len, "# HELP mailpool_queue_claims_total Messages claimed for "
+         "mailpool_queue_oldest_due_seconds %.3f\n",
+         age);
+    mcat(&buf, len,
+         "# HELP mailpool_queue_claims_total Messages claimed for "
          "delivery.\n# TYPE mailpool_queue_claims_total counter\n"
-         "mailpool_queue_claims_total %llu\n", ds.claims);
-    mcat(&buf, len, "# HELP mailpool_queue_retries_total Attempts that ended "
+         "mailpool_queue_claims_total %llu\n",
+         ds.claims);
+    mcat(&buf, len,
+         "# HELP mailpool_queue_retries_total Attempts that ended "
          "in retry.\n# TYPE mailpool_queue_retries_total counter\n"
-         "mailpool_queue_retries_total %llu\n", ds.retries);
-    mcat(&buf, len, "# HELP mailpool_queue_lease_expiries_total Messages "
+         "mailpool_queue_retries_total %llu\n",
+         ds.retries);
+    mcat(&buf, len,
+         "# HELP mailpool_queue_lease_expiries_total Messages "
          "found sending at start (made unknown).\n# TYPE "
          "mailpool_queue_lease_expiries_total counter\n"
-         "mailpool_queue_lease_expiries_total %lu\n", ds.recovered);
-    mcat(&buf, len, "# HELP mailpool_idempotent_replays_total Answers "
+         "mailpool_queue_lease_expiries_total %lu\n",
+         ds.recovered);
+    mcat(&buf, len,
+         "# HELP mailpool_idempotent_replays_total Answers "
          "replayed for a repeated Idempotency-Key.\n# TYPE "
          "mailpool_idempotent_replays_total counter\n"
          "mailpool_idempotent_replays_total %llu\n",
          (unsigned long long)atomic_load(&api->idem_replays));
-    mcat(&buf, len, "# HELP mailpool_queue_log_sync_failures_total "
+    mcat(&buf, len,
+         "# HELP mailpool_queue_log_sync_failures_total "
          "Synchronous sends whose record in the message log could not be "
          "written.\n# TYPE mailpool_queue_log_sync_failures_total counter\n"
          "mailpool_queue_log_sync_failures_total %llu\n",

@@ -53,14 +53,14 @@ size_t api_json_values(const char *text, size_t len, size_t max)
     for (size_t i = 0; i < len && n <= max; i++) {
         char ch = text[i];
         if (in_str) {
-            i += ch == '\\';       /* the escaped byte is skipped */
+            i += ch == '\\'; /* the escaped byte is skipped */
             in_str = ch != '"';
             continue;
         }
         depth += ch == '[' || ch == '{';
         depth -= depth > 0 && (ch == ']' || ch == '}');
         if (depth > JSON_PARSER_MAX_DEPTH)
-            return 0;               /* Jansson stops there, having built
+            return 0; /* Jansson stops there, having built
                                        little: its error is the answer */
         int scalar = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
                      (ch >= 'A' && ch <= 'Z') || ch == '-' || ch == '+' ||
@@ -94,9 +94,8 @@ int api_error_add(json_t *errors, const char *field, const char *message)
 }
 
 /* Writes prefix + path into buf: "to[2]", "messages[3].to[0]", "$". */
-__attribute__((format(printf, 4, 5)))
-static void field_name(const struct dctx *d, char *buf, size_t len,
-                       const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static void field_name(
+    const struct dctx *d, char *buf, size_t len, const char *fmt, ...)
 {
     char path[192];
     va_list ap;
@@ -120,8 +119,9 @@ static void fail_at(struct dctx *d, const char *field, const char *message)
 }
 
 /* Records one problem at a path below the prefix. */
-__attribute__((format(printf, 3, 4)))
-static void fail(struct dctx *d, const char *message, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void fail(struct dctx *d,
+                                                       const char *message,
+                                                       const char *fmt, ...)
 {
     char path[192], field[256];
     va_list ap;
@@ -161,7 +161,8 @@ static void check_members(struct dctx *d, json_t *obj,
 {
     const char *key;
     json_t *value;
-    json_object_foreach(obj, key, value) {
+    json_object_foreach(obj, key, value)
+    {
         size_t i = 0;
         while (allowed[i] != NULL && strcmp(allowed[i], key) != 0)
             i++;
@@ -219,8 +220,7 @@ static void decode_to(struct dctx *d, json_t *obj, const struct cfg *cfg,
         fail(d, "must not be empty", "to");
         return;
     }
-    if (cfg->http.max_recipients > 0 &&
-        n > (size_t)cfg->http.max_recipients) {
+    if (cfg->http.max_recipients > 0 && n > (size_t)cfg->http.max_recipients) {
         snprintf(why, sizeof why, "at most %d recipients, got %zu",
                  cfg->http.max_recipients, n);
         fail(d, why, "to");
@@ -232,11 +232,12 @@ static void decode_to(struct dctx *d, json_t *obj, const struct cfg *cfg,
         return;
     }
     job->msg.nto = n;
-    json_array_foreach(v, i, item) {
+    json_array_foreach(v, i, item)
+    {
         if (!json_is_string(item))
             fail(d, "must be a string", "to[%zu]", i);
-        else if (smtp_addr_check(json_string_value(item), 0, why,
-                                 sizeof why) < 0)
+        else if (smtp_addr_check(json_string_value(item), 0, why, sizeof why) <
+                 0)
             fail(d, why, "to[%zu]", i);
         else
             job->msg.to[i] = dup_str(d, json_string_value(item));
@@ -283,8 +284,10 @@ static void check_repeats(struct dctx *d, const char *const *names, size_t n,
                 field_name(d, first, sizeof first, "headers[%zu][0]", j);
             else
                 field_name(d, first, sizeof first, "headers.%s", names[j]);
-            snprintf(msg, sizeof msg, "repeats %s: RFC 5322 3.6 allows one "
-                     "%s field", first, names[j]);
+            snprintf(msg, sizeof msg,
+                     "repeats %s: RFC 5322 3.6 allows one "
+                     "%s field",
+                     first, names[j]);
             if (pairs)
                 fail(d, msg, "headers[%zu][0]", i);
             else
@@ -309,7 +312,8 @@ static void decode_header_object(struct dctx *d, json_t *v, struct job *job)
         d->nomem = 1;
         return;
     }
-    json_object_foreach(v, key, value) {
+    json_object_foreach(v, key, value)
+    {
         names[i] = key;
         if (!json_is_string(value))
             fail(d, "must be a string", "headers.%s", key);
@@ -338,10 +342,11 @@ static void decode_header_array(struct dctx *d, json_t *v, struct job *job)
         d->nomem = 1;
         return;
     }
-    json_array_foreach(v, i, pair) {
+    json_array_foreach(v, i, pair)
+    {
         json_t *n = json_array_get(pair, 0), *val = json_array_get(pair, 1);
         if (json_is_array(pair) && json_array_size(pair) == 2)
-            names[i] = json_string_value(n);       /* NULL if not a string */
+            names[i] = json_string_value(n); /* NULL if not a string */
         if (!json_is_array(pair) || json_array_size(pair) != 2) {
             fail(d, "must be a [name, value] pair", "headers[%zu]", i);
             continue;
@@ -356,13 +361,11 @@ static void decode_header_array(struct dctx *d, json_t *v, struct job *job)
         }
         if (!json_is_string(val))
             fail(d, "must be a string", "headers[%zu][1]", i);
-        else if (smtp_header_check(json_string_value(n),
-                                   json_string_value(val), why,
-                                   sizeof why) < 0)
+        else if (smtp_header_check(json_string_value(n), json_string_value(val),
+                                   why, sizeof why) < 0)
             fail(d, why, "headers[%zu][1]", i);
         else
-            put_header(d, job, i, json_string_value(n),
-                       json_string_value(val));
+            put_header(d, job, i, json_string_value(n), json_string_value(val));
     }
     check_repeats(d, names, json_array_size(v), 1);
     free(names);
@@ -394,7 +397,8 @@ static void join_lines(struct dctx *d, json_t *v, struct job *job)
     json_t *item;
     size_t i, total = 0, off = 0;
     int bad = 0;
-    json_array_foreach(v, i, item) {
+    json_array_foreach(v, i, item)
+    {
         if (!json_is_string(item)) {
             fail(d, "must be a string", "body[%zu]", i);
             bad = 1;
@@ -409,7 +413,8 @@ static void join_lines(struct dctx *d, json_t *v, struct job *job)
         d->nomem = 1;
         return;
     }
-    json_array_foreach(v, i, item) {
+    json_array_foreach(v, i, item)
+    {
         size_t n = json_string_length(item);
         memcpy(job->msg.body + off, json_string_value(item), n);
         off += n;
@@ -438,12 +443,10 @@ static void decode_body(struct dctx *d, json_t *v, struct job *job)
 }
 
 /* "raw": the whole message, instead of headers and body. */
-static void decode_raw(struct dctx *d, json_t *obj, json_t *v,
-                       struct job *job)
+static void decode_raw(struct dctx *d, json_t *obj, json_t *v, struct job *job)
 {
     if (member(obj, "headers") != NULL || member(obj, "body") != NULL)
-        fail(d, "raw replaces headers and body: send one or the other",
-             "raw");
+        fail(d, "raw replaces headers and body: send one or the other", "raw");
     if (!json_is_string(v)) {
         fail(d, "must be a string (a whole RFC 5322 message)", "raw");
         return;
@@ -460,13 +463,11 @@ static void decode_raw(struct dctx *d, json_t *obj, json_t *v,
 /* The decoded body (or raw message) as SMTP would carry it: no line over
    998 octets (smtp_body_check); refused here rather than by the relay
    connection later. */
-static void check_text(struct dctx *d, const struct job *job,
-                       const char *field)
+static void check_text(struct dctx *d, const struct job *job, const char *field)
 {
     char why[160];
     if (job->msg.body != NULL &&
-        smtp_body_check(job->msg.body, job->msg.body_len, why,
-                        sizeof why) < 0)
+        smtp_body_check(job->msg.body, job->msg.body_len, why, sizeof why) < 0)
         fail(d, why, "%s", field);
 }
 
@@ -474,16 +475,15 @@ static void check_text(struct dctx *d, const struct job *job,
 int api_decode_message(json_t *obj, const struct cfg *cfg, struct job *job,
                        json_t *errors, const char *prefix)
 {
-    static const char *const allowed[] = {
-        "from", "to", "headers", "body", "raw", NULL
-    };
+    static const char *const allowed[] = { "from", "to",  "headers",
+                                           "body", "raw", NULL };
     struct dctx d = { errors, prefix != NULL ? prefix : "", 0, 0 };
     json_t *raw, *headers;
     if (!json_is_object(obj)) {
         fail(&d, "must be an object", "%s", "");
         return verdict(&d);
     }
-    if (api_composed_form(obj))     /* subject, text, html, ...: composed */
+    if (api_composed_form(obj)) /* subject, text, html, ...: composed */
         return api_decode_composed(obj, cfg, job, errors, d.prefix);
     check_members(&d, obj, allowed);
     decode_from(&d, obj, job);
@@ -499,7 +499,7 @@ int api_decode_message(json_t *obj, const struct cfg *cfg, struct job *job,
         decode_headers(&d, headers, job);
     decode_body(&d, member(obj, "body"), job);
     check_text(&d, job, "body");
-    if (verdict(&d) == API_DECODE_OK)  /* non-ASCII values: RFC 2047 */
+    if (verdict(&d) == API_DECODE_OK) /* non-ASCII values: RFC 2047 */
         return api_headers_encode(job, errors, d.prefix);
     return verdict(&d);
 }
@@ -521,7 +521,8 @@ static int decode_batch_items(struct dctx *d, json_t *list,
     json_t *item;
     size_t i;
     char prefix[48];
-    json_array_foreach(list, i, item) {
+    json_array_foreach(list, i, item)
+    {
         jobs[i] = job_new(JOB_SEND);
         if (jobs[i] == NULL)
             return API_DECODE_NOMEM;
@@ -532,7 +533,7 @@ static int decode_batch_items(struct dctx *d, json_t *list,
         if (rc == API_DECODE_INVALID) {
             d->invalid = 1;
             if (json_array_size(d->errors) >= API_MAX_ERRORS)
-                break;              /* the list is full: stop early */
+                break; /* the list is full: stop early */
         }
     }
     return verdict(d);
@@ -564,14 +565,14 @@ int api_decode_batch(json_t *root, const struct cfg *cfg, struct job ***jobs,
         return verdict(&d);
     }
     n = json_array_size(list);
-    if (n == 0 || (cfg->http.max_batch > 0 &&
-                   n > (size_t)cfg->http.max_batch)) {
+    if (n == 0 ||
+        (cfg->http.max_batch > 0 && n > (size_t)cfg->http.max_batch)) {
         snprintf(why, sizeof why, "must hold 1 to %d messages, got %zu",
                  cfg->http.max_batch, n);
         fail(&d, why, "messages");
         return verdict(&d);
     }
-    if (d.invalid)                  /* unknown members: nothing decoded */
+    if (d.invalid) /* unknown members: nothing decoded */
         return verdict(&d);
     struct job **out = calloc(n, sizeof *out);
     if (out == NULL)
@@ -605,7 +606,7 @@ static void decode_arg(struct dctx *d, json_t *root, const char *name,
     if (n == 0) {
         if (required)
             fail(d, "must not be empty", "%s", name);
-        return;                     /* HELP with "" is HELP alone */
+        return; /* HELP with "" is HELP alone */
     }
     if (n > API_MAX_ARG) {
         fail(d, "longer than 256 bytes", "%s", name);
@@ -635,8 +636,9 @@ int api_decode_query(json_t *root, struct job *job, json_t *errors)
     static const char *const verify[] = { "address", NULL };
     static const char *const expand[] = { "list", NULL };
     static const char *const help[] = { "topic", NULL };
-    const char *const *allowed = job->kind == JOB_VERIFY ? verify
-                               : job->kind == JOB_EXPAND ? expand : help;
+    const char *const *allowed = job->kind == JOB_VERIFY   ? verify
+                                 : job->kind == JOB_EXPAND ? expand
+                                                           : help;
     struct dctx d = { errors, "", 0, 0 };
     if (!json_is_object(root)) {
         fail(&d, "must be an object", "%s", "");

@@ -21,8 +21,8 @@
 #include "config/config.h"
 #include "server/job.h"
 
-#define API_MAX_ERRORS 100      /* field errors listed in one problem */
-#define API_MAX_ARG    256      /* bytes of a verify/expand/help argument */
+#define API_MAX_ERRORS 100 /* field errors listed in one problem */
+#define API_MAX_ARG 256    /* bytes of a verify/expand/help argument */
 
 enum api_decode_rc {
     API_DECODE_OK = 0,

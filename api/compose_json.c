@@ -28,21 +28,29 @@
 #include "api/codec.h"
 #include "compose/compose.h"
 
-#define MAX_SUBJECT 16384           /* octets of a subject */
-#define MAX_NAME 1024               /* octets of a display name */
+#define MAX_SUBJECT 16384 /* octets of a subject */
+#define MAX_NAME 1024     /* octets of a display name */
 
 /* The members only the composed form has. */
 static const char *const composed_only[] = {
-    "subject", "text", "html", "attachments", "cc", "bcc", "reply_to",
-    "unsubscribe", "envelope", NULL
+    "subject", "text",     "html",        "attachments", "cc",
+    "bcc",     "reply_to", "unsubscribe", "envelope",    NULL
 };
 
 /* Header fields a member writes, so "headers" may not. */
-static const struct { const char *field, *member; } owned_fields[] = {
-    { "From", "from" }, { "To", "to" }, { "Cc", "cc" }, { "Bcc", "bcc" },
-    { "Reply-To", "reply_to" }, { "Subject", "subject" },
-    { "Date", NULL }, { "MIME-Version", NULL },
-    { "Content-Type", NULL }, { "Content-Transfer-Encoding", NULL },
+static const struct {
+    const char *field, *member;
+} owned_fields[] = {
+    { "From", "from" },
+    { "To", "to" },
+    { "Cc", "cc" },
+    { "Bcc", "bcc" },
+    { "Reply-To", "reply_to" },
+    { "Subject", "subject" },
+    { "Date", NULL },
+    { "MIME-Version", NULL },
+    { "Content-Type", NULL },
+    { "Content-Transfer-Encoding", NULL },
     { "List-Unsubscribe", "unsubscribe" },
     { "List-Unsubscribe-Post", "unsubscribe" },
 };
@@ -54,19 +62,20 @@ struct cctx {
     const struct cfg *cfg;
     int invalid, nomem;
     struct compose_message m;
-    struct compose_mailbox *lists[4];   /* to, cc, bcc, reply_to */
+    struct compose_mailbox *lists[4]; /* to, cc, bcc, reply_to */
     struct compose_part *parts;
     struct compose_field *fields;
     const char **env_to;
-    struct job *hdrs;                   /* the decoded "headers" */
-    char **owned;                       /* strings and bytes to free */
+    struct job *hdrs; /* the decoded "headers" */
+    char **owned;     /* strings and bytes to free */
     size_t nowned, capowned;
-    size_t decoded;                     /* attachment bytes so far */
+    size_t decoded; /* attachment bytes so far */
 };
 
 /* Records a problem at prefix + the formatted path. */
-__attribute__((format(printf, 3, 4)))
-static void cfail(struct cctx *c, const char *message, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void cfail(struct cctx *c,
+                                                        const char *message,
+                                                        const char *fmt, ...)
 {
     char path[192];
     va_list ap;
@@ -117,16 +126,14 @@ int api_composed_form(json_t *obj)
             return 1;
     if (json_is_object(json_object_get(obj, "from")))
         return 1;
-    json_array_foreach(to, i, item)
-        if (json_is_object(item))
-            return 1;
+    json_array_foreach(to, i, item) if (json_is_object(item)) return 1;
     return 0;
 }
 
 /* A string member without NUL or (unless multiline) CR/LF or other
    controls; NULL when absent or wrong (reported). */
-static const char *text_of(struct cctx *c, json_t *v, int multiline,
-                           size_t max, const char *path)
+static const char *text_of(struct cctx *c, json_t *v, int multiline, size_t max,
+                           const char *path)
 {
     const char *s;
     if (v == NULL)
@@ -146,8 +153,7 @@ static const char *text_of(struct cctx *c, json_t *v, int multiline,
     }
     for (size_t i = 0; !multiline && s[i] != '\0'; i++)
         if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) {
-            cfail(c, "must be one line without control characters", "%s",
-                  path);
+            cfail(c, "must be one line without control characters", "%s", path);
             return NULL;
         }
     return s;
@@ -183,9 +189,9 @@ static void mailbox_object(struct cctx *c, json_t *v,
     const char *key, *email;
     json_t *val;
     char sub[224];
-    json_object_foreach(v, key, val)
-        if (strcmp(key, "name") != 0 && strcmp(key, "email") != 0)
-            cfail(c, "unknown member", "%s.%s", path, key);
+    json_object_foreach(v, key, val) if (strcmp(key, "name") != 0 &&
+                                         strcmp(key, "email") != 0)
+        cfail(c, "unknown member", "%s.%s", path, key);
     snprintf(sub, sizeof sub, "%s.name", path);
     mb->name = text_of(c, get(v, "name"), 0, MAX_NAME, sub);
     snprintf(sub, sizeof sub, "%s.email", path);
@@ -208,7 +214,7 @@ static void mailbox(struct cctx *c, json_t *v, struct compose_mailbox *mb,
         return;
     }
     if ((s = text_of(c, v, 0, MAX_NAME, path)) == NULL)
-        return;                     /* reported (not a string, say) */
+        return; /* reported (not a string, say) */
     rc = compose_mailbox_parse(s, &name, &email, why, sizeof why);
     if (rc == COMPOSE_NOMEM)
         c->nomem = 1;
@@ -222,16 +228,16 @@ static void mailbox(struct cctx *c, json_t *v, struct compose_mailbox *mb,
 
 /* A list member (to, cc, bcc; reply_to may also be one mailbox) into
    lists[k]; the count into *n. */
-static void mailbox_list(struct cctx *c, json_t *obj, const char *name,
-                         int k, size_t *n)
+static void mailbox_list(struct cctx *c, json_t *obj, const char *name, int k,
+                         size_t *n)
 {
     json_t *v = get(obj, name), *item;
     size_t i;
     char path[64];
     if (v == NULL)
         return;
-    if (!json_is_array(v) && !(k == 3 && (json_is_string(v) ||
-                                          json_is_object(v)))) {
+    if (!json_is_array(v) &&
+        !(k == 3 && (json_is_string(v) || json_is_object(v)))) {
         cfail(c, "must be an array of mailboxes", "%s", name);
         return;
     }
@@ -245,7 +251,8 @@ static void mailbox_list(struct cctx *c, json_t *obj, const char *name,
         mailbox(c, v, &c->lists[k][0], name);
         return;
     }
-    json_array_foreach(v, i, item) {
+    json_array_foreach(v, i, item)
+    {
         snprintf(path, sizeof path, "%s[%zu]", name, i);
         mailbox(c, item, &c->lists[k][i], path);
     }
@@ -274,8 +281,10 @@ static void decode_mailboxes(struct cctx *c, json_t *obj)
     if (c->cfg->http.max_recipients > 0 &&
         total > (size_t)c->cfg->http.max_recipients) {
         char why[96];
-        snprintf(why, sizeof why, "to, cc and bcc hold at most %d "
-                 "recipients, got %zu", c->cfg->http.max_recipients, total);
+        snprintf(why, sizeof why,
+                 "to, cc and bcc hold at most %d "
+                 "recipients, got %zu",
+                 c->cfg->http.max_recipients, total);
         cfail(c, why, "to");
     }
 }
@@ -304,15 +313,14 @@ static void attachment_content(struct cctx *c, json_t *v,
     }
     p->data = own(c, bytes);
     c->decoded += p->len;
-    if (c->cfg->http.max_body > 0 &&
-        c->decoded > (size_t)c->cfg->http.max_body)
+    if (c->cfg->http.max_body > 0 && c->decoded > (size_t)c->cfg->http.max_body)
         cfail(c, "the attachments decode to more than http.max_body bytes",
               "attachments[%zu].content", i);
 }
 
 /* filename, content_type, disposition, content_id of attachment i. */
-static void attachment_fields(struct cctx *c, json_t *v,
-                              struct compose_part *p, size_t i)
+static void attachment_fields(struct cctx *c, json_t *v, struct compose_part *p,
+                              size_t i)
 {
     char path[64], why[200];
     const char *disp;
@@ -346,10 +354,9 @@ static void attachment_fields(struct cctx *c, json_t *v,
 /* "attachments": at most http.max_attachments objects. */
 static void decode_attachments(struct cctx *c, json_t *v)
 {
-    static const char *const allowed[] = {
-        "filename", "content_type", "content", "disposition", "content_id",
-        NULL
-    };
+    static const char *const allowed[] = { "filename",   "content_type",
+                                           "content",    "disposition",
+                                           "content_id", NULL };
     json_t *item;
     size_t i;
     if (v == NULL)
@@ -361,9 +368,10 @@ static void decode_attachments(struct cctx *c, json_t *v)
     if (c->cfg->http.max_attachments > 0 &&
         json_array_size(v) > (size_t)c->cfg->http.max_attachments) {
         char why[96];
-        snprintf(why, sizeof why, "at most %d attachments (http."
-                 "max_attachments), got %zu", c->cfg->http.max_attachments,
-                 json_array_size(v));
+        snprintf(why, sizeof why,
+                 "at most %d attachments (http."
+                 "max_attachments), got %zu",
+                 c->cfg->http.max_attachments, json_array_size(v));
         cfail(c, why, "attachments");
         return;
     }
@@ -372,14 +380,16 @@ static void decode_attachments(struct cctx *c, json_t *v)
         c->nomem = 1;
         return;
     }
-    json_array_foreach(v, i, item) {
+    json_array_foreach(v, i, item)
+    {
         const char *key;
         json_t *val;
         if (!json_is_object(item)) {
             cfail(c, "must be an object", "attachments[%zu]", i);
             continue;
         }
-        json_object_foreach(item, key, val) {
+        json_object_foreach(item, key, val)
+        {
             size_t k = 0;
             while (allowed[k] != NULL && strcmp(allowed[k], key) != 0)
                 k++;
@@ -405,10 +415,10 @@ static void decode_unsubscribe(struct cctx *c, json_t *v)
         cfail(c, "must be an object {url, mailto, one_click}", "unsubscribe");
         return;
     }
-    json_object_foreach(v, key, val)
-        if (strcmp(key, "url") && strcmp(key, "mailto") &&
-            strcmp(key, "one_click"))
-            cfail(c, "unknown member", "unsubscribe.%s", key);
+    json_object_foreach(v, key, val) if (strcmp(key, "url") &&
+                                         strcmp(key, "mailto") &&
+                                         strcmp(key, "one_click"))
+        cfail(c, "unknown member", "unsubscribe.%s", key);
     c->m.unsub_url = text_of(c, get(v, "url"), 0, 0, "unsubscribe.url");
     if (c->m.unsub_url != NULL &&
         compose_uri_check(c->m.unsub_url, "https://", why, sizeof why) < 0)
@@ -459,7 +469,8 @@ static void decode_envelope(struct cctx *c, json_t *v)
         c->nomem = 1;
         return;
     }
-    json_array_foreach(to, i, item) {
+    json_array_foreach(to, i, item)
+    {
         snprintf(path, sizeof path, "envelope.to[%zu]", i);
         if (text_of(c, item, 0, 0, path) != NULL)
             address_of(c, json_string_value(item), &c->env_to[i], 0, path);
@@ -510,8 +521,10 @@ static void decode_fields(struct cctx *c, json_t *v)
             if (strcasecmp(h->headers[i].name, owned_fields[k].field) != 0)
                 continue;
             if (owned_fields[k].member != NULL)
-                snprintf(why, sizeof why, "is written from the \"%s\" "
-                         "member: use that", owned_fields[k].member);
+                snprintf(why, sizeof why,
+                         "is written from the \"%s\" "
+                         "member: use that",
+                         owned_fields[k].member);
             else
                 snprintf(why, sizeof why, "is written by mailpool");
             header_path(v, i, h->headers[i].name, path, sizeof path);
@@ -536,7 +549,8 @@ static void check_mixed(struct cctx *c, json_t *obj)
     for (size_t i = 0; envelope_only[i] != NULL; i++) {
         if (get(obj, envelope_only[i]) == NULL)
             continue;
-        snprintf(why, sizeof why, "belongs to the envelope form, but the "
+        snprintf(why, sizeof why,
+                 "belongs to the envelope form, but the "
                  "request also has the composed form's %s: send one form",
                  names[0] != '\0' ? names : "mailboxes");
         cfail(c, why, "%s", envelope_only[i]);
@@ -546,12 +560,12 @@ static void check_mixed(struct cctx *c, json_t *obj)
 /* Unknown members of the composed form. */
 static void check_names(struct cctx *c, json_t *obj)
 {
-    static const char *const others[] = {
-        "from", "to", "headers", "body", "raw", NULL
-    };
+    static const char *const others[] = { "from", "to",  "headers",
+                                          "body", "raw", NULL };
     const char *key;
     json_t *val;
-    json_object_foreach(obj, key, val) {
+    json_object_foreach(obj, key, val)
+    {
         int known = 0;
         for (size_t i = 0; composed_only[i] != NULL; i++)
             known |= strcmp(key, composed_only[i]) == 0;
@@ -568,8 +582,7 @@ static void decode_members(struct cctx *c, json_t *obj)
     check_names(c, obj);
     check_mixed(c, obj);
     decode_mailboxes(c, obj);
-    c->m.subject = text_of(c, get(obj, "subject"), 0, MAX_SUBJECT,
-                           "subject");
+    c->m.subject = text_of(c, get(obj, "subject"), 0, MAX_SUBJECT, "subject");
     c->m.text = text_of(c, get(obj, "text"), 1, 0, "text");
     c->m.html = text_of(c, get(obj, "html"), 1, 0, "html");
     decode_fields(c, get(obj, "headers"));
@@ -649,7 +662,7 @@ static char *raw_field(const struct job_message *m, const char *name)
             const char *v = p + nlen;
             while (v < next && (*v == ' ' || *v == '\t'))
                 v++;
-            for (;;) {                   /* this line, then continuations */
+            for (;;) { /* this line, then continuations */
                 for (; v < next && n < sizeof out - 1; v++)
                     if (*v != '\r' && *v != '\n')
                         out[n++] = *v;
@@ -711,7 +724,7 @@ int api_headers_encode(struct job *job, json_t *errors, const char *prefix)
     char path[256];
     for (size_t i = 0; i < m->nto; i++)
         smtputf8 |= eight_bit(m->to[i]);
-    if (smtputf8)                   /* raw UTF-8 may stay (RFC 6532) */
+    if (smtputf8) /* raw UTF-8 may stay (RFC 6532) */
         return API_DECODE_OK;
     for (size_t i = 0; i < m->nheaders; i++) {
         int bad = 0;
@@ -721,13 +734,15 @@ int api_headers_encode(struct job *job, json_t *errors, const char *prefix)
             return API_DECODE_NOMEM;
         if (bad) {
             snprintf(path, sizeof path, "headers.%s", m->headers[i].name);
-            if (api_error_at(errors, prefix, "does not parse as a list of "
-                             "mailboxes", path) < 0)
+            if (api_error_at(errors, prefix,
+                             "does not parse as a list of "
+                             "mailboxes",
+                             path) < 0)
                 return API_DECODE_NOMEM;
             invalid = 1;
         }
-        if (enc != NULL && job_set_header(job, i, m->headers[i].name,
-                                          enc) < 0) {
+        if (enc != NULL &&
+            job_set_header(job, i, m->headers[i].name, enc) < 0) {
             free(enc);
             return API_DECODE_NOMEM;
         }

@@ -56,8 +56,9 @@
 
 /* MHD's messages go to the log at debug level; while starting, the last
    one is also kept for api_start's error. */
-__attribute__((format(printf, 2, 0)))
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls,
+                                                             const char *fmt,
+                                                             va_list ap)
 {
     struct api *api = cls;
     char msg[256];
@@ -85,8 +86,10 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss,
         listen = "127.0.0.1:8025";
     if (util_hostport_parse(listen, UTIL_HP_PORT_ZERO | UTIL_HP_ANY_HOST, &hp,
                             why, sizeof why) < 0) {
-        snprintf(err, errlen, "http.listen: expected host:port or "
-                 "[v6]:port, got \"%s\": %s", listen, why);
+        snprintf(err, errlen,
+                 "http.listen: expected host:port or "
+                 "[v6]:port, got \"%s\": %s",
+                 listen, why);
         return -1;
     }
     snprintf(port, sizeof port, "%d", hp.port);
@@ -97,8 +100,8 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss,
     int rc = getaddrinfo(hp.host[0] == '\0' ? NULL : hp.host, port, &hints,
                          &ai);
     if (rc != 0 || ai == NULL || ai->ai_addrlen > sizeof *ss) {
-        snprintf(err, errlen, "http.listen: cannot resolve \"%s\": %s",
-                 hp.host, rc != 0 ? gai_strerror(rc) : "no address");
+        snprintf(err, errlen, "http.listen: cannot resolve \"%s\": %s", hp.host,
+                 rc != 0 ? gai_strerror(rc) : "no address");
         if (ai != NULL)
             freeaddrinfo(ai);
         return -1;
@@ -188,7 +191,8 @@ static struct api *api_alloc(const struct cfg *cfg, struct pool *pool)
     atomic_init(&api->idseq, 0);
     atomic_init(&api->held, 0);
     api->max_held = (size_t)(cfg->http.max_inflight > cfg->http.max_body
-                             ? cfg->http.max_inflight : cfg->http.max_body);
+                                 ? cfg->http.max_inflight
+                                 : cfg->http.max_body);
     atomic_init(&api->nsuspended, 0);
     atomic_init(&api->nlive, 0);
     atomic_init(&api->starting, 0);
@@ -210,8 +214,10 @@ static char *read_pem(const char *key, const char *path, char *err,
         fclose(f);
     if (bad) {
         snprintf(err, errlen, "%s: cannot read '%s': %s", key, path,
-                 f == NULL ? strerror(e) : n == 0 ? "empty file"
-                 : n > PEM_MAX ? "larger than 1 MiB" : "read error");
+                 f == NULL     ? strerror(e)
+                 : n == 0      ? "empty file"
+                 : n > PEM_MAX ? "larger than 1 MiB"
+                               : "read error");
         free(buf);
         return NULL;
     }
@@ -225,12 +231,12 @@ static int load_tls(struct api *api, const struct cfg *cfg, char *err,
 {
     if (cfg->http.tls_cert_file == NULL)
         return 0;
-    api->tls_cert = read_pem("http.tls_cert_file", cfg->http.tls_cert_file,
-                             err, errlen);
+    api->tls_cert = read_pem("http.tls_cert_file", cfg->http.tls_cert_file, err,
+                             errlen);
     if (api->tls_cert == NULL)
         return -1;
-    api->tls_key = read_pem("http.tls_key_file", cfg->http.tls_key_file,
-                            err, errlen);
+    api->tls_key = read_pem("http.tls_key_file", cfg->http.tls_key_file, err,
+                            errlen);
     return api->tls_key != NULL ? 0 : -1;
 }
 
@@ -270,7 +276,8 @@ static void daemon_options(const struct api *api, const struct cfg *cfg,
                                       API_HTTP_POOL, NULL };
     o[n++] = (struct MHD_OptionItem){ MHD_OPTION_CONNECTION_TIMEOUT,
                                       cfg->http.connection_timeout > 0
-                                          ? cfg->http.connection_timeout : 0,
+                                          ? cfg->http.connection_timeout
+                                          : 0,
                                       NULL };
     if (cfg->http.threads > 1)
         o[n++] = (struct MHD_OptionItem){ MHD_OPTION_THREAD_POOL_SIZE,
@@ -278,9 +285,9 @@ static void daemon_options(const struct api *api, const struct cfg *cfg,
     o[n++] = (struct MHD_OptionItem){ MHD_OPTION_CONNECTION_LIMIT,
                                       cfg->http.max_connections, NULL };
     if (cfg->http.max_connections_per_ip > 0)
-        o[n++] = (struct MHD_OptionItem){
-            MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-            cfg->http.max_connections_per_ip, NULL };
+        o[n++] = (struct MHD_OptionItem){ MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                                          cfg->http.max_connections_per_ip,
+                                          NULL };
     if (api->tls_cert != NULL) {
         o[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_CERT, 0,
                                           api->tls_cert };
@@ -291,8 +298,8 @@ static void daemon_options(const struct api *api, const struct cfg *cfg,
 }
 
 struct api *api_start(const struct cfg *cfg, struct pool *pool,
-                      struct queue *queue, struct delivery *delivery,
-                      char *err, size_t errlen)
+                      struct queue *queue, struct delivery *delivery, char *err,
+                      size_t errlen)
 {
     struct sockaddr_storage ss;
     socklen_t sslen = 0;
@@ -301,7 +308,7 @@ struct api *api_start(const struct cfg *cfg, struct pool *pool,
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    api->queue = queue;             /* before any MHD thread runs */
+    api->queue = queue; /* before any MHD thread runs */
     api->delivery = delivery;
     if (parse_listen(cfg->http.listen, &ss, &sslen, err, errlen) < 0) {
         api_free(api);
@@ -327,29 +334,30 @@ struct api *api_start(const struct cfg *cfg, struct pool *pool,
     uint16_t port = ntohs(ss.ss_family == AF_INET6
                               ? ((struct sockaddr_in6 *)&ss)->sin6_port
                               : ((struct sockaddr_in *)&ss)->sin_port);
-    api->daemon = MHD_start_daemon(     /* port: for MHD's messages only */
-        flags, port, NULL, NULL, api_on_access, api,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_NOTIFY_COMPLETED, api_on_completed, api,
-        MHD_OPTION_NOTIFY_CONNECTION, api_on_connection, api,
-        MHD_OPTION_URI_LOG_CALLBACK, api_on_uri, api,
-        MHD_OPTION_UNESCAPE_CALLBACK, api_unescape, NULL,
-        MHD_OPTION_ARRAY, opts,
-        MHD_OPTION_END);
+    api->daemon = MHD_start_daemon(/* port: for MHD's messages only */
+                                   flags, port, NULL, NULL, api_on_access, api,
+                                   MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api,
+                                   MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                                   MHD_OPTION_NOTIFY_COMPLETED,
+                                   api_on_completed, api,
+                                   MHD_OPTION_NOTIFY_CONNECTION,
+                                   api_on_connection, api,
+                                   MHD_OPTION_URI_LOG_CALLBACK, api_on_uri, api,
+                                   MHD_OPTION_UNESCAPE_CALLBACK, api_unescape,
+                                   NULL, MHD_OPTION_ARRAY, opts,
+                                   MHD_OPTION_END);
     atomic_store(&api->starting, 0);
     if (api->daemon == NULL) {
         pthread_mutex_lock(&api->mu);
         snprintf(err, errlen, "http.listen: cannot listen on %s%s%s",
-                 cfg->http.listen != NULL ? cfg->http.listen
-                                          : "127.0.0.1:8025",
+                 cfg->http.listen != NULL ? cfg->http.listen : "127.0.0.1:8025",
                  api->start_msg[0] != '\0' ? ": " : "", api->start_msg);
         pthread_mutex_unlock(&api->mu);
         api_free(api);
         return NULL;
     }
-    const union MHD_DaemonInfo *info =
-        MHD_get_daemon_info(api->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(
+        api->daemon, MHD_DAEMON_INFO_BIND_PORT);
     api->port = info != NULL ? info->port : 0;
     return api;
 }
@@ -437,7 +445,7 @@ void api_stop(struct api *api)
                   (const char *)NULL);
         while (abandon_one(api))
             ;
-        (void)wait_zero(&api->nsuspended, 5);  /* done callbacks resuming */
+        (void)wait_zero(&api->nsuspended, 5); /* done callbacks resuming */
     }
     /* No new connections; then let the resumed requests write their
        answers (and the rest finish) before MHD closes every connection. */
@@ -460,7 +468,8 @@ void api_stop(struct api *api)
     if (wait_zero(&api->nlogging, 10) < 0) {
         log_event(LOG_ERROR, "api_stop", "message",
                   "message log writes never finished: leaking the api "
-                  "state", (const char *)NULL);
+                  "state",
+                  (const char *)NULL);
         return;
     }
     api_free(api);

@@ -71,11 +71,12 @@ static const int route_methods[API_ROUTE__COUNT] = {
     [API_ROUTE_UNMATCHED] = 0,
 };
 
-#define MAX_TOKEN 4096          /* bytes of a bearer key we look at */
-#define INITIAL_BODY 16384      /* first allocation for a body */
-#define TRIM_AFTER (1u << 20)   /* body bytes after which malloc_trim */
-#define OVER_BUDGET "too many request bytes are held (http.max_inflight); " \
-                    "retry later"
+#define MAX_TOKEN 4096        /* bytes of a bearer key we look at */
+#define INITIAL_BODY 16384    /* first allocation for a body */
+#define TRIM_AFTER (1u << 20) /* body bytes after which malloc_trim */
+#define OVER_BUDGET \
+    "too many request bytes are held (http.max_inflight); " \
+    "retry later"
 
 double api_now(void)
 {
@@ -84,7 +85,7 @@ double api_now(void)
 
 /* ---- Per-request state ---- */
 
-#define API_RAND_BUF 1024   /* random bytes a thread draws at once: 64 ids */
+#define API_RAND_BUF 1024 /* random bytes a thread draws at once: 64 ids */
 
 /* Per thread: random bytes drawn by one getrandom and how many are used. */
 static _Thread_local unsigned char rand_buf[API_RAND_BUF];
@@ -144,9 +145,8 @@ static int caller_request_id(struct MHD_Connection *c, char out[65])
 /* The method as a label: a known token or "OTHER". */
 static void method_label(const char *method, char out[8])
 {
-    static const char *const known[] = {
-        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", NULL
-    };
+    static const char *const known[] = { "GET",    "HEAD",  "POST",    "PUT",
+                                         "DELETE", "PATCH", "OPTIONS", NULL };
     for (size_t i = 0; known[i] != NULL; i++)
         if (strcmp(method, known[i]) == 0) {
             snprintf(out, 8, "%s", known[i]);
@@ -211,7 +211,7 @@ static struct api_req *req_new(struct api *api, struct MHD_Connection *c,
         return NULL;
     }
     req->api = api;
-    atomic_init(&req->refs, 1);     /* MHD's, dropped in on_completed */
+    atomic_init(&req->refs, 1); /* MHD's, dropped in on_completed */
     req->t0 = api_now();
     req->route = route_of(url, req->msg_id);
     req->conn = c;
@@ -230,12 +230,12 @@ static struct api_req *req_new(struct api *api, struct MHD_Connection *c,
 
 /* MHD's context of one request (*con_cls). */
 struct slot {
-    struct api_req *req;            /* NULL until the access handler's first
+    struct api_req *req; /* NULL until the access handler's first
                                        call */
-    const char *uri;                /* the target as it came, in MHD's read
+    const char *uri;     /* the target as it came, in MHD's read
                                        buffer (then decoded there) */
-    size_t urilen;                  /* its bytes up to the first NUL */
-    int bad_byte;                   /* a control, space, DEL or 8-bit byte */
+    size_t urilen;       /* its bytes up to the first NUL */
+    int bad_byte;        /* a control, space, DEL or 8-bit byte */
 };
 
 void *api_on_uri(void *cls, const char *uri, struct MHD_Connection *c)
@@ -308,7 +308,7 @@ static int target_cut(const struct slot *s, const char *url,
     return v - u > s->urilen + 1;
 }
 
-#define TRIM_EVERY_MS 1000      /* at most this often a periodic malloc_trim */
+#define TRIM_EVERY_MS 1000 /* at most this often a periodic malloc_trim */
 
 /* Process-wide: when the last periodic malloc_trim ran (monotonic ms). */
 static atomic_llong trim_last_ms;
@@ -360,8 +360,8 @@ void api_req_unref(struct api_req *req)
     api->nreqs--;
     pthread_cond_broadcast(&api->cond);
     pthread_mutex_unlock(&api->mu);
-    if (charged >= TRIM_AFTER || trim_due())  /* a big body went, or 1 s: */
-        malloc_trim(0);             /* give the pages back to the system */
+    if (charged >= TRIM_AFTER || trim_due()) /* a big body went, or 1 s: */
+        malloc_trim(0); /* give the pages back to the system */
 }
 
 void api_waiting_add(struct api *api, struct api_req *req)
@@ -403,10 +403,11 @@ static enum MHD_Result queue(struct api_req *req, struct MHD_Connection *c,
     snprintf(loc, sizeof loc, "/v1/messages/%s", req->msg_id);
     if (MHD_add_response_header(r, "X-Request-Id", req->id) != MHD_YES ||
         MHD_add_response_header(r, "Cache-Control", "no-store") != MHD_YES ||
-        (req->replayed && MHD_add_response_header(
-             r, "Idempotent-Replayed", "true") != MHD_YES) ||
-        (req->accepted_async && MHD_add_response_header(
-             r, "Preference-Applied", "respond-async") != MHD_YES) ||
+        (req->replayed && MHD_add_response_header(r, "Idempotent-Replayed",
+                                                  "true") != MHD_YES) ||
+        (req->accepted_async &&
+         MHD_add_response_header(r, "Preference-Applied", "respond-async") !=
+             MHD_YES) ||
         (req->accepted_async && req->msg_id[0] != '\0' &&
          MHD_add_response_header(r, "Location", loc) != MHD_YES)) {
         MHD_destroy_response(r);
@@ -423,14 +424,13 @@ static enum MHD_Result queue(struct api_req *req, struct MHD_Connection *c,
 
 enum MHD_Result api_reply_response(struct api_req *req,
                                    struct MHD_Connection *c,
-                                   unsigned int status,
-                                   struct MHD_Response *r)
+                                   unsigned int status, struct MHD_Response *r)
 {
     return queue(req, c, status, r);
 }
 
 #define API_JSON_GUESS 1024          /* least first try at an answer's size */
-#define API_JSON_GUESS_MAX (1 << 20)  /* most: larger answers size twice */
+#define API_JSON_GUESS_MAX (1 << 20) /* most: larger answers size twice */
 
 /* Per thread: the size of the last answer this thread encoded. */
 static _Thread_local size_t json_last = API_JSON_GUESS;
@@ -448,7 +448,7 @@ static char *json_text(json_t *body, size_t *len)
         cap = API_JSON_GUESS;
     buf = malloc(cap);
     size_t n = buf != NULL ? json_dumpb(body, buf, cap - 1, flags) : 0;
-    if (n >= cap) {                 /* too small: n is the size needed */
+    if (n >= cap) { /* too small: n is the size needed */
         char *big = realloc(buf, n + 1);
         if (big == NULL || json_dumpb(body, big, n, flags) != n) {
             free(big != NULL ? big : buf);
@@ -490,7 +490,8 @@ enum MHD_Result api_reply_json(struct api_req *req, struct MHD_Connection *c,
                                unsigned int status, json_t *body)
 {
     struct MHD_Response *r = body != NULL
-        ? json_response(body, "application/json") : NULL;
+                                 ? json_response(body, "application/json")
+                                 : NULL;
     json_decref(body);
     return queue(req, c, status, r);
 }
@@ -501,8 +502,8 @@ enum MHD_Result api_reply_problem_doc(struct api_req *req,
                                       const char *hname, const char *hvalue)
 {
     struct MHD_Response *r;
-    if (p == NULL || json_object_set_new(p, "request_id",
-                                         json_string(req->id)) < 0) {
+    if (p == NULL ||
+        json_object_set_new(p, "request_id", json_string(req->id)) < 0) {
         json_decref(p);
         return MHD_NO;
     }
@@ -516,8 +517,7 @@ enum MHD_Result api_reply_problem_doc(struct api_req *req,
     return queue(req, c, status, r);
 }
 
-enum MHD_Result api_reply_problem(struct api_req *req,
-                                  struct MHD_Connection *c,
+enum MHD_Result api_reply_problem(struct api_req *req, struct MHD_Connection *c,
                                   unsigned int status, const char *detail,
                                   json_t *errors, const char *hname,
                                   const char *hvalue)
@@ -533,8 +533,8 @@ enum MHD_Result api_reply_text(struct api_req *req, struct MHD_Connection *c,
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(
         len, (void *)(uintptr_t)buf, MHD_RESPMEM_MUST_COPY);
-    if (r != NULL && MHD_add_response_header(r, "Content-Type", ctype)
-                         != MHD_YES) {
+    if (r != NULL &&
+        MHD_add_response_header(r, "Content-Type", ctype) != MHD_YES) {
         MHD_destroy_response(r);
         r = NULL;
     }
@@ -566,8 +566,8 @@ static int check_auth(struct api_req *req, struct MHD_Connection *c,
     if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0) {
         *ret = api_reply_problem(req, c, 401,
                                  "a bearer key is required "
-                                 "(Authorization: Bearer KEY)", NULL,
-                                 "WWW-Authenticate",
+                                 "(Authorization: Bearer KEY)",
+                                 NULL, "WWW-Authenticate",
                                  "Bearer realm=\"mailpool\"");
         return -1;
     }
@@ -576,7 +576,7 @@ static int check_auth(struct api_req *req, struct MHD_Connection *c,
     size_t tlen = strnlen(tok, MAX_TOKEN + 1);
     while (tlen > 0 && (tok[tlen - 1] == ' ' || tok[tlen - 1] == '\t'))
         tlen--;
-    for (size_t i = 0; i < api->nkeys; i++) {  /* no early exit */
+    for (size_t i = 0; i < api->nkeys; i++) { /* no early exit */
         int eq = key_equal(api->keys[i], api->keylens[i], tok, tlen);
         ok |= eq;
         req->key_index |= eq ? (int)i + 1 : 0;
@@ -630,8 +630,7 @@ static int is_json_type(const char *ct)
 }
 
 /* Checks a POST before its body: auth, draining, media type, length. */
-static enum MHD_Result first_post(struct api_req *req,
-                                  struct MHD_Connection *c)
+static enum MHD_Result first_post(struct api_req *req, struct MHD_Connection *c)
 {
     struct api *api = req->api;
     enum MHD_Result ret = MHD_YES;
@@ -639,16 +638,17 @@ static enum MHD_Result first_post(struct api_req *req,
     if (check_auth(req, c, &ret) < 0)
         return ret;
     if (atomic_load(&api->draining))
-        return api_reply_problem(req, c, 503, "the service is draining",
-                                 NULL, "Retry-After", "1");
+        return api_reply_problem(req, c, 503, "the service is draining", NULL,
+                                 "Retry-After", "1");
     if (api_async_head(req, c, &ret) < 0)
         return ret;
     if (req->route != API_ROUTE_CANCEL &&
-        !is_json_type(MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                  "Content-Type")))
+        !is_json_type(
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type")))
         return api_reply_problem(req, c, 415,
                                  "the body must be application/json "
-                                 "(charset utf-8)", NULL, NULL, NULL);
+                                 "(charset utf-8)",
+                                 NULL, NULL, NULL);
     cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
     if (cl != NULL) {
         char *end;
@@ -674,8 +674,8 @@ static enum MHD_Result first_post(struct api_req *req,
 /* The header fields of a request, and its framing fields; lo..hi is the
    head in MHD's read buffer (for the bare LF check). */
 struct framing {
-    unsigned fields, content_length, transfer_encoding, not_chunked,
-        bad_name, bare_lf, body_declared, folded;
+    unsigned fields, content_length, transfer_encoding, not_chunked, bad_name,
+        bare_lf, body_declared, folded;
     const char *lo, *hi;
 };
 
@@ -698,7 +698,7 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind,
     struct framing *f = cls;
     (void)kind;
     f->fields++;
-    if (strpbrk(key, " \t") != NULL) {   /* "Name : v" (RFC 9112 5.1) */
+    if (strpbrk(key, " \t") != NULL) { /* "Name : v" (RFC 9112 5.1) */
         f->bad_name++;
     } else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
         f->content_length++;
@@ -709,7 +709,7 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind,
         f->not_chunked += value == NULL || strcasecmp(value, "chunked") != 0;
     }
     f->bare_lf += ends_bare_lf(f, value);
-    f->folded += key < f->lo || key >= f->hi;  /* MHD moved it: obs-fold */
+    f->folded += key < f->lo || key >= f->hi; /* MHD moved it: obs-fold */
     return MHD_YES;
 }
 
@@ -721,25 +721,29 @@ static int check_head(struct api_req *req, struct MHD_Connection *c,
                       const char *version, unsigned fields,
                       enum MHD_Result *ret)
 {
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
+        c, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
     size_t head = ci != NULL ? ci->header_size : 0;
     char detail[160];
     if (s->bad_byte || target_cut(s, url, version, head)) {
         *ret = api_reply_problem(req, c, 400,
                                  "the request target holds a NUL, a "
                                  "control character, a space or a "
-                                 "non-ASCII byte", NULL, NULL, NULL);
+                                 "non-ASCII byte",
+                                 NULL, NULL, NULL);
         return -1;
     }
     if (s->urilen > API_HTTP_MAX_TARGET) {
-        snprintf(detail, sizeof detail, "the request target is longer "
-                 "than %d bytes", API_HTTP_MAX_TARGET);
+        snprintf(detail, sizeof detail,
+                 "the request target is longer "
+                 "than %d bytes",
+                 API_HTTP_MAX_TARGET);
         *ret = api_reply_problem(req, c, 414, detail, NULL, NULL, NULL);
         return -1;
     }
     if (head > API_HTTP_MAX_HEAD || fields > API_HTTP_MAX_FIELDS) {
-        snprintf(detail, sizeof detail, "the request head is larger than "
+        snprintf(detail, sizeof detail,
+                 "the request head is larger than "
                  "%d bytes or has more than %d header fields",
                  API_HTTP_MAX_HEAD, API_HTTP_MAX_FIELDS);
         *ret = api_reply_problem(req, c, 431, detail, NULL, NULL, NULL);
@@ -751,8 +755,8 @@ static int check_head(struct api_req *req, struct MHD_Connection *c,
 /* The size of the request head MHD read; 0 if unknown. */
 static size_t head_size(struct MHD_Connection *c)
 {
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
+        c, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
     return ci != NULL ? ci->header_size : 0;
 }
 
@@ -791,8 +795,7 @@ static const char *smuggling(const struct framing *f, const char *version)
    refuse nor read, a 501 (6.1).  Answered on the first call, the
    connection is then closed, so nothing after it can be read as a second
    request. */
-static enum MHD_Result first_call(struct api_req *req,
-                                  struct MHD_Connection *c,
+static enum MHD_Result first_call(struct api_req *req, struct MHD_Connection *c,
                                   const struct slot *s, const char *url,
                                   const char *version)
 {
@@ -809,20 +812,24 @@ static enum MHD_Result first_call(struct api_req *req,
         return ret;
     why = smuggling(&f, version);
     if (why != NULL)
-        return api_reply_problem(req, c, 400, why, NULL, "Connection",
-                                 "close");
+        return api_reply_problem(req, c, 400, why, NULL, "Connection", "close");
     if (f.not_chunked > 0)
         return api_reply_problem(req, c, 501,
                                  "Transfer-Encoding other than chunked is "
-                                 "not supported", NULL, NULL, NULL);
+                                 "not supported",
+                                 NULL, NULL, NULL);
     if (req->route == API_ROUTE_UNMATCHED)
-        return api_reply_problem(req, c, 404,
-                                 strstr(url, "%00") != NULL
-                                 ? "no such route (no route holds an encoded "
-                                   "NUL, %00)"
-                                 : "no such route", NULL, NULL, NULL);
+        return api_reply_problem(
+            req, c, 404,
+            strstr(url, "%00") != NULL
+                ? "no such route (no route holds an encoded "
+                  "NUL, %00)"
+                : "no such route",
+            NULL, NULL, NULL);
     m = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0
-        ? M_GET : strcmp(req->method, "POST") == 0 ? M_POST : 0;
+            ? M_GET
+        : strcmp(req->method, "POST") == 0 ? M_POST
+                                           : 0;
     if ((route_methods[req->route] & m) == 0) {
         snprintf(allow, sizeof allow, "%s%s%s",
                  route_methods[req->route] & M_GET ? "GET, HEAD" : "",
@@ -833,15 +840,16 @@ static enum MHD_Result first_call(struct api_req *req,
                                  "Allow", allow);
     }
     if (m == M_GET && f.body_declared > 0)
-        return api_reply_problem(req, c, 400, "a GET or HEAD request "
-                                 "carries no body", NULL, "Connection",
-                                 "close");
-    if (m == M_GET && (req->route == API_ROUTE_MESSAGES ||
-                       req->route == API_ROUTE_MESSAGE) &&
+        return api_reply_problem(req, c, 400,
+                                 "a GET or HEAD request "
+                                 "carries no body",
+                                 NULL, "Connection", "close");
+    if (m == M_GET &&
+        (req->route == API_ROUTE_MESSAGES || req->route == API_ROUTE_MESSAGE) &&
         check_auth(req, c, &ret) < 0)
-        return ret;                 /* the queue's messages: keys only */
-    if (m == M_GET)                 /* answered on the next call: MHD */
-        return MHD_YES;             /* closes after a first-call answer */
+        return ret;     /* the queue's messages: keys only */
+    if (m == M_GET)     /* answered on the next call: MHD */
+        return MHD_YES; /* closes after a first-call answer */
     return first_post(req, c);
 }
 
@@ -879,9 +887,9 @@ static enum MHD_Result take_upload(struct api_req *req, const char *data,
     if (too_slow(req))
         return MHD_NO;
     if (req->phase != API_REQ_READING)
-        return MHD_YES;              /* answered early: drop the rest */
+        return MHD_YES; /* answered early: drop the rest */
     if (req->over_budget && !req->too_big && n <= max - req->len) {
-        req->len += n;              /* counted only, for the 413 check */
+        req->len += n; /* counted only, for the 413 check */
         return MHD_YES;
     }
     if (req->too_big || n > max - req->len) {
@@ -897,7 +905,7 @@ static enum MHD_Result take_upload(struct api_req *req, const char *data,
         while (cap < req->len + n)
             cap = cap > max / 2 ? max : cap * 2;
         if (req->expect >= req->len + n && cap > req->expect)
-            cap = req->expect;      /* no more than Content-Length said */
+            cap = req->expect; /* no more than Content-Length said */
         if (charge(req, cap) < 0) {
             /* a chunked body past the budget: read on, keep nothing */
             req->over_budget = 1;
@@ -934,7 +942,7 @@ void api_on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx,
     (void)socket_ctx;
     int head = api->cfg->http.header_timeout,
         idle = api->cfg->http.connection_timeout;
-    if (code == MHD_CONNECTION_NOTIFY_STARTED)   /* until a first head */
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) /* until a first head */
         set_timeout(c, head < idle ? head : idle);
 }
 
@@ -945,7 +953,7 @@ enum MHD_Result api_on_access(void *cls, struct MHD_Connection *c,
 {
     struct slot *s = *con_cls;
     struct api_req *req;
-    if (s == NULL)                  /* api_on_uri was out of memory */
+    if (s == NULL) /* api_on_uri was out of memory */
         return MHD_NO;
     req = s->req;
     if (req == NULL) {
@@ -967,13 +975,11 @@ enum MHD_Result api_on_access(void *cls, struct MHD_Connection *c,
         if (req->over_budget)
             return api_reply_problem(req, c, 503, OVER_BUDGET, NULL,
                                      "Retry-After", "1");
-        if (strcmp(req->method, "POST") != 0)  /* GET or HEAD */
+        if (strcmp(req->method, "POST") != 0) /* GET or HEAD */
             return api_route_get(req, c);
         return api_route_post(req, c);
-    case API_REQ_WAITING:
-        return api_route_resumed(req, c);
-    case API_REQ_ANSWERED:
-        break;
+    case API_REQ_WAITING: return api_route_resumed(req, c);
+    case API_REQ_ANSWERED: break;
     }
     return MHD_YES;
 }
@@ -982,10 +988,9 @@ enum MHD_Result api_on_access(void *cls, struct MHD_Connection *c,
 static void log_request(const struct api_req *req, double seconds,
                         enum MHD_RequestTerminationCode toe)
 {
-    static const char *const toes[] = {
-        "completed", "error", "timeout", "shutdown", "read_error",
-        "client_abort"
-    };
+    static const char *const toes[] = { "completed",  "error",
+                                        "timeout",    "shutdown",
+                                        "read_error", "client_abort" };
     int ok = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK;
     struct log_field f[] = {
         LOG_STR("request_id", req->id),
@@ -995,10 +1000,10 @@ static void log_request(const struct api_req *req, double seconds,
         LOG_NUM("duration_ms", (double)(long long)(seconds * 1e6) / 1e3),
         req->smtp_code != 0 ? LOG_NUM("smtp_code", req->smtp_code)
                             : LOG_STR(NULL, NULL),
-        LOG_STR("termination",
-                ok ? NULL
-                : (unsigned)toe < sizeof toes / sizeof toes[0] ? toes[toe]
-                                                               : "other"),
+        LOG_STR("termination", ok ? NULL
+                               : (unsigned)toe < sizeof toes / sizeof toes[0]
+                                   ? toes[toe]
+                                   : "other"),
     };
     log_event_num(ok ? LOG_INFO : LOG_WARN, "request", f,
                   sizeof f / sizeof f[0]);
@@ -1016,19 +1021,18 @@ void api_on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     *con_cls = NULL;
     req = s->req;
     free(s);
-    if (req == NULL) {              /* MHD refused the head itself */
+    if (req == NULL) { /* MHD refused the head itself */
         if (toe == MHD_REQUEST_TERMINATED_WITH_ERROR)
             api_metrics_head_refused(&api->metrics);
         return;
     }
     pthread_mutex_lock(&req->mu);
-    req->conn = NULL;               /* the done callbacks must not resume */
+    req->conn = NULL; /* the done callbacks must not resume */
     pthread_mutex_unlock(&req->mu);
     atomic_fetch_sub(&api->nlive, 1);
     double seconds = api_now() - req->t0;
-    if (req->status != 0)           /* counts answered requests only */
+    if (req->status != 0) /* counts answered requests only */
         api_metrics_request(&api->metrics, req->route, req->status, seconds);
     log_request(req, seconds, toe);
     api_req_unref(req);
 }
-

@@ -20,10 +20,10 @@
 #include <stddef.h>
 #include <microhttpd.h>
 
-#define API_HTTP_POOL (24 * 1024)   /* MHD_OPTION_CONNECTION_MEMORY_LIMIT */
-#define API_HTTP_MAX_TARGET 8192    /* request-target bytes; past it 414 */
-#define API_HTTP_MAX_HEAD 16384     /* request line and header fields; 431 */
-#define API_HTTP_MAX_FIELDS 100     /* header fields; past it 431 */
+#define API_HTTP_POOL (24 * 1024) /* MHD_OPTION_CONNECTION_MEMORY_LIMIT */
+#define API_HTTP_MAX_TARGET 8192  /* request-target bytes; past it 414 */
+#define API_HTTP_MAX_HEAD 16384   /* request line and header fields; 431 */
+#define API_HTTP_MAX_FIELDS 100   /* header fields; past it 431 */
 
 /* MHD_OPTION_URI_LOG_CALLBACK (cls: struct api *): notes the request
    target as it came, before it is split and decoded.  Returns the

@@ -37,11 +37,11 @@ enum api_route {
     API_ROUTE_READYZ,
     API_ROUTE_METRICS,
     API_ROUTE_OPENAPI,
-    API_ROUTE_PREVIEW,          /* POST /v1/messages/preview */
-    API_ROUTE_MESSAGE,          /* GET /v1/messages/{id} */
-    API_ROUTE_CANCEL,           /* POST /v1/messages/{id}/cancel */
-    API_ROUTE_UI,               /* GET /ui, /ui/ and its files (ui.c) */
-    API_ROUTE_UNMATCHED,        /* a 404: never the raw path in a label */
+    API_ROUTE_PREVIEW,   /* POST /v1/messages/preview */
+    API_ROUTE_MESSAGE,   /* GET /v1/messages/{id} */
+    API_ROUTE_CANCEL,    /* POST /v1/messages/{id}/cancel */
+    API_ROUTE_UI,        /* GET /ui, /ui/ and its files (ui.c) */
+    API_ROUTE_UNMATCHED, /* a 404: never the raw path in a label */
     API_ROUTE__COUNT
 };
 
@@ -53,16 +53,16 @@ const char *api_route_name(enum api_route route);
 #define API_HIST_BUCKETS 18
 
 struct api_hist {
-    const double *bounds;       /* nbounds upper bounds, ascending */
+    const double *bounds; /* nbounds upper bounds, ascending */
     size_t nbounds;
     unsigned long long counts[API_HIST_BUCKETS]; /* per bucket, not cumul. */
     unsigned long long count;
     double sum;
 };
 
-#define API_STATUS_SLOTS 16     /* the statuses we answer, then "other" */
-#define API_REPLY_CLASSES 5     /* 2xx 3xx 4xx 5xx none */
-#define API_DELIVERY_SLOTS 6    /* enum smtp_delivery */
+#define API_STATUS_SLOTS 16  /* the statuses we answer, then "other" */
+#define API_REPLY_CLASSES 5  /* 2xx 3xx 4xx 5xx none */
+#define API_DELIVERY_SLOTS 6 /* enum smtp_delivery */
 
 struct api_metrics {
     pthread_mutex_t mu;
@@ -71,12 +71,12 @@ struct api_metrics {
     unsigned long long replies[API_REPLY_CLASSES];
     struct api_hist http[API_ROUTE__COUNT]; /* request duration by route,
                                                seconds */
-    struct api_hist wait;       /* job waiting for a worker, seconds */
-    struct api_hist smtp;       /* job on a worker (SMTP), seconds */
-    unsigned long long refused[2];  /* messages refused: queue_full,
+    struct api_hist wait;             /* job waiting for a worker, seconds */
+    struct api_hist smtp;             /* job on a worker (SMTP), seconds */
+    unsigned long long refused[2];    /* messages refused: queue_full,
                                        draining */
-    unsigned long long heads_refused;   /* answered by MHD itself */
-};                              /* every counter guarded by mu */
+    unsigned long long heads_refused; /* answered by MHD itself */
+};                                    /* every counter guarded by mu */
 
 int api_metrics_init(struct api_metrics *m);
 void api_metrics_destroy(struct api_metrics *m);
@@ -116,48 +116,48 @@ size_t api_openapi_len(void);
 struct api_req;
 
 struct api {
-    const struct cfg *cfg;          /* borrowed, read-only */
-    struct pool *pool;              /* borrowed */
+    const struct cfg *cfg; /* borrowed, read-only */
+    struct pool *pool;     /* borrowed */
     struct MHD_Daemon *daemon;
     int port;
     atomic_int draining;
-    atomic_int stopping;            /* http.shutdown_delay: not ready, but
+    atomic_int stopping; /* http.shutdown_delay: not ready, but
                                        work is still taken */
-    char *tls_cert;                 /* http.tls_cert_file's PEM, or NULL */
-    char *tls_key;                  /* http.tls_key_file's PEM (wiped) */
-    char **keys;                    /* bearer keys, read-only after start */
+    char *tls_cert;      /* http.tls_cert_file's PEM, or NULL */
+    char *tls_key;       /* http.tls_key_file's PEM (wiped) */
+    char **keys;         /* bearer keys, read-only after start */
     size_t *keylens;
     size_t nkeys;
-    atomic_ullong idseq;            /* request-id fallback counter */
-    atomic_size_t nsuspended;       /* connections suspended and not yet
+    atomic_ullong idseq;      /* request-id fallback counter */
+    atomic_size_t nsuspended; /* connections suspended and not yet
                                        resumed: MHD_stop_daemon needs 0 */
-    atomic_size_t nlive;            /* requests MHD has not completed */
-    atomic_size_t held;             /* body bytes charged by live requests */
-    size_t max_held;                /* http.max_inflight, at least max_body */
-    atomic_int starting;            /* 1 inside MHD_start_daemon */
-    char start_msg[160];            /* MHD's last word then; guarded by mu */
+    atomic_size_t nlive;      /* requests MHD has not completed */
+    atomic_size_t held;       /* body bytes charged by live requests */
+    size_t max_held;          /* http.max_inflight, at least max_body */
+    atomic_int starting;      /* 1 inside MHD_start_daemon */
+    char start_msg[160];      /* MHD's last word then; guarded by mu */
     pthread_mutex_t mu;
-    pthread_cond_t cond;            /* signalled when nreqs drops */
-    size_t nreqs;                   /* live struct api_req; guarded by mu */
-    struct api_req *waiting;        /* requests with jobs out; guarded by mu */
+    pthread_cond_t cond;     /* signalled when nreqs drops */
+    size_t nreqs;            /* live struct api_req; guarded by mu */
+    struct api_req *waiting; /* requests with jobs out; guarded by mu */
     struct api_metrics metrics;
-    struct queue *queue;            /* borrowed; NULL: no async routes */
-    struct delivery *delivery;      /* borrowed; may be NULL */
-    atomic_ullong idem_replays;     /* answers replayed for a key */
-    double waiting_at;              /* guarded by mu: when counted */
-    unsigned long waiting_msgs;     /* guarded by mu: queue messages not
+    struct queue *queue;               /* borrowed; NULL: no async routes */
+    struct delivery *delivery;         /* borrowed; may be NULL */
+    atomic_ullong idem_replays;        /* answers replayed for a key */
+    double waiting_at;                 /* guarded by mu: when counted */
+    unsigned long waiting_msgs;        /* guarded by mu: queue messages not
                                        final, as last counted */
-    atomic_size_t nlogging;         /* synchronous sends' records handed
+    atomic_size_t nlogging;            /* synchronous sends' records handed
                                        out, not yet written (synclog.c) */
-    atomic_ullong log_failed;       /* of those, writes that failed */
-    _Atomic(struct webhook *) webhook;  /* borrowed; NULL: no webhook
+    atomic_ullong log_failed;          /* of those, writes that failed */
+    _Atomic(struct webhook *) webhook; /* borrowed; NULL: no webhook
                                            (api_set_webhook) */
 };
 
 enum api_req_phase {
-    API_REQ_READING,                /* headers seen, body being read */
-    API_REQ_WAITING,                /* jobs submitted, connection suspended */
-    API_REQ_ANSWERED                /* a response was queued */
+    API_REQ_READING, /* headers seen, body being read */
+    API_REQ_WAITING, /* jobs submitted, connection suspended */
+    API_REQ_ANSWERED /* a response was queued */
 };
 
 /*
@@ -169,50 +169,50 @@ struct api_req {
     struct api *api;
     atomic_int refs;
     enum api_route route;
-    char method[8];                 /* "GET", "POST", ..., or "OTHER" */
-    char id[65];                    /* X-Request-Id: the caller's (visible
+    char method[8];           /* "GET", "POST", ..., or "OTHER" */
+    char id[65];              /* X-Request-Id: the caller's (visible
                                        ASCII, 1..64), else random hex */
-    double t0;                      /* monotonic seconds at the first call */
-    int status;                     /* HTTP status queued, 0 before */
-    int smtp_code;                  /* for the log line; 0 when none */
-    enum api_req_phase phase;       /* MHD thread only */
+    double t0;                /* monotonic seconds at the first call */
+    int status;               /* HTTP status queued, 0 before */
+    int smtp_code;            /* for the log line; 0 when none */
+    enum api_req_phase phase; /* MHD thread only */
 
-    char *body;                     /* MHD thread only */
+    char *body; /* MHD thread only */
     size_t len, cap;
-    size_t dropped;                 /* bytes thrown away past max_body */
-    size_t expect;                  /* Content-Length, 0 when none */
-    size_t received;                /* body bytes read so far */
-    size_t charged;                 /* bytes counted in api->held */
+    size_t dropped;  /* bytes thrown away past max_body */
+    size_t expect;   /* Content-Length, 0 when none */
+    size_t received; /* body bytes read so far */
+    size_t charged;  /* bytes counted in api->held */
     int too_big;
-    int over_budget;                /* api->held was full: 503 at the end */
+    int over_budget; /* api->held was full: 503 at the end */
 
-    struct job **jobs;              /* slots, input order; owned */
+    struct job **jobs; /* slots, input order; owned */
     size_t njobs;
-    size_t nsubmitted;              /* jobs[0..nsubmitted) went to the pool */
-    int submit_err;                 /* POOL_FULL/POOL_DRAINING that stopped
+    size_t nsubmitted; /* jobs[0..nsubmitted) went to the pool */
+    int submit_err;    /* POOL_FULL/POOL_DRAINING that stopped
                                        the submission, else 0 */
 
     pthread_mutex_t mu;
-    size_t pending;                 /* guarded by mu: jobs not done yet */
-    int suspended;                  /* guarded by mu */
-    int abandoned;                  /* guarded by mu: resumed by api_stop */
-    struct MHD_Connection *conn;    /* guarded by mu; NULL once completed */
+    size_t pending;              /* guarded by mu: jobs not done yet */
+    int suspended;               /* guarded by mu */
+    int abandoned;               /* guarded by mu: resumed by api_stop */
+    struct MHD_Connection *conn; /* guarded by mu; NULL once completed */
 
-    int async;                      /* Prefer: respond-async */
-    int key_index;                  /* the API key used (0: none) */
-    char msg_id[QUEUE_ID_LEN];      /* of /v1/messages/{id}[/cancel]; for
+    int async;                 /* Prefer: respond-async */
+    int key_index;             /* the API key used (0: none) */
+    char msg_id[QUEUE_ID_LEN]; /* of /v1/messages/{id}[/cancel]; for
                                        API_ROUTE_UI, the file of /ui/{file} */
-    void *async_state;              /* api/async.c's; owned */
-    int idem_pending;               /* a synchronous key awaits its answer */
-    int replayed;                   /* answer replayed for a key */
-    int accepted_async;             /* a 202 for queued messages */
+    void *async_state;         /* api/async.c's; owned */
+    int idem_pending;          /* a synchronous key awaits its answer */
+    int replayed;              /* answer replayed for a key */
+    int accepted_async;        /* a 202 for queued messages */
 
-    struct api_logslot *logslots;   /* one per job while synchronous sends
+    struct api_logslot *logslots; /* one per job while synchronous sends
                                        are logged (synclog.c), else NULL;
                                        owned */
 
-    struct api_req *wprev, *wnext;  /* guarded by api->mu */
-    int on_wlist;                   /* guarded by api->mu */
+    struct api_req *wprev, *wnext; /* guarded by api->mu */
+    int on_wlist;                  /* guarded by api->mu */
 };
 
 /* Drops one reference; frees the request (and its jobs) at zero. */
@@ -228,8 +228,7 @@ enum MHD_Result api_reply_problem_doc(struct api_req *req,
                                       struct MHD_Connection *c,
                                       unsigned int status, json_t *problem,
                                       const char *hname, const char *hvalue);
-enum MHD_Result api_reply_problem(struct api_req *req,
-                                  struct MHD_Connection *c,
+enum MHD_Result api_reply_problem(struct api_req *req, struct MHD_Connection *c,
                                   unsigned int status, const char *detail,
                                   json_t *errors, const char *hname,
                                   const char *hvalue);
@@ -252,8 +251,7 @@ int api_async_head(struct api_req *req, struct MHD_Connection *c,
 void api_async_fingerprint(struct api_req *req);
 int api_async_extract(struct api_req *req, json_t *root, json_t *errors);
 enum MHD_Result api_async_post(struct api_req *req, struct MHD_Connection *c);
-enum MHD_Result api_async_answer(struct api_req *req,
-                                 struct MHD_Connection *c);
+enum MHD_Result api_async_answer(struct api_req *req, struct MHD_Connection *c);
 int api_idem_begin(struct api_req *req, struct MHD_Connection *c,
                    enum MHD_Result *ret);
 void api_idem_finish(struct api_req *req, int status, const json_t *doc);
@@ -288,15 +286,13 @@ json_t *api_time_json(double t);
 int api_time_parse(const char *s, double *out);
 
 /* list.c: GET /v1/messages, the message log (never a body). */
-enum MHD_Result api_message_list(struct api_req *req,
-                                 struct MHD_Connection *c);
+enum MHD_Result api_message_list(struct api_req *req, struct MHD_Connection *c);
 /* ui.c: GET /ui/ and its files, embedded at build time. */
 enum MHD_Result api_ui_get(struct api_req *req, struct MHD_Connection *c);
 /* http.c: queues r (destroyed here) with the common headers. */
 enum MHD_Result api_reply_response(struct api_req *req,
                                    struct MHD_Connection *c,
-                                   unsigned int status,
-                                   struct MHD_Response *r);
+                                   unsigned int status, struct MHD_Response *r);
 
 /* routes.c: GET routes, answered at once. */
 enum MHD_Result api_route_get(struct api_req *req, struct MHD_Connection *c);

@@ -32,7 +32,7 @@
 
 #define API_LIST_DEFAULT 50
 #define API_LIST_MAX 100
-#define API_LIST_VALUE_MAX 998      /* bytes of one decoded value */
+#define API_LIST_VALUE_MAX 998 /* bytes of one decoded value */
 
 /* The parameters as read, and what was wrong with them. */
 struct list_args {
@@ -40,7 +40,7 @@ struct list_args {
     char recipient[API_LIST_VALUE_MAX + 1];
     char message_id[API_LIST_VALUE_MAX + 3];
     char before_id[QUEUE_ID_LEN];
-    unsigned seen;                  /* bit per known parameter */
+    unsigned seen; /* bit per known parameter */
     json_t *errors;
 };
 
@@ -101,8 +101,7 @@ static int before_of(struct list_args *a, const char *v)
     char *end;
     size_t n;
     if (tilde == NULL)
-        return api_time_parse(v, &a->q.before) == 0 && a->q.before > 0
-                   ? 0 : -1;
+        return api_time_parse(v, &a->q.before) == 0 && a->q.before > 0 ? 0 : -1;
     errno = 0;
     a->q.before = strtod(v, &end);
     n = strspn(tilde + 1, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -131,24 +130,20 @@ static int limit_of(struct list_args *a, const char *v)
 static int take(struct list_args *a, int i, const char *v)
 {
     switch (i) {
-    case 0:
-        return (a->q.states = states_of(v)) != 0 ? 0 : -1;
+    case 0: return (a->q.states = states_of(v)) != 0 ? 0 : -1;
     case 1:
         snprintf(a->recipient, sizeof a->recipient, "%s", v);
         a->q.recipient = a->recipient;
         return v[0] != '\0' ? 0 : -1;
     case 2:
-        snprintf(a->message_id, sizeof a->message_id, v[0] == '<' ? "%s"
-                 : "<%s>", v);
+        snprintf(a->message_id, sizeof a->message_id,
+                 v[0] == '<' ? "%s" : "<%s>", v);
         a->q.message_id = a->message_id;
         return v[0] != '\0' ? 0 : -1;
     case 3:
-        return api_time_parse(v, &a->q.after) == 0 && a->q.after > 0 ? 0
-                                                                     : -1;
-    case 4:
-        return before_of(a, v);
-    default:
-        return limit_of(a, v);
+        return api_time_parse(v, &a->q.after) == 0 && a->q.after > 0 ? 0 : -1;
+    case 4: return before_of(a, v);
+    default: return limit_of(a, v);
     }
 }
 
@@ -192,22 +187,19 @@ static enum MHD_Result one_arg(void *cls, enum MHD_ValueKind kind,
 static json_t *item_json(const struct queue_item *it)
 {
     json_error_t e;
-    json_t *rcpts = it->recipients != NULL
-        ? json_loads(it->recipients, 0, &e) : NULL;
-    return json_pack("{s:s, s:s, s:o, s:s*, s:s*, s:o, s:i, s:o}",
-                     "id", it->id, "status", queue_state_name(it->state),
-                     "recipients", json_is_array(rcpts) ? rcpts
-                                                        : json_array(),
-                     "subject", it->subject, "message_id", it->message_id,
-                     "created_at", api_time_json(it->created_at),
-                     "attempts", it->attempts,
-                     "last_code", it->last_code > 0
-                         ? json_integer(it->last_code) : json_null());
+    json_t *rcpts = it->recipients != NULL ? json_loads(it->recipients, 0, &e)
+                                           : NULL;
+    return json_pack(
+        "{s:s, s:s, s:o, s:s*, s:s*, s:o, s:i, s:o}", "id", it->id, "status",
+        queue_state_name(it->state), "recipients",
+        json_is_array(rcpts) ? rcpts : json_array(), "subject", it->subject,
+        "message_id", it->message_id, "created_at",
+        api_time_json(it->created_at), "attempts", it->attempts, "last_code",
+        it->last_code > 0 ? json_integer(it->last_code) : json_null());
 }
 
 /* {"messages": [...], "next": ...} of n items, of which limit are shown. */
-static json_t *page_json(const struct queue_item *items, size_t n,
-                         size_t limit)
+static json_t *page_json(const struct queue_item *items, size_t n, size_t limit)
 {
     json_t *arr = json_array(), *next = json_null();
     char cur[64];
@@ -223,8 +215,7 @@ static json_t *page_json(const struct queue_item *items, size_t n,
     return json_pack("{s:o?, s:o?}", "messages", arr, "next", next);
 }
 
-enum MHD_Result api_message_list(struct api_req *req,
-                                 struct MHD_Connection *c)
+enum MHD_Result api_message_list(struct api_req *req, struct MHD_Connection *c)
 {
     struct list_args a;
     struct queue_item *items;
@@ -236,17 +227,21 @@ enum MHD_Result api_message_list(struct api_req *req,
         return MHD_NO;
     MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, one_arg, &a);
     if (json_array_size(a.errors) > 0)
-        return api_reply_problem(req, c, 400, "the query has invalid "
-                                 "parameters", a.errors, NULL, NULL);
+        return api_reply_problem(req, c, 400,
+                                 "the query has invalid "
+                                 "parameters",
+                                 a.errors, NULL, NULL);
     json_decref(a.errors);
     if (req->api->queue == NULL)
-        return api_reply_problem(req, c, 503, "the durable queue is not "
-                                 "open", NULL, "Retry-After", "5");
-    limit = a.q.limit;
-    a.q.limit = limit + 1;          /* one more: is there a next page? */
-    if (queue_list(req->api->queue, &a.q, &items, &n) != QUEUE_OK)
-        return api_reply_problem(req, c, 503, "the queue cannot be read",
+        return api_reply_problem(req, c, 503,
+                                 "the durable queue is not "
+                                 "open",
                                  NULL, "Retry-After", "5");
+    limit = a.q.limit;
+    a.q.limit = limit + 1; /* one more: is there a next page? */
+    if (queue_list(req->api->queue, &a.q, &items, &n) != QUEUE_OK)
+        return api_reply_problem(req, c, 503, "the queue cannot be read", NULL,
+                                 "Retry-After", "5");
     json_t *doc = page_json(items, n, limit);
     queue_list_free(items, n);
     return api_reply_json(req, c, 200, doc);

@@ -49,22 +49,19 @@ static const char *const route_names[API_ROUTE__COUNT] = {
     [API_ROUTE_UI] = "/ui",
     [API_ROUTE_UNMATCHED] = "unmatched",
 };
-static const double http_bounds[] = {
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1, 2.5, 5, 10, 30
-};
-static const double smtp_bounds[] = {
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
-    10, 30, 60, 120, 300
-};
+static const double http_bounds[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                      0.025,  0.05,  0.1,    0.25,  0.5,
+                                      1,      2.5,   5,      10,    30 };
+static const double smtp_bounds[] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                      0.1,   0.25,   0.5,   1,    2.5,   5,
+                                      10,    30,     60,    120,  300 };
 /* The statuses this API answers; the last slot is "other". */
-static const int statuses[API_STATUS_SLOTS - 1] = {
-    200, 202, 400, 401, 404, 405, 409, 413, 415, 422, 500, 502, 503, 414,
-    431
-};
-static const char *const reply_classes[API_REPLY_CLASSES] = {
-    "2xx", "3xx", "4xx", "5xx", "none"
-};
+static const int statuses[API_STATUS_SLOTS - 1] = { 200, 202, 400, 401, 404,
+                                                    405, 409, 413, 415, 422,
+                                                    500, 502, 503, 414, 431 };
+static const char *const reply_classes[API_REPLY_CLASSES] = { "2xx", "3xx",
+                                                              "4xx", "5xx",
+                                                              "none" };
 
 _Static_assert(sizeof http_bounds / sizeof http_bounds[0] < API_HIST_BUCKETS,
                "http buckets");
@@ -103,7 +100,7 @@ static void hist_observe(struct api_hist *h, double v)
     size_t i = 0;
     while (i < h->nbounds && v > h->bounds[i])
         i++;
-    h->counts[i]++;             /* i == nbounds: the +Inf bucket */
+    h->counts[i]++; /* i == nbounds: the +Inf bucket */
     h->count++;
     h->sum += v;
 }
@@ -168,8 +165,9 @@ struct tbuf {
     int err;
 };
 
-__attribute__((format(printf, 2, 3)))
-static void tb_printf(struct tbuf *b, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void tb_printf(struct tbuf *b,
+                                                            const char *fmt,
+                                                            ...)
 {
     va_list ap;
     int n;
@@ -207,16 +205,16 @@ static void tb_head(struct tbuf *b, const char *name, const char *type,
 
 /* The samples of one histogram: cumulative buckets, +Inf, _sum, _count;
    label is "" or one label pair with its comma ("route=\"/healthz\","). */
-static void tb_hist_samples(struct tbuf *b, const char *name,
-                            const char *label, const struct api_hist *h)
+static void tb_hist_samples(struct tbuf *b, const char *name, const char *label,
+                            const struct api_hist *h)
 {
     unsigned long long cum = 0;
     size_t n = strlen(label);
-    int bare = n == 0;                      /* no label: no braces */
+    int bare = n == 0; /* no label: no braces */
     for (size_t i = 0; i < h->nbounds; i++) {
         cum += h->counts[i];
-        tb_printf(b, "%s_bucket{%sle=\"%g\"} %llu\n", name, label,
-                  h->bounds[i], cum);
+        tb_printf(b, "%s_bucket{%sle=\"%g\"} %llu\n", name, label, h->bounds[i],
+                  cum);
     }
     tb_printf(b, "%s_bucket{%sle=\"+Inf\"} %llu\n", name, label, h->count);
     if (bare)
@@ -224,8 +222,7 @@ static void tb_hist_samples(struct tbuf *b, const char *name,
                   h->count);
     else
         tb_printf(b, "%s_sum{%.*s} %.9g\n%s_count{%.*s} %llu\n", name,
-                  (int)n - 1, label, h->sum, name, (int)n - 1, label,
-                  h->count);
+                  (int)n - 1, label, h->sum, name, (int)n - 1, label, h->count);
 }
 
 /* A histogram without labels. */
@@ -262,21 +259,21 @@ static void render_counters(struct tbuf *b, const struct api_metrics *m)
             if (m->requests[r][s] == 0)
                 continue;
             if (s < API_STATUS_SLOTS - 1)
-                tb_printf(b, "mailpool_http_requests_total{route=\"%s\","
+                tb_printf(b,
+                          "mailpool_http_requests_total{route=\"%s\","
                           "status=\"%d\"} %llu\n",
                           api_route_name((enum api_route)r), statuses[s],
                           m->requests[r][s]);
             else
-                tb_printf(b, "mailpool_http_requests_total{route=\"%s\","
+                tb_printf(b,
+                          "mailpool_http_requests_total{route=\"%s\","
                           "status=\"other\"} %llu\n",
-                          api_route_name((enum api_route)r),
-                          m->requests[r][s]);
+                          api_route_name((enum api_route)r), m->requests[r][s]);
         }
     tb_head(b, "mailpool_http_heads_refused_total", "counter",
             "Requests libmicrohttpd answered itself (400, 414 or 431) "
             "because their head was malformed or larger than its buffer.");
-    tb_printf(b, "mailpool_http_heads_refused_total %llu\n",
-              m->heads_refused);
+    tb_printf(b, "mailpool_http_heads_refused_total %llu\n", m->heads_refused);
     tb_head(b, "mailpool_messages_total", "counter",
             "Messages finished, by delivery status.");
     for (unsigned s = 1; s < API_DELIVERY_SLOTS; s++)
@@ -284,10 +281,14 @@ static void render_counters(struct tbuf *b, const struct api_metrics *m)
                   smtp_delivery_name((enum smtp_delivery)s), m->messages[s]);
     tb_head(b, "mailpool_messages_refused_total", "counter",
             "Messages refused before any was tried (503), by reason.");
-    tb_printf(b, "mailpool_messages_refused_total{reason=\"queue_full\"} "
-              "%llu\n", m->refused[0]);
-    tb_printf(b, "mailpool_messages_refused_total{reason=\"draining\"} "
-              "%llu\n", m->refused[1]);
+    tb_printf(b,
+              "mailpool_messages_refused_total{reason=\"queue_full\"} "
+              "%llu\n",
+              m->refused[0]);
+    tb_printf(b,
+              "mailpool_messages_refused_total{reason=\"draining\"} "
+              "%llu\n",
+              m->refused[1]);
     tb_head(b, "mailpool_smtp_replies_total", "counter",
             "Deciding SMTP replies of finished jobs, by class.");
     for (size_t c = 0; c < API_REPLY_CLASSES; c++)
@@ -298,7 +299,8 @@ static void render_counters(struct tbuf *b, const struct api_metrics *m)
             "Time a job waited in the job queue for a worker.", &m->wait);
     tb_hist(b, "mailpool_smtp_transaction_duration_seconds",
             "Time a job spent on a worker: connection, SMTP dialogue and "
-            "retries, the queue wait excluded.", &m->smtp);
+            "retries, the queue wait excluded.",
+            &m->smtp);
 }
 
 /* The gauges and counters of the pool. */
@@ -335,10 +337,10 @@ static void render_pool(struct tbuf *b, const struct pool_stats *ps)
 
 /* What /proc/self/stat and /proc/stat say of this process. */
 struct proc_self {
-    double cpu_seconds;             /* utime + stime */
-    double start_time;              /* seconds since the epoch */
-    unsigned long long vsize;       /* bytes */
-    unsigned long long rss;         /* bytes */
+    double cpu_seconds;       /* utime + stime */
+    double start_time;        /* seconds since the epoch */
+    unsigned long long vsize; /* bytes */
+    unsigned long long rss;   /* bytes */
 };
 
 /* The boot time (seconds since the epoch) from /proc/stat; 0 if unknown. */
@@ -372,8 +374,9 @@ static int proc_self_read(struct proc_self *p)
     const char *q = strrchr(buf, ')');
     long tck = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
     if (q == NULL || tck <= 0 || page <= 0 ||
-        sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu "
-                      "%*d %*d %*d %*d %*d %*d %llu %llu %llu",
+        sscanf(q + 2,
+               "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu "
+               "%*d %*d %*d %*d %*d %*d %llu %llu %llu",
                &utime, &stime, &start, &vsize, &rss) != 5)
         return -1;
     unsigned long long bt = boot_time();
@@ -429,8 +432,7 @@ static void render_process(struct tbuf *b)
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
         tb_head(b, "process_max_fds", "gauge",
                 "Maximum number of open file descriptors.");
-        tb_printf(b, "process_max_fds %llu\n",
-                  (unsigned long long)rl.rlim_cur);
+        tb_printf(b, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
     }
 }
 

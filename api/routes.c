@@ -82,7 +82,8 @@ static enum MHD_Result metrics(struct api_req *req, struct MHD_Connection *c)
     free(q);
     enum MHD_Result r = api_reply_text(req, c, 200,
                                        "text/plain; version=0.0.4; "
-                                       "charset=utf-8", text, len);
+                                       "charset=utf-8",
+                                       text, len);
     free(text);
     return r;
 }
@@ -90,21 +91,15 @@ static enum MHD_Result metrics(struct api_req *req, struct MHD_Connection *c)
 enum MHD_Result api_route_get(struct api_req *req, struct MHD_Connection *c)
 {
     switch (req->route) {
-    case API_ROUTE_HEALTHZ:
-        return status_doc(req, c, 200, "ok");
-    case API_ROUTE_READYZ:
-        return readyz(req, c);
-    case API_ROUTE_METRICS:
-        return metrics(req, c);
+    case API_ROUTE_HEALTHZ: return status_doc(req, c, 200, "ok");
+    case API_ROUTE_READYZ: return readyz(req, c);
+    case API_ROUTE_METRICS: return metrics(req, c);
     case API_ROUTE_OPENAPI:
         return api_reply_text(req, c, 200, "application/json",
                               api_openapi_json(), api_openapi_len());
-    case API_ROUTE_MESSAGE:
-        return api_message_get(req, c);
-    case API_ROUTE_MESSAGES:
-        return api_message_list(req, c);
-    case API_ROUTE_UI:
-        return api_ui_get(req, c);
+    case API_ROUTE_MESSAGE: return api_message_get(req, c);
+    case API_ROUTE_MESSAGES: return api_message_list(req, c);
+    case API_ROUTE_UI: return api_ui_get(req, c);
     default:
         return api_reply_problem(req, c, 500, "no GET handler", NULL, NULL,
                                  NULL);
@@ -135,7 +130,7 @@ void api_req_pending_done(struct api_req *req)
     }
     pthread_mutex_unlock(&req->mu);
     if (c != NULL) {
-        MHD_resume_connection(c);   /* still suspended: c is valid */
+        MHD_resume_connection(c); /* still suspended: c is valid */
         atomic_fetch_sub(&api->nsuspended, 1);
     }
     if (last)
@@ -154,20 +149,23 @@ static enum MHD_Result refused(struct api_req *req, struct MHD_Connection *c)
                                                           : "queue_full";
     char detail[256];
 
-    api_idem_finish(req, -1, NULL);     /* nothing was sent: forget it */
+    api_idem_finish(req, -1, NULL); /* nothing was sent: forget it */
     api_metrics_refused(&api->metrics, req->submit_err == POOL_DRAINING,
                         req->njobs);
     struct log_field f[] = {
-        LOG_STR("request_id", req->id), LOG_STR("reason", reason),
+        LOG_STR("request_id", req->id),
+        LOG_STR("reason", reason),
         LOG_STR("route", api_route_name(req->route)),
         LOG_NUM("messages", req->njobs),
     };
     log_event_num(LOG_WARN, "refused", f, sizeof f / sizeof f[0]);
     if (req->submit_err != POOL_DRAINING && api->pool != NULL &&
         req->njobs > cap) {
-        snprintf(detail, sizeof detail, "the batch holds %zu messages, more "
+        snprintf(detail, sizeof detail,
+                 "the batch holds %zu messages, more "
                  "than the job queue can ever hold (pool.queue = %zu): split "
-                 "it, or send it with Prefer: respond-async", req->njobs, cap);
+                 "it, or send it with Prefer: respond-async",
+                 req->njobs, cap);
         return api_reply_problem(req, c, 413, detail, NULL, NULL, NULL);
     }
     return api_reply_problem(req, c, 503,
@@ -198,7 +196,8 @@ static enum MHD_Result answer_expired(struct api_req *req,
                                       struct MHD_Connection *c)
 {
     api_idem_finish(req, -1, NULL);
-    return api_reply_problem(req, c, 503, req->njobs > 1
+    return api_reply_problem(req, c, 503,
+                             req->njobs > 1
                                  ? "no worker took any message of the batch "
                                    "within http.send_deadline: none was sent"
                                  : "no worker took the message within "
@@ -244,19 +243,20 @@ static enum MHD_Result answer_batch(struct api_req *req,
 
 /* 200 with the result of jobs[0], 502 when the relay was unreachable, or
    503 (Retry-After) when it was not started within http.send_deadline. */
-static enum MHD_Result answer_one(struct api_req *req,
-                                  struct MHD_Connection *c)
+static enum MHD_Result answer_one(struct api_req *req, struct MHD_Connection *c)
 {
     const struct job *job = req->jobs[0];
     json_t *doc;
     req->smtp_code = job->result.code;
-    if (job->expired)               /* nothing was sent: may be retried */
+    if (job->expired) /* nothing was sent: may be retried */
         return answer_expired(req, c);
     if (job->unreachable) {
-        json_t *p = api_problem_new(502, job->result.message[0] != '\0'
-                                             ? job->result.message
-                                             : "the relay could not be "
-                                               "reached", NULL);
+        json_t *p = api_problem_new(502,
+                                    job->result.message[0] != '\0'
+                                        ? job->result.message
+                                        : "the relay could not be "
+                                          "reached",
+                                    NULL);
         if (p != NULL &&
             json_object_set_new(p, "attempts", json_integer(job->attempts)))
             json_decref(p), p = NULL;
@@ -289,12 +289,11 @@ static enum MHD_Result answer(struct api_req *req, struct MHD_Connection *c)
 
 /* Hands all of req->jobs to the pool, or none of them (pool_submit_all);
    suspends the connection while any is out. */
-static enum MHD_Result submit_all(struct api_req *req,
-                                  struct MHD_Connection *c)
+static enum MHD_Result submit_all(struct api_req *req, struct MHD_Connection *c)
 {
     struct api *api = req->api;
     int rc;
-    req->pending = 1;               /* the handler's token */
+    req->pending = 1; /* the handler's token */
     api_waiting_add(api, req);
     for (size_t i = 0; i < req->njobs; i++) {
         struct job *job = req->jobs[i];
@@ -304,7 +303,7 @@ static enum MHD_Result submit_all(struct api_req *req,
         job->done = on_job_done;
         job->done_ctx = req;
     }
-    api_synclog_prepare(req);       /* sends: the message log's record */
+    api_synclog_prepare(req); /* sends: the message log's record */
     /* One reference and one pending count per job, taken before any job
        can finish (the handler's token keeps the answer back meanwhile). */
     atomic_fetch_add(&req->refs, (int)req->njobs);
@@ -314,14 +313,14 @@ static enum MHD_Result submit_all(struct api_req *req,
     rc = api->pool != NULL ? pool_submit_all(api->pool, req->jobs, req->njobs)
                            : POOL_FULL;
     if (rc == POOL_OK) {
-        req->nsubmitted = req->njobs;   /* the jobs belong to the pool */
+        req->nsubmitted = req->njobs; /* the jobs belong to the pool */
         return api_suspend_or_answer(req, c);
     }
-    pthread_mutex_lock(&req->mu);   /* still ours: none was submitted */
+    pthread_mutex_lock(&req->mu); /* still ours: none was submitted */
     req->pending -= req->njobs;
     pthread_mutex_unlock(&req->mu);
     for (size_t i = 0; i < req->njobs; i++)
-        api_req_unref(req);         /* never the last: MHD holds one */
+        api_req_unref(req); /* never the last: MHD holds one */
     req->submit_err = rc == POOL_DRAINING ? POOL_DRAINING : POOL_FULL;
     return api_suspend_or_answer(req, c);
 }
@@ -340,7 +339,7 @@ enum MHD_Result api_suspend_or_answer(struct api_req *req,
         return MHD_YES;
     }
     pthread_mutex_unlock(&req->mu);
-    api_waiting_remove(api, req);   /* everything is back already */
+    api_waiting_remove(api, req); /* everything is back already */
     return answer(req, c);
 }
 
@@ -352,9 +351,8 @@ static enum MHD_Result malformed(struct api_req *req, struct MHD_Connection *c,
 {
     char detail[256];
     json_t *errors = json_array(), *p;
-    snprintf(detail, sizeof detail,
-             "malformed JSON at line %d, column %d: %s", e->line, e->column,
-             e->text);
+    snprintf(detail, sizeof detail, "malformed JSON at line %d, column %d: %s",
+             e->line, e->column, e->text);
     if (errors != NULL && api_error_add(errors, "$", e->text) < 0) {
         json_decref(errors);
         errors = NULL;
@@ -387,16 +385,15 @@ static int decode(struct api_req *req, json_t *root, json_t *errors)
     int rc;
     if (req->route == API_ROUTE_BATCH)
         return api_decode_batch(root, cfg, &req->jobs, &req->njobs, errors);
-    if (req->route == API_ROUTE_PREVIEW) {  /* kept with a message only */
+    if (req->route == API_ROUTE_PREVIEW) { /* kept with a message only */
         json_object_del(root, "metadata");
         json_object_del(root, "send_at");
     }
     job = job_new(kind_of(req->route));
     if (job == NULL)
         return API_DECODE_NOMEM;
-    rc = job->kind == JOB_SEND
-        ? api_decode_message(root, cfg, job, errors, "")
-        : api_decode_query(root, job, errors);
+    rc = job->kind == JOB_SEND ? api_decode_message(root, cfg, job, errors, "")
+                               : api_decode_query(root, job, errors);
     if (rc != API_DECODE_OK) {
         job_free(job);
         return rc;
@@ -422,7 +419,8 @@ static enum MHD_Result preview(struct api_req *req, struct MHD_Connection *c)
                               m->body_len);
     errors = json_array();
     if (errors != NULL &&
-        api_error_add(errors, "$", "preview shows the composed form (or "
+        api_error_add(errors, "$",
+                      "preview shows the composed form (or "
                       "raw): the envelope form's header fields are "
                       "completed only when sent") < 0) {
         json_decref(errors);
@@ -441,15 +439,16 @@ enum MHD_Result api_route_post(struct api_req *req, struct MHD_Connection *c)
     if (req->route == API_ROUTE_CANCEL)
         return api_message_cancel(req, c);
     api_async_fingerprint(req);
-    if (api_json_too_many_values(req->body != NULL ? req->body : "",
-                                 req->len))
-        return api_reply_problem(req, c, 413, "the body holds more JSON "
+    if (api_json_too_many_values(req->body != NULL ? req->body : "", req->len))
+        return api_reply_problem(req, c, 413,
+                                 "the body holds more JSON "
                                  "values than one per 8 bytes (with 4096 "
                                  "more): too many array elements or members "
-                                 "for its size", NULL, NULL, NULL);
+                                 "for its size",
+                                 NULL, NULL, NULL);
     root = json_loadb(req->body != NULL ? req->body : "", req->len,
                       JSON_REJECT_DUPLICATES, &jerr);
-    free(req->body);                /* the jobs hold copies from here on */
+    free(req->body); /* the jobs hold copies from here on */
     req->body = NULL;
     req->len = req->cap = 0;
     if (root == NULL)
@@ -457,15 +456,14 @@ enum MHD_Result api_route_post(struct api_req *req, struct MHD_Connection *c)
     errors = json_array();
     rc = errors != NULL ? api_async_extract(req, root, errors)
                         : API_DECODE_NOMEM;
-    if (rc != API_DECODE_NOMEM) {   /* every field's problem, together */
+    if (rc != API_DECODE_NOMEM) { /* every field's problem, together */
         int rc2 = decode(req, root, errors);
         rc = rc2 != API_DECODE_OK ? rc2 : rc;
     }
     json_decref(root);
     if (rc == API_DECODE_INVALID)
-        return api_reply_problem(req, c, 422,
-                                 "the request has invalid fields", errors,
-                                 NULL, NULL);
+        return api_reply_problem(req, c, 422, "the request has invalid fields",
+                                 errors, NULL, NULL);
     json_decref(errors);
     if (rc != API_DECODE_OK)
         return api_reply_problem(req, c, 500, "out of memory", NULL, NULL,
@@ -479,18 +477,17 @@ enum MHD_Result api_route_post(struct api_req *req, struct MHD_Connection *c)
     return submit_all(req, c);
 }
 
-enum MHD_Result api_route_resumed(struct api_req *req,
-                                  struct MHD_Connection *c)
+enum MHD_Result api_route_resumed(struct api_req *req, struct MHD_Connection *c)
 {
     int abandoned;
     pthread_mutex_lock(&req->mu);
     abandoned = req->abandoned && req->pending > 0;
     pthread_mutex_unlock(&req->mu);
-    if (abandoned)                  /* api_stop gave up waiting: no
+    if (abandoned) /* api_stop gave up waiting: no
                                        Retry-After, it may have been sent */
         return api_reply_problem(req, c, 503,
                                  "the service stopped before the work "
-                                 "finished; the outcome is unknown", NULL,
-                                 NULL, NULL);
+                                 "finished; the outcome is unknown",
+                                 NULL, NULL, NULL);
     return answer(req, c);
 }

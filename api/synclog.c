@@ -40,7 +40,7 @@
 /* One message of a request whose send is logged (req->logslots[i]). */
 struct api_logslot {
     struct api_req *req;
-    size_t i;                       /* its job: req->jobs[i] */
+    size_t i; /* its job: req->jobs[i] */
     char id[QUEUE_ID_LEN];
 };
 
@@ -136,8 +136,9 @@ static void synclog_failed(struct api *api, const char *id,
                            const char *request_id, int rc)
 {
     struct log_field f[] = {
-        LOG_STR("queue_id", id), LOG_STR("request_id", request_id),
-        LOG_STR("reason", rc == QUEUE_ENOMEM ? "out of memory"
+        LOG_STR("queue_id", id),
+        LOG_STR("request_id", request_id),
+        LOG_STR("reason", rc == QUEUE_ENOMEM    ? "out of memory"
                           : rc == QUEUE_ECLOSED ? "the queue is closing"
                                                 : "the queue cannot be "
                                                   "written"),
@@ -154,7 +155,7 @@ static void on_logged(void *ctx, int rc)
     if (rc != QUEUE_OK)
         synclog_failed(api, sl->m.id, sl->request_id, rc);
     synclog_free(sl);
-    atomic_fetch_sub(&api->nlogging, 1);    /* api may go from here on */
+    atomic_fetch_sub(&api->nlogging, 1); /* api may go from here on */
 }
 
 /* Pool worker: a logged send is back.  Releases the answer first, then
@@ -166,18 +167,18 @@ static void on_sync_done(struct job *job, void *ctx)
     struct api_req *req = slot->req;
     struct api *api = req->api;
     api_metrics_job(&api->metrics, job);
-    if (job->expired) {             /* never attempted: nothing to log */
+    if (job->expired) { /* never attempted: nothing to log */
         slot->id[0] = '\0';
         api_req_pending_done(req);
         return;
     }
     atomic_fetch_add(&api->nlogging, 1);
     atomic_fetch_add(&req->refs, 1);
-    api_req_pending_done(req);      /* the answer goes now */
+    api_req_pending_done(req); /* the answer goes now */
     struct api_synclog *sl = synclog_new(slot, job);
     if (sl == NULL)
         synclog_failed(api, slot->id, req->id, QUEUE_ENOMEM);
-    api_req_unref(req);             /* req, job and slot may go now */
+    api_req_unref(req); /* req, job and slot may go now */
     if (sl == NULL) {
         atomic_fetch_sub(&api->nlogging, 1);
         return;

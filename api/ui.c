@@ -27,20 +27,20 @@ extern const char mailpool_ui_css[], mailpool_ui_css_end[];
 extern const char mailpool_ui_icon[], mailpool_ui_icon_end[];
 
 /* The Content-Security-Policy of every /ui/ answer. */
-#define UI_CSP "default-src 'none'; script-src 'self'; style-src 'self'; " \
-               "connect-src 'self'; img-src 'self'; base-uri 'none'; "   \
-               "form-action 'none'; frame-ancestors 'none'"
+#define UI_CSP \
+    "default-src 'none'; script-src 'self'; style-src 'self'; " \
+    "connect-src 'self'; img-src 'self'; base-uri 'none'; " \
+    "form-action 'none'; frame-ancestors 'none'"
 
 /* One embedded file. */
 struct ui_file {
-    const char *name;           /* under /ui/; "" is the page */
+    const char *name; /* under /ui/; "" is the page */
     const char *ctype;
     const char *start, *end;
 };
 
 static const struct ui_file files[] = {
-    { "", "text/html; charset=utf-8", mailpool_ui_html,
-      mailpool_ui_html_end },
+    { "", "text/html; charset=utf-8", mailpool_ui_html, mailpool_ui_html_end },
     { "app.js", "text/javascript; charset=utf-8", mailpool_ui_js,
       mailpool_ui_js_end },
     { "app.css", "text/css; charset=utf-8", mailpool_ui_css,
@@ -52,14 +52,15 @@ static const struct ui_file files[] = {
 static int guard(struct MHD_Response *r)
 {
     return MHD_add_response_header(r, "Content-Security-Policy", UI_CSP) ==
-                   MHD_YES &&
-           MHD_add_response_header(r, "X-Content-Type-Options", "nosniff") ==
-                   MHD_YES &&
-           MHD_add_response_header(r, "X-Frame-Options", "DENY") ==
-                   MHD_YES &&
-           MHD_add_response_header(r, "Referrer-Policy", "no-referrer") ==
-                   MHD_YES
-               ? 0 : -1;
+                       MHD_YES &&
+                   MHD_add_response_header(r, "X-Content-Type-Options",
+                                           "nosniff") == MHD_YES &&
+                   MHD_add_response_header(r, "X-Frame-Options", "DENY") ==
+                       MHD_YES &&
+                   MHD_add_response_header(r, "Referrer-Policy",
+                                           "no-referrer") == MHD_YES
+               ? 0
+               : -1;
 }
 
 /* Queues len bytes of buf (static) as ctype. */

@@ -108,8 +108,8 @@ int main(int argc, char **argv)
     size_t n = strtoul(argv[3], NULL, 10);
     int w = (int)strtol(argv[4], NULL, 10);
     if (w < 1 || w > 64 || queue_open(&o, &q, err, sizeof err) < 0) {
-        fprintf(stderr, "bench_claims: %s\n", w < 1 || w > 64 ? "W: 1..64"
-                                                             : err);
+        fprintf(stderr, "bench_claims: %s\n",
+                w < 1 || w > 64 ? "W: 1..64" : err);
         return 1;
     }
     bench_fill(q, n);
@@ -121,7 +121,8 @@ int main(int argc, char **argv)
         pthread_join(t[i], NULL);
     double secs = bench_now() - t0;
     printf("{\"workers\": %d, \"messages\": %zu, \"seconds\": %.3f,"
-           " \"per_s\": %.1f}\n", w, n, secs, (double)n / secs);
+           " \"per_s\": %.1f}\n",
+           w, n, secs, (double)n / secs);
     queue_close(q);
     return 0;
 }

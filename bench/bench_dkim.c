@@ -27,8 +27,8 @@ static struct dkim_key *bench_key(gnutls_pk_algorithm_t alg, unsigned bits)
         gnutls_x509_privkey_generate(k, alg, bits, 0) < 0 ||
         gnutls_x509_privkey_export2_pkcs8(k, GNUTLS_X509_FMT_PEM, NULL,
                                           GNUTLS_PKCS_PLAIN, &d) < 0 ||
-        dkim_key_from_pem((const char *)d.data, d.size, &key, why,
-                          sizeof why) < 0) {
+        dkim_key_from_pem((const char *)d.data, d.size, &key, why, sizeof why) <
+            0) {
         fprintf(stderr, "bench_dkim: no key\n");
         exit(1);
     }
@@ -68,7 +68,7 @@ static void bench_sign_once(const struct dkim_key *key, const char *m,
     size_t nf = 0, off = 0;
     char bh[DKIM_BH_LEN + 1], why[256], *v = NULL;
     struct dkim_sign_opts o = { "example.org", "s1", key, time(NULL), 0,
-                                NULL, NULL, 0 };
+                                NULL,          NULL, 0 };
 
     if (b == NULL || dkim_parse_header(m, len, &f, &nf, &off) < 0)
         exit(1);
@@ -103,10 +103,15 @@ static int bench_cmp(const void *a, const void *b)
 int main(void)
 {
     struct dkim_key *rsa = bench_key(GNUTLS_PK_RSA, 2048);
-    struct dkim_key *ed = bench_key(GNUTLS_PK_EDDSA_ED25519,
-                                    GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_ED25519));
-    const struct { const char *name; struct dkim_key *key; } algs[] = {
-        { "rsa-sha256", rsa }, { "ed25519-sha256", ed },
+    struct dkim_key *ed = bench_key(
+        GNUTLS_PK_EDDSA_ED25519,
+        GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_ED25519));
+    const struct {
+        const char *name;
+        struct dkim_key *key;
+    } algs[] = {
+        { "rsa-sha256", rsa },
+        { "ed25519-sha256", ed },
     };
     const size_t sizes[] = { 1024, 100 * 1024 };
 

@@ -71,8 +71,9 @@ static void *run(void *arg)
         return NULL;
     }
     if (w->chain > 1) {
-        const struct smtp_message mail = { "sender@example.org", to, 1, h, 1,
-                                        &b, NULL };
+        const struct smtp_message mail = {
+            "sender@example.org", to, 1, h, 1, &b, NULL
+        };
         w->ok = run_chains(w, c, &mail);
     }
     for (int i = 0; w->chain <= 1 && i < w->messages; i++)
@@ -90,21 +91,31 @@ int main(int argc, char **argv)
     int n = 1, m = 10000, nopipe = 0, chain = 1;
     size_t len = 1024;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--server") == 0 && i + 1 < argc) server = argv[++i];
-        else if (strcmp(argv[i], "-n") == 0 && i + 1 < argc) n = (int)strtol(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "-m") == 0 && i + 1 < argc) m = (int)strtol(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "-l") == 0 && i + 1 < argc) len = strtoul(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "-p") == 0) nopipe = 1;
-        else if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) chain = (int)strtol(argv[++i], NULL, 10);
+        if (strcmp(argv[i], "--server") == 0 && i + 1 < argc)
+            server = argv[++i];
+        else if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)
+            n = (int)strtol(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "-m") == 0 && i + 1 < argc)
+            m = (int)strtol(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "-l") == 0 && i + 1 < argc)
+            len = strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "-p") == 0)
+            nopipe = 1;
+        else if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
+            chain = (int)strtol(argv[++i], NULL, 10);
         else {
-            fprintf(stderr, "usage: bench_smtp --server HOST:PORT [-n CONNS] [-m MSGS] [-l BYTES] [-p] [-c CHAIN]\n");
+            fprintf(
+                stderr,
+                "usage: bench_smtp --server HOST:PORT [-n CONNS] [-m MSGS] [-l BYTES] [-p] [-c CHAIN]\n");
             return 2;
         }
     }
     if (server == NULL || n < 1 || m < n || len < 2 || chain < 1 ||
         chain > MAX_CHAIN) {
-        fprintf(stderr, "bench_smtp: --server, n >= 1, m >= n, l >= 2, "
-                "1 <= c <= %d\n", MAX_CHAIN);
+        fprintf(stderr,
+                "bench_smtp: --server, n >= 1, m >= n, l >= 2, "
+                "1 <= c <= %d\n",
+                MAX_CHAIN);
         return 2;
     }
     char *body = malloc(len);
@@ -114,9 +125,12 @@ int main(int argc, char **argv)
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
     for (int i = 0; i < n; i++) {
-        w[i] = (struct worker){ .server = server, .body = body, .len = len,
+        w[i] = (struct worker){ .server = server,
+                                .body = body,
+                                .len = len,
                                 .messages = m / n + (i < m % n),
-                                .no_pipelining = nopipe, .chain = chain };
+                                .no_pipelining = nopipe,
+                                .chain = chain };
         pthread_create(&w[i].tid, NULL, run, &w[i]);
     }
     int ok = 0;
@@ -125,8 +139,10 @@ int main(int argc, char **argv)
         ok += w[i].ok;
     }
     clock_gettime(CLOCK_MONOTONIC, &b);
-    double s = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
-    printf("conns=%d messages=%d ok=%d seconds=%.3f rate=%.0f\n", n, m, ok, s, ok / s);
+    double s = (double)(b.tv_sec - a.tv_sec) +
+               (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+    printf("conns=%d messages=%d ok=%d seconds=%.3f rate=%.0f\n", n, m, ok, s,
+           ok / s);
     free(w);
     free(body);
     return ok == m ? 0 : 1;

@@ -57,10 +57,18 @@ void compose_prepare(void)
     };
     static const struct compose_field field = { "X-Tag", "\xc3\xa9t\xc3\xa9" };
     const struct compose_message m = {
-        .from = { "Zo\xc3\xab", "from@example.org" }, .to = &to, .nto = 1,
-        .subject = "\xc3\xa9t\xc3\xa9", .text = "text", .html = "<p>html</p>",
-        .parts = parts, .nparts = 2, .fields = &field, .nfields = 1,
-        .unsub_url = "https://example.org/u", .unsub_mailto = "u@example.org",
+        .from = { "Zo\xc3\xab", "from@example.org" },
+        .to = &to,
+        .nto = 1,
+        .subject = "\xc3\xa9t\xc3\xa9",
+        .text = "text",
+        .html = "<p>html</p>",
+        .parts = parts,
+        .nparts = 2,
+        .fields = &field,
+        .nfields = 1,
+        .unsub_url = "https://example.org/u",
+        .unsub_mailto = "u@example.org",
         .unsub_one_click = 1,
     };
     struct compose_result r = { 0 };
@@ -100,14 +108,14 @@ static char *lf_text(const char *s)
 static void set_content(GMimePart *part, const void *data, size_t len)
 {
     GMimeStream *s = g_mime_stream_mem_new_with_buffer(data, len);
-    GMimeDataWrapper *w =
-        g_mime_data_wrapper_new_with_stream(s, GMIME_CONTENT_ENCODING_DEFAULT);
+    GMimeDataWrapper *w = g_mime_data_wrapper_new_with_stream(
+        s, GMIME_CONTENT_ENCODING_DEFAULT);
     g_mime_part_set_content(part, w);
     g_object_unref(w);
     g_object_unref(s);
-    g_mime_part_set_content_encoding(
-        part, g_mime_part_get_best_content_encoding(
-                  part, GMIME_ENCODING_CONSTRAINT_7BIT));
+    g_mime_part_set_content_encoding(part,
+                                     g_mime_part_get_best_content_encoding(
+                                         part, GMIME_ENCODING_CONSTRAINT_7BIT));
 }
 
 /* A text/<subtype>; charset=utf-8 part, or NULL when out of memory. */
@@ -128,9 +136,9 @@ static GMimeObject *text_part(const char *subtype, const char *text)
    ISO-8859-1 where it fits). */
 static void utf8_param(GMimeParamList *list, const char *name)
 {
-    GMimeParam *param = list != NULL ? g_mime_param_list_get_parameter(list,
-                                                                      name)
-                                     : NULL;
+    GMimeParam *param = list != NULL
+                            ? g_mime_param_list_get_parameter(list, name)
+                            : NULL;
     if (param != NULL)
         g_mime_param_set_charset(param, "utf-8");
 }
@@ -147,14 +155,14 @@ static GMimeObject *file_part(const struct compose_part *cp)
     memcpy(type, cp->content_type, tl);
     type[tl] = '\0';
     p = g_mime_part_new_with_type(type, slash + 1);
-    g_mime_object_set_disposition(GMIME_OBJECT(p), cp->is_inline
-                                  ? GMIME_DISPOSITION_INLINE
-                                  : GMIME_DISPOSITION_ATTACHMENT);
+    g_mime_object_set_disposition(GMIME_OBJECT(p),
+                                  cp->is_inline ? GMIME_DISPOSITION_INLINE
+                                                : GMIME_DISPOSITION_ATTACHMENT);
     if (cp->filename != NULL && cp->filename[0] != '\0') {
         g_mime_part_set_filename(p, cp->filename);
         utf8_param(g_mime_content_disposition_get_parameters(
-                       g_mime_object_get_content_disposition(
-                           GMIME_OBJECT(p))), "filename");
+                       g_mime_object_get_content_disposition(GMIME_OBJECT(p))),
+                   "filename");
         utf8_param(g_mime_content_type_get_parameters(
                        g_mime_object_get_content_type(GMIME_OBJECT(p))),
                    "name");
@@ -200,8 +208,8 @@ static GMimeObject *html_tree(const struct compose_message *m)
             continue;
         if (rel == NULL) {
             rel = g_mime_multipart_new_with_subtype("related");
-            g_mime_object_set_content_type_parameter(GMIME_OBJECT(rel),
-                                                     "type", "text/html");
+            g_mime_object_set_content_type_parameter(GMIME_OBJECT(rel), "type",
+                                                     "text/html");
             add_part(rel, html);
         }
         if (add_file(rel, &m->parts[i]) < 0) {
@@ -283,14 +291,15 @@ static void add_date_and_id(GMimeMessage *msg, const struct compose_message *m,
 {
     GDateTime *now = g_date_time_new_now_utc();
     const char *dom = m->id_domain != NULL && m->id_domain[0] != '\0'
-                          ? m->id_domain : domain_of(m->from.email);
+                          ? m->id_domain
+                          : domain_of(m->from.email);
     char *id = g_mime_utils_generate_message_id(dom);
     g_mime_message_set_date(msg, now);
     g_date_time_unref(now);
     for (size_t i = 0; i < m->nfields; i++)
         if (strcasecmp(m->fields[i].name, "Message-ID") == 0) {
             g_free(id);
-            id = NULL;              /* the caller's own, added later */
+            id = NULL; /* the caller's own, added later */
             snprintf(out->message_id, sizeof out->message_id, "%s",
                      m->fields[i].value);
         }
@@ -311,12 +320,13 @@ static void add_unsubscribe(GMimeMessage *msg, const struct compose_message *m)
     if (m->unsub_url != NULL)
         g_string_append_printf(v, " <%s>", m->unsub_url);
     if (m->unsub_mailto != NULL)
-        g_string_append_printf(v, "%s <%s%s>", v->len > 0 ? ",\n" : "",
-                               strncasecmp(m->unsub_mailto, "mailto:", 7) == 0
-                                   ? "" : "mailto:", m->unsub_mailto);
+        g_string_append_printf(
+            v, "%s <%s%s>", v->len > 0 ? ",\n" : "",
+            strncasecmp(m->unsub_mailto, "mailto:", 7) == 0 ? "" : "mailto:",
+            m->unsub_mailto);
     if (v->len > 0) {
-        g_mime_object_append_header(GMIME_OBJECT(msg), "List-Unsubscribe",
-                                    "-", NULL);
+        g_mime_object_append_header(GMIME_OBJECT(msg), "List-Unsubscribe", "-",
+                                    NULL);
         h = g_mime_header_list_get_header(
             g_mime_object_get_header_list(GMIME_OBJECT(msg)),
             "List-Unsubscribe");
@@ -324,8 +334,7 @@ static void add_unsubscribe(GMimeMessage *msg, const struct compose_message *m)
         g_mime_header_set_raw_value(h, v->str);
     }
     if (m->unsub_one_click && m->unsub_url != NULL)
-        g_mime_object_append_header(GMIME_OBJECT(msg),
-                                    "List-Unsubscribe-Post",
+        g_mime_object_append_header(GMIME_OBJECT(msg), "List-Unsubscribe-Post",
                                     "List-Unsubscribe=One-Click", NULL);
     g_string_free(v, TRUE);
 }
@@ -342,9 +351,11 @@ void compose_rewrite_addresses(GString *v, InternetAddressList *list)
             compose_append_words(v, name);
             g_string_append(v, "\n ");
         }
-        g_string_append_printf(v, "<%s>", INTERNET_ADDRESS_IS_MAILBOX(ia)
-            ? internet_address_mailbox_get_idn_addr(
-                  INTERNET_ADDRESS_MAILBOX(ia)) : "");
+        g_string_append_printf(v, "<%s>",
+                               INTERNET_ADDRESS_IS_MAILBOX(ia)
+                                   ? internet_address_mailbox_get_idn_addr(
+                                         INTERNET_ADDRESS_MAILBOX(ia))
+                                   : "");
     }
 }
 
@@ -352,10 +363,14 @@ void compose_rewrite_addresses(GString *v, InternetAddressList *list)
    characters, written again with words of at most 72. */
 static void shorten_words(GMimeMessage *msg)
 {
-    static const struct { const char *name; GMimeAddressType type; } af[] = {
+    static const struct {
+        const char *name;
+        GMimeAddressType type;
+    } af[] = {
         { "From", GMIME_ADDRESS_TYPE_FROM },
         { "Reply-To", GMIME_ADDRESS_TYPE_REPLY_TO },
-        { "To", GMIME_ADDRESS_TYPE_TO }, { "Cc", GMIME_ADDRESS_TYPE_CC },
+        { "To", GMIME_ADDRESS_TYPE_TO },
+        { "Cc", GMIME_ADDRESS_TYPE_CC },
     };
     GMimeHeaderList *hl = g_mime_object_get_header_list(GMIME_OBJECT(msg));
     for (int i = 0; i < g_mime_header_list_get_count(hl); i++) {
@@ -370,8 +385,8 @@ static void shorten_words(GMimeMessage *msg)
                g_ascii_strcasecmp(name, af[a].name) != 0)
             a++;
         if (a < sizeof af / sizeof af[0]) {
-            compose_rewrite_addresses(v, g_mime_message_get_addresses(msg,
-                                                              af[a].type));
+            compose_rewrite_addresses(
+                v, g_mime_message_get_addresses(msg, af[a].type));
         } else {
             g_string_append_c(v, ' ');
             compose_append_words(v, g_mime_header_get_value(h));

@@ -53,10 +53,9 @@ void compose_append_words(GString *out, const char *text)
     while (i < n) {
         size_t k = n - i > 39 ? 39 : n - i;
         while (i + k < n && ((unsigned char)text[i + k] & 0xC0) == 0x80)
-            k--;                    /* not inside a character */
+            k--; /* not inside a character */
         gchar *b = g_base64_encode((const guchar *)text + i, k);
-        g_string_append_printf(out, "%s=?UTF-8?B?%s?=", i > 0 ? "\n " : "",
-                               b);
+        g_string_append_printf(out, "%s=?UTF-8?B?%s?=", i > 0 ? "\n " : "", b);
         g_free(b);
         i += k;
     }
@@ -71,8 +70,7 @@ static int has_8bit(const char *s)
     return 0;
 }
 
-int compose_addr_ascii(const char *addr, char **out, char *why,
-                       size_t whylen)
+int compose_addr_ascii(const char *addr, char **out, char *why, size_t whylen)
 {
     const char *at = strrchr(addr, '@');
     char *alabel = NULL;
@@ -101,12 +99,13 @@ int compose_addr_ascii(const char *addr, char **out, char *why,
 }
 
 /* The one mailbox of text, or NULL with why set. */
-static InternetAddressMailbox *one_mailbox(InternetAddressList *list,
-                                           char *why, size_t whylen)
+static InternetAddressMailbox *one_mailbox(InternetAddressList *list, char *why,
+                                           size_t whylen)
 {
     InternetAddress *ia;
     if (list == NULL || internet_address_list_length(list) != 1) {
-        snprintf(why, whylen, "must be one mailbox: \"Name <addr>\" or "
+        snprintf(why, whylen,
+                 "must be one mailbox: \"Name <addr>\" or "
                  "\"addr\"");
         return NULL;
     }
@@ -132,8 +131,7 @@ int compose_mailbox_parse(const char *text, char **name, char **email,
     if (mb != NULL) {
         rc = compose_addr_ascii(internet_address_mailbox_get_addr(mb), email,
                                 why, whylen);
-        if (rc == COMPOSE_OK &&
-            smtp_addr_check(*email, 0, why, whylen) < 0)
+        if (rc == COMPOSE_OK && smtp_addr_check(*email, 0, why, whylen) < 0)
             rc = COMPOSE_INVALID;
         n = internet_address_get_name(INTERNET_ADDRESS(mb));
         if (rc == COMPOSE_OK && n != NULL && n[0] != '\0' &&
@@ -152,11 +150,16 @@ int compose_mailbox_parse(const char *text, char **name, char **email,
 /* The value of a base64 digit, -1 for '=', -2 for anything else. */
 static int b64_value(unsigned char c)
 {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
     return c == '=' ? -1 : -2;
 }
 
@@ -196,16 +199,20 @@ int compose_base64_decode(const char *b64, size_t len, unsigned char **out,
         if (c == '\r' || c == '\n' || c == ' ' || c == '\t')
             continue;
         if (b64_value(c) == -2) {
-            snprintf(why, whylen, "is not base64: octet %zu is not a base64 "
-                     "digit", i);
+            snprintf(why, whylen,
+                     "is not base64: octet %zu is not a base64 "
+                     "digit",
+                     i);
             free(digits);
             return COMPOSE_INVALID;
         }
         digits[n++] = c;
     }
     if (n % 4 != 0) {
-        snprintf(why, whylen, "is not base64: %zu digits, not a multiple of "
-                 "4", n);
+        snprintf(why, whylen,
+                 "is not base64: %zu digits, not a multiple of "
+                 "4",
+                 n);
         free(digits);
         return COMPOSE_INVALID;
     }
@@ -231,8 +238,8 @@ int compose_base64_decode(const char *b64, size_t len, unsigned char **out,
 static size_t token_len(const char *s)
 {
     size_t n = 0;
-    while (s[n] > 0x20 && s[n] < 0x7f && strchr("()<>@,;:\\\"/[]?=", s[n])
-                                          == NULL)
+    while (s[n] > 0x20 && s[n] < 0x7f &&
+           strchr("()<>@,;:\\\"/[]?=", s[n]) == NULL)
         n++;
     return n;
 }
@@ -242,13 +249,15 @@ int compose_content_type_check(const char *ct, char *why, size_t whylen)
     size_t t = token_len(ct), st;
     if (t == 0 || ct[t] != '/' || (st = token_len(ct + t + 1)) == 0 ||
         ct[t + 1 + st] != '\0' || strlen(ct) > 127) {
-        snprintf(why, whylen, "must be \"type/subtype\" (RFC 2045 tokens, "
+        snprintf(why, whylen,
+                 "must be \"type/subtype\" (RFC 2045 tokens, "
                  "no parameters), such as \"application/pdf\"");
         return COMPOSE_INVALID;
     }
     if (strncasecmp(ct, "multipart/", 10) == 0 ||
         strncasecmp(ct, "message/", 8) == 0) {
-        snprintf(why, whylen, "multipart/ and message/ types are built by "
+        snprintf(why, whylen,
+                 "multipart/ and message/ types are built by "
                  "mailpool, not attached");
         return COMPOSE_INVALID;
     }
@@ -291,7 +300,8 @@ int compose_content_id_check(const char *cid, char *why, size_t whylen)
     for (size_t i = 0; ok && i < n; i++)
         ok = cid[i] > 0x20 && cid[i] < 0x7f && cid[i] != '<' && cid[i] != '>';
     if (!ok) {
-        snprintf(why, whylen, "must be 1 to 250 printable ASCII characters "
+        snprintf(why, whylen,
+                 "must be 1 to 250 printable ASCII characters "
                  "without <, > or spaces (the HTML refers to it as cid:...)");
         return COMPOSE_INVALID;
     }
@@ -306,9 +316,11 @@ int compose_uri_check(const char *uri, const char *scheme, char *why,
     for (size_t i = 0; ok && i < n; i++)
         ok = uri[i] > 0x20 && uri[i] < 0x7f && strchr("<>,\"", uri[i]) == NULL;
     if (!ok) {
-        snprintf(why, whylen, "must be 1 to %d printable ASCII characters "
+        snprintf(why, whylen,
+                 "must be 1 to %d printable ASCII characters "
                  "without spaces, <, >, commas or quotes (percent-encode "
-                 "them)", COMPOSE_MAX_URL);
+                 "them)",
+                 COMPOSE_MAX_URL);
         return COMPOSE_INVALID;
     }
     if (scheme != NULL && strncasecmp(uri, scheme, strlen(scheme)) != 0 &&
@@ -362,9 +374,10 @@ int compose_envelope(const struct compose_message *m,
         return COMPOSE_NOMEM;
     for (size_t i = 0; rc == COMPOSE_OK && i < n; i++) {
         const char *a = m->env_to != NULL ? m->env_to[i]
-                      : i < m->nto ? m->to[i].email
-                      : i < m->nto + m->ncc ? m->cc[i - m->nto].email
-                      : m->bcc[i - m->nto - m->ncc].email;
+                        : i < m->nto      ? m->to[i].email
+                        : i < m->nto + m->ncc
+                            ? m->cc[i - m->nto].email
+                            : m->bcc[i - m->nto - m->ncc].email;
         rc = add_rcpt(out, a, why, whylen);
     }
     if (rc == COMPOSE_OK && out->nrcpt == 0) {
@@ -378,8 +391,9 @@ int compose_envelope(const struct compose_message *m,
 static int address_field(const char *name)
 {
     static const char *const names[] = {
-        "From", "Sender", "Reply-To", "To", "Cc", "Bcc", "Resent-From",
-        "Resent-Sender", "Resent-To", "Resent-Cc", "Resent-Bcc", NULL
+        "From",      "Sender",    "Reply-To",    "To",
+        "Cc",        "Bcc",       "Resent-From", "Resent-Sender",
+        "Resent-To", "Resent-Cc", "Resent-Bcc",  NULL
     };
     for (size_t i = 0; names[i] != NULL; i++)
         if (strcasecmp(name, names[i]) == 0)
@@ -391,8 +405,7 @@ static int address_field(const char *name)
 static int unstructured_field(const char *name)
 {
     return strcasecmp(name, "Subject") == 0 ||
-           strcasecmp(name, "Comments") == 0 ||
-           strncasecmp(name, "X-", 2) == 0;
+           strcasecmp(name, "Comments") == 0 || strncasecmp(name, "X-", 2) == 0;
 }
 
 /* s (g_malloc'd) without its folding CR and LF, as a malloc'd string;
@@ -413,8 +426,7 @@ static char *unfold(char *s, int *invalid)
     return out;
 }
 
-char *compose_header_encode(const char *name, const char *value,
-                            int *invalid)
+char *compose_header_encode(const char *name, const char *value, int *invalid)
 {
     *invalid = 0;
     if (!has_8bit(value))

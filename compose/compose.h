@@ -22,28 +22,24 @@
 
 #include <stddef.h>
 
-enum compose_rc {
-    COMPOSE_OK = 0,
-    COMPOSE_INVALID = -1,
-    COMPOSE_NOMEM = -2
-};
+enum compose_rc { COMPOSE_OK = 0, COMPOSE_INVALID = -1, COMPOSE_NOMEM = -2 };
 
-#define COMPOSE_MAX_URL 900         /* octets of a List-Unsubscribe URI */
+#define COMPOSE_MAX_URL 900 /* octets of a List-Unsubscribe URI */
 
 /* A mailbox: an optional display name (UTF-8) and an address. */
 struct compose_mailbox {
-    const char *name;               /* NULL or "": none */
+    const char *name; /* NULL or "": none */
     const char *email;
 };
 
 /* An attachment or an inline part. */
 struct compose_part {
-    const char *filename;           /* NULL: none (an inline image, say) */
-    const char *content_type;       /* "type/subtype" */
-    const void *data;               /* the decoded bytes */
+    const char *filename;     /* NULL: none (an inline image, say) */
+    const char *content_type; /* "type/subtype" */
+    const void *data;         /* the decoded bytes */
     size_t len;
-    int is_inline;                  /* Content-Disposition: inline */
-    const char *content_id;         /* without <>; NULL: none */
+    int is_inline;          /* Content-Disposition: inline */
+    const char *content_id; /* without <>; NULL: none */
 };
 
 /* An extra header field, value in UTF-8 (encoded as RFC 2047 needs). */
@@ -56,30 +52,30 @@ struct compose_message {
     struct compose_mailbox from;
     const struct compose_mailbox *to, *cc, *bcc, *reply_to;
     size_t nto, ncc, nbcc, nreply_to;
-    const char *subject;            /* NULL: no Subject field */
-    const char *text;               /* text/plain, NULL: none */
-    const char *html;               /* text/html, NULL: none */
+    const char *subject; /* NULL: no Subject field */
+    const char *text;    /* text/plain, NULL: none */
+    const char *html;    /* text/html, NULL: none */
     const struct compose_part *parts;
     size_t nparts;
     const struct compose_field *fields;
     size_t nfields;
-    const char *unsub_url;          /* List-Unsubscribe (RFC 2369, 8058) */
+    const char *unsub_url; /* List-Unsubscribe (RFC 2369, 8058) */
     const char *unsub_mailto;
-    int unsub_one_click;            /* List-Unsubscribe-Post */
-    const char *id_domain;          /* Message-ID domain; NULL: from's */
-    const char *env_from;           /* NULL: from.email */
-    const char *const *env_to;      /* NULL: to + cc + bcc, each once */
+    int unsub_one_click;       /* List-Unsubscribe-Post */
+    const char *id_domain;     /* Message-ID domain; NULL: from's */
+    const char *env_from;      /* NULL: from.email */
+    const char *const *env_to; /* NULL: to + cc + bcc, each once */
     size_t nenv_to;
 };
 
 /* The message as it goes on the wire and its envelope; all owned. */
 struct compose_result {
-    char *data;                     /* header section + body, CRLF */
+    char *data; /* header section + body, CRLF */
     size_t len;
-    char *env_from;                 /* the reverse-path */
-    char **rcpt;                    /* the forward-paths, each once */
+    char *env_from; /* the reverse-path */
+    char **rcpt;    /* the forward-paths, each once */
     size_t nrcpt;
-    char message_id[256];           /* with the brackets */
+    char message_id[256]; /* with the brackets */
 };
 
 /* Readies GMime in the calling thread: initialises it and builds one
@@ -104,8 +100,7 @@ int compose_mailbox_parse(const char *text, char **name, char **email,
                           char *why, size_t whylen);
 /* addr with a UTF-8 domain turned into its A-label (IDNA 2008); an ASCII
    address is copied as is.  A new string in *out. */
-int compose_addr_ascii(const char *addr, char **out, char *why,
-                       size_t whylen);
+int compose_addr_ascii(const char *addr, char **out, char *why, size_t whylen);
 /* Strict base64 (RFC 4648, CR/LF/space/tab between groups ignored): the
    bytes in *out (caller frees, NUL-terminated beyond *len). */
 int compose_base64_decode(const char *b64, size_t len, unsigned char **out,
@@ -130,8 +125,7 @@ int compose_uri_check(const char *uri, const char *scheme, char *why,
  * unfolded (the header writer folds it).  *invalid is set when an address
  * field does not parse; -1 (and NULL returned) when out of memory.
  */
-char *compose_header_encode(const char *name, const char *value,
-                            int *invalid);
+char *compose_header_encode(const char *name, const char *value, int *invalid);
 
 /*
  * An unstructured field's value for people: its RFC 2047 encoded-words

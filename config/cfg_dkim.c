@@ -22,8 +22,7 @@
 #include <string.h>
 #include <strings.h>
 
-const char *const cfg_dkim_sign_choices[] = { "auto", "always", "never",
-                                              NULL };
+const char *const cfg_dkim_sign_choices[] = { "auto", "always", "never", NULL };
 
 /* A domain or selector: dot-separated labels of letters, digits, '-'
    and '_'. */
@@ -45,7 +44,8 @@ int cfg_dkim_check_name(const char *value, char *why, size_t whylen)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
               (*p >= '0' && *p <= '9') || *p == '-' || *p == '_') ||
             ++label > 63) {
-            snprintf(why, whylen, "must be DNS labels (letters, digits, "
+            snprintf(why, whylen,
+                     "must be DNS labels (letters, digits, "
                      "'-', '_', at most 63 each)");
             return -1;
         }
@@ -126,9 +126,8 @@ static int dkim_value_check(const char *name, const char *value,
 }
 
 /* One "name = value" of [dkim.DOMAIN]. */
-int cfg_dkim_section_pair(struct cfg *cfg, const char *domain,
-                          const char *name, const char *value, char *why,
-                          size_t whylen)
+int cfg_dkim_section_pair(struct cfg *cfg, const char *domain, const char *name,
+                          const char *value, char *why, size_t whylen)
 {
     struct cfg_dkim_domain *d;
     char **slot;
@@ -151,7 +150,8 @@ int cfg_dkim_section_pair(struct cfg *cfg, const char *domain,
     }
     slot = dkim_slot(d, name);
     if (slot == NULL) {
-        snprintf(why, whylen, "unknown key (selector, key_file, "
+        snprintf(why, whylen,
+                 "unknown key (selector, key_file, "
                  "ed25519_selector, ed25519_key_file, sign, expire)");
         return -1;
     }
@@ -166,14 +166,17 @@ static int dkim_check_one(const char *where, const char *selector,
                           const char *ed_key_file, char *err, size_t errlen)
 {
     if (selector == NULL || key_file == NULL) {
-        cfg_err(err, errlen, "%s: needs selector and key_file (an "
+        cfg_err(err, errlen,
+                "%s: needs selector and key_file (an "
                 "rsa-sha256 signature; Ed25519 is only ever a second one)",
                 where);
         return -1;
     }
     if ((ed_selector == NULL) != (ed_key_file == NULL)) {
-        cfg_err(err, errlen, "%s: ed25519_selector and ed25519_key_file go "
-                "together", where);
+        cfg_err(err, errlen,
+                "%s: ed25519_selector and ed25519_key_file go "
+                "together",
+                where);
         return -1;
     }
     return 0;
@@ -185,25 +188,24 @@ int cfg_dkim_check(const struct cfg *cfg, char *err, size_t errlen)
     const struct cfg_dkim_domain *d;
     char where[120];
 
-    if ((cfg->dkim.domain != NULL ||
-         cfg->dkim.selector != NULL || cfg->dkim.key_file != NULL ||
-         cfg->dkim.ed25519_selector != NULL ||
+    if ((cfg->dkim.domain != NULL || cfg->dkim.selector != NULL ||
+         cfg->dkim.key_file != NULL || cfg->dkim.ed25519_selector != NULL ||
          cfg->dkim.ed25519_key_file != NULL) &&
         (cfg->dkim.domain == NULL ||
          dkim_check_one("dkim", cfg->dkim.selector, cfg->dkim.key_file,
-                        cfg->dkim.ed25519_selector,
-                        cfg->dkim.ed25519_key_file, err, errlen) < 0)) {
+                        cfg->dkim.ed25519_selector, cfg->dkim.ed25519_key_file,
+                        err, errlen) < 0)) {
         if (cfg->dkim.domain == NULL)
-            cfg_err(err, errlen, "dkim: the selectors and key files need "
+            cfg_err(err, errlen,
+                    "dkim: the selectors and key files need "
                     "dkim.domain");
         return -1;
     }
     for (size_t i = 0; i < cfg->ndkim_domains; i++) {
         d = &cfg->dkim_domains[i];
         snprintf(where, sizeof where, "[dkim.%.100s]", d->domain);
-        if (dkim_check_one(where, d->selector, d->key_file,
-                           d->ed25519_selector, d->ed25519_key_file, err,
-                           errlen) < 0)
+        if (dkim_check_one(where, d->selector, d->key_file, d->ed25519_selector,
+                           d->ed25519_key_file, err, errlen) < 0)
             return -1;
     }
     return 0;

@@ -11,43 +11,48 @@
 #include "config/config.h"
 
 enum cfg_type {
-    CFG_STRING,     /* char *, owned */
-    CFG_ENUM,       /* char *, owned, one of choices (canonical spelling) */
-    CFG_INT,        /* int in [min, max] */
-    CFG_BOOL,       /* int 0/1 */
-    CFG_DOUBLE,     /* double in [min, max], finite */
-    CFG_SIZE        /* long bytes in [min, max], suffix k/m/g allowed */
+    CFG_STRING, /* char *, owned */
+    CFG_ENUM,   /* char *, owned, one of choices (canonical spelling) */
+    CFG_INT,    /* int in [min, max] */
+    CFG_BOOL,   /* int 0/1 */
+    CFG_DOUBLE, /* double in [min, max], finite */
+    CFG_SIZE    /* long bytes in [min, max], suffix k/m/g allowed */
 };
 
-#define CFG_SECRET   0x1u   /* never printed, never echoed in an error */
-#define CFG_REQUIRED 0x2u   /* a string that may not be empty or unset */
-#define CFG_NO_FLAG  0x4u   /* a secret: no --flag (it would show in ps) */
+#define CFG_SECRET 0x1u   /* never printed, never echoed in an error */
+#define CFG_REQUIRED 0x2u /* a string that may not be empty or unset */
+#define CFG_NO_FLAG 0x4u  /* a secret: no --flag (it would show in ps) */
 
 /* Extra check for a string value: 0, or -1 with a reason in why. */
 typedef int (*cfg_check_fn)(const char *value, char *why, size_t whylen);
 
 /* One configuration key: everything the loaders and cfg_print need. */
 struct cfg_key {
-    const char *section;          /* "relay" */
-    const char *name;             /* "auth_pass_file" */
+    const char *section; /* "relay" */
+    const char *name;    /* "auth_pass_file" */
     enum cfg_type type;
-    size_t offset;                /* into struct cfg */
-    const char *def;              /* default as text; NULL means unset */
-    unsigned flags;               /* CFG_SECRET, CFG_REQUIRED */
-    long long min, max;           /* CFG_INT, CFG_SIZE, CFG_DOUBLE */
-    const char *const *choices;   /* CFG_ENUM: NULL-terminated */
-    cfg_check_fn check;           /* CFG_STRING: optional */
-    const char *help;             /* one line, printed by cfg_print */
+    size_t offset;              /* into struct cfg */
+    const char *def;            /* default as text; NULL means unset */
+    unsigned flags;             /* CFG_SECRET, CFG_REQUIRED */
+    long long min, max;         /* CFG_INT, CFG_SIZE, CFG_DOUBLE */
+    const char *const *choices; /* CFG_ENUM: NULL-terminated */
+    cfg_check_fn check;         /* CFG_STRING: optional */
+    const char *help;           /* one line, printed by cfg_print */
 };
 
 /* Where a value came from, for error messages. */
-enum cfg_src { CFG_SRC_DEFAULT, CFG_SRC_FILE, CFG_SRC_ENV, CFG_SRC_FLAG,
-               CFG_SRC_OPTION /* another command's option: file names it */ };
+enum cfg_src {
+    CFG_SRC_DEFAULT,
+    CFG_SRC_FILE,
+    CFG_SRC_ENV,
+    CFG_SRC_FLAG,
+    CFG_SRC_OPTION /* another command's option: file names it */
+};
 
 struct cfg_origin {
     enum cfg_src src;
-    const char *file;             /* CFG_SRC_FILE: path, borrowed */
-    int line;                     /* CFG_SRC_FILE */
+    const char *file; /* CFG_SRC_FILE: path, borrowed */
+    int line;         /* CFG_SRC_FILE */
 };
 
 /* cfg_nkeys is at most this (checked in config.c), so per-key state can
@@ -88,9 +93,8 @@ int cfg_check_pg_url(const char *value, char *why, size_t whylen);
 /* cfg_dkim.c: the [dkim.DOMAIN] sections. */
 extern const char *const cfg_dkim_sign_choices[];
 int cfg_dkim_check_name(const char *value, char *why, size_t whylen);
-int cfg_dkim_section_pair(struct cfg *cfg, const char *domain,
-                          const char *name, const char *value, char *why,
-                          size_t whylen);
+int cfg_dkim_section_pair(struct cfg *cfg, const char *domain, const char *name,
+                          const char *value, char *why, size_t whylen);
 int cfg_dkim_check(const struct cfg *cfg, char *err, size_t errlen);
 void cfg_dkim_free(struct cfg *cfg);
 void cfg_dkim_print(const struct cfg *cfg, FILE *out);

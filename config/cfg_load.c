@@ -42,13 +42,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define CFG_PASS_MAX 65536          /* bytes of relay.auth_pass_file */
+#define CFG_PASS_MAX 65536 /* bytes of relay.auth_pass_file */
 
 /* State of one cfg_load call. */
 struct cfg_loader {
-    struct cfg cfg;                          /* being built */
-    struct cfg_origin origin[CFG_MAX_KEYS];  /* where each value came from */
-    const char *config_path;                 /* --config or MAILPOOL_CONFIG */
+    struct cfg cfg;                         /* being built */
+    struct cfg_origin origin[CFG_MAX_KEYS]; /* where each value came from */
+    const char *config_path;                /* --config or MAILPOOL_CONFIG */
     char *err;
     size_t errlen;
 };
@@ -58,14 +58,14 @@ struct cfg_ini {
     struct cfg_loader *L;
     FILE *fp;
     const char *path;
-    int line;                                /* of the line last read */
-    int err_line;                            /* 0, or where err was set */
+    int line;     /* of the line last read */
+    int err_line; /* 0, or where err was set */
 };
 
 /* A human-readable errno text, without strerror's shared buffer. */
 static const char *cfg_strerror(int errnum, char *buf, size_t len)
 {
-    return strerror_r(errnum, buf, len);     /* GNU: returns the text */
+    return strerror_r(errnum, buf, len); /* GNU: returns the text */
 }
 
 /* "from FILE:LINE" (and so on) for the current value of key k. */
@@ -110,8 +110,8 @@ static int cfg_arg_rest(struct cfg_loader *L, char **argv, int i, int *rest,
         return 0;
     }
     if (arg[0] == '-' && arg[1] != '\0' && strcmp(arg, "--") != 0)
-        cfg_err(L->err, L->errlen, "unknown flag %.*s",
-                (int)strcspn(arg, "="), arg);
+        cfg_err(L->err, L->errlen, "unknown flag %.*s", (int)strcspn(arg, "="),
+                arg);
     else
         cfg_err(L->err, L->errlen, "unexpected argument '%.80s'", arg);
     return -1;
@@ -123,9 +123,10 @@ static int cfg_no_secret_flag(struct cfg_loader *L, const struct cfg_key *k)
     char flag[96], env[96];
     cfg_key_flag_name(k, flag, sizeof flag);
     cfg_key_env_name(k, env, sizeof env);
-    cfg_err(L->err, L->errlen, "flag %s would put a secret on the command "
-            "line (visible in ps): set %s or %s.%s_file instead", flag, env,
-            k->section, k->name);
+    cfg_err(L->err, L->errlen,
+            "flag %s would put a secret on the command "
+            "line (visible in ps): set %s or %s.%s_file instead",
+            flag, env, k->section, k->name);
     return -1;
 }
 
@@ -170,8 +171,8 @@ static int cfg_walk_flags(struct cfg_loader *L, int argc, char **argv,
             value = NULL;
         i++;
         if (value == NULL || (is_config && value[0] == '\0')) {
-            cfg_err(L->err, L->errlen, "flag --%.*s needs a %s", (int)len,
-                    name, is_config ? "file name" : "value");
+            cfg_err(L->err, L->errlen, "flag --%.*s needs a %s", (int)len, name,
+                    is_config ? "file name" : "value");
             return -1;
         }
         if (!apply && k != NULL && (k->flags & CFG_NO_FLAG))
@@ -194,14 +195,16 @@ static char *cfg_ini_read(char *str, int num, void *stream)
     int c;
 
     if (ini->err_line != 0 || fgets(str, num, ini->fp) == NULL)
-        return NULL;                /* stop at the first error */
+        return NULL; /* stop at the first error */
     ini->line++;
     len = strlen(str);
     if (len + 1 == (size_t)num && str[len - 1] != '\n' &&
         (c = fgetc(ini->fp)) != EOF) {
         ungetc(c, ini->fp);
-        cfg_err(ini->L->err, ini->L->errlen, "%s:%d: line longer than %d "
-                "characters", ini->path, ini->line, num - 2);
+        cfg_err(ini->L->err, ini->L->errlen,
+                "%s:%d: line longer than %d "
+                "characters",
+                ini->path, ini->line, num - 2);
         ini->err_line = ini->line;
         return NULL;
     }
@@ -242,11 +245,15 @@ static int cfg_ini_pair(void *user, const char *section, const char *name,
     }
     if (k == NULL) {
         if (section[0] == '\0')
-            cfg_err(L->err, L->errlen, "%s:%d: unknown key '%.80s' (outside "
-                    "any [section])", ini->path, ini->line, name);
+            cfg_err(L->err, L->errlen,
+                    "%s:%d: unknown key '%.80s' (outside "
+                    "any [section])",
+                    ini->path, ini->line, name);
         else if (!cfg_section_known(section))
-            cfg_err(L->err, L->errlen, "%s:%d: unknown section [%.40s] "
-                    "(key '%.80s')", ini->path, ini->line, section, name);
+            cfg_err(L->err, L->errlen,
+                    "%s:%d: unknown section [%.40s] "
+                    "(key '%.80s')",
+                    ini->path, ini->line, section, name);
         else
             cfg_err(L->err, L->errlen, "%s:%d: unknown key '%.40s.%.80s'",
                     ini->path, ini->line, section, name);
@@ -255,8 +262,10 @@ static int cfg_ini_pair(void *user, const char *section, const char *name,
     }
     prev = &L->origin[k - cfg_keys];
     if (prev->src == CFG_SRC_FILE) {
-        cfg_err(L->err, L->errlen, "%s:%d: %s.%s is set again (first on line "
-                "%d)", ini->path, ini->line, k->section, k->name, prev->line);
+        cfg_err(L->err, L->errlen,
+                "%s:%d: %s.%s is set again (first on line "
+                "%d)",
+                ini->path, ini->line, k->section, k->name, prev->line);
         ini->err_line = ini->line;
         return 0;
     }
@@ -276,8 +285,8 @@ static int cfg_load_file(struct cfg_loader *L)
 
     ini.fp = fopen(ini.path, "r");
     if (ini.fp == NULL) {
-        cfg_err(L->err, L->errlen, "cannot read config file '%s': %s",
-                ini.path, cfg_strerror(errno, ebuf, sizeof ebuf));
+        cfg_err(L->err, L->errlen, "cannot read config file '%s': %s", ini.path,
+                cfg_strerror(errno, ebuf, sizeof ebuf));
         return -1;
     }
     errno = 0;
@@ -285,16 +294,18 @@ static int cfg_load_file(struct cfg_loader *L)
     read_errno = ferror(ini.fp) ? (errno ? errno : EIO) : 0;
     fclose(ini.fp);
     if (rc > 0 && (ini.err_line == 0 || rc < ini.err_line)) {
-        cfg_err(L->err, L->errlen, "%s:%d: cannot parse this line (want "
-                "'[section]' or 'key = value')", ini.path, rc);
+        cfg_err(L->err, L->errlen,
+                "%s:%d: cannot parse this line (want "
+                "'[section]' or 'key = value')",
+                ini.path, rc);
         return -1;
     }
     if (ini.err_line != 0)
         return -1;
     if (read_errno != 0 || rc < 0) {
-        cfg_err(L->err, L->errlen, "cannot read config file '%s': %s",
-                ini.path, read_errno ? cfg_strerror(read_errno, ebuf,
-                sizeof ebuf) : "out of memory");
+        cfg_err(L->err, L->errlen, "cannot read config file '%s': %s", ini.path,
+                read_errno ? cfg_strerror(read_errno, ebuf, sizeof ebuf)
+                           : "out of memory");
         return -1;
     }
     return 0;
@@ -347,7 +358,8 @@ static int cfg_all_digits(const char *s, size_t len)
 /* 1 when s[0..len) is one of Kubernetes' protocol names. */
 static int cfg_is_proto(const char *s, size_t len)
 {
-    return (len == 3 && (memcmp(s, "TCP", 3) == 0 || memcmp(s, "UDP", 3) == 0)) ||
+    return (len == 3 &&
+            (memcmp(s, "TCP", 3) == 0 || memcmp(s, "UDP", 3) == 0)) ||
            (len == 4 && memcmp(s, "SCTP", 4) == 0);
 }
 
@@ -372,7 +384,8 @@ static int cfg_link_port_tail(const char *tail, size_t len)
     v++;
     len -= plen + 1;
     return (len == 5 && memcmp(v, "PROTO", 5) == 0) ||
-           (len == 4 && (memcmp(v, "PORT", 4) == 0 || memcmp(v, "ADDR", 4) == 0));
+           (len == 4 &&
+            (memcmp(v, "PORT", 4) == 0 || memcmp(v, "ADDR", 4) == 0));
 }
 
 /* 1 when name[0..len) (a MAILPOOL_ name) has the shape of a Kubernetes
@@ -391,18 +404,19 @@ static int cfg_env_is_service_link(const char *name, size_t len)
             continue;
         for (i = 0; i < sizeof marks / sizeof marks[0]; i++) {
             mlen = strlen(marks[i]);
-            if ((size_t)(name + len - p) < mlen || memcmp(p, marks[i], mlen) != 0)
+            if ((size_t)(name + len - p) < mlen ||
+                memcmp(p, marks[i], mlen) != 0)
                 continue;
             const char *rest = p + mlen;
             size_t rlen = (size_t)(name + len - rest);
             if (rlen == 0)
-                return 1;   /* _SERVICE_HOST, _SERVICE_PORT, _PORT */
+                return 1; /* _SERVICE_HOST, _SERVICE_PORT, _PORT */
             if (rest[0] != '_' || i == 0)
                 continue;
             if (i == 1)
-                return 1;   /* _SERVICE_PORT_<NAME> */
+                return 1; /* _SERVICE_PORT_<NAME> */
             if (cfg_link_port_tail(rest + 1, rlen - 1))
-                return 1;   /* _PORT_<N>_<PROTO>[...] */
+                return 1; /* _PORT_<N>_<PROTO>[...] */
         }
     }
     return 0;
@@ -411,7 +425,8 @@ static int cfg_env_is_service_link(const char *name, size_t len)
 /* 1 when value is a service link's "tcp://", "udp://" or "sctp://" URL. */
 static int cfg_env_is_link_url(const char *value)
 {
-    return strncmp(value, "tcp://", 6) == 0 || strncmp(value, "udp://", 6) == 0 ||
+    return strncmp(value, "tcp://", 6) == 0 ||
+           strncmp(value, "udp://", 6) == 0 ||
            strncmp(value, "sctp://", 7) == 0;
 }
 
@@ -518,12 +533,13 @@ int cfg_secret_file_check(const char *what, const char *path, char *err,
                 cfg_strerror(errno, ebuf, sizeof ebuf));
         return -1;
     }
-    mode_t bad = S_IRWXO | S_IWGRP | S_IXGRP |
-                 (st.st_uid == 0 ? 0 : S_IRGRP);
+    mode_t bad = S_IRWXO | S_IWGRP | S_IXGRP | (st.st_uid == 0 ? 0 : S_IRGRP);
     if (!S_ISREG(st.st_mode) || (st.st_mode & bad) != 0) {
-        cfg_err(err, errlen, "%s: '%s' is %s (mode %04o): a secret file must "
+        cfg_err(err, errlen,
+                "%s: '%s' is %s (mode %04o): a secret file must "
                 "be readable by its owner only (chmod 600), or owned by root "
-                "and readable by its group", what, path,
+                "and readable by its group",
+                what, path,
                 S_ISREG(st.st_mode) ? "open to others" : "not a regular file",
                 (unsigned)(st.st_mode & 07777));
         return -1;
@@ -549,8 +565,10 @@ static int cfg_read_secret_file(struct cfg_loader *L, const char *section,
     snprintf(what, sizeof what, "%s.%s (%s)", section, file_key, where);
     if (*dst != NULL) {
         cfg_where(L, kp, where2, sizeof where2);
-        cfg_err(L->err, L->errlen, "%s and %s.%s (%s) are both set; "
-                "set one", what, section, key, where2);
+        cfg_err(L->err, L->errlen,
+                "%s and %s.%s (%s) are both set; "
+                "set one",
+                what, section, key, where2);
         return -1;
     }
     if (cfg_secret_file_check(what, path, L->err, L->errlen) < 0)
@@ -558,7 +576,7 @@ static int cfg_read_secret_file(struct cfg_loader *L, const char *section,
     if ((buf = cfg_slurp(path, &len)) == NULL) {
         cfg_err(L->err, L->errlen, "%s: cannot read '%s': %s", what, path,
                 errno == EFBIG ? "larger than 64 KiB"
-                : cfg_strerror(errno, ebuf, sizeof ebuf));
+                               : cfg_strerror(errno, ebuf, sizeof ebuf));
         return -1;
     }
     if (len > 0 && buf[len - 1] == '\n')
@@ -590,7 +608,7 @@ static int cfg_read_pass_files(struct cfg_loader *L)
     if (cfg_read_secret_file(L, "relay", "auth_pass", "auth_pass_file") ||
         cfg_read_secret_file(L, "http", "api_keys", "api_keys_file"))
         return -1;
-    if (L->cfg.queue.password_file != NULL) {   /* read by the backend */
+    if (L->cfg.queue.password_file != NULL) { /* read by the backend */
         const struct cfg_key *kq = cfg_key_find("queue", "password_file");
         char where[320], what[400];
         cfg_where(L, kq, where, sizeof where);
@@ -624,8 +642,8 @@ static int cfg_needs_in(struct cfg_loader *L, const char *section,
 }
 
 /* cfg_needs_in for a key of [relay]. */
-static int cfg_needs(struct cfg_loader *L, const char *a, int a_set,
-                     int b_set, const char *b)
+static int cfg_needs(struct cfg_loader *L, const char *a, int a_set, int b_set,
+                     const char *b)
 {
     return cfg_needs_in(L, "relay", a, a_set, b_set, b);
 }
@@ -655,17 +673,19 @@ static int cfg_cross_check(struct cfg_loader *L)
     if (c->relay.auth_user != NULL && strcmp(c->relay.tls, "none") == 0 &&
         !c->relay.auth_allow_plaintext) {
         cfg_where(L, cfg_key_find("relay", "auth_user"), where, sizeof where);
-        cfg_err(L->err, L->errlen, "relay.auth_user (%s): with relay.tls=none "
+        cfg_err(L->err, L->errlen,
+                "relay.auth_user (%s): with relay.tls=none "
                 "the password would cross the network in clear; set "
-                "relay.auth_allow_plaintext=true to allow that", where);
+                "relay.auth_allow_plaintext=true to allow that",
+                where);
         return -1;
     }
     return 0;
 }
 
 /* Loads defaults, file, environment and flags into cfg; see config.h. */
-int cfg_load(struct cfg *cfg, int argc, char **argv, char **envp,
-             int *rest, int *nrest, char *err, size_t errlen)
+int cfg_load(struct cfg *cfg, int argc, char **argv, char **envp, int *rest,
+             int *nrest, char *err, size_t errlen)
 {
     struct cfg_loader L;
     char *empty_env[] = { NULL };

@@ -47,9 +47,12 @@ int cfg_parse_int(const char *s, long long min, long long max, int *out)
 /* Parses true/false, yes/no, on/off, 1/0 (any case) into 1 or 0. */
 int cfg_parse_bool(const char *s, int *out)
 {
-    static const struct { const char *word; int value; } words[] = {
-        { "true", 1 }, { "yes", 1 }, { "on", 1 }, { "1", 1 },
-        { "false", 0 }, { "no", 0 }, { "off", 0 }, { "0", 0 },
+    static const struct {
+        const char *word;
+        int value;
+    } words[] = {
+        { "true", 1 },  { "yes", 1 }, { "on", 1 },  { "1", 1 },
+        { "false", 0 }, { "no", 0 },  { "off", 0 }, { "0", 0 },
     };
     size_t i;
 
@@ -96,11 +99,23 @@ int cfg_parse_size(const char *s, long long min, long long max, long *out)
     if (errno != 0)
         return -1;
     switch (*end) {
-    case '\0':                      break;
-    case 'k': case 'K': mult = 1ULL << 10; end++; break;
-    case 'm': case 'M': mult = 1ULL << 20; end++; break;
-    case 'g': case 'G': mult = 1ULL << 30; end++; break;
-    default:                        return -1;
+    case '\0': break;
+    case 'k':
+    case 'K':
+        mult = 1ULL << 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        mult = 1ULL << 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        mult = 1ULL << 30;
+        end++;
+        break;
+    default: return -1;
     }
     if (*end != '\0' || v > (unsigned long long)max / mult)
         return -1;
@@ -130,8 +145,13 @@ int cfg_parse_enum(const char *s, const char *const *choices,
 /* Writes n as the shortest exact "<n>g", "<n>m", "<n>k" or "<n>". */
 void cfg_size_text(long long n, char *buf, size_t len)
 {
-    static const struct { long long mult; char suffix; } units[] = {
-        { 1LL << 30, 'g' }, { 1LL << 20, 'm' }, { 1LL << 10, 'k' },
+    static const struct {
+        long long mult;
+        char suffix;
+    } units[] = {
+        { 1LL << 30, 'g' },
+        { 1LL << 20, 'm' },
+        { 1LL << 10, 'k' },
     };
     size_t i;
 
@@ -159,7 +179,8 @@ int cfg_check_listen(const char *value, char *why, size_t whylen)
         ((!hp.v6 && strcmp(hp.host, "localhost") == 0) ||
          inet_pton(hp.v6 ? AF_INET6 : AF_INET, hp.host, addr) == 1))
         return 0;
-    snprintf(why, whylen, "must be HOST:PORT with HOST an IPv4 address, "
+    snprintf(why, whylen,
+             "must be HOST:PORT with HOST an IPv4 address, "
              "localhost or [IPv6 address] and PORT from 0 to 65535%s%s%s",
              reason[0] ? " (" : "", reason, reason[0] ? ")" : "");
     return -1;
@@ -168,8 +189,9 @@ int cfg_check_listen(const char *value, char *why, size_t whylen)
 /* ":PORT" or "*:PORT" as "0.0.0.0:PORT" in buf; any other value as is. */
 const char *cfg_listen_canonical(const char *value, char *buf, size_t len)
 {
-    const char *port = value[0] == ':' ? value + 1
-                     : value[0] == '*' && value[1] == ':' ? value + 2 : NULL;
+    const char *port = value[0] == ':'                      ? value + 1
+                       : value[0] == '*' && value[1] == ':' ? value + 2
+                                                            : NULL;
     int n;
 
     if (port == NULL)
@@ -209,13 +231,15 @@ int cfg_check_api_keys(const char *value, char *why, size_t whylen)
         while (hi > lo && (p[hi - 1] == ' ' || p[hi - 1] == '\t'))
             hi--;
         if (hi == lo) {
-            snprintf(why, whylen, "must be a comma-separated list of "
+            snprintf(why, whylen,
+                     "must be a comma-separated list of "
                      "non-empty keys");
             return -1;
         }
         for (size_t i = lo; i < hi; i++)
             if (isspace((unsigned char)p[i]) || iscntrl((unsigned char)p[i])) {
-                snprintf(why, whylen, "keys must not contain spaces or "
+                snprintf(why, whylen,
+                         "keys must not contain spaces or "
                          "control characters");
                 return -1;
             }
@@ -233,7 +257,8 @@ int cfg_check_line(const char *value, char *why, size_t whylen)
 
     for (p = value; *p != '\0'; p++) {
         if (iscntrl((unsigned char)*p)) {
-            snprintf(why, whylen, "must not contain control characters or "
+            snprintf(why, whylen,
+                     "must not contain control characters or "
                      "line breaks");
             return -1;
         }
@@ -251,7 +276,8 @@ int cfg_check_pg_url(const char *value, char *why, size_t whylen)
     if (strstr(value, "password") != NULL ||
         (scheme != NULL && at != NULL &&
          memchr(scheme + 3, ':', (size_t)(at - scheme - 3)) != NULL)) {
-        snprintf(why, whylen, "must not contain the password: put it in "
+        snprintf(why, whylen,
+                 "must not contain the password: put it in "
                  "queue.password_file (or PGPASSFILE)");
         return -1;
     }

@@ -36,37 +36,45 @@
 #define CFG_OFF(field) offsetof(struct cfg, field)
 
 #define CFG_STR(sec, key, def, flags, check, help) \
-    { #sec, #key, CFG_STRING, CFG_OFF(sec.key), def, flags, 0, 0, NULL, \
-      check, help }
+    { \
+#sec, #key, CFG_STRING, CFG_OFF(sec.key), def, flags, 0, 0, NULL, \
+            check, help \
+    }
 #define CFG_ENUM_(sec, key, def, flags, choices, help) \
-    { #sec, #key, CFG_ENUM, CFG_OFF(sec.key), def, flags, 0, 0, choices, \
-      NULL, help }
+    { \
+#sec, #key, CFG_ENUM, CFG_OFF(sec.key), def, flags, 0, 0, choices, \
+            NULL, help \
+    }
 #define CFG_INT_(sec, key, def, lo, hi, help) \
-    { #sec, #key, CFG_INT, CFG_OFF(sec.key), def, 0, lo, hi, NULL, NULL, help }
+    { \
+#sec, #key, CFG_INT, CFG_OFF(sec.key), def, 0, lo, hi, NULL, NULL, \
+            help \
+    }
 #define CFG_BOOL_(sec, key, def, help) \
-    { #sec, #key, CFG_BOOL, CFG_OFF(sec.key), def, 0, 0, 1, NULL, NULL, help }
+    { \
+#sec, #key, CFG_BOOL, CFG_OFF(sec.key), def, 0, 0, 1, NULL, NULL, help \
+    }
 #define CFG_DOUBLE_(sec, key, def, lo, hi, help) \
-    { #sec, #key, CFG_DOUBLE, CFG_OFF(sec.key), def, 0, lo, hi, NULL, NULL, \
-      help }
+    { \
+#sec, #key, CFG_DOUBLE, CFG_OFF(sec.key), def, 0, lo, hi, NULL, NULL, \
+            help \
+    }
 #define CFG_SIZE_(sec, key, def, lo, hi, help) \
-    { #sec, #key, CFG_SIZE, CFG_OFF(sec.key), def, 0, lo, hi, NULL, NULL, \
-      help }
+    { \
+#sec, #key, CFG_SIZE, CFG_OFF(sec.key), def, 0, lo, hi, NULL, NULL, \
+            help \
+    }
 
 #define DAY 86400
 
-static const char *const cfg_tls_choices[] = {
-    "none", "opportunistic", "required", "implicit", NULL
-};
-static const char *const cfg_mech_choices[] = {
-    "PLAIN", "LOGIN", "XOAUTH2", NULL
-};
+static const char *const cfg_tls_choices[] = { "none", "opportunistic",
+                                               "required", "implicit", NULL };
+static const char *const cfg_mech_choices[] = { "PLAIN", "LOGIN", "XOAUTH2",
+                                                NULL };
 static const char *const cfg_sync_choices[] = { "full", "normal", NULL };
-static const char *const cfg_backend_choices[] = {
-    "sqlite", "postgres", NULL
-};
-static const char *const cfg_level_choices[] = {
-    "debug", "info", "warn", "error", NULL
-};
+static const char *const cfg_backend_choices[] = { "sqlite", "postgres", NULL };
+static const char *const cfg_level_choices[] = { "debug", "info", "warn",
+                                                 "error", NULL };
 
 const struct cfg_key cfg_keys[] = {
     CFG_STR(relay, host, "localhost", CFG_REQUIRED, cfg_check_hostname,
@@ -81,15 +89,13 @@ const struct cfg_key cfg_keys[] = {
             "CA certificates (PEM) to verify the relay; unset: system store"),
     CFG_STR(relay, cert_file, NULL, 0, NULL,
             "client certificate (PEM) for the relay; needs key_file"),
-    CFG_STR(relay, key_file, NULL, 0, NULL,
-            "private key (PEM) of cert_file"),
+    CFG_STR(relay, key_file, NULL, 0, NULL, "private key (PEM) of cert_file"),
     CFG_BOOL_(relay, insecure_skip_verify, "false",
               "do not verify the relay's certificate (tests only)"),
     CFG_STR(relay, helo_name, NULL, 0, cfg_check_hostname,
             "name sent in EHLO; unset: the machine's fully qualified name, "
             "or the address literal of the connection when it has none"),
-    CFG_STR(relay, auth_user, NULL, 0, NULL,
-            "SMTP AUTH user; unset: no AUTH"),
+    CFG_STR(relay, auth_user, NULL, 0, NULL, "SMTP AUTH user; unset: no AUTH"),
     CFG_STR(relay, auth_pass, NULL, CFG_SECRET | CFG_NO_FLAG, NULL,
             "SMTP AUTH password or XOAUTH2 token (secret; environment or "
             "file only: no flag)"),
@@ -126,15 +132,13 @@ const struct cfg_key cfg_keys[] = {
     CFG_INT_(http, max_attachments, "100", 0, 10000,
              "most attachments (and inline parts) of one composed message; "
              "0: no limit"),
-    CFG_STR(http, api_keys, NULL, CFG_SECRET | CFG_NO_FLAG,
-            cfg_check_api_keys,
+    CFG_STR(http, api_keys, NULL, CFG_SECRET | CFG_NO_FLAG, cfg_check_api_keys,
             "comma-separated bearer keys (secret; environment or file "
             "only: no flag)"),
     CFG_STR(http, api_keys_file, NULL, 0, NULL,
             "file whose one line is api_keys, read at start; readable by "
             "its owner only"),
-    CFG_INT_(http, threads, "2", 1, 1024,
-             "HTTP server threads"),
+    CFG_INT_(http, threads, "2", 1, 1024, "HTTP server threads"),
     CFG_INT_(http, connection_timeout, "60", 1, DAY,
              "seconds an idle HTTP client connection is kept"),
     CFG_STR(http, tls_cert_file, NULL, 0, NULL,
@@ -172,18 +176,15 @@ const struct cfg_key cfg_keys[] = {
              "past it new ones are closed at once; 0: no limit (behind a "
              "proxy every client has the proxy's address)"),
 
-    CFG_INT_(pool, workers, "8", 1, 1024,
-             "worker threads sending mail"),
-    CFG_INT_(pool, queue, "1024", 1, 1000000,
-             "most jobs waiting in the queue"),
+    CFG_INT_(pool, workers, "8", 1, 1024, "worker threads sending mail"),
+    CFG_INT_(pool, queue, "1024", 1, 1000000, "most jobs waiting in the queue"),
     CFG_INT_(pool, connections, "8", 1, 1024,
              "most SMTP connections open to the relay"),
     CFG_INT_(pool, messages_per_conn, "1000", 1, 1000000,
              "messages sent over one SMTP connection before it is renewed"),
     CFG_INT_(pool, idle_timeout, "30", 1, DAY,
              "seconds an idle SMTP connection is kept open"),
-    CFG_INT_(pool, retries, "3", 0, 100,
-             "retries of a temporary failure"),
+    CFG_INT_(pool, retries, "3", 0, 100, "retries of a temporary failure"),
     CFG_INT_(pool, retry_backoff_ms, "200", 0, 3600000,
              "milliseconds before the first retry, doubled each time"),
     CFG_DOUBLE_(pool, rate, "0", 0, 1000000,
@@ -270,7 +271,8 @@ const struct cfg_key cfg_keys[] = {
     CFG_INT_(webhook, timeout, "10", 1, 600,
              "seconds one POST of an event may take"),
     CFG_STR(webhook, retry_schedule, "5s,5m,30m,2h,5h,10h,10h", CFG_REQUIRED,
-            NULL, "waits before each retry of an event not answered 2xx "
+            NULL,
+            "waits before each retry of an event not answered 2xx "
             "(ms, s, m or h; jitter added); past the last the event is "
             "failed"),
     CFG_BOOL_(webhook, tls_verify, "true",
@@ -347,13 +349,9 @@ void cfg_origin_text(const struct cfg_origin *o, const struct cfg_key *k,
         cfg_key_flag_name(k, name, sizeof name);
         snprintf(buf, len, "from %s", name);
         break;
-    case CFG_SRC_OPTION:
-        snprintf(buf, len, "from %s", o->file);
-        break;
+    case CFG_SRC_OPTION: snprintf(buf, len, "from %s", o->file); break;
     case CFG_SRC_DEFAULT:
-    default:
-        snprintf(buf, len, "default");
-        break;
+    default: snprintf(buf, len, "default"); break;
     }
 }
 
@@ -374,8 +372,7 @@ void cfg_free_secret(char *s)
 }
 
 /* Writes "must be one of a, b, c" for a NULL-terminated choices list. */
-static void cfg_choices_text(const char *const *choices, char *buf,
-                             size_t len)
+static void cfg_choices_text(const char *const *choices, char *buf, size_t len)
 {
     size_t used, i;
 
@@ -424,8 +421,8 @@ static int cfg_set_scalar(struct cfg *cfg, const struct cfg_key *k,
     case CFG_INT:
         if (cfg_parse_int(value, k->min, k->max, field) == 0)
             return 0;
-        snprintf(why, whylen, "must be an integer from %lld to %lld",
-                 k->min, k->max);
+        snprintf(why, whylen, "must be an integer from %lld to %lld", k->min,
+                 k->max);
         return -1;
     case CFG_BOOL:
         if (cfg_parse_bool(value, field) == 0)
@@ -433,25 +430,24 @@ static int cfg_set_scalar(struct cfg *cfg, const struct cfg_key *k,
         snprintf(why, whylen, "must be true/false, yes/no, on/off or 1/0");
         return -1;
     case CFG_DOUBLE:
-        if (cfg_parse_double(value, (double)k->min, (double)k->max,
-                             field) == 0)
+        if (cfg_parse_double(value, (double)k->min, (double)k->max, field) == 0)
             return 0;
-        snprintf(why, whylen, "must be a number from %lld to %lld",
-                 k->min, k->max);
+        snprintf(why, whylen, "must be a number from %lld to %lld", k->min,
+                 k->max);
         return -1;
     case CFG_SIZE:
         if (cfg_parse_size(value, k->min, k->max, field) == 0)
             return 0;
         cfg_size_text(k->min, lo, sizeof lo);
         cfg_size_text(k->max, hi, sizeof hi);
-        snprintf(why, whylen, "must be a size in bytes from %s to %s "
-                 "(optional suffix k, m or g)", lo, hi);
+        snprintf(why, whylen,
+                 "must be a size in bytes from %s to %s "
+                 "(optional suffix k, m or g)",
+                 lo, hi);
         return -1;
     case CFG_STRING:
     case CFG_ENUM:
-    default:
-        assert(!"not a scalar key");
-        return -1;
+    default: assert(!"not a scalar key"); return -1;
     }
 }
 
@@ -488,8 +484,7 @@ int cfg_set(struct cfg *cfg, const struct cfg_key *k, const char *value,
         return 0;
     cfg_origin_text(o, k, where, sizeof where);
     if (k->flags & CFG_SECRET)
-        cfg_err(err, errlen, "%s.%s (%s): %s", k->section, k->name, where,
-                why);
+        cfg_err(err, errlen, "%s.%s (%s): %s", k->section, k->name, where, why);
     else
         cfg_err(err, errlen, "%s.%s (%s): %s, got '%.80s%s'", k->section,
                 k->name, where, why, value, strlen(value) > 80 ? "..." : "");
@@ -508,7 +503,7 @@ int cfg_defaults(struct cfg *cfg, char *err, size_t errlen)
 
         if (k->def == NULL) {
             assert(k->type == CFG_STRING || k->type == CFG_ENUM);
-            continue;               /* zeroed: unset */
+            continue; /* zeroed: unset */
         }
         if (cfg_set(cfg, k, k->def, &def, err, errlen)) {
             cfg_free(cfg);
@@ -583,8 +578,7 @@ static void cfg_print_key(const struct cfg *cfg, const struct cfg_key *k,
     case CFG_SIZE:
         fprintf(out, "%s = %ld\n", k->name, *(const long *)field);
         return;
-    default:
-        assert(!"unknown key type");
+    default: assert(!"unknown key type");
     }
 }
 

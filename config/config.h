@@ -19,9 +19,9 @@
 /* Every string is owned by the struct (freed by cfg_free); NULL when unset. */
 struct cfg {
     struct {
-        char *host;               /* relay.host, default "localhost" */
-        int port;                 /* relay.port, default 25 */
-        char *tls;                /* none|opportunistic|required|implicit;
+        char *host; /* relay.host, default "localhost" */
+        int port;   /* relay.port, default 25 */
+        char *tls;  /* none|opportunistic|required|implicit;
                                      default "opportunistic" */
         char *ca_file;
         char *cert_file;
@@ -58,64 +58,64 @@ struct cfg {
         int min_body_rate;        /* bytes/s a body averages; 0: none; 1024 */
         int max_connections;      /* MHD connection limit, default 1000 */
         int max_connections_per_ip; /* per client address; 0: none (default) */
-        int send_deadline;        /* seconds a sync send may wait; 0: none */
+        int send_deadline;          /* seconds a sync send may wait; 0: none */
     } http;
     struct {
-        int workers;              /* default 8 */
-        int queue;                /* queued jobs at most, default 1024 */
-        int connections;          /* SMTP connections at most, default 8 */
-        int messages_per_conn;    /* default 1000 */
-        int idle_timeout;         /* seconds, default 30 */
-        int retries;              /* default 3 */
-        int retry_backoff_ms;     /* first backoff, doubled, default 200 */
-        double rate;              /* messages/second across the pool; 0 off */
-        int drain_timeout;        /* seconds, default 30 */
+        int workers;           /* default 8 */
+        int queue;             /* queued jobs at most, default 1024 */
+        int connections;       /* SMTP connections at most, default 8 */
+        int messages_per_conn; /* default 1000 */
+        int idle_timeout;      /* seconds, default 30 */
+        int retries;           /* default 3 */
+        int retry_backoff_ms;  /* first backoff, doubled, default 200 */
+        double rate;           /* messages/second across the pool; 0 off */
+        int drain_timeout;     /* seconds, default 30 */
     } pool;
     struct {
-        char *path;               /* the SQLite file of the durable queue,
+        char *path;             /* the SQLite file of the durable queue,
                                      default "mailpool-queue.db" */
-        char *synchronous;        /* full|normal, default "full" */
-        int high_water;           /* messages waiting before 503, 100000 */
-        double retry_base;        /* seconds before the first retry, 30 */
-        double retry_max;         /* longest wait between retries, 3600 */
-        int max_attempts;         /* attempts before failed, default 10 */
-        double max_age;           /* seconds from acceptance to failed, 3 d */
-        double max_schedule;      /* send_at at most this far ahead, 3 d */
-        double idempotency_ttl;   /* seconds a key is kept, 1 d */
-        double retention;         /* seconds finished messages are kept, 7 d */
-        char *backend;            /* sqlite|postgres, default "sqlite" */
-        char *url;                /* postgres: libpq connection string */
-        char *password_file;      /* postgres: the password's file */
-        double lease;             /* seconds a sending lease lasts, 60 */
-        int log_sync;             /* bool: synchronous sends in the
+        char *synchronous;      /* full|normal, default "full" */
+        int high_water;         /* messages waiting before 503, 100000 */
+        double retry_base;      /* seconds before the first retry, 30 */
+        double retry_max;       /* longest wait between retries, 3600 */
+        int max_attempts;       /* attempts before failed, default 10 */
+        double max_age;         /* seconds from acceptance to failed, 3 d */
+        double max_schedule;    /* send_at at most this far ahead, 3 d */
+        double idempotency_ttl; /* seconds a key is kept, 1 d */
+        double retention;       /* seconds finished messages are kept, 7 d */
+        char *backend;          /* sqlite|postgres, default "sqlite" */
+        char *url;              /* postgres: libpq connection string */
+        char *password_file;    /* postgres: the password's file */
+        double lease;           /* seconds a sending lease lasts, 60 */
+        int log_sync;           /* bool: synchronous sends in the
                                      message log, default 1 */
     } queue;
     struct {
-        char *id_domain;          /* Message-ID domain of composed
+        char *id_domain; /* Message-ID domain of composed
                                      messages; unset: the from domain */
     } message;
     struct {
-        char *level;              /* debug|info|warn|error, default "info" */
+        char *level; /* debug|info|warn|error, default "info" */
     } log;
     struct {
-        char *domain;             /* d= of the default signing domain */
-        char *selector;           /* s= of its rsa-sha256 signature */
-        char *key_file;           /* its RSA private key (PEM), a path */
-        char *ed25519_selector;   /* s= of a second, ed25519-sha256 one */
-        char *ed25519_key_file;   /* its Ed25519 private key (PEM) */
-        char *sign;               /* auto|always|never, default "auto" */
-        int expire;               /* seconds from t= to x=; 0: no x= */
+        char *domain;           /* d= of the default signing domain */
+        char *selector;         /* s= of its rsa-sha256 signature */
+        char *key_file;         /* its RSA private key (PEM), a path */
+        char *ed25519_selector; /* s= of a second, ed25519-sha256 one */
+        char *ed25519_key_file; /* its Ed25519 private key (PEM) */
+        char *sign;             /* auto|always|never, default "auto" */
+        int expire;             /* seconds from t= to x=; 0: no x= */
     } dkim;
     struct {
-        char *url;                /* where events are POSTed; unset: no
+        char *url;            /* where events are POSTed; unset: no
                                      webhook (and no events written) */
-        char *secret_file;        /* its signing secret, whsec_<base64> */
-        char *events;             /* comma list of event types; unset:
+        char *secret_file;    /* its signing secret, whsec_<base64> */
+        char *events;         /* comma list of event types; unset:
                                      all */
-        int timeout;              /* seconds per POST, default 10 */
-        char *retry_schedule;     /* waits between tries, default
+        int timeout;          /* seconds per POST, default 10 */
+        char *retry_schedule; /* waits between tries, default
                                      "5s,5m,30m,2h,5h,10h,10h" */
-        int tls_verify;           /* bool, default 1 */
+        int tls_verify;       /* bool, default 1 */
     } webhook;
     /* [dkim.DOMAIN] sections: one more signing domain each, in file
        order (config/cfg_dkim.c); owned. */
@@ -137,7 +137,7 @@ struct cfg_dkim_domain {
     char *ed25519_selector;
     char *ed25519_key_file;
     char *sign;
-    int expire;                   /* -1: [dkim]'s */
+    int expire; /* -1: [dkim]'s */
 };
 
 /* Fills cfg with the defaults (cfg must be zeroed or freed before). */
@@ -151,8 +151,8 @@ int cfg_defaults(struct cfg *cfg, char *err, size_t errlen);
  * otherwise an unknown flag is an error.  Validates every value.
  * Returns 0, or -1 with err set ("relay.port: must be 1..65535, got 0").
  */
-int cfg_load(struct cfg *cfg, int argc, char **argv, char **envp,
-             int *rest, int *nrest, char *err, size_t errlen);
+int cfg_load(struct cfg *cfg, int argc, char **argv, char **envp, int *rest,
+             int *nrest, char *err, size_t errlen);
 
 /* Releases every string and zeroes cfg. */
 void cfg_free(struct cfg *cfg);

@@ -25,12 +25,12 @@
 
 struct dkim_body {
     gnutls_hash_hd_t sha;
-    size_t empty;           /* empty lines held (dropped if nothing follows) */
-    int ws;                 /* white space held inside the current line */
-    int content;            /* the current line has a non-white byte */
-    int cr;                 /* the last byte was a CR */
+    size_t empty; /* empty lines held (dropped if nothing follows) */
+    int ws;       /* white space held inside the current line */
+    int content;  /* the current line has a non-white byte */
+    int cr;       /* the last byte was a CR */
     size_t nbuf;
-    char buf[DKIM_BODY_BUF];    /* canonical bytes not yet hashed */
+    char buf[DKIM_BODY_BUF]; /* canonical bytes not yet hashed */
 };
 
 /* A new body hash. */
@@ -96,8 +96,7 @@ static size_t body_run(const char *p, size_t n)
 {
     size_t i = 0;
 
-    while (i < n && p[i] != '\r' && p[i] != '\n' && p[i] != ' ' &&
-           p[i] != '\t')
+    while (i < n && p[i] != '\r' && p[i] != '\n' && p[i] != ' ' && p[i] != '\t')
         i++;
     return i;
 }
@@ -226,7 +225,7 @@ static int parse_add(struct dkim_field **v, size_t *n, size_t *cap,
     const char *colon = memchr(s, ':', end);
 
     if (colon == NULL)
-        return 0;               /* not a field: left out */
+        return 0; /* not a field: left out */
     if (*n == *cap) {
         size_t nc = *cap ? 2 * *cap : 16;
         struct dkim_field *nv = realloc(*v, nc * sizeof *nv);
@@ -254,13 +253,13 @@ int dkim_parse_header(const char *msg, size_t len, struct dkim_field **fields,
     while (i < len) {
         size_t e = line_end(msg, len, i, &next);
 
-        if (e == i) {                       /* the empty line */
+        if (e == i) { /* the empty line */
             *body_off = next;
             break;
         }
         if (msg[i] != ' ' && msg[i] != '\t') {
-            if (open && parse_add(fields, nfields, &cap, msg + start,
-                                  fend - start) < 0)
+            if (open &&
+                parse_add(fields, nfields, &cap, msg + start, fend - start) < 0)
                 return -1;
             start = i;
             open = 1;
@@ -268,8 +267,7 @@ int dkim_parse_header(const char *msg, size_t len, struct dkim_field **fields,
         fend = e;
         i = next;
     }
-    if (open && parse_add(fields, nfields, &cap, msg + start,
-                          fend - start) < 0)
+    if (open && parse_add(fields, nfields, &cap, msg + start, fend - start) < 0)
         return -1;
     return 0;
 }

@@ -21,7 +21,7 @@
 enum dkim_alg { DKIM_RSA_SHA256, DKIM_ED25519_SHA256 };
 
 #define DKIM_RSA_MIN_BITS 2048
-#define DKIM_BH_LEN 44          /* base64 of a SHA-256 digest */
+#define DKIM_BH_LEN 44 /* base64 of a SHA-256 digest */
 
 struct dkim_key;
 
@@ -35,8 +35,7 @@ int dkim_key_from_pem(const char *pem, size_t len, struct dkim_key **out,
                       char *why, size_t whylen);
 /* An Ed25519 key from its 32-byte seed (RFC 8032 5.1.5). */
 int dkim_key_from_ed25519_seed(const unsigned char seed[32],
-                               struct dkim_key **out, char *why,
-                               size_t whylen);
+                               struct dkim_key **out, char *why, size_t whylen);
 /* The key's algorithm. */
 enum dkim_alg dkim_key_alg(const struct dkim_key *key);
 /* "rsa-sha256" or "ed25519-sha256". */
@@ -87,13 +86,13 @@ int dkim_parse_header(const char *msg, size_t len, struct dkim_field **fields,
    field value up to and including "b=" written by the caller (for known
    answers); x: 0 for no expiry. */
 struct dkim_sign_opts {
-    const char *domain;         /* d= */
-    const char *selector;       /* s= */
+    const char *domain;   /* d= */
+    const char *selector; /* s= */
     const struct dkim_key *key;
-    time_t t;                   /* t= */
-    time_t x;                   /* x=, 0: none */
-    const char *tags;           /* see above; NULL normally */
-    const char *const *h;       /* with tags: the names h= lists */
+    time_t t;             /* t= */
+    time_t x;             /* x=, 0: none */
+    const char *tags;     /* see above; NULL normally */
+    const char *const *h; /* with tags: the names h= lists */
     size_t nh;
 };
 

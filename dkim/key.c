@@ -69,7 +69,8 @@ static int key_check(struct dkim_key *k, const char *what, char *why,
     if (alg == GNUTLS_PK_RSA) {
         if (bits < DKIM_RSA_MIN_BITS)
             return WHY("%s: an RSA key of %u bits; DKIM needs %d or more "
-                       "(RFC 8301 3.2)", what, bits, DKIM_RSA_MIN_BITS);
+                       "(RFC 8301 3.2)",
+                       what, bits, DKIM_RSA_MIN_BITS);
         k->alg = DKIM_RSA_SHA256;
         return 0;
     }
@@ -92,12 +93,11 @@ static int key_import(const char *pem, size_t len, const char *what,
         free(k);
         return WHY("%s: out of memory", what);
     }
-    rc = gnutls_privkey_import_x509_raw(k->pk, &d, GNUTLS_X509_FMT_PEM,
-                                        NULL, 0);
+    rc = gnutls_privkey_import_x509_raw(k->pk, &d, GNUTLS_X509_FMT_PEM, NULL,
+                                        0);
     if (rc < 0) {
         dkim_key_free(k);
-        return WHY("%s: not a PEM private key (%s)", what,
-                   gnutls_strerror(rc));
+        return WHY("%s: not a PEM private key (%s)", what, gnutls_strerror(rc));
     }
     if (key_check(k, what, why, whylen) < 0) {
         dkim_key_free(k);
@@ -133,8 +133,8 @@ static int key_read(const char *path, char **buf, size_t *len, char *why,
         fclose(f);
         gnutls_memset(*buf, 0, DKIM_KEY_FILE_MAX + 1);
         free(*buf);
-        return WHY("dkim key file %s: %s", path, n > DKIM_KEY_FILE_MAX
-                   ? "larger than 64 KiB" : "read error");
+        return WHY("dkim key file %s: %s", path,
+                   n > DKIM_KEY_FILE_MAX ? "larger than 64 KiB" : "read error");
     }
     fclose(f);
     *len = n;
@@ -160,8 +160,7 @@ int dkim_key_load_file(const char *path, struct dkim_key **out, char *why,
 
 /* An Ed25519 key from its seed; the public half derived by nettle. */
 int dkim_key_from_ed25519_seed(const unsigned char seed[32],
-                               struct dkim_key **out, char *why,
-                               size_t whylen)
+                               struct dkim_key **out, char *why, size_t whylen)
 {
     struct dkim_key *k = calloc(1, sizeof *k);
     unsigned char pub[ED25519_KEY_SIZE];
@@ -173,8 +172,8 @@ int dkim_key_from_ed25519_seed(const unsigned char seed[32],
         return WHY("out of memory");
     }
     ed25519_sha512_public_key(pub, seed);
-    if (gnutls_privkey_import_ecc_raw(k->pk, GNUTLS_ECC_CURVE_ED25519, &x,
-                                      NULL, &s) < 0) {
+    if (gnutls_privkey_import_ecc_raw(k->pk, GNUTLS_ECC_CURVE_ED25519, &x, NULL,
+                                      &s) < 0) {
         dkim_key_free(k);
         return WHY("the Ed25519 seed does not import");
     }

@@ -22,15 +22,24 @@
 #include <strings.h>
 
 #define WHY(...) (snprintf(why, whylen, __VA_ARGS__), -1)
-#define DKIM_FOLD 78            /* octets a folded line holds at most */
-#define DKIM_H_RUN 60           /* octets of h= before a space */
-#define DKIM_B_RUN 72           /* octets of b= between spaces */
+#define DKIM_FOLD 78  /* octets a folded line holds at most */
+#define DKIM_H_RUN 60 /* octets of h= before a space */
+#define DKIM_B_RUN 72 /* octets of b= between spaces */
 
 /* The fields h= covers, in this order; From is listed once more than it
    is present. */
 static const char *const dkim_signed[] = {
-    "from", "to", "cc", "subject", "date", "message-id", "mime-version",
-    "content-type", "reply-to", "list-unsubscribe", "list-unsubscribe-post",
+    "from",
+    "to",
+    "cc",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "content-type",
+    "reply-to",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
 };
 
 /* A growable string. */
@@ -65,8 +74,8 @@ static void str_add(struct dkim_str *s, const char *p, size_t n)
 }
 
 /* Appends formatted text. */
-__attribute__((format(printf, 2, 3)))
-static void str_addf(struct dkim_str *s, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void str_addf(struct dkim_str *s,
+                                                           const char *fmt, ...)
 {
     char t[512];
     va_list ap;
@@ -105,8 +114,8 @@ static size_t field_count(const struct dkim_field *f, size_t nf,
 
 /* The default h= list for these fields: names (static strings) into h,
    *nh set; h holds room for every field and one more. */
-static void sign_names(const struct dkim_field *f, size_t nf,
-                       const char **h, size_t *nh)
+static void sign_names(const struct dkim_field *f, size_t nf, const char **h,
+                       size_t *nh)
 {
     *nh = 0;
     for (size_t i = 0; i < sizeof dkim_signed / sizeof dkim_signed[0]; i++) {
@@ -163,9 +172,8 @@ static void sign_canon(struct dkim_str *s, const struct dkim_field *f)
 /* The data signed (5.4): each name of h taken from the bottom up, a
    field used once, then the signature's own field without b= data and
    without its CRLF. */
-static void sign_data(struct dkim_str *s, const struct dkim_field *f,
-                      size_t nf, const char *const *h, size_t nh,
-                      const char *tags)
+static void sign_data(struct dkim_str *s, const struct dkim_field *f, size_t nf,
+                      const char *const *h, size_t nh, const char *tags)
 {
     unsigned char *used = calloc(nf + 1, 1);
     struct dkim_field self = { "DKIM-Signature", 14, tags, strlen(tags) };
@@ -184,7 +192,7 @@ static void sign_data(struct dkim_str *s, const struct dkim_field *f,
     free(used);
     sign_canon(s, &self);
     if (!s->oom)
-        s->len -= 2;            /* no CRLF after the signature's field */
+        s->len -= 2; /* no CRLF after the signature's field */
 }
 
 /* The tags up to "b=" as this signer writes them. */
@@ -201,8 +209,7 @@ static void sign_tags(struct dkim_str *s, const struct dkim_sign_opts *o,
 }
 
 /* Appends the signature in base64 with a space every DKIM_B_RUN octets. */
-static void sign_b_tag(struct dkim_str *s, const unsigned char *sig,
-                       size_t n)
+static void sign_b_tag(struct dkim_str *s, const unsigned char *sig, size_t n)
 {
     size_t cap = (n + 2) / 3 * 4 + 1, len, first = DKIM_B_RUN - 4;
     char *b64 = malloc(cap);
@@ -227,8 +234,7 @@ static void sign_b_tag(struct dkim_str *s, const unsigned char *sig,
 
 /* Signs the fields. */
 int dkim_sign(const struct dkim_sign_opts *o, const struct dkim_field *f,
-              size_t nf, const char *bh, char **value, char *why,
-              size_t whylen)
+              size_t nf, const char *bh, char **value, char *why, size_t whylen)
 {
     const char **h = NULL;
     size_t nh = o->nh, siglen = 0;

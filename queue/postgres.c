@@ -67,10 +67,12 @@
 static int pgq_attempts(struct pgq *q, struct queue_doc *doc)
 {
     const char *vals[] = { doc->id };
-    PGresult *r = pgq_exec(q, "SELECT at, status, code, enhanced, text,"
+    PGresult *r = pgq_exec(q,
+                           "SELECT at, status, code, enhanced, text,"
                            " accepted, rejected, error FROM"
                            " mailpool_attempts WHERE message = $1 ORDER BY"
-                           " n", 1, vals, PGRES_TUPLES_OK);
+                           " n",
+                           1, vals, PGRES_TUPLES_OK);
     if (r == NULL)
         return QUEUE_EIO;
     size_t k = (size_t)PQntuples(r);
@@ -96,17 +98,18 @@ static int pgq_attempts(struct pgq *q, struct queue_doc *doc)
     return QUEUE_OK;
 }
 
-static int pgq_getdoc(struct queue *qb, const char *id,
-                      struct queue_doc *doc)
+static int pgq_getdoc(struct queue *qb, const char *id, struct queue_doc *doc)
 {
     struct pgq *q = (struct pgq *)qb;
     const char *vals[] = { id };
     int rc;
     memset(doc, 0, sizeof *doc);
     snprintf(doc->id, sizeof doc->id, "%s", id);
-    PGresult *r = pgq_exec(q, "SELECT state, created_at, due_at,"
+    PGresult *r = pgq_exec(q,
+                           "SELECT state, created_at, due_at,"
                            " message_id, metadata FROM mailpool_messages"
-                           " WHERE id = $1", 1, vals, PGRES_TUPLES_OK);
+                           " WHERE id = $1",
+                           1, vals, PGRES_TUPLES_OK);
     if (r == NULL)
         return QUEUE_EIO;
     if (PQntuples(r) == 1) {
@@ -137,12 +140,13 @@ static int pgq_counts(struct queue *qb, double now,
     memset(counts, 0, QUEUE_STATE__COUNT * sizeof counts[0]);
     *oldest_due_age = 0;
     pgq_num(at, sizeof at, now);
-    PGresult *r = pgq_exec(q, "SELECT state, count(*), NULL FROM"
+    PGresult *r = pgq_exec(q,
+                           "SELECT state, count(*), NULL FROM"
                            " mailpool_messages GROUP BY state UNION ALL"
                            " SELECT -1, 0, min(due_at) FROM"
                            " mailpool_messages WHERE state IN (0, 1, 3) AND"
-                           " due_at <= $1::float8", 1, vals,
-                           PGRES_TUPLES_OK);
+                           " due_at <= $1::float8",
+                           1, vals, PGRES_TUPLES_OK);
     if (r == NULL)
         return QUEUE_EIO;
     for (int i = 0; i < PQntuples(r); i++) {
@@ -159,9 +163,10 @@ static int pgq_counts(struct queue *qb, double now,
 static int pgq_next_due(struct queue *qb, double *when)
 {
     struct pgq *q = (struct pgq *)qb;
-    PGresult *r = pgq_exec(q, "SELECT min(due_at) FROM mailpool_messages"
-                           " WHERE state IN (0, 1, 3)", 0, NULL,
-                           PGRES_TUPLES_OK);
+    PGresult *r = pgq_exec(q,
+                           "SELECT min(due_at) FROM mailpool_messages"
+                           " WHERE state IN (0, 1, 3)",
+                           0, NULL, PGRES_TUPLES_OK);
     if (r == NULL)
         return QUEUE_EIO;
     int found = !PQgetisnull(r, 0, 0);
@@ -186,9 +191,10 @@ static int pgq_events_copy(const PGresult *r, struct queue_event *out,
         ev->created_at = strtod(PQgetvalue(r, i, 4), NULL);
         ev->tries = (int)strtol(PQgetvalue(r, i, 5), NULL, 10);
         ev->code = (int)strtol(PQgetvalue(r, i, 9), NULL, 10);
-        char **dst[] = { &ev->message_id, &ev->metadata, &ev->status, NULL,
-                         &ev->enhanced, &ev->text, &ev->accepted,
-                         &ev->rejected };
+        char **dst[] = { &ev->message_id, &ev->metadata,
+                         &ev->status,     NULL,
+                         &ev->enhanced,   &ev->text,
+                         &ev->accepted,   &ev->rejected };
         for (int k = 0; k < 8; k++)
             if (dst[k] != NULL && !PQgetisnull(r, i, 6 + k) &&
                 (*dst[k] = pgq_dup(r, i, 6 + k)) == NULL)
@@ -198,8 +204,7 @@ static int pgq_events_copy(const PGresult *r, struct queue_event *out,
 }
 
 static int pgq_event_claim(struct queue *qb, double now, size_t max,
-                           double lease_s, struct queue_event **out,
-                           size_t *n)
+                           double lease_s, struct queue_event **out, size_t *n)
 {
     struct pgq *q = (struct pgq *)qb;
     char at[40], lim[24], until[40];
@@ -209,7 +214,8 @@ static int pgq_event_claim(struct queue *qb, double now, size_t max,
     pgq_num(at, sizeof at, now);
     pgq_num(until, sizeof until, now + lease_s);
     snprintf(lim, sizeof lim, "%zu", max);
-    PGresult *r = pgq_exec(q,
+    PGresult *r = pgq_exec(
+        q,
         "WITH c AS (UPDATE mailpool_events SET lease_until = $3::float8"
         " WHERE id IN (SELECT id FROM mailpool_events WHERE state = 0 AND"
         " due_at <= $1::float8 AND (lease_until IS NULL OR lease_until <"
@@ -220,7 +226,8 @@ static int pgq_event_claim(struct queue *qb, double now, size_t max,
         " c.id), m.message_id, m.metadata, a.status, a.code, a.enhanced,"
         " a.text, a.accepted, a.rejected FROM c LEFT JOIN mailpool_messages"
         " m ON m.id = c.message LEFT JOIN mailpool_attempts a ON a.message"
-        " = c.message AND a.n = c.attempt", 3, vals, PGRES_TUPLES_OK);
+        " = c.message AND a.n = c.attempt",
+        3, vals, PGRES_TUPLES_OK);
     if (r == NULL)
         return QUEUE_EIO;
     *out = calloc((size_t)PQntuples(r) + 1, sizeof **out);
@@ -240,29 +247,36 @@ static int pgq_event_result(struct queue *qb, const char *id, double at,
 {
     struct pgq *q = (struct pgq *)qb;
     char when[40], http[16], st[8], due[40];
-    const char *vals[] = { id, when, http_status > 0 ? http : NULL,
-                           error != NULL && error[0] ? error : NULL, st,
+    const char *vals[] = { id,
+                           when,
+                           http_status > 0 ? http : NULL,
+                           error != NULL && error[0] ? error : NULL,
+                           st,
                            due };
     pgq_num(when, sizeof when, at);
     pgq_num(due, sizeof due, next_at);
     snprintf(http, sizeof http, "%d", http_status);
     snprintf(st, sizeof st, "%d", (int)state);
-    int rc = pgq_exec_cmd(q,
+    int rc = pgq_exec_cmd(
+        q,
         "WITH t AS (INSERT INTO mailpool_event_tries (event, n, at,"
         " http_status, error) SELECT $1, coalesce(max(n), 0) + 1,"
         " $2::float8, $3::int, $4 FROM mailpool_event_tries WHERE event ="
         " $1) UPDATE mailpool_events SET state = $5::int, lease_until ="
         " NULL, due_at = $6::float8, delivered_at = CASE WHEN $5::int = 1"
-        " THEN $2::float8 END WHERE id = $1", 6, vals);
+        " THEN $2::float8 END WHERE id = $1",
+        6, vals);
     if (rc != QUEUE_OK || state != QUEUE_EV_STOPPED)
         return rc;
     /* A 410: the type stays stopped until the configuration changes. */
-    return pgq_exec_cmd(q,
+    return pgq_exec_cmd(
+        q,
         "WITH e AS (SELECT mstate FROM mailpool_events WHERE id = $1),"
         " o AS (UPDATE mailpool_outbox SET stopped = stopped | (1 << (SELECT"
         " mstate FROM e)) WHERE k = 1) UPDATE mailpool_events SET state = 3,"
         " lease_until = NULL WHERE state = 0 AND mstate = (SELECT mstate"
-        " FROM e)", 1, vals);
+        " FROM e)",
+        1, vals);
 }
 
 static int pgq_events_of(struct queue *qb, const char *id,
@@ -272,11 +286,13 @@ static int pgq_events_of(struct queue *qb, const char *id,
     const char *vals[] = { id };
     size_t cap = 0;
     int rc = QUEUE_OK;
-    PGresult *r = pgq_exec(q,
+    PGresult *r = pgq_exec(
+        q,
         "SELECT e.id, e.mstate, e.state, e.created_at, e.delivered_at, t.n,"
         " t.at, t.http_status, t.error FROM mailpool_events e LEFT JOIN"
         " mailpool_event_tries t ON t.event = e.id WHERE e.message = $1"
-        " ORDER BY e.created_at, e.id, t.n", 1, vals, PGRES_TUPLES_OK);
+        " ORDER BY e.created_at, e.id, t.n",
+        1, vals, PGRES_TUPLES_OK);
     if (r == NULL)
         return QUEUE_EIO;
     for (int i = 0; i < PQntuples(r) && rc == QUEUE_OK; i++) {
@@ -306,8 +322,10 @@ static int pgq_events_of(struct queue *qb, const char *id,
 static int pgq_events_oldest(struct queue *qb, double now, double *age)
 {
     struct pgq *q = (struct pgq *)qb;
-    PGresult *r = pgq_exec(q, "SELECT min(created_at) FROM mailpool_events"
-                           " WHERE state = 0", 0, NULL, PGRES_TUPLES_OK);
+    PGresult *r = pgq_exec(q,
+                           "SELECT min(created_at) FROM mailpool_events"
+                           " WHERE state = 0",
+                           0, NULL, PGRES_TUPLES_OK);
     if (r == NULL)
         return QUEUE_EIO;
     if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
@@ -377,7 +395,7 @@ static void *pgq_listen_main(void *arg)
         if (PQconsumeInput(c) == 0) {
             PQfinish(c);
             c = NULL;
-            queue_wake_(&q->base);      /* what came meanwhile */
+            queue_wake_(&q->base); /* what came meanwhile */
             continue;
         }
         PGnotify *nf;
@@ -447,16 +465,17 @@ static void pgq_free(struct pgq *q)
 /* Stores which states write events and what they go to (every replica
    of a database must have the same webhook settings); a changed
    configuration starts the types stopped by a 410 again.  0 or -1. */
-static int pgq_outbox_set(struct pgq *q, PGconn *c, char *err,
-                          size_t errlen)
+static int pgq_outbox_set(struct pgq *q, PGconn *c, char *err, size_t errlen)
 {
     char states[16];
     const char *vals[] = { states, q->ev_config };
     snprintf(states, sizeof states, "%u", q->ev_states);
-    PGresult *r = pgq_run(c, "UPDATE mailpool_outbox SET states = $1::int,"
+    PGresult *r = pgq_run(c,
+                          "UPDATE mailpool_outbox SET states = $1::int,"
                           " stopped = CASE WHEN config IS NOT DISTINCT FROM"
                           " $2 THEN stopped ELSE 0 END, config = $2 WHERE"
-                          " k = 1", 2, vals, PGRES_COMMAND_OK);
+                          " k = 1",
+                          2, vals, PGRES_COMMAND_OK);
     if (r == NULL) {
         snprintf(err, errlen, "outbox: %s", PQerrorMessage(c));
         return -1;
@@ -470,15 +489,17 @@ static int pgq_first(struct pgq *q, char *err, size_t errlen)
 {
     PGconn *c = q->conns[0] = pgq_connect(q);
     if (c == NULL || PQstatus(c) != CONNECTION_OK) {
-        snprintf(err, errlen, "cannot connect to the queue.url database:"
-                 " %s", c == NULL ? "out of memory" :
-                 PQerrorMessage(c)[0] != '\0' ? PQerrorMessage(c) :
-                 "no answer within 5 s");
+        snprintf(err, errlen,
+                 "cannot connect to the queue.url database:"
+                 " %s",
+                 c == NULL                      ? "out of memory"
+                 : PQerrorMessage(c)[0] != '\0' ? PQerrorMessage(c)
+                                                : "no answer within 5 s");
         err[strcspn(err, "\n")] = '\0';
         return -1;
     }
-    if (pgq_migrate(q, c, err, errlen) < 0 || pgq_outbox_set(q, c, err,
-                                                             errlen) < 0) {
+    if (pgq_migrate(q, c, err, errlen) < 0 ||
+        pgq_outbox_set(q, c, err, errlen) < 0) {
         err[strcspn(err, "\n")] = '\0';
         return -1;
     }
@@ -501,7 +522,7 @@ static int pgq_open(const struct queue_opts *opts, struct queue **out,
     q->retention_s = opts->retention_s > 0 ? opts->retention_s : 7 * 86400.0;
     q->idem_ttl_s = opts->idem_ttl_s > 0 ? opts->idem_ttl_s : 86400.0;
     q->ev_states = opts->event_states;
-    q->ev_config = opts->event_config;      /* borrowed: pgq_first only */
+    q->ev_config = opts->event_config; /* borrowed: pgq_first only */
     pgq_name(q->owner, sizeof q->owner);
     q->url = strdup(opts->url != NULL ? opts->url : "");
     if (q->url == NULL) {
@@ -510,8 +531,8 @@ static int pgq_open(const struct queue_opts *opts, struct queue **out,
         return -1;
     }
     if ((opts->password_file != NULL &&
-         (q->password = pgq_read_password(opts->password_file, err,
-                                          errlen)) == NULL) ||
+         (q->password = pgq_read_password(opts->password_file, err, errlen)) ==
+             NULL) ||
         pgq_first(q, err, errlen) < 0) {
         pgq_free(q);
         return -1;
@@ -543,7 +564,7 @@ static void pgq_close(struct queue *qb)
 static unsigned long pgq_recovered(const struct queue *qb)
 {
     (void)qb;
-    return 0;                   /* the reaper does it, after the lease */
+    return 0; /* the reaper does it, after the lease */
 }
 
 /* ---- the message log (queue_list) ---- */
@@ -567,7 +588,8 @@ static void pgq_list_sql(const struct queue_list_query *qry, char *sql,
     if (qry->recipient != NULL) {
         vals[k++] = qry->recipient;
         PGQ_WHERE(" AND id IN (SELECT message FROM mailpool_rcpts WHERE"
-                  " addr = lower($%d))", k);
+                  " addr = lower($%d))",
+                  k);
     }
     if (qry->message_id != NULL) {
         vals[k++] = qry->message_id;
@@ -584,7 +606,8 @@ static void pgq_list_sql(const struct queue_list_query *qry, char *sql,
         if (qry->before_id != NULL) {
             vals[k++] = qry->before_id;
             PGQ_WHERE(" AND (created_at < $%d::float8 OR (created_at ="
-                      " $%d::float8 AND id < $%d))", k - 1, k - 1, k);
+                      " $%d::float8 AND id < $%d))",
+                      k - 1, k - 1, k);
         } else {
             PGQ_WHERE(" AND created_at < $%d::float8", k);
         }
@@ -592,11 +615,13 @@ static void pgq_list_sql(const struct queue_list_query *qry, char *sql,
 #undef PGQ_WHERE
     snprintf(bufs[3], 40, "%zu", qry->limit);
     vals[k++] = bufs[3];
-    snprintf(sql, len, "SELECT id, state, created_at, attempts, (SELECT code"
+    snprintf(sql, len,
+             "SELECT id, state, created_at, attempts, (SELECT code"
              " FROM mailpool_attempts WHERE message = m.id ORDER BY n DESC"
              " LIMIT 1), recipients, subject, message_id FROM"
              " mailpool_messages m WHERE true%s ORDER BY created_at DESC,"
-             " id DESC LIMIT $%d::int", where, k);
+             " id DESC LIMIT $%d::int",
+             where, k);
     *n = k;
 }
 
@@ -626,7 +651,8 @@ static int pgq_list(struct queue *qb, const struct queue_list_query *qry,
         it->created_at = strtod(PQgetvalue(r, i, 2), NULL);
         it->attempts = (int)strtol(PQgetvalue(r, i, 3), NULL, 10);
         it->last_code = PQgetisnull(r, i, 4)
-                            ? 0 : (int)strtol(PQgetvalue(r, i, 4), NULL, 10);
+                            ? 0
+                            : (int)strtol(PQgetvalue(r, i, 4), NULL, 10);
         it->recipients = pgq_dup(r, i, 5);
         it->subject = pgq_dup(r, i, 6);
         it->message_id = pgq_dup(r, i, 7);

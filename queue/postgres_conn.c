@@ -60,8 +60,8 @@ static int pgq_connect_wait(PGconn *c,
     if (c == NULL || PQstatus(c) == CONNECTION_BAD)
         return -1;
     while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
-        if (pgq_poll(c, st == PGRES_POLLING_READING ? POLLIN : POLLOUT,
-                     end) < 0)
+        if (pgq_poll(c, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, end) <
+            0)
             return -1;
         st = step(c);
     }
@@ -121,9 +121,8 @@ PGresult *pgq_wait(PGconn *c, long long ms)
 }
 
 /* PQexecParams through pgq_wait (lens and fmts may be NULL: text). */
-PGresult *pgq_params(PGconn *c, const char *sql, int n,
-                            const char *const *vals, const int *lens,
-                            const int *fmts)
+PGresult *pgq_params(PGconn *c, const char *sql, int n, const char *const *vals,
+                     const int *lens, const int *fmts)
 {
     if (PQsendQueryParams(c, sql, n, NULL, vals, lens, fmts, 0) == 0)
         return NULL;
@@ -174,8 +173,8 @@ void pgq_put(struct pgq *q, int slot)
 
 /* Runs sql with text parameters (NULL: SQL NULL); the result when it is
    status ok, else NULL (the result cleared). */
-PGresult *pgq_run(PGconn *c, const char *sql, int n,
-                         const char *const *vals, ExecStatusType ok)
+PGresult *pgq_run(PGconn *c, const char *sql, int n, const char *const *vals,
+                  ExecStatusType ok)
 {
     PGresult *r = pgq_params(c, sql, n, vals, NULL, NULL);
     if (r != NULL && PQresultStatus(r) == ok)
@@ -305,11 +304,11 @@ static int pgq_apply(struct pgq *q, PGconn *c, int version, char *err,
         const char *vals[] = { nv, q->owner };
         snprintf(nv, sizeof nv, "%d", v + 1);
         PGresult *r = NULL;
-        if (pgq_cmd(c, "BEGIN") < 0 ||
-            pgq_cmd(c, pgq_migrations[v]) < 0 ||
-            (r = pgq_run(c, "INSERT INTO mailpool_migrations (version,"
-                         " applied_by) VALUES ($1::int, $2)", 2, vals,
-                         PGRES_COMMAND_OK)) == NULL ||
+        if (pgq_cmd(c, "BEGIN") < 0 || pgq_cmd(c, pgq_migrations[v]) < 0 ||
+            (r = pgq_run(c,
+                         "INSERT INTO mailpool_migrations (version,"
+                         " applied_by) VALUES ($1::int, $2)",
+                         2, vals, PGRES_COMMAND_OK)) == NULL ||
             pgq_cmd(c, "COMMIT") < 0) {
             snprintf(err, errlen, "schema version %d: %s", v + 1,
                      PQerrorMessage(c));
@@ -335,20 +334,22 @@ int pgq_migrate(struct pgq *q, PGconn *c, char *err, size_t errlen)
     }
     PQclear(r);
     if (pgq_cmd(c, "CREATE TABLE IF NOT EXISTS mailpool_migrations ("
-                " version int PRIMARY KEY, applied_at timestamptz NOT NULL"
-                " DEFAULT now(), applied_by text NOT NULL)") < 0) {
+                   " version int PRIMARY KEY, applied_at timestamptz NOT NULL"
+                   " DEFAULT now(), applied_by text NOT NULL)") < 0) {
         snprintf(err, errlen, "schema: %s", PQerrorMessage(c));
-    } else if ((r = pgq_run(c, "SELECT coalesce(max(version), 0) FROM"
-                            " mailpool_migrations", 0, NULL,
-                            PGRES_TUPLES_OK)) == NULL) {
+    } else if ((r = pgq_run(c,
+                            "SELECT coalesce(max(version), 0) FROM"
+                            " mailpool_migrations",
+                            0, NULL, PGRES_TUPLES_OK)) == NULL) {
         snprintf(err, errlen, "schema: %s", PQerrorMessage(c));
     } else {
         version = (int)strtol(PQgetvalue(r, 0, 0), NULL, 10);
         PQclear(r);
         if (version > PGQ_SCHEMA_VERSION)
-            snprintf(err, errlen, "the database has schema version %d;"
-                     " this mailpool knows up to %d", version,
-                     PGQ_SCHEMA_VERSION);
+            snprintf(err, errlen,
+                     "the database has schema version %d;"
+                     " this mailpool knows up to %d",
+                     version, PGQ_SCHEMA_VERSION);
         else
             rc = pgq_apply(q, c, version, err, errlen);
     }
@@ -357,4 +358,3 @@ int pgq_migrate(struct pgq *q, PGconn *c, char *err, size_t errlen)
     PQclear(r);
     return rc;
 }
-

@@ -26,9 +26,11 @@ static int pgq_idem_hit(PGconn *c, const struct queue_idem *idem,
                         struct queue_idem_hit *hit)
 {
     const char *vals[] = { idem->key };
-    PGresult *r = pgq_run(c, "SELECT fingerprint, state, http_status,"
+    PGresult *r = pgq_run(c,
+                          "SELECT fingerprint, state, http_status,"
                           " response FROM mailpool_idempotency WHERE key ="
-                          " $1", 1, vals, PGRES_TUPLES_OK);
+                          " $1",
+                          1, vals, PGRES_TUPLES_OK);
     if (r == NULL || PQntuples(r) != 1) {
         PQclear(r);
         return -1;
@@ -49,18 +51,20 @@ static int pgq_idem_store(struct pgq *q, PGconn *c,
                           struct queue_idem_hit *hit)
 {
     char at[40], until[40], status[16];
-    const char *vals[] = { idem->key, idem->fingerprint, at,
-                           idem->pending ? "1" : "0", status,
-                           idem->response, q->owner, until };
+    const char *vals[] = { idem->key, idem->fingerprint,
+                           at,        idem->pending ? "1" : "0",
+                           status,    idem->response,
+                           q->owner,  until };
     pgq_num(at, sizeof at, now);
     pgq_num(until, sizeof until, now + q->base.lease_s);
     snprintf(status, sizeof status, "%d", idem->http_status);
-    PGresult *r = pgq_run(c, "INSERT INTO mailpool_idempotency (key,"
+    PGresult *r = pgq_run(c,
+                          "INSERT INTO mailpool_idempotency (key,"
                           " fingerprint, created_at, state, http_status,"
                           " response, owner, lease_until) VALUES ($1, $2,"
                           " $3::float8, $4::int, $5::int, $6, $7,"
-                          " $8::float8) ON CONFLICT (key) DO NOTHING", 8,
-                          vals, PGRES_COMMAND_OK);
+                          " $8::float8) ON CONFLICT (key) DO NOTHING",
+                          8, vals, PGRES_COMMAND_OK);
     if (r == NULL)
         return -1;
     int stored = strcmp(PQcmdTuples(r), "1") == 0;
@@ -78,9 +82,9 @@ static int pgq_insert(PGconn *c, const struct queue_new *msgs, size_t n,
         const struct queue_new *m = &msgs[i];
         int later = m->send_at > now;
         char at[40], due[40];
-        const char *vals[] = { m->id, later ? "1" : "0", at, due,
-                               m->message_id, m->metadata, m->blob,
-                               m->recipients, m->subject };
+        const char *vals[] = { m->id,   later ? "1" : "0", at,
+                               due,     m->message_id,     m->metadata,
+                               m->blob, m->recipients,     m->subject };
         int lens[] = { 0, 0, 0, 0, 0, 0, (int)m->blob_len, 0, 0 };
         int fmts[] = { 0, 0, 0, 0, 0, 0, 1, 0, 0 };
         pgq_num(at, sizeof at, now);
@@ -88,7 +92,8 @@ static int pgq_insert(PGconn *c, const struct queue_new *msgs, size_t n,
         /* The message, then one mailpool_rcpts row per address of its
            recipients (a JSON array of strings), lower-cased as the
            list's filter is. */
-        PGresult *r = pgq_params(c, "WITH ins AS (INSERT INTO"
+        PGresult *r = pgq_params(c,
+                                 "WITH ins AS (INSERT INTO"
                                  " mailpool_messages (id, state,"
                                  " created_at, due_at, message_id,"
                                  " metadata, blob, recipients, subject)"
@@ -99,8 +104,8 @@ static int pgq_insert(PGconn *c, const struct queue_new *msgs, size_t n,
                                  " DISTINCT lower(a), (SELECT id FROM ins)"
                                  " FROM json_array_elements_text(CASE WHEN"
                                  " $8 IS NULL THEN '[]'::json ELSE"
-                                 " $8::json END) AS a", 9, vals,
-                                 lens, fmts);
+                                 " $8::json END) AS a",
+                                 9, vals, lens, fmts);
         int ok = r != NULL && PQresultStatus(r) == PGRES_COMMAND_OK;
         PQclear(r);
         if (!ok)
@@ -116,8 +121,7 @@ static int pgq_enqueue_tx(struct pgq *q, PGconn *c,
                           struct queue_idem_hit *hit)
 {
     double now = queue_wall_now();
-    if (pgq_cmd(c, "BEGIN") < 0 && (!pgq_revived(c) ||
-                                    pgq_cmd(c, "BEGIN") < 0))
+    if (pgq_cmd(c, "BEGIN") < 0 && (!pgq_revived(c) || pgq_cmd(c, "BEGIN") < 0))
         return QUEUE_EIO;
     if (idem != NULL) {
         int stored = pgq_idem_store(q, c, idem, now, hit);
@@ -135,9 +139,8 @@ static int pgq_enqueue_tx(struct pgq *q, PGconn *c,
     return QUEUE_OK;
 }
 
-int pgq_enqueue(struct queue *qb, const struct queue_new *msgs,
-                size_t n, const struct queue_idem *idem,
-                queue_done_fn done, void *ctx)
+int pgq_enqueue(struct queue *qb, const struct queue_new *msgs, size_t n,
+                const struct queue_idem *idem, queue_done_fn done, void *ctx)
 {
     struct pgq *q = (struct pgq *)qb;
     struct queue_idem_hit hit;
@@ -155,7 +158,7 @@ int pgq_enqueue(struct queue *qb, const struct queue_new *msgs,
 /* Runs one statement on a pooled connection, once more on a revived
    connection: its result (status ok) or NULL. */
 PGresult *pgq_exec(struct pgq *q, const char *sql, int n,
-                          const char *const *vals, ExecStatusType ok)
+                   const char *const *vals, ExecStatusType ok)
 {
     int slot = pgq_get(q);
     if (slot < 0)
@@ -169,32 +172,34 @@ PGresult *pgq_exec(struct pgq *q, const char *sql, int n,
 }
 
 /* Runs a statement that returns no rows: QUEUE_OK or QUEUE_EIO. */
-int pgq_exec_cmd(struct pgq *q, const char *sql, int n,
-                 const char *const *vals)
+int pgq_exec_cmd(struct pgq *q, const char *sql, int n, const char *const *vals)
 {
     PGresult *r = pgq_exec(q, sql, n, vals, PGRES_COMMAND_OK);
     PQclear(r);
     return r != NULL ? QUEUE_OK : QUEUE_EIO;
 }
 
-int pgq_idem_finish(struct queue *qb, const char *key,
-                    int http_status, const char *response)
+int pgq_idem_finish(struct queue *qb, const char *key, int http_status,
+                    const char *response)
 {
     struct pgq *q = (struct pgq *)qb;
     char status[16];
     const char *vals[] = { key, status, response != NULL ? response : "" };
     if (http_status < 0)
-        return pgq_exec_cmd(q, "DELETE FROM mailpool_idempotency WHERE key"
-                            " = $1 AND state = 1", 1, vals);
+        return pgq_exec_cmd(q,
+                            "DELETE FROM mailpool_idempotency WHERE key"
+                            " = $1 AND state = 1",
+                            1, vals);
     snprintf(status, sizeof status, "%d", http_status);
-    return pgq_exec_cmd(q, "UPDATE mailpool_idempotency SET state = 0,"
+    return pgq_exec_cmd(q,
+                        "UPDATE mailpool_idempotency SET state = 0,"
                         " http_status = $2::int, response = $3,"
-                        " lease_until = NULL WHERE key = $1", 3, vals);
+                        " lease_until = NULL WHERE key = $1",
+                        3, vals);
 }
 
 /* Copies the claimed rows of r into out[0..*n). */
-static int pgq_claimed(const PGresult *r, struct queue_claimed *out,
-                       size_t *n)
+static int pgq_claimed(const PGresult *r, struct queue_claimed *out, size_t *n)
 {
     for (int i = 0; i < PQntuples(r); i++) {
         struct queue_claimed *c = &out[*n];
@@ -219,8 +224,8 @@ static int pgq_claimed(const PGresult *r, struct queue_claimed *out,
     return QUEUE_OK;
 }
 
-int pgq_claim(struct queue *qb, double now, size_t max,
-              double lease_s, struct queue_claimed **out, size_t *n)
+int pgq_claim(struct queue *qb, double now, size_t max, double lease_s,
+              struct queue_claimed **out, size_t *n)
 {
     struct pgq *q = (struct pgq *)qb;
     char at[40], lim[24], lease[40];
@@ -232,7 +237,8 @@ int pgq_claim(struct queue *qb, double now, size_t max,
     pgq_num(at, sizeof at, now);
     pgq_num(lease, sizeof lease, lease_s);
     snprintf(lim, sizeof lim, "%zu", max);
-    PGresult *r = pgq_exec(q,
+    PGresult *r = pgq_exec(
+        q,
         "WITH c AS (UPDATE mailpool_messages SET state = 2, lease_until ="
         " $1::float8 + $3::float8, owner = $4, started = false,"
         " attempts = attempts + 1"
@@ -242,8 +248,8 @@ int pgq_claim(struct queue *qb, double now, size_t max,
         " RETURNING id, blob, attempts, created_at),"
         " l AS (INSERT INTO mailpool_claims (message, owner, attempt, at)"
         " SELECT id, $4, attempts, $1::float8 FROM c)"
-        " SELECT id, blob, attempts, created_at FROM c", 4, vals,
-        PGRES_TUPLES_OK);
+        " SELECT id, blob, attempts, created_at FROM c",
+        4, vals, PGRES_TUPLES_OK);
     if (r == NULL)
         return QUEUE_EIO;
     *out = calloc((size_t)PQntuples(r) + 1, sizeof **out);
@@ -254,16 +260,20 @@ int pgq_claim(struct queue *qb, double now, size_t max,
     return rc;
 }
 
-int pgq_record(struct queue *qb, const char *id,
-               const struct queue_attempt *a, enum queue_state state,
-               double next_at)
+int pgq_record(struct queue *qb, const char *id, const struct queue_attempt *a,
+               enum queue_state state, double next_at)
 {
     struct pgq *q = (struct pgq *)qb;
     char st[8], due[40], fin[40], at[40], code[16];
-    const char *vals[] = { id, st, due,
-                           queue_state_is_final(state) ? fin : NULL,
-                           q->owner, at, a->status, code, a->enhanced,
-                           a->text, a->accepted, a->rejected, a->error };
+    const char *vals[] = {
+        id,          st,
+        due,         queue_state_is_final(state) ? fin : NULL,
+        q->owner,    at,
+        a->status,   code,
+        a->enhanced, a->text,
+        a->accepted, a->rejected,
+        a->error
+    };
     snprintf(st, sizeof st, "%d", (int)state);
     snprintf(code, sizeof code, "%d", a->code);
     pgq_num(due, sizeof due, next_at);
@@ -278,17 +288,19 @@ int pgq_record(struct queue *qb, const char *id,
         int slot = pgq_get(q);
         if (slot < 0)
             return QUEUE_EIO;
-        PGresult *r = pgq_params(q->conns[slot], "UPDATE mailpool_messages"
+        PGresult *r = pgq_params(q->conns[slot],
+                                 "UPDATE mailpool_messages"
                                  " SET blob = $3::bytea WHERE id = $1 AND"
-                                 " state = 2 AND owner = $2", 3, bv, lens,
-                                 fmts);
+                                 " state = 2 AND owner = $2",
+                                 3, bv, lens, fmts);
         int ok = r != NULL && PQresultStatus(r) == PGRES_COMMAND_OK;
         PQclear(r);
         pgq_put(q, slot);
         if (!ok)
             return QUEUE_EIO;
     }
-    return pgq_exec_cmd(q,
+    return pgq_exec_cmd(
+        q,
         "WITH m AS (UPDATE mailpool_messages SET state = $2::int,"
         " lease_until = NULL, owner = NULL, due_at = $3::float8,"
         " finished_at = $4::float8 WHERE id = $1 AND state = 2 AND owner ="
@@ -301,7 +313,8 @@ int pgq_record(struct queue *qb, const char *id,
         " status = EXCLUDED.status, code = EXCLUDED.code,"
         " enhanced = EXCLUDED.enhanced, text = EXCLUDED.text,"
         " accepted = EXCLUDED.accepted, rejected = EXCLUDED.rejected,"
-        " error = EXCLUDED.error", 13, vals);
+        " error = EXCLUDED.error",
+        13, vals);
 }
 
 /* A synchronous send in one statement: the message, final with an empty
@@ -312,15 +325,17 @@ int pgq_log_sync(struct queue *qb, const struct queue_sync_msg *m,
     struct pgq *q = (struct pgq *)qb;
     const struct queue_attempt *a = &m->attempt;
     char st[8], made[40], at[40], code[16];
-    const char *vals[] = { m->id, st, made, at, m->message_id, m->metadata,
-                           m->recipients, m->subject, a->status, code,
-                           a->enhanced, a->text, a->accepted, a->rejected,
-                           a->error };
+    const char *vals[] = {
+        m->id,         st,          made,      at,   m->message_id, m->metadata,
+        m->recipients, m->subject,  a->status, code, a->enhanced,   a->text,
+        a->accepted,   a->rejected, a->error
+    };
     snprintf(st, sizeof st, "%d", (int)m->state);
     snprintf(code, sizeof code, "%d", a->code);
     pgq_num(made, sizeof made, m->created_at);
     pgq_num(at, sizeof at, a->at);
-    int rc = pgq_exec_cmd(q,
+    int rc = pgq_exec_cmd(
+        q,
         "WITH m AS (INSERT INTO mailpool_messages (id, state, created_at,"
         " due_at, finished_at, attempts, message_id, metadata, blob,"
         " recipients, subject) VALUES ($1, $2::int, $3::float8, $3::float8,"
@@ -331,8 +346,8 @@ int pgq_log_sync(struct queue *qb, const struct queue_sync_msg *m,
         " coalesce($13, ''), coalesce($14, ''), coalesce($15, '') FROM m)"
         " INSERT INTO mailpool_rcpts (addr, message) SELECT DISTINCT"
         " lower(r), (SELECT id FROM m) FROM json_array_elements_text(CASE"
-        " WHEN $7 IS NULL THEN '[]'::json ELSE $7::json END) AS r", 15,
-        vals);
+        " WHEN $7 IS NULL THEN '[]'::json ELSE $7::json END) AS r",
+        15, vals);
     done(ctx, rc);
     return QUEUE_OK;
 }
@@ -341,10 +356,12 @@ int pgq_release(struct queue *qb, const char *id)
 {
     struct pgq *q = (struct pgq *)qb;
     const char *vals[] = { id, q->owner };
-    return pgq_exec_cmd(q, "UPDATE mailpool_messages SET state = 0,"
+    return pgq_exec_cmd(q,
+                        "UPDATE mailpool_messages SET state = 0,"
                         " lease_until = NULL, owner = NULL, attempts ="
                         " attempts - 1 WHERE id = $1 AND state = 2 AND"
-                        " owner = $2", 2, vals);
+                        " owner = $2",
+                        2, vals);
 }
 
 /* Marks the claimed message started, while it is still this replica's
@@ -353,9 +370,10 @@ int pgq_start(struct queue *qb, const char *id)
 {
     struct pgq *q = (struct pgq *)qb;
     const char *vals[] = { id, q->owner };
-    PGresult *r = pgq_exec(q, "UPDATE mailpool_messages SET started = true"
-                           " WHERE id = $1 AND state = 2 AND owner = $2", 2,
-                           vals, PGRES_COMMAND_OK);
+    PGresult *r = pgq_exec(q,
+                           "UPDATE mailpool_messages SET started = true"
+                           " WHERE id = $1 AND state = 2 AND owner = $2",
+                           2, vals, PGRES_COMMAND_OK);
     if (r == NULL)
         return QUEUE_EIO;
     int rc = strcmp(PQcmdTuples(r), "1") == 0 ? QUEUE_OK : QUEUE_ECONFLICT;
@@ -363,8 +381,7 @@ int pgq_start(struct queue *qb, const char *id)
     return rc;
 }
 
-int pgq_cancel(struct queue *qb, const char *id,
-               enum queue_state *state)
+int pgq_cancel(struct queue *qb, const char *id, enum queue_state *state)
 {
     struct pgq *q = (struct pgq *)qb;
     char fin[40];
@@ -374,7 +391,8 @@ int pgq_cancel(struct queue *qb, const char *id,
     pgq_num(fin, sizeof fin, queue_wall_now());
     /* One statement: the cancel happens only if the state allows it at
        the moment the row is locked; else the state found is returned. */
-    PGresult *r = pgq_exec(q,
+    PGresult *r = pgq_exec(
+        q,
         "WITH u AS (UPDATE mailpool_messages SET state = 9, finished_at ="
         " $2::float8 WHERE id = $1 AND state IN (0, 1, 3) RETURNING state)"
         " SELECT state, 1 FROM u UNION ALL SELECT state, 0 FROM"
@@ -386,8 +404,7 @@ int pgq_cancel(struct queue *qb, const char *id,
         rc = QUEUE_ENOTFOUND;
     } else {
         s = (enum queue_state)strtol(PQgetvalue(r, 0, 0), NULL, 10);
-        rc = strcmp(PQgetvalue(r, 0, 1), "1") == 0 ? QUEUE_OK
-                                                   : QUEUE_ECONFLICT;
+        rc = strcmp(PQgetvalue(r, 0, 1), "1") == 0 ? QUEUE_OK : QUEUE_ECONFLICT;
     }
     PQclear(r);
     if (state != NULL)
@@ -397,21 +414,22 @@ int pgq_cancel(struct queue *qb, const char *id,
 
 /* ---- leases ---- */
 
-int pgq_renew(struct queue *qb, double now, double lease_s,
-              const char *ids)
+int pgq_renew(struct queue *qb, double now, double lease_s, const char *ids)
 {
     struct pgq *q = (struct pgq *)qb;
     char until[40];
     const char *vals[] = { until, q->owner, ids };
     pgq_num(until, sizeof until, now + lease_s);
-    int rc = pgq_exec_cmd(q, "UPDATE mailpool_messages SET lease_until ="
+    int rc = pgq_exec_cmd(q,
+                          "UPDATE mailpool_messages SET lease_until ="
                           " $1::float8 WHERE state = 2 AND owner = $2 AND"
                           " id IN (SELECT json_array_elements_text($3::json))",
                           3, vals);
     if (rc == QUEUE_OK)
-        rc = pgq_exec_cmd(q, "UPDATE mailpool_idempotency SET lease_until"
-                          " = $1::float8 WHERE state = 1 AND owner = $2", 2,
-                          vals);
+        rc = pgq_exec_cmd(q,
+                          "UPDATE mailpool_idempotency SET lease_until"
+                          " = $1::float8 WHERE state = 1 AND owner = $2",
+                          2, vals);
     return rc;
 }
 
@@ -426,14 +444,17 @@ static void pgq_purge(struct pgq *q, double now)
     q->last_purge = now;
     pgq_num(keep, sizeof keep, now - q->retention_s);
     pgq_num(ttl, sizeof ttl, now - q->idem_ttl_s);
-    pgq_exec_cmd(q, "WITH d AS (DELETE FROM mailpool_messages WHERE"
+    pgq_exec_cmd(q,
+                 "WITH d AS (DELETE FROM mailpool_messages WHERE"
                  " finished_at < $1::float8 RETURNING id) DELETE FROM"
                  " mailpool_attempts WHERE message IN (SELECT id FROM d)",
                  1, vals);
-    pgq_exec_cmd(q, "DELETE FROM mailpool_idempotency WHERE created_at <"
-                 " $2::float8 AND state <> 1", 2, vals);
+    pgq_exec_cmd(q,
+                 "DELETE FROM mailpool_idempotency WHERE created_at <"
+                 " $2::float8 AND state <> 1",
+                 2, vals);
     pgq_exec_cmd(q, "DELETE FROM mailpool_claims WHERE at < $1::float8", 1,
-                 vals);         /* the claim log, kept as the messages */
+                 vals); /* the claim log, kept as the messages */
 }
 
 /* Claimed messages never started whose lease ended (their replica died
@@ -441,13 +462,14 @@ static void pgq_purge(struct pgq *q, double now)
    uncounted, and the replicas are woken. */
 static void pgq_requeue(struct pgq *q, const char *const *vals)
 {
-    PGresult *r = pgq_exec(q, "WITH u AS (UPDATE mailpool_messages SET"
+    PGresult *r = pgq_exec(q,
+                           "WITH u AS (UPDATE mailpool_messages SET"
                            " state = 0, lease_until = NULL, owner = NULL,"
                            " attempts = attempts - 1 WHERE state = 2 AND NOT"
                            " started AND lease_until < $1::float8 RETURNING"
                            " id) SELECT count(*), pg_notify('mailpool_queue',"
-                           " '') FROM u HAVING count(*) > 0", 1, vals,
-                           PGRES_TUPLES_OK);
+                           " '') FROM u HAVING count(*) > 0",
+                           1, vals, PGRES_TUPLES_OK);
     PQclear(r);
 }
 
@@ -459,7 +481,8 @@ int pgq_reap(struct queue *qb, double now, unsigned long *n)
     *n = 0;
     pgq_num(at, sizeof at, now);
     pgq_requeue(q, vals);
-    PGresult *r = pgq_exec(q,
+    PGresult *r = pgq_exec(
+        q,
         "WITH r AS (UPDATE mailpool_messages SET state = 8, lease_until ="
         " NULL, finished_at = $1::float8 WHERE state = 2 AND started AND"
         " lease_until < $1::float8 RETURNING id, attempts)"
@@ -467,15 +490,16 @@ int pgq_reap(struct queue *qb, double now, unsigned long *n)
         " enhanced, error) SELECT id, attempts, $1::float8, 'unknown', 421,"
         " '4.4.2', 'the replica sending the message stopped renewing its"
         " lease: it may have been delivered; not resent' FROM r"
-        " ON CONFLICT (message, n) DO NOTHING RETURNING message", 1, vals,
-        PGRES_TUPLES_OK);
+        " ON CONFLICT (message, n) DO NOTHING RETURNING message",
+        1, vals, PGRES_TUPLES_OK);
     if (r == NULL)
         return QUEUE_EIO;
     *n = (unsigned long)PQntuples(r);
     PQclear(r);
-    pgq_exec_cmd(q, "UPDATE mailpool_idempotency SET state = 2 WHERE"
-                 " state = 1 AND lease_until < $1::float8", 1, vals);
+    pgq_exec_cmd(q,
+                 "UPDATE mailpool_idempotency SET state = 2 WHERE"
+                 " state = 1 AND lease_until < $1::float8",
+                 1, vals);
     pgq_purge(q, now);
     return QUEUE_OK;
 }
-

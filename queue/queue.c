@@ -29,8 +29,8 @@
 #define QUEUE_DEFAULT_LEASE_S 60.0
 
 static const char *const state_names[QUEUE_STATE__COUNT] = {
-    "queued", "scheduled", "sending", "retry", "sent", "partial",
-    "rejected", "failed", "unknown", "cancelled",
+    "queued",  "scheduled", "sending", "retry",   "sent",
+    "partial", "rejected",  "failed",  "unknown", "cancelled",
 };
 
 const char *queue_state_name(enum queue_state s)
@@ -122,8 +122,7 @@ static int wire_has_locked(const struct queue *q, const char *id)
    they must not become a second job sending the same message.  The
    claim that is already here goes on (the new claim's lease is its
    own: same owner). */
-static void wire_drop_held(struct queue *q, struct queue_claimed *c,
-                           size_t *n)
+static void wire_drop_held(struct queue *q, struct queue_claimed *c, size_t *n)
 {
     size_t kept = 0;
     pthread_mutex_lock(&q->mu);
@@ -139,8 +138,7 @@ static void wire_drop_held(struct queue *q, struct queue_claimed *c,
 }
 
 /* Notes ids[0..n) as claimed here (their leases renewed); 0 or -1. */
-static int wire_add(struct queue *q, const struct queue_claimed *c,
-                    size_t n)
+static int wire_add(struct queue *q, const struct queue_claimed *c, size_t n)
 {
     int rc = 0;
     pthread_mutex_lock(&q->mu);
@@ -148,7 +146,7 @@ static int wire_add(struct queue *q, const struct queue_claimed *c,
         size_t cap = q->capwire ? q->capwire : 64;
         while (cap < q->nwire + n)
             cap *= 2;
-        char (*w)[QUEUE_ID_LEN] = realloc(q->wire, cap * sizeof *w);
+        char(*w)[QUEUE_ID_LEN] = realloc(q->wire, cap * sizeof *w);
         if (w == NULL) {
             rc = -1;
         } else {
@@ -272,7 +270,7 @@ void queue_close(struct queue *q)
     pthread_mutex_unlock(&q->mu);
     if (q->keeper_on)
         pthread_join(q->keeper, NULL);
-    q->ops->close(q);               /* calls queue_base_fini_ */
+    q->ops->close(q); /* calls queue_base_fini_ */
 }
 
 void queue_base_fini_(struct queue *q)
@@ -322,8 +320,7 @@ void queue_wake_(struct queue *q)
 }
 
 int queue_enqueue(struct queue *q, const struct queue_new *msgs, size_t n,
-                  const struct queue_idem *idem, queue_done_fn done,
-                  void *ctx)
+                  const struct queue_idem *idem, queue_done_fn done, void *ctx)
 {
     return q->ops->enqueue(q, msgs, n, idem, done, ctx);
 }
@@ -341,7 +338,7 @@ int queue_claim(struct queue *q, double now, size_t max, double lease_s,
     if (rc == QUEUE_OK)
         wire_drop_held(q, *out, n);
     if (rc == QUEUE_OK && wire_add(q, *out, *n) < 0)
-        rc = QUEUE_ENOMEM;      /* what was claimed goes back to queued
+        rc = QUEUE_ENOMEM; /* what was claimed goes back to queued
                                    once its lease lapses (never started) */
     if (rc != QUEUE_OK && *out != NULL) {
         queue_claimed_free(*out, *n);
@@ -351,9 +348,8 @@ int queue_claim(struct queue *q, double now, size_t max, double lease_s,
     return rc;
 }
 
-int queue_record(struct queue *q, const char *id,
-                 const struct queue_attempt *a, enum queue_state state,
-                 double next_at)
+int queue_record(struct queue *q, const char *id, const struct queue_attempt *a,
+                 enum queue_state state, double next_at)
 {
     wire_del(q, id);
     return q->ops->record(q, id, a, state, next_at);
@@ -370,8 +366,7 @@ int queue_start(struct queue *q, const char *id)
     return q->ops->start(q, id);
 }
 
-int queue_start_all(struct queue *q, const char *const *ids, size_t n,
-                    int *rcs)
+int queue_start_all(struct queue *q, const char *const *ids, size_t n, int *rcs)
 {
     int rc = QUEUE_OK;
     if (q->ops->start_all != NULL && n > 1)
@@ -430,14 +425,17 @@ void queue_list_free(struct queue_item *items, size_t n)
 int queue_log_sync(struct queue *q, const struct queue_sync_msg *m,
                    queue_logged_fn done, void *ctx)
 {
-    assert(queue_state_is_final(m->state));     /* never claimed */
+    assert(queue_state_is_final(m->state)); /* never claimed */
     return q->ops->log_sync(q, m, done, ctx);
 }
 
 /* ---- the outbox: delivery events ---- */
 
 static const char *const event_state_names[QUEUE_EV__COUNT] = {
-    "pending", "delivered", "failed", "stopped",
+    "pending",
+    "delivered",
+    "failed",
+    "stopped",
 };
 
 const char *queue_event_state_name(enum queue_event_state s)
@@ -448,7 +446,8 @@ const char *queue_event_state_name(enum queue_event_state s)
 const char *queue_event_type(enum queue_state s)
 {
     static const char *const types[QUEUE_STATE__COUNT] = {
-        [QUEUE_RETRY] = "message.deferred", [QUEUE_SENT] = "message.sent",
+        [QUEUE_RETRY] = "message.deferred",
+        [QUEUE_SENT] = "message.sent",
         [QUEUE_PARTIAL] = "message.partial",
         [QUEUE_REJECTED] = "message.rejected",
         [QUEUE_FAILED] = "message.failed",
@@ -486,24 +485,23 @@ void queue_event_recs_free(struct queue_event_rec *ev, size_t n)
 static int event_try_add(struct queue_event_rec *e,
                          const struct queue_event_row *row)
 {
-    struct queue_event_try *t = realloc(e->tries,
-                                        (e->ntries + 1) * sizeof *t);
+    struct queue_event_try *t = realloc(e->tries, (e->ntries + 1) * sizeof *t);
     if (t == NULL)
         return -1;
     e->tries = t;
     t = &t[e->ntries];
     t->at = row->at;
     t->http_status = row->http_status;
-    t->error = row->error != NULL && row->error[0] != '\0'
-                   ? strdup(row->error) : NULL;
+    t->error = row->error != NULL && row->error[0] != '\0' ? strdup(row->error)
+                                                           : NULL;
     if (t->error == NULL && row->error != NULL && row->error[0] != '\0')
         return -1;
     e->ntries++;
     return 0;
 }
 
-int queue_event_row_add_(struct queue_event_rec **out, size_t *n,
-                         size_t *cap, const struct queue_event_row *row)
+int queue_event_row_add_(struct queue_event_rec **out, size_t *n, size_t *cap,
+                         const struct queue_event_row *row)
 {
     if (*n == 0 || strcmp((*out)[*n - 1].id, row->id) != 0) {
         if (*n == *cap) {
@@ -525,8 +523,8 @@ int queue_event_row_add_(struct queue_event_rec **out, size_t *n,
     return row->has_try ? event_try_add(&(*out)[*n - 1], row) : 0;
 }
 
-int queue_event_claim(struct queue *q, double now, size_t max,
-                      double lease_s, struct queue_event **out, size_t *n)
+int queue_event_claim(struct queue *q, double now, size_t max, double lease_s,
+                      struct queue_event **out, size_t *n)
 {
     *out = NULL;
     *n = 0;
@@ -537,8 +535,7 @@ int queue_event_result(struct queue *q, const char *id, double at,
                        int http_status, const char *error,
                        enum queue_event_state state, double next_at)
 {
-    return q->ops->event_result(q, id, at, http_status, error, state,
-                                next_at);
+    return q->ops->event_result(q, id, at, http_status, error, state, next_at);
 }
 
 int queue_events_of(struct queue *q, const char *id,

@@ -47,8 +47,8 @@
 
 #include <stddef.h>
 
-#define QUEUE_ID_LEN 23         /* 128 random bits, base64url: 22 + NUL */
-#define QUEUE_KEY_MAX 255       /* an Idempotency-Key, visible ASCII */
+#define QUEUE_ID_LEN 23   /* 128 random bits, base64url: 22 + NUL */
+#define QUEUE_KEY_MAX 255 /* an Idempotency-Key, visible ASCII */
 
 enum queue_state {
     QUEUE_QUEUED = 0,
@@ -65,13 +65,13 @@ enum queue_state {
 };
 
 /* Errors. */
-#define QUEUE_OK        0
-#define QUEUE_EIO      (-1)     /* the database cannot be written or read */
-#define QUEUE_ENOMEM   (-2)
+#define QUEUE_OK 0
+#define QUEUE_EIO (-1) /* the database cannot be written or read */
+#define QUEUE_ENOMEM (-2)
 #define QUEUE_ENOTFOUND (-3)
-#define QUEUE_ECONFLICT (-4)    /* the message is no longer cancellable */
-#define QUEUE_EIDEM    (-5)     /* queue_enqueue: the key was seen before */
-#define QUEUE_ECLOSED  (-6)     /* the queue is closing */
+#define QUEUE_ECONFLICT (-4) /* the message is no longer cancellable */
+#define QUEUE_EIDEM (-5)     /* queue_enqueue: the key was seen before */
+#define QUEUE_ECLOSED (-6)   /* the queue is closing */
 
 /* "queued", "sending", ...; "?" out of range. */
 const char *queue_state_name(enum queue_state s);
@@ -79,20 +79,20 @@ const char *queue_state_name(enum queue_state s);
 int queue_state_is_final(enum queue_state s);
 
 struct queue_opts {
-    const char *backend;        /* "sqlite" (also NULL) or "postgres" */
-    const char *path;           /* the SQLite file; created if missing */
-    const char *url;            /* postgres: a libpq connection string */
-    const char *password_file;  /* postgres: its first line is the
+    const char *backend;       /* "sqlite" (also NULL) or "postgres" */
+    const char *path;          /* the SQLite file; created if missing */
+    const char *url;           /* postgres: a libpq connection string */
+    const char *password_file; /* postgres: its first line is the
                                    password; NULL: libpq's (PGPASSFILE) */
-    double lease_s;             /* a sending message's lease; 0: 60 s */
-    int sync_normal;            /* synchronous=NORMAL instead of FULL */
-    double retention_s;         /* finished messages kept this long */
-    double idem_ttl_s;          /* idempotency keys kept this long */
-    unsigned event_states;      /* the outbox: bit (1u << state) for each
+    double lease_s;            /* a sending message's lease; 0: 60 s */
+    int sync_normal;           /* synchronous=NORMAL instead of FULL */
+    double retention_s;        /* finished messages kept this long */
+    double idem_ttl_s;         /* idempotency keys kept this long */
+    unsigned event_states;     /* the outbox: bit (1u << state) for each
                                    state whose every change writes an
                                    event row, in the transaction of the
                                    change; 0: none (no webhook) */
-    const char *event_config;   /* what the events go to (the webhook's
+    const char *event_config;  /* what the events go to (the webhook's
                                    URL and types); when it differs from
                                    the one stored, the types stopped by a
                                    410 (QUEUE_EV_STOPPED) start again */
@@ -126,34 +126,34 @@ void queue_new_id(char id[QUEUE_ID_LEN]);
 
 /* A message to store; borrowed. */
 struct queue_new {
-    char id[QUEUE_ID_LEN];      /* from queue_new_id */
-    const void *blob;           /* the message, opaque */
+    char id[QUEUE_ID_LEN]; /* from queue_new_id */
+    const void *blob;      /* the message, opaque */
     size_t blob_len;
-    const char *message_id;     /* Message-ID with brackets, or NULL */
-    const char *metadata;       /* a JSON object's text, or NULL */
-    double send_at;             /* Unix seconds; 0 or past: now */
-    const char *recipients;     /* for queue_list: a JSON array of the
+    const char *message_id; /* Message-ID with brackets, or NULL */
+    const char *metadata;   /* a JSON object's text, or NULL */
+    double send_at;         /* Unix seconds; 0 or past: now */
+    const char *recipients; /* for queue_list: a JSON array of the
                                    addresses, or NULL */
-    const char *subject;        /* for queue_list: the Subject, or NULL */
+    const char *subject;    /* for queue_list: the Subject, or NULL */
 };
 
 /* An idempotency key and what answers a repeat of its request. */
 struct queue_idem {
-    const char *key;            /* scoped by the caller (API key) */
-    const char *fingerprint;    /* of the request: a repeat must match */
-    int pending;                /* 1: the answer comes later
+    const char *key;         /* scoped by the caller (API key) */
+    const char *fingerprint; /* of the request: a repeat must match */
+    int pending;             /* 1: the answer comes later
                                    (queue_idem_finish) */
-    int http_status;            /* the answer, when not pending */
+    int http_status;         /* the answer, when not pending */
     const char *response;
 };
 
 /* What was found under a key that was seen before; caller-owned. */
 struct queue_idem_hit {
-    int same;                   /* the fingerprint matches */
-    int pending;                /* its request is still being answered */
-    int lost;                   /* it was pending when the service died */
+    int same;    /* the fingerprint matches */
+    int pending; /* its request is still being answered */
+    int lost;    /* it was pending when the service died */
     int http_status;
-    char *response;             /* NULL while pending */
+    char *response; /* NULL while pending */
 };
 void queue_idem_hit_clear(struct queue_idem_hit *hit);
 
@@ -168,8 +168,7 @@ typedef void (*queue_done_fn)(void *ctx, int rc,
    Returns QUEUE_OK when the write was taken (done follows), else an error
    and done is not called. */
 int queue_enqueue(struct queue *q, const struct queue_new *msgs, size_t n,
-                  const struct queue_idem *idem, queue_done_fn done,
-                  void *ctx);
+                  const struct queue_idem *idem, queue_done_fn done, void *ctx);
 
 /* Records the answer of a key stored pending (async, no wait); an
    http_status below 0 forgets the key (nothing was done: a repeat may
@@ -182,7 +181,7 @@ struct queue_claimed {
     char id[QUEUE_ID_LEN];
     void *blob;
     size_t blob_len;
-    int attempts;               /* counting this one */
+    int attempts; /* counting this one */
     double created_at;
 };
 /* Marks up to max due messages (queued, scheduled or retry with due time
@@ -194,15 +193,15 @@ void queue_claimed_free(struct queue_claimed *c, size_t n);
 
 /* One attempt's outcome, for the record; borrowed, copied. */
 struct queue_attempt {
-    double at;                  /* Unix seconds */
-    const char *status;         /* smtp_delivery_name */
+    double at;          /* Unix seconds */
+    const char *status; /* smtp_delivery_name */
     int code;
-    const char *enhanced;       /* "" when none */
-    const char *text;           /* reply lines joined with '\n' */
-    const char *accepted;       /* recipients joined with '\n' */
-    const char *rejected;       /* "rcpt\tcode\tenhanced\ttext" lines */
-    const char *error;          /* a sentence for people, or "" */
-    const void *retry_blob;     /* with QUEUE_RETRY: the message the next
+    const char *enhanced;   /* "" when none */
+    const char *text;       /* reply lines joined with '\n' */
+    const char *accepted;   /* recipients joined with '\n' */
+    const char *rejected;   /* "rcpt\tcode\tenhanced\ttext" lines */
+    const char *error;      /* a sentence for people, or "" */
+    const void *retry_blob; /* with QUEUE_RETRY: the message the next
                                    attempt sends (its recipients narrowed
                                    to those deferred with 4xx), stored in
                                    place of the old; NULL: unchanged */
@@ -210,9 +209,8 @@ struct queue_attempt {
 };
 /* Records attempt a of message id and moves it to state (due again at
    next_at for QUEUE_RETRY).  Async: no wait. */
-int queue_record(struct queue *q, const char *id,
-                 const struct queue_attempt *a, enum queue_state state,
-                 double next_at);
+int queue_record(struct queue *q, const char *id, const struct queue_attempt *a,
+                 enum queue_state state, double next_at);
 /* A claimed message that was never attempted goes back to queued, its
    attempt uncounted.  Async. */
 int queue_release(struct queue *q, const char *id);
@@ -241,14 +239,14 @@ int queue_cancel(struct queue *q, const char *id, enum queue_state *state);
 struct queue_doc {
     char id[QUEUE_ID_LEN];
     enum queue_state state;
-    double created_at, next_attempt_at;     /* next: 0 when none */
-    char *message_id, *metadata;            /* NULL when none */
+    double created_at, next_attempt_at; /* next: 0 when none */
+    char *message_id, *metadata;        /* NULL when none */
     size_t nattempts;
     struct queue_attempt_rec {
         double at;
         char *status, *enhanced, *text, *accepted, *rejected, *error;
         int code;
-    } *attempts;
+    } * attempts;
 };
 /* Reads message id: QUEUE_OK, QUEUE_ENOTFOUND or QUEUE_EIO. */
 int queue_get(struct queue *q, const char *id, struct queue_doc *doc);
@@ -267,15 +265,15 @@ int queue_next_due(struct queue *q, double *when);
 
 /* Which messages queue_list returns, newest first; borrowed. */
 struct queue_list_query {
-    unsigned states;            /* bit (1u << state) per state; 0: any */
-    const char *recipient;      /* one address, any case; NULL: any */
-    const char *message_id;     /* exact, with brackets; NULL: any */
-    double after;               /* created at or after; 0: no bound */
-    double before;              /* created before; 0: no bound */
-    const char *before_id;      /* with before: also created at exactly
+    unsigned states;        /* bit (1u << state) per state; 0: any */
+    const char *recipient;  /* one address, any case; NULL: any */
+    const char *message_id; /* exact, with brackets; NULL: any */
+    double after;           /* created at or after; 0: no bound */
+    double before;          /* created before; 0: no bound */
+    const char *before_id;  /* with before: also created at exactly
                                    `before` with a smaller id (a page's
                                    cursor); NULL: none */
-    size_t limit;               /* at most this many (1 or more) */
+    size_t limit;           /* at most this many (1 or more) */
 };
 
 /* One message of the log, never its body; owned by the array. */
@@ -301,14 +299,14 @@ void queue_list_free(struct queue_item *items, size_t n);
 /* A message already sent synchronously (outside the queue), for the
    message log; borrowed until the done callback. */
 struct queue_sync_msg {
-    char id[QUEUE_ID_LEN];      /* from queue_new_id */
-    const char *message_id;     /* Message-ID with brackets, or NULL */
-    const char *metadata;       /* a JSON object's text, or NULL */
-    const char *recipients;     /* a JSON array of the addresses, or NULL */
-    const char *subject;        /* the Subject, or NULL */
-    double created_at;          /* Unix seconds: when it was submitted */
-    enum queue_state state;     /* final (queue_state_is_final) */
-    struct queue_attempt attempt;   /* its one attempt; .at: finished */
+    char id[QUEUE_ID_LEN];        /* from queue_new_id */
+    const char *message_id;       /* Message-ID with brackets, or NULL */
+    const char *metadata;         /* a JSON object's text, or NULL */
+    const char *recipients;       /* a JSON array of the addresses, or NULL */
+    const char *subject;          /* the Subject, or NULL */
+    double created_at;            /* Unix seconds: when it was submitted */
+    enum queue_state state;       /* final (queue_state_is_final) */
+    struct queue_attempt attempt; /* its one attempt; .at: finished */
 };
 
 /* Told once the record is committed (rc QUEUE_OK) or failed (rc < 0,
@@ -331,14 +329,14 @@ int queue_log_sync(struct queue *q, const struct queue_sync_msg *m,
    event exists exactly when its change was committed.  webhook/ claims
    the due events with a lease, POSTs them and records each try. */
 
-#define QUEUE_EVENT_ID_LEN 37   /* "evt_" + 128 random bits in hex + NUL */
+#define QUEUE_EVENT_ID_LEN 37 /* "evt_" + 128 random bits in hex + NUL */
 
 /* An event's delivery state. */
 enum queue_event_state {
-    QUEUE_EV_PENDING = 0,       /* due at its next try */
-    QUEUE_EV_DELIVERED,         /* a 2xx answered */
-    QUEUE_EV_FAILED,            /* its tries ran out */
-    QUEUE_EV_STOPPED,           /* its type was stopped by a 410 */
+    QUEUE_EV_PENDING = 0, /* due at its next try */
+    QUEUE_EV_DELIVERED,   /* a 2xx answered */
+    QUEUE_EV_FAILED,      /* its tries ran out */
+    QUEUE_EV_STOPPED,     /* its type was stopped by a 410 */
     QUEUE_EV__COUNT
 };
 
@@ -354,19 +352,19 @@ const char *queue_event_type(enum queue_state s);
    had no attempt of its own (cancelled). */
 struct queue_event {
     char id[QUEUE_EVENT_ID_LEN];
-    char message[QUEUE_ID_LEN];     /* the message's queue id */
-    enum queue_state state;         /* the state the message moved to */
-    double created_at;              /* when the change was committed */
-    int attempt;                    /* the message's attempts by then */
-    int tries;                      /* deliveries tried before this one */
-    char *message_id, *metadata;    /* NULL when none */
+    char message[QUEUE_ID_LEN];  /* the message's queue id */
+    enum queue_state state;      /* the state the message moved to */
+    double created_at;           /* when the change was committed */
+    int attempt;                 /* the message's attempts by then */
+    int tries;                   /* deliveries tried before this one */
+    char *message_id, *metadata; /* NULL when none */
     char *status, *enhanced, *text, *accepted, *rejected;
-    int code;                       /* 0 without an attempt */
+    int code; /* 0 without an attempt */
 };
 /* Leases up to max pending events due at now (oldest first) until now +
    lease_s: another claim skips them meanwhile; *out holds *n of them. */
-int queue_event_claim(struct queue *q, double now, size_t max,
-                      double lease_s, struct queue_event **out, size_t *n);
+int queue_event_claim(struct queue *q, double now, size_t max, double lease_s,
+                      struct queue_event **out, size_t *n);
 void queue_events_free(struct queue_event *ev, size_t n);
 
 /* One try of event id at time at: http_status (0: no answer) and error
@@ -382,15 +380,15 @@ int queue_event_result(struct queue *q, const char *id, double at,
    (queue_event_recs_free). */
 struct queue_event_rec {
     char id[QUEUE_EVENT_ID_LEN];
-    enum queue_state mstate;        /* its type: queue_event_type */
+    enum queue_state mstate; /* its type: queue_event_type */
     enum queue_event_state state;
-    double created_at, delivered_at;    /* delivered: 0 when not */
+    double created_at, delivered_at; /* delivered: 0 when not */
     size_t ntries;
     struct queue_event_try {
         double at;
-        int http_status;            /* 0: no answer */
-        char *error;                /* NULL when none */
-    } *tries;
+        int http_status; /* 0: no answer */
+        char *error;     /* NULL when none */
+    } * tries;
 };
 /* The events of message id, oldest first: QUEUE_OK (*n may be 0) or
    QUEUE_EIO / QUEUE_ENOMEM. */

@@ -16,9 +16,9 @@
 #include "queue/queue.h"
 
 struct queue_ops {
-    const char *name;                       /* "sqlite", "postgres" */
-    int (*open)(const struct queue_opts *opts, struct queue **out,
-                char *err, size_t errlen);
+    const char *name; /* "sqlite", "postgres" */
+    int (*open)(const struct queue_opts *opts, struct queue **out, char *err,
+                size_t errlen);
     void (*close)(struct queue *q);
     unsigned long (*recovered)(const struct queue *q);
     int (*enqueue)(struct queue *q, const struct queue_new *msgs, size_t n,
@@ -41,8 +41,7 @@ struct queue_ops {
     /* Renews until now + lease_s the leases of this process's sending
        messages whose ids are in ids (a JSON array of strings): those on
        the wire here; QUEUE_OK or QUEUE_EIO. */
-    int (*renew)(struct queue *q, double now, double lease_s,
-                 const char *ids);
+    int (*renew)(struct queue *q, double now, double lease_s, const char *ids);
     /* Makes sending messages whose lease ended before now unknown (an
        attempt recorded, never resent) when they were started, queued
        again (the claim's attempt uncounted) when not; *n how many ended
@@ -55,8 +54,8 @@ struct queue_ops {
     int (*log_sync)(struct queue *q, const struct queue_sync_msg *m,
                     queue_logged_fn done, void *ctx);
     /* The outbox of delivery events: see queue_event_claim and after. */
-    int (*event_claim)(struct queue *q, double now, size_t max,
-                       double lease_s, struct queue_event **out, size_t *n);
+    int (*event_claim)(struct queue *q, double now, size_t max, double lease_s,
+                       struct queue_event **out, size_t *n);
     int (*event_result)(struct queue *q, const char *id, double at,
                         int http_status, const char *error,
                         enum queue_event_state state, double next_at);
@@ -75,18 +74,18 @@ struct queue_ops {
 /* The base of every backend's handle; queue.c owns these fields. */
 struct queue {
     const struct queue_ops *ops;
-    double lease_s;                 /* fixed at open */
-    pthread_t keeper;               /* heartbeat and reaper */
+    double lease_s;   /* fixed at open */
+    pthread_t keeper; /* heartbeat and reaper */
     int keeper_on;
     pthread_mutex_t mu;
-    pthread_cond_t cv;              /* closing */
-    int closing;                    /* guarded by mu */
-    queue_wake_fn wake;             /* guarded by mu */
-    void *wake_ctx;                 /* guarded by mu */
-    unsigned long expired;          /* leases reaped; guarded by mu */
-    char (*wire)[QUEUE_ID_LEN];     /* claimed here, outcome not recorded
+    pthread_cond_t cv;          /* closing */
+    int closing;                /* guarded by mu */
+    queue_wake_fn wake;         /* guarded by mu */
+    void *wake_ctx;             /* guarded by mu */
+    unsigned long expired;      /* leases reaped; guarded by mu */
+    char (*wire)[QUEUE_ID_LEN]; /* claimed here, outcome not recorded
                                        yet; guarded by mu */
-    size_t nwire, capwire;          /* guarded by mu */
+    size_t nwire, capwire;      /* guarded by mu */
 };
 
 extern const struct queue_ops queue_sqlite_ops;
@@ -115,7 +114,7 @@ struct queue_event_row {
     int http_status;
     const char *error;
 };
-int queue_event_row_add_(struct queue_event_rec **out, size_t *n,
-                         size_t *cap, const struct queue_event_row *row);
+int queue_event_row_add_(struct queue_event_rec **out, size_t *n, size_t *cap,
+                         const struct queue_event_row *row);
 
 #endif /* MAILPOOL_QUEUE_IMPL_H */

@@ -50,8 +50,8 @@
 
 /* ---- public ---- */
 
-static int sq_open(const struct queue_opts *opts, struct queue **out,
-                   char *err, size_t errlen)
+static int sq_open(const struct queue_opts *opts, struct queue **out, char *err,
+                   size_t errlen)
 {
     struct sq *q = calloc(1, sizeof *q);
     *out = NULL;
@@ -78,7 +78,7 @@ static int sq_open(const struct queue_opts *opts, struct queue **out,
         free(q);
         return -1;
     }
-    q->ev_config = NULL;            /* borrowed for the open only */
+    q->ev_config = NULL; /* borrowed for the open only */
     *out = &q->base;
     return 0;
 }
@@ -129,9 +129,12 @@ static int sq_enqueue(struct queue *qb, const struct queue_new *msgs, size_t n,
                       const struct queue_idem *idem, queue_done_fn done,
                       void *ctx)
 {
-    return submit_copy((struct sq *)qb, &(struct op){
-        .kind = OP_ENQUEUE, .msgs = msgs, .n = n, .idem = idem, .cb = done,
-        .ctx = ctx });
+    return submit_copy((struct sq *)qb, &(struct op){ .kind = OP_ENQUEUE,
+                                                      .msgs = msgs,
+                                                      .n = n,
+                                                      .idem = idem,
+                                                      .cb = done,
+                                                      .ctx = ctx });
 }
 
 /* A copy of s ("" for NULL); NULL only when out of memory. */
@@ -276,8 +279,10 @@ static int sq_reap(struct queue *qb, double now, unsigned long *n)
 static int sq_log_sync(struct queue *qb, const struct queue_sync_msg *m,
                        queue_logged_fn done, void *ctx)
 {
-    return submit_copy((struct sq *)qb, &(struct op){
-        .kind = OP_LOG_SYNC, .sync = m, .logged = done, .ctx = ctx });
+    return submit_copy((struct sq *)qb, &(struct op){ .kind = OP_LOG_SYNC,
+                                                      .sync = m,
+                                                      .logged = done,
+                                                      .ctx = ctx });
 }
 
 /* 1 when an event may be due at now (read side, no writer op), 0 when
@@ -287,9 +292,10 @@ static int ev_any_due(struct sq *q, double now)
     sqlite3_stmt *st;
     int rc;
     pthread_mutex_lock(&q->rd_mu);
-    if (sq_exec1(q->rd, "SELECT 1 FROM events WHERE state = 0 AND due_at <= ?1"
-              " AND (lease_until IS NULL OR lease_until < ?1) LIMIT 1",
-              &st) != SQLITE_OK) {
+    if (sq_exec1(q->rd,
+                 "SELECT 1 FROM events WHERE state = 0 AND due_at <= ?1"
+                 " AND (lease_until IS NULL OR lease_until < ?1) LIMIT 1",
+                 &st) != SQLITE_OK) {
         pthread_mutex_unlock(&q->rd_mu);
         return -1;
     }
@@ -301,8 +307,7 @@ static int ev_any_due(struct sq *q, double now)
 }
 
 static int sq_event_claim(struct queue *qb, double now, size_t max,
-                          double lease_s, struct queue_event **out,
-                          size_t *n)
+                          double lease_s, struct queue_event **out, size_t *n)
 {
     struct op op;
     memset(&op, 0, sizeof op);
@@ -369,8 +374,7 @@ static int sq_start_all(struct queue *qb, const char *const *ids, size_t n,
     rc = sub;
     for (size_t i = 0; i < n; i++) {
         rcs[i] = sub == QUEUE_OK ? ops[i].rc : sub;
-        if (rc == QUEUE_OK && rcs[i] != QUEUE_OK &&
-            rcs[i] != QUEUE_ECONFLICT)
+        if (rc == QUEUE_OK && rcs[i] != QUEUE_OK && rcs[i] != QUEUE_ECONFLICT)
             rc = rcs[i];
     }
     free(ops);
@@ -380,7 +384,7 @@ static int sq_start_all(struct queue *qb, const char *const *ids, size_t n,
 static int sq_ping(struct queue *qb)
 {
     (void)qb;
-    return QUEUE_OK;            /* a local file: a failing write says so */
+    return QUEUE_OK; /* a local file: a failing write says so */
 }
 
 /* ---- reads ---- */
@@ -398,9 +402,10 @@ static int get_attempts(struct sq *q, struct queue_doc *doc)
     sqlite3_stmt *st;
     int rc;
     size_t cap = 0;
-    if (sq_exec1(q->rd, "SELECT at, status, code, enhanced, text, accepted,"
-              " rejected, error FROM attempts WHERE message = ?1 ORDER BY n",
-              &st) != SQLITE_OK)
+    if (sq_exec1(q->rd,
+                 "SELECT at, status, code, enhanced, text, accepted,"
+                 " rejected, error FROM attempts WHERE message = ?1 ORDER BY n",
+                 &st) != SQLITE_OK)
         return QUEUE_EIO;
     sqlite3_bind_text(st, 1, doc->id, -1, SQLITE_STATIC);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -437,8 +442,10 @@ static int sq_get(struct queue *qb, const char *id, struct queue_doc *doc)
     memset(doc, 0, sizeof *doc);
     snprintf(doc->id, sizeof doc->id, "%s", id);
     pthread_mutex_lock(&q->rd_mu);
-    if (sq_exec1(q->rd, "SELECT state, created_at, due_at, message_id,"
-              " metadata FROM messages WHERE id = ?1", &st) != SQLITE_OK) {
+    if (sq_exec1(q->rd,
+                 "SELECT state, created_at, due_at, message_id,"
+                 " metadata FROM messages WHERE id = ?1",
+                 &st) != SQLITE_OK) {
         pthread_mutex_unlock(&q->rd_mu);
         return QUEUE_EIO;
     }
@@ -475,7 +482,7 @@ static int sq_counts(struct queue *qb, double now,
     *oldest_due_age = 0;
     pthread_mutex_lock(&q->rd_mu);
     if (sq_exec1(q->rd, "SELECT state, count(*) FROM messages GROUP BY state",
-              &st) != SQLITE_OK) {
+                 &st) != SQLITE_OK) {
         pthread_mutex_unlock(&q->rd_mu);
         return QUEUE_EIO;
     }
@@ -486,8 +493,10 @@ static int sq_counts(struct queue *qb, double now,
     }
     sqlite3_finalize(st);
     if (rc == SQLITE_DONE &&
-        sq_exec1(q->rd, "SELECT min(due_at) FROM messages WHERE state IN"
-              " (0, 1, 3) AND due_at <= ?1", &st) == SQLITE_OK) {
+        sq_exec1(q->rd,
+                 "SELECT min(due_at) FROM messages WHERE state IN"
+                 " (0, 1, 3) AND due_at <= ?1",
+                 &st) == SQLITE_OK) {
         sqlite3_bind_double(st, 1, now);
         if (sqlite3_step(st) == SQLITE_ROW &&
             sqlite3_column_type(st, 0) != SQLITE_NULL)
@@ -504,8 +513,10 @@ static int sq_next_due(struct queue *qb, double *when)
     sqlite3_stmt *st;
     int rc, found = 0;
     pthread_mutex_lock(&q->rd_mu);
-    if (sq_exec1(q->rd, "SELECT min(due_at) FROM messages WHERE state IN"
-              " (0, 1, 3)", &st) != SQLITE_OK) {
+    if (sq_exec1(q->rd,
+                 "SELECT min(due_at) FROM messages WHERE state IN"
+                 " (0, 1, 3)",
+                 &st) != SQLITE_OK) {
         pthread_mutex_unlock(&q->rd_mu);
         return QUEUE_EIO;
     }
@@ -527,10 +538,13 @@ static int sq_events_of(struct queue *qb, const char *id,
     size_t cap = 0;
     int rc;
     pthread_mutex_lock(&q->rd_mu);
-    if (sq_exec1(q->rd, "SELECT e.id, e.mstate, e.state, e.created_at,"
-              " e.delivered_at, t.n, t.at, t.http_status, t.error FROM events"
-              " e LEFT JOIN event_tries t ON t.event = e.id WHERE e.message ="
-              " ?1 ORDER BY e.created_at, e.id, t.n", &st) != SQLITE_OK) {
+    if (sq_exec1(
+            q->rd,
+            "SELECT e.id, e.mstate, e.state, e.created_at,"
+            " e.delivered_at, t.n, t.at, t.http_status, t.error FROM events"
+            " e LEFT JOIN event_tries t ON t.event = e.id WHERE e.message ="
+            " ?1 ORDER BY e.created_at, e.id, t.n",
+            &st) != SQLITE_OK) {
         pthread_mutex_unlock(&q->rd_mu);
         return QUEUE_EIO;
     }
@@ -569,7 +583,7 @@ static int sq_events_oldest(struct queue *qb, double now, double *age)
     int rc;
     pthread_mutex_lock(&q->rd_mu);
     if (sq_exec1(q->rd, "SELECT min(created_at) FROM events WHERE state = 0",
-              &st) != SQLITE_OK) {
+                 &st) != SQLITE_OK) {
         pthread_mutex_unlock(&q->rd_mu);
         return QUEUE_EIO;
     }
@@ -585,17 +599,18 @@ static int sq_events_oldest(struct queue *qb, double now, double *age)
 
 /* The SELECT of qry into sql: fixed fragments only, the values bound by
    list_bind in the same order. */
-static void list_sql(const struct queue_list_query *qry, char *sql,
-                     size_t len)
+static void list_sql(const struct queue_list_query *qry, char *sql, size_t len)
 {
-    snprintf(sql, len, "SELECT id, state, created_at, attempts, (SELECT code"
+    snprintf(sql, len,
+             "SELECT id, state, created_at, attempts, (SELECT code"
              " FROM attempts WHERE message = m.id ORDER BY n DESC LIMIT 1),"
              " recipients, subject, message_id FROM messages m WHERE 1%s%s%s"
              "%s%s ORDER BY created_at DESC, id DESC LIMIT ?",
              qry->states != 0 ? " AND ((1 << state) & ?) <> 0" : "",
              qry->recipient != NULL
                  ? " AND id IN (SELECT message FROM message_rcpts WHERE"
-                   " addr = ?)" : "",
+                   " addr = ?)"
+                 : "",
              qry->message_id != NULL ? " AND message_id = ?" : "",
              qry->after > 0 ? " AND created_at >= ?" : "",
              qry->before <= 0 ? ""
@@ -637,10 +652,14 @@ static int list_row(sqlite3_stmt *st, struct queue_item *it)
     it->recipients = col_dup(st, 5);
     it->subject = col_dup(st, 6);
     it->message_id = col_dup(st, 7);
-    return (it->recipients == NULL && sqlite3_column_type(st, 5) !=
-            SQLITE_NULL) || (it->subject == NULL && sqlite3_column_type(
-            st, 6) != SQLITE_NULL) || (it->message_id == NULL &&
-            sqlite3_column_type(st, 7) != SQLITE_NULL) ? -1 : 0;
+    return (it->recipients == NULL &&
+            sqlite3_column_type(st, 5) != SQLITE_NULL) ||
+                   (it->subject == NULL &&
+                    sqlite3_column_type(st, 6) != SQLITE_NULL) ||
+                   (it->message_id == NULL &&
+                    sqlite3_column_type(st, 7) != SQLITE_NULL)
+               ? -1
+               : 0;
 }
 
 static int sq_list(struct queue *qb, const struct queue_list_query *qry,

@@ -17,19 +17,30 @@
 
 #define QUEUE_SCHEMA_VERSION 4
 #define QUEUE_PURGE_EVERY_S 3600.0
-#define SQ_CACHE 16             /* the writer's statements kept prepared */
+#define SQ_CACHE 16 /* the writer's statements kept prepared */
 
-enum op_kind { OP_ENQUEUE, OP_CLAIM, OP_RECORD, OP_RELEASE, OP_CANCEL,
-               OP_IDEM_FINISH, OP_RENEW, OP_REAP, OP_LOG_SYNC,
-               OP_EV_CLAIM, OP_EV_RESULT, OP_START };
+enum op_kind {
+    OP_ENQUEUE,
+    OP_CLAIM,
+    OP_RECORD,
+    OP_RELEASE,
+    OP_CANCEL,
+    OP_IDEM_FINISH,
+    OP_RENEW,
+    OP_REAP,
+    OP_LOG_SYNC,
+    OP_EV_CLAIM,
+    OP_EV_RESULT,
+    OP_START
+};
 
 /* One write waiting for the writer. */
 struct op {
     enum op_kind kind;
     struct op *next;
     int rc;
-    int waited;                 /* a caller waits on done (guarded by mu) */
-    int done;                   /* guarded by q->mu */
+    int waited; /* a caller waits on done (guarded by mu) */
+    int done;   /* guarded by q->mu */
 
     /* OP_ENQUEUE (borrowed until cb) */
     const struct queue_new *msgs;
@@ -51,13 +62,13 @@ struct op {
 
     /* OP_RECORD, OP_RELEASE, OP_CANCEL, OP_IDEM_FINISH (owned copies) */
     char id[QUEUE_ID_LEN];
-    char *s[7];                 /* record: status, enhanced, text,
+    char *s[7]; /* record: status, enhanced, text,
                                    accepted, rejected, error; idem: key,
                                    response */
     double at, next_at;
     int code;
     enum queue_state state;
-    void *blob;                 /* record: the retry's message, or NULL */
+    void *blob; /* record: the retry's message, or NULL */
     size_t blob_len;
 
     /* OP_EV_CLAIM (now, lease, max above), OP_EV_RESULT (s[0] the event
@@ -68,24 +79,24 @@ struct op {
 };
 
 struct sq {
-    struct queue base;          /* first: a struct queue * is a sq * */
-    sqlite3 *wr;                /* the writer thread's */
-    sqlite3 *rd;                /* guarded by rd_mu */
+    struct queue base; /* first: a struct queue * is a sq * */
+    sqlite3 *wr;       /* the writer thread's */
+    sqlite3 *rd;       /* guarded by rd_mu */
     pthread_mutex_t rd_mu;
     pthread_mutex_t mu;
-    pthread_cond_t work_cv;     /* an op was added, or closing */
-    pthread_cond_t done_cv;     /* an op a caller waits for is done */
-    struct op *head, *tail;     /* guarded by mu */
-    int closing;                /* guarded by mu */
+    pthread_cond_t work_cv; /* an op was added, or closing */
+    pthread_cond_t done_cv; /* an op a caller waits for is done */
+    struct op *head, *tail; /* guarded by mu */
+    int closing;            /* guarded by mu */
     pthread_t writer;
     double retention_s, idem_ttl_s, last_purge;
     unsigned long recovered;
-    unsigned ev_states;         /* queue_opts.event_states */
-    const char *ev_config;      /* queue_opts.event_config, during open */
+    unsigned ev_states;    /* queue_opts.event_states */
+    const char *ev_config; /* queue_opts.event_config, during open */
     struct sq_stmt {
-        const char *sql;        /* a literal: known by its address */
+        const char *sql; /* a literal: known by its address */
         sqlite3_stmt *st;
-    } cache[SQ_CACHE];          /* the writer's hot statements, prepared
+    } cache[SQ_CACHE]; /* the writer's hot statements, prepared
                                    once (writer thread only) */
     size_t ncache;
 };
@@ -94,14 +105,13 @@ struct sq {
 
 /* Opens the file at path with the queue's pragmas (WAL, synchronous,
    busy timeout); 0, or -1 with err. */
-int sq_open_db(const char *path, int sync_normal, sqlite3 **db,
-               char *err, size_t errlen);
+int sq_open_db(const char *path, int sync_normal, sqlite3 **db, char *err,
+               size_t errlen);
 
 /* Brings the schema up to QUEUE_SCHEMA_VERSION in one transaction, then
    recovers what was left sending: queued again when never started,
    unknown when started. */
-int sq_migrate(struct sq *q, const char *path, char *err,
-               size_t errlen);
+int sq_migrate(struct sq *q, const char *path, char *err, size_t errlen);
 
 /* ---- queue/sqlite_writer.c ---- */
 

@@ -99,10 +99,11 @@ static int outbox_set(struct sq *q)
 {
     sqlite3_stmt *st;
     int rc;
-    if (sqlite3_prepare_v2(q->wr, "UPDATE outbox SET states = ?1, stopped ="
+    if (sqlite3_prepare_v2(q->wr,
+                           "UPDATE outbox SET states = ?1, stopped ="
                            " CASE WHEN config IS ?2 THEN stopped ELSE 0"
-                           " END, config = ?2 WHERE k = 1", -1, &st,
-                           NULL) != SQLITE_OK)
+                           " END, config = ?2 WHERE k = 1",
+                           -1, &st, NULL) != SQLITE_OK)
         return SQLITE_ERROR;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)q->ev_states);
     sqlite3_bind_text(st, 2, q->ev_config, -1, SQLITE_STATIC);
@@ -122,8 +123,9 @@ static const char *unwritable(const char *path, char *buf, size_t len)
     if (access(path, W_OK) == 0)
         return buf;
     if (errno == ENOENT) {
-        snprintf(dir, sizeof dir, "%.*s", slash != NULL ?
-                 (int)(slash - path) + 1 : 1, slash != NULL ? path : ".");
+        snprintf(dir, sizeof dir, "%.*s",
+                 slash != NULL ? (int)(slash - path) + 1 : 1,
+                 slash != NULL ? path : ".");
         if (access(dir, W_OK) == 0)
             return buf;
     }
@@ -133,12 +135,13 @@ static const char *unwritable(const char *path, char *buf, size_t len)
 
 /* Opens the file at path with the queue's pragmas (WAL, synchronous,
    busy timeout); 0, or -1 with err. */
-int sq_open_db(const char *path, int sync_normal, sqlite3 **db,
-               char *err, size_t errlen)
+int sq_open_db(const char *path, int sync_normal, sqlite3 **db, char *err,
+               size_t errlen)
 {
     char sql[160], why[96];
-    int rc = sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE |
-                             SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    int rc = sqlite3_open_v2(
+        path, db,
+        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "cannot open %s: %s%s", path,
                  unwritable(path, why, sizeof why),
@@ -146,8 +149,10 @@ int sq_open_db(const char *path, int sync_normal, sqlite3 **db,
         return -1;
     }
     sqlite3_busy_timeout(*db, 5000);
-    snprintf(sql, sizeof sql, "PRAGMA journal_mode=WAL;"
-             "PRAGMA synchronous=%s;", sync_normal ? "NORMAL" : "FULL");
+    snprintf(sql, sizeof sql,
+             "PRAGMA journal_mode=WAL;"
+             "PRAGMA synchronous=%s;",
+             sync_normal ? "NORMAL" : "FULL");
     if (sqlite3_exec(*db, sql, NULL, NULL, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "%s: %s%s", path,
                  unwritable(path, why, sizeof why), sqlite3_errmsg(*db));
@@ -159,8 +164,7 @@ int sq_open_db(const char *path, int sync_normal, sqlite3 **db,
 /* Brings the schema up to QUEUE_SCHEMA_VERSION in one transaction, then
    recovers what was left sending: queued again when never started,
    unknown when started. */
-int sq_migrate(struct sq *q, const char *path, char *err,
-               size_t errlen)
+int sq_migrate(struct sq *q, const char *path, char *err, size_t errlen)
 {
     sqlite3_stmt *st = NULL;
     int version = 0, ok;
@@ -168,13 +172,16 @@ int sq_migrate(struct sq *q, const char *path, char *err,
     if (sqlite3_exec(q->wr, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK)
         goto fail;
     if (sqlite3_prepare_v2(q->wr, "PRAGMA user_version", -1, &st, NULL) ==
-            SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+            SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
         version = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
     if (version > QUEUE_SCHEMA_VERSION) {
         sqlite3_exec(q->wr, "ROLLBACK", NULL, NULL, NULL);
-        snprintf(err, errlen, "%s has schema version %d; this mailpool "
-                 "knows up to %d", path, version, QUEUE_SCHEMA_VERSION);
+        snprintf(err, errlen,
+                 "%s has schema version %d; this mailpool "
+                 "knows up to %d",
+                 path, version, QUEUE_SCHEMA_VERSION);
         return -1;
     }
     for (int v = version; v < QUEUE_SCHEMA_VERSION; v++)
@@ -182,24 +189,30 @@ int sq_migrate(struct sq *q, const char *path, char *err,
             goto fail;
     snprintf(sql, sizeof sql, "PRAGMA user_version=%d", QUEUE_SCHEMA_VERSION);
     ok = sqlite3_exec(q->wr, sql, NULL, NULL, &msg) == SQLITE_OK;
-    ok = ok && outbox_set(q) == SQLITE_DONE;    /* before the recovery */
+    ok = ok && outbox_set(q) == SQLITE_DONE; /* before the recovery */
     /* Claimed but never started: nothing went out, queued again. */
-    ok = ok && sqlite3_exec(q->wr, "UPDATE messages SET state = 0,"
-                            " lease_until = NULL, attempts = attempts - 1"
-                            " WHERE state = 2 AND started = 0", NULL, NULL,
-                            &msg) == SQLITE_OK;
     ok = ok && sqlite3_exec(q->wr,
-        "INSERT INTO attempts (message, n, at, status, code, enhanced, error)"
-        " SELECT id, attempts, strftime('%s','now'), 'unknown', 421, '4.4.2',"
-        " 'the service stopped while the message was being sent: it may"
-        " have been delivered; not resent' FROM messages WHERE state = 2;"
-        "UPDATE idempotency SET state = 2 WHERE state = 1;",
-        NULL, NULL, &msg) == SQLITE_OK;
+                            "UPDATE messages SET state = 0,"
+                            " lease_until = NULL, attempts = attempts - 1"
+                            " WHERE state = 2 AND started = 0",
+                            NULL, NULL, &msg) == SQLITE_OK;
+    ok =
+        ok &&
+        sqlite3_exec(
+            q->wr,
+            "INSERT INTO attempts (message, n, at, status, code, enhanced, error)"
+            " SELECT id, attempts, strftime('%s','now'), 'unknown', 421, '4.4.2',"
+            " 'the service stopped while the message was being sent: it may"
+            " have been delivered; not resent' FROM messages WHERE state = 2;"
+            "UPDATE idempotency SET state = 2 WHERE state = 1;",
+            NULL, NULL, &msg) == SQLITE_OK;
     if (!ok)
         goto fail;
-    if (sqlite3_exec(q->wr, "UPDATE messages SET state = 8, lease_until ="
+    if (sqlite3_exec(q->wr,
+                     "UPDATE messages SET state = 8, lease_until ="
                      " NULL, finished_at = strftime('%s','now')"
-                     " WHERE state = 2", NULL, NULL, &msg) != SQLITE_OK)
+                     " WHERE state = 2",
+                     NULL, NULL, &msg) != SQLITE_OK)
         goto fail;
     q->recovered = (unsigned long)sqlite3_changes(q->wr);
     if (sqlite3_exec(q->wr, "COMMIT", NULL, NULL, &msg) != SQLITE_OK)
@@ -212,4 +225,3 @@ fail:
     sqlite3_exec(q->wr, "ROLLBACK", NULL, NULL, NULL);
     return -1;
 }
-

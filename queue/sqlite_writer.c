@@ -43,7 +43,7 @@ static int wr1(struct sq *q, const char *sql, sqlite3_stmt **st)
     for (size_t i = 0; i < q->ncache; i++)
         if (q->cache[i].sql == sql) {
             *st = q->cache[i].st;
-            sqlite3_reset(*st);         /* after an early return too */
+            sqlite3_reset(*st); /* after an early return too */
             return SQLITE_OK;
         }
     if (sqlite3_prepare_v3(q->wr, sql, -1, SQLITE_PREPARE_PERSISTENT, st,
@@ -85,8 +85,10 @@ static int idem_lookup(sqlite3 *db, const struct queue_idem *idem,
 {
     sqlite3_stmt *st;
     int rc, found = 0;
-    if (sq_exec1(db, "SELECT fingerprint, state, http_status, response FROM"
-              " idempotency WHERE key = ?1", &st) != SQLITE_OK)
+    if (sq_exec1(db,
+                 "SELECT fingerprint, state, http_status, response FROM"
+                 " idempotency WHERE key = ?1",
+                 &st) != SQLITE_OK)
         return -1;
     sqlite3_bind_text(st, 1, idem->key, -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
@@ -114,9 +116,11 @@ static int do_enqueue(struct sq *q, struct op *op)
         int seen = idem_lookup(q->wr, op->idem, &op->hit);
         if (seen != 0)
             return seen > 0 ? QUEUE_EIDEM : QUEUE_EIO;
-        if (wr1(q, "INSERT INTO idempotency (key, fingerprint,"
-                  " created_at, state, http_status, response)"
-                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6)", &st) != SQLITE_OK)
+        if (wr1(q,
+                "INSERT INTO idempotency (key, fingerprint,"
+                " created_at, state, http_status, response)"
+                " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                &st) != SQLITE_OK)
             return QUEUE_EIO;
         sqlite3_bind_text(st, 1, op->idem->key, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, op->idem->fingerprint, -1, SQLITE_STATIC);
@@ -131,9 +135,11 @@ static int do_enqueue(struct sq *q, struct op *op)
     }
     if (op->n == 0)
         return QUEUE_OK;
-    if (wr1(q, "INSERT INTO messages (id, state, created_at, due_at,"
-              " message_id, metadata, blob, recipients, subject) VALUES (?1,"
-              " ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)", &st) != SQLITE_OK)
+    if (wr1(q,
+            "INSERT INTO messages (id, state, created_at, due_at,"
+            " message_id, metadata, blob, recipients, subject) VALUES (?1,"
+            " ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            &st) != SQLITE_OK)
         return QUEUE_EIO;
     for (size_t i = 0; i < op->n && rc == SQLITE_DONE; i++) {
         const struct queue_new *m = &op->msgs[i];
@@ -164,11 +170,12 @@ static int do_claim(struct sq *q, struct op *op)
     op->claimed = calloc(cap, sizeof *op->claimed);
     if (op->claimed == NULL)
         return QUEUE_ENOMEM;
-    if (wr1(q, "UPDATE messages SET state = 2, lease_until = ?1 + ?3,"
-              " started = 0, attempts = attempts + 1 WHERE id IN (SELECT id FROM messages"
-              " WHERE state IN (0, 1, 3) AND due_at <= ?1 ORDER BY due_at"
-              " LIMIT ?2) RETURNING id, blob, attempts, created_at",
-              &st) != SQLITE_OK)
+    if (wr1(q,
+            "UPDATE messages SET state = 2, lease_until = ?1 + ?3,"
+            " started = 0, attempts = attempts + 1 WHERE id IN (SELECT id FROM messages"
+            " WHERE state IN (0, 1, 3) AND due_at <= ?1 ORDER BY due_at"
+            " LIMIT ?2) RETURNING id, blob, attempts, created_at",
+            &st) != SQLITE_OK)
         return QUEUE_EIO;
     sqlite3_bind_double(st, 1, op->now);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)cap);
@@ -202,16 +209,18 @@ static int put_attempt(struct sq *q, const char *id, double at, int code,
 {
     sqlite3_stmt *st;
     int rc;
-    if (wr1(q, "INSERT OR REPLACE INTO attempts (message, n, at,"
-              " status, code, enhanced, text, accepted, rejected, error)"
-              " SELECT id, attempts, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 FROM"
-              " messages WHERE id = ?1", &st) != SQLITE_OK)
+    if (wr1(q,
+            "INSERT OR REPLACE INTO attempts (message, n, at,"
+            " status, code, enhanced, text, accepted, rejected, error)"
+            " SELECT id, attempts, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 FROM"
+            " messages WHERE id = ?1",
+            &st) != SQLITE_OK)
         return SQLITE_ERROR;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_double(st, 2, at);
     for (int i = 0; i < 6; i++)
-        sqlite3_bind_text(st, i == 0 ? 3 : i + 4, s[i] != NULL ? s[i] : "",
-                          -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, i == 0 ? 3 : i + 4, s[i] != NULL ? s[i] : "", -1,
+                          SQLITE_STATIC);
     sqlite3_bind_int(st, 4, code);
     rc = sqlite3_step(st);
     wr_done(q, st);
@@ -221,14 +230,15 @@ static int put_attempt(struct sq *q, const char *id, double at, int code,
 static int do_record(struct sq *q, struct op *op)
 {
     sqlite3_stmt *st;
-    const char *const s[6] = { op->s[0], op->s[1], op->s[2], op->s[3],
-                               op->s[4], op->s[5] };
+    const char *const s[6] = { op->s[0], op->s[1], op->s[2],
+                               op->s[3], op->s[4], op->s[5] };
     int rc = put_attempt(q, op->id, op->at, op->code, s),
         fin = queue_state_is_final(op->state);
-    if (rc != SQLITE_DONE || wr1(q, "UPDATE messages SET state = ?2,"
-                                   " lease_until = NULL, due_at = ?3,"
-                                   " finished_at = ?4 WHERE id = ?1",
-                                   &st) != SQLITE_OK)
+    if (rc != SQLITE_DONE || wr1(q,
+                                 "UPDATE messages SET state = ?2,"
+                                 " lease_until = NULL, due_at = ?3,"
+                                 " finished_at = ?4 WHERE id = ?1",
+                                 &st) != SQLITE_OK)
         return QUEUE_EIO;
     sqlite3_bind_text(st, 1, op->id, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, (int)op->state);
@@ -241,8 +251,7 @@ static int do_record(struct sq *q, struct op *op)
     wr_done(q, st);
     if (rc != SQLITE_DONE || op->blob == NULL)
         return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
-    if (wr1(q, "UPDATE messages SET blob = ?2 WHERE id = ?1", &st) !=
-        SQLITE_OK)
+    if (wr1(q, "UPDATE messages SET blob = ?2 WHERE id = ?1", &st) != SQLITE_OK)
         return QUEUE_EIO;
     sqlite3_bind_text(st, 1, op->id, -1, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, op->blob, (int)op->blob_len, SQLITE_STATIC);
@@ -255,9 +264,10 @@ static int do_release(struct sq *q, struct op *op)
 {
     sqlite3_stmt *st;
     int rc;
-    if (wr1(q, "UPDATE messages SET state = 0, lease_until = NULL,"
-              " attempts = attempts - 1 WHERE id = ?1 AND state = 2",
-              &st) != SQLITE_OK)
+    if (wr1(q,
+            "UPDATE messages SET state = 0, lease_until = NULL,"
+            " attempts = attempts - 1 WHERE id = ?1 AND state = 2",
+            &st) != SQLITE_OK)
         return QUEUE_EIO;
     sqlite3_bind_text(st, 1, op->id, -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
@@ -284,8 +294,10 @@ static int do_cancel(struct sq *q, struct op *op)
     if (op->state != QUEUE_QUEUED && op->state != QUEUE_SCHEDULED &&
         op->state != QUEUE_RETRY)
         return QUEUE_ECONFLICT;
-    if (sq_exec1(q->wr, "UPDATE messages SET state = 9, finished_at = ?2"
-              " WHERE id = ?1", &st) != SQLITE_OK)
+    if (sq_exec1(q->wr,
+                 "UPDATE messages SET state = 9, finished_at = ?2"
+                 " WHERE id = ?1",
+                 &st) != SQLITE_OK)
         return QUEUE_EIO;
     sqlite3_bind_text(st, 1, op->id, -1, SQLITE_STATIC);
     sqlite3_bind_double(st, 2, queue_wall_now());
@@ -299,15 +311,19 @@ static int do_idem_finish(struct sq *q, struct op *op)
 {
     sqlite3_stmt *st;
     int rc;
-    if (op->code < 0 && sq_exec1(q->wr, "DELETE FROM idempotency WHERE key ="
-                              " ?1 AND state = 1", &st) == SQLITE_OK) {
+    if (op->code < 0 && sq_exec1(q->wr,
+                                 "DELETE FROM idempotency WHERE key ="
+                                 " ?1 AND state = 1",
+                                 &st) == SQLITE_OK) {
         sqlite3_bind_text(st, 1, op->s[0], -1, SQLITE_STATIC);
         rc = sqlite3_step(st);
         sqlite3_finalize(st);
         return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
     }
-    if (sq_exec1(q->wr, "UPDATE idempotency SET state = 0, http_status = ?2,"
-              " response = ?3 WHERE key = ?1", &st) != SQLITE_OK)
+    if (sq_exec1(q->wr,
+                 "UPDATE idempotency SET state = 0, http_status = ?2,"
+                 " response = ?3 WHERE key = ?1",
+                 &st) != SQLITE_OK)
         return QUEUE_EIO;
     sqlite3_bind_text(st, 1, op->s[0], -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, op->code);
@@ -323,9 +339,10 @@ static int do_renew(struct sq *q, struct op *op)
 {
     sqlite3_stmt *st;
     int rc;
-    if (sq_exec1(q->wr, "UPDATE messages SET lease_until = ?1 + ?2"
-              " WHERE state = 2 AND id IN (SELECT value FROM json_each(?3))",
-              &st) != SQLITE_OK)
+    if (sq_exec1(q->wr,
+                 "UPDATE messages SET lease_until = ?1 + ?2"
+                 " WHERE state = 2 AND id IN (SELECT value FROM json_each(?3))",
+                 &st) != SQLITE_OK)
         return QUEUE_EIO;
     sqlite3_bind_double(st, 1, op->now);
     sqlite3_bind_double(st, 2, op->lease);
@@ -342,29 +359,33 @@ static int do_reap(struct sq *q, struct op *op)
 {
     sqlite3_stmt *st;
     int rc;
-    if (sq_exec1(q->wr, "UPDATE messages SET state = 0, lease_until = NULL,"
+    if (sq_exec1(q->wr,
+                 "UPDATE messages SET state = 0, lease_until = NULL,"
                  " attempts = attempts - 1 WHERE state = 2 AND started = 0"
-                 " AND lease_until < ?1", &st) != SQLITE_OK)
+                 " AND lease_until < ?1",
+                 &st) != SQLITE_OK)
         return QUEUE_EIO;
     sqlite3_bind_double(st, 1, op->now);
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
         return QUEUE_EIO;
-    if (sq_exec1(q->wr, "INSERT OR REPLACE INTO attempts (message, n, at,"
-              " status, code, enhanced, error) SELECT id, attempts, ?1,"
-              " 'unknown', 421, '4.4.2', 'the lease of the message being"
-              " sent expired: it may have been delivered; not resent'"
-              " FROM messages WHERE state = 2 AND lease_until < ?1",
-              &st) != SQLITE_OK)
+    if (sq_exec1(q->wr,
+                 "INSERT OR REPLACE INTO attempts (message, n, at,"
+                 " status, code, enhanced, error) SELECT id, attempts, ?1,"
+                 " 'unknown', 421, '4.4.2', 'the lease of the message being"
+                 " sent expired: it may have been delivered; not resent'"
+                 " FROM messages WHERE state = 2 AND lease_until < ?1",
+                 &st) != SQLITE_OK)
         return QUEUE_EIO;
     sqlite3_bind_double(st, 1, op->now);
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
-    if (rc != SQLITE_DONE || sq_exec1(q->wr, "UPDATE messages SET state = 8,"
-                                   " lease_until = NULL, finished_at = ?1"
-                                   " WHERE state = 2 AND lease_until < ?1",
-                                   &st) != SQLITE_OK)
+    if (rc != SQLITE_DONE || sq_exec1(q->wr,
+                                      "UPDATE messages SET state = 8,"
+                                      " lease_until = NULL, finished_at = ?1"
+                                      " WHERE state = 2 AND lease_until < ?1",
+                                      &st) != SQLITE_OK)
         return QUEUE_EIO;
     sqlite3_bind_double(st, 1, op->now);
     rc = sqlite3_step(st);
@@ -379,14 +400,16 @@ static int do_log_sync(struct sq *q, struct op *op)
 {
     const struct queue_sync_msg *m = op->sync;
     const struct queue_attempt *a = &m->attempt;
-    const char *const s[6] = { a->status, a->enhanced, a->text,
+    const char *const s[6] = { a->status,   a->enhanced, a->text,
                                a->accepted, a->rejected, a->error };
     sqlite3_stmt *st;
     int rc;
-    if (sq_exec1(q->wr, "INSERT INTO messages (id, state, created_at, due_at,"
-              " finished_at, attempts, message_id, metadata, blob,"
-              " recipients, subject) VALUES (?1, ?2, ?3, ?3, ?4, 1, ?5, ?6,"
-              " X'', ?7, ?8)", &st) != SQLITE_OK)
+    if (sq_exec1(q->wr,
+                 "INSERT INTO messages (id, state, created_at, due_at,"
+                 " finished_at, attempts, message_id, metadata, blob,"
+                 " recipients, subject) VALUES (?1, ?2, ?3, ?3, ?4, 1, ?5, ?6,"
+                 " X'', ?7, ?8)",
+                 &st) != SQLITE_OK)
         return QUEUE_EIO;
     sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, (int)m->state);
@@ -398,7 +421,7 @@ static int do_log_sync(struct sq *q, struct op *op)
     sqlite3_bind_text(st, 8, m->subject, -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
-    if (rc == SQLITE_DONE)      /* attempt 1: the row says attempts = 1 */
+    if (rc == SQLITE_DONE) /* attempt 1: the row says attempts = 1 */
         rc = put_attempt(q, m->id, a->at, a->code, s);
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
 }
@@ -409,16 +432,16 @@ static int do_log_sync(struct sq *q, struct op *op)
 static int ev_row(sqlite3_stmt *st, struct queue_event *ev)
 {
     snprintf(ev->id, sizeof ev->id, "%s", sqlite3_column_text(st, 0));
-    snprintf(ev->message, sizeof ev->message, "%s",
-             sqlite3_column_text(st, 1));
+    snprintf(ev->message, sizeof ev->message, "%s", sqlite3_column_text(st, 1));
     ev->state = (enum queue_state)sqlite3_column_int(st, 2);
     ev->attempt = sqlite3_column_int(st, 3);
     ev->created_at = sqlite3_column_double(st, 4);
     ev->tries = sqlite3_column_int(st, 5);
     ev->code = sqlite3_column_int(st, 9);
-    char **dst[] = { &ev->message_id, &ev->metadata, &ev->status, NULL,
-                     &ev->enhanced, &ev->text, &ev->accepted,
-                     &ev->rejected };
+    char **dst[] = { &ev->message_id, &ev->metadata,
+                     &ev->status,     NULL,
+                     &ev->enhanced,   &ev->text,
+                     &ev->accepted,   &ev->rejected };
     for (int i = 0; i < 8; i++) {
         if (dst[i] == NULL || sqlite3_column_type(st, 6 + i) == SQLITE_NULL)
             continue;
@@ -437,18 +460,19 @@ static int do_ev_claim(struct sq *q, struct op *op)
     op->events = calloc(op->max ? op->max : 1, sizeof *op->events);
     if (op->events == NULL)
         return QUEUE_ENOMEM;
-    if (sq_exec1(q->wr, "SELECT e.id, e.message, e.mstate, e.attempt,"
-              " e.created_at, (SELECT count(*) FROM event_tries t WHERE"
-              " t.event = e.id), m.message_id, m.metadata, a.status, a.code,"
-              " a.enhanced, a.text, a.accepted, a.rejected FROM events e"
-              " LEFT JOIN messages m ON m.id = e.message LEFT JOIN attempts"
-              " a ON a.message = e.message AND a.n = e.attempt WHERE"
-              " e.state = 0 AND e.due_at <= ?1 AND (e.lease_until IS NULL OR"
-              " e.lease_until < ?1) ORDER BY e.due_at LIMIT ?2", &st) !=
-        SQLITE_OK)
+    if (sq_exec1(q->wr,
+                 "SELECT e.id, e.message, e.mstate, e.attempt,"
+                 " e.created_at, (SELECT count(*) FROM event_tries t WHERE"
+                 " t.event = e.id), m.message_id, m.metadata, a.status, a.code,"
+                 " a.enhanced, a.text, a.accepted, a.rejected FROM events e"
+                 " LEFT JOIN messages m ON m.id = e.message LEFT JOIN attempts"
+                 " a ON a.message = e.message AND a.n = e.attempt WHERE"
+                 " e.state = 0 AND e.due_at <= ?1 AND (e.lease_until IS NULL OR"
+                 " e.lease_until < ?1) ORDER BY e.due_at LIMIT ?2",
+                 &st) != SQLITE_OK)
         return QUEUE_EIO;
     if (sq_exec1(q->wr, "UPDATE events SET lease_until = ?2 WHERE id = ?1",
-              &up) != SQLITE_OK) {
+                 &up) != SQLITE_OK) {
         sqlite3_finalize(st);
         return QUEUE_EIO;
     }
@@ -489,13 +513,17 @@ static int exec_id(struct sq *q, const char *sql, const char *id)
 /* A 410: the event's type is stopped, its pending events too. */
 static int ev_stop_type(struct sq *q, const char *id)
 {
-    int rc = exec_id(q, "UPDATE outbox SET stopped = stopped | (1 << (SELECT"
-                     " mstate FROM events WHERE id = ?1)) WHERE k = 1", id);
+    int rc = exec_id(q,
+                     "UPDATE outbox SET stopped = stopped | (1 << (SELECT"
+                     " mstate FROM events WHERE id = ?1)) WHERE k = 1",
+                     id);
     if (rc != SQLITE_DONE)
         return rc;
-    return exec_id(q, "UPDATE events SET state = 3, lease_until = NULL WHERE"
+    return exec_id(q,
+                   "UPDATE events SET state = 3, lease_until = NULL WHERE"
                    " state = 0 AND mstate = (SELECT mstate FROM events WHERE"
-                   " id = ?1)", id);
+                   " id = ?1)",
+                   id);
 }
 
 /* Records a try of an event and its new state. */
@@ -503,9 +531,11 @@ static int do_ev_result(struct sq *q, struct op *op)
 {
     sqlite3_stmt *st;
     int rc;
-    if (sq_exec1(q->wr, "INSERT INTO event_tries (event, n, at, http_status,"
-              " error) SELECT ?1, coalesce(max(n), 0) + 1, ?2, ?3, ?4 FROM"
-              " event_tries WHERE event = ?1", &st) != SQLITE_OK)
+    if (sq_exec1(q->wr,
+                 "INSERT INTO event_tries (event, n, at, http_status,"
+                 " error) SELECT ?1, coalesce(max(n), 0) + 1, ?2, ?3, ?4 FROM"
+                 " event_tries WHERE event = ?1",
+                 &st) != SQLITE_OK)
         return QUEUE_EIO;
     sqlite3_bind_text(st, 1, op->s[0], -1, SQLITE_STATIC);
     sqlite3_bind_double(st, 2, op->at);
@@ -515,10 +545,12 @@ static int do_ev_result(struct sq *q, struct op *op)
         sqlite3_bind_text(st, 4, op->s[1], -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
-    if (rc != SQLITE_DONE || sq_exec1(q->wr, "UPDATE events SET state = ?2,"
-                                   " lease_until = NULL, due_at = ?3,"
-                                   " delivered_at = CASE WHEN ?2 = 1 THEN ?4"
-                                   " END WHERE id = ?1", &st) != SQLITE_OK)
+    if (rc != SQLITE_DONE || sq_exec1(q->wr,
+                                      "UPDATE events SET state = ?2,"
+                                      " lease_until = NULL, due_at = ?3,"
+                                      " delivered_at = CASE WHEN ?2 = 1 THEN ?4"
+                                      " END WHERE id = ?1",
+                                      &st) != SQLITE_OK)
         return QUEUE_EIO;
     sqlite3_bind_text(st, 1, op->s[0], -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, (int)op->ev_state);
@@ -537,8 +569,10 @@ static int do_start(struct sq *q, struct op *op)
 {
     sqlite3_stmt *st;
     int rc;
-    if (wr1(q, "UPDATE messages SET started = 1 WHERE id = ?1 AND"
-              " state = 2", &st) != SQLITE_OK)
+    if (wr1(q,
+            "UPDATE messages SET started = 1 WHERE id = ?1 AND"
+            " state = 2",
+            &st) != SQLITE_OK)
         return QUEUE_EIO;
     sqlite3_bind_text(st, 1, op->id, -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
@@ -583,8 +617,10 @@ static void purge(struct sq *q, double now)
     if (now - q->last_purge < QUEUE_PURGE_EVERY_S)
         return;
     q->last_purge = now;
-    if (sq_exec1(q->wr, "DELETE FROM attempts WHERE message IN (SELECT id FROM"
-              " messages WHERE finished_at < ?1)", &st) == SQLITE_OK) {
+    if (sq_exec1(q->wr,
+                 "DELETE FROM attempts WHERE message IN (SELECT id FROM"
+                 " messages WHERE finished_at < ?1)",
+                 &st) == SQLITE_OK) {
         sqlite3_bind_double(st, 1, now - q->retention_s);
         sqlite3_step(st);
         sqlite3_finalize(st);
@@ -595,8 +631,10 @@ static void purge(struct sq *q, double now)
         sqlite3_step(st);
         sqlite3_finalize(st);
     }
-    if (sq_exec1(q->wr, "DELETE FROM idempotency WHERE created_at < ?1"
-              " AND state <> 1", &st) == SQLITE_OK) {
+    if (sq_exec1(q->wr,
+                 "DELETE FROM idempotency WHERE created_at < ?1"
+                 " AND state <> 1",
+                 &st) == SQLITE_OK) {
         sqlite3_bind_double(st, 1, now - q->idem_ttl_s);
         sqlite3_step(st);
         sqlite3_finalize(st);
@@ -649,11 +687,11 @@ void *sq_writer_main(void *arg)
         q->head = q->tail = NULL;
         if (list == NULL) {
             pthread_mutex_unlock(&q->mu);
-            return NULL;            /* closing, nothing left */
+            return NULL; /* closing, nothing left */
         }
         pthread_mutex_unlock(&q->mu);
-        int began = sqlite3_exec(q->wr, "BEGIN IMMEDIATE", NULL, NULL,
-                                 NULL) == SQLITE_OK;
+        int began = sqlite3_exec(q->wr, "BEGIN IMMEDIATE", NULL, NULL, NULL) ==
+                    SQLITE_OK;
         for (struct op *op = list; op != NULL; op = op->next) {
             if (began)
                 run_op(q, op);
@@ -662,8 +700,7 @@ void *sq_writer_main(void *arg)
         }
         if (began) {
             purge(q, queue_wall_now());
-            if (sqlite3_exec(q->wr, "COMMIT", NULL, NULL, NULL) !=
-                SQLITE_OK) {
+            if (sqlite3_exec(q->wr, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
                 sqlite3_exec(q->wr, "ROLLBACK", NULL, NULL, NULL);
                 for (struct op *op = list; op != NULL; op = op->next)
                     if (op->rc == QUEUE_OK || op->rc == QUEUE_EIDEM)
@@ -732,4 +769,3 @@ int sq_submit_wait_all(struct sq *q, struct op *ops, size_t n)
     pthread_mutex_unlock(&q->mu);
     return QUEUE_OK;
 }
-

@@ -31,44 +31,44 @@
 #include "server/log.h"
 #include "server/pool_sys.h"
 
-#define POOL_PROBE_INTERVAL 1.0     /* seconds between readiness probes */
-#define POOL_REAP_INTERVAL  1.0     /* the reaper looks at least this often */
-#define POOL_PROBE_TIMEOUT_MS 5000  /* cap of each phase of a probe */
+#define POOL_PROBE_INTERVAL 1.0    /* seconds between readiness probes */
+#define POOL_REAP_INTERVAL 1.0     /* the reaper looks at least this often */
+#define POOL_PROBE_TIMEOUT_MS 5000 /* cap of each phase of a probe */
 
 struct pool_conn {
     struct smtp_conn *smtp;
-    unsigned long id;               /* for the logs */
-    double idle_since;              /* monotonic seconds; while idle */
-    struct pool_conn *next;         /* idle list link */
+    unsigned long id;       /* for the logs */
+    double idle_since;      /* monotonic seconds; while idle */
+    struct pool_conn *next; /* idle list link */
 };
 
 struct pool_conns {
-    struct smtp_opts opts;          /* strings borrowed from the cfg */
-    struct smtp_opts probe_opts;    /* opts with short timeouts */
+    struct smtp_opts opts;       /* strings borrowed from the cfg */
+    struct smtp_opts probe_opts; /* opts with short timeouts */
     char hostport[SMTP_MAX_DOMAIN + 16];
-    char fqdn[256];                 /* EHLO name when relay.helo_name is
+    char fqdn[256];         /* EHLO name when relay.helo_name is
                                        unset (server/fqdn.h) */
-    size_t max;                     /* cfg->pool.connections */
-    unsigned long max_msgs;         /* cfg->pool.messages_per_conn; 0: none */
-    double idle_timeout;            /* seconds */
+    size_t max;             /* cfg->pool.connections */
+    unsigned long max_msgs; /* cfg->pool.messages_per_conn; 0: none */
+    double idle_timeout;    /* seconds */
     pthread_t reaper;
-    int reaper_running;             /* owner thread only */
+    int reaper_running; /* owner thread only */
 
     pthread_mutex_t mu;
-    pthread_cond_t avail_cv;        /* idle conn or free slot, or stopping */
-    pthread_cond_t reaper_cv;       /* stopping, or a probe wanted */
-    struct pool_conn *idle;         /* guarded by cp->mu */
-    size_t nidle;                   /* guarded by cp->mu */
-    size_t nslots;                  /* guarded by cp->mu: open + opening */
-    size_t nopening;                /* guarded by cp->mu */
-    int stopping;                   /* guarded by cp->mu */
-    unsigned long next_id;          /* guarded by cp->mu */
-    unsigned long long opened;      /* guarded by cp->mu */
-    unsigned long long failed;      /* guarded by cp->mu */
-    double probe_at;                /* guarded by cp->mu */
-    int probe_ok;                   /* guarded by cp->mu */
-    int probing;                    /* guarded by cp->mu */
-    int probe_wanted;               /* guarded by cp->mu: for the reaper */
+    pthread_cond_t avail_cv;   /* idle conn or free slot, or stopping */
+    pthread_cond_t reaper_cv;  /* stopping, or a probe wanted */
+    struct pool_conn *idle;    /* guarded by cp->mu */
+    size_t nidle;              /* guarded by cp->mu */
+    size_t nslots;             /* guarded by cp->mu: open + opening */
+    size_t nopening;           /* guarded by cp->mu */
+    int stopping;              /* guarded by cp->mu */
+    unsigned long next_id;     /* guarded by cp->mu */
+    unsigned long long opened; /* guarded by cp->mu */
+    unsigned long long failed; /* guarded by cp->mu */
+    double probe_at;           /* guarded by cp->mu */
+    int probe_ok;              /* guarded by cp->mu */
+    int probing;               /* guarded by cp->mu */
+    int probe_wanted;          /* guarded by cp->mu: for the reaper */
 };
 
 /* Seconds to milliseconds for a timeout; 0 (library default) when <= 0. */
@@ -102,7 +102,7 @@ static int pool_tls_mode(const char *name, enum smtp_tls_mode *out)
     };
 
     if (name == NULL) {
-        *out = SMTP_TLS_OPPORTUNISTIC;      /* config's default */
+        *out = SMTP_TLS_OPPORTUNISTIC; /* config's default */
         return 0;
     }
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
@@ -118,15 +118,13 @@ static int pool_tls_mode(const char *name, enum smtp_tls_mode *out)
 static int pool_conns_config(struct pool_conns *cp, const struct cfg *cfg,
                              char *err, size_t errlen)
 {
-    const char *host = cfg->relay.host != NULL ? cfg->relay.host
-                                               : "localhost";
+    const char *host = cfg->relay.host != NULL ? cfg->relay.host : "localhost";
     int port = cfg->relay.port > 0 ? cfg->relay.port : SMTP_DEFAULT_PORT;
     int v6 = strchr(host, ':') != NULL && host[0] != '[';
     int n;
 
     if (pool_tls_mode(cfg->relay.tls, &cp->opts.tls) < 0) {
-        snprintf(err, errlen, "relay.tls: unknown mode \"%s\"",
-                 cfg->relay.tls);
+        snprintf(err, errlen, "relay.tls: unknown mode \"%s\"", cfg->relay.tls);
         return -1;
     }
     n = snprintf(cp->hostport, sizeof cp->hostport, v6 ? "[%s]:%d" : "%s:%d",
@@ -137,7 +135,7 @@ static int pool_conns_config(struct pool_conns *cp, const struct cfg *cfg,
     }
     cp->opts.helo_name = cfg->relay.helo_name;
     if (cp->opts.helo_name == NULL && fqdn_lookup(cp->fqdn, sizeof cp->fqdn))
-        cp->opts.helo_name = cp->fqdn;  /* else smtpcore's address literal */
+        cp->opts.helo_name = cp->fqdn; /* else smtpcore's address literal */
     cp->opts.connect_timeout_ms = pool_ms(cfg->relay.connect_timeout);
     cp->opts.greeting_timeout_ms = pool_ms(cfg->relay.command_timeout);
     cp->opts.command_timeout_ms = pool_ms(cfg->relay.command_timeout);
@@ -168,8 +166,8 @@ static void pool_conns_log(const char *action, const struct pool_conn *pc,
         LOG_STR("action", action),
         LOG_NUM("conn", pc->id),
         LOG_STR("reason", reason),
-        LOG_NUM("messages", pc->smtp != NULL ? smtp_conn_messages(pc->smtp)
-                                             : 0),
+        LOG_NUM("messages",
+                pc->smtp != NULL ? smtp_conn_messages(pc->smtp) : 0),
     };
 
     if (log_enabled(LOG_DEBUG))
@@ -195,8 +193,8 @@ static void pool_conns_discard(struct pool_conns *cp, struct pool_conn *pc,
 /* Removes from the idle list every connection idle past the timeout and
    returns them as a list; sets *next to the next time to look.
    Precondition: cp->mu held. */
-static struct pool_conn *pool_conns_expired(struct pool_conns *cp,
-                                            double now, double *next)
+static struct pool_conn *pool_conns_expired(struct pool_conns *cp, double now,
+                                            double *next)
 {
     struct pool_conn *out = NULL, **pp = &cp->idle;
 
@@ -242,8 +240,7 @@ static void *pool_conns_reaper(void *arg)
             cp->probe_at = pool_mono_now();
             continue;
         }
-        struct pool_conn *dead = pool_conns_expired(cp, pool_mono_now(),
-                                                    &next);
+        struct pool_conn *dead = pool_conns_expired(cp, pool_mono_now(), &next);
 
         if (dead != NULL) {
             pthread_mutex_unlock(&cp->mu);
@@ -278,9 +275,9 @@ struct pool_conns *pool_conns_new(const struct cfg *cfg, char *err,
     }
     cp->max = cfg->pool.connections > 0 ? (size_t)cfg->pool.connections : 1;
     cp->max_msgs = cfg->pool.messages_per_conn > 0
-                       ? (unsigned long)cfg->pool.messages_per_conn : 0;
-    cp->idle_timeout = cfg->pool.idle_timeout > 0 ? cfg->pool.idle_timeout
-                                                  : 0;
+                       ? (unsigned long)cfg->pool.messages_per_conn
+                       : 0;
+    cp->idle_timeout = cfg->pool.idle_timeout > 0 ? cfg->pool.idle_timeout : 0;
     cp->probe_at = -1e9;
     pthread_mutex_init(&cp->mu, NULL);
     if (pool_cond_init(&cp->avail_cv) != 0 ||
@@ -348,7 +345,7 @@ static int pool_conns_open(struct pool_conns *cp, struct pool_conn **out,
     if (c == NULL) {
         free(pc);
         smtp_result_clear(res);
-        *res = tmp;                         /* moved: res owns it now */
+        *res = tmp; /* moved: res owns it now */
         return POOL_ACQ_FAILED;
     }
     smtp_result_clear(&tmp);
@@ -486,13 +483,13 @@ int pool_conns_ready(struct pool_conns *cp)
         pthread_mutex_unlock(&cp->mu);
         return 1;
     }
-    if (cp->probing || cp->probe_at >= 0) {   /* probed before */
+    if (cp->probing || cp->probe_at >= 0) { /* probed before */
         if (!cp->probing && now - cp->probe_at >= POOL_PROBE_INTERVAL &&
             !cp->probe_wanted) {
             cp->probe_wanted = 1;
             pthread_cond_signal(&cp->reaper_cv);
         }
-        ok = cp->probe_ok;                  /* the last probe's answer */
+        ok = cp->probe_ok; /* the last probe's answer */
         pthread_mutex_unlock(&cp->mu);
         return ok;
     }

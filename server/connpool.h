@@ -30,8 +30,8 @@ struct pool_conn;
 
 enum pool_acquire {
     POOL_ACQ_OK = 0,
-    POOL_ACQ_FAILED = -1,     /* opening failed: res holds why */
-    POOL_ACQ_STOPPED = -2     /* pool_conns_stop was called */
+    POOL_ACQ_FAILED = -1, /* opening failed: res holds why */
+    POOL_ACQ_STOPPED = -2 /* pool_conns_stop was called */
 };
 
 /* Builds the SMTP options from cfg and starts the reaper; NULL with err

@@ -48,9 +48,9 @@
 #include "server/pool_sys.h"
 #include "server/retry.h"
 
-#define DELIVERY_GROUP 64           /* messages claimed at once at most */
-#define DELIVERY_POLL_S 1.0         /* look at the queue at least this often */
-#define DELIVERY_CHAIN 16           /* SQLite: claimed per worker at most */
+#define DELIVERY_GROUP 64   /* messages claimed at once at most */
+#define DELIVERY_POLL_S 1.0 /* look at the queue at least this often */
+#define DELIVERY_CHAIN 16   /* SQLite: claimed per worker at most */
 
 struct delivery {
     struct pool *pool;
@@ -58,17 +58,17 @@ struct delivery {
     const struct cfg *cfg;
     pthread_t thread;
     pthread_mutex_t mu;
-    pthread_cond_t cv;              /* kicked, or stopping */
-    int kicked;                     /* guarded by mu */
-    int stopping;                   /* guarded by mu */
-    struct delivery_stats st;       /* guarded by mu */
+    pthread_cond_t cv;        /* kicked, or stopping */
+    int kicked;               /* guarded by mu */
+    int stopping;             /* guarded by mu */
+    struct delivery_stats st; /* guarded by mu */
 };
 
 /* What a submitted job carries back to on_done. */
 struct delivery_ctx {
     struct delivery *d;
     char id[QUEUE_ID_LEN];
-    int attempt;                    /* counting this one */
+    int attempt; /* counting this one */
     double created_at;
 };
 
@@ -80,8 +80,7 @@ static double delivery_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-double delivery_backoff_s(double base, double max, int attempt,
-                          double jitter)
+double delivery_backoff_s(double base, double max, int attempt, double jitter)
 {
     double s = base;
     for (int i = 1; i < attempt && s < max; i++)
@@ -179,9 +178,13 @@ int delivery_attempt_of(const struct job *job, double at,
         return -1;
     }
     da->a = (struct queue_attempt){
-        .at = at, .status = smtp_delivery_name(res->status),
-        .code = res->code, .enhanced = da->enhanced, .text = da->text,
-        .accepted = da->accepted, .rejected = da->rejected,
+        .at = at,
+        .status = smtp_delivery_name(res->status),
+        .code = res->code,
+        .enhanced = da->enhanced,
+        .text = da->text,
+        .accepted = da->accepted,
+        .rejected = da->rejected,
         .error = da->error,
     };
     return 0;
@@ -234,7 +237,7 @@ static enum queue_state delivery_final(struct delivery *d,
     h = delivery_history(d, x);
     if (s == QUEUE_SENT)
         return h & 2 ? QUEUE_PARTIAL : QUEUE_SENT;
-    return h & 1 ? QUEUE_PARTIAL : s;           /* rejected, failed */
+    return h & 1 ? QUEUE_PARTIAL : s; /* rejected, failed */
 }
 
 /* How many recipients the relay deferred with a 4xx reply. */
@@ -262,21 +265,20 @@ static enum queue_state delivery_decide(struct delivery *d,
     *next_at = now;
     *narrow = 0;
     switch (res->status) {
-    case SMTP_DELIVERY_SENT:
-        return delivery_final(d, x, QUEUE_SENT);
+    case SMTP_DELIVERY_SENT: return delivery_final(d, x, QUEUE_SENT);
     case SMTP_DELIVERY_PARTIAL:
     case SMTP_DELIVERY_REJECTED:
         if (delivery_deferred(res) == 0 || !can_retry)
-            return delivery_final(d, x, res->status == SMTP_DELIVERY_PARTIAL
-                                            ? QUEUE_PARTIAL
-                                            : QUEUE_REJECTED);
-        *narrow = 1;            /* the 4xx-deferred ones, alone, later */
+            return delivery_final(d, x,
+                                  res->status == SMTP_DELIVERY_PARTIAL
+                                      ? QUEUE_PARTIAL
+                                      : QUEUE_REJECTED);
+        *narrow = 1; /* the 4xx-deferred ones, alone, later */
         break;
-    case SMTP_DELIVERY_UNKNOWN:
-        return QUEUE_UNKNOWN;
+    case SMTP_DELIVERY_UNKNOWN: return QUEUE_UNKNOWN;
     default:
-        v = pool_retry_decide(res, job->unreachable ? POOL_PHASE_OPEN
-                                                    : POOL_PHASE_RUN, 0, 0);
+        v = pool_retry_decide(
+            res, job->unreachable ? POOL_PHASE_OPEN : POOL_PHASE_RUN, 0, 0);
         if (v.next == POOL_NEXT_DONE || !can_retry)
             return delivery_final(d, x, QUEUE_FAILED);
         break;
@@ -307,7 +309,7 @@ static int delivery_narrowed(struct job *job, void **out, size_t *len)
     for (size_t i = 0; i < m->nto; i++)
         free(m->to[i]);
     free(m->to);
-    m->to = to;                 /* the job is freed after the record */
+    m->to = to; /* the job is freed after the record */
     m->nto = n;
     rc = job_message_encode(job, out, len);
     return rc;
@@ -319,8 +321,7 @@ static void delivery_record(struct delivery *d, struct delivery_ctx *x,
 {
     double now = delivery_now(), next_at;
     int narrow;
-    enum queue_state state = delivery_decide(d, x, job, now, &next_at,
-                                             &narrow);
+    enum queue_state state = delivery_decide(d, x, job, now, &next_at, &narrow);
     struct delivery_attempt da;
     void *blob = NULL;
     size_t blob_len = 0;
@@ -329,7 +330,7 @@ static void delivery_record(struct delivery *d, struct delivery_ctx *x,
         da.a.retry_blob = blob;
         da.a.retry_blob_len = blob_len;
     } else if (narrow) {
-        state = QUEUE_PARTIAL;  /* out of memory: never resend to all */
+        state = QUEUE_PARTIAL; /* out of memory: never resend to all */
     }
     if (!ok || queue_record(d->q, x->id, &da.a, state, next_at) != QUEUE_OK) {
         /* It stays sending: unknown at the next start, never resent. */
@@ -352,14 +353,14 @@ static void on_done(struct job *job, void *ctx)
     struct delivery_ctx *x = ctx;
     struct delivery *d = x->d;
     if (job->attempts == 0)
-        queue_release(d->q, x->id);     /* never attempted */
+        queue_release(d->q, x->id); /* never attempted */
     else
         delivery_record(d, x, job);
     job_free(job);
     free(x);
     pthread_mutex_lock(&d->mu);
     d->st.in_flight--;
-    d->kicked = 1;                      /* room in the pool again */
+    d->kicked = 1; /* room in the pool again */
     pthread_cond_signal(&d->cv);
     pthread_mutex_unlock(&d->mu);
 }
@@ -385,7 +386,7 @@ static int on_started(struct job *job, void *ctx)
     int rc;
     (void)job;
     if (delivery_stopping(x->d))
-        return -1;                      /* back to queued (on_done) */
+        return -1; /* back to queued (on_done) */
     rc = queue_start(x->d->q, x->id);
     if (rc != QUEUE_OK) {
         struct log_field f[] = { LOG_STR("queue_id", x->id) };
@@ -399,8 +400,7 @@ static int on_started(struct job *job, void *ctx)
 static void on_started_all(struct job *const *jobs, size_t n, int *rcs)
 {
     struct delivery *d = ((struct delivery_ctx *)jobs[0]->started_ctx)->d;
-    const char **ids = delivery_stopping(d) ? NULL
-                                            : calloc(n, sizeof *ids);
+    const char **ids = delivery_stopping(d) ? NULL : calloc(n, sizeof *ids);
     for (size_t i = 0; ids == NULL && i < n; i++)
         rcs[i] = on_started(jobs[i], jobs[i]->started_ctx);
     if (ids == NULL)
@@ -449,7 +449,7 @@ static void delivery_submit(struct delivery *d, const struct queue_claimed *c)
     pthread_mutex_unlock(&d->mu);
     if (pool_submit(d->pool, job) != POOL_OK) {
         job->attempts = 0;
-        on_done(job, x);                /* back to queued */
+        on_done(job, x); /* back to queued */
     }
 }
 
@@ -489,9 +489,8 @@ static size_t delivery_round(struct delivery *d, size_t *room)
     struct queue_claimed *c = NULL;
     size_t n = 0;
     *room = delivery_room(d);
-    if (*room == 0 ||
-        queue_claim(d->q, delivery_now(), *room, queue_lease_s(d->q), &c,
-                    &n) != QUEUE_OK)
+    if (*room == 0 || queue_claim(d->q, delivery_now(), *room,
+                                  queue_lease_s(d->q), &c, &n) != QUEUE_OK)
         return 0;
     for (size_t i = 0; i < n; i++)
         delivery_submit(d, &c[i]);
@@ -541,8 +540,7 @@ static void delivery_wake(void *ctx)
 }
 
 struct delivery *delivery_start(struct pool *pool, struct queue *q,
-                                const struct cfg *cfg, char *err,
-                                size_t errlen)
+                                const struct cfg *cfg, char *err, size_t errlen)
 {
     struct delivery *d = calloc(1, sizeof *d);
     if (d == NULL) {
@@ -609,5 +607,5 @@ void delivery_stats(struct delivery *d, struct delivery_stats *out)
     pthread_mutex_lock(&d->mu);
     *out = d->st;
     pthread_mutex_unlock(&d->mu);
-    out->recovered += queue_expired(d->q);     /* leases reaped since */
+    out->recovered += queue_expired(d->q); /* leases reaped since */
 }

@@ -32,10 +32,10 @@ struct job;
 
 /* Counters for /metrics. */
 struct delivery_stats {
-    unsigned long long claims;      /* messages claimed */
-    unsigned long long retries;     /* attempts that ended in retry */
-    unsigned long recovered;        /* found sending at start: unknown */
-    size_t in_flight;               /* claimed, outcome not recorded yet */
+    unsigned long long claims;  /* messages claimed */
+    unsigned long long retries; /* attempts that ended in retry */
+    unsigned long recovered;    /* found sending at start: unknown */
+    size_t in_flight;           /* claimed, outcome not recorded yet */
 };
 
 /* Starts claiming from q into pool (both borrowed, outliving it). */
@@ -54,7 +54,7 @@ void delivery_stats(struct delivery *d, struct delivery_stats *out);
    queue_attempt), for the delivery loop and the record of a synchronous
    send alike; every string is owned (delivery_attempt_clear). */
 struct delivery_attempt {
-    struct queue_attempt a;     /* points into the strings below */
+    struct queue_attempt a; /* points into the strings below */
     char *enhanced, *text, *accepted, *rejected, *error;
 };
 /* Fills da from job's result at Unix time at; -1 when out of memory (da
@@ -66,7 +66,6 @@ void delivery_attempt_clear(struct delivery_attempt *da);
 /* The backoff in seconds before attempt number attempt+1 (attempt >= 1):
    base doubled per attempt made, capped at max, then scaled by jitter in
    [0.5, 1] (a pure function, for tests). */
-double delivery_backoff_s(double base, double max, int attempt,
-                          double jitter);
+double delivery_backoff_s(double base, double max, int attempt, double jitter);
 
 #endif /* MAILPOOL_DELIVERY_H */

@@ -43,16 +43,20 @@ const struct smtp_message *job_message(struct job *job)
     m->text_ = (struct smtp_body){ .text = m->body != NULL ? m->body : "",
                                    .len = m->body != NULL ? m->body_len : 0 };
     m->so_ = (struct smtp_send_opts){ .raw = m->raw };
-    m->mail_ = (struct smtp_message){ m->from, (const char *const *)m->to,
-                                      m->nto, m->headers, m->nheaders,
-                                      &m->text_, &m->so_ };
+    m->mail_ = (struct smtp_message){ m->from,     (const char *const *)m->to,
+                                      m->nto,      m->headers,
+                                      m->nheaders, &m->text_,
+                                      &m->so_ };
     return &m->mail_;
 }
 
 /* Frees a string the job owns that its smtp_header holds as const. */
 static void job_free_const(const char *s)
 {
-    union { const char *c; char *m; } u = { s };
+    union {
+        const char *c;
+        char *m;
+    } u = { s };
 
     free(u.m);
 }
@@ -222,8 +226,7 @@ void job_free(struct job *job)
         return;
     free(job->msg.from);
     job_free_strv(job->msg.to, job->msg.nto);
-    for (size_t i = 0; job->msg.headers != NULL && i < job->msg.nheaders;
-         i++) {
+    for (size_t i = 0; job->msg.headers != NULL && i < job->msg.nheaders; i++) {
         job_free_const(job->msg.headers[i].name);
         job_free_const(job->msg.headers[i].value);
     }

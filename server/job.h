@@ -29,14 +29,14 @@ enum job_kind { JOB_SEND, JOB_VERIFY, JOB_EXPAND, JOB_HELP };
    8-bit and line checks before MAIL, and the 452 follow-up transactions
    (RFC 5321 4.5.3.1.10) all apply. */
 struct job_message {
-    char *from;                 /* the reverse-path */
-    char **to;                  /* the forward-paths */
+    char *from; /* the reverse-path */
+    char **to;  /* the forward-paths */
     size_t nto;
-    struct smtp_header *headers;    /* in order; name and value owned */
+    struct smtp_header *headers; /* in order; name and value owned */
     size_t nheaders;
-    char *body;                 /* body text (or the whole message if raw) */
+    char *body; /* body text (or the whole message if raw) */
     size_t body_len;
-    int raw;                    /* body is a complete RFC 5322 message */
+    int raw; /* body is a complete RFC 5322 message */
 
     /* Private: the view job_message() returns, pointing into the above. */
     struct smtp_message mail_;
@@ -49,29 +49,29 @@ typedef void (*job_done_fn)(struct job *job, void *ctx);
 
 struct job {
     enum job_kind kind;
-    struct job_message msg;     /* JOB_SEND */
-    char *arg;                  /* VERIFY address, EXPAND list, HELP topic
+    struct job_message msg; /* JOB_SEND */
+    char *arg;              /* VERIFY address, EXPAND list, HELP topic
                                    (NULL for no topic); owned */
-    char request_id[65];        /* for the logs (X-Request-Id, <= 64) */
+    char request_id[65];    /* for the logs (X-Request-Id, <= 64) */
 
     /* Written by the worker before done is called. */
     struct smtp_result result;
-    int attempts;               /* SMTP attempts made (retries + 1) */
-    double duration_ms;         /* from submit to done */
-    double wait_ms;             /* of which waiting for a worker */
-    int unreachable;            /* relay could not be reached at all */
+    int attempts;       /* SMTP attempts made (retries + 1) */
+    double duration_ms; /* from submit to done */
+    double wait_ms;     /* of which waiting for a worker */
+    int unreachable;    /* relay could not be reached at all */
 
-    double deadline;            /* pool_mono_now() seconds by which a
+    double deadline; /* pool_mono_now() seconds by which a
                                    worker must take it; 0: none.  Past it
                                    the pool sends nothing, sets expired and
                                    fails it locally (http.send_deadline) */
-    int expired;                /* written by the worker with result */
+    int expired;     /* written by the worker with result */
 
-    int no_retry;               /* the pool attempts it once (a stale
+    int no_retry; /* the pool attempts it once (a stale
                                    pooled connection aside): the durable
                                    queue schedules its own retries */
 
-    job_done_fn done;           /* called once (see above); required */
+    job_done_fn done; /* called once (see above); required */
     void *done_ctx;
 
     /* Optional: called by the worker that takes a send, before its first

@@ -39,8 +39,10 @@
 static atomic_int log_min_level = LOG_INFO;
 
 static const char *const log_level_names[] = {
-    [LOG_DEBUG] = "debug", [LOG_INFO] = "info",
-    [LOG_WARN] = "warn",   [LOG_ERROR] = "error",
+    [LOG_DEBUG] = "debug",
+    [LOG_INFO] = "info",
+    [LOG_WARN] = "warn",
+    [LOG_ERROR] = "error",
 };
 
 /* A line being built; len never passes LOG_LINE_MAX - LOG_TAIL_RESERVE
@@ -48,8 +50,8 @@ static const char *const log_level_names[] = {
 struct log_buf {
     char b[LOG_LINE_MAX];
     size_t len;
-    int truncated;      /* something was cut or dropped */
-    int full;           /* stop adding fields */
+    int truncated; /* something was cut or dropped */
+    int full;      /* stop adding fields */
 };
 
 /* Sets the minimum level by name; -1 (and no change) for an unknown name. */
@@ -69,8 +71,8 @@ int log_set_level(const char *name)
 /* 1 when a line of this level would be written. */
 int log_enabled(enum log_level level)
 {
-    return (int)level >= atomic_load_explicit(&log_min_level,
-                                              memory_order_relaxed);
+    return (int)level >=
+           atomic_load_explicit(&log_min_level, memory_order_relaxed);
 }
 
 /* Bytes still usable for content. */
@@ -94,14 +96,14 @@ static int log_raw(struct log_buf *lb, const char *s, size_t n)
 static size_t log_escape_byte(unsigned char c, char *out, size_t cap)
 {
     switch (c) {
-    case '"':  return (size_t)snprintf(out, cap, "\\\"");
+    case '"': return (size_t)snprintf(out, cap, "\\\"");
     case '\\': return (size_t)snprintf(out, cap, "\\\\");
     case '\n': return (size_t)snprintf(out, cap, "\\n");
     case '\r': return (size_t)snprintf(out, cap, "\\r");
     case '\t': return (size_t)snprintf(out, cap, "\\t");
     case '\b': return (size_t)snprintf(out, cap, "\\b");
     case '\f': return (size_t)snprintf(out, cap, "\\f");
-    default:   return (size_t)snprintf(out, cap, "\\u%04x", (unsigned)c);
+    default: return (size_t)snprintf(out, cap, "\\u%04x", (unsigned)c);
     }
 }
 
@@ -136,7 +138,7 @@ static int log_str(struct log_buf *lb, const char *s)
         }
         p += in;
     }
-    lb->b[lb->len++] = '"';     /* within LOG_TAIL_RESERVE */
+    lb->b[lb->len++] = '"'; /* within LOG_TAIL_RESERVE */
     return 0;
 }
 
@@ -156,8 +158,8 @@ static void log_begin(struct log_buf *lb, enum log_level level,
     n = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(when + n, sizeof when - n, ".%03ldZ", ts.tv_nsec / 1000000L);
     n = (size_t)snprintf(lb->b, sizeof lb->b,
-                         "{\"time\":\"%s\",\"level\":\"%s\",\"event\":",
-                         when, log_level_names[level]);
+                         "{\"time\":\"%s\",\"level\":\"%s\",\"event\":", when,
+                         log_level_names[level]);
     lb->len = n;
     log_str(lb, event != NULL ? event : "");
 }

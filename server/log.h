@@ -37,16 +37,16 @@ void log_event(enum log_level level, const char *event, ...);
 /* One key/value of log_event_num; key and str are borrowed. */
 struct log_field {
     const char *key;
-    const char *str;        /* the value when !is_num; NULL: field skipped */
-    double num;             /* the value when is_num or is_bool (0: false) */
+    const char *str; /* the value when !is_num; NULL: field skipped */
+    double num;      /* the value when is_num or is_bool (0: false) */
     int is_num;
     int is_bool;
 };
 #define LOG_STR(k, v) ((struct log_field){ .key = (k), .str = (v) })
-#define LOG_NUM(k, v) ((struct log_field){ .key = (k), .num = (double)(v), \
-                                           .is_num = 1 })
-#define LOG_BOOL(k, v) ((struct log_field){ .key = (k), .num = (v) ? 1 : 0, \
-                                            .is_bool = 1 })
+#define LOG_NUM(k, v) \
+    ((struct log_field){ .key = (k), .num = (double)(v), .is_num = 1 })
+#define LOG_BOOL(k, v) \
+    ((struct log_field){ .key = (k), .num = (v) ? 1 : 0, .is_bool = 1 })
 
 /* Like log_event, with fields[0..n) that may be numbers. */
 void log_event_num(enum log_level level, const char *event,

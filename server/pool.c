@@ -61,52 +61,53 @@
 #include "server/sign.h"
 
 #define POOL_SHUTDOWN_MSG "mailpool is shutting down; not sent"
-#define POOL_CHAIN_MAX 16       /* sends on one connection in one chain */
-#define POOL_SWEEP_S 0.1            /* how often queued deadlines are read */
-#define POOL_DEADLINE_MSG "not started before its deadline " \
+#define POOL_CHAIN_MAX 16 /* sends on one connection in one chain */
+#define POOL_SWEEP_S 0.1  /* how often queued deadlines are read */
+#define POOL_DEADLINE_MSG \
+    "not started before its deadline " \
     "(http.send_deadline): not sent"
 
 struct pool {
-    const struct cfg *cfg;          /* borrowed, read-only */
+    const struct cfg *cfg; /* borrowed, read-only */
     struct pool_conns *conns;
-    pthread_t *threads;             /* owner thread only */
-    size_t nthreads;                /* started; owner thread only */
-    size_t cap;                     /* cfg->pool.queue */
-    size_t nworkers;                /* cfg->pool.workers */
-    double rate;                    /* messages per second; 0: off */
+    pthread_t *threads; /* owner thread only */
+    size_t nthreads;    /* started; owner thread only */
+    size_t cap;         /* cfg->pool.queue */
+    size_t nworkers;    /* cfg->pool.workers */
+    double rate;        /* messages per second; 0: off */
 
     pthread_mutex_t mu;
-    pthread_cond_t work_cv;         /* a job was queued, or stopping */
-    pthread_cond_t drain_cv;        /* nothing queued and nothing running */
-    pthread_cond_t stop_cv;         /* stopping: cuts sleeps short */
-    struct job *head;               /* guarded by pool->mu */
-    struct job *tail;               /* guarded by pool->mu */
-    size_t queued;                  /* guarded by pool->mu */
-    size_t busy;                    /* guarded by pool->mu */
-    int draining;                   /* guarded by pool->mu: no new jobs */
-    int stopping;                   /* guarded by pool->mu: drain deadline
+    pthread_cond_t work_cv;      /* a job was queued, or stopping */
+    pthread_cond_t drain_cv;     /* nothing queued and nothing running */
+    pthread_cond_t stop_cv;      /* stopping: cuts sleeps short */
+    struct job *head;            /* guarded by pool->mu */
+    struct job *tail;            /* guarded by pool->mu */
+    size_t queued;               /* guarded by pool->mu */
+    size_t busy;                 /* guarded by pool->mu */
+    int draining;                /* guarded by pool->mu: no new jobs */
+    int stopping;                /* guarded by pool->mu: drain deadline
                                        passed, workers exit */
-    int drained;                    /* guarded by pool->mu */
-    double rate_next;               /* guarded by pool->mu: next free slot */
-    pthread_t sweeper;              /* finishes jobs past their deadline */
-    int sweeping;                   /* the sweeper runs; owner thread only */
-    unsigned long long retries;     /* guarded by pool->mu */
-    const struct sign_set *sign;    /* set before the first submit; read
+    int drained;                 /* guarded by pool->mu */
+    double rate_next;            /* guarded by pool->mu: next free slot */
+    pthread_t sweeper;           /* finishes jobs past their deadline */
+    int sweeping;                /* the sweeper runs; owner thread only */
+    unsigned long long retries;  /* guarded by pool->mu */
+    const struct sign_set *sign; /* set before the first submit; read
                                        only afterwards */
 };
 
 /* The retry state of one job across its attempts. */
 struct pool_try {
-    int free_left;                  /* stale-connection replacements left */
-    int open_failed;                /* the last attempt could not connect */
+    int free_left;   /* stale-connection replacements left */
+    int open_failed; /* the last attempt could not connect */
 };
 
 /* A send of a chain and what smtp_conn_send_mails needs for it. */
 struct pool_link {
     struct job *job;
-    struct pool_verdict v;          /* of the job's first attempt */
-    int started;                    /* smtp_conn_send_mails handled it */
-    int pending;                    /* v asks for more attempts */
+    struct pool_verdict v; /* of the job's first attempt */
+    int started;           /* smtp_conn_send_mails handled it */
+    int pending;           /* v asks for more attempts */
 };
 
 /* A worker's chain: its own job (link 0), then the jobs it took from the
@@ -115,14 +116,16 @@ struct pool_chain {
     struct pool *pool;
     struct pool_link link[POOL_CHAIN_MAX];
     size_t n;
-    int used;                       /* tried once (only the first attempt) */
-    int reused;                     /* link 0's connection was reused */
-    enum pool_conn_fate fate;       /* DROP when any verdict said so */
+    int used;                 /* tried once (only the first attempt) */
+    int reused;               /* link 0's connection was reused */
+    enum pool_conn_fate fate; /* DROP when any verdict said so */
 };
 
 static const char *const pool_kind_names[] = {
-    [JOB_SEND] = "send", [JOB_VERIFY] = "verify",
-    [JOB_EXPAND] = "expand", [JOB_HELP] = "help",
+    [JOB_SEND] = "send",
+    [JOB_VERIFY] = "verify",
+    [JOB_EXPAND] = "expand",
+    [JOB_HELP] = "help",
 };
 
 /* The job kind's name for the logs. */
@@ -172,8 +175,7 @@ static void pool_log_retry(const struct job *job, const char *why,
         LOG_NUM("attempts", job->attempts),
         LOG_STR("result", smtp_kind_name(job->result.kind)),
         LOG_NUM("code", job->result.code),
-        LOG_STR("command", job->result.command[0] ? job->result.command
-                                                  : NULL),
+        LOG_STR("command", job->result.command[0] ? job->result.command : NULL),
         LOG_NUM("backoff_ms", backoff_ms),
     };
 
@@ -224,14 +226,15 @@ static void pool_run_step(struct job *job, struct smtp_conn *conn)
 /* After an attempt judged v: 1 to attempt again (a stale pooled
    connection is replaced at once and not counted; a temporary failure
    waits its backoff), 0 when the outcome is final. */
-static int pool_again(struct pool *pool, struct job *job,
-                      struct pool_verdict v, struct pool_try *tr)
+static int pool_again(struct pool *pool, struct job *job, struct pool_verdict v,
+                      struct pool_try *tr)
 {
-    int limit = job->no_retry ? 0
-              : pool->cfg->pool.retries > 0 ? pool->cfg->pool.retries : 0;
+    int limit = job->no_retry                 ? 0
+                : pool->cfg->pool.retries > 0 ? pool->cfg->pool.retries
+                                              : 0;
 
     if (v.next == POOL_NEXT_REPLACE && tr->free_left-- > 0) {
-        job->attempts--;            /* a stale connection: not counted */
+        job->attempts--; /* a stale connection: not counted */
         pthread_mutex_lock(&pool->mu);
         pool->retries++;
         pthread_mutex_unlock(&pool->mu);
@@ -259,8 +262,7 @@ static struct job *pool_dequeue_locked(struct pool *pool)
 
 /* Takes up to max send jobs from the head of the queue (in order), no more
    than the worker's share of it; none while draining. */
-static size_t pool_take_sends(struct pool *pool, struct job **out,
-                              size_t max)
+static size_t pool_take_sends(struct pool *pool, struct job **out, size_t max)
 {
     size_t n = 0, share;
 
@@ -285,8 +287,8 @@ static void pool_link_init(struct pool_link *l, struct job *job)
     l->job = job;
 }
 
-static const char *pool_job_ready(struct pool *pool, struct job *job,
-                                  char *why, size_t whylen);
+static const char *pool_job_ready(struct pool *pool, struct job *job, char *why,
+                                  size_t whylen);
 
 /* Why a job whose started mark failed is not sent. */
 static const char *pool_job_started_why(void)
@@ -355,8 +357,7 @@ static void pool_chain_mark(struct pool *pool, struct job **taken, size_t n)
    malformed are finished at once, never attempted.  Returns the chain's
    length; below 2 there is no chain. */
 static size_t pool_chain_fill(struct pool *pool, struct pool_chain *ch,
-                              struct job *job, struct pool_conn *pc,
-                              int reused)
+                              struct job *job, struct pool_conn *pc, int reused)
 {
     struct job *taken[POOL_CHAIN_MAX - 1];
     size_t max = POOL_CHAIN_MAX - 1, n;
@@ -399,10 +400,10 @@ static int pool_chain_done(void *ctx, size_t i, struct smtp_result *res)
     struct pool_chain *ch = ctx;
     struct pool_link *l = &ch->link[i];
 
-    (void)res;                      /* it is l->job->result */
+    (void)res; /* it is l->job->result */
     l->started = 1;
     if (i > 0)
-        l->job->attempts++;         /* link 0's was counted by its loop */
+        l->job->attempts++; /* link 0's was counted by its loop */
     l->v = pool_retry_decide(&l->job->result, POOL_PHASE_RUN,
                              ch->reused || i > 0, 0);
     if (l->v.fate == POOL_CONN_DROP)
@@ -410,9 +411,9 @@ static int pool_chain_done(void *ctx, size_t i, struct smtp_result *res)
     if (i > 0 && l->v.next != POOL_NEXT_DONE) {
         l->pending = 1;
     } else if (i > 0) {
-        pool_finish(l->job);        /* the job is theirs now */
+        pool_finish(l->job); /* the job is theirs now */
         l->job = NULL;
-    }                               /* link 0: the worker's loop goes on */
+    } /* link 0: the worker's loop goes on */
     return pool_stopping(ch->pool);
 }
 
@@ -460,8 +461,7 @@ static void pool_attempts(struct pool *pool, struct job *job,
             tr->open_failed = pool_kind_is_transport(job->result.kind);
         } else {
             smtp_result_clear(&job->result);
-            if (ch != NULL &&
-                pool_chain_fill(pool, ch, job, pc, reused) > 1) {
+            if (ch != NULL && pool_chain_fill(pool, ch, job, pc, reused) > 1) {
                 v = pool_chain_run(ch, pool_conn_smtp(pc), reused);
             } else {
                 pool_run_step(job, pool_conn_smtp(pc));
@@ -479,7 +479,7 @@ static void pool_attempts(struct pool *pool, struct job *job,
 /* The last fields of a job whose attempts are over. */
 static void pool_settle(struct job *job, const struct pool_try *tr)
 {
-    if (job->attempts == 0)     /* stopped before anything was tried */
+    if (job->attempts == 0) /* stopped before anything was tried */
         pool_result_local(&job->result,
                           job->kind == JOB_SEND ? SMTP_DELIVERY_FAILED
                                                 : SMTP_DELIVERY_NONE,
@@ -498,8 +498,8 @@ static void pool_chain_rest(struct pool *pool, struct pool_chain *ch)
         struct pool_try tr = { pool->cfg->pool.connections + 1, 0 };
 
         if (l->started && !l->pending)
-            continue;                       /* finished already */
-        if (!l->started)                    /* never attempted */
+            continue;    /* finished already */
+        if (!l->started) /* never attempted */
             smtp_result_clear(&l->job->result);
         if (!l->started ? !pool_stopping(pool)
                         : pool_again(pool, l->job, l->v, &tr))
@@ -543,10 +543,10 @@ static void pool_finish(struct job *job)
         job->result.status = SMTP_DELIVERY_FAILED;
     job->duration_ms = pool_mono_now() * 1000.0 - job->submitted_;
     if (job->attempts == 0 && job->wait_ms == 0)
-        job->wait_ms = job->duration_ms;    /* never left the queue */
+        job->wait_ms = job->duration_ms; /* never left the queue */
     pool_log_job(job);
     if (job->done != NULL)
-        job->done(job, job->done_ctx);      /* the job is theirs now */
+        job->done(job, job->done_ctx); /* the job is theirs now */
     else
         job_free(job);
 }
@@ -569,10 +569,8 @@ static const char *pool_job_check(const struct job *job)
                 return "malformed message job";
         return NULL;
     case JOB_VERIFY:
-    case JOB_EXPAND:
-        return job->arg == NULL ? "missing argument" : NULL;
-    case JOB_HELP:
-        return NULL;
+    case JOB_EXPAND: return job->arg == NULL ? "missing argument" : NULL;
+    case JOB_HELP: return NULL;
     }
     return "unknown job kind";
 }
@@ -580,14 +578,14 @@ static const char *pool_job_check(const struct job *job)
 /* NULL when the job is well-formed, taken before its deadline and, a
    send, signed (when the configuration says so); else why not, in why or
    a constant. */
-static const char *pool_job_ready(struct pool *pool, struct job *job,
-                                  char *why, size_t whylen)
+static const char *pool_job_ready(struct pool *pool, struct job *job, char *why,
+                                  size_t whylen)
 {
     const char *bad = pool_job_check(job);
     char sw[200];
 
     if (bad == NULL && job->deadline > 0 && pool_mono_now() > job->deadline) {
-        job->expired = 1;           /* taken too late: nothing is sent */
+        job->expired = 1; /* taken too late: nothing is sent */
         return POOL_DEADLINE_MSG;
     }
     if (bad != NULL || job->kind != JOB_SEND || pool->sign == NULL)
@@ -659,7 +657,7 @@ static void *pool_sweeper(void *arg)
             continue;
         }
         pthread_mutex_unlock(&pool->mu);
-        while (left != NULL) {              /* never attempted */
+        while (left != NULL) { /* never attempted */
             struct job *job = left;
             left = job->next_;
             job->next_ = NULL;
@@ -701,7 +699,7 @@ static void *pool_worker(void *arg)
         while (pool->head == NULL && !pool->stopping)
             pthread_cond_wait(&pool->work_cv, &pool->mu);
         if (pool->head == NULL)
-            break;                          /* stopping and nothing left */
+            break; /* stopping and nothing left */
         job = pool_dequeue_locked(pool);
         pool->busy++;
         pthread_mutex_unlock(&pool->mu);
@@ -789,11 +787,13 @@ struct pool *pool_new(const struct cfg *cfg, char *err, size_t errlen)
         return NULL;
     }
     for (; pool->nthreads < pool->nworkers; pool->nthreads++) {
-        int rc = pool_thread_start(&pool->threads[pool->nthreads],
-                                   pool_worker, pool);
+        int rc = pool_thread_start(&pool->threads[pool->nthreads], pool_worker,
+                                   pool);
         if (rc != 0) {
-            snprintf(err, errlen, "cannot start worker thread %zu "
-                     "(error %d)", pool->nthreads + 1, rc);
+            snprintf(err, errlen,
+                     "cannot start worker thread %zu "
+                     "(error %d)",
+                     pool->nthreads + 1, rc);
             pool_stop_workers(pool);
             pool_destroy(pool);
             return NULL;
@@ -842,7 +842,7 @@ int pool_submit_all(struct pool *pool, struct job *const *jobs, size_t n)
     pthread_mutex_lock(&pool->mu);
     if (pool->draining) {
         rc = POOL_DRAINING;
-    } else if (n > pool->cap - pool->queued) {    /* queued <= cap */
+    } else if (n > pool->cap - pool->queued) { /* queued <= cap */
         rc = POOL_FULL;
     } else {
         for (size_t i = 0; i < n; i++)
@@ -858,7 +858,7 @@ int pool_submit_all(struct pool *pool, struct job *const *jobs, size_t n)
 
 size_t pool_capacity(const struct pool *pool)
 {
-    return pool->cap;               /* fixed at pool_new */
+    return pool->cap; /* fixed at pool_new */
 }
 
 /* A consistent snapshot of the gauges (pool->mu, then cp->mu). */
@@ -914,13 +914,12 @@ void pool_drain(struct pool *pool, int timeout_s)
     int timed_out;
 
     pthread_mutex_lock(&pool->mu);
-    if (pool->draining) {                   /* drained (or draining) */
+    if (pool->draining) { /* drained (or draining) */
         pthread_mutex_unlock(&pool->mu);
         return;
     }
     pool->draining = 1;
-    while ((pool->queued > 0 || pool->busy > 0) &&
-           pool_mono_now() < deadline) {
+    while ((pool->queued > 0 || pool->busy > 0) && pool_mono_now() < deadline) {
         struct timespec ts = pool_abstime(deadline);
         pthread_cond_timedwait(&pool->drain_cv, &pool->mu, &ts);
     }
@@ -931,8 +930,8 @@ void pool_drain(struct pool *pool, int timeout_s)
     pthread_cond_broadcast(&pool->stop_cv);
     pthread_mutex_unlock(&pool->mu);
 
-    pool_conns_stop(pool->conns);           /* waiters for a conn give up */
-    while (left != NULL) {                  /* never attempted: no dupes */
+    pool_conns_stop(pool->conns); /* waiters for a conn give up */
+    while (left != NULL) {        /* never attempted: no dupes */
         struct job *job = left;
         left = job->next_;
         job->next_ = NULL;
@@ -946,14 +945,15 @@ void pool_drain(struct pool *pool, int timeout_s)
         pthread_join(pool->threads[i], NULL);
     pool->nthreads = 0;
     pool_stop_sweeper(pool);
-    pool_conns_close_all(pool->conns);      /* QUIT the idle ones */
+    pool_conns_close_all(pool->conns); /* QUIT the idle ones */
 
     pthread_mutex_lock(&pool->mu);
     pool->drained = 1;
     pthread_mutex_unlock(&pool->mu);
-    log_event_num(LOG_INFO, "pool_drained", (struct log_field[]){
-                      LOG_BOOL("timed_out", timed_out),
-                      LOG_NUM("failed_queued", nleft) }, 2);
+    log_event_num(LOG_INFO, "pool_drained",
+                  (struct log_field[]){ LOG_BOOL("timed_out", timed_out),
+                                        LOG_NUM("failed_queued", nleft) },
+                  2);
 }
 
 /* Frees the pool (draining it at once first if nobody did). */

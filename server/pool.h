@@ -26,20 +26,20 @@ struct sign_set;
 
 enum pool_submit_err {
     POOL_OK = 0,
-    POOL_FULL = -1,        /* the queue is full: try later (503) */
-    POOL_DRAINING = -2     /* shutting down: no new work (503) */
+    POOL_FULL = -1,    /* the queue is full: try later (503) */
+    POOL_DRAINING = -2 /* shutting down: no new work (503) */
 };
 
 /* Gauges for /metrics and /readyz; a consistent snapshot. */
 struct pool_stats {
-    size_t queued;         /* jobs waiting */
+    size_t queued; /* jobs waiting */
     size_t busy_workers;
     size_t workers;
-    size_t conns_open;     /* SMTP connections open (idle + busy) */
+    size_t conns_open; /* SMTP connections open (idle + busy) */
     size_t conns_idle;
     size_t conns_busy;
     int draining;
-    unsigned long long conns_opened;   /* counters since start */
+    unsigned long long conns_opened; /* counters since start */
     unsigned long long conns_failed;
     unsigned long long retries;
 };

@@ -77,5 +77,5 @@ void pool_result_local(struct smtp_result *res, enum smtp_delivery status,
     res->status = status;
     snprintf(res->message, sizeof res->message, "%s", message);
     snprintf(res->enhanced, sizeof res->enhanced, "4.3.0");
-    smtp_result_settle(res);            /* 451 4.3.0: not sent, transient */
+    smtp_result_settle(res); /* 451 4.3.0: not sent, transient */
 }

@@ -10,7 +10,7 @@
 
 #include <strings.h>
 
-#define POOL_BACKOFF_CAP_MS       10000L
+#define POOL_BACKOFF_CAP_MS 10000L
 #define POOL_BACKOFF_DRAIN_CAP_MS 250L
 
 /* 1 for the kinds that mean the transport failed. */
@@ -38,7 +38,7 @@ static struct pool_verdict pool_decide_open(const struct smtp_result *res)
                                                      : POOL_NEXT_DONE;
     else if (pool_kind_is_transport(res->kind))
         v.next = POOL_NEXT_RETRY;
-    return v;            /* AUTH, LOCAL, anything else: final */
+    return v; /* AUTH, LOCAL, anything else: final */
 }
 
 /* What to do after an attempt (see the table in server/retry.h). */
@@ -53,7 +53,7 @@ struct pool_verdict pool_retry_decide(const struct smtp_result *res,
     if (phase == POOL_PHASE_OPEN)
         return pool_decide_open(res);
     if (res->status == SMTP_DELIVERY_UNKNOWN) {
-        v.fate = POOL_CONN_DROP;          /* state unknown; never resend */
+        v.fate = POOL_CONN_DROP; /* state unknown; never resend */
         return v;
     }
     if (dead || res->kind == SMTP_ERR_AUTH)
@@ -78,10 +78,10 @@ struct pool_verdict pool_retry_decide(const struct smtp_result *res,
         v.next = POOL_NEXT_REPLACE;
         return v;
     }
-    if (transport || (res->kind == SMTP_ERR_REPLY && res->code >= 400 &&
-                      res->code < 500))
+    if (transport ||
+        (res->kind == SMTP_ERR_REPLY && res->code >= 400 && res->code < 500))
         v.next = POOL_NEXT_RETRY;
-    return v;                             /* 5xx and the rest: final */
+    return v; /* 5xx and the rest: final */
 }
 
 /* Backoff in ms after `attempt` counted attempts failed. */

@@ -36,20 +36,20 @@
 #include <smtpcore/smtp.h>
 
 enum pool_phase {
-    POOL_PHASE_OPEN,        /* smtp_connect or smtp_conn_hello failed */
-    POOL_PHASE_RUN          /* the send or the query on an open connection */
+    POOL_PHASE_OPEN, /* smtp_connect or smtp_conn_hello failed */
+    POOL_PHASE_RUN   /* the send or the query on an open connection */
 };
 
 enum pool_next {
-    POOL_NEXT_DONE,         /* the result is final */
-    POOL_NEXT_RETRY,        /* temporary: retry after backoff if allowed */
-    POOL_NEXT_REPLACE       /* stale pooled connection: retry now, uncounted */
+    POOL_NEXT_DONE,   /* the result is final */
+    POOL_NEXT_RETRY,  /* temporary: retry after backoff if allowed */
+    POOL_NEXT_REPLACE /* stale pooled connection: retry now, uncounted */
 };
 
 enum pool_conn_fate {
-    POOL_CONN_KEEP,         /* back to the idle list (if still open) */
-    POOL_CONN_QUIT,         /* close politely with QUIT */
-    POOL_CONN_DROP          /* close the socket, no QUIT */
+    POOL_CONN_KEEP, /* back to the idle list (if still open) */
+    POOL_CONN_QUIT, /* close politely with QUIT */
+    POOL_CONN_DROP  /* close the socket, no QUIT */
 };
 
 struct pool_verdict {

@@ -44,9 +44,9 @@ enum sign_policy { SIGN_AUTO, SIGN_ALWAYS, SIGN_NEVER };
 
 /* One signing domain: an rsa-sha256 key and perhaps an Ed25519 one. */
 struct sign_domain {
-    const char *domain;             /* borrowed from the cfg */
+    const char *domain; /* borrowed from the cfg */
     const char *selector, *ed_selector;
-    struct dkim_key *rsa, *ed;      /* owned; ed may be NULL */
+    struct dkim_key *rsa, *ed; /* owned; ed may be NULL */
     enum sign_policy policy;
     int expire;
 };
@@ -83,7 +83,8 @@ static int sign_add(struct sign_set *set, const struct cfg_dkim_domain *c,
                     char *err, size_t errlen)
 {
     struct sign_domain d = { c->domain, c->selector, c->ed25519_selector,
-                             NULL, NULL, sign_policy_of(c->sign), c->expire };
+                             NULL,      NULL,        sign_policy_of(c->sign),
+                             c->expire };
 
     if (d.policy == SIGN_NEVER)
         return 0;
@@ -94,9 +95,10 @@ static int sign_add(struct sign_set *set, const struct cfg_dkim_domain *c,
     if (dkim_key_load_file(c->key_file, &d.rsa, err, errlen) < 0)
         return -1;
     if (dkim_key_alg(d.rsa) != DKIM_RSA_SHA256) {
-        snprintf(err, errlen, "dkim key file %s: the key of selector %s must "
-                 "be RSA (Ed25519 only as ed25519_key_file)", c->key_file,
-                 c->selector);
+        snprintf(err, errlen,
+                 "dkim key file %s: the key of selector %s must "
+                 "be RSA (Ed25519 only as ed25519_key_file)",
+                 c->key_file, c->selector);
         dkim_key_free(d.rsa);
         return -1;
     }
@@ -115,14 +117,14 @@ static int sign_add(struct sign_set *set, const struct cfg_dkim_domain *c,
 }
 
 /* Loads the keys of [dkim] and of each [dkim.DOMAIN]. */
-struct sign_set *sign_set_new(const struct cfg *cfg, char *err,
-                              size_t errlen)
+struct sign_set *sign_set_new(const struct cfg *cfg, char *err, size_t errlen)
 {
     struct sign_set *set = calloc(1, sizeof *set);
     struct cfg_dkim_domain top = {
-        cfg->dkim.domain, cfg->dkim.selector, cfg->dkim.key_file,
-        cfg->dkim.ed25519_selector, cfg->dkim.ed25519_key_file,
-        cfg->dkim.sign, cfg->dkim.expire,
+        cfg->dkim.domain,           cfg->dkim.selector,
+        cfg->dkim.key_file,         cfg->dkim.ed25519_selector,
+        cfg->dkim.ed25519_key_file, cfg->dkim.sign,
+        cfg->dkim.expire,
     };
 
     if (set != NULL)
@@ -223,11 +225,10 @@ static int sign_prepend(struct job_message *m, const char *name,
 /* RFC 5322 date of t in UTC, independent of the locale. */
 static void sign_date(time_t t, char *out, size_t len)
 {
-    static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu",
-                                     "Fri", "Sat" };
-    static const char mons[12][4] = { "Jan", "Feb", "Mar", "Apr", "May",
-                                      "Jun", "Jul", "Aug", "Sep", "Oct",
-                                      "Nov", "Dec" };
+    static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed",
+                                     "Thu", "Fri", "Sat" };
+    static const char mons[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                      "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
     struct tm tm;
 
     gmtime_r(&t, &tm);
@@ -297,19 +298,19 @@ static int sign_body_hash(const char *p, size_t n, char bh[DKIM_BH_LEN + 1])
 
 /* The signatures d owes the fields (rsa, then ed25519), each value in
    v[] (caller frees); *nv of them.  -1 with why. */
-static int sign_values(const struct sign_domain *d,
-                       const struct dkim_field *f, size_t nf, const char *bh,
-                       time_t now, char *v[2], size_t *nv, char *why,
-                       size_t whylen)
+static int sign_values(const struct sign_domain *d, const struct dkim_field *f,
+                       size_t nf, const char *bh, time_t now, char *v[2],
+                       size_t *nv, char *why, size_t whylen)
 {
     const char *sel[2] = { d->selector, d->ed_selector };
     const struct dkim_key *key[2] = { d->rsa, d->ed };
 
     *nv = 0;
     for (int i = 0; i < 2; i++) {
-        struct dkim_sign_opts o = { d->domain, sel[i], key[i], now,
-                                    d->expire > 0 ? now + d->expire : 0,
-                                    NULL, NULL, 0 };
+        struct dkim_sign_opts o = {
+            d->domain, sel[i], key[i], now, d->expire > 0 ? now + d->expire : 0,
+            NULL,      NULL,   0
+        };
 
         if (key[i] == NULL || dkim_has_signature(f, nf, d->domain, sel[i]))
             continue;
@@ -422,8 +423,8 @@ static char *sign_raw_from(const struct job_message *m)
 }
 
 /* Signs the message with the domain its From chooses. */
-int sign_message(const struct sign_set *set, struct job_message *m,
-                 time_t now, char *why, size_t whylen)
+int sign_message(const struct sign_set *set, struct job_message *m, time_t now,
+                 char *why, size_t whylen)
 {
     const struct sign_domain *d;
     char *raw_from = NULL;
@@ -438,7 +439,7 @@ int sign_message(const struct sign_set *set, struct job_message *m,
         free(raw_from);
         return d == NULL ? 0 : sign_raw(d, m, now, why, whylen);
     }
-    d = sign_choose(set, sign_header(m, "From") != NULL
-                             ? sign_header(m, "From") : m->from);
+    d = sign_choose(set, sign_header(m, "From") != NULL ? sign_header(m, "From")
+                                                        : m->from);
     return d == NULL ? 0 : sign_envelope(d, m, now, why, whylen);
 }

@@ -22,8 +22,7 @@ struct sign_set;
    for sign = never).  NULL with err naming the key file that does not
    load (never its content).  A configuration without DKIM gives an empty
    set, which signs nothing. */
-struct sign_set *sign_set_new(const struct cfg *cfg, char *err,
-                              size_t errlen);
+struct sign_set *sign_set_new(const struct cfg *cfg, char *err, size_t errlen);
 /* How many signing domains the set holds. */
 size_t sign_set_count(const struct sign_set *set);
 /* Frees the set and its keys; NULL is a no-op. */
@@ -33,7 +32,7 @@ void sign_set_free(struct sign_set *set);
    now: 0 when signed or when nothing is to be signed (no domain chosen,
    or every signature already present by the same d= and s=); -1 with
    why when signing failed (the message must not go out unsigned then). */
-int sign_message(const struct sign_set *set, struct job_message *m,
-                 time_t now, char *why, size_t whylen);
+int sign_message(const struct sign_set *set, struct job_message *m, time_t now,
+                 char *why, size_t whylen);
 
 #endif /* MAILPOOL_SIGN_H */

@@ -15,8 +15,8 @@ char *webhook_payload_(const struct queue_event *ev);
 /* The secret of the file at path as the HMAC key: whsec_<base64>
    decoded, else the line's bytes as they are; 0 with *key (caller frees
    after wiping) and *keylen, or -1 with err. */
-int webhook_secret_load_(const char *path, unsigned char **key,
-                         size_t *keylen, char *err, size_t errlen);
+int webhook_secret_load_(const char *path, unsigned char **key, size_t *keylen,
+                         char *err, size_t errlen);
 /* "v1,<base64 HMAC-SHA256 of id.timestamp.body>" into out; 0 or -1. */
 int webhook_sign_(const unsigned char *key, size_t keylen, const char *id,
                   long long ts, const char *body, char *out, size_t outlen);
@@ -24,15 +24,14 @@ int webhook_sign_(const unsigned char *key, size_t keylen, const char *id,
 /* One POST of an event; borrowed. */
 struct webhook_post {
     const char *url;
-    const char *id;             /* webhook-id: the event's id */
-    long long ts;               /* webhook-timestamp: Unix seconds */
-    const char *sig;            /* webhook-signature */
+    const char *id;  /* webhook-id: the event's id */
+    long long ts;    /* webhook-timestamp: Unix seconds */
+    const char *sig; /* webhook-signature */
     const char *body;
     int timeout_s;
     int tls_verify;
     /* Called during the POST; nonzero aborts it (the service stops). */
-    int (*progress)(void *ctx, curl_off_t, curl_off_t, curl_off_t,
-                    curl_off_t);
+    int (*progress)(void *ctx, curl_off_t, curl_off_t, curl_off_t, curl_off_t);
     void *progress_ctx;
 };
 /* POSTs p: the HTTP status, or 0 with err set when no answer came. */

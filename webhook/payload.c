@@ -74,12 +74,11 @@ static json_t *rejected_one(json_t *line)
     const char *t3 = t2 ? strchr(t2 + 1, '\t') : NULL;
     if (t3 == NULL)
         return NULL;
-    return json_pack("{s:o, s:i, s:o, s:o}", "recipient",
-                     text_json(l, (size_t)(t1 - l)), "code",
-                     (int)strtol(t1 + 1, NULL, 10), "enhanced", t3 > t2 + 1
-                         ? text_json(t2 + 1, (size_t)(t3 - t2 - 1))
-                         : json_null(), "text", text_json(t3 + 1,
-                                                           strlen(t3 + 1)));
+    return json_pack(
+        "{s:o, s:i, s:o, s:o}", "recipient", text_json(l, (size_t)(t1 - l)),
+        "code", (int)strtol(t1 + 1, NULL, 10), "enhanced",
+        t3 > t2 + 1 ? text_json(t2 + 1, (size_t)(t3 - t2 - 1)) : json_null(),
+        "text", text_json(t3 + 1, strlen(t3 + 1)));
 }
 
 /* The rejected recipients of an attempt as objects. */
@@ -87,7 +86,8 @@ static json_t *rejected_of(const char *s)
 {
     json_t *arr = json_array(), *lines = lines_of(s), *l;
     size_t i;
-    json_array_foreach(lines, i, l) {
+    json_array_foreach(lines, i, l)
+    {
         json_t *o = rejected_one(l);
         if (o != NULL)
             json_array_append_new(arr, o);
@@ -102,28 +102,27 @@ static json_t *data_of(const struct queue_event *ev)
     json_error_t e;
     int reply = ev->state != QUEUE_CANCELLED && ev->status != NULL;
     json_t *meta = ev->metadata ? json_loads(ev->metadata, 0, &e) : NULL;
-    return json_pack("{s:s, s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:i, s:o}",
-        "id", ev->message,
-        "message_id", ev->message_id ? json_string(ev->message_id)
-                                     : json_null(),
-        "status", queue_state_name(ev->state),
-        "code", reply && ev->code > 0 ? json_integer(ev->code) : json_null(),
-        "enhanced", reply && ev->enhanced && ev->enhanced[0]
-                        ? text_json(ev->enhanced, strlen(ev->enhanced))
-                        : json_null(),
-        "text", reply ? lines_of(ev->text) : json_array(),
-        "accepted", reply ? lines_of(ev->accepted) : json_array(),
-        "rejected", reply ? rejected_of(ev->rejected) : json_array(),
-        "attempt", ev->attempt,
-        "metadata", meta ? meta : json_null());
+    return json_pack(
+        "{s:s, s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:i, s:o}", "id", ev->message,
+        "message_id",
+        ev->message_id ? json_string(ev->message_id) : json_null(), "status",
+        queue_state_name(ev->state), "code",
+        reply && ev->code > 0 ? json_integer(ev->code) : json_null(),
+        "enhanced",
+        reply && ev->enhanced && ev->enhanced[0]
+            ? text_json(ev->enhanced, strlen(ev->enhanced))
+            : json_null(),
+        "text", reply ? lines_of(ev->text) : json_array(), "accepted",
+        reply ? lines_of(ev->accepted) : json_array(), "rejected",
+        reply ? rejected_of(ev->rejected) : json_array(), "attempt",
+        ev->attempt, "metadata", meta ? meta : json_null());
 }
 
 char *webhook_payload_(const struct queue_event *ev)
 {
-    json_t *j = json_pack("{s:s, s:s, s:o, s:o}",
-                          "type", queue_event_type(ev->state), "id", ev->id,
-                          "created_at", when_json(ev->created_at),
-                          "data", data_of(ev));
+    json_t *j = json_pack(
+        "{s:s, s:s, s:o, s:o}", "type", queue_event_type(ev->state), "id",
+        ev->id, "created_at", when_json(ev->created_at), "data", data_of(ev));
     char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     return body;

@@ -35,8 +35,11 @@ static struct curl_slist *post_headers(const char *id, long long ts,
     snprintf(h[1], sizeof h[1], "webhook-timestamp: %lld", ts);
     snprintf(h[2], sizeof h[2], "webhook-signature: %s", sig);
     const char *all[] = { "Content-Type: application/json",
-                          "User-Agent: mailpool-webhook", "Expect:",
-                          h[0], h[1], h[2] };
+                          "User-Agent: mailpool-webhook",
+                          "Expect:",
+                          h[0],
+                          h[1],
+                          h[2] };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         t = curl_slist_append(l, all[i]);
         if (t == NULL) {
@@ -84,6 +87,5 @@ int webhook_post_(const struct webhook_post *p, char *err, size_t errlen)
         snprintf(err, errlen, "%s", ebuf[0] ? ebuf : curl_easy_strerror(rc));
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
-    return rc == CURLE_OK && status >= 100 && status <= 599 ? (int)status
-                                                            : 0;
+    return rc == CURLE_OK && status >= 100 && status <= 599 ? (int)status : 0;
 }

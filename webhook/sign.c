@@ -45,11 +45,11 @@ static int secret_line(const char *path, char *line, size_t len, char *err,
 }
 
 /* The key of a whsec_ secret (its base64 decoded): 0 or -1. */
-static int secret_decode(const char *b64, unsigned char **key,
-                         size_t *keylen)
+static int secret_decode(const char *b64, unsigned char **key, size_t *keylen)
 {
     gnutls_datum_t in = { (unsigned char *)(uintptr_t)b64,
-                          (unsigned)strlen(b64) }, out = { NULL, 0 };
+                          (unsigned)strlen(b64) },
+                   out = { NULL, 0 };
     if (gnutls_base64_decode2(&in, &out) < 0)
         return -1;
     *key = malloc(out.size ? out.size : 1);
@@ -61,8 +61,8 @@ static int secret_decode(const char *b64, unsigned char **key,
     return *key != NULL ? 0 : -1;
 }
 
-int webhook_secret_load_(const char *path, unsigned char **key,
-                         size_t *keylen, char *err, size_t errlen)
+int webhook_secret_load_(const char *path, unsigned char **key, size_t *keylen,
+                         char *err, size_t errlen)
 {
     char line[1024];
     int rc;
@@ -82,9 +82,11 @@ int webhook_secret_load_(const char *path, unsigned char **key,
     gnutls_memset(line, 0, sizeof line);
     if (rc == 0 && *keylen >= WEBHOOK_KEY_MIN)
         return 0;
-    snprintf(err, errlen, "webhook.secret_file: %s does not hold a secret "
+    snprintf(err, errlen,
+             "webhook.secret_file: %s does not hold a secret "
              "of %d bytes or more (whsec_<base64>, or the bytes of its "
-             "first line)", path, WEBHOOK_KEY_MIN);
+             "first line)",
+             path, WEBHOOK_KEY_MIN);
     if (*key != NULL)
         gnutls_memset(*key, 0, *keylen);
     free(*key);

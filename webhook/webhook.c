@@ -38,29 +38,32 @@
 #define WEBHOOK_POLL_MS 500
 #define WEBHOOK_LEASE_EXTRA_S 30.0
 #define WEBHOOK_SCHED_MAX 32
-#define WEBHOOK_JITTER 0.1          /* up to 10% added to each wait */
+#define WEBHOOK_JITTER 0.1 /* up to 10% added to each wait */
 
 struct webhook {
-    const struct cfg *cfg;          /* borrowed */
-    unsigned char *key;             /* the HMAC key, wiped at free */
+    const struct cfg *cfg; /* borrowed */
+    unsigned char *key;    /* the HMAC key, wiped at free */
     size_t keylen;
-    unsigned states;                /* bits of the types sent */
-    char *config;                   /* "URL states": queue_opts */
-    double sched[WEBHOOK_SCHED_MAX];    /* seconds before retry i+1 */
+    unsigned states;                 /* bits of the types sent */
+    char *config;                    /* "URL states": queue_opts */
+    double sched[WEBHOOK_SCHED_MAX]; /* seconds before retry i+1 */
     size_t nsched;
-    struct queue *q;                /* set by webhook_start */
+    struct queue *q; /* set by webhook_start */
     pthread_t th[WEBHOOK_THREADS];
     int nth;
-    int curl_on;                    /* curl_global_init was called */
+    int curl_on; /* curl_global_init was called */
     pthread_mutex_t mu;
-    pthread_cond_t cv;              /* stop was set */
-    int stop;                       /* guarded by mu */
-    atomic_int stopping;            /* the same, for curl's callback */
+    pthread_cond_t cv;   /* stop was set */
+    int stop;            /* guarded by mu */
+    atomic_int stopping; /* the same, for curl's callback */
     atomic_ullong counts[WEBHOOK_RESULT__COUNT];
 };
 
 static const char *const result_names[WEBHOOK_RESULT__COUNT] = {
-    "delivered", "http_error", "network_error", "gone",
+    "delivered",
+    "http_error",
+    "network_error",
+    "gone",
 };
 
 const char *webhook_result_name(enum webhook_result r)
@@ -97,10 +100,12 @@ static int parse_events(struct webhook *w, const char *list, char *err,
             k--;
         int s = type_state(p, k);
         if (s < 0) {
-            snprintf(err, errlen, "webhook.events: unknown event type "
+            snprintf(err, errlen,
+                     "webhook.events: unknown event type "
                      "\"%.*s\" (message.sent, message.partial, "
                      "message.deferred, message.rejected, message.failed, "
-                     "message.unknown, message.cancelled)", (int)k, p);
+                     "message.unknown, message.cancelled)",
+                     (int)k, p);
             return -1;
         }
         w->states |= 1u << s;
@@ -122,10 +127,11 @@ static int parse_wait(const char *p, size_t n, double *out)
     memcpy(buf, p, n);
     buf[n] = '\0';
     double v = strtod(buf, &end);
-    double unit = strcmp(end, "ms") == 0 ? 0.001
+    double unit = strcmp(end, "ms") == 0                  ? 0.001
                   : strcmp(end, "s") == 0 || *end == '\0' ? 1
-                  : strcmp(end, "m") == 0 ? 60
-                  : strcmp(end, "h") == 0 ? 3600 : -1;
+                  : strcmp(end, "m") == 0                 ? 60
+                  : strcmp(end, "h") == 0                 ? 3600
+                                                          : -1;
     if (end == buf || unit < 0 || !(v >= 0) || v * unit > 30 * 86400.0)
         return -1;
     *out = v * unit;
@@ -142,9 +148,10 @@ static int parse_schedule(struct webhook *w, const char *list, char *err,
         size_t n = strcspn(p, ", ");
         if (w->nsched == WEBHOOK_SCHED_MAX ||
             parse_wait(p, n, &w->sched[w->nsched]) < 0) {
-            snprintf(err, errlen, "webhook.retry_schedule: \"%.*s\" is not "
-                     "a wait (5s, 5m, 2h, 500ms; %d at most)", (int)n, p,
-                     WEBHOOK_SCHED_MAX);
+            snprintf(err, errlen,
+                     "webhook.retry_schedule: \"%.*s\" is not "
+                     "a wait (5s, 5m, 2h, 500ms; %d at most)",
+                     (int)n, p, WEBHOOK_SCHED_MAX);
             return -1;
         }
         w->nsched++;
@@ -165,7 +172,8 @@ static int parse_url(struct webhook *w, const char *url, char *err,
     unsigned char md[32];
     char digest[2 * sizeof md + 1];
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
-        snprintf(err, errlen, "webhook.url: must be an http:// or https:// "
+        snprintf(err, errlen,
+                 "webhook.url: must be an http:// or https:// "
                  "URL");
         return -1;
     }
@@ -196,11 +204,12 @@ struct webhook *webhook_new(const struct cfg *cfg, char *err, size_t errlen)
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     if (cfg->webhook.secret_file == NULL) {
-        snprintf(err, errlen, "webhook.secret_file: must be set with "
+        snprintf(err, errlen,
+                 "webhook.secret_file: must be set with "
                  "webhook.url");
     } else if (parse_events(w, cfg->webhook.events, err, errlen) == 0 &&
-               parse_schedule(w, cfg->webhook.retry_schedule, err,
-                              errlen) == 0 &&
+               parse_schedule(w, cfg->webhook.retry_schedule, err, errlen) ==
+                   0 &&
                parse_url(w, cfg->webhook.url, err, errlen) == 0 &&
                webhook_secret_load_(cfg->webhook.secret_file, &w->key,
                                     &w->keylen, err, errlen) == 0) {
@@ -259,13 +268,14 @@ static int nap(struct webhook *w, int ms)
 }
 
 /* Logs a try that did not deliver. */
-static void log_try(const struct queue_event *ev, int status,
-                    const char *err, enum queue_event_state st)
+static void log_try(const struct queue_event *ev, int status, const char *err,
+                    enum queue_event_state st)
 {
     struct log_field f[] = {
-        LOG_STR("event", ev->id), LOG_STR("type",
-                                          queue_event_type(ev->state)),
-        LOG_STR("message", ev->message), LOG_NUM("try", ev->tries + 1),
+        LOG_STR("event", ev->id),
+        LOG_STR("type", queue_event_type(ev->state)),
+        LOG_STR("message", ev->message),
+        LOG_NUM("try", ev->tries + 1),
         status > 0 ? LOG_NUM("http_status", status) : LOG_STR("error", err),
         LOG_STR("now", queue_event_state_name(st)),
     };
@@ -274,8 +284,8 @@ static void log_try(const struct queue_event *ev, int status,
 }
 
 /* Records the try of ev that got status (0: none, err says why). */
-static void record(struct webhook *w, const struct queue_event *ev,
-                   int status, const char *err)
+static void record(struct webhook *w, const struct queue_event *ev, int status,
+                   const char *err)
 {
     enum webhook_result r = WEBHOOK_DELIVERED;
     enum queue_event_state st = QUEUE_EV_DELIVERED;
@@ -293,15 +303,15 @@ static void record(struct webhook *w, const struct queue_event *ev,
     atomic_fetch_add(&w->counts[r], 1);
     if (r != WEBHOOK_DELIVERED)
         log_try(ev, status, err, st);
-    if (queue_event_result(w->q, ev->id, now, status, status > 0 ? "" : err,
-                           st, next) != QUEUE_OK)
+    if (queue_event_result(w->q, ev->id, now, status, status > 0 ? "" : err, st,
+                           next) != QUEUE_OK)
         log_event(LOG_WARN, "webhook_record_failed", "event", ev->id,
                   (const char *)NULL);
 }
 
 /* Aborts a POST under way when the service stops. */
-static int post_progress(void *ctx, curl_off_t a, curl_off_t b,
-                         curl_off_t c, curl_off_t d)
+static int post_progress(void *ctx, curl_off_t a, curl_off_t b, curl_off_t c,
+                         curl_off_t d)
 {
     struct webhook *w = ctx;
     (void)a;
@@ -326,10 +336,15 @@ static void deliver(struct webhook *w, const struct queue_event *ev)
         snprintf(err, sizeof err, "the event could not be signed");
     } else {
         struct webhook_post p = {
-            .url = w->cfg->webhook.url, .id = ev->id, .ts = ts, .sig = sig,
-            .body = body, .timeout_s = w->cfg->webhook.timeout,
+            .url = w->cfg->webhook.url,
+            .id = ev->id,
+            .ts = ts,
+            .sig = sig,
+            .body = body,
+            .timeout_s = w->cfg->webhook.timeout,
             .tls_verify = w->cfg->webhook.tls_verify,
-            .progress = post_progress, .progress_ctx = w,
+            .progress = post_progress,
+            .progress_ctx = w,
         };
         status = webhook_post_(&p, err, sizeof err);
     }
@@ -357,8 +372,7 @@ static void *deliver_main(void *arg)
     return NULL;
 }
 
-int webhook_start(struct webhook *w, struct queue *q, char *err,
-                  size_t errlen)
+int webhook_start(struct webhook *w, struct queue *q, char *err, size_t errlen)
 {
     w->q = q;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {

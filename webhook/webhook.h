@@ -35,10 +35,10 @@ struct webhook;
 
 /* The outcome of one POST, as /metrics counts them. */
 enum webhook_result {
-    WEBHOOK_DELIVERED = 0,      /* 2xx */
-    WEBHOOK_HTTP_ERROR,         /* another status (tried again) */
-    WEBHOOK_NETWORK_ERROR,      /* no answer: connect, TLS, timeout */
-    WEBHOOK_GONE,               /* 410: the type is stopped */
+    WEBHOOK_DELIVERED = 0, /* 2xx */
+    WEBHOOK_HTTP_ERROR,    /* another status (tried again) */
+    WEBHOOK_NETWORK_ERROR, /* no answer: connect, TLS, timeout */
+    WEBHOOK_GONE,          /* 410: the type is stopped */
     WEBHOOK_RESULT__COUNT
 };
 /* "delivered", "http_error", "network_error", "gone". */
@@ -48,16 +48,14 @@ const char *webhook_result_name(enum webhook_result r);
    one is wrong (a secret file readable by group or others is refused),
    else the caller's (webhook_free).  cfg must have webhook.url set and
    outlive the result. */
-struct webhook *webhook_new(const struct cfg *cfg, char *err,
-                            size_t errlen);
+struct webhook *webhook_new(const struct cfg *cfg, char *err, size_t errlen);
 /* The queue_opts.event_states of the configured types. */
 unsigned webhook_event_states(const struct webhook *w);
 /* The queue_opts.event_config: the URL and the types (borrowed). */
 const char *webhook_config_text(const struct webhook *w);
 /* Starts the delivery threads on q (borrowed, outliving the threads):
    0, or -1 with err. */
-int webhook_start(struct webhook *w, struct queue *q, char *err,
-                  size_t errlen);
+int webhook_start(struct webhook *w, struct queue *q, char *err, size_t errlen);
 /* Stops and joins the threads (a POST under way finishes or times out;
    its event stays leased, and is tried again after the lease). */
 void webhook_stop(struct webhook *w);

@@ -32,12 +32,16 @@ size_t smtp__b64_encode(const unsigned char *in, size_t n, char *out,
     size_t o = 0;
     for (size_t i = 0; i < n; i += 3) {
         unsigned v = (unsigned)in[i] << 16;
-        if (i + 1 < n) v |= (unsigned)in[i + 1] << 8;
-        if (i + 2 < n) v |= in[i + 2];
+        if (i + 1 < n)
+            v |= (unsigned)in[i + 1] << 8;
+        if (i + 2 < n)
+            v |= in[i + 2];
         out[o++] = tab[(v >> 18) & 63];
         out[o++] = tab[(v >> 12) & 63];
-        out[o++] = i + 1 < n ? tab[(v >> 6) & 63] : '='; /* NOLINT(bugprone-narrowing-conversions) */
-        out[o++] = i + 2 < n ? tab[v & 63] : '='; /* NOLINT(bugprone-narrowing-conversions) */
+        out[o++] = i + 1 < n ? tab[(v >> 6) & 63]
+                             : '='; /* NOLINT(bugprone-narrowing-conversions) */
+        out[o++] = i + 2 < n ? tab[v & 63]
+                             : '='; /* NOLINT(bugprone-narrowing-conversions) */
     }
     out[o] = '\0';
     return o;
@@ -53,7 +57,8 @@ static int auth_step(struct smtp_conn *c, const char *prefix,
     char *line = malloc(cap);
     if (line == NULL)
         return smtp__fail(res, SMTP_ERR_LOCAL, "AUTH", "out of memory");
-    memcpy(line, prefix, plen); /* NOLINT(bugprone-not-null-terminated-result) */
+    memcpy(line, prefix,
+           plen); /* NOLINT(bugprone-not-null-terminated-result) */
     size_t b = smtp__b64_encode(data, n, line + plen, cap - plen);
     memcpy(line + plen + b, "\r\n", 3);
     int r = smtp__send_raw(c, line, plen + b + 2,
@@ -125,8 +130,7 @@ static int auth_verdict(struct smtp_result *res)
 {
     if (res->code >= 200 && res->code < 300)
         return SMTP_OK;
-    return smtp__fail(res, SMTP_ERR_AUTH, "AUTH",
-                      "authentication failed");
+    return smtp__fail(res, SMTP_ERR_AUTH, "AUTH", "authentication failed");
 }
 
 /* RFC 4616 PLAIN response "\0user\0pass" (empty authzid); its length,
@@ -162,7 +166,9 @@ int smtp__auth(struct smtp_conn *c, struct smtp_result *res)
                           "server does not offer AUTH");
     const char *m = c->opts.auth_mech;
     if (m == NULL)
-        m = offers(mechs, "PLAIN") ? "PLAIN" : offers(mechs, "LOGIN") ? "LOGIN" : NULL;
+        m = offers(mechs, "PLAIN")   ? "PLAIN"
+            : offers(mechs, "LOGIN") ? "LOGIN"
+                                     : NULL;
     if (m == NULL || !offers(mechs, m))
         return smtp__fail(res, SMTP_ERR_AUTH, "AUTH",
                           "no usable AUTH mechanism (server offers: %.120s)",
@@ -181,19 +187,23 @@ int smtp__auth(struct smtp_conn *c, struct smtp_result *res)
         if (k < 0 || (size_t)k + lp + 2 > sizeof buf)
             return smtp__fail(res, SMTP_ERR_LOCAL, "AUTH", "token too long");
         n = (size_t)k;
-        memcpy(buf + n, pass, lp); /* NOLINT(bugprone-not-null-terminated-result) */
+        memcpy(buf + n, pass,
+               lp); /* NOLINT(bugprone-not-null-terminated-result) */
         n += lp;
         buf[n++] = 1;
         buf[n++] = 1;
         r = auth_step(c, "AUTH XOAUTH2 ", buf, n, res);
-        if (r == SMTP_OK && res->code == 334)   /* error details: answer empty */
+        if (r == SMTP_OK && res->code == 334) /* error details: answer empty */
             r = auth_step(c, "", (const unsigned char *)"", 0, res);
     } else {
-        r = smtp__command(c, "AUTH LOGIN", smtp__timeout(c, SMTP__T_COMMAND), res);
+        r = smtp__command(c, "AUTH LOGIN", smtp__timeout(c, SMTP__T_COMMAND),
+                          res);
         if (r == SMTP_OK && res->code == 334)
-            r = auth_step(c, "", (const unsigned char *)user, strlen(user), res);
+            r = auth_step(c, "", (const unsigned char *)user, strlen(user),
+                          res);
         if (r == SMTP_OK && res->code == 334)
-            r = auth_step(c, "", (const unsigned char *)pass, strlen(pass), res);
+            r = auth_step(c, "", (const unsigned char *)pass, strlen(pass),
+                          res);
     }
     explicit_bzero(buf, sizeof buf);
     if (r == SMTP_OK && res->code == 334)

@@ -18,8 +18,8 @@
 /* Checks a body held in memory: NUL, line length; counts the octets it
    will take on the wire (lone CR or LF become CRLF, leading dots double)
    and whether it has 8-bit bytes.  *col carries the line across calls. */
-static int scan_bytes(const char *p, size_t n, size_t *col, struct smtp__scan *sc,
-                      char *why, size_t whylen)
+static int scan_bytes(const char *p, size_t n, size_t *col,
+                      struct smtp__scan *sc, char *why, size_t whylen)
 {
     size_t i = 0;
     while (i < n) {
@@ -42,8 +42,10 @@ static int scan_bytes(const char *p, size_t n, size_t *col, struct smtp__scan *s
         *col += end - i;
         sc->size += end - i;
         if (*col > SMTP_MAX_LINE) {
-            snprintf(why, whylen, "body line %zu is longer than %d octets "
-                     "(RFC 5321 4.5.3.1.6)", sc->line + 1, SMTP_MAX_LINE);
+            snprintf(why, whylen,
+                     "body line %zu is longer than %d octets "
+                     "(RFC 5321 4.5.3.1.6)",
+                     sc->line + 1, SMTP_MAX_LINE);
             return -1;
         }
         i = end;
@@ -64,13 +66,14 @@ int smtp_body_check(const char *text, size_t len, char *why, size_t whylen)
         whylen = sizeof dummy;
     }
     why[0] = '\0';
-    return text == NULL && len > 0 ? -1
-         : scan_bytes(text, len, &col, &sc, why, whylen);
+    return text == NULL && len > 0
+               ? -1
+               : scan_bytes(text, len, &col, &sc, why, whylen);
 }
 
 /* Scans text or lines bodies (a reader is checked as it streams). */
 int smtp__scan_body(const struct smtp_body *b, struct smtp__scan *sc, char *why,
-                     size_t whylen)
+                    size_t whylen)
 {
     size_t col = 0;
     memset(sc, 0, sizeof *sc);
@@ -80,7 +83,7 @@ int smtp__scan_body(const struct smtp_body *b, struct smtp__scan *sc, char *why,
         if (scan_bytes(b->text, b->len, &col, sc, why, whylen) < 0)
             return -1;
         if (col > 0)
-            sc->size += 2;          /* the CRLF that ends the last line */
+            sc->size += 2; /* the CRLF that ends the last line */
         return 0;
     }
     if (b->read != NULL) {
@@ -97,7 +100,7 @@ int smtp__scan_body(const struct smtp_body *b, struct smtp__scan *sc, char *why,
                        whylen) < 0)
             return -1;
         if (col > 0 || b->lines[i][0] == '\0') {
-            sc->size += 2;          /* the line's own CRLF */
+            sc->size += 2; /* the line's own CRLF */
             sc->line++;
         }
     }
@@ -125,7 +128,7 @@ static int feed(struct smtp_conn *c, struct smtp__stuffer *st,
     while (n > 0) {
         size_t k = n > CHUNK / 4 ? CHUNK / 4 : n;
         if (smtp__stuff(st, p, k, out, why, sizeof why) < 0) {
-            smtp__conn_close(c);   /* no final dot: nothing is delivered */
+            smtp__conn_close(c); /* no final dot: nothing is delivered */
             return smtp__fail(res, SMTP_ERR_LOCAL, "DATA", "%s", why);
         }
         int r = flush(c, out, 0, res);
@@ -148,8 +151,8 @@ static int flush_last(struct smtp_conn *c, struct smtp__buf *out,
     int with = after != NULL && after->len > 0 &&
                smtp__buf_append(out, after->data, after->len) == 0;
     int r = smtp__send_raw_n(c, out->data, out->len,
-                             smtp__timeout(c, SMTP__T_DATA_BLOCK), "DATA",
-                             res, &done);
+                             smtp__timeout(c, SMTP__T_DATA_BLOCK), "DATA", res,
+                             &done);
     *dot_sent = r == SMTP_OK || done >= dot_end;
     if (after_sent != NULL)
         *after_sent = r == SMTP_OK && with;
@@ -196,9 +199,8 @@ static int feed_body(struct smtp_conn *c, struct smtp__stuffer *st,
    all of after is. */
 int smtp__write_message(struct smtp_conn *c, const struct smtp__buf *hdr,
                         const struct smtp_body *body, int allow8bit,
-                        const struct smtp__buf *after,
-                        struct smtp_result *res, int *dot_sent,
-                        int *after_sent)
+                        const struct smtp__buf *after, struct smtp_result *res,
+                        int *dot_sent, int *after_sent)
 {
     struct smtp__buf out;
     struct smtp__stuffer st;
@@ -212,7 +214,7 @@ int smtp__write_message(struct smtp_conn *c, const struct smtp__buf *hdr,
     smtp__buf_init(&out, 4 * CHUNK);
     smtp__stuffer_init(&st);
     st.refuse_8bit = !allow8bit;
-    st.in_header = hdr == NULL || hdr->len == 0;    /* a whole message */
+    st.in_header = hdr == NULL || hdr->len == 0; /* a whole message */
     if (hdr != NULL && hdr->len > 0 &&
         smtp__buf_append(&out, hdr->data, hdr->len) < 0) {
         smtp__buf_free(&out);

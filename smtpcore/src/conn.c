@@ -34,9 +34,15 @@
 
 #include "internal.h"
 
-enum { DEF_CONNECT = 30000, DEF_GREETING = 300000, DEF_COMMAND = 300000,
-       DEF_DATA_INIT = 120000, DEF_DATA_BLOCK = 180000, DEF_DATA_TERM = 600000 };
-enum { QUIT_MS = 2000 };        /* the most a QUIT's 221 is waited for */
+enum {
+    DEF_CONNECT = 30000,
+    DEF_GREETING = 300000,
+    DEF_COMMAND = 300000,
+    DEF_DATA_INIT = 120000,
+    DEF_DATA_BLOCK = 180000,
+    DEF_DATA_TERM = 600000
+};
+enum { QUIT_MS = 2000 }; /* the most a QUIT's 221 is waited for */
 
 static int conn_read(struct smtp_conn *c, int timeout, const char *command,
                      struct smtp_reply *reply, struct smtp_result *res,
@@ -49,13 +55,17 @@ int smtp__timeout(const struct smtp_conn *c, int which)
     const struct smtp_opts *o = &c->opts;
     switch (which) {
     case SMTP__T_GREETING:
-        return o->greeting_timeout_ms > 0 ? o->greeting_timeout_ms : DEF_GREETING;
+        return o->greeting_timeout_ms > 0 ? o->greeting_timeout_ms
+                                          : DEF_GREETING;
     case SMTP__T_DATA_INIT:
-        return o->data_init_timeout_ms > 0 ? o->data_init_timeout_ms : DEF_DATA_INIT;
+        return o->data_init_timeout_ms > 0 ? o->data_init_timeout_ms
+                                           : DEF_DATA_INIT;
     case SMTP__T_DATA_BLOCK:
-        return o->data_block_timeout_ms > 0 ? o->data_block_timeout_ms : DEF_DATA_BLOCK;
+        return o->data_block_timeout_ms > 0 ? o->data_block_timeout_ms
+                                            : DEF_DATA_BLOCK;
     case SMTP__T_DATA_TERM:
-        return o->data_term_timeout_ms > 0 ? o->data_term_timeout_ms : DEF_DATA_TERM;
+        return o->data_term_timeout_ms > 0 ? o->data_term_timeout_ms
+                                           : DEF_DATA_TERM;
     default:
         return o->command_timeout_ms > 0 ? o->command_timeout_ms : DEF_COMMAND;
     }
@@ -109,7 +119,8 @@ static int parse_host(const char *host, int port, char *name, size_t namelen,
 /* Non-blocking connect to one address before deadline: fd or -1/errno. */
 static int connect_one(const struct addrinfo *ai, int64_t deadline, int *err)
 {
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+    int fd = socket(ai->ai_family,
+                    ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
                     ai->ai_protocol);
     if (fd < 0) {
         *err = errno;
@@ -146,8 +157,8 @@ static int tcp_connect(const char *name, int port, int timeout_ms,
     snprintf(portstr, sizeof portstr, "%d", port);
     int r = getaddrinfo(name, portstr, &hints, &list);
     if (r != 0) {
-        smtp__fail(res, SMTP_ERR_CONN, "connect", "cannot resolve %s: %s",
-                   name, gai_strerror(r));
+        smtp__fail(res, SMTP_ERR_CONN, "connect", "cannot resolve %s: %s", name,
+                   gai_strerror(r));
         return -1;
     }
     int64_t deadline = smtp__now_ms() + timeout_ms;
@@ -169,9 +180,10 @@ static int opts_copy(struct smtp_opts *dst, const struct smtp_opts *src)
 {
     static const struct smtp_opts zero;
     *dst = src != NULL ? *src : zero;
-    const char **s[] = { &dst->helo_name, &dst->ca_file, &dst->cert_file,
-                         &dst->key_file, &dst->tls_server_name, &dst->auth_user,
-                         &dst->auth_pass, &dst->auth_mech };
+    const char **s[] = { &dst->helo_name,       &dst->ca_file,
+                         &dst->cert_file,       &dst->key_file,
+                         &dst->tls_server_name, &dst->auth_user,
+                         &dst->auth_pass,       &dst->auth_mech };
     int bad = 0;
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
         if (*s[i] == NULL)
@@ -185,8 +197,9 @@ static int opts_copy(struct smtp_opts *dst, const struct smtp_opts *src)
 /* Frees the option strings (cast: they are our own copies). */
 static void opts_free(struct smtp_opts *o)
 {
-    const char *s[] = { o->helo_name, o->ca_file, o->cert_file, o->key_file,
-                        o->tls_server_name, o->auth_user, o->auth_mech };
+    const char *s[] = { o->helo_name, o->ca_file,         o->cert_file,
+                        o->key_file,  o->tls_server_name, o->auth_user,
+                        o->auth_mech };
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++)
         free((void *)(uintptr_t)s[i]);
     if (o->auth_pass != NULL) {
@@ -199,7 +212,8 @@ static void opts_free(struct smtp_opts *o)
 /* TLS options of this connection (verify the given host unless told). */
 static void tls_opts(const struct smtp_conn *c, struct smtp__tls_opts *t)
 {
-    t->server_name = c->opts.tls_server_name ? c->opts.tls_server_name : c->host;
+    t->server_name = c->opts.tls_server_name ? c->opts.tls_server_name
+                                             : c->host;
     t->ca_file = c->opts.ca_file;
     t->cert_file = c->opts.cert_file;
     t->key_file = c->opts.key_file;
@@ -252,7 +266,7 @@ static struct smtp_conn *conn_open(const char *host, int port,
     if (res->code != 220) {
         smtp__fail(res, SMTP_ERR_REPLY, "greeting",
                    "server refused the session");
-        conn_abandon(c);            /* QUIT, unless it closed (421) */
+        conn_abandon(c); /* QUIT, unless it closed (421) */
         smtp_conn_free(c);
         return NULL;
     }
@@ -317,9 +331,8 @@ int smtp__read_reply(struct smtp_conn *c, int timeout, const char *command,
 }
 
 /* Reads the one reply awaited: bytes beyond it are a protocol error. */
-int smtp__read_reply_one(struct smtp_conn *c, int timeout,
-                         const char *command, struct smtp_reply *reply,
-                         struct smtp_result *res)
+int smtp__read_reply_one(struct smtp_conn *c, int timeout, const char *command,
+                         struct smtp_reply *reply, struct smtp_result *res)
 {
     return conn_read(c, timeout, command, reply, res, 1);
 }
@@ -334,7 +347,7 @@ static int conn_read_end(struct smtp_conn *c, const char *command,
 {
     if (mixed != NULL && reply->code < 400) {
         smtp__conn_close(c);
-        smtp__result_take_reply(res, reply);      /* the server's words */
+        smtp__result_take_reply(res, reply); /* the server's words */
         return smtp__fail(res, SMTP_ERR_PROTO, command, "%s (%s)", mixed,
                           command);
     }
@@ -414,9 +427,8 @@ int smtp__send_raw(struct smtp_conn *c, const char *p, size_t n, int timeout,
 
 /* Writes bytes, counting them into *done (may be NULL); closes the
    connection on failure. */
-int smtp__send_raw_n(struct smtp_conn *c, const char *p, size_t n,
-                     int timeout, const char *command,
-                     struct smtp_result *res, size_t *done)
+int smtp__send_raw_n(struct smtp_conn *c, const char *p, size_t n, int timeout,
+                     const char *command, struct smtp_result *res, size_t *done)
 {
     int err = 0;
     if (done != NULL)
@@ -424,14 +436,13 @@ int smtp__send_raw_n(struct smtp_conn *c, const char *p, size_t n,
     if (!smtp__is_open(c))
         return smtp__fail(res, SMTP_ERR_CONN, command, "connection is closed");
     smtp__trace_sent(c, p, n);
-    int r = smtp__io_write(&c->io, p, n, smtp__now_ms() + timeout, &err,
-                           done);
+    int r = smtp__io_write(&c->io, p, n, smtp__now_ms() + timeout, &err, done);
     if (r != SMTP_OK) {
         res->sys_errno = err;
         smtp__conn_close(c);
-        return smtp__fail(res, r, command, "%s while sending %s",
-                          r == SMTP_ERR_TIMEOUT ? "timed out" : "connection lost",
-                          command);
+        return smtp__fail(
+            res, r, command, "%s while sending %s",
+            r == SMTP_ERR_TIMEOUT ? "timed out" : "connection lost", command);
     }
     return SMTP_OK;
 }
@@ -461,7 +472,8 @@ int smtp__command(struct smtp_conn *c, const char *cmd, int timeout,
         return smtp__fail(res, SMTP_ERR_LOCAL, verb, "command line too long");
     if (smtp__is_open(c) && smtp__io_unasked(&c->io)) {
         smtp__conn_close(c);
-        return smtp__fail(res, SMTP_ERR_PROTO, verb, "unexpected bytes "
+        return smtp__fail(res, SMTP_ERR_PROTO, verb,
+                          "unexpected bytes "
                           "from the server before %s (reply injection?)",
                           verb);
     }
@@ -493,9 +505,14 @@ int smtp__conn_set_ext(struct smtp_conn *c, const struct smtp_reply *r)
             return -1;
         c->next++;
     }
-    static const struct { const char *kw; unsigned bit; } known[] = {
-        { "PIPELINING", SMTP__CAP_PIPELINING }, { "SIZE", SMTP__CAP_SIZE },
-        { "8BITMIME", SMTP__CAP_8BITMIME }, { "SMTPUTF8", SMTP__CAP_SMTPUTF8 },
+    static const struct {
+        const char *kw;
+        unsigned bit;
+    } known[] = {
+        { "PIPELINING", SMTP__CAP_PIPELINING },
+        { "SIZE", SMTP__CAP_SIZE },
+        { "8BITMIME", SMTP__CAP_8BITMIME },
+        { "SMTPUTF8", SMTP__CAP_SMTPUTF8 },
         { "DSN", SMTP__CAP_DSN },
     };
     for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
@@ -514,8 +531,8 @@ int smtp__ehlo(struct smtp_conn *c, const char *name, struct smtp_result *res)
         return r;
     if (res->code == 250)
         return smtp__conn_set_ext(c, &res->reply) < 0
-            ? smtp__fail(res, SMTP_ERR_LOCAL, "EHLO", "out of memory")
-            : SMTP_OK;
+                   ? smtp__fail(res, SMTP_ERR_LOCAL, "EHLO", "out of memory")
+                   : SMTP_OK;
     smtp__conn_forget_ext(c);
     if (res->code != 500 && res->code != 502)
         return SMTP_OK;
@@ -527,12 +544,13 @@ int smtp__ehlo(struct smtp_conn *c, const char *name, struct smtp_result *res)
 static int conn_starttls(struct smtp_conn *c, const char *name,
                          struct smtp_result *res)
 {
-    int r = smtp__command(c, "STARTTLS", smtp__timeout(c, SMTP__T_COMMAND), res);
+    int r = smtp__command(c, "STARTTLS", smtp__timeout(c, SMTP__T_COMMAND),
+                          res);
     if (r != SMTP_OK)
         return r;
     if (res->code != 220) {
         if (c->opts.tls != SMTP_TLS_REQUIRED)
-            return SMTP_OK;   /* opportunistic: stay plain, said in the log */
+            return SMTP_OK; /* opportunistic: stay plain, said in the log */
         smtp__set_status(res, "4.7.4");
         return smtp__fail(res, SMTP_ERR_TLS, "STARTTLS",
                           "server refused STARTTLS and TLS is required");
@@ -544,8 +562,8 @@ static int conn_starttls(struct smtp_conn *c, const char *name,
     struct smtp__tls_opts t;
     tls_opts(c, &t);
     if (smtp__tls_start(&c->io, &t,
-                        smtp__now_ms() + smtp__timeout(c, SMTP__T_COMMAND),
-                        why, sizeof why) < 0) {
+                        smtp__now_ms() + smtp__timeout(c, SMTP__T_COMMAND), why,
+                        sizeof why) < 0) {
         smtp__conn_close(c);
         return smtp__fail(res, SMTP_ERR_TLS, "STARTTLS", "%s", why);
     }
@@ -586,8 +604,8 @@ static int hello_failed(struct smtp_conn *c, int r, struct smtp_result *res)
    "[IPv6:2001:db8::1]" (RFC 5321 4.1.3), which RFC 5321 4.1.4 asks a
    client without a fully qualified name to send; "localhost" when the
    socket has no IP address. */
-static const char *conn_address_literal(const struct smtp_conn *c,
-                                        char *buf, size_t len)
+static const char *conn_address_literal(const struct smtp_conn *c, char *buf,
+                                        size_t len)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
@@ -602,8 +620,7 @@ static const char *conn_address_literal(const struct smtp_conn *c,
     }
     if (a == NULL || inet_ntop(ss.ss_family, a, host, sizeof host) == NULL)
         return "localhost";
-    snprintf(buf, len, ss.ss_family == AF_INET6 ? "[IPv6:%s]" : "[%s]",
-             host);
+    snprintf(buf, len, ss.ss_family == AF_INET6 ? "[IPv6:%s]" : "[%s]", host);
     return buf;
 }
 
@@ -612,16 +629,17 @@ int smtp_conn_hello(struct smtp_conn *conn, struct smtp_result *res)
 {
     char literal[INET6_ADDRSTRLEN + 8];
     const char *name = conn->opts.helo_name != NULL
-        ? conn->opts.helo_name
-        : conn_address_literal(conn, literal, sizeof literal);
+                           ? conn->opts.helo_name
+                           : conn_address_literal(conn, literal,
+                                                  sizeof literal);
     smtp_result_clear(res);
     int r = smtp__ehlo(conn, name, res);
     if (r != SMTP_OK)
         return smtp__settled(res, r);
     if (res->code >= 400)
-        return hello_failed(conn, smtp__fail(res, SMTP_ERR_REPLY,
-                                             res->command,
-                                             "server refused the greeting"),
+        return hello_failed(conn,
+                            smtp__fail(res, SMTP_ERR_REPLY, res->command,
+                                       "server refused the greeting"),
                             res);
     enum smtp_tls_mode tls = conn->opts.tls;
     if ((tls == SMTP_TLS_REQUIRED || tls == SMTP_TLS_OPPORTUNISTIC) &&
@@ -630,8 +648,9 @@ int smtp_conn_hello(struct smtp_conn *conn, struct smtp_result *res)
             r = conn_starttls(conn, name, res);
         else if (tls == SMTP_TLS_REQUIRED) {
             smtp__set_status(res, "4.7.4");
-            r = smtp__fail(res, SMTP_ERR_TLS, "STARTTLS",
-                           "server does not offer STARTTLS and TLS is required");
+            r = smtp__fail(
+                res, SMTP_ERR_TLS, "STARTTLS",
+                "server does not offer STARTTLS and TLS is required");
         }
         if (r != SMTP_OK)
             return hello_failed(conn, r, res);
@@ -667,7 +686,7 @@ int smtp_conn_check_idle(struct smtp_conn *conn)
     if (!smtp__is_open(conn))
         return -1;
     if (smtp__io_pending(&conn->io))
-        goto dead;                      /* unasked bytes: a 421, say */
+        goto dead; /* unasked bytes: a 421, say */
     struct pollfd p = { .fd = conn->io.fd, .events = POLLIN, .revents = 0 };
     if (poll(&p, 1, 0) == 0)
         return 0;
@@ -689,8 +708,8 @@ static const char *ext_find(const struct smtp_conn *conn, const char *kw)
     size_t k = strlen(kw);
     for (size_t i = 0; i < conn->next; i++) {
         const char *e = conn->ext[i];
-        if (strncasecmp(e, kw, k) == 0 && (e[k] == '\0' || e[k] == ' ' ||
-                                           e[k] == '='))
+        if (strncasecmp(e, kw, k) == 0 &&
+            (e[k] == '\0' || e[k] == ' ' || e[k] == '='))
             return e;
     }
     return NULL;

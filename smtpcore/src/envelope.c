@@ -44,8 +44,7 @@ static int cmd_line(const struct smtp__tx *t, size_t k, struct smtp__buf *out)
     int dsn = smtp__has_cap(c, SMTP__CAP_DSN);
     int r = 0;
     switch (step_of(t, k, &i)) {
-    case STEP_RSET:
-        return smtp__buf_append(out, "RSET\r\n", 6);
+    case STEP_RSET: return smtp__buf_append(out, "RSET\r\n", 6);
     case STEP_MAIL:
         r |= smtp__buf_append(out, "MAIL FROM:<", 11);
         r |= smtp__buf_append(out, t->from, strlen(t->from));
@@ -69,19 +68,19 @@ static int cmd_line(const struct smtp__tx *t, size_t k, struct smtp__buf *out)
         r |= smtp__buf_append(out, t->to[i], strlen(t->to[i]));
         r |= smtp__buf_append(out, ">", 1);
         if (dsn && so != NULL && so->dsn_notify != NULL) {
-            r |= smtp__buf_appendf(out, " NOTIFY=%s ORCPT=rfc822;", so->dsn_notify);
+            r |= smtp__buf_appendf(out, " NOTIFY=%s ORCPT=rfc822;",
+                                   so->dsn_notify);
             r |= smtp__xtext(out, t->to[i]);
         }
         break;
-    case STEP_DATA:
-        return smtp__buf_append(out, "DATA\r\n", 6);
+    case STEP_DATA: return smtp__buf_append(out, "DATA\r\n", 6);
     }
     return r | smtp__buf_append(out, "\r\n", 2);
 }
 
 /* Adds a recipient to the accepted or the rejected list. */
 int smtp__record_rcpt(struct smtp_result *res, const char *rcpt,
-                       struct smtp_reply *reply)
+                      struct smtp_reply *reply)
 {
     char *copy = strdup(rcpt);
     if (copy == NULL)
@@ -96,8 +95,8 @@ int smtp__record_rcpt(struct smtp_result *res, const char *rcpt,
         a[res->naccepted++] = copy;
         return 0;
     }
-    struct smtp_rcpt_failure *f =
-        realloc(res->rejected, (res->nrejected + 1) * sizeof *f);
+    struct smtp_rcpt_failure *f = realloc(res->rejected,
+                                          (res->nrejected + 1) * sizeof *f);
     if (f == NULL) {
         free(copy);
         return -1;
@@ -125,15 +124,16 @@ static void on_reply(struct smtp__tx *t, size_t k, struct smtp_reply *reply)
     }
     if (s == STEP_MAIL) {
         t->mail_ok = reply->code >= 200 && reply->code < 300;
-        t->mail_reply = *reply;                 /* moved */
+        t->mail_reply = *reply; /* moved */
         memset(reply, 0, sizeof *reply);
     } else if (s == STEP_DATA) {
-        t->data_reply = *reply;                 /* moved */
+        t->data_reply = *reply; /* moved */
         memset(reply, 0, sizeof *reply);
-    } else if (s == STEP_RCPT && smtp__record_rcpt(t->res, t->to[i], reply) < 0) {
+    } else if (s == STEP_RCPT &&
+               smtp__record_rcpt(t->res, t->to[i], reply) < 0) {
         t->stop = 1;
     }
-    smtp_reply_clear(reply);    /* what was not moved (RSET, accepted RCPT) */
+    smtp_reply_clear(reply); /* what was not moved (RSET, accepted RCPT) */
 }
 
 /* Timeout of step k's reply. */
@@ -141,13 +141,13 @@ static int step_timeout(const struct smtp__tx *t, size_t k)
 {
     size_t i;
     return step_of(t, k, &i) == STEP_DATA
-        ? smtp__timeout(t->c, SMTP__T_DATA_INIT)
-        : smtp__timeout(t->c, SMTP__T_COMMAND);
+               ? smtp__timeout(t->c, SMTP__T_DATA_INIT)
+               : smtp__timeout(t->c, SMTP__T_COMMAND);
 }
 
 /* Appends the command lines [from, to) to out; -1 when out of memory. */
 int smtp__tx_lines(const struct smtp__tx *t, size_t from, size_t to,
-                       struct smtp__buf *out)
+                   struct smtp__buf *out)
 {
     for (size_t k = from; k < to; k++)
         if (cmd_line(t, k, out) < 0)
@@ -203,7 +203,8 @@ static int run_envelope(struct smtp__tx *t)
         return group_read(t, 0, t->ncmds);
     if (t->pipelined) {
         for (size_t k = 0; k < t->ncmds && !t->stop; k += SMTP__PIPE_GROUP) {
-            size_t end = k + SMTP__PIPE_GROUP < t->ncmds ? k + SMTP__PIPE_GROUP : t->ncmds;
+            size_t end = k + SMTP__PIPE_GROUP < t->ncmds ? k + SMTP__PIPE_GROUP
+                                                         : t->ncmds;
             int r = run_group(t, k, end);
             if (r != SMTP_OK)
                 return r;
@@ -214,7 +215,7 @@ static int run_envelope(struct smtp__tx *t)
         size_t i;
         enum step s = step_of(t, k, &i);
         if ((s == STEP_RCPT && !t->mail_ok) || s == STEP_DATA)
-            break;                  /* DATA waits for judge_envelope */
+            break; /* DATA waits for judge_envelope */
         int r = run_group(t, k, k + 1);
         if (r != SMTP_OK)
             return r;
@@ -241,7 +242,7 @@ static int judge_bad(struct smtp__tx *t)
 {
     struct smtp_result *res = t->res;
     if (t->bad_reply.code != 421)
-        smtp__conn_close(t->c);     /* RSET refused: state unknown */
+        smtp__conn_close(t->c); /* RSET refused: state unknown */
     smtp__result_take_reply(res, &t->bad_reply);
     res->status = SMTP_DELIVERY_FAILED;
     return smtp__fail(res, SMTP_ERR_REPLY, t->bad_verb,
@@ -271,7 +272,7 @@ static int judge_envelope(struct smtp__tx *t)
         if (t->data_reply.code == 354) {
             lone_dot(t);
         } else if (!t->pipelined) {
-            struct smtp_result tmp;          /* no DATA: RSET instead */
+            struct smtp_result tmp; /* no DATA: RSET instead */
             smtp_result_init(&tmp);
             smtp__command(t->c, "RSET", smtp__timeout(t->c, SMTP__T_COMMAND),
                           &tmp);
@@ -294,17 +295,16 @@ static int judge_envelope(struct smtp__tx *t)
     if (t->data_reply.code != 354) {
         smtp__result_take_reply(res, &t->data_reply);
         res->status = SMTP_DELIVERY_FAILED;
-        return smtp__fail(res, SMTP_ERR_REPLY, "DATA",
-                          "server refused DATA");
+        return smtp__fail(res, SMTP_ERR_REPLY, "DATA", "server refused DATA");
     }
     return SMTP__GO_ON;
 }
 
 /* Sets up the transaction of to[0..nto) on conn; nothing is sent yet. */
 void smtp__tx_init(struct smtp__tx *t, struct smtp_conn *conn, const char *from,
-                    const char *const *to, size_t nto,
-                    const struct smtp_send_opts *sopts, const struct smtp__scan *sc,
-                    struct smtp_result *res)
+                   const char *const *to, size_t nto,
+                   const struct smtp_send_opts *sopts,
+                   const struct smtp__scan *sc, struct smtp_result *res)
 {
     memset(t, 0, sizeof *t);
     t->c = conn;

@@ -15,13 +15,14 @@
 /* Parsed form of one reply line: "250-text" or "250 text" or "250". */
 struct smtp__line {
     int code;
-    int more;            /* 1 for '-' continuation */
-    const char *text;    /* points into the line */
+    int more;         /* 1 for '-' continuation */
+    const char *text; /* points into the line */
     size_t textlen;
 };
 
 /* 0, or -1 when the line is not an SMTP reply line. */
-int smtp__reply_line_parse(const char *line, size_t len, struct smtp__line *out);
+int smtp__reply_line_parse(const char *line, size_t len,
+                           struct smtp__line *out);
 /* Appends a parsed line to reply; enforces the line and byte caps.
    -1 with why set on a violation (too many lines, ...); 1 with why set
    when the line's code differs from the earlier lines' (the line is kept
@@ -30,8 +31,7 @@ int smtp__reply_add(struct smtp_reply *reply, const struct smtp__line *ln,
                     size_t *bytes, char *why, size_t whylen);
 /* Copies the enhanced code "x.y.z" at the start of text when it matches the
    reply class; "" otherwise. */
-void smtp__enhanced_parse(int code, const char *text, size_t len,
-                          char out[16]);
+void smtp__enhanced_parse(int code, const char *text, size_t len, char out[16]);
 /* Deep copy of src into dst (dst cleared first); -1 on no memory. */
 int smtp__reply_copy(struct smtp_reply *dst, const struct smtp_reply *src);
 
@@ -41,7 +41,7 @@ struct smtp__buf {
     char *data;
     size_t len;
     size_t cap;
-    size_t max;          /* hard cap; appends beyond it fail */
+    size_t max; /* hard cap; appends beyond it fail */
 };
 
 void smtp__buf_init(struct smtp__buf *b, size_t max);
@@ -56,10 +56,10 @@ int smtp__buf_appendf(struct smtp__buf *b, const char *fmt, ...)
 
 struct smtp__io {
     int fd;
-    gnutls_session_t tls;            /* NULL for plaintext */
+    gnutls_session_t tls; /* NULL for plaintext */
     gnutls_certificate_credentials_t cred;
     char rbuf[SMTP__RBUF];
-    size_t rpos, rlen;               /* unread bytes: rbuf[rpos..rlen) */
+    size_t rpos, rlen; /* unread bytes: rbuf[rpos..rlen) */
 };
 
 /* Monotonic milliseconds. */
@@ -96,15 +96,15 @@ int smtp__tls_start(struct smtp__io *io, const struct smtp__tls_opts *o,
 
 struct smtp_conn {
     struct smtp__io io;
-    struct smtp_opts opts;           /* strings below are owned copies */
-    char *host;                      /* as given, for TLS name checks */
-    enum smtp_conn_state state;      /* changed by smtp__set_state only */
-    int esmtp;                       /* EHLO accepted */
-    char **ext;                      /* EHLO keywords and params, "SIZE 100" */
+    struct smtp_opts opts;      /* strings below are owned copies */
+    char *host;                 /* as given, for TLS name checks */
+    enum smtp_conn_state state; /* changed by smtp__set_state only */
+    int esmtp;                  /* EHLO accepted */
+    char **ext;                 /* EHLO keywords and params, "SIZE 100" */
     size_t next;
-    unsigned caps;                   /* SMTP__CAP_* bits of ext, for speed */
-    unsigned long messages;          /* MAIL commands sent */
-    int dirty;                       /* a transaction was started: RSET next */
+    unsigned caps;          /* SMTP__CAP_* bits of ext, for speed */
+    unsigned long messages; /* MAIL commands sent */
+    int dirty;              /* a transaction was started: RSET next */
 };
 
 /* 1 while the socket is usable. */
@@ -123,14 +123,24 @@ void smtp__trace_received(const struct smtp_conn *c, const char *line,
                           size_t len);
 
 /* Extensions looked up on every message, cached as bits at EHLO time. */
-enum { SMTP__CAP_PIPELINING = 1, SMTP__CAP_SIZE = 2, SMTP__CAP_8BITMIME = 4,
-       SMTP__CAP_SMTPUTF8 = 8, SMTP__CAP_DSN = 16 };
+enum {
+    SMTP__CAP_PIPELINING = 1,
+    SMTP__CAP_SIZE = 2,
+    SMTP__CAP_8BITMIME = 4,
+    SMTP__CAP_SMTPUTF8 = 8,
+    SMTP__CAP_DSN = 16
+};
 #define smtp__has_cap(c, bit) (((c)->caps & (bit)) != 0)
 
 /* Timeouts with defaults applied. */
 int smtp__timeout(const struct smtp_conn *c, int which);
-enum { SMTP__T_GREETING, SMTP__T_COMMAND, SMTP__T_DATA_INIT,
-       SMTP__T_DATA_BLOCK, SMTP__T_DATA_TERM };
+enum {
+    SMTP__T_GREETING,
+    SMTP__T_COMMAND,
+    SMTP__T_DATA_INIT,
+    SMTP__T_DATA_BLOCK,
+    SMTP__T_DATA_TERM
+};
 
 /* Sends one command line (CRLF appended) and reads its reply into res,
    the one reply awaited: bytes before the command or beyond its reply are a
@@ -143,9 +153,9 @@ int smtp__send_raw(struct smtp_conn *c, const char *p, size_t n, int timeout,
                    const char *command, struct smtp_result *res);
 /* smtp__send_raw that also counts into *done the bytes written, also when
    it fails (how far a write that ends in a final dot got). */
-int smtp__send_raw_n(struct smtp_conn *c, const char *p, size_t n,
-                     int timeout, const char *command,
-                     struct smtp_result *res, size_t *done);
+int smtp__send_raw_n(struct smtp_conn *c, const char *p, size_t n, int timeout,
+                     const char *command, struct smtp_result *res,
+                     size_t *done);
 /* Reads one full reply into reply; on failure fills res and closes.
    When PIPELINING is not in effect, bytes beyond the reply are a protocol
    error (reply injection). */
@@ -153,9 +163,8 @@ int smtp__read_reply(struct smtp_conn *c, int timeout, const char *command,
                      struct smtp_reply *reply, struct smtp_result *res);
 /* The same for a reply that is the only one awaited whatever PIPELINING
    says (AUTH steps): bytes beyond it are always a protocol error. */
-int smtp__read_reply_one(struct smtp_conn *c, int timeout,
-                         const char *command, struct smtp_reply *reply,
-                         struct smtp_result *res);
+int smtp__read_reply_one(struct smtp_conn *c, int timeout, const char *command,
+                         struct smtp_reply *reply, struct smtp_result *res);
 /* Marks the connection closed and closes the socket (no QUIT). */
 void smtp__conn_close(struct smtp_conn *c);
 /* Parses an EHLO reply into c->ext (replacing the old list). */
@@ -169,16 +178,16 @@ int smtp__ehlo(struct smtp_conn *c, const char *name, struct smtp_result *res);
 /* What a body scan learns before anything is sent. */
 struct smtp__scan {
     unsigned long long size;
-    size_t line;        /* lines ended so far (for the reason) */
+    size_t line; /* lines ended so far (for the reason) */
     int eightbit;
-    int streamed;       /* a reader: size and 8-bit unknown in advance */
-    int utf8;           /* needs SMTPUTF8: a UTF-8 address, or raw 8-bit
+    int streamed; /* a reader: size and 8-bit unknown in advance */
+    int utf8;     /* needs SMTPUTF8: a UTF-8 address, or raw 8-bit
                            text in a header field (RFC 6531 3.4, 6532) */
 };
 /* Scans text or lines bodies into sc (a reader is checked as it streams:
    sc->streamed); -1 with why on a NUL, an over-long or a missing line. */
-int smtp__scan_body(const struct smtp_body *b, struct smtp__scan *sc,
-                    char *why, size_t whylen);
+int smtp__scan_body(const struct smtp_body *b, struct smtp__scan *sc, char *why,
+                    size_t whylen);
 /* After a 354: the prebuilt header block hdr (may be NULL), the body, the
    final dot, and in the same write as the dot the bytes of after (may be
    NULL: the next message's pipelined envelope).  8-bit body bytes are
@@ -186,14 +195,13 @@ int smtp__scan_body(const struct smtp_body *b, struct smtp__scan *sc,
    *after_sent (may be NULL) once all of after is. */
 int smtp__write_message(struct smtp_conn *c, const struct smtp__buf *hdr,
                         const struct smtp_body *body, int allow8bit,
-                        const struct smtp__buf *after,
-                        struct smtp_result *res, int *dot_sent,
-                        int *after_sent);
+                        const struct smtp__buf *after, struct smtp_result *res,
+                        int *dot_sent, int *after_sent);
 
 /* ---- The envelope of one transaction (envelope.c) ---- */
 
-#define SMTP__PIPE_GROUP 100    /* commands per pipelined write */
-#define SMTP__GO_ON 1           /* envelope accepted: send the body */
+#define SMTP__PIPE_GROUP 100 /* commands per pipelined write */
+#define SMTP__GO_ON 1        /* envelope accepted: send the body */
 
 struct smtp__tx {
     struct smtp_conn *c;
@@ -203,21 +211,21 @@ struct smtp__tx {
     size_t nto;
     const struct smtp_send_opts *so;
     const struct smtp__scan *sc;
-    int rset;                    /* RSET goes first */
+    int rset; /* RSET goes first */
     int pipelined;
-    size_t ncmds;                /* RSET? + MAIL + nto + DATA */
-    int begun;                   /* smtp__tx_begin done: rset, ncmds known */
-    int written;                 /* the envelope rode behind the previous
+    size_t ncmds; /* RSET? + MAIL + nto + DATA */
+    int begun;    /* smtp__tx_begin done: rset, ncmds known */
+    int written;  /* the envelope rode behind the previous
                                     message's final dot: read its replies */
     int mail_ok;
-    int stop;                    /* transport error or 421: nothing more */
+    int stop; /* transport error or 421: nothing more */
     struct smtp_reply mail_reply, data_reply, bad_reply;
-    const char *bad_verb;        /* the step bad_reply answered */
+    const char *bad_verb; /* the step bad_reply answered */
 };
 /* Sets up the transaction of to[0..nto) on conn; nothing is sent yet.
    Borrows every pointer for the transaction's life. */
-void smtp__tx_init(struct smtp__tx *t, struct smtp_conn *conn,
-                   const char *from, const char *const *to, size_t nto,
+void smtp__tx_init(struct smtp__tx *t, struct smtp_conn *conn, const char *from,
+                   const char *const *to, size_t nto,
                    const struct smtp_send_opts *sopts,
                    const struct smtp__scan *sc, struct smtp_result *res);
 /* The transaction starts (once): RSET first when one ran before. */
@@ -262,16 +270,16 @@ void smtp__result_take_reply(struct smtp_result *res, struct smtp_reply *r);
 
 /* Streaming normalizer + dot-stuffer (RFC 5321 4.5.2, 2.3.8). */
 struct smtp__stuffer {
-    int line_start;      /* next byte starts a line */
-    int prev_cr;         /* last byte was a CR not yet resolved */
-    size_t line_len;     /* octets of the current line before stuffing */
-    int refuse_8bit;     /* a byte >= 0x80 is an error (no 8BITMIME) */
+    int line_start;  /* next byte starts a line */
+    int prev_cr;     /* last byte was a CR not yet resolved */
+    size_t line_len; /* octets of the current line before stuffing */
+    int refuse_8bit; /* a byte >= 0x80 is an error (no 8BITMIME) */
     /* The data is a whole message (no header block written by us): its
        Bcc and Resent-Bcc fields are dropped (RFC 5322 3.6.3). */
-    int in_header;       /* set by the caller: 1 until the empty line */
+    int in_header; /* set by the caller: 1 until the empty line */
     int h_start, h_cr, h_drop, holding;
     size_t nhold;
-    char hold[SMTP_MAX_LINE + 1];   /* a line's first bytes, undecided */
+    char hold[SMTP_MAX_LINE + 1]; /* a line's first bytes, undecided */
 };
 /* A stuffer for a body that starts a line, in_header 0. */
 void smtp__stuffer_init(struct smtp__stuffer *s);
@@ -292,16 +300,15 @@ int smtp__stuff_end(struct smtp__stuffer *s, struct smtp__buf *out);
 /* Appends the header block ("Name: value" folded, CRLF, then the empty line)
    with Date, Message-ID and From added when missing, if from is not NULL.  msgid (256 bytes)
    receives the Message-ID in use ("" when none).  -1 with why. */
-int smtp__headers_write(const struct smtp_header *h, size_t n,
-                        const char *from, const char *helo,
-                        struct smtp__buf *out, char *msgid, char *why,
-                        size_t whylen);
+int smtp__headers_write(const struct smtp_header *h, size_t n, const char *from,
+                        const char *helo, struct smtp__buf *out, char *msgid,
+                        char *why, size_t whylen);
 /* Writes "<addr>" plus nothing else; addr already checked. */
 int smtp__addr_has_utf8(const char *addr);
 /* "VERB arg[ SMTPUTF8]" for VRFY, EXPN, HELP into cmd; -1 with why when
    the argument cannot be sent (utf8_ok: the server offers SMTPUTF8). */
-int smtp__query_line(const char *verb, const char *arg, int utf8_ok,
-                     char *cmd, size_t len, char *why, size_t whylen);
+int smtp__query_line(const char *verb, const char *arg, int utf8_ok, char *cmd,
+                     size_t len, char *why, size_t whylen);
 /* RFC 3461 xtext. */
 int smtp__xtext(struct smtp__buf *out, const char *s);
 

@@ -163,9 +163,9 @@ int smtp__io_write(struct smtp__io *io, const void *p, size_t n,
             continue;
         }
         int again = io->tls != NULL
-            ? (w == GNUTLS_E_AGAIN || w == GNUTLS_E_INTERRUPTED)
-            : (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
-                         errno == EINTR));
+                        ? (w == GNUTLS_E_AGAIN || w == GNUTLS_E_INTERRUPTED)
+                        : (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+                                     errno == EINTR));
         if (!again) {
             *err = io->tls != NULL ? EPIPE : errno;
             return io->tls != NULL && w != GNUTLS_E_PUSH_ERROR ? SMTP_ERR_TLS

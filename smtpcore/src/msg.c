@@ -32,8 +32,9 @@
 static int is_atext(unsigned char c)
 {
     if (c >= 0x80)
-        return 1;   /* UTF-8 (RFC 6531); needs SMTPUTF8 on the wire */
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return 1; /* UTF-8 (RFC 6531); needs SMTPUTF8 on the wire */
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+        (c >= '0' && c <= '9'))
         return 1;
     return strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL && c != '\0';
 }
@@ -117,8 +118,7 @@ static int domain_ok(const char *d, char *why, size_t whylen)
 }
 
 /* Checks a mailbox for MAIL FROM / RCPT TO (without brackets). */
-int smtp_addr_check(const char *addr, int allow_empty, char *why,
-                    size_t whylen)
+int smtp_addr_check(const char *addr, int allow_empty, char *why, size_t whylen)
 {
     if (addr == NULL)
         return WHY("missing address");
@@ -170,7 +170,7 @@ static int header_fold(struct smtp__buf *out, const char *name,
     const char *p = value;
     while (*p != '\0') {
         size_t ws = strspn(p, " \t");
-        size_t w = ws + strcspn(p + ws, " \t");   /* white run + word */
+        size_t w = ws + strcspn(p + ws, " \t"); /* white run + word */
         if (ws > 0 && p[ws] != '\0' && col > start && col + w > 78) {
             if (out != NULL && smtp__buf_append(out, "\r\n", 2) < 0)
                 return WHY("out of memory");
@@ -178,7 +178,8 @@ static int header_fold(struct smtp__buf *out, const char *name,
         }
         if (col + w > SMTP_MAX_LINE)
             return WHY("header %s has a word longer than %d octets (it "
-                       "cannot be folded)", name, SMTP_MAX_LINE);
+                       "cannot be folded)",
+                       name, SMTP_MAX_LINE);
         if (out != NULL && smtp__buf_append(out, p, w) < 0)
             return WHY("out of memory");
         col += w;
@@ -203,7 +204,8 @@ int smtp_header_check(const char *name, const char *value, char *why,
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)name[i];
         if (c <= 32 || c >= 127 || c == ':')
-            return WHY("header name must be printable ASCII without ':' or space");
+            return WHY(
+                "header name must be printable ASCII without ':' or space");
     }
     if (value == NULL)
         return WHY("missing header value");
@@ -221,8 +223,8 @@ int smtp_header_check(const char *name, const char *value, char *why,
 int smtp_header_unique(const char *name)
 {
     static const char *const once[] = {
-        "Date", "From", "Sender", "Reply-To", "To", "Cc", "Bcc",
-        "Message-ID", "In-Reply-To", "References", "Subject"
+        "Date", "From",       "Sender",      "Reply-To",   "To",     "Cc",
+        "Bcc",  "Message-ID", "In-Reply-To", "References", "Subject"
     };
     for (size_t i = 0; name != NULL && i < sizeof once / sizeof once[0]; i++)
         if (strcasecmp(name, once[i]) == 0)
@@ -251,13 +253,14 @@ int smtp__addr_has_utf8(const char *addr)
    only for VRFY and EXPN, and only when the server offers SMTPUTF8
    (utf8_ok): then with the SMTPUTF8 parameter (RFC 6531 3.7.4).  HELP has
    no such parameter, so a non-ASCII topic is refused. */
-int smtp__query_line(const char *verb, const char *arg, int utf8_ok,
-                     char *cmd, size_t len, char *why, size_t whylen)
+int smtp__query_line(const char *verb, const char *arg, int utf8_ok, char *cmd,
+                     size_t len, char *why, size_t whylen)
 {
     int utf8 = 0;
     if (arg == NULL || arg[0] == '\0')
-        return snprintf(cmd, len, "%s", verb) < (int)len ? 0
-             : WHY("command too long");
+        return snprintf(cmd, len, "%s", verb) < (int)len
+                   ? 0
+                   : WHY("command too long");
     if (strlen(arg) > 500)
         return WHY("argument too long");
     for (const char *p = arg; *p != '\0'; p++) {
@@ -269,9 +272,12 @@ int smtp__query_line(const char *verb, const char *arg, int utf8_ok,
         return WHY("non-ASCII HELP topic (no SMTPUTF8 form exists for HELP)");
     if (utf8 && !utf8_ok)
         return WHY("non-ASCII %s argument but the server does not offer "
-                   "SMTPUTF8", verb);
-    return snprintf(cmd, len, "%s %s%s", verb, arg, utf8 ? " SMTPUTF8" : "")
-               < (int)len ? 0 : WHY("command too long");
+                   "SMTPUTF8",
+                   verb);
+    return snprintf(cmd, len, "%s %s%s", verb, arg, utf8 ? " SMTPUTF8" : "") <
+                   (int)len
+               ? 0
+               : WHY("command too long");
 }
 
 /* RFC 3461 4 xtext: '+', '=', and bytes outside 33..126 as +XX. */
@@ -280,8 +286,8 @@ int smtp__xtext(struct smtp__buf *out, const char *s)
     for (; *s != '\0'; s++) {
         unsigned char c = (unsigned char)*s;
         int r = (c < 33 || c > 126 || c == '+' || c == '=')
-            ? smtp__buf_appendf(out, "+%02X", c)
-            : smtp__buf_append(out, s, 1);
+                    ? smtp__buf_appendf(out, "+%02X", c)
+                    : smtp__buf_append(out, s, 1);
         if (r < 0)
             return -1;
     }
@@ -291,7 +297,8 @@ int smtp__xtext(struct smtp__buf *out, const char *s)
 /* RFC 5322 date in UTC, independent of the locale. */
 static void rfc5322_date(char *out, size_t len)
 {
-    static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+    static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed",
+                                     "Thu", "Fri", "Sat" };
     static const char mons[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
     time_t t = time(NULL);
@@ -303,7 +310,8 @@ static void rfc5322_date(char *out, size_t len)
 }
 
 /* "<time.random@domain>" where domain is the sender's or the HELO name. */
-static void make_msgid(char *out, size_t len, const char *from, const char *helo)
+static void make_msgid(char *out, size_t len, const char *from,
+                       const char *helo)
 {
     unsigned char rnd[12];
     char hex[25];
@@ -311,7 +319,8 @@ static void make_msgid(char *out, size_t len, const char *from, const char *helo
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         for (size_t i = 0; i < sizeof rnd; i++)
-            rnd[i] = (unsigned char)((uintptr_t)out >> (i % 8) ^ (unsigned long)ts.tv_nsec >> i);
+            rnd[i] = (unsigned char)((uintptr_t)out >> (i % 8) ^
+                                     (unsigned long)ts.tv_nsec >> i);
     }
     static const char digits[] = "0123456789abcdef";
     for (size_t i = 0; i < sizeof rnd; i++) {
@@ -321,7 +330,8 @@ static void make_msgid(char *out, size_t len, const char *from, const char *helo
     hex[2 * sizeof rnd] = '\0';
     const char *at = from ? strrchr(from, '@') : NULL;
     const char *dom = at && at[1] && at[1] != '[' ? at + 1 : helo;
-    snprintf(out, len, "<%llx.%s@%s>", (unsigned long long)time(NULL), hex, dom);
+    snprintf(out, len, "<%llx.%s@%s>", (unsigned long long)time(NULL), hex,
+             dom);
 }
 
 /* Case-insensitive search for a header name. */
@@ -337,10 +347,9 @@ static const char *header_find(const struct smtp_header *h, size_t n,
 /* Writes the header block; adds Date, Message-ID and From when missing,
    drops Bcc and Resent-Bcc, refuses a field given twice that RFC 5322 3.6
    allows once. */
-int smtp__headers_write(const struct smtp_header *h, size_t n,
-                        const char *from, const char *helo,
-                        struct smtp__buf *out, char *msgid, char *why,
-                        size_t whylen)
+int smtp__headers_write(const struct smtp_header *h, size_t n, const char *from,
+                        const char *helo, struct smtp__buf *out, char *msgid,
+                        char *why, size_t whylen)
 {
     char tmp[300];
     msgid[0] = '\0';
@@ -351,8 +360,8 @@ int smtp__headers_write(const struct smtp_header *h, size_t n,
         for (size_t j = 0; j < i && smtp_header_unique(h[i].name); j++)
             if (strcasecmp(h[j].name, h[i].name) == 0)
                 return WHY("headers %zu (%s) and %zu (%s): RFC 5322 3.6 "
-                           "allows one %s field", j + 1, h[j].name, i + 1,
-                           h[i].name, h[i].name);
+                           "allows one %s field",
+                           j + 1, h[j].name, i + 1, h[i].name, h[i].name);
     }
     if (from != NULL && header_find(h, n, "Date") == NULL) {
         rfc5322_date(tmp, sizeof tmp);
@@ -420,8 +429,7 @@ static void field_name(const char *field, size_t flen, char *name,
 /* The header section of p[0..n) (up to the first empty line; lone CR and
    LF end lines too): 1 when a field holds a byte >= 0x80, its name (as
    written, folded lines included) in name; 0 when none does. */
-int smtp__header_8bit_field(const char *p, size_t n, char *name,
-                            size_t namelen)
+int smtp__header_8bit_field(const char *p, size_t n, char *name, size_t namelen)
 {
     size_t i = 0, fstart = 0, flen = 0;
     while (i < n) {
@@ -429,9 +437,9 @@ int smtp__header_8bit_field(const char *p, size_t n, char *name,
         while (end < n && p[end] != '\n' && p[end] != '\r')
             end++;
         if (end == i)
-            return 0;               /* the empty line ends the section */
+            return 0; /* the empty line ends the section */
         if (p[i] != ' ' && p[i] != '\t') {
-            fstart = i;             /* a field starts; else a continuation */
+            fstart = i; /* a field starts; else a continuation */
             flen = end - i;
         }
         if (smtp__has_8bit(p + i, end - i)) {
@@ -495,7 +503,7 @@ static int stuff_plain(struct smtp__stuffer *s, const char *in, size_t n,
             if (smtp__buf_append(out, "..", 2) < 0)
                 return WHY("out of memory");
             s->line_start = 0;
-            s->line_len = 1;    /* counted before stuffing (RFC 5321
+            s->line_len = 1; /* counted before stuffing (RFC 5321
                                    4.5.2, 4.5.3.1.6), as smtp_body_check */
             i++;
             continue;
@@ -552,7 +560,7 @@ static int stuff_header(struct smtp__stuffer *s, const char *in, size_t n,
     size_t i = 0;
     while (i < n) {
         char c = in[i];
-        if (s->h_cr) {                  /* the LF of a CRLF ends that line */
+        if (s->h_cr) { /* the LF of a CRLF ends that line */
             s->h_cr = 0;
             if (c == '\n') {
                 if (hdr_emit(s, in + i++, 1, out, why, whylen) < 0)
@@ -561,12 +569,12 @@ static int stuff_header(struct smtp__stuffer *s, const char *in, size_t n,
             }
         }
         if (s->h_start) {
-            if (c == '\r' || c == '\n') {   /* the empty line: body next */
+            if (c == '\r' || c == '\n') { /* the empty line: body next */
                 s->in_header = s->h_drop = 0;
                 break;
             }
             s->h_start = 0;
-            if (c != ' ' && c != '\t') {    /* a new field, else folded */
+            if (c != ' ' && c != '\t') { /* a new field, else folded */
                 s->h_drop = 0;
                 s->holding = 1;
                 s->nhold = 0;
@@ -575,15 +583,15 @@ static int stuff_header(struct smtp__stuffer *s, const char *in, size_t n,
         if (s->holding) {
             s->hold[s->nhold++] = c;
             int v = c == '\r' || c == '\n' ? 0
-                  : hidden_verdict(s->hold, s->nhold);
+                                           : hidden_verdict(s->hold, s->nhold);
             if (v == 2 && s->nhold < sizeof s->hold) {
                 i++;
                 continue;
             }
             s->holding = 0;
-            if (v == 1) {               /* end the kept line before it now: */
-                if (s->prev_cr) {       /* its lone CR must not pair with an */
-                    s->prev_cr = 0;     /* LF that follows the dropped ones */
+            if (v == 1) {           /* end the kept line before it now: */
+                if (s->prev_cr) {   /* its lone CR must not pair with an */
+                    s->prev_cr = 0; /* LF that follows the dropped ones */
                     if (stuff_eol(s, out) < 0)
                         return WHY("out of memory");
                 }
@@ -592,12 +600,12 @@ static int stuff_header(struct smtp__stuffer *s, const char *in, size_t n,
                 continue;
             }
             if (stuff_plain(s, s->hold, s->nhold - 1, out, why, whylen) < 0)
-                return -1;              /* c itself goes on below */
+                return -1; /* c itself goes on below */
         }
         size_t end = i;
         while (end < n && in[end] != '\r' && in[end] != '\n')
             end++;
-        if (end == i) {                 /* CR or LF: the line ends */
+        if (end == i) { /* CR or LF: the line ends */
             s->h_start = 1;
             s->h_cr = c == '\r';
             end++;
@@ -618,15 +626,14 @@ int smtp__stuff(struct smtp__stuffer *s, const char *in, size_t n,
     size_t used = 0;
     if (s->in_header && stuff_header(s, in, n, &used, out, why, whylen) < 0)
         return -1;
-    return used < n ? stuff_plain(s, in + used, n - used, out, why, whylen)
-                    : 0;
+    return used < n ? stuff_plain(s, in + used, n - used, out, why, whylen) : 0;
 }
 
 /* Ends the body and appends the terminating dot line. */
 int smtp__stuff_end(struct smtp__stuffer *s, struct smtp__buf *out)
 {
     char why[8];
-    if (s->holding) {                   /* the data ended inside a name */
+    if (s->holding) { /* the data ended inside a name */
         s->holding = 0;
         if (stuff_plain(s, s->hold, s->nhold, out, why, sizeof why) < 0)
             return -1;

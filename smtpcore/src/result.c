@@ -106,18 +106,13 @@ static const char *settle_status(const struct smtp_result *res)
     int connecting = strcmp(res->command, "connect") == 0;
     switch (res->kind) {
     case SMTP_ERR_CONN:
-    case SMTP_ERR_TIMEOUT:
-        return connecting ? "4.4.1" : "4.4.2";
-    case SMTP_ERR_PROTO:
-        return "4.5.0";
-    case SMTP_ERR_TLS:
-        return "4.7.5";
-    case SMTP_ERR_AUTH:
-        return "5.7.0";
+    case SMTP_ERR_TIMEOUT: return connecting ? "4.4.1" : "4.4.2";
+    case SMTP_ERR_PROTO: return "4.5.0";
+    case SMTP_ERR_TLS: return "4.7.5";
+    case SMTP_ERR_AUTH: return "5.7.0";
     case SMTP_ERR_LOCAL:
         return strcmp(res->command, "DATA") == 0 ? "5.6.0" : "5.5.0";
-    default:
-        return "5.5.0";           /* reply: a success code cannot fail */
+    default: return "5.5.0"; /* reply: a success code cannot fail */
     }
 }
 
@@ -125,10 +120,12 @@ static const char *settle_status(const struct smtp_result *res)
 static int settle_code(const char *status)
 {
     if (status[0] == '4')
-        return strncmp(status, "4.4.", 4) == 0 ? 421
-             : strncmp(status, "4.7.", 4) == 0 ? 454 : 451;
+        return strncmp(status, "4.4.", 4) == 0   ? 421
+               : strncmp(status, "4.7.", 4) == 0 ? 454
+                                                 : 451;
     return strncmp(status, "5.1.", 4) == 0 ? 553
-         : strcmp(status, "5.3.4") == 0 ? 552 : 554;
+           : strcmp(status, "5.3.4") == 0  ? 552
+                                           : 554;
 }
 
 /* Every failure carries a code of 400 or more (smtp.h); reply untouched. */

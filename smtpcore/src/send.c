@@ -32,7 +32,8 @@ static int dsn_check(const struct smtp_send_opts *so, char *why, size_t whylen)
                 if (!((k == 7 && strncasecmp(p, "SUCCESS", 7) == 0) ||
                       (k == 7 && strncasecmp(p, "FAILURE", 7) == 0) ||
                       (k == 5 && strncasecmp(p, "DELAY", 5) == 0))) {
-                    snprintf(why, whylen, "DSN NOTIFY must be NEVER or a list "
+                    snprintf(why, whylen,
+                             "DSN NOTIFY must be NEVER or a list "
                              "of SUCCESS, FAILURE, DELAY");
                     return -1;
                 }
@@ -51,7 +52,8 @@ static int dsn_check(const struct smtp_send_opts *so, char *why, size_t whylen)
                (unsigned char)so->dsn_envid[i] <= 126)
             i++;
         if (i < n || n > 100) {
-            snprintf(why, whylen, "DSN ENVID must be at most 100 printable "
+            snprintf(why, whylen,
+                     "DSN ENVID must be at most 100 printable "
                      "ASCII characters");
             return -1;
         }
@@ -133,23 +135,27 @@ static int precheck(struct smtp_conn *c, const char *from,
         hdr8 = raw_header_8bit(body, field, sizeof field);
     }
     if (utf8 && !smtp__has_cap(c, SMTP__CAP_SMTPUTF8))
-        return smtp__fail(res, SMTP_ERR_LOCAL, "MAIL",
-                          "UTF-8 address but the server does not offer SMTPUTF8");
+        return smtp__fail(
+            res, SMTP_ERR_LOCAL, "MAIL",
+            "UTF-8 address but the server does not offer SMTPUTF8");
     if (hdr8 && !smtp__has_cap(c, SMTP__CAP_SMTPUTF8))
         return smtp__fail(res, SMTP_ERR_LOCAL, "MAIL",
                           "header field %s holds 8-bit text, which needs "
                           "SMTPUTF8 (RFC 6532), and the server does not "
-                          "offer it", field);
+                          "offer it",
+                          field);
     sc->utf8 = utf8 || hdr8;
     if (sc->eightbit && !smtp__has_cap(c, SMTP__CAP_8BITMIME))
-        return smtp__fail(res, SMTP_ERR_LOCAL, "MAIL",
-                          "8-bit message but the server does not offer 8BITMIME");
+        return smtp__fail(
+            res, SMTP_ERR_LOCAL, "MAIL",
+            "8-bit message but the server does not offer 8BITMIME");
     const char *max = smtp_conn_ext_param(c, "SIZE");
     unsigned long long limit = max ? strtoull(max, NULL, 10) : 0;
     if (limit > 0 && !sc->streamed && sc->size > limit)
         return smtp__fail(res, SMTP_ERR_LOCAL, "MAIL",
                           "message of %llu bytes exceeds the server's SIZE "
-                          "limit of %llu", sc->size, limit);
+                          "limit of %llu",
+                          sc->size, limit);
     return SMTP_OK;
 }
 
@@ -173,8 +179,8 @@ static int chain_lines(const struct smtp__tx *t, struct smtp__tx *next,
         (!t->sc->streamed && has_452(t->res)))
         return 0;
     smtp__tx_begin(next);
-    if (next->ncmds > SMTP__PIPE_GROUP || smtp__tx_lines(next, 0, next->ncmds,
-                                                after) < 0) {
+    if (next->ncmds > SMTP__PIPE_GROUP ||
+        smtp__tx_lines(next, 0, next->ncmds, after) < 0) {
         after->len = 0;
         return 0;
     }
@@ -183,8 +189,8 @@ static int chain_lines(const struct smtp__tx *t, struct smtp__tx *next,
 
 /* The final dot's reply (or the failure r that came before it) into res:
    sent, refused, or unknown once the dot was written (dot). */
-static int final_reply(struct smtp_conn *conn, struct smtp_result *res,
-                       int r, int dot)
+static int final_reply(struct smtp_conn *conn, struct smtp_result *res, int r,
+                       int dot)
 {
     struct smtp_reply fin = { 0 };
     if (r == SMTP_OK)
@@ -288,13 +294,13 @@ static int merge_lists(struct smtp_result *res, struct smtp_result *more)
    of the same message (same header block, same Message-ID).  Only for
    bodies that can be read again (text or lines). */
 static void send_rest(struct smtp_conn *conn, const char *from,
-                      const struct smtp__buf *hdr,
-                      const struct smtp_body *body,
+                      const struct smtp__buf *hdr, const struct smtp_body *body,
                       const struct smtp_send_opts *sopts,
                       const struct smtp__scan *sc, struct smtp_result *res)
 {
     for (int round = 0; round < 100 && !sc->streamed && smtp__is_open(conn) &&
-                        res->status == SMTP_DELIVERY_SENT; round++) {
+                        res->status == SMTP_DELIVERY_SENT;
+         round++) {
         char **rest = NULL;
         size_t n = take_452(res, &rest);
         if (n == 0)
@@ -303,7 +309,7 @@ static void send_rest(struct smtp_conn *conn, const char *from,
         struct smtp__tx t;
         smtp_result_init(&more);
         smtp__tx_init(&t, conn, from, (const char *const *)rest, n, sopts, sc,
-                &more);
+                      &more);
         send_once(&t, hdr, body, NULL);
         if (more.status == SMTP_DELIVERY_UNKNOWN) {
             /* its final dot went unanswered: those recipients may have the
@@ -316,7 +322,8 @@ static void send_rest(struct smtp_conn *conn, const char *from,
             smtp__fail(res, more.kind, "DATA",
                        "no reply after the end of data for the %zu "
                        "recipients deferred with 452: they may have "
-                       "received it; not resent", n);
+                       "received it; not resent",
+                       n);
         } else if (more.status != SMTP_DELIVERY_SENT) {
             /* that transaction delivered nothing: all of them failed, with
                the reply that ended it */
@@ -324,7 +331,7 @@ static void send_rest(struct smtp_conn *conn, const char *from,
                 struct smtp_reply why = { 0 };
                 smtp__reply_copy(&why, &more.reply);
                 if (why.code >= 200 && why.code < 300)
-                    why.code = 0;          /* never list a failure as 2xx */
+                    why.code = 0; /* never list a failure as 2xx */
                 smtp__record_rcpt(res, rest[i], &why);
                 smtp_reply_clear(&why);
             }
@@ -345,8 +352,8 @@ static void send_rest(struct smtp_conn *conn, const char *from,
 struct prep {
     struct smtp__scan sc;
     struct smtp__buf hdr;
-    char msgid[sizeof ((struct smtp_result *)0)->message_id];
-    const char **to;            /* the distinct recipients, when the
+    char msgid[sizeof((struct smtp_result *)0)->message_id];
+    const char **to; /* the distinct recipients, when the
                                    message named one twice; else NULL */
     struct smtp__tx t;
 };
@@ -366,8 +373,7 @@ static int same_mailbox(const char *a, const char *b)
 /* One RCPT per distinct mailbox: when to[0..*nto) names one twice, *out
    gets a new array of the first of each (borrowed strings) and *nto its
    length; else *out is NULL.  -1 when out of memory. */
-static int distinct_rcpts(const char *const *to, size_t *nto,
-                          const char ***out)
+static int distinct_rcpts(const char *const *to, size_t *nto, const char ***out)
 {
     size_t n = 0;
     *out = NULL;
@@ -415,10 +421,11 @@ static int prepare(struct smtp_conn *conn, const struct smtp_message *m,
 {
     smtp_result_clear(res);
     if (!smtp__is_open(conn)) {
-        res->status = SMTP_DELIVERY_FAILED;     /* nothing of it was sent */
+        res->status = SMTP_DELIVERY_FAILED; /* nothing of it was sent */
         return smtp__fail(res, SMTP_ERR_CONN, "MAIL", "connection is closed");
     }
-    if (conn->state != SMTP_CONN_READY && smtp_conn_hello(conn, res) != SMTP_OK) {
+    if (conn->state != SMTP_CONN_READY &&
+        smtp_conn_hello(conn, res) != SMTP_OK) {
         res->status = SMTP_DELIVERY_FAILED;
         return res->kind;
     }
@@ -438,7 +445,7 @@ static int prepare(struct smtp_conn *conn, const struct smtp_message *m,
     }
     memcpy(p->msgid, res->message_id, sizeof p->msgid);
     smtp__tx_init(&p->t, conn, m->from, p->to != NULL ? p->to : m->to, nto,
-            m->sopts, &p->sc, res);
+                  m->sopts, &p->sc, res);
     return SMTP_OK;
 }
 
@@ -451,14 +458,15 @@ static int finish(struct smtp_conn *conn, const struct smtp_message *m,
     prep_free(p);
     memcpy(res->message_id, p->msgid, sizeof p->msgid);
     if (res->status == SMTP_DELIVERY_FAILED)
-        drop_accepted(res);    /* the message reached nobody */
+        drop_accepted(res); /* the message reached nobody */
     if (res->status == SMTP_DELIVERY_SENT && res->nrejected > 0) {
         res->code = 700;
         res->status = SMTP_DELIVERY_PARTIAL;
         r = smtp__fail(res, SMTP_ERR_REJECTED, "RCPT",
                        "some recipients were rejected");
     }
-    if (res->status != SMTP_DELIVERY_SENT && res->status != SMTP_DELIVERY_PARTIAL &&
+    if (res->status != SMTP_DELIVERY_SENT &&
+        res->status != SMTP_DELIVERY_PARTIAL &&
         res->status != SMTP_DELIVERY_UNKNOWN)
         res->message_id[0] = '\0';
     return smtp__settled(res, r);
@@ -472,8 +480,8 @@ int smtp_conn_send_mail(struct smtp_conn *conn, const char *from,
                         const struct smtp_send_opts *sopts,
                         struct smtp_result *res)
 {
-    const struct smtp_message m = { from, to, nto, headers, nheaders, body,
-                                 sopts };
+    const struct smtp_message m = { from,     to,   nto,  headers,
+                                    nheaders, body, sopts };
     struct prep p;
     int r = prepare(conn, &m, &p, res);
     if (r != SMTP_OK)
@@ -498,7 +506,7 @@ size_t smtp_conn_send_mails(struct smtp_conn *conn,
                             smtp_message_done_fn done, void *ctx)
 {
     struct prep slot[2];
-    int ready = 0;              /* slot[i & 1] was prepared (as the next) */
+    int ready = 0; /* slot[i & 1] was prepared (as the next) */
     size_t i;
     for (i = 0; i < n; i++) {
         struct prep *cur = &slot[i & 1], *nx = &slot[(i + 1) & 1];
@@ -517,18 +525,18 @@ size_t smtp_conn_send_mails(struct smtp_conn *conn,
                           ready ? &nx->t : NULL);
             finish(conn, &mails[i], cur, results[i], r);
         }
-        stop = told(done, ctx, i, results[i]);  /* i is theirs now */
-        if (next_failed) {              /* refused before a byte was sent */
+        stop = told(done, ctx, i, results[i]); /* i is theirs now */
+        if (next_failed) { /* refused before a byte was sent */
             i++;
             stop |= told(done, ctx, i, results[i]);
         }
         if (stop && ready && !nx->t.written) {
-            prep_free(nx);              /* prepared, nothing sent */
+            prep_free(nx); /* prepared, nothing sent */
             ready = 0;
         }
         if (stop && !ready)
             return i + 1;
-        if (stop) {                     /* its envelope is out: finish it */
+        if (stop) { /* its envelope is out: finish it */
             i++;
             r = send_once(&nx->t, &nx->hdr, mails[i].body, NULL);
             finish(conn, &mails[i], nx, results[i], r);
@@ -545,8 +553,7 @@ int smtp_send_mail(const char *from, const char *const *to, size_t nto,
                    const struct smtp_header *headers, size_t nheaders,
                    const struct smtp_body *body, const char *host,
                    const struct smtp_opts *opts,
-                   const struct smtp_send_opts *sopts,
-                   struct smtp_result *res)
+                   const struct smtp_send_opts *sopts, struct smtp_result *res)
 {
     int utf8 = 0;
     smtp_result_clear(res);

@@ -54,7 +54,7 @@ static void tls_verify_why(gnutls_session_t s, char *why, size_t whylen)
     unsigned status = gnutls_session_get_verify_cert_status(s);
     gnutls_datum_t out = { NULL, 0 };
     if (status != 0 && gnutls_certificate_verification_status_print(
-            status, GNUTLS_CRT_X509, &out, 0) == 0) {
+                           status, GNUTLS_CRT_X509, &out, 0) == 0) {
         snprintf(why, whylen, "certificate verification failed: %s",
                  (const char *)out.data);
         gnutls_free(out.data);

@@ -55,8 +55,8 @@ void smtp__set_state(struct smtp_conn *c, enum smtp_conn_state s)
     char line[48];
     int n;
 
-    if (c->state == s || (c->state == SMTP_CONN_CLOSED &&
-                          s != SMTP_CONN_GREETING))
+    if (c->state == s ||
+        (c->state == SMTP_CONN_CLOSED && s != SMTP_CONN_GREETING))
         return;
     if (c->opts.trace != NULL) {
         n = snprintf(line, sizeof line, "%s -> %s",
@@ -69,8 +69,7 @@ void smtp__set_state(struct smtp_conn *c, enum smtp_conn_state s)
 
 /* A sent line as the trace shows it: credentials in state AUTH redacted
    (the command keeps its verb and mechanism). */
-static void trace_sent_line(const struct smtp_conn *c, const char *p,
-                            size_t n)
+static void trace_sent_line(const struct smtp_conn *c, const char *p, size_t n)
 {
     static const char redacted[] = "<redacted>";
     char line[64];
@@ -88,8 +87,8 @@ static void trace_sent_line(const struct smtp_conn *c, const char *p,
     verb = 5;
     for (mech = verb; mech < n && mech - verb < 20 && p[mech] != ' '; mech++)
         ;
-    k = snprintf(line, sizeof line, "AUTH %.*s%s", (int)(mech - verb),
-                 p + verb, mech < n ? " <redacted>" : "");
+    k = snprintf(line, sizeof line, "AUTH %.*s%s", (int)(mech - verb), p + verb,
+                 mech < n ? " <redacted>" : "");
     if (k > 0 && (size_t)k < sizeof line)
         trace_line(c, SMTP_TRACE_SENT, line, (size_t)k);
 }

@@ -21,35 +21,45 @@
 #include "internal.h"
 
 enum txn_type {
-    T_HELO, T_EHLO, T_MAIL, T_RCPT, T_DATA, T_SEND, T_SOML, T_SAML,
-    T_VRFY, T_EXPN, T_HELP, T_RSET, T_NOOP, T_TURN, T_QUIT
+    T_HELO,
+    T_EHLO,
+    T_MAIL,
+    T_RCPT,
+    T_DATA,
+    T_SEND,
+    T_SOML,
+    T_SAML,
+    T_VRFY,
+    T_EXPN,
+    T_HELP,
+    T_RSET,
+    T_NOOP,
+    T_TURN,
+    T_QUIT
 };
 
 /* Command text and whether the argument is a mailbox, by type. */
 static const struct {
-    const char *prefix;      /* "MAIL FROM:<" ... */
-    const char *suffix;      /* ">" for paths */
-    int path;                /* 1: checked as a mailbox; 2: may be empty */
+    const char *prefix; /* "MAIL FROM:<" ... */
+    const char *suffix; /* ">" for paths */
+    int path;           /* 1: checked as a mailbox; 2: may be empty */
 } txn_kinds[] = {
-    [T_HELO] = { "HELO ", "", 0 },   [T_EHLO] = { "EHLO ", "", 0 },
-    [T_MAIL] = { "MAIL FROM:<", ">", 2 },
-    [T_RCPT] = { "RCPT TO:<", ">", 1 },
-    [T_DATA] = { "DATA", "", 0 },
-    [T_SEND] = { "SEND FROM:<", ">", 2 },
-    [T_SOML] = { "SOML FROM:<", ">", 2 },
-    [T_SAML] = { "SAML FROM:<", ">", 2 },
-    [T_VRFY] = { "VRFY ", "", 0 },   [T_EXPN] = { "EXPN ", "", 0 },
-    [T_HELP] = { "HELP", "", 0 },    [T_RSET] = { "RSET", "", 0 },
-    [T_NOOP] = { "NOOP", "", 0 },    [T_TURN] = { "TURN", "", 0 },
+    [T_HELO] = { "HELO ", "", 0 },        [T_EHLO] = { "EHLO ", "", 0 },
+    [T_MAIL] = { "MAIL FROM:<", ">", 2 }, [T_RCPT] = { "RCPT TO:<", ">", 1 },
+    [T_DATA] = { "DATA", "", 0 },         [T_SEND] = { "SEND FROM:<", ">", 2 },
+    [T_SOML] = { "SOML FROM:<", ">", 2 }, [T_SAML] = { "SAML FROM:<", ">", 2 },
+    [T_VRFY] = { "VRFY ", "", 0 },        [T_EXPN] = { "EXPN ", "", 0 },
+    [T_HELP] = { "HELP", "", 0 },         [T_RSET] = { "RSET", "", 0 },
+    [T_NOOP] = { "NOOP", "", 0 },         [T_TURN] = { "TURN", "", 0 },
     [T_QUIT] = { "QUIT", "", 0 },
 };
 
 struct smtp_txn {
     enum txn_type type;
-    char *arg;                              /* owned; NULL when none */
-    const struct smtp_header *headers;      /* T_DATA, borrowed */
+    char *arg;                         /* owned; NULL when none */
+    const struct smtp_header *headers; /* T_DATA, borrowed */
     size_t nheaders;
-    const struct smtp_body *body;           /* T_DATA, borrowed */
+    const struct smtp_body *body; /* T_DATA, borrowed */
 };
 
 /* Allocates a transaction with a copy of arg. */
@@ -66,20 +76,62 @@ static struct smtp_txn *txn_new(enum txn_type type, const char *arg)
     return t;
 }
 
-struct smtp_txn *smtp_helo(const char *host) { return txn_new(T_HELO, host ? host : "localhost"); }
-struct smtp_txn *smtp_ehlo(const char *host) { return txn_new(T_EHLO, host ? host : "localhost"); }
-struct smtp_txn *smtp_mail(const char *addr) { return txn_new(T_MAIL, addr ? addr : ""); }
-struct smtp_txn *smtp_rcpt(const char *addr) { return txn_new(T_RCPT, addr ? addr : ""); }
-struct smtp_txn *smtp_send(const char *addr) { return txn_new(T_SEND, addr ? addr : ""); }
-struct smtp_txn *smtp_soml(const char *addr) { return txn_new(T_SOML, addr ? addr : ""); }
-struct smtp_txn *smtp_saml(const char *addr) { return txn_new(T_SAML, addr ? addr : ""); }
-struct smtp_txn *smtp_vrfy(const char *user) { return txn_new(T_VRFY, user ? user : ""); }
-struct smtp_txn *smtp_expn(const char *list) { return txn_new(T_EXPN, list ? list : ""); }
-struct smtp_txn *smtp_help(const char *details) { return txn_new(T_HELP, details); }
-struct smtp_txn *smtp_rset(void) { return txn_new(T_RSET, NULL); }
-struct smtp_txn *smtp_noop(void) { return txn_new(T_NOOP, NULL); }
-struct smtp_txn *smtp_turn(void) { return txn_new(T_TURN, NULL); }
-struct smtp_txn *smtp_quit(void) { return txn_new(T_QUIT, NULL); }
+struct smtp_txn *smtp_helo(const char *host)
+{
+    return txn_new(T_HELO, host ? host : "localhost");
+}
+struct smtp_txn *smtp_ehlo(const char *host)
+{
+    return txn_new(T_EHLO, host ? host : "localhost");
+}
+struct smtp_txn *smtp_mail(const char *addr)
+{
+    return txn_new(T_MAIL, addr ? addr : "");
+}
+struct smtp_txn *smtp_rcpt(const char *addr)
+{
+    return txn_new(T_RCPT, addr ? addr : "");
+}
+struct smtp_txn *smtp_send(const char *addr)
+{
+    return txn_new(T_SEND, addr ? addr : "");
+}
+struct smtp_txn *smtp_soml(const char *addr)
+{
+    return txn_new(T_SOML, addr ? addr : "");
+}
+struct smtp_txn *smtp_saml(const char *addr)
+{
+    return txn_new(T_SAML, addr ? addr : "");
+}
+struct smtp_txn *smtp_vrfy(const char *user)
+{
+    return txn_new(T_VRFY, user ? user : "");
+}
+struct smtp_txn *smtp_expn(const char *list)
+{
+    return txn_new(T_EXPN, list ? list : "");
+}
+struct smtp_txn *smtp_help(const char *details)
+{
+    return txn_new(T_HELP, details);
+}
+struct smtp_txn *smtp_rset(void)
+{
+    return txn_new(T_RSET, NULL);
+}
+struct smtp_txn *smtp_noop(void)
+{
+    return txn_new(T_NOOP, NULL);
+}
+struct smtp_txn *smtp_turn(void)
+{
+    return txn_new(T_TURN, NULL);
+}
+struct smtp_txn *smtp_quit(void)
+{
+    return txn_new(T_QUIT, NULL);
+}
 
 /* DATA with borrowed headers and body. */
 struct smtp_txn *smtp_data(const struct smtp_header *headers, size_t nheaders,
@@ -112,7 +164,8 @@ static int arg_ok(const char *arg, char *why, size_t whylen)
     }
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)arg[i] < 32 || arg[i] == 127) {
-            snprintf(why, whylen, "control character (CR, LF, ...) in argument");
+            snprintf(why, whylen,
+                     "control character (CR, LF, ...) in argument");
             return -1;
         }
     return 0;
@@ -133,7 +186,7 @@ static int run_data(struct smtp_conn *c, const struct smtp_txn *t,
         smtp__headers_write(t->headers, t->nheaders, NULL, "localhost", &hdr,
                             res->message_id, why, sizeof why) < 0) {
         smtp__buf_free(&hdr);
-        smtp__conn_close(c);        /* after 354: no final dot, nothing sent */
+        smtp__conn_close(c); /* after 354: no final dot, nothing sent */
         return smtp__fail(res, SMTP_ERR_LOCAL, "DATA", "%s", why);
     }
     r = smtp__write_message(c, &hdr, t->body, 1, NULL, res, &dot, NULL);
@@ -205,8 +258,10 @@ static int run_all(struct smtp_conn *conn, struct smtp_txn *const *txns,
     smtp_result_clear(res);
     for (size_t i = 0; i < n; i++) {
         if (txns[i] == NULL) {
-            r = smtp__fail(res, SMTP_ERR_LOCAL, "", "transaction %zu is NULL "
-                           "(out of memory when built)", i + 1);
+            r = smtp__fail(res, SMTP_ERR_LOCAL, "",
+                           "transaction %zu is NULL "
+                           "(out of memory when built)",
+                           i + 1);
             break;
         }
         r = run_one(conn, txns[i], res);
@@ -264,8 +319,8 @@ int smtp_transactions(struct smtp_conn *conn, struct smtp_result *res, ...)
     return run_all(conn, v, n, 1, res);
 }
 
-int smtp_transactions_no_close(struct smtp_conn *conn,
-                               struct smtp_result *res, ...)
+int smtp_transactions_no_close(struct smtp_conn *conn, struct smtp_result *res,
+                               ...)
 {
     struct smtp_txn *v[256];
     va_list ap;

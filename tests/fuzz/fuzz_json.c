@@ -73,7 +73,8 @@ static void check_errors(int rc, json_t *errors)
         abort();
     if (rc == API_DECODE_INVALID && (n == 0 || n > API_MAX_ERRORS))
         abort();
-    json_array_foreach(errors, i, e) {
+    json_array_foreach(errors, i, e)
+    {
         if (!json_is_string(json_object_get(e, "field")) ||
             !json_is_string(json_object_get(e, "message")))
             abort();
@@ -132,8 +133,7 @@ static void fuzz_batch(json_t *root, const struct cfg *cfg)
     int rc = api_decode_batch(root, cfg, &jobs, &njobs, errors);
     check_errors(rc, errors);
     if (rc == API_DECODE_OK) {
-        if (jobs == NULL || njobs == 0 ||
-            njobs > (size_t)cfg->http.max_batch)
+        if (jobs == NULL || njobs == 0 || njobs > (size_t)cfg->http.max_batch)
             abort();
         for (size_t i = 0; i < njobs; i++)
             check_message(jobs[i], cfg);
@@ -191,11 +191,9 @@ static size_t tree_values(json_t *v)
     const char *k;
     json_t *e;
     if (json_is_array(v))
-        json_array_foreach(v, i, e)
-            n += tree_values(e);
+        json_array_foreach(v, i, e) n += tree_values(e);
     else if (json_is_object(v))
-        json_object_foreach(v, k, e)
-            n += 1 + tree_values(e);
+        json_object_foreach(v, k, e) n += 1 + tree_values(e);
     return n;
 }
 
@@ -204,8 +202,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json_error_t jerr;
     init_cfgs();
     fuzz_text(data, size);
-    json_t *root = json_loadb((const char *)data, size,
-                              JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES,
+                              &jerr);
     if (root == NULL)
         return 0;
     if (api_json_values((const char *)data, size, SIZE_MAX - 1) !=

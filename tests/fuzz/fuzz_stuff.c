@@ -43,11 +43,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int bad = 0;
     for (size_t i = 0; i < size && !bad; i += step) {
         size_t k = size - i < step ? size - i : step;
-        bad = smtp__stuff(&st, (const char *)data + i, k, &out, why, sizeof why) < 0;
+        bad = smtp__stuff(&st, (const char *)data + i, k, &out, why,
+                          sizeof why) < 0;
     }
     if (bad) {
         if (memchr(data, 0, size) == NULL && size < SMTP_MAX_LINE)
-            abort();        /* refused without a NUL or a long line */
+            abort(); /* refused without a NUL or a long line */
         smtp__buf_free(&out);
         return 0;
     }
@@ -62,15 +63,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int line_start = 1, header = size > 0 && (data[0] & 8) != 0;
     for (size_t i = 0; i + 3 < n; i++) {
         if (line_start && header && w[i] == '\r')
-            header = 0;         /* the empty line */
+            header = 0; /* the empty line */
         if (line_start && header && bcc_line(w + i, n - 3 - i))
-            abort();            /* a Bcc field left the header section */
+            abort(); /* a Bcc field left the header section */
         if (w[i] == '\n' && (i == 0 || w[i - 1] != '\r'))
             abort();
         if (w[i] == '\r' && w[i + 1] != '\n')
             abort();
         if (line_start && w[i] == '.' && w[i + 1] != '.')
-            abort();        /* an unstuffed leading dot */
+            abort(); /* an unstuffed leading dot */
         if (line_start && w[i] == '.')
             i++;
         line_start = w[i] == '\n';

@@ -49,7 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (c < 32 || c == 127)
                 abort();
             if (c == '<' || c == '>')
-                abort();        /* not even inside quotes */
+                abort(); /* not even inside quotes */
         }
         if (strlen(s) > SMTP_MAX_PATH - 2)
             abort();
@@ -58,11 +58,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (colon != NULL) {
         *colon = '\0';
         if (smtp_header_check(s, colon + 1, why, sizeof why) == 0) {
-            for (const unsigned char *p = (const unsigned char *)colon + 1;
-                 *p; p++)
+            for (const unsigned char *p = (const unsigned char *)colon + 1; *p;
+                 p++)
                 if ((*p < 32 && *p != '\t') || *p == 127 ||
                     (*p == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F))
-                    abort();    /* a control other than HTAB (C1 too) */
+                    abort(); /* a control other than HTAB (C1 too) */
             for (const char *p = s; *p; p++)
                 if ((unsigned char)*p <= 32 || (unsigned char)*p >= 127)
                     abort();

@@ -30,12 +30,12 @@
 
 struct fx {
     struct peer *p, *p2;
-    char *host;                  /* "127.0.0.1:PORT" of p */
-    struct smtp_opts opts;       /* short timeouts */
+    char *host;            /* "127.0.0.1:PORT" of p */
+    struct smtp_opts opts; /* short timeouts */
     struct smtp_result res;
     struct peer_msg *m;
     size_t nm;
-    void *gc[NGC];               /* freed by teardown */
+    void *gc[NGC]; /* freed by teardown */
     size_t ngc;
 };
 
@@ -204,8 +204,8 @@ static inline const char *body_of(const struct peer_msg *m)
 }
 
 static inline int send1(struct fx *f, const char *from, const char *to,
-                 const struct smtp_header *h, size_t nh,
-                 const struct smtp_body *b)
+                        const struct smtp_header *h, size_t nh,
+                        const struct smtp_body *b)
 {
     const char *tos[1] = { to };
     return smtp_send_mail(from, tos, 1, h, nh, b, f->host, &f->opts, NULL,

@@ -40,7 +40,7 @@
 #include "tests/support/tsupport.h"
 
 #define ARRIVE_MS 20000
-#define STOP_MS   15000
+#define STOP_MS 15000
 
 /* The servers of the file, started once. */
 struct fx {
@@ -77,7 +77,8 @@ static char *binary_b64(const char *magic)
 static char *rich_text(void)
 {
     static const char head[] =
-        "Gr\xc3\xbc\xc3\x9f" "e aus K\xc3\xb6ln \xf0\x9f\x98\x80\n"
+        "Gr\xc3\xbc\xc3\x9f"
+        "e aus K\xc3\xb6ln \xf0\x9f\x98\x80\n"
         "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe3\x81\xae\xe6\x96\x87\n"
         "\xd7\xa9\xd7\x9c\xd7\x95\xd7\x9d \xd7\xa2\xd7\x95\xd7\x9c\xd7\x9d "
         "\xd9\x85\xd8\xb1\xd8\xad\xd8\xa8\xd8\xa7\n"
@@ -92,9 +93,12 @@ static char *rich_text(void)
     return t;
 }
 
-#define HTML "<p>Hallo <b>J\xc3\xb6rg</b> \xf0\x9f\x8e\x89</p>" \
-             "<img src=\"cid:logo@mailpool.test\">"
-#define SUBJECT "Gr\xc3\xbc\xc3\x9f" "e \xe2\x98\x83 \xe6\x97\xa5\xe6\x9c\xac"
+#define HTML \
+    "<p>Hallo <b>J\xc3\xb6rg</b> \xf0\x9f\x8e\x89</p>" \
+    "<img src=\"cid:logo@mailpool.test\">"
+#define SUBJECT \
+    "Gr\xc3\xbc\xc3\x9f" \
+    "e \xe2\x98\x83 \xe6\x97\xa5\xe6\x9c\xac"
 #define PDF_NAME "Rechnung M\xc3\xa4rz.pdf"
 
 /* The README's message: UTF-8 subject and display names, text + HTML, an
@@ -113,14 +117,12 @@ static json_t *readme_message(const char *tag)
     json_t *j = json_pack(
         "{s:s, s:[s, {s:s, s:s}], s:[s], s:[s], s:s, s:s, s:s,"
         " s:[{s:s, s:s, s:s, s:s, s:s}, {s:s, s:s, s:s}]}",
-        "from", "Zo\xc3\xab \xc3\x84pfel <app@mailpool.test>",
-        "to", to1, "name", "\xd7\xa9\xd7\xa8\xd7\x94", "email", to2,
-        "cc", cc, "bcc", bcc, "subject", SUBJECT, "text", text, "html", HTML,
-        "attachments", "filename", "logo.png", "content_type", "image/png",
-        "content", png, "disposition", "inline", "content_id",
-        "logo@mailpool.test",
-        "filename", PDF_NAME, "content_type", "application/pdf",
-        "content", pdf);
+        "from", "Zo\xc3\xab \xc3\x84pfel <app@mailpool.test>", "to", to1,
+        "name", "\xd7\xa9\xd7\xa8\xd7\x94", "email", to2, "cc", cc, "bcc", bcc,
+        "subject", SUBJECT, "text", text, "html", HTML, "attachments",
+        "filename", "logo.png", "content_type", "image/png", "content", png,
+        "disposition", "inline", "content_id", "logo@mailpool.test", "filename",
+        PDF_NAME, "content_type", "application/pdf", "content", pdf);
     free(text);
     free(png);
     free(pdf);
@@ -167,8 +169,8 @@ static void expect_pair(json_t *list, size_t i, const char *name,
     const char *n = json_string_value(json_array_get(p, 0));
     assert_non_null(p);
     assert_string_equal(n != NULL ? n : "", name);
-    assert_int_equal(strcasecmp(json_string_value(json_array_get(p, 1)),
-                                addr), 0);
+    assert_int_equal(strcasecmp(json_string_value(json_array_get(p, 1)), addr),
+                     0);
 }
 
 /* The address of a "Name <addr>" string, or the string. */
@@ -196,9 +198,9 @@ static void expect_same(json_t *got, json_t *req, int python)
     expect_pair(json_object_get(got, "to"), 1, "\xd7\xa9\xd7\xa8\xd7\x94",
                 jstr(json_array_get(to, 1), "email"));
     assert_int_equal(json_array_size(json_object_get(got, "cc")), 1);
-    expect_pair(json_object_get(got, "cc"), 0, "",
-                json_string_value(json_array_get(json_object_get(req, "cc"),
-                                                 0)));
+    expect_pair(
+        json_object_get(got, "cc"), 0, "",
+        json_string_value(json_array_get(json_object_get(req, "cc"), 0)));
     assert_false(json_is_true(json_object_get(got, "bcc_field")));
     assert_string_equal(jstr(got, "text"), jstr(req, "text"));
     assert_string_equal(jstr(got, "html"), jstr(req, "html"));
@@ -251,8 +253,8 @@ static void expect_clean_wire(const unsigned char *d, size_t len)
         assert_true(i > 0 && d[i - 1] == '\r');
         assert_true(i - 1 - start <= 998);
         if (len - (i + 1) >= 4)
-            assert_int_not_equal(strncasecmp((const char *)d + i + 1, "bcc:",
-                                             4), 0);
+            assert_int_not_equal(
+                strncasecmp((const char *)d + i + 1, "bcc:", 4), 0);
         start = i + 1;
     }
     assert_int_not_equal(strncasecmp((const char *)d, "bcc:", 4), 0);
@@ -264,10 +266,10 @@ static void recipients(json_t *req, char rcpt[4][96])
     json_t *to = json_object_get(req, "to");
     addr_of(json_string_value(json_array_get(to, 0)), rcpt[0], 96);
     snprintf(rcpt[1], 96, "%s", jstr(json_array_get(to, 1), "email"));
-    snprintf(rcpt[2], 96, "%s", json_string_value(json_array_get(
-                                    json_object_get(req, "cc"), 0)));
-    snprintf(rcpt[3], 96, "%s", json_string_value(json_array_get(
-                                    json_object_get(req, "bcc"), 0)));
+    snprintf(rcpt[2], 96, "%s",
+             json_string_value(json_array_get(json_object_get(req, "cc"), 0)));
+    snprintf(rcpt[3], 96, "%s",
+             json_string_value(json_array_get(json_object_get(req, "bcc"), 0)));
 }
 
 /* Waits until each of the nr recipients has a copy, then a little
@@ -279,7 +281,7 @@ static struct mta_msg *copies_each(struct mta *m, char (*rcpt)[96], int nr,
     struct mta_msg *msgs = NULL;
     long long end = ts_now_ms() + ARRIVE_MS;
     size_t k[4];
-    for (int settle = 0;; ) {
+    for (int settle = 0;;) {
         assert_int_equal(mta_messages(m, &msgs, n), 0);
         int all = 1;
         for (int r = 0; r < nr; r++) {
@@ -290,7 +292,7 @@ static struct mta_msg *copies_each(struct mta *m, char (*rcpt)[96], int nr,
             all &= k[r] >= 1;
         }
         if ((all && settle++) || ts_now_ms() > end)
-            break;                  /* one more look: a duplicate shows */
+            break; /* one more look: a duplicate shows */
         mta_msgs_free(msgs, *n);
         ts_sleep_ms(all ? 300 : 100);
     }
@@ -315,9 +317,10 @@ static char *json_file(const char *dir, const char *name, json_t *j)
 static json_t *readme_curl(const char *url, const char *file)
 {
     char cmd[PATH_MAX + 256], buf[8192];
-    snprintf(cmd, sizeof cmd, "curl -sS --noproxy '*' %s/v1/messages "
-             "-H 'Content-Type: application/json' --data-binary @'%s'", url,
-             file);
+    snprintf(cmd, sizeof cmd,
+             "curl -sS --noproxy '*' %s/v1/messages "
+             "-H 'Content-Type: application/json' --data-binary @'%s'",
+             url, file);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     size_t len = fread(buf, 1, sizeof buf - 1, p);
@@ -443,8 +446,8 @@ static void test_async_composed_message_is_stored_composed_and_arrives(
     json_t *req = readme_message("async");
     char qpath[PATH_MAX], url[256], rcpt[4][96];
     snprintf(qpath, sizeof qpath, "%s/queue.db", mta_dir(f->postfix));
-    const char *extra[] = { "--queue-path", qpath, "--queue-retry-base",
-                            "0.1", NULL };
+    const char *extra[] = { "--queue-path", qpath, "--queue-retry-base", "0.1",
+                            NULL };
     struct mpserve *svc = service(f->postfix, "plain", extra);
     const char *hdr[] = { "Content-Type: application/json",
                           "Prefer: respond-async", NULL };
@@ -492,8 +495,8 @@ static void test_cli_send_json_and_dry_run(void **state)
     expect_parsed(out_path, req);
     free(out);
     mta_hostport(f->postfix, "plain", server, sizeof server);
-    const char *send[] = { "send", "--json", file, "--server", server,
-                           "--tls", "none", NULL };
+    const char *send[] = { "send", "--json", file,   "--server",
+                           server, "--tls",  "none", NULL };
     assert_int_equal(mpserve_run(send, 30000, &out), 0);
     assert_non_null(strstr(out, "\"status\":\"sent\""));
     free(out);
@@ -547,11 +550,12 @@ static void test_envelope_form_non_ascii_header_arrives_encoded(void **state)
     struct mpserve *svc = service(f->postfix, "plain", NULL);
     char rcpt[1][96] = { "envelope-utf8@example.test" };
     size_t idx[1];
-    json_t *req = json_pack("{s:s, s:[s], s:{s:s, s:s, s:s}, s:s}",
-                            "from", "app@mailpool.test", "to", rcpt[0],
-                            "headers", "From",
-                            "Zo\xc3\xab \xc3\x84 <app@mailpool.test>",
-                            "Subject", "Gr\xc3\xbc\xc3\x9f" "e \xe2\x98\x83",
+    json_t *req = json_pack("{s:s, s:[s], s:{s:s, s:s, s:s}, s:s}", "from",
+                            "app@mailpool.test", "to", rcpt[0], "headers",
+                            "From", "Zo\xc3\xab \xc3\x84 <app@mailpool.test>",
+                            "Subject",
+                            "Gr\xc3\xbc\xc3\x9f"
+                            "e \xe2\x98\x83",
                             "To", rcpt[0], "body", "hello\r\n");
     char *body = json_dumps(req, JSON_COMPACT), url[256];
     const char *hdr[] = { "Content-Type: application/json", NULL };
@@ -571,8 +575,8 @@ static void test_envelope_form_non_ascii_header_arrives_encoded(void **state)
         free(subj);
         json_t *py = parse_with("/usr/bin/python3", "read_mail.py",
                                 msgs[i].file);
-        assert_string_equal(jstr(py, "subject"),
-                            "Gr\xc3\xbc\xc3\x9f" "e \xe2\x98\x83");
+        assert_string_equal(jstr(py, "subject"), "Gr\xc3\xbc\xc3\x9f"
+                                                 "e \xe2\x98\x83");
         expect_pair(json_object_get(py, "from"), 0, "Zo\xc3\xab \xc3\x84",
                     "app@mailpool.test");
         json_decref(py);
@@ -615,8 +619,8 @@ static void test_batch_takes_both_forms_item_by_item(void **state)
     json_decref(doc);
     http_resp_free(&r);
     msgs = copies_each(f->node, rcpt, 2, &n, idx);
-    assert_non_null(strstr((const char *)msgs[idx[0]].data,
-                           "multipart/alternative"));
+    assert_non_null(
+        strstr((const char *)msgs[idx[0]].data, "multipart/alternative"));
     assert_non_null(strstr(msgs[idx[1]].body, "plain body\r\n"));
     assert_null(strstr((const char *)msgs[idx[1]].data, "MIME-Version"));
     mta_msgs_free(msgs, n);
@@ -677,8 +681,7 @@ static json_t *node_envelope(struct mta *m, const char *rcpt)
 }
 
 /* Asserts the bytes received for rcpt hold the header line given. */
-static void expect_to_header(struct mta *m, const char *rcpt,
-                             const char *line)
+static void expect_to_header(struct mta *m, const char *rcpt, const char *line)
 {
     struct mta_msg *msgs;
     size_t n, found = 0;
@@ -710,14 +713,18 @@ static void test_utf8_local_part_needs_smtputf8_idna_domain_does_not(
     env = node_envelope(f->node, "j\xc3\xb6rg@example.test");
     assert_true(json_is_true(json_object_get(env, "smtputf8")));
     json_decref(env);
-    j = post_composed(svc, "u@b\xc3\xbc" "cher.example");
+    j = post_composed(svc, "u@b\xc3\xbc"
+                           "cher.example");
     assert_string_equal(jstr(j, "status"), "sent");
     json_decref(j);
     /* smtp-server reports the A-label it was given as a U-label */
-    env = node_envelope(f->node, "u@b\xc3\xbc" "cher.example");
+    env = node_envelope(f->node, "u@b\xc3\xbc"
+                                 "cher.example");
     assert_false(json_is_true(json_object_get(env, "smtputf8")));
     json_decref(env);
-    expect_to_header(f->node, "u@b\xc3\xbc" "cher.example",
+    expect_to_header(f->node,
+                     "u@b\xc3\xbc"
+                     "cher.example",
                      "To: u@xn--bcher-kva.example\r\n");
     assert_int_equal(mpserve_stop_clean(svc, STOP_MS), 0);
     mpserve_free(svc);
@@ -746,20 +753,25 @@ struct bad {
 static void test_each_bad_input_is_a_422_naming_the_member(void **state)
 {
     static const struct bad cases[] = {
-        { "attachments", "[{\"filename\":\"a.pdf\",\"content\":\"QUJD\"},"
+        { "attachments",
+          "[{\"filename\":\"a.pdf\",\"content\":\"QUJD\"},"
           "{\"filename\":\"b.pdf\",\"content\":\"QUJD\"},"
           "{\"filename\":\"c.pdf\",\"content\":\"QU*D\"}]",
           "attachments[2].content" },
-        { "attachments", "[{\"filename\":\"a\",\"content_type\":\"pdf\","
-          "\"content\":\"\"}]", "attachments[0].content_type" },
+        { "attachments",
+          "[{\"filename\":\"a\",\"content_type\":\"pdf\","
+          "\"content\":\"\"}]",
+          "attachments[0].content_type" },
         { "attachments", "[{\"filename\":\"../etc/passwd\",\"content\":\"\"}]",
           "attachments[0].filename" },
         { "attachments", "[{\"filename\":\"a\\u0001b\",\"content\":\"\"}]",
           "attachments[0].filename" },
-        { "attachments", "[{\"filename\":\"1\",\"content\":\"\"},"
+        { "attachments",
+          "[{\"filename\":\"1\",\"content\":\"\"},"
           "{\"filename\":\"2\",\"content\":\"\"},"
           "{\"filename\":\"3\",\"content\":\"\"},"
-          "{\"filename\":\"4\",\"content\":\"\"}]", "attachments" },
+          "{\"filename\":\"4\",\"content\":\"\"}]",
+          "attachments" },
         { "cc", "[\"not a mailbox\"]", "cc[0]" },
         { "body", "\"mixed\"", "body" },
     };
@@ -773,9 +785,11 @@ static void test_each_bad_input_is_a_422_naming_the_member(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char body[1024], want[160];
         struct http_resp r;
-        snprintf(body, sizeof body, "{\"from\":\"a@mailpool.test\",\"to\":"
+        snprintf(body, sizeof body,
+                 "{\"from\":\"a@mailpool.test\",\"to\":"
                  "[\"bad-%zu@example.test\"],\"subject\":\"s\",\"text\":\"t\","
-                 "\"%s\":%s}", i, cases[i].member, cases[i].json);
+                 "\"%s\":%s}",
+                 i, cases[i].member, cases[i].json);
         assert_int_equal(http_request("POST", url, hdr, body, 0, &r), 0);
         snprintf(want, sizeof want, "\"field\":\"%s\"", cases[i].field);
         if (r.status != 422 || strstr(r.body, want) == NULL)

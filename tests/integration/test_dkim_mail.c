@@ -52,7 +52,7 @@ static struct keys K;
 static char *keygen_record(const char *path, char *name, size_t namelen)
 {
     const char *argv[] = { "dkim-keygen", "--selector", "sel", "--domain",
-                           DOMAIN, "--key-file", path, NULL };
+                           DOMAIN,        "--key-file", path,  NULL };
     char *out = NULL, *txt, *w;
 
     assert_int_equal(mpserve_run(argv, 10000, &out), 0);
@@ -84,15 +84,14 @@ static char *write_key(const char *path, gnutls_pk_algorithm_t alg,
 
     assert_int_equal(gnutls_x509_privkey_init(&k), 0);
     assert_int_equal(gnutls_x509_privkey_generate(k, alg, bits, 0), 0);
-    assert_int_equal(gnutls_x509_privkey_export2_pkcs8(k, GNUTLS_X509_FMT_PEM,
-                                                       NULL,
-                                                       GNUTLS_PKCS_PLAIN, &d),
+    assert_int_equal(gnutls_x509_privkey_export2_pkcs8(
+                         k, GNUTLS_X509_FMT_PEM, NULL, GNUTLS_PKCS_PLAIN, &d),
                      0);
     f = fopen(path, "wb");
     assert_non_null(f);
     assert_int_equal(fwrite(d.data, 1, d.size, f), d.size);
     fclose(f);
-    assert_int_equal(chmod(path, 0600), 0);  /* a secret: owner only */
+    assert_int_equal(chmod(path, 0600), 0); /* a secret: owner only */
     txt = keygen_record(path, name, sizeof name);
     assert_string_equal(name, "sel._domainkey." DOMAIN ".");
     gnutls_free(d.data);
@@ -125,8 +124,8 @@ static int teardown(void **st)
 
 /* What dkimpy said of a message. */
 struct verdict {
-    int exit;                   /* 0: every signature verified */
-    json_t *j;                  /* its JSON line (or NULL) */
+    int exit;  /* 0: every signature verified */
+    json_t *j; /* its JSON line (or NULL) */
 };
 
 /* Verifies data[0..len) with dkimpy, the test's keys in DNS. */
@@ -142,11 +141,12 @@ static struct verdict verify(const void *data, size_t len)
     assert_non_null(f);
     assert_int_equal(fwrite(data, 1, len, f), len);
     fclose(f);
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/peers/dkim_verify.py "
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 tests/peers/dkim_verify.py "
              "'%s' 'rsa1._domainkey." DOMAIN "=%s' "
              "'ed1._domainkey." DOMAIN "=%s' 'ed1x._domainkey." DOMAIN "=%s' "
-             "'rsa1._domainkey.other.example=%s'", path, K.rsa_txt, K.ed_txt,
-             K.rsa_txt, K.rsa_txt);
+             "'rsa1._domainkey.other.example=%s'",
+             path, K.rsa_txt, K.ed_txt, K.rsa_txt, K.rsa_txt);
     p = popen(cmd, "r");
     assert_non_null(p);
     n = fread(out, 1, sizeof out - 1, p);
@@ -160,8 +160,7 @@ static struct verdict verify(const void *data, size_t len)
 }
 
 /* The number of signatures dkimpy found and how many verified. */
-static void verdict_counts(const struct verdict *v, size_t *sigs,
-                           size_t *good)
+static void verdict_counts(const struct verdict *v, size_t *sigs, size_t *good)
 {
     json_t *r = json_object_get(v->j, "results");
     size_t i;
@@ -169,8 +168,7 @@ static void verdict_counts(const struct verdict *v, size_t *sigs,
 
     *sigs = (size_t)json_integer_value(json_object_get(v->j, "signatures"));
     *good = 0;
-    json_array_foreach(r, i, x)
-        *good += json_is_true(x);
+    json_array_foreach(r, i, x) *good += json_is_true(x);
 }
 
 /* 1 when signature i's h= names name count times. */
@@ -180,8 +178,7 @@ static int h_count(const struct verdict *v, size_t i, const char *name)
     size_t k, c = 0;
     json_t *x;
 
-    json_array_foreach(h, k, x)
-        c += strcmp(json_string_value(x), name) == 0;
+    json_array_foreach(h, k, x) c += strcmp(json_string_value(x), name) == 0;
     return (int)c;
 }
 
@@ -211,7 +208,8 @@ static struct verdict verify_and_tamper(unsigned char *data, size_t len,
     verdict_counts(&v, &sigs, &good);
     if (v.exit != 0 || sigs != nsig || good != nsig)
         fail_msg("dkimpy: exit %d, %zu signatures, %zu verified; message:\n"
-                 "%.*s", v.exit, sigs, good, (int)len, (const char *)data);
+                 "%.*s",
+                 v.exit, sigs, good, (int)len, (const char *)data);
     assert_non_null(at);
     at[0] = at[0] == 'x' ? 'y' : 'x';
     t = verify(data, len);
@@ -257,8 +255,8 @@ static long post(struct mpserve *s, const char *json, int async)
     long st;
 
     snprintf(url, sizeof url, "%s/v1/messages", mpserve_url(s));
-    assert_int_equal(http_request("POST", url, async ? async_h : sync_h, json,
-                                  0, &r), 0);
+    assert_int_equal(
+        http_request("POST", url, async ? async_h : sync_h, json, 0, &r), 0);
     st = r.status;
     if (st != 200 && st != 202)
         print_error("POST answered %ld: %s\n", st, r.body ? r.body : "");
@@ -267,16 +265,24 @@ static long post(struct mpserve *s, const char *json, int async)
 }
 
 static const char *const RSA_ONLY[] = {
-    "--dkim-domain", DOMAIN, "--dkim-selector", "rsa1",
-    "--dkim-key-file", K.rsa, NULL,
+    "--dkim-domain", DOMAIN, "--dkim-selector", "rsa1", "--dkim-key-file",
+    K.rsa,           NULL,
 };
 
 /* The flags of the rsa + ed25519 configuration. */
 static const char **both_flags(const char **a)
 {
-    const char *v[] = { "--dkim-domain", DOMAIN, "--dkim-selector", "rsa1",
-                        "--dkim-key-file", K.rsa, "--dkim-ed25519-selector",
-                        "ed1", "--dkim-ed25519-key-file", K.ed, NULL };
+    const char *v[] = { "--dkim-domain",
+                        DOMAIN,
+                        "--dkim-selector",
+                        "rsa1",
+                        "--dkim-key-file",
+                        K.rsa,
+                        "--dkim-ed25519-selector",
+                        "ed1",
+                        "--dkim-ed25519-key-file",
+                        K.ed,
+                        NULL };
 
     memcpy(a, v, sizeof v);
     return a;
@@ -291,15 +297,17 @@ static char *envelope_json(const char *rcpt)
 
     memset(line, 'w', 998);
     line[998] = '\0';
-    assert_true(asprintf(&j,
-        "{\"from\":\"app@" DOMAIN "\",\"to\":[\"%s\"],"
-        "\"headers\":{\"From\":\"App <app@" DOMAIN ">\","
-        "\"Subject\":\"Your   weekly news\","
-        "\"List-Unsubscribe\":\"<https://" DOMAIN "/u/1>, "
-        "<mailto:u@" DOMAIN "?subject=u1>\","
-        "\"List-Unsubscribe-Post\":\"List-Unsubscribe=One-Click\"},"
-        "\"body\":\"Hello,\\n.a line starting with a dot\\n"
-        "trailing white   \\t\\n%s\\nbye\\n\\n\\n\"}", rcpt, line) > 0);
+    assert_true(
+        asprintf(&j,
+                 "{\"from\":\"app@" DOMAIN "\",\"to\":[\"%s\"],"
+                 "\"headers\":{\"From\":\"App <app@" DOMAIN ">\","
+                 "\"Subject\":\"Your   weekly news\","
+                 "\"List-Unsubscribe\":\"<https://" DOMAIN "/u/1>, "
+                 "<mailto:u@" DOMAIN "?subject=u1>\","
+                 "\"List-Unsubscribe-Post\":\"List-Unsubscribe=One-Click\"},"
+                 "\"body\":\"Hello,\\n.a line starting with a dot\\n"
+                 "trailing white   \\t\\n%s\\nbye\\n\\n\\n\"}",
+                 rcpt, line) > 0);
     return j;
 }
 
@@ -326,8 +334,7 @@ static void test_http_sync_envelope_rsa_verifies_and_covers_unsubscribe(
     assert_int_equal(h_count(&v, 0, "date"), 1);
     assert_int_equal(h_count(&v, 0, "message-id"), 1);
     /* a signed field changed fails too */
-    struct verdict t = verify_and_tamper(m[0].data, m[0].len, "One-Click",
-                                         1);
+    struct verdict t = verify_and_tamper(m[0].data, m[0].len, "One-Click", 1);
     json_decref(t.j);
     json_decref(v.j);
     for (char *l = (char *)m[0].data; *l != '\0' && strncmp(l, "\r\n", 2);) {
@@ -384,8 +391,15 @@ static void test_http_async_raw_rsa_and_ed25519_both_verify(void **st)
 static void test_signing_off_or_other_domain_nothing_verifies(void **st)
 {
     static const char *const never[] = {
-        "--dkim-domain", DOMAIN, "--dkim-selector", "rsa1",
-        "--dkim-key-file", K.rsa, "--dkim-sign", "never", NULL,
+        "--dkim-domain",
+        DOMAIN,
+        "--dkim-selector",
+        "rsa1",
+        "--dkim-key-file",
+        K.rsa,
+        "--dkim-sign",
+        "never",
+        NULL,
     };
     static const char other[] =
         "{\"from\":\"a@other.example\",\"to\":[\"r@example.net\"],"
@@ -487,14 +501,35 @@ static void test_mailpool_send_signs_rsa_and_ed25519(void **st)
     fputs("Hello from the command line.\n.dot line\nbye\n", f);
     fclose(f);
     const char *argv[] = {
-        "send", "--server", server, "--tls", "none",
-        "--from", "app@" DOMAIN, "--to", "rcpt@example.net",
-        "--header", "From: App <app@" DOMAIN ">", "--header", "Subject: cli",
-        "--header", "List-Unsubscribe: <https://" DOMAIN "/u/3>",
-        "--header", "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
-        "--body-file", body, "--dkim-domain", DOMAIN,
-        "--dkim-selector", "rsa1", "--dkim-key-file", K.rsa,
-        "--dkim-ed25519-selector", "ed1", "--dkim-ed25519-key-file", K.ed,
+        "send",
+        "--server",
+        server,
+        "--tls",
+        "none",
+        "--from",
+        "app@" DOMAIN,
+        "--to",
+        "rcpt@example.net",
+        "--header",
+        "From: App <app@" DOMAIN ">",
+        "--header",
+        "Subject: cli",
+        "--header",
+        "List-Unsubscribe: <https://" DOMAIN "/u/3>",
+        "--header",
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+        "--body-file",
+        body,
+        "--dkim-domain",
+        DOMAIN,
+        "--dkim-selector",
+        "rsa1",
+        "--dkim-key-file",
+        K.rsa,
+        "--dkim-ed25519-selector",
+        "ed1",
+        "--dkim-ed25519-key-file",
+        K.ed,
         NULL,
     };
     assert_int_equal(mpserve_run(argv, 30000, &out), 0);
@@ -518,10 +553,12 @@ static void write_two_domain_ini(char *buf, size_t len)
     snprintf(buf, len, "%s/two.ini", K.dir);
     f = fopen(buf, "w");
     assert_non_null(f);
-    fprintf(f, "[dkim]\ndomain = other.example\nselector = rsa1\n"
+    fprintf(f,
+            "[dkim]\ndomain = other.example\nselector = rsa1\n"
             "key_file = %s\nsign = always\n\n[dkim." DOMAIN "]\n"
             "selector = ed1x\nkey_file = %s\ned25519_selector = ed1\n"
-            "ed25519_key_file = %s\n", K.rsa, K.rsa, K.ed);
+            "ed25519_key_file = %s\n",
+            K.rsa, K.rsa, K.ed);
     fclose(f);
 }
 
@@ -552,10 +589,12 @@ static void test_section_domain_signs_its_own_and_existing_signature_kept(
     /* From example.test: the section's keys, s=ed1x (RSA) and s=ed1 */
     struct verdict v = verify(m[0].data, m[0].len);
     assert_int_equal(v.exit, 0);
-    assert_string_equal(json_string_value(json_array_get(
-                            json_object_get(v.j, "s"), 0)), "ed1x");
-    assert_string_equal(json_string_value(json_array_get(
-                            json_object_get(v.j, "d"), 1)), DOMAIN);
+    assert_string_equal(
+        json_string_value(json_array_get(json_object_get(v.j, "s"), 0)),
+        "ed1x");
+    assert_string_equal(
+        json_string_value(json_array_get(json_object_get(v.j, "d"), 1)),
+        DOMAIN);
     json_decref(v.j);
     /* the presigned one: d= and s= already there for RSA, so only the
        Ed25519 signature is added, first */
@@ -578,8 +617,10 @@ static void test_dkim_keygen_record_holds_the_public_key_certtool_reads(
     size_t n;
     (void)st;
 
-    snprintf(cmd, sizeof cmd, "certtool --load-privkey '%s' --pubkey-info "
-             "--outder 2>/dev/null | base64 -w0", K.rsa);
+    snprintf(cmd, sizeof cmd,
+             "certtool --load-privkey '%s' --pubkey-info "
+             "--outder 2>/dev/null | base64 -w0",
+             K.rsa);
     p = popen(cmd, "r");
     assert_non_null(p);
     n = fread(der, 1, sizeof der - 1, p);
@@ -647,12 +688,18 @@ static void unstuff(struct peer_msg *m)
     m->len = o;
 }
 
-static void test_pool_retry_resends_the_signature_of_the_first_attempt(
-    void **st)
+static void test_pool_retry_resends_the_signature_of_the_first_attempt(void **st)
 {
     static const char *const retries[] = {
-        "--dkim-domain", DOMAIN, "--dkim-selector", "rsa1",
-        "--dkim-key-file", K.rsa, "--pool-retry-backoff-ms", "1100", NULL,
+        "--dkim-domain",
+        DOMAIN,
+        "--dkim-selector",
+        "rsa1",
+        "--dkim-key-file",
+        K.rsa,
+        "--pool-retry-backoff-ms",
+        "1100",
+        NULL,
     };
     struct peer *p = peer_start_fake("{\"rules\": [{\"match\": \"^DOT$\", "
                                      "\"times\": 1, \"reply\": "
@@ -684,8 +731,15 @@ static void test_pool_retry_resends_the_signature_of_the_first_attempt(
 static void test_queue_retry_signs_each_delivery_attempt_anew(void **st)
 {
     static const char *const retries[] = {
-        "--dkim-domain", DOMAIN, "--dkim-selector", "rsa1",
-        "--dkim-key-file", K.rsa, "--queue-retry-base", "2.2", NULL,
+        "--dkim-domain",
+        DOMAIN,
+        "--dkim-selector",
+        "rsa1",
+        "--dkim-key-file",
+        K.rsa,
+        "--queue-retry-base",
+        "2.2",
+        NULL,
     };
     struct peer *p = peer_start_fake("{\"rules\": [{\"match\": \"^DOT$\", "
                                      "\"times\": 1, \"reply\": "
@@ -718,9 +772,11 @@ static void test_queue_retry_signs_each_delivery_attempt_anew(void **st)
 static void test_key_that_does_not_load_stops_serve_with_exit_2(void **st)
 {
     char bad[200], *out = NULL;
-    const char *argv[] = { "serve", "--http-listen", "127.0.0.1:0",
-                           "--dkim-domain", DOMAIN, "--dkim-selector", "s",
-                           "--dkim-key-file", bad, NULL };
+    const char *argv[] = { "serve",       "--http-listen",
+                           "127.0.0.1:0", "--dkim-domain",
+                           DOMAIN,        "--dkim-selector",
+                           "s",           "--dkim-key-file",
+                           bad,           NULL };
     FILE *f;
     (void)st;
 
@@ -728,7 +784,8 @@ static void test_key_that_does_not_load_stops_serve_with_exit_2(void **st)
     f = fopen(bad, "w");
     assert_non_null(f);
     fputs("-----BEGIN PRIVATE KEY-----\nS3CR3TMATERIAL\n"
-          "-----END PRIVATE KEY-----\n", f);
+          "-----END PRIVATE KEY-----\n",
+          f);
     fclose(f);
     assert_int_equal(mpserve_run(argv, 10000, &out), 2);
     assert_non_null(out);
@@ -755,22 +812,25 @@ static json_t *composed_unsub(void)
     size_t n = 0;
     json_t *j;
 
-    n = (size_t)snprintf(url, sizeof url, "https://" DOMAIN "/unsubscribe"
+    n = (size_t)snprintf(url, sizeof url,
+                         "https://" DOMAIN "/unsubscribe"
                          "?list=weekly&token=");
     for (; n < 230; n++)
         url[n] = "abcdefghijklmnopqrstuvwxyz0123456789"[n % 36];
     snprintf(url + n, sizeof url - n, "%s", UNSUB_TAIL);
-    n = (size_t)snprintf(text, sizeof text, "Hello,\n.a line starting with "
+    n = (size_t)snprintf(text, sizeof text,
+                         "Hello,\n.a line starting with "
                          "a dot\n");
     for (size_t i = 0; i < 2000; i++)
         text[n++] = i % 10 == 9 ? ' ' : (char)('a' + i % 26);
     snprintf(text + n, sizeof text - n, "\nso long, composed\n");
-    j = json_pack("{s:s, s:[s], s:s, s:s, s:s, s:{s:s, s:s, s:b}}",
-                  "from", "Zo\xc3\xab \xc3\x84pfel <app@" DOMAIN ">",
-                  "to", "rcpt@example.net",
-                  "subject", "Gr\xc3\xbc\xc3\x9f" "e \xe2\x98\x83 weekly",
-                  "text", text,
-                  "html", "<p>Hallo <b>J\xc3\xb6rg</b>, so long, html</p>",
+    j = json_pack("{s:s, s:[s], s:s, s:s, s:s, s:{s:s, s:s, s:b}}", "from",
+                  "Zo\xc3\xab \xc3\x84pfel <app@" DOMAIN ">", "to",
+                  "rcpt@example.net", "subject",
+                  "Gr\xc3\xbc\xc3\x9f"
+                  "e \xe2\x98\x83 weekly",
+                  "text", text, "html",
+                  "<p>Hallo <b>J\xc3\xb6rg</b>, so long, html</p>",
                   "unsubscribe", "url", url, "mailto",
                   "mailto:unsub@example.org", "one_click", 1);
     assert_non_null(j);
@@ -804,8 +864,8 @@ static char *field_value(const char *m, const char *name)
    with nsig signatures (rsa-sha256, then ed25519-sha256), each covering
    both unsubscribe fields, which arrived as posted; a changed body byte
    and a changed URL byte fail. */
-static void expect_composed_signed(unsigned char *m, size_t len,
-                                   json_t *req, size_t nsig)
+static void expect_composed_signed(unsigned char *m, size_t len, json_t *req,
+                                   size_t nsig)
 {
     json_t *u = json_object_get(req, "unsubscribe");
     char want[400], *lu = field_value((char *)m, "List-Unsubscribe");
@@ -821,8 +881,8 @@ static void expect_composed_signed(unsigned char *m, size_t len,
     assert_string_equal(lup, "List-Unsubscribe=One-Click");
     struct verdict v = verify_and_tamper(m, len, "so long", nsig);
     for (size_t i = 0; i < nsig; i++) {
-        assert_string_equal(alg_of(&v, i), i == 0 ? "rsa-sha256"
-                                                  : "ed25519-sha256");
+        assert_string_equal(alg_of(&v, i),
+                            i == 0 ? "rsa-sha256" : "ed25519-sha256");
         assert_int_equal(h_count(&v, i, "list-unsubscribe"), 1);
         assert_int_equal(h_count(&v, i, "list-unsubscribe-post"), 1);
         assert_int_equal(h_count(&v, i, "from"), 2);
@@ -874,8 +934,7 @@ static void test_http_composed_unsubscribe_signed_rsa_and_ed25519(void **st)
     json_decref(req);
 }
 
-static void test_send_json_composed_unsubscribe_signed_and_dry_run(
-    void **st)
+static void test_send_json_composed_unsubscribe_signed_and_dry_run(void **st)
 {
     const char *flags[16];
     json_t *req = composed_unsub();
@@ -894,9 +953,9 @@ static void test_send_json_composed_unsubscribe_signed_and_dry_run(
         argv[3 + na++] = *f;
     argv[3 + na] = "--dry-run";
     /* --dry-run prints the signed bytes; RSA alone (the first 6 flags) */
-    const char *rsa_dry[] = { argv[0], argv[1], argv[2], argv[3], argv[4],
-                              argv[5], argv[6], argv[7], argv[8],
-                              "--dry-run", NULL };
+    const char *rsa_dry[] = { argv[0], argv[1],     argv[2], argv[3],
+                              argv[4], argv[5],     argv[6], argv[7],
+                              argv[8], "--dry-run", NULL };
     assert_int_equal(mpserve_run(rsa_dry, 30000, &out), 0);
     expect_composed_signed((unsigned char *)out, strlen(out), req, 1);
     free(out);
@@ -936,8 +995,7 @@ int main(void)
         cmocka_unit_test(
             test_dkim_keygen_record_holds_the_public_key_certtool_reads),
         cmocka_unit_test(test_key_that_does_not_load_stops_serve_with_exit_2),
-        cmocka_unit_test(
-            test_http_composed_unsubscribe_signed_rsa_and_ed25519),
+        cmocka_unit_test(test_http_composed_unsubscribe_signed_rsa_and_ed25519),
         cmocka_unit_test(
             test_send_json_composed_unsubscribe_signed_and_dry_run),
     };

@@ -48,8 +48,9 @@ static void test_starttls_required_with_ca_file_delivers_over_tls(void **state)
     assert_int_equal(f->res.status, SMTP_DELIVERY_SENT);
     one_msg(f, 1, 0);
     /* EHLO again on the protected channel; nothing before STARTTLS. */
-    assert_true(starts_with(wire(f, f->p, 1), "EHLO [127.0.0.1]\r\nSTARTTLS\r\n"
-                                              "EHLO [127.0.0.1]\r\nMAIL FROM:<a@x>"));
+    assert_true(starts_with(wire(f, f->p, 1),
+                            "EHLO [127.0.0.1]\r\nSTARTTLS\r\n"
+                            "EHLO [127.0.0.1]\r\nMAIL FROM:<a@x>"));
 }
 
 static const char *const IMPLICIT_ARGS[] = { "--tls", "--implicit-tls", NULL };
@@ -63,7 +64,8 @@ static void test_implicit_tls_delivers_from_the_first_byte(void **state)
     assert_int_equal(f->res.status, SMTP_DELIVERY_SENT);
     assert_int_equal(msgs(f, f->p, 1), 1);
     /* The capture is the decrypted stream: plain SMTP, no STARTTLS. */
-    assert_true(starts_with(wire(f, f->p, 1), "EHLO [127.0.0.1]\r\nMAIL FROM:<a@x>"));
+    assert_true(
+        starts_with(wire(f, f->p, 1), "EHLO [127.0.0.1]\r\nMAIL FROM:<a@x>"));
 }
 
 static void test_implicit_tls_to_a_plaintext_server_sends_no_smtp(void **state)
@@ -73,7 +75,7 @@ static void test_implicit_tls_to_a_plaintext_server_sends_no_smtp(void **state)
     f->opts.tls = SMTP_TLS_IMPLICIT;
     f->opts.connect_timeout_ms = 2000;
     assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_ERR_TLS);
-    assert_int_equal(f->res.code, 454);          /* synthesized: 4.7.5 */
+    assert_int_equal(f->res.code, 454); /* synthesized: 4.7.5 */
     assert_string_equal(f->res.enhanced, "4.7.5");
     const char *w = wire(f, f->p, 1);
     assert_null(strstr(w, "EHLO"));
@@ -99,7 +101,8 @@ static void test_starttls_opportunistic_uses_tls_when_offered(void **state)
     one_msg(f, 0, -1);
 }
 
-static void test_starttls_required_without_offer_sends_no_mail_no_auth(void **state)
+static void test_starttls_required_without_offer_sends_no_mail_no_auth(
+    void **state)
 {
     struct fx *f = *state;
     fake(f, "{'extensions': ['PIPELINING', 'AUTH PLAIN LOGIN']}");
@@ -126,19 +129,19 @@ static void test_starttls_bad_certificate_is_tls_error_before_mail(void **state)
 {
     struct fx *f = *state;
     aio(f, TLS_ARGS);
-    f->opts.tls = SMTP_TLS_REQUIRED;          /* system CAs: self-signed fails */
+    f->opts.tls = SMTP_TLS_REQUIRED; /* system CAs: self-signed fails */
     assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_ERR_TLS);
     assert_non_null(strstr(f->res.message, "verif"));
     assert_string_equal(wire(f, f->p, 1), "EHLO [127.0.0.1]\r\nSTARTTLS\r\n");
 
-    trust_peer(f, SMTP_TLS_REQUIRED);         /* right CA, wrong name */
+    trust_peer(f, SMTP_TLS_REQUIRED); /* right CA, wrong name */
     f->opts.tls_server_name = "mail.example.com";
     assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_ERR_TLS);
     assert_non_null(strstr(f->res.message, "verif"));
     assert_null(strstr(wire(f, f->p, 2), "MAIL"));
     assert_int_equal(msgs(f, f->p, 0), 0);
 
-    f->opts.ca_file = NULL;                   /* the named insecure mode */
+    f->opts.ca_file = NULL; /* the named insecure mode */
     f->opts.insecure_skip_verify = 1;
     assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_OK);
     one_msg(f, 1, -1);
@@ -150,14 +153,16 @@ static void test_starttls_failed_handshake_sends_nothing_in_plain(void **state)
     static const char *const how[] = { "close", "garbage" };
     for (int i = 0; i < 2; i++) {
         char script[100];
-        snprintf(script, sizeof script, "{'tls': {'fail_handshake': '%s'}}", how[i]);
+        snprintf(script, sizeof script, "{'tls': {'fail_handshake': '%s'}}",
+                 how[i]);
         fake(f, script);
         trust_peer(f, i == 0 ? SMTP_TLS_REQUIRED : SMTP_TLS_OPPORTUNISTIC);
         assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_ERR_TLS);
         assert_int_equal(f->res.status, SMTP_DELIVERY_FAILED);
         assert_non_null(strstr(f->res.message, "handshake"));
-        assert_string_equal(wire(f, f->p, 1), "EHLO [127.0.0.1]\r\nSTARTTLS\r\n");
-        assert_int_equal(peer_conn_count(f->p), 1);   /* no plain retry */
+        assert_string_equal(wire(f, f->p, 1),
+                            "EHLO [127.0.0.1]\r\nSTARTTLS\r\n");
+        assert_int_equal(peer_conn_count(f->p), 1); /* no plain retry */
         assert_int_equal(msgs(f, f->p, 0), 0);
     }
 }
@@ -191,7 +196,8 @@ static void test_starttls_plaintext_injected_after_220_ends_the_session(
         one_msg(f, 1, -1);
     } else {
         assert_true(rc == SMTP_ERR_TLS || rc == SMTP_ERR_PROTO);
-        assert_string_equal(wire(f, f->p, 1), "EHLO [127.0.0.1]\r\nSTARTTLS\r\n");
+        assert_string_equal(wire(f, f->p, 1),
+                            "EHLO [127.0.0.1]\r\nSTARTTLS\r\n");
     }
     for (size_t i = 0; i < f->res.reply.nlines; i++)
         assert_null(strstr(f->res.reply.lines[i], "fake"));
@@ -206,9 +212,10 @@ static void test_tls_connection_stays_idle_clean_between_messages(void **state)
     assert_int_equal(smtp_conn_hello(c, &f->res), SMTP_OK);
     const char *to[] = { "b@y" };
     for (int i = 0; i < 2; i++) {
-        assert_int_equal(smtp_conn_send_mail(c, "a@x", to, 1, SUBJ, 1, &HELLO, NULL,
-                                             &f->res), SMTP_OK);
-        sleep_ms(200);                        /* TLS 1.3 tickets may arrive */
+        assert_int_equal(smtp_conn_send_mail(c, "a@x", to, 1, SUBJ, 1, &HELLO,
+                                             NULL, &f->res),
+                         SMTP_OK);
+        sleep_ms(200); /* TLS 1.3 tickets may arrive */
         assert_int_equal(smtp_conn_check_idle(c), 0);
     }
     smtp_conn_quit(c);
@@ -221,19 +228,20 @@ static void test_tls_connection_stays_idle_clean_between_messages(void **state)
 static void test_hello_failures_never_report_a_success_code(void **state)
 {
     struct fx *f = *state;
-    static const char *const auth_plain[] = { "--auth-user", "u", "--auth-pass", "p",
+    static const char *const auth_plain[] = { "--auth-user",           "u",
+                                              "--auth-pass",           "p",
                                               "--no-auth-require-tls", NULL };
     char fails[600] = "";
     for (int i = 0; i < 3; i++) {
         struct smtp_opts o = f->opts;
         if (i == 0) {
-            fake(f, NULL);                    /* no STARTTLS, TLS required */
+            fake(f, NULL); /* no STARTTLS, TLS required */
             f->opts.tls = SMTP_TLS_REQUIRED;
         } else if (i == 1) {
-            fake(f, "{'tls': {}}");           /* self-signed: verification fails */
+            fake(f, "{'tls': {}}"); /* self-signed: verification fails */
             f->opts.tls = SMTP_TLS_REQUIRED;
         } else {
-            peer_stop(f->p);                  /* AUTH offered in clear: refused */
+            peer_stop(f->p); /* AUTH offered in clear: refused */
             f->p = NULL;
             free(f->host);
             f->host = NULL;
@@ -254,8 +262,9 @@ static void test_hello_failures_never_report_a_success_code(void **state)
 
 /* ---- AUTH -------------------------------------------------------------- */
 
-static const char *const AUTH_TLS_ARGS[] = { "--tls", "--auth-user", "u", "--auth-pass",
-                                             "p", NULL };
+static const char *const AUTH_TLS_ARGS[] = {
+    "--tls", "--auth-user", "u", "--auth-pass", "p", NULL
+};
 
 /* aiosmtpd_peer.py's CapturingSMTP.push() calls str.encode on the bytes
  * challenge aiosmtpd sends for AUTH LOGIN, so the peer answers 500 with an
@@ -265,7 +274,8 @@ static void skip_if_peer_login_broken(const struct smtp_result *r)
     if (r->reply.code == 500 && r->reply.nlines > 0 &&
         strstr(r->reply.lines[0], "AttributeError")) {
         print_message("    SKIP: aiosmtpd_peer.py cannot do AUTH LOGIN (push() "
-                      "encodes bytes): %s\n", r->reply.lines[0]);
+                      "encodes bytes): %s\n",
+                      r->reply.lines[0]);
         skip();
     }
 }
@@ -288,8 +298,9 @@ static void test_auth_plain_over_starttls(void **state)
     check_auth(f, "PLAIN", "p");
     assert_int_equal(f->res.kind, SMTP_OK);
     one_msg(f, 1, 1);
-    assert_non_null(strstr(wire(f, f->p, 1), "STARTTLS\r\nEHLO [127.0.0.1]\r\n"
-                                             "AUTH PLAIN AHUAcA==\r\nMAIL FROM:<a@x>"));
+    assert_non_null(strstr(wire(f, f->p, 1),
+                           "STARTTLS\r\nEHLO [127.0.0.1]\r\n"
+                           "AUTH PLAIN AHUAcA==\r\nMAIL FROM:<a@x>"));
     /* Unconfigured: the best offered, PLAIN. */
     f->opts.auth_mech = NULL;
     assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_OK);
@@ -303,8 +314,9 @@ static void test_auth_login_over_starttls(void **state)
     if (f->res.kind != SMTP_OK)
         fail_msg("AUTH LOGIN: %s", f->res.message);
     one_msg(f, 1, 1);
-    assert_non_null(strstr(wire(f, f->p, 1), "STARTTLS\r\nEHLO [127.0.0.1]\r\n"
-                                             "AUTH LOGIN\r\ndQ==\r\ncA==\r\nMAIL"));
+    assert_non_null(strstr(wire(f, f->p, 1),
+                           "STARTTLS\r\nEHLO [127.0.0.1]\r\n"
+                           "AUTH LOGIN\r\ndQ==\r\ncA==\r\nMAIL"));
 }
 
 /* XOAUTH2 (named only: it takes a token): one line with the initial
@@ -318,7 +330,8 @@ static void test_auth_xoauth2_over_starttls(void **state)
         fail_msg("AUTH XOAUTH2: %s", f->res.message);
     one_msg(f, 1, 1);
     /* base64("user=u\1auth=Bearer p\1\1") */
-    assert_non_null(strstr(wire(f, f->p, 1), "STARTTLS\r\nEHLO [127.0.0.1]\r\n"
+    assert_non_null(strstr(wire(f, f->p, 1),
+                           "STARTTLS\r\nEHLO [127.0.0.1]\r\n"
                            "AUTH XOAUTH2 dXNlcj11AWF1dGg9QmVhcmVyIHABAQ==\r\n"
                            "MAIL FROM:<a@x>"));
 }
@@ -347,21 +360,24 @@ static void assert_auth_535(struct fx *f)
     assert_int_equal(f->res.code, 535);
     assert_string_equal(f->res.command, "AUTH");
     assert_int_equal(f->res.reply.nlines, 1);
-    assert_string_equal(f->res.reply.lines[0], "5.7.8 Authentication credentials invalid");
+    assert_string_equal(f->res.reply.lines[0],
+                        "5.7.8 Authentication credentials invalid");
     assert_string_equal(f->res.reply.enhanced, "5.7.8");
-    assert_null(strstr(f->res.message, "wrong"));          /* no secret */
+    assert_null(strstr(f->res.message, "wrong")); /* no secret */
     assert_null(strstr(wire(f, f->p, 1), "MAIL"));
     assert_int_equal(msgs(f, f->p, 0), 0);
 }
 
-static void test_auth_plain_wrong_password_is_auth_error_with_535_text(void **state)
+static void test_auth_plain_wrong_password_is_auth_error_with_535_text(
+    void **state)
 {
     struct fx *f = *state;
     check_auth(f, "PLAIN", "wrong");
     assert_auth_535(f);
 }
 
-static void test_auth_login_wrong_password_is_auth_error_with_535_text(void **state)
+static void test_auth_login_wrong_password_is_auth_error_with_535_text(
+    void **state)
 {
     struct fx *f = *state;
     check_auth(f, "LOGIN", "wrong");
@@ -371,8 +387,9 @@ static void test_auth_login_wrong_password_is_auth_error_with_535_text(void **st
 static void test_auth_over_cleartext_refused_unless_allowed(void **state)
 {
     struct fx *f = *state;
-    static const char *const args[] = { "--auth-user", "u", "--auth-pass", "p",
-                                         "--no-auth-require-tls", NULL };
+    static const char *const args[] = { "--auth-user",           "u",
+                                        "--auth-pass",           "p",
+                                        "--no-auth-require-tls", NULL };
     aio(f, args);
     f->opts.auth_user = "u";
     f->opts.auth_pass = "p";
@@ -395,7 +412,7 @@ static void test_auth_any_2xx_succeeds_against_smtp_sink(void **state)
     f->opts.auth_allow_plaintext = 1;
     struct smtp_conn *c = conn_open(f);
     assert_int_equal(smtp_conn_hello(c, &f->res), SMTP_OK);
-    assert_int_equal(f->res.code / 100, 2);           /* the sink's AUTH reply */
+    assert_int_equal(f->res.code / 100, 2); /* the sink's AUTH reply */
     assert_true(smtp_conn_has_ext(c, "AUTH"));
     smtp_conn_free(c);
     assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_OK);
@@ -419,7 +436,8 @@ static void *bg_send(void *arg)
     return NULL;
 }
 
-static void test_pipelined_group_written_before_any_reply_and_losers_reported(void **state)
+static void test_pipelined_group_written_before_any_reply_and_losers_reported(
+    void **state)
 {
     struct fx *f = *state;
     fake(f, "{'rules': [{'match': '^MAIL', 'action': 'delay:1'},"
@@ -430,7 +448,8 @@ static void test_pipelined_group_written_before_any_reply_and_losers_reported(vo
     assert_int_equal(pthread_create(&th, NULL, bg_send, &b), 0);
     /* While the MAIL reply is held back, the whole group must be there. */
     int group_seen = 0, mail_reply_out = 1;
-    for (long long end = now_ms() + 900; !group_seen && now_ms() < end; sleep_ms(10)) {
+    for (long long end = now_ms() + 900; !group_seen && now_ms() < end;
+         sleep_ms(10)) {
         char *in = peer_conn_bytes(f->p, 1, NULL);
         if (in && strstr(in, "RCPT TO:<bad2@y>\r\nDATA\r\n")) {
             char *out = peer_conn_sent(f->p, 1, NULL);
@@ -474,8 +493,9 @@ static void test_pipelining_3000_recipients_does_not_deadlock(void **state)
     fake(f, NULL);
     const char **to = many_rcpts(f, 3000);
     long long t0 = now_ms();
-    assert_int_equal(smtp_send_mail("a@x", to, 3000, SUBJ, 1, &HELLO, f->host, &f->opts,
-                                    NULL, &f->res), SMTP_OK);
+    assert_int_equal(smtp_send_mail("a@x", to, 3000, SUBJ, 1, &HELLO, f->host,
+                                    &f->opts, NULL, &f->res),
+                     SMTP_OK);
     assert_true(now_ms() - t0 < 5000);
     assert_int_equal(f->res.naccepted, 3000);
     assert_int_equal(msgs(f, f->p, 1), 1);
@@ -483,23 +503,26 @@ static void test_pipelining_3000_recipients_does_not_deadlock(void **state)
     assert_string_equal(f->m[0].rcpt_to[2999], "r2999@y");
 }
 
-static void test_452_too_many_recipients_sends_rest_in_next_transaction(void **state)
+static void test_452_too_many_recipients_sends_rest_in_next_transaction(
+    void **state)
 {
     struct fx *f = *state;
     fake(f, "{'max_rcpt': 100}");
     const char **to = many_rcpts(f, 150);
-    int rc = smtp_send_mail("a@x", to, 150, SUBJ, 1, &HELLO, f->host, &f->opts, NULL,
-                            &f->res);
+    int rc = smtp_send_mail("a@x", to, 150, SUBJ, 1, &HELLO, f->host, &f->opts,
+                            NULL, &f->res);
     size_t n = msgs(f, f->p, 2);
     size_t got = 0;
     for (size_t i = 0; i < n; i++)
         got += f->m[i].nrcpt;
     if (rc != SMTP_OK || got != 150)
-        fail_msg("150 recipients, server limit 100: kind %s code %d, %zu accepted, "
-                 "%zu rejected (first: %s %d), %zu messages reached %zu recipients",
-                 smtp_kind_name(f->res.kind), f->res.code, f->res.naccepted,
-                 f->res.nrejected, f->res.nrejected ? f->res.rejected[0].recipient : "-",
-                 f->res.nrejected ? f->res.rejected[0].reply.code : 0, n, got);
+        fail_msg(
+            "150 recipients, server limit 100: kind %s code %d, %zu accepted, "
+            "%zu rejected (first: %s %d), %zu messages reached %zu recipients",
+            smtp_kind_name(f->res.kind), f->res.code, f->res.naccepted,
+            f->res.nrejected,
+            f->res.nrejected ? f->res.rejected[0].recipient : "-",
+            f->res.nrejected ? f->res.rejected[0].reply.code : 0, n, got);
     assert_int_equal(f->res.status, SMTP_DELIVERY_SENT);
     assert_int_equal(n, 2);
 }
@@ -512,8 +535,8 @@ static void test_452_follow_up_refused_reports_the_rest_rejected(void **state)
     fake(f, "{'max_rcpt': 100, 'rules': [{'match': '^MAIL', 'after_n': 2, "
             "'reply': '451 4.3.0 try again later'}]}");
     const char **to = many_rcpts(f, 150);
-    int rc = smtp_send_mail("a@x", to, 150, SUBJ, 1, &HELLO, f->host, &f->opts, NULL,
-                            &f->res);
+    int rc = smtp_send_mail("a@x", to, 150, SUBJ, 1, &HELLO, f->host, &f->opts,
+                            NULL, &f->res);
     assert_int_equal(rc, SMTP_ERR_REJECTED);
     assert_int_equal(f->res.status, SMTP_DELIVERY_PARTIAL);
     assert_int_equal(f->res.code, 700);
@@ -574,7 +597,8 @@ static void test_size_param_counts_headers_and_body(void **state)
     assert_int_equal(sscanf(f->m[0].mail_params, "SIZE=%lu", &n), 1);
     if (n < f->m[0].len)
         fail_msg("SIZE=%lu but the message is %zu octets (RFC 1870: the whole "
-                 "message, headers included)", n, f->m[0].len);
+                 "message, headers included)",
+                 n, f->m[0].len);
     /* 950 body octets + the headers the library adds: over 1000. */
     char *body = keep(f, malloc(951));
     memset(body, 'c', 950);
@@ -585,7 +609,9 @@ static void test_size_param_counts_headers_and_body(void **state)
     assert_null(strstr(wire(f, f->p, 2), "MAIL"));
 }
 
-static const struct smtp_body UTF8_BODY = { .text = "h\xc3\xa9llo w\xc3\xb6rld\r\n", .len = 15 };
+static const struct smtp_body UTF8_BODY = {
+    .text = "h\xc3\xa9llo w\xc3\xb6rld\r\n", .len = 15
+};
 
 static void test_8bitmime_declared_when_offered_refused_when_not(void **state)
 {
@@ -595,11 +621,12 @@ static void test_8bitmime_declared_when_offered_refused_when_not(void **state)
     assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_OK);
     assert_int_equal(msgs(f, f->p, 2), 2);
     assert_non_null(strstr(f->m[0].mail_params, "BODY=8BITMIME"));
-    assert_null(strstr(f->m[1].mail_params, "BODY="));          /* 7-bit text */
+    assert_null(strstr(f->m[1].mail_params, "BODY=")); /* 7-bit text */
     assert_string_equal(body_of(&f->m[0]), UTF8_BODY.text);
 
     fake(f, "{'extensions': ['PIPELINING', 'SIZE 100000']}");
-    assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &UTF8_BODY), SMTP_ERR_LOCAL);
+    assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &UTF8_BODY),
+                     SMTP_ERR_LOCAL);
     assert_non_null(strstr(f->res.message, "8BITMIME"));
     assert_string_equal(wire(f, f->p, 1), "EHLO [127.0.0.1]\r\nQUIT\r\n");
 }
@@ -614,7 +641,8 @@ static void test_8bit_reader_body_without_8bitmime_is_not_delivered(void **state
     size_t n = msgs(f, f->p, 0);
     if (rc != SMTP_ERR_LOCAL || n != 0)
         fail_msg("8-bit streamed body to a server without 8BITMIME: kind %s, "
-                 "%zu message(s) delivered", smtp_kind_name(f->res.kind), n);
+                 "%zu message(s) delivered",
+                 smtp_kind_name(f->res.kind), n);
     assert_null(strstr(wire(f, f->p, 1), "\r\n.\r\n"));
 }
 
@@ -622,7 +650,8 @@ static void test_smtputf8_used_when_offered_refused_when_not(void **state)
 {
     struct fx *f = *state;
     static const char *const utf8[] = { "--smtputf8", NULL };
-    const char *from = "j\xc3\xb6rg@ex\xc3\xa4mple.org", *to = "\xc3\xbcn\xc3\xaf@y.example";
+    const char *from = "j\xc3\xb6rg@ex\xc3\xa4mple.org",
+               *to = "\xc3\xbcn\xc3\xaf@y.example";
     aio(f, utf8);
     assert_int_equal(send1(f, from, to, SUBJ, 1, &HELLO), SMTP_OK);
     const struct peer_msg *m = one_msg(f, 0, -1);
@@ -649,13 +678,15 @@ static void test_smtputf8_used_when_offered_refused_when_not(void **state)
 static int dsn_send(struct fx *f, const struct smtp_send_opts *so)
 {
     const char *to[] = { "b+tag@y" };
-    return smtp_send_mail("a@x", to, 1, SUBJ, 1, &HELLO, f->host, &f->opts, so, &f->res);
+    return smtp_send_mail("a@x", to, 1, SUBJ, 1, &HELLO, f->host, &f->opts, so,
+                          &f->res);
 }
 
 static void test_dsn_params_xtext_encoded_only_when_offered(void **state)
 {
     struct fx *f = *state;
-    struct smtp_send_opts so = { .dsn_notify = "SUCCESS,FAILURE", .dsn_ret = "HDRS",
+    struct smtp_send_opts so = { .dsn_notify = "SUCCESS,FAILURE",
+                                 .dsn_ret = "HDRS",
                                  .dsn_envid = "a+b=c" };
     fake(f, "{'extensions': ['PIPELINING', 'DSN']}");
     assert_int_equal(dsn_send(f, &so), SMTP_OK);
@@ -666,7 +697,8 @@ static void test_dsn_params_xtext_encoded_only_when_offered(void **state)
     fake(f, "{'extensions': ['PIPELINING']}");
     assert_int_equal(dsn_send(f, &so), SMTP_OK);
     w = wire(f, f->p, 1);
-    assert_non_null(strstr(w, "MAIL FROM:<a@x>\r\nRCPT TO:<b+tag@y>\r\nDATA\r\n"));
+    assert_non_null(
+        strstr(w, "MAIL FROM:<a@x>\r\nRCPT TO:<b+tag@y>\r\nDATA\r\n"));
     assert_null(strstr(w, "NOTIFY"));
     assert_null(strstr(w, "ENVID"));
 }
@@ -700,20 +732,24 @@ static void test_dsn_options_cannot_inject_commands(void **state)
 static void test_enhanced_codes_in_every_reply_of_the_result(void **state)
 {
     struct fx *f = *state;
-    fake(f, "{'rules': [{'match': '^RCPT TO:<bad', 'reply': '550 5.1.1 no such user'},"
-            " {'match': '^RCPT TO:<grey', 'reply': '451-4.7.1 greylisted\\n451 4.7.1 later'},"
-            " {'match': '^RCPT TO:<odd', 'reply': '550 2.1.1 class mismatch'},"
-            " {'match': '^DOT$', 'reply': '250 2.6.0 queued'}]}");
+    fake(
+        f,
+        "{'rules': [{'match': '^RCPT TO:<bad', 'reply': '550 5.1.1 no such user'},"
+        " {'match': '^RCPT TO:<grey', 'reply': '451-4.7.1 greylisted\\n451 4.7.1 later'},"
+        " {'match': '^RCPT TO:<odd', 'reply': '550 2.1.1 class mismatch'},"
+        " {'match': '^DOT$', 'reply': '250 2.6.0 queued'}]}");
     const char *to[] = { "ok@y", "bad@y", "grey@y", "odd@y" };
-    assert_int_equal(smtp_send_mail("a@x", to, 4, SUBJ, 1, &HELLO, f->host, &f->opts,
-                                    NULL, &f->res), SMTP_ERR_REJECTED);
+    assert_int_equal(smtp_send_mail("a@x", to, 4, SUBJ, 1, &HELLO, f->host,
+                                    &f->opts, NULL, &f->res),
+                     SMTP_ERR_REJECTED);
     assert_string_equal(f->res.reply.enhanced, "2.6.0");
     assert_int_equal(f->res.nrejected, 3);
     assert_string_equal(f->res.rejected[0].reply.enhanced, "5.1.1");
     assert_int_equal(f->res.rejected[1].reply.code, 451);
     assert_int_equal(f->res.rejected[1].reply.nlines, 2);
     assert_string_equal(f->res.rejected[1].reply.enhanced, "4.7.1");
-    assert_string_equal(f->res.rejected[2].reply.enhanced, "");   /* 2.x on a 5yz */
+    assert_string_equal(f->res.rejected[2].reply.enhanced,
+                        ""); /* 2.x on a 5yz */
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)

@@ -82,8 +82,7 @@ static int log_count(const struct fx *fx, const char *needle)
     size_t len;
     char *log = mpserve_log(fx->svc, &len);
     int n = 0;
-    for (const char *p = log; p != NULL && (p = strstr(p, needle)) != NULL;
-         p++)
+    for (const char *p = log; p != NULL && (p = strstr(p, needle)) != NULL; p++)
         n++;
     free(log);
     return n;
@@ -142,8 +141,7 @@ static int raw_state(int fd, int ms)
 /* Sends req from src and reads until the server closes or ms pass: the
    status of the answer, 0 when the server closed without one, -1 when
    nothing came or no connection could be made. */
-static int raw_request_from(const char *src, int port, const char *req,
-                            int ms)
+static int raw_request_from(const char *src, int port, const char *req, int ms)
 {
     char buf[4096];
     size_t n = 0;
@@ -198,14 +196,14 @@ static int nofile_at_least(rlim_t want)
 struct sender {
     const struct fx *fx;
     char subject[64];
-    const char *auth;               /* an Authorization header, or NULL */
-    const char *idem;               /* an Idempotency-Key header, or NULL:
+    const char *auth; /* an Authorization header, or NULL */
+    const char *idem; /* an Idempotency-Key header, or NULL:
                                        then a batch of subject-a, -b */
     pthread_t tid;
     long status;
-    int sent;                       /* the answer said "status":"sent" */
-    char retry_after[16];           /* its Retry-After, "" when none */
-    long long ms;                   /* from the POST to its answer */
+    int sent;             /* the answer said "status":"sent" */
+    char retry_after[16]; /* its Retry-After, "" when none */
+    long long ms;         /* from the POST to its answer */
     char err[256];
 };
 
@@ -266,8 +264,7 @@ static int relay_has(struct peer *p, const char *subject)
 
 /* One synchronous send that must be answered "sent" and reach the relay
    once (the relay holding `before` messages until then). */
-static void send_one_ok(const struct fx *fx, const char *subject,
-                        size_t before)
+static void send_one_ok(const struct fx *fx, const char *subject, size_t before)
 {
     struct sender s;
     memset(&s, 0, sizeof s);
@@ -288,8 +285,7 @@ static void send_one_ok(const struct fx *fx, const char *subject,
 static const char SLOW_MAIL[] =
     "{\"rules\":[{\"match\":\"^MAIL FROM\",\"action\":\"delay:1\"}]}";
 
-static void test_sighup_while_sending_is_logged_and_nothing_is_lost(
-    void **state)
+static void test_sighup_while_sending_is_logged_and_nothing_is_lost(void **state)
 {
     struct fx *fx = *state;
     enum { N = 4 };
@@ -303,10 +299,9 @@ static void test_sighup_while_sending_is_logged_and_nothing_is_lost(
     for (int i = 0; i < N; i++) {
         s[i].fx = fx;
         snprintf(s[i].subject, sizeof s[i].subject, "hup-%d", i);
-        assert_int_equal(pthread_create(&s[i].tid, NULL, sender_run, &s[i]),
-                         0);
+        assert_int_equal(pthread_create(&s[i].tid, NULL, sender_run, &s[i]), 0);
     }
-    sleep_ms(400);                  /* the first sends wait on MAIL */
+    sleep_ms(400); /* the first sends wait on MAIL */
     assert_int_equal(mpserve_signal(fx->svc, SIGHUP), 0);
     sleep_ms(200);
     assert_int_equal(mpserve_signal(fx->svc, SIGHUP), 0);
@@ -344,7 +339,7 @@ struct dribble {
     int port;
     int fds[ATTACKERS];
     long long t0;
-    _Atomic long long closed_ms[ATTACKERS];     /* 0: still open */
+    _Atomic long long closed_ms[ATTACKERS]; /* 0: still open */
     atomic_int stop;
     pthread_t tid;
 };
@@ -396,8 +391,7 @@ static void dribble_stop(struct dribble *d)
             close(d->fds[i]);
 }
 
-static void test_slow_body_attack_leaves_room_for_legitimate_posts(
-    void **state)
+static void test_slow_body_attack_leaves_room_for_legitimate_posts(void **state)
 {
     struct fx *fx = *state;
     struct dribble d;
@@ -437,9 +431,13 @@ static void test_slow_bodies_are_cut_by_the_minimum_rate(void **state)
 {
     struct fx *fx = *state;
     struct dribble d;
-    const char *extra[] = { "--http-body-timeout", "2",
-                            "--http-min-body-rate", "1000",
-                            "--http-connection-timeout", "30", NULL };
+    const char *extra[] = { "--http-body-timeout",
+                            "2",
+                            "--http-min-body-rate",
+                            "1000",
+                            "--http-connection-timeout",
+                            "30",
+                            NULL };
     fx->peer = peer_start_fake(PLAIN_RELAY);
     assert_non_null(fx->peer);
     fx->svc = mpserve_start(peer_port(fx->peer), extra);
@@ -524,9 +522,13 @@ static void test_1100_idle_sockets_healthz_and_post_served_idle_closed_soon(
     struct fx *fx = *state;
     int fds[IDLE];
     struct sender s;
-    const char *extra[] = { "--http-max-connections", "1500",
-                            "--http-header-timeout", "3",
-                            "--http-connection-timeout", "60", NULL };
+    const char *extra[] = { "--http-max-connections",
+                            "1500",
+                            "--http-header-timeout",
+                            "3",
+                            "--http-connection-timeout",
+                            "60",
+                            NULL };
     memset(&s, 0, sizeof s);
     if (!nofile_at_least(IDLE + 200))
         skip();
@@ -540,8 +542,8 @@ static void test_1100_idle_sockets_healthz_and_post_served_idle_closed_soon(
     long long t0 = now_ms();
     assert_int_equal(open_idle(NULL, mpserve_port(fx->svc), fds, IDLE), IDLE);
     /* Answered at once: not after idle ones were closed (3 s) made room. */
-    assert_int_equal(raw_request_from(NULL, mpserve_port(fx->svc), HEALTHZ,
-                                      1000), 200);
+    assert_int_equal(
+        raw_request_from(NULL, mpserve_port(fx->svc), HEALTHZ, 1000), 200);
     assert_true(now_ms() - t0 < 2500);
     s.fx = fx;
     snprintf(s.subject, sizeof s.subject, "beside-idle");
@@ -570,15 +572,18 @@ static void test_1100_idle_sockets_healthz_and_post_served_idle_closed_soon(
    127.0.0.1 the server keeps 100 and closes the rest at once, and
    127.0.0.1 gets nothing more; clients from other addresses (127.0.0.2,
    127.0.0.3) get /healthz and their POST answered. */
-static void test_per_ip_limit_refuses_one_address_and_serves_others(
-    void **state)
+static void test_per_ip_limit_refuses_one_address_and_serves_others(void **state)
 {
     struct fx *fx = *state;
     int fds[IDLE];
     char post[512];
-    const char *extra[] = { "--http-max-connections", "1500",
-                            "--http-max-connections-per-ip", "100",
-                            "--http-header-timeout", "30", NULL };
+    const char *extra[] = { "--http-max-connections",
+                            "1500",
+                            "--http-max-connections-per-ip",
+                            "100",
+                            "--http-header-timeout",
+                            "30",
+                            NULL };
     static const char body[] =
         "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
         "\"subject\":\"other-address\",\"text\":\"hello\"}";
@@ -601,7 +606,7 @@ static void test_per_ip_limit_refuses_one_address_and_serves_others(
     close_all(fds, IDLE);
     assert_int_equal(peer_wait_messages(fx->peer, 1, 10000), 1);
     assert_int_equal(relay_has(fx->peer, "other-address"), 1);
-    sleep_ms(300);                  /* the server sees the closes */
+    sleep_ms(300); /* the server sees the closes */
     assert_int_equal(raw_request_from("127.0.0.1", port, HEALTHZ, 3000), 200);
     assert_int_equal(mpserve_stop_clean(fx->svc, STOP_MS), 0);
 }
@@ -643,7 +648,8 @@ static void test_opportunistic_tls_downgrade_is_logged_once_per_connection(
              peer_port(fx->peer));
     assert_int_equal(log_count(fx, "\"event\":\"relay_tls_downgrade\""), 1);
     assert_int_equal(log_count(fx, "\"level\":\"warn\",\"event\":"
-                                   "\"relay_tls_downgrade\""), 1);
+                                   "\"relay_tls_downgrade\""),
+                     1);
     assert_int_equal(log_count(fx, want), 1);
     assert_int_equal(mpserve_stop_clean(fx->svc, STOP_MS), 0);
 }
@@ -655,16 +661,20 @@ static void test_opportunistic_tls_downgrade_is_logged_once_per_connection(
    outcome; the two behind it are not taken by then: 503 with
    Retry-After at their deadline (well before the worker frees up), and
    the relay never sees them. */
-static void test_send_not_started_by_deadline_is_503_and_never_sent(
-    void **state)
+static void test_send_not_started_by_deadline_is_503_and_never_sent(void **state)
 {
     struct fx *fx = *state;
     enum { N = 3 };
     struct sender s[N];
     static const char slow[] =
         "{\"rules\":[{\"match\":\"^MAIL FROM\",\"action\":\"delay:8\"}]}";
-    const char *extra[] = { "--pool-workers", "1", "--pool-connections", "1",
-                            "--http-send-deadline", "2", NULL };
+    const char *extra[] = { "--pool-workers",
+                            "1",
+                            "--pool-connections",
+                            "1",
+                            "--http-send-deadline",
+                            "2",
+                            NULL };
     memset(s, 0, sizeof s);
     fx->peer = peer_start_fake(slow);
     assert_non_null(fx->peer);
@@ -673,24 +683,22 @@ static void test_send_not_started_by_deadline_is_503_and_never_sent(
     for (int i = 0; i < N; i++) {
         s[i].fx = fx;
         snprintf(s[i].subject, sizeof s[i].subject, "deadline-%d", i);
-        assert_int_equal(pthread_create(&s[i].tid, NULL, sender_run, &s[i]),
-                         0);
-        sleep_ms(200);              /* in this order into the queue */
+        assert_int_equal(pthread_create(&s[i].tid, NULL, sender_run, &s[i]), 0);
+        sleep_ms(200); /* in this order into the queue */
     }
     for (int i = 0; i < N; i++)
         pthread_join(s[i].tid, NULL);
     if (s[0].status != 200 || !s[0].sent)
-        fail_msg("the first (on the wire): HTTP %ld %s", s[0].status,
-                 s[0].err);
+        fail_msg("the first (on the wire): HTTP %ld %s", s[0].status, s[0].err);
     for (int i = 1; i < N; i++) {
         if (s[i].status != 503)
             fail_msg("%s: HTTP %ld, not 503", s[i].subject, s[i].status);
         assert_string_equal(s[i].retry_after, "1");
         assert_non_null(strstr(s[i].err, "send_deadline"));
-        if (s[i].ms >= 6000)        /* the deadline is 2 s, the relay 8 s */
+        if (s[i].ms >= 6000) /* the deadline is 2 s, the relay 8 s */
             fail_msg("%s: answered after %lld ms", s[i].subject, s[i].ms);
     }
-    sleep_ms(1500);                 /* nothing goes out late either */
+    sleep_ms(1500); /* nothing goes out late either */
     assert_int_equal(peer_wait_messages(fx->peer, 1, 5000), 1);
     assert_int_equal(relay_has(fx->peer, "deadline-0"), 1);
     assert_int_equal(relay_has(fx->peer, "deadline-1"), 0);
@@ -715,8 +723,13 @@ static void test_batch_not_started_by_deadline_is_503_and_its_key_free(
     static const char slow[] =
         "{\"rules\":[{\"match\":\"^MAIL FROM\",\"times\":1,"
         "\"action\":\"delay:3\"}]}";
-    const char *extra[] = { "--pool-workers", "1", "--pool-connections", "1",
-                            "--http-send-deadline", "2", NULL };
+    const char *extra[] = { "--pool-workers",
+                            "1",
+                            "--pool-connections",
+                            "1",
+                            "--http-send-deadline",
+                            "2",
+                            NULL };
     memset(s, 0, sizeof s);
     fx->peer = peer_start_fake(slow);
     assert_non_null(fx->peer);
@@ -728,7 +741,7 @@ static void test_batch_not_started_by_deadline_is_503_and_its_key_free(
         s[i].idem = i ? "Idempotency-Key: deadline-batch-1" : NULL;
     }
     assert_int_equal(pthread_create(&s[0].tid, NULL, sender_run, &s[0]), 0);
-    sleep_ms(200);                  /* the first is on the wire */
+    sleep_ms(200); /* the first is on the wire */
     sender_run(&s[1]);
     pthread_join(s[0].tid, NULL);
     if (s[1].status != 503)
@@ -737,7 +750,7 @@ static void test_batch_not_started_by_deadline_is_503_and_its_key_free(
     assert_string_equal(s[1].retry_after, "1");
     assert_non_null(strstr(s[1].err, "send_deadline"));
     assert_int_equal(relay_has(fx->peer, "late-a"), 0);
-    sender_run(&s[2]);              /* the same key again: sent this time */
+    sender_run(&s[2]); /* the same key again: sent this time */
     assert_int_equal(s[2].status, 200);
     assert_int_equal(peer_wait_messages(fx->peer, 3, 5000), 3);
     assert_int_equal(relay_has(fx->peer, "late-a"), 1);
@@ -839,8 +852,7 @@ static void *burst_run(void *arg)
    413 before a JSON tree is built, the service's RSS stays within 160 MiB
    of where it started, is back within 32 MiB a second later, and a
    normal send still goes through. */
-static void test_json_bursts_are_refused_under_a_measured_rss_bound(
-    void **state)
+static void test_json_bursts_are_refused_under_a_measured_rss_bound(void **state)
 {
     struct fx *fx = *state;
     enum { N = 8 };
@@ -864,8 +876,7 @@ static void test_json_bursts_are_refused_under_a_measured_rss_bound(
         b[i].fx = fx;
         b[i].body = i % 2 == 0 ? lines : pairs;
         b[i].len = i % 2 == 0 ? llen : hlen;
-        assert_int_equal(pthread_create(&b[i].tid, NULL, burst_run, &b[i]),
-                         0);
+        assert_int_equal(pthread_create(&b[i].tid, NULL, burst_run, &b[i]), 0);
     }
     for (int i = 0; i < N; i++)
         pthread_join(b[i].tid, NULL);
@@ -912,8 +923,7 @@ static const char *secret_file(const char *text, mode_t mode)
    a secret file others can read (naming the file); the relay is never
    contacted.  The same file made 0600 is read: the send goes out (the
    relay offers no AUTH, so none is tried without --auth-user). */
-static void test_secrets_never_from_flags_or_files_others_can_read(
-    void **state)
+static void test_secrets_never_from_flags_or_files_others_can_read(void **state)
 {
     struct fx *fx = *state;
     char port[16], listen[32], *out = NULL;
@@ -921,9 +931,11 @@ static void test_secrets_never_from_flags_or_files_others_can_read(
     assert_non_null(fx->peer);
     snprintf(port, sizeof port, "%d", peer_port(fx->peer));
     snprintf(listen, sizeof listen, "127.0.0.1:%d", mpserve_free_port());
-    const char *flag_pass[] = { "serve", "--http-listen", listen,
-                                "--relay-port", port, "--relay-auth-user",
-                                "u", "--relay-auth-pass", "hunter2-9c1", NULL };
+    const char *flag_pass[] = { "serve",       "--http-listen",
+                                listen,        "--relay-port",
+                                port,          "--relay-auth-user",
+                                "u",           "--relay-auth-pass",
+                                "hunter2-9c1", NULL };
     assert_int_equal(mpserve_run(flag_pass, 10000, &out), 2);
     assert_non_null(strstr(out, "flag --relay-auth-pass would put a secret "
                                 "on the command line (visible in ps): set "
@@ -931,9 +943,10 @@ static void test_secrets_never_from_flags_or_files_others_can_read(
                                 "relay.auth_pass_file instead"));
     assert_null(strstr(out, "hunter2-9c1"));
     free(out);
-    const char *flag_keys[] = { "serve", "--http-listen", listen,
-                                "--relay-port", port,
-                                "--http-api-keys=key-5e2a", NULL };
+    const char *flag_keys[] = { "serve", "--http-listen",
+                                listen,  "--relay-port",
+                                port,    "--http-api-keys=key-5e2a",
+                                NULL };
     assert_int_equal(mpserve_run(flag_keys, 10000, &out), 2);
     assert_non_null(strstr(out, "MAILPOOL_HTTP_API_KEYS or "
                                 "http.api_keys_file instead"));
@@ -943,19 +956,23 @@ static void test_secrets_never_from_flags_or_files_others_can_read(
     char pass[64], arg[128], want[160];
     snprintf(pass, sizeof pass, "%s", secret_file("hunter2-9c1\n", 0644));
     snprintf(arg, sizeof arg, "--relay-auth-pass-file=%s", pass);
-    const char *file_pass[] = { "serve", "--http-listen", listen,
-                                "--relay-port", port, "--relay-auth-user",
-                                "u", arg, NULL };
+    const char *file_pass[] = { "serve", "--http-listen",
+                                listen,  "--relay-port",
+                                port,    "--relay-auth-user",
+                                "u",     arg,
+                                NULL };
     assert_int_equal(mpserve_run(file_pass, 10000, &out), 2);
-    snprintf(want, sizeof want, "relay.auth_pass_file (from "
+    snprintf(want, sizeof want,
+             "relay.auth_pass_file (from "
              "--relay-auth-pass-file): '%s' is open to others (mode 0644)",
              pass);
     assert_non_null(strstr(out, want));
     free(out);
     const char *keys = secret_file("key-5e2a\n", 0604);
     snprintf(arg, sizeof arg, "--http-api-keys-file=%s", keys);
-    const char *file_keys[] = { "serve", "--http-listen", listen,
-                                "--relay-port", port, arg, NULL };
+    const char *file_keys[] = {
+        "serve", "--http-listen", listen, "--relay-port", port, arg, NULL
+    };
     assert_int_equal(mpserve_run(file_keys, 10000, &out), 2);
     assert_non_null(strstr(out, keys));
     assert_non_null(strstr(out, "(mode 0604)"));
@@ -964,9 +981,10 @@ static void test_secrets_never_from_flags_or_files_others_can_read(
     /* The queue's password file and a DKIM key: the same check. */
     const char *qpass = secret_file("pw\n", 0640);
     snprintf(arg, sizeof arg, "--queue-password-file=%s", qpass);
-    assert_int_equal(chown(qpass, 1, 1), 0);  /* not root's: no group read */
-    const char *file_q[] = { "serve", "--http-listen", listen,
-                             "--relay-port", port, arg, NULL };
+    assert_int_equal(chown(qpass, 1, 1), 0); /* not root's: no group read */
+    const char *file_q[] = {
+        "serve", "--http-listen", listen, "--relay-port", port, arg, NULL
+    };
     assert_int_equal(mpserve_run(file_q, 10000, &out), 2);
     assert_non_null(strstr(out, "queue.password_file (from "
                                 "--queue-password-file): '"));
@@ -976,13 +994,16 @@ static void test_secrets_never_from_flags_or_files_others_can_read(
     const char *dkey = secret_file("-----BEGIN PRIVATE KEY-----\n", 0644);
     char dkarg[96];
     snprintf(dkarg, sizeof dkarg, "%s", dkey);
-    const char *file_dkim[] = { "serve", "--http-listen", listen,
-                                "--relay-port", port, "--dkim-domain",
-                                "example.com", "--dkim-selector", "s1",
-                                "--dkim-key-file", dkarg, NULL };
+    const char *file_dkim[] = {
+        "serve", "--http-listen",   listen,        "--relay-port",
+        port,    "--dkim-domain",   "example.com", "--dkim-selector",
+        "s1",    "--dkim-key-file", dkarg,         NULL
+    };
     assert_int_equal(mpserve_run(file_dkim, 10000, &out), 2);
-    snprintf(want, sizeof want, "dkim key_file of example.com: '%s' is open "
-             "to others (mode 0644)", dkarg);
+    snprintf(want, sizeof want,
+             "dkim key_file of example.com: '%s' is open "
+             "to others (mode 0644)",
+             dkarg);
     assert_non_null(strstr(out, want));
     free(out);
     unlink(dkarg);
@@ -990,16 +1011,26 @@ static void test_secrets_never_from_flags_or_files_others_can_read(
     /* The CLI: --auth-pass-file open to others; then 0600 works. */
     char server[32];
     snprintf(server, sizeof server, "127.0.0.1:%d", peer_port(fx->peer));
-    const char *send[] = { "send", "--server", server,
-                           "--auth-pass-file", pass, "--from", "a@example.com", "--to",
-                           "b@example.net", "--header", "Subject: cli-secret",
+    const char *send[] = { "send",
+                           "--server",
+                           server,
+                           "--auth-pass-file",
+                           pass,
+                           "--from",
+                           "a@example.com",
+                           "--to",
+                           "b@example.net",
+                           "--header",
+                           "Subject: cli-secret",
                            NULL };
     assert_true(mpserve_run(send, 10000, &out) != 0);
-    snprintf(want, sizeof want, "--auth-pass-file: '%s' is open to others "
-             "(mode 0644)", pass);
+    snprintf(want, sizeof want,
+             "--auth-pass-file: '%s' is open to others "
+             "(mode 0644)",
+             pass);
     assert_non_null(strstr(out, want));
     free(out);
-    assert_int_equal(peer_conn_count(fx->peer), 0);   /* nothing sent */
+    assert_int_equal(peer_conn_count(fx->peer), 0); /* nothing sent */
     assert_int_equal(chmod(pass, 0600), 0);
     assert_int_equal(mpserve_run(send, 10000, &out), 0);
     free(out);

@@ -20,9 +20,9 @@
 static const struct {
     const char *subject, *members;
 } SMUGGLE[] = {
-    { "smuggle-lf-dot-lf",
-      "\"body\":\"one\\n.\\nMAIL FROM:<" FORGED ">\\nRCPT TO:<victim@example.org>"
-      "\\nDATA\\nSubject: forged\\n\\nforged\\n.\\n\"" },
+    { "smuggle-lf-dot-lf", "\"body\":\"one\\n.\\nMAIL FROM:<" FORGED
+                           ">\\nRCPT TO:<victim@example.org>"
+                           "\\nDATA\\nSubject: forged\\n\\nforged\\n.\\n\"" },
     { "smuggle-crlf-dot-crlf",
       "\"body\":\"one\\r\\n.\\r\\nMAIL FROM:<" FORGED ">\\r\\nRCPT TO:"
       "<victim@example.org>\\r\\nDATA\\r\\nSubject: forged\\r\\n\\r\\nforged"
@@ -66,19 +66,20 @@ static void test_smuggling_sequences_in_bodies_deliver_once_dot_stuffed(
     }
     /* A whole raw message with the same sequences. */
     struct http_resp r;
-    http(fx, A, "POST", "/v1/messages", ct,
-         "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
-         "\"raw\":\"Subject: smuggle-raw\\r\\nFrom: sender@example.com\\r\\n"
-         "\\r\\none\\r\\n.\\r\\nMAIL FROM:<" FORGED ">\\r\\nRCPT TO:"
-         "<victim@example.org>\\r\\nDATA\\r\\n\\r\\nforged\\n.\\n\\r\\n.\\r\\n\"}",
-         &r);
+    http(
+        fx, A, "POST", "/v1/messages", ct,
+        "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
+        "\"raw\":\"Subject: smuggle-raw\\r\\nFrom: sender@example.com\\r\\n"
+        "\\r\\none\\r\\n.\\r\\nMAIL FROM:<" FORGED ">\\r\\nRCPT TO:"
+        "<victim@example.org>\\r\\nDATA\\r\\n\\r\\nforged\\n.\\n\\r\\n.\\r\\n\"}",
+        &r);
     if (r.status != 200 || strstr(r.body, "\"status\":\"sent\"") == NULL)
         fail_msg("smuggle-raw: HTTP %ld %s", r.status, r.body);
     http_resp_free(&r);
     fx->requested++;
-    assert_int_equal(peer_wait_messages(fx->peer, (size_t)fx->requested,
-                                        10000), fx->requested);
-    sleep_ms(300);                  /* a forged extra would show by now */
+    assert_int_equal(peer_wait_messages(fx->peer, (size_t)fx->requested, 10000),
+                     fx->requested);
+    sleep_ms(300); /* a forged extra would show by now */
     struct peer_msg *m;
     size_t got;
     assert_int_equal(peer_messages(fx->peer, &m, &got), 0);
@@ -141,7 +142,7 @@ static void *loris_run(void *arg)
     }
     for (size_t i = 0; i < n; i++) {
         if (send(fd, l->req + i, 1, MSG_NOSIGNAL) != 1) {
-            l->out.closed = 1;      /* the server gave up on us */
+            l->out.closed = 1; /* the server gave up on us */
             break;
         }
         sleep_ms(l->gap_ms);
@@ -169,8 +170,7 @@ static void *loris_run(void *arg)
     return NULL;
 }
 
-static void test_slow_loris_clients_do_not_stop_others_being_served(
-    void **state)
+static void test_slow_loris_clients_do_not_stop_others_being_served(void **state)
 {
     struct fx *fx = *state;
     enum { NSLOW = 6 };
@@ -187,8 +187,7 @@ static void test_slow_loris_clients_do_not_stop_others_being_served(
         l[i].req = slow_req;
         l[i].gap_ms = 100;
         l[i].stop = i == NSLOW ? 20 : 0;
-        assert_int_equal(pthread_create(&l[i].tid, NULL, loris_run, &l[i]),
-                         0);
+        assert_int_equal(pthread_create(&l[i].tid, NULL, loris_run, &l[i]), 0);
     }
     /* Meanwhile: health checks and messages, each answered promptly. */
     int sends = 0;
@@ -200,12 +199,12 @@ static void test_slow_loris_clients_do_not_stop_others_being_served(
             snprintf(body, sizeof body,
                      "{\"from\":\"sender@example.com\",\"to\":"
                      "[\"rcpt@example.net\"],\"headers\":{\"Subject\":"
-                     "\"hostile: during slow loris %d\"}}", sends);
+                     "\"hostile: during slow loris %d\"}}",
+                     sends);
             http(fx, A, "POST", "/v1/messages", ct, body, &r);
             if (r.status != 200 ||
                 strstr(r.body, "\"status\":\"sent\"") == NULL)
-                fail_msg("a send during slow loris: %ld %s", r.status,
-                         r.body);
+                fail_msg("a send during slow loris: %ld %s", r.status, r.body);
             sends++;
             fx->requested++;
         } else {
@@ -219,13 +218,13 @@ static void test_slow_loris_clients_do_not_stop_others_being_served(
     for (int i = 0; i <= NSLOW; i++)
         pthread_join(l[i].tid, NULL);
     print_message("  slowest normal request during slow loris: %lld ms; "
-                  "loris clients done after %lld ms\n", worst,
-                  now_ms() - t0);
+                  "loris clients done after %lld ms\n",
+                  worst, now_ms() - t0);
     assert_true(worst < 2000);
     for (int i = 0; i < NSLOW; i++) {
         if (l[i].out.status != 200)
-            fail_msg("slow client %d: status %d (closed %d) after %lld ms",
-                     i, l[i].out.status, l[i].out.closed, l[i].out.ms);
+            fail_msg("slow client %d: status %d (closed %d) after %lld ms", i,
+                     l[i].out.status, l[i].out.closed, l[i].out.ms);
         raw_out_free(&l[i].out);
     }
     /* The stalled one: dropped by the server, within the idle timeout
@@ -302,8 +301,8 @@ static void test_clients_hanging_up_mid_body_or_response_lose_nothing(
     }
     /* 2. Mid-chunk. */
     for (int i = 0; i < 4; i++) {
-        static const char chunked[] =
-            POSTM "Transfer-Encoding: chunked\r\n\r\n40\r\n{\"from\":\"s";
+        static const char chunked[] = POSTM
+            "Transfer-Encoding: chunked\r\n\r\n40\r\n{\"from\":\"s";
         int fd = raw_connect(port, 0);
         assert_true(fd >= 0);
         fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
@@ -322,7 +321,8 @@ static void test_clients_hanging_up_mid_body_or_response_lose_nothing(
         int ml = snprintf(msg, sizeof msg,
                           "{\"from\":\"sender@example.com\",\"to\":"
                           "[\"slow@example.net\"],\"headers\":{\"Subject\":"
-                          "\"hostile: hung up %d\"}}", i);
+                          "\"hostile: hung up %d\"}}",
+                          i);
         enum svc svc = i < 2 ? A : B;
         int hl = post_head(head, sizeof head, svc, (size_t)ml);
         int fd = raw_connect(mpserve_port(fx->svc[svc]), 0);
@@ -347,7 +347,8 @@ static void test_clients_hanging_up_mid_body_or_response_lose_nothing(
             "batch hung up 2\"}}]}";
         int hl = snprintf(head, sizeof head,
                           "POST /v1/messages/batch HTTP/1.1\r\n" HOST JSONCT
-                          "Content-Length: %zu\r\n\r\n", sizeof batch - 1);
+                          "Content-Length: %zu\r\n\r\n",
+                          sizeof batch - 1);
         int fd = raw_connect(port, 0);
         assert_true(fd >= 0);
         fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
@@ -360,8 +361,7 @@ static void test_clients_hanging_up_mid_body_or_response_lose_nothing(
     /* 5. Mid-response: a small receive buffer, the OpenAPI document (tens
        of KiB) asked for, a few bytes read, then a reset. */
     for (int i = 0; i < 4; i++) {
-        static const char get[] =
-            "GET /openapi.json HTTP/1.1\r\n" HOST "\r\n";
+        static const char get[] = "GET /openapi.json HTTP/1.1\r\n" HOST "\r\n";
         char few[16];
         int fd = raw_connect(port, 2048);
         assert_true(fd >= 0);
@@ -379,8 +379,8 @@ static void test_clients_hanging_up_mid_body_or_response_lose_nothing(
     int got = peer_wait_messages(fx->peer, (size_t)fx->requested, 15000);
     assert_int_equal(got, fx->requested);
     sleep_ms(1500);
-    assert_int_equal(peer_wait_messages(fx->peer, (size_t)fx->requested + 1,
-                                        0), fx->requested);
+    assert_int_equal(peer_wait_messages(fx->peer, (size_t)fx->requested + 1, 0),
+                     fx->requested);
 }
 
 int main(void)
@@ -392,8 +392,7 @@ int main(void)
             test_slow_loris_clients_do_not_stop_others_being_served),
         cmocka_unit_test(
             test_clients_hanging_up_mid_body_or_response_lose_nothing),
-        cmocka_unit_test(
-            test_afterwards_alive_delivering_counted_and_exits_0),
+        cmocka_unit_test(test_afterwards_alive_delivering_counted_and_exits_0),
     };
     return hostile_run(tests, sizeof tests / sizeof tests[0]);
 }

@@ -29,10 +29,12 @@
 #define LOG_KEY "log-key-5d1e0c2a"
 #define AUTH "Authorization: Bearer " LOG_KEY
 #define BAD_RCPT "bad@example.net"
-#define RELAY_550 "5.1.1 <bad@example.net>: Recipient address rejected: " \
-                  "no such user here"
-#define HOSTILE "<script>window.__pwned=1</script>" \
-                "<img src=x onerror=\"window.__pwned=2\">"
+#define RELAY_550 \
+    "5.1.1 <bad@example.net>: Recipient address rejected: " \
+    "no such user here"
+#define HOSTILE \
+    "<script>window.__pwned=1</script>" \
+    "<img src=x onerror=\"window.__pwned=2\">"
 
 /* The relay and the service of one test. */
 struct logfx {
@@ -62,7 +64,7 @@ static void stop(struct logfx *f)
     peer_stop(f->relay);
 }
 
-#define SYNC 2              /* req's auth: with the key, no respond-async */
+#define SYNC 2 /* req's auth: with the key, no respond-async */
 
 /* A request to the service with the key (auth 0: without; SYNC: with it,
    answered synchronously); its JSON body (NULL when not JSON), the status
@@ -160,8 +162,7 @@ static size_t nmsgs(json_t *doc)
 
 /* ---- GET /v1/messages ------------------------------------------------- */
 
-static void test_list_shows_each_message_newest_first_and_filters(
-    void **state)
+static void test_list_shows_each_message_newest_first_and_filters(void **state)
 {
     struct logfx f;
     (void)state;
@@ -174,31 +175,36 @@ static void test_list_shows_each_message_newest_first_and_filters(
 
     json_t *all = get_ok(&f, "/v1/messages");
     assert_int_equal(nmsgs(all), 3);
-    assert_string_equal(item_str(all, 0, "id"), c);     /* newest first */
+    assert_string_equal(item_str(all, 0, "id"), c); /* newest first */
     assert_string_equal(item_str(all, 1, "id"), b);
     assert_string_equal(item_str(all, 2, "id"), a);
     json_t *mb = json_array_get(json_object_get(all, "messages"), 1);
     assert_string_equal(item_str(all, 1, "status"), "partial");
     assert_string_equal(item_str(all, 1, "subject"), "second");
-    assert_string_equal(json_string_value(json_array_get(
-        json_object_get(mb, "recipients"), 1)), BAD_RCPT);
+    assert_string_equal(
+        json_string_value(json_array_get(json_object_get(mb, "recipients"), 1)),
+        BAD_RCPT);
     assert_int_equal(json_integer_value(json_object_get(mb, "attempts")), 1);
-    assert_int_equal(json_integer_value(json_object_get(mb, "last_code")),
-                     700);
-    assert_int_equal(json_integer_value(json_object_get(
-        json_array_get(json_object_get(all, "messages"), 0), "last_code")),
+    assert_int_equal(json_integer_value(json_object_get(mb, "last_code")), 700);
+    assert_int_equal(
+        json_integer_value(json_object_get(
+            json_array_get(json_object_get(all, "messages"), 0), "last_code")),
         250);
     assert_true(json_is_null(json_object_get(all, "next")));
     char *text = json_dumps(all, 0);
-    assert_null(strstr(text, "never listed"));          /* no body */
+    assert_null(strstr(text, "never listed")); /* no body */
     free(text);
 
     /* each filter: how many messages, and the first one's id */
     char mid[128], by_mid[256];
     snprintf(mid, sizeof mid, "%s", item_str(all, 2, "message_id") + 1);
-    mid[strlen(mid) - 1] = '\0';                 /* without brackets */
+    mid[strlen(mid) - 1] = '\0'; /* without brackets */
     snprintf(by_mid, sizeof by_mid, "/v1/messages?message_id=%s", mid);
-    const struct { const char *path; size_t n; const char *first; } q[] = {
+    const struct {
+        const char *path;
+        size_t n;
+        const char *first;
+    } q[] = {
         { "/v1/messages?recipient=carol%40EXAMPLE.org", 1, b },
         { "/v1/messages?recipient=carol", 0, NULL },
         { "/v1/messages?status=partial", 1, b },
@@ -206,7 +212,8 @@ static void test_list_shows_each_message_newest_first_and_filters(
         { by_mid, 1, a },
         { "/v1/messages?after=2999-01-01T00:00:00Z", 0, NULL },
         { "/v1/messages?before=2999-01-01T00:00:00Z"
-          "&after=2000-01-01T00:00:00%2B01:00", 3, c },
+          "&after=2000-01-01T00:00:00%2B01:00",
+          3, c },
     };
     for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) {
         json_t *j = get_ok(&f, q[i].path);
@@ -241,9 +248,9 @@ static void test_list_shows_each_form_s_subject_decoded(void **state)
     ids[0] = post_id(&f, t, SYNC);
     free(t);
     json_decref(b);
-    b = json_pack("{s:s, s:[s], s:{s:s}, s:s}", "from", "s@example.org",
-                  "to", "r2@example.org", "headers", "Subject", subj,
-                  "body", "hello");
+    b = json_pack("{s:s, s:[s], s:{s:s}, s:s}", "from", "s@example.org", "to",
+                  "r2@example.org", "headers", "Subject", subj, "body",
+                  "hello");
     t = json_dumps(b, JSON_COMPACT);
     ids[1] = post_id(&f, t, 1);
     free(t);
@@ -332,7 +339,9 @@ static void test_list_and_status_need_the_bearer_key(void **state)
 
 static void test_bad_parameters_are_400_naming_the_parameter(void **state)
 {
-    static const struct { const char *query, *field; } bad[] = {
+    static const struct {
+        const char *query, *field;
+    } bad[] = {
         { "status=delivered", "status" },
         { "status=sent,", "status" },
         { "limit=0", "limit" },
@@ -389,7 +398,7 @@ static void test_10000_messages_are_listed_under_100_ms(void **state)
     long st;
     (void)state;
     start(&f, extra);
-    time_t later = time(NULL) + 3600;       /* scheduled: never sent here */
+    time_t later = time(NULL) + 3600; /* scheduled: never sent here */
     char send_at[32];
     strftime(send_at, sizeof send_at, "%Y-%m-%dT%H:%M:%SZ", gmtime(&later));
     for (int b = 0; b < 10; b++) {
@@ -397,10 +406,11 @@ static void test_10000_messages_are_listed_under_100_ms(void **state)
         for (int i = 0; i < 1000; i++) {
             char to[64];
             snprintf(to, sizeof to, "r%d@example.org", b * 1000 + i);
-            json_array_append_new(msgs, json_pack(
-                "{s:s, s:[s], s:{s:s}, s:s, s:s}", "from",
-                "bulk@example.org", "to", to, "headers", "Subject", "bulk",
-                "body", "x", "send_at", send_at));
+            json_array_append_new(msgs,
+                                  json_pack("{s:s, s:[s], s:{s:s}, s:s, s:s}",
+                                            "from", "bulk@example.org", "to",
+                                            to, "headers", "Subject", "bulk",
+                                            "body", "x", "send_at", send_at));
         }
         json_t *body = json_pack("{s:o}", "messages", msgs);
         char *text = json_dumps(body, JSON_COMPACT);
@@ -414,7 +424,10 @@ static void test_10000_messages_are_listed_under_100_ms(void **state)
     snprintf(path, sizeof path, "/v1/messages?limit=100&before=%s",
              json_string_value(json_object_get(page, "next")));
     json_decref(page);
-    struct { const char *path; int want; } q[] = {
+    struct {
+        const char *path;
+        int want;
+    } q[] = {
         { "/v1/messages?limit=100", 100 },
         { path, 100 },
         { "/v1/messages?recipient=r5000%40example.org", 1 },
@@ -437,7 +450,8 @@ static void write_schema_1(const char *path)
     sqlite3 *db;
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     char *err = NULL;
-    int rc = sqlite3_exec(db,
+    int rc = sqlite3_exec(
+        db,
         "CREATE TABLE messages ("
         " id TEXT PRIMARY KEY, state INTEGER NOT NULL,"
         " created_at REAL NOT NULL, due_at REAL NOT NULL, lease_until REAL,"
@@ -460,7 +474,8 @@ static void write_schema_1(const char *path)
         "INSERT INTO attempts (message, n, at, status, code, enhanced, text)"
         " VALUES ('schemaOneMessage000001', 1, 1700000001, 'sent', 250,"
         " '2.0.0', '2.0.0 Ok');"
-        "PRAGMA user_version = 1;", NULL, NULL, &err);
+        "PRAGMA user_version = 1;",
+        NULL, NULL, &err);
     if (rc != SQLITE_OK)
         fail_msg("schema 1: %s", err);
     sqlite3_close(db);
@@ -535,8 +550,10 @@ static int has_handler_attribute(const char *html)
 static void test_page_and_files_carry_a_strict_csp_and_nosniff(void **state)
 {
     static const char *const files[][2] = {
-        { "/ui/", "text/html" }, { "/ui/app.js", "text/javascript" },
-        { "/ui/app.css", "text/css" }, { "/ui/icon.svg", "image/svg+xml" },
+        { "/ui/", "text/html" },
+        { "/ui/app.js", "text/javascript" },
+        { "/ui/app.css", "text/css" },
+        { "/ui/icon.svg", "image/svg+xml" },
     };
     struct logfx f;
     struct http_resp r;
@@ -555,7 +572,7 @@ static void test_page_and_files_carry_a_strict_csp_and_nosniff(void **state)
         char *csp = http_resp_header(&r, "Content-Security-Policy");
         assert_null(strstr(csp, "unsafe"));
         free(csp);
-        if (i == 0) {       /* no inline script or style in the page */
+        if (i == 0) { /* no inline script or style in the page */
             assert_non_null(strstr(r.body, "<script src=\"/ui/app.js\""));
             assert_null(strstr(r.body, "<script>"));
             assert_null(strstr(r.body, "<style"));
@@ -564,7 +581,7 @@ static void test_page_and_files_carry_a_strict_csp_and_nosniff(void **state)
         }
         http_resp_free(&r);
     }
-    get_raw(&f, "/ui", &r);             /* the page, without the slash */
+    get_raw(&f, "/ui", &r); /* the page, without the slash */
     assert_int_equal(r.status, 200);
     header_has(&r, "Content-Security-Policy", "script-src 'self';");
     assert_non_null(strstr(r.body, "<script src=\"/ui/app.js\""));
@@ -624,10 +641,10 @@ static int has_text(json_t *arr, const char *s, int contains)
 {
     size_t i;
     json_t *v;
-    json_array_foreach(arr, i, v) {
+    json_array_foreach(arr, i, v)
+    {
         const char *t = json_string_value(v);
-        if (t != NULL && (contains ? strstr(t, s) != NULL
-                                   : strcmp(t, s) == 0))
+        if (t != NULL && (contains ? strstr(t, s) != NULL : strcmp(t, s) == 0))
             return 1;
     }
     return 0;
@@ -661,17 +678,18 @@ static void test_page_in_chromium_lists_filters_and_shows_relay_words(
     assert_int_equal(json_array_size(rows), 3);
     const char *want[] = { c, b, a };
     for (size_t i = 0; i < 3; i++)
-        assert_string_equal(json_string_value(json_object_get(
-            json_array_get(rows, i), "id")), want[i]);
+        assert_string_equal(
+            json_string_value(json_object_get(json_array_get(rows, i), "id")),
+            want[i]);
     /* the hostile subject is text: no element made of it, nothing ran */
     json_t *cells0 = json_object_get(json_array_get(rows, 0), "cells");
     assert_string_equal(json_string_value(json_array_get(cells0, 1)), "sent");
     assert_string_equal(json_string_value(json_array_get(cells0, 2)),
                         "dave@example.org");
-    assert_string_equal(json_string_value(json_array_get(cells0, 3)),
-                        HOSTILE);
-    assert_int_equal(json_integer_value(json_object_get(
-        json_array_get(rows, 0), "subject_children")), 0);
+    assert_string_equal(json_string_value(json_array_get(cells0, 3)), HOSTILE);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(rows, 0),
+                                                        "subject_children")),
+                     0);
     assert_true(json_is_null(json_object_get(rep, "pwned")));
     assert_int_equal(json_array_size(json_object_get(rep, "dialogs")), 0);
     /* the recipient filter narrowed it to the one message */
@@ -688,10 +706,8 @@ static void test_page_in_chromium_lists_filters_and_shows_relay_words(
     /* counters and chart */
     json_t *ctr = json_object_get(rep, "counters");
     assert_string_equal(json_string_value(json_object_get(ctr, "sent")), "3");
-    assert_string_equal(json_string_value(json_object_get(ctr, "depth")),
-                        "0");
-    assert_true(json_integer_value(json_object_get(rep, "chart_pixels")) >
-                0);
+    assert_string_equal(json_string_value(json_object_get(ctr, "depth")), "0");
+    assert_true(json_integer_value(json_object_get(rep, "chart_pixels")) > 0);
     /* the key in session storage only; no CSP violation, no error */
     json_t *kept = json_object_get(rep, "stored_key_in");
     assert_true(json_is_true(json_object_get(kept, "session")));

@@ -52,15 +52,15 @@
 #include "tests/support/mta.h"
 #include "tests/support/tsupport.h"
 
-#define STOP_MS     15000   /* bound on the service's SIGTERM stop */
-#define ARRIVE_MS   20000   /* bound on a copy reaching the mailbox */
-#define BATCH       500
-#define SENDER      "sender@mailpool.test"
+#define STOP_MS 15000   /* bound on the service's SIGTERM stop */
+#define ARRIVE_MS 20000 /* bound on a copy reaching the mailbox */
+#define BATCH 500
+#define SENDER "sender@mailpool.test"
 
 /* One way of reaching a server: a listener, a TLS mode, AUTH or not. */
 struct mode {
-    const char *listener;   /* mta_port name; node: which instance */
-    const char *tls;        /* none | opportunistic | required | implicit */
+    const char *listener; /* mta_port name; node: which instance */
+    const char *tls;      /* none | opportunistic | required | implicit */
     int auth;
 };
 
@@ -68,34 +68,26 @@ struct mode {
  * or smtp-server (one process per listener). */
 struct server {
     const char *label;
-    struct mta *mta;               /* postfix, exim */
-    struct mta *node[3];           /* node: plain, submit, smtps */
+    struct mta *mta;     /* postfix, exim */
+    struct mta *node[3]; /* node: plain, submit, smtps */
     const struct mode *modes;
     size_t nmodes;
-    int python_reads;              /* stored as a file Python can parse */
+    int python_reads; /* stored as a file Python can parse */
 };
 
 static const struct mode postfix_modes[] = {
-    { "plain", "none", 0 },
-    { "plain", "opportunistic", 0 },
-    { "plain", "required", 0 },
-    { "encrypt", "required", 0 },
-    { "submit", "required", 1 },
-    { "smtps", "implicit", 1 },
+    { "plain", "none", 0 },      { "plain", "opportunistic", 0 },
+    { "plain", "required", 0 },  { "encrypt", "required", 0 },
+    { "submit", "required", 1 }, { "smtps", "implicit", 1 },
 };
 static const struct mode exim_modes[] = {
-    { "plain", "none", 0 },
-    { "plain", "opportunistic", 0 },
-    { "plain", "required", 0 },
-    { "plain", "required", 1 },
-    { "submit", "required", 1 },
-    { "smtps", "implicit", 1 },
+    { "plain", "none", 0 },      { "plain", "opportunistic", 0 },
+    { "plain", "required", 0 },  { "plain", "required", 1 },
+    { "submit", "required", 1 }, { "smtps", "implicit", 1 },
 };
 static const struct mode node_modes[] = {
-    { "plain", "none", 0 },
-    { "plain", "opportunistic", 0 },
-    { "plain", "required", 0 },
-    { "submit", "required", 1 },
+    { "plain", "none", 0 },     { "plain", "opportunistic", 0 },
+    { "plain", "required", 0 }, { "submit", "required", 1 },
     { "smtps", "implicit", 1 },
 };
 
@@ -104,8 +96,12 @@ static const struct mode node_modes[] = {
 /* Group setup: one Postfix instance for the group. */
 static int postfix_up(void **state)
 {
-    static struct server s = { "postfix", NULL, { NULL }, postfix_modes,
-                               sizeof postfix_modes / sizeof postfix_modes[0], 1 };
+    static struct server s = { "postfix",
+                               NULL,
+                               { NULL },
+                               postfix_modes,
+                               sizeof postfix_modes / sizeof postfix_modes[0],
+                               1 };
     s.mta = mta_start_postfix();
     *state = &s;
     return s.mta ? 0 : -1;
@@ -114,8 +110,12 @@ static int postfix_up(void **state)
 /* Group setup: one Exim daemon for the group. */
 static int exim_up(void **state)
 {
-    static struct server s = { "exim", NULL, { NULL }, exim_modes,
-                               sizeof exim_modes / sizeof exim_modes[0], 1 };
+    static struct server s = { "exim",
+                               NULL,
+                               { NULL },
+                               exim_modes,
+                               sizeof exim_modes / sizeof exim_modes[0],
+                               1 };
     s.mta = mta_start_exim();
     *state = &s;
     return s.mta ? 0 : -1;
@@ -125,8 +125,12 @@ static int exim_up(void **state)
  * required; implicit TLS + AUTH). */
 static int node_up(void **state)
 {
-    static struct server s = { "smtp-server", NULL, { NULL }, node_modes,
-                               sizeof node_modes / sizeof node_modes[0], 0 };
+    static struct server s = { "smtp-server",
+                               NULL,
+                               { NULL },
+                               node_modes,
+                               sizeof node_modes / sizeof node_modes[0],
+                               0 };
     static const char *const submit[] = { "--require-tls", NULL };
     static const char *const smtps[] = { "--secure", NULL };
     s.node[0] = mta_start_node(MTA_NODE_TLS, NULL);
@@ -336,7 +340,8 @@ static json_t *post_ok(struct mpserve *svc, const char *path, const char *json)
     if (http_request("POST", url, ct, json, 0, &r) < 0)
         fail_msg("POST %s: %s", path, r.err);
     if (r.status != 200)
-        fail_msg("POST %s: HTTP %ld: %.600s", path, r.status, r.body ? r.body : "");
+        fail_msg("POST %s: HTTP %ld: %.600s", path, r.status,
+                 r.body ? r.body : "");
     json_t *j = json_loadb(r.body, r.len, 0, NULL);
     http_resp_free(&r);
     assert_non_null(j);
@@ -370,14 +375,18 @@ static char *message_json(const char *const *to, size_t nto, json_t *headers,
 /* ---- Every TLS mode, through the CLI and through the service ---- */
 
 /* The body every single-message test sends, with its stored form. */
-#define ONE_BODY_LF   "Hello from mailpool.\n.a line with a leading dot\n" \
-                      "..and two\n.\nGr\xc3\xbc\xc3\x9f" "e aus K\xc3\xb6ln\n"
-#define ONE_BODY_CRLF "Hello from mailpool.\r\n.a line with a leading dot\r\n" \
-                      "..and two\r\n.\r\nGr\xc3\xbc\xc3\x9f" "e aus K\xc3\xb6ln\r\n"
+#define ONE_BODY_LF \
+    "Hello from mailpool.\n.a line with a leading dot\n" \
+    "..and two\n.\nGr\xc3\xbc\xc3\x9f" \
+    "e aus K\xc3\xb6ln\n"
+#define ONE_BODY_CRLF \
+    "Hello from mailpool.\r\n.a line with a leading dot\r\n" \
+    "..and two\r\n.\r\nGr\xc3\xbc\xc3\x9f" \
+    "e aus K\xc3\xb6ln\r\n"
 
 /* One delivery of a test message to rcpt through the CLI in mode md. */
-static void cli_deliver(struct server *s, const struct mode *md, const char *rcpt,
-                        const char *subject)
+static void cli_deliver(struct server *s, const struct mode *md,
+                        const char *rcpt, const char *subject)
 {
     struct mta *m = mode_mta(s, md);
     char host[64], hsubj[256], htag[256];
@@ -390,8 +399,9 @@ static void cli_deliver(struct server *s, const struct mode *md, const char *rcp
     snprintf(hsubj, sizeof hsubj, "Subject: %s", subject);
     snprintf(htag, sizeof htag, "X-Mailpool-Test: %s", rcpt);
     add_mode_args(argv, &n, md, 0, ca, pass);
-    const char *rest[] = { "--from", SENDER, "--to", rcpt, "--header", hsubj,
-                           "--header", htag, "--body-file", bodyf, NULL };
+    const char *rest[] = { "--from",      SENDER, "--to",     rcpt,
+                           "--header",    hsubj,  "--header", htag,
+                           "--body-file", bodyf,  NULL };
     for (size_t i = 0; rest[i]; i++)
         argv[n++] = rest[i];
     argv[n] = NULL;
@@ -407,7 +417,8 @@ static void cli_deliver(struct server *s, const struct mode *md, const char *rcp
 }
 
 /* Checks the one copy for rcpt: body bytes and the two fields given. */
-static void expect_delivered(struct mta *m, const char *rcpt, const char *subject)
+static void expect_delivered(struct mta *m, const char *rcpt,
+                             const char *subject)
 {
     struct mta_msg *all;
     size_t n;
@@ -424,10 +435,10 @@ static void test_cli_send_delivers_in_every_tls_mode(void **state)
     for (size_t i = 0; i < s->nmodes; i++) {
         const struct mode *md = &s->modes[i];
         char rcpt[128], subject[128];
-        snprintf(rcpt, sizeof rcpt, "cli-%zu-%s-%s@example.test", i, md->listener,
-                 md->tls);
-        snprintf(subject, sizeof subject, "CLI to %s %s %s%s", s->label, md->listener,
-                 md->tls, md->auth ? " with AUTH" : "");
+        snprintf(rcpt, sizeof rcpt, "cli-%zu-%s-%s@example.test", i,
+                 md->listener, md->tls);
+        snprintf(subject, sizeof subject, "CLI to %s %s %s%s", s->label,
+                 md->listener, md->tls, md->auth ? " with AUTH" : "");
         cli_deliver(s, md, rcpt, subject);
         expect_delivered(mode_mta(s, md), rcpt, subject);
     }
@@ -441,18 +452,20 @@ static void test_service_delivers_in_every_tls_mode(void **state)
         struct mta *m = mode_mta(s, md);
         char rcpt[128], subject[128];
         char *ca = mta_path(m, "cert.pem"), *pass = mta_path(m, "authpass");
-        snprintf(rcpt, sizeof rcpt, "http-%zu-%s-%s@example.test", i, md->listener,
-                 md->tls);
+        snprintf(rcpt, sizeof rcpt, "http-%zu-%s-%s@example.test", i,
+                 md->listener, md->tls);
         snprintf(subject, sizeof subject, "HTTP to %s %s %s%s", s->label,
                  md->listener, md->tls, md->auth ? " with AUTH" : "");
         struct mpserve *svc = svc_for(s, md, ca, pass, NULL);
         const char *to[] = { rcpt };
-        char *req = message_json(to, 1, json_pack("[[s,s],[s,s]]", "Subject", subject,
-                                                  "X-Mailpool-Test", rcpt),
+        char *req = message_json(to, 1,
+                                 json_pack("[[s,s],[s,s]]", "Subject", subject,
+                                           "X-Mailpool-Test", rcpt),
                                  ONE_BODY_CRLF);
         json_t *j = post_ok(svc, "/v1/messages", req);
         if (strcmp(jstr(j, "status"), "sent") != 0)
-            fail_msg("%s %s/%s: %s", s->label, md->listener, md->tls, json_dumps(j, 0));
+            fail_msg("%s %s/%s: %s", s->label, md->listener, md->tls,
+                     json_dumps(j, 0));
         json_decref(j);
         free(req);
         svc_done(svc);
@@ -475,13 +488,15 @@ static char *batch_body(int i)
     char num[8];
     snprintf(num, sizeof num, "%04d", i);
     memcpy(line998 + 1, num, 4);
-    char dot998[999];                  /* 999 octets once dot-stuffed */
+    char dot998[999]; /* 999 octets once dot-stuffed */
     memcpy(dot998, line998, sizeof dot998);
     dot998[0] = '.';
     char *b = NULL;
-    if (asprintf(&b, "batch message %d\r\n.starts with a dot\r\n..two dots\r\n.\r\n"
-                     "%s\r\n%s\r\n. a dot and a space\r\nGr\xc3\xbc\xc3\x9f" "e aus "
-                     "K\xc3\xb6ln \xe2\x9c\x93 %d\r\n...\r\nend\r\n",
+    if (asprintf(&b,
+                 "batch message %d\r\n.starts with a dot\r\n..two dots\r\n.\r\n"
+                 "%s\r\n%s\r\n. a dot and a space\r\nGr\xc3\xbc\xc3\x9f"
+                 "e aus "
+                 "K\xc3\xb6ln \xe2\x9c\x93 %d\r\n...\r\nend\r\n",
                  i, line998, dot998, i) < 0)
         return NULL;
     return b;
@@ -497,10 +512,10 @@ static char *batch_json(const char *label, const char *rcpt)
         snprintf(subj, sizeof subj, "batch %d", i);
         char *body = batch_body(i);
         assert_non_null(body);
-        json_array_append_new(msgs, json_pack("{s:s, s:[s], s:[[s,s],[s,s]], s:s}",
-                                              "from", SENDER, "to", rcpt, "headers",
-                                              "Message-ID", mid, "Subject", subj,
-                                              "body", body));
+        json_array_append_new(
+            msgs, json_pack("{s:s, s:[s], s:[[s,s],[s,s]], s:s}", "from",
+                            SENDER, "to", rcpt, "headers", "Message-ID", mid,
+                            "Subject", subj, "body", body));
         free(body);
     }
     json_t *req = json_pack("{s:o}", "messages", msgs);
@@ -522,8 +537,8 @@ static void expect_batch(struct mta *m, const char *label, const char *rcpt)
         char *mid = mta_msg_header(&all[k], "Message-ID");
         int i = -1;
         char tail[96];
-        if (!mid || sscanf(mid, "<b-%d.%95[^>]>", &i, tail) != 2 || i < 0
-            || i >= BATCH || strncmp(tail, label, strlen(label)) != 0)
+        if (!mid || sscanf(mid, "<b-%d.%95[^>]>", &i, tail) != 2 || i < 0 ||
+            i >= BATCH || strncmp(tail, label, strlen(label)) != 0)
             fail_msg("unexpected Message-ID %s in %s", mid ? mid : "(none)",
                      all[k].file);
         free(mid);
@@ -544,7 +559,7 @@ static void expect_batch(struct mta *m, const char *label, const char *rcpt)
 static void test_service_batch_of_500_each_delivered_once_intact(void **state)
 {
     struct server *s = *state;
-    const struct mode *md = &s->modes[1];          /* plain, opportunistic */
+    const struct mode *md = &s->modes[1]; /* plain, opportunistic */
     struct mta *m = mode_mta(s, md);
     char *ca = mta_path(m, "cert.pem"), *pass = mta_path(m, "authpass");
     const char *rcpt = "batch@example.test";
@@ -568,8 +583,10 @@ static void test_service_batch_of_500_each_delivered_once_intact(void **state)
 
 /* ---- A parser reads what arrived ---- */
 
-#define UTF8_SUBJECT "Gr\xc3\xbc\xc3\x9f" "e aus K\xc3\xb6ln"
-#define UTF8_TEXT    "Hallo J\xc3\xb6rg,\n.eine Zeile mit Punkt\nbis bald.\n"
+#define UTF8_SUBJECT \
+    "Gr\xc3\xbc\xc3\x9f" \
+    "e aus K\xc3\xb6ln"
+#define UTF8_TEXT "Hallo J\xc3\xb6rg,\n.eine Zeile mit Punkt\nbis bald.\n"
 
 /* Python's email package (policy default) on a stored file: subject and
  * text/plain content as JSON; caller decrefs. */
@@ -581,7 +598,8 @@ static json_t *python_reads(const char *file)
              "m = email.message_from_binary_file(open(sys.argv[1], \"rb\"), "
              "policy=email.policy.default)\n"
              "print(json.dumps({\"subject\": str(m[\"subject\"]), "
-             "\"text\": m.get_body((\"plain\",)).get_content()}))' '%s'", file);
+             "\"text\": m.get_body((\"plain\",)).get_content()}))' '%s'",
+             file);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     char buf[4096];
@@ -605,9 +623,10 @@ static void test_parser_reads_subject_and_text_that_arrived(void **state)
     const char *to[] = { rcpt };
     char *req = message_json(
         to, 1,
-        json_pack("[[s,s],[s,s],[s,s],[s,s],[s,s]]", "From", "Mailpool <" SENDER ">",
-                  "Subject", "=?UTF-8?Q?Gr=C3=BC=C3=9Fe_aus_K=C3=B6ln?=",
-                  "MIME-Version", "1.0", "Content-Type", "text/plain; charset=utf-8",
+        json_pack("[[s,s],[s,s],[s,s],[s,s],[s,s]]", "From",
+                  "Mailpool <" SENDER ">", "Subject",
+                  "=?UTF-8?Q?Gr=C3=BC=C3=9Fe_aus_K=C3=B6ln?=", "MIME-Version",
+                  "1.0", "Content-Type", "text/plain; charset=utf-8",
                   "Content-Transfer-Encoding", "8bit"),
         "Hallo J\xc3\xb6rg,\r\n.eine Zeile mit Punkt\r\nbis bald.\r\n");
     json_t *j = post_ok(svc, "/v1/messages", req);
@@ -650,19 +669,22 @@ static void expect_one_copy_each(struct mta *m, const char *const *to, size_t n,
 static void expect_all_accepted(json_t *j, const char *const *to, size_t n)
 {
     json_t *acc = json_object_get(j, "accepted");
-    if (strcmp(jstr(j, "status"), "sent") != 0 || json_array_size(acc) != n
-        || json_array_size(json_object_get(j, "rejected")) != 0)
+    if (strcmp(jstr(j, "status"), "sent") != 0 || json_array_size(acc) != n ||
+        json_array_size(json_object_get(j, "rejected")) != 0)
         fail_msg("want sent to %zu recipients: %s", n, json_dumps(j, 0));
     for (size_t i = 0; i < n; i++) {
         size_t hits = 0;
         for (size_t k = 0; k < json_array_size(acc); k++)
-            hits += strcmp(json_string_value(json_array_get(acc, k)), to[i]) == 0;
+            hits += strcmp(json_string_value(json_array_get(acc, k)), to[i]) ==
+                    0;
         if (hits != 1)
-            fail_msg("%s accepted %zu times: %s", to[i], hits, json_dumps(j, 0));
+            fail_msg("%s accepted %zu times: %s", to[i], hits,
+                     json_dumps(j, 0));
     }
 }
 
-static void test_postfix_recipient_limit_2_three_recipients_each_get_one_copy_over_http(
+static void
+test_postfix_recipient_limit_2_three_recipients_each_get_one_copy_over_http(
     void **state)
 {
     struct server *s = *state;
@@ -670,8 +692,8 @@ static void test_postfix_recipient_limit_2_three_recipients_each_get_one_copy_ov
                                       "limit-http-2@example.test",
                                       "limit-http-3@example.test" };
     struct mpserve *svc = svc_for(s, &rcptlimit_mode, NULL, NULL, NULL);
-    char *req = message_json(to, 3, json_pack("[[s,s]]", "Subject", "three of them"),
-                             ONE_BODY_CRLF);
+    char *req = message_json(
+        to, 3, json_pack("[[s,s]]", "Subject", "three of them"), ONE_BODY_CRLF);
     json_t *j = post_ok(svc, "/v1/messages", req);
     expect_all_accepted(j, to, 3);
     json_decref(j);
@@ -689,11 +711,24 @@ static void test_postfix_recipient_limit_2_three_recipients_each_get_one_copy_by
                                       "limit-cli-3@example.test" };
     char host[64];
     char *bodyf = write_file(s->mta, "limit-body.txt", ONE_BODY_LF);
-    const char *argv[] = { "send", "--server",
+    const char *argv[] = { "send",
+                           "--server",
                            mta_hostport(s->mta, "rcptlimit", host, sizeof host),
-                           "--tls", "none", "--from", SENDER, "--to", to[0], "--to",
-                           to[1], "--to", to[2], "--header", "Subject: three of them",
-                           "--body-file", bodyf, NULL };
+                           "--tls",
+                           "none",
+                           "--from",
+                           SENDER,
+                           "--to",
+                           to[0],
+                           "--to",
+                           to[1],
+                           "--to",
+                           to[2],
+                           "--header",
+                           "Subject: three of them",
+                           "--body-file",
+                           bodyf,
+                           NULL };
     int status;
     json_t *j = cli_send(argv, &status);
     if (status != 0)
@@ -711,18 +746,20 @@ static void test_postfix_recipient_limit_2_three_recipients_each_get_one_copy_by
  * next RSET on that connection with 554 and closes.  The service (one
  * connection, reused) must send the next, deliverable message on a fresh
  * connection, not report it failed. */
-static void test_exim_message_after_twelve_refused_transactions_is_delivered_over_http(
+static void
+test_exim_message_after_twelve_refused_transactions_is_delivered_over_http(
     void **state)
 {
     struct server *s = *state;
-    static const char *const one[] = { "--pool-connections", "1", "--pool-workers",
-                                       "1", NULL };
+    static const char *const one[] = { "--pool-connections", "1",
+                                       "--pool-workers", "1", NULL };
     struct mpserve *svc = svc_for(s, &s->modes[0], NULL, NULL, one);
     for (int i = 0; i < 12; i++) {
         char rcpt[64];
         snprintf(rcpt, sizeof rcpt, "unknown-%d@example.test", i);
         const char *to[] = { rcpt };
-        char *req = message_json(to, 1, json_pack("[[s,s]]", "Subject", "refused"),
+        char *req = message_json(to, 1,
+                                 json_pack("[[s,s]]", "Subject", "refused"),
                                  "never stored\r\n");
         json_t *j = post_ok(svc, "/v1/messages", req);
         if (strcmp(jstr(j, "status"), "rejected") != 0)
@@ -731,8 +768,8 @@ static void test_exim_message_after_twelve_refused_transactions_is_delivered_ove
         free(req);
     }
     const char *to[] = { "after-nonmail@example.test" };
-    char *req = message_json(to, 1, json_pack("[[s,s]]", "Subject", "deliverable"),
-                             ONE_BODY_CRLF);
+    char *req = message_json(
+        to, 1, json_pack("[[s,s]]", "Subject", "deliverable"), ONE_BODY_CRLF);
     json_t *j = post_ok(svc, "/v1/messages", req);
     expect_all_accepted(j, to, 1);
     json_decref(j);
@@ -771,26 +808,27 @@ static void test_each_server_stops_by_its_pid_and_leaves_no_process(void **state
     for (int i = 0; i < 3; i++) {
         struct mta *m = i == 0   ? mta_start_postfix()
                         : i == 1 ? mta_start_exim()
-                                 : mta_start_node(MTA_NODE_TLS | MTA_NODE_AUTH, secure);
+                                 : mta_start_node(MTA_NODE_TLS | MTA_NODE_AUTH,
+                                                  secure);
         assert_non_null(m);
         pid_t server = mta_server_pid(m);
         int port = mta_port(m, NULL), ran = server > 0 && process_runs(server);
         char *dir = strdup(mta_dir(m));
-        int stopped = mta_stop(m);                /* 0: nothing had to be killed */
+        int stopped = mta_stop(m); /* 0: nothing had to be killed */
         assert_true(ran);
         assert_true(port > 0);
         assert_int_equal(stopped, 0);
         assert_false(process_runs(server));
-        assert_int_equal(access(dir, F_OK), -1);  /* the directory is gone */
+        assert_int_equal(access(dir, F_OK), -1); /* the directory is gone */
         free(dir);
     }
 }
 
-#define COMMON_TESTS                                                 \
-    T(test_cli_send_delivers_in_every_tls_mode),                     \
-    T(test_service_delivers_in_every_tls_mode),                      \
-    T(test_service_batch_of_500_each_delivered_once_intact),         \
-    T(test_parser_reads_subject_and_text_that_arrived)
+#define COMMON_TESTS \
+    T(test_cli_send_delivers_in_every_tls_mode), \
+        T(test_service_delivers_in_every_tls_mode), \
+        T(test_service_batch_of_500_each_delivered_once_intact), \
+        T(test_parser_reads_subject_and_text_that_arrived)
 
 int main(void)
 {
@@ -812,13 +850,15 @@ int main(void)
     if (wanted("harness"))
         rc |= cmocka_run_group_tests_name("harness", harness, NULL, NULL);
     if (wanted("postfix"))
-        rc |= _cmocka_run_group_tests("postfix", postfix, sizeof postfix / sizeof postfix[0],
+        rc |= _cmocka_run_group_tests("postfix", postfix,
+                                      sizeof postfix / sizeof postfix[0],
                                       postfix_up, server_down);
     if (wanted("exim"))
-        rc |= _cmocka_run_group_tests("exim", exim, sizeof exim / sizeof exim[0], exim_up,
-                                      server_down);
+        rc |= _cmocka_run_group_tests(
+            "exim", exim, sizeof exim / sizeof exim[0], exim_up, server_down);
     if (wanted("smtp-server"))
-        rc |= _cmocka_run_group_tests("smtp-server", node, sizeof node / sizeof node[0],
-                                      node_up, server_down);
+        rc |= _cmocka_run_group_tests("smtp-server", node,
+                                      sizeof node / sizeof node[0], node_up,
+                                      server_down);
     return rc != 0;
 }

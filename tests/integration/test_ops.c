@@ -132,10 +132,10 @@ static void expect_json_str(const struct http_resp *r, long status,
 /* A one-recipient message whose Subject is subject; caller frees. */
 static char *message_json(const char *subject)
 {
-    json_t *m = json_pack("{s:s, s:[s], s:{s:s}, s:s}",
-                          "from", "ops@example.org", "to", "rcpt@example.org",
-                          "headers", "Subject", subject,
-                          "body", "A message for the operations tests.\n");
+    json_t *m = json_pack("{s:s, s:[s], s:{s:s}, s:s}", "from",
+                          "ops@example.org", "to", "rcpt@example.org",
+                          "headers", "Subject", subject, "body",
+                          "A message for the operations tests.\n");
     char *s = json_dumps(m, JSON_COMPACT);
     json_decref(m);
     assert_non_null(s);
@@ -233,16 +233,21 @@ static int promtool_check(const char *text, char *out, size_t size)
 
 /* ---- service links ---- */
 
-static const char *const k8s_links[] = {
-    "MAILPOOL_RELAY_SERVICE_HOST", "10.96.0.10",
-    "MAILPOOL_RELAY_SERVICE_PORT", "25",
-    "MAILPOOL_RELAY_PORT_25_TCP", "tcp://10.96.0.10:25",
-    "MAILPOOL_RELAY_PORT_25_TCP_ADDR", "10.96.0.10",
-    "MAILPOOL_SERVICE_HOST", "10.96.0.11",
-    "MAILPOOL_PORT", "tcp://10.96.0.11:8025",
-    "MAILPOOL_PORT_8025_TCP_PROTO", "tcp",
-    NULL
-};
+static const char *const k8s_links[] = { "MAILPOOL_RELAY_SERVICE_HOST",
+                                         "10.96.0.10",
+                                         "MAILPOOL_RELAY_SERVICE_PORT",
+                                         "25",
+                                         "MAILPOOL_RELAY_PORT_25_TCP",
+                                         "tcp://10.96.0.10:25",
+                                         "MAILPOOL_RELAY_PORT_25_TCP_ADDR",
+                                         "10.96.0.10",
+                                         "MAILPOOL_SERVICE_HOST",
+                                         "10.96.0.11",
+                                         "MAILPOOL_PORT",
+                                         "tcp://10.96.0.11:8025",
+                                         "MAILPOOL_PORT_8025_TCP_PROTO",
+                                         "tcp",
+                                         NULL };
 
 /* Sets (or, unset != 0, removes) the variables of k8s_links. */
 static void set_links(int unset)
@@ -255,7 +260,8 @@ static void set_links(int unset)
     }
 }
 
-static void test_service_link_variables_are_ignored_with_one_warning(void **state)
+static void test_service_link_variables_are_ignored_with_one_warning(
+    void **state)
 {
     struct fx *fx = *state;
     fx->peer = peer_start_fake(NULL);
@@ -263,7 +269,7 @@ static void test_service_link_variables_are_ignored_with_one_warning(void **stat
     set_links(0);
     fx->svc = mpserve_start(peer_port(fx->peer), NULL);
     set_links(1);
-    assert_non_null(fx->svc);             /* before: exit 2 at start */
+    assert_non_null(fx->svc); /* before: exit 2 at start */
 
     send_ok(fx, "despite service links");
     assert_int_equal(peer_wait_messages(fx->peer, 1, 5000), 1);
@@ -278,7 +284,7 @@ static void test_service_link_variables_are_ignored_with_one_warning(void **stat
     assert_non_null(names);
     assert_non_null(strstr(names, "MAILPOOL_RELAY_SERVICE_HOST"));
     assert_non_null(strstr(names, "MAILPOOL_PORT_8025_TCP_PROTO"));
-    assert_null(strstr(names, "10.96"));  /* names, not values */
+    assert_null(strstr(names, "10.96")); /* names, not values */
     json_decref(w);
 }
 
@@ -294,21 +300,23 @@ static void test_near_miss_of_a_real_key_still_exits_2(void **state)
     unsetenv("MAILPOOL_RELAY_SERVICE_HOST");
     assert_int_equal(rc, 2);
     assert_non_null(out);
-    assert_non_null(strstr(out, "unknown environment variable MAILPOOL_RELAY_HSOT"));
+    assert_non_null(
+        strstr(out, "unknown environment variable MAILPOOL_RELAY_HSOT"));
     free(out);
 }
 
 /* ---- shutdown and readiness ---- */
 
-static void test_shutdown_delay_turns_readyz_503_while_work_is_taken(void **state)
+static void test_shutdown_delay_turns_readyz_503_while_work_is_taken(
+    void **state)
 {
     struct fx *fx = *state;
     struct http_resp r;
     fx->peer = peer_start_fake(NULL);
     assert_non_null(fx->peer);
-    fx->svc = mpserve_start(peer_port(fx->peer),
-                            (const char *const[]){ "--http-shutdown-delay", "2",
-                                                   NULL });
+    fx->svc = mpserve_start(
+        peer_port(fx->peer),
+        (const char *const[]){ "--http-shutdown-delay", "2", NULL });
     assert_non_null(fx->svc);
     req(fx, "/readyz", NULL, NULL, &r);
     expect_json_str(&r, 200, "status", "ready");
@@ -333,7 +341,8 @@ static void test_shutdown_delay_turns_readyz_503_while_work_is_taken(void **stat
     json_t *s = log_events(fx, "stopping"), *d = log_events(fx, "draining");
     assert_int_equal(json_array_size(s), 1);
     assert_int_equal(json_integer_value(json_object_get(json_array_get(s, 0),
-                                                        "shutdown_delay")), 2);
+                                                        "shutdown_delay")),
+                     2);
     assert_int_equal(json_array_size(d), 1);
     json_decref(s);
     json_decref(d);
@@ -344,9 +353,9 @@ static void test_second_signal_ends_the_shutdown_delay(void **state)
     struct fx *fx = *state;
     fx->peer = peer_start_fake(NULL);
     assert_non_null(fx->peer);
-    fx->svc = mpserve_start(peer_port(fx->peer),
-                            (const char *const[]){ "--http-shutdown-delay",
-                                                   "60", NULL });
+    fx->svc = mpserve_start(
+        peer_port(fx->peer),
+        (const char *const[]){ "--http-shutdown-delay", "60", NULL });
     assert_non_null(fx->svc);
     double t0 = now_s();
     assert_int_equal(mpserve_signal(fx->svc, SIGTERM), 0);
@@ -360,7 +369,7 @@ static void test_readyz_without_relay_follows_ready_requires_relay(void **state)
 {
     struct fx *fx = *state;
     struct http_resp r;
-    int dead = mpserve_free_port();   /* nothing listens there */
+    int dead = mpserve_free_port(); /* nothing listens there */
     assert_true(dead > 0);
 
     fx->svc = mpserve_start(dead, NULL);
@@ -371,8 +380,9 @@ static void test_readyz_without_relay_follows_ready_requires_relay(void **state)
     assert_int_equal(mpserve_stop_clean(fx->svc, STOP_MS), 0);
     mpserve_free(fx->svc);
 
-    fx->svc = mpserve_start(dead, (const char *const[]){
-                                "--http-ready-requires-relay", "false", NULL });
+    fx->svc = mpserve_start(
+        dead,
+        (const char *const[]){ "--http-ready-requires-relay", "false", NULL });
     assert_non_null(fx->svc);
     req(fx, "/readyz", NULL, NULL, &r);
     expect_json_str(&r, 200, "status", "ready");
@@ -401,7 +411,8 @@ static void test_listen_colon_port_serves_and_healthcheck_finds_it(void **state)
     struct http_resp r = { 0 };
     int up = 0;
     for (int i = 0; i < 100 && !up; i++) {
-        up = http_request("GET", url, NULL, NULL, 0, &r) == 0 && r.status == 200;
+        up = http_request("GET", url, NULL, NULL, 0, &r) == 0 &&
+             r.status == 200;
         http_resp_free(&r);
         memset(&r, 0, sizeof r);
         if (!up)
@@ -414,7 +425,7 @@ static void test_listen_colon_port_serves_and_healthcheck_finds_it(void **state)
     int st = 0;
     kill(pid, SIGTERM);
     waitpid(pid, &st, 0);
-    assert_true(up);                   /* before: exit 2, bad http.listen */
+    assert_true(up); /* before: exit 2, bad http.listen */
     assert_int_equal(hc_rc, 0);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
@@ -439,8 +450,8 @@ static long https_req(const char *url, const char *ca, const char *json,
                       char *out)
 {
     CURL *h = curl_easy_init();
-    struct curl_slist *hdr = curl_slist_append(NULL,
-                                               "Content-Type: application/json");
+    struct curl_slist *hdr = curl_slist_append(
+        NULL, "Content-Type: application/json");
     long status = 0;
     out[0] = '\0';
     assert_non_null(h);
@@ -469,7 +480,8 @@ static void make_cert(const char *dir)
     /* BUILD/mailpool -> the checkout */
     *strrchr(bin, '/') = '\0';
     *strrchr(bin, '/') = '\0';
-    snprintf(cmd, sizeof cmd, "sh '%s/tests/peers/make-cert.sh' '%s'", bin, dir);
+    snprintf(cmd, sizeof cmd, "sh '%s/tests/peers/make-cert.sh' '%s'", bin,
+             dir);
     assert_int_equal(system(cmd), 0);
 }
 
@@ -518,9 +530,10 @@ static void test_https_listener_serves_tls_and_refuses_plaintext(void **state)
     free(m);
     int got = peer_wait_messages(fx->peer, 1, 5000) == 1 &&
               peer_has_subject(fx->peer, "over https");
-    const char *hc[] = { "healthcheck", "--http-listen", listen,
-                         "--http-tls-cert-file", cert, "--http-tls-key-file",
-                         key, NULL };
+    const char *hc[] = { "healthcheck", "--http-listen",
+                         listen,        "--http-tls-cert-file",
+                         cert,          "--http-tls-key-file",
+                         key,           NULL };
     const char *hc_plain[] = { "healthcheck", "--http-listen", listen, NULL };
     int hc_tls_rc = mpserve_run(hc, 10000, NULL);
     int hc_plain_rc = mpserve_run(hc_plain, 10000, NULL);
@@ -544,15 +557,24 @@ static void test_https_key_pair_checked_at_start(void **state)
 {
     (void)state;
     char *out = NULL;
-    const char *half[] = { "serve", "--http-listen", "127.0.0.1:0",
-                           "--http-tls-cert-file", "/nonexistent/cert.pem", NULL };
+    const char *half[] = { "serve",
+                           "--http-listen",
+                           "127.0.0.1:0",
+                           "--http-tls-cert-file",
+                           "/nonexistent/cert.pem",
+                           NULL };
     assert_int_equal(mpserve_run(half, 10000, &out), 2);
-    assert_non_null(strstr(out, "http.tls_cert_file (from --http-tls-cert-file): "
-                                "needs http.tls_key_file as well"));
+    assert_non_null(strstr(out,
+                           "http.tls_cert_file (from --http-tls-cert-file): "
+                           "needs http.tls_key_file as well"));
     free(out);
-    const char *missing[] = { "serve", "--http-listen", "127.0.0.1:0",
-                              "--http-tls-cert-file", "/nonexistent/cert.pem",
-                              "--http-tls-key-file", "/nonexistent/key.pem",
+    const char *missing[] = { "serve",
+                              "--http-listen",
+                              "127.0.0.1:0",
+                              "--http-tls-cert-file",
+                              "/nonexistent/cert.pem",
+                              "--http-tls-key-file",
+                              "/nonexistent/key.pem",
                               NULL };
     assert_int_equal(mpserve_run(missing, 10000, &out), 1);
     assert_non_null(strstr(out, "http.tls_cert_file: cannot read "
@@ -562,7 +584,8 @@ static void test_https_key_pair_checked_at_start(void **state)
 
 /* ---- metrics ---- */
 
-static void test_process_metrics_are_true_and_promtool_accepts_metrics(void **state)
+static void test_process_metrics_are_true_and_promtool_accepts_metrics(
+    void **state)
 {
     struct fx *fx = *state;
     struct http_resp r;
@@ -589,24 +612,26 @@ static void test_process_metrics_are_true_and_promtool_accepts_metrics(void **st
     memset(big + 7, 'b', 39990);
     big[39997] = '\0';
     req(fx, "/healthz", NULL, (const char *const[]){ big, NULL }, &r);
-    assert_int_equal(r.status, 431);    /* past MHD's 32 KiB: its own */
+    assert_int_equal(r.status, 431); /* past MHD's 32 KiB: its own */
     http_resp_free(&r);
-    big[20000] = '\0';                  /* past our 16 KiB: ours */
+    big[20000] = '\0'; /* past our 16 KiB: ours */
     req(fx, "/healthz", NULL, (const char *const[]){ big, NULL }, &r);
     assert_int_equal(r.status, 431);
     http_resp_free(&r);
     free(url);
     free(big);
-    sleep_ms(100);              /* request counters land at completion */
+    sleep_ms(100); /* request counters land at completion */
     req(fx, "/metrics", NULL, NULL, &r);
     assert_int_equal(r.status, 200);
-    assert_true(metric_value(r.body, "mailpool_http_requests_total"
+    assert_true(metric_value(r.body,
+                             "mailpool_http_requests_total"
                              "{route=\"unmatched\",status=\"414\"}") == 1);
-    assert_true(metric_value(r.body, "mailpool_http_requests_total"
+    assert_true(metric_value(r.body,
+                             "mailpool_http_requests_total"
                              "{route=\"/healthz\",status=\"431\"}") == 1);
     assert_true(metric_value(r.body, "mailpool_http_heads_refused_total") == 1);
     assert_true(metric_value(r.body, "mailpool_http_request_duration_seconds_"
-                             "count{route=\"/v1/messages\"}") == 1);
+                                     "count{route=\"/v1/messages\"}") == 1);
 
     double now = (double)time(NULL);
     double start = metric_value(r.body, "process_start_time_seconds");
@@ -615,10 +640,11 @@ static void test_process_metrics_are_true_and_promtool_accepts_metrics(void **st
     assert_true(metric_value(r.body, "process_virtual_memory_bytes") >
                 metric_value(r.body, "process_resident_memory_bytes"));
     double fds = metric_value(r.body, "process_open_fds");
-    assert_true(fds >= 4 && fds < 1000);   /* std streams, listener, ... */
+    assert_true(fds >= 4 && fds < 1000); /* std streams, listener, ... */
     assert_true(metric_value(r.body, "process_max_fds") >= fds);
     assert_true(metric_value(r.body, "process_cpu_seconds_total") >= 0);
-    assert_non_null(strstr(r.body, "# TYPE process_cpu_seconds_total counter\n"));
+    assert_non_null(
+        strstr(r.body, "# TYPE process_cpu_seconds_total counter\n"));
 
     char out[4096];
     int rc = promtool_check(r.body, out, sizeof out);
@@ -634,8 +660,8 @@ static void test_log_numbers_and_booleans_are_json_types(void **state)
     struct fx *fx = *state;
     struct http_resp r;
     int dead = mpserve_free_port();
-    fx->svc = mpserve_start(dead, (const char *const[]){
-                                "--pool-retries", "0", NULL });
+    fx->svc = mpserve_start(
+        dead, (const char *const[]){ "--pool-retries", "0", NULL });
     assert_non_null(fx->svc);
     char *m = message_json("to nowhere");
     req(fx, "/v1/messages", m, NULL, &r);
@@ -652,9 +678,10 @@ static void test_log_numbers_and_booleans_are_json_types(void **state)
 
     json_t *d = log_events(fx, "pool_drained");
     assert_int_equal(json_array_size(d), 1);
-    assert_true(json_is_false(json_object_get(json_array_get(d, 0), "timed_out")));
-    assert_true(json_is_integer(json_object_get(json_array_get(d, 0),
-                                                "failed_queued")));
+    assert_true(
+        json_is_false(json_object_get(json_array_get(d, 0), "timed_out")));
+    assert_true(json_is_integer(
+        json_object_get(json_array_get(d, 0), "failed_queued")));
     json_decref(d);
 
     json_t *s = log_events(fx, "smtp");
@@ -681,15 +708,17 @@ static char *request_id_roundtrip(struct fx *fx, const char *sent,
     char *got = http_resp_header(&r, "X-Request-Id");
     assert_non_null(got);
     http_resp_free(&r);
-    sleep_ms(100);   /* the request line is written after the answer */
+    sleep_ms(100); /* the request line is written after the answer */
     json_t *reqs = log_events(fx, "request"), *smtp = log_events(fx, "smtp");
     int in_req = 0, in_smtp = 0;
     for (size_t i = 0; i < json_array_size(reqs); i++)
         in_req += strcmp(json_string_value(json_object_get(
-                             json_array_get(reqs, i), "request_id")), got) == 0;
+                             json_array_get(reqs, i), "request_id")),
+                         got) == 0;
     for (size_t i = 0; i < json_array_size(smtp); i++)
         in_smtp += strcmp(json_string_value(json_object_get(
-                              json_array_get(smtp, i), "request_id")), got) == 0;
+                              json_array_get(smtp, i), "request_id")),
+                          got) == 0;
     json_decref(reqs);
     json_decref(smtp);
     assert_int_equal(in_req, 1);
@@ -704,7 +733,8 @@ static int is_own_id(const char *s)
     return n == 32 && s[n] == '\0';
 }
 
-static void test_caller_request_id_is_kept_when_visible_ascii_up_to_64(void **state)
+static void test_caller_request_id_is_kept_when_visible_ascii_up_to_64(
+    void **state)
 {
     struct fx *fx = *state;
     fx->peer = peer_start_fake(NULL);
@@ -731,7 +761,8 @@ static void test_caller_request_id_is_kept_when_visible_ascii_up_to_64(void **st
     for (size_t i = 0; i < sizeof replaced / sizeof replaced[0]; i++) {
         got = request_id_roundtrip(fx, replaced[i], "replaced id");
         if (!is_own_id(got))
-            fail_msg("X-Request-Id \"%s\" came back as \"%s\"", replaced[i], got);
+            fail_msg("X-Request-Id \"%s\" came back as \"%s\"", replaced[i],
+                     got);
         free(got);
     }
 }
@@ -797,12 +828,13 @@ static void test_sync_batch_that_does_not_fit_is_refused_whole(void **state)
     fx->peer = peer_start_fake("{\"rules\": [{\"match\": \"^DOT$\", "
                                "\"action\": \"delay:0.4\"}]}");
     assert_non_null(fx->peer);
-    fx->svc = mpserve_start(peer_port(fx->peer), (const char *const[]){
-        "--pool-workers", "1", "--pool-connections", "1",
-        "--pool-queue", "4", NULL });
+    fx->svc = mpserve_start(peer_port(fx->peer),
+                            (const char *const[]){ "--pool-workers", "1",
+                                                   "--pool-connections", "1",
+                                                   "--pool-queue", "4", NULL });
     assert_non_null(fx->svc);
 
-    char *big = batch_json("toobig", 5);       /* more than pool.queue */
+    char *big = batch_json("toobig", 5); /* more than pool.queue */
     req(fx, "/v1/messages/batch", big, NULL, &r);
     free(big);
     if (r.status != 413 || strstr(r.body, "pool.queue") == NULL)
@@ -814,7 +846,7 @@ static void test_sync_batch_that_does_not_fit_is_refused_whole(void **state)
     struct post_call first = { .fx = fx, .json = first_json };
     assert_int_equal(pthread_create(&first.th, NULL, post_batch_main, &first),
                      0);
-    sleep_ms(300);                  /* the worker holds one, three wait */
+    sleep_ms(300); /* the worker holds one, three wait */
     char *second = batch_json("second", 3);
     req(fx, "/v1/messages/batch", second, NULL, &r);
     free(second);
@@ -883,14 +915,16 @@ static void test_default_ehlo_name_is_the_fqdn_or_address_literal(void **state)
     char *wire = peer_conn_bytes(fx->peer, 1, &len);
     assert_non_null(wire);
     if (strncmp(wire, want, strlen(want)) != 0)
-        fail_msg("the service greeted with \"%.60s\", expected \"%s\"",
-                 wire, want);
+        fail_msg("the service greeted with \"%.60s\", expected \"%s\"", wire,
+                 want);
     free(wire);
 
     char *hp = peer_hostport(fx->peer), cmd[PATH_MAX + 256], bin[PATH_MAX];
     assert_non_null(mpserve_binary(bin, sizeof bin));
-    snprintf(cmd, sizeof cmd, "%s verify bob --server %s --tls none "
-             ">/dev/null 2>&1", bin, hp);
+    snprintf(cmd, sizeof cmd,
+             "%s verify bob --server %s --tls none "
+             ">/dev/null 2>&1",
+             bin, hp);
     free(hp);
     assert_int_not_equal(system(cmd), -1);
     wire = peer_conn_bytes(fx->peer, 2, &len);

@@ -22,7 +22,10 @@
 #include "tests/support/peer.h"
 
 /* One plain session, every command alone: what we send, the code we expect. */
-static const struct step { const char *send; int code; } SESSION[] = {
+static const struct step {
+    const char *send;
+    int code;
+} SESSION[] = {
     { NULL, 220 },
     { "EHLO client.test\r\n", 250 },
     { "MAIL FROM:<alice@example.org>\r\n", 250 },
@@ -32,7 +35,7 @@ static const struct step { const char *send; int code; } SESSION[] = {
     { "Subject: hi\r\n\r\n..leading dot\r\nbody\r\n.\r\n", 250 },
     { "QUIT\r\n", 221 },
 };
-#define BODY_STUFFED   "Subject: hi\r\n\r\n..leading dot\r\nbody\r\n"
+#define BODY_STUFFED "Subject: hi\r\n\r\n..leading dot\r\nbody\r\n"
 #define BODY_UNSTUFFED "Subject: hi\r\n\r\n.leading dot\r\nbody\r\n"
 
 /* Run SESSION against p; fail the test on any unexpected reply. */
@@ -46,7 +49,8 @@ static void run_session(const struct peer *p)
             assert_int_equal(peer_send(fd, SESSION[i].send), 0);
         int code = peer_read_reply(fd, reply, sizeof reply);
         if (code != SESSION[i].code)
-            fail_msg("step %zu: expected %d, got %d: %s", i, SESSION[i].code, code, reply);
+            fail_msg("step %zu: expected %d, got %d: %s", i, SESSION[i].code,
+                     code, reply);
     }
     close(fd);
 }
@@ -108,7 +112,8 @@ static void test_fake_default_session_is_captured_byte_for_byte(void **state)
     assert_int_equal(peer_conn_count(p), 1);
 }
 
-static void test_fake_rule_rejects_rcpt_with_550_in_a_pipelined_group(void **state)
+static void test_fake_rule_rejects_rcpt_with_550_in_a_pipelined_group(
+    void **state)
 {
     struct peer *p = *state = peer_start_fake(
         "{\"rules\": [{\"match\": \"^RCPT TO:<bad\","
@@ -123,7 +128,8 @@ static void test_fake_rule_rejects_rcpt_with_550_in_a_pipelined_group(void **sta
     assert_non_null(strstr(r, "250-PIPELINING\r\n"));
     assert_non_null(strstr(r, "250 SIZE 10485760\r\n"));
     assert_int_equal(peer_send(fd, "MAIL FROM:<a@x>\r\nRCPT TO:<bad@x>\r\n"
-                                   "RCPT TO:<good@x>\r\nDATA\r\n"), 0);
+                                   "RCPT TO:<good@x>\r\nDATA\r\n"),
+                     0);
     assert_int_equal(peer_read_reply(fd, r, sizeof r), 250);
     assert_int_equal(peer_read_reply(fd, r, sizeof r), 550);
     assert_string_equal(r, "550-5.1.1 no such user\r\n550 really\r\n");
@@ -146,7 +152,8 @@ static void test_fake_rule_rejects_rcpt_with_550_in_a_pipelined_group(void **sta
     peer_msgs_free(m, n);
 }
 
-static void test_fake_greeting_rule_applies_to_first_connection_only(void **state)
+static void test_fake_greeting_rule_applies_to_first_connection_only(
+    void **state)
 {
     struct peer *p = *state = peer_start_fake(
         "{\"rules\": [{\"match\": \"^GREETING$\", \"conn\": 1,"
@@ -156,7 +163,7 @@ static void test_fake_greeting_rule_applies_to_first_connection_only(void **stat
     int fd = peer_connect(p);
     assert_true(fd >= 0);
     assert_int_equal(peer_read_reply(fd, r, sizeof r), 421);
-    assert_int_equal(recv(fd, r, sizeof r, 0), 0);   /* closed */
+    assert_int_equal(recv(fd, r, sizeof r, 0), 0); /* closed */
     close(fd);
     fd = peer_connect(p);
     assert_true(fd >= 0);
@@ -174,18 +181,18 @@ static void test_fake_drop_hang_and_flood(void **state)
     assert_non_null(p);
     char r[65536];
 
-    int fd = peer_connect(p);                       /* 1: closed, no greeting */
+    int fd = peer_connect(p); /* 1: closed, no greeting */
     assert_true(fd >= 0);
     assert_int_equal(recv(fd, r, sizeof r, 0), 0);
     close(fd);
 
-    fd = peer_connect(p);                           /* 2: silent but open */
+    fd = peer_connect(p); /* 2: silent but open */
     assert_true(fd >= 0);
     struct pollfd pfd = { .fd = fd, .events = POLLIN };
     assert_int_equal(poll(&pfd, 1, 300), 0);
     close(fd);
 
-    fd = peer_connect(p);                           /* 3: endless 250-x */
+    fd = peer_connect(p); /* 3: endless 250-x */
     assert_true(fd >= 0);
     assert_int_equal(peer_read_reply(fd, r, sizeof r), 220);
     assert_int_equal(peer_send(fd, "EHLO c\r\n"), 0);
@@ -206,12 +213,14 @@ static gnutls_session_t tls_client(int fd, const char *cafile,
 {
     gnutls_session_t s;
     assert_int_equal(gnutls_certificate_allocate_credentials(cred), 0);
-    assert_true(gnutls_certificate_set_x509_trust_file(*cred, cafile,
-                                                       GNUTLS_X509_FMT_PEM) > 0);
+    assert_true(gnutls_certificate_set_x509_trust_file(
+                    *cred, cafile, GNUTLS_X509_FMT_PEM) > 0);
     assert_int_equal(gnutls_init(&s, GNUTLS_CLIENT), 0);
     assert_int_equal(gnutls_set_default_priority(s), 0);
-    assert_int_equal(gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, *cred), 0);
-    assert_int_equal(gnutls_server_name_set(s, GNUTLS_NAME_DNS, "localhost", 9), 0);
+    assert_int_equal(gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, *cred),
+                     0);
+    assert_int_equal(gnutls_server_name_set(s, GNUTLS_NAME_DNS, "localhost", 9),
+                     0);
     gnutls_session_set_verify_cert(s, "localhost", 0);
     gnutls_transport_set_int(s, fd);
     int rc;
@@ -243,18 +252,20 @@ static void test_fake_starttls_with_self_signed_cert(void **state)
 
     gnutls_certificate_credentials_t cred;
     gnutls_session_t s = tls_client(fd, ca, &cred);
-    const char cmds[] = "EHLO again\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nDATA\r\n"
-                        "secret\r\n.\r\nQUIT\r\n";
-    assert_int_equal(gnutls_record_send(s, cmds, sizeof cmds - 1), (ssize_t)(sizeof cmds - 1));
+    const char cmds[] =
+        "EHLO again\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nDATA\r\n"
+        "secret\r\n.\r\nQUIT\r\n";
+    assert_int_equal(gnutls_record_send(s, cmds, sizeof cmds - 1),
+                     (ssize_t)(sizeof cmds - 1));
     size_t total = 0;
     ssize_t got;
     /* TLS 1.3 session tickets make a blocking recv return GNUTLS_E_AGAIN */
-    while ((got = gnutls_record_recv(s, r + total, sizeof r - 1 - total)) > 0
-           || (got < 0 && !gnutls_error_is_fatal((int)got)))
+    while ((got = gnutls_record_recv(s, r + total, sizeof r - 1 - total)) > 0 ||
+           (got < 0 && !gnutls_error_is_fatal((int)got)))
         total += got > 0 ? (size_t)got : 0;
     r[total] = '\0';
     assert_non_null(strstr(r, "221 2.0.0 Bye\r\n"));
-    assert_null(strstr(r, "STARTTLS"));              /* not offered twice */
+    assert_null(strstr(r, "STARTTLS")); /* not offered twice */
     gnutls_deinit(s);
     gnutls_certificate_free_credentials(cred);
     close(fd);
@@ -262,9 +273,10 @@ static void test_fake_starttls_with_self_signed_cert(void **state)
     size_t len;
     char *wire = peer_conn_bytes(p, 1, &len);
     assert_non_null(wire);
-    assert_string_equal(wire, "EHLO c\r\nSTARTTLS\r\n"
-                              "EHLO again\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nDATA\r\n"
-                              "secret\r\n.\r\nQUIT\r\n");
+    assert_string_equal(
+        wire, "EHLO c\r\nSTARTTLS\r\n"
+              "EHLO again\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nDATA\r\n"
+              "secret\r\n.\r\nQUIT\r\n");
     free(wire);
     struct peer_msg *m;
     size_t n;
@@ -286,7 +298,8 @@ static void test_aiosmtpd_session_is_captured(void **state)
 
 static void test_aiosmtpd_auth_plain_is_required_and_recorded(void **state)
 {
-    static const char *const args[] = { "--auth-user", "u", "--auth-pass", "p",
+    static const char *const args[] = { "--auth-user",           "u",
+                                        "--auth-pass",           "p",
                                         "--no-auth-require-tls", NULL };
     struct peer *p = *state = peer_start_aiosmtpd(args);
     assert_non_null(p);
@@ -299,11 +312,14 @@ static void test_aiosmtpd_auth_plain_is_required_and_recorded(void **state)
     assert_non_null(strstr(r, "AUTH LOGIN PLAIN"));
     assert_int_equal(peer_send(fd, "MAIL FROM:<a@x>\r\n"), 0);
     assert_int_equal(peer_read_reply(fd, r, sizeof r), 530);
-    assert_int_equal(peer_send(fd, "AUTH PLAIN AHUAeA==\r\n"), 0);   /* \0u\0x */
+    assert_int_equal(peer_send(fd, "AUTH PLAIN AHUAeA==\r\n"), 0); /* \0u\0x */
     assert_int_equal(peer_read_reply(fd, r, sizeof r), 535);
-    assert_int_equal(peer_send(fd, "AUTH PLAIN AHUAcA==\r\n"), 0);   /* \0u\0p */
+    assert_int_equal(peer_send(fd, "AUTH PLAIN AHUAcA==\r\n"), 0); /* \0u\0p */
     assert_int_equal(peer_read_reply(fd, r, sizeof r), 235);
-    assert_int_equal(peer_send(fd, "MAIL FROM:<a@x> BODY=8BITMIME\r\nRCPT TO:<b@x>\r\nDATA\r\n"), 0);
+    assert_int_equal(
+        peer_send(fd,
+                  "MAIL FROM:<a@x> BODY=8BITMIME\r\nRCPT TO:<b@x>\r\nDATA\r\n"),
+        0);
     assert_int_equal(peer_read_reply(fd, r, sizeof r), 250);
     assert_int_equal(peer_read_reply(fd, r, sizeof r), 250);
     assert_int_equal(peer_read_reply(fd, r, sizeof r), 354);
@@ -361,7 +377,7 @@ static void test_sink_fault_flag_soft_rejects_rcpt(void **state)
     assert_int_equal(peer_read_reply(fd, r, sizeof r), 220);
     assert_int_equal(peer_send(fd, "EHLO c\r\n"), 0);
     assert_int_equal(peer_read_reply(fd, r, sizeof r), 250);
-    assert_null(strstr(r, "PIPELINING"));            /* -r turns it off */
+    assert_null(strstr(r, "PIPELINING")); /* -r turns it off */
     assert_int_equal(peer_send(fd, "MAIL FROM:<a@x>\r\n"), 0);
     assert_int_equal(peer_read_reply(fd, r, sizeof r), 250);
     assert_int_equal(peer_send(fd, "RCPT TO:<b@x>\r\n"), 0);

@@ -53,7 +53,7 @@ static void test_batch_delivered_exactly_once_over_pooled_connections(
     for (size_t i = 0; i < N; i++)
         assert_int_equal(counts[i], 1);
     assert_int_equal(fake_lines(&f, "messages.jsonl"), N);
-    assert_true(fake_conns(&f) <= 2);               /* reuse */
+    assert_true(fake_conns(&f) <= 2); /* reuse */
     assert_int_equal(fake_count(&f, 0, "MAIL FROM:"), N);
     assert_int_equal(fake_count(&f, 0, "QUIT"), fake_conns(&f));
     fake_stop(&f);
@@ -150,7 +150,7 @@ static void test_reused_connection_dead_at_rset_is_replaced_uncounted(
     cfg_for(&c, f.port);
     c.pool.workers = 1;
     c.pool.connections = 1;
-    c.pool.retries = 0;             /* a replacement is not a retry */
+    c.pool.retries = 0; /* a replacement is not a retry */
     pool = pool_start(&c);
     send_one(pool, 0);
     send_one(pool, 1);
@@ -283,7 +283,7 @@ static void test_4xx_retried_until_the_limit(void **state)
     assert_true(T.out[0].duration_ms >= 30);
     pool_stats(pool, &st);
     assert_int_equal(st.retries, 2);
-    assert_int_equal(st.conns_opened, 1);     /* a 451 keeps it */
+    assert_int_equal(st.conns_opened, 1); /* a 451 keeps it */
     pool_end(pool);
     assert_int_equal(fake_count(&f, 0, "MAIL FROM:"), 3);
     assert_int_equal(fake_lines(&f, "messages.jsonl"), 0);

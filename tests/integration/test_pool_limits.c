@@ -58,13 +58,13 @@ static void test_ready_when_relay_answers(void **state)
     fake_start(&f, "{}");
     cfg_for(&c, f.port);
     pool = pool_start(&c);
-    assert_int_equal(pool_ready(pool), 1);          /* by a probe */
+    assert_int_equal(pool_ready(pool), 1); /* by a probe */
     assert_int_equal(fake_conns(&f), 1);
-    assert_int_equal(pool_ready(pool), 1);          /* cached: no probe */
+    assert_int_equal(pool_ready(pool), 1); /* cached: no probe */
     assert_int_equal(fake_conns(&f), 1);
     assert_int_equal(fake_count(&f, 1, "QUIT"), 1);
     send_one(pool, 0);
-    assert_int_equal(pool_ready(pool), 1);          /* an open conn */
+    assert_int_equal(pool_ready(pool), 1); /* an open conn */
     pool_end(pool);
     fake_stop(&f);
 }
@@ -108,11 +108,11 @@ static void test_full_queue_answers_at_once(void **state)
     extra = send_job(3);
     t0 = now_s();
     assert_int_equal(pool_submit(pool, extra), POOL_FULL);
-    assert_true(now_s() - t0 < 0.05);               /* never blocks */
+    assert_true(now_s() - t0 < 0.05); /* never blocks */
     pool_stats(pool, &st);
     assert_int_equal(st.queued, 2);
     assert_int_equal(st.busy_workers, 1);
-    job_free(extra);                                /* still ours */
+    job_free(extra); /* still ours */
     wait_done(3);
     pool_end(pool);
     fake_deliveries(&f, counts, 3);
@@ -141,7 +141,7 @@ static void test_drain_finishes_in_flight_and_quits(void **state)
         submit_ok(pool, send_job(i));
     wait_busy(pool, 1);
     pool_drain(pool, 10);
-    assert_int_equal(T.done, N);                    /* all answered */
+    assert_int_equal(T.done, N); /* all answered */
     for (size_t i = 0; i < N; i++) {
         assert_int_equal(T.out[i].done_calls, 1);
         assert_int_equal(T.out[i].status, SMTP_DELIVERY_SENT);
@@ -152,7 +152,7 @@ static void test_drain_finishes_in_flight_and_quits(void **state)
     pool_stats(pool, &st);
     assert_int_equal(st.draining, 1);
     assert_int_equal(st.conns_open, 0);
-    pool_drain(pool, 10);                           /* twice is harmless */
+    pool_drain(pool, 10); /* twice is harmless */
     pool_free(pool);
     fake_deliveries(&f, counts, N);
     for (size_t i = 0; i < N; i++)
@@ -180,7 +180,7 @@ static void test_drain_deadline_fails_queued_without_sending(void **state)
     wait_busy(pool, 1);
     pool_drain(pool, 0);
     assert_int_equal(T.done, 3);
-    assert_int_equal(T.out[0].status, SMTP_DELIVERY_SENT);  /* in flight */
+    assert_int_equal(T.out[0].status, SMTP_DELIVERY_SENT); /* in flight */
     for (size_t i = 1; i < 3; i++) {
         assert_int_equal(T.out[i].done_calls, 1);
         assert_int_equal(T.out[i].kind, SMTP_ERR_LOCAL);
@@ -272,7 +272,7 @@ static void test_idle_timeout_quits_connection(void **state)
     pool_stats(pool, &st);
     assert_int_equal(st.conns_open, 0);
     assert_int_equal(fake_count(&f, 1, "QUIT"), 1);
-    send_one(pool, 1);                              /* opens a new one */
+    send_one(pool, 1); /* opens a new one */
     assert_int_equal(T.out[1].status, SMTP_DELIVERY_SENT);
     pool_end(pool);
     assert_int_equal(fake_conns(&f), 2);
@@ -291,7 +291,7 @@ static void test_rate_limit_spaces_sends_across_workers(void **state)
     fake_start(&f, "{}");
     cfg_for(&c, f.port);
     c.pool.workers = 4;
-    c.pool.rate = 20;                               /* one per 50 ms */
+    c.pool.rate = 20; /* one per 50 ms */
     pool = pool_start(&c);
     t0 = now_s();
     for (size_t i = 0; i < N; i++)
@@ -364,7 +364,7 @@ static void test_bad_settings_refused(void **state)
     assert_null(pool_new(&c, err, sizeof err));
     assert_non_null(strstr(err, "pool.workers"));
     cfg_for(&c, 25);
-    c.relay.tls = s_helo;                   /* not a TLS mode */
+    c.relay.tls = s_helo; /* not a TLS mode */
     assert_null(pool_new(&c, err, sizeof err));
     assert_non_null(strstr(err, "relay.tls"));
 }

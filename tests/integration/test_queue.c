@@ -39,7 +39,7 @@
 /* ---- helpers ---------------------------------------------------------- */
 
 #ifdef QUEUE_TEST_PG
-#define PG_LEASE "2"            /* seconds: the reaper acts within 2 */
+#define PG_LEASE "2" /* seconds: the reaper acts within 2 */
 
 /* The PostgreSQL of this run, and the databases made for queue names. */
 static struct {
@@ -48,7 +48,7 @@ static struct {
     char pwfile[300];
     int port;
     int ndb;
-    char names[64][128];        /* queue name -> database "q<index>" */
+    char names[64][128]; /* queue name -> database "q<index>" */
 } pg;
 
 /* The peer script's path (MAILPOOL_ROOT, else the current directory). */
@@ -65,8 +65,7 @@ static char *pg_run(const char *args)
 {
     char cmd[4096], script[512], *out = NULL;
     size_t len = 0;
-    snprintf(cmd, sizeof cmd, "%s %s", pg_script(script, sizeof script),
-             args);
+    snprintf(cmd, sizeof cmd, "%s %s", pg_script(script, sizeof script), args);
     FILE *f = popen(cmd, "r");
     if (f == NULL)
         return NULL;
@@ -87,8 +86,8 @@ static int pg_up(void)
 {
     char *out = pg_run("start");
     int pid = 0;
-    if (out == NULL || sscanf(out, "%255s %d %d", pg.dir, &pg.port, &pid) !=
-        3) {
+    if (out == NULL ||
+        sscanf(out, "%255s %d %d", pg.dir, &pg.port, &pid) != 3) {
         fprintf(stderr, "cannot start PostgreSQL: %s\n", out ? out : "");
         free(out);
         return -1;
@@ -156,8 +155,10 @@ static void queue_flags(const char **argv, size_t *n, const char *qpath,
                         char *url, size_t urllen)
 {
 #ifdef QUEUE_TEST_PG
-    snprintf(url, urllen, "host=127.0.0.1 port=%d user=postgres "
-             "dbname=%s", pg.port, pg_db(qpath));
+    snprintf(url, urllen,
+             "host=127.0.0.1 port=%d user=postgres "
+             "dbname=%s",
+             pg.port, pg_db(qpath));
     argv[(*n)++] = "--queue-backend";
     argv[(*n)++] = "postgres";
     argv[(*n)++] = "--queue-url";
@@ -203,9 +204,9 @@ static struct mpserve *svc(struct peer *p, const char *qpath,
 static int serve_fails(const char *qpath, char **log)
 {
     char bin[512], url[300], logpath[] = "/tmp/mailpool-start-XXXXXX";
-    const char *argv[24] = { bin, "serve", "--http-listen", "127.0.0.1:0",
-                             "--relay-host", "127.0.0.1", "--relay-tls",
-                             "none" };
+    const char *argv[24] = { bin,           "serve",        "--http-listen",
+                             "127.0.0.1:0", "--relay-host", "127.0.0.1",
+                             "--relay-tls", "none" };
     size_t n = 8;
     int fd = mkstemp(logpath), status = 0, code = -1;
     pid_t pid;
@@ -214,7 +215,7 @@ static int serve_fails(const char *qpath, char **log)
     assert_non_null(mpserve_binary(bin, sizeof bin));
     queue_flags(argv, &n, qpath, url, sizeof url);
     argv[n] = NULL;
-    char *const *av;                /* exec's argv type, same pointers */
+    char *const *av; /* exec's argv type, same pointers */
     const char **cav = argv;
     memcpy(&av, &cav, sizeof av);
     assert_int_equal(ts_spawn_logged(&pid, av, logpath), 0);
@@ -253,8 +254,7 @@ static json_t *call(struct mpserve *s, const char *method, const char *path,
 
 static const char *const ASYNC[] = { "Content-Type: application/json",
                                      "Prefer: respond-async", NULL };
-static const char *const JSONH[] = { "Content-Type: application/json",
-                                     NULL };
+static const char *const JSONH[] = { "Content-Type: application/json", NULL };
 
 static const char *jstr(const json_t *o, const char *k)
 {
@@ -269,8 +269,8 @@ static char *post_async(struct mpserve *s, const char *to, const char *extra)
     long st;
     snprintf(body, sizeof body,
              "{\"from\":\"s@example.org\",\"to\":[\"%s\"],"
-             "\"headers\":{\"Subject\":\"q\"},\"body\":\"hello\"%s}", to,
-             extra != NULL ? extra : "");
+             "\"headers\":{\"Subject\":\"q\"},\"body\":\"hello\"%s}",
+             to, extra != NULL ? extra : "");
     json_t *j = call(s, "POST", "/v1/messages", ASYNC, body, &st, NULL);
     if (st != 202)
         fail_msg("async POST answered %ld", st);
@@ -290,7 +290,7 @@ static json_t *status_of(struct mpserve *s, const char *id, long *st)
 /* Waits (at most ms) until message id's status is final; the document. */
 static json_t *wait_final(struct mpserve *s, const char *id, int ms)
 {
-    static const char *const fin[] = { "sent", "partial", "rejected",
+    static const char *const fin[] = { "sent",   "partial", "rejected",
                                        "failed", "unknown", "cancelled" };
     for (long long end = now_ms() + ms;; sleep_ms(20)) {
         long st;
@@ -300,8 +300,7 @@ static json_t *wait_final(struct mpserve *s, const char *id, int ms)
                 return j;
         if (now_ms() > end) {
             char *d = j ? json_dumps(j, 0) : NULL;
-            fail_msg("message %s not final in %d ms: %s", id, ms,
-                     d ? d : "?");
+            fail_msg("message %s not final in %d ms: %s", id, ms, d ? d : "?");
         }
         json_decref(j);
     }
@@ -390,12 +389,14 @@ static void test_async_202_means_stored_then_sent_once_with_its_message_id(
     json_t *j = call(s, "POST", "/v1/messages", ASYNC,
                      "{\"from\":\"s@example.org\",\"to\":[\"r@example.org\"],"
                      "\"headers\":{\"Subject\":\"q\"},\"body\":\"hello\","
-                     "\"metadata\":{\"user\":\"42\"}}", &st, &r);
+                     "\"metadata\":{\"user\":\"42\"}}",
+                     &st, &r);
     assert_int_equal(st, 202);
     const char *id = jstr(j, "id");
     assert_int_equal(strlen(id), 22);
     assert_int_equal(strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop"
-                                "qrstuvwxyz0123456789-_"), 22);
+                                "qrstuvwxyz0123456789-_"),
+                     22);
     assert_string_equal(jstr(j, "status"), "queued");
     char *loc = http_resp_header(&r, "Location");
     char *pa = http_resp_header(&r, "Preference-Applied");
@@ -413,8 +414,8 @@ static void test_async_202_means_stored_then_sent_once_with_its_message_id(
     assert_string_equal(jstr(d, "message_id"), jstr(j, "message_id"));
     json_t *a = json_object_get(d, "attempts");
     assert_int_equal(json_array_size(a), 1);
-    assert_int_equal(json_integer_value(json_object_get(
-        json_array_get(a, 0), "code")), 250);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_array_get(a, 0), "code")), 250);
     assert_string_equal(jstr(json_object_get(d, "metadata"), "user"), "42");
     assert_int_equal(copies(p, jstr(j, "message_id")), 1);
     json_decref(d);
@@ -439,14 +440,14 @@ static void test_message_log_filters_and_pages_on_this_backend(void **state)
     for (int i = 0; i < 4; i++) {
         snprintf(to, sizeof to, "r%d@example.org", i);
         ids[i] = post_async(s, to, NULL);
-        sleep_ms(5);                /* created_at strictly increasing */
+        sleep_ms(5); /* created_at strictly increasing */
     }
     ids[4] = post_async(s, "no@example.org", NULL);
     for (int i = 0; i < 5; i++)
         json_decref(wait_final(s, ids[i], 5000));
 
-    json_t *j = call(s, "GET", "/v1/messages?recipient=R2%40EXAMPLE.ORG",
-                     NULL, NULL, &st, NULL);
+    json_t *j = call(s, "GET", "/v1/messages?recipient=R2%40EXAMPLE.ORG", NULL,
+                     NULL, &st, NULL);
     assert_int_equal(st, 200);
     json_t *m = json_object_get(j, "messages");
     assert_int_equal(json_array_size(m), 1);
@@ -460,8 +461,9 @@ static void test_message_log_filters_and_pages_on_this_backend(void **state)
     m = json_object_get(j, "messages");
     assert_int_equal(json_array_size(m), 1);
     assert_string_equal(jstr(json_array_get(m, 0), "id"), ids[4]);
-    assert_int_equal(json_integer_value(json_object_get(json_array_get(m, 0),
-                                                        "last_code")), 700);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_array_get(m, 0), "last_code")),
+        700);
     json_decref(j);
 
     /* Pages of 2, newest first: ids 4 3 | 2 1 | 0. */
@@ -478,8 +480,7 @@ static void test_message_log_filters_and_pages_on_this_backend(void **state)
         if (page < 2) {
             assert_non_null(next);
             char *enc = curl_easy_escape(NULL, next, 0);
-            snprintf(path, sizeof path, "/v1/messages?limit=2&before=%s",
-                     enc);
+            snprintf(path, sizeof path, "/v1/messages?limit=2&before=%s", enc);
             curl_free(enc);
         } else {
             assert_null(next);
@@ -499,9 +500,7 @@ static json_t *listed(json_t *msgs, const char *id)
 {
     size_t i;
     json_t *m;
-    json_array_foreach(msgs, i, m)
-        if (strcmp(jstr(m, "id"), id) == 0)
-            return m;
+    json_array_foreach(msgs, i, m) if (strcmp(jstr(m, "id"), id) == 0) return m;
     return NULL;
 }
 
@@ -527,7 +526,8 @@ static char *joined(const json_t *arr)
     char *out = strdup("");
     size_t i;
     json_t *v;
-    json_array_foreach(arr, i, v) {
+    json_array_foreach(arr, i, v)
+    {
         char *next = NULL;
         assert_true(asprintf(&next, "%s%s%s", out, i ? "|" : "",
                              json_string_value(v)) > 0);
@@ -566,9 +566,11 @@ static json_t *post_sync_one(struct mpserve *s, const char *extra)
 {
     char body[512];
     long st;
-    snprintf(body, sizeof body, "{\"from\":\"s@example.org\",\"to\":"
+    snprintf(body, sizeof body,
+             "{\"from\":\"s@example.org\",\"to\":"
              "[\"a@example.org\"],\"headers\":{\"Subject\":\"sync one\"},"
-             "\"body\":\"hello\"%s}", extra);
+             "\"body\":\"hello\"%s}",
+             extra);
     json_t *j = call(s, "POST", "/v1/messages", JSONH, body, &st, NULL);
     assert_int_equal(st, 200);
     assert_string_equal(jstr(j, "status"), "sent");
@@ -597,7 +599,8 @@ static void test_sync_sends_are_in_the_message_log_with_the_relay_words(
                          "{\"Subject\":\"sync two\"},\"body\":\"x\"},"
                          "{\"from\":\"s@example.org\",\"to\":"
                          "[\"b2@example.org\"],\"headers\":{\"Subject\":"
-                         "\"sync three\"},\"body\":\"y\"}]}", &st, NULL);
+                         "\"sync three\"},\"body\":\"y\"}]}",
+                         &st, NULL);
     assert_int_equal(st, 200);
     json_t *res = json_object_get(batch, "results");
     assert_int_equal(json_array_size(res), 2);
@@ -614,9 +617,12 @@ static void test_sync_sends_are_in_the_message_log_with_the_relay_words(
     json_t *page = wait_listed(s, "/v1/messages", 3, 5000);
     json_t *msgs = json_object_get(page, "messages");
     assert_int_equal(json_array_size(msgs), 3);
-    struct { const char *id, *status, *subject, *rcpts; int code;
-             json_t *answer; }
-    want[] = {      /* 700: some recipients rejected (smtp.h) */
+    struct {
+        const char *id, *status, *subject, *rcpts;
+        int code;
+        json_t *answer;
+    } want[] = {
+        /* 700: some recipients rejected (smtp.h) */
         { id1, "sent", "sync one", "a@example.org", 250, one },
         { id2, "partial", "sync two", "b1@example.org|no@example.org", 700,
           r2 },
@@ -630,11 +636,10 @@ static void test_sync_sends_are_in_the_message_log_with_the_relay_words(
         assert_lines(json_object_get(m, "recipients"), want[i].rcpts);
         assert_int_equal(json_integer_value(json_object_get(m, "last_code")),
                          want[i].code);
-        assert_int_equal(json_integer_value(json_object_get(want[i].answer,
-                                                            "code")),
-                         want[i].code);
-        assert_int_equal(json_integer_value(json_object_get(m, "attempts")),
-                         1);
+        assert_int_equal(
+            json_integer_value(json_object_get(want[i].answer, "code")),
+            want[i].code);
+        assert_int_equal(json_integer_value(json_object_get(m, "attempts")), 1);
         assert_string_equal(jstr(m, "message_id"),
                             jstr(want[i].answer, "message_id"));
     }
@@ -682,8 +687,7 @@ static void test_sync_sends_are_in_the_message_log_with_the_relay_words(
 
 /* queue.log_sync = false (load tests): a synchronous send is answered as
    before, without a log id, and the message log stays empty. */
-static void test_log_sync_false_keeps_sync_sends_out_of_the_log(
-    void **state)
+static void test_log_sync_false_keeps_sync_sends_out_of_the_log(void **state)
 {
     (void)state;
     static const char *const off[] = { "--queue-log-sync", "false", NULL };
@@ -693,7 +697,7 @@ static void test_log_sync_false_keeps_sync_sends_out_of_the_log(
     assert_null(json_object_get(one, "id"));
     json_decref(one);
     assert_int_equal(peer_wait_messages(p, 1, 5000), 1);
-    sleep_ms(500);                  /* what a write would have needed */
+    sleep_ms(500); /* what a write would have needed */
     json_t *page = wait_listed(s, "/v1/messages", 1, 0);
     assert_int_equal(json_array_size(json_object_get(page, "messages")), 0);
     json_decref(page);
@@ -713,7 +717,8 @@ static void test_async_batch_is_validated_whole_and_nothing_is_queued(
                      "{\"messages\":[{\"from\":\"a@example.org\",\"to\":"
                      "[\"b@example.org\"],\"body\":\"x\"},{\"from\":\"bad\","
                      "\"to\":[\"c@example.org\"],\"body\":\"y\",\"send_at\":"
-                     "\"tomorrow\"}]}", &st, NULL);
+                     "\"tomorrow\"}]}",
+                     &st, NULL);
     assert_int_equal(st, 422);
     char *d = json_dumps(j, 0);
     assert_non_null(strstr(d, "messages[1].from"));
@@ -723,7 +728,8 @@ static void test_async_batch_is_validated_whole_and_nothing_is_queued(
     j = call(s, "POST", "/v1/messages/batch", ASYNC,
              "{\"messages\":[{\"from\":\"a@example.org\",\"to\":"
              "[\"b@example.org\"],\"body\":\"x\"},{\"from\":\"a@example.org\","
-             "\"to\":[\"c@example.org\"],\"body\":\"y\"}]}", &st, NULL);
+             "\"to\":[\"c@example.org\"],\"body\":\"y\"}]}",
+             &st, NULL);
     assert_int_equal(st, 202);
     json_t *res = json_object_get(j, "results");
     assert_int_equal(json_array_size(res), 2);
@@ -736,7 +742,7 @@ static void test_async_batch_is_validated_whole_and_nothing_is_queued(
     assert_int_equal(mpserve_stop_clean(s, 10000), 0);
     mpserve_free(s);
     assert_int_equal(peer_conn_count(p) > 0, 1);
-    assert_int_equal(msgs_total(p), 2);    /* the 422 batch sent nothing */
+    assert_int_equal(msgs_total(p), 2); /* the 422 batch sent nothing */
     peer_stop(p);
 }
 
@@ -755,8 +761,8 @@ static void test_unknown_id_is_404_and_send_at_in_sync_is_422(void **state)
     json_decref(j);
     j = call(s, "POST", "/v1/messages", JSONH,
              "{\"from\":\"a@example.org\",\"to\":[\"b@example.org\"],"
-             "\"body\":\"x\",\"send_at\":\"2030-01-01T00:00:00Z\"}", &st,
-             NULL);
+             "\"body\":\"x\",\"send_at\":\"2030-01-01T00:00:00Z\"}",
+             &st, NULL);
     assert_int_equal(st, 422);
     char *d = json_dumps(j, 0);
     assert_non_null(strstr(d, "respond-async"));
@@ -767,8 +773,7 @@ static void test_unknown_id_is_404_and_send_at_in_sync_is_422(void **state)
     peer_stop(p);
 }
 
-static void test_scheduled_waits_for_send_at_and_cancel_stops_it(
-    void **state)
+static void test_scheduled_waits_for_send_at_and_cancel_stops_it(void **state)
 {
     (void)state;
     struct peer *p = relay("{}");
@@ -798,25 +803,24 @@ static void test_scheduled_waits_for_send_at_and_cancel_stops_it(
     assert_string_equal(jstr(j, "status"), "cancelled");
     json_decref(j);
     j = call(s, "POST", path, NULL, NULL, &st, NULL);
-    assert_int_equal(st, 409);                  /* final now */
+    assert_int_equal(st, 409); /* final now */
     json_decref(j);
     j = wait_final(s, soon, 6000);
     assert_string_equal(jstr(j, "status"), "sent");
-    assert_true(now_ms() - t0 >= 1000);        /* not before send_at */
+    assert_true(now_ms() - t0 >= 1000); /* not before send_at */
     json_decref(j);
     j = status_of(s, later, &st);
     assert_string_equal(jstr(j, "status"), "cancelled");
     json_decref(j);
     assert_int_equal(mpserve_stop_clean(s, 10000), 0);
     mpserve_free(s);
-    assert_int_equal(msgs_total(p), 1);        /* never the cancelled one */
+    assert_int_equal(msgs_total(p), 1); /* never the cancelled one */
     free(soon);
     free(later);
     peer_stop(p);
 }
 
-static void test_temporary_failures_retry_with_backoff_then_sent(
-    void **state)
+static void test_temporary_failures_retry_with_backoff_then_sent(void **state)
 {
     (void)state;
     struct peer *p = relay("{'rules': [{'match': '^MAIL', 'times': 2, "
@@ -827,11 +831,11 @@ static void test_temporary_failures_retry_with_backoff_then_sent(
     assert_string_equal(jstr(d, "status"), "sent");
     json_t *a = json_object_get(d, "attempts");
     assert_int_equal(json_array_size(a), 3);
-    assert_int_equal(json_integer_value(json_object_get(
-        json_array_get(a, 0), "code")), 451);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_array_get(a, 0), "code")), 451);
     assert_string_equal(jstr(json_array_get(a, 0), "status"), "failed");
-    assert_int_equal(json_integer_value(json_object_get(
-        json_array_get(a, 2), "code")), 250);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_array_get(a, 2), "code")), 250);
     json_decref(d);
     free(id);
     assert_int_equal(mpserve_stop_clean(s, 10000), 0);
@@ -847,8 +851,8 @@ static const char *event_types(const json_t *doc, char *buf, size_t len)
     size_t i, used = 0;
     buf[0] = '\0';
     json_array_foreach(json_object_get(doc, "events"), i, e)
-        used += (size_t)snprintf(buf + used, len - used, "%s%s",
-                                 i ? "," : "", jstr(e, "type"));
+        used += (size_t)snprintf(buf + used, len - used, "%s%s", i ? "," : "",
+                                 jstr(e, "type"));
     return buf;
 }
 
@@ -867,10 +871,14 @@ static void test_each_state_change_writes_its_event_with_it(void **state)
     fputs("whsec_bWFpbHBvb2wtd2ViaG9vay10ZXN0LXNlY3JldC0zMmI=\n", f);
     fclose(f);
     assert_int_equal(chmod(sfile, 0600), 0);
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/hook",
-             mpserve_free_port());
-    const char *more[] = { "--webhook-url", url, "--webhook-secret-file",
-                           sfile, "--webhook-retry-schedule", "1h", NULL };
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/hook", mpserve_free_port());
+    const char *more[] = { "--webhook-url",
+                           url,
+                           "--webhook-secret-file",
+                           sfile,
+                           "--webhook-retry-schedule",
+                           "1h",
+                           NULL };
     struct peer *p = relay("{'rules': [{'match': '^MAIL', 'times': 1, "
                            "'reply': '451 4.3.0 try again later'}]}");
     struct mpserve *s = svc(p, NULL, more);
@@ -883,9 +891,10 @@ static void test_each_state_change_writes_its_event_with_it(void **state)
     char *later = post_async(s, "later@example.org", when);
     long st;
     const char *want = NULL;
-    int deferred = 0;   /* once written, the retry's event stays listed */
-    for (long long end = now_ms() + 8000; want == NULL || strcmp(want,
-             "message.deferred,message.sent") != 0; sleep_ms(5)) {
+    int deferred = 0; /* once written, the retry's event stays listed */
+    for (long long end = now_ms() + 8000;
+         want == NULL || strcmp(want, "message.deferred,message.sent") != 0;
+         sleep_ms(5)) {
         json_t *d = status_of(s, id, &st);
         const char *status = jstr(d, "status"), *got;
         got = event_types(d, types, sizeof types);
@@ -893,9 +902,10 @@ static void test_each_state_change_writes_its_event_with_it(void **state)
             deferred = 1;
         /* queued or sending: before the 451 nothing, after it (sending
            again) the deferred event */
-        want = strcmp(status, "retry") == 0 ? "message.deferred"
+        want = strcmp(status, "retry") == 0  ? "message.deferred"
                : strcmp(status, "sent") == 0 ? "message.deferred,message.sent"
-               : deferred ? "message.deferred" : "";
+               : deferred                    ? "message.deferred"
+                                             : "";
         assert_string_equal(got, want);
         json_decref(d);
         if (now_ms() > end)
@@ -966,7 +976,7 @@ static void test_partial_retries_only_the_deferred_recipients(void **state)
     assert_int_equal(n, 2);
     assert_int_equal(m[0].nrcpt, 1);
     assert_string_equal(m[0].rcpt_to[0], "now@example.org");
-    assert_int_equal(m[1].nrcpt, 1);         /* later@, alone */
+    assert_int_equal(m[1].nrcpt, 1); /* later@, alone */
     assert_string_equal(m[1].rcpt_to[0], "later@example.org");
     peer_msgs_free(m, n);
     free(id);
@@ -986,10 +996,10 @@ static void test_permanent_failure_is_final_after_one_attempt(void **state)
     assert_string_equal(jstr(d, "status"), "failed");
     json_t *a = json_object_get(d, "attempts");
     assert_int_equal(json_array_size(a), 1);
-    assert_int_equal(json_integer_value(json_object_get(
-        json_array_get(a, 0), "code")), 550);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_array_get(a, 0), "code")), 550);
     char *dump = json_dumps(d, 0);
-    assert_non_null(strstr(dump, "no thanks"));   /* the relay's words */
+    assert_non_null(strstr(dump, "no thanks")); /* the relay's words */
     free(dump);
     json_decref(d);
     free(id);
@@ -1005,7 +1015,7 @@ struct idem_call {
     pthread_t t;
     long status;
     int replayed;
-    char err[256];              /* why no answer came */
+    char err[256]; /* why no answer came */
 };
 
 static void *idem_main(void *arg)
@@ -1018,8 +1028,8 @@ static void *idem_main(void *arg)
     snprintf(url, sizeof url, "%s/v1/messages", mpserve_url(c->s));
     if (http_request("POST", url, h,
                      "{\"from\":\"s@example.org\",\"to\":[\"r@example.org\"],"
-                     "\"headers\":{\"Subject\":\"once\"},\"body\":\"x\"}", 0,
-                     &r) == 0) {
+                     "\"headers\":{\"Subject\":\"once\"},\"body\":\"x\"}",
+                     0, &r) == 0) {
         char *v = http_resp_header(&r, "Idempotent-Replayed");
         c->status = r.status;
         c->replayed = v != NULL;
@@ -1076,7 +1086,8 @@ static void test_async_repeat_with_key_returns_same_id_other_body_422(
     json_t *b = call(s, "POST", "/v1/messages", h, body, &st2, &r);
     json_t *c = call(s, "POST", "/v1/messages", h,
                      "{\"from\":\"s@example.org\",\"to\":[\"x@example.org\"],"
-                     "\"body\":\"x\"}", &st3, NULL);
+                     "\"body\":\"x\"}",
+                     &st3, NULL);
     assert_int_equal(st1, 202);
     assert_int_equal(st2, 202);
     assert_string_equal(jstr(a, "id"), jstr(b, "id"));
@@ -1115,15 +1126,15 @@ static void test_sigkill_while_sending_makes_it_unknown_never_resent(
         if (sending)
             break;
     }
-    sleep_ms(300);                  /* the dot is out, unanswered */
+    sleep_ms(300); /* the dot is out, unanswered */
     mpserve_signal(s, SIGKILL);
     mpserve_wait(s, 5000);
     mpserve_free(s);
     s = svc(p, q, NULL);
-    json_t *d = wait_final(s, id, 10000);  /* PostgreSQL: after the lease */
+    json_t *d = wait_final(s, id, 10000); /* PostgreSQL: after the lease */
     assert_string_equal(jstr(d, "status"), "unknown");
     json_decref(d);
-    sleep_ms(500);                  /* nothing is sent again */
+    sleep_ms(500); /* nothing is sent again */
     assert_int_equal(mpserve_stop_clean(s, 10000), 0);
     mpserve_free(s);
     assert_int_equal(count_mail_commands(p), 1);
@@ -1164,7 +1175,7 @@ static void test_sigkill_leaves_the_unstarted_claim_queued_sent_once(
         if (now_ms() > end)
             fail_msg("the second message was never claimed");
     }
-    sleep_ms(300);                  /* the dot is out, unanswered */
+    sleep_ms(300); /* the dot is out, unanswered */
     mpserve_signal(s, SIGKILL);
     mpserve_wait(s, 5000);
     mpserve_free(s);
@@ -1177,7 +1188,7 @@ static void test_sigkill_leaves_the_unstarted_claim_queued_sent_once(
     assert_int_equal(json_array_size(json_object_get(d, "attempts")), 1);
     assert_int_equal(copies(p, jstr(d, "message_id")), 1);
     json_decref(d);
-    sleep_ms(500);                  /* nothing is sent again */
+    sleep_ms(500); /* nothing is sent again */
     assert_int_equal(mpserve_stop_clean(s, 10000), 0);
     mpserve_free(s);
     assert_int_equal(count_mail_commands(p), 2);
@@ -1233,7 +1244,7 @@ static void test_one_worker_claims_sixteen_sigkill_sends_the_unstarted_once(
         if (now_ms() > end)
             fail_msg("%zu messages sending, want 9 or more", sending);
     }
-    sleep_ms(300);                  /* the first dot is out, unanswered */
+    sleep_ms(300); /* the first dot is out, unanswered */
     assert_true(count_sending(s, ids, N) >= 9);
     assert_true(count_sending(s, ids, N) <= 16);
     assert_int_equal(count_mail_commands(p), 1);
@@ -1246,7 +1257,7 @@ static void test_one_worker_claims_sixteen_sigkill_sends_the_unstarted_once(
         unknown += (size_t)sent_once_or_unknown(s, p, ids[i]);
         free(ids[i]);
     }
-    sleep_ms(300);                  /* nothing is sent again */
+    sleep_ms(300); /* nothing is sent again */
     assert_int_equal(mpserve_stop_clean(s, 10000), 0);
     mpserve_free(s);
     assert_int_equal(unknown, 1);
@@ -1263,11 +1274,10 @@ static void test_one_worker_claims_sixteen_sigkill_sends_the_unstarted_once(
    while it sends, RUNS times, then restarted on the same queue; every
    message that got a 202 must end final, none may be lost, and none may
    reach the relay twice (unknown ones at most once). */
-#define RUNS 20                 /* QUEUE_CRASH_RUNS overrides (make soak) */
+#define RUNS 20 /* QUEUE_CRASH_RUNS overrides (make soak) */
 #define PER_RUN 10
 
-static void test_crash_matrix_every_202_final_none_lost_none_twice(
-    void **state)
+static void test_crash_matrix_every_202_final_none_lost_none_twice(void **state)
 {
     (void)state;
     struct peer *p = relay("{'rules': [{'match': '^DOT$', "
@@ -1321,8 +1331,7 @@ static void tmpfs_queue(char *tmpl, const char *opts, char *q, size_t qlen)
 /* A queue on a 1 MiB tmpfs: once it is full, 503 with Retry-After and no
    202; every message that got a 202 is still there after a restart with
    room again, and is delivered. */
-static void test_full_or_read_only_disk_is_503_and_loses_nothing(
-    void **state)
+static void test_full_or_read_only_disk_is_503_and_loses_nothing(void **state)
 {
     (void)state;
     char tmpl[] = "/tmp/mailpool-full-XXXXXX", q[64];
@@ -1333,15 +1342,17 @@ static void test_full_or_read_only_disk_is_503_and_loses_nothing(
     size_t n = 0;
     long st = 0;
     int saw503 = 0;
-    time_t t = time(NULL) + 4;      /* none is claimed while the disk fills */
+    time_t t = time(NULL) + 4; /* none is claimed while the disk fills */
     struct tm tm;
     assert_non_null(big);
     gmtime_r(&t, &tm);
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    int k = snprintf(big, 256, "{\"from\":\"s@example.org\",\"to\":"
+    int k = snprintf(big, 256,
+                     "{\"from\":\"s@example.org\",\"to\":"
                      "[\"r@example.org\"],\"send_at\":\"%s\","
-                     "\"body\":\"", when);
-    for (int i = 0; i < 60 * 1024; i++)     /* lines of 78, "\n" escaped */
+                     "\"body\":\"",
+                     when);
+    for (int i = 0; i < 60 * 1024; i++) /* lines of 78, "\n" escaped */
         big[k + i] = i % 80 == 78 ? '\\' : i % 80 == 79 ? 'n' : 'x';
     strcpy(big + k + 60 * 1024, "\"}");
     for (int i = 0; i < 64 && !saw503; i++) {
@@ -1365,8 +1376,7 @@ static void test_full_or_read_only_disk_is_503_and_loses_nothing(
     assert_int_equal(mpserve_stop(s, 10000), 0);
     mpserve_free(s);
     /* Room again: every 202 is delivered, once its send_at comes. */
-    assert_int_equal(mount("tmpfs", tmpl, "tmpfs", MS_REMOUNT, "size=16m"),
-                     0);
+    assert_int_equal(mount("tmpfs", tmpl, "tmpfs", MS_REMOUNT, "size=16m"), 0);
     assert_int_equal(msgs_total(p), 0);
     s = svc(p, q, NULL);
     for (size_t i = 0; i < n; i++) {
@@ -1387,8 +1397,7 @@ static void test_full_or_read_only_disk_is_503_and_loses_nothing(
 /* SIGTERM: the service stops claiming, finishes what is on the wire, and
    leaves the rest queued; the next start sends those: every message sent
    exactly once, none unknown. */
-static void test_sigterm_leaves_the_rest_queued_for_the_next_start(
-    void **state)
+static void test_sigterm_leaves_the_rest_queued_for_the_next_start(void **state)
 {
     (void)state;
     struct peer *p = relay("{'rules': [{'match': '^DATA', "
@@ -1403,7 +1412,7 @@ static void test_sigterm_leaves_the_rest_queued_for_the_next_start(
     assert_int_equal(mpserve_stop_clean(s, 20000), 0);
     mpserve_free(s);
     size_t before = msgs_total(p);
-    assert_true(before < 8);            /* some were left for the next start */
+    assert_true(before < 8); /* some were left for the next start */
     s = svc(p, q, NULL);
     for (int i = 0; i < 8; i++) {
         json_t *d = wait_final(s, ids[i], 10000);
@@ -1425,8 +1434,8 @@ static void test_sigterm_leaves_the_rest_queued_for_the_next_start(
 struct canceller {
     struct mpserve *s;
     const char *id;
-    long long at_ms;                /* when to cancel (monotonic) */
-    long status;                    /* the cancel's answer */
+    long long at_ms; /* when to cancel (monotonic) */
+    long status;     /* the cancel's answer */
 };
 
 /* Cancels one message at its moment. */
@@ -1480,11 +1489,11 @@ static void test_cancel_racing_the_claim_one_wins_never_both(void **state)
         const char *st = jstr(d, "status");
         size_t k = copies(p, jstr(d, "message_id"));
         if (c[i].status == 200 && (strcmp(st, "cancelled") != 0 || k != 0))
-            fail_msg("%s: cancel 200 but %s, at the relay %zu times",
-                     ids[i], st, k);
+            fail_msg("%s: cancel 200 but %s, at the relay %zu times", ids[i],
+                     st, k);
         if (c[i].status == 409 && (strcmp(st, "sent") != 0 || k != 1))
-            fail_msg("%s: cancel 409 but %s, at the relay %zu times",
-                     ids[i], st, k);
+            fail_msg("%s: cancel 409 but %s, at the relay %zu times", ids[i],
+                     st, k);
         if (c[i].status != 200 && c[i].status != 409)
             fail_msg("%s: cancel answered %ld", ids[i], c[i].status);
         won += c[i].status == 200;
@@ -1508,11 +1517,11 @@ static void test_read_only_database_is_a_start_error_exit_2(void **state)
     char tmpl[] = "/tmp/mailpool-ro-XXXXXX", q[64], *log = NULL;
     tmpfs_queue(tmpl, "size=4m", q, sizeof q);
     struct peer *p = relay("{}");
-    struct mpserve *s = svc(p, q, NULL);        /* the file exists */
+    struct mpserve *s = svc(p, q, NULL); /* the file exists */
     assert_int_equal(mpserve_stop_clean(s, 10000), 0);
     mpserve_free(s);
-    assert_int_equal(mount("tmpfs", tmpl, "tmpfs", MS_REMOUNT | MS_RDONLY,
-                           NULL), 0);
+    assert_int_equal(
+        mount("tmpfs", tmpl, "tmpfs", MS_REMOUNT | MS_RDONLY, NULL), 0);
     assert_int_equal(serve_fails(q, &log), 2);
     assert_non_null(log);
     assert_non_null(strstr(log, "queue.path"));
@@ -1530,7 +1539,8 @@ static void async_post_is_503(struct mpserve *s)
     long st;
     json_t *j = call(s, "POST", "/v1/messages", ASYNC,
                      "{\"from\":\"s@example.org\",\"to\":[\"x@example.org\"],"
-                     "\"body\":\"no\"}", &st, &r);
+                     "\"body\":\"no\"}",
+                     &st, &r);
     char *ra = http_resp_header(&r, "Retry-After");
     char *ct = http_resp_header(&r, "Content-Type");
     assert_int_equal(st, 503);
@@ -1547,8 +1557,7 @@ static void async_post_is_503(struct mpserve *s)
    needs the queue is a 503 problem with Retry-After, never a 202; a
    replica starting then exits 2 naming queue.url; writable again, a POST
    is a 202 and every 202 is delivered once. */
-static void test_read_only_database_is_503_and_a_start_error_exit_2(
-    void **state)
+static void test_read_only_database_is_503_and_a_start_error_exit_2(void **state)
 {
     (void)state;
     struct peer *p = relay("{}");
@@ -1647,8 +1656,10 @@ static void sync_send_is_sent(struct mpserve *s, const char *text)
 {
     char body[256];
     long st;
-    snprintf(body, sizeof body, "{\"from\":\"s@example.org\",\"to\":"
-             "[\"r@example.org\"],\"body\":\"%s\"}", text);
+    snprintf(body, sizeof body,
+             "{\"from\":\"s@example.org\",\"to\":"
+             "[\"r@example.org\"],\"body\":\"%s\"}",
+             text);
     json_t *sync = call(s, "POST", "/v1/messages", JSONH, body, &st, NULL);
     assert_int_equal(st, 200);
     assert_string_equal(jstr(sync, "status"), "sent");
@@ -1672,8 +1683,9 @@ static void test_postgres_restart_is_503_and_unready_while_down_no_202_lost(
     readyz_becomes(s, 503, "queue unreachable");
     async_post_is_503(s);
     sync_send_is_sent(s, "while down");
-    for (long long end = now_ms() + 10000; metric_of(s,
-             "\nmailpool_queue_log_sync_failures_total ") != 1; sleep_ms(50))
+    for (long long end = now_ms() + 10000;
+         metric_of(s, "\nmailpool_queue_log_sync_failures_total ") != 1;
+         sleep_ms(50))
         if (now_ms() > end)
             fail_msg("the failed record was not counted");
     char *log = mpserve_log(s, NULL);
@@ -1708,7 +1720,7 @@ static void test_silent_postgres_is_unready_within_seconds_then_ready(
     struct peer *p = relay("{}");
     char *before;
     struct mpserve *s = ready_replica(p, "frozen", &before);
-    assert_int_equal(pg_verb("freeze", "15"), 0);  /* thawed after 15 s */
+    assert_int_equal(pg_verb("freeze", "15"), 0); /* thawed after 15 s */
     long st;
     long long t0 = now_ms();
     json_t *j = call(s, "GET", "/readyz", NULL, NULL, &st, NULL);
@@ -1747,13 +1759,16 @@ static struct queue *open_direct(double lease_s, char **dir)
 {
     static char where[300];
     char err[512];
-    struct queue_opts o = { .lease_s = lease_s, .retention_s = 86400,
+    struct queue_opts o = { .lease_s = lease_s,
+                            .retention_s = 86400,
                             .idem_ttl_s = 86400 };
     struct queue *q;
     free(temp_queue(dir));
 #ifdef QUEUE_TEST_PG
-    snprintf(where, sizeof where, "host=127.0.0.1 port=%d user=postgres "
-             "dbname=%s", pg.port, pg_db(NULL));
+    snprintf(where, sizeof where,
+             "host=127.0.0.1 port=%d user=postgres "
+             "dbname=%s",
+             pg.port, pg_db(NULL));
     o.backend = "postgres";
     o.url = where;
     o.password_file = pg.pwfile;
@@ -1848,8 +1863,7 @@ static char **post_batch_to(struct mpserve *s, const char *tag, size_t n)
                                 "[\"%s%zu@example.org\"],\"body\":\"m%zu\"}",
                                 i ? "," : "", tag, i, i);
     snprintf(body + len, cap - len, "]}");
-    json_t *j = call(s, "POST", "/v1/messages/batch", ASYNC, body, &st,
-                     NULL);
+    json_t *j = call(s, "POST", "/v1/messages/batch", ASYNC, body, &st, NULL);
     free(body);
     assert_int_equal(st, 202);
     json_t *res = json_object_get(j, "results");
@@ -1874,17 +1888,21 @@ static long pg_count(const char *db, const char *sql)
    again and A's next claim finds it: A must not get it a second time
    (two jobs would both start and send it), and the job A already holds
    starts it, once. */
-static void test_a_replica_never_holds_two_claims_of_one_message(
-    void **state)
+static void test_a_replica_never_holds_two_claims_of_one_message(void **state)
 {
     (void)state;
     char err[512], url[300], sql[256];
     const char *db = pg_db(NULL);
-    snprintf(url, sizeof url, "host=127.0.0.1 port=%d user=postgres "
-             "dbname=%s", pg.port, db);
-    struct queue_opts oa = { .backend = "postgres", .url = url,
-                             .password_file = pg.pwfile, .lease_s = 60,
-                             .retention_s = 86400, .idem_ttl_s = 86400 };
+    snprintf(url, sizeof url,
+             "host=127.0.0.1 port=%d user=postgres "
+             "dbname=%s",
+             pg.port, db);
+    struct queue_opts oa = { .backend = "postgres",
+                             .url = url,
+                             .password_file = pg.pwfile,
+                             .lease_s = 60,
+                             .retention_s = 86400,
+                             .idem_ttl_s = 86400 };
     struct queue_opts ob = oa;
     ob.lease_s = 1;
     struct queue *a, *b;
@@ -1895,8 +1913,7 @@ static void test_a_replica_never_holds_two_claims_of_one_message(
     struct queue_new m = { .blob = "x", .blob_len = 1 };
     atomic_int done = 0;
     queue_new_id(m.id);
-    assert_int_equal(queue_enqueue(a, &m, 1, NULL, enqueued, &done),
-                     QUEUE_OK);
+    assert_int_equal(queue_enqueue(a, &m, 1, NULL, enqueued, &done), QUEUE_OK);
     for (long long end = now_ms() + 5000; done == 0; sleep_ms(10))
         if (now_ms() > end)
             fail_msg("the enqueue did not finish");
@@ -1907,23 +1924,30 @@ static void test_a_replica_never_holds_two_claims_of_one_message(
                      QUEUE_OK);
     assert_int_equal(n, 1);
     queue_claimed_free(c, n);
-    snprintf(sql, sizeof sql, "UPDATE mailpool_messages SET lease_until ="
-             " 1 WHERE id = '%s'", m.id);
-    free(pg_sql(db, sql));          /* A's renewals failed meanwhile */
+    snprintf(sql, sizeof sql,
+             "UPDATE mailpool_messages SET lease_until ="
+             " 1 WHERE id = '%s'",
+             m.id);
+    free(pg_sql(db, sql)); /* A's renewals failed meanwhile */
     for (long long end = now_ms() + 8000;
          pg_count(db, "SELECT count(*) FROM mailpool_messages WHERE"
-                      " state = 0") != 1; sleep_ms(100))
+                      " state = 0") != 1;
+         sleep_ms(100))
         if (now_ms() > end)
             fail_msg("B's reaper did not queue the lapsed claim again");
     assert_int_equal(queue_claim(a, (double)time(NULL) + 1, 10, 60, &c, &n),
                      QUEUE_OK);
-    assert_int_equal(n, 0);         /* held here already */
+    assert_int_equal(n, 0); /* held here already */
     queue_claimed_free(c, n);
     assert_int_equal(queue_start(a, m.id), QUEUE_OK);
-    struct queue_attempt at = { .at = (double)time(NULL), .code = 250,
-                                .status = "sent", .enhanced = "2.0.0",
-                                .text = "ok", .accepted = "r@example.org",
-                                .rejected = "", .error = "" };
+    struct queue_attempt at = { .at = (double)time(NULL),
+                                .code = 250,
+                                .status = "sent",
+                                .enhanced = "2.0.0",
+                                .text = "ok",
+                                .accepted = "r@example.org",
+                                .rejected = "",
+                                .error = "" };
     assert_int_equal(queue_record(a, m.id, &at, QUEUE_SENT, 0), QUEUE_OK);
     assert_int_equal(queue_claim(b, (double)time(NULL) + 1, 10, 1, &c, &n),
                      QUEUE_OK);
@@ -1964,13 +1988,13 @@ static void test_three_replicas_deliver_a_batch_exactly_once(void **state)
     }
     const char *db = pg_db("replicas-batch");
     assert_int_equal(msgs_total(p), N);
-    assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_claims"),
-                     N);
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_claims"), N);
     assert_int_equal(pg_count(db, "SELECT count(*) FROM (SELECT message"
-                              " FROM mailpool_claims GROUP BY message"
-                              " HAVING count(*) > 1) d"), 0);
+                                  " FROM mailpool_claims GROUP BY message"
+                                  " HAVING count(*) > 1) d"),
+                     0);
     assert_true(pg_count(db, "SELECT count(DISTINCT owner) FROM"
-                         " mailpool_claims") >= 2);
+                             " mailpool_claims") >= 2);
     peer_stop(p);
 }
 
@@ -1996,14 +2020,14 @@ static void test_replica_killed_started_end_unknown_unstarted_sent_once(
     for (long long end = now_ms() + 10000;; sleep_ms(20)) {
         if (peer_conn_count(p) >= 2 &&
             pg_count(db, "SELECT count(*) FROM mailpool_messages WHERE"
-                     " state = 2") >= 4)
+                         " state = 2") >= 4)
             break;
         if (now_ms() > end)
             fail_msg("the first replica never had four messages claimed");
     }
-    sleep_ms(500);                      /* both dots are out, unanswered */
+    sleep_ms(500); /* both dots are out, unanswered */
     long claimed = pg_count(db, "SELECT count(*) FROM mailpool_claims");
-    assert_int_equal(claimed, 4);       /* two on the wire, two waiting */
+    assert_int_equal(claimed, 4); /* two on the wire, two waiting */
     mpserve_signal(a, SIGKILL);
     mpserve_wait(a, 5000);
     mpserve_free(a);
@@ -2016,7 +2040,7 @@ static void test_replica_killed_started_end_unknown_unstarted_sent_once(
         free(ids[i]);
     }
     free(ids);
-    sleep_ms(500);                      /* nothing more is sent */
+    sleep_ms(500); /* nothing more is sent */
     assert_int_equal(mpserve_stop_clean(b, 10000), 0);
     mpserve_free(b);
     /* The two on the wire ended unknown, with the reaper's attempt; the
@@ -2025,24 +2049,27 @@ static void test_replica_killed_started_end_unknown_unstarted_sent_once(
     assert_int_equal(sent, N - 2);
     assert_int_equal(msgs_total(p), N - 2);
     assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_attempts"
-                              " WHERE status = 'unknown' AND code = 421"),
+                                  " WHERE status = 'unknown' AND code = 421"),
                      2);
     /* The two claimed but never started: claimed by the dead replica
        and by the other, one attempt each (the first claim uncounted),
        sent. */
     assert_int_equal(pg_count(db, "SELECT count(*) FROM (SELECT message"
-                              " FROM mailpool_claims GROUP BY message"
-                              " HAVING count(DISTINCT owner) = 2 AND"
-                              " count(*) = 2) d"), 2);
+                                  " FROM mailpool_claims GROUP BY message"
+                                  " HAVING count(DISTINCT owner) = 2 AND"
+                                  " count(*) = 2) d"),
+                     2);
     assert_int_equal(pg_count(db, "SELECT count(*) FROM (SELECT message"
-                              " FROM mailpool_claims GROUP BY message"
-                              " HAVING count(*) > 1) d"), 2);
+                                  " FROM mailpool_claims GROUP BY message"
+                                  " HAVING count(*) > 1) d"),
+                     2);
     assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_messages m"
-                              " WHERE state = 4 AND attempts = 1 AND id IN"
-                              " (SELECT message FROM mailpool_claims GROUP"
-                              " BY message HAVING count(*) = 2) AND (SELECT"
-                              " count(*) FROM mailpool_attempts WHERE"
-                              " message = m.id) = 1"), 2);
+                                  " WHERE state = 4 AND attempts = 1 AND id IN"
+                                  " (SELECT message FROM mailpool_claims GROUP"
+                                  " BY message HAVING count(*) = 2) AND (SELECT"
+                                  " count(*) FROM mailpool_attempts WHERE"
+                                  " message = m.id) = 1"),
+                     2);
     peer_stop(p);
 }
 
@@ -2100,14 +2127,17 @@ static void scale_run(const char *name, int R, size_t NB, size_t PER)
         free(ids);
     }
     long long posted = now_ms();
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM mailpool_messages"
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM mailpool_messages"
              " WHERE state = 4");
     for (long long end = now_ms() + 240000; pg_count(db, sql) < (long)N;
          sleep_ms(250))
         if (now_ms() > end)
             fail_msg("%ld of %zu sent in 240 s", pg_count(db, sql), N);
-    fprintf(stderr, "%d replicas: %zu messages posted in %lld ms, all sent"
-            " after %lld ms\n", R, N, posted - t0, now_ms() - t0);
+    fprintf(stderr,
+            "%d replicas: %zu messages posted in %lld ms, all sent"
+            " after %lld ms\n",
+            R, N, posted - t0, now_ms() - t0);
     for (int r = 0; r < R; r++) {
         assert_int_equal(mpserve_stop_clean(s[r], 20000), 0);
         mpserve_free(s[r]);
@@ -2118,17 +2148,18 @@ static void scale_run(const char *name, int R, size_t NB, size_t PER)
     assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_claims"),
                      (long)N);
     assert_int_equal(pg_count(db, "SELECT count(*) FROM (SELECT message"
-                              " FROM mailpool_claims GROUP BY message"
-                              " HAVING count(*) > 1) d"), 0);
+                                  " FROM mailpool_claims GROUP BY message"
+                                  " HAVING count(*) > 1) d"),
+                     0);
     assert_int_equal(pg_count(db, "SELECT count(DISTINCT owner) FROM"
-                              " mailpool_claims"), R);
+                                  " mailpool_claims"),
+                     R);
     peer_stop(p);
 }
 
 /* Two replicas on one database, 10,000 messages posted across both:
    each delivered exactly once, each claimed once. */
-static void test_two_replicas_deliver_10000_messages_exactly_once(
-    void **state)
+static void test_two_replicas_deliver_10000_messages_exactly_once(void **state)
 {
     (void)state;
     scale_run("scale-two", 2, 20, 500);
@@ -2136,8 +2167,7 @@ static void test_two_replicas_deliver_10000_messages_exactly_once(
 
 /* Four replicas on one database, 10,000 messages posted across them:
    each delivered exactly once, each claimed once, by all four. */
-static void test_four_replicas_deliver_10000_messages_exactly_once(
-    void **state)
+static void test_four_replicas_deliver_10000_messages_exactly_once(void **state)
 {
     (void)state;
     scale_run("scale-four", 4, 20, 500);
@@ -2163,21 +2193,20 @@ static void test_retention_purges_messages_with_their_claim_log(void **state)
     assert_int_equal(mpserve_stop_clean(s, 10000), 0);
     mpserve_free(s);
     const char *db = pg_db("retention");
-    assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_claims"),
-                     3);
-    sleep_ms(1500);                     /* past the retention */
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_claims"), 3);
+    sleep_ms(1500); /* past the retention */
     s = svc(p, "retention", keep1);
-    for (long long end = now_ms() + 10000; pg_count(db, "SELECT count(*)"
-             " FROM mailpool_messages") > 0; sleep_ms(100))
+    for (long long end = now_ms() + 10000;
+         pg_count(db, "SELECT count(*)"
+                      " FROM mailpool_messages") > 0;
+         sleep_ms(100))
         if (now_ms() > end)
             fail_msg("finished messages were not purged");
-    sleep_ms(300);                      /* the purge's last statements */
+    sleep_ms(300); /* the purge's last statements */
     assert_int_equal(mpserve_stop_clean(s, 10000), 0);
     mpserve_free(s);
-    assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_attempts"),
-                     0);
-    assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_claims"),
-                     0);
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_attempts"), 0);
+    assert_int_equal(pg_count(db, "SELECT count(*) FROM mailpool_claims"), 0);
     assert_int_equal(msgs_total(p), 3);
     peer_stop(p);
 }
@@ -2210,7 +2239,7 @@ static void test_ten_replicas_starting_at_once_migrate_once(void **state)
     struct peer *p = relay("{}");
     struct starter st[R];
     pthread_t t[R];
-    const char *db = pg_db("replicas-ten");      /* created, empty */
+    const char *db = pg_db("replicas-ten"); /* created, empty */
     for (int r = 0; r < R; r++) {
         st[r].p = p;
         st[r].s = NULL;
@@ -2238,11 +2267,14 @@ static void test_ten_replicas_starting_at_once_migrate_once(void **state)
     /* Each schema version applied once (four today), all by one of
        the ten. */
     assert_int_equal(pg_count(db, "SELECT count(*) FROM"
-                              " mailpool_migrations"), 4);
+                                  " mailpool_migrations"),
+                     4);
     assert_int_equal(pg_count(db, "SELECT count(DISTINCT version) FROM"
-                              " mailpool_migrations"), 4);
+                                  " mailpool_migrations"),
+                     4);
     assert_int_equal(pg_count(db, "SELECT count(DISTINCT applied_by) FROM"
-                              " mailpool_migrations"), 1);
+                                  " mailpool_migrations"),
+                     1);
     peer_stop(p);
 }
 #endif
@@ -2293,7 +2325,7 @@ int main(void)
        idempotency test runs 50 clients at once). */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return 1;
-    if (getenv("QUEUE_TEST_FILTER") != NULL)      /* one test by name */
+    if (getenv("QUEUE_TEST_FILTER") != NULL) /* one test by name */
         cmocka_set_test_filter(getenv("QUEUE_TEST_FILTER"));
 #ifdef QUEUE_TEST_PG
     if (pg_up() < 0)

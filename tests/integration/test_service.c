@@ -83,7 +83,7 @@ static void test_one_message_is_sent_and_reaches_the_relay_once(void **state)
     free(ct);
     free(rid);
     http_resp_free(&r);
-    get(fx, "/readyz", &r);         /* a live relay connection: ready */
+    get(fx, "/readyz", &r); /* a live relay connection: ready */
     expect_status(&r, 200);
     http_resp_free(&r);
     assert_int_equal(mpserve_stop(fx->svc, STOP_MS), 0);
@@ -104,16 +104,16 @@ static void test_header_pairs_keep_order_lines_join_crlf_raw_is_verbatim(
          "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
          "\"headers\":[[\"X-Zulu\",\"1\"],[\"Subject\",\"pairs\"],"
          "[\"X-Alpha\",\"2\"],[\"X-Zulu\",\"3\"]],"
-         "\"body\":[\"line one\",\".starts with a dot\",\"\",\"last\"]}", &r);
+         "\"body\":[\"line one\",\".starts with a dot\",\"\",\"last\"]}",
+         &r);
     expect_status(&r, 200);
     http_resp_free(&r);
     /* raw: a whole message, sent as it is (nothing added). */
-    static const char raw[] =
-        "From: Someone <sender@example.com>\r\n"
-        "To: rcpt@example.net\r\n"
-        "Subject: raw one\r\n"
-        "\r\n"
-        "raw body\r\n";
+    static const char raw[] = "From: Someone <sender@example.com>\r\n"
+                              "To: rcpt@example.net\r\n"
+                              "Subject: raw one\r\n"
+                              "\r\n"
+                              "raw body\r\n";
     json_t *req = json_pack("{s:s, s:[s], s:s}", "from", "sender@example.com",
                             "to", "rcpt@example.net", "raw", raw);
     char *body = json_dumps(req, JSON_COMPACT);
@@ -173,9 +173,8 @@ static void test_batch_of_20_answers_in_input_order_delivers_each_once(
         snprintf(rcpt, sizeof rcpt, "rcpt-%02d@example.net", i);
         json_array_append_new(msgs, json_pack("{s:s, s:[s], s:{s:s}, s:s}",
                                               "from", "sender@example.com",
-                                              "to", rcpt, "headers",
-                                              "Subject", subject, "body",
-                                              subject));
+                                              "to", rcpt, "headers", "Subject",
+                                              subject, "body", subject));
     }
     json_t *req = json_pack("{s:o}", "messages", msgs);
     char *body = json_dumps(req, JSON_COMPACT);
@@ -200,7 +199,7 @@ static void test_batch_of_20_answers_in_input_order_delivers_each_once(
     json_decref(j);
     http_resp_free(&r);
     assert_int_equal(peer_wait_messages(fx->peer, N, 10000), N);
-    sleep_ms(200);              /* a 21st would show up here */
+    sleep_ms(200); /* a 21st would show up here */
     assert_int_equal(peer_messages(fx->peer, &m, &n), 0);
     assert_int_equal(n, N);
     for (int i = 0; i < N; i++) {
@@ -249,9 +248,9 @@ static void test_partial_rejection_is_700_with_losers_and_delivers_winner(
     assert_string_equal(jstr(r0, "enhanced"), "5.1.1");
     json_t *text = json_object_get(r0, "text");
     assert_true(json_is_array(text));
-    assert_non_null(strstr(json_string_value(json_array_get(text, 0)),
-                           "User unknown"));
-    assert_int_equal(jint(j, "attempts"), 1);   /* final: not retried */
+    assert_non_null(
+        strstr(json_string_value(json_array_get(text, 0)), "User unknown"));
+    assert_int_equal(jint(j, "attempts"), 1); /* final: not retried */
     json_decref(j);
     http_resp_free(&r);
     assert_int_equal(peer_wait_messages(fx->peer, 1, 5000), 1);
@@ -270,8 +269,7 @@ static void send_all_rejected(struct fx *fx)
     struct http_resp r;
     static const char *const to[] = { "bad1@example.net", "bad2@example.net",
                                       NULL };
-    char *body = message_json("sender@example.com", to, "nobody-wants-it",
-                              "x");
+    char *body = message_json("sender@example.com", to, "nobody-wants-it", "x");
     post(fx, "/v1/messages", body, &r);
     free(body);
     expect_status(&r, 200);
@@ -327,8 +325,7 @@ static void test_all_rejected_pipelined_data_is_refused_and_no_body_sent(
     free(out);
 }
 
-static void test_421_at_mail_is_retried_on_a_fresh_connection_once(
-    void **state)
+static void test_421_at_mail_is_retried_on_a_fresh_connection_once(void **state)
 {
     struct fx *fx = *state;
     struct peer_msg *m;
@@ -376,13 +373,13 @@ static void test_idle_pooled_connection_closed_by_server_loses_nothing(
     json_t *j = send_simple(fx, "idle-1");
     assert_string_equal(jstr(j, "status"), "sent");
     json_decref(j);
-    sleep_ms(1800);             /* the sink has closed the idle connection */
+    sleep_ms(1800); /* the sink has closed the idle connection */
     j = send_simple(fx, "idle-2");
     assert_string_equal(jstr(j, "status"), "sent");
     assert_int_equal(jint(j, "code"), 250);
     json_decref(j);
     assert_int_equal(peer_wait_messages(fx->peer, 2, 5000), 2);
-    sleep_ms(300);              /* a resent copy would show up here */
+    sleep_ms(300); /* a resent copy would show up here */
     assert_int_equal(peer_messages(fx->peer, &m, &n), 0);
     assert_int_equal(n, 2);
     assert_int_equal(count_subject(m, n, "idle-1"), 1);
@@ -396,8 +393,7 @@ static void test_idle_pooled_connection_closed_by_server_loses_nothing(
     http_resp_free(&r);
 }
 
-static void test_drop_after_final_dot_is_unknown_and_never_resent(
-    void **state)
+static void test_drop_after_final_dot_is_unknown_and_never_resent(void **state)
 {
     struct fx *fx = *state;
     struct peer_msg *m;
@@ -425,8 +421,7 @@ static void test_drop_after_final_dot_is_unknown_and_never_resent(
     assert_int_equal(peer_conn_count(fx->peer), 2);
 }
 
-static void test_421_reply_to_final_dot_is_a_refusal_and_is_retried(
-    void **state)
+static void test_421_reply_to_final_dot_is_a_refusal_and_is_retried(void **state)
 {
     struct fx *fx = *state;
     struct peer_msg *m;
@@ -468,16 +463,16 @@ static void test_5xx_at_mail_fails_at_once_without_retry(void **state)
     assert_int_equal(peer_wait_messages(fx->peer, 1, 100), 0);
 }
 
-static void test_unreachable_relay_is_502_problem_naming_the_cause(
-    void **state)
+static void test_unreachable_relay_is_502_problem_naming_the_cause(void **state)
 {
     struct fx *fx = *state;
     struct http_resp r;
-    int dead = mpserve_free_port();  /* nothing listens there */
+    int dead = mpserve_free_port(); /* nothing listens there */
     assert_true(dead > 0);
-    start_svc_at(fx, dead, (const char *const[]){
-                     "--pool-retries", "1", "--pool-retry-backoff-ms", "20",
-                     NULL });
+    start_svc_at(fx, dead,
+                 (const char *const[]){ "--pool-retries", "1",
+                                        "--pool-retry-backoff-ms", "20",
+                                        NULL });
     char *body = simple_json("nowhere");
     post(fx, "/v1/messages", body, &r);
     free(body);
@@ -487,10 +482,10 @@ static void test_unreachable_relay_is_502_problem_naming_the_cause(
         strcasestr(detail, "connect") == NULL)
         fail_msg("502 detail does not name the cause: %s", detail);
     assert_int_equal(jint(p, "status"), 502);
-    assert_int_equal(jint(p, "attempts"), 2);   /* 1 + --pool-retries 1 */
+    assert_int_equal(jint(p, "attempts"), 2); /* 1 + --pool-retries 1 */
     json_decref(p);
     http_resp_free(&r);
-    get(fx, "/readyz", &r);         /* no relay: not ready, but alive */
+    get(fx, "/readyz", &r); /* no relay: not ready, but alive */
     expect_status(&r, 503);
     http_resp_free(&r);
     get(fx, "/healthz", &r);
@@ -540,7 +535,7 @@ static void test_full_queue_answers_503_retry_after_and_loses_nothing(
     assert_true(ok >= 1);
     assert_int_equal((int)n, ok);
     peer_msgs_free(m, n);
-    sleep_ms(300);              /* nothing turns up late either */
+    sleep_ms(300); /* nothing turns up late either */
     assert_int_equal(peer_wait_messages(fx->peer, (size_t)ok + 1, 100), ok);
 }
 
@@ -550,8 +545,7 @@ static void test_client_hanging_up_mid_flight_breaks_nothing(void **state)
     struct peer_msg *m;
     size_t n;
     char url[256];
-    static const char *const ct[] = { "Content-Type: application/json",
-                                      NULL };
+    static const char *const ct[] = { "Content-Type: application/json", NULL };
     start_fake(fx, "{\"rules\":[{\"match\":\"DOT\",\"conn\":1,"
                    "\"action\":\"delay:1\"}]}");
     START_SVC(fx, "--pool-workers", "2");

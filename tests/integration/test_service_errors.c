@@ -73,21 +73,21 @@ static void start_both(struct fx *fx, const char *const *extra)
     assert_non_null(fx->svc);
 }
 
-#define START(fx, ...) start_both((fx), (const char *const[]){ __VA_ARGS__, NULL })
+#define START(fx, ...) \
+    start_both((fx), (const char *const[]){ __VA_ARGS__, NULL })
 
 /* ---- HTTP through libcurl ---- */
 
 /* One request; fails the test when no HTTP answer came. */
 static void http_req(const char *method, const char *url,
-                     const char *const *headers, const char *body,
-                     int chunked, struct http_resp *r)
+                     const char *const *headers, const char *body, int chunked,
+                     struct http_resp *r)
 {
     if (http_request(method, url, headers, body, chunked, r) < 0)
         fail_msg("%s %s: %s", method, url, r->err);
 }
 
-static const char *const JSON_CT[] = { "Content-Type: application/json",
-                                       NULL };
+static const char *const JSON_CT[] = { "Content-Type: application/json", NULL };
 
 static void call(const struct fx *fx, const char *method, const char *path,
                  const char *const *headers, const char *body,
@@ -108,7 +108,8 @@ static json_t *resp_json(const struct http_resp *r)
     return j;
 }
 
-static void expect_status(const struct http_resp *r, long status, const char *what)
+static void expect_status(const struct http_resp *r, long status,
+                          const char *what)
 {
     if (r->status != status)
         fail_msg("%s: expected HTTP %ld, got %ld: %.500s", what, status,
@@ -139,7 +140,8 @@ static int has_field(json_t *p, const char *field)
 {
     json_t *e;
     size_t i;
-    json_array_foreach(json_object_get(p, "errors"), i, e) {
+    json_array_foreach(json_object_get(p, "errors"), i, e)
+    {
         const char *f = json_string_value(json_object_get(e, "field"));
         if (f != NULL && strcmp(f, field) == 0 &&
             json_is_string(json_object_get(e, "message")))
@@ -155,10 +157,9 @@ static void expect_nothing_sent(struct peer *p)
     for (int i = 1; i <= n; i++) {
         size_t len = 0;
         char *b = peer_conn_bytes(p, i, &len);
-        if (b != NULL && (strstr(b, "MAIL FROM:") != NULL ||
-                          strstr(b, "VRFY") != NULL))
-            fail_msg("the relay got a transaction on connection %d:\n%s", i,
-                     b);
+        if (b != NULL &&
+            (strstr(b, "MAIL FROM:") != NULL || strstr(b, "VRFY") != NULL))
+            fail_msg("the relay got a transaction on connection %d:\n%s", i, b);
         free(b);
     }
     assert_int_equal(peer_wait_messages(p, 1, 200), 0);
@@ -174,127 +175,379 @@ static void sleep_ms(long ms)
 /* ---- The problem+json table ---- */
 
 #define MAXF 3
-#define X10   "xxxxxxxxxx"
-#define X100  X10 X10 X10 X10 X10 X10 X10 X10 X10 X10
+#define X10 "xxxxxxxxxx"
+#define X100 X10 X10 X10 X10 X10 X10 X10 X10 X10 X10
 #define X1000 X100 X100 X100 X100 X100 X100 X100 X100 X100 X100
 
 struct pcase {
     const char *name;
     const char *method, *path;
-    const char *ctype;              /* NULL: no Content-Type */
+    const char *ctype; /* NULL: no Content-Type */
     const char *body;
     long status;
-    const char *fields[MAXF];       /* errors[].field that must be listed */
-    const char *header, *hvalue;    /* a header it must carry */
-    int line;                       /* 400: the line the parser stopped at */
+    const char *fields[MAXF];    /* errors[].field that must be listed */
+    const char *header, *hvalue; /* a header it must carry */
+    int line;                    /* 400: the line the parser stopped at */
 };
 
 static const struct pcase PROBLEMS[] = {
-    { "malformed JSON", "POST", "/v1/messages", "application/json",
-      "{\"from\": \"sender@example.com\",\n \"to\": [,]}", 400,
-      { "$" }, NULL, NULL, 2 },
-    { "duplicate member", "POST", "/v1/messages", "application/json",
+    { "malformed JSON",
+      "POST",
+      "/v1/messages",
+      "application/json",
+      "{\"from\": \"sender@example.com\",\n \"to\": [,]}",
+      400,
+      { "$" },
+      NULL,
+      NULL,
+      2 },
+    { "duplicate member",
+      "POST",
+      "/v1/messages",
+      "application/json",
       "{\"from\":\"sender@example.com\",\n\"to\":[\"rcpt@example.net\"],"
-      "\n\"from\":\"other@example.com\"}", 400, { "$" }, NULL, NULL, 3 },
-    { "trailing garbage", "POST", "/v1/messages", "application/json",
+      "\n\"from\":\"other@example.com\"}",
+      400,
+      { "$" },
+      NULL,
+      NULL,
+      3 },
+    { "trailing garbage",
+      "POST",
+      "/v1/messages",
+      "application/json",
       "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"]}\n"
-      "{}", 400, { "$" }, NULL, NULL, 2 },
-    { "NUL in a string", "POST", "/v1/messages", "application/json",
-      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
-      "\"body\":\"a\\u0000b\"}", 400, { "$" }, NULL, NULL, 1 },
-    { "empty body", "POST", "/v1/messages", "application/json", "", 400,
-      { "$" }, NULL, NULL, 1 },
-    { "not an object", "POST", "/v1/messages", "application/json", "[]",
-      422, { "$" }, NULL, NULL, 0 },
-    { "wrong types", "POST", "/v1/messages", "application/json",
-      "{\"from\":5,\"to\":\"rcpt@example.net\",\"body\":7}", 422,
-      { "from", "to", "body" }, NULL, NULL, 0 },
-    { "missing from", "POST", "/v1/messages", "application/json",
-      "{\"to\":[\"rcpt@example.net\"]}", 422, { "from" }, NULL, NULL, 0 },
-    { "empty to", "POST", "/v1/messages", "application/json",
-      "{\"from\":\"sender@example.com\",\"to\":[]}", 422, { "to" }, NULL,
-      NULL, 0 },
-    { "bad address", "POST", "/v1/messages", "application/json",
-      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\","
-      "\"no domain\"]}", 422, { "to[1]" }, NULL, NULL, 0 },
-    { "CR/LF in a header value", "POST", "/v1/messages", "application/json",
-      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
-      "\"headers\":{\"Subject\":\"hi\\r\\nBcc: spy@example.org\"}}", 422,
-      { "headers.Subject" }, NULL, NULL, 0 },
-    { "CR/LF in a header pair", "POST", "/v1/messages", "application/json",
-      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
-      "\"headers\":[[\"X-A\",\"1\"],[\"X-B\",\"2\\nX-C: 3\"]]}", 422,
-      { "headers[1][1]" }, NULL, NULL, 0 },
-    { "CR/LF in an address", "POST", "/v1/messages", "application/json",
-      "{\"from\":\"sender@example.com\\r\\nRCPT TO:<spy@example.org>\","
-      "\"to\":[\"rcpt@example.net\\r\\nDATA\"]}", 422, { "from", "to[0]" },
-      NULL, NULL, 0 },
-    { "unknown member", "POST", "/v1/messages", "application/json",
-      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
-      "\"priority\":\"high\"}", 422, { "priority" }, NULL, NULL, 0 },
-    { "relay chosen by the request", "POST", "/v1/messages",
+      "{}",
+      400,
+      { "$" },
+      NULL,
+      NULL,
+      2 },
+    { "NUL in a string",
+      "POST",
+      "/v1/messages",
       "application/json",
       "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
-      "\"host\":\"smtp.example.org\",\"port\":25}", 422, { "host", "port" },
-      NULL, NULL, 0 },
-    { "too many recipients", "POST", "/v1/messages", "application/json",
-      "{\"from\":\"sender@example.com\",\"to\":[\"a@example.net\","
-      "\"b@example.net\",\"c@example.net\"]}", 422, { "to" }, NULL, NULL, 0 },
-    { "raw beside body", "POST", "/v1/messages", "application/json",
+      "\"body\":\"a\\u0000b\"}",
+      400,
+      { "$" },
+      NULL,
+      NULL,
+      1 },
+    { "empty body",
+      "POST",
+      "/v1/messages",
+      "application/json",
+      "",
+      400,
+      { "$" },
+      NULL,
+      NULL,
+      1 },
+    { "not an object",
+      "POST",
+      "/v1/messages",
+      "application/json",
+      "[]",
+      422,
+      { "$" },
+      NULL,
+      NULL,
+      0 },
+    { "wrong types",
+      "POST",
+      "/v1/messages",
+      "application/json",
+      "{\"from\":5,\"to\":\"rcpt@example.net\",\"body\":7}",
+      422,
+      { "from", "to", "body" },
+      NULL,
+      NULL,
+      0 },
+    { "missing from",
+      "POST",
+      "/v1/messages",
+      "application/json",
+      "{\"to\":[\"rcpt@example.net\"]}",
+      422,
+      { "from" },
+      NULL,
+      NULL,
+      0 },
+    { "empty to",
+      "POST",
+      "/v1/messages",
+      "application/json",
+      "{\"from\":\"sender@example.com\",\"to\":[]}",
+      422,
+      { "to" },
+      NULL,
+      NULL,
+      0 },
+    { "bad address",
+      "POST",
+      "/v1/messages",
+      "application/json",
+      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\","
+      "\"no domain\"]}",
+      422,
+      { "to[1]" },
+      NULL,
+      NULL,
+      0 },
+    { "CR/LF in a header value",
+      "POST",
+      "/v1/messages",
+      "application/json",
       "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
-      "\"raw\":\"Subject: x\\r\\n\\r\\nx\\r\\n\",\"body\":\"y\"}", 422,
-      { "raw" }, NULL, NULL, 0 },
-    { "one bad message in a batch", "POST", "/v1/messages/batch",
+      "\"headers\":{\"Subject\":\"hi\\r\\nBcc: spy@example.org\"}}",
+      422,
+      { "headers.Subject" },
+      NULL,
+      NULL,
+      0 },
+    { "CR/LF in a header pair",
+      "POST",
+      "/v1/messages",
+      "application/json",
+      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
+      "\"headers\":[[\"X-A\",\"1\"],[\"X-B\",\"2\\nX-C: 3\"]]}",
+      422,
+      { "headers[1][1]" },
+      NULL,
+      NULL,
+      0 },
+    { "CR/LF in an address",
+      "POST",
+      "/v1/messages",
+      "application/json",
+      "{\"from\":\"sender@example.com\\r\\nRCPT TO:<spy@example.org>\","
+      "\"to\":[\"rcpt@example.net\\r\\nDATA\"]}",
+      422,
+      { "from", "to[0]" },
+      NULL,
+      NULL,
+      0 },
+    { "unknown member",
+      "POST",
+      "/v1/messages",
+      "application/json",
+      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
+      "\"priority\":\"high\"}",
+      422,
+      { "priority" },
+      NULL,
+      NULL,
+      0 },
+    { "relay chosen by the request",
+      "POST",
+      "/v1/messages",
+      "application/json",
+      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
+      "\"host\":\"smtp.example.org\",\"port\":25}",
+      422,
+      { "host", "port" },
+      NULL,
+      NULL,
+      0 },
+    { "too many recipients",
+      "POST",
+      "/v1/messages",
+      "application/json",
+      "{\"from\":\"sender@example.com\",\"to\":[\"a@example.net\","
+      "\"b@example.net\",\"c@example.net\"]}",
+      422,
+      { "to" },
+      NULL,
+      NULL,
+      0 },
+    { "raw beside body",
+      "POST",
+      "/v1/messages",
+      "application/json",
+      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
+      "\"raw\":\"Subject: x\\r\\n\\r\\nx\\r\\n\",\"body\":\"y\"}",
+      422,
+      { "raw" },
+      NULL,
+      NULL,
+      0 },
+    { "one bad message in a batch",
+      "POST",
+      "/v1/messages/batch",
       "application/json",
       "{\"messages\":[{\"from\":\"sender@example.com\",\"to\":"
       "[\"rcpt@example.net\"]},{\"from\":\"sender@example.com\","
-      "\"to\":[]}]}", 422, { "messages[1].to" }, NULL, NULL, 0 },
-    { "empty batch", "POST", "/v1/messages/batch", "application/json",
-      "{\"messages\":[]}", 422, { "messages" }, NULL, NULL, 0 },
-    { "verify without address", "POST", "/v1/verify", "application/json",
-      "{}", 422, { "address" }, NULL, NULL, 0 },
-    { "expand with CR/LF", "POST", "/v1/expand", "application/json",
-      "{\"list\":\"staff\\r\\nQUIT\"}", 422, { "list" }, NULL, NULL, 0 },
-    { "text/plain", "POST", "/v1/messages", "text/plain",
-      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"]}", 415,
-      { NULL }, NULL, NULL, 0 },
+      "\"to\":[]}]}",
+      422,
+      { "messages[1].to" },
+      NULL,
+      NULL,
+      0 },
+    { "empty batch",
+      "POST",
+      "/v1/messages/batch",
+      "application/json",
+      "{\"messages\":[]}",
+      422,
+      { "messages" },
+      NULL,
+      NULL,
+      0 },
+    { "verify without address",
+      "POST",
+      "/v1/verify",
+      "application/json",
+      "{}",
+      422,
+      { "address" },
+      NULL,
+      NULL,
+      0 },
+    { "expand with CR/LF",
+      "POST",
+      "/v1/expand",
+      "application/json",
+      "{\"list\":\"staff\\r\\nQUIT\"}",
+      422,
+      { "list" },
+      NULL,
+      NULL,
+      0 },
+    { "text/plain",
+      "POST",
+      "/v1/messages",
+      "text/plain",
+      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"]}",
+      415,
+      { NULL },
+      NULL,
+      NULL,
+      0 },
     /* A line SMTP cannot carry: refused here, not by the relay later. */
-    { "body line over 998 octets", "POST", "/v1/messages",
+    { "body line over 998 octets",
+      "POST",
+      "/v1/messages",
       "application/json",
       "{\"from\":\"a@example.com\",\"to\":[\"b@example.com\"],"
-      "\"body\":\"ok\\n" X1000 "\"}", 422, { "body" }, NULL, NULL, 0 },
-    { "raw line over 998 octets", "POST", "/v1/messages",
+      "\"body\":\"ok\\n" X1000 "\"}",
+      422,
+      { "body" },
+      NULL,
+      NULL,
+      0 },
+    { "raw line over 998 octets",
+      "POST",
+      "/v1/messages",
       "application/json",
       "{\"from\":\"a@example.com\",\"to\":[\"b@example.com\"],"
-      "\"raw\":\"Subject: " X1000 "\\r\\n\\r\\nhi\"}", 422, { "raw" },
-      NULL, NULL, 0 },
-    { "another charset", "POST", "/v1/messages",
+      "\"raw\":\"Subject: " X1000 "\\r\\n\\r\\nhi\"}",
+      422,
+      { "raw" },
+      NULL,
+      NULL,
+      0 },
+    { "another charset",
+      "POST",
+      "/v1/messages",
       "application/json; charset=iso-8859-1",
-      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"]}", 415,
-      { NULL }, NULL, NULL, 0 },
-    { "no Content-Type", "POST", "/v1/messages", NULL,
-      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"]}", 415,
-      { NULL }, NULL, NULL, 0 },
-    { "GET on a POST route", "GET", "/v1/messages/batch", NULL, NULL, 405,
-      { NULL }, "Allow", "POST", 0 },
-    { "DELETE on the message log", "DELETE", "/v1/messages", NULL, NULL,
-      405, { NULL }, "Allow", "GET, HEAD, POST", 0 },
-    { "DELETE on a POST route", "DELETE", "/v1/verify", NULL, NULL, 405,
-      { NULL }, "Allow", "POST", 0 },
-    { "POST on a GET route", "POST", "/healthz", "application/json", "{}",
-      405, { NULL }, "Allow", "GET", 0 },
-    { "unknown path", "GET", "/v2/messages", NULL, NULL, 404, { NULL },
-      NULL, NULL, 0 },
-    { "trailing slash", "POST", "/v1/messages/", "application/json", "{}",
-      404, { NULL }, NULL, NULL, 0 },
+      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"]}",
+      415,
+      { NULL },
+      NULL,
+      NULL,
+      0 },
+    { "no Content-Type",
+      "POST",
+      "/v1/messages",
+      NULL,
+      "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"]}",
+      415,
+      { NULL },
+      NULL,
+      NULL,
+      0 },
+    { "GET on a POST route",
+      "GET",
+      "/v1/messages/batch",
+      NULL,
+      NULL,
+      405,
+      { NULL },
+      "Allow",
+      "POST",
+      0 },
+    { "DELETE on the message log",
+      "DELETE",
+      "/v1/messages",
+      NULL,
+      NULL,
+      405,
+      { NULL },
+      "Allow",
+      "GET, HEAD, POST",
+      0 },
+    { "DELETE on a POST route",
+      "DELETE",
+      "/v1/verify",
+      NULL,
+      NULL,
+      405,
+      { NULL },
+      "Allow",
+      "POST",
+      0 },
+    { "POST on a GET route",
+      "POST",
+      "/healthz",
+      "application/json",
+      "{}",
+      405,
+      { NULL },
+      "Allow",
+      "GET",
+      0 },
+    { "unknown path",
+      "GET",
+      "/v2/messages",
+      NULL,
+      NULL,
+      404,
+      { NULL },
+      NULL,
+      NULL,
+      0 },
+    { "trailing slash",
+      "POST",
+      "/v1/messages/",
+      "application/json",
+      "{}",
+      404,
+      { NULL },
+      NULL,
+      NULL,
+      0 },
     /* A valid message: were the path cut at the NUL, it would be sent. */
-    { "%00 in the path", "POST", "/v1/messages%00/x", "application/json",
-      "{\"from\":\"a@example.com\",\"to\":[\"b@example.com\"]}",
-      404, { NULL }, NULL, NULL, 0 },
-    { "%00 at the end of the path", "POST", "/v1/messages%00",
+    { "%00 in the path",
+      "POST",
+      "/v1/messages%00/x",
       "application/json",
       "{\"from\":\"a@example.com\",\"to\":[\"b@example.com\"]}",
-      404, { NULL }, NULL, NULL, 0 },
+      404,
+      { NULL },
+      NULL,
+      NULL,
+      0 },
+    { "%00 at the end of the path",
+      "POST",
+      "/v1/messages%00",
+      "application/json",
+      "{\"from\":\"a@example.com\",\"to\":[\"b@example.com\"]}",
+      404,
+      { NULL },
+      NULL,
+      NULL,
+      0 },
 };
 
 static void check_problem_case(const struct fx *fx, const struct pcase *c)
@@ -312,7 +565,7 @@ static void check_problem_case(const struct fx *fx, const struct pcase *c)
         if (!has_field(p, c->fields[i]))
             fail_msg("%s: no error for field \"%s\" in %s", c->name,
                      c->fields[i], r.body);
-    if (c->status == 400) {         /* where the parser stopped */
+    if (c->status == 400) { /* where the parser stopped */
         char want[32];
         snprintf(want, sizeof want, "line %d", c->line);
         if (json_integer_value(json_object_get(p, "line")) != c->line)
@@ -354,7 +607,8 @@ static void test_problem_table_answers_400_422_415_405_404_sends_nothing(
                            NULL };
     call(fx, "POST", "/v1/messages", hdrs,
          "{\"from\":\"sender@example.com\",\"to\":[\"a@example.net\","
-         "\"b@example.net\"]}", &r);
+         "\"b@example.net\"]}",
+         &r);
     expect_status(&r, 200, "control");
     http_resp_free(&r);
     assert_int_equal(peer_wait_messages(fx->peer, 1, 5000), 1);
@@ -369,12 +623,11 @@ static void test_content_length_over_max_body_is_413_before_body_is_read(
     char *resp = NULL;
     /* Headers only: the 2000 announced bytes are never sent.  A server that
        waited for them would answer nothing within the 3 s. */
-    static const char req[] =
-        "POST /v1/messages HTTP/1.1\r\n"
-        "Host: 127.0.0.1\r\n"
-        "Content-Type: application/json\r\n"
-        "Content-Length: 2000\r\n"
-        "\r\n";
+    static const char req[] = "POST /v1/messages HTTP/1.1\r\n"
+                              "Host: 127.0.0.1\r\n"
+                              "Content-Type: application/json\r\n"
+                              "Content-Length: 2000\r\n"
+                              "\r\n";
     START(fx, "--http-max-body", "1k");
     int code = mpserve_raw_http(mpserve_port(fx->svc), req, sizeof req - 1,
                                 3000, &resp);
@@ -391,14 +644,13 @@ static void test_content_length_over_max_body_is_413_before_body_is_read(
     json_decref(p);
     free(resp);
     /* An absurd Content-Length is the same 413, not a crash. */
-    static const char huge[] =
-        "POST /v1/messages HTTP/1.1\r\n"
-        "Host: 127.0.0.1\r\n"
-        "Content-Type: application/json\r\n"
-        "Content-Length: 99999999999999999999999\r\n"
-        "\r\n";
-    code = mpserve_raw_http(mpserve_port(fx->svc), huge, sizeof huge - 1,
-                            3000, &resp);
+    static const char huge[] = "POST /v1/messages HTTP/1.1\r\n"
+                               "Host: 127.0.0.1\r\n"
+                               "Content-Type: application/json\r\n"
+                               "Content-Length: 99999999999999999999999\r\n"
+                               "\r\n";
+    code = mpserve_raw_http(mpserve_port(fx->svc), huge, sizeof huge - 1, 3000,
+                            &resp);
     assert_true(code == 413 || code == 400);
     free(resp);
     expect_nothing_sent(fx->peer);
@@ -411,7 +663,8 @@ static char *message_of_size(size_t size, const char *subject)
     int n = snprintf(head, sizeof head,
                      "{\"from\":\"sender@example.com\",\"to\":"
                      "[\"rcpt@example.net\"],\"headers\":{\"Subject\":\"%s\"},"
-                     "\"body\":\"", subject);
+                     "\"body\":\"",
+                     subject);
     assert_true(n > 0 && (size_t)n + 2 < size);
     char *s = malloc(size + 1);
     assert_non_null(s);
@@ -511,12 +764,13 @@ static void test_request_bytes_over_max_inflight_are_503_and_come_back(
                                "\"conn\":1,\"times\":1,"
                                "\"action\":\"delay:2\"}]}");
     assert_non_null(fx->peer);
-    fx->svc = mpserve_start(peer_port(fx->peer), (const char *const[]){
-        "--http-max-body", "64k", "--http-max-inflight", "100k",
-        "--pool-workers", "1", "--pool-connections", "1", NULL });
+    fx->svc = mpserve_start(
+        peer_port(fx->peer),
+        (const char *const[]){ "--http-max-body", "64k", "--http-max-inflight",
+                               "100k", "--pool-workers", "1",
+                               "--pool-connections", "1", NULL });
     assert_non_null(fx->svc);
-    snprintf(held.url, sizeof held.url, "%s/v1/messages",
-             mpserve_url(fx->svc));
+    snprintf(held.url, sizeof held.url, "%s/v1/messages", mpserve_url(fx->svc));
     held.body = message_of_lines(60000, "held");
     assert_int_equal(pthread_create(&th, NULL, held_post_main, &held), 0);
     sleep_ms(700);
@@ -589,8 +843,8 @@ static void test_bearer_keys_401_without_or_wrong_key_200_with_second(
         "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
         "\"headers\":{\"Subject\":\"keyed\"},\"body\":\"x\"}";
     /* Keys come from the environment (no flag: it would show in ps). */
-    assert_int_equal(setenv("MAILPOOL_HTTP_API_KEYS",
-                            "k1-first-4c1d,k2-second-9e0f", 1), 0);
+    assert_int_equal(
+        setenv("MAILPOOL_HTTP_API_KEYS", "k1-first-4c1d,k2-second-9e0f", 1), 0);
     START(fx, "--http-threads", "2");
     unsetenv("MAILPOOL_HTTP_API_KEYS");
     static const char missing[] = "Bearer realm=\"mailpool\"";
@@ -603,8 +857,7 @@ static void test_bearer_keys_401_without_or_wrong_key_200_with_second(
         { "Authorization: Basic azEtZmlyc3QtNGMxZA==", "another scheme",
           missing },
         { "Authorization: Bearer nope", "a wrong key", invalid },
-        { "Authorization: Bearer k1-first-4c1", "a prefix of a key",
-          invalid },
+        { "Authorization: Bearer k1-first-4c1", "a prefix of a key", invalid },
         { "Authorization: Bearer k1-first-4c1dX", "a key and more", invalid },
         { "Authorization: Bearer k1-first-4c1d,k2-second-9e0f",
           "the whole list", invalid },
@@ -640,8 +893,8 @@ static void test_bearer_keys_401_without_or_wrong_key_200_with_second(
     http_resp_free(&r);
     assert_int_equal(peer_wait_messages(fx->peer, 1, 5000), 1);
     /* The operations routes need no key (the OpenAPI description says so). */
-    static const char *const open_paths[] = { "/healthz", "/readyz",
-                                              "/metrics", "/openapi.json" };
+    static const char *const open_paths[] = { "/healthz", "/readyz", "/metrics",
+                                              "/openapi.json" };
     for (size_t i = 0; i < 4; i++) {
         call(fx, "GET", open_paths[i], NULL, NULL, &r);
         expect_status(&r, 200, open_paths[i]);
@@ -660,7 +913,7 @@ static const char *probe_body(const char *path)
         return "{\"list\":\"staff\"}";
     if (strcmp(path, "/v1/help") == 0)
         return "{}";
-    return "{\"to\":[]}";       /* a 422 for the message routes */
+    return "{\"to\":[]}"; /* a 422 for the message routes */
 }
 
 static void test_openapi_json_is_3_1_and_documents_every_route_answer(
@@ -668,12 +921,19 @@ static void test_openapi_json_is_3_1_and_documents_every_route_answer(
 {
     struct fx *fx = *state;
     struct http_resp r;
-    static const char *const paths[] = {
-        "/v1/messages", "/v1/messages/batch", "/v1/verify", "/v1/expand",
-        "/v1/help", "/healthz", "/readyz", "/metrics", "/openapi.json",
-        "/v1/messages/preview", "/v1/messages/{id}",
-        "/v1/messages/{id}/cancel", "/ui"
-    };
+    static const char *const paths[] = { "/v1/messages",
+                                         "/v1/messages/batch",
+                                         "/v1/verify",
+                                         "/v1/expand",
+                                         "/v1/help",
+                                         "/healthz",
+                                         "/readyz",
+                                         "/metrics",
+                                         "/openapi.json",
+                                         "/v1/messages/preview",
+                                         "/v1/messages/{id}",
+                                         "/v1/messages/{id}/cancel",
+                                         "/ui" };
     START(fx, "--pool-workers", "1");
     call(fx, "GET", "/openapi.json", NULL, NULL, &r);
     expect_status(&r, 200, "/openapi.json");
@@ -695,10 +955,12 @@ static void test_openapi_json_is_3_1_and_documents_every_route_answer(
        is one of its documented responses. */
     const char *path;
     json_t *item;
-    json_object_foreach(dpaths, path, item) {
+    json_object_foreach(dpaths, path, item)
+    {
         const char *method;
         json_t *op;
-        json_object_foreach(item, method, op) {
+        json_object_foreach(item, method, op)
+        {
             char status[8];
             int post = strcmp(method, "post") == 0;
             if (!post && strcmp(method, "get") != 0)
@@ -714,14 +976,14 @@ static void test_openapi_json_is_3_1_and_documents_every_route_answer(
         }
         /* Statuses every POST route can answer are documented on it. */
         json_t *post = json_object_get(item, "post");
-        static const char *const must[] = { "200", "400", "401", "413", "415",
-                                            "422", "503" };
+        static const char *const must[] = { "200", "400", "401", "413",
+                                            "415", "422", "503" };
         int bodyless = strcmp(path, "/v1/messages/{id}/cancel") == 0;
         for (size_t k = 0; post != NULL && k < 7; k++)
             if ((!bodyless || (strcmp(must[k], "415") != 0 &&
                                strcmp(must[k], "422") != 0)) &&
-                json_object_get(json_object_get(post, "responses"),
-                                must[k]) == NULL)
+                json_object_get(json_object_get(post, "responses"), must[k]) ==
+                    NULL)
                 fail_msg("POST %s does not document %s", path, must[k]);
     }
     json_t *send = json_object_get(json_object_get(dpaths, "/v1/messages"),
@@ -750,8 +1012,7 @@ static int listen_any(int *port)
     return fd;
 }
 
-static void test_bad_config_exits_2_naming_the_key_before_binding(
-    void **state)
+static void test_bad_config_exits_2_naming_the_key_before_binding(void **state)
 {
     static const struct {
         const char *flag, *value, *key;
@@ -774,9 +1035,10 @@ static void test_bad_config_exits_2_naming_the_key_before_binding(
     snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int own_listen = strcmp(bad[i].flag, "--http-listen") == 0;
-        const char *argv[] = { "serve", "--http-listen",
-                               own_listen ? bad[i].value : listen,
-                               bad[i].flag, bad[i].value, NULL };
+        const char *argv[] = {
+            "serve",     "--http-listen", own_listen ? bad[i].value : listen,
+            bad[i].flag, bad[i].value,    NULL
+        };
         char *out = NULL;
         int rc = mpserve_run(argv, 10000, &out);
         if (rc != 2 || out == NULL || strstr(out, bad[i].key) == NULL)
@@ -799,8 +1061,9 @@ static void test_bad_config_exits_2_naming_the_key_before_binding(
     free(out);
     close(fd);
     /* And the port it was given stayed ours the whole time: still free. */
-    assert_int_equal(mpserve_raw_http(port, "GET /healthz HTTP/1.0\r\n\r\n",
-                                      25, 300, &out), -1);
+    assert_int_equal(
+        mpserve_raw_http(port, "GET /healthz HTTP/1.0\r\n\r\n", 25, 300, &out),
+        -1);
     free(out);
 }
 

@@ -41,14 +41,22 @@ static void test_verify_expand_help_answer_code_and_reply_lines(void **state)
         long long code;
         const char *lines[4];
     } cases[] = {
-        { "/v1/verify", "{\"address\":\"fred\"}", 250,
+        { "/v1/verify",
+          "{\"address\":\"fred\"}",
+          250,
           { "2.1.5 Fred Smith", "2.1.5 <fred@example.org>" } },
-        { "/v1/expand", "{\"list\":\"staff\"}", 250,
+        { "/v1/expand",
+          "{\"list\":\"staff\"}",
+          250,
           { "Alice <alice@example.org>", "Bob <bob@example.org>",
             "Carol <carol@example.org>" } },
-        { "/v1/help", "{\"topic\":\"MAIL\"}", 214,
+        { "/v1/help",
+          "{\"topic\":\"MAIL\"}",
+          214,
           { "MAIL FROM:<sender>", "End of HELP info" } },
-        { "/v1/help", "{}", 214,
+        { "/v1/help",
+          "{}",
+          214,
           { "2.0.0 Commands:", "EHLO HELO MAIL RCPT DATA RSET NOOP VRFY "
                                "EXPN HELP QUIT STARTTLS" } },
     };
@@ -148,7 +156,8 @@ static void test_sigterm_drains_in_flight_messages_and_exits_0(void **state)
 static void check_exposition(const char *text)
 {
     static const char name[] = "[a-zA-Z_:][a-zA-Z0-9_:]*";
-    static const char label[] = "[a-zA-Z_][a-zA-Z0-9_]*=\"([^\"\\\\\n]|\\\\.)*\"";
+    static const char label[] =
+        "[a-zA-Z_][a-zA-Z0-9_]*=\"([^\"\\\\\n]|\\\\.)*\"";
     static const char value[] =
         "(-?[0-9]+(\\.[0-9]*)?([eE][-+]?[0-9]+)?|[-+]?Inf|NaN)";
     char pat[1024], typed[64][128];
@@ -240,13 +249,11 @@ static void check_histogram(const char *text, const char *family,
     if (llen == 0)
         snprintf(key, sizeof key, "%s_sum", family);
     else
-        snprintf(key, sizeof key, "%s_sum{%.*s}", family, (int)llen - 1,
-                 label);
+        snprintf(key, sizeof key, "%s_sum{%.*s}", family, (int)llen - 1, label);
     assert_true(sample(text, key) >= 0);
 }
 
-static void test_metrics_parse_as_prometheus_text_and_count_sent(
-    void **state)
+static void test_metrics_parse_as_prometheus_text_and_count_sent(void **state)
 {
     struct fx *fx = *state;
     struct http_resp r;
@@ -260,14 +267,14 @@ static void test_metrics_parse_as_prometheus_text_and_count_sent(
     }
     static const char *const bad[] = { "bad@example.net", NULL };
     char *body = message_json("sender@example.com", bad, "x", "y");
-    post(fx, "/v1/messages", body, &r);     /* 700 rejected */
+    post(fx, "/v1/messages", body, &r); /* 700 rejected */
     free(body);
     expect_status(&r, 200);
     http_resp_free(&r);
-    post(fx, "/v1/messages", "{\"to\":[]}", &r);    /* 422 */
+    post(fx, "/v1/messages", "{\"to\":[]}", &r); /* 422 */
     expect_status(&r, 422);
     http_resp_free(&r);
-    sleep_ms(100);              /* request counters land at completion */
+    sleep_ms(100); /* request counters land at completion */
 
     get(fx, "/metrics", &r);
     expect_status(&r, 200);
@@ -278,10 +285,10 @@ static void test_metrics_parse_as_prometheus_text_and_count_sent(
     const char *text = r.body;
     assert_non_null(text);
     check_exposition(text);
-    assert_null(strchr(text, '@'));         /* never an address */
+    assert_null(strchr(text, '@')); /* never an address */
     assert_true(sample(text, "mailpool_messages_total{status=\"sent\"}") == 3);
-    assert_true(sample(text,
-                       "mailpool_messages_total{status=\"rejected\"}") == 1);
+    assert_true(sample(text, "mailpool_messages_total{status=\"rejected\"}") ==
+                1);
     assert_true(sample(text, "mailpool_http_requests_total{route=\"/v1/"
                              "messages\",status=\"200\"}") == 4);
     assert_true(sample(text, "mailpool_http_requests_total{route=\"/v1/"
@@ -327,7 +334,9 @@ static void test_request_log_one_line_per_request_no_body_key_or_address(
     /* A refused one (422 naming the bad address) and a GET. */
     assert_int_equal(http_req("POST", url, hdrs,
                               "{\"from\":\"sender@example.com\",\"to\":"
-                              "[\"rcpt@@example.net\"]}", &r), 0);
+                              "[\"rcpt@@example.net\"]}",
+                              &r),
+                     0);
     expect_status(&r, 422);
     http_resp_free(&r);
     get(fx, "/healthz", &r);
@@ -347,7 +356,7 @@ static void test_request_log_one_line_per_request_no_body_key_or_address(
             nreq++;
             q++;
         }
-        if (nreq >= 4)          /* 3 + mpserve's /healthz probe(s) */
+        if (nreq >= 4) /* 3 + mpserve's /healthz probe(s) */
             break;
     }
     assert_null(strstr(log, "secret-body"));
@@ -366,7 +375,8 @@ static void test_request_log_one_line_per_request_no_body_key_or_address(
         if (!json_is_object(o))
             fail_msg("log line is not a JSON object: %s", l);
         /* '@' only inside a Message-ID (RFC 5322 msg-id has one). */
-        json_object_foreach(o, key, v) {
+        json_object_foreach(o, key, v)
+        {
             if (json_is_string(v) && strcmp(key, "message_id") != 0 &&
                 strchr(json_string_value(v), '@') != NULL)
                 fail_msg("'@' in log field %s: %s", key, l);
@@ -375,8 +385,8 @@ static void test_request_log_one_line_per_request_no_body_key_or_address(
         if (ev != NULL && strcmp(ev, "request") == 0) {
             nreq++;
             nposts += strcmp(jstr(o, "route"), "/v1/messages") == 0;
-            assert_non_null(json_string_value(json_object_get(o,
-                                                              "request_id")));
+            assert_non_null(
+                json_string_value(json_object_get(o, "request_id")));
             assert_true(json_is_integer(json_object_get(o, "status")));
             if (strcmp(jstr(o, "request_id"), rid) == 0) {
                 found++;
@@ -384,7 +394,7 @@ static void test_request_log_one_line_per_request_no_body_key_or_address(
                 assert_string_equal(jstr(o, "route"), "/v1/messages");
             }
         }
-        if (ev != NULL && strcmp(ev, "smtp") == 0) {  /* the transaction */
+        if (ev != NULL && strcmp(ev, "smtp") == 0) { /* the transaction */
             assert_string_equal(jstr(o, "request_id"), rid);
             assert_string_equal(jstr(o, "status"), "sent");
             assert_int_equal(jint(o, "code"), 250);

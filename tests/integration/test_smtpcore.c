@@ -11,7 +11,8 @@
 
 /* ---- delivery ---------------------------------------------------------- */
 
-static void test_send_mail_puts_exact_envelope_and_adds_date_msgid_from(void **state)
+static void test_send_mail_puts_exact_envelope_and_adds_date_msgid_from(
+    void **state)
 {
     struct fx *f = *state;
     fake(f, "{" NOPIPE "}");
@@ -39,7 +40,8 @@ static void test_send_mail_puts_exact_envelope_and_adds_date_msgid_from(void **s
     assert_string_equal(body_of(&f->m[0]), "hello\r\n");
     char want[300];
     snprintf(want, sizeof want, "Message-ID: %s\r\n", f->res.message_id);
-    assert_true(f->res.message_id[0] == '<' && ends_with(f->res.message_id, ">"));
+    assert_true(f->res.message_id[0] == '<' &&
+                ends_with(f->res.message_id, ">"));
     assert_non_null(strstr(d, want));
     assert_int_equal(count(d, "Message-ID:"), 1);
 }
@@ -49,14 +51,16 @@ static void test_caller_message_id_and_date_are_kept_not_duplicated(void **state
     struct fx *f = *state;
     fake(f, NULL);
     const struct smtp_header h[] = { { "Message-ID", "<mine@x>" },
-                                     { "Date", "Mon, 1 Jan 2024 00:00:00 +0000" },
+                                     { "Date",
+                                       "Mon, 1 Jan 2024 00:00:00 +0000" },
                                      { "From", "A <a@x>" } };
     assert_int_equal(send1(f, "a@x", "b@y", h, 3, &HELLO), SMTP_OK);
     assert_string_equal(f->res.message_id, "<mine@x>");
     assert_int_equal(msgs(f, f->p, 1), 1);
-    assert_string_equal((const char *)f->m[0].data,
-                        "Message-ID: <mine@x>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
-                        "From: A <a@x>\r\n\r\nhello\r\n");
+    assert_string_equal(
+        (const char *)f->m[0].data,
+        "Message-ID: <mine@x>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+        "From: A <a@x>\r\n\r\nhello\r\n");
 }
 
 /* ---- transparency and smuggling --------------------------------------- */
@@ -72,8 +76,8 @@ static void assert_smuggle_delivered_once(struct fx *f)
     assert_no_bare_cr_lf(f->m[0].data, f->m[0].len);
     assert_string_equal(body_of(&f->m[0]), smuggle_wire);
     const char *w = wire(f, f->p, 1);
-    assert_int_equal(count(w, "\r\n.\r\n"), 1);        /* one end of data */
-    assert_int_equal(count(w, "MAIL FROM:<a@x>"), 1);     /* one transaction */
+    assert_int_equal(count(w, "\r\n.\r\n"), 1);       /* one end of data */
+    assert_int_equal(count(w, "MAIL FROM:<a@x>"), 1); /* one transaction */
     assert_true(starts_with(w, "EHLO [127.0.0.1]\r\nMAIL FROM:<a@x>"));
     assert_int_equal(peer_conn_count(f->p), 1);
 }
@@ -114,11 +118,13 @@ static void test_raw_body_starting_with_dot_is_stuffed(void **state)
     struct smtp_send_opts so = { .raw = 1 };
     struct smtp_body b = { .text = ".x\r\nSubject: s\r\n\r\n.\n", .len = 20 };
     const char *to[] = { "b@y" };
-    assert_int_equal(smtp_send_mail("a@x", to, 1, NULL, 0, &b, f->host, &f->opts,
-                                    &so, &f->res), SMTP_OK);
+    assert_int_equal(smtp_send_mail("a@x", to, 1, NULL, 0, &b, f->host,
+                                    &f->opts, &so, &f->res),
+                     SMTP_OK);
     assert_string_equal(f->res.message_id, "");
     assert_int_equal(msgs(f, f->p, 1), 1);
-    assert_string_equal((const char *)f->m[0].data, "..x\r\nSubject: s\r\n\r\n..\r\n");
+    assert_string_equal((const char *)f->m[0].data,
+                        "..x\r\nSubject: s\r\n\r\n..\r\n");
 }
 
 /* A body refused before MAIL: LOCAL, no MAIL on the wire, no message. */
@@ -127,7 +133,7 @@ static void assert_refused_before_mail(struct fx *f, int conn, const char *what)
     if (f->res.kind != SMTP_ERR_LOCAL)
         fail_msg("%s: kind %s (%s), want local", what,
                  smtp_kind_name(f->res.kind), f->res.message);
-    assert_int_equal(f->res.code, 554);          /* synthesized: 5.6.0 */
+    assert_int_equal(f->res.code, 554); /* synthesized: 5.6.0 */
     assert_int_equal(f->res.code_local, 1);
     assert_int_equal(f->res.reply.nlines, 0);
     assert_int_equal(f->res.status, SMTP_DELIVERY_FAILED);
@@ -160,7 +166,7 @@ static void test_line_over_998_and_nul_refused_before_mail(void **state)
     assert_refused_before_mail(f, 3, "text with NUL");
     assert_non_null(strstr(f->res.message, "NUL"));
 
-    line[998] = '\0';                       /* 998 octets: the limit, fine */
+    line[998] = '\0'; /* 998 octets: the limit, fine */
     lines[1] = line;
     assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &lb), SMTP_OK);
     assert_int_equal(msgs(f, f->p, 1), 1);
@@ -183,11 +189,12 @@ static void test_reader_bad_byte_mid_stream_drops_without_final_dot(void **state
             memcpy(buf + len, tails[0], 6);
             len += 6;
         } else if (c == 1) {
-            memset(buf + len, 'z', 1500);   /* a line of 1500 octets */
+            memset(buf + len, 'z', 1500); /* a line of 1500 octets */
             len += 1500;
         }
-        struct rd r = { .s = buf, .len = len, .step = 4096,
-                        .fail_at = c == 2 ? good : 0 };
+        struct rd r = {
+            .s = buf, .len = len, .step = 4096, .fail_at = c == 2 ? good : 0
+        };
         struct smtp_body b = { .read = rd_read, .ctx = &r };
         assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &b), SMTP_ERR_LOCAL);
         assert_int_equal(f->res.status, SMTP_DELIVERY_FAILED);
@@ -195,9 +202,9 @@ static void test_reader_bad_byte_mid_stream_drops_without_final_dot(void **state
         const char *w = wire(f, f->p, c + 1);
         const char *data = strstr(w, "DATA\r\n");
         assert_non_null(data);
-        assert_null(strstr(data, "\r\n.\r\n"));     /* never ended */
+        assert_null(strstr(data, "\r\n.\r\n")); /* never ended */
         assert_null(strstr(data, "QUIT"));
-        assert_true(strlen(data) > 6);              /* body was streaming */
+        assert_true(strlen(data) > 6); /* body was streaming */
     }
     assert_int_equal(msgs(f, f->p, 0), 0);
 }
@@ -205,9 +212,22 @@ static void test_reader_bad_byte_mid_stream_drops_without_final_dot(void **state
 /* ---- envelope and header injection ------------------------------------ */
 
 static const char *const BAD_ADDRS[] = {
-    "a@x\r\nRCPT TO:<evil@z>", "a@x\nDATA", "a@x\rRSET", "a\t@x", "a@x\x7f",
-    "<a@x>", "a@x>", "a<b@x", "a b@x", "a@x SIZE=1", "a@x NOTIFY=NEVER",
-    "", "ab", "@x", "a@", "a@@x",
+    "a@x\r\nRCPT TO:<evil@z>",
+    "a@x\nDATA",
+    "a@x\rRSET",
+    "a\t@x",
+    "a@x\x7f",
+    "<a@x>",
+    "a@x>",
+    "a<b@x",
+    "a b@x",
+    "a@x SIZE=1",
+    "a@x NOTIFY=NEVER",
+    "",
+    "ab",
+    "@x",
+    "a@",
+    "a@@x",
     /* 65-octet local part */
     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@x",
 };
@@ -236,25 +256,28 @@ static void test_envelope_injection_refused_before_any_byte(void **state)
     for (size_t i = 0; i <= nbad; i++) {
         const char *bad = i < nbad ? BAD_ADDRS[i] : lp;
         if (bad[0] == '\0')
-            continue;                           /* "" is the null sender */
+            continue; /* "" is the null sender */
         if (send1(f, bad, "b@y", SUBJ, 1, &HELLO) != SMTP_ERR_LOCAL)
-            fail_msg("sender '%s' not refused: %s", bad, smtp_kind_name(f->res.kind));
+            fail_msg("sender '%s' not refused: %s", bad,
+                     smtp_kind_name(f->res.kind));
         assert_string_equal(f->res.command, "MAIL");
     }
-    assert_int_equal(peer_conn_count(f->p), 0);   /* not even a connection */
+    assert_int_equal(peer_conn_count(f->p), 0); /* not even a connection */
 
     int conn = 0;
     for (size_t i = 0; i <= nbad; i++) {
         const char *bad = i < nbad ? BAD_ADDRS[i] : lp;
         if (send1(f, "a@x", bad, SUBJ, 1, &HELLO) != SMTP_ERR_LOCAL)
-            fail_msg("recipient '%s' not refused: %s", bad, smtp_kind_name(f->res.kind));
+            fail_msg("recipient '%s' not refused: %s", bad,
+                     smtp_kind_name(f->res.kind));
         assert_string_equal(f->res.command, "RCPT");
         conn = peer_conn_count(f->p);
         if (conn > 0)
             assert_refused_before_mail(f, conn, bad);
     }
     /* Positive controls: 64-octet local part, quoted space, null sender. */
-    const char *ok64 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@x";
+    const char *ok64 =
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@x";
     assert_int_equal(send1(f, "", ok64, SUBJ, 1, &HELLO), SMTP_OK);
     assert_int_equal(send1(f, "a@x", "\"b c\"@y", SUBJ, 1, &HELLO), SMTP_OK);
     assert_int_equal(msgs(f, f->p, 2), 2);
@@ -268,10 +291,14 @@ static void test_header_injection_refused_before_mail(void **state)
     struct fx *f = *state;
     fake(f, NULL);
     static const struct smtp_header bad[][1] = {
-        { { "Subject", "hi\r\nBcc: evil@z" } }, { { "Subject", "hi\nBcc: evil@z" } },
-        { { "Subject", "hi\rBcc: evil@z" } },   { { "Bad Name", "v" } },
-        { { "X:Y", "v" } },                     { { "X-\x80", "v" } },
-        { { "", "v" } },                        { { "Subject", "a\x01" } },
+        { { "Subject", "hi\r\nBcc: evil@z" } },
+        { { "Subject", "hi\nBcc: evil@z" } },
+        { { "Subject", "hi\rBcc: evil@z" } },
+        { { "Bad Name", "v" } },
+        { { "X:Y", "v" } },
+        { { "X-\x80", "v" } },
+        { { "", "v" } },
+        { { "Subject", "a\x01" } },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         send1(f, "a@x", "b@y", bad[i], 1, &HELLO);
@@ -302,7 +329,7 @@ static void test_long_header_value_is_folded(void **state)
         assert_non_null(eol);
         assert_true(eol - p <= 998);
         assert_true(n + (size_t)(eol - p) < 4000);
-        memcpy(unfolded + n, p, (size_t)(eol - p));    /* unfold: drop CRLF */
+        memcpy(unfolded + n, p, (size_t)(eol - p)); /* unfold: drop CRLF */
         n += (size_t)(eol - p);
         p = eol + 2;
     }
@@ -329,7 +356,8 @@ static void check_partial(struct fx *f, const char *script)
     fake(f, script);
     const char *to[] = { "good@y", "bad@y" };
     assert_int_equal(smtp_send_mail("a@x", to, 2, SUBJ, 1, &HELLO, f->host,
-                                    &f->opts, NULL, &f->res), SMTP_ERR_REJECTED);
+                                    &f->opts, NULL, &f->res),
+                     SMTP_ERR_REJECTED);
     struct smtp_result *r = &f->res;
     assert_int_equal(r->code, 700);
     assert_int_equal(r->status, SMTP_DELIVERY_PARTIAL);
@@ -341,7 +369,7 @@ static void check_partial(struct fx *f, const char *script)
     assert_string_equal(r->rejected[0].reply.enhanced, "5.1.1");
     assert_int_equal(r->rejected[0].reply.nlines, 1);
     assert_string_equal(r->rejected[0].reply.lines[0], "5.1.1 no such user");
-    assert_int_equal(r->reply.code, 250);                 /* DATA's final */
+    assert_int_equal(r->reply.code, 250); /* DATA's final */
     assert_string_equal(r->reply.enhanced, "2.0.0");
     assert_string_equal(r->reply.lines[0], "2.0.0 Ok: queued as 1");
     assert_true(r->message_id[0] == '<');
@@ -360,12 +388,14 @@ static void test_rcpt_partial_rejection_reports_700_and_data_reply(void **state)
                      "'reply': '550 5.1.1 no such user'}]}");
 }
 
-static void check_all_rejected(struct fx *f, const char *script, const char *tail)
+static void check_all_rejected(struct fx *f, const char *script,
+                               const char *tail)
 {
     fake(f, script);
     const char *to[] = { "bad1@y", "bad2@y" };
     assert_int_equal(smtp_send_mail("a@x", to, 2, SUBJ, 1, &HELLO, f->host,
-                                    &f->opts, NULL, &f->res), SMTP_ERR_REJECTED);
+                                    &f->opts, NULL, &f->res),
+                     SMTP_ERR_REJECTED);
     assert_int_equal(f->res.code, 700);
     assert_int_equal(f->res.status, SMTP_DELIVERY_REJECTED);
     assert_int_equal(f->res.naccepted, 0);
@@ -379,11 +409,13 @@ static void check_all_rejected(struct fx *f, const char *script, const char *tai
     assert_null(strstr(w, "Message-ID:"));
 }
 
-static void test_all_rejected_without_pipelining_sends_rset_not_data(void **state)
+static void test_all_rejected_without_pipelining_sends_rset_not_data(
+    void **state)
 {
     struct fx *f = *state;
-    check_all_rejected(f, "{" NOPIPE ", 'rules': [{'match': '^RCPT', "
-                          "'reply': '550 5.1.1 no such user'}]}",
+    check_all_rejected(f,
+                       "{" NOPIPE ", 'rules': [{'match': '^RCPT', "
+                       "'reply': '550 5.1.1 no such user'}]}",
                        "RCPT TO:<bad2@y>\r\nRSET\r\nQUIT\r\n");
     assert_null(strstr(wire(f, f->p, 1), "DATA"));
 }
@@ -391,14 +423,17 @@ static void test_all_rejected_without_pipelining_sends_rset_not_data(void **stat
 static void test_all_rejected_pipelined_354_gets_lone_dot(void **state)
 {
     struct fx *f = *state;
-    check_all_rejected(f, "{'rules': [{'match': '^RCPT', 'reply': '550 5.1.1 no such user'},"
-                          " {'match': '^DATA', 'reply': '354 go ahead'}]}",
-                       "RCPT TO:<bad2@y>\r\nDATA\r\n.\r\nQUIT\r\n");
+    check_all_rejected(
+        f,
+        "{'rules': [{'match': '^RCPT', 'reply': '550 5.1.1 no such user'},"
+        " {'match': '^DATA', 'reply': '354 go ahead'}]}",
+        "RCPT TO:<bad2@y>\r\nDATA\r\n.\r\nQUIT\r\n");
     assert_int_equal(msgs(f, f->p, 1), 1);
-    assert_int_equal(f->m[0].len, 0);            /* nothing but the dot */
+    assert_int_equal(f->m[0].len, 0); /* nothing but the dot */
     /* DATA refused (the fake's 554): no dot at all. */
-    check_all_rejected(f, "{'rules': [{'match': '^RCPT', 'reply': '550 5.1.1 no such user'}]}",
-                       "RCPT TO:<bad2@y>\r\nDATA\r\nQUIT\r\n");
+    check_all_rejected(
+        f, "{'rules': [{'match': '^RCPT', 'reply': '550 5.1.1 no such user'}]}",
+        "RCPT TO:<bad2@y>\r\nDATA\r\nQUIT\r\n");
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)

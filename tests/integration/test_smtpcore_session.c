@@ -15,23 +15,26 @@
 
 #include "tests/integration/smtp_fx.h"
 #include "tests/support/smuggle.h"
-#include "smtpcore/src/internal.h"   /* the socket, for TCP_NODELAY */
+#include "smtpcore/src/internal.h" /* the socket, for TCP_NODELAY */
 
 /* ---- queries: multiline replies line by line --------------------------- */
 
 static void test_vrfy_expn_help_keep_multiline_replies(void **state)
 {
     struct fx *f = *state;
-    fake(f, "{'rules': [{'match': '^VRFY', 'reply': '250 first\\n250 second\\n250 third'},"
-            " {'match': '^EXPN', 'reply': '550-5.1.1 no\\n550 5.1.1 such list'},"
-            " {'match': '^HELP$', 'reply': '214-2.0.0 a\\n214-b\\n214'}]}");
+    fake(
+        f,
+        "{'rules': [{'match': '^VRFY', 'reply': '250 first\\n250 second\\n250 third'},"
+        " {'match': '^EXPN', 'reply': '550-5.1.1 no\\n550 5.1.1 such list'},"
+        " {'match': '^HELP$', 'reply': '214-2.0.0 a\\n214-b\\n214'}]}");
     assert_int_equal(smtp_verify("bob", f->host, &f->opts, &f->res), SMTP_OK);
     assert_int_equal(f->res.code, 250);
     assert_int_equal(f->res.reply.nlines, 3);
     assert_string_equal(f->res.reply.lines[0], "first");
     assert_string_equal(f->res.reply.lines[2], "third");
 
-    assert_int_equal(smtp_expand("staff", f->host, &f->opts, &f->res), SMTP_ERR_REPLY);
+    assert_int_equal(smtp_expand("staff", f->host, &f->opts, &f->res),
+                     SMTP_ERR_REPLY);
     assert_int_equal(f->res.code, 550);
     assert_int_equal(f->res.reply.nlines, 2);
     assert_string_equal(f->res.reply.lines[0], "5.1.1 no");
@@ -42,42 +45,55 @@ static void test_vrfy_expn_help_keep_multiline_replies(void **state)
     assert_int_equal(f->res.code, 214);
     assert_int_equal(f->res.reply.nlines, 3);
     assert_string_equal(f->res.reply.lines[1], "b");
-    assert_string_equal(f->res.reply.lines[2], "");    /* bare "214" */
-    assert_int_equal(smtp_get_help(f->host, "MAIL", &f->opts, &f->res), SMTP_OK);
-    assert_int_equal(f->res.reply.nlines, 2);          /* fake's default */
+    assert_string_equal(f->res.reply.lines[2], ""); /* bare "214" */
+    assert_int_equal(smtp_get_help(f->host, "MAIL", &f->opts, &f->res),
+                     SMTP_OK);
+    assert_int_equal(f->res.reply.nlines, 2); /* fake's default */
 
-    assert_string_equal(wire(f, f->p, 1), "EHLO [127.0.0.1]\r\nVRFY bob\r\nQUIT\r\n");
-    assert_string_equal(wire(f, f->p, 2), "EHLO [127.0.0.1]\r\nEXPN staff\r\nQUIT\r\n");
-    assert_string_equal(wire(f, f->p, 3), "EHLO [127.0.0.1]\r\nHELP\r\nQUIT\r\n");
-    assert_string_equal(wire(f, f->p, 4), "EHLO [127.0.0.1]\r\nHELP MAIL\r\nQUIT\r\n");
-    assert_int_equal(smtp_verify("bob\r\nRSET", f->host, &f->opts, &f->res), SMTP_ERR_LOCAL);
+    assert_string_equal(wire(f, f->p, 1),
+                        "EHLO [127.0.0.1]\r\nVRFY bob\r\nQUIT\r\n");
+    assert_string_equal(wire(f, f->p, 2),
+                        "EHLO [127.0.0.1]\r\nEXPN staff\r\nQUIT\r\n");
+    assert_string_equal(wire(f, f->p, 3),
+                        "EHLO [127.0.0.1]\r\nHELP\r\nQUIT\r\n");
+    assert_string_equal(wire(f, f->p, 4),
+                        "EHLO [127.0.0.1]\r\nHELP MAIL\r\nQUIT\r\n");
+    assert_int_equal(smtp_verify("bob\r\nRSET", f->host, &f->opts, &f->res),
+                     SMTP_ERR_LOCAL);
     assert_int_equal(peer_conn_count(f->p), 4);
 }
 
 /* ---- 421 at every step ------------------------------------------------- */
 
-static void test_421_at_each_step_ends_session_and_sends_nothing_more(void **state)
+static void test_421_at_each_step_ends_session_and_sends_nothing_more(
+    void **state)
 {
     struct fx *f = *state;
-    static const struct { const char *match, *pipe, *tail; } cases[] = {
+    static const struct {
+        const char *match, *pipe, *tail;
+    } cases[] = {
         { "^GREETING$", NOPIPE, "" },
         { "^EHLO", NOPIPE, "EHLO [127.0.0.1]\r\n" },
         { "^MAIL", NOPIPE, "EHLO [127.0.0.1]\r\nMAIL FROM:<a@x>\r\n" },
         { "^RCPT", NOPIPE, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n" },
         { "^DATA", NOPIPE, "RCPT TO:<b@y>\r\nDATA\r\n" },
         { "^DOT$", NOPIPE, "\r\nhello\r\n.\r\n" },
-        { "^MAIL", "'extensions': ['PIPELINING']", "RCPT TO:<b@y>\r\nDATA\r\n" },
-        { "^DATA", "'extensions': ['PIPELINING']", "RCPT TO:<b@y>\r\nDATA\r\n" },
+        { "^MAIL", "'extensions': ['PIPELINING']",
+          "RCPT TO:<b@y>\r\nDATA\r\n" },
+        { "^DATA", "'extensions': ['PIPELINING']",
+          "RCPT TO:<b@y>\r\nDATA\r\n" },
     };
     char bad[1024] = "";
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char script[300], *e = bad + strlen(bad);
         size_t room = sizeof bad - strlen(bad);
-        snprintf(script, sizeof script, "{%s, 'rules': [{'match': '%s', "
-                 "'reply': '421 4.3.2 shutting down'}]}", cases[i].pipe, cases[i].match);
+        snprintf(script, sizeof script,
+                 "{%s, 'rules': [{'match': '%s', "
+                 "'reply': '421 4.3.2 shutting down'}]}",
+                 cases[i].pipe, cases[i].match);
         fake(f, script);
         int rc = send1(f, "a@x", "b@y", SUBJ, 1, &HELLO);
-        const char *w = wire(f, f->p, 1);    /* the client hung up */
+        const char *w = wire(f, f->p, 1); /* the client hung up */
         if (rc != SMTP_ERR_REPLY || f->res.code != 421 ||
             f->res.status != SMTP_DELIVERY_FAILED || f->res.reply.nlines != 1 ||
             strcmp(f->res.reply.lines[0], "4.3.2 shutting down") != 0 ||
@@ -86,13 +102,14 @@ static void test_421_at_each_step_ends_session_and_sends_nothing_more(void **sta
                      cases[i].match, smtp_kind_name(f->res.kind), f->res.code,
                      smtp_delivery_name(f->res.status), f->res.message);
         else if (!ends_with(w, cases[i].tail))
-            snprintf(e, room, "[%zu %s: more was sent after the 421] ", i, cases[i].match);
+            snprintf(e, room, "[%zu %s: more was sent after the 421] ", i,
+                     cases[i].match);
     }
     /* A drop after the final dot: the outcome is unknown, never "failed". */
     fake(f, "{'rules': [{'match': '^DOT$', 'action': 'drop'}]}");
     assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_ERR_CONN);
     assert_int_equal(f->res.status, SMTP_DELIVERY_UNKNOWN);
-    assert_int_equal(f->res.code, 421);          /* synthesized: 4.4.2 */
+    assert_int_equal(f->res.code, 421); /* synthesized: 4.4.2 */
     assert_string_equal(f->res.enhanced, "4.4.2");
     assert_int_equal(f->res.reply.nlines, 0);
     assert_true(ends_with(wire(f, f->p, 1), "\r\n.\r\n"));
@@ -130,7 +147,7 @@ static void test_stalls_time_out_naming_the_command(void **state)
     assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_ERR_TIMEOUT);
     assert_in_range(now_ms() - t0, 900, 2900);
     assert_int_equal(f->res.status, SMTP_DELIVERY_UNKNOWN);
-    assert_int_equal(f->res.code, 421);          /* synthesized: 4.4.2 */
+    assert_int_equal(f->res.code, 421); /* synthesized: 4.4.2 */
     assert_int_equal(f->res.code_local, 1);
     assert_true(ends_with(wire(f, f->p, 1), "\r\n.\r\n"));
 }
@@ -140,20 +157,26 @@ static void test_stalls_time_out_naming_the_command(void **state)
 static void test_garbage_replies_are_protocol_errors(void **state)
 {
     struct fx *f = *state;
-    static const struct { const char *rule, *cmd, *why; } cases[] = {
-        { "'match': '^GREETING$', 'raw': 'HTTP/1.1 400 Bad Request\\r\\n\\r\\n'", "greeting",
-          "malformed" },
+    static const struct {
+        const char *rule, *cmd, *why;
+    } cases[] = {
+        { "'match': '^GREETING$', 'raw': 'HTTP/1.1 400 Bad Request\\r\\n\\r\\n'",
+          "greeting", "malformed" },
         { "'match': '^EHLO', 'raw': 'x', 'repeat': 102400, 'prefix': '250 ', "
-          "'suffix': '\\r\\n'", "EHLO", "line too long" },          /* 100 KiB line */
+          "'suffix': '\\r\\n'",
+          "EHLO", "line too long" }, /* 100 KiB line */
         { "'match': '^EHLO', 'flood': '250-more', 'max_bytes': 1048576", "EHLO",
-          "more than 100 lines" },                                  /* never ends */
+          "more than 100 lines" }, /* never ends */
         { "'match': '^EHLO', 'raw': '250-x\\r\\n', 'repeat': 100, "
-          "'suffix': '250 y\\r\\n'", "EHLO", "more than 100 lines" },
-        { NULL, "EHLO", "longer than 65536" },       /* 20 lines of 4 KB */
-        { "'match': '^EHLO', 'reply': '250 ok', 'bare_lf': true", "EHLO", "bare LF" },
+          "'suffix': '250 y\\r\\n'",
+          "EHLO", "more than 100 lines" },
+        { NULL, "EHLO", "longer than 65536" }, /* 20 lines of 4 KB */
+        { "'match': '^EHLO', 'reply': '250 ok', 'bare_lf': true", "EHLO",
+          "bare LF" },
         { "'match': '^EHLO', 'raw': '600 what\\r\\n'", "EHLO", "malformed" },
         { "'match': '^EHLO', 'raw': '199 early\\r\\n'", "EHLO", "malformed" },
-        { "'match': '^EHLO', 'raw': '250-a\\r\\n251 b\\r\\n'", "EHLO", "code changed" },
+        { "'match': '^EHLO', 'raw': '250-a\\r\\n251 b\\r\\n'", "EHLO",
+          "code changed" },
         { "'match': '^EHLO', 'raw': '250x\\r\\n'", "EHLO", "malformed" },
         { "'match': '^EHLO', 'raw': '250 a\\u0000b\\r\\n'", "EHLO", "NUL" },
         { "'match': '^EHLO', 'raw': '250 a\\rb\\r\\n'", "EHLO", "bare CR" },
@@ -166,16 +189,19 @@ static void test_garbage_replies_are_protocol_errors(void **state)
             char big[4001];
             memset(big, 'y', 4000);
             big[4000] = '\0';
-            snprintf(script, 4400, "{'rules': [{'match': '^EHLO', 'raw': '250-%s\\r\\n', "
-                     "'repeat': 20, 'suffix': '250 y\\r\\n'}]}", big);
+            snprintf(script, 4400,
+                     "{'rules': [{'match': '^EHLO', 'raw': '250-%s\\r\\n', "
+                     "'repeat': 20, 'suffix': '250 y\\r\\n'}]}",
+                     big);
         }
         fake(f, script);
         long long t0 = now_ms();
         int rc = send1(f, "a@x", "b@y", SUBJ, 1, &HELLO);
         if (rc != SMTP_ERR_PROTO || strcmp(f->res.command, cases[i].cmd) != 0 ||
             !strstr(f->res.message, cases[i].why))
-            fail_msg("case %zu: kind %s command '%s' (%s)", i, smtp_kind_name(f->res.kind),
-                     f->res.command, f->res.message);
+            fail_msg("case %zu: kind %s command '%s' (%s)", i,
+                     smtp_kind_name(f->res.kind), f->res.command,
+                     f->res.message);
         assert_true(now_ms() - t0 < 3000);
         assert_int_equal(f->res.status, SMTP_DELIVERY_FAILED);
         assert_null(strstr(wire(f, f->p, 1), "MAIL"));
@@ -194,16 +220,18 @@ static void test_garbage_replies_are_protocol_errors(void **state)
 static void test_ehlo_500_or_502_falls_back_to_helo(void **state)
 {
     struct fx *f = *state;
-    static const char *const codes[] = { "500 5.5.1 unrecognized", "502 5.5.1 no" };
+    static const char *const codes[] = { "500 5.5.1 unrecognized",
+                                         "502 5.5.1 no" };
     for (int i = 0; i < 2; i++) {
         char script[200];
-        snprintf(script, sizeof script, "{'rules': [{'match': '^EHLO', 'reply': '%s'}]}",
-                 codes[i]);
+        snprintf(script, sizeof script,
+                 "{'rules': [{'match': '^EHLO', 'reply': '%s'}]}", codes[i]);
         fake(f, script);
         assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_OK);
         const char *w = wire(f, f->p, 1);
-        assert_true(starts_with(w, "EHLO [127.0.0.1]\r\nHELO [127.0.0.1]\r\nMAIL FROM:<a@x>\r\n"
-                                   "RCPT TO:<b@y>\r\nDATA\r\n"));
+        assert_true(starts_with(
+            w, "EHLO [127.0.0.1]\r\nHELO [127.0.0.1]\r\nMAIL FROM:<a@x>\r\n"
+               "RCPT TO:<b@y>\r\nDATA\r\n"));
         assert_int_equal(msgs(f, f->p, 1), 1);
     }
     fake(f, "{'rules': [{'match': '^EHLO', 'reply': '554 5.7.1 go away'}]}");
@@ -229,52 +257,67 @@ static void txfree(struct txns *v)
 static void test_transactions_follow_the_seed_rules(void **state)
 {
     struct fx *f = *state;
-    fake(f, "{'rules': [{'match': '^RCPT TO:<bad', 'reply': '550 5.1.1 no such user'},"
-            " {'match': '^(SAML|SOML|SEND) FROM:', 'reply': '250 2.1.0 Ok'},"
-            " {'match': '^NOOP', 'conn': 4, 'reply': '421 4.3.2 bye'},"
-            " {'match': '^RSET', 'conn': 5, 'reply': '221 2.0.0 bye'}]}");
+    fake(
+        f,
+        "{'rules': [{'match': '^RCPT TO:<bad', 'reply': '550 5.1.1 no such user'},"
+        " {'match': '^(SAML|SOML|SEND) FROM:', 'reply': '250 2.1.0 Ok'},"
+        " {'match': '^NOOP', 'conn': 4, 'reply': '421 4.3.2 bye'},"
+        " {'match': '^RSET', 'conn': 5, 'reply': '221 2.0.0 bye'}]}");
     struct txns v = { 0 };
     /* 1: stops at the 550, then QUIT and closed. */
     struct smtp_conn *c = conn_open(f);
     v.t[0] = smtp_ehlo("client.test"), v.t[1] = smtp_mail("a@x");
     v.t[2] = smtp_rcpt("bad@y"), v.t[3] = smtp_rcpt("good@y"), v.n = 4;
-    assert_int_equal(smtp_transactions(c, &f->res, v.t[0], v.t[1], v.t[2], v.t[3], NULL),
-                     SMTP_ERR_REPLY);
+    assert_int_equal(
+        smtp_transactions(c, &f->res, v.t[0], v.t[1], v.t[2], v.t[3], NULL),
+        SMTP_ERR_REPLY);
     assert_int_equal(f->res.code, 550);
     assert_string_equal(f->res.reply.lines[0], "5.1.1 no such user");
     assert_int_equal(smtp_conn_is_open(c), 0);
     smtp_conn_free(c);
     txfree(&v);
-    assert_string_equal(wire(f, f->p, 1), "EHLO client.test\r\nMAIL FROM:<a@x>\r\n"
-                                          "RCPT TO:<bad@y>\r\nQUIT\r\n");
+    assert_string_equal(wire(f, f->p, 1),
+                        "EHLO client.test\r\nMAIL FROM:<a@x>\r\n"
+                        "RCPT TO:<bad@y>\r\nQUIT\r\n");
     /* 2: _no_close leaves it open; SAML/SOML/SEND; last reply wins; quit. */
     c = conn_open(f);
-    v.t[0] = smtp_ehlo(NULL), v.t[1] = smtp_saml("a@x"), v.t[2] = smtp_soml("a@x");
-    v.t[3] = smtp_send("a@x"), v.t[4] = smtp_rset(), v.t[5] = smtp_vrfy("bob"), v.n = 6;
-    assert_int_equal(smtp_transactions_no_close(c, &f->res, v.t[0], v.t[1], v.t[2],
-                                                v.t[3], v.t[4], v.t[5], NULL), SMTP_OK);
+    v.t[0] = smtp_ehlo(NULL), v.t[1] = smtp_saml("a@x"),
+    v.t[2] = smtp_soml("a@x");
+    v.t[3] = smtp_send("a@x"), v.t[4] = smtp_rset(), v.t[5] = smtp_vrfy("bob"),
+    v.n = 6;
+    assert_int_equal(smtp_transactions_no_close(c, &f->res, v.t[0], v.t[1],
+                                                v.t[2], v.t[3], v.t[4], v.t[5],
+                                                NULL),
+                     SMTP_OK);
     assert_int_equal(f->res.code, 252);
-    assert_string_equal(f->res.reply.lines[0], "2.0.0 Cannot VRFY user, but will accept message");
+    assert_string_equal(f->res.reply.lines[0],
+                        "2.0.0 Cannot VRFY user, but will accept message");
     assert_int_equal(smtp_conn_is_open(c), 1);
     txfree(&v);
     v.t[0] = smtp_noop(), v.t[1] = smtp_quit(), v.n = 2;
-    assert_int_equal(smtp_transactions_no_close(c, &f->res, v.t[0], NULL), SMTP_OK);
+    assert_int_equal(smtp_transactions_no_close(c, &f->res, v.t[0], NULL),
+                     SMTP_OK);
     assert_int_equal(f->res.code, 250);
-    assert_int_equal(smtp_transactions_no_close(c, &f->res, v.t[1], NULL), SMTP_OK);
+    assert_int_equal(smtp_transactions_no_close(c, &f->res, v.t[1], NULL),
+                     SMTP_OK);
     assert_int_equal(f->res.code, 221);
     assert_int_equal(smtp_conn_is_open(c), 0);
     smtp_conn_free(c);
     txfree(&v);
-    assert_string_equal(wire(f, f->p, 2), "EHLO localhost\r\nSAML FROM:<a@x>\r\n"
-                        "SOML FROM:<a@x>\r\nSEND FROM:<a@x>\r\nRSET\r\nVRFY bob\r\n"
-                        "NOOP\r\nQUIT\r\n");
+    assert_string_equal(
+        wire(f, f->p, 2),
+        "EHLO localhost\r\nSAML FROM:<a@x>\r\n"
+        "SOML FROM:<a@x>\r\nSEND FROM:<a@x>\r\nRSET\r\nVRFY bob\r\n"
+        "NOOP\r\nQUIT\r\n");
     /* 3: smtp_data sends headers and a stuffed body. */
     c = conn_open(f);
     struct smtp_body b = { .text = ".x\n.\nend", .len = 8 };
-    v.t[0] = smtp_ehlo(NULL), v.t[1] = smtp_mail("a@x"), v.t[2] = smtp_rcpt("b@y");
+    v.t[0] = smtp_ehlo(NULL), v.t[1] = smtp_mail("a@x"),
+    v.t[2] = smtp_rcpt("b@y");
     v.t[3] = smtp_data(SUBJ, 1, &b), v.n = 4;
-    assert_int_equal(smtp_transactions(c, &f->res, v.t[0], v.t[1], v.t[2], v.t[3], NULL),
-                     SMTP_OK);
+    assert_int_equal(
+        smtp_transactions(c, &f->res, v.t[0], v.t[1], v.t[2], v.t[3], NULL),
+        SMTP_OK);
     assert_int_equal(f->res.code, 250);
     smtp_conn_free(c);
     txfree(&v);
@@ -284,15 +327,18 @@ static void test_transactions_follow_the_seed_rules(void **state)
     assert_true(ends_with(wire(f, f->p, 3), "end\r\n.\r\nQUIT\r\n"));
     /* 4: a 421 mid-sequence stops; no QUIT on a closed socket. */
     c = conn_open(f);
-    v.t[0] = smtp_ehlo(NULL), v.t[1] = smtp_noop(), v.t[2] = smtp_rset(), v.n = 3;
-    assert_int_equal(smtp_transactions(c, &f->res, v.t[0], v.t[1], v.t[2], NULL),
-                     SMTP_ERR_REPLY);
+    v.t[0] = smtp_ehlo(NULL), v.t[1] = smtp_noop(), v.t[2] = smtp_rset(),
+    v.n = 3;
+    assert_int_equal(
+        smtp_transactions(c, &f->res, v.t[0], v.t[1], v.t[2], NULL),
+        SMTP_ERR_REPLY);
     assert_int_equal(f->res.code, 421);
     smtp_conn_free(c);
     assert_string_equal(wire(f, f->p, 4), "EHLO localhost\r\nNOOP\r\n");
     /* 5: a 221 mid-sequence stops too, with its code. */
     c = conn_open(f);
-    assert_int_equal(smtp_transactions(c, &f->res, v.t[0], v.t[2], v.t[1], NULL), SMTP_OK);
+    assert_int_equal(
+        smtp_transactions(c, &f->res, v.t[0], v.t[2], v.t[1], NULL), SMTP_OK);
     assert_int_equal(f->res.code, 221);
     assert_int_equal(smtp_conn_is_open(c), 0);
     smtp_conn_free(c);
@@ -300,8 +346,10 @@ static void test_transactions_follow_the_seed_rules(void **state)
     assert_string_equal(wire(f, f->p, 5), "EHLO localhost\r\nRSET\r\n");
     /* 6: a bad argument is refused locally; nothing of it is sent. */
     c = conn_open(f);
-    v.t[0] = smtp_ehlo(NULL), v.t[1] = smtp_mail("a@x>\r\nRCPT TO:<evil@z"), v.n = 2;
-    assert_int_equal(smtp_transactions(c, &f->res, v.t[0], v.t[1], NULL), SMTP_ERR_LOCAL);
+    v.t[0] = smtp_ehlo(NULL), v.t[1] = smtp_mail("a@x>\r\nRCPT TO:<evil@z"),
+    v.n = 2;
+    assert_int_equal(smtp_transactions(c, &f->res, v.t[0], v.t[1], NULL),
+                     SMTP_ERR_LOCAL);
     smtp_conn_free(c);
     txfree(&v);
     assert_string_equal(wire(f, f->p, 6), "EHLO localhost\r\nQUIT\r\n");
@@ -319,7 +367,8 @@ static void test_reused_connection_sends_rset_between_messages(void **state)
     assert_string_equal(smtp_conn_ext_param(c, "SIZE"), "10485760");
     const char *to[] = { "b@y" };
     for (int i = 0; i < 3; i++) {
-        int rc = smtp_conn_send_mail(c, "a@x", to, 1, SUBJ, 1, &HELLO, NULL, &f->res);
+        int rc = smtp_conn_send_mail(c, "a@x", to, 1, SUBJ, 1, &HELLO, NULL,
+                                     &f->res);
         assert_int_equal(rc, SMTP_OK);
         assert_int_equal(f->res.status, SMTP_DELIVERY_SENT);
     }
@@ -359,7 +408,9 @@ static void test_chain_dot_unanswered_next_envelope_sent_but_no_data(
     struct smtp_result r[3];
     struct smtp_result *rp[3] = { &r[0], &r[1], &r[2] };
     for (int i = 0; i < 3; i++) {
-        mails[i] = (struct smtp_message){ "a@x", to, 1, SUBJ, 1, &body[i], NULL };
+        mails[i] = (struct smtp_message){
+            "a@x", to, 1, SUBJ, 1, &body[i], NULL
+        };
         smtp_result_init(&r[i]);
     }
     size_t n = smtp_conn_send_mails(c, mails, 3, rp, NULL, NULL);
@@ -397,7 +448,9 @@ static void test_chain_of_five_each_delivered_once_in_order(void **state)
     for (int i = 0; i < 5; i++) {
         int len = snprintf(text[i], sizeof text[i], "body-%d\r\n", i);
         body[i] = (struct smtp_body){ .text = text[i], .len = (size_t)len };
-        mails[i] = (struct smtp_message){ "a@x", to, 1, SUBJ, 1, &body[i], NULL };
+        mails[i] = (struct smtp_message){
+            "a@x", to, 1, SUBJ, 1, &body[i], NULL
+        };
         smtp_result_init(&r[i]);
         rp[i] = &r[i];
     }
@@ -426,8 +479,9 @@ static void test_check_idle_sees_unasked_421(void **state)
     for (int conn = 1; conn <= 2; conn++) {
         struct smtp_conn *c = conn_open(f);
         assert_int_equal(smtp_conn_hello(c, &f->res), SMTP_OK);
-        assert_int_equal(smtp_conn_send_mail(c, "a@x", to, 1, SUBJ, 1, &HELLO, NULL,
-                                             &f->res), SMTP_OK);
+        assert_int_equal(smtp_conn_send_mail(c, "a@x", to, 1, SUBJ, 1, &HELLO,
+                                             NULL, &f->res),
+                         SMTP_OK);
         int r = 0;
         for (long long end = now_ms() + (conn == 1 ? 300 : 2000);
              r == 0 && now_ms() < end; sleep_ms(20))
@@ -455,9 +509,12 @@ static long long sink_batch(struct fx *f, struct peer *p, int want_pipelining)
     long long t0 = now_ms();
     for (int i = 0; i < BATCH; i++) {
         snprintf(id, sizeof id, "<batch-%d@x>", i);
-        const struct smtp_header h[] = { { "Date", "Mon, 1 Jan 2024 00:00:00 +0000" },
-                                         { "Message-ID", id }, { "From", "a@x" } };
-        if (smtp_conn_send_mail(c, "a@x", to, 2, h, 3, &b, NULL, &f->res) != SMTP_OK)
+        const struct smtp_header h[] = { { "Date",
+                                           "Mon, 1 Jan 2024 00:00:00 +0000" },
+                                         { "Message-ID", id },
+                                         { "From", "a@x" } };
+        if (smtp_conn_send_mail(c, "a@x", to, 2, h, 3, &b, NULL, &f->res) !=
+            SMTP_OK)
             fail_msg("message %d: %s", i, f->res.message);
     }
     long long dt = now_ms() - t0;
@@ -475,8 +532,9 @@ static void test_sink_200_messages_with_and_without_pipelining(void **state)
     assert_non_null(f->p);
     assert_non_null(f->p2);
     long long t1 = sink_batch(f, f->p, 1), t2 = sink_batch(f, f->p2, 0);
-    print_message("    200 msgs: %lld ms pipelined, %lld ms one by one\n", t1, t2);
-    assert_true(t1 < 4000 && t2 < 4000);     /* no 40 ms stall per message */
+    print_message("    200 msgs: %lld ms pipelined, %lld ms one by one\n", t1,
+                  t2);
+    assert_true(t1 < 4000 && t2 < 4000); /* no 40 ms stall per message */
     struct peer_msg *m2;
     size_t n2;
     assert_int_equal(msgs(f, f->p, BATCH), BATCH);
@@ -484,9 +542,11 @@ static void test_sink_200_messages_with_and_without_pipelining(void **state)
     assert_int_equal(n2, BATCH);
     for (size_t i = 0; i < BATCH; i++) {
         char want[200];
-        snprintf(want, sizeof want, "Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+        snprintf(want, sizeof want,
+                 "Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
                  "Message-ID: <batch-%zu@x>\r\nFrom: a@x\r\n\r\n"
-                 "line one\r\n.dot line\r\nend\r\n", i);
+                 "line one\r\n.dot line\r\nend\r\n",
+                 i);
         assert_string_equal((const char *)f->m[i].data, want);
         assert_int_equal(f->m[i].len, m2[i].len);
         assert_memory_equal(f->m[i].data, m2[i].data, m2[i].len);
@@ -503,15 +563,17 @@ static void test_aiosmtpd_receives_message_intact(void **state)
     f->host = peer_hostport(f->p);
     struct smtp_body b = { .text = smuggle_text, .len = strlen(smuggle_text) };
     const char *to[] = { "b@y", "c@z" };
-    assert_int_equal(smtp_send_mail("a@x", to, 2, SUBJ, 1, &b, f->host, &f->opts,
-                                    NULL, &f->res), SMTP_OK);
+    assert_int_equal(smtp_send_mail("a@x", to, 2, SUBJ, 1, &b, f->host,
+                                    &f->opts, NULL, &f->res),
+                     SMTP_OK);
     assert_int_equal(f->res.code, 250);
     assert_int_equal(msgs(f, f->p, 1), 1);
     assert_string_equal(f->m[0].mail_from, "a@x");
     assert_int_equal(f->m[0].nrcpt, 2);
     assert_string_equal(f->m[0].rcpt_to[1], "c@z");
     /* aiosmtpd removed the stuffing: each stuffed line lost one dot. */
-    assert_string_equal(body_of(&f->m[0]),
+    assert_string_equal(
+        body_of(&f->m[0]),
         ".starts with a dot\r\na\r\n.\r\nMAIL FROM:<evil@x>\r\nb\r\n.\r\n"
         "RCPT TO:<victim@y>\r\nc\r\n.\r\nDATA\r\nd\r\n.\r\nQUIT\r\n.hidden\r\n"
         "..two\r\nend\r\n");
@@ -541,15 +603,18 @@ static void *v6_serve(void *arg)
     size_t n = 0, done = 0;
     int quit = 0;
     send(fd, "220 v6.test ESMTP\r\n", 19, MSG_NOSIGNAL);
-    while (!quit && poll(&(struct pollfd){ .fd = fd, .events = POLLIN }, 1, 5000) == 1) {
+    while (!quit &&
+           poll(&(struct pollfd){ .fd = fd, .events = POLLIN }, 1, 5000) == 1) {
         ssize_t r = recv(fd, s->got + n, sizeof s->got - 1 - n, 0);
         if (r <= 0)
             break;
         n += (size_t)r;
         s->got[n] = '\0';
-        for (char *eol; !quit && (eol = strstr(s->got + done, "\r\n")) != NULL;) {
+        for (char *eol;
+             !quit && (eol = strstr(s->got + done, "\r\n")) != NULL;) {
             quit = strncmp(s->got + done, "QUIT", 4) == 0;
-            send(fd, quit ? "221 bye\r\n" : "250 ok\r\n", quit ? 9 : 8, MSG_NOSIGNAL);
+            send(fd, quit ? "221 bye\r\n" : "250 ok\r\n", quit ? 9 : 8,
+                 MSG_NOSIGNAL);
             done = (size_t)(eol + 2 - s->got);
         }
     }
@@ -564,22 +629,27 @@ static void test_host_forms_and_bad_ports(void **state)
     char host[64];
     snprintf(host, sizeof host, "localhost:%d", peer_port(f->p));
     assert_int_equal(smtp_verify("bob", host, &f->opts, &f->res), SMTP_OK);
-    static const char *const bad[] = { "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:abc",
-                                       "127.0.0.1:", "127.0.0.1:25x", "[::1", "[::1]x",
-                                       "[::1]:", "[]:25" };
+    static const char *const bad[] = {
+        "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:abc",
+        "127.0.0.1:",  "127.0.0.1:25x",   "[::1",
+        "[::1]x",      "[::1]:",          "[]:25"
+    };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         if (smtp_verify("bob", bad[i], &f->opts, &f->res) != SMTP_ERR_LOCAL)
-            fail_msg("host '%s' not refused: %s", bad[i], smtp_kind_name(f->res.kind));
+            fail_msg("host '%s' not refused: %s", bad[i],
+                     smtp_kind_name(f->res.kind));
     assert_int_equal(peer_conn_count(f->p), 1);
 
     struct v6 s = { .lfd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0) };
-    struct sockaddr_in6 sa = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+    struct sockaddr_in6 sa = { .sin6_family = AF_INET6,
+                               .sin6_addr = IN6ADDR_LOOPBACK_INIT };
     socklen_t sl = sizeof sa;
     if (s.lfd < 0 || bind(s.lfd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
-        listen(s.lfd, 1) < 0 || getsockname(s.lfd, (struct sockaddr *)&sa, &sl) < 0) {
+        listen(s.lfd, 1) < 0 ||
+        getsockname(s.lfd, (struct sockaddr *)&sa, &sl) < 0) {
         if (s.lfd >= 0)
             close(s.lfd);
-        skip();                               /* no IPv6 loopback here */
+        skip(); /* no IPv6 loopback here */
     }
     s.port = ntohs(sa.sin6_port);
     assert_int_equal(pthread_create(&s.th, NULL, v6_serve, &s), 0);
@@ -639,7 +709,8 @@ static const char *wire_as_traced(struct fx *f, const char *wire,
                                   const char *from, const char *to)
 {
     char *out = keep(f, calloc(1, strlen(wire) + strlen(to) + 8));
-    const char *data = strstr(wire, "DATA\r\n"), *dot = strstr(wire, "\r\n.\r\n");
+    const char *data = strstr(wire, "DATA\r\n"),
+               *dot = strstr(wire, "\r\n.\r\n");
     const char *cred = strstr(wire, from);
     assert_non_null(data);
     assert_non_null(dot);
@@ -678,13 +749,23 @@ static void test_trace_is_the_wire_without_credentials_or_content(void **state)
     assert_null(strstr(s.text, "private words"));
     assert_non_null(strstr(s.text, "\n< 235 2.7.0 ok\n"));
     assert_non_null(strstr(s.text, "\n< 221 "));
-    const char *order[] = { "= CLOSED -> GREETING\n", "< 220 ",
-                            "= GREETING -> CONNECTED\n", "> EHLO client.test\n",
-                            "= CONNECTED -> AUTH\n", "> AUTH PLAIN <redacted>\n",
-                            "= AUTH -> CONNECTED\n", "= CONNECTED -> READY\n",
-                            "> MAIL FROM:<a@x>", "> DATA\n", "< 354 ",
-                            "= READY -> DATA\n", "= DATA -> READY\n", "> .\n",
-                            "< 250 ", "> QUIT\n", "= READY -> CLOSED\n" };
+    const char *order[] = { "= CLOSED -> GREETING\n",
+                            "< 220 ",
+                            "= GREETING -> CONNECTED\n",
+                            "> EHLO client.test\n",
+                            "= CONNECTED -> AUTH\n",
+                            "> AUTH PLAIN <redacted>\n",
+                            "= AUTH -> CONNECTED\n",
+                            "= CONNECTED -> READY\n",
+                            "> MAIL FROM:<a@x>",
+                            "> DATA\n",
+                            "< 354 ",
+                            "= READY -> DATA\n",
+                            "= DATA -> READY\n",
+                            "> .\n",
+                            "< 250 ",
+                            "> QUIT\n",
+                            "= READY -> CLOSED\n" };
     const char *at = s.text;
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
         const char *hit = strstr(at, order[i]);
@@ -707,8 +788,8 @@ static void test_trace_redacts_auth_login_responses(void **state)
             "{'match': '^czNjcmV0$', 'reply': '235 2.7.0 ok'}]}");
     traced_auth(f, "LOGIN", &s);
     assert_int_equal(send1(f, "a@x", "b@y", SUBJ, 1, &HELLO), SMTP_OK);
-    assert_non_null(strstr(wire(f, f->p, 1),
-                           "AUTH LOGIN\r\ndQ==\r\nczNjcmV0\r\nMAIL FROM:<a@x>"));
+    assert_non_null(strstr(
+        wire(f, f->p, 1), "AUTH LOGIN\r\ndQ==\r\nczNjcmV0\r\nMAIL FROM:<a@x>"));
     assert_non_null(strstr(s.text, "> AUTH LOGIN\n< 334 VXNlcm5hbWU6\n"
                                    "> <redacted>\n< 334 UGFzc3dvcmQ6\n"
                                    "> <redacted>\n< 235 2.7.0 ok\n"));
@@ -730,11 +811,13 @@ static void test_conn_state_follows_the_session(void **state)
     assert_int_equal(smtp_conn_state(c), SMTP_CONN_CONNECTED);
     assert_int_equal(smtp_conn_hello(c, &f->res), SMTP_OK);
     assert_string_equal(smtp_conn_state_name(smtp_conn_state(c)), "READY");
-    assert_int_equal(smtp_conn_send_mail(c, "a@x", to, 1, SUBJ, 1, &HELLO,
-                                         NULL, &f->res), SMTP_OK);
+    assert_int_equal(
+        smtp_conn_send_mail(c, "a@x", to, 1, SUBJ, 1, &HELLO, NULL, &f->res),
+        SMTP_OK);
     assert_int_equal(smtp_conn_state(c), SMTP_CONN_READY);
-    assert_int_not_equal(smtp_conn_send_mail(c, "a@x", to, 1, SUBJ, 1, &HELLO,
-                                             NULL, &f->res), SMTP_OK);
+    assert_int_not_equal(
+        smtp_conn_send_mail(c, "a@x", to, 1, SUBJ, 1, &HELLO, NULL, &f->res),
+        SMTP_OK);
     assert_int_equal(f->res.code, 421);
     assert_int_equal(smtp_conn_state(c), SMTP_CONN_CLOSED);
     assert_int_equal(smtp_conn_is_open(c), 0);
@@ -742,7 +825,7 @@ static void test_conn_state_follows_the_session(void **state)
     const char *w = wire(f, f->p, 1);
     assert_int_equal(count(w, "MAIL FROM:<a@x>"), 2);
     assert_non_null(strstr(w, "\r\n.\r\nRSET\r\nMAIL FROM:<a@x> SIZE="));
-    assert_true(ends_with(w, "\r\nRCPT TO:<b@y>\r\nDATA\r\n"));  /* no QUIT */
+    assert_true(ends_with(w, "\r\nRCPT TO:<b@y>\r\nDATA\r\n")); /* no QUIT */
 }
 
 
@@ -758,7 +841,8 @@ static void test_connection_sets_tcp_nodelay(void **state)
     assert_non_null(c);
     int on = 0;
     socklen_t len = sizeof on;
-    assert_int_equal(getsockopt(c->io.fd, IPPROTO_TCP, TCP_NODELAY, &on, &len), 0);
+    assert_int_equal(getsockopt(c->io.fd, IPPROTO_TCP, TCP_NODELAY, &on, &len),
+                     0);
     assert_true(on != 0);
     smtp_conn_quit(c);
     smtp_result_clear(&res);

@@ -49,19 +49,19 @@
 
 extern char **environ;
 
-#define TIMEOUT_S   5          /* per SMTP command, every path */
-#define CLOSE_MS    5000       /* bound on the fake seeing every close */
-#define STOP_MS     15000      /* bound on the service's SIGTERM drain */
-#define CLI_MS      30000      /* bound on one `mailpool send` */
-#define MAX_RCPT    32
-#define MAX_HDRS    32
+#define TIMEOUT_S 5   /* per SMTP command, every path */
+#define CLOSE_MS 5000 /* bound on the fake seeing every close */
+#define STOP_MS 15000 /* bound on the service's SIGTERM drain */
+#define CLI_MS 30000  /* bound on one `mailpool send` */
+#define MAX_RCPT 32
+#define MAX_HDRS 32
 
 /* One test: a case on one path, and what the run holds (freed by
    teardown even when an assertion fails). */
 struct run {
     struct tr_case *c;
     enum tr_path path;
-    char *load_error;          /* the case did not load: the test says so */
+    char *load_error; /* the case did not load: the test says so */
     char name[300];
     struct peer *peer;
     struct mpserve *svc;
@@ -79,7 +79,7 @@ struct msg {
     size_t nto;
     struct smtp_header headers[MAX_HDRS];
     size_t nheaders;
-    char *body;                /* body or raw, as the API joins it */
+    char *body; /* body or raw, as the API joins it */
     size_t len;
     int raw;
 };
@@ -112,7 +112,8 @@ static void msg_body(struct msg *m, json_t *j)
     }
     char *b = calloc(1, 1);
     size_t len = 0;
-    json_array_foreach(body, i, item) {
+    json_array_foreach(body, i, item)
+    {
         size_t n = json_string_length(item);
         b = realloc(b, len + n + 3);
         assert_non_null(b);
@@ -136,23 +137,22 @@ static void msg_decode(struct run *r, struct msg *m)
     r->msg = json_loads(r->c->message, 0, &e);
     if (r->msg == NULL)
         fail_msg("%s: message JSON, line %d: %s", r->c->file, e.line, e.text);
-    json_t *to = json_object_get(r->msg, "to"), *h = json_object_get(r->msg,
-                                                                    "headers");
+    json_t *to = json_object_get(r->msg, "to"),
+           *h = json_object_get(r->msg, "headers");
     json_t *v;
     const char *key;
     size_t i;
     m->from = json_string_value(json_object_get(r->msg, "from"));
     assert_non_null(m->from);
-    json_array_foreach(to, i, v) {
+    json_array_foreach(to, i, v)
+    {
         assert_true(json_is_string(v) && m->nto < MAX_RCPT);
         m->to[m->nto++] = json_string_value(v);
     }
     if (json_is_object(h))
-        json_object_foreach(h, key, v)
-            msg_header(m, key, v);
-    json_array_foreach(h, i, v)
-        msg_header(m, json_string_value(json_array_get(v, 0)),
-                   json_array_get(v, 1));
+        json_object_foreach(h, key, v) msg_header(m, key, v);
+    json_array_foreach(h, i, v) msg_header(
+        m, json_string_value(json_array_get(v, 0)), json_array_get(v, 1));
     msg_body(m, r->msg);
 }
 
@@ -168,10 +168,10 @@ static void outcome_of_json(json_t *j, struct tr_outcome *o)
     o->code = (int)json_integer_value(json_object_get(j, "code"));
     json_array_foreach(json_object_get(j, "accepted"), i, v)
         assert_int_equal(tr_outcome_accept(o, json_string_value(v)), 0);
-    json_array_foreach(json_object_get(j, "rejected"), i, v)
-        assert_int_equal(tr_outcome_reject(
-            o, json_string_value(json_object_get(v, "recipient")),
-            (int)json_integer_value(json_object_get(v, "code"))), 0);
+    json_array_foreach(json_object_get(j, "rejected"), i, v) assert_int_equal(
+        tr_outcome_reject(o, json_string_value(json_object_get(v, "recipient")),
+                          (int)json_integer_value(json_object_get(v, "code"))),
+        0);
 }
 
 /* smtp_send_mail with the case's message, EHLO name and pipelining. */
@@ -180,7 +180,8 @@ static void run_library(struct run *r)
     struct msg m;
     msg_decode(r, &m);
     struct smtp_opts opts = {
-        .helo_name = r->c->helo, .tls = SMTP_TLS_NONE,
+        .helo_name = r->c->helo,
+        .tls = SMTP_TLS_NONE,
         .no_pipelining = !r->c->pipelining,
         .connect_timeout_ms = TIMEOUT_S * 1000,
         .greeting_timeout_ms = TIMEOUT_S * 1000,
@@ -207,7 +208,8 @@ static void run_library(struct run *r)
         assert_int_equal(tr_outcome_accept(&r->got, res.accepted[i]), 0);
     for (size_t i = 0; i < res.nrejected; i++)
         assert_int_equal(tr_outcome_reject(&r->got, res.rejected[i].recipient,
-                                           res.rejected[i].reply.code), 0);
+                                           res.rejected[i].reply.code),
+                         0);
     smtp_result_clear(&res);
 }
 
@@ -225,7 +227,8 @@ static void run_serve(struct run *r)
     struct http_resp resp;
     if (http_request("POST", url, ct, r->c->message, 0, &resp) < 0)
         fail_msg("POST /v1/messages: %s", resp.err);
-    json_t *j = json_loadb(resp.body != NULL ? resp.body : "", resp.len, 0, NULL);
+    json_t *j = json_loadb(resp.body != NULL ? resp.body : "", resp.len, 0,
+                           NULL);
     r->got.http = (int)resp.status;
     if (j == NULL)
         fail_msg("HTTP %ld, not JSON: %.300s", resp.status, resp.body);
@@ -249,13 +252,15 @@ static void write_file(const char *path, const char *bytes, size_t len)
    the exit code and the output (caller frees). */
 static int spawn_cli(struct run *r, char **argv, char **out, char **err)
 {
-    char *opath = peer_path(r->peer, "cli.out"), *epath = peer_path(r->peer,
-                                                                   "cli.err");
+    char *opath = peer_path(r->peer, "cli.out"),
+         *epath = peer_path(r->peer, "cli.err");
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, opath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    posix_spawn_file_actions_addopen(&fa, 2, epath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_addopen(&fa, 1, opath,
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_addopen(&fa, 2, epath,
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0600);
     pid_t pid;
     int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
@@ -294,7 +299,12 @@ static void run_cli(struct run *r)
     assert_non_null(mpserve_binary(bin, sizeof bin));
     write_file(bodyf, m.body, m.len);
 #define ARG(s) (argv[n++] = (char *)(uintptr_t)(s))
-    ARG(bin); ARG("send"); ARG("--server"); ARG(host); ARG("--from"); ARG(m.from);
+    ARG(bin);
+    ARG("send");
+    ARG("--server");
+    ARG(host);
+    ARG("--from");
+    ARG(m.from);
     for (size_t i = 0; i < m.nto; i++) {
         ARG("--to");
         ARG(m.to[i]);
@@ -305,8 +315,14 @@ static void run_cli(struct run *r)
         ARG("--header");
         ARG(hdrs[i]);
     }
-    ARG("--body-file"); ARG(bodyf); ARG("--helo"); ARG(r->c->helo);
-    ARG("--tls"); ARG("none"); ARG("--timeout"); ARG("5");
+    ARG("--body-file");
+    ARG(bodyf);
+    ARG("--helo");
+    ARG(r->c->helo);
+    ARG("--tls");
+    ARG("none");
+    ARG("--timeout");
+    ARG("5");
     if (!r->c->pipelining)
         ARG("--no-pipelining");
     argv[n] = NULL;
@@ -341,7 +357,8 @@ static void wait_closed(struct peer *p)
     for (;;) {
         char *ev = ts_slurp(path, NULL);
         int opened = 0, closed = 0;
-        for (const char *s = ev; s != NULL && (s = strstr(s, "\"event\": \"")); s++) {
+        for (const char *s = ev; s != NULL && (s = strstr(s, "\"event\": \""));
+             s++) {
             opened += strncmp(s + 10, "connect\"", 8) == 0;
             closed += strncmp(s + 10, "close\"", 6) == 0;
         }
@@ -389,8 +406,8 @@ static char *compare_bytes(struct run *r, char ***bytes, size_t **lens,
         if (e == NULL || (*bytes)[k - 1] == NULL)
             continue;
         snprintf(head, sizeof head, "connection %d (client bytes):", k);
-        report_add(&rep, head, tr_diff(e->bytes, e->len, (*bytes)[k - 1],
-                                       (*lens)[k - 1]));
+        report_add(&rep, head,
+                   tr_diff(e->bytes, e->len, (*bytes)[k - 1], (*lens)[k - 1]));
     }
     return rep;
 }

@@ -31,16 +31,16 @@
 #include "webhook/internal.h"
 
 #define SECRET "whsec_bWFpbHBvb2wtd2ViaG9vay10ZXN0LXNlY3JldC0zMmI="
-#define WRONG  "whsec_YW5vdGhlci1zZWNyZXQtZW50aXJlbHktd3JvbmctMzI="
+#define WRONG "whsec_YW5vdGhlci1zZWNyZXQtZW50aXJlbHktd3JvbmctMzI="
 
 /* ---- the receiver ----------------------------------------------------- */
 
 struct rx {
     pid_t pid;
     int port;
-    char dir[128];              /* the test's directory */
-    char log[192];              /* one JSON line per POST received */
-    int tls;                    /* HTTPS with dir's cert.pem, key.pem */
+    char dir[128]; /* the test's directory */
+    char log[192]; /* one JSON line per POST received */
+    int tls;       /* HTTPS with dir's cert.pem, key.pem */
 };
 
 /* A file of the test's directory. */
@@ -102,9 +102,10 @@ static void rx_start(struct rx *r, const char *dir, int port,
     in_dir(logpath, sizeof logpath, dir, "rx.log");
     unlink(pfile);
     snprintf(portarg, sizeof portarg, "%d", port);
-    const char *argv[18] = { "/usr/bin/python3", script, "--port", portarg,
-                             "--port-file", pfile, "--secret-file", sfile,
-                             "--log", r->log, "--mode", mode };
+    const char *argv[18] = {
+        "/usr/bin/python3", script, "--port", portarg, "--port-file", pfile,
+        "--secret-file",    sfile,  "--log",  r->log,  "--mode",      mode
+    };
     size_t n = 12;
     if (r->tls) {
         argv[n++] = "--tls-dir";
@@ -145,8 +146,7 @@ static json_t *rx_posts(const struct rx *r)
 {
     json_t *arr = json_array();
     char *text = ts_slurp(r->log, NULL);
-    for (char *line = text, *nl; line != NULL && *line != '\0';
-         line = nl + 1) {
+    for (char *line = text, *nl; line != NULL && *line != '\0'; line = nl + 1) {
         json_error_t e;
         nl = strchr(line, '\n');
         if (nl == NULL)
@@ -169,10 +169,11 @@ static size_t posts_for(json_t *posts, const char *id, size_t *valid,
     json_t *p;
     if (valid != NULL)
         *valid = 0;
-    json_array_foreach(posts, i, p) {
+    json_array_foreach(posts, i, p)
+    {
         json_t *body = json_object_get(p, "body");
-        const char *mid = json_string_value(json_object_get(
-            json_object_get(body, "data"), "id"));
+        const char *mid = json_string_value(
+            json_object_get(json_object_get(body, "data"), "id"));
         if (mid == NULL || strcmp(mid, id) != 0)
             continue;
         n++;
@@ -194,10 +195,11 @@ static json_t *rx_wait(const struct rx *r, char **ids, size_t n,
         size_t have = 0, i;
         for (size_t k = 0; k < n; k++) {
             json_t *p;
-            json_array_foreach(posts, i, p) {
+            json_array_foreach(posts, i, p)
+            {
                 json_t *b = json_object_get(p, "body");
-                const char *mid = json_string_value(json_object_get(
-                    json_object_get(b, "data"), "id"));
+                const char *mid = json_string_value(
+                    json_object_get(json_object_get(b, "data"), "id"));
                 const char *t = json_string_value(json_object_get(b, "type"));
                 if (mid && t && strcmp(mid, ids[k]) == 0 &&
                     strcmp(t, type) == 0) {
@@ -232,13 +234,20 @@ static struct mpserve *svc(struct peer *p, const char *dir, int port,
                            const char *const *more)
 {
     static char url[64], q[192], sfile[192];
-    const char *argv[40] = { "--queue-path", q, "--webhook-url", url,
-                             "--webhook-secret-file", sfile,
+    const char *argv[40] = { "--queue-path",
+                             q,
+                             "--webhook-url",
+                             url,
+                             "--webhook-secret-file",
+                             sfile,
                              "--webhook-retry-schedule",
                              "1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s",
-                             "--webhook-timeout", "10",
-                             "--queue-retry-base", "0.2",
-                             "--pool-retries", "0" };
+                             "--webhook-timeout",
+                             "10",
+                             "--queue-retry-base",
+                             "0.2",
+                             "--pool-retries",
+                             "0" };
     size_t n = 14;
     snprintf(url, sizeof url, "http://127.0.0.1:%d/hook", port);
     in_dir(q, sizeof q, dir, "queue.db");
@@ -261,8 +270,8 @@ static json_t *call(struct mpserve *s, const char *method, const char *path,
     struct http_resp r;
     json_error_t e;
     snprintf(url, sizeof url, "%s%s", mpserve_url(s), path);
-    assert_int_equal(http_request(method, url, body ? hdrs : NULL, body, 0,
-                                  &r), 0);
+    assert_int_equal(http_request(method, url, body ? hdrs : NULL, body, 0, &r),
+                     0);
     *status = r.status;
     json_t *j = r.body != NULL ? json_loads(r.body, 0, &e) : NULL;
     http_resp_free(&r);
@@ -278,8 +287,7 @@ static const char *jstr(const json_t *o, const char *k)
 /* The string at index i of o's array k; "" when there is none. */
 static const char *item(const json_t *o, const char *k, size_t i)
 {
-    const char *s = json_string_value(json_array_get(json_object_get(o, k),
-                                                     i));
+    const char *s = json_string_value(json_array_get(json_object_get(o, k), i));
     return s != NULL ? s : "";
 }
 
@@ -291,7 +299,8 @@ static char *post_async(struct mpserve *s, const char *to)
     snprintf(body, sizeof body,
              "{\"from\":\"s@example.org\",\"to\":[\"%s\"],"
              "\"headers\":{\"Subject\":\"w\"},\"body\":\"hello\","
-             "\"metadata\":{\"order\":\"o-17\"}}", to);
+             "\"metadata\":{\"order\":\"o-17\"}}",
+             to);
     json_t *j = call(s, "POST", "/v1/messages", body, &st);
     if (st != 202)
         fail_msg("async POST answered %ld", st);
@@ -313,23 +322,24 @@ static json_t *status_of(struct mpserve *s, const char *id)
 
 /* Waits (at most ms) until message id's event of type is in state; the
    event (a new reference). */
-static json_t *wait_event(struct mpserve *s, const char *id,
-                          const char *type, const char *state, int ms)
+static json_t *wait_event(struct mpserve *s, const char *id, const char *type,
+                          const char *state, int ms)
 {
     for (long long end = now_ms() + ms;; sleep_ms(50)) {
         json_t *d = status_of(s, id), *e;
         size_t i;
-        json_array_foreach(json_object_get(d, "events"), i, e)
-            if (strcmp(jstr(e, "type"), type) == 0 &&
-                strcmp(jstr(e, "state"), state) == 0) {
-                json_incref(e);
-                json_decref(d);
-                return e;
-            }
+        json_array_foreach(json_object_get(d, "events"), i,
+                           e) if (strcmp(jstr(e, "type"), type) == 0 &&
+                                  strcmp(jstr(e, "state"), state) == 0)
+        {
+            json_incref(e);
+            json_decref(d);
+            return e;
+        }
         if (now_ms() > end) {
             char *t = json_dumps(d, 0);
-            fail_msg("no %s event %s for %s in %d ms: %s", type, state, id,
-                     ms, t ? t : "?");
+            fail_msg("no %s event %s for %s in %d ms: %s", type, state, id, ms,
+                     t ? t : "?");
         }
         json_decref(d);
     }
@@ -367,7 +377,7 @@ static int later_port(void)
 struct wh {
     char *dir;
     struct rx r;
-    int port;                   /* the receiver's, even while it is down */
+    int port; /* the receiver's, even while it is down */
     struct peer *p;
     struct mpserve *s;
 };
@@ -386,7 +396,7 @@ static void wh_up(struct wh *w, const char *mode, const char *secret,
     } else {
         w->port = later_port();
     }
-    char *sc = ts_dq(script);         /* the fake relay's script */
+    char *sc = ts_dq(script); /* the fake relay's script */
     w->p = peer_start_fake(sc);
     free(sc);
     assert_non_null(w->p);
@@ -436,27 +446,27 @@ static void test_every_sent_message_posts_one_signed_sent_event(void **st)
         assert_int_equal(strlen(jstr(b, "id")), 36);
         assert_string_equal(jstr(d, "status"), "sent");
         assert_int_equal(json_integer_value(json_object_get(d, "code")), 250);
-        assert_int_equal(json_integer_value(json_object_get(d, "attempt")),
-                         1);
+        assert_int_equal(json_integer_value(json_object_get(d, "attempt")), 1);
         assert_string_equal(item(d, "accepted", 0), "r@example.org");
         assert_string_equal(jstr(d, "message_id"), jstr(m, "message_id"));
         assert_string_equal(jstr(json_object_get(d, "metadata"), "order"),
                             "o-17");
-        json_t *e = wait_event(w.s, ids[i], "message.sent", "delivered",
-                               5000);
+        json_t *e = wait_event(w.s, ids[i], "message.sent", "delivered", 5000);
         assert_string_equal(jstr(e, "id"), jstr(b, "id"));
         assert_true(json_is_string(json_object_get(e, "delivered_at")));
         json_t *tries = json_object_get(e, "attempts");
         assert_int_equal(json_array_size(tries), 1);
         assert_int_equal(json_integer_value(json_object_get(
-            json_array_get(tries, 0), "http_status")), 200);
+                             json_array_get(tries, 0), "http_status")),
+                         200);
         json_decref(e);
         json_decref(m);
         free(ids[i]);
     }
     json_decref(posts);
     assert_int_equal(metric(w.s, "mailpool_webhook_deliveries_total{result="
-                                 "\"delivered\"}"), 5);
+                                 "\"delivered\"}"),
+                     5);
     wh_down(&w);
 }
 
@@ -466,14 +476,17 @@ static void test_a_retry_posts_deferred_then_sent(void **st)
 {
     (void)st;
     struct wh w;
-    wh_up(&w, "ok", SECRET, "{'rules': [{'match': '^MAIL', 'times': 1, "
-                            "'reply': '451 4.3.0 try again later'}]}", NULL);
+    wh_up(&w, "ok", SECRET,
+          "{'rules': [{'match': '^MAIL', 'times': 1, "
+          "'reply': '451 4.3.0 try again later'}]}",
+          NULL);
     char *id = post_async(w.s, "r@example.org");
     json_decref(rx_wait(&w.r, &id, 1, "message.sent", 15000));
     json_t *posts = rx_wait(&w.r, &id, 1, "message.deferred", 1000), *b;
     size_t i;
     int seen = 0;
-    json_array_foreach(posts, i, b) {
+    json_array_foreach(posts, i, b)
+    {
         json_t *body = json_object_get(b, "body");
         json_t *d = json_object_get(body, "data");
         if (strcmp(jstr(body, "type"), "message.deferred") != 0)
@@ -498,13 +511,16 @@ static void test_a_reply_that_is_not_utf8_still_posts_its_event(void **st)
 {
     (void)st;
     struct wh w;
-    wh_up(&w, "ok", SECRET, "{'rules': [{'match': '^MAIL', 'times': 1, "
-                            "'raw_b64': 'NDUxIDQuMy4wIGNhZsOpIOkgYnVzeQ0K'}]}", NULL);
+    wh_up(&w, "ok", SECRET,
+          "{'rules': [{'match': '^MAIL', 'times': 1, "
+          "'raw_b64': 'NDUxIDQuMy4wIGNhZsOpIOkgYnVzeQ0K'}]}",
+          NULL);
     char *id = post_async(w.s, "r@example.org");
     json_t *posts = rx_wait(&w.r, &id, 1, "message.deferred", 15000), *b;
     size_t i;
     int seen = 0;
-    json_array_foreach(posts, i, b) {
+    json_array_foreach(posts, i, b)
+    {
         json_t *body = json_object_get(b, "body");
         if (strcmp(jstr(body, "type"), "message.deferred") != 0)
             continue;
@@ -569,28 +585,27 @@ static void test_receiver_down_then_back_gets_every_event(void **st)
     json_decref(wait_event(w.s, ids[0], "message.sent", "pending", 1));
     assert_true(metric(w.s, "mailpool_webhook_deliveries_total{result="
                             "\"network_error\"}") >= 3);
-    assert_true(metric(w.s, "mailpool_webhook_oldest_undelivered_seconds")
-                >= 1);
+    assert_true(metric(w.s, "mailpool_webhook_oldest_undelivered_seconds") >=
+                1);
     rx_start(&w.r, w.dir, w.port, SECRET, "ok");
     json_t *posts = rx_wait(&w.r, ids, 3, "message.sent", 15000);
     for (int i = 0; i < 3; i++) {
         size_t valid;
         assert_int_equal(posts_for(posts, ids[i], &valid, NULL), 1);
         assert_int_equal(valid, 1);
-        json_decref(wait_event(w.s, ids[i], "message.sent", "delivered",
-                               5000));
+        json_decref(wait_event(w.s, ids[i], "message.sent", "delivered", 5000));
         free(ids[i]);
     }
     json_decref(posts);
     assert_int_equal(metric(w.s, "mailpool_webhook_oldest_undelivered_"
-                                 "seconds"), 0);
+                                 "seconds"),
+                     0);
     wh_down(&w);
 }
 
 /* 500 then 200: the event is POSTed exactly twice, the same id both
    times, delivered, and GET lists both tries (500, 200). */
-static void test_500_then_200_is_delivered_with_both_tries_recorded(
-    void **st)
+static void test_500_then_200_is_delivered_with_both_tries_recorded(void **st)
 {
     (void)st;
     struct wh w;
@@ -600,9 +615,11 @@ static void test_500_then_200_is_delivered_with_both_tries_recorded(
     json_t *tries = json_object_get(e, "attempts");
     assert_int_equal(json_array_size(tries), 2);
     assert_int_equal(json_integer_value(json_object_get(
-        json_array_get(tries, 0), "http_status")), 500);
+                         json_array_get(tries, 0), "http_status")),
+                     500);
     assert_int_equal(json_integer_value(json_object_get(
-        json_array_get(tries, 1), "http_status")), 200);
+                         json_array_get(tries, 1), "http_status")),
+                     200);
     json_t *posts = rx_posts(&w.r), *one;
     size_t valid, i;
     assert_int_equal(posts_for(posts, id, &valid, NULL), 2);
@@ -627,8 +644,8 @@ static void test_wrong_secret_fails_verification(void **st)
     size_t valid;
     assert_int_equal(posts_for(posts, id, &valid, NULL), 1);
     assert_int_equal(valid, 0);
-    assert_true(json_is_true(json_object_get(json_array_get(posts, 0),
-                                             "valid_other")));
+    assert_true(
+        json_is_true(json_object_get(json_array_get(posts, 0), "valid_other")));
     json_decref(posts);
     free(id);
     wh_down(&w);
@@ -669,8 +686,7 @@ static void test_slow_receiver_does_not_slow_sending(void **st)
 /* Messages sent (their events committed) while the receiver is down, the
    service SIGKILLed, started again on the same queue with the receiver
    up: every event arrives. */
-static void test_events_survive_sigkill_between_commit_and_delivery(
-    void **st)
+static void test_events_survive_sigkill_between_commit_and_delivery(void **st)
 {
     (void)st;
     struct wh w;
@@ -678,8 +694,7 @@ static void test_events_survive_sigkill_between_commit_and_delivery(
     wh_up(&w, NULL, SECRET, "{}", NULL);
     post_some(&w, ids, 3);
     for (int i = 0; i < 3; i++)
-        json_decref(wait_event(w.s, ids[i], "message.sent", "pending",
-                               5000));
+        json_decref(wait_event(w.s, ids[i], "message.sent", "pending", 5000));
     assert_int_equal(mpserve_signal(w.s, SIGKILL), 0);
     assert_int_equal(mpserve_wait(w.s, 5000), 128 + SIGKILL);
     mpserve_free(w.s);
@@ -712,9 +727,8 @@ static void test_an_event_past_its_schedule_is_failed_and_stays_visible(
     json_t *tries = json_object_get(e, "attempts"), *t;
     size_t i;
     assert_int_equal(json_array_size(tries), 3);
-    json_array_foreach(tries, i, t)
-        assert_int_equal(json_integer_value(json_object_get(
-            t, "http_status")), 500);
+    json_array_foreach(tries, i, t) assert_int_equal(
+        json_integer_value(json_object_get(t, "http_status")), 500);
     assert_true(json_is_null(json_object_get(e, "delivered_at")));
     json_t *posts = rx_posts(&w.r);
     assert_int_equal(posts_for(posts, id, NULL, NULL), 3);
@@ -743,8 +757,8 @@ static void test_https_is_verified_unless_tls_verify_is_false(void **st)
     wh_up(&w, NULL, SECRET, "{}", NULL);
     snprintf(url, sizeof url, "https://127.0.0.1:%d/hook", w.port);
     const char *https[] = { "--webhook-url", url, NULL };
-    const char *trusting[] = { "--webhook-url", url,
-                               "--webhook-tls-verify", "false", NULL };
+    const char *trusting[] = { "--webhook-url", url, "--webhook-tls-verify",
+                               "false", NULL };
     snprintf(cmd, sizeof cmd, "%s %s >/dev/null 2>&1",
              root_path(script, sizeof script, "tests/peers/make-cert.sh"),
              w.dir);
@@ -754,8 +768,9 @@ static void test_https_is_verified_unless_tls_verify_is_false(void **st)
     restart(&w, https);
     char *id = post_async(w.s, "r@example.org");
     json_t *e = NULL;
-    for (long long end = now_ms() + 10000; e == NULL || json_array_size(
-             json_object_get(e, "attempts")) == 0; sleep_ms(50)) {
+    for (long long end = now_ms() + 10000;
+         e == NULL || json_array_size(json_object_get(e, "attempts")) == 0;
+         sleep_ms(50)) {
         json_decref(e);
         e = wait_event(w.s, id, "message.sent", "pending", 1000);
         if (now_ms() > end)
@@ -788,15 +803,17 @@ static void test_a_redirect_is_not_followed(void **st)
     wh_up(&w, "redirect", SECRET, "{}", NULL);
     char *id = post_async(w.s, "r@example.org");
     json_t *e = wait_event(w.s, id, "message.sent", "pending", 15000);
-    for (long long end = now_ms() + 10000; json_array_size(json_object_get(
-             e, "attempts")) == 0; sleep_ms(50)) {
+    for (long long end = now_ms() + 10000;
+         json_array_size(json_object_get(e, "attempts")) == 0; sleep_ms(50)) {
         json_decref(e);
         e = wait_event(w.s, id, "message.sent", "pending", 1000);
         if (now_ms() > end)
             fail_msg("no try recorded");
     }
-    assert_int_equal(json_integer_value(json_object_get(json_array_get(
-        json_object_get(e, "attempts"), 0), "http_status")), 307);
+    assert_int_equal(
+        json_integer_value(json_object_get(
+            json_array_get(json_object_get(e, "attempts"), 0), "http_status")),
+        307);
     sleep_ms(300);
     json_t *posts = rx_posts(&w.r), *one;
     size_t i;
@@ -811,18 +828,17 @@ static void test_a_redirect_is_not_followed(void **st)
 /* 410 stops message.sent: the next message's event is stopped without a
    POST, also after a restart with the same configuration; a changed
    webhook.events starts the type again. */
-static void test_410_stops_the_type_until_the_configuration_changes(
-    void **st)
+static void test_410_stops_the_type_until_the_configuration_changes(void **st)
 {
     (void)st;
-    static const char *const other[] = {
-        "--webhook-events", "message.sent, message.failed", NULL };
+    static const char *const other[] = { "--webhook-events",
+                                         "message.sent, message.failed", NULL };
     struct wh w;
     wh_up(&w, "gone", SECRET, "{}", NULL);
     char *id = post_async(w.s, "r@example.org");
     json_decref(wait_event(w.s, id, "message.sent", "stopped", 15000));
     free(id);
-    for (int run = 0; run < 2; run++) {     /* as is, then restarted */
+    for (int run = 0; run < 2; run++) { /* as is, then restarted */
         id = post_async(w.s, "r@example.org");
         json_t *e = wait_event(w.s, id, "message.sent", "stopped", 15000);
         assert_int_equal(json_array_size(json_object_get(e, "attempts")), 0);
@@ -833,7 +849,7 @@ static void test_410_stops_the_type_until_the_configuration_changes(
     }
     sleep_ms(1500);
     json_t *posts = rx_posts(&w.r);
-    assert_int_equal(json_array_size(posts), 1);    /* the 410 only */
+    assert_int_equal(json_array_size(posts), 1); /* the 410 only */
     json_decref(posts);
     rx_stop(&w.r);
     rx_start(&w.r, w.dir, w.port, SECRET, "ok");
@@ -870,16 +886,23 @@ static void test_webhook_mistakes_stop_the_start_naming_them(void **st)
         put_file(dir, "secret", cases[i].secret, cases[i].mode, sfile,
                  sizeof sfile);
         in_dir(q, sizeof q, dir, "queue.db");
-        const char *argv[] = { "serve", "--http-listen", "127.0.0.1:0",
-                               "--queue-path", q, "--webhook-url",
+        const char *argv[] = { "serve",
+                               "--http-listen",
+                               "127.0.0.1:0",
+                               "--queue-path",
+                               q,
+                               "--webhook-url",
                                "http://127.0.0.1:9/hook",
-                               "--webhook-secret-file", sfile,
-                               cases[i].key, cases[i].value, NULL };
+                               "--webhook-secret-file",
+                               sfile,
+                               cases[i].key,
+                               cases[i].value,
+                               NULL };
         assert_int_equal(mpserve_run(argv, 10000, &out), 2);
         assert_non_null(strstr(out, cases[i].said));
         if (cases[i].key == NULL)
             assert_non_null(strstr(out, sfile));
-        assert_null(strstr(out, "bWFpbHBvb2wt"));   /* never the secret */
+        assert_null(strstr(out, "bWFpbHBvb2wt")); /* never the secret */
         assert_null(strstr(out, "short-secret"));
         assert_null(strstr(out, "listening"));
         free(out);
@@ -902,8 +925,7 @@ static char *readme_field(const char *text, const char *name)
    payload mailpool builds for that message, its signature the one
    mailpool computes under the example secret; and the README's Python,
    the test receiver's own, verifies it. */
-static void test_readme_example_is_mailpools_and_its_code_verifies_it(
-    void **st)
+static void test_readme_example_is_mailpools_and_its_code_verifies_it(void **st)
 {
     (void)st;
     char path[512], script[512], sfile[192], *dir = temp_dir();
@@ -915,13 +937,20 @@ static void test_readme_example_is_mailpools_and_its_code_verifies_it(
     char *body = readme_field(readme, "\n{\"type\":\"message.sent\"");
     char *secret = readme_field(readme, "example secret\n`");
     char mid[] = "<084rWjaF9Ap8ZS2gqqAqeg@example.org>",
-         meta[] = "{\"order\":\"1234\"}", status[] = "sent",
-         enh[] = "2.0.0", text[] = "2.0.0 Ok", acc[] = "you@example.org",
-         rej[] = "";
+         meta[] = "{\"order\":\"1234\"}", status[] = "sent", enh[] = "2.0.0",
+         text[] = "2.0.0 Ok", acc[] = "you@example.org", rej[] = "";
     struct queue_event ev = {
-        .state = QUEUE_SENT, .created_at = 1796002248.1085, .attempt = 1,
-        .code = 250, .message_id = mid, .metadata = meta, .status = status,
-        .enhanced = enh, .text = text, .accepted = acc, .rejected = rej,
+        .state = QUEUE_SENT,
+        .created_at = 1796002248.1085,
+        .attempt = 1,
+        .code = 250,
+        .message_id = mid,
+        .metadata = meta,
+        .status = status,
+        .enhanced = enh,
+        .text = text,
+        .accepted = acc,
+        .rejected = rej,
     };
     snprintf(ev.id, sizeof ev.id, "%s", id);
     snprintf(ev.message, sizeof ev.message, "084rWjaF9Ap8ZS2gqqAqeg");
@@ -931,14 +960,16 @@ static void test_readme_example_is_mailpools_and_its_code_verifies_it(
     unsigned char *key;
     size_t keylen;
     put_file(dir, "secret", secret, 0600, sfile, sizeof sfile);
-    assert_int_equal(webhook_secret_load_(sfile, &key, &keylen, err,
-                                          sizeof err), 0);
-    assert_int_equal(webhook_sign_(key, keylen, id, strtoll(ts, NULL, 10),
-                                   made, mine, sizeof mine), 0);
+    assert_int_equal(
+        webhook_secret_load_(sfile, &key, &keylen, err, sizeof err), 0);
+    assert_int_equal(webhook_sign_(key, keylen, id, strtoll(ts, NULL, 10), made,
+                                   mine, sizeof mine),
+                     0);
     assert_string_equal(mine, sig);
-    const char *argv[] = { "/usr/bin/python3", root_path(
-        script, sizeof script, "tests/peers/webhook_receiver.py"),
-        "--check-readme", path, NULL };
+    const char *argv[] = { "/usr/bin/python3",
+                           root_path(script, sizeof script,
+                                     "tests/peers/webhook_receiver.py"),
+                           "--check-readme", path, NULL };
     assert_int_equal(run_logged(argv, dir, "check-readme.log"), 0);
     free(key);
     free(made);

@@ -28,7 +28,7 @@ static const char *const path_name[] = { "library", "http", "cli" };
 struct run {
     enum path path;
     json_t *res;
-    char *wire;              /* all connections, in order */
+    char *wire; /* all connections, in order */
     struct peer_msg *m;
     size_t nm;
 };
@@ -36,11 +36,11 @@ struct run {
 /* A case: the relay's script, the message, and the check of a run. */
 struct wcase {
     const char *name;
-    const char *script;      /* fake_smtp.py JSON, ' for " */
+    const char *script; /* fake_smtp.py JSON, ' for " */
     const char *from;
     const char *to[4];
     const char *subject;
-    const char *body;        /* built by body_fn when NULL */
+    const char *body; /* built by body_fn when NULL */
     char *(*body_fn)(void);
     void (*check)(const struct run *r);
 };
@@ -177,9 +177,8 @@ static char *message_json(const struct wcase *c)
     json_t *to = json_array();
     for (size_t i = 0; i < nto(c); i++)
         json_array_append_new(to, json_string(c->to[i]));
-    json_t *o = json_pack("{s:s, s:o, s:{s:s}, s:s}", "from", c->from,
-                          "to", to, "headers", "Subject", c->subject,
-                          "body", body);
+    json_t *o = json_pack("{s:s, s:o, s:{s:s}, s:s}", "from", c->from, "to", to,
+                          "headers", "Subject", c->subject, "body", body);
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     free(body);
@@ -216,7 +215,7 @@ static void via_http(const struct wcase *c, struct peer *p, struct run *r)
     char *json = message_json(c);
     r->res = post_json(svc, "/v1/messages", json);
     free(json);
-    assert_int_equal(mpserve_stop_clean(svc, 10000), 0);  /* QUIT sent */
+    assert_int_equal(mpserve_stop_clean(svc, 10000), 0); /* QUIT sent */
     mpserve_free(svc);
 }
 
@@ -226,9 +225,11 @@ static void via_cli(const struct wcase *c, struct peer *p, struct run *r)
     char *body = case_body(c), *out = NULL;
     int fd = mkstemp(file);
     size_t n = strlen(body);
-    const char *argv[24] = { "send", "--server", server, "--tls", "none",
-                             "--helo", "mailpool.test", "--from", c->from,
-                             "--header", subj, "--body-file", file };
+    const char *argv[24] = {
+        "send",   "--server",      server,   "--tls", "none",
+        "--helo", "mailpool.test", "--from", c->from, "--header",
+        subj,     "--body-file",   file
+    };
     size_t k = 13;
     json_error_t err;
 
@@ -432,41 +433,101 @@ static void check_failed_none_accepted(const struct run *r)
 
 #define EXT(...) "{'extensions': [" __VA_ARGS__ "]}"
 #define ASCII "Hello.\r\nSecond line.\r\n"
-#define EIGHT "Gr\xc3\xbc\xc3\x9f" "e aus K\xc3\xb6ln\r\n"
+#define EIGHT \
+    "Gr\xc3\xbc\xc3\x9f" \
+    "e aus K\xc3\xb6ln\r\n"
 
 static const struct wcase cases[] = {
-    { "dot_line_of_998_is_sent_stuffed", "{}", "s@example.org",
-      { "r@example.org" }, "dots", NULL, body_dot998, check_dot998 },
-    { "452_follow_up_sends_the_rest", "{'max_rcpt': 2}", "s@example.org",
-      { "a@example.org", "b@example.org", "c@example.org" }, "many", ASCII,
-      NULL, check_452 },
-    { "size_declared", EXT("'PIPELINING', 'SIZE 100000'"), "s@example.org",
-      { "r@example.org" }, "size", NULL, body_5k, check_size_declared },
+    { "dot_line_of_998_is_sent_stuffed",
+      "{}",
+      "s@example.org",
+      { "r@example.org" },
+      "dots",
+      NULL,
+      body_dot998,
+      check_dot998 },
+    { "452_follow_up_sends_the_rest",
+      "{'max_rcpt': 2}",
+      "s@example.org",
+      { "a@example.org", "b@example.org", "c@example.org" },
+      "many",
+      ASCII,
+      NULL,
+      check_452 },
+    { "size_declared",
+      EXT("'PIPELINING', 'SIZE 100000'"),
+      "s@example.org",
+      { "r@example.org" },
+      "size",
+      NULL,
+      body_5k,
+      check_size_declared },
     { "size_over_limit_refused_before_mail",
-      EXT("'PIPELINING', '8BITMIME', 'SIZE 1000'"), "s@example.org",
-      { "r@example.org" }, "size", NULL, body_5k, check_size_refused },
-    { "ascii_body_has_no_body_8bitmime", "{}", "s@example.org",
-      { "r@example.org" }, "ascii", ASCII, NULL, check_ascii_no_8bitmime },
-    { "8bit_body_declares_8bitmime", "{}", "s@example.org",
-      { "r@example.org" }, "eight", EIGHT, NULL, check_8bit_8bitmime },
+      EXT("'PIPELINING', '8BITMIME', 'SIZE 1000'"),
+      "s@example.org",
+      { "r@example.org" },
+      "size",
+      NULL,
+      body_5k,
+      check_size_refused },
+    { "ascii_body_has_no_body_8bitmime",
+      "{}",
+      "s@example.org",
+      { "r@example.org" },
+      "ascii",
+      ASCII,
+      NULL,
+      check_ascii_no_8bitmime },
+    { "8bit_body_declares_8bitmime",
+      "{}",
+      "s@example.org",
+      { "r@example.org" },
+      "eight",
+      EIGHT,
+      NULL,
+      check_8bit_8bitmime },
     { "8bit_body_without_8bitmime_refused_before_mail",
-      EXT("'PIPELINING', 'SIZE 100000'"), "s@example.org",
-      { "r@example.org" }, "eight", EIGHT, NULL, check_8bit_refused },
-    { "one_rcpt_per_distinct_mailbox", "{}", "s@example.org",
+      EXT("'PIPELINING', 'SIZE 100000'"),
+      "s@example.org",
+      { "r@example.org" },
+      "eight",
+      EIGHT,
+      NULL,
+      check_8bit_refused },
+    { "one_rcpt_per_distinct_mailbox",
+      "{}",
+      "s@example.org",
       { "bob@example.org", "alice@example.org", "bob@EXAMPLE.org" },
-      "twice", ASCII, NULL, check_distinct },
+      "twice",
+      ASCII,
+      NULL,
+      check_distinct },
     { "utf8_subject_declares_smtputf8",
-      EXT("'PIPELINING', '8BITMIME', 'SMTPUTF8'"), "s@example.org",
-      { "r@example.org" }, "Gr\xc3\xbc\xc3\x9f" "e aus K\xc3\xb6ln", ASCII,
-      NULL, check_utf8_declared },
-    { "utf8_subject_without_smtputf8_refused_naming_the_field", "{}",
-      "s@example.org", { "r@example.org" },
-      "Gr\xc3\xbc\xc3\x9f" "e aus K\xc3\xb6ln", ASCII, NULL,
+      EXT("'PIPELINING', '8BITMIME', 'SMTPUTF8'"),
+      "s@example.org",
+      { "r@example.org" },
+      "Gr\xc3\xbc\xc3\x9f"
+      "e aus K\xc3\xb6ln",
+      ASCII,
+      NULL,
+      check_utf8_declared },
+    { "utf8_subject_without_smtputf8_refused_naming_the_field",
+      "{}",
+      "s@example.org",
+      { "r@example.org" },
+      "Gr\xc3\xbc\xc3\x9f"
+      "e aus K\xc3\xb6ln",
+      ASCII,
+      NULL,
       check_utf8_refused },
     { "data_refused_lists_nobody_accepted",
       "{'rules': [{'match': '^DATA', 'reply': '554 5.3.0 no data today'}]}",
-      "s@example.org", { "r@example.org", "q@example.org" }, "refused",
-      ASCII, NULL, check_failed_none_accepted },
+      "s@example.org",
+      { "r@example.org", "q@example.org" },
+      "refused",
+      ASCII,
+      NULL,
+      check_failed_none_accepted },
 };
 
 static void test_case(void **state)
@@ -491,13 +552,17 @@ static void test_refused_rset_on_reused_connection_sends_on_a_fresh_one(
 {
     (void)state;
     char *script = ts_dq("{'rules': [{'match': '^RSET', "
-                      "'reply': '554 5.7.0 Too many nonmail commands'}]}");
+                         "'reply': '554 5.7.0 Too many nonmail commands'}]}");
     struct peer *p = peer_start_fake(script);
     free(script);
     assert_non_null(p);
-    static const char *const extra[] = { "--pool-connections", "1",
-                                         "--pool-workers", "1",
-                                         "--pool-retries", "0", NULL };
+    static const char *const extra[] = { "--pool-connections",
+                                         "1",
+                                         "--pool-workers",
+                                         "1",
+                                         "--pool-retries",
+                                         "0",
+                                         NULL };
     struct mpserve *svc = mpserve_start(peer_port(p), extra);
     assert_non_null(svc);
     const char *msg = "{\"from\":\"s@example.org\",\"to\":[\"r@example.org\"],"
@@ -513,7 +578,7 @@ static void test_refused_rset_on_reused_connection_sends_on_a_fresh_one(
     struct run r = { .path = PATH_HTTP };
     collect(&r, p, 2);
     assert_int_equal(r.nm, 2);
-    assert_int_equal(count(r.wire, "RSET\r\n"), 1);  /* then a new conn */
+    assert_int_equal(count(r.wire, "RSET\r\n"), 1); /* then a new conn */
     assert_true(peer_conn_count(p) >= 2);
     assert_int_equal(r.m[1].conn, 2);
     run_free(&r);

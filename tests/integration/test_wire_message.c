@@ -30,8 +30,9 @@
 #include "tests/support/mpserve.h"
 
 #define STOP_MS 15000
-#define UTF8_EXT "'extensions': ['PIPELINING', '8BITMIME', 'SMTPUTF8', " \
-                 "'DSN', 'ENHANCEDSTATUSCODES']"
+#define UTF8_EXT \
+    "'extensions': ['PIPELINING', '8BITMIME', 'SMTPUTF8', " \
+    "'DSN', 'ENHANCEDSTATUSCODES']"
 
 /* smtp_fx's fixture plus the service. */
 struct wx {
@@ -112,7 +113,7 @@ static int has_field(const char *data, const char *name)
     size_t n = strlen(name);
     for (const char *p = data; *p != '\0';) {
         if (p[0] == '\r' && p[1] == '\n')
-            return 0;                   /* the empty line: body next */
+            return 0; /* the empty line: body next */
         if (strncasecmp(p, name, n) == 0 && p[n] == ':')
             return 1;
         const char *e = strstr(p, "\r\n");
@@ -152,8 +153,7 @@ static void svc(struct wx *w)
 
 /* POSTs json to path; the parsed answer (owned by the caller) after
    checking the status. */
-static json_t *post(struct wx *w, const char *path, const char *json,
-                    long want)
+static json_t *post(struct wx *w, const char *path, const char *json, long want)
 {
     static const char *const ct[] = { "Content-Type: application/json", NULL };
     char url[256];
@@ -177,7 +177,8 @@ static int names(json_t *problem, const char *field, const char *part)
 {
     json_t *e;
     size_t i;
-    json_array_foreach(json_object_get(problem, "errors"), i, e) {
+    json_array_foreach(json_object_get(problem, "errors"), i, e)
+    {
         const char *fl = json_string_value(json_object_get(e, "field"));
         const char *m = json_string_value(json_object_get(e, "message"));
         if (fl != NULL && strcmp(fl, field) == 0 &&
@@ -263,23 +264,31 @@ static void test_library_never_transmits_bcc(void **state)
     struct smtp_send_opts raw = { .raw = 1 };
     /* 1: structured headers, 2: raw text, 3: raw streamed 3 bytes a read,
        4: raw as lines */
-    struct smtp_header h[] = { { "Subject", "s" }, { "BCC", "hidden@example.org" },
+    struct smtp_header h[] = { { "Subject", "s" },
+                               { "BCC", "hidden@example.org" },
                                { "Resent-Bcc", "r@example.org" } };
     assert_int_equal(smtp_send_mail("a@example.org", to, 1, h, 3, &HELLO,
-                                     f->host, &f->opts, NULL, &f->res), SMTP_OK);
+                                    f->host, &f->opts, NULL, &f->res),
+                     SMTP_OK);
     struct smtp_body text = { .text = RAW_BCC, .len = strlen(RAW_BCC) };
     assert_int_equal(smtp_send_mail("a@example.org", to, 1, NULL, 0, &text,
-                                     f->host, &f->opts, &raw, &f->res), SMTP_OK);
+                                    f->host, &f->opts, &raw, &f->res),
+                     SMTP_OK);
     struct rd r = { .s = RAW_BCC, .len = strlen(RAW_BCC), .step = 3 };
     struct smtp_body streamed = { .read = rd_read, .ctx = &r };
     assert_int_equal(smtp_send_mail("a@example.org", to, 1, NULL, 0, &streamed,
-                                     f->host, &f->opts, &raw, &f->res), SMTP_OK);
-    static const char *const lines[] = { "From: a@example.org", "Bcc: h@example.org",
-                                         " folded@example.org", "Subject: lines", "",
+                                    f->host, &f->opts, &raw, &f->res),
+                     SMTP_OK);
+    static const char *const lines[] = { "From: a@example.org",
+                                         "Bcc: h@example.org",
+                                         " folded@example.org",
+                                         "Subject: lines",
+                                         "",
                                          "body" };
     struct smtp_body lb = { .lines = lines, .nlines = 6 };
     assert_int_equal(smtp_send_mail("a@example.org", to, 1, NULL, 0, &lb,
-                                     f->host, &f->opts, &raw, &f->res), SMTP_OK);
+                                    f->host, &f->opts, &raw, &f->res),
+                     SMTP_OK);
     assert_int_equal(msgs(f, f->p, 4), 4);
     for (size_t i = 0; i < 4; i++) {
         const char *d = (const char *)f->m[i].data;
@@ -287,15 +296,16 @@ static void test_library_never_transmits_bcc(void **state)
         assert_false(has_field(d, "Resent-Bcc"));
         assert_null(strcasestr(d, "hidden"));
         assert_null(strstr(d, "folded@"));
-        assert_int_equal(f->m[i].nrcpt, 1);            /* no one added */
+        assert_int_equal(f->m[i].nrcpt, 1); /* no one added */
         assert_string_equal(f->m[i].rcpt_to[0], "b@example.org");
         assert_clean_header(d);
     }
     assert_true(has_field((const char *)f->m[0].data, "Subject"));
     assert_string_equal((const char *)f->m[1].data, RAW_SENT);
     assert_string_equal((const char *)f->m[2].data, RAW_SENT);
-    assert_string_equal((const char *)f->m[3].data,
-                        "From: a@example.org\r\nSubject: lines\r\n\r\nbody\r\n");
+    assert_string_equal(
+        (const char *)f->m[3].data,
+        "From: a@example.org\r\nSubject: lines\r\n\r\nbody\r\n");
     /* Nothing of them anywhere on the wire, envelope included. */
     assert_null(strcasestr(all_bytes(f), "hidden"));
 }
@@ -337,10 +347,13 @@ static void test_service_never_transmits_bcc(void **state)
         assert_string_equal(f->m[i].rcpt_to[0], "b@example.org");
         assert_clean_header(d);
     }
-    assert_non_null(strstr((const char *)f->m[0].data, "\r\nSubject: object\r\n"));
-    assert_non_null(strstr((const char *)f->m[1].data, "\r\nSubject: pairs\r\n"));
+    assert_non_null(
+        strstr((const char *)f->m[0].data, "\r\nSubject: object\r\n"));
+    assert_non_null(
+        strstr((const char *)f->m[1].data, "\r\nSubject: pairs\r\n"));
     assert_string_equal((const char *)f->m[2].data, RAW_SENT);
-    assert_string_equal((const char *)f->m[3].data, "Subject: lf\r\n\r\nbody\r\n");
+    assert_string_equal((const char *)f->m[3].data,
+                        "Subject: lf\r\n\r\nbody\r\n");
     assert_null(strcasestr(all_bytes(f), "hidden"));
 }
 
@@ -351,11 +364,24 @@ static void test_cli_never_transmits_bcc(void **state)
     fake(f, NULL);
     /* The body is the body: a "Bcc:" line in it is text and stays. */
     const char *body = file_in(f, "body.txt", "Bcc: body text\nend\n");
-    const char *args[] = { "send", "--server", f->host, "--from", "a@example.org",
-                           "--to", "b@example.org", "--header", "Subject: cli",
-                           "--header", "bCc: hidden@example.org",
-                           "--header", "Resent-BCC: hidden2@example.org",
-                           "--body-file", body, "--timeout", "5", NULL };
+    const char *args[] = { "send",
+                           "--server",
+                           f->host,
+                           "--from",
+                           "a@example.org",
+                           "--to",
+                           "b@example.org",
+                           "--header",
+                           "Subject: cli",
+                           "--header",
+                           "bCc: hidden@example.org",
+                           "--header",
+                           "Resent-BCC: hidden2@example.org",
+                           "--body-file",
+                           body,
+                           "--timeout",
+                           "5",
+                           NULL };
     json_t *j;
     assert_int_equal(cli(f, args, &j), 0);
     assert_non_null(j);
@@ -375,9 +401,11 @@ static void test_cli_never_transmits_bcc(void **state)
 /* ---- Item 8: folding ---- */
 
 /* 70 x and a space (the issue's input), runs of spaces, tabs at the end. */
-#define X70 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-#define SPACED "alpha    beta    gamma    delta    epsilon    zeta    eta    " \
-               "theta    iota    kappa    lambda\t\t  "
+#define X70 \
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+#define SPACED \
+    "alpha    beta    gamma    delta    epsilon    zeta    eta    " \
+    "theta    iota    kappa    lambda\t\t  "
 
 /* Both fields as the relay got them: on one line for X70, and no line of
    only white space anywhere. */
@@ -403,14 +431,25 @@ static void test_folding_leaves_no_white_line_on_the_wire(void **state)
                      "\"headers\":[[\"Subject\",\"" X70 " \"],[\"X-Spaced\","
                      "\"alpha    beta    gamma    delta    epsilon    zeta    "
                      "eta    theta    iota    kappa    lambda\\t\\t  \"]],"
-                     "\"body\":\"hi\"}", 200);
+                     "\"body\":\"hi\"}",
+                     200);
     assert_string_equal(jstr(j, "status"), "sent");
     json_decref(j);
     const char *body = file_in(f, "body.txt", "hi\n");
-    const char *args[] = { "send", "--server", f->host, "--from", "a@example.org",
-                           "--to", "b@example.org", "--header", "Subject: " X70 " ",
-                           "--header", "X-Spaced: " SPACED,
-                           "--body-file", body, NULL };
+    const char *args[] = { "send",
+                           "--server",
+                           f->host,
+                           "--from",
+                           "a@example.org",
+                           "--to",
+                           "b@example.org",
+                           "--header",
+                           "Subject: " X70 " ",
+                           "--header",
+                           "X-Spaced: " SPACED,
+                           "--body-file",
+                           body,
+                           NULL };
     assert_int_equal(cli(f, args, &j), 0);
     json_decref(j);
     assert_int_equal(msgs(f, f->p, 3), 3);
@@ -452,13 +491,14 @@ static void test_library_refuses_parameter_smuggling(void **state)
                                         f->host, &f->opts, NULL, &f->res),
                          SMTP_ERR_LOCAL);
     }
-    assert_int_equal(peer_conn_count(f->p), 0);    /* refused before connecting */
+    assert_int_equal(peer_conn_count(f->p), 0); /* refused before connecting */
     /* On an open connection: refused before MAIL. */
     struct smtp_conn *c = conn_open(f);
     assert_int_equal(smtp_conn_hello(c, &f->res), SMTP_OK);
     const char *to[] = { SMUGGLED[0] };
     assert_int_equal(smtp_conn_send_mail(c, "a@example.org", to, 1, SUBJ, 1,
-                                         &HELLO, NULL, &f->res), SMTP_ERR_LOCAL);
+                                         &HELLO, NULL, &f->res),
+                     SMTP_ERR_LOCAL);
     assert_non_null(strstr(f->res.message, "quoted local part"));
     /* DSN values: free text is xtext, keywords are keywords. */
     struct smtp_send_opts bad[] = { { .dsn_notify = "NEVER SIZE=1" },
@@ -471,11 +511,13 @@ static void test_library_refuses_parameter_smuggling(void **state)
                          SMTP_ERR_LOCAL);
     /* What may go: a quoted space stays inside the brackets, ENVID and
        ORCPT are xtext. */
-    struct smtp_send_opts dsn = { .dsn_notify = "FAILURE", .dsn_ret = "HDRS",
+    struct smtp_send_opts dsn = { .dsn_notify = "FAILURE",
+                                  .dsn_ret = "HDRS",
                                   .dsn_envid = "id SIZE=1 <x>" };
     const char *q[] = { "\"a b NOTIFY=NEVER\"@b.example" };
     assert_int_equal(smtp_conn_send_mail(c, "a@example.org", q, 1, SUBJ, 1,
-                                         &HELLO, &dsn, &f->res), SMTP_OK);
+                                         &HELLO, &dsn, &f->res),
+                     SMTP_OK);
     smtp_conn_quit(c);
     const char *b = wire(f, f->p, 1);
     assert_int_equal(count(b, "MAIL FROM:"), 1);
@@ -507,31 +549,41 @@ static void test_service_refuses_parameter_smuggling_with_422(void **state)
     svc(w);
     for (size_t i = 0; i < NSMUGGLED; i++) {
         char *a = keep(f, json_str(SMUGGLED[i])), body[512];
-        snprintf(body, sizeof body, "{\"from\":%s,\"to\":[\"ok@example.org\",%s],"
-                 "\"body\":\"hi\"}", a, a);
+        snprintf(body, sizeof body,
+                 "{\"from\":%s,\"to\":[\"ok@example.org\",%s],"
+                 "\"body\":\"hi\"}",
+                 a, a);
         json_t *p = post(w, "/v1/messages", body, 422);
         assert_422_names(p, "from", NULL);
         assert_422_names(p, "to[1]", NULL);
         json_decref(p);
-        snprintf(body, sizeof body, "{\"messages\":[{\"from\":\"a@example.org\","
+        snprintf(body, sizeof body,
+                 "{\"messages\":[{\"from\":\"a@example.org\","
                  "\"to\":[\"ok@example.org\"]},{\"from\":\"a@example.org\","
-                 "\"to\":[%s]}]}", a);
+                 "\"to\":[%s]}]}",
+                 a);
         p = post(w, "/v1/messages/batch", body, 422);
         assert_422_names(p, "messages[1].to[0]", NULL);
         json_decref(p);
     }
-    json_t *p = post(w, "/v1/messages", "{\"from\":\"a@example.org\",\"to\":"
-                     "[\"\\\"a> SIZE=1 RET=FULL\\\"@b.example\"]}", 422);
+    json_t *p = post(w, "/v1/messages",
+                     "{\"from\":\"a@example.org\",\"to\":"
+                     "[\"\\\"a> SIZE=1 RET=FULL\\\"@b.example\"]}",
+                     422);
     assert_422_names(p, "to[0]", "inside a quoted local part");
     json_decref(p);
     /* NUL never reaches the decoder: the JSON is refused (400). */
-    p = post(w, "/v1/messages", "{\"from\":\"a@example.org\",\"to\":"
-             "[\"b@example.org\\u0000 SIZE=1\"]}", 400);
+    p = post(w, "/v1/messages",
+             "{\"from\":\"a@example.org\",\"to\":"
+             "[\"b@example.org\\u0000 SIZE=1\"]}",
+             400);
     json_decref(p);
     assert_no_transaction(f);
     /* The quoted space goes, inside the brackets, without parameters. */
-    p = post(w, "/v1/messages", "{\"from\":\"a@example.org\",\"to\":"
-             "[\"\\\"a b SIZE=1\\\"@b.example\"],\"body\":\"hi\"}", 200);
+    p = post(w, "/v1/messages",
+             "{\"from\":\"a@example.org\",\"to\":"
+             "[\"\\\"a b SIZE=1\\\"@b.example\"],\"body\":\"hi\"}",
+             200);
     assert_string_equal(jstr(p, "status"), "sent");
     json_decref(p);
     assert_int_equal(msgs(f, f->p, 1), 1);
@@ -539,7 +591,7 @@ static void test_service_refuses_parameter_smuggling_with_422(void **state)
     const char *b = all_bytes(f);
     assert_non_null(strstr(b, "\r\nRCPT TO:<\"a b SIZE=1\"@b.example>\r\n"));
     assert_non_null(strstr(b, "\r\nMAIL FROM:<a@example.org>"));
-    assert_int_equal(count(b, "SIZE=1"), 1);           /* the quoted one */
+    assert_int_equal(count(b, "SIZE=1"), 1); /* the quoted one */
     assert_int_equal(count(b, "RCPT TO:"), 1);
 }
 
@@ -551,21 +603,29 @@ static void test_cli_refuses_parameter_smuggling(void **state)
     const char *body = file_in(f, "body.txt", "hi\n");
     for (size_t i = 0; i < NSMUGGLED; i++) {
         for (int as_from = 0; as_from < 2; as_from++) {
-            const char *args[] = { "send", "--server", f->host, "--from",
+            const char *args[] = { "send",
+                                   "--server",
+                                   f->host,
+                                   "--from",
                                    as_from ? SMUGGLED[i] : "a@example.org",
-                                   "--to", as_from ? "ok@example.org" : SMUGGLED[i],
-                                   "--body-file", body, NULL };
+                                   "--to",
+                                   as_from ? "ok@example.org" : SMUGGLED[i],
+                                   "--body-file",
+                                   body,
+                                   NULL };
             json_t *j;
             int rc = cli(f, args, &j);
             if (rc != 1 || j == NULL)
-                fail_msg("%s as %s: exit %d", SMUGGLED[i], as_from ? "from" : "to", rc);
+                fail_msg("%s as %s: exit %d", SMUGGLED[i],
+                         as_from ? "from" : "to", rc);
             assert_string_equal(jstr(j, "kind"), "local");
             assert_string_equal(jstr(j, "status"), "failed");
-            assert_non_null(strstr(jstr(j, "error"), as_from ? "sender" : "recipient"));
+            assert_non_null(
+                strstr(jstr(j, "error"), as_from ? "sender" : "recipient"));
             json_decref(j);
         }
     }
-    assert_int_equal(peer_conn_count(f->p), 0);     /* nothing was sent */
+    assert_int_equal(peer_conn_count(f->p), 0); /* nothing was sent */
 }
 
 /* ---- Item 14: repeated fields, controls, query arguments ---- */
@@ -575,16 +635,20 @@ static void test_library_refuses_repeated_fields_and_controls(void **state)
     struct wx *w = *state;
     struct fx *f = &w->f;
     fake(f, NULL);
-    struct smtp_header twice[] = { { "From", "a@example.org" }, { "Subject", "s" },
+    struct smtp_header twice[] = { { "From", "a@example.org" },
+                                   { "Subject", "s" },
                                    { "from", "e@evil.example" } };
-    assert_int_equal(send1(f, "a@example.org", "b@example.org", twice, 3, &HELLO),
-                     SMTP_ERR_LOCAL);
+    assert_int_equal(
+        send1(f, "a@example.org", "b@example.org", twice, 3, &HELLO),
+        SMTP_ERR_LOCAL);
     assert_non_null(strstr(f->res.message, "headers 1 (From) and 3 (from)"));
-    struct smtp_header del[] = { { "Subject", "a\x7f" "b" } };
+    struct smtp_header del[] = { { "Subject", "a\x7f"
+                                              "b" } };
     assert_int_equal(send1(f, "a@example.org", "b@example.org", del, 1, &HELLO),
                      SMTP_ERR_LOCAL);
     assert_non_null(strstr(f->res.message, "control character"));
-    struct smtp_header nel[] = { { "Subject", "a\xc2\x85" "Bcc: e@evil.example" } };
+    struct smtp_header nel[] = { { "Subject", "a\xc2\x85"
+                                              "Bcc: e@evil.example" } };
     assert_int_equal(send1(f, "a@example.org", "b@example.org", nel, 1, &HELLO),
                      SMTP_ERR_LOCAL);
     assert_no_transaction(f);
@@ -596,23 +660,27 @@ static void test_service_refuses_repeated_fields_and_controls(void **state)
     struct fx *f = &w->f;
     fake(f, NULL);
     svc(w);
-    json_t *p = post(w, "/v1/messages",
-                     "{\"from\":\"a@example.org\",\"to\":[\"b@example.org\"],"
-                     "\"headers\":{\"From\":\"a@example.org\",\"Subject\":\"s\","
-                     "\"from\":\"e@evil.example\"},\"body\":\"hi\"}", 422);
+    json_t *p = post(
+        w, "/v1/messages",
+        "{\"from\":\"a@example.org\",\"to\":[\"b@example.org\"],"
+        "\"headers\":{\"From\":\"a@example.org\",\"Subject\":\"s\","
+        "\"from\":\"e@evil.example\"},\"body\":\"hi\"}",
+        422);
     assert_422_names(p, "headers.from", "repeats headers.From");
     json_decref(p);
-    p = post(w, "/v1/messages",
-             "{\"from\":\"a@example.org\",\"to\":[\"b@example.org\"],"
-             "\"headers\":[[\"Subject\",\"one\"],[\"X-A\",\"b\"],[\"SUBJECT\",\"two\"],"
-             "[\"Message-Id\",\"<a@b>\"],[\"MESSAGE-ID\",\"<c@d>\"]],\"body\":\"hi\"}",
-             422);
+    p = post(
+        w, "/v1/messages",
+        "{\"from\":\"a@example.org\",\"to\":[\"b@example.org\"],"
+        "\"headers\":[[\"Subject\",\"one\"],[\"X-A\",\"b\"],[\"SUBJECT\",\"two\"],"
+        "[\"Message-Id\",\"<a@b>\"],[\"MESSAGE-ID\",\"<c@d>\"]],\"body\":\"hi\"}",
+        422);
     assert_422_names(p, "headers[2][0]", "repeats headers[0][0]");
     assert_422_names(p, "headers[4][0]", "repeats headers[3][0]");
     json_decref(p);
     p = post(w, "/v1/messages",
              "{\"from\":\"a@example.org\",\"to\":[\"b@example.org\"],"
-             "\"headers\":{\"Subject\":\"a\\u007fb\",\"X-C1\":\"\\u0085x\"}}", 422);
+             "\"headers\":{\"Subject\":\"a\\u007fb\",\"X-C1\":\"\\u0085x\"}}",
+             422);
     assert_422_names(p, "headers.Subject", "control character");
     assert_422_names(p, "headers.X-C1", "control character");
     json_decref(p);
@@ -630,8 +698,8 @@ static void test_service_utf8_vrfy_needs_smtputf8(void **state)
     struct fx *f = &w->f;
     fake(f, NULL);
     svc(w);
-    json_t *j = post(w, "/v1/verify", "{\"address\":\"j\\u00f6rg@example.org\"}",
-                     200);
+    json_t *j = post(w, "/v1/verify",
+                     "{\"address\":\"j\\u00f6rg@example.org\"}", 200);
     assert_string_equal(jstr(j, "kind"), "local");
     assert_non_null(strstr(jstr(j, "error"), "SMTPUTF8"));
     json_decref(j);
@@ -649,8 +717,8 @@ static void test_service_utf8_vrfy_goes_with_smtputf8(void **state)
     struct fx *f = &w->f;
     fake(f, "{" UTF8_EXT "}");
     svc(w);
-    json_t *j = post(w, "/v1/verify", "{\"address\":\"j\\u00f6rg@example.org\"}",
-                     200);
+    json_t *j = post(w, "/v1/verify",
+                     "{\"address\":\"j\\u00f6rg@example.org\"}", 200);
     assert_string_equal(jstr(j, "kind"), "ok");
     json_decref(j);
     j = post(w, "/v1/verify", "{\"address\":\"bob\"}", 200);
@@ -666,28 +734,51 @@ static void test_cli_refuses_repeated_fields_and_non_ascii_queries(void **state)
     struct fx *f = &w->f;
     fake(f, NULL);
     const char *body = file_in(f, "body.txt", "hi\n");
-    const char *dup[] = { "send", "--server", f->host, "--from", "a@example.org",
-                          "--to", "b@example.org", "--header", "From: a@example.org",
-                          "--header", "FROM: e@evil.example", "--body-file", body, NULL };
+    const char *dup[] = { "send",
+                          "--server",
+                          f->host,
+                          "--from",
+                          "a@example.org",
+                          "--to",
+                          "b@example.org",
+                          "--header",
+                          "From: a@example.org",
+                          "--header",
+                          "FROM: e@evil.example",
+                          "--body-file",
+                          body,
+                          NULL };
     json_t *j;
     assert_int_equal(cli(f, dup, &j), 1);
     assert_non_null(j);
     assert_string_equal(jstr(j, "kind"), "local");
     assert_non_null(strstr(jstr(j, "error"), "headers 1 (From) and 2 (FROM)"));
     json_decref(j);
-    const char *del[] = { "send", "--server", f->host, "--from", "a@example.org",
-                          "--to", "b@example.org", "--header", "Subject: a\x7f",
-                          "--body-file", body, NULL };
+    const char *del[] = { "send",
+                          "--server",
+                          f->host,
+                          "--from",
+                          "a@example.org",
+                          "--to",
+                          "b@example.org",
+                          "--header",
+                          "Subject: a\x7f",
+                          "--body-file",
+                          body,
+                          NULL };
     assert_int_equal(cli(f, del, &j), 1);
     assert_string_equal(jstr(j, "kind"), "local");
     json_decref(j);
-    const char *vrfy[] = { "verify", "j\xc3\xb6rg@example.org", "--server", f->host,
-                           NULL };
+    const char *vrfy[] = { "verify", "j\xc3\xb6rg@example.org", "--server",
+                           f->host, NULL };
     assert_int_equal(cli(f, vrfy, &j), 1);
     assert_string_equal(jstr(j, "kind"), "local");
     assert_non_null(strstr(jstr(j, "error"), "SMTPUTF8"));
     json_decref(j);
-    const char *help[] = { "help", "Gr\xc3\xbc\xc3\x9f" "e", "--server", f->host, NULL };
+    const char *help[] = { "help",
+                           "Gr\xc3\xbc\xc3\x9f"
+                           "e",
+                           "--server", f->host, NULL };
     assert_int_equal(cli(f, help, &j), 1);
     assert_string_equal(jstr(j, "kind"), "local");
     json_decref(j);
@@ -697,13 +788,14 @@ static void test_cli_refuses_repeated_fields_and_non_ascii_queries(void **state)
     assert_null(strstr(b, "HELP"));
     /* With SMTPUTF8 offered the argument goes, with the parameter. */
     fake(f, "{" UTF8_EXT "}");
-    const char *vrfy2[] = { "verify", "j\xc3\xb6rg@example.org", "--server", f->host,
-                            NULL };
+    const char *vrfy2[] = { "verify", "j\xc3\xb6rg@example.org", "--server",
+                            f->host, NULL };
     assert_int_equal(cli(f, vrfy2, &j), 0);
     json_decref(j);
-    assert_string_equal(wire(f, f->p, 1),
-                        "EHLO [127.0.0.1]\r\nVRFY j\xc3\xb6rg@example.org SMTPUTF8\r\n"
-                        "QUIT\r\n");
+    assert_string_equal(
+        wire(f, f->p, 1),
+        "EHLO [127.0.0.1]\r\nVRFY j\xc3\xb6rg@example.org SMTPUTF8\r\n"
+        "QUIT\r\n");
 }
 
 int main(void)

@@ -29,11 +29,12 @@
 #include "tests/support/mpserve.h"
 
 #define STOP_MS 15000
-#define NOPIPE_AUTH "'extensions': ['8BITMIME', 'ENHANCEDSTATUSCODES', " \
-                    "'AUTH PLAIN LOGIN']"
+#define NOPIPE_AUTH \
+    "'extensions': ['8BITMIME', 'ENHANCEDSTATUSCODES', " \
+    "'AUTH PLAIN LOGIN']"
 #define FROM "a@example.com"
 #define TO "b@example.net"
-#define PLAIN_IR "AUTH PLAIN AHUAcA==\r\n"      /* "\0u\0p" */
+#define PLAIN_IR "AUTH PLAIN AHUAcA==\r\n" /* "\0u\0p" */
 
 /* The three ways a user meets the client. */
 enum way { LIB, HTTP, CLI, NWAYS };
@@ -42,14 +43,14 @@ static const char *const WAY_NAME[NWAYS] = { "library", "mailpool serve",
 
 /* What to ask for: a send (verb NULL) or a query, and the options. */
 struct job {
-    const char *verb;            /* NULL: send; "verify", "expand", "help" */
-    const char *arg;             /* the query's argument */
-    const char *to;              /* the one recipient; NULL: TO */
-    const char *body;            /* NULL: "hello" */
-    int tls_opportunistic;       /* STARTTLS when offered, any certificate */
+    const char *verb;      /* NULL: send; "verify", "expand", "help" */
+    const char *arg;       /* the query's argument */
+    const char *to;        /* the one recipient; NULL: TO */
+    const char *body;      /* NULL: "hello" */
+    int tls_opportunistic; /* STARTTLS when offered, any certificate */
     int tls_required;
-    int auth;                    /* user "u", password "p", in plaintext */
-    const char *mech;            /* configured mechanism, or NULL */
+    int auth;         /* user "u", password "p", in plaintext */
+    const char *mech; /* configured mechanism, or NULL */
 };
 
 /* A result as the user sees it, from a struct smtp_result or the JSON. */
@@ -98,20 +99,24 @@ static void from_json(json_t *j, struct outcome *o)
 {
     json_t *text = json_object_get(j, "text");
     if (!json_is_object(j) || !json_is_integer(json_object_get(j, "code")) ||
-        !json_is_array(text) || !json_is_boolean(json_object_get(j, "local_code")))
+        !json_is_array(text) ||
+        !json_is_boolean(json_object_get(j, "local_code")))
         fail_msg("not a result object: %s", json_dumps(j, JSON_COMPACT));
     o->code = (int)json_integer_value(json_object_get(j, "code"));
     o->local_code = json_is_true(json_object_get(j, "local_code"));
-    copy(o->kind, sizeof o->kind, json_string_value(json_object_get(j, "kind")));
+    copy(o->kind, sizeof o->kind,
+         json_string_value(json_object_get(j, "kind")));
     copy(o->status, sizeof o->status,
          json_is_string(json_object_get(j, "status"))
-             ? json_string_value(json_object_get(j, "status")) : "none");
+             ? json_string_value(json_object_get(j, "status"))
+             : "none");
     copy(o->enhanced, sizeof o->enhanced,
          json_string_value(json_object_get(j, "enhanced")));
     for (size_t i = 0; i < json_array_size(text) && i < 8; i++)
         copy(o->text[o->ntext++], sizeof o->text[0],
              json_string_value(json_array_get(text, i)));
-    copy(o->error, sizeof o->error, json_string_value(json_object_get(j, "error")));
+    copy(o->error, sizeof o->error,
+         json_string_value(json_object_get(j, "error")));
 }
 
 static void run_lib(struct fx *f, const struct job *j, struct outcome *o)
@@ -148,13 +153,18 @@ static void run_lib(struct fx *f, const struct job *j, struct outcome *o)
 static void client_flags(struct fx *f, const struct job *j, int serve,
                          const char **argv, size_t *n)
 {
-    static const char *const relay[] = {
-        "--relay-tls", "--relay-insecure-skip-verify", "--relay-auth-user",
-        "--relay-auth-pass-file", "--relay-auth-allow-plaintext",
-        "--relay-auth-mech" };
-    static const char *const cli[] = {
-        "--tls", "--insecure-skip-verify", "--auth-user", "--auth-pass-file",
-        "--auth-allow-plaintext", "--auth-mech" };
+    static const char *const relay[] = { "--relay-tls",
+                                         "--relay-insecure-skip-verify",
+                                         "--relay-auth-user",
+                                         "--relay-auth-pass-file",
+                                         "--relay-auth-allow-plaintext",
+                                         "--relay-auth-mech" };
+    static const char *const cli[] = { "--tls",
+                                       "--insecure-skip-verify",
+                                       "--auth-user",
+                                       "--auth-pass-file",
+                                       "--auth-allow-plaintext",
+                                       "--auth-mech" };
     const char *const *k = serve ? relay : cli;
     if (j->tls_opportunistic || j->tls_required) {
         argv[(*n)++] = k[0];
@@ -171,7 +181,7 @@ static void client_flags(struct fx *f, const struct job *j, int serve,
         argv[(*n)++] = "u";
         argv[(*n)++] = k[3];
         argv[(*n)++] = peer_file(f, "pass.txt", "p\n");
-        assert_int_equal(chmod(argv[*n - 1], 0600), 0);  /* a secret */
+        assert_int_equal(chmod(argv[*n - 1], 0600), 0); /* a secret */
         argv[(*n)++] = k[4];
         if (serve)
             argv[(*n)++] = "true";
@@ -196,9 +206,11 @@ static const char *http_request_of(struct fx *f, const struct job *j,
         char *p = keep(f, malloc(32));
         snprintf(p, 32, "/v1/%s", j->verb);
         *path = p;
-        m = strcmp(j->verb, "help") == 0 ? json_pack("{s:s}", "topic", j->arg)
-          : json_pack("{s:s}", strcmp(j->verb, "verify") == 0 ? "address"
-                                                               : "list", j->arg);
+        m = strcmp(j->verb, "help") == 0
+                ? json_pack("{s:s}", "topic", j->arg)
+                : json_pack("{s:s}",
+                            strcmp(j->verb, "verify") == 0 ? "address" : "list",
+                            j->arg);
     }
     assert_non_null(m);
     char *s = json_dumps(m, JSON_COMPACT);
@@ -208,10 +220,11 @@ static const char *http_request_of(struct fx *f, const struct job *j,
 
 static void run_http(struct fx *f, const struct job *j, struct outcome *o)
 {
-    const char *argv[40] = { "--pool-workers", "1", "--pool-connections", "1",
-                             "--pool-retries", "0", "--relay-connect-timeout",
-                             "3", "--relay-command-timeout", "5",
-                             "--relay-data-timeout", "5" };
+    const char *argv[40] = {
+        "--pool-workers",          "1", "--pool-connections",      "1",
+        "--pool-retries",          "0", "--relay-connect-timeout", "3",
+        "--relay-command-timeout", "5", "--relay-data-timeout",    "5"
+    };
     size_t n = 12;
     client_flags(f, j, 1, argv, &n);
     argv[n] = NULL;
@@ -229,12 +242,12 @@ static void run_http(struct fx *f, const struct job *j, struct outcome *o)
     json_t *doc = json_loadb(r.body ? r.body : "", r.len, 0, NULL);
     if (r.status == 200)
         from_json(doc, o);
-    else      /* 502: the relay session could not be opened; the cause */
+    else /* 502: the relay session could not be opened; the cause */
         copy(o->error, sizeof o->error,
              json_string_value(json_object_get(doc, "detail")));
     json_decref(doc);
     http_resp_free(&r);
-    int stopped = mpserve_stop_clean(svc, STOP_MS);   /* QUITs its pool */
+    int stopped = mpserve_stop_clean(svc, STOP_MS); /* QUITs its pool */
     mpserve_free(svc);
     assert_int_equal(stopped, 0);
 }
@@ -244,11 +257,20 @@ static void run_cli(struct fx *f, const struct job *j, struct outcome *o)
     const char *argv[40];
     size_t n = 0;
     if (j->verb == NULL) {
-        const char *a[] = { "send", "--server", f->host, "--from", FROM, "--to",
-                            j->to ? j->to : TO, "--header", "Subject: hi",
+        const char *a[] = { "send",
+                            "--server",
+                            f->host,
+                            "--from",
+                            FROM,
+                            "--to",
+                            j->to ? j->to : TO,
+                            "--header",
+                            "Subject: hi",
                             "--body-file",
-                            peer_file(f, "body.txt", j->body ? j->body : "hello\n"),
-                            "--timeout", "5" };
+                            peer_file(f, "body.txt",
+                                      j->body ? j->body : "hello\n"),
+                            "--timeout",
+                            "5" };
         for (size_t i = 0; i < sizeof a / sizeof a[0]; i++)
             argv[n++] = a[i];
     } else {
@@ -280,8 +302,8 @@ static void run_cli(struct fx *f, const struct job *j, struct outcome *o)
     json_decref(doc);
     free(out);
     /* exit 0 exactly when the code says success */
-    assert_int_equal(rc, o->code > 0 && o->code < 400 &&
-                         strcmp(o->kind, "ok") == 0 ? 0 : 1);
+    assert_int_equal(
+        rc, o->code > 0 && o->code < 400 && strcmp(o->kind, "ok") == 0 ? 0 : 1);
 }
 
 /* Runs the job one way against the running fake. */
@@ -329,8 +351,8 @@ static void assert_code_agrees(const struct outcome *o, const char *what)
     int success = ok && (strcmp(o->status, "sent") == 0 ||
                          strcmp(o->status, "none") == 0);
     if (success ? !(o->code > 0 && o->code < 400) : o->code < 400)
-        fail_msg("%s: status %s kind %s with code %d", what, o->status,
-                 o->kind, o->code);
+        fail_msg("%s: status %s kind %s with code %d", what, o->status, o->kind,
+                 o->code);
     if (!success && o->code != 700 &&
         o->enhanced[0] != (char)('0' + o->code / 100))
         fail_msg("%s: code %d with enhanced '%s'", what, o->code, o->enhanced);
@@ -350,8 +372,9 @@ static void test_auth_mechanisms_are_the_union_of_every_auth_line(void **state)
 {
     struct fx *f = *state;
     for (int w = LIB; w < NWAYS; w++) {
-        fake(f, "{'extensions': ['PIPELINING', 'AUTH=LOGIN', 'AUTH PLAIN LOGIN'],"
-                " 'rules': [{'match': '^AUTH PLAIN ', 'reply': '235 2.7.0 ok'}]}");
+        fake(f,
+             "{'extensions': ['PIPELINING', 'AUTH=LOGIN', 'AUTH PLAIN LOGIN'],"
+             " 'rules': [{'match': '^AUTH PLAIN ', 'reply': '235 2.7.0 ok'}]}");
         struct job j = { .auth = 1, .mech = "PLAIN" };
         struct outcome o;
         run_way(f, (enum way)w, &j, &o);
@@ -359,7 +382,8 @@ static void test_auth_mechanisms_are_the_union_of_every_auth_line(void **state)
             fail_msg("%s: %s %d %s", WAY_NAME[w], o.status, o.code, o.error);
         assert_int_equal(o.code, 250);
         const char *all = wire_all(f);
-        assert_non_null(strstr(all, "EHLO [127.0.0.1]\r\n" PLAIN_IR "MAIL FROM:<"));
+        assert_non_null(
+            strstr(all, "EHLO [127.0.0.1]\r\n" PLAIN_IR "MAIL FROM:<"));
         assert_int_equal(msgs(f, f->p, 1), 1);
     }
     /* Unconfigured: the library's choice over the union is PLAIN too. */
@@ -389,7 +413,8 @@ static void test_refused_session_still_ends_with_quit(void **state)
           "EHLO [127.0.0.1]\r\nQUIT\r\n", "5.7.1 go away", 554 },
         { "{'rules': [{'match': '^EHLO', 'reply': '502 5.5.2 no EHLO'},"
           " {'match': '^HELO', 'reply': '550 5.7.1 not you either'}]}",
-          "EHLO [127.0.0.1]\r\nHELO [127.0.0.1]\r\nQUIT\r\n", "5.7.1 not you either", 550 },
+          "EHLO [127.0.0.1]\r\nHELO [127.0.0.1]\r\nQUIT\r\n",
+          "5.7.1 not you either", 550 },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         for (int w = LIB; w < NWAYS; w++) {
@@ -406,8 +431,8 @@ static void test_refused_session_still_ends_with_quit(void **state)
             assert_string_equal(o.status, "failed");
             const char *all = wire_all(f);
             if (strcmp(all, cases[i].wire) != 0)
-                fail_msg("case %zu, %s: the server received '%s', want '%s'",
-                         i, WAY_NAME[w], all, cases[i].wire);
+                fail_msg("case %zu, %s: the server received '%s', want '%s'", i,
+                         WAY_NAME[w], all, cases[i].wire);
         }
     }
     /* A QUIT that is never answered: the client waits a short while only. */
@@ -428,8 +453,9 @@ static void test_greeting_code_change_keeps_the_servers_words(void **state)
 {
     struct fx *f = *state;
     for (int w = LIB; w < NWAYS; w++) {
-        fake(f, "{'rules': [{'match': '^GREETING$', 'raw': '220-mx.example.org "
-                "ESMTP\\r\\n521 5.7.1 blocked: listed at rbl.example\\r\\n'}]}");
+        fake(f,
+             "{'rules': [{'match': '^GREETING$', 'raw': '220-mx.example.org "
+             "ESMTP\\r\\n521 5.7.1 blocked: listed at rbl.example\\r\\n'}]}");
         struct job j = { 0 };
         struct outcome o;
         run_way(f, (enum way)w, &j, &o);
@@ -442,11 +468,13 @@ static void test_greeting_code_change_keeps_the_servers_words(void **state)
         assert_int_equal(o.local_code, 0);
         assert_string_equal(o.status, "failed");
         assert_non_null(strstr(o.error, "refused"));
-        assert_string_equal(wire_all(f), "QUIT\r\n");    /* no EHLO */
+        assert_string_equal(wire_all(f), "QUIT\r\n"); /* no EHLO */
     }
     /* The other way round, a mixed reply ending in success is never taken
        as one: a protocol error that still shows the lines. */
-    fake(f, "{'rules': [{'match': '^EHLO', 'raw': '554-no\\r\\n250 fake.test\\r\\n'}]}");
+    fake(
+        f,
+        "{'rules': [{'match': '^EHLO', 'raw': '554-no\\r\\n250 fake.test\\r\\n'}]}");
     struct job j = { 0 };
     struct outcome o;
     run_lib(f, &j, &o);
@@ -464,9 +492,9 @@ struct inject {
     const char *name;
     const char *script;
     struct job job;
-    const char *last;            /* the last line received starts so */
-    int lib_only;                /* needs two messages on one connection */
-    int at_open;                 /* fails opening the session: over HTTP a
+    const char *last; /* the last line received starts so */
+    int lib_only;     /* needs two messages on one connection */
+    int at_open;      /* fails opening the session: over HTTP a
                                     502 naming the cause */
 };
 
@@ -474,43 +502,94 @@ struct inject {
    STARTTLS, AUTH, VRFY, EXPN, HELP) await one reply whatever the relay
    offers, so some of those cases offer PIPELINING. */
 
-#define QUEUE_ALL "250 2.1.0 ok\\r\\n250 2.1.5 ok\\r\\n354 go\\r\\n" \
-                  "250 2.0.0 queued\\r\\n"
+#define QUEUE_ALL \
+    "250 2.1.0 ok\\r\\n250 2.1.5 ok\\r\\n354 go\\r\\n" \
+    "250 2.0.0 queued\\r\\n"
 static const struct inject INJECT[] = {
-    { "EHLO", "{'extensions': [], 'rules': [{'match': '^EHLO', 'raw': "
-      "'250-fake.test\\r\\n250 8BITMIME\\r\\n" QUEUE_ALL "'}]}", { 0 },
-      "EHLO [127.0.0.1]", 0, 1 },
+    { "EHLO",
+      "{'extensions': [], 'rules': [{'match': '^EHLO', 'raw': "
+      "'250-fake.test\\r\\n250 8BITMIME\\r\\n" QUEUE_ALL "'}]}",
+      { 0 },
+      "EHLO [127.0.0.1]",
+      0,
+      1 },
     { "STARTTLS (454 + 235 250 250 354 250, opportunistic TLS and AUTH)",
       "{'tls': {}, " NOPIPE_AUTH ", 'rules': [{'match': '^STARTTLS', 'raw': "
       "'454 4.7.0 TLS not available\\r\\n235 2.7.0 ok\\r\\n" QUEUE_ALL "'},"
       " {'match': '^AUTH', 'reply': '535 5.7.8 bad credentials'}]}",
-      { .tls_opportunistic = 1, .auth = 1 }, "STARTTLS", 0, 1 },
-    { "STARTTLS 220", "{'tls': {}, 'rules': [{'match': '^STARTTLS', 'raw': "
+      { .tls_opportunistic = 1, .auth = 1 },
+      "STARTTLS",
+      0,
+      1 },
+    { "STARTTLS 220",
+      "{'tls': {}, 'rules': [{'match': '^STARTTLS', 'raw': "
       "'220 2.0.0 go ahead\\r\\n" QUEUE_ALL "'}]}",
-      { .tls_opportunistic = 1 }, "STARTTLS", 0, 1 },
-    { "AUTH", "{" NOPIPE_AUTH ", 'rules': [{'match': '^AUTH', 'raw': "
-      "'235 2.7.0 ok\\r\\n" QUEUE_ALL "'}]}", { .auth = 1 }, "AUTH PLAIN ", 0, 1 },
-    { "MAIL", "{" NOPIPE ", 'rules': [{'match': '^MAIL', 'raw': '" QUEUE_ALL "'}]}",
-      { 0 }, "MAIL FROM:<" FROM ">", 0, 0 },
-    { "RCPT", "{" NOPIPE ", 'rules': [{'match': '^RCPT', 'raw': "
+      { .tls_opportunistic = 1 },
+      "STARTTLS",
+      0,
+      1 },
+    { "AUTH",
+      "{" NOPIPE_AUTH ", 'rules': [{'match': '^AUTH', 'raw': "
+      "'235 2.7.0 ok\\r\\n" QUEUE_ALL "'}]}",
+      { .auth = 1 },
+      "AUTH PLAIN ",
+      0,
+      1 },
+    { "MAIL",
+      "{" NOPIPE ", 'rules': [{'match': '^MAIL', 'raw': '" QUEUE_ALL "'}]}",
+      { 0 },
+      "MAIL FROM:<" FROM ">",
+      0,
+      0 },
+    { "RCPT",
+      "{" NOPIPE ", 'rules': [{'match': '^RCPT', 'raw': "
       "'250 2.1.5 ok\\r\\n354 go\\r\\n250 2.0.0 queued\\r\\n'}]}",
-      { 0 }, "RCPT TO:<" TO ">", 0, 0 },
-    { "DATA", "{" NOPIPE ", 'rules': [{'match': '^DATA', 'raw': "
-      "'354 go\\r\\n250 2.0.0 queued\\r\\n'}]}", { 0 }, "DATA", 0, 0 },
-    { "the final dot", "{" NOPIPE ", 'rules': [{'match': '^DOT$', 'raw': "
-      "'250 2.0.0 queued\\r\\n250 2.0.0 queued again\\r\\n'}]}", { 0 },
-      ".", 0, 0 },
-    { "RSET", "{" NOPIPE ", 'rules': [{'match': '^RSET', 'conn': 1, 'raw': "
-      "'250 2.0.0 ok\\r\\n" QUEUE_ALL "'}]}", { 0 }, "RSET", 1, 0 },
-    { "VRFY", "{'rules': [{'match': '^VRFY', 'raw': "
+      { 0 },
+      "RCPT TO:<" TO ">",
+      0,
+      0 },
+    { "DATA",
+      "{" NOPIPE ", 'rules': [{'match': '^DATA', 'raw': "
+      "'354 go\\r\\n250 2.0.0 queued\\r\\n'}]}",
+      { 0 },
+      "DATA",
+      0,
+      0 },
+    { "the final dot",
+      "{" NOPIPE ", 'rules': [{'match': '^DOT$', 'raw': "
+      "'250 2.0.0 queued\\r\\n250 2.0.0 queued again\\r\\n'}]}",
+      { 0 },
+      ".",
+      0,
+      0 },
+    { "RSET",
+      "{" NOPIPE ", 'rules': [{'match': '^RSET', 'conn': 1, 'raw': "
+      "'250 2.0.0 ok\\r\\n" QUEUE_ALL "'}]}",
+      { 0 },
+      "RSET",
+      1,
+      0 },
+    { "VRFY",
+      "{'rules': [{'match': '^VRFY', 'raw': "
       "'252 2.0.0 maybe\\r\\n221 2.0.0 bye\\r\\n'}]}",
-      { .verb = "verify", .arg = "bob" }, "VRFY bob", 0, 0 },
-    { "EXPN", "{'rules': [{'match': '^EXPN', 'raw': "
+      { .verb = "verify", .arg = "bob" },
+      "VRFY bob",
+      0,
+      0 },
+    { "EXPN",
+      "{'rules': [{'match': '^EXPN', 'raw': "
       "'250 2.0.0 <a@example.org>\\r\\n250 2.0.0 more\\r\\n'}]}",
-      { .verb = "expand", .arg = "staff" }, "EXPN staff", 0, 0 },
-    { "HELP", "{'rules': [{'match': '^HELP', 'raw': "
+      { .verb = "expand", .arg = "staff" },
+      "EXPN staff",
+      0,
+      0 },
+    { "HELP",
+      "{'rules': [{'match': '^HELP', 'raw': "
       "'214 2.0.0 see RFC 5321\\r\\n214 2.0.0 again\\r\\n'}]}",
-      { .verb = "help", .arg = "MAIL" }, "HELP MAIL", 0, 0 },
+      { .verb = "help", .arg = "MAIL" },
+      "HELP MAIL",
+      0,
+      0 },
 };
 
 /* The RSET case: two messages on one connection (the second starts with
@@ -524,30 +603,42 @@ static void inject_rset(struct fx *f, const struct inject *c, enum way w)
         const char *to[] = { TO };
         assert_int_equal(smtp_conn_hello(conn, &f->res), SMTP_OK);
         for (int i = 0; i < 2; i++) {
-            smtp_conn_send_mail(conn, FROM, to, 1, SUBJ, 1, &HELLO, NULL, &f->res);
+            smtp_conn_send_mail(conn, FROM, to, 1, SUBJ, 1, &HELLO, NULL,
+                                &f->res);
             from_result(&f->res, &o[i]);
         }
         smtp_conn_quit(conn);
         assert_string_equal(o[0].status, "sent");
-        if (strcmp(o[1].status, "sent") == 0 || strcmp(o[1].kind, "protocol") != 0)
-            fail_msg("RSET, library: %s %s %d", o[1].status, o[1].kind, o[1].code);
+        if (strcmp(o[1].status, "sent") == 0 ||
+            strcmp(o[1].kind, "protocol") != 0)
+            fail_msg("RSET, library: %s %s %d", o[1].status, o[1].kind,
+                     o[1].code);
         assert_int_equal(o[1].code, 451);
         assert_int_equal(msgs(f, f->p, 1), 1);
     } else {
         /* The service: its pool reuses the connection, finds the injection
            and replaces the connection; the message goes once, on a fresh
            one, nothing taken from the injected bytes. */
-        const char *argv[] = { "--pool-workers", "1", "--pool-connections", "1",
-                               "--pool-retries", "0", "--relay-tls", "none", NULL };
+        const char *argv[] = { "--pool-workers",
+                               "1",
+                               "--pool-connections",
+                               "1",
+                               "--pool-retries",
+                               "0",
+                               "--relay-tls",
+                               "none",
+                               NULL };
         struct mpserve *svc = mpserve_start(peer_port(f->p), argv);
         assert_non_null(svc);
-        static const char *const ct[] = { "Content-Type: application/json", NULL };
+        static const char *const ct[] = { "Content-Type: application/json",
+                                          NULL };
         char url[256];
         snprintf(url, sizeof url, "%s/v1/messages", mpserve_url(svc));
         for (int i = 0; i < 2; i++) {
             struct http_resp r;
             char body[200];
-            snprintf(body, sizeof body, "{\"from\":\"%s\",\"to\":[\"%s\"],"
+            snprintf(body, sizeof body,
+                     "{\"from\":\"%s\",\"to\":[\"%s\"],"
                      "\"headers\":{\"Subject\":\"m%d\"},\"body\":\"hello\"}",
                      FROM, TO, i);
             if (http_request("POST", url, ct, body, 0, &r) < 0)
@@ -564,13 +655,14 @@ static void inject_rset(struct fx *f, const struct inject *c, enum way w)
         assert_string_equal(o[1].status, "sent");
         assert_int_equal(msgs(f, f->p, 2), 2);
         assert_int_equal(f->m[0].conn, 1);
-        assert_int_equal(f->m[1].conn, 2);            /* not on the first */
+        assert_int_equal(f->m[1].conn, 2); /* not on the first */
     }
     const char *w1 = wire(f, f->p, 1);
     const char *rset = strstr(w1, "RSET\r\n");
     assert_non_null(rset);
     if (strstr(rset, "MAIL") != NULL)
-        fail_msg("RSET, %s: MAIL followed the injected reply: %s", WAY_NAME[w], w1);
+        fail_msg("RSET, %s: MAIL followed the injected reply: %s", WAY_NAME[w],
+                 w1);
 }
 
 static void test_bytes_beyond_the_awaited_reply_are_a_protocol_error(
@@ -583,7 +675,7 @@ static void test_bytes_beyond_the_awaited_reply_are_a_protocol_error(
         for (int w = LIB; w < NWAYS; w++) {
             gc_flush(f);
             if (c->lib_only) {
-                if (w != CLI)          /* the CLI sends one message */
+                if (w != CLI) /* the CLI sends one message */
                     inject_rset(f, c, (enum way)w);
                 continue;
             }
@@ -597,17 +689,23 @@ static void test_bytes_beyond_the_awaited_reply_are_a_protocol_error(
                     snprintf(bad + strlen(bad), room, "[%s, %s: HTTP %d: %s] ",
                              c->name, WAY_NAME[w], o.http, o.error);
                 else if (!starts_with(last_line(f, all), c->last))
-                    snprintf(bad + strlen(bad), room, "[%s, %s: the server "
-                             "received '%s'] ", c->name, WAY_NAME[w], all);
+                    snprintf(bad + strlen(bad), room,
+                             "[%s, %s: the server "
+                             "received '%s'] ",
+                             c->name, WAY_NAME[w], all);
                 continue;
             }
-            if (strcmp(o.status, "sent") == 0 || strcmp(o.kind, "protocol") != 0 ||
-                o.code != 451 || !o.local_code)
+            if (strcmp(o.status, "sent") == 0 ||
+                strcmp(o.kind, "protocol") != 0 || o.code != 451 ||
+                !o.local_code)
                 snprintf(bad + strlen(bad), room, "[%s, %s: %s %s %d: %s] ",
-                         c->name, WAY_NAME[w], o.status, o.kind, o.code, o.error);
+                         c->name, WAY_NAME[w], o.status, o.kind, o.code,
+                         o.error);
             else if (!starts_with(last_line(f, all), c->last))
-                snprintf(bad + strlen(bad), room, "[%s, %s: the server "
-                         "received '%s'] ", c->name, WAY_NAME[w], all);
+                snprintf(bad + strlen(bad), room,
+                         "[%s, %s: the server "
+                         "received '%s'] ",
+                         c->name, WAY_NAME[w], all);
             else
                 assert_code_agrees(&o, c->name);
             /* the final dot went out: the outcome is unknown, never resent */
@@ -644,9 +742,11 @@ static void test_unexpected_334_to_auth_plain_is_cancelled_with_star(
 {
     struct fx *f = *state;
     for (int w = LIB; w < NWAYS; w++) {
-        fake(f, "{'extensions': ['PIPELINING', 'AUTH PLAIN LOGIN'], 'rules': ["
-                "{'match': '^AUTH PLAIN', 'raw': '334 \\r\\n'},"
-                "{'match': '^\\\\*$', 'reply': '501 5.7.0 authentication cancelled'}]}");
+        fake(
+            f,
+            "{'extensions': ['PIPELINING', 'AUTH PLAIN LOGIN'], 'rules': ["
+            "{'match': '^AUTH PLAIN', 'raw': '334 \\r\\n'},"
+            "{'match': '^\\\\*$', 'reply': '501 5.7.0 authentication cancelled'}]}");
         struct job j = { .auth = 1, .mech = "PLAIN" };
         struct outcome o;
         run_way(f, (enum way)w, &j, &o);
@@ -657,8 +757,8 @@ static void test_unexpected_334_to_auth_plain_is_cancelled_with_star(
         assert_string_equal(o.text[0], "5.7.0 authentication cancelled");
         assert_string_equal(o.enhanced, "5.7.0");
         assert_string_equal(o.status, "failed");
-        assert_string_equal(wire_all(f), "EHLO [127.0.0.1]\r\n" PLAIN_IR
-                                         "*\r\nQUIT\r\n");
+        assert_string_equal(wire_all(f),
+                            "EHLO [127.0.0.1]\r\n" PLAIN_IR "*\r\nQUIT\r\n");
     }
     /* LOGIN: a third 334 after the password is cancelled the same way. */
     fake(f, "{'extensions': ['AUTH LOGIN'], 'rules': ["
@@ -668,49 +768,124 @@ static void test_unexpected_334_to_auth_plain_is_cancelled_with_star(
     struct outcome o;
     run_lib(f, &j, &o);
     assert_int_equal(o.code, 501);
-    assert_string_equal(wire_all(f), "EHLO [127.0.0.1]\r\nAUTH LOGIN\r\ndQ==\r\n"
-                                     "cA==\r\n*\r\nQUIT\r\n");
+    assert_string_equal(wire_all(f),
+                        "EHLO [127.0.0.1]\r\nAUTH LOGIN\r\ndQ==\r\n"
+                        "cA==\r\n*\r\nQUIT\r\n");
 }
 
 /* ---- 18: status and code never disagree ---- */
 
 struct fault {
     const char *name;
-    const char *script;          /* NULL: nobody listens */
+    const char *script; /* NULL: nobody listens */
     struct job job;
-    int code;                    /* the code wanted (all ways) */
+    int code; /* the code wanted (all ways) */
     const char *enhanced;
     int local_code;
-    int text_lines;              /* lines of the server's reply kept */
+    int text_lines; /* lines of the server's reply kept */
     const char *status;
-    int at_open;                 /* over HTTP: a 502 naming the cause */
+    int at_open; /* over HTTP: a 502 naming the cause */
 };
 
 static const struct fault FAULTS[] = {
     { "sent", "{}", { 0 }, 250, "2.0.0", 0, 1, "sent", 0 },
     { "nobody listens", NULL, { 0 }, 421, "4.4.1", 1, 0, "failed", 0 },
-    { "no greeting (timeout)", "{'rules': [{'match': '^GREETING$', 'action': "
-      "'hang'}]}", { 0 }, 421, "4.4.2", 1, 0, "failed", 1 },
-    { "dropped at MAIL", "{'rules': [{'match': '^MAIL', 'action': 'drop'}]}",
-      { 0 }, 421, "4.4.2", 1, 0, "failed", 0 },
-    { "dropped after the final dot", "{'rules': [{'match': '^DOT$', "
-      "'action': 'drop'}]}", { 0 }, 421, "4.4.2", 1, 0, "unknown", 0 },
-    { "garbage greeting", "{'rules': [{'match': '^GREETING$', 'raw': "
-      "'HTTP/1.1 400 Bad Request\\r\\n\\r\\n'}]}", { 0 }, 451, "4.5.0", 1, 0,
-      "failed", 1 },
-    { "DATA answered 250", "{" NOPIPE ", 'rules': [{'match': '^DATA', "
-      "'reply': '250 2.0.0 sure'}]}", { 0 }, 554, "5.5.0", 1, 1, "failed", 0 },
-    { "TLS required, not offered", "{}", { .tls_required = 1 }, 454, "4.7.4",
-      1, 0, "failed", 1 },
+    { "no greeting (timeout)",
+      "{'rules': [{'match': '^GREETING$', 'action': "
+      "'hang'}]}",
+      { 0 },
+      421,
+      "4.4.2",
+      1,
+      0,
+      "failed",
+      1 },
+    { "dropped at MAIL",
+      "{'rules': [{'match': '^MAIL', 'action': 'drop'}]}",
+      { 0 },
+      421,
+      "4.4.2",
+      1,
+      0,
+      "failed",
+      0 },
+    { "dropped after the final dot",
+      "{'rules': [{'match': '^DOT$', "
+      "'action': 'drop'}]}",
+      { 0 },
+      421,
+      "4.4.2",
+      1,
+      0,
+      "unknown",
+      0 },
+    { "garbage greeting",
+      "{'rules': [{'match': '^GREETING$', 'raw': "
+      "'HTTP/1.1 400 Bad Request\\r\\n\\r\\n'}]}",
+      { 0 },
+      451,
+      "4.5.0",
+      1,
+      0,
+      "failed",
+      1 },
+    { "DATA answered 250",
+      "{" NOPIPE ", 'rules': [{'match': '^DATA', "
+      "'reply': '250 2.0.0 sure'}]}",
+      { 0 },
+      554,
+      "5.5.0",
+      1,
+      1,
+      "failed",
+      0 },
+    { "TLS required, not offered",
+      "{}",
+      { .tls_required = 1 },
+      454,
+      "4.7.4",
+      1,
+      0,
+      "failed",
+      1 },
     { "AUTH not offered", "{}", { .auth = 1 }, 554, "5.7.0", 1, 0, "failed", 0 },
-    { "body line over 998 octets (local)", "{}", { .body = "x" }, 554, "5.6.0",
-      1, 0, "failed", 0 },
-    { "550 to MAIL", "{'rules': [{'match': '^MAIL', 'reply': '550 5.7.1 no'}]}",
-      { 0 }, 550, "5.7.1", 0, 1, "failed", 0 },
-    { "every recipient refused", "{'rules': [{'match': '^RCPT', 'reply': "
-      "'550 5.1.1 unknown'}]}", { 0 }, 700, NULL, 0, -1, "rejected", 0 },
-    { "VRFY refused", "{'rules': [{'match': '^VRFY', 'reply': '550 5.1.1 who'}]}",
-      { .verb = "verify", .arg = "x" }, 550, "5.1.1", 0, 1, "none", 0 },
+    { "body line over 998 octets (local)",
+      "{}",
+      { .body = "x" },
+      554,
+      "5.6.0",
+      1,
+      0,
+      "failed",
+      0 },
+    { "550 to MAIL",
+      "{'rules': [{'match': '^MAIL', 'reply': '550 5.7.1 no'}]}",
+      { 0 },
+      550,
+      "5.7.1",
+      0,
+      1,
+      "failed",
+      0 },
+    { "every recipient refused",
+      "{'rules': [{'match': '^RCPT', 'reply': "
+      "'550 5.1.1 unknown'}]}",
+      { 0 },
+      700,
+      NULL,
+      0,
+      -1,
+      "rejected",
+      0 },
+    { "VRFY refused",
+      "{'rules': [{'match': '^VRFY', 'reply': '550 5.1.1 who'}]}",
+      { .verb = "verify", .arg = "x" },
+      550,
+      "5.1.1",
+      0,
+      1,
+      "none",
+      0 },
 };
 
 static void test_status_and_code_never_disagree(void **state)
@@ -732,7 +907,7 @@ static void test_status_and_code_never_disagree(void **state)
                 continue;
             gc_flush(f);
             if (c->script == NULL) {
-                if (f->p2 == NULL)      /* holds the CLI's files */
+                if (f->p2 == NULL) /* holds the CLI's files */
                     f->p2 = peer_start_fake(NULL);
                 assert_non_null(f->p2);
                 fake(f, NULL);
@@ -742,14 +917,14 @@ static void test_status_and_code_never_disagree(void **state)
                 free(f->host);
                 f->host = malloc(32);
                 snprintf(f->host, 32, "127.0.0.1:%d", port);
-                if (w == HTTP)          /* an unreachable relay is a 502 */
+                if (w == HTTP) /* an unreachable relay is a 502 */
                     continue;
             } else {
                 fake(f, c->script);
             }
             struct outcome o;
             if (w == HTTP && strcmp(c->name, "no greeting (timeout)") == 0)
-                continue;               /* covered by the library and CLI */
+                continue; /* covered by the library and CLI */
             run_way(f, (enum way)w, &j, &o);
             size_t room = sizeof bad - strlen(bad);
             if (w == HTTP && (o.http != (c->at_open ? 502 : 200) ||
@@ -759,15 +934,16 @@ static void test_status_and_code_never_disagree(void **state)
                 continue;
             }
             if (w == HTTP && c->at_open)
-                continue;               /* a problem document, no result */
+                continue; /* a problem document, no result */
             if (o.code != c->code || strcmp(o.status, c->status) != 0 ||
                 o.local_code != c->local_code ||
                 (c->enhanced && strcmp(o.enhanced, c->enhanced) != 0) ||
                 (c->text_lines >= 0 && (int)o.ntext != c->text_lines))
-                snprintf(bad + strlen(bad), room, "[%s, %s: %s %s %d %s local "
-                         "%d, %zu lines: %s] ", c->name, WAY_NAME[w], o.status,
-                         o.kind, o.code, o.enhanced, o.local_code, o.ntext,
-                         o.error);
+                snprintf(bad + strlen(bad), room,
+                         "[%s, %s: %s %s %d %s local "
+                         "%d, %zu lines: %s] ",
+                         c->name, WAY_NAME[w], o.status, o.kind, o.code,
+                         o.enhanced, o.local_code, o.ntext, o.error);
             else
                 assert_code_agrees(&o, c->name);
         }

@@ -23,7 +23,7 @@
 
 #include "config/config.h"
 
-#define MAX_ARGS  16
+#define MAX_ARGS 16
 #define MAX_FILES 8
 
 struct fixture {
@@ -59,9 +59,9 @@ static inline int fx_teardown(void **state)
     int i, rc = 0;
 
     for (i = 0; i < f->npaths; i++)
-        unlink(f->paths[i]);        /* some were never created */
+        unlink(f->paths[i]); /* some were never created */
     if (rmdir(f->dir) != 0)
-        rc = -1;                    /* a test left a file behind */
+        rc = -1; /* a test left a file behind */
     free(f);
     return rc;
 }
@@ -72,7 +72,7 @@ static inline const char *fx_path(struct fixture *f, const char *name)
     char dir[sizeof f->dir], *p;
 
     assert_true(f->npaths < MAX_FILES);
-    memcpy(dir, f->dir, sizeof dir);    /* no overlap, for -Wrestrict */
+    memcpy(dir, f->dir, sizeof dir); /* no overlap, for -Wrestrict */
     p = f->paths[f->npaths++];
     snprintf(p, sizeof f->paths[0], "%s/%s", dir, name);
     return p;
@@ -80,7 +80,7 @@ static inline const char *fx_path(struct fixture *f, const char *name)
 
 /* Writes len bytes of data to name in the fixture directory. */
 static inline const char *fx_write_n(struct fixture *f, const char *name,
-                              const char *data, size_t len)
+                                     const char *data, size_t len)
 {
     const char *path = fx_path(f, name);
     FILE *fp = fopen(path, "w");
@@ -88,13 +88,13 @@ static inline const char *fx_write_n(struct fixture *f, const char *name,
     assert_non_null(fp);
     assert_int_equal(fwrite(data, 1, len, fp), len);
     assert_int_equal(fclose(fp), 0);
-    assert_int_equal(chmod(path, 0600), 0);  /* secret files must be */
+    assert_int_equal(chmod(path, 0600), 0); /* secret files must be */
     return path;
 }
 
 /* Writes a text file in the fixture directory. */
 static inline const char *fx_write(struct fixture *f, const char *name,
-                            const char *text)
+                                   const char *text)
 {
     return fx_write_n(f, name, text, strlen(text));
 }
@@ -124,8 +124,8 @@ static inline void free_list(char **list)
 
 /* cfg_load over copies of args and env (both NULL-terminated; NULL: none). */
 static inline int load_full(struct cfg *c, const char *const *args,
-                     const char *const *env, int *rest, int *nrest,
-                     char *err, size_t errlen)
+                            const char *const *env, int *rest, int *nrest,
+                            char *err, size_t errlen)
 {
     char *argv[MAX_ARGS + 1], *envp[MAX_ARGS + 1];
     int argc = dup_list(args, argv), rc;
@@ -139,7 +139,7 @@ static inline int load_full(struct cfg *c, const char *const *args,
 
 /* load_full without rest: unknown flags are errors. */
 static inline int load(struct cfg *c, const char *const *args,
-                const char *const *env, char *err, size_t errlen)
+                       const char *const *env, char *err, size_t errlen)
 {
     return load_full(c, args, env, NULL, NULL, err, errlen);
 }
@@ -169,8 +169,8 @@ enum kind { K_NONE, K_STR, K_INT, K_LONG, K_DOUBLE };
 struct load_case {
     const char *args[MAX_ARGS];
     const char *env[6];
-    const char *err;              /* NULL: must load; else part of err */
-    size_t off;                   /* field to check when loaded */
+    const char *err; /* NULL: must load; else part of err */
+    size_t off;      /* field to check when loaded */
     enum kind kind;
     const char *s;
     long long n;
@@ -189,11 +189,11 @@ static inline int case_field_ok(const struct cfg *c, const struct load_case *tc)
     case K_STR:
         s = *(char *const *)field;
         return tc->s == NULL ? s == NULL : s != NULL && strcmp(s, tc->s) == 0;
-    case K_INT:    return *(const int *)field == tc->n;
-    case K_LONG:   return *(const long *)field == tc->n;
+    case K_INT: return *(const int *)field == tc->n;
+    case K_LONG: return *(const long *)field == tc->n;
     case K_DOUBLE: return *(const double *)field == tc->d;
     case K_NONE:
-    default:       return 1;
+    default: return 1;
     }
 }
 
@@ -213,8 +213,8 @@ static inline void check_case(const struct load_case *tc, size_t i)
         ok = rc == 0 && case_field_ok(&c, tc);
     if (!ok) {
         print_error("case %zu (%s %s %s): rc %d, err \"%s\"\n"
-                    "  want %s \"%s\"\n", i,
-                    tc->args[0] ? tc->args[0] : "",
+                    "  want %s \"%s\"\n",
+                    i, tc->args[0] ? tc->args[0] : "",
                     tc->args[0] && tc->args[1] ? tc->args[1] : "",
                     tc->env[0] ? tc->env[0] : "", rc, err,
                     tc->err ? "error" : "value", tc->err ? tc->err : "");
@@ -226,7 +226,8 @@ static inline void check_case(const struct load_case *tc, size_t i)
         cfg_free(&c);
 }
 
-#define RUN_CASES(table) do { \
+#define RUN_CASES(table) \
+    do { \
         size_t i_; \
         for (i_ = 0; i_ < sizeof(table) / sizeof(table)[0]; i_++) \
             check_case(&(table)[i_], i_); \

@@ -43,7 +43,7 @@
 #include "tests/support/peer.h"
 
 #define KEY "hostile-key-0a1b"
-#define CONN_TIMEOUT_S 3            /* --http-connection-timeout of A, B */
+#define CONN_TIMEOUT_S 3 /* --http-connection-timeout of A, B */
 #define FORGED "forged@evil.example"
 
 /* The relay: correct, but RCPT for slow@ takes a second. */
@@ -57,7 +57,7 @@ enum svc { A, B };
 struct fx {
     struct peer *peer;
     struct mpserve *svc[2];
-    int requested;                  /* messages answered "sent" so far */
+    int requested; /* messages answered "sent" so far */
 };
 
 static inline int group_setup(void **state)
@@ -69,12 +69,12 @@ static inline int group_setup(void **state)
     fx->peer = peer_start_fake(RELAY_SCRIPT);
     if (fx->peer == NULL)
         return -1;
-    const char *a[] = { "--http-max-body", "65536",
-                        "--http-connection-timeout", "3", NULL };
+    const char *a[] = { "--http-max-body", "65536", "--http-connection-timeout",
+                        "3", NULL };
     const char *b[] = { "--http-connection-timeout", "3", NULL };
     fx->svc[A] = mpserve_start(peer_port(fx->peer), a);
-    if (setenv("MAILPOOL_HTTP_API_KEYS", KEY, 1) != 0)  /* B's key: no */
-        return -1;                  /* flag (it would show in ps) */
+    if (setenv("MAILPOOL_HTTP_API_KEYS", KEY, 1) != 0) /* B's key: no */
+        return -1; /* flag (it would show in ps) */
     fx->svc[B] = mpserve_start(peer_port(fx->peer), b);
     unsetenv("MAILPOOL_HTTP_API_KEYS");
     return fx->svc[A] != NULL && fx->svc[B] != NULL ? 0 : -1;
@@ -115,9 +115,10 @@ static inline void sleep_ms(long ms)
 /* One request to service svc: path as is (no dot-segment folding), extra
    headers NULL-ended, body of blen bytes (NULL: none).  0, or -1 with
    r->err set when no HTTP answer came. */
-static inline int http_try(const struct fx *fx, enum svc svc, const char *method,
-                    const char *path, const char *const *headers,
-                    const char *body, size_t blen, struct http_resp *r)
+static inline int http_try(const struct fx *fx, enum svc svc,
+                           const char *method, const char *path,
+                           const char *const *headers, const char *body,
+                           size_t blen, struct http_resp *r)
 {
     char url[8192];
     snprintf(url, sizeof url, "%s%s", mpserve_url(fx->svc[svc]), path);
@@ -126,8 +127,8 @@ static inline int http_try(const struct fx *fx, enum svc svc, const char *method
 
 /* http_try that fails the test when no answer came. */
 static inline void http(const struct fx *fx, enum svc svc, const char *method,
-                 const char *path, const char *const *headers,
-                 const char *body, struct http_resp *r)
+                        const char *path, const char *const *headers,
+                        const char *body, struct http_resp *r)
 {
     if (http_try(fx, svc, method, path, headers, body,
                  body != NULL ? strlen(body) : 0, r) < 0)
@@ -136,7 +137,7 @@ static inline void http(const struct fx *fx, enum svc svc, const char *method,
 
 /* The body as JSON, or NULL (with the reason in why). */
 static inline json_t *body_json(const char *body, size_t len, char *why,
-                         size_t whylen)
+                                size_t whylen)
 {
     json_error_t e;
     json_t *j = json_loadb(body != NULL ? body : "", len, 0, &e);
@@ -149,14 +150,23 @@ static inline json_t *body_json(const char *body, size_t len, char *why,
    NULL for a status the API does not answer. */
 static const char *status_title(long status)
 {
-    static const struct { long status; const char *title; } titles[] = {
-        { 400, "Bad Request" }, { 401, "Unauthorized" },
-        { 404, "Not Found" }, { 405, "Method Not Allowed" },
-        { 413, "Content Too Large" }, { 414, "URI Too Long" },
-        { 415, "Unsupported Media Type" }, { 422, "Unprocessable Content" },
+    static const struct {
+        long status;
+        const char *title;
+    } titles[] = {
+        { 400, "Bad Request" },
+        { 401, "Unauthorized" },
+        { 404, "Not Found" },
+        { 405, "Method Not Allowed" },
+        { 413, "Content Too Large" },
+        { 414, "URI Too Long" },
+        { 415, "Unsupported Media Type" },
+        { 422, "Unprocessable Content" },
         { 431, "Request Header Fields Too Large" },
-        { 500, "Internal Server Error" }, { 501, "Not Implemented" },
-        { 502, "Bad Gateway" }, { 503, "Service Unavailable" },
+        { 500, "Internal Server Error" },
+        { 501, "Not Implemented" },
+        { 502, "Bad Gateway" },
+        { 503, "Service Unavailable" },
     };
     for (size_t i = 0; i < sizeof titles / sizeof titles[0]; i++)
         if (titles[i].status == status)
@@ -171,15 +181,15 @@ static const char *status_title(long status)
  * request_id (= the X-Request-Id header).  0, or -1 with the reason in why.
  */
 static inline int check_problem(long status, const char *hdrs, const char *body,
-                         size_t len, json_t **out, char *why, size_t whylen)
+                                size_t len, json_t **out, char *why,
+                                size_t whylen)
 {
     char *ct = http_header_value(hdrs, "Content-Type");
     char *rid = http_header_value(hdrs, "X-Request-Id");
     json_t *p = NULL, *errors;
     int rc = -1;
     if (ct == NULL || strcmp(ct, "application/problem+json") != 0) {
-        snprintf(why, whylen, "Content-Type is %s",
-                 ct != NULL ? ct : "(none)");
+        snprintf(why, whylen, "Content-Type is %s", ct != NULL ? ct : "(none)");
         goto out;
     }
     if ((p = body_json(body, len, why, whylen)) == NULL)
@@ -223,7 +233,8 @@ static inline int has_field(json_t *p, const char *field)
 {
     json_t *e;
     size_t i;
-    json_array_foreach(json_object_get(p, "errors"), i, e) {
+    json_array_foreach(json_object_get(p, "errors"), i, e)
+    {
         const char *f = json_string_value(json_object_get(e, "field"));
         if (f != NULL && strcmp(f, field) == 0 &&
             json_is_string(json_object_get(e, "message")))
@@ -245,7 +256,7 @@ static inline char *xmalloc(size_t n)
 
 /* head + n copies of item separated by sep + tail. */
 static inline char *repeat(const char *head, const char *item, const char *sep,
-                    size_t n, const char *tail, size_t *len)
+                           size_t n, const char *tail, size_t *len)
 {
     size_t hl = strlen(head), il = strlen(item), sl = strlen(sep),
            tl = strlen(tail);
@@ -268,8 +279,8 @@ static inline char *repeat(const char *head, const char *item, const char *sep,
 
 /* open n times, mid, close n times. */
 static inline char *nest(const char *head, const char *open, size_t n,
-                  const char *mid, const char *close, const char *tail,
-                  size_t *len)
+                         const char *mid, const char *close, const char *tail,
+                         size_t *len)
 {
     size_t hl = strlen(head), ol = strlen(open), ml = strlen(mid),
            cl = strlen(close), tl = strlen(tail);
@@ -287,7 +298,8 @@ static inline char *nest(const char *head, const char *open, size_t n,
     return s;
 }
 
-#define MSG_HEAD "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"]"
+#define MSG_HEAD \
+    "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"]"
 
 /* Generated bodies of the JSON table (each caller-freed). */
 static inline char *gen_deep_arrays(size_t *len)
@@ -418,14 +430,14 @@ static inline char *gen_long_path(size_t *len)
 
 /* What came back on one raw connection. */
 struct raw_out {
-    int status;                     /* first final status; 0: none */
-    int nresp;                      /* final responses seen */
-    int closed;                     /* the server closed (EOF or reset) */
-    int hung;                       /* neither answer nor close in time */
-    int from_api;                   /* the answer had an X-Request-Id */
-    long long ms;                   /* connect to the end */
-    char *hdrs;                     /* headers of the first final response */
-    char *body;                     /* its body */
+    int status;   /* first final status; 0: none */
+    int nresp;    /* final responses seen */
+    int closed;   /* the server closed (EOF or reset) */
+    int hung;     /* neither answer nor close in time */
+    int from_api; /* the answer had an X-Request-Id */
+    long long ms; /* connect to the end */
+    char *hdrs;   /* headers of the first final response */
+    char *body;   /* its body */
     size_t blen;
 };
 
@@ -458,7 +470,8 @@ static inline int raw_connect(int port, int rcvbuf)
 
 /* Parses the responses in buf[0..n): the first final one into o, and the
    count of final responses.  Returns the bytes of complete responses. */
-static inline size_t parse_responses(const char *buf, size_t n, struct raw_out *o)
+static inline size_t parse_responses(const char *buf, size_t n,
+                                     struct raw_out *o)
 {
     size_t off = 0;
     o->nresp = 0;
@@ -474,7 +487,7 @@ static inline size_t parse_responses(const char *buf, size_t n, struct raw_out *
         free(cl);
         if (code >= 200 && off + hlen + blen > n) {
             free(h);
-            break;                  /* the body is still coming */
+            break; /* the body is still coming */
         }
         if (code >= 200 && o->nresp++ == 0) {
             o->status = code;
@@ -502,7 +515,8 @@ static inline size_t parse_responses(const char *buf, size_t n, struct raw_out *
  * more (to see a close, or a smuggled second answer).
  */
 static inline void raw_exchange(int port, const char *req, size_t len, int half,
-                         int deadline_ms, int linger_ms, struct raw_out *o)
+                                int deadline_ms, int linger_ms,
+                                struct raw_out *o)
 {
     long long t0 = now_ms(), end = t0 + deadline_ms, answered = 0;
     size_t off = 0, n = 0, cap = 65536;
@@ -531,7 +545,7 @@ static inline void raw_exchange(int port, const char *req, size_t len, int half,
             if (w > 0)
                 off += (size_t)w;
             else if (w < 0 && errno != EAGAIN && errno != EINTR)
-                off = len;          /* the server stopped reading */
+                off = len; /* the server stopped reading */
         }
         if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
             if (cap - n < 4096) {
@@ -566,7 +580,7 @@ static inline void raw_exchange(int port, const char *req, size_t len, int half,
 
 /* GET /healthz on svc answers 200. */
 static inline void expect_healthy(const struct fx *fx, enum svc svc,
-                           const char *after)
+                                  const char *after)
 {
     struct http_resp r;
     if (http_try(fx, svc, "GET", "/healthz", NULL, NULL, 0, &r) < 0 ||
@@ -577,8 +591,8 @@ static inline void expect_healthy(const struct fx *fx, enum svc svc,
 }
 
 /* 1 when data is CRLF-clean and every line starting with '.' is stuffed. */
-static inline int stuffed_and_clean(const unsigned char *d, size_t len, char *why,
-                             size_t whylen)
+static inline int stuffed_and_clean(const unsigned char *d, size_t len,
+                                    char *why, size_t whylen)
 {
     for (size_t i = 0; i < len; i++) {
         if (d[i] == '\r' && (i + 1 == len || d[i + 1] != '\n')) {
@@ -606,8 +620,8 @@ static inline char *subject_of(const struct peer_msg *m)
     for (const char *p = d; p != NULL && (end == NULL || p < end);) {
         if (strncasecmp(p, "Subject: ", 9) == 0) {
             const char *eol = strstr(p, "\r\n");
-            return strndup(p + 9, eol != NULL ? (size_t)(eol - p - 9)
-                                              : strlen(p + 9));
+            return strndup(p + 9,
+                           eol != NULL ? (size_t)(eol - p - 9) : strlen(p + 9));
         }
         p = strstr(p, "\r\n");
         if (p != NULL)
@@ -642,13 +656,14 @@ static inline double settle(const struct fx *fx, enum svc svc)
         assert_int_equal(r.status, 200);
         double q = metric(r.body, "mailpool_pool_queue_depth");
         double busy = metric(r.body, "mailpool_pool_workers_busy");
-        double sent = metric(r.body, "mailpool_messages_total{status=\"sent\"}");
+        double sent = metric(r.body,
+                             "mailpool_messages_total{status=\"sent\"}");
         http_resp_free(&r);
         if (q == 0 && busy == 0)
             return sent;
         if (now_ms() >= end)
-            fail_msg("service %c: %g queued, %g workers busy: stuck",
-                     "AB"[svc], q, busy);
+            fail_msg("service %c: %g queued, %g workers busy: stuck", "AB"[svc],
+                     q, busy);
     }
 }
 
@@ -663,7 +678,8 @@ static inline void test_afterwards_alive_delivering_counted_and_exits_0(
     http(fx, A, "POST", "/v1/messages", ct,
          "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
          "\"headers\":{\"Subject\":\"hostile: the last one\"},"
-         "\"body\":\"still here\"}", &r);
+         "\"body\":\"still here\"}",
+         &r);
     if (r.status != 200 || strstr(r.body, "\"status\":\"sent\"") == NULL)
         fail_msg("the last message: %ld %s", r.status, r.body);
     http_resp_free(&r);
@@ -671,14 +687,15 @@ static inline void test_afterwards_alive_delivering_counted_and_exits_0(
     /* No worker stuck, nothing queued; the services say what the relay
        says. */
     double sent = settle(fx, A) + settle(fx, B);
-    assert_int_equal(peer_wait_messages(fx->peer, (size_t)fx->requested,
-                                        10000), fx->requested);
+    assert_int_equal(peer_wait_messages(fx->peer, (size_t)fx->requested, 10000),
+                     fx->requested);
     sleep_ms(300);
     struct peer_msg *m;
     size_t got;
     assert_int_equal(peer_messages(fx->peer, &m, &got), 0);
     print_message("  requested %d, the relay received %zu, /metrics says "
-                  "%g sent\n", fx->requested, got, sent);
+                  "%g sent\n",
+                  fx->requested, got, sent);
     assert_int_equal(got, (size_t)fx->requested);
     assert_int_equal((int)sent, fx->requested);
     /* Each message once (by Subject), every one dot-stuffed and CRLF-clean,
@@ -705,9 +722,11 @@ static inline void test_afterwards_alive_delivering_counted_and_exits_0(
         if (st != 0) {
             char *log = mpserve_log(fx->svc[i], NULL);
             fail_msg("service %c ended with %d after SIGTERM; its stderr "
-                     "ends:\n%s", "AB"[i], st,
+                     "ends:\n%s",
+                     "AB"[i], st,
                      log != NULL && strlen(log) > 3000
-                         ? log + strlen(log) - 3000 : log);
+                         ? log + strlen(log) - 3000
+                         : log);
         }
     }
 }

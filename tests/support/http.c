@@ -66,8 +66,8 @@ int http_request(const char *method, const char *url,
 }
 
 int http_request_len(const char *method, const char *url,
-                     const char *const *headers, const char *body,
-                     size_t blen, int chunked, struct http_resp *r)
+                     const char *const *headers, const char *body, size_t blen,
+                     int chunked, struct http_resp *r)
 {
     CURL *c = curl_easy_init();
     struct curl_slist *h = NULL;

@@ -12,11 +12,11 @@
 
 struct http_resp {
     long status;
-    char *body;                 /* NUL-terminated, len bytes */
+    char *body; /* NUL-terminated, len bytes */
     size_t len;
-    char *hdrs;                 /* the raw header block(s) */
+    char *hdrs; /* the raw header block(s) */
     size_t hlen;
-    char err[CURL_ERROR_SIZE];  /* why no answer came */
+    char err[CURL_ERROR_SIZE]; /* why no answer came */
 };
 
 /* One request: extra headers NULL-ended (may be NULL), body NULL for none;
@@ -28,8 +28,8 @@ int http_request(const char *method, const char *url,
                  struct http_resp *r);
 /* The same with a body of blen bytes, which may hold NUL bytes. */
 int http_request_len(const char *method, const char *url,
-                     const char *const *headers, const char *body,
-                     size_t blen, int chunked, struct http_resp *r);
+                     const char *const *headers, const char *body, size_t blen,
+                     int chunked, struct http_resp *r);
 /* The value of the last header of this name, copied; NULL if absent. */
 char *http_resp_header(const struct http_resp *r, const char *name);
 /* The same over a raw header block ("Name: value\r\n..."). */

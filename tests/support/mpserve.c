@@ -39,14 +39,14 @@
 
 extern char **environ;
 
-#define READY_MS    10000   /* bound on /healthz answering after start */
-#define POLL_MS     20
-#define START_TRIES 3       /* ports tried when the bind race is lost */
-#define MAX_ARGS    128
+#define READY_MS 10000 /* bound on /healthz answering after start */
+#define POLL_MS 20
+#define START_TRIES 3 /* ports tried when the bind race is lost */
+#define MAX_ARGS 128
 
 struct mpserve {
-    pid_t pid;              /* 0 once reaped */
-    int status;             /* how it ended, once reaped */
+    pid_t pid;  /* 0 once reaped */
+    int status; /* how it ended, once reaped */
     int port;
     char url[64];
     char dir[PATH_MAX];
@@ -54,8 +54,7 @@ struct mpserve {
 };
 
 /* "mpserve: ..." and a newline on stderr. */
-__attribute__((format(printf, 1, 2)))
-static void say(const char *fmt, ...)
+__attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -64,8 +63,6 @@ static void say(const char *fmt, ...)
     fputc('\n', stderr);
     va_end(ap);
 }
-
-
 
 
 /* The encoded wait status as mpserve.h describes it. */
@@ -100,8 +97,7 @@ const char *mpserve_binary(char *buf, size_t size)
     int n;
     if (env != NULL && env[0] != '\0') {
         n = snprintf(buf, size, "%s", env);
-        return n > 0 && (size_t)n < size && access(buf, X_OK) == 0 ? buf
-                                                                    : NULL;
+        return n > 0 && (size_t)n < size && access(buf, X_OK) == 0 ? buf : NULL;
     }
     ssize_t r = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (r > 0) {
@@ -166,7 +162,7 @@ int mpserve_raw_http(int port, const char *req, size_t len, int timeout_ms,
     for (size_t off = 0; off < len;) {
         ssize_t w = send(fd, req + off, len - off, MSG_NOSIGNAL);
         if (w <= 0)
-            break;              /* the server may answer and close early */
+            break; /* the server may answer and close early */
         off += (size_t)w;
     }
     while (ts_now_ms() < end) {
@@ -242,10 +238,18 @@ static int build_argv(char **v, const char *bin, const char *listen,
                       const char *relay_port, const char *qpath,
                       const char *const *extra)
 {
-    const char *fixed[] = { bin, "serve", "--http-listen", listen,
-                            "--relay-host", "127.0.0.1", "--relay-port",
-                            relay_port, "--relay-tls", "none",
-                            "--queue-path", qpath };
+    const char *fixed[] = { bin,
+                            "serve",
+                            "--http-listen",
+                            listen,
+                            "--relay-host",
+                            "127.0.0.1",
+                            "--relay-port",
+                            relay_port,
+                            "--relay-tls",
+                            "none",
+                            "--queue-path",
+                            qpath };
     size_t n = 0, nfixed = sizeof fixed / sizeof fixed[0];
     for (size_t i = 0; extra != NULL && extra[i] != NULL; i++)
         if (strcmp(extra[i], "--queue-path") == 0)
@@ -285,7 +289,8 @@ static int start_once(struct mpserve *s, const char *bin, int relay_port,
             return 0;
         if (reap(s, 0)) {
             say("mailpool serve exited with status %d before /healthz "
-                "answered", s->status);
+                "answered",
+                s->status);
             return s->status == 1 ? 1 : -1;
         }
     }
@@ -378,7 +383,8 @@ int mpserve_stop(struct mpserve *s, int timeout_ms)
     if (rc != MPSERVE_TIMEOUT)
         return rc;
     say("mailpool serve (pid %d) did not stop within %d ms of SIGTERM; "
-        "SIGKILL", (int)s->pid, timeout_ms);
+        "SIGKILL",
+        (int)s->pid, timeout_ms);
     kill(s->pid, SIGKILL);
     reap(s, 1);
     s->status = MPSERVE_KILLED;
@@ -392,8 +398,10 @@ int mpserve_stop_clean(struct mpserve *s, int timeout_ms)
     if (st == 0)
         return 0;
     char *log = mpserve_log(s, NULL);
-    fprintf(stderr, "mailpool serve ended with %d after SIGTERM; its "
-            "stderr:\n%s\n", st, log != NULL ? log : "");
+    fprintf(stderr,
+            "mailpool serve ended with %d after SIGTERM; its "
+            "stderr:\n%s\n",
+            st, log != NULL ? log : "");
     free(log);
     return -1;
 }
@@ -427,8 +435,7 @@ int mpserve_run(const char *const *argv, int timeout_ms, char **out)
         return -1;
     }
     v[n++] = bin;
-    for (size_t i = 0; argv != NULL && argv[i] != NULL && n + 1 < MAX_ARGS;
-         i++)
+    for (size_t i = 0; argv != NULL && argv[i] != NULL && n + 1 < MAX_ARGS; i++)
         v[n++] = (char *)(uintptr_t)argv[i];
     v[n] = NULL;
     snprintf(s.dir, sizeof s.dir, "%s/mailpool-run-XXXXXX",

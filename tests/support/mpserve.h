@@ -36,8 +36,8 @@ struct mpserve;
 
 /* How mpserve_stop / mpserve_wait say the child ended, besides 0..255
    (its exit code) and 128+N (killed by signal N). */
-#define MPSERVE_KILLED  (-2)   /* did not stop in time: we sent SIGKILL */
-#define MPSERVE_TIMEOUT (-3)   /* mpserve_wait: still running */
+#define MPSERVE_KILLED (-2)  /* did not stop in time: we sent SIGKILL */
+#define MPSERVE_TIMEOUT (-3) /* mpserve_wait: still running */
 
 /* Starts the service in front of 127.0.0.1:relay_port; extra (NULL-ended,
    may be NULL) is appended to the command line.  Caller owns the result:

@@ -47,12 +47,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define READY_MS    15000   /* longest wait for a server to listen */
-#define SETUP_MS    30000   /* longest run of a setup script */
-#define STOP_MS     10000   /* longest wait for a server to stop */
-#define POLL_MS     25
+#define READY_MS 15000 /* longest wait for a server to listen */
+#define SETUP_MS 30000 /* longest run of a setup script */
+#define STOP_MS 10000  /* longest wait for a server to stop */
+#define POLL_MS 25
 #define START_TRIES 3
-#define MAX_PORTS   8
+#define MAX_PORTS 8
 
 extern char **environ;
 
@@ -65,17 +65,16 @@ struct mta_port {
 
 struct mta {
     enum mta_kind kind;
-    pid_t pid;                 /* our child; 0 once reaped */
-    pid_t master;              /* postfix: the master's pid; else 0 */
+    pid_t pid;    /* our child; 0 once reaped */
+    pid_t master; /* postfix: the master's pid; else 0 */
     struct mta_port ports[MAX_PORTS];
     size_t nports;
-    char root[PATH_MAX];       /* the source tree */
+    char root[PATH_MAX]; /* the source tree */
     char dir[PATH_MAX];
 };
 
 /* Print "mta: ..." and a newline on stderr. */
-__attribute__((format(printf, 1, 2)))
-static void say(const char *f, ...)
+__attribute__((format(printf, 1, 2))) static void say(const char *f, ...)
 {
     va_list ap;
     va_start(ap, f);
@@ -86,8 +85,8 @@ static void say(const char *f, ...)
 }
 
 /* snprintf into buf, 0 or -1 when it did not fit. */
-__attribute__((format(printf, 3, 4)))
-static int fmt(char *buf, size_t size, const char *f, ...)
+__attribute__((format(printf, 3, 4))) static int fmt(char *buf, size_t size,
+                                                     const char *f, ...)
 {
     va_list ap;
     va_start(ap, f);
@@ -102,7 +101,8 @@ static int is_root(const char *dir, char *root, size_t size)
     char probe[PATH_MAX + 64];
     if (fmt(probe, sizeof probe, "%s/tests/peers/postfix-peer.sh", dir) < 0)
         return 0;
-    return access(probe, R_OK) == 0 && realpath(dir, root) && strlen(root) < size;
+    return access(probe, R_OK) == 0 && realpath(dir, root) &&
+           strlen(root) < size;
 }
 
 /* The source tree into root (see the top of the file); 0 or -1. */
@@ -124,8 +124,8 @@ static int find_root(char *root, size_t size)
         if (slash)
             *slash = '\0';
         for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++)
-            if (fmt(cand, sizeof cand, "%s/%s", exe, rel[i]) == 0
-                && is_root(cand, root, size))
+            if (fmt(cand, sizeof cand, "%s/%s", exe, rel[i]) == 0 &&
+                is_root(cand, root, size))
                 return 0;
     }
     say("cannot find tests/peers/postfix-peer.sh; set MAILPOOL_ROOT");
@@ -255,9 +255,9 @@ static int port_listening(int port)
         unsigned long addr;
         unsigned lport, st;
         line++;
-        if (sscanf(line, "%*u: %lx:%x %*x:%*x %x", &addr, &lport, &st) == 3
-            && (int)lport == port && st == 0x0A
-            && (addr == 0x0100007FUL || addr == 0))
+        if (sscanf(line, "%*u: %lx:%x %*x:%*x %x", &addr, &lport, &st) == 3 &&
+            (int)lport == port && st == 0x0A &&
+            (addr == 0x0100007FUL || addr == 0))
             found = 1;
     }
     free(tab);
@@ -324,9 +324,9 @@ static struct mta *mta_new(enum mta_kind kind)
     const char *tmp = getenv("TMPDIR");
     if (!tmp || !*tmp)
         tmp = "/tmp";
-    if (find_root(m->root, sizeof m->root) < 0
-        || fmt(m->dir, sizeof m->dir, "%s/mailpool-mta-XXXXXX", tmp) < 0
-        || !mkdtemp(m->dir)) {
+    if (find_root(m->root, sizeof m->root) < 0 ||
+        fmt(m->dir, sizeof m->dir, "%s/mailpool-mta-XXXXXX", tmp) < 0 ||
+        !mkdtemp(m->dir)) {
         say("cannot make a directory in %s: %s", tmp, strerror(errno));
         free(m);
         return NULL;
@@ -338,8 +338,8 @@ static struct mta *mta_new(enum mta_kind kind)
 static void clear_dir(struct mta *m)
 {
     char path[PATH_MAX + 16];
-    static const char *const sub[] = { "etc", "queue", "data", "mail", "sasl",
-                                       "spool", "log", "nss" };
+    static const char *const sub[] = { "etc",  "queue", "data", "mail",
+                                       "sasl", "spool", "log",  "nss" };
     for (size_t i = 0; i < sizeof sub / sizeof sub[0]; i++)
         if (fmt(path, sizeof path, "%s/%s", m->dir, sub[i]) == 0)
             ts_rmtree(path);
@@ -370,8 +370,8 @@ static int postfix_try(struct mta *m)
     if (wait_listening(m) < 0)
         return -1;
     fmt(pidf, sizeof pidf, "%s/queue/pid/master.pid", m->dir);
-    for (long long end = ts_now_ms() + READY_MS; ts_now_ms() < end && !m->master;
-         ts_sleep_ms(POLL_MS)) {
+    for (long long end = ts_now_ms() + READY_MS;
+         ts_now_ms() < end && !m->master; ts_sleep_ms(POLL_MS)) {
         char *txt = ts_slurp(pidf, NULL);
         long v = txt ? strtol(txt, NULL, 10) : 0;
         free(txt);
@@ -390,7 +390,7 @@ struct mta *mta_start_postfix(void)
         if (postfix_try(m) == 0)
             return m;
         if (m->pid > 0 || m->master > 0)
-            break;                 /* not a lost bind race: give up */
+            break; /* not a lost bind race: give up */
         clear_dir(m);
     }
     return start_failed(m);
@@ -456,15 +456,15 @@ static int write_authpass(const struct mta *m)
     fputs("s3cret-pw\n", f);
     if (fclose(f) != 0)
         return -1;
-    return chmod(path, 0600);   /* mailpool refuses a secret others read */
+    return chmod(path, 0600); /* mailpool refuses a secret others read */
 }
 
 /* Start smtp_server_peer.js (see mta.h). */
 struct mta *mta_start_node(int flags, const char *const *extra)
 {
     char js[PATH_MAX + 64], ready[PATH_MAX + 16], cap[PATH_MAX + 16],
-         cert[PATH_MAX + 16], key[PATH_MAX + 16], pass[PATH_MAX + 16],
-         mkcert[PATH_MAX + 64];
+        cert[PATH_MAX + 16], key[PATH_MAX + 16], pass[PATH_MAX + 16],
+        mkcert[PATH_MAX + 64];
     const char *argv[48];
     size_t n = 0;
     const char *node = getenv("MAILPOOL_NODE");
@@ -499,7 +499,8 @@ struct mta *mta_start_node(int flags, const char *const *extra)
         argv[n++] = "--auth-pass-file";
         argv[n++] = pass;
     }
-    for (size_t i = 0; extra && extra[i] && n < sizeof argv / sizeof argv[0] - 1; i++)
+    for (size_t i = 0;
+         extra && extra[i] && n < sizeof argv / sizeof argv[0] - 1; i++)
         argv[n++] = extra[i];
     argv[n] = NULL;
     if ((m->pid = spawn_logged(m, argv)) < 0) {
@@ -525,7 +526,8 @@ static int stop_postfix(struct mta *m)
         rc = -1;
     }
     m->pid = 0;
-    for (long long end = ts_now_ms() + STOP_MS; alive(m->master) && ts_now_ms() < end;)
+    for (long long end = ts_now_ms() + STOP_MS;
+         alive(m->master) && ts_now_ms() < end;)
         ts_sleep_ms(POLL_MS);
     if (alive(m->master)) {
         say("%s: postfix master %d still runs; killed", m->dir, (int)m->master);
@@ -546,7 +548,8 @@ int mta_stop(struct mta *m)
     } else if (m->pid > 0) {
         kill(m->pid, SIGTERM);
         if (wait_bounded(m->pid, STOP_MS) == -1) {
-            say("%s: pid %d did not stop on SIGTERM; killed", m->dir, (int)m->pid);
+            say("%s: pid %d did not stop on SIGTERM; killed", m->dir,
+                (int)m->pid);
             rc = -1;
         }
         m->pid = 0;
@@ -590,7 +593,8 @@ const char *mta_dir(const struct mta *m)
 char *mta_path(const struct mta *m, const char *name)
 {
     char path[2 * PATH_MAX];
-    return fmt(path, sizeof path, "%s/%s", m->dir, name) == 0 ? strdup(path) : NULL;
+    return fmt(path, sizeof path, "%s/%s", m->dir, name) == 0 ? strdup(path)
+                                                              : NULL;
 }
 
 /* Our child's pid. */
@@ -664,11 +668,12 @@ char *mta_msg_header(const struct mta_msg *msg, const char *name)
         const char *eol = strstr(p, "\r\n");
         if (!eol || eol >= end)
             break;
-        if ((size_t)(eol - p) > nl && strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+        if ((size_t)(eol - p) > nl && strncasecmp(p, name, nl) == 0 &&
+            p[nl] == ':') {
             const char *v = p + nl + 1;
             const char *stop = eol;
             while (stop + 2 < end && (stop[2] == ' ' || stop[2] == '\t'))
-                stop = strstr(stop + 2, "\r\n");   /* folded: take the lines */
+                stop = strstr(stop + 2, "\r\n"); /* folded: take the lines */
             size_t len = (size_t)(stop - v), o = 0;
             char *out = malloc(len + 1);
             if (!out)
@@ -705,8 +710,8 @@ static int read_maildir(const struct mta *m, const char *sub, struct msgs *a)
         size_t len;
         char *raw = ts_slurp(fpath, &len);
         struct mta_msg *msg = raw ? msgs_push(a) : NULL;
-        if (!msg || !(msg->data = lf_to_crlf(raw, len, &msg->len))
-            || !(msg->file = strdup(fpath))) {
+        if (!msg || !(msg->data = lf_to_crlf(raw, len, &msg->len)) ||
+            !(msg->file = strdup(fpath))) {
             free(raw);
             rc = -1;
             break;
@@ -749,7 +754,8 @@ static int read_node_one(const struct mta *m, const char *base, struct msgs *a)
         msg->envelope = strdup(env);
         msg->parsed = strdup(parsed);
         msg->file = strdup(path);
-        if (!msg->data || !msg->rcpt || !msg->envelope || !msg->parsed || !msg->file) {
+        if (!msg->data || !msg->rcpt || !msg->envelope || !msg->parsed ||
+            !msg->file) {
             rc = -1;
             break;
         }
@@ -774,8 +780,9 @@ static int read_node(const struct mta *m, struct msgs *a)
     int rc = 0;
     for (struct dirent *e; rc == 0 && (e = readdir(d)) != NULL;) {
         size_t l = strlen(e->d_name);
-        if (l < 6 || l - 5 >= sizeof base || strcmp(e->d_name + l - 5, ".json") != 0
-            || strstr(e->d_name, ".parsed.json"))
+        if (l < 6 || l - 5 >= sizeof base ||
+            strcmp(e->d_name + l - 5, ".json") != 0 ||
+            strstr(e->d_name, ".parsed.json"))
             continue;
         memcpy(base, e->d_name, l - 5);
         base[l - 5] = '\0';

@@ -52,18 +52,19 @@
 struct mta;
 
 /* mta_start_node flags. */
-#define MTA_NODE_TLS  0x1   /* a certificate: STARTTLS offered */
-#define MTA_NODE_AUTH 0x2   /* AUTH PLAIN/LOGIN required (under TLS with MTA_NODE_TLS) */
+#define MTA_NODE_TLS 0x1 /* a certificate: STARTTLS offered */
+#define MTA_NODE_AUTH \
+    0x2 /* AUTH PLAIN/LOGIN required (under TLS with MTA_NODE_TLS) */
 
 /* One delivered copy; strings NUL-terminated, owned by the array. */
 struct mta_msg {
-    char *rcpt;            /* the recipient of this copy */
-    unsigned char *data;   /* the stored message (see above), NUL after len */
+    char *rcpt;          /* the recipient of this copy */
+    unsigned char *data; /* the stored message (see above), NUL after len */
     size_t len;
-    const char *body;      /* into data: after the first empty line (or data+len) */
-    char *envelope;        /* node: N.json (envelope); else NULL */
-    char *parsed;          /* node: N.parsed.json (mailparser); else NULL */
-    char *file;            /* the file it was read from */
+    const char *body; /* into data: after the first empty line (or data+len) */
+    char *envelope;   /* node: N.json (envelope); else NULL */
+    char *parsed;     /* node: N.parsed.json (mailparser); else NULL */
+    char *file;       /* the file it was read from */
 };
 
 struct mta *mta_start_postfix(void);

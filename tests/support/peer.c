@@ -45,9 +45,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define READY_MS    10000   /* longest wait for a peer to listen */
-#define STOP_MS     5000    /* longest wait after SIGTERM */
-#define SINK_TRIES  5
+#define READY_MS 10000 /* longest wait for a peer to listen */
+#define STOP_MS 5000   /* longest wait after SIGTERM */
+#define SINK_TRIES 5
 #define SINK_MARK_ARG "\\001peer-sink-message\\n"
 
 /* A growable argv of owned strings, NULL-terminated. */
@@ -58,8 +58,7 @@ struct argv {
 };
 
 /* Print "peer: ..." and a newline on stderr. */
-__attribute__((format(printf, 1, 2)))
-void peer_say(const char *f, ...)
+__attribute__((format(printf, 1, 2))) void peer_say(const char *f, ...)
 {
     va_list ap;
     va_start(ap, f);
@@ -70,10 +69,9 @@ void peer_say(const char *f, ...)
 }
 
 
-
 /* snprintf into buf, 0 or -1 when it did not fit. */
-__attribute__((format(printf, 3, 4)))
-int peer_fmt(char *buf, size_t size, const char *f, ...)
+__attribute__((format(printf, 3, 4))) int peer_fmt(char *buf, size_t size,
+                                                   const char *f, ...)
 {
     va_list ap;
     va_start(ap, f);
@@ -164,12 +162,15 @@ static int find_root(char *root, size_t size)
             char *slash = strrchr(exe, '/');
             if (slash)
                 *slash = '\0';
-            if (peer_fmt(cand, sizeof cand, "%s/%s", exe, rel[i - 1 - nrel]) < 0)
+            if (peer_fmt(cand, sizeof cand, "%s/%s", exe, rel[i - 1 - nrel]) <
+                0)
                 continue;
         }
-        if (peer_fmt(probe, sizeof probe, "%s/tests/fakes/fake_smtp.py", cand) < 0)
+        if (peer_fmt(probe, sizeof probe, "%s/tests/fakes/fake_smtp.py", cand) <
+            0)
             continue;
-        if (access(probe, R_OK) == 0 && realpath(cand, root) && strlen(root) < size)
+        if (access(probe, R_OK) == 0 && realpath(cand, root) &&
+            strlen(root) < size)
             return 0;
     }
     peer_say("cannot find tests/fakes/fake_smtp.py; set MAILPOOL_ROOT");
@@ -218,8 +219,8 @@ static struct peer *peer_new(enum peer_kind kind)
     const char *tmp = getenv("TMPDIR");
     if (!tmp || !*tmp)
         tmp = "/tmp";
-    if (peer_fmt(p->dir, sizeof p->dir, "%s/mailpool-peer-XXXXXX", tmp) < 0
-        || !mkdtemp(p->dir)) {
+    if (peer_fmt(p->dir, sizeof p->dir, "%s/mailpool-peer-XXXXXX", tmp) < 0 ||
+        !mkdtemp(p->dir)) {
         peer_say("mkdtemp in %s: %s", tmp, strerror(errno));
         free(p);
         return NULL;
@@ -260,7 +261,8 @@ static int spawn(struct peer *p, struct argv *a)
     posix_spawnattr_init(&at);
     posix_spawnattr_setsigmask(&at, &none);
     posix_spawnattr_setsigdefault(&at, &deflt);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    posix_spawnattr_setflags(&at,
+                             POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     rc = posix_spawn(&p->pid, a->v[0], &fa, &at, a->v, environ);
     posix_spawnattr_destroy(&at);
     posix_spawn_file_actions_destroy(&fa);
@@ -297,7 +299,8 @@ static int wait_ready(struct peer *p)
     char path[PATH_MAX + 16];
     if (peer_fmt(path, sizeof path, "%s/ready", p->dir) < 0)
         return -1;
-    for (long long end = ts_now_ms() + READY_MS; ts_now_ms() < end; ts_sleep_ms(POLL_MS)) {
+    for (long long end = ts_now_ms() + READY_MS; ts_now_ms() < end;
+         ts_sleep_ms(POLL_MS)) {
         char *txt = ts_slurp(path, NULL);
         if (txt) {
             char *e;
@@ -334,8 +337,8 @@ static struct peer *start_python(struct peer *p, const char *script,
     struct argv a = { 0 };
     const char *py = getenv("MAILPOOL_PYTHON");
 
-    if (find_root(root, sizeof root) < 0
-        || peer_fmt(path, sizeof path, "%s/%s", root, script) < 0)
+    if (find_root(root, sizeof root) < 0 ||
+        peer_fmt(path, sizeof path, "%s/%s", root, script) < 0)
         return start_failed(p, &a);
     argv_add(&a, py && *py ? py : "/usr/bin/python3");
     argv_add(&a, path);
@@ -368,8 +371,8 @@ struct peer *peer_start_fake(const char *script_json)
 
     if (!p)
         return NULL;
-    if (peer_fmt(path, sizeof path, "%s/script.json", p->dir) < 0
-        || write_file(path, json, strlen(json)) < 0) {
+    if (peer_fmt(path, sizeof path, "%s/script.json", p->dir) < 0 ||
+        write_file(path, json, strlen(json)) < 0) {
         peer_say("cannot write %s/script.json: %s", p->dir, strerror(errno));
         peer_stop(p);
         return NULL;
@@ -381,7 +384,8 @@ struct peer *peer_start_fake(const char *script_json)
 struct peer *peer_start_aiosmtpd(const char *const *extra_args)
 {
     struct peer *p = peer_new(PEER_AIOSMTPD);
-    return p ? start_python(p, "tests/peers/aiosmtpd_peer.py", extra_args) : NULL;
+    return p ? start_python(p, "tests/peers/aiosmtpd_peer.py", extra_args)
+             : NULL;
 }
 
 /* ---- smtp-sink ------------------------------------------------------- */
@@ -395,8 +399,8 @@ static int free_port(void)
     int port = -1;
 
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0
-        && getsockname(fd, (struct sockaddr *)&sa, &slen) == 0)
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &slen) == 0)
         port = ntohs(sa.sin_port);
     if (fd >= 0)
         close(fd);
@@ -411,13 +415,14 @@ static int port_listening(int port)
     if (!tab)
         return -1;
     int found = 0;
-    for (char *line = strchr(tab, '\n'); line && !found; line = strchr(line, '\n')) {
+    for (char *line = strchr(tab, '\n'); line && !found;
+         line = strchr(line, '\n')) {
         unsigned long addr;
         unsigned lport, st;
         line++;
-        if (sscanf(line, "%*u: %lx:%x %*x:%*x %x", &addr, &lport, &st) == 3
-            && (int)lport == port && st == 0x0A
-            && (addr == 0x0100007FUL || addr == 0))
+        if (sscanf(line, "%*u: %lx:%x %*x:%*x %x", &addr, &lport, &st) == 3 &&
+            (int)lport == port && st == 0x0A &&
+            (addr == 0x0100007FUL || addr == 0))
             found = 1;
     }
     free(tab);
@@ -427,7 +432,8 @@ static int port_listening(int port)
 /* 1 if a TCP connect to 127.0.0.1:port succeeds (fallback probe). */
 static int port_connects(int port)
 {
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    struct sockaddr_in sa = { .sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)port) };
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int ok;
 
@@ -441,7 +447,8 @@ static int port_connects(int port)
 /* Wait until the sink listens on port: 0, or -1 (p->pid is 0 if it died). */
 static int wait_listening(struct peer *p, int port)
 {
-    for (long long end = ts_now_ms() + READY_MS; ts_now_ms() < end; ts_sleep_ms(POLL_MS)) {
+    for (long long end = ts_now_ms() + READY_MS; ts_now_ms() < end;
+         ts_sleep_ms(POLL_MS)) {
         int r = port_listening(port);
         if (r == 1 || (r < 0 && port_connects(port)))
             return 0;
@@ -456,16 +463,18 @@ static int wait_listening(struct peer *p, int port)
 static int sink_dirs(const struct peer *p, const char *user)
 {
     char path[PATH_MAX + 16];
-    if (peer_fmt(path, sizeof path, "%s/sink", p->dir) < 0 || mkdir(path, 0755) < 0) {
+    if (peer_fmt(path, sizeof path, "%s/sink", p->dir) < 0 ||
+        mkdir(path, 0755) < 0) {
         peer_say("mkdir %s/sink: %s", p->dir, strerror(errno));
         return -1;
     }
     if (!user)
         return 0;
     struct passwd *pw = getpwnam(user);
-    if (!pw || chmod(p->dir, 0711) < 0 || chown(path, pw->pw_uid, pw->pw_gid) < 0) {
+    if (!pw || chmod(p->dir, 0711) < 0 ||
+        chown(path, pw->pw_uid, pw->pw_gid) < 0) {
         peer_say("cannot hand %s to user %s: %s", path, user,
-            pw ? strerror(errno) : "no such user");
+                 pw ? strerror(errno) : "no such user");
         return -1;
     }
     /* Every parent must let that user through, or the sink dies on the
@@ -478,8 +487,8 @@ static int sink_dirs(const struct peer *p, const char *user)
         struct stat st;
         if (stat(up, &st) == 0 && !(st.st_mode & S_IXOTH)) {
             peer_say("smtp-sink runs as %s, which cannot enter %s (mode %o); "
-                "set TMPDIR to a directory others may enter", user, up,
-                (unsigned)(st.st_mode & 07777));
+                     "set TMPDIR to a directory others may enter",
+                     user, up, (unsigned)(st.st_mode & 07777));
             return -1;
         }
     }
@@ -526,7 +535,7 @@ static struct peer *start_sink(int want_port, const char *const *extra_args)
             return p;
         }
         if (p->pid > 0 || !log_mentions(p, "in use") || want_port > 0)
-            break;   /* hung, or died of something a new port won't fix */
+            break; /* hung, or died of something a new port won't fix */
         peer_say("port %d was taken; retrying", port);
     }
     return start_failed(p, &a);
@@ -553,7 +562,8 @@ void peer_stop(struct peer *p)
         int status;
         pid_t r = 0;
         kill(p->pid, SIGTERM);
-        for (long long end = ts_now_ms() + STOP_MS; ts_now_ms() < end; ts_sleep_ms(10)) {
+        for (long long end = ts_now_ms() + STOP_MS; ts_now_ms() < end;
+             ts_sleep_ms(10)) {
             r = waitpid(p->pid, &status, WNOHANG);
             if (r != 0 && !(r < 0 && errno == EINTR))
                 break;
@@ -613,8 +623,9 @@ static char *conn_file(struct peer *p, int conn, const char *ext, size_t *len)
     char path[PATH_MAX + 64];
     if (len)
         *len = 0;
-    if (p->kind == PEER_SINK || conn < 1
-        || peer_fmt(path, sizeof path, "%s/capture/conn-%d.%s", p->dir, conn, ext) < 0)
+    if (p->kind == PEER_SINK || conn < 1 ||
+        peer_fmt(path, sizeof path, "%s/capture/conn-%d.%s", p->dir, conn,
+                 ext) < 0)
         return NULL;
     return ts_slurp(path, len);
 }
@@ -640,8 +651,9 @@ int peer_conn_count(struct peer *p)
         return -1;
     /* connection numbers are dense from 1: count until a gap */
     for (;;) {
-        if (peer_fmt(path, sizeof path, "%s/capture/conn-%d.bin", p->dir, n + 1) < 0
-            || access(path, F_OK) != 0)
+        if (peer_fmt(path, sizeof path, "%s/capture/conn-%d.bin", p->dir,
+                     n + 1) < 0 ||
+            access(path, F_OK) != 0)
             return n;
         n++;
     }
@@ -661,9 +673,9 @@ int peer_connect(const struct peer *p)
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (fd < 0)
         return -1;
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0
-        || setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0
-        || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0 ||
+        connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
         close(fd);
         return -1;
     }
@@ -702,8 +714,8 @@ int peer_read_reply(int fd, char *buf, size_t size)
             continue;
         const char *l = buf + line;
         size_t ll = n - line;
-        if (ll < 4 || l[0] < '2' || l[0] > '5' || l[1] < '0' || l[1] > '9'
-            || l[2] < '0' || l[2] > '9')
+        if (ll < 4 || l[0] < '2' || l[0] > '5' || l[1] < '0' || l[1] > '9' ||
+            l[2] < '0' || l[2] > '9')
             return -1;
         if (l[3] != '-')
             return (l[0] - '0') * 100 + (l[1] - '0') * 10 + (l[2] - '0');

@@ -31,15 +31,15 @@ struct peer;
 /* One message the peer took.  Strings are NUL-terminated and owned by the
  * array that peer_messages returns. */
 struct peer_msg {
-    int conn;            /* connection number from 1; 0 when unknown (sink) */
-    char *mail_from;     /* reverse-path without <> ("" for the null sender) */
-    char *mail_params;   /* MAIL parameters, space-separated ("" if none) */
-    char **rcpt_to;      /* forward-paths without <>, nrcpt of them */
+    int conn;          /* connection number from 1; 0 when unknown (sink) */
+    char *mail_from;   /* reverse-path without <> ("" for the null sender) */
+    char *mail_params; /* MAIL parameters, space-separated ("" if none) */
+    char **rcpt_to;    /* forward-paths without <>, nrcpt of them */
     size_t nrcpt;
     unsigned char *data; /* the message bytes (see below), NUL after len */
     size_t len;
-    int tls;             /* 1 / 0 session was TLS; -1 unknown (sink) */
-    int auth;            /* 1 / 0 session authenticated; -1 unknown */
+    int tls;  /* 1 / 0 session was TLS; -1 unknown (sink) */
+    int auth; /* 1 / 0 session authenticated; -1 unknown */
 };
 /* What data holds, per peer:
  *   fake      the exact DATA bytes, still dot-stuffed, up to and including

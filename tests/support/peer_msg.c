@@ -121,7 +121,8 @@ static char *json_params(json_t *o)
     char *s = calloc(1, total);
     if (!s)
         return NULL;
-    json_array_foreach(arr, i, v) {
+    json_array_foreach(arr, i, v)
+    {
         if (i)
             strncat(s, " ", total - strlen(s) - 1);
         strncat(s, json_string_value(v) ? json_string_value(v) : "",
@@ -140,10 +141,11 @@ static int msg_from_json(json_t *o, struct peer_msg *m)
     m->conn = (int)json_integer_value(json_object_get(o, "conn"));
     m->mail_from = json_str_dup(o, "mail_from");
     m->mail_params = json_params(o);
-    if (!m->mail_from || !m->mail_params || !b64
-        || b64_decode(b64, &m->data, &m->len) < 0)
+    if (!m->mail_from || !m->mail_params || !b64 ||
+        b64_decode(b64, &m->data, &m->len) < 0)
         return -1;
-    json_array_foreach(rcpts, i, v) {
+    json_array_foreach(rcpts, i, v)
+    {
         const char *r = json_string_value(v);
         if (!r || msg_add_rcpt(m, r, strlen(r)) < 0)
             return -1;
@@ -163,8 +165,9 @@ static int read_jsonl(struct peer *p, struct peer_msg **out, size_t *n)
     peer_fmt(path, sizeof path, "%s/capture/messages.jsonl", p->dir);
     char *txt = ts_slurp(path, NULL);
     if (!txt)
-        return 0;   /* nothing captured yet */
-    for (char *line = txt, *nl; (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
+        return 0; /* nothing captured yet */
+    for (char *line = txt, *nl; (nl = strchr(line, '\n')) != NULL;
+         line = nl + 1) {
         json_error_t err;
         json_t *o = json_loadb(line, (size_t)(nl - line), 0, &err);
         struct peer_msg *m = o ? msg_push(out, n, &cap) : NULL;
@@ -239,8 +242,8 @@ static int sink_block(struct peer_msg *m, const char *s, size_t len)
                 return -1;
         } else if (ll > 13 && memcmp(s, "X-Rcpt-Args: ", 13) == 0) {
             char *r = NULL;
-            int bad = split_path(s + 13, ll - 13, &r, NULL) < 0
-                      || msg_add_rcpt(m, r, strlen(r)) < 0;
+            int bad = split_path(s + 13, ll - 13, &r, NULL) < 0 ||
+                      msg_add_rcpt(m, r, strlen(r)) < 0;
             free(r);
             if (bad)
                 return -1;
@@ -280,7 +283,7 @@ static int read_sink(struct peer *p, struct peer_msg **out, size_t *n)
             next = end;
         struct peer_msg *m = msg_push(out, n, &cap);
         if (!m || sink_block(m, s, (size_t)(next - s)) < 0) {
-            if (m && next == end) {   /* last block still being written */
+            if (m && next == end) { /* last block still being written */
                 msg_clear(m);
                 (*n)--;
                 break;

@@ -121,7 +121,7 @@ static inline void fake_start_on(struct fake *f, const char *script, int port)
     double deadline;
 
     if (access(PYTHON, X_OK) != 0)
-        skip();                     /* make deps-test installs it */
+        skip(); /* make deps-test installs it */
     if (access(FAKE_PATH, R_OK) != 0)
         fail_msg("%s not found: run from the repository root", FAKE_PATH);
     memset(f, 0, sizeof *f);
@@ -136,8 +136,8 @@ static inline void fake_start_on(struct fake *f, const char *script, int port)
     assert_true(f->pid >= 0);
     if (f->pid == 0) {
         execl(PYTHON, "python3", FAKE_PATH, "--script", path, "--ready-file",
-              ready, "--capture-dir", f->cap, "--workdir", f->dir,
-              "--port", portarg, (char *)NULL);
+              ready, "--capture-dir", f->cap, "--workdir", f->dir, "--port",
+              portarg, (char *)NULL);
         _exit(127);
     }
     live_fake = *f;
@@ -161,7 +161,7 @@ static inline void fake_start(struct fake *f, const char *script)
 }
 
 static inline int rm_one(const char *p, const struct stat *sb, int flag,
-                  struct FTW *ftw)
+                         struct FTW *ftw)
 {
     (void)sb;
     (void)flag;
@@ -222,7 +222,8 @@ static inline void fake_deliveries(const struct fake *f, int *counts, size_t n)
         j = json_loads(line, 0, &err);
         assert_non_null(j);
         rcpts = json_object_get(j, "rcpt_to");
-        json_array_foreach(rcpts, k, r) {
+        json_array_foreach(rcpts, k, r)
+        {
             int i;
             if (sscanf(json_string_value(r), "rcpt-%d@", &i) == 1 && i >= 0 &&
                 (size_t)i < n)
@@ -249,7 +250,8 @@ static inline size_t fake_conns(const struct fake *f)
 }
 
 /* Occurrences of needle in what connection conn (0: all) sent the fake. */
-static inline size_t fake_count(const struct fake *f, int conn, const char *needle)
+static inline size_t fake_count(const struct fake *f, int conn,
+                                const char *needle)
 {
     size_t total = 0, nconns = fake_conns(f);
 
@@ -377,7 +379,8 @@ static inline struct job *send_job(size_t i)
     return job;
 }
 
-static inline struct job *query_job(enum job_kind kind, const char *arg, size_t i)
+static inline struct job *query_job(enum job_kind kind, const char *arg,
+                                    size_t i)
 {
     struct job *job = job_new(kind);
 

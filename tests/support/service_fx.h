@@ -31,7 +31,7 @@
 #include "tests/support/mpserve.h"
 #include "tests/support/peer.h"
 
-#define STOP_MS 15000           /* bound on a SIGTERM stop */
+#define STOP_MS 15000 /* bound on a SIGTERM stop */
 
 /* ---- Fixture: the peer and the service of one test ---- */
 
@@ -69,7 +69,7 @@ static inline struct peer *start_fake(struct fx *fx, const char *script)
 
 /* The service in front of relay_port; extra flags NULL-ended. */
 static inline struct mpserve *start_svc_at(struct fx *fx, int relay_port,
-                                    const char *const *extra)
+                                           const char *const *extra)
 {
     fx->svc = mpserve_start(relay_port, extra);
     assert_non_null(fx->svc);
@@ -98,21 +98,21 @@ static inline double now_s(void)
 
 /* One request; 0, or -1 with r->err set when no HTTP answer came. */
 static inline int http_req(const char *method, const char *url,
-                    const char *const *headers, const char *body,
-                    struct http_resp *r)
+                           const char *const *headers, const char *body,
+                           struct http_resp *r)
 {
     return http_request(method, url, headers, body, 0, r);
 }
 
 static inline void url_of(const struct fx *fx, const char *path, char *buf,
-                   size_t size)
+                          size_t size)
 {
     snprintf(buf, size, "%s%s", mpserve_url(fx->svc), path);
 }
 
 /* POST a JSON text to path; asserts an HTTP answer came. */
 static inline void post(const struct fx *fx, const char *path, const char *json,
-                 struct http_resp *r)
+                        struct http_resp *r)
 {
     char url[256];
     static const char *const ct[] = { "Content-Type: application/json", NULL };
@@ -121,7 +121,8 @@ static inline void post(const struct fx *fx, const char *path, const char *json,
         fail_msg("POST %s: %s", path, r->err);
 }
 
-static inline void get(const struct fx *fx, const char *path, struct http_resp *r)
+static inline void get(const struct fx *fx, const char *path,
+                       struct http_resp *r)
 {
     char url[256];
     url_of(fx, path, url, sizeof url);
@@ -183,13 +184,13 @@ static inline long long jint(json_t *o, const char *key)
 /* A message request: one sender, recipients (NULL-ended), a Subject and a
    text body.  Caller frees. */
 static inline char *message_json(const char *from, const char *const *to,
-                          const char *subject, const char *body)
+                                 const char *subject, const char *body)
 {
     json_t *rcpts = json_array();
     for (size_t i = 0; to[i] != NULL; i++)
         json_array_append_new(rcpts, json_string(to[i]));
-    json_t *m = json_pack("{s:s, s:o, s:{s:s}, s:s}", "from", from, "to",
-                          rcpts, "headers", "Subject", subject, "body", body);
+    json_t *m = json_pack("{s:s, s:o, s:{s:s}, s:s}", "from", from, "to", rcpts,
+                          "headers", "Subject", subject, "body", body);
     assert_non_null(m);
     char *s = json_dumps(m, JSON_COMPACT);
     json_decref(m);
@@ -226,15 +227,15 @@ static inline int has_subject(const struct peer_msg *m, const char *subject)
     snprintf(want, sizeof want, "\r\nSubject: %s\r\n", subject);
     const char *end = strstr((const char *)m->data, "\r\n\r\n");
     const char *hit = strstr((const char *)m->data, want);
-    if (hit == NULL && strncmp((const char *)m->data, want + 2,
-                               strlen(want) - 2) == 0)
+    if (hit == NULL &&
+        strncmp((const char *)m->data, want + 2, strlen(want) - 2) == 0)
         hit = (const char *)m->data;
     return hit != NULL && (end == NULL || hit <= end);
 }
 
 /* How many messages the peer took with this subject. */
 static inline int count_subject(const struct peer_msg *m, size_t n,
-                         const char *subject)
+                                const char *subject)
 {
     int c = 0;
     for (size_t i = 0; i < n; i++)
@@ -250,7 +251,7 @@ static inline int conn_count(struct peer *p, int conn, const char *cmd)
     int c = 0;
     if (b == NULL)
         return 0;
-    for (const char *q = b; q != NULL && q < b + len; ) {
+    for (const char *q = b; q != NULL && q < b + len;) {
         if (strncmp(q, cmd, clen) == 0)
             c++;
         q = strstr(q, "\r\n");
@@ -320,8 +321,8 @@ static void *call_main(void *arg)
 }
 
 /* Starts n POSTs of simple_json("<prefix>-i") in threads. */
-static inline void calls_start(struct call *calls, size_t n, const struct fx *fx,
-                        const char *prefix)
+static inline void calls_start(struct call *calls, size_t n,
+                               const struct fx *fx, const char *prefix)
 {
     for (size_t i = 0; i < n; i++) {
         char subject[64];
@@ -329,8 +330,8 @@ static inline void calls_start(struct call *calls, size_t n, const struct fx *fx
         calls[i].fx = fx;
         calls[i].path = "/v1/messages";
         calls[i].body = simple_json(subject);
-        assert_int_equal(pthread_create(&calls[i].th, NULL, call_main,
-                                        &calls[i]), 0);
+        assert_int_equal(
+            pthread_create(&calls[i].th, NULL, call_main, &calls[i]), 0);
     }
 }
 
@@ -341,8 +342,7 @@ static inline void calls_join(struct call *calls, size_t n)
         free(calls[i].body);
         calls[i].body = NULL;
         if (calls[i].rc < 0)
-            fail_msg("request %zu got no HTTP answer: %s", i,
-                     calls[i].r.err);
+            fail_msg("request %zu got no HTTP answer: %s", i, calls[i].r.err);
     }
 }
 

@@ -19,7 +19,7 @@
 #include "tests/support/transcript.h"
 #include "tests/support/tsupport.h"
 
-#define RUN_MIN   16       /* a run of one byte this long is written \{N*c} */
+#define RUN_MIN 16         /* a run of one byte this long is written \{N*c} */
 #define REPEAT_MAX 1000000 /* largest N in \{N*TEXT} */
 #define DIFF_LINES 3       /* lines of each side shown after a difference */
 
@@ -53,8 +53,9 @@ static void tb_add(struct tb *b, const void *s, size_t n)
 }
 
 /* Appends a formatted string. */
-__attribute__((format(printf, 2, 3)))
-static void tb_printf(struct tb *b, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void tb_printf(struct tb *b,
+                                                            const char *fmt,
+                                                            ...)
 {
     char small[512];
     va_list ap;
@@ -94,8 +95,9 @@ static char *tb_take(struct tb *b)
 }
 
 /* Writes a reason into why. */
-__attribute__((format(printf, 3, 4)))
-static int fail_why(char *why, size_t whylen, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static int fail_why(char *why,
+                                                          size_t whylen,
+                                                          const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -138,8 +140,8 @@ static int decode_span(const char *s, size_t len, size_t *pos, int stop,
                        struct tb *out, char *why, size_t whylen);
 
 /* \{N*TEXT} after the "\{": TEXT decoded, appended N times. */
-static int decode_repeat(const char *s, size_t len, size_t *pos,
-                         struct tb *out, char *why, size_t whylen)
+static int decode_repeat(const char *s, size_t len, size_t *pos, struct tb *out,
+                         char *why, size_t whylen)
 {
     unsigned long n = 0;
     size_t i = *pos, digits = 0;
@@ -164,13 +166,14 @@ static int decode_repeat(const char *s, size_t len, size_t *pos,
 }
 
 /* One escape after the backslash at *pos (already skipped). */
-static int decode_escape(const char *s, size_t len, size_t *pos,
-                         struct tb *out, char *why, size_t whylen)
+static int decode_escape(const char *s, size_t len, size_t *pos, struct tb *out,
+                         char *why, size_t whylen)
 {
     size_t i = *pos;
     if (i >= len)
-        return fail_why(why, whylen, "a lone backslash ends the line "
-                                     "(write \\\\ for one)");
+        return fail_why(why, whylen,
+                        "a lone backslash ends the line "
+                        "(write \\\\ for one)");
     char ch = s[i++], byte;
     switch (ch) {
     case '\\': byte = '\\'; break;
@@ -187,11 +190,8 @@ static int decode_escape(const char *s, size_t len, size_t *pos,
         i += 2;
         break;
     }
-    case '{':
-        *pos = i;
-        return decode_repeat(s, len, pos, out, why, whylen);
-    default:
-        return fail_why(why, whylen, "unknown escape \\%c", ch);
+    case '{': *pos = i; return decode_repeat(s, len, pos, out, why, whylen);
+    default: return fail_why(why, whylen, "unknown escape \\%c", ch);
     }
     tb_add(out, &byte, 1);
     *pos = i;
@@ -230,11 +230,13 @@ int tr_decode_line(const char *line, size_t len, char **out, size_t *outlen,
                    char *why, size_t whylen)
 {
     if (len > 0 && (line[len - 1] == ' ' || line[len - 1] == '\t'))
-        return fail_why(why, whylen, "a blank at the end of the line: write "
-                                     "\\s for a space, \\t for a tab");
+        return fail_why(why, whylen,
+                        "a blank at the end of the line: write "
+                        "\\s for a space, \\t for a tab");
     for (size_t i = 0; i < len; i++)
         if (line[i] == '\r')
-            return fail_why(why, whylen, "a raw CR in the case file: write \\r");
+            return fail_why(why, whylen,
+                            "a raw CR in the case file: write \\r");
     struct tb b = { .p = *out, .len = *outlen, .cap = *outlen, .ok = 1 };
     size_t pos = 0;
     if (decode_span(line, len, &pos, -1, &b, why, whylen) < 0) {
@@ -269,7 +271,7 @@ static void escape_byte(struct tb *b, unsigned char c, int in_braces)
    newline; \c appended when it had no CRLF. */
 static void escape_line(struct tb *b, const char *s, size_t len, int crlf)
 {
-    size_t end = len;                     /* trailing spaces become \s */
+    size_t end = len; /* trailing spaces become \s */
     while (end > 0 && s[end - 1] == ' ')
         end--;
     for (size_t i = 0; i < end;) {
@@ -284,7 +286,7 @@ static void escape_line(struct tb *b, const char *s, size_t len, int crlf)
             continue;
         }
         if (i == 0 && len >= 3 && memcmp(s, "---", 3) == 0)
-            tb_add(b, "\\x2d", 4);        /* never read as a section */
+            tb_add(b, "\\x2d", 4); /* never read as a section */
         else
             escape_byte(b, (unsigned char)s[i], 0);
         i++;
@@ -328,8 +330,8 @@ char *tr_escape(const char *bytes, size_t len)
 /* ---- Diffs ---- */
 
 /* Appends "  label line K: <escaped>" for the line at s[*pos], or the end. */
-static void show_line(struct tb *b, const char *label, size_t k,
-                      const char *s, size_t len, size_t *pos)
+static void show_line(struct tb *b, const char *label, size_t k, const char *s,
+                      size_t len, size_t *pos)
 {
     tb_printf(b, "    %-9s line %zu: ", label, k);
     if (*pos >= len) {
@@ -349,7 +351,7 @@ char *tr_diff(const char *want, size_t wlen, const char *got, size_t glen)
         return NULL;
     size_t wp = 0, gp = 0, prev = 0, k = 1;
     int have_prev = 0;
-    for (;;) {                           /* skip the equal lines */
+    for (;;) { /* skip the equal lines */
         int wc, gc;
         size_t wn = line_at(want + wp, wlen - wp, &wc);
         size_t gn = line_at(got + gp, glen - gp, &gc);
@@ -363,8 +365,10 @@ char *tr_diff(const char *want, size_t wlen, const char *got, size_t glen)
         k++;
     }
     struct tb b = { .ok = 1 };
-    tb_printf(&b, "  first difference at line %zu (byte %zu); expected %zu "
-                  "bytes, got %zu\n", k, wp, wlen, glen);
+    tb_printf(&b,
+              "  first difference at line %zu (byte %zu); expected %zu "
+              "bytes, got %zu\n",
+              k, wp, wlen, glen);
     if (have_prev)
         show_line(&b, "same", k - 1, want, wlen, &prev);
     for (size_t i = 0; i < DIFF_LINES && (wp < wlen || i == 0); i++)
@@ -467,7 +471,7 @@ struct rd {
     enum sect sect;
     struct tb script, message;
     int seen_outcome;
-    int have_keep;               /* keep_len is set */
+    int have_keep; /* keep_len is set */
     char *why;
     size_t whylen;
 };
@@ -568,11 +572,13 @@ static int head_line(struct rd *r, const char *line, size_t len)
         return (*dst = strndup(v, vl)) != NULL ? 0 : -1;
     }
     if (KEY("paths"))
-        return parse_paths(v, vl, &r->c->paths) == 0 ? 0
-               : fail_why(r->why, r->whylen, "paths: library serve cli");
+        return parse_paths(v, vl, &r->c->paths) == 0
+                   ? 0
+                   : fail_why(r->why, r->whylen, "paths: library serve cli");
     if (KEY("tls"))
-        return vl == 4 && memcmp(v, "none", 4) == 0 ? 0
-               : fail_why(r->why, r->whylen, "tls: only none is supported");
+        return vl == 4 && memcmp(v, "none", 4) == 0
+                   ? 0
+                   : fail_why(r->why, r->whylen, "tls: only none is supported");
     if (KEY("pipelining")) {
         if (vl == 2 && memcmp(v, "on", 2) == 0)
             r->c->pipelining = 1;
@@ -599,7 +605,8 @@ static int outcome_line(struct rd *r, const char *line, size_t len)
 #define KEY(s) (kl == sizeof(s) - 1 && memcmp(k, s, kl) == 0)
     if (KEY("http") || KEY("code"))
         return parse_int(v, vl, 0, 999, KEY("http") ? &o->http : &o->code) == 0
-               ? 0 : fail_why(r->why, r->whylen, "a number 0..999");
+                   ? 0
+                   : fail_why(r->why, r->whylen, "a number 0..999");
     if (KEY("status")) {
         if (vl == 0 || vl >= sizeof o->status)
             return fail_why(r->why, r->whylen, "status: sent, partial, ...");
@@ -685,8 +692,7 @@ static int one_line(struct rd *r, const char *line, size_t len)
         tb_add(b, "\n", 1);
         return b->ok ? 0 : -1;
     }
-    case S_OUTCOME:
-        return len == 0 ? 0 : outcome_line(r, line, len);
+    case S_OUTCOME: return len == 0 ? 0 : outcome_line(r, line, len);
     case S_CONN: {
         struct tr_conn *cn = &r->c->conns[r->c->nconns - 1];
         return tr_decode_line(line, len, &cn->bytes, &cn->len, r->why,
@@ -714,7 +720,8 @@ static int check_case(struct rd *r)
     if (c->helo == NULL)
         c->helo = strdup("localhost");
     for (size_t i = 0; i < c->nconns; i++)
-        if (c->conns[i].bytes == NULL && (c->conns[i].bytes = strdup("")) == NULL)
+        if (c->conns[i].bytes == NULL &&
+            (c->conns[i].bytes = strdup("")) == NULL)
             return -1;
     return c->script && c->message && c->helo ? 0 : -1;
 }
@@ -730,8 +737,7 @@ static char *case_name(const char *file)
     return strndup(base, n);
 }
 
-int tr_case_load(const char *file, struct tr_case *c, char *why,
-                 size_t whylen)
+int tr_case_load(const char *file, struct tr_case *c, char *why, size_t whylen)
 {
     memset(c, 0, sizeof *c);
     c->pipelining = 1;
@@ -744,8 +750,12 @@ int tr_case_load(const char *file, struct tr_case *c, char *why,
     if (c->text == NULL || c->file == NULL || c->name == NULL)
         return fail_why(why, whylen, "%s: %s", file, strerror(errno));
     char sub[384] = "";
-    struct rd r = { .c = c, .sect = S_HEAD, .script = { .ok = 1 },
-                    .message = { .ok = 1 }, .why = sub, .whylen = sizeof sub };
+    struct rd r = { .c = c,
+                    .sect = S_HEAD,
+                    .script = { .ok = 1 },
+                    .message = { .ok = 1 },
+                    .why = sub,
+                    .whylen = sizeof sub };
     size_t pos = 0, lineno = 0;
     int rc = 0;
     while (pos < len && rc == 0) {
@@ -833,8 +843,8 @@ static void write_outcome(struct tb *b, const struct tr_outcome *o)
 }
 
 int tr_write_new(const struct tr_case *c, const struct tr_outcome *got,
-                 char *const *bytes, const size_t *lens, int nconns,
-                 char *why, size_t whylen)
+                 char *const *bytes, const size_t *lens, int nconns, char *why,
+                 size_t whylen)
 {
     struct tb b = { .ok = 1 };
     tb_add(&b, c->text, c->keep_len);
@@ -856,7 +866,8 @@ int tr_write_new(const struct tr_case *c, const struct tr_outcome *got,
     char path[4096];
     snprintf(path, sizeof path, "%s.new", c->file);
     FILE *f = fopen(path, "w");
-    int rc = f != NULL && fwrite(text, 1, strlen(text), f) == strlen(text) ? 0 : -1;
+    int rc = f != NULL && fwrite(text, 1, strlen(text), f) == strlen(text) ? 0
+                                                                           : -1;
     if (f != NULL && fclose(f) != 0)
         rc = -1;
     free(text);

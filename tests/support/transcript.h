@@ -42,9 +42,9 @@ enum tr_path { TR_LIBRARY = 0, TR_SERVE, TR_CLI, TR_NPATHS };
 
 /* Expected bytes of one connection. */
 struct tr_conn {
-    int n;               /* connection number, from 1 */
-    int path;            /* -1: every path; else the one enum tr_path */
-    char *bytes;         /* decoded; NUL after len */
+    int n;       /* connection number, from 1 */
+    int path;    /* -1: every path; else the one enum tr_path */
+    char *bytes; /* decoded; NUL after len */
     size_t len;
 };
 
@@ -56,8 +56,8 @@ struct tr_rejected {
 
 /* The outcome of one send, as the case states it or as a path reported it. */
 struct tr_outcome {
-    int http;            /* HTTP status of the serve path (200) */
-    char status[16];     /* "sent", "partial", ... */
+    int http;        /* HTTP status of the serve path (200) */
+    char status[16]; /* "sent", "partial", ... */
     int code;
     char **accepted;
     size_t naccepted;
@@ -67,27 +67,26 @@ struct tr_outcome {
 
 /* One case file. */
 struct tr_case {
-    char *file;                  /* path as given */
-    char *name;                  /* base name without ".case" */
+    char *file; /* path as given */
+    char *name; /* base name without ".case" */
     char *title;
-    char *helo;                  /* EHLO name; default "localhost" */
-    int pipelining;              /* 1 on (default), 0 off */
-    unsigned paths;              /* bit (1 << enum tr_path) per path run */
-    unsigned xfail;              /* paths known to fail today */
-    char *xfail_why[TR_NPATHS];  /* the reason given for each */
-    char *script;                /* fake_smtp.py JSON */
-    char *message;               /* POST /v1/messages JSON */
+    char *helo;                 /* EHLO name; default "localhost" */
+    int pipelining;             /* 1 on (default), 0 off */
+    unsigned paths;             /* bit (1 << enum tr_path) per path run */
+    unsigned xfail;             /* paths known to fail today */
+    char *xfail_why[TR_NPATHS]; /* the reason given for each */
+    char *script;               /* fake_smtp.py JSON */
+    char *message;              /* POST /v1/messages JSON */
     struct tr_outcome want;
     struct tr_conn *conns;
     size_t nconns;
-    char *text;                  /* the whole file */
-    size_t keep_len;             /* bytes before the first outcome/conn
+    char *text;      /* the whole file */
+    size_t keep_len; /* bytes before the first outcome/conn
                                     section: kept as is by tr_write_new */
 };
 
 /* Reads and checks a case file; 0, or -1 with why. */
-int tr_case_load(const char *file, struct tr_case *c, char *why,
-                 size_t whylen);
+int tr_case_load(const char *file, struct tr_case *c, char *why, size_t whylen);
 /* Frees what c owns; a zeroed case is fine. */
 void tr_case_free(struct tr_case *c);
 
@@ -128,7 +127,7 @@ char *tr_outcome_diff(const struct tr_outcome *want,
    then the outcome got and one conn section per connection (bytes[i] of
    lens[i], connection i + 1).  0, or -1 with why. */
 int tr_write_new(const struct tr_case *c, const struct tr_outcome *got,
-                 char *const *bytes, const size_t *lens, int nconns,
-                 char *why, size_t whylen);
+                 char *const *bytes, const size_t *lens, int nconns, char *why,
+                 size_t whylen);
 
 #endif

@@ -54,17 +54,18 @@ struct dcase {
     enum decoder dec;
     const char *json;
     int rc;
-    const char *field;          /* of the first error; NULL when OK */
-    const char *message;        /* a substring of its message, or NULL */
-    size_t nerrors;             /* expected count, 0: not checked */
+    const char *field;   /* of the first error; NULL when OK */
+    const char *message; /* a substring of its message, or NULL */
+    size_t nerrors;      /* expected count, 0: not checked */
 };
 
 #define OKMSG "\"from\":\"a@x.org\",\"to\":[\"b@x.org\"]"
-#define X10   "xxxxxxxxxx"
-#define X100  X10 X10 X10 X10 X10 X10 X10 X10 X10 X10
+#define X10 "xxxxxxxxxx"
+#define X100 X10 X10 X10 X10 X10 X10 X10 X10 X10 X10
 #define X1000 X100 X100 X100 X100 X100 X100 X100 X100 X100 X100
-#define X998  X100 X100 X100 X100 X100 X100 X100 X100 X100 \
-              X10 X10 X10 X10 X10 X10 X10 X10 X10 "xxxxxxxx"
+#define X998 \
+    X100 X100 X100 X100 X100 X100 X100 X100 X100 X10 X10 X10 X10 X10 X10 X10 \
+        X10 X10 "xxxxxxxx"
 
 static const struct dcase cases[] = {
     /* shapes and required members */
@@ -77,24 +78,25 @@ static const struct dcase cases[] = {
     { "from_crlf_injection", D_MSG,
       "{\"from\":\"a@x.org>\\r\\nRCPT TO:<e@evil.org\",\"to\":[\"b@x.org\"]}",
       API_DECODE_INVALID, "from", "CR or LF", 1 },
-    { "missing_to", D_MSG, "{\"from\":\"a@x.org\"}", API_DECODE_INVALID,
-      "to", "is required", 1 },
+    { "missing_to", D_MSG, "{\"from\":\"a@x.org\"}", API_DECODE_INVALID, "to",
+      "is required", 1 },
     { "to_not_array", D_MSG, "{\"from\":\"a@x.org\",\"to\":\"b@x.org\"}",
       API_DECODE_INVALID, "to", "must be an array", 1 },
-    { "empty_to", D_MSG, "{\"from\":\"a@x.org\",\"to\":[]}",
-      API_DECODE_INVALID, "to", "must not be empty", 1 },
+    { "empty_to", D_MSG, "{\"from\":\"a@x.org\",\"to\":[]}", API_DECODE_INVALID,
+      "to", "must not be empty", 1 },
     { "too_many_recipients", D_MSG,
       "{\"from\":\"a@x.org\",\"to\":[\"b@x.org\",\"c@x.org\",\"d@x.org\","
-      "\"e@x.org\"]}", API_DECODE_INVALID, "to", "at most 3", 1 },
+      "\"e@x.org\"]}",
+      API_DECODE_INVALID, "to", "at most 3", 1 },
     { "to_item_not_string", D_MSG,
       "{\"from\":\"a@x.org\",\"to\":[\"b@x.org\",5]}", API_DECODE_INVALID,
       "to[1]", "must be a string", 1 },
     { "to_crlf_injection_names_index", D_MSG,
       "{\"from\":\"a@x.org\",\"to\":[\"b@x.org\",\"c@x.org\","
-      "\"d@x.org\\r\\nDATA\"]}", API_DECODE_INVALID, "to[2]", "CR or LF", 1 },
-    { "to_bare_lf", D_MSG,
-      "{\"from\":\"a@x.org\",\"to\":[\"d@x.org\\nX\"]}", API_DECODE_INVALID,
-      "to[0]", "CR or LF", 1 },
+      "\"d@x.org\\r\\nDATA\"]}",
+      API_DECODE_INVALID, "to[2]", "CR or LF", 1 },
+    { "to_bare_lf", D_MSG, "{\"from\":\"a@x.org\",\"to\":[\"d@x.org\\nX\"]}",
+      API_DECODE_INVALID, "to[0]", "CR or LF", 1 },
     { "to_empty_address", D_MSG, "{\"from\":\"a@x.org\",\"to\":[\"\"]}",
       API_DECODE_INVALID, "to[0]", "empty address", 1 },
     { "to_missing_domain", D_MSG, "{\"from\":\"a@x.org\",\"to\":[\"bob\"]}",
@@ -116,8 +118,8 @@ static const struct dcase cases[] = {
       "{" OKMSG ",\"headers\":{\"Subject\":\"hi\\r\\nBcc: e@evil.org\"}}",
       API_DECODE_INVALID, "headers.Subject", "CR or LF", 1 },
     { "header_object_control_char", D_MSG,
-      "{" OKMSG ",\"headers\":{\"Subject\":\"a\\u0007b\"}}",
-      API_DECODE_INVALID, "headers.Subject", "control character", 1 },
+      "{" OKMSG ",\"headers\":{\"Subject\":\"a\\u0007b\"}}", API_DECODE_INVALID,
+      "headers.Subject", "control character", 1 },
     { "header_object_value_not_string", D_MSG,
       "{" OKMSG ",\"headers\":{\"Subject\":1}}", API_DECODE_INVALID,
       "headers.Subject", "must be a string", 1 },
@@ -127,9 +129,8 @@ static const struct dcase cases[] = {
     { "header_object_colon_in_name", D_MSG,
       "{" OKMSG ",\"headers\":{\"X:Y\":\"x\"}}", API_DECODE_INVALID,
       "headers.X:Y", NULL, 1 },
-    { "header_array_not_pair", D_MSG,
-      "{" OKMSG ",\"headers\":[[\"Subject\"]]}", API_DECODE_INVALID,
-      "headers[0]", "[name, value] pair", 1 },
+    { "header_array_not_pair", D_MSG, "{" OKMSG ",\"headers\":[[\"Subject\"]]}",
+      API_DECODE_INVALID, "headers[0]", "[name, value] pair", 1 },
     { "header_array_item_not_array", D_MSG,
       "{" OKMSG ",\"headers\":[\"Subject: x\"]}", API_DECODE_INVALID,
       "headers[0]", "[name, value] pair", 1 },
@@ -159,12 +160,12 @@ static const struct dcase cases[] = {
       "{\"from\":\"a@x.org\",\"to\":[\"b@x.org> NOTIFY=NEVER\"]}",
       API_DECODE_INVALID, "to[0]", "bad character '>' in domain", 1 },
     { "from_parameters_after_space", D_MSG,
-      "{\"from\":\"a@x.org SIZE=1\",\"to\":[\"b@x.org\"]}",
-      API_DECODE_INVALID, "from", "bad character ' ' in domain", 1 },
+      "{\"from\":\"a@x.org SIZE=1\",\"to\":[\"b@x.org\"]}", API_DECODE_INVALID,
+      "from", "bad character ' ' in domain", 1 },
     /* controls other than HTAB in a value: DEL, ESC, C1 (NEL) */
     { "header_object_del", D_MSG,
-      "{" OKMSG ",\"headers\":{\"Subject\":\"a\\u007fb\"}}",
-      API_DECODE_INVALID, "headers.Subject", "control character", 1 },
+      "{" OKMSG ",\"headers\":{\"Subject\":\"a\\u007fb\"}}", API_DECODE_INVALID,
+      "headers.Subject", "control character", 1 },
     { "header_array_escape", D_MSG,
       "{" OKMSG ",\"headers\":[[\"Subject\",\"\\u001b[31mred\"]]}",
       API_DECODE_INVALID, "headers[0][1]", "control character", 1 },
@@ -191,53 +192,54 @@ static const struct dcase cases[] = {
       API_DECODE_INVALID, "headers[1][0]", "repeats headers[0][0]", 3 },
     { "batch_header_repeat_path", D_BATCH,
       "{\"messages\":[{" OKMSG ",\"headers\":{\"Message-ID\":\"<a@b>\","
-      "\"message-id\":\"<c@d>\"}}]}", API_DECODE_INVALID,
-      "messages[0].headers.message-id", "repeats messages[0].headers.Message-ID", 1 },
+      "\"message-id\":\"<c@d>\"}}]}",
+      API_DECODE_INVALID, "messages[0].headers.message-id",
+      "repeats messages[0].headers.Message-ID", 1 },
     { "header_array_repeatable_fields_ok", D_MSG,
       "{" OKMSG ",\"headers\":[[\"Received\",\"a\"],[\"received\",\"b\"],"
       "[\"Comments\",\"c\"],[\"Keywords\",\"d\"],[\"keywords\",\"e\"],"
       "[\"Resent-To\",\"f\"],[\"Resent-To\",\"g\"]]}",
       API_DECODE_OK, NULL, NULL, 0 },
     /* body and raw */
-    { "body_wrong_type", D_MSG, "{" OKMSG ",\"body\":5}",
-      API_DECODE_INVALID, "body", "string or an array", 1 },
+    { "body_wrong_type", D_MSG, "{" OKMSG ",\"body\":5}", API_DECODE_INVALID,
+      "body", "string or an array", 1 },
     { "body_line_not_string", D_MSG, "{" OKMSG ",\"body\":[\"a\",2]}",
       API_DECODE_INVALID, "body[1]", "must be a string", 1 },
     { "raw_with_headers", D_MSG,
       "{" OKMSG ",\"raw\":\"Subject: x\\r\\n\\r\\nhi\","
-      "\"headers\":{\"Subject\":\"y\"}}", API_DECODE_INVALID, "raw",
-      "replaces headers and body", 1 },
+      "\"headers\":{\"Subject\":\"y\"}}",
+      API_DECODE_INVALID, "raw", "replaces headers and body", 1 },
     { "raw_with_body", D_MSG,
       "{" OKMSG ",\"raw\":\"Subject: x\\r\\n\\r\\nhi\",\"body\":\"b\"}",
       API_DECODE_INVALID, "raw", "replaces headers and body", 1 },
     { "raw_not_string", D_MSG, "{" OKMSG ",\"raw\":[\"x\"]}",
       API_DECODE_INVALID, "raw", "must be a string", 1 },
-    { "raw_empty", D_MSG, "{" OKMSG ",\"raw\":\"\"}", API_DECODE_INVALID,
-      "raw", "must not be empty", 1 },
+    { "raw_empty", D_MSG, "{" OKMSG ",\"raw\":\"\"}", API_DECODE_INVALID, "raw",
+      "must not be empty", 1 },
     { "body_line_over_998", D_MSG,
       "{" OKMSG ",\"body\":\"line one\\n" X1000 "\"}", API_DECODE_INVALID,
       "body", "body line 2 is longer than 998 octets", 1 },
     { "body_lines_item_over_998", D_MSG,
-      "{" OKMSG ",\"body\":[\"ok\",\"" X1000 "\"]}", API_DECODE_INVALID,
-      "body", "body line 2 is longer than 998 octets", 1 },
+      "{" OKMSG ",\"body\":[\"ok\",\"" X1000 "\"]}", API_DECODE_INVALID, "body",
+      "body line 2 is longer than 998 octets", 1 },
     { "raw_header_line_over_998", D_MSG,
       "{" OKMSG ",\"raw\":\"Subject: " X1000 "\\r\\n\\r\\nhi\"}",
       API_DECODE_INVALID, "raw", "line 1 is longer than 998", 1 },
     { "body_line_of_998_ok", D_MSG,
-      "{" OKMSG ",\"body\":\"a\\r\\n" X998 "\\rb\"}", API_DECODE_OK,
-      NULL, NULL, 0 },
+      "{" OKMSG ",\"body\":\"a\\r\\n" X998 "\\rb\"}", API_DECODE_OK, NULL, NULL,
+      0 },
     { "every_error_reported", D_MSG,
       "{\"from\":\"a\\r@x.org\",\"to\":[\"\",\"b@x.org\",7],\"x\":1,"
-      "\"headers\":[[\"A\",\"\\n\"]]}", API_DECODE_INVALID, "x",
-      "unknown member", 5 },
+      "\"headers\":[[\"A\",\"\\n\"]]}",
+      API_DECODE_INVALID, "x", "unknown member", 5 },
     { "valid_message", D_MSG,
       "{" OKMSG ",\"headers\":{\"Subject\":\"s\"},\"body\":\"b\"}",
       API_DECODE_OK, NULL, NULL, 0 },
     /* batches */
     { "batch_not_object", D_BATCH, "[]", API_DECODE_INVALID, "$",
       "must be an object", 1 },
-    { "batch_missing_messages", D_BATCH, "{}", API_DECODE_INVALID,
-      "messages", "is required", 1 },
+    { "batch_missing_messages", D_BATCH, "{}", API_DECODE_INVALID, "messages",
+      "is required", 1 },
     { "batch_messages_not_array", D_BATCH, "{\"messages\":{}}",
       API_DECODE_INVALID, "messages", "must be an array", 1 },
     { "batch_empty", D_BATCH, "{\"messages\":[]}", API_DECODE_INVALID,
@@ -262,10 +264,10 @@ static const struct dcase cases[] = {
     { "valid_batch", D_BATCH, "{\"messages\":[{" OKMSG "},{" OKMSG "}]}",
       API_DECODE_OK, NULL, NULL, 0 },
     /* queries */
-    { "verify_not_object", D_VERIFY, "[\"a@x.org\"]", API_DECODE_INVALID,
-      "$", "must be an object", 1 },
-    { "verify_missing_address", D_VERIFY, "{}", API_DECODE_INVALID,
-      "address", "is required", 1 },
+    { "verify_not_object", D_VERIFY, "[\"a@x.org\"]", API_DECODE_INVALID, "$",
+      "must be an object", 1 },
+    { "verify_missing_address", D_VERIFY, "{}", API_DECODE_INVALID, "address",
+      "is required", 1 },
     { "verify_crlf", D_VERIFY, "{\"address\":\"bob\\r\\nQUIT\"}",
       API_DECODE_INVALID, "address", "CR or LF", 1 },
     { "verify_control_char", D_VERIFY, "{\"address\":\"bob\\u0001\"}",
@@ -286,9 +288,10 @@ static const struct dcase cases[] = {
     { "help_non_ascii_topic", D_HELP, "{\"topic\":\"Gr\\u00fc\\u00dfe\"}",
       API_DECODE_INVALID, "topic", "HELP has no SMTPUTF8 form", 1 },
     { "verify_utf8_left_to_the_relay", D_VERIFY,
-      "{\"address\":\"j\\u00f6rg@example.org\"}", API_DECODE_OK, NULL, NULL, 0 },
-    { "valid_verify", D_VERIFY, "{\"address\":\"postmaster\"}",
-      API_DECODE_OK, NULL, NULL, 0 },
+      "{\"address\":\"j\\u00f6rg@example.org\"}", API_DECODE_OK, NULL, NULL,
+      0 },
+    { "valid_verify", D_VERIFY, "{\"address\":\"postmaster\"}", API_DECODE_OK,
+      NULL, NULL, 0 },
 };
 
 /* Runs one case through its decoder; returns the verdict, fills errors. */
@@ -307,9 +310,10 @@ static int run_case(const struct dcase *c, const struct cfg *cfg,
             assert_null(jobs);
         api_jobs_free(jobs, n);
     } else {
-        enum job_kind kind = c->dec == D_MSG ? JOB_SEND
-                           : c->dec == D_VERIFY ? JOB_VERIFY
-                           : c->dec == D_EXPAND ? JOB_EXPAND : JOB_HELP;
+        enum job_kind kind = c->dec == D_MSG      ? JOB_SEND
+                             : c->dec == D_VERIFY ? JOB_VERIFY
+                             : c->dec == D_EXPAND ? JOB_EXPAND
+                                                  : JOB_HELP;
         struct job *job = job_new(kind);
         assert_non_null(job);
         rc = kind == JOB_SEND ? api_decode_message(root, cfg, job, errors, "")
@@ -333,9 +337,9 @@ static void test_decode_table(void **state)
         const char *field = json_string_value(json_object_get(first, "field"));
         const char *msg = json_string_value(json_object_get(first, "message"));
         int ok = rc == c->rc &&
-                 (c->field == NULL ? json_array_size(errors) == 0
-                                   : field != NULL &&
-                                     strcmp(field, c->field) == 0) &&
+                 (c->field == NULL
+                      ? json_array_size(errors) == 0
+                      : field != NULL && strcmp(field, c->field) == 0) &&
                  (c->message == NULL ||
                   (msg != NULL && strstr(msg, c->message) != NULL)) &&
                  (c->nerrors == 0 || json_array_size(errors) == c->nerrors);
@@ -376,7 +380,8 @@ static void test_header_object_keeps_order(void **state)
     struct job *job = decode_ok(
         "{\"from\":\"a@x.org\",\"to\":[\"b@x.org\",\"c@x.org\"],"
         "\"headers\":{\"Subject\":\"s\",\"From\":\"f\",\"X-B\":\"b\"},"
-        "\"body\":\"hello\"}", &cfg);
+        "\"body\":\"hello\"}",
+        &cfg);
     (void)state;
     assert_string_equal(job->msg.from, "a@x.org");
     assert_int_equal(job->msg.nto, 2);
@@ -398,7 +403,8 @@ static void test_header_array_keeps_order_and_repeats(void **state)
     struct job *job = decode_ok(
         "{\"from\":\"a@x.org\",\"to\":[\"b@x.org\"],\"headers\":"
         "[[\"Received\",\"one\"],[\"Subject\",\"\\u00e9t\\u00e9\"],"
-        "[\"Received\",\"two\"]]}", &cfg);
+        "[\"Received\",\"two\"]]}",
+        &cfg);
     (void)state;
     assert_int_equal(job->msg.nheaders, 3);
     assert_string_equal(job->msg.headers[0].name, "Received");
@@ -407,16 +413,16 @@ static void test_header_array_keeps_order_and_repeats(void **state)
     assert_string_equal(job->msg.headers[1].value, "=?UTF-8?b?w6l0w6k=?=");
     assert_string_equal(job->msg.headers[2].name, "Received");
     assert_string_equal(job->msg.headers[2].value, "two");
-    assert_string_equal(job->msg.body, "");   /* no body: empty */
+    assert_string_equal(job->msg.body, ""); /* no body: empty */
     job_free(job);
 }
 
 static void test_body_lines_joined_with_crlf(void **state)
 {
     struct cfg cfg = test_cfg();
-    struct job *job = decode_ok(
-        "{\"from\":\"a@x.org\",\"to\":[\"b@x.org\"],"
-        "\"body\":[\"Hi,\",\"\",\".dot\"]}", &cfg);
+    struct job *job = decode_ok("{\"from\":\"a@x.org\",\"to\":[\"b@x.org\"],"
+                                "\"body\":[\"Hi,\",\"\",\".dot\"]}",
+                                &cfg);
     (void)state;
     assert_int_equal(job->msg.body_len, 11);
     assert_memory_equal(job->msg.body, "Hi,\r\n\r\n.dot", 12);
@@ -428,9 +434,10 @@ static void test_raw_message(void **state)
     struct cfg cfg = test_cfg();
     struct job *job = decode_ok(
         "{\"from\":\"\",\"to\":[\"b@x.org\"],\"headers\":null,"
-        "\"raw\":\"Subject: x\\r\\n\\r\\nbody\\r\\n\"}", &cfg);
+        "\"raw\":\"Subject: x\\r\\n\\r\\nbody\\r\\n\"}",
+        &cfg);
     (void)state;
-    assert_string_equal(job->msg.from, "");      /* null reverse-path */
+    assert_string_equal(job->msg.from, ""); /* null reverse-path */
     assert_int_equal(job->msg.raw, 1);
     assert_string_equal(job->msg.body, "Subject: x\r\n\r\nbody\r\n");
     assert_int_equal(job->msg.body_len, 20);
@@ -444,7 +451,8 @@ static void test_limits_off_when_zero(void **state)
     cfg.http.max_recipients = 0;
     struct job *job = decode_ok(
         "{\"from\":\"a@x.org\",\"to\":[\"b@x.org\",\"c@x.org\",\"d@x.org\","
-        "\"e@x.org\",\"f@x.org\"]}", &cfg);
+        "\"e@x.org\",\"f@x.org\"]}",
+        &cfg);
     (void)state;
     assert_int_equal(job->msg.nto, 5);
     job_free(job);
@@ -504,7 +512,7 @@ static void test_query_arguments(void **state)
     assert_int_equal(api_decode_query(rv, v, errors), API_DECODE_OK);
     assert_string_equal(v->arg, "bob@x.org");
     assert_int_equal(api_decode_query(rh, h, errors), API_DECODE_OK);
-    assert_null(h->arg);                        /* "" is HELP alone */
+    assert_null(h->arg); /* "" is HELP alone */
     assert_int_equal(api_decode_query(rh2, h2, errors), API_DECODE_OK);
     assert_string_equal(h2->arg, "MAIL");
     assert_int_equal(api_decode_query(re, e, errors), API_DECODE_OK);
@@ -553,14 +561,15 @@ static void test_result_sent(void **state)
     assert_non_null(o);
     assert_int_equal(json_integer_value(json_object_get(o, "code")), 250);
     assert_json_str(o, "enhanced", "2.0.0");
-    assert_string_equal(json_string_value(json_array_get(
-                            json_object_get(o, "text"), 0)),
-                        "2.0.0 Ok: queued as 1234");
+    assert_string_equal(
+        json_string_value(json_array_get(json_object_get(o, "text"), 0)),
+        "2.0.0 Ok: queued as 1234");
     assert_json_str(o, "status", "sent");
     assert_json_str(o, "kind", "ok");
     assert_json_str(o, "message_id", "<1.2@x.org>");
-    assert_string_equal(json_string_value(json_array_get(
-                            json_object_get(o, "accepted"), 0)), "a@x.org");
+    assert_string_equal(
+        json_string_value(json_array_get(json_object_get(o, "accepted"), 0)),
+        "a@x.org");
     assert_int_equal(json_array_size(json_object_get(o, "rejected")), 0);
     assert_null(json_object_get(o, "error"));
     json_decref(o);
@@ -594,9 +603,9 @@ static void test_result_partial_700_lists_losers(void **state)
     assert_json_str(rej, "recipient", "b@x.org");
     assert_int_equal(json_integer_value(json_object_get(rej, "code")), 550);
     assert_json_str(rej, "enhanced", "5.1.1");
-    assert_string_equal(json_string_value(json_array_get(
-                            json_object_get(rej, "text"), 0)),
-                        "5.1.1 no such user");
+    assert_string_equal(
+        json_string_value(json_array_get(json_object_get(rej, "text"), 0)),
+        "5.1.1 no such user");
     assert_int_equal(json_array_size(json_object_get(o, "accepted")), 0);
     json_decref(o);
     smtp_result_clear(&res);
@@ -654,10 +663,10 @@ static void test_result_invalid_utf8_is_replaced(void **state)
     set_reply(&res.reply, 550, "", "bad \xff\xc0 bytes \xe2\x82");
     o = api_result_json(&res);
     assert_non_null(o);
-    assert_string_equal(json_string_value(json_array_get(
-                            json_object_get(o, "text"), 0)),
-                        "bad \xef\xbf\xbd\xef\xbf\xbd bytes "
-                        "\xef\xbf\xbd\xef\xbf\xbd");
+    assert_string_equal(
+        json_string_value(json_array_get(json_object_get(o, "text"), 0)),
+        "bad \xef\xbf\xbd\xef\xbf\xbd bytes "
+        "\xef\xbf\xbd\xef\xbf\xbd");
     dump = json_dumps(o, JSON_COMPACT);
     assert_non_null(dump);
     free(dump);
@@ -743,7 +752,7 @@ static void test_metrics_text(void **state)
                                  "count{route=\"/v1/messages\"} 2\n"));
     assert_non_null(strstr(text, "mailpool_http_request_duration_seconds_"
                                  "count{route=\"unmatched\"} 1\n"));
-    assert_null(strstr(text, "route=\"/healthz\",le="));  /* unused */
+    assert_null(strstr(text, "route=\"/healthz\",le=")); /* unused */
     /* 45 ms in all, 15 of them waiting for a worker. */
     assert_non_null(strstr(text, "mailpool_job_wait_seconds_bucket"
                                  "{le=\"0.01\"} 0\n"));
@@ -765,12 +774,19 @@ static void test_metrics_text(void **state)
 
 static void test_openapi_document(void **state)
 {
-    static const char *const paths[] = {
-        "/v1/messages", "/v1/messages/batch", "/v1/verify", "/v1/expand",
-        "/v1/help", "/healthz", "/readyz", "/metrics", "/openapi.json",
-        "/v1/messages/preview", "/v1/messages/{id}",
-        "/v1/messages/{id}/cancel", "/ui"
-    };
+    static const char *const paths[] = { "/v1/messages",
+                                         "/v1/messages/batch",
+                                         "/v1/verify",
+                                         "/v1/expand",
+                                         "/v1/help",
+                                         "/healthz",
+                                         "/readyz",
+                                         "/metrics",
+                                         "/openapi.json",
+                                         "/v1/messages/preview",
+                                         "/v1/messages/{id}",
+                                         "/v1/messages/{id}/cancel",
+                                         "/ui" };
     json_error_t e;
     json_t *doc = json_loadb(api_openapi_json(), api_openapi_len(),
                              JSON_REJECT_DUPLICATES, &e);

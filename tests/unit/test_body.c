@@ -31,7 +31,9 @@ static int stuff(const char *in, size_t n, size_t step, struct smtp__buf *out)
 static void test_smuggling_sequences_become_crlf_and_stuffed(void **state)
 {
     (void)state;
-    static const struct { const char *in, *wire; } cases[] = {
+    static const struct {
+        const char *in, *wire;
+    } cases[] = {
         { "a\n.\nb", "a\r\n..\r\nb\r\n.\r\n" },
         { "a\n.\r\nb", "a\r\n..\r\nb\r\n.\r\n" },
         { "a\r.\rb", "a\r\n..\r\nb\r\n.\r\n" },
@@ -48,7 +50,8 @@ static void test_smuggling_sequences_become_crlf_and_stuffed(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         for (size_t step = 1; step <= 8; step += 7) {
             struct smtp__buf out;
-            assert_int_equal(stuff(cases[i].in, strlen(cases[i].in), step, &out), 0);
+            assert_int_equal(
+                stuff(cases[i].in, strlen(cases[i].in), step, &out), 0);
             assert_string_equal(out.data, cases[i].wire);
             /* No bare CR or LF anywhere on the wire. */
             for (size_t k = 0; k < out.len; k++) {
@@ -94,7 +97,10 @@ static void test_address_validation_table(void **state)
     for (int i = 61; i < 290; i++)
         longaddr[i] = (i % 10 == 0) ? '.' : 'b';
     longaddr[290] = '\0';
-    static const struct { const char *a; int empty_ok, ok; } cases[] = {
+    static const struct {
+        const char *a;
+        int empty_ok, ok;
+    } cases[] = {
         { "user@example.org", 0, 1 },
         { "first.last+tag@sub.example.org", 0, 1 },
         { "\"quoted space\"@example.org", 0, 1 },
@@ -126,7 +132,7 @@ static void test_address_validation_table(void **state)
         { "\"<a\"@b.example", 1, 0 },
         { "\"a\\>b\"@b.example", 0, 0 },
         { "\"a\\<b\"@b.example", 0, 0 },
-        { "\"a b NOTIFY=NEVER\"@b.example", 0, 1 },   /* stays inside <> */
+        { "\"a b NOTIFY=NEVER\"@b.example", 0, 1 }, /* stays inside <> */
         { "a@b.example> NOTIFY=NEVER", 0, 0 },
         { "a@b.example SIZE=1", 0, 0 },
         { "a@b.example\r\nRSET", 0, 0 },
@@ -146,7 +152,10 @@ static void test_address_validation_table(void **state)
 static void test_header_validation_table(void **state)
 {
     (void)state;
-    static const struct { const char *n, *v; int ok; } cases[] = {
+    static const struct {
+        const char *n, *v;
+        int ok;
+    } cases[] = {
         { "Subject", "hello", 1 },
         { "X-Custom-1", "tab\tok", 1 },
         { "Subject", "", 1 },
@@ -159,8 +168,14 @@ static void test_header_validation_table(void **state)
         { "Subject", "a\rb", 0 },
         { "Subject", "bell\x07", 0 },
         { "Subject", "del\x7f", 0 },
-        { "Subject", "esc\x1b" "[0m", 0 },
-        { "Subject", "nel\xc2\x85" "Bcc: e@x.org", 0 },   /* U+0085, a C1 control */
+        { "Subject",
+          "esc\x1b"
+          "[0m",
+          0 },
+        { "Subject",
+          "nel\xc2\x85"
+          "Bcc: e@x.org",
+          0 }, /* U+0085, a C1 control */
         { "Subject", "csi\xc2\x9b", 0 },
         { "Subject", "nbsp\xc2\xa0 \xc3\xa9t\xc3\xa9", 1 },
         { "Subject", "tab\tat\tend\t", 1 },
@@ -181,7 +196,8 @@ static void test_headers_get_date_message_id_and_from_when_missing(void **state)
     char msgid[256], why[160];
     smtp__buf_init(&out, 1 << 20);
     assert_int_equal(smtp__headers_write(h, 1, "me@example.org", "client.test",
-                                         &out, msgid, why, sizeof why), 0);
+                                         &out, msgid, why, sizeof why),
+                     0);
     assert_non_null(strstr(out.data, "Date: "));
     assert_non_null(strstr(out.data, "Message-ID: <"));
     assert_non_null(strstr(out.data, "@example.org>\r\n"));
@@ -190,12 +206,15 @@ static void test_headers_get_date_message_id_and_from_when_missing(void **state)
     assert_true(msgid[0] == '<');
     smtp__buf_free(&out);
 
-    struct smtp_header h2[] = { { "date", "x" }, { "message-id", "<a@b>" },
+    struct smtp_header h2[] = { { "date", "x" },
+                                { "message-id", "<a@b>" },
                                 { "from", "A <a@b>" } };
     smtp__buf_init(&out, 1 << 20);
     assert_int_equal(smtp__headers_write(h2, 3, "me@example.org", "c", &out,
-                                         msgid, why, sizeof why), 0);
-    assert_string_equal(out.data, "date: x\r\nmessage-id: <a@b>\r\nfrom: A <a@b>\r\n\r\n");
+                                         msgid, why, sizeof why),
+                     0);
+    assert_string_equal(
+        out.data, "date: x\r\nmessage-id: <a@b>\r\nfrom: A <a@b>\r\n\r\n");
     assert_string_equal(msgid, "<a@b>");
     smtp__buf_free(&out);
 }
@@ -210,12 +229,14 @@ static void test_long_header_values_are_folded(void **state)
         n += 5;
     }
     value[n - 1] = '\0';
-    struct smtp_header h[] = { { "Date", "x" }, { "Message-ID", "<a@b>" },
+    struct smtp_header h[] = { { "Date", "x" },
+                               { "Message-ID", "<a@b>" },
                                { "Subject", value } };
     struct smtp__buf out;
     char msgid[256], why[160];
     smtp__buf_init(&out, 1 << 20);
-    assert_int_equal(smtp__headers_write(h, 3, "", "c", &out, msgid, why, sizeof why), 0);
+    assert_int_equal(
+        smtp__headers_write(h, 3, "", "c", &out, msgid, why, sizeof why), 0);
     const char *p = out.data;
     size_t longest = 0, folds = 0;
     while (*p) {
@@ -258,17 +279,18 @@ static void test_header_folding_never_leaves_a_white_line(void **state)
     (void)state;
     static char v[12][1400], w1[200], w2[200];
     const char *values[] = {
-        strcat(rep(v[0], "x", 70), " "),             /* issue 10, item 8 */
+        strcat(rep(v[0], "x", 70), " "), /* issue 10, item 8 */
         strcat(rep(v[1], "x", 70), "\t"),
         strcat(rep(v[2], "x", 69), "   \t  "),
-        strcat(rep(v[3], "word ", 40), "    "),      /* words, then spaces */
-        rep(v[4], " ", 120),                          /* all white */
+        strcat(rep(v[3], "word ", 40), "    "), /* words, then spaces */
+        rep(v[4], " ", 120),                    /* all white */
         rep(v[5], "\t", 90),
-        strcat(strcat(rep(v[6], "a", 60), "          "), "bbbbbbbbbbbbbbbbbbbbbbbbb"),
+        strcat(strcat(rep(v[6], "a", 60), "          "),
+               "bbbbbbbbbbbbbbbbbbbbbbbbb"),
         strcat(strcat(rep(v[7], " ", 30), rep(w1, "y", 80)), " z "),
-        rep(v[8], "word\t", 60),                     /* tabs between words */
-        rep(v[9], "ab  ", 80),                        /* runs of two spaces */
-        strcat(rep(v[10], "x", 900), rep(w2, " ", 89)),  /* ends at 998 */
+        rep(v[8], "word\t", 60),                        /* tabs between words */
+        rep(v[9], "ab  ", 80),                          /* runs of two spaces */
+        strcat(rep(v[10], "x", 900), rep(w2, " ", 89)), /* ends at 998 */
         "",
         " ",
         strcat(rep(v[11], "z ", 200), "\t \t"),
@@ -276,11 +298,13 @@ static void test_header_folding_never_leaves_a_white_line(void **state)
     for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
         struct smtp__buf out;
         char why[160];
-        assert_int_equal(smtp_header_check("Subject", values[i], why, sizeof why), 0);
+        assert_int_equal(
+            smtp_header_check("Subject", values[i], why, sizeof why), 0);
         if (write_one("Subject", values[i], &out) != 0)
             fail_msg("value %zu refused", i);
         /* the block: field lines, then the empty line */
-        assert_true(out.len >= 4 && strcmp(out.data + out.len - 4, "\r\n\r\n") == 0);
+        assert_true(out.len >= 4 &&
+                    strcmp(out.data + out.len - 4, "\r\n\r\n") == 0);
         size_t ulen = 0;
         static char unfolded[4000];
         for (const char *p = out.data; p < out.data + out.len - 2;) {
@@ -319,9 +343,9 @@ static void test_unfoldable_values_refused_by_check_and_writer(void **state)
     (void)state;
     static char v[3][1400], w[200];
     const char *values[] = {
-        rep(v[0], "x", 990),                          /* one word */
-        strcat(rep(v[1], "x", 900), rep(w, " ", 100)),  /* + trailing */
-        rep(v[2], " ", 1000),                         /* all white */
+        rep(v[0], "x", 990),                           /* one word */
+        strcat(rep(v[1], "x", 900), rep(w, " ", 100)), /* + trailing */
+        rep(v[2], " ", 1000),                          /* all white */
     };
     for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
         struct smtp__buf out;
@@ -339,16 +363,18 @@ static void test_header_writer_drops_bcc_in_any_case(void **state)
 {
     (void)state;
     struct smtp_header h[] = {
-        { "From", "a@x.org" }, { "bCC", "hidden@x.org" }, { "To", "b@x.org" },
-        { "Resent-Bcc", "r1@x.org" }, { "RESENT-BCC", "r2@x.org" },
-        { "Subject", "Bcc: not a field" }, { "X-Bcc", "kept" },
+        { "From", "a@x.org" },        { "bCC", "hidden@x.org" },
+        { "To", "b@x.org" },          { "Resent-Bcc", "r1@x.org" },
+        { "RESENT-BCC", "r2@x.org" }, { "Subject", "Bcc: not a field" },
+        { "X-Bcc", "kept" },
     };
     struct smtp__buf out;
     char msgid[256], why[160];
     smtp__buf_init(&out, 1 << 20);
-    assert_int_equal(smtp__headers_write(h, 7, NULL, "c", &out, msgid, why,
-                                         sizeof why), 0);
-    assert_string_equal(out.data, "From: a@x.org\r\nTo: b@x.org\r\n"
+    assert_int_equal(
+        smtp__headers_write(h, 7, NULL, "c", &out, msgid, why, sizeof why), 0);
+    assert_string_equal(out.data,
+                        "From: a@x.org\r\nTo: b@x.org\r\n"
                         "Subject: Bcc: not a field\r\nX-Bcc: kept\r\n\r\n");
     smtp__buf_free(&out);
 }
@@ -358,30 +384,35 @@ static void test_header_writer_drops_bcc_in_any_case(void **state)
 static void test_header_writer_refuses_repeated_unique_fields(void **state)
 {
     (void)state;
-    static const char *const once[] = { "From", "Sender", "Reply-To", "To",
-        "Cc", "Bcc", "Message-ID", "In-Reply-To", "References", "Subject",
-        "Date" };
+    static const char *const once[] = {
+        "From",       "Sender",      "Reply-To",   "To",      "Cc",  "Bcc",
+        "Message-ID", "In-Reply-To", "References", "Subject", "Date"
+    };
     for (size_t i = 0; i < sizeof once / sizeof once[0]; i++) {
         char lower[32];
         size_t k = 0;
         for (; once[i][k] != '\0'; k++)
             lower[k] = (char)(once[i][k] | 0x20);
         lower[k] = '\0';
-        struct smtp_header h[] = { { once[i], "a" }, { "X-Other", "b" },
+        struct smtp_header h[] = { { once[i], "a" },
+                                   { "X-Other", "b" },
                                    { lower, "c" } };
         struct smtp__buf out;
         char msgid[256], why[200] = "", want[120];
         assert_int_equal(smtp_header_unique(lower), 1);
         smtp__buf_init(&out, 1 << 20);
-        assert_int_equal(smtp__headers_write(h, 3, "me@x.org", "c", &out,
-                                             msgid, why, sizeof why), -1);
-        snprintf(want, sizeof want, "headers 1 (%s) and 3 (%s)", once[i], lower);
+        assert_int_equal(smtp__headers_write(h, 3, "me@x.org", "c", &out, msgid,
+                                             why, sizeof why),
+                         -1);
+        snprintf(want, sizeof want, "headers 1 (%s) and 3 (%s)", once[i],
+                 lower);
         if (strstr(why, want) == NULL)
             fail_msg("%s: '%s'", once[i], why);
         smtp__buf_free(&out);
     }
-    static const char *const many[] = { "Received", "Comments", "Keywords",
-        "Resent-To", "Resent-Bcc", "X-Tag", "Return-Path" };
+    static const char *const many[] = { "Received",   "Comments",   "Keywords",
+                                        "Resent-To",  "Resent-Bcc", "X-Tag",
+                                        "Return-Path" };
     for (size_t i = 0; i < sizeof many / sizeof many[0]; i++)
         assert_int_equal(smtp_header_unique(many[i]), 0);
 }
@@ -392,7 +423,9 @@ static void test_header_writer_refuses_repeated_unique_fields(void **state)
 static void test_raw_header_section_loses_bcc_fields(void **state)
 {
     (void)state;
-    static const struct { const char *in, *wire; } cases[] = {
+    static const struct {
+        const char *in, *wire;
+    } cases[] = {
         { "From: a\r\nBcc: h@x\r\nSubject: s\r\n\r\nbody\r\n",
           "From: a\r\nSubject: s\r\n\r\nbody\r\n.\r\n" },
         { "bcc: h@x\nTo: b\n\nBcc: in the body\n",
@@ -431,8 +464,9 @@ static void test_raw_header_section_loses_bcc_fields(void **state)
             smtp__buf_init(&out, 1 << 20);
             for (size_t k = 0; k < n; k += step)
                 assert_int_equal(smtp__stuff(&st, cases[i].in + k,
-                                             n - k < step ? n - k : step,
-                                             &out, why, sizeof why), 0);
+                                             n - k < step ? n - k : step, &out,
+                                             why, sizeof why),
+                                 0);
             assert_int_equal(smtp__stuff_end(&st, &out), 0);
             if (strcmp(out.data, cases[i].wire) != 0)
                 fail_msg("case %zu step %zu: got '%s'", i, step, out.data);
@@ -448,7 +482,11 @@ static void test_raw_header_section_loses_bcc_fields(void **state)
 static void test_query_lines(void **state)
 {
     (void)state;
-    static const struct { const char *verb, *arg; int utf8; const char *line; } cases[] = {
+    static const struct {
+        const char *verb, *arg;
+        int utf8;
+        const char *line;
+    } cases[] = {
         { "VRFY", "bob", 0, "VRFY bob" },
         { "VRFY", "bob", 1, "VRFY bob" },
         { "EXPN", "staff", 0, "EXPN staff" },
@@ -495,7 +533,8 @@ int main(void)
         cmocka_unit_test(test_line_over_998_octets_is_refused),
         cmocka_unit_test(test_address_validation_table),
         cmocka_unit_test(test_header_validation_table),
-        cmocka_unit_test(test_headers_get_date_message_id_and_from_when_missing),
+        cmocka_unit_test(
+            test_headers_get_date_message_id_and_from_when_missing),
         cmocka_unit_test(test_long_header_values_are_folded),
         cmocka_unit_test(test_header_folding_never_leaves_a_white_line),
         cmocka_unit_test(test_unfoldable_values_refused_by_check_and_writer),

@@ -87,11 +87,11 @@ static void expect_wire_shape(const char *d)
             continue;
         const char *q2 = strchr(q1 + 1, '?');
         if (q2 == NULL || q2 != q1 + 2)
-            continue;               /* "=?" inside a QP body, not a word */
+            continue; /* "=?" inside a QP body, not a word */
         end = strstr(q2 + 1, "?=");
         if (end != NULL && end + 2 - p > 75)
-            fail_msg("encoded-word of %d characters: %.*s",
-                     (int)(end + 2 - p), (int)(end + 2 - p), p);
+            fail_msg("encoded-word of %d characters: %.*s", (int)(end + 2 - p),
+                     (int)(end + 2 - p), p);
     }
 }
 
@@ -114,16 +114,17 @@ static int has_field(const char *d, const char *field)
 static void test_text_only_is_one_utf8_part(void **state)
 {
     struct cfg cfg = test_cfg();
-    struct job *job = composed("{" FROM "\"subject\":\"hi\",\"text\":\"hello\"}",
-                               &cfg);
+    struct job *job = composed(
+        "{" FROM "\"subject\":\"hi\",\"text\":\"hello\"}", &cfg);
     const char *d = bytes(job);
     (void)state;
     assert_non_null(strstr(d, "\r\nMIME-Version: 1.0\r\n"));
-    assert_non_null(strstr(d, "\r\nContent-Type: text/plain; charset=utf-8\r\n"));
+    assert_non_null(
+        strstr(d, "\r\nContent-Type: text/plain; charset=utf-8\r\n"));
     assert_null(strstr(d, "multipart"));
     assert_true(has_field(d, "Date: "));
     assert_true(has_field(d, "Message-Id: <"));
-    assert_non_null(strstr(d, "@x.org>\r\n"));   /* the from domain */
+    assert_non_null(strstr(d, "@x.org>\r\n")); /* the from domain */
     expect_wire_shape(d);
     job_free(job);
 }
@@ -140,8 +141,7 @@ static void test_text_and_html_make_an_alternative(void **state)
     job_free(job);
 }
 
-static void test_inline_cid_goes_related_and_attachment_makes_mixed(
-    void **state)
+static void test_inline_cid_goes_related_and_attachment_makes_mixed(void **state)
 {
     struct cfg cfg = test_cfg();
     struct job *job = composed(
@@ -149,7 +149,8 @@ static void test_inline_cid_goes_related_and_attachment_makes_mixed(
         "\"attachments\":[{\"content_type\":\"image/png\",\"content\":\"AAEC\","
         "\"disposition\":\"inline\",\"content_id\":\"i1\"},"
         "{\"filename\":\"Rechnung M\\u00e4rz.pdf\",\"content_type\":"
-        "\"application/pdf\",\"content\":\"JVBE\"}]}", &cfg);
+        "\"application/pdf\",\"content\":\"JVBE\"}]}",
+        &cfg);
     const char *d = bytes(job);
     const char *mixed = strstr(d, "multipart/mixed");
     const char *rel = strstr(d, "multipart/related");
@@ -169,11 +170,12 @@ static void test_inline_cid_goes_related_and_attachment_makes_mixed(
 static void test_bcc_is_in_the_envelope_only_and_each_rcpt_once(void **state)
 {
     struct cfg cfg = test_cfg();
-    cfg.http.max_recipients = 5;    /* counted as given, before dedup */
+    cfg.http.max_recipients = 5; /* counted as given, before dedup */
     struct job *job = composed(
         "{\"from\":\"app@x.org\",\"to\":[\"b@x.org\",\"c@X.ORG\"],"
         "\"cc\":[\"c@x.org\"],\"bcc\":[\"hidden@x.org\",\"b@x.org\"],"
-        "\"text\":\"t\"}", &cfg);
+        "\"text\":\"t\"}",
+        &cfg);
     const char *d = bytes(job);
     (void)state;
     assert_string_equal(job->msg.from, "app@x.org");
@@ -206,7 +208,8 @@ static void test_envelope_member_and_idna_domains(void **state)
     assert_non_null(strstr(d, "From: =?UTF-8?b?WsO2?= "));
     job_free(job);
     job = composed("{\"from\":\"z@x.org\",\"to\":[\"u@b\\u00fccher.example\"],"
-                   "\"text\":\"t\"}", &cfg);
+                   "\"text\":\"t\"}",
+                   &cfg);
     assert_string_equal(job->msg.to[0], "u@xn--bcher-kva.example");
     job_free(job);
 }
@@ -221,7 +224,8 @@ static void test_message_id_domain_and_given_message_id(void **state)
     assert_non_null(strstr(bytes(job), "@ids.example>\r\n"));
     job_free(job);
     job = composed("{" FROM "\"text\":\"t\",\"headers\":{\"Message-ID\":"
-                   "\"<mine@x.org>\",\"X-Tag\":\"\\u00e9t\\u00e9\"}}", &cfg);
+                   "\"<mine@x.org>\",\"X-Tag\":\"\\u00e9t\\u00e9\"}}",
+                   &cfg);
     assert_true(has_field(bytes(job), "Message-Id: <mine@x.org>"));
     assert_null(strstr(bytes(job), "ids.example"));
     assert_true(has_field(bytes(job), "X-Tag: =?UTF-8?"));
@@ -234,7 +238,7 @@ static void test_long_cjk_subject_is_encoded_in_short_words(void **state)
     char *req = malloc(8000);
     size_t n = 0;
     n += (size_t)snprintf(req, 8000, "{" FROM "\"text\":\"t\",\"subject\":\"");
-    for (int i = 0; i < 120; i++)   /* 1,080 octets of CJK and emoji */
+    for (int i = 0; i < 120; i++) /* 1,080 octets of CJK and emoji */
         n += (size_t)snprintf(req + n, 8000 - n,
                               i % 2 ? "\\u65e5\\u672c\\u8a9e"
                                     : "\\ud83d\\ude00\\u8a9e");
@@ -255,15 +259,18 @@ static void test_unsubscribe_url_is_never_folded_inside(void **state)
     for (int i = 32; i < 330; i++)
         url[i] = (char)('a' + i % 26);
     url[330] = '\0';
-    snprintf(req, sizeof req, "{" FROM "\"text\":\"t\",\"unsubscribe\":{"
+    snprintf(req, sizeof req,
+             "{" FROM "\"text\":\"t\",\"unsubscribe\":{"
              "\"url\":\"%s\",\"mailto\":\"u@x.org\",\"one_click\":true}}",
              url);
     struct job *job = composed(req, &cfg);
     const char *d = bytes(job);
     char want[512];
     (void)state;
-    snprintf(want, sizeof want, "List-Unsubscribe: <%s>,\r\n <mailto:u@x.org>"
-             "\r\n", url);
+    snprintf(want, sizeof want,
+             "List-Unsubscribe: <%s>,\r\n <mailto:u@x.org>"
+             "\r\n",
+             url);
     assert_non_null(strstr(d, want));
     assert_non_null(strstr(d, "\r\nList-Unsubscribe-Post: "
                               "List-Unsubscribe=One-Click\r\n"));
@@ -289,7 +296,7 @@ static void test_long_line_goes_quoted_printable_under_78(void **state)
         assert_true(len <= 76);
         l = e != NULL ? e + 2 : l + len;
     }
-    assert_non_null(strstr(body, "\r\n.dot\r\n"));  /* stuffed by smtpcore */
+    assert_non_null(strstr(body, "\r\n.dot\r\n")); /* stuffed by smtpcore */
     expect_wire_shape(d);
     job_free(job);
 }
@@ -300,7 +307,8 @@ static void test_envelope_form_headers_encoded_unless_smtputf8(void **state)
     struct job *job = composed(
         "{\"from\":\"a@x.org\",\"to\":[\"b@x.org\"],\"headers\":{\"From\":"
         "\"Zo\\u00eb \\u00c4 <a@x.org>\",\"Subject\":\"Gr\\u00fc\\u00dfe "
-        "\\u2603\",\"Message-ID\":\"<m@x.org>\"},\"body\":\"b\"}", &cfg);
+        "\\u2603\",\"Message-ID\":\"<m@x.org>\"},\"body\":\"b\"}",
+        &cfg);
     (void)state;
     assert_int_equal(job->msg.raw, 0);
     assert_string_equal(job->msg.headers[0].value,
@@ -310,8 +318,10 @@ static void test_envelope_form_headers_encoded_unless_smtputf8(void **state)
     job_free(job);
     job = composed("{\"from\":\"a@x.org\",\"to\":[\"j\\u00f6rg@x.org\"],"
                    "\"headers\":{\"Subject\":\"Gr\\u00fc\\u00dfe\"},"
-                   "\"body\":\"b\"}", &cfg);
-    assert_string_equal(job->msg.headers[0].value, "Gr\xc3\xbc\xc3\x9f" "e");
+                   "\"body\":\"b\"}",
+                   &cfg);
+    assert_string_equal(job->msg.headers[0].value, "Gr\xc3\xbc\xc3\x9f"
+                                                   "e");
     job_free(job);
 }
 
@@ -320,7 +330,7 @@ static void test_envelope_form_headers_encoded_unless_smtputf8(void **state)
 struct bad {
     const char *json;
     const char *field;
-    const char *message;        /* a piece of it */
+    const char *message; /* a piece of it */
 };
 
 #define ATT(x) "{" FROM "\"text\":\"t\",\"attachments\":[" x "]}"
@@ -338,7 +348,8 @@ static const struct bad bad_cases[] = {
     { "{\"from\":\"a@x.org\",\"subject\":\"s\",\"text\":\"t\"}", "to",
       "recipient" },
     { "{" FROM "\"cc\":[\"1@x.org\",\"2@x.org\",\"3@x.org\",\"4@x.org\"],"
-      "\"text\":\"t\"}", "to", "at most 4" },
+      "\"text\":\"t\"}",
+      "to", "at most 4" },
     { "{" FROM "\"subject\":\"two\\nlines\",\"text\":\"t\"}", "subject",
       "one line" },
     { "{" FROM "\"subject\":\"s\"}", "text", "required" },
@@ -358,8 +369,8 @@ static const struct bad bad_cases[] = {
     { ATT("{\"filename\":\"a\"}"), "attachments[0].content", "required" },
     { ATT("{\"filename\":\"a\",\"content\":\"QU*D\"}"),
       "attachments[0].content", "base64" },
-    { ATT("{\"filename\":\"a\",\"content\":\"QUJ\"}"),
-      "attachments[0].content", "multiple of 4" },
+    { ATT("{\"filename\":\"a\",\"content\":\"QUJ\"}"), "attachments[0].content",
+      "multiple of 4" },
     { ATT("{\"filename\":\"a\",\"content\":\"Q===\"}"),
       "attachments[0].content", "padding" },
     { ATT("{\"filename\":\"a\",\"content\":\"\",\"content_type\":\"pdf\"}"),
@@ -368,8 +379,8 @@ static const struct bad bad_cases[] = {
           "\"text/plain; charset=x\"}"),
       "attachments[0].content_type", "no parameters" },
     { ATT("{\"filename\":\"a\",\"content\":\"\",\"content_type\":"
-          "\"multipart/mixed\"}"), "attachments[0].content_type",
-      "multipart" },
+          "\"multipart/mixed\"}"),
+      "attachments[0].content_type", "multipart" },
     { ATT("{\"filename\":\"dir/a\",\"content\":\"\"}"),
       "attachments[0].filename", "path separator" },
     { ATT("{\"filename\":\"c:\\\\a\",\"content\":\"\"}"),
@@ -380,7 +391,8 @@ static const struct bad bad_cases[] = {
     { ATT("{\"filename\":\"a\",\"content\":\"\",\"disposition\":\"x\"}"),
       "attachments[0].disposition", "inline" },
     { ATT("{\"content\":\"\",\"disposition\":\"inline\",\"content_id\":"
-          "\"<a b>\"}"), "attachments[0].content_id", "printable" },
+          "\"<a b>\"}"),
+      "attachments[0].content_id", "printable" },
     { ATT("{\"filename\":\"a\",\"content\":\"\"},{\"filename\":\"b\","
           "\"content\":\"\"},{\"filename\":\"c\",\"content\":\"\"}"),
       "attachments", "at most 2" },
@@ -394,7 +406,8 @@ static const struct bad bad_cases[] = {
     { "{" FROM "\"text\":\"t\",\"unsubscribe\":{\"url\":\"https://a b\"}}",
       "unsubscribe.url", "spaces" },
     { "{" FROM "\"text\":\"t\",\"unsubscribe\":{\"mailto\":\"u@x.org\","
-      "\"one_click\":true}}", "unsubscribe.one_click", "RFC 8058" },
+      "\"one_click\":true}}",
+      "unsubscribe.one_click", "RFC 8058" },
     { "{" FROM "\"text\":\"t\",\"unsubscribe\":{}}", "unsubscribe",
       "url or mailto" },
     { "{" FROM "\"text\":\"t\",\"envelope\":{\"to\":[]}}", "envelope.to",
@@ -402,7 +415,8 @@ static const struct bad bad_cases[] = {
     { "{" FROM "\"text\":\"t\",\"envelope\":{\"to\":[\"x\"]}}",
       "envelope.to[0]", NULL },
     { "{" FROM "\"text\":\"t\",\"envelope\":{\"from\":\"a@x.org\","
-      "\"cc\":[]}}", "envelope", "only from and to" },
+      "\"cc\":[]}}",
+      "envelope", "only from and to" },
 };
 
 static void test_each_bad_input_names_its_member(void **state)
@@ -426,10 +440,10 @@ static void test_each_bad_input_names_its_member(void **state)
                      (b->message == NULL || strcasestr(m, b->message) != NULL);
         }
         if (rc != API_DECODE_INVALID || !found)
-            fail_msg("case %zu (%s): rc %d, errors %s; want %s: %s", i,
-                     b->json, rc, json_dumps(errors, JSON_COMPACT), b->field,
+            fail_msg("case %zu (%s): rc %d, errors %s; want %s: %s", i, b->json,
+                     rc, json_dumps(errors, JSON_COMPACT), b->field,
                      b->message ? b->message : "");
-        assert_null(job->msg.body);          /* nothing composed */
+        assert_null(job->msg.body); /* nothing composed */
         job_free(job);
         json_decref(root);
         json_decref(errors);
@@ -441,17 +455,17 @@ static void test_batch_item_errors_carry_the_item_path(void **state)
     struct cfg cfg = test_cfg();
     json_t *root = json_loads(
         "{\"messages\":[{" FROM "\"text\":\"t\"},{" FROM "\"text\":\"t\","
-        "\"attachments\":[{\"filename\":\"a\",\"content\":\"!\"}]}]}", 0,
-        NULL);
+        "\"attachments\":[{\"filename\":\"a\",\"content\":\"!\"}]}]}",
+        0, NULL);
     json_t *errors = json_array();
     struct job **jobs;
     size_t n;
     (void)state;
     assert_int_equal(api_decode_batch(root, &cfg, &jobs, &n, errors),
                      API_DECODE_INVALID);
-    assert_string_equal(json_string_value(json_object_get(
-                            json_array_get(errors, 0), "field")),
-                        "messages[1].attachments[0].content");
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(errors, 0), "field")),
+        "messages[1].attachments[0].content");
     json_decref(root);
     json_decref(errors);
 }

@@ -41,7 +41,8 @@ static void test_file_overrides_default(void **state)
     struct fixture *f = *state;
     struct cfg c = { 0 };
     char err[512] = "";
-    const char *path = fx_write(f, "m.ini",
+    const char *path = fx_write(
+        f, "m.ini",
         "; comment\n# another\n\n[relay]\nhost = mx.example\nport=2525\n"
         "tls = required\n\n[pool]\nworkers = 4 ; inline comment\n"
         "rate = 2.5\n[http]\nmax_body = 1m\n[log]\nlevel = warn\n");
@@ -56,7 +57,7 @@ static void test_file_overrides_default(void **state)
     assert_true(c.pool.rate == 2.5);
     assert_int_equal(c.http.max_body, 1048576);
     check_str(c.log.level, "warn");
-    assert_int_equal(c.pool.queue, 1024);          /* untouched: default */
+    assert_int_equal(c.pool.queue, 1024); /* untouched: default */
     cfg_free(&c);
 }
 
@@ -65,7 +66,8 @@ static void test_env_overrides_file(void **state)
     struct fixture *f = *state;
     struct cfg c = { 0 };
     char err[512] = "", cfgvar[256];
-    const char *path = fx_write(f, "m.ini",
+    const char *path = fx_write(
+        f, "m.ini",
         "[relay]\nhost = file.example\nport = 2525\n[pool]\nworkers = 4\n");
     const char *env[] = { cfgvar, "MAILPOOL_RELAY_HOST=env.example",
                           "MAILPOOL_POOL_WORKERS=5", NULL };
@@ -74,7 +76,7 @@ static void test_env_overrides_file(void **state)
     assert_int_equal(load(&c, NULL, env, err, sizeof err), 0);
     check_str(c.relay.host, "env.example");
     assert_int_equal(c.pool.workers, 5);
-    assert_int_equal(c.relay.port, 2525);          /* only in the file */
+    assert_int_equal(c.relay.port, 2525); /* only in the file */
     cfg_free(&c);
 }
 
@@ -83,22 +85,34 @@ static void test_flag_overrides_env(void **state)
     static const struct load_case cases[] = {
         { .args = { "--pool-workers", "6" },
           .env = { "MAILPOOL_POOL_WORKERS=4" },
-          .off = F(pool.workers), .kind = K_INT, .n = 6 },
+          .off = F(pool.workers),
+          .kind = K_INT,
+          .n = 6 },
         { .args = { "--pool-workers=7" },
           .env = { "MAILPOOL_POOL_WORKERS=4" },
-          .off = F(pool.workers), .kind = K_INT, .n = 7 },
+          .off = F(pool.workers),
+          .kind = K_INT,
+          .n = 7 },
         { .args = { "--pool-workers=6", "--pool-workers", "9" },
           .env = { "MAILPOOL_POOL_WORKERS=4" },
-          .off = F(pool.workers), .kind = K_INT, .n = 9 },   /* last wins */
+          .off = F(pool.workers),
+          .kind = K_INT,
+          .n = 9 }, /* last wins */
         { .args = { "--relay-host=flag.example" },
           .env = { "MAILPOOL_RELAY_HOST=env.example" },
-          .off = F(relay.host), .kind = K_STR, .s = "flag.example" },
+          .off = F(relay.host),
+          .kind = K_STR,
+          .s = "flag.example" },
         { .args = { NULL },
           .env = { "MAILPOOL_RELAY_HOST=env.example" },
-          .off = F(relay.host), .kind = K_STR, .s = "env.example" },
-        { .args = { NULL },    /* duplicates in envp: the first, as getenv */
+          .off = F(relay.host),
+          .kind = K_STR,
+          .s = "env.example" },
+        { .args = { NULL }, /* duplicates in envp: the first, as getenv */
           .env = { "MAILPOOL_RELAY_PORT=26", "MAILPOOL_RELAY_PORT=27" },
-          .off = F(relay.port), .kind = K_INT, .n = 26 },
+          .off = F(relay.port),
+          .kind = K_INT,
+          .n = 26 },
     };
 
     (void)state;
@@ -141,8 +155,8 @@ static void test_key_names_in_flags_env_and_file(void **state)
         long long n;
         double d;
     } rows[] = {
-        { "relay", "host", "--relay-host", "MAILPOOL_RELAY_HOST",
-          "mx.example", F(relay.host), K_STR, "mx.example", 0, 0 },
+        { "relay", "host", "--relay-host", "MAILPOOL_RELAY_HOST", "mx.example",
+          F(relay.host), K_STR, "mx.example", 0, 0 },
         { "relay", "insecure_skip_verify", "--relay-insecure-skip-verify",
           "MAILPOOL_RELAY_INSECURE_SKIP_VERIFY", "yes",
           F(relay.insecure_skip_verify), K_INT, NULL, 1, 0 },
@@ -151,8 +165,8 @@ static void test_key_names_in_flags_env_and_file(void **state)
           NULL, 900, 0 },
         { "http", "listen", "--http-listen", "MAILPOOL_HTTP_LISTEN",
           "[::1]:9000", F(http.listen), K_STR, "[::1]:9000", 0, 0 },
-        { "http", "max_body", "--http-max-body", "MAILPOOL_HTTP_MAX_BODY",
-          "2m", F(http.max_body), K_LONG, NULL, 2097152, 0 },
+        { "http", "max_body", "--http-max-body", "MAILPOOL_HTTP_MAX_BODY", "2m",
+          F(http.max_body), K_LONG, NULL, 2097152, 0 },
         { "http", "connection_timeout", "--http-connection-timeout",
           "MAILPOOL_HTTP_CONNECTION_TIMEOUT", "5", F(http.connection_timeout),
           K_INT, NULL, 5, 0 },
@@ -177,20 +191,22 @@ static void test_key_names_in_flags_env_and_file(void **state)
         for (src = 0; src < 4; src++) {
             char a0[128], a1[128], e0[160], ini[256], name[32];
             const char *path = NULL;
-            struct load_case tc = { .off = rows[i].off, .kind = rows[i].kind,
-                                    .s = rows[i].s, .n = rows[i].n,
+            struct load_case tc = { .off = rows[i].off,
+                                    .kind = rows[i].kind,
+                                    .s = rows[i].s,
+                                    .n = rows[i].n,
                                     .d = rows[i].d };
 
-            if (src == 0) {             /* --flag VALUE */
+            if (src == 0) { /* --flag VALUE */
                 tc.args[0] = rows[i].flag;
                 tc.args[1] = rows[i].value;
-            } else if (src == 1) {      /* --flag=VALUE */
+            } else if (src == 1) { /* --flag=VALUE */
                 snprintf(a0, sizeof a0, "%s=%s", rows[i].flag, rows[i].value);
                 tc.args[0] = a0;
-            } else if (src == 2) {      /* environment */
+            } else if (src == 2) { /* environment */
                 snprintf(e0, sizeof e0, "%s=%s", rows[i].env, rows[i].value);
                 tc.env[0] = e0;
-            } else {                    /* INI file */
+            } else { /* INI file */
                 snprintf(ini, sizeof ini, "[%s]\n%s = %s\n", rows[i].section,
                          rows[i].key, rows[i].value);
                 snprintf(name, sizeof name, "k%zu.ini", i);
@@ -224,30 +240,36 @@ static void test_bad_port_names_key_and_source(void **state)
     snprintf(cfgvar, sizeof cfgvar, "MAILPOOL_CONFIG=%s", path);
     assert_int_equal(load(&c, flag_args, NULL, err, sizeof err), -1);
     assert_string_equal(err, "relay.port (from --relay-port): must be an "
-                        "integer from 1 to 65535, got 'abc'");
+                             "integer from 1 to 65535, got 'abc'");
     assert_int_equal(load(&c, flag_eq, NULL, err, sizeof err), -1);
     assert_string_equal(err, "relay.port (from --relay-port): must be an "
-                        "integer from 1 to 65535, got 'abc'");
+                             "integer from 1 to 65535, got 'abc'");
     assert_int_equal(load(&c, NULL, env_port, err, sizeof err), -1);
     assert_string_equal(err, "relay.port (from MAILPOOL_RELAY_PORT): must be "
-                        "an integer from 1 to 65535, got 'abc'");
+                             "an integer from 1 to 65535, got 'abc'");
     assert_int_equal(load(&c, NULL, env_file, err, sizeof err), -1);
-    snprintf(want, sizeof want, "relay.port (from %s:3): must be an integer "
-             "from 1 to 65535, got 'abc'", path);
+    snprintf(want, sizeof want,
+             "relay.port (from %s:3): must be an integer "
+             "from 1 to 65535, got 'abc'",
+             path);
     assert_string_equal(err, want);
     assert_int_equal(load(&c, NULL, env_workers, err, sizeof err), -1);
     assert_string_equal(err, "pool.workers (from MAILPOOL_POOL_WORKERS): must "
-                        "be an integer from 1 to 1024, got '0'");
+                             "be an integer from 1 to 1024, got '0'");
 }
 
 static void test_int_range_table(void **state)
 {
     static const struct load_case cases[] = {
         { .args = { "--relay-port", "0" }, .err = "from 1 to 65535, got '0'" },
-        { .args = { "--relay-port", "1" }, .off = F(relay.port), .kind = K_INT,
+        { .args = { "--relay-port", "1" },
+          .off = F(relay.port),
+          .kind = K_INT,
           .n = 1 },
-        { .args = { "--relay-port", "65535" }, .off = F(relay.port),
-          .kind = K_INT, .n = 65535 },
+        { .args = { "--relay-port", "65535" },
+          .off = F(relay.port),
+          .kind = K_INT,
+          .n = 65535 },
         { .args = { "--relay-port", "65536" }, .err = "relay.port" },
         { .args = { "--relay-port", "-1" }, .err = "got '-1'" },
         { .args = { "--relay-port", "25x" }, .err = "got '25x'" },
@@ -256,24 +278,31 @@ static void test_int_range_table(void **state)
         { .args = { "--relay-port", "99999999999999999999" },
           .err = "relay.port" },
         { .args = { "--pool-workers", "0" }, .err = "pool.workers" },
-        { .args = { "--pool-workers", "1024" }, .off = F(pool.workers),
-          .kind = K_INT, .n = 1024 },
+        { .args = { "--pool-workers", "1024" },
+          .off = F(pool.workers),
+          .kind = K_INT,
+          .n = 1024 },
         { .args = { "--pool-workers", "1025" }, .err = "from 1 to 1024" },
-        { .args = { "--pool-retries", "0" }, .off = F(pool.retries),
-          .kind = K_INT, .n = 0 },
+        { .args = { "--pool-retries", "0" },
+          .off = F(pool.retries),
+          .kind = K_INT,
+          .n = 0 },
         { .args = { "--pool-retries", "101" }, .err = "from 0 to 100" },
-        { .args = { "--pool-queue", "1000000" }, .off = F(pool.queue),
-          .kind = K_INT, .n = 1000000 },
+        { .args = { "--pool-queue", "1000000" },
+          .off = F(pool.queue),
+          .kind = K_INT,
+          .n = 1000000 },
         { .args = { "--pool-queue", "1000001" }, .err = "pool.queue" },
-        { .args = { "--pool-connections", "1025" },
-          .err = "pool.connections" },
+        { .args = { "--pool-connections", "1025" }, .err = "pool.connections" },
         { .args = { "--relay-connect-timeout", "0" },
           .err = "relay.connect_timeout" },
         { .args = { "--pool-drain-timeout", "0" },
           .err = "pool.drain_timeout" },
         { .args = { "--http-threads", "0" }, .err = "http.threads" },
         { .args = { "--pool-retry-backoff-ms", "0" },
-          .off = F(pool.retry_backoff_ms), .kind = K_INT, .n = 0 },
+          .off = F(pool.retry_backoff_ms),
+          .kind = K_INT,
+          .n = 0 },
     };
 
     (void)state;
@@ -282,16 +311,22 @@ static void test_int_range_table(void **state)
 
 static void test_bool_parsing_table(void **state)
 {
-#define B_OK(v, want) { .args = { "--relay-pipelining", v }, \
-        .off = F(relay.pipelining), .kind = K_INT, .n = want }
-#define B_BAD(v) { .args = { "--relay-pipelining=" v }, \
+#define B_OK(v, want) \
+    { \
+        .args = { "--relay-pipelining", v }, .off = F(relay.pipelining), \
+        .kind = K_INT, .n = want \
+    }
+#define B_BAD(v) \
+    { \
+        .args = { "--relay-pipelining=" v }, \
         .err = "relay.pipelining (from --relay-pipelining): must be " \
-               "true/false, yes/no, on/off or 1/0, got '" v "'" }
+               "true/false, yes/no, on/off or 1/0, got '" v "'" \
+    }
     static const struct load_case cases[] = {
         B_OK("true", 1), B_OK("false", 0), B_OK("yes", 1), B_OK("no", 0),
-        B_OK("on", 1), B_OK("off", 0), B_OK("1", 1), B_OK("0", 0),
-        B_OK("TRUE", 1), B_OK("No", 0), B_OK("oFf", 0),
-        B_BAD("2"), B_BAD(""), B_BAD("enable"), B_BAD("truee"), B_BAD("y"),
+        B_OK("on", 1),   B_OK("off", 0),   B_OK("1", 1),   B_OK("0", 0),
+        B_OK("TRUE", 1), B_OK("No", 0),    B_OK("oFf", 0), B_BAD("2"),
+        B_BAD(""),       B_BAD("enable"),  B_BAD("truee"), B_BAD("y"),
         B_BAD(" true"),
     };
 #undef B_OK
@@ -303,19 +338,39 @@ static void test_bool_parsing_table(void **state)
 
 static void test_size_suffix_table(void **state)
 {
-#define S_OK(v, want) { .args = { "--http-max-body", v }, \
-        .off = F(http.max_body), .kind = K_LONG, .n = want }
-#define S_BAD(v) { .args = { "--http-max-body=" v }, \
+#define S_OK(v, want) \
+    { \
+        .args = { "--http-max-body", v }, .off = F(http.max_body), \
+        .kind = K_LONG, .n = want \
+    }
+#define S_BAD(v) \
+    { \
+        .args = { "--http-max-body=" v }, \
         .err = "http.max_body (from --http-max-body): must be a size in " \
-               "bytes from 1 to 1g (optional suffix k, m or g), got '" v "'" }
+               "bytes from 1 to 1g (optional suffix k, m or g), got '" v "'" \
+    }
     static const struct load_case cases[] = {
-        S_OK("1", 1), S_OK("1024", 1024), S_OK("1k", 1024), S_OK("1K", 1024),
-        S_OK("10m", 10485760), S_OK("10M", 10485760),
-        S_OK("1g", 1073741824), S_OK("1G", 1073741824),
+        S_OK("1", 1),
+        S_OK("1024", 1024),
+        S_OK("1k", 1024),
+        S_OK("1K", 1024),
+        S_OK("10m", 10485760),
+        S_OK("10M", 10485760),
+        S_OK("1g", 1073741824),
+        S_OK("1G", 1073741824),
         S_OK("1048576k", 1073741824),
-        S_BAD("0"), S_BAD("2g"), S_BAD("1048577k"), S_BAD("1t"), S_BAD("k"),
-        S_BAD("-1"), S_BAD("1.5m"), S_BAD("1kb"), S_BAD(" 1k"), S_BAD(""),
-        S_BAD("99999999999999999999"), S_BAD("18014398509481985k"),
+        S_BAD("0"),
+        S_BAD("2g"),
+        S_BAD("1048577k"),
+        S_BAD("1t"),
+        S_BAD("k"),
+        S_BAD("-1"),
+        S_BAD("1.5m"),
+        S_BAD("1kb"),
+        S_BAD(" 1k"),
+        S_BAD(""),
+        S_BAD("99999999999999999999"),
+        S_BAD("18014398509481985k"),
     };
 #undef S_OK
 #undef S_BAD
@@ -326,16 +381,31 @@ static void test_size_suffix_table(void **state)
 
 static void test_rate_number_table(void **state)
 {
-#define RATE_OK(v, want) { .args = { "--pool-rate", v }, .off = F(pool.rate), \
-        .kind = K_DOUBLE, .d = want }
-#define RATE_BAD(v) { .args = { "--pool-rate=" v }, \
+#define RATE_OK(v, want) \
+    { \
+        .args = { "--pool-rate", v }, .off = F(pool.rate), .kind = K_DOUBLE, \
+        .d = want \
+    }
+#define RATE_BAD(v) \
+    { \
+        .args = { "--pool-rate=" v }, \
         .err = "pool.rate (from --pool-rate): must be a number from 0 to " \
-               "1000000, got '" v "'" }
+               "1000000, got '" v "'" \
+    }
     static const struct load_case cases[] = {
-        RATE_OK("0", 0.0), RATE_OK("2.5", 2.5), RATE_OK(".5", 0.5),
-        RATE_OK("1e3", 1000.0), RATE_OK("1000000", 1000000.0),
-        RATE_BAD("-1"), RATE_BAD("abc"), RATE_BAD("nan"), RATE_BAD("inf"),
-        RATE_BAD("1e7"), RATE_BAD("0x10"), RATE_BAD("2.5/s"), RATE_BAD(""),
+        RATE_OK("0", 0.0),
+        RATE_OK("2.5", 2.5),
+        RATE_OK(".5", 0.5),
+        RATE_OK("1e3", 1000.0),
+        RATE_OK("1000000", 1000000.0),
+        RATE_BAD("-1"),
+        RATE_BAD("abc"),
+        RATE_BAD("nan"),
+        RATE_BAD("inf"),
+        RATE_BAD("1e7"),
+        RATE_BAD("0x10"),
+        RATE_BAD("2.5/s"),
+        RATE_BAD(""),
     };
 #undef RATE_OK
 #undef RATE_BAD
@@ -346,27 +416,40 @@ static void test_rate_number_table(void **state)
 
 static void test_enum_values_table(void **state)
 {
-#define TLS(v, want) { .args = { "--relay-tls", v }, .off = F(relay.tls), \
-        .kind = K_STR, .s = want }
-#define MECH(v, want) { .args = { "--relay-auth-user", "u", \
-        "--relay-auth-mech", v }, .env = { "MAILPOOL_RELAY_AUTH_PASS=p" }, \
-        .off = F(relay.auth_mech), .kind = K_STR, .s = want }
+#define TLS(v, want) \
+    { \
+        .args = { "--relay-tls", v }, .off = F(relay.tls), .kind = K_STR, \
+        .s = want \
+    }
+#define MECH(v, want) \
+    { \
+        .args = { "--relay-auth-user", "u", "--relay-auth-mech", v }, \
+        .env = { "MAILPOOL_RELAY_AUTH_PASS=p" }, .off = F(relay.auth_mech), \
+        .kind = K_STR, .s = want \
+    }
     static const struct load_case cases[] = {
-        TLS("none", "none"), TLS("opportunistic", "opportunistic"),
-        TLS("required", "required"), TLS("implicit", "implicit"),
+        TLS("none", "none"),
+        TLS("opportunistic", "opportunistic"),
+        TLS("required", "required"),
+        TLS("implicit", "implicit"),
         TLS("REQUIRED", "required"),
         { .args = { "--relay-tls", "starttls" },
           .err = "relay.tls (from --relay-tls): must be one of none, "
                  "opportunistic, required, implicit, got 'starttls'" },
-        { .args = { "--relay-tls=" }, .err = "relay.tls (from --relay-tls): "
-          "must not be empty" },
-        MECH("PLAIN", "PLAIN"), MECH("login", "LOGIN"),
-        MECH("xoauth2", "XOAUTH2"), MECH("", NULL),
+        { .args = { "--relay-tls=" },
+          .err = "relay.tls (from --relay-tls): "
+                 "must not be empty" },
+        MECH("PLAIN", "PLAIN"),
+        MECH("login", "LOGIN"),
+        MECH("xoauth2", "XOAUTH2"),
+        MECH("", NULL),
         { .args = { "--relay-auth-mech", "CRAM-MD5" },
           .err = "relay.auth_mech (from --relay-auth-mech): must be one of "
                  "PLAIN, LOGIN, XOAUTH2, got 'CRAM-MD5'" },
-        { .args = { "--log-level", "error" }, .off = F(log.level),
-          .kind = K_STR, .s = "error" },
+        { .args = { "--log-level", "error" },
+          .off = F(log.level),
+          .kind = K_STR,
+          .s = "error" },
         { .args = { "--log-level", "warning" },
           .err = "must be one of debug, info, warn, error, got 'warning'" },
     };
@@ -379,26 +462,53 @@ static void test_enum_values_table(void **state)
 
 static void test_listen_parsing_table(void **state)
 {
-#define L_OK(v) { .args = { "--http-listen", v }, .off = F(http.listen), \
-        .kind = K_STR, .s = v }
-#define L_BAD(v) { .args = { "--http-listen", v }, \
-        .err = "http.listen (from --http-listen): must be HOST:PORT" }
+#define L_OK(v) \
+    { \
+        .args = { "--http-listen", v }, .off = F(http.listen), .kind = K_STR, \
+        .s = v \
+    }
+#define L_BAD(v) \
+    { \
+        .args = { "--http-listen", v }, \
+        .err = "http.listen (from --http-listen): must be HOST:PORT" \
+    }
     /* ":PORT" and "*:PORT" (docs/API.md) are every IPv4 interface. */
     static const struct load_case cases[] = {
-        L_OK("127.0.0.1:8025"), L_OK("0.0.0.0:80"), L_OK("localhost:8080"),
-        L_OK("[::1]:8025"), L_OK("[::]:443"), L_OK("127.0.0.1:0"),
+        L_OK("127.0.0.1:8025"),
+        L_OK("0.0.0.0:80"),
+        L_OK("localhost:8080"),
+        L_OK("[::1]:8025"),
+        L_OK("[::]:443"),
+        L_OK("127.0.0.1:0"),
         L_OK("10.0.0.1:65535"),
-        L_BAD("example.com:80"), L_BAD("127.0.0.1"), L_BAD("127.0.0.1:"),
-        L_BAD("127.0.0.1:65536"), L_BAD("127.0.0.1:8a"), L_BAD(":x"),
-        L_BAD(":"), L_BAD("*:"), L_BAD("**:80"), L_BAD("*8025"),
-        L_BAD(":-1"), L_BAD("*:65536"),
-        { .args = { "--http-listen", ":8025" }, .off = F(http.listen),
-          .kind = K_STR, .s = "0.0.0.0:8025" },
-        { .args = { "--http-listen", "*:0" }, .off = F(http.listen),
-          .kind = K_STR, .s = "0.0.0.0:0" },
-        L_BAD("[::1]"), L_BAD("[::1]8025"), L_BAD("::1:8025"),
-        L_BAD("256.1.1.1:80"), L_BAD("[127.0.0.1]:80"), L_BAD("[::1:80"),
-        L_BAD("127.0.0.1:-1"), L_BAD("127.0.0.1:0080000"),
+        L_BAD("example.com:80"),
+        L_BAD("127.0.0.1"),
+        L_BAD("127.0.0.1:"),
+        L_BAD("127.0.0.1:65536"),
+        L_BAD("127.0.0.1:8a"),
+        L_BAD(":x"),
+        L_BAD(":"),
+        L_BAD("*:"),
+        L_BAD("**:80"),
+        L_BAD("*8025"),
+        L_BAD(":-1"),
+        L_BAD("*:65536"),
+        { .args = { "--http-listen", ":8025" },
+          .off = F(http.listen),
+          .kind = K_STR,
+          .s = "0.0.0.0:8025" },
+        { .args = { "--http-listen", "*:0" },
+          .off = F(http.listen),
+          .kind = K_STR,
+          .s = "0.0.0.0:0" },
+        L_BAD("[::1]"),
+        L_BAD("[::1]8025"),
+        L_BAD("::1:8025"),
+        L_BAD("256.1.1.1:80"),
+        L_BAD("[127.0.0.1]:80"),
+        L_BAD("[::1:80"),
+        L_BAD("127.0.0.1:-1"),
+        L_BAD("127.0.0.1:0080000"),
         { .args = { "--http-listen", "" },
           .err = "http.listen (from --http-listen): must not be empty" },
         /* The shared grammar (util/hostport.h) says what is wrong. */
@@ -434,7 +544,9 @@ static void test_strings_reject_control_characters(void **state)
           .err = "relay.auth_user (from --relay-auth-user): must not contain "
                  "control characters" },
         { .args = { "--relay-ca-file", "/etc/ssl/ca.pem" },
-          .off = F(relay.ca_file), .kind = K_STR, .s = "/etc/ssl/ca.pem" },
+          .off = F(relay.ca_file),
+          .kind = K_STR,
+          .s = "/etc/ssl/ca.pem" },
     };
 
     (void)state;
@@ -446,7 +558,8 @@ static void test_empty_value_unsets_optional_string(void **state)
     struct fixture *f = *state;
     struct cfg c = { 0 };
     char err[512] = "";
-    const char *path = fx_write(f, "e.ini",
+    const char *path = fx_write(
+        f, "e.ini",
         "[relay]\nca_file = /etc/ca.pem\nauth_user = u\nauth_pass = p\n");
     const char *args[] = { "--config", path, NULL };
     const char *env[] = { "MAILPOOL_RELAY_CA_FILE=",
@@ -470,15 +583,19 @@ static void test_keys_checked_against_each_other(void **state)
           .err = "relay.key_file (from --relay-key-file): needs "
                  "relay.cert_file as well" },
         { .args = { "--relay-cert-file", "/c.pem", "--relay-key-file",
-                    "/k.pem" }, .off = F(relay.key_file), .kind = K_STR,
+                    "/k.pem" },
+          .off = F(relay.key_file),
+          .kind = K_STR,
           .s = "/k.pem" },
         { .args = { "--relay-auth-mech", "PLAIN" },
           .err = "relay.auth_mech (from --relay-auth-mech): needs "
                  "relay.auth_user as well" },
-        { .args = { NULL }, .env = { "MAILPOOL_RELAY_AUTH_USER=u" },
+        { .args = { NULL },
+          .env = { "MAILPOOL_RELAY_AUTH_USER=u" },
           .err = "relay.auth_user (from MAILPOOL_RELAY_AUTH_USER): needs "
                  "relay.auth_pass or relay.auth_pass_file as well" },
-        { .args = { NULL }, .env = { "MAILPOOL_RELAY_AUTH_PASS=p" },
+        { .args = { NULL },
+          .env = { "MAILPOOL_RELAY_AUTH_PASS=p" },
           .err = "relay.auth_pass (from MAILPOOL_RELAY_AUTH_PASS): needs "
                  "relay.auth_user as well" },
         { .args = { "--relay-tls", "none", "--relay-auth-user", "u" },
@@ -489,7 +606,9 @@ static void test_keys_checked_against_each_other(void **state)
         { .args = { "--relay-tls", "none", "--relay-auth-user", "u",
                     "--relay-auth-allow-plaintext", "yes" },
           .env = { "MAILPOOL_RELAY_AUTH_PASS=p" },
-          .off = F(relay.auth_allow_plaintext), .kind = K_INT, .n = 1 },
+          .off = F(relay.auth_allow_plaintext),
+          .kind = K_INT,
+          .n = 1 },
     };
 
     (void)state;

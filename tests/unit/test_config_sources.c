@@ -89,8 +89,10 @@ static void test_missing_config_file_names_it(void **state)
     const char *args[] = { "--config", path, NULL };
     const char *env[] = { cfgvar, NULL };
 
-    snprintf(want, sizeof want, "cannot read config file '%s': No such "
-             "file or directory", path);
+    snprintf(want, sizeof want,
+             "cannot read config file '%s': No such "
+             "file or directory",
+             path);
     assert_int_equal(load(&c, args, NULL, err, sizeof err), -1);
     assert_string_equal(err, want);
     snprintf(cfgvar, sizeof cfgvar, "MAILPOOL_CONFIG=%s", path);
@@ -109,7 +111,7 @@ static void test_auth_pass_file_read(void **state)
     static const struct {
         const char *data;
         size_t len;
-        const char *pass;           /* NULL: an error containing err */
+        const char *pass; /* NULL: an error containing err */
         const char *err;
     } rows[] = {
         { "s3cret\n", 7, "s3cret", NULL },
@@ -144,7 +146,7 @@ static void test_auth_pass_file_read(void **state)
         } else {
             assert_int_equal(rc, -1);
             check_contains(err, "relay.auth_pass_file (from "
-                           "--relay-auth-pass-file): ");
+                                "--relay-auth-pass-file): ");
             check_contains(err, rows[i].err);
         }
         unlink(path);
@@ -161,9 +163,11 @@ static void test_auth_pass_file_unreadable_names_key(void **state)
     const char *env[] = { "MAILPOOL_RELAY_AUTH_USER=u", var, NULL };
 
     snprintf(var, sizeof var, "MAILPOOL_RELAY_AUTH_PASS_FILE=%s", path);
-    snprintf(want, sizeof want, "relay.auth_pass_file (from "
+    snprintf(want, sizeof want,
+             "relay.auth_pass_file (from "
              "MAILPOOL_RELAY_AUTH_PASS_FILE): cannot read '%s': No such file "
-             "or directory", path);
+             "or directory",
+             path);
     assert_int_equal(load(&c, NULL, env, err, sizeof err), -1);
     assert_string_equal(err, want);
 }
@@ -178,7 +182,7 @@ static void test_auth_pass_file_over_64k_is_error(void **state)
 
     assert_non_null(big);
     memset(big, 'p', 65537);
-    path = fx_write_n(f, "bigpass", big, 65536);      /* the limit: fine */
+    path = fx_write_n(f, "bigpass", big, 65536); /* the limit: fine */
     snprintf(arg, sizeof arg, "--relay-auth-pass-file=%s", path);
     assert_int_equal(load(&c, args, NULL, err, sizeof err), 0);
     assert_int_equal(strlen(c.relay.auth_pass), 65536);
@@ -187,7 +191,7 @@ static void test_auth_pass_file_over_64k_is_error(void **state)
     free(big);
     assert_int_equal(load(&c, args, NULL, err, sizeof err), -1);
     check_contains(err, "relay.auth_pass_file (from --relay-auth-pass-file): "
-                   "cannot read '");
+                        "cannot read '");
     check_contains(err, "bigpass': larger than 64 KiB");
 }
 
@@ -202,7 +206,8 @@ static void test_auth_pass_and_pass_file_together_is_error(void **state)
 
     snprintf(arg, sizeof arg, "--relay-auth-pass-file=%s", path);
     assert_int_equal(load(&c, args, env, err, sizeof err), -1);
-    assert_string_equal(err, "relay.auth_pass_file (from "
+    assert_string_equal(err,
+                        "relay.auth_pass_file (from "
                         "--relay-auth-pass-file) and relay.auth_pass (from "
                         "MAILPOOL_RELAY_AUTH_PASS) are both set; set one");
     assert_null(strstr(err, "envpass"));
@@ -255,7 +260,7 @@ static void test_print_config_redacts_secrets(void **state)
     out = print_to_string(&c);
     assert_null(strstr(out, "filesecret"));
     check_contains(out, "\n; auth_pass = <redacted> (read from "
-                   "auth_pass_file)\n");
+                        "auth_pass_file)\n");
     check_contains(out, path);
     free(out);
     cfg_free(&c);
@@ -282,9 +287,11 @@ static void test_secret_file_open_to_others_is_refused(void **state)
         char want[160];
         assert_int_equal(chmod(pass, bad[i]), 0);
         assert_int_equal(load(&c, args, NULL, err, sizeof err), -1);
-        snprintf(want, sizeof want, "relay.auth_pass_file (from "
+        snprintf(want, sizeof want,
+                 "relay.auth_pass_file (from "
                  "--relay-auth-pass-file): '%s' is open to others (mode "
-                 "%04o)", pass, (unsigned)bad[i]);
+                 "%04o)",
+                 pass, (unsigned)bad[i]);
         check_contains(err, want);
         assert_null(strstr(err, "filesecret"));
     }
@@ -306,10 +313,12 @@ static void test_secret_file_open_to_others_is_refused(void **state)
 static void test_secret_value_not_echoed_in_error(void **state)
 {
     static const struct load_case cases[] = {
-        { .args = { NULL }, .env = { "MAILPOOL_HTTP_API_KEYS=topsecret key" },
+        { .args = { NULL },
+          .env = { "MAILPOOL_HTTP_API_KEYS=topsecret key" },
           .err = "http.api_keys (from MAILPOOL_HTTP_API_KEYS): keys must not "
                  "contain spaces or control characters" },
-        { .args = { NULL }, .env = { "MAILPOOL_HTTP_API_KEYS=a,,b" },
+        { .args = { NULL },
+          .env = { "MAILPOOL_HTTP_API_KEYS=a,,b" },
           .err = "http.api_keys (from MAILPOOL_HTTP_API_KEYS): must be a "
                  "comma-separated list of non-empty keys" },
         /* Secrets never as flags: they would show in ps. */
@@ -321,7 +330,8 @@ static void test_secret_value_not_echoed_in_error(void **state)
           .err = "flag --http-api-keys would put a secret on the command "
                  "line (visible in ps): set MAILPOOL_HTTP_API_KEYS or "
                  "http.api_keys_file instead" },
-        { .args = { NULL }, .env = { "MAILPOOL_RELAY_AUTH_PASS=top\rsecret" },
+        { .args = { NULL },
+          .env = { "MAILPOOL_RELAY_AUTH_PASS=top\rsecret" },
           .err = "relay.auth_pass (from MAILPOOL_RELAY_AUTH_PASS): must not "
                  "contain control characters or line breaks" },
         { .args = { "--bogus=topsecret" }, .err = "unknown flag --bogus" },
@@ -335,8 +345,8 @@ static void test_secret_value_not_echoed_in_error(void **state)
         char err[512] = "";
         const char *env_none[] = { NULL };
 
-        load(&c, cases[i].args, cases[i].env[0] ? cases[i].env : env_none,
-             err, sizeof err);
+        load(&c, cases[i].args, cases[i].env[0] ? cases[i].env : env_none, err,
+             sizeof err);
         assert_null(strstr(err, "topsecret"));
         assert_null(strstr(err, "secret'"));
     }
@@ -348,12 +358,23 @@ static void test_print_config_round_trips(void **state)
     struct fixture *f = *state;
     struct cfg a = { 0 }, b = { 0 };
     char err[512] = "", *out, *out2;
-    const char *args[] = { "--relay-host", "mx.example", "--relay-tls",
-                           "implicit", "--relay-port", "465",
-                           "--relay-ca-file", "/etc/ca.pem", "--pool-rate",
-                           "0.1", "--http-max-body", "3k",
+    const char *args[] = { "--relay-host",
+                           "mx.example",
+                           "--relay-tls",
+                           "implicit",
+                           "--relay-port",
+                           "465",
+                           "--relay-ca-file",
+                           "/etc/ca.pem",
+                           "--pool-rate",
+                           "0.1",
+                           "--http-max-body",
+                           "3k",
                            "--relay-pipelining",
-                           "off", "--http-listen", "[::1]:0", NULL };
+                           "off",
+                           "--http-listen",
+                           "[::1]:0",
+                           NULL };
     const char *path;
     const char *args2[] = { "--config", NULL, NULL };
 
@@ -381,20 +402,29 @@ static void test_unknown_flags_go_to_rest(void **state)
     struct cfg c = { 0 };
     char err[512] = "";
     const char *path = fx_write(f, "r.ini", "[relay]\nport = 2600\n");
-    const char *args[] = { "--print-config", "--relay-host", "mx", "serve",
-                           "--listen-fd=3", "--config", path, "-v", "--",
-                           "--relay-port", "26", NULL };
+    const char *args[] = { "--print-config",
+                           "--relay-host",
+                           "mx",
+                           "serve",
+                           "--listen-fd=3",
+                           "--config",
+                           path,
+                           "-v",
+                           "--",
+                           "--relay-port",
+                           "26",
+                           NULL };
     int rest[16], nrest = -1;
     static const int want[] = { 0, 3, 4, 7, 8, 9, 10 };
     size_t i;
 
-    assert_int_equal(load_full(&c, args, NULL, rest, &nrest, err,
-                               sizeof err), 0);
+    assert_int_equal(load_full(&c, args, NULL, rest, &nrest, err, sizeof err),
+                     0);
     assert_int_equal(nrest, sizeof want / sizeof want[0]);
     for (i = 0; i < sizeof want / sizeof want[0]; i++)
         assert_int_equal(rest[i], want[i]);
     check_str(c.relay.host, "mx");
-    assert_int_equal(c.relay.port, 2600);   /* from the file, not after -- */
+    assert_int_equal(c.relay.port, 2600); /* from the file, not after -- */
     cfg_free(&c);
 }
 
@@ -403,8 +433,7 @@ static void test_unknown_flag_without_rest_is_error(void **state)
     static const struct load_case cases[] = {
         { .args = { "--print-config" }, .err = "unknown flag --print-config" },
         { .args = { "--relay-hots=x" }, .err = "unknown flag --relay-hots" },
-        { .args = { "--relay_host", "x" },
-          .err = "unknown flag --relay_host" },
+        { .args = { "--relay_host", "x" }, .err = "unknown flag --relay_host" },
         { .args = { "-v" }, .err = "unknown flag -v" },
         { .args = { "serve" }, .err = "unexpected argument 'serve'" },
         { .args = { "--" }, .err = "unexpected argument '--'" },
@@ -428,7 +457,7 @@ static void test_flag_missing_value_is_error(void **state)
           .err = "flag --relay-pipelining needs a value" },
         { .args = { "--config" }, .err = "flag --config needs a file name" },
         { .args = { "--config=" }, .err = "flag --config needs a file name" },
-        { .args = { "--relay-port", "-1" },      /* "-1" is a value */
+        { .args = { "--relay-port", "-1" }, /* "-1" is a value */
           .err = "relay.port (from --relay-port): must be an integer" },
     };
 
@@ -454,16 +483,23 @@ static void test_rest_count_is_zero_on_error(void **state)
 static void test_unknown_env_var_in_known_section_is_error(void **state)
 {
     static const struct load_case cases[] = {
-        { .args = { NULL }, .env = { "MAILPOOL_RELAY_HOTS=x" },
+        { .args = { NULL },
+          .env = { "MAILPOOL_RELAY_HOTS=x" },
           .err = "unknown environment variable MAILPOOL_RELAY_HOTS" },
-        { .args = { NULL }, .env = { "MAILPOOL_POOL_WORKER=3" },
+        { .args = { NULL },
+          .env = { "MAILPOOL_POOL_WORKER=3" },
           .err = "unknown environment variable MAILPOOL_POOL_WORKER" },
-        { .args = { NULL },       /* not a config section: left alone */
+        { .args = { NULL }, /* not a config section: left alone */
           .env = { "MAILPOOL_BIN=/x", "MAILPOOL_TEST_PORT=1", "MAILPOOL_=1",
                    "MAILPOOL_LOGDIR=/x", "MAILPOOL_POOL_WORKERS=3" },
-          .off = F(pool.workers), .kind = K_INT, .n = 3 },
-        { .args = { NULL }, .env = { "mailpool_pool_workers=3" },
-          .off = F(pool.workers), .kind = K_INT, .n = 8 },
+          .off = F(pool.workers),
+          .kind = K_INT,
+          .n = 3 },
+        { .args = { NULL },
+          .env = { "mailpool_pool_workers=3" },
+          .off = F(pool.workers),
+          .kind = K_INT,
+          .n = 8 },
     };
 
     (void)state;
@@ -499,16 +535,16 @@ static void test_service_link_env_vars_are_ignored_and_named(void **state)
 
     (void)state;
     if (load(&c, NULL, k8s_links_env, err, sizeof err) != 0)
-        fail_msg("%s", err);   /* "unknown environment variable ..." */
+        fail_msg("%s", err); /* "unknown environment variable ..." */
     check_str(c.relay.host, "relay.example");
     assert_int_equal(c.pool.workers, 3);
-    assert_int_equal(c.relay.port, 25);          /* the link URL: ignored */
+    assert_int_equal(c.relay.port, 25); /* the link URL: ignored */
     assert_int_equal(c.env_ignored, 14);
     check_contains(c.warning, "MAILPOOL_RELAY_SERVICE_HOST ");
     check_contains(c.warning, " MAILPOOL_RELAY_PORT ");
     check_contains(c.warning, " MAILPOOL_RELAY_PORT_25_TCP_ADDR");
     assert_null(strstr(c.warning, "MAILPOOL_RELAY_HOST"));
-    assert_null(strstr(c.warning, "10.96"));     /* names, never values */
+    assert_null(strstr(c.warning, "10.96")); /* names, never values */
     cfg_free(&c);
 }
 
@@ -530,17 +566,24 @@ static void test_real_port_key_next_to_links_still_applies(void **state)
 static void test_near_miss_of_a_key_is_still_an_error(void **state)
 {
     static const struct load_case cases[] = {
-        { .args = { NULL }, .env = { "MAILPOOL_RELAY_HSOT=relay.example" },
+        { .args = { NULL },
+          .env = { "MAILPOOL_RELAY_HSOT=relay.example" },
           .err = "unknown environment variable MAILPOOL_RELAY_HSOT" },
-        { .args = { NULL }, .env = { "MAILPOOL_RELAY_SERVICE_HOTS=x" },
+        { .args = { NULL },
+          .env = { "MAILPOOL_RELAY_SERVICE_HOTS=x" },
           .err = "unknown environment variable MAILPOOL_RELAY_SERVICE_HOTS" },
-        { .args = { NULL }, .env = { "MAILPOOL_RELAY_PORT_25=x" },
+        { .args = { NULL },
+          .env = { "MAILPOOL_RELAY_PORT_25=x" },
           .err = "unknown environment variable MAILPOOL_RELAY_PORT_25" },
-        { .args = { NULL }, .env = { "MAILPOOL_RELAY_PORT_25_TCP_HOST=x" },
-          .err = "unknown environment variable MAILPOOL_RELAY_PORT_25_TCP_HOST" },
-        { .args = { NULL }, .env = { "MAILPOOL_POOL_PORT_X_TCP=x" },
+        { .args = { NULL },
+          .env = { "MAILPOOL_RELAY_PORT_25_TCP_HOST=x" },
+          .err =
+              "unknown environment variable MAILPOOL_RELAY_PORT_25_TCP_HOST" },
+        { .args = { NULL },
+          .env = { "MAILPOOL_POOL_PORT_X_TCP=x" },
           .err = "unknown environment variable MAILPOOL_POOL_PORT_X_TCP" },
-        { .args = { NULL }, .env = { "MAILPOOL_RELAY_PORT=tcp" },
+        { .args = { NULL },
+          .env = { "MAILPOOL_RELAY_PORT=tcp" },
           .err = "relay.port (from MAILPOOL_RELAY_PORT): must be an integer" },
     };
 

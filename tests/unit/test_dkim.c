@@ -26,9 +26,9 @@
 
 /* RFC 8463 A.1: the Ed25519 secret key (RFC 8032 7.1 test 1). */
 static const unsigned char rfc8463_seed[32] = {
-    0x9d, 0x61, 0xb1, 0x9d, 0xef, 0xfd, 0x5a, 0x60, 0xba, 0x84, 0x4a, 0xf4,
-    0x92, 0xec, 0x2c, 0xc4, 0x44, 0x49, 0xc5, 0x69, 0x7b, 0x32, 0x69, 0x19,
-    0x70, 0x3b, 0xac, 0x03, 0x1c, 0xae, 0x7f, 0x60,
+    0x9d, 0x61, 0xb1, 0x9d, 0xef, 0xfd, 0x5a, 0x60, 0xba, 0x84, 0x4a,
+    0xf4, 0x92, 0xec, 0x2c, 0xc4, 0x44, 0x49, 0xc5, 0x69, 0x7b, 0x32,
+    0x69, 0x19, 0x70, 0x3b, 0xac, 0x03, 0x1c, 0xae, 0x7f, 0x60,
 };
 
 /* RFC 8463 A.3: the message before signing. */
@@ -124,26 +124,28 @@ static char *tag(const char *value, const char *t)
 
 static void test_rfc8463_ed25519_example_reproduced_bit_for_bit(void **st)
 {
-    static const char *const h[] = { "from", "to", "subject", "date",
-                                     "message-id", "from", "subject",
-                                     "date" };
+    static const char *const h[] = { "from",       "to",   "subject", "date",
+                                     "message-id", "from", "subject", "date" };
     struct dkim_key *key = NULL;
     struct dkim_field *f = NULL;
     size_t nf = 0, off = 0;
     char why[256], bh[DKIM_BH_LEN + 1], *value = NULL;
     (void)st;
 
-    assert_int_equal(dkim_key_from_ed25519_seed(rfc8463_seed, &key, why,
-                                                sizeof why), 0);
-    assert_int_equal(dkim_parse_header(rfc8463_msg, strlen(rfc8463_msg), &f,
-                                       &nf, &off), 0);
+    assert_int_equal(
+        dkim_key_from_ed25519_seed(rfc8463_seed, &key, why, sizeof why), 0);
+    assert_int_equal(
+        dkim_parse_header(rfc8463_msg, strlen(rfc8463_msg), &f, &nf, &off), 0);
     assert_int_equal(nf, 5);
     body_hash(rfc8463_msg + off, strlen(rfc8463_msg) - off, 4096, bh);
     assert_string_equal(bh, "2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=");
 
     struct dkim_sign_opts o = { .domain = "football.example.com",
-                                .selector = "brisbane", .key = key,
-                                .tags = rfc8463_tags, .h = h, .nh = 8 };
+                                .selector = "brisbane",
+                                .key = key,
+                                .tags = rfc8463_tags,
+                                .h = h,
+                                .nh = 8 };
     assert_int_equal(dkim_sign(&o, f, nf, bh, &value, why, sizeof why), 0);
     assert_int_equal(strncmp(value, rfc8463_tags, strlen(rfc8463_tags)), 0);
     squeeze(value + strlen(rfc8463_tags));
@@ -152,7 +154,7 @@ static void test_rfc8463_ed25519_example_reproduced_bit_for_bit(void **st)
     char *txt = NULL;
     assert_int_equal(dkim_key_txt_record(key, &txt, why, sizeof why), 0);
     assert_string_equal(txt, "v=DKIM1; k=ed25519; "
-                        "p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=");
+                             "p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=");
     free(txt);
     free(value);
     free(f);
@@ -250,15 +252,18 @@ static void test_rsa_1024_refused_2048_signs_with_oversigned_from(void **st)
     free(pem);
     assert_int_equal(dkim_parse_header(msg, strlen(msg), &f, &nf, &off), 0);
     body_hash(msg + off, strlen(msg) - off, 3, bh);
-    struct dkim_sign_opts o = { .domain = "example.test", .selector = "s1",
-                                .key = key, .t = 1700000000,
+    struct dkim_sign_opts o = { .domain = "example.test",
+                                .selector = "s1",
+                                .key = key,
+                                .t = 1700000000,
                                 .x = 1700086400 };
     assert_int_equal(dkim_sign(&o, f, nf, bh, &value, why, sizeof why), 0);
     assert_string_equal(tag(value, "a"), "rsa-sha256");
     assert_string_equal(tag(value, "c"), "relaxed/relaxed");
     assert_string_equal(tag(value, "t"), "1700000000");
     assert_string_equal(tag(value, "x"), "1700086400");
-    assert_string_equal(tag(value, "h"), "from:from:to:subject:"
+    assert_string_equal(tag(value, "h"),
+                        "from:from:to:subject:"
                         "list-unsubscribe:list-unsubscribe-post");
     assert_string_equal(tag(value, "bh"), bh);
     assert_int_equal(strlen(tag(value, "b")), 344);
@@ -310,8 +315,8 @@ static void test_from_domain_alignment(void **st)
 }
 
 /* Loads an INI text as the configuration; 0 or -1 with err. */
-static int load_ini(const char *text, struct cfg *cfg, char *path,
-                    size_t plen, char *err, size_t errlen)
+static int load_ini(const char *text, struct cfg *cfg, char *path, size_t plen,
+                    char *err, size_t errlen)
 {
     int fd;
     char flag[] = "--config";
@@ -369,7 +374,9 @@ static void test_dkim_sections_load_and_print_paths_only(void **st)
 
 static void test_dkim_section_mistakes_named_with_file_and_line(void **st)
 {
-    static const struct { const char *ini, *want; } cases[] = {
+    static const struct {
+        const char *ini, *want;
+    } cases[] = {
         { "[dkim.x.test]\nselector = a\nkey = b\n",
           ":3: [dkim.x.test] key: unknown key" },
         { "[dkim.x.test]\nsign = sometimes\n",
@@ -379,8 +386,7 @@ static void test_dkim_section_mistakes_named_with_file_and_line(void **st)
         { "[dkim.x.test]\nselector = a\nkey_file = k\n"
           "ed25519_selector = e\n",
           "[dkim.x.test]: ed25519_selector and ed25519_key_file go together" },
-        { "[dkim]\nselector = a\nkey_file = k\n",
-          "need dkim.domain" },
+        { "[dkim]\nselector = a\nkey_file = k\n", "need dkim.domain" },
         { "[dkim.bad domain]\nselector = a\n", "DNS labels" },
         { "[dkim.x.test]\nselector = a\nselector = b\n",
           ":3: [dkim.x.test] selector: is set again" },
@@ -390,8 +396,9 @@ static void test_dkim_section_mistakes_named_with_file_and_line(void **st)
     (void)st;
 
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        assert_int_equal(load_ini(cases[i].ini, &cfg, path, sizeof path, err,
-                                  sizeof err), -1);
+        assert_int_equal(
+            load_ini(cases[i].ini, &cfg, path, sizeof path, err, sizeof err),
+            -1);
         if (strstr(err, cases[i].want) == NULL)
             fail_msg("case %zu: %s", i, err);
     }

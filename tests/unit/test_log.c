@@ -174,8 +174,7 @@ static void test_null_value_is_skipped(void **state)
 
 static void test_escapes_quotes_backslash_and_controls(void **state)
 {
-    static const char nasty[] =
-        "say \"hi\"\\path\nline2\r\tend\x01\x1f\x7f\b\f";
+    static const char nasty[] = "say \"hi\"\\path\nline2\r\tend\x01\x1f\x7f\b\f";
     struct capture c;
     json_t *j;
     char *out;
@@ -205,17 +204,20 @@ static void test_utf8_kept_and_invalid_bytes_replaced(void **state)
     (void)state;
     capture_start(&c);
     log_event(LOG_INFO, "u", "ok", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
-              "bad", "a\xff" "b\xc3(c\xed\xa0\x80" "d\xc0\xaf",
+              "bad",
+              "a\xff"
+              "b\xc3(c\xed\xa0\x80"
+              "d\xc0\xaf",
               (const char *)NULL);
     out = capture_stop(&c);
     j = parse_one(out);
     assert_string_equal(str_of(j, "ok"),
                         "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
     /* U+FFFD is EF BF BD */
-    assert_string_equal(str_of(j, "bad"),
-                        "a\xef\xbf\xbd" "b\xef\xbf\xbd(c"
-                        "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
-                        "d\xef\xbf\xbd\xef\xbf\xbd");
+    assert_string_equal(str_of(j, "bad"), "a\xef\xbf\xbd"
+                                          "b\xef\xbf\xbd(c"
+                                          "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+                                          "d\xef\xbf\xbd\xef\xbf\xbd");
     json_decref(j);
     free(out);
 }
@@ -230,7 +232,7 @@ static void test_level_filter(void **state)
     assert_false(log_enabled(LOG_INFO));
     assert_true(log_enabled(LOG_WARN));
     assert_true(log_enabled(LOG_ERROR));
-    assert_int_equal(log_set_level("verbose"), -1);   /* unchanged */
+    assert_int_equal(log_set_level("verbose"), -1); /* unchanged */
     assert_int_equal(log_set_level(NULL), -1);
     assert_false(log_enabled(LOG_INFO));
     capture_start(&c);
@@ -276,13 +278,13 @@ static void check_truncated(const char *unit, size_t n)
     log_event(LOG_INFO, "big", "first", "1", "value", big, "after", "x",
               (const char *)NULL);
     out = capture_stop(&c);
-    j = parse_one(out);                 /* valid JSON, <= LOG_LINE_MAX */
+    j = parse_one(out); /* valid JSON, <= LOG_LINE_MAX */
     assert_true(strlen(out) > LOG_LINE_MAX - 64);
     assert_string_equal(str_of(j, "first"), "1");
     v = str_of(j, "value");
     assert_true(strlen(v) > 0);
     assert_true(strlen(v) < strlen(big));
-    assert_memory_equal(v, big, strlen(v));   /* a prefix, cut cleanly */
+    assert_memory_equal(v, big, strlen(v)); /* a prefix, cut cleanly */
     assert_int_equal(strlen(v) % strlen(unit), 0);
     assert_null(json_object_get(j, "after"));
     assert_true(json_is_true(json_object_get(j, "truncated")));
@@ -295,10 +297,10 @@ static void test_long_value_truncated_keeps_json_valid(void **state)
 {
     (void)state;
     check_truncated("a", 10000);
-    check_truncated("\xc3\xa9", 5000);          /* 2-byte characters */
-    check_truncated("\xf0\x9f\x98\x80", 3000);  /* 4-byte characters */
-    check_truncated("\x01", 5000);              /* 6 bytes escaped each */
-    check_truncated("\"", 5000);                /* 2 bytes escaped each */
+    check_truncated("\xc3\xa9", 5000);         /* 2-byte characters */
+    check_truncated("\xf0\x9f\x98\x80", 3000); /* 4-byte characters */
+    check_truncated("\x01", 5000);             /* 6 bytes escaped each */
+    check_truncated("\"", 5000);               /* 2 bytes escaped each */
 }
 
 static void test_many_fields_dropped_when_line_full(void **state)
@@ -361,8 +363,10 @@ static void test_booleans_are_json_booleans(void **state)
 {
     struct capture c;
     struct log_field f[] = {
-        LOG_BOOL("timed_out", 0), LOG_BOOL("unreachable", 1),
-        LOG_BOOL("seven", 7), LOG_STR("after", "x"),
+        LOG_BOOL("timed_out", 0),
+        LOG_BOOL("unreachable", 1),
+        LOG_BOOL("seven", 7),
+        LOG_STR("after", "x"),
     };
     json_t *j;
     char *out;
@@ -443,8 +447,7 @@ static void test_errno_preserved(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_line_has_time_level_event_and_pairs,
-                               setup),
+        cmocka_unit_test_setup(test_line_has_time_level_event_and_pairs, setup),
         cmocka_unit_test_setup(test_null_value_is_skipped, setup),
         cmocka_unit_test_setup(test_escapes_quotes_backslash_and_controls,
                                setup),
@@ -453,12 +456,10 @@ int main(void)
         cmocka_unit_test_setup(test_level_filter, setup),
         cmocka_unit_test_setup(test_long_value_truncated_keeps_json_valid,
                                setup),
-        cmocka_unit_test_setup(test_many_fields_dropped_when_line_full,
-                               setup),
+        cmocka_unit_test_setup(test_many_fields_dropped_when_line_full, setup),
         cmocka_unit_test_setup(test_numbers_are_json_numbers, setup),
         cmocka_unit_test_setup(test_booleans_are_json_booleans, setup),
-        cmocka_unit_test_setup(test_concurrent_lines_never_interleave,
-                               setup),
+        cmocka_unit_test_setup(test_concurrent_lines_never_interleave, setup),
         cmocka_unit_test_setup(test_errno_preserved, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

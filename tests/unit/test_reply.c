@@ -13,7 +13,11 @@
 static void test_reply_line_grammar_table(void **state)
 {
     (void)state;
-    static const struct { const char *line; int ok, code, more; const char *text; } cases[] = {
+    static const struct {
+        const char *line;
+        int ok, code, more;
+        const char *text;
+    } cases[] = {
         { "250 Ok", 1, 250, 0, "Ok" },
         { "250-PIPELINING", 1, 250, 1, "PIPELINING" },
         { "250", 1, 250, 0, "" },
@@ -32,7 +36,8 @@ static void test_reply_line_grammar_table(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct smtp__line ln;
-        int r = smtp__reply_line_parse(cases[i].line, strlen(cases[i].line), &ln);
+        int r = smtp__reply_line_parse(cases[i].line, strlen(cases[i].line),
+                                       &ln);
         assert_int_equal(r == 0, cases[i].ok);
         if (!cases[i].ok)
             continue;
@@ -46,7 +51,10 @@ static void test_reply_line_grammar_table(void **state)
 static void test_enhanced_code_table(void **state)
 {
     (void)state;
-    static const struct { int code; const char *text, *want; } cases[] = {
+    static const struct {
+        int code;
+        const char *text, *want;
+    } cases[] = {
         { 250, "2.0.0 Ok", "2.0.0" },
         { 550, "5.1.1 no such user", "5.1.1" },
         { 452, "4.5.3 too many", "4.5.3" },
@@ -60,7 +68,8 @@ static void test_enhanced_code_table(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char out[16];
-        smtp__enhanced_parse(cases[i].code, cases[i].text, strlen(cases[i].text), out);
+        smtp__enhanced_parse(cases[i].code, cases[i].text,
+                             strlen(cases[i].text), out);
         assert_string_equal(out, cases[i].want);
     }
 }

@@ -57,7 +57,11 @@ static void test_each_escape_decodes_to_its_bytes(void **state)
     expect_decode("no line end\\c", "no line end", 11);
     expect_decode("\\{3*ab}!", "ababab!\r\n", 9);
     expect_decode("\\{2*\\x7d\\s}", "} } \r\n", 6);
-    expect_decode("Gr\xc3\xbc\xc3\x9f" "e", "Gr\xc3\xbc\xc3\x9f" "e\r\n", 9);
+    expect_decode("Gr\xc3\xbc\xc3\x9f"
+                  "e",
+                  "Gr\xc3\xbc\xc3\x9f"
+                  "e\r\n",
+                  9);
 }
 
 static void test_a_998_octet_dot_line_is_written_compactly(void **state)
@@ -71,7 +75,7 @@ static void test_a_998_octet_dot_line_is_written_compactly(void **state)
     char *esc = tr_escape(line, 1000);
     assert_string_equal(esc, ".\\{997*y}\n");
     free(esc);
-    esc = tr_escape("x                    \r\n", 23);   /* 20 trailing */
+    esc = tr_escape("x                    \r\n", 23); /* 20 trailing */
     assert_string_equal(esc, "x\\{20*\\s}\n");
     free(esc);
 }
@@ -101,10 +105,22 @@ static void test_any_bytes_survive_escape_and_decode(void **state)
 {
     (void)state;
     static const char *const cases[] = {
-        "QUIT\r\n", "", "\r\n\r\n", "no crlf at the end", "trailing  \r\n",
-        "   \r\n", "bare\nLF\r\n", "bare CR\r\r\n", "\r", "\n",
-        "--- conn 2\r\n", "---\r\n", "back\\slash\\\r\n", "}}}}}}}}}}}}}}}}}}}}\r\n",
-        "\xff\xfe\x80\x7f\x01\t\r\n", ".\r\n..\r\n...\r\n",
+        "QUIT\r\n",
+        "",
+        "\r\n\r\n",
+        "no crlf at the end",
+        "trailing  \r\n",
+        "   \r\n",
+        "bare\nLF\r\n",
+        "bare CR\r\r\n",
+        "\r",
+        "\n",
+        "--- conn 2\r\n",
+        "---\r\n",
+        "back\\slash\\\r\n",
+        "}}}}}}}}}}}}}}}}}}}}\r\n",
+        "\xff\xfe\x80\x7f\x01\t\r\n",
+        ".\r\n..\r\n...\r\n",
         "                                        \r\n",
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
@@ -121,8 +137,8 @@ static void expect_error(const char *line, const char *want)
 {
     char *out = NULL, why[256] = "";
     size_t len = 0;
-    assert_int_equal(tr_decode_line(line, strlen(line), &out, &len, why,
-                                    sizeof why), -1);
+    assert_int_equal(
+        tr_decode_line(line, strlen(line), &out, &len, why, sizeof why), -1);
     if (strstr(why, want) == NULL)
         fail_msg("'%s': reason '%s' does not say '%s'", line, why, want);
     free(out);
@@ -147,14 +163,16 @@ static void test_diff_names_the_first_differing_line_escaped(void **state)
 {
     (void)state;
     const char *want = "EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n";
-    const char *got = "EHLO x\r\nMAIL FROM:<a@b> BODY=8BITMIME \r\nRCPT TO:<c@d>\r\n";
+    const char *got =
+        "EHLO x\r\nMAIL FROM:<a@b> BODY=8BITMIME \r\nRCPT TO:<c@d>\r\n";
     assert_null(tr_diff(want, strlen(want), want, strlen(want)));
     char *d = tr_diff(want, strlen(want), got, strlen(got));
     assert_non_null(d);
     assert_non_null(strstr(d, "first difference at line 2 (byte 8)"));
     assert_non_null(strstr(d, "same      line 1: EHLO x\n"));
     assert_non_null(strstr(d, "expected  line 2: MAIL FROM:<a@b>\n"));
-    assert_non_null(strstr(d, "got       line 2: MAIL FROM:<a@b> BODY=8BITMIME\\s\n"));
+    assert_non_null(
+        strstr(d, "got       line 2: MAIL FROM:<a@b> BODY=8BITMIME\\s\n"));
     free(d);
     d = tr_diff(want, strlen(want), "EHLO x\r\n", 8);
     assert_non_null(strstr(d, "got       line 2: (no more bytes)"));

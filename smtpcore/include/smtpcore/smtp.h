@@ -48,73 +48,73 @@ extern "C" {
 #endif
 
 /* Limits (RFC 5321 4.5.3.1, and the bounds of the reply reader). */
-#define SMTP_MAX_LOCAL_PART     64
-#define SMTP_MAX_DOMAIN         255
-#define SMTP_MAX_PATH           256
-#define SMTP_MAX_LINE           998    /* text line, without CRLF */
-#define SMTP_MAX_REPLY_LINE     4096   /* one reply line we accept */
-#define SMTP_MAX_REPLY_LINES    100    /* lines in one reply */
-#define SMTP_MAX_REPLY_BYTES    65536  /* bytes in one reply */
-#define SMTP_DEFAULT_PORT       25
+#define SMTP_MAX_LOCAL_PART 64
+#define SMTP_MAX_DOMAIN 255
+#define SMTP_MAX_PATH 256
+#define SMTP_MAX_LINE 998          /* text line, without CRLF */
+#define SMTP_MAX_REPLY_LINE 4096   /* one reply line we accept */
+#define SMTP_MAX_REPLY_LINES 100   /* lines in one reply */
+#define SMTP_MAX_REPLY_BYTES 65536 /* bytes in one reply */
+#define SMTP_DEFAULT_PORT 25
 
 /* The kind of an outcome: 0 or negative. */
 enum smtp_kind {
     SMTP_OK = 0,
-    SMTP_ERR_REPLY = -1,     /* the server answered 4xx/5xx (or a bad greeting) */
-    SMTP_ERR_REJECTED = -2,  /* some or all recipients rejected: code 700 */
-    SMTP_ERR_CONN = -3,      /* resolve/connect/read/write failed, or EOF */
-    SMTP_ERR_TIMEOUT = -4,   /* a deadline passed; result->command names it */
-    SMTP_ERR_PROTO = -5,     /* the server spoke something that is not SMTP */
-    SMTP_ERR_LOCAL = -6,     /* refused before sending: bad input, no memory */
-    SMTP_ERR_TLS = -7,       /* TLS unavailable, handshake or verification failed */
-    SMTP_ERR_AUTH = -8       /* authentication refused or impossible */
+    SMTP_ERR_REPLY = -1, /* the server answered 4xx/5xx (or a bad greeting) */
+    SMTP_ERR_REJECTED = -2, /* some or all recipients rejected: code 700 */
+    SMTP_ERR_CONN = -3,     /* resolve/connect/read/write failed, or EOF */
+    SMTP_ERR_TIMEOUT = -4,  /* a deadline passed; result->command names it */
+    SMTP_ERR_PROTO = -5,    /* the server spoke something that is not SMTP */
+    SMTP_ERR_LOCAL = -6,    /* refused before sending: bad input, no memory */
+    SMTP_ERR_TLS = -7, /* TLS unavailable, handshake or verification failed */
+    SMTP_ERR_AUTH = -8 /* authentication refused or impossible */
 };
 
 /* What became of a message (the "status" of the JSON result). */
 enum smtp_delivery {
-    SMTP_DELIVERY_NONE = 0,  /* not a send (queries, transactions) */
-    SMTP_DELIVERY_SENT,      /* every recipient accepted, DATA accepted */
-    SMTP_DELIVERY_PARTIAL,   /* some recipients rejected, the rest got it */
-    SMTP_DELIVERY_REJECTED,  /* every recipient rejected; no message data was
+    SMTP_DELIVERY_NONE = 0, /* not a send (queries, transactions) */
+    SMTP_DELIVERY_SENT,     /* every recipient accepted, DATA accepted */
+    SMTP_DELIVERY_PARTIAL,  /* some recipients rejected, the rest got it */
+    SMTP_DELIVERY_REJECTED, /* every recipient rejected; no message data was
                                 sent (a pipelined DATA gets a lone dot) */
-    SMTP_DELIVERY_FAILED,    /* not delivered (error before the final dot, or
+    SMTP_DELIVERY_FAILED,   /* not delivered (error before the final dot, or
                                 DATA refused) */
-    SMTP_DELIVERY_UNKNOWN    /* the final dot was sent but no reply came:
+    SMTP_DELIVERY_UNKNOWN   /* the final dot was sent but no reply came:
                                 it may have been delivered; never resend */
 };
 
 /* One server reply, validated and bounded. */
 struct smtp_reply {
-    int code;            /* 200..599; 0 when none */
-    char enhanced[16];   /* RFC 3463 "x.y.z" of the last line, or "" */
+    int code;          /* 200..599; 0 when none */
+    char enhanced[16]; /* RFC 3463 "x.y.z" of the last line, or "" */
     size_t nlines;
-    char **lines;        /* each line without "NNN-"/"NNN " and CRLF; owned */
+    char **lines; /* each line without "NNN-"/"NNN " and CRLF; owned */
 };
 
 /* A recipient the server refused. */
 struct smtp_rcpt_failure {
-    char *recipient;             /* owned */
-    struct smtp_reply reply;     /* owned */
+    char *recipient;         /* owned */
+    struct smtp_reply reply; /* owned */
 };
 
 /* The outcome of any call that talks to a server; caller-owned. */
 struct smtp_result {
     enum smtp_kind kind;
-    int code;                    /* the seed's code: see the file comment */
-    struct smtp_reply reply;     /* the deciding reply (empty when none) */
+    int code;                /* the seed's code: see the file comment */
+    struct smtp_reply reply; /* the deciding reply (empty when none) */
     enum smtp_delivery status;
     size_t naccepted;
-    char **accepted;             /* recipients the server took; owned */
+    char **accepted; /* recipients the server took; owned */
     size_t nrejected;
-    struct smtp_rcpt_failure *rejected;  /* owned */
-    int sys_errno;               /* errno of a connection failure, else 0 */
-    char command[16];            /* command in progress when it failed */
-    char message[256];           /* a sentence for people; "" on success */
-    char message_id[256];        /* Message-ID sent (with brackets), or "" */
-    char enhanced[16];           /* RFC 3463 status going with code: the
+    struct smtp_rcpt_failure *rejected; /* owned */
+    int sys_errno;        /* errno of a connection failure, else 0 */
+    char command[16];     /* command in progress when it failed */
+    char message[256];    /* a sentence for people; "" on success */
+    char message_id[256]; /* Message-ID sent (with brackets), or "" */
+    char enhanced[16];    /* RFC 3463 status going with code: the
                                     server's (reply.enhanced) or the
                                     synthesized one; "" when none */
-    int code_local;              /* 1 when code was synthesized by smtpcore
+    int code_local;       /* 1 when code was synthesized by smtpcore
                                     (no server reply decided the outcome) */
 };
 
@@ -140,9 +140,9 @@ const char *smtp_delivery_name(enum smtp_delivery status);
 /* TLS modes (RFC 3207 STARTTLS, RFC 8314 implicit TLS). */
 enum smtp_tls_mode {
     SMTP_TLS_NONE = 0,
-    SMTP_TLS_OPPORTUNISTIC,      /* STARTTLS when offered, plain otherwise */
-    SMTP_TLS_REQUIRED,           /* STARTTLS or fail; never plain */
-    SMTP_TLS_IMPLICIT            /* TLS from the first byte (port 465) */
+    SMTP_TLS_OPPORTUNISTIC, /* STARTTLS when offered, plain otherwise */
+    SMTP_TLS_REQUIRED,      /* STARTTLS or fail; never plain */
+    SMTP_TLS_IMPLICIT       /* TLS from the first byte (port 465) */
 };
 
 /*
@@ -151,22 +151,22 @@ enum smtp_tls_mode {
  * smtp_conn_state.  A closed connection stays closed.
  */
 enum smtp_conn_state {
-    SMTP_CONN_CLOSED = 0,        /* no socket: never opened, or closed (QUIT,
+    SMTP_CONN_CLOSED = 0, /* no socket: never opened, or closed (QUIT,
                                     421, a transport or protocol failure) */
-    SMTP_CONN_GREETING,          /* connected; the 220 greeting awaited */
-    SMTP_CONN_CONNECTED,         /* greeted; EHLO/HELO, STARTTLS, AUTH not
+    SMTP_CONN_GREETING,   /* connected; the 220 greeting awaited */
+    SMTP_CONN_CONNECTED,  /* greeted; EHLO/HELO, STARTTLS, AUTH not
                                     done yet (or under way) */
-    SMTP_CONN_AUTH,              /* an AUTH exchange: the lines sent carry
+    SMTP_CONN_AUTH,       /* an AUTH exchange: the lines sent carry
                                     credentials and are never traced */
-    SMTP_CONN_READY,             /* EHLO and what opts ask done: commands go */
-    SMTP_CONN_DATA               /* after a 354: the message content goes */
+    SMTP_CONN_READY,      /* EHLO and what opts ask done: commands go */
+    SMTP_CONN_DATA        /* after a 354: the message content goes */
 };
 
 /* What a trace line is. */
 enum smtp_trace_kind {
-    SMTP_TRACE_SENT,             /* a command line the client wrote */
-    SMTP_TRACE_RECEIVED,         /* a reply line the server sent */
-    SMTP_TRACE_STATE             /* a state change, "CONNECTED -> READY" */
+    SMTP_TRACE_SENT,     /* a command line the client wrote */
+    SMTP_TRACE_RECEIVED, /* a reply line the server sent */
+    SMTP_TRACE_STATE     /* a state change, "CONNECTED -> READY" */
 };
 
 /*
@@ -186,21 +186,21 @@ typedef void (*smtp_trace_fn)(void *ctx, enum smtp_trace_kind kind,
 
 /* Connection options; smtp_connect copies them.  Zero means the default. */
 struct smtp_opts {
-    const char *helo_name;       /* EHLO/HELO argument, a fully qualified
+    const char *helo_name;     /* EHLO/HELO argument, a fully qualified
                                     domain name; default the address
                                     literal of the connection's own
                                     address, "[192.0.2.1]" (RFC 5321
                                     4.1.4) */
-    int connect_timeout_ms;      /* default 30 s */
-    int greeting_timeout_ms;     /* default 5 min (RFC 5321 4.5.3.2) */
-    int command_timeout_ms;      /* EHLO, MAIL, RCPT, RSET, ...: default 5 min */
-    int data_init_timeout_ms;    /* DATA to 354: default 2 min */
-    int data_block_timeout_ms;   /* each write of the body: default 3 min */
-    int data_term_timeout_ms;    /* final dot to reply: default 10 min */
-    int no_pipelining;           /* never pipeline, even when offered */
+    int connect_timeout_ms;    /* default 30 s */
+    int greeting_timeout_ms;   /* default 5 min (RFC 5321 4.5.3.2) */
+    int command_timeout_ms;    /* EHLO, MAIL, RCPT, RSET, ...: default 5 min */
+    int data_init_timeout_ms;  /* DATA to 354: default 2 min */
+    int data_block_timeout_ms; /* each write of the body: default 3 min */
+    int data_term_timeout_ms;  /* final dot to reply: default 10 min */
+    int no_pipelining;         /* never pipeline, even when offered */
     enum smtp_tls_mode tls;
-    const char *ca_file;         /* NULL: the system trust store */
-    const char *cert_file;       /* client certificate (PEM), optional */
+    const char *ca_file;   /* NULL: the system trust store */
+    const char *cert_file; /* client certificate (PEM), optional */
     const char *key_file;
     int insecure_skip_verify;    /* tests only: accept any certificate */
     const char *tls_server_name; /* name to verify; default: the host */
@@ -214,10 +214,10 @@ struct smtp_opts {
 
 /* Per-message options of smtp_send_mail and smtp_conn_send_mail. */
 struct smtp_send_opts {
-    int raw;                     /* body is a whole RFC 5322 message */
-    const char *dsn_notify;      /* "SUCCESS,FAILURE", "NEVER", ... or NULL */
-    const char *dsn_ret;         /* "FULL" or "HDRS" or NULL */
-    const char *dsn_envid;       /* xtext-encoded by the library */
+    int raw;                /* body is a whole RFC 5322 message */
+    const char *dsn_notify; /* "SUCCESS,FAILURE", "NEVER", ... or NULL */
+    const char *dsn_ret;    /* "FULL" or "HDRS" or NULL */
+    const char *dsn_envid;  /* xtext-encoded by the library */
 };
 
 /* An ordered header field (the seed's alist entry).  Borrowed. */
@@ -279,8 +279,7 @@ int smtp_send_mail(const char *from, const char *const *to, size_t nto,
                    const struct smtp_header *headers, size_t nheaders,
                    const struct smtp_body *body, const char *host,
                    const struct smtp_opts *opts,
-                   const struct smtp_send_opts *sopts,
-                   struct smtp_result *res);
+                   const struct smtp_send_opts *sopts, struct smtp_result *res);
 
 /* EXPN name: the members of a list, one reply line each. */
 int smtp_expand(const char *name, const char *host,
@@ -343,7 +342,7 @@ struct smtp_message {
 /* Told message i's outcome (res is results[i]) as soon as it is final;
    returns 0 to go on, or non-zero to start no further message. */
 typedef int (*smtp_message_done_fn)(void *ctx, size_t i,
-                                 struct smtp_result *res);
+                                    struct smtp_result *res);
 
 /*
  * Sends mails[0..n) on conn one after the other, each exactly as
@@ -396,7 +395,7 @@ unsigned long smtp_conn_messages(const struct smtp_conn *conn);
 struct smtp_txn;
 
 struct smtp_txn *smtp_helo(const char *host);
-struct smtp_txn *smtp_ehlo(const char *host);   /* HELO on 500/502 */
+struct smtp_txn *smtp_ehlo(const char *host); /* HELO on 500/502 */
 struct smtp_txn *smtp_mail(const char *addr);
 struct smtp_txn *smtp_rcpt(const char *addr);
 /* headers and body are borrowed: keep them alive while the txn lives. */
@@ -407,11 +406,11 @@ struct smtp_txn *smtp_soml(const char *addr);
 struct smtp_txn *smtp_saml(const char *addr);
 struct smtp_txn *smtp_vrfy(const char *user);
 struct smtp_txn *smtp_expn(const char *list);
-struct smtp_txn *smtp_help(const char *details);  /* details may be NULL */
+struct smtp_txn *smtp_help(const char *details); /* details may be NULL */
 struct smtp_txn *smtp_rset(void);
 struct smtp_txn *smtp_noop(void);
 struct smtp_txn *smtp_turn(void);
-struct smtp_txn *smtp_quit(void);                /* also closes the socket */
+struct smtp_txn *smtp_quit(void); /* also closes the socket */
 /* Constructors return NULL only when out of memory. */
 void smtp_txn_free(struct smtp_txn *txn);
 
@@ -430,8 +429,8 @@ int smtp_transactionsv_no_close(struct smtp_conn *conn,
                                 struct smtp_txn *const *txns, size_t ntxns,
                                 struct smtp_result *res);
 int smtp_transactions(struct smtp_conn *conn, struct smtp_result *res, ...);
-int smtp_transactions_no_close(struct smtp_conn *conn,
-                               struct smtp_result *res, ...);
+int smtp_transactions_no_close(struct smtp_conn *conn, struct smtp_result *res,
+                               ...);
 
 /* ---- Validation, usable on their own (0 ok, -1 with a reason). ---- */
 
