@@ -154,10 +154,17 @@ run: deps-run
 # make asan and make tsan test the instrumented one.
 export MAILPOOL_BIN = $(abspath $(MAILPOOL))
 
+# Every answer the tests receive is logged (tests/support/http.c) and, last,
+# checked against api/openapi.json by tests/openapi_responses.py.
+RESPONSE_LOG := $(abspath $(BUILD))/responses.jsonl
+RESPONSE_CHECK := tests/openapi_responses.py
+
 test: deps-test
 	@$(MAKE) --no-print-directory all $(UNIT_TESTS) $(INTEG_TESTS)
 	@$(MAKE) --no-print-directory check-deps
-	@scripts/run-tests.sh $(UNIT_TESTS) $(INTEG_TESTS) $(SCRIPT_TESTS)
+	@rm -f $(RESPONSE_LOG)
+	@MAILPOOL_RESPONSE_LOG=$(RESPONSE_LOG) scripts/run-tests.sh \
+	    $(UNIT_TESTS) $(INTEG_TESTS) $(SCRIPT_TESTS) $(RESPONSE_CHECK)
 
 unit: deps-test
 	@$(MAKE) --no-print-directory $(UNIT_TESTS)
@@ -165,7 +172,9 @@ unit: deps-test
 
 integration: deps-test
 	@$(MAKE) --no-print-directory all $(INTEG_TESTS)
-	@scripts/run-tests.sh $(INTEG_TESTS) $(SCRIPT_TESTS)
+	@rm -f $(RESPONSE_LOG)
+	@MAILPOOL_RESPONSE_LOG=$(RESPONSE_LOG) scripts/run-tests.sh \
+	    $(INTEG_TESTS) $(SCRIPT_TESTS) $(RESPONSE_CHECK)
 
 # The one-way arrows of docs/ARCHITECTURE.md, checked on #include lines.
 check-deps:

@@ -22,7 +22,7 @@ run_pkgs="postfix curl python3 python3-aiosmtpd"
 # (not installed) Exim binary links against; postgresql-15: the server the
 # queue tests start for themselves (tests/peers/postgres-peer.sh).
 test_pkgs="libcmocka-dev libcurl4-gnutls-dev python3 python3-aiosmtpd gnutls-bin valgrind
-python3-dkim
+python3-dkim python3-jsonschema
 sasl2-bin libsasl2-modules libidn12 libgnutls-dane0 libpcre2-8-0 libdb5.3
 postgresql-15"
 

@@ -571,6 +571,8 @@ static inline void raw_exchange(int port, const char *req, size_t len, int half,
     o->ms = now_ms() - t0;
     close(fd);
     free(buf);
+    if (o->nresp > 0 && o->from_api)
+        http_log_raw(req, len, o->status, o->hdrs, o->body, o->blen);
 }
 
 #define HOST "Host: 127.0.0.1\r\n"

@@ -1,10 +1,14 @@
 /*
  * http.c - the integration tests' HTTP client (see http.h).
  */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
+
+#include <jansson.h>
 
 #include "tests/support/http.h"
 
@@ -55,6 +59,88 @@ void http_resp_free(struct http_resp *r)
     free(r->body);
     free(r->hdrs);
     memset(r, 0, sizeof *r);
+}
+
+/* ---- the response log ---- */
+
+#define LOG_BODY_MAX (1024 * 1024)
+
+void http_log_response(const char *method, const char *target, long status,
+                       const char *content_type, const char *body, size_t blen)
+{
+    const char *path = getenv("MAILPOOL_RESPONSE_LOG");
+    if (path == NULL || *path == '\0')
+        return;
+    json_t *line = json_pack(
+        "{s:s, s:s%, s:I, s:s?}", "method", method, "target", target,
+        strlen(target) > 512 ? (size_t)512 : strlen(target), "status",
+        (json_int_t)status, "content_type", content_type);
+    if (line == NULL)
+        return;
+    json_t *b = blen <= LOG_BODY_MAX ? json_stringn(body != NULL ? body : "",
+                                                    body != NULL ? blen : 0)
+                                     : NULL;
+    if (b != NULL)
+        json_object_set_new(line, "body", b);
+    else
+        json_object_set_new(line, "body_omitted", json_true());
+    char *text = json_dumps(line, JSON_COMPACT);
+    json_decref(line);
+    if (text == NULL)
+        return;
+    size_t n = strlen(text);
+    text[n] = '\n'; /* json_dumps' NUL becomes the line's end */
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+        ssize_t w = write(fd, text, n + 1);
+        (void)w;
+        close(fd);
+    }
+    free(text);
+}
+
+/* The target of a URL: from the first '/' after "scheme://host". */
+static const char *url_target(const char *url)
+{
+    const char *p = strstr(url, "://");
+    p = strchr(p != NULL ? p + 3 : url, '/');
+    return p != NULL ? p : "/";
+}
+
+static void log_curl_answer(const char *method, const char *url,
+                            const struct http_resp *r)
+{
+    if (getenv("MAILPOOL_RESPONSE_LOG") == NULL)
+        return;
+    char *ct = http_resp_header(r, "Content-Type");
+    http_log_response(method, url_target(url), r->status, ct, r->body, r->len);
+    free(ct);
+}
+
+void http_log_raw(const char *req, size_t rlen, long status, const char *hdrs,
+                  const char *body, size_t blen)
+{
+    char method[32], target[513];
+    while (rlen > 0 && (*req == '\r' || *req == '\n')) { /* RFC 9112 2.2 */
+        req++;
+        rlen--;
+    }
+    const char *sp = memchr(req, ' ', rlen);
+    if (getenv("MAILPOOL_RESPONSE_LOG") == NULL || sp == NULL ||
+        (size_t)(sp - req) >= sizeof method)
+        return;
+    const char *t = sp + 1, *end = req + rlen;
+    size_t tn = 0;
+    while (t + tn < end && t[tn] != ' ' && t[tn] != '\r' && t[tn] != '\n' &&
+           tn < sizeof target - 1)
+        tn++;
+    memcpy(method, req, (size_t)(sp - req));
+    method[sp - req] = '\0';
+    memcpy(target, t, tn);
+    target[tn] = '\0';
+    char *ct = http_header_value(hdrs, "Content-Type");
+    http_log_response(method, target, status, ct, body, blen);
+    free(ct);
 }
 
 int http_request(const char *method, const char *url,
@@ -109,6 +195,8 @@ int http_request_len(const char *method, const char *url,
         snprintf(r->err, sizeof r->err, "%s", curl_easy_strerror(rc));
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
+    if (rc == CURLE_OK)
+        log_curl_answer(method, url, r);
     return rc == CURLE_OK ? 0 : -1;
 }
 
