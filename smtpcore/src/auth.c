@@ -38,10 +38,10 @@ size_t smtp__b64_encode(const unsigned char *in, size_t n, char *out,
             v |= in[i + 2];
         out[o++] = tab[(v >> 18) & 63];
         out[o++] = tab[(v >> 12) & 63];
-        out[o++] = i + 1 < n ? tab[(v >> 6) & 63]
-                             : '='; /* NOLINT(bugprone-narrowing-conversions) */
-        out[o++] = i + 2 < n ? tab[v & 63]
-                             : '='; /* NOLINT(bugprone-narrowing-conversions) */
+        /* NOLINTNEXTLINE(bugprone-narrowing-conversions) */
+        out[o++] = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+        /* NOLINTNEXTLINE(bugprone-narrowing-conversions) */
+        out[o++] = i + 2 < n ? tab[v & 63] : '=';
     }
     out[o] = '\0';
     return o;
@@ -57,8 +57,8 @@ static int auth_step(struct smtp_conn *c, const char *prefix,
     char *line = malloc(cap);
     if (line == NULL)
         return smtp__fail(res, SMTP_ERR_LOCAL, "AUTH", "out of memory");
-    memcpy(line, prefix,
-           plen); /* NOLINT(bugprone-not-null-terminated-result) */
+    /* NOLINTNEXTLINE(bugprone-not-null-terminated-result) */
+    memcpy(line, prefix, plen);
     size_t b = smtp__b64_encode(data, n, line + plen, cap - plen);
     memcpy(line + plen + b, "\r\n", 3);
     int r = smtp__send_raw(c, line, plen + b + 2,
@@ -187,8 +187,8 @@ int smtp__auth(struct smtp_conn *c, struct smtp_result *res)
         if (k < 0 || (size_t)k + lp + 2 > sizeof buf)
             return smtp__fail(res, SMTP_ERR_LOCAL, "AUTH", "token too long");
         n = (size_t)k;
-        memcpy(buf + n, pass,
-               lp); /* NOLINT(bugprone-not-null-terminated-result) */
+        /* NOLINTNEXTLINE(bugprone-not-null-terminated-result) */
+        memcpy(buf + n, pass, lp);
         n += lp;
         buf[n++] = 1;
         buf[n++] = 1;
