@@ -38,6 +38,9 @@ struct cfg_key {
     const char *const *choices; /* CFG_ENUM: NULL-terminated */
     cfg_check_fn check;         /* CFG_STRING: optional */
     const char *help;           /* one line, printed by cfg_print */
+    size_t index_offset;        /* CFG_ENUM: where the choice's index goes
+                                   (an int-sized enum in struct cfg); 0:
+                                   nowhere */
 };
 
 /* Where a value came from, for error messages. */

@@ -670,7 +670,7 @@ static int cfg_cross_check(struct cfg_loader *L)
         cfg_needs_in(L, "http", "tls_key_file", c->http.tls_key_file != NULL,
                      c->http.tls_cert_file != NULL, "http.tls_cert_file"))
         return -1;
-    if (c->relay.auth_user != NULL && strcmp(c->relay.tls, "none") == 0 &&
+    if (c->relay.auth_user != NULL && c->relay.tls_mode == CFG_TLS_NONE &&
         !c->relay.auth_allow_plaintext) {
         cfg_where(L, cfg_key_find("relay", "auth_user"), where, sizeof where);
         cfg_err(L->err, L->errlen,

@@ -38,35 +38,44 @@
 #define CFG_STR(sec, key, def, flags, check, help) \
     { \
 #sec, #key, CFG_STRING, CFG_OFF(sec.key), def, flags, 0, 0, NULL, \
-            check, help \
+            check, help, 0 \
     }
 #define CFG_ENUM_(sec, key, def, flags, choices, help) \
     { \
 #sec, #key, CFG_ENUM, CFG_OFF(sec.key), def, flags, 0, 0, choices, \
-            NULL, help \
+            NULL, help, 0 \
+    }
+/* An enum key whose choice's index is also kept, in sec.parsed (an
+   int-sized enum in the order of choices): users read the parsed value. */
+#define CFG_ENUM_PARSED_(sec, key, parsed, def, flags, choices, help) \
+    { \
+#sec, #key, CFG_ENUM, CFG_OFF(sec.key), def, flags, 0, 0, choices, \
+            NULL, help, CFG_OFF(sec.parsed) \
     }
 #define CFG_INT_(sec, key, def, lo, hi, help) \
     { \
 #sec, #key, CFG_INT, CFG_OFF(sec.key), def, 0, lo, hi, NULL, NULL, \
-            help \
+            help, 0 \
     }
 #define CFG_BOOL_(sec, key, def, help) \
     { \
-#sec, #key, CFG_BOOL, CFG_OFF(sec.key), def, 0, 0, 1, NULL, NULL, help \
+#sec, #key, CFG_BOOL, CFG_OFF(sec.key), def, 0, 0, 1, NULL, NULL, \
+            help, 0 \
     }
 #define CFG_DOUBLE_(sec, key, def, lo, hi, help) \
     { \
 #sec, #key, CFG_DOUBLE, CFG_OFF(sec.key), def, 0, lo, hi, NULL, NULL, \
-            help \
+            help, 0 \
     }
 #define CFG_SIZE_(sec, key, def, lo, hi, help) \
     { \
 #sec, #key, CFG_SIZE, CFG_OFF(sec.key), def, 0, lo, hi, NULL, NULL, \
-            help \
+            help, 0 \
     }
 
 #define DAY 86400
 
+/* In the order of enum cfg_tls (config.h): relay.tls_mode is the index. */
 static const char *const cfg_tls_choices[] = { "none", "opportunistic",
                                                "required", "implicit", NULL };
 static const char *const cfg_mech_choices[] = { "PLAIN", "LOGIN", "XOAUTH2",
@@ -81,10 +90,11 @@ const struct cfg_key cfg_keys[] = {
             "SMTP relay host name or address"),
     CFG_INT_(relay, port, "25", 1, 65535,
              "SMTP relay port (25 relay, 587 submission, 465 implicit TLS)"),
-    CFG_ENUM_(relay, tls, "opportunistic", CFG_REQUIRED, cfg_tls_choices,
-              "none, opportunistic (STARTTLS if offered; else plaintext, "
-              "logged at warn), required (STARTTLS or fail), implicit (TLS "
-              "from the start)"),
+    CFG_ENUM_PARSED_(
+        relay, tls, tls_mode, "opportunistic", CFG_REQUIRED, cfg_tls_choices,
+        "none, opportunistic (STARTTLS if offered; else plaintext, "
+        "logged at warn), required (STARTTLS or fail), implicit (TLS "
+        "from the start)"),
     CFG_STR(relay, ca_file, NULL, 0, NULL,
             "CA certificates (PEM) to verify the relay; unset: system store"),
     CFG_STR(relay, cert_file, NULL, 0, NULL,
@@ -451,6 +461,23 @@ static int cfg_set_scalar(struct cfg *cfg, const struct cfg_key *k,
     }
 }
 
+/* An enum key's choice as its index, where the key keeps it (see
+   CFG_ENUM_PARSED_); choice is the canonical spelling cfg_parse_enum gave
+   (NULL: unset, index 0). */
+static void cfg_store_index(struct cfg *cfg, const struct cfg_key *k,
+                            const char *choice)
+{
+    _Static_assert(sizeof(enum cfg_tls) == sizeof(int), "int-sized enums");
+    int index = 0;
+
+    if (k->type != CFG_ENUM || k->index_offset == 0)
+        return;
+    for (int i = 0; choice != NULL && k->choices[i] != NULL; i++)
+        if (k->choices[i] == choice)
+            index = i;
+    memcpy((char *)cfg + k->index_offset, &index, sizeof index);
+}
+
 /* Parses value (text from origin o) into the field of key k, replacing the
    previous value.  On error the field is unchanged and err names the key,
    the origin and the reason (and the value, unless the key is secret). */
@@ -476,6 +503,7 @@ int cfg_set(struct cfg *cfg, const struct cfg_key *k, const char *value,
             field = cfg_str_field(cfg, k);
             cfg_free_secret(*field);
             *field = copy;
+            cfg_store_index(cfg, k, store);
         }
     } else {
         rc = cfg_set_scalar(cfg, k, value, why, sizeof why);

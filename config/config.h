@@ -16,13 +16,24 @@
 #include <stddef.h>
 #include <stdio.h>
 
+/* relay.tls parsed, in the order of its spellings: plain SMTP; STARTTLS
+   when offered (RFC 3207); STARTTLS or fail; TLS from the first byte
+   (RFC 8314 3.3). */
+enum cfg_tls {
+    CFG_TLS_NONE,
+    CFG_TLS_OPPORTUNISTIC,
+    CFG_TLS_REQUIRED,
+    CFG_TLS_IMPLICIT
+};
+
 /* Every string is owned by the struct (freed by cfg_free); NULL when unset. */
 struct cfg {
     struct {
-        char *host; /* relay.host, default "localhost" */
-        int port;   /* relay.port, default 25 */
-        char *tls;  /* none|opportunistic|required|implicit;
+        char *host;            /* relay.host, default "localhost" */
+        int port;              /* relay.port, default 25 */
+        char *tls;             /* none|opportunistic|required|implicit;
                                      default "opportunistic" */
+        enum cfg_tls tls_mode; /* relay.tls parsed, set with it */
         char *ca_file;
         char *cert_file;
         char *key_file;

@@ -88,32 +88,6 @@ static void pool_cap_ms(int *ms)
         *ms = POOL_PROBE_TIMEOUT_MS;
 }
 
-/* relay.tls to the library's mode; -1 for an unknown name. */
-static int pool_tls_mode(const char *name, enum smtp_tls_mode *out)
-{
-    static const struct {
-        const char *name;
-        enum smtp_tls_mode mode;
-    } modes[] = {
-        { "none", SMTP_TLS_NONE },
-        { "opportunistic", SMTP_TLS_OPPORTUNISTIC },
-        { "required", SMTP_TLS_REQUIRED },
-        { "implicit", SMTP_TLS_IMPLICIT },
-    };
-
-    if (name == NULL) {
-        *out = SMTP_TLS_OPPORTUNISTIC; /* config's default */
-        return 0;
-    }
-    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
-        if (strcmp(name, modes[i].name) == 0) {
-            *out = modes[i].mode;
-            return 0;
-        }
-    }
-    return -1;
-}
-
 /* Fills cp->opts and cp->hostport from cfg->relay; -1 with err set. */
 static int pool_conns_config(struct pool_conns *cp, const struct cfg *cfg,
                              char *err, size_t errlen)
@@ -123,10 +97,7 @@ static int pool_conns_config(struct pool_conns *cp, const struct cfg *cfg,
     int v6 = strchr(host, ':') != NULL && host[0] != '[';
     int n;
 
-    if (pool_tls_mode(cfg->relay.tls, &cp->opts.tls) < 0) {
-        snprintf(err, errlen, "relay.tls: unknown mode \"%s\"", cfg->relay.tls);
-        return -1;
-    }
+    cp->opts.tls = pool_smtp_tls(cfg->relay.tls_mode);
     n = snprintf(cp->hostport, sizeof cp->hostport, v6 ? "[%s]:%d" : "%s:%d",
                  host, port);
     if (n < 0 || (size_t)n >= sizeof cp->hostport || host[0] == '\0') {

@@ -3,7 +3,7 @@
  * (server/pool_sys.h).
  *
  * Public (to server/): pool_mono_now, pool_abstime, pool_cond_init,
- * pool_thread_start, pool_result_local.
+ * pool_thread_start, pool_result_local, pool_smtp_tls.
  * Errors: pool_cond_init and pool_thread_start return an errno value.
  * Threads: stateless, thread-safe.
  */
@@ -78,4 +78,15 @@ void pool_result_local(struct smtp_result *res, enum smtp_delivery status,
     snprintf(res->message, sizeof res->message, "%s", message);
     snprintf(res->enhanced, sizeof res->enhanced, "4.3.0");
     smtp_result_settle(res); /* 451 4.3.0: not sent, transient */
+}
+
+enum smtp_tls_mode pool_smtp_tls(enum cfg_tls mode)
+{
+    switch (mode) {
+    case CFG_TLS_NONE: return SMTP_TLS_NONE;
+    case CFG_TLS_REQUIRED: return SMTP_TLS_REQUIRED;
+    case CFG_TLS_IMPLICIT: return SMTP_TLS_IMPLICIT;
+    case CFG_TLS_OPPORTUNISTIC:
+    default: return SMTP_TLS_OPPORTUNISTIC;
+    }
 }

@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <time.h>
 #include <smtpcore/smtp.h>
+#include "config/config.h"
 
 /* Seconds on CLOCK_MONOTONIC. */
 double pool_mono_now(void);
@@ -24,5 +25,8 @@ int pool_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
    message and status. */
 void pool_result_local(struct smtp_result *res, enum smtp_delivery status,
                        const char *message);
+/* relay.tls (parsed by config/) as smtpcore's mode; also used by the
+   mailpool send command. */
+enum smtp_tls_mode pool_smtp_tls(enum cfg_tls mode);
 
 #endif /* MAILPOOL_POOL_SYS_H */

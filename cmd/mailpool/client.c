@@ -200,18 +200,6 @@ static const struct {
     { O_TIMEOUT, "relay.command_timeout" },
 };
 
-/* relay.tls's spelling (checked) as the library's mode. */
-static enum smtp_tls_mode tls_mode(const char *v)
-{
-    static const char *const modes[] = { "none", "opportunistic", "required",
-                                         "implicit" };
-    size_t m = 0;
-
-    while (m < 3 && strcmp(v, modes[m]) != 0)
-        m++;
-    return (enum smtp_tls_mode)m;
-}
-
 /* Lends the key opt set (in c->relay) to the library's options. */
 static void relay_apply(struct cli *c, int opt)
 {
@@ -219,7 +207,7 @@ static void relay_apply(struct cli *c, int opt)
     int ms = r->relay.command_timeout * 1000;
 
     switch (opt) {
-    case O_TLS: c->opts.tls = tls_mode(r->relay.tls); break;
+    case O_TLS: c->opts.tls = pool_smtp_tls(r->relay.tls_mode); break;
     case O_HELO: c->opts.helo_name = r->relay.helo_name; break;
     case O_CA_FILE: c->opts.ca_file = r->relay.ca_file; break;
     case O_AUTH_USER: c->opts.auth_user = r->relay.auth_user; break;

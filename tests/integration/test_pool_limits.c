@@ -363,10 +363,6 @@ static void test_bad_settings_refused(void **state)
     c.pool.workers = 0;
     assert_null(pool_new(&c, err, sizeof err));
     assert_non_null(strstr(err, "pool.workers"));
-    cfg_for(&c, 25);
-    c.relay.tls = s_helo; /* not a TLS mode */
-    assert_null(pool_new(&c, err, sizeof err));
-    assert_non_null(strstr(err, "relay.tls"));
 }
 
 #define POOL_TEST(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)

@@ -408,6 +408,7 @@ static inline void cfg_for(struct cfg *c, int port)
     c->relay.host = s_host;
     c->relay.port = port;
     c->relay.tls = s_tls;
+    c->relay.tls_mode = CFG_TLS_NONE;
     c->relay.helo_name = s_helo;
     c->relay.pipelining = 1;
     c->relay.connect_timeout = 5;

@@ -615,6 +615,50 @@ static void test_keys_checked_against_each_other(void **state)
     RUN_CASES(cases);
 }
 
+/* relay.tls is parsed where it is read (file, environment, flag, another
+   command's option), in any case: users read relay.tls_mode, never the
+   spelling. */
+static void test_relay_tls_is_kept_parsed_from_every_source(void **state)
+{
+    struct fixture *f = *state;
+    static const struct {
+        const char *spelling;
+        enum cfg_tls mode;
+    } modes[] = { { "none", CFG_TLS_NONE },
+                  { "Opportunistic", CFG_TLS_OPPORTUNISTIC },
+                  { "REQUIRED", CFG_TLS_REQUIRED },
+                  { "implicit", CFG_TLS_IMPLICIT } };
+    const char *none[] = { NULL };
+    char err[512] = "", line[64], envv[64];
+    struct cfg c = { 0 };
+
+    assert_int_equal(load(&c, none, none, err, sizeof err), 0);
+    assert_int_equal(c.relay.tls_mode, CFG_TLS_OPPORTUNISTIC); /* default */
+    cfg_free(&c);
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        snprintf(line, sizeof line, "[relay]\ntls = %s\n", modes[i].spelling);
+        const char *path = fx_write(f, "tls.ini", line);
+        const char *file_args[] = { "--config", path, NULL };
+        const char *flag_args[] = { "--relay-tls", modes[i].spelling, NULL };
+        snprintf(envv, sizeof envv, "MAILPOOL_RELAY_TLS=%s", modes[i].spelling);
+        const char *env[] = { envv, NULL };
+
+        assert_int_equal(load(&c, file_args, none, err, sizeof err), 0);
+        assert_int_equal(c.relay.tls_mode, modes[i].mode);
+        cfg_free(&c);
+        assert_int_equal(load(&c, none, env, err, sizeof err), 0);
+        assert_int_equal(c.relay.tls_mode, modes[i].mode);
+        cfg_free(&c);
+        assert_int_equal(load(&c, flag_args, none, err, sizeof err), 0);
+        assert_int_equal(c.relay.tls_mode, modes[i].mode);
+        assert_int_equal(
+            cfg_set_option(&c, "relay.tls", "--tls", "none", err, sizeof err),
+            0);
+        assert_int_equal(c.relay.tls_mode, CFG_TLS_NONE);
+        cfg_free(&c);
+    }
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
 
 int main(void)
@@ -633,6 +677,7 @@ int main(void)
         T(test_size_suffix_table),
         T(test_rate_number_table),
         T(test_enum_values_table),
+        T(test_relay_tls_is_kept_parsed_from_every_source),
         T(test_listen_parsing_table),
         T(test_strings_reject_control_characters),
         T(test_empty_value_unsets_optional_string),
