@@ -121,10 +121,20 @@ $(BUILD)/tests/%: tests/integration/%.c $(call obj,$(SUPPORT_SRC)) $(LIBS_ALL) $
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $(filter-out $(FLAGS_STAMP),$^) $(LDFLAGS) $(PKG_LIBS) -lcmocka -lcurl
 
-# test_queue_pg.c includes test_queue.c (one suite, two backends): it is
-# out of date whenever that is.
-tests/integration/test_queue_pg.c: tests/integration/test_queue.c
-	@touch $@
+# The queue suite (tests/integration/queue/*.c, one suite, two backends)
+# is linked into test_queue as it is and into test_queue_pg compiled with
+# QUEUE_TEST_PG (objects under $(BUILD)/obj/pg/), objects before the
+# libraries they call.
+QUEUE_SUITE := $(wildcard tests/integration/queue/*.c)
+$(BUILD)/tests/test_queue: $(call obj,$(QUEUE_SUITE))
+$(BUILD)/tests/test_queue_pg: $(patsubst %.c,$(BUILD)/obj/pg/%.o,$(QUEUE_SUITE))
+$(BUILD)/tests/test_queue $(BUILD)/tests/test_queue_pg: $(BUILD)/tests/%: \
+    tests/integration/%.c $(call obj,$(SUPPORT_SRC)) $(LIBS_ALL) $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -o $@ $< $(filter %.o,$^) $(filter %.a,$^) $(LDFLAGS) $(PKG_LIBS) -lcmocka -lcurl
+$(BUILD)/obj/pg/%.o: %.c $(FLAGS_STAMP) | $(PKGS_OK)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -DQUEUE_TEST_PG=1 -c $< -o $@
 
 $(BUILD)/bench_smtp: bench/bench_smtp.c $(LIB_SMTPCORE)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
