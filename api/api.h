@@ -39,7 +39,7 @@ void api_set_stopping(struct api *api);
    http.tls_cert_file); 0 when it answers 200, else -1 (api/healthcheck.c). */
 int api_healthcheck(const struct cfg *cfg);
 /* The webhook whose deliveries /metrics counts (borrowed, outliving the
-   api; NULL: none).  Any thread (api/async.c). */
+   api; NULL: none).  Any thread (api/queue_metrics.c). */
 struct webhook;
 void api_set_webhook(struct api *api, struct webhook *w);
 /* Stops the daemon (after in-flight requests were answered) and frees. */

@@ -5,8 +5,9 @@
  *
  * Public (internal.h): api_async_extract, api_async_post, api_async_answer,
  * api_idem_begin, api_idem_finish, api_message_get, api_message_cancel,
- * api_async_req_free, api_queue_metrics, api_time_json, api_time_parse,
- * api_listing_of, api_async_metadata, api_set_webhook.
+ * api_async_req_free, api_time_json, api_time_parse, api_wall_now,
+ * api_listing_of, api_async_metadata.  A message's status and cancel are
+ * message.c's, the queue's lines of /metrics queue_metrics.c's.
  *
  * Asynchronous POST: the body is validated exactly as a synchronous one;
  * then each message gets a queue id and, unless it has one, a Message-ID
@@ -39,7 +40,6 @@
 #include "api/codec.h"
 #include "api/internal.h"
 #include "server/delivery.h"
-#include "webhook/webhook.h"
 
 /* The extras of one message of an asynchronous request. */
 struct api_async_item {
@@ -69,27 +69,9 @@ struct api_async {
     int told;
 };
 
-/* Appends k bytes of s to *buf of *len bytes; on failure frees *buf and
-   sets it NULL (-1). */
-static int cat_free(char **buf, size_t *len, const char *s, size_t k)
-{
-    char *nb = realloc(*buf, *len + k + 1);
-    if (nb == NULL) {
-        free(*buf);
-        *buf = NULL;
-        return -1;
-    }
-    memcpy(nb + *len, s, k);
-    *len += k;
-    nb[*len] = '\0';
-    *buf = nb;
-    return 0;
-}
-
 /* ---- time ---- */
 
-/* Wall-clock Unix seconds. */
-static double wall_now(void)
+double api_wall_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -247,8 +229,10 @@ void api_async_fingerprint(struct api_req *req)
                 strlen(api_route_name(req->route)) + 1);
     const char *mode = req->async ? "async" : "sync";
     gnutls_hash(h, mode, strlen(mode) + 1);
-    if (req->body != NULL)
-        gnutls_hash(h, req->body, req->len);
+    size_t len;
+    const char *body = api_req_body(req, &len);
+    if (len > 0)
+        gnutls_hash(h, body, len);
     gnutls_hash_deinit(h, d);
     for (size_t i = 0; i < sizeof d; i++)
         snprintf(a->fingerprint + 2 * i, 3, "%02x", d[i]);
@@ -268,7 +252,7 @@ static void extract_one(struct api_req *req, json_t *o, size_t i,
     if (!json_is_object(o))
         return;
     if ((v = json_object_get(o, "send_at")) != NULL) {
-        double t = 0, now = wall_now();
+        double t = 0, now = api_wall_now();
         snprintf(field, sizeof field, "%ssend_at", prefix);
         if (!req->async)
             api_error_add(errors, field, "needs Prefer: respond-async");
@@ -390,7 +374,7 @@ const char *api_async_metadata(const struct api_req *req, size_t i)
 static json_t *accepted_doc(const struct api_async *a, size_t i)
 {
     const struct api_async_item *it = &a->items[i];
-    int later = it->send_at > wall_now();
+    int later = it->send_at > api_wall_now();
     return json_pack("{s:s, s:s, s:s?}", "id", a->qn[i].id, "status",
                      later ? "scheduled" : "queued", "message_id",
                      a->msgids[i][0] != '\0' ? a->msgids[i] : NULL);
@@ -463,7 +447,7 @@ static void on_enqueued(void *ctx, int rc, const struct queue_idem_hit *hit)
 static int over_high_water(struct api *api)
 {
     unsigned long counts[QUEUE_STATE__COUNT];
-    double now = wall_now(), age;
+    double now = api_wall_now(), age;
     int over;
     pthread_mutex_lock(&api->mu);
     if (now - api->waiting_at >= 1.0) {
@@ -500,18 +484,15 @@ enum MHD_Result api_async_post(struct api_req *req, struct MHD_Connection *c)
                                  NULL);
     if (a->key[0] != '\0')
         a->idem = (struct queue_idem){ a->key, a->fingerprint, 0, 202, a->doc };
-    req->pending = 1; /* the handler's token */
-    api_waiting_add(api, req);
-    atomic_fetch_add(&req->refs, 1);
-    req->pending++;
+    api_req_work_begin(req);
+    api_req_work_add(req, 1);
     if (queue_enqueue(api->queue, a->qn, a->n,
                       a->key[0] != '\0' ? &a->idem : NULL, on_enqueued,
                       req) != QUEUE_OK) {
-        req->pending--;
-        api_req_unref(req);
+        api_req_work_cancel(req, 1);
         a->rc = QUEUE_EIO;
     }
-    return api_suspend_or_answer(req, c);
+    return api_req_wait(req, c, api_async_answer);
 }
 
 /* A replayed answer (Idempotent-Replayed: true). */
@@ -638,164 +619,6 @@ void api_idem_finish(struct api_req *req, int status, const json_t *doc)
     free(text);
 }
 
-/* ---- GET /v1/messages/{id} and POST .../cancel ---- */
-
-/* Splits "a\nb" into a JSON array of strings. */
-static json_t *lines_json(const char *s, char sep)
-{
-    json_t *arr = json_array();
-    while (arr != NULL && s != NULL && *s != '\0') {
-        const char *e = strchr(s, sep);
-        size_t n = e ? (size_t)(e - s) : strlen(s);
-        json_array_append_new(arr, json_stringn_nocheck(s, n));
-        s = e ? e + 1 : NULL;
-    }
-    return arr;
-}
-
-/* The rejected lines "rcpt\tcode\tenhanced\ttext / text" as objects. */
-static json_t *rejected_json(const char *s)
-{
-    json_t *arr = json_array(), *lines = lines_json(s, '\n');
-    size_t i;
-    json_t *l;
-    json_array_foreach(lines, i, l)
-    {
-        char *copy = strdup(json_string_value(l)), *f[4] = { 0 }, *p = copy;
-        for (int k = 0; p != NULL && k < 4; k++) {
-            f[k] = p;
-            p = k < 3 ? strchr(p, '\t') : NULL;
-            if (p != NULL)
-                *p++ = '\0';
-        }
-        if (f[3] != NULL) {
-            json_t *text = json_array();
-            for (char *t = f[3]; t != NULL && *t != '\0';) {
-                char *e = strstr(t, " / ");
-                json_array_append_new(
-                    text,
-                    json_stringn_nocheck(t, e ? (size_t)(e - t) : strlen(t)));
-                t = e ? e + 3 : NULL;
-            }
-            json_array_append_new(
-                arr, json_pack("{s:s, s:i, s:s?, s:o}", "recipient", f[0],
-                               "code", atoi(f[1]), "enhanced",
-                               f[2][0] ? f[2] : NULL, "text", text));
-        }
-        free(copy);
-    }
-    json_decref(lines);
-    return arr;
-}
-
-/* The delivery events of a message (webhook/): each with its tries. */
-static json_t *events_json(const struct queue_event_rec *ev, size_t n)
-{
-    json_t *arr = json_array();
-    for (size_t i = 0; arr != NULL && i < n; i++) {
-        json_t *tries = json_array();
-        for (size_t k = 0; tries != NULL && k < ev[i].ntries; k++) {
-            const struct queue_event_try *t = &ev[i].tries[k];
-            json_array_append_new(tries,
-                                  json_pack("{s:o, s:o, s:s?}", "at",
-                                            rfc3339(t->at), "http_status",
-                                            t->http_status > 0
-                                                ? json_integer(t->http_status)
-                                                : json_null(),
-                                            "error", t->error));
-        }
-        json_array_append_new(
-            arr, json_pack("{s:s, s:s?, s:o, s:o, s:s, s:o}", "id", ev[i].id,
-                           "type", queue_event_type(ev[i].mstate), "created_at",
-                           rfc3339(ev[i].created_at), "delivered_at",
-                           rfc3339(ev[i].delivered_at), "state",
-                           queue_event_state_name(ev[i].state), "attempts",
-                           tries ? tries : json_array()));
-    }
-    return arr;
-}
-
-/* The status document of doc. */
-static json_t *status_json(const struct queue_doc *doc)
-{
-    json_error_t e;
-    json_t *attempts = json_array(), *meta = NULL;
-    for (size_t i = 0; attempts != NULL && i < doc->nattempts; i++) {
-        const struct queue_attempt_rec *r = &doc->attempts[i];
-        json_array_append_new(
-            attempts,
-            json_pack("{s:o, s:s, s:i, s:s?, s:o, s:o, s:o, s:s?}", "at",
-                      rfc3339(r->at), "status", r->status ? r->status : "",
-                      "code", r->code, "enhanced",
-                      r->enhanced && r->enhanced[0] ? r->enhanced : NULL,
-                      "text", lines_json(r->text, '\n'), "accepted",
-                      lines_json(r->accepted, '\n'), "rejected",
-                      rejected_json(r->rejected), "error",
-                      r->error && r->error[0] ? r->error : NULL));
-    }
-    if (doc->metadata != NULL)
-        meta = json_loads(doc->metadata, 0, &e);
-    return json_pack("{s:s, s:s, s:s?, s:o, s:o, s:o, s:o}", "id", doc->id,
-                     "status", queue_state_name(doc->state), "message_id",
-                     doc->message_id, "created_at", rfc3339(doc->created_at),
-                     "next_attempt_at", rfc3339(doc->next_attempt_at),
-                     "attempts", attempts ? attempts : json_array(), "metadata",
-                     meta ? meta : json_null());
-}
-
-enum MHD_Result api_message_get(struct api_req *req, struct MHD_Connection *c)
-{
-    struct queue_doc doc;
-    int rc;
-    if (req->api->queue == NULL)
-        return api_reply_problem(req, c, 404, "no such message", NULL, NULL,
-                                 NULL);
-    rc = queue_get(req->api->queue, req->msg_id, &doc);
-    if (rc == QUEUE_ENOTFOUND)
-        return api_reply_problem(req, c, 404, "no such message", NULL, NULL,
-                                 NULL);
-    if (rc != QUEUE_OK)
-        return api_reply_problem(req, c, 503, "the queue cannot be read", NULL,
-                                 "Retry-After", "5");
-    json_t *j = status_json(&doc);
-    queue_doc_clear(&doc);
-    struct queue_event_rec *ev = NULL;
-    size_t nev = 0;
-    if (j != NULL &&
-        queue_events_of(req->api->queue, req->msg_id, &ev, &nev) == QUEUE_OK)
-        json_object_set_new(j, "events", events_json(ev, nev));
-    queue_event_recs_free(ev, nev);
-    return api_reply_json(req, c, 200, j);
-}
-
-enum MHD_Result api_message_cancel(struct api_req *req,
-                                   struct MHD_Connection *c)
-{
-    enum queue_state st = QUEUE_QUEUED;
-    int rc = req->api->queue != NULL
-                 ? queue_cancel(req->api->queue, req->msg_id, &st)
-                 : QUEUE_ENOTFOUND;
-    char detail[120];
-    switch (rc) {
-    case QUEUE_OK:
-        return api_reply_json(
-            req, c, 200,
-            json_pack("{s:s, s:s}", "id", req->msg_id, "status", "cancelled"));
-    case QUEUE_ENOTFOUND:
-        return api_reply_problem(req, c, 404, "no such message", NULL, NULL,
-                                 NULL);
-    case QUEUE_ECONFLICT:
-        snprintf(detail, sizeof detail,
-                 "the message is %s: only queued, "
-                 "scheduled or retry messages can be cancelled",
-                 queue_state_name(st));
-        return api_reply_problem(req, c, 409, detail, NULL, NULL, NULL);
-    default:
-        return api_reply_problem(req, c, 503, "the queue cannot be written",
-                                 NULL, "Retry-After", "5");
-    }
-}
-
 /* ---- times for the other files of api/ (internal.h) ---- */
 
 json_t *api_time_json(double t)
@@ -806,109 +629,4 @@ json_t *api_time_json(double t)
 int api_time_parse(const char *s, double *out)
 {
     return parse_rfc3339(s, out);
-}
-
-/* ---- /metrics ---- */
-
-/* Appends printf-formatted text to *buf (NULL on failure stays NULL). */
-__attribute__((format(printf, 3, 4))) static void mcat(char **buf, size_t *len,
-                                                       const char *fmt, ...)
-{
-    char line[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (*buf == NULL || k < 0 || (size_t)k >= sizeof line ||
-        cat_free(buf, len, line, (size_t)k) < 0)
-        return;
-}
-
-void api_set_webhook(struct api *api, struct webhook *w)
-{
-    atomic_store(&api->webhook, w);
-}
-
-/* The webhook's lines of /metrics, when there is one. */
-static void webhook_metrics(struct api *api, char **buf, size_t *len)
-{
-    struct webhook *w = atomic_load(&api->webhook);
-    unsigned long long n[WEBHOOK_RESULT__COUNT];
-    double age = 0;
-    if (w == NULL)
-        return;
-    webhook_stats(w, n);
-    if (queue_events_oldest(api->queue, wall_now(), &age) != QUEUE_OK)
-        age = 0;
-    mcat(buf, len,
-         "# HELP mailpool_webhook_deliveries_total POSTs of "
-         "delivery events, by result.\n# TYPE "
-         "mailpool_webhook_deliveries_total counter\n");
-    for (int i = 0; i < WEBHOOK_RESULT__COUNT; i++)
-        mcat(buf, len,
-             "mailpool_webhook_deliveries_total{result=\"%s\"} "
-             "%llu\n",
-             webhook_result_name((enum webhook_result)i), n[i]);
-    mcat(buf, len,
-         "# HELP mailpool_webhook_oldest_undelivered_seconds Age "
-         "of the oldest delivery event still to be delivered.\n# TYPE "
-         "mailpool_webhook_oldest_undelivered_seconds gauge\n"
-         "mailpool_webhook_oldest_undelivered_seconds %.3f\n",
-         age);
-}
-
-char *api_queue_metrics(struct api *api, size_t *len)
-{
-    unsigned long counts[QUEUE_STATE__COUNT];
-    double age = 0;
-    struct delivery_stats ds;
-    char *buf = calloc(1, 1);
-    *len = 0;
-    if (api->queue == NULL || buf == NULL)
-        return buf;
-    if (queue_counts(api->queue, wall_now(), counts, &age) != QUEUE_OK)
-        memset(counts, 0, sizeof counts);
-    delivery_stats(api->delivery, &ds);
-    mcat(&buf, len,
-         "# HELP mailpool_queue_messages Messages in the durable "
-         "queue, by status.\n# TYPE mailpool_queue_messages gauge\n");
-    for (int i = 0; i < QUEUE_STATE__COUNT; i++)
-        mcat(&buf, len, "mailpool_queue_messages{status=\"%s\"} %lu\n",
-             queue_state_name((enum queue_state)i), counts[i]);
-    mcat(&buf, len,
-         "# HELP mailpool_queue_oldest_due_seconds Age of the "
-         "oldest message due and waiting.\n# TYPE "
-         "mailpool_queue_oldest_due_seconds gauge\n"
-         "mailpool_queue_oldest_due_seconds %.3f\n",
-         age);
-    mcat(&buf, len,
-         "# HELP mailpool_queue_claims_total Messages claimed for "
-         "delivery.\n# TYPE mailpool_queue_claims_total counter\n"
-         "mailpool_queue_claims_total %llu\n",
-         ds.claims);
-    mcat(&buf, len,
-         "# HELP mailpool_queue_retries_total Attempts that ended "
-         "in retry.\n# TYPE mailpool_queue_retries_total counter\n"
-         "mailpool_queue_retries_total %llu\n",
-         ds.retries);
-    mcat(&buf, len,
-         "# HELP mailpool_queue_lease_expiries_total Messages "
-         "found sending at start (made unknown).\n# TYPE "
-         "mailpool_queue_lease_expiries_total counter\n"
-         "mailpool_queue_lease_expiries_total %lu\n",
-         ds.recovered);
-    mcat(&buf, len,
-         "# HELP mailpool_idempotent_replays_total Answers "
-         "replayed for a repeated Idempotency-Key.\n# TYPE "
-         "mailpool_idempotent_replays_total counter\n"
-         "mailpool_idempotent_replays_total %llu\n",
-         (unsigned long long)atomic_load(&api->idem_replays));
-    mcat(&buf, len,
-         "# HELP mailpool_queue_log_sync_failures_total "
-         "Synchronous sends whose record in the message log could not be "
-         "written.\n# TYPE mailpool_queue_log_sync_failures_total counter\n"
-         "mailpool_queue_log_sync_failures_total %llu\n",
-         (unsigned long long)atomic_load(&api->log_failed));
-    webhook_metrics(api, &buf, len);
-    return buf;
 }

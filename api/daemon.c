@@ -12,8 +12,9 @@
  * connection past either at once; RLIMIT_NOFILE is raised to its hard
  * limit first),
  * a memory pool per connection of API_HTTP_POOL bytes (room for a head
- * past the API's own limits, which http.c then answers 414 or 431), the
- * URI log, unescape, access and request-completed callbacks of http.c, and
+ * past the API's own limits, which head.c then answers 414 or 431), the
+ * URI log, access and request-completed callbacks of request.c and the
+ * unescape callback of head.c, and
  * its messages sent to the JSON log at debug level.  With
  * http.tls_cert_file and http.tls_key_file the listener speaks HTTPS through
  * MHD's own GnuTLS support (the PEM files are read at start; the key is
@@ -297,6 +298,44 @@ static void daemon_options(const struct api *api, const struct cfg *cfg,
     o[n] = (struct MHD_OptionItem){ MHD_OPTION_END, 0, NULL };
 }
 
+/* Starts MHD on ss with the callbacks of request.c and head.c; 0, or -1
+   with err set (MHD's last word named). */
+static int start_daemon(struct api *api, const struct cfg *cfg,
+                        const struct sockaddr_storage *ss, char *err,
+                        size_t errlen)
+{
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+                         MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                         (ss->ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) |
+                         (api->tls_cert != NULL ? MHD_USE_TLS : 0);
+    struct MHD_OptionItem opts[12];
+    daemon_options(api, cfg, opts);
+    raise_nofile(cfg);
+    atomic_store(&api->starting, 1);
+    uint16_t port = ntohs(ss->ss_family == AF_INET6
+                              ? ((const struct sockaddr_in6 *)ss)->sin6_port
+                              : ((const struct sockaddr_in *)ss)->sin_port);
+    api->daemon =
+        MHD_start_daemon(/* port: for MHD's messages only */
+                         flags, port, NULL, NULL, api_on_access, api,
+                         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api,
+                         MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)ss,
+                         MHD_OPTION_NOTIFY_COMPLETED, api_on_completed, api,
+                         MHD_OPTION_NOTIFY_CONNECTION, api_on_connection, api,
+                         MHD_OPTION_URI_LOG_CALLBACK, api_on_uri, api,
+                         MHD_OPTION_UNESCAPE_CALLBACK, api_unescape, NULL,
+                         MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+    atomic_store(&api->starting, 0);
+    if (api->daemon != NULL)
+        return 0;
+    pthread_mutex_lock(&api->mu);
+    snprintf(err, errlen, "http.listen: cannot listen on %s%s%s",
+             cfg->http.listen != NULL ? cfg->http.listen : "127.0.0.1:8025",
+             api->start_msg[0] != '\0' ? ": " : "", api->start_msg);
+    pthread_mutex_unlock(&api->mu);
+    return -1;
+}
+
 struct api *api_start(const struct cfg *cfg, struct pool *pool,
                       struct queue *queue, struct delivery *delivery, char *err,
                       size_t errlen)
@@ -323,36 +362,7 @@ struct api *api_start(const struct cfg *cfg, struct pool *pool,
         api_free(api);
         return NULL;
     }
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-                         MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
-                         (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) |
-                         (api->tls_cert != NULL ? MHD_USE_TLS : 0);
-    struct MHD_OptionItem opts[12];
-    daemon_options(api, cfg, opts);
-    raise_nofile(cfg);
-    atomic_store(&api->starting, 1);
-    uint16_t port = ntohs(ss.ss_family == AF_INET6
-                              ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                              : ((struct sockaddr_in *)&ss)->sin_port);
-    api->daemon = MHD_start_daemon(/* port: for MHD's messages only */
-                                   flags, port, NULL, NULL, api_on_access, api,
-                                   MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api,
-                                   MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                                   MHD_OPTION_NOTIFY_COMPLETED,
-                                   api_on_completed, api,
-                                   MHD_OPTION_NOTIFY_CONNECTION,
-                                   api_on_connection, api,
-                                   MHD_OPTION_URI_LOG_CALLBACK, api_on_uri, api,
-                                   MHD_OPTION_UNESCAPE_CALLBACK, api_unescape,
-                                   NULL, MHD_OPTION_ARRAY, opts,
-                                   MHD_OPTION_END);
-    atomic_store(&api->starting, 0);
-    if (api->daemon == NULL) {
-        pthread_mutex_lock(&api->mu);
-        snprintf(err, errlen, "http.listen: cannot listen on %s%s%s",
-                 cfg->http.listen != NULL ? cfg->http.listen : "127.0.0.1:8025",
-                 api->start_msg[0] != '\0' ? ": " : "", api->start_msg);
-        pthread_mutex_unlock(&api->mu);
+    if (start_daemon(api, cfg, &ss, err, errlen) < 0) {
         api_free(api);
         return NULL;
     }

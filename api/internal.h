@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "api/api.h"
+#include "api/request.h"
 #include "queue/queue.h"
 #include "server/job.h"
 #include "server/pool.h"
@@ -26,7 +27,8 @@ struct api_logslot;
 #define MAILPOOL_VERSION "0.1.0"
 #endif
 
-/* Routes; their names are the metric and log labels. */
+/* Routes; their names are the metric and log labels.  What each one is
+   (path, methods, handlers, job kind) is route.c's table. */
 enum api_route {
     API_ROUTE_MESSAGES,
     API_ROUTE_BATCH,
@@ -111,7 +113,8 @@ json_t *api_problem_new(int status, const char *detail, json_t *errors);
 const char *api_openapi_json(void);
 size_t api_openapi_len(void);
 
-/* ---- The daemon and its requests (daemon.c, http.c, routes.c) ---- */
+/* ---- The daemon and its requests (daemon.c, request.c, head.c,
+   reply.c) ---- */
 
 struct api_req;
 
@@ -163,7 +166,10 @@ enum api_req_phase {
 /*
  * One HTTP request.  Reference-counted: one reference for MHD (dropped by
  * the request-completed callback) and one per submitted job (dropped by its
- * done callback); freed at zero with every job it holds.
+ * done callback); freed at zero with every job it holds.  The fields from
+ * refs, t0, status and phase to the body's, the lock and what it guards,
+ * answer and the waiting list's are request.c's (with head.c, reply.c and
+ * daemon.c): the route handlers use request.h's functions for them.
  */
 struct api_req {
     struct api *api;
@@ -213,10 +219,8 @@ struct api_req {
 
     struct api_req *wprev, *wnext; /* guarded by api->mu */
     int on_wlist;                  /* guarded by api->mu */
+    api_handler answer;            /* api_req_wait's, for the resume */
 };
-
-/* Drops one reference; frees the request (and its jobs) at zero. */
-void api_req_unref(struct api_req *req);
 
 /* Queue a JSON response (body stolen).  MHD_NO when out of memory. */
 enum MHD_Result api_reply_json(struct api_req *req, struct MHD_Connection *c,
@@ -237,14 +241,6 @@ enum MHD_Result api_reply_text(struct api_req *req, struct MHD_Connection *c,
                                unsigned int status, const char *ctype,
                                const char *buf, size_t len);
 
-/* routes.c: a job or a queue write is back: drops pending, resumes the
-   connection after the last, drops the reference it held. */
-void api_req_pending_done(struct api_req *req);
-/* routes.c: drops the handler's token; suspends while work is out, else
-   answers now. */
-enum MHD_Result api_suspend_or_answer(struct api_req *req,
-                                      struct MHD_Connection *c);
-
 /* async.c: the durable queue over HTTP (see the file's comment). */
 int api_async_head(struct api_req *req, struct MHD_Connection *c,
                    enum MHD_Result *ret);
@@ -255,12 +251,13 @@ enum MHD_Result api_async_answer(struct api_req *req, struct MHD_Connection *c);
 int api_idem_begin(struct api_req *req, struct MHD_Connection *c,
                    enum MHD_Result *ret);
 void api_idem_finish(struct api_req *req, int status, const json_t *doc);
+void api_async_req_free(struct api_req *req);
+/* message.c: GET /v1/messages/{id} and POST /v1/messages/{id}/cancel. */
 enum MHD_Result api_message_get(struct api_req *req, struct MHD_Connection *c);
 enum MHD_Result api_message_cancel(struct api_req *req,
                                    struct MHD_Connection *c);
-void api_async_req_free(struct api_req *req);
-/* The queue's Prometheus series (text, caller frees; "" without a
-   queue); NULL when out of memory. */
+/* queue_metrics.c: the queue's Prometheus series (text, caller frees; ""
+   without a queue); NULL when out of memory. */
 char *api_queue_metrics(struct api *api, size_t *len);
 
 /* async.c: what the message log lists of job: its recipients as JSON
@@ -289,37 +286,39 @@ int api_time_parse(const char *s, double *out);
 enum MHD_Result api_message_list(struct api_req *req, struct MHD_Connection *c);
 /* ui.c: GET /ui/ and its files, embedded at build time. */
 enum MHD_Result api_ui_get(struct api_req *req, struct MHD_Connection *c);
-/* http.c: queues r (destroyed here) with the common headers. */
+/* reply.c: queues r (destroyed here) with the common headers. */
 enum MHD_Result api_reply_response(struct api_req *req,
                                    struct MHD_Connection *c,
                                    unsigned int status, struct MHD_Response *r);
 
-/* routes.c: GET routes, answered at once. */
-enum MHD_Result api_route_get(struct api_req *req, struct MHD_Connection *c);
-/* routes.c: POST routes, once the whole body is in req->body. */
-enum MHD_Result api_route_post(struct api_req *req, struct MHD_Connection *c);
-/* routes.c: the access handler's call after the jobs resumed the
-   connection. */
-enum MHD_Result api_route_resumed(struct api_req *req,
-                                  struct MHD_Connection *c);
+/* routes.c: the handlers of GET /healthz, /readyz, /metrics and
+   /openapi.json, and of the POST routes that decode their body into jobs
+   (route.c's table names them). */
+enum MHD_Result api_get_healthz(struct api_req *req, struct MHD_Connection *c);
+enum MHD_Result api_get_readyz(struct api_req *req, struct MHD_Connection *c);
+enum MHD_Result api_get_metrics(struct api_req *req, struct MHD_Connection *c);
+enum MHD_Result api_get_openapi(struct api_req *req, struct MHD_Connection *c);
+enum MHD_Result api_post_jobs(struct api_req *req, struct MHD_Connection *c);
 
-/* http.c: MHD's access handler and request-completed callback. */
+/* request.c: MHD's access handler and request-completed callback. */
 enum MHD_Result api_on_access(void *cls, struct MHD_Connection *c,
                               const char *url, const char *method,
                               const char *version, const char *data,
                               size_t *size, void **con_cls);
 void api_on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                       enum MHD_RequestTerminationCode toe);
-/* http.c: MHD's connection callback: a new connection gets
+/* request.c: MHD's connection callback: a new connection gets
    http.header_timeout until its first request head is in. */
 void api_on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx,
                        enum MHD_ConnectionNotificationCode code);
 
-/* http.c: the waiting list that api_stop can force-resume. */
+/* request.c: the waiting list that api_stop can force-resume. */
 void api_waiting_add(struct api *api, struct api_req *req);
 void api_waiting_remove(struct api *api, struct api_req *req);
 
 /* Seconds on the monotonic clock. */
 double api_now(void);
+/* async.c: wall-clock Unix seconds (the queue's clock). */
+double api_wall_now(void);
 
 #endif /* MAILPOOL_API_INTERNAL_H */

@@ -3,8 +3,8 @@
  * Prometheus text exposition format 0.0.4.
  *
  * Public (internal.h): api_metrics_init, api_metrics_destroy,
- * api_metrics_request, api_metrics_job, api_metrics_render, and
- * api_route_name (the route labels, which are also the routes' paths).
+ * api_metrics_request, api_metrics_job, api_metrics_render.  The route
+ * labels are the route table's names (route.c: api_route_name).
  *
  * Series: mailpool_http_requests_total{route,status},
  * mailpool_messages_total{status}, mailpool_smtp_replies_total{class},
@@ -33,22 +33,6 @@
 
 #include "api/internal.h"
 
-static const char *const route_names[API_ROUTE__COUNT] = {
-    [API_ROUTE_MESSAGES] = "/v1/messages",
-    [API_ROUTE_BATCH] = "/v1/messages/batch",
-    [API_ROUTE_MESSAGE] = "/v1/messages/{id}",
-    [API_ROUTE_CANCEL] = "/v1/messages/{id}/cancel",
-    [API_ROUTE_VERIFY] = "/v1/verify",
-    [API_ROUTE_EXPAND] = "/v1/expand",
-    [API_ROUTE_HELP] = "/v1/help",
-    [API_ROUTE_HEALTHZ] = "/healthz",
-    [API_ROUTE_READYZ] = "/readyz",
-    [API_ROUTE_METRICS] = "/metrics",
-    [API_ROUTE_OPENAPI] = "/openapi.json",
-    [API_ROUTE_PREVIEW] = "/v1/messages/preview",
-    [API_ROUTE_UI] = "/ui",
-    [API_ROUTE_UNMATCHED] = "unmatched",
-};
 static const double http_bounds[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01,
                                       0.025,  0.05,  0.1,    0.25,  0.5,
                                       1,      2.5,   5,      10,    30 };
@@ -67,12 +51,6 @@ _Static_assert(sizeof http_bounds / sizeof http_bounds[0] < API_HIST_BUCKETS,
                "http buckets");
 _Static_assert(sizeof smtp_bounds / sizeof smtp_bounds[0] < API_HIST_BUCKETS,
                "smtp buckets");
-
-const char *api_route_name(enum api_route route)
-{
-    return (unsigned)route < API_ROUTE__COUNT ? route_names[route]
-                                              : "unmatched";
-}
 
 /* Zeroed counters and the histogram bounds. */
 int api_metrics_init(struct api_metrics *m)

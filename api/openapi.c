@@ -6,7 +6,8 @@
  *
  * The document is the file api/openapi.json, embedded by the build
  * (api/openapi_data.S): it must describe exactly the routes, request
- * schemas, results and problem responses of routes.c, async.c, http.c and
+ * schemas, results and problem responses of route.c, routes.c, async.c,
+ * message.c, list.c, head.c, request.c and
  * codec.c; change them together.  tests/integration/test_service_errors.c
  * checks that it names every route and that every answer a probe gets is
  * documented; tests/integration/test_openapi.sh lints it with

@@ -1,19 +1,17 @@
 /*
- * api/routes.c - what each route does: the GET routes answer at once; the
- * POST routes decode the body into jobs, hand them to the pool, suspend the
- * connection and answer when the last job is done.
+ * api/routes.c - the handlers of the service's own GET routes (/healthz,
+ * /readyz, /metrics, /openapi.json), answered at once, and of the POST
+ * routes that decode their body into jobs, hand them to the pool, suspend
+ * the connection and answer when the last job is done (route.c's table
+ * says which route is which).
  *
- * Public (internal.h): api_route_get, api_route_post, api_route_resumed.
+ * Public (internal.h): api_get_healthz, api_get_readyz, api_get_metrics,
+ * api_get_openapi, api_post_jobs.
  *
- * Suspend/resume: req->pending counts the jobs out plus one token held by
- * the handler while it submits.  The handler drops its token under req->mu
- * and, if jobs remain, suspends the connection before unlocking; the done
- * callback that brings pending to 0 (also under req->mu) then finds the
- * connection suspended and resumes it after unlocking.  So a job that
- * finishes before the handler suspends cannot resume too early, and no lock
- * is held across pool_submit or MHD_resume_connection.  Each submitted job
- * holds a reference on the request; its done callback drops it, so a client
- * that hangs up mid-flight leaves the request alive until every job is back.
+ * Each submitted job holds a reference on the request and a pending count
+ * (request.h: api_req_work_add); its done callback gives both back
+ * (api_req_pending_done), so a client that hangs up mid-flight leaves the
+ * request alive until every job is back.
  *
  * Batches: every message is validated before any is submitted (one invalid
  * message: 422 for the whole batch, nothing sent).  If the queue fills
@@ -28,6 +26,7 @@
 
 #include "api/codec.h"
 #include "api/internal.h"
+#include "api/route.h"
 #include "server/log.h"
 
 /* ---- GET ---- */
@@ -39,10 +38,15 @@ static enum MHD_Result status_doc(struct api_req *req, struct MHD_Connection *c,
     return api_reply_json(req, c, http, json_pack("{s:s}", "status", s));
 }
 
+enum MHD_Result api_get_healthz(struct api_req *req, struct MHD_Connection *c)
+{
+    return status_doc(req, c, 200, "ok");
+}
+
 /* /readyz: not draining or stopping, the queue's database answering
    (queue_ping), and (http.ready_requires_relay) a relay connection open
    or a probe passing. */
-static enum MHD_Result readyz(struct api_req *req, struct MHD_Connection *c)
+enum MHD_Result api_get_readyz(struct api_req *req, struct MHD_Connection *c)
 {
     struct api *api = req->api;
     if (atomic_load(&api->draining))
@@ -59,7 +63,7 @@ static enum MHD_Result readyz(struct api_req *req, struct MHD_Connection *c)
 }
 
 /* /metrics: the Prometheus text. */
-static enum MHD_Result metrics(struct api_req *req, struct MHD_Connection *c)
+enum MHD_Result api_get_metrics(struct api_req *req, struct MHD_Connection *c)
 {
     struct pool_stats ps;
     size_t len = 0;
@@ -88,22 +92,10 @@ static enum MHD_Result metrics(struct api_req *req, struct MHD_Connection *c)
     return r;
 }
 
-enum MHD_Result api_route_get(struct api_req *req, struct MHD_Connection *c)
+enum MHD_Result api_get_openapi(struct api_req *req, struct MHD_Connection *c)
 {
-    switch (req->route) {
-    case API_ROUTE_HEALTHZ: return status_doc(req, c, 200, "ok");
-    case API_ROUTE_READYZ: return readyz(req, c);
-    case API_ROUTE_METRICS: return metrics(req, c);
-    case API_ROUTE_OPENAPI:
-        return api_reply_text(req, c, 200, "application/json",
-                              api_openapi_json(), api_openapi_len());
-    case API_ROUTE_MESSAGE: return api_message_get(req, c);
-    case API_ROUTE_MESSAGES: return api_message_list(req, c);
-    case API_ROUTE_UI: return api_ui_get(req, c);
-    default:
-        return api_reply_problem(req, c, 500, "no GET handler", NULL, NULL,
-                                 NULL);
-    }
+    return api_reply_text(req, c, 200, "application/json", api_openapi_json(),
+                          api_openapi_len());
 }
 
 /* ---- Jobs ---- */
@@ -115,27 +107,6 @@ static void on_job_done(struct job *job, void *ctx)
     struct api_req *req = ctx;
     api_metrics_job(&req->api->metrics, job);
     api_req_pending_done(req);
-}
-
-void api_req_pending_done(struct api_req *req)
-{
-    struct api *api = req->api;
-    struct MHD_Connection *c = NULL;
-    int last;
-    pthread_mutex_lock(&req->mu);
-    last = --req->pending == 0;
-    if (last && req->suspended && req->conn != NULL) {
-        c = req->conn;
-        req->suspended = 0;
-    }
-    pthread_mutex_unlock(&req->mu);
-    if (c != NULL) {
-        MHD_resume_connection(c); /* still suspended: c is valid */
-        atomic_fetch_sub(&api->nsuspended, 1);
-    }
-    if (last)
-        api_waiting_remove(api, req);
-    api_req_unref(req);
 }
 
 /* The problem for a submission refused before anything went out: 503 with
@@ -278,8 +249,6 @@ static enum MHD_Result answer_one(struct api_req *req, struct MHD_Connection *c)
 /* The answer once no job is out any more. */
 static enum MHD_Result answer(struct api_req *req, struct MHD_Connection *c)
 {
-    if (req->async)
-        return api_async_answer(req, c);
     if (req->nsubmitted == 0)
         return refused(req, c);
     if (req->route == API_ROUTE_BATCH)
@@ -293,8 +262,7 @@ static enum MHD_Result submit_all(struct api_req *req, struct MHD_Connection *c)
 {
     struct api *api = req->api;
     int rc;
-    req->pending = 1; /* the handler's token */
-    api_waiting_add(api, req);
+    api_req_work_begin(req);
     for (size_t i = 0; i < req->njobs; i++) {
         struct job *job = req->jobs[i];
         snprintf(job->request_id, sizeof job->request_id, "%s", req->id);
@@ -306,41 +274,16 @@ static enum MHD_Result submit_all(struct api_req *req, struct MHD_Connection *c)
     api_synclog_prepare(req); /* sends: the message log's record */
     /* One reference and one pending count per job, taken before any job
        can finish (the handler's token keeps the answer back meanwhile). */
-    atomic_fetch_add(&req->refs, (int)req->njobs);
-    pthread_mutex_lock(&req->mu);
-    req->pending += req->njobs;
-    pthread_mutex_unlock(&req->mu);
+    api_req_work_add(req, req->njobs);
     rc = api->pool != NULL ? pool_submit_all(api->pool, req->jobs, req->njobs)
                            : POOL_FULL;
     if (rc == POOL_OK) {
         req->nsubmitted = req->njobs; /* the jobs belong to the pool */
-        return api_suspend_or_answer(req, c);
+        return api_req_wait(req, c, answer);
     }
-    pthread_mutex_lock(&req->mu); /* still ours: none was submitted */
-    req->pending -= req->njobs;
-    pthread_mutex_unlock(&req->mu);
-    for (size_t i = 0; i < req->njobs; i++)
-        api_req_unref(req); /* never the last: MHD holds one */
+    api_req_work_cancel(req, req->njobs); /* still ours: none went */
     req->submit_err = rc == POOL_DRAINING ? POOL_DRAINING : POOL_FULL;
-    return api_suspend_or_answer(req, c);
-}
-
-enum MHD_Result api_suspend_or_answer(struct api_req *req,
-                                      struct MHD_Connection *c)
-{
-    struct api *api = req->api;
-    pthread_mutex_lock(&req->mu);
-    if (--req->pending > 0) {
-        MHD_suspend_connection(c);
-        req->suspended = 1;
-        atomic_fetch_add(&api->nsuspended, 1);
-        req->phase = API_REQ_WAITING;
-        pthread_mutex_unlock(&req->mu);
-        return MHD_YES;
-    }
-    pthread_mutex_unlock(&req->mu);
-    api_waiting_remove(api, req); /* everything is back already */
-    return answer(req, c);
+    return api_req_wait(req, c, answer);
 }
 
 /* ---- POST ---- */
@@ -366,17 +309,6 @@ static enum MHD_Result malformed(struct api_req *req, struct MHD_Connection *c,
     return api_reply_problem_doc(req, c, 400, p, NULL, NULL);
 }
 
-/* The job kind of a single-job POST route. */
-static enum job_kind kind_of(enum api_route route)
-{
-    switch (route) {
-    case API_ROUTE_VERIFY: return JOB_VERIFY;
-    case API_ROUTE_EXPAND: return JOB_EXPAND;
-    case API_ROUTE_HELP: return JOB_HELP;
-    default: return JOB_SEND;
-    }
-}
-
 /* Decodes root into req->jobs; API_DECODE_* . */
 static int decode(struct api_req *req, json_t *root, json_t *errors)
 {
@@ -389,7 +321,7 @@ static int decode(struct api_req *req, json_t *root, json_t *errors)
         json_object_del(root, "metadata");
         json_object_del(root, "send_at");
     }
-    job = job_new(kind_of(req->route));
+    job = job_new(api_route_def(req->route)->kind);
     if (job == NULL)
         return API_DECODE_NOMEM;
     rc = job->kind == JOB_SEND ? api_decode_message(root, cfg, job, errors, "")
@@ -430,27 +362,24 @@ static enum MHD_Result preview(struct api_req *req, struct MHD_Connection *c)
                              errors, NULL, NULL);
 }
 
-enum MHD_Result api_route_post(struct api_req *req, struct MHD_Connection *c)
+enum MHD_Result api_post_jobs(struct api_req *req, struct MHD_Connection *c)
 {
     json_error_t jerr;
     json_t *root, *errors;
     enum MHD_Result ret = MHD_NO;
+    size_t len;
+    const char *body = api_req_body(req, &len);
     int rc;
-    if (req->route == API_ROUTE_CANCEL)
-        return api_message_cancel(req, c);
     api_async_fingerprint(req);
-    if (api_json_too_many_values(req->body != NULL ? req->body : "", req->len))
+    if (api_json_too_many_values(body, len))
         return api_reply_problem(req, c, 413,
                                  "the body holds more JSON "
                                  "values than one per 8 bytes (with 4096 "
                                  "more): too many array elements or members "
                                  "for its size",
                                  NULL, NULL, NULL);
-    root = json_loadb(req->body != NULL ? req->body : "", req->len,
-                      JSON_REJECT_DUPLICATES, &jerr);
-    free(req->body); /* the jobs hold copies from here on */
-    req->body = NULL;
-    req->len = req->cap = 0;
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    api_req_body_drop(req); /* the jobs hold copies from here on */
     if (root == NULL)
         return malformed(req, c, &jerr);
     errors = json_array();
@@ -475,19 +404,4 @@ enum MHD_Result api_route_post(struct api_req *req, struct MHD_Connection *c)
     if (api_idem_begin(req, c, &ret) < 0)
         return ret;
     return submit_all(req, c);
-}
-
-enum MHD_Result api_route_resumed(struct api_req *req, struct MHD_Connection *c)
-{
-    int abandoned;
-    pthread_mutex_lock(&req->mu);
-    abandoned = req->abandoned && req->pending > 0;
-    pthread_mutex_unlock(&req->mu);
-    if (abandoned) /* api_stop gave up waiting: no
-                                       Retry-After, it may have been sent */
-        return api_reply_problem(req, c, 503,
-                                 "the service stopped before the work "
-                                 "finished; the outcome is unknown",
-                                 NULL, NULL, NULL);
-    return answer(req, c);
 }
