@@ -142,6 +142,7 @@ struct held_post {
     int rc;
 };
 
+/* The held request's thread: one POST, its answer in h->r. */
 static void *held_post_main(void *arg)
 {
     struct held_post *h = arg;

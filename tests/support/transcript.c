@@ -209,6 +209,7 @@ static int decode_span(const char *s, size_t len, size_t *pos, int stop,
     return 0;
 }
 
+/* Decodes one escaped line and appends its bytes to *out. */
 int tr_decode_line(const char *line, size_t len, char **out, size_t *outlen,
                    char *why, size_t whylen)
 {
@@ -296,6 +297,7 @@ static size_t line_at(const char *s, size_t len, int *crlf)
     return len;
 }
 
+/* The escaped line form of bytes; caller frees. */
 char *tr_escape(const char *bytes, size_t len)
 {
     struct tb b = { .ok = 1 };
@@ -328,6 +330,7 @@ static void show_line(struct tb *b, const char *label, size_t k, const char *s,
     *pos += n + (crlf ? 2 : 0);
 }
 
+/* NULL when want and got are equal; else a readable report. */
 char *tr_diff(const char *want, size_t wlen, const char *got, size_t glen)
 {
     if (wlen == glen && memcmp(want, got, wlen) == 0)
@@ -361,6 +364,7 @@ char *tr_diff(const char *want, size_t wlen, const char *got, size_t glen)
     return tr_tb_take(&b);
 }
 
+/* NULL when the outcomes agree; else a report. */
 char *tr_outcome_diff(const struct tr_outcome *want,
                       const struct tr_outcome *got)
 {
@@ -410,6 +414,7 @@ char *tr_outcome_diff(const struct tr_outcome *want,
 
 /* ---- Outcomes ---- */
 
+/* Frees what an outcome owns and zeroes it. */
 void tr_outcome_clear(struct tr_outcome *o)
 {
     for (size_t i = 0; i < o->naccepted; i++)
@@ -421,6 +426,7 @@ void tr_outcome_clear(struct tr_outcome *o)
     memset(o, 0, sizeof *o);
 }
 
+/* Appends rcpt to the accepted list; 0 or -1. */
 int tr_outcome_accept(struct tr_outcome *o, const char *rcpt)
 {
     char **na = realloc(o->accepted, (o->naccepted + 1) * sizeof *na);
@@ -433,6 +439,7 @@ int tr_outcome_accept(struct tr_outcome *o, const char *rcpt)
     return 0;
 }
 
+/* Appends rcpt and its code to the rejected list; 0 or -1. */
 int tr_outcome_reject(struct tr_outcome *o, const char *rcpt, int code)
 {
     struct tr_rejected *nr = realloc(o->rejected,

@@ -310,6 +310,7 @@ static char *case_name(const char *file)
     return strndup(base, n);
 }
 
+/* Reads and checks a case file; 0, or -1 with why. */
 int tr_case_load(const char *file, struct tr_case *c, char *why, size_t whylen)
 {
     memset(c, 0, sizeof *c);
@@ -356,6 +357,7 @@ int tr_case_load(const char *file, struct tr_case *c, char *why, size_t whylen)
     return 0;
 }
 
+/* Frees what c owns. */
 void tr_case_free(struct tr_case *c)
 {
     free(c->file);
@@ -374,6 +376,7 @@ void tr_case_free(struct tr_case *c)
     memset(c, 0, sizeof *c);
 }
 
+/* The expected bytes of connection n on path p, or NULL. */
 const struct tr_conn *tr_case_conn(const struct tr_case *c, int n,
                                    enum tr_path p)
 {
@@ -389,6 +392,7 @@ const struct tr_conn *tr_case_conn(const struct tr_case *c, int n,
     return common;
 }
 
+/* How many connections path p is expected to open. */
 int tr_case_nconns(const struct tr_case *c, enum tr_path p)
 {
     int max = 0;
@@ -415,6 +419,7 @@ static void write_outcome(struct tb *b, const struct tr_outcome *o)
                      o->rejected[i].code);
 }
 
+/* Writes FILE.new with the outcome and the bytes got. */
 int tr_write_new(const struct tr_case *c, const struct tr_outcome *got,
                  char *const *bytes, const size_t *lens, int nconns, char *why,
                  size_t whylen)
