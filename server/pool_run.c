@@ -28,9 +28,9 @@
  *
  * Threads: called by the workers (and pool_finish by the sweeper and the
  * draining thread).  pool->mu guards the rate slot, the retries counter
- * and the stopping flag read here; it is taken for those reads and writes
- * only and released across every sleep (the condvar waits), SMTP I/O, log
- * write and job->done.
+ * and the draining and stopping flags read here; it is taken for those
+ * reads and writes only and released across every sleep (the condvar
+ * waits), SMTP I/O, log write and job->done.
  */
 #include <stdio.h>
 #include <string.h>
