@@ -1,6 +1,7 @@
 /*
  * server/connpool.h - pooled SMTP connections to the relay (internal to
- * server/; pool.c is the only user).
+ * server/; the pool's pool_run.c, pool_chain.c and pool.c are its only
+ * users).
  *
  * At most cfg->pool.connections connections exist at once (idle, busy or
  * being opened).  pool_conns_acquire hands out an idle one (most recently

@@ -1,6 +1,7 @@
 /*
  * server/pool_sys.h - clock, condition-variable, thread and result helpers
- * shared by server/pool.c and server/connpool.c (internal to server/).
+ * shared by the pool's files (server/pool*.c) and server/connpool.c
+ * (internal to server/).
  *
  * Threads: every function is thread-safe and keeps no state.
  */

@@ -1,6 +1,7 @@
 /*
  * server/retry.h - the pool's retry rules as pure functions (internal to
- * server/; used by pool.c, unit-tested by tests/unit/test_pool_retry.c).
+ * server/; used by pool_run.c and pool_chain.c, unit-tested by
+ * tests/unit/test_pool_retry.c).
  *
  * After each attempt the worker asks pool_retry_decide what the outcome in
  * res means: finish the job, retry it after a backoff (counted against

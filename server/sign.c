@@ -17,7 +17,7 @@
  * already carries is not added again.
  *
  * When: the pool signs a job once, when a worker takes it to be
- * attempted (server/pool.c), so t= is the time of its first attempt; the
+ * attempted (server/pool_run.c), so t= is the time of its first attempt; the
  * pool's retries of that job send the same signed message again.  A
  * message of the durable queue becomes a new job for each delivery
  * attempt (decoded afresh from the queue), so each such attempt is

@@ -15,8 +15,7 @@
  * listener could not bind (a port taken between the probe and the bind) is
  * tried again from the setup, START_TRIES times.
  *
- * Reading back: the Maildir (DIR/mail/inbox/{new,cur}) for Postfix and Exim,
- * DIR/capture/N.{eml,json,parsed.json} for node (see mta.h).
+ * Reading back what arrived is in mta_msg.c.
  *
  * Finding the scripts: $MAILPOOL_ROOT, else the first of ".", "..", "../..",
  * "../../.." and the directories above the test binary that holds
@@ -27,13 +26,12 @@
  * nothing global is mutable.
  */
 #include "tests/support/mta.h"
+#include "tests/support/mta_internal.h"
 #include "tests/support/tsupport.h"
 
 #include <ctype.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <limits.h>
 #include <signal.h>
 #include <spawn.h>
@@ -43,7 +41,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <strings.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -52,26 +49,8 @@
 #define STOP_MS 10000  /* longest wait for a server to stop */
 #define POLL_MS 25
 #define START_TRIES 3
-#define MAX_PORTS 8
 
 extern char **environ;
-
-enum mta_kind { MTA_POSTFIX, MTA_EXIM, MTA_NODE };
-
-struct mta_port {
-    char name[16];
-    int port;
-};
-
-struct mta {
-    enum mta_kind kind;
-    pid_t pid;    /* our child; 0 once reaped */
-    pid_t master; /* postfix: the master's pid; else 0 */
-    struct mta_port ports[MAX_PORTS];
-    size_t nports;
-    char root[PATH_MAX]; /* the source tree */
-    char dir[PATH_MAX];
-};
 
 /* Print "mta: ..." and a newline on stderr. */
 __attribute__((format(printf, 1, 2))) static void say(const char *f, ...)
@@ -85,8 +64,8 @@ __attribute__((format(printf, 1, 2))) static void say(const char *f, ...)
 }
 
 /* snprintf into buf, 0 or -1 when it did not fit. */
-__attribute__((format(printf, 3, 4))) static int fmt(char *buf, size_t size,
-                                                     const char *f, ...)
+__attribute__((format(printf, 3, 4))) int mta_fmt(char *buf, size_t size,
+                                                  const char *f, ...)
 {
     va_list ap;
     va_start(ap, f);
@@ -99,7 +78,7 @@ __attribute__((format(printf, 3, 4))) static int fmt(char *buf, size_t size,
 static int is_root(const char *dir, char *root, size_t size)
 {
     char probe[PATH_MAX + 64];
-    if (fmt(probe, sizeof probe, "%s/tests/peers/postfix-peer.sh", dir) < 0)
+    if (mta_fmt(probe, sizeof probe, "%s/tests/peers/postfix-peer.sh", dir) < 0)
         return 0;
     return access(probe, R_OK) == 0 && realpath(dir, root) &&
            strlen(root) < size;
@@ -124,7 +103,7 @@ static int find_root(char *root, size_t size)
         if (slash)
             *slash = '\0';
         for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++)
-            if (fmt(cand, sizeof cand, "%s/%s", exe, rel[i]) == 0 &&
+            if (mta_fmt(cand, sizeof cand, "%s/%s", exe, rel[i]) == 0 &&
                 is_root(cand, root, size))
                 return 0;
     }
@@ -137,7 +116,7 @@ static void show_file(const struct mta *m, const char *name, size_t tail)
 {
     char path[2 * PATH_MAX];
     size_t len = 0;
-    if (fmt(path, sizeof path, "%s/%s", m->dir, name) < 0)
+    if (mta_fmt(path, sizeof path, "%s/%s", m->dir, name) < 0)
         return;
     char *log = ts_slurp(path, &len);
     if (!log || len == 0) {
@@ -173,7 +152,7 @@ static pid_t spawn_logged(const struct mta *m, const char *const *argv)
     pid_t pid;
     int rc;
 
-    if (fmt(logpath, sizeof logpath, "%s/peer.log", m->dir) < 0)
+    if (mta_fmt(logpath, sizeof logpath, "%s/peer.log", m->dir) < 0)
         return -1;
     rc = ts_spawn_logged(&pid, (char *const *)(uintptr_t)argv, logpath);
     if (rc != 0) {
@@ -234,7 +213,7 @@ static int alive(pid_t pid)
     char path[64];
     if (pid <= 0 || kill(pid, 0) < 0)
         return 0;
-    if (fmt(path, sizeof path, "/proc/%d/stat", (int)pid) < 0)
+    if (mta_fmt(path, sizeof path, "/proc/%d/stat", (int)pid) < 0)
         return 1;
     char *st = ts_slurp(path, NULL);
     if (!st)
@@ -268,7 +247,7 @@ static int port_listening(int port)
 static int read_ports(struct mta *m)
 {
     char path[PATH_MAX + 16];
-    if (fmt(path, sizeof path, "%s/ports", m->dir) < 0)
+    if (mta_fmt(path, sizeof path, "%s/ports", m->dir) < 0)
         return -1;
     char *txt = ts_slurp(path, NULL);
     if (!txt) {
@@ -325,7 +304,7 @@ static struct mta *mta_new(enum mta_kind kind)
     if (!tmp || !*tmp)
         tmp = "/tmp";
     if (find_root(m->root, sizeof m->root) < 0 ||
-        fmt(m->dir, sizeof m->dir, "%s/mailpool-mta-XXXXXX", tmp) < 0 ||
+        mta_fmt(m->dir, sizeof m->dir, "%s/mailpool-mta-XXXXXX", tmp) < 0 ||
         !mkdtemp(m->dir)) {
         say("cannot make a directory in %s: %s", tmp, strerror(errno));
         free(m);
@@ -341,7 +320,7 @@ static void clear_dir(struct mta *m)
     static const char *const sub[] = { "etc",  "queue", "data", "mail",
                                        "sasl", "spool", "log",  "nss" };
     for (size_t i = 0; i < sizeof sub / sizeof sub[0]; i++)
-        if (fmt(path, sizeof path, "%s/%s", m->dir, sub[i]) == 0)
+        if (mta_fmt(path, sizeof path, "%s/%s", m->dir, sub[i]) == 0)
             ts_rmtree(path);
 }
 
@@ -357,8 +336,8 @@ static struct mta *start_failed(struct mta *m)
 static int postfix_try(struct mta *m)
 {
     char script[PATH_MAX + 64], etc[PATH_MAX + 16], pidf[PATH_MAX + 32];
-    fmt(script, sizeof script, "%s/tests/peers/postfix-peer.sh", m->root);
-    fmt(etc, sizeof etc, "%s/etc", m->dir);
+    mta_fmt(script, sizeof script, "%s/tests/peers/postfix-peer.sh", m->root);
+    mta_fmt(etc, sizeof etc, "%s/etc", m->dir);
     const char *setup[] = { "/bin/bash", script, "setup", m->dir, NULL };
     const char *run[] = { "/usr/sbin/postfix", "-c", etc, "start-fg", NULL };
     if (run_logged(m, setup) < 0 || read_ports(m) < 0)
@@ -369,7 +348,7 @@ static int postfix_try(struct mta *m)
     }
     if (wait_listening(m) < 0)
         return -1;
-    fmt(pidf, sizeof pidf, "%s/queue/pid/master.pid", m->dir);
+    mta_fmt(pidf, sizeof pidf, "%s/queue/pid/master.pid", m->dir);
     for (long long end = ts_now_ms() + READY_MS;
          ts_now_ms() < end && !m->master; ts_sleep_ms(POLL_MS)) {
         char *txt = ts_slurp(pidf, NULL);
@@ -403,7 +382,7 @@ struct mta *mta_start_exim(void)
     struct mta *m = mta_new(MTA_EXIM);
     if (!m)
         return NULL;
-    fmt(script, sizeof script, "%s/tests/peers/exim-peer.sh", m->root);
+    mta_fmt(script, sizeof script, "%s/tests/peers/exim-peer.sh", m->root);
     const char *setup[] = { "/bin/bash", script, "setup", m->dir, NULL };
     const char *run[] = { "/bin/bash", script, "run", m->dir, NULL };
     for (int i = 0; i < START_TRIES; i++) {
@@ -426,7 +405,7 @@ struct mta *mta_start_exim(void)
 static int node_ready(struct mta *m)
 {
     char path[PATH_MAX + 16];
-    fmt(path, sizeof path, "%s/ready", m->dir);
+    mta_fmt(path, sizeof path, "%s/ready", m->dir);
     for (long long end = ts_now_ms() + READY_MS; ts_now_ms() < end;
          ts_sleep_ms(POLL_MS)) {
         char *txt = ts_slurp(path, NULL);
@@ -449,7 +428,7 @@ static int node_ready(struct mta *m)
 static int write_authpass(const struct mta *m)
 {
     char path[PATH_MAX + 16];
-    fmt(path, sizeof path, "%s/authpass", m->dir);
+    mta_fmt(path, sizeof path, "%s/authpass", m->dir);
     FILE *f = fopen(path, "w");
     if (!f)
         return -1;
@@ -471,13 +450,13 @@ struct mta *mta_start_node(int flags, const char *const *extra)
     struct mta *m = mta_new(MTA_NODE);
     if (!m)
         return NULL;
-    fmt(js, sizeof js, "%s/tests/peers/smtp_server_peer.js", m->root);
-    fmt(ready, sizeof ready, "%s/ready", m->dir);
-    fmt(cap, sizeof cap, "%s/capture", m->dir);
-    fmt(cert, sizeof cert, "%s/cert.pem", m->dir);
-    fmt(key, sizeof key, "%s/key.pem", m->dir);
-    fmt(pass, sizeof pass, "%s/authpass", m->dir);
-    fmt(mkcert, sizeof mkcert, "%s/tests/peers/make-cert.sh", m->root);
+    mta_fmt(js, sizeof js, "%s/tests/peers/smtp_server_peer.js", m->root);
+    mta_fmt(ready, sizeof ready, "%s/ready", m->dir);
+    mta_fmt(cap, sizeof cap, "%s/capture", m->dir);
+    mta_fmt(cert, sizeof cert, "%s/cert.pem", m->dir);
+    mta_fmt(key, sizeof key, "%s/key.pem", m->dir);
+    mta_fmt(pass, sizeof pass, "%s/authpass", m->dir);
+    mta_fmt(mkcert, sizeof mkcert, "%s/tests/peers/make-cert.sh", m->root);
     const char *mk[] = { "/bin/sh", mkcert, m->dir, NULL };
     if (run_logged(m, mk) < 0 || write_authpass(m) < 0)
         return start_failed(m);
@@ -517,7 +496,7 @@ static int stop_postfix(struct mta *m)
 {
     char etc[PATH_MAX + 16];
     int rc = 0;
-    fmt(etc, sizeof etc, "%s/etc", m->dir);
+    mta_fmt(etc, sizeof etc, "%s/etc", m->dir);
     const char *stop[] = { "/usr/sbin/postfix", "-c", etc, "stop", NULL };
     if (m->pid > 0 || alive(m->master))
         run_logged(m, stop);
@@ -580,7 +559,8 @@ const char *mta_hostport(const struct mta *m, const char *listener, char *buf,
                          size_t size)
 {
     int port = mta_port(m, listener);
-    return port > 0 && fmt(buf, size, "127.0.0.1:%d", port) == 0 ? buf : NULL;
+    return port > 0 && mta_fmt(buf, size, "127.0.0.1:%d", port) == 0 ? buf
+                                                                     : NULL;
 }
 
 /* The private directory. */
@@ -593,8 +573,8 @@ const char *mta_dir(const struct mta *m)
 char *mta_path(const struct mta *m, const char *name)
 {
     char path[2 * PATH_MAX];
-    return fmt(path, sizeof path, "%s/%s", m->dir, name) == 0 ? strdup(path)
-                                                              : NULL;
+    return mta_fmt(path, sizeof path, "%s/%s", m->dir, name) == 0 ? strdup(path)
+                                                                  : NULL;
 }
 
 /* Our child's pid. */
@@ -607,264 +587,4 @@ pid_t mta_pid(const struct mta *m)
 pid_t mta_server_pid(const struct mta *m)
 {
     return m->kind == MTA_POSTFIX ? m->master : m->pid;
-}
-
-/* ---- Reading back ---------------------------------------------------- */
-
-/* A growable array of copies. */
-struct msgs {
-    struct mta_msg *v;
-    size_t n, cap;
-};
-
-/* A free slot at the end; NULL on no memory. */
-static struct mta_msg *msgs_push(struct msgs *a)
-{
-    if (a->n == a->cap) {
-        size_t cap = a->cap ? a->cap * 2 : 64;
-        struct mta_msg *v = realloc(a->v, cap * sizeof *v);
-        if (!v)
-            return NULL;
-        a->v = v;
-        a->cap = cap;
-    }
-    memset(&a->v[a->n], 0, sizeof a->v[0]);
-    return &a->v[a->n++];
-}
-
-/* Points msg->body after the first empty line. */
-static void set_body(struct mta_msg *msg)
-{
-    const char *d = (const char *)msg->data;
-    const char *e = strstr(d, "\r\n\r\n");
-    msg->body = e ? e + 4 : d + msg->len;
-    if (d[0] == '\r' && d[1] == '\n')
-        msg->body = d + 2;
-}
-
-/* LF -> CRLF (a stored CRLF stays as is); caller frees. */
-static unsigned char *lf_to_crlf(const char *in, size_t len, size_t *out_len)
-{
-    unsigned char *out = malloc(2 * len + 1);
-    size_t o = 0;
-    if (!out)
-        return NULL;
-    for (size_t i = 0; i < len; i++) {
-        if (in[i] == '\n' && (i == 0 || in[i - 1] != '\r'))
-            out[o++] = '\r';
-        out[o++] = (unsigned char)in[i];
-    }
-    out[o] = '\0';
-    *out_len = o;
-    return out;
-}
-
-/* The first field called name, unfolded and trimmed; caller frees. */
-char *mta_msg_header(const struct mta_msg *msg, const char *name)
-{
-    const char *p = (const char *)msg->data, *end = msg->body;
-    size_t nl = strlen(name);
-    while (p < end) {
-        const char *eol = strstr(p, "\r\n");
-        if (!eol || eol >= end)
-            break;
-        if ((size_t)(eol - p) > nl && strncasecmp(p, name, nl) == 0 &&
-            p[nl] == ':') {
-            const char *v = p + nl + 1;
-            const char *stop = eol;
-            while (stop + 2 < end && (stop[2] == ' ' || stop[2] == '\t'))
-                stop = strstr(stop + 2, "\r\n"); /* folded: take the lines */
-            size_t len = (size_t)(stop - v), o = 0;
-            char *out = malloc(len + 1);
-            if (!out)
-                return NULL;
-            for (size_t i = 0; i < len; i++)
-                if (v[i] != '\r' && v[i] != '\n')
-                    out[o++] = v[i];
-            out[o] = '\0';
-            char *s = out;
-            while (*s == ' ' || *s == '\t')
-                s++;
-            memmove(out, s, strlen(s) + 1);
-            return out;
-        }
-        p = eol + 2;
-    }
-    return NULL;
-}
-
-/* Appends the Maildir files of one subdirectory; 0 or -1. */
-static int read_maildir(const struct mta *m, const char *sub, struct msgs *a)
-{
-    char dpath[PATH_MAX + 32], fpath[2 * PATH_MAX];
-    fmt(dpath, sizeof dpath, "%s/mail/inbox/%s", m->dir, sub);
-    DIR *d = opendir(dpath);
-    if (!d)
-        return errno == ENOENT ? 0 : -1;
-    int rc = 0;
-    for (struct dirent *e; rc == 0 && (e = readdir(d)) != NULL;) {
-        if (e->d_name[0] == '.')
-            continue;
-        if (fmt(fpath, sizeof fpath, "%s/%s", dpath, e->d_name) < 0)
-            continue;
-        size_t len;
-        char *raw = ts_slurp(fpath, &len);
-        struct mta_msg *msg = raw ? msgs_push(a) : NULL;
-        if (!msg || !(msg->data = lf_to_crlf(raw, len, &msg->len)) ||
-            !(msg->file = strdup(fpath))) {
-            free(raw);
-            rc = -1;
-            break;
-        }
-        free(raw);
-        set_body(msg);
-        msg->rcpt = mta_msg_header(msg, m->kind == MTA_POSTFIX ? "Delivered-To"
-                                                               : "Envelope-to");
-        if (!msg->rcpt)
-            msg->rcpt = strdup("");
-    }
-    closedir(d);
-    return rc;
-}
-
-/* Appends one entry per recipient of capture/BASE.json; 0 or -1. */
-static int read_node_one(const struct mta *m, const char *base, struct msgs *a)
-{
-    char path[2 * PATH_MAX];
-    size_t len;
-    fmt(path, sizeof path, "%s/capture/%s.json", m->dir, base);
-    char *env = ts_slurp(path, NULL);
-    fmt(path, sizeof path, "%s/capture/%s.parsed.json", m->dir, base);
-    char *parsed = ts_slurp(path, NULL);
-    fmt(path, sizeof path, "%s/capture/%s.eml", m->dir, base);
-    char *raw = ts_slurp(path, &len);
-    json_t *j = env ? json_loads(env, 0, NULL) : NULL;
-    json_t *rcpts = json_object_get(j, "rcpt_to");
-    int rc = env && parsed && raw && json_is_array(rcpts) ? 0 : -1;
-    for (size_t i = 0; rc == 0 && i < json_array_size(rcpts); i++) {
-        struct mta_msg *msg = msgs_push(a);
-        const char *r = json_string_value(json_array_get(rcpts, i));
-        if (!msg) {
-            rc = -1;
-            break;
-        }
-        msg->len = len;
-        msg->data = malloc(len + 1);
-        msg->rcpt = strdup(r ? r : "");
-        msg->envelope = strdup(env);
-        msg->parsed = strdup(parsed);
-        msg->file = strdup(path);
-        if (!msg->data || !msg->rcpt || !msg->envelope || !msg->parsed ||
-            !msg->file) {
-            rc = -1;
-            break;
-        }
-        memcpy(msg->data, raw, len + 1);
-        set_body(msg);
-    }
-    json_decref(j);
-    free(env);
-    free(parsed);
-    free(raw);
-    return rc;
-}
-
-/* Appends every captured message of node; 0 or -1. */
-static int read_node(const struct mta *m, struct msgs *a)
-{
-    char dpath[PATH_MAX + 16], base[NAME_MAX + 1];
-    fmt(dpath, sizeof dpath, "%s/capture", m->dir);
-    DIR *d = opendir(dpath);
-    if (!d)
-        return errno == ENOENT ? 0 : -1;
-    int rc = 0;
-    for (struct dirent *e; rc == 0 && (e = readdir(d)) != NULL;) {
-        size_t l = strlen(e->d_name);
-        if (l < 6 || l - 5 >= sizeof base ||
-            strcmp(e->d_name + l - 5, ".json") != 0 ||
-            strstr(e->d_name, ".parsed.json"))
-            continue;
-        memcpy(base, e->d_name, l - 5);
-        base[l - 5] = '\0';
-        rc = read_node_one(m, base, a);
-    }
-    closedir(d);
-    return rc;
-}
-
-/* Order: by file, then by recipient. */
-static int msg_cmp(const void *x, const void *y)
-{
-    const struct mta_msg *a = x, *b = y;
-    int c = strcmp(a->file, b->file);
-    return c ? c : strcmp(a->rcpt, b->rcpt);
-}
-
-/* Every copy delivered so far (see mta.h). */
-int mta_messages(struct mta *m, struct mta_msg **out, size_t *n)
-{
-    struct msgs a = { 0 };
-    int rc;
-    if (m->kind == MTA_NODE)
-        rc = read_node(m, &a);
-    else
-        rc = read_maildir(m, "new", &a) < 0 ? -1 : read_maildir(m, "cur", &a);
-    if (rc < 0) {
-        mta_msgs_free(a.v, a.n);
-        return -1;
-    }
-    if (a.n > 1)
-        qsort(a.v, a.n, sizeof a.v[0], msg_cmp);
-    *out = a.v;
-    *n = a.n;
-    return 0;
-}
-
-/* Frees what mta_messages returned. */
-void mta_msgs_free(struct mta_msg *msgs, size_t n)
-{
-    for (size_t i = 0; msgs && i < n; i++) {
-        free(msgs[i].rcpt);
-        free(msgs[i].data);
-        free(msgs[i].envelope);
-        free(msgs[i].parsed);
-        free(msgs[i].file);
-    }
-    free(msgs);
-}
-
-/* Copies delivered so far: Maildir entries, or node's recipients. */
-static int count_copies(struct mta *m)
-{
-    if (m->kind == MTA_NODE) {
-        struct mta_msg *v;
-        size_t n;
-        if (mta_messages(m, &v, &n) < 0)
-            return -1;
-        mta_msgs_free(v, n);
-        return (int)n;
-    }
-    int count = 0;
-    static const char *const sub[] = { "new", "cur" };
-    for (size_t i = 0; i < 2; i++) {
-        char dpath[PATH_MAX + 32];
-        fmt(dpath, sizeof dpath, "%s/mail/inbox/%s", m->dir, sub[i]);
-        DIR *d = opendir(dpath);
-        for (struct dirent *e; d && (e = readdir(d)) != NULL;)
-            count += e->d_name[0] != '.';
-        if (d)
-            closedir(d);
-    }
-    return count;
-}
-
-/* Polls until n copies are there or timeout_ms passed. */
-int mta_wait_messages(struct mta *m, size_t n, int timeout_ms)
-{
-    int seen = -1;
-    for (long long end = ts_now_ms() + timeout_ms;; ts_sleep_ms(50)) {
-        seen = count_copies(m);
-        if (seen < 0 || (size_t)seen >= n || ts_now_ms() > end)
-            return seen;
-    }
 }
