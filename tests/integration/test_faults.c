@@ -386,30 +386,12 @@ static long get_status(const struct mpserve *svc, const char *path)
 
 /* ---- One case of the table ---- */
 
-static void run_case(void **state)
+/* Reads each message's result: its status into st, attempts into
+   attempts, counted in got; checks the attempts, the kind of a failure
+   and that status and code agree. */
+static void read_results(const struct fcase *fc, json_t *results, enum st *st,
+                         long *attempts, int *got)
 {
-    struct fx *fx = *state;
-    const struct fcase *fc = fx->c;
-    int c = (int)(fc - CASES);
-    const char *args[2 * MAXARGS + 1];
-    int got[NST] = { 0 }, copies[MAXMSG];
-
-    assert_true(fc->n > 0 && fc->n <= MAXMSG);
-    fx->peer = fc->sink[0] != NULL ? peer_start_sink(fc->sink)
-                                   : peer_start_fake(fc->fake);
-    assert_non_null(fx->peer);
-    svc_args(fc->svc, args, sizeof args / sizeof args[0]);
-    fx->svc = mpserve_start(peer_port(fx->peer), args);
-    assert_non_null(fx->svc);
-
-    char *json = batch_json(fc, c);
-    json_t *doc = post_batch(fx->svc, json, 200);
-    free(json);
-    json_t *results = json_object_get(doc, "results");
-    assert_int_equal(json_array_size(results), (size_t)fc->n);
-
-    enum st st[MAXMSG];
-    long attempts[MAXMSG];
     for (int i = 0; i < fc->n; i++) {
         json_t *res = json_array_get(results, (size_t)i);
         const char *kind = json_string_value(json_object_get(res, "kind"));
@@ -430,13 +412,20 @@ static void run_case(void **state)
             fail_msg("%s: message %d is %s with code %ld", fc->name, i,
                      ST_NAME[st[i]], code);
     }
+}
 
+/* Checks the relay's copies of case c's messages against their status
+   (ACCEPTED) or their attempts (RECEIVED); the copies in all. */
+static int check_copies(struct peer *peer, const struct fcase *fc, int c,
+                        const enum st *st, const long *attempts, const int *got)
+{
+    int copies[MAXMSG];
     /* The relay may log a message just after its reply went out: wait for
        the copies it must hold, then count them message by message. */
     int expect = fc->view == RECEIVED ? fc->copies
                                       : got[ST_SENT] + got[ST_PARTIAL];
-    peer_wait_messages(fx->peer, (size_t)expect, 5000);
-    relay_copies(fx->peer, c, copies, fc->n);
+    peer_wait_messages(peer, (size_t)expect, 5000);
+    relay_copies(peer, c, copies, fc->n);
     int received = 0;
     for (int i = 0; i < fc->n; i++) {
         received += copies[i];
@@ -456,9 +445,14 @@ static void run_case(void **state)
                      fc->name, i, copies[i], attempts[i]);
         }
     }
-    json_decref(doc);
+    return received;
+}
 
-    /* requested = delivered + failed + unknown, and the case's split. */
+/* requested = delivered + failed + unknown, and the case's split; the
+   copies received and what the fake saw on the wire. */
+static void check_split(struct peer *peer, const struct fcase *fc,
+                        const int *got, int received)
+{
     int total = 0;
     for (int k = 0; k < NST; k++) {
         total += got[k];
@@ -471,12 +465,44 @@ static void run_case(void **state)
         fail_msg("%s: the relay received %d copies, wanted %d", fc->name,
                  received, fc->copies);
     if (fc->no_mail_on_wire)
-        assert_false(fake_saw_mail(fx->peer));
+        assert_false(fake_saw_mail(peer));
     if (fc->dot_unseen) {
         int dot_seen = 0;
-        assert_int_equal(fake_cuts(fx->peer, &dot_seen), 1);
+        assert_int_equal(fake_cuts(peer, &dot_seen), 1);
         assert_false(dot_seen);
     }
+}
+
+static void run_case(void **state)
+{
+    struct fx *fx = *state;
+    const struct fcase *fc = fx->c;
+    int c = (int)(fc - CASES);
+    const char *args[2 * MAXARGS + 1];
+    int got[NST] = { 0 };
+
+    assert_true(fc->n > 0 && fc->n <= MAXMSG);
+    fx->peer = fc->sink[0] != NULL ? peer_start_sink(fc->sink)
+                                   : peer_start_fake(fc->fake);
+    assert_non_null(fx->peer);
+    svc_args(fc->svc, args, sizeof args / sizeof args[0]);
+    fx->svc = mpserve_start(peer_port(fx->peer), args);
+    assert_non_null(fx->svc);
+
+    char *json = batch_json(fc, c);
+    json_t *doc = post_batch(fx->svc, json, 200);
+    free(json);
+    json_t *results = json_object_get(doc, "results");
+    assert_int_equal(json_array_size(results), (size_t)fc->n);
+
+    enum st st[MAXMSG];
+    long attempts[MAXMSG];
+    read_results(fc, results, st, attempts, got);
+    int received = check_copies(fx->peer, fc, c, st, attempts, got);
+    json_decref(doc);
+
+    /* requested = delivered + failed + unknown, and the case's split. */
+    check_split(fx->peer, fc, got, received);
     printf("[ fault    ] %s: sent %d, partial %d, rejected %d, failed %d, "
            "unknown %d; relay copies %d\n",
            fc->name, got[ST_SENT], got[ST_PARTIAL], got[ST_REJECTED],

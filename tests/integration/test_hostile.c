@@ -627,6 +627,39 @@ static int count_sent(const struct jcase *c, json_t *doc)
     return n;
 }
 
+/* An error answer r to case c: a proper problem document with the
+   case's field, detail and number of errors; Allow on a 405,
+   WWW-Authenticate on a 401. */
+static void check_problem_answer(const struct jcase *c,
+                                 const struct http_resp *r)
+{
+    char why[160];
+    json_t *p = NULL;
+    if (check_problem(r->status, r->hdrs, r->body, r->len, &p, why,
+                      sizeof why) < 0)
+        fail_msg("%s: HTTP %ld is not a proper problem: %s: %.300s", c->name,
+                 r->status, why, r->body ? r->body : "");
+    if (c->field != NULL && r->status == c->status && !has_field(p, c->field))
+        fail_msg("%s: no error for field \"%s\" in %.600s", c->name, c->field,
+                 r->body);
+    const char *d = json_string_value(json_object_get(p, "detail"));
+    if (c->detail != NULL && strstr(d, c->detail) == NULL)
+        fail_msg("%s: the detail does not say \"%s\": %s", c->name, c->detail,
+                 d);
+    if (c->nerrors > 0 &&
+        json_array_size(json_object_get(p, "errors")) != c->nerrors)
+        fail_msg("%s: %zu errors listed, want %zu", c->name,
+                 json_array_size(json_object_get(p, "errors")), c->nerrors);
+    json_decref(p);
+    char *h = NULL;
+    if (r->status == 405 && (h = http_header_value(r->hdrs, "Allow")) == NULL)
+        fail_msg("%s: 405 without Allow", c->name);
+    if (r->status == 401 &&
+        (h = http_header_value(r->hdrs, "WWW-Authenticate")) == NULL)
+        fail_msg("%s: 401 without WWW-Authenticate", c->name);
+    free(h);
+}
+
 /* Sends one case and checks its answer; returns the messages it sent. */
 static int run_jcase(const struct fx *fx, const struct jcase *c)
 {
@@ -656,31 +689,7 @@ static int run_jcase(const struct fx *fx, const struct jcase *c)
                  r.status, r.body != NULL ? r.body : "");
     int sent = 0;
     if (r.status >= 400) {
-        json_t *p = NULL;
-        if (check_problem(r.status, r.hdrs, r.body, r.len, &p, why,
-                          sizeof why) < 0)
-            fail_msg("%s: HTTP %ld is not a proper problem: %s: %.300s",
-                     c->name, r.status, why, r.body ? r.body : "");
-        if (c->field != NULL && r.status == c->status &&
-            !has_field(p, c->field))
-            fail_msg("%s: no error for field \"%s\" in %.600s", c->name,
-                     c->field, r.body);
-        const char *d = json_string_value(json_object_get(p, "detail"));
-        if (c->detail != NULL && strstr(d, c->detail) == NULL)
-            fail_msg("%s: the detail does not say \"%s\": %s", c->name,
-                     c->detail, d);
-        if (c->nerrors > 0 &&
-            json_array_size(json_object_get(p, "errors")) != c->nerrors)
-            fail_msg("%s: %zu errors listed, want %zu", c->name,
-                     json_array_size(json_object_get(p, "errors")), c->nerrors);
-        json_decref(p);
-        char *h = NULL;
-        if (r.status == 405 && (h = http_header_value(r.hdrs, "Allow")) == NULL)
-            fail_msg("%s: 405 without Allow", c->name);
-        if (r.status == 401 &&
-            (h = http_header_value(r.hdrs, "WWW-Authenticate")) == NULL)
-            fail_msg("%s: 401 without WWW-Authenticate", c->name);
-        free(h);
+        check_problem_answer(c, &r);
     } else {
         json_t *doc = body_json(r.body, r.len, why, sizeof why);
         if (doc == NULL)

@@ -43,14 +43,12 @@ static const struct {
 };
 
 
-static void test_smuggling_sequences_in_bodies_deliver_once_dot_stuffed(
-    void **state)
+/* POSTs each SMUGGLE case, then a whole raw message with the same
+   sequences, to service A; each must be answered "sent". */
+static void post_smuggling_cases(struct fx *fx)
 {
-    struct fx *fx = *state;
     const char *ct[] = { "Content-Type: application/json", NULL };
     size_t n = sizeof SMUGGLE / sizeof SMUGGLE[0];
-    int before = peer_wait_messages(fx->peer, (size_t)fx->requested, 10000);
-    assert_int_equal(before, fx->requested);
     for (size_t i = 0; i < n; i++) {
         char body[1024];
         struct http_resp r;
@@ -77,13 +75,13 @@ static void test_smuggling_sequences_in_bodies_deliver_once_dot_stuffed(
         fail_msg("smuggle-raw: HTTP %ld %s", r.status, r.body);
     http_resp_free(&r);
     fx->requested++;
-    assert_int_equal(peer_wait_messages(fx->peer, (size_t)fx->requested, 10000),
-                     fx->requested);
-    sleep_ms(300); /* a forged extra would show by now */
-    struct peer_msg *m;
-    size_t got;
-    assert_int_equal(peer_messages(fx->peer, &m, &got), 0);
-    assert_int_equal(got, (size_t)fx->requested);
+}
+
+/* Each of the n SMUGGLE subjects and "smuggle-raw" arrived once among the
+   got messages m, dot-stuffed and CRLF-clean, with a stuffed dot line. */
+static void expect_each_once_stuffed(const struct peer_msg *m, size_t got,
+                                     size_t n)
+{
     for (size_t k = 0; k <= n; k++) {
         const char *want = k < n ? SMUGGLE[k].subject : "smuggle-raw";
         int seen = 0;
@@ -105,6 +103,24 @@ static void test_smuggling_sequences_in_bodies_deliver_once_dot_stuffed(
         if (seen != 1)
             fail_msg("%s arrived %d times", want, seen);
     }
+}
+
+static void test_smuggling_sequences_in_bodies_deliver_once_dot_stuffed(
+    void **state)
+{
+    struct fx *fx = *state;
+    size_t n = sizeof SMUGGLE / sizeof SMUGGLE[0];
+    int before = peer_wait_messages(fx->peer, (size_t)fx->requested, 10000);
+    assert_int_equal(before, fx->requested);
+    post_smuggling_cases(fx);
+    assert_int_equal(peer_wait_messages(fx->peer, (size_t)fx->requested, 10000),
+                     fx->requested);
+    sleep_ms(300); /* a forged extra would show by now */
+    struct peer_msg *m;
+    size_t got;
+    assert_int_equal(peer_messages(fx->peer, &m, &got), 0);
+    assert_int_equal(got, (size_t)fx->requested);
+    expect_each_once_stuffed(m, got, n);
     for (size_t i = 0; i < got; i++) {
         if (strcmp(m[i].mail_from, FORGED) == 0)
             fail_msg("a forged message from %s reached the relay", FORGED);
@@ -170,26 +186,12 @@ static void *loris_run(void *arg)
     return NULL;
 }
 
-static void test_slow_loris_clients_do_not_stop_others_being_served(void **state)
+/* For 4 s, health checks and (the first three) messages to service A,
+   each answered as it should; the slowest answer's milliseconds. */
+static long long serve_others_meanwhile(struct fx *fx)
 {
-    struct fx *fx = *state;
-    enum { NSLOW = 6 };
-    static const char slow_req[] =
-        "GET /healthz HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
-    struct loris l[NSLOW + 1];
     const char *ct[] = { "Content-Type: application/json", NULL };
-    long long t0 = now_ms(), worst = 0;
-    /* More slow clients than MHD threads (2), plus one that stops halfway
-       through its headers and must be dropped after the idle timeout. */
-    memset(l, 0, sizeof l);
-    for (int i = 0; i <= NSLOW; i++) {
-        l[i].port = mpserve_port(fx->svc[A]);
-        l[i].req = slow_req;
-        l[i].gap_ms = 100;
-        l[i].stop = i == NSLOW ? 20 : 0;
-        assert_int_equal(pthread_create(&l[i].tid, NULL, loris_run, &l[i]), 0);
-    }
-    /* Meanwhile: health checks and messages, each answered promptly. */
+    long long worst = 0;
     int sends = 0;
     for (long long end = now_ms() + 4000; now_ms() < end; sleep_ms(150)) {
         struct http_resp r;
@@ -215,6 +217,29 @@ static void test_slow_loris_clients_do_not_stop_others_being_served(void **state
         if (now_ms() - s > worst)
             worst = now_ms() - s;
     }
+    return worst;
+}
+
+static void test_slow_loris_clients_do_not_stop_others_being_served(void **state)
+{
+    struct fx *fx = *state;
+    enum { NSLOW = 6 };
+    static const char slow_req[] =
+        "GET /healthz HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+    struct loris l[NSLOW + 1];
+    long long t0 = now_ms(), worst = 0;
+    /* More slow clients than MHD threads (2), plus one that stops halfway
+       through its headers and must be dropped after the idle timeout. */
+    memset(l, 0, sizeof l);
+    for (int i = 0; i <= NSLOW; i++) {
+        l[i].port = mpserve_port(fx->svc[A]);
+        l[i].req = slow_req;
+        l[i].gap_ms = 100;
+        l[i].stop = i == NSLOW ? 20 : 0;
+        assert_int_equal(pthread_create(&l[i].tid, NULL, loris_run, &l[i]), 0);
+    }
+    /* Meanwhile: health checks and messages, each answered promptly. */
+    worst = serve_others_meanwhile(fx);
     for (int i = 0; i <= NSLOW; i++)
         pthread_join(l[i].tid, NULL);
     print_message("  slowest normal request during slow loris: %lld ms; "
@@ -272,50 +297,62 @@ static int post_head(char *buf, size_t size, enum svc svc, size_t len)
                     svc == B ? AUTHB : "", len);
 }
 
-static void test_clients_hanging_up_mid_body_or_response_lose_nothing(
-    void **state)
+/* fd made blocking again (raw_connect gives it non-blocking). */
+static void blocking(int fd)
 {
-    struct fx *fx = *state;
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+}
+
+/* Closes fd, with a reset when rst. */
+static void hang_up(int fd, int rst)
+{
+    if (rst)
+        rst_close(fd);
+    else
+        close(fd);
+}
+
+/* 1. Mid-body, with Content-Length: closed, and closed with a reset. */
+static void hang_up_mid_body(int port)
+{
     char head[512];
     static const char body[] =
         "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
         "\"headers\":{\"Subject\":\"hostile: never complete\"},"
         "\"body\":\"this request is never finished\"}";
-    int port = mpserve_port(fx->svc[A]);
-    int before = peer_wait_messages(fx->peer, (size_t)fx->requested, 10000);
-    assert_int_equal(before, fx->requested);
-
-    /* 1. Mid-body, with Content-Length: closed, and closed with a reset. */
     for (int i = 0; i < 10; i++) {
         int fd = raw_connect(port, 0);
         assert_true(fd >= 0);
         int hl = post_head(head, sizeof head, A, sizeof body - 1);
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+        blocking(fd);
         assert_int_equal(write_all(fd, head, (size_t)hl), 0);
         assert_int_equal(write_all(fd, body, 40 + (size_t)i), 0);
         sleep_ms(20);
-        if (i % 2)
-            rst_close(fd);
-        else
-            close(fd);
+        hang_up(fd, i % 2);
     }
-    /* 2. Mid-chunk. */
+}
+
+/* 2. Mid-chunk. */
+static void hang_up_mid_chunk(int port)
+{
     for (int i = 0; i < 4; i++) {
         static const char chunked[] = POSTM
             "Transfer-Encoding: chunked\r\n\r\n40\r\n{\"from\":\"s";
         int fd = raw_connect(port, 0);
         assert_true(fd >= 0);
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+        blocking(fd);
         assert_int_equal(write_all(fd, chunked, sizeof chunked - 1), 0);
         sleep_ms(20);
-        if (i % 2)
-            rst_close(fd);
-        else
-            close(fd);
+        hang_up(fd, i % 2);
     }
-    /* 3. The whole request, then gone before the answer, while the job is
-       out (the relay takes a second over RCPT for slow@): each message is
-       still delivered, once. */
+}
+
+/* 3. The whole request, then gone before the answer, while the job is
+   out (the relay takes a second over RCPT for slow@): each message is
+   still delivered, once. */
+static void hang_up_before_the_answer(struct fx *fx)
+{
+    char head[512];
     for (int i = 0; i < 4; i++) {
         char msg[256];
         int ml = snprintf(msg, sizeof msg,
@@ -327,51 +364,69 @@ static void test_clients_hanging_up_mid_body_or_response_lose_nothing(
         int hl = post_head(head, sizeof head, svc, (size_t)ml);
         int fd = raw_connect(mpserve_port(fx->svc[svc]), 0);
         assert_true(fd >= 0);
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+        blocking(fd);
         assert_int_equal(write_all(fd, head, (size_t)hl), 0);
         assert_int_equal(write_all(fd, msg, (size_t)ml), 0);
         sleep_ms(300);
-        if (i % 2)
-            rst_close(fd);
-        else
-            close(fd);
+        hang_up(fd, i % 2);
         fx->requested++;
     }
-    /* 4. A batch, gone before the answer. */
-    {
-        static const char batch[] =
-            "{\"messages\":[{\"from\":\"sender@example.com\",\"to\":"
-            "[\"slow@example.net\"],\"headers\":{\"Subject\":\"hostile: "
-            "batch hung up 1\"}},{\"from\":\"sender@example.com\",\"to\":"
-            "[\"slow@example.net\"],\"headers\":{\"Subject\":\"hostile: "
-            "batch hung up 2\"}}]}";
-        int hl = snprintf(head, sizeof head,
-                          "POST /v1/messages/batch HTTP/1.1\r\n" HOST JSONCT
-                          "Content-Length: %zu\r\n\r\n",
-                          sizeof batch - 1);
-        int fd = raw_connect(port, 0);
-        assert_true(fd >= 0);
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-        assert_int_equal(write_all(fd, head, (size_t)hl), 0);
-        assert_int_equal(write_all(fd, batch, sizeof batch - 1), 0);
-        sleep_ms(200);
-        rst_close(fd);
-        fx->requested += 2;
-    }
-    /* 5. Mid-response: a small receive buffer, the OpenAPI document (tens
-       of KiB) asked for, a few bytes read, then a reset. */
+}
+
+/* 4. A batch, gone before the answer. */
+static void hang_up_a_batch(struct fx *fx, int port)
+{
+    char head[512];
+    static const char batch[] =
+        "{\"messages\":[{\"from\":\"sender@example.com\",\"to\":"
+        "[\"slow@example.net\"],\"headers\":{\"Subject\":\"hostile: "
+        "batch hung up 1\"}},{\"from\":\"sender@example.com\",\"to\":"
+        "[\"slow@example.net\"],\"headers\":{\"Subject\":\"hostile: "
+        "batch hung up 2\"}}]}";
+    int hl = snprintf(head, sizeof head,
+                      "POST /v1/messages/batch HTTP/1.1\r\n" HOST JSONCT
+                      "Content-Length: %zu\r\n\r\n",
+                      sizeof batch - 1);
+    int fd = raw_connect(port, 0);
+    assert_true(fd >= 0);
+    blocking(fd);
+    assert_int_equal(write_all(fd, head, (size_t)hl), 0);
+    assert_int_equal(write_all(fd, batch, sizeof batch - 1), 0);
+    sleep_ms(200);
+    rst_close(fd);
+    fx->requested += 2;
+}
+
+/* 5. Mid-response: a small receive buffer, the OpenAPI document (tens of
+   KiB) asked for, a few bytes read, then a reset. */
+static void hang_up_mid_response(int port)
+{
     for (int i = 0; i < 4; i++) {
         static const char get[] = "GET /openapi.json HTTP/1.1\r\n" HOST "\r\n";
         char few[16];
         int fd = raw_connect(port, 2048);
         assert_true(fd >= 0);
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+        blocking(fd);
         assert_int_equal(write_all(fd, get, sizeof get - 1), 0);
         sleep_ms(100);
         if (i % 2 == 0)
             (void)!recv(fd, few, sizeof few, 0);
         rst_close(fd);
     }
+}
+
+static void test_clients_hanging_up_mid_body_or_response_lose_nothing(
+    void **state)
+{
+    struct fx *fx = *state;
+    int port = mpserve_port(fx->svc[A]);
+    int before = peer_wait_messages(fx->peer, (size_t)fx->requested, 10000);
+    assert_int_equal(before, fx->requested);
+    hang_up_mid_body(port);
+    hang_up_mid_chunk(port);
+    hang_up_before_the_answer(fx);
+    hang_up_a_batch(fx, port);
+    hang_up_mid_response(port);
     expect_healthy(fx, A, "clients hanging up");
     expect_healthy(fx, B, "clients hanging up");
     /* Every hung-up message arrives, once; nothing from the unfinished

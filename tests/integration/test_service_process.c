@@ -305,34 +305,30 @@ static void test_metrics_parse_as_prometheus_text_and_count_sent(void **state)
     http_resp_free(&r);
 }
 
-static void test_request_log_one_line_per_request_no_body_key_or_address(
-    void **state)
+/* The API key the request log test sends. */
+static const char *const LOG_HDRS[] = { "Content-Type: application/json",
+                                        "Authorization: Bearer "
+                                        "key-9f27c1e5a3d4",
+                                        NULL };
+
+/* A message sent (its request id returned, caller frees), a refused one
+   (422 naming the bad address) and a GET, with the API key. */
+static char *send_logged_requests(struct fx *fx)
 {
-    struct fx *fx = *state;
     struct http_resp r;
     char url[256];
-    static const char *const hdrs[] = {
-        "Content-Type: application/json",
-        "Authorization: Bearer key-9f27c1e5a3d4", NULL
-    };
     static const char *const to[] = { "rcpt@example.net", NULL };
-    start_fake(fx, "{}");
-    /* Keys come from the environment (no flag: it would show in ps). */
-    assert_int_equal(setenv("MAILPOOL_HTTP_API_KEYS", "key-9f27c1e5a3d4", 1),
-                     0);
-    START_SVC(fx, "--pool-workers", "1");
-    unsetenv("MAILPOOL_HTTP_API_KEYS");
     char *body = message_json("sender@example.com", to, "logged subject",
                               "secret-body-5d1c0b");
     url_of(fx, "/v1/messages", url, sizeof url);
-    assert_int_equal(http_req("POST", url, hdrs, body, &r), 0);
+    assert_int_equal(http_req("POST", url, LOG_HDRS, body, &r), 0);
     free(body);
     expect_status(&r, 200);
     char *rid = http_resp_header(&r, "X-Request-Id");
     assert_non_null(rid);
     http_resp_free(&r);
     /* A refused one (422 naming the bad address) and a GET. */
-    assert_int_equal(http_req("POST", url, hdrs,
+    assert_int_equal(http_req("POST", url, LOG_HDRS,
                               "{\"from\":\"sender@example.com\",\"to\":"
                               "[\"rcpt@@example.net\"]}",
                               &r),
@@ -342,16 +338,20 @@ static void test_request_log_one_line_per_request_no_body_key_or_address(
     get(fx, "/healthz", &r);
     expect_status(&r, 200);
     http_resp_free(&r);
-    assert_int_equal(peer_wait_messages(fx->peer, 1, 5000), 1);
+    return rid;
+}
 
+/* The service's log once it holds 4 request lines (3 s at most); caller
+   frees. */
+static char *log_with_requests(struct fx *fx)
+{
     char *log = NULL;
-    int nreq = 0, nposts = 0, nsmtp = 0, found = 0;
     for (double end = now_s() + 3; now_s() < end; sleep_ms(50)) {
         free(log);
         log = mpserve_log(fx->svc, NULL);
         assert_non_null(log);
         const char *q = log;
-        nreq = 0;
+        int nreq = 0;
         while ((q = strstr(q, "\"event\":\"request\"")) != NULL) {
             nreq++;
             q++;
@@ -359,6 +359,62 @@ static void test_request_log_one_line_per_request_no_body_key_or_address(
         if (nreq >= 4) /* 3 + mpserve's /healthz probe(s) */
             break;
     }
+    return log;
+}
+
+/* What the request log test counts in the log's lines. */
+struct log_counts {
+    int nreq, nposts, nsmtp, found;
+};
+
+/* Checks one log line o (text l): no '@' outside a Message-ID, request
+   lines with their id and status, the transaction's line under rid. */
+static void count_log_line(json_t *o, const char *l, const char *rid,
+                           struct log_counts *c)
+{
+    json_t *v;
+    const char *key;
+    /* '@' only inside a Message-ID (RFC 5322 msg-id has one). */
+    json_object_foreach(o, key, v)
+    {
+        if (json_is_string(v) && strcmp(key, "message_id") != 0 &&
+            strchr(json_string_value(v), '@') != NULL)
+            fail_msg("'@' in log field %s: %s", key, l);
+    }
+    const char *ev = json_string_value(json_object_get(o, "event"));
+    if (ev != NULL && strcmp(ev, "request") == 0) {
+        c->nreq++;
+        c->nposts += strcmp(jstr(o, "route"), "/v1/messages") == 0;
+        assert_non_null(json_string_value(json_object_get(o, "request_id")));
+        assert_true(json_is_integer(json_object_get(o, "status")));
+        if (strcmp(jstr(o, "request_id"), rid) == 0) {
+            c->found++;
+            assert_int_equal(jint(o, "status"), 200);
+            assert_string_equal(jstr(o, "route"), "/v1/messages");
+        }
+    }
+    if (ev != NULL && strcmp(ev, "smtp") == 0) { /* the transaction */
+        assert_string_equal(jstr(o, "request_id"), rid);
+        assert_string_equal(jstr(o, "status"), "sent");
+        assert_int_equal(jint(o, "code"), 250);
+        c->nsmtp++;
+    }
+}
+
+static void test_request_log_one_line_per_request_no_body_key_or_address(
+    void **state)
+{
+    struct fx *fx = *state;
+    start_fake(fx, "{}");
+    /* Keys come from the environment (no flag: it would show in ps). */
+    assert_int_equal(setenv("MAILPOOL_HTTP_API_KEYS", "key-9f27c1e5a3d4", 1),
+                     0);
+    START_SVC(fx, "--pool-workers", "1");
+    unsetenv("MAILPOOL_HTTP_API_KEYS");
+    char *rid = send_logged_requests(fx);
+    assert_int_equal(peer_wait_messages(fx->peer, 1, 5000), 1);
+
+    char *log = log_with_requests(fx);
     assert_null(strstr(log, "secret-body"));
     assert_null(strstr(log, "key-9f27c1e5a3d4"));
     assert_null(strstr(log, "sender@"));
@@ -366,47 +422,21 @@ static void test_request_log_one_line_per_request_no_body_key_or_address(
     assert_null(strstr(log, "example.net"));
     assert_null(strstr(log, "logged subject"));
     char *save = NULL;
-    nreq = 0;
+    struct log_counts c = { 0 };
     for (char *l = strtok_r(log, "\n", &save); l != NULL;
          l = strtok_r(NULL, "\n", &save)) {
         json_error_t e;
-        json_t *o = json_loads(l, 0, &e), *v;
-        const char *key;
+        json_t *o = json_loads(l, 0, &e);
         if (!json_is_object(o))
             fail_msg("log line is not a JSON object: %s", l);
-        /* '@' only inside a Message-ID (RFC 5322 msg-id has one). */
-        json_object_foreach(o, key, v)
-        {
-            if (json_is_string(v) && strcmp(key, "message_id") != 0 &&
-                strchr(json_string_value(v), '@') != NULL)
-                fail_msg("'@' in log field %s: %s", key, l);
-        }
-        const char *ev = json_string_value(json_object_get(o, "event"));
-        if (ev != NULL && strcmp(ev, "request") == 0) {
-            nreq++;
-            nposts += strcmp(jstr(o, "route"), "/v1/messages") == 0;
-            assert_non_null(
-                json_string_value(json_object_get(o, "request_id")));
-            assert_true(json_is_integer(json_object_get(o, "status")));
-            if (strcmp(jstr(o, "request_id"), rid) == 0) {
-                found++;
-                assert_int_equal(jint(o, "status"), 200);
-                assert_string_equal(jstr(o, "route"), "/v1/messages");
-            }
-        }
-        if (ev != NULL && strcmp(ev, "smtp") == 0) { /* the transaction */
-            assert_string_equal(jstr(o, "request_id"), rid);
-            assert_string_equal(jstr(o, "status"), "sent");
-            assert_int_equal(jint(o, "code"), 250);
-            nsmtp++;
-        }
+        count_log_line(o, l, rid, &c);
         json_decref(o);
     }
-    assert_int_equal(found, 1);
-    assert_int_equal(nsmtp, 1);
-    assert_int_equal(nposts, 2);
+    assert_int_equal(c.found, 1);
+    assert_int_equal(c.nsmtp, 1);
+    assert_int_equal(c.nposts, 2);
     /* The two POSTs, our GET and mpserve's readiness probe(s). */
-    assert_true(nreq >= 4);
+    assert_true(c.nreq >= 4);
     free(log);
     free(rid);
 }

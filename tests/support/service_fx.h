@@ -3,7 +3,8 @@
  * (tests/integration/test_service.c and test_service_process.c) share: a
  * peer and a `mailpool serve` per test, stopped by the teardown; requests
  * through libcurl; the JSON bodies; what the peer received; concurrent
- * calls; one sample of /metrics.  Header-only (static inline).
+ * calls; one sample of /metrics (tests/support/metrics_fx.h).
+ * Header-only (static inline).
  */
 #ifndef TESTS_SUPPORT_SERVICE_FX_H
 #define TESTS_SUPPORT_SERVICE_FX_H
@@ -28,6 +29,7 @@
 #include <unistd.h>
 
 #include "tests/support/http.h"
+#include "tests/support/metrics_fx.h"
 #include "tests/support/mpserve.h"
 #include "tests/support/peer.h"
 
@@ -346,19 +348,15 @@ static inline void calls_join(struct call *calls, size_t n)
     }
 }
 
-/* The value of the sample whose "name{labels}" is exactly key. */
+/* The value of the sample whose "name{labels}" is exactly key; fails the
+   test when text has none. */
 static inline double sample(const char *text, const char *key)
 {
-    size_t klen = strlen(key);
-    for (const char *l = text; l != NULL && *l != '\0';) {
-        if (strncmp(l, key, klen) == 0 && l[klen] == ' ')
-            return strtod(l + klen + 1, NULL);
-        l = strchr(l, '\n');
-        if (l != NULL)
-            l++;
-    }
-    fail_msg("no sample %s in /metrics", key);
-    return 0;
+    int found;
+    double v = metrics_value(text, key, &found);
+    if (!found)
+        fail_msg("no sample %s in /metrics", key);
+    return v;
 }
 
 #endif /* TESTS_SUPPORT_SERVICE_FX_H */

@@ -144,83 +144,89 @@ static void test_config_file_from_MAILPOOL_CONFIG_or_flag(void **state)
     cfg_free(&c);
 }
 
+/* A key as each source names it, the value given and what it loads as. */
+struct key_row {
+    const char *section, *key, *flag, *env, *value;
+    size_t off;
+    enum kind kind;
+    const char *s;
+    long long n;
+    double d;
+};
+
+/* One key of each section and kind, with its flag, variable and a value. */
+static const struct key_row key_rows[] = {
+    { "relay", "host", "--relay-host", "MAILPOOL_RELAY_HOST", "mx.example",
+      F(relay.host), K_STR, "mx.example", 0, 0 },
+    { "relay", "insecure_skip_verify", "--relay-insecure-skip-verify",
+      "MAILPOOL_RELAY_INSECURE_SKIP_VERIFY", "yes",
+      F(relay.insecure_skip_verify), K_INT, NULL, 1, 0 },
+    { "relay", "data_timeout", "--relay-data-timeout",
+      "MAILPOOL_RELAY_DATA_TIMEOUT", "900", F(relay.data_timeout), K_INT, NULL,
+      900, 0 },
+    { "http", "listen", "--http-listen", "MAILPOOL_HTTP_LISTEN", "[::1]:9000",
+      F(http.listen), K_STR, "[::1]:9000", 0, 0 },
+    { "http", "max_body", "--http-max-body", "MAILPOOL_HTTP_MAX_BODY", "2m",
+      F(http.max_body), K_LONG, NULL, 2097152, 0 },
+    { "http", "connection_timeout", "--http-connection-timeout",
+      "MAILPOOL_HTTP_CONNECTION_TIMEOUT", "5", F(http.connection_timeout),
+      K_INT, NULL, 5, 0 },
+    { "pool", "workers", "--pool-workers", "MAILPOOL_POOL_WORKERS", "16",
+      F(pool.workers), K_INT, NULL, 16, 0 },
+    { "pool", "messages_per_conn", "--pool-messages-per-conn",
+      "MAILPOOL_POOL_MESSAGES_PER_CONN", "50", F(pool.messages_per_conn), K_INT,
+      NULL, 50, 0 },
+    { "pool", "retry_backoff_ms", "--pool-retry-backoff-ms",
+      "MAILPOOL_POOL_RETRY_BACKOFF_MS", "1000", F(pool.retry_backoff_ms), K_INT,
+      NULL, 1000, 0 },
+    { "pool", "rate", "--pool-rate", "MAILPOOL_POOL_RATE", "12.5", F(pool.rate),
+      K_DOUBLE, NULL, 0, 12.5 },
+    { "log", "level", "--log-level", "MAILPOOL_LOG_LEVEL", "DEBUG",
+      F(log.level), K_STR, "debug", 0, 0 },
+};
+
+/* Row i, r, through each source: --flag VALUE, --flag=VALUE, the
+   environment, an INI file. */
+static void check_key_row(struct fixture *f, const struct key_row *r, size_t i)
+{
+    for (int src = 0; src < 4; src++) {
+        char a0[128], a1[128], e0[160], ini[256], name[32];
+        const char *path = NULL;
+        struct load_case tc = {
+            .off = r->off, .kind = r->kind, .s = r->s, .n = r->n, .d = r->d
+        };
+
+        if (src == 0) { /* --flag VALUE */
+            tc.args[0] = r->flag;
+            tc.args[1] = r->value;
+        } else if (src == 1) { /* --flag=VALUE */
+            snprintf(a0, sizeof a0, "%s=%s", r->flag, r->value);
+            tc.args[0] = a0;
+        } else if (src == 2) { /* environment */
+            snprintf(e0, sizeof e0, "%s=%s", r->env, r->value);
+            tc.env[0] = e0;
+        } else { /* INI file */
+            snprintf(ini, sizeof ini, "[%s]\n%s = %s\n", r->section, r->key,
+                     r->value);
+            snprintf(name, sizeof name, "k%zu.ini", i);
+            path = fx_write(f, name, ini);
+            snprintf(a1, sizeof a1, "--config=%s", path);
+            tc.args[0] = a1;
+        }
+        check_case(&tc, i * 4 + (size_t)src);
+        if (src == 3) {
+            unlink(path);
+            f->npaths--;
+        }
+    }
+}
+
 /* Every source reaches the key by its derived name. */
 static void test_key_names_in_flags_env_and_file(void **state)
 {
-    static const struct {
-        const char *section, *key, *flag, *env, *value;
-        size_t off;
-        enum kind kind;
-        const char *s;
-        long long n;
-        double d;
-    } rows[] = {
-        { "relay", "host", "--relay-host", "MAILPOOL_RELAY_HOST", "mx.example",
-          F(relay.host), K_STR, "mx.example", 0, 0 },
-        { "relay", "insecure_skip_verify", "--relay-insecure-skip-verify",
-          "MAILPOOL_RELAY_INSECURE_SKIP_VERIFY", "yes",
-          F(relay.insecure_skip_verify), K_INT, NULL, 1, 0 },
-        { "relay", "data_timeout", "--relay-data-timeout",
-          "MAILPOOL_RELAY_DATA_TIMEOUT", "900", F(relay.data_timeout), K_INT,
-          NULL, 900, 0 },
-        { "http", "listen", "--http-listen", "MAILPOOL_HTTP_LISTEN",
-          "[::1]:9000", F(http.listen), K_STR, "[::1]:9000", 0, 0 },
-        { "http", "max_body", "--http-max-body", "MAILPOOL_HTTP_MAX_BODY", "2m",
-          F(http.max_body), K_LONG, NULL, 2097152, 0 },
-        { "http", "connection_timeout", "--http-connection-timeout",
-          "MAILPOOL_HTTP_CONNECTION_TIMEOUT", "5", F(http.connection_timeout),
-          K_INT, NULL, 5, 0 },
-        { "pool", "workers", "--pool-workers", "MAILPOOL_POOL_WORKERS", "16",
-          F(pool.workers), K_INT, NULL, 16, 0 },
-        { "pool", "messages_per_conn", "--pool-messages-per-conn",
-          "MAILPOOL_POOL_MESSAGES_PER_CONN", "50", F(pool.messages_per_conn),
-          K_INT, NULL, 50, 0 },
-        { "pool", "retry_backoff_ms", "--pool-retry-backoff-ms",
-          "MAILPOOL_POOL_RETRY_BACKOFF_MS", "1000", F(pool.retry_backoff_ms),
-          K_INT, NULL, 1000, 0 },
-        { "pool", "rate", "--pool-rate", "MAILPOOL_POOL_RATE", "12.5",
-          F(pool.rate), K_DOUBLE, NULL, 0, 12.5 },
-        { "log", "level", "--log-level", "MAILPOOL_LOG_LEVEL", "DEBUG",
-          F(log.level), K_STR, "debug", 0, 0 },
-    };
     struct fixture *f = *state;
-    size_t i;
-    int src;
-
-    for (i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        for (src = 0; src < 4; src++) {
-            char a0[128], a1[128], e0[160], ini[256], name[32];
-            const char *path = NULL;
-            struct load_case tc = { .off = rows[i].off,
-                                    .kind = rows[i].kind,
-                                    .s = rows[i].s,
-                                    .n = rows[i].n,
-                                    .d = rows[i].d };
-
-            if (src == 0) { /* --flag VALUE */
-                tc.args[0] = rows[i].flag;
-                tc.args[1] = rows[i].value;
-            } else if (src == 1) { /* --flag=VALUE */
-                snprintf(a0, sizeof a0, "%s=%s", rows[i].flag, rows[i].value);
-                tc.args[0] = a0;
-            } else if (src == 2) { /* environment */
-                snprintf(e0, sizeof e0, "%s=%s", rows[i].env, rows[i].value);
-                tc.env[0] = e0;
-            } else { /* INI file */
-                snprintf(ini, sizeof ini, "[%s]\n%s = %s\n", rows[i].section,
-                         rows[i].key, rows[i].value);
-                snprintf(name, sizeof name, "k%zu.ini", i);
-                path = fx_write(f, name, ini);
-                snprintf(a1, sizeof a1, "--config=%s", path);
-                tc.args[0] = a1;
-            }
-            check_case(&tc, i * 4 + (size_t)src);
-            if (src == 3) {
-                unlink(path);
-                f->npaths--;
-            }
-        }
-    }
+    for (size_t i = 0; i < sizeof key_rows / sizeof key_rows[0]; i++)
+        check_key_row(f, &key_rows[i], i);
 }
 
 /* ---- errors name the key and the source ---- */
@@ -460,8 +466,6 @@ static void test_enum_values_table(void **state)
     RUN_CASES(cases);
 }
 
-static void test_listen_parsing_table(void **state)
-{
 #define L_OK(v) \
     { \
         .args = { "--http-listen", v }, .off = F(http.listen), .kind = K_STR, \
@@ -472,60 +476,62 @@ static void test_listen_parsing_table(void **state)
         .args = { "--http-listen", v }, \
         .err = "http.listen (from --http-listen): must be HOST:PORT" \
     }
-    /* ":PORT" and "*:PORT" (docs/API.md) are every IPv4 interface. */
-    static const struct load_case cases[] = {
-        L_OK("127.0.0.1:8025"),
-        L_OK("0.0.0.0:80"),
-        L_OK("localhost:8080"),
-        L_OK("[::1]:8025"),
-        L_OK("[::]:443"),
-        L_OK("127.0.0.1:0"),
-        L_OK("10.0.0.1:65535"),
-        L_BAD("example.com:80"),
-        L_BAD("127.0.0.1"),
-        L_BAD("127.0.0.1:"),
-        L_BAD("127.0.0.1:65536"),
-        L_BAD("127.0.0.1:8a"),
-        L_BAD(":x"),
-        L_BAD(":"),
-        L_BAD("*:"),
-        L_BAD("**:80"),
-        L_BAD("*8025"),
-        L_BAD(":-1"),
-        L_BAD("*:65536"),
-        { .args = { "--http-listen", ":8025" },
-          .off = F(http.listen),
-          .kind = K_STR,
-          .s = "0.0.0.0:8025" },
-        { .args = { "--http-listen", "*:0" },
-          .off = F(http.listen),
-          .kind = K_STR,
-          .s = "0.0.0.0:0" },
-        L_BAD("[::1]"),
-        L_BAD("[::1]8025"),
-        L_BAD("::1:8025"),
-        L_BAD("256.1.1.1:80"),
-        L_BAD("[127.0.0.1]:80"),
-        L_BAD("[::1:80"),
-        L_BAD("127.0.0.1:-1"),
-        L_BAD("127.0.0.1:0080000"),
-        { .args = { "--http-listen", "" },
-          .err = "http.listen (from --http-listen): must not be empty" },
-        /* The shared grammar (util/hostport.h) says what is wrong. */
-        { .args = { "--http-listen", "::1:8025" },
-          .err = "(an IPv6 address must be in brackets), got '::1:8025'" },
-        { .args = { "--http-listen", "127.0.0.1" },
-          .err = "(the port is missing), got '127.0.0.1'" },
-        { .args = { "--http-listen", "[::1:80" },
-          .err = "(an IPv6 address lacks its ']'), got '[::1:80'" },
-        { .args = { "--http-listen", "127.0.0.1:65536" },
-          .err = "(the port must be a number from 0 to 65535)" },
-    };
+/* ":PORT" and "*:PORT" (docs/API.md) are every IPv4 interface. */
+static const struct load_case listen_cases[] = {
+    L_OK("127.0.0.1:8025"),
+    L_OK("0.0.0.0:80"),
+    L_OK("localhost:8080"),
+    L_OK("[::1]:8025"),
+    L_OK("[::]:443"),
+    L_OK("127.0.0.1:0"),
+    L_OK("10.0.0.1:65535"),
+    L_BAD("example.com:80"),
+    L_BAD("127.0.0.1"),
+    L_BAD("127.0.0.1:"),
+    L_BAD("127.0.0.1:65536"),
+    L_BAD("127.0.0.1:8a"),
+    L_BAD(":x"),
+    L_BAD(":"),
+    L_BAD("*:"),
+    L_BAD("**:80"),
+    L_BAD("*8025"),
+    L_BAD(":-1"),
+    L_BAD("*:65536"),
+    { .args = { "--http-listen", ":8025" },
+      .off = F(http.listen),
+      .kind = K_STR,
+      .s = "0.0.0.0:8025" },
+    { .args = { "--http-listen", "*:0" },
+      .off = F(http.listen),
+      .kind = K_STR,
+      .s = "0.0.0.0:0" },
+    L_BAD("[::1]"),
+    L_BAD("[::1]8025"),
+    L_BAD("::1:8025"),
+    L_BAD("256.1.1.1:80"),
+    L_BAD("[127.0.0.1]:80"),
+    L_BAD("[::1:80"),
+    L_BAD("127.0.0.1:-1"),
+    L_BAD("127.0.0.1:0080000"),
+    { .args = { "--http-listen", "" },
+      .err = "http.listen (from --http-listen): must not be empty" },
+    /* The shared grammar (util/hostport.h) says what is wrong. */
+    { .args = { "--http-listen", "::1:8025" },
+      .err = "(an IPv6 address must be in brackets), got '::1:8025'" },
+    { .args = { "--http-listen", "127.0.0.1" },
+      .err = "(the port is missing), got '127.0.0.1'" },
+    { .args = { "--http-listen", "[::1:80" },
+      .err = "(an IPv6 address lacks its ']'), got '[::1:80'" },
+    { .args = { "--http-listen", "127.0.0.1:65536" },
+      .err = "(the port must be a number from 0 to 65535)" },
+};
 #undef L_OK
 #undef L_BAD
 
+static void test_listen_parsing_table(void **state)
+{
     (void)state;
-    RUN_CASES(cases);
+    RUN_CASES(listen_cases);
 }
 
 static void test_strings_reject_control_characters(void **state)
