@@ -111,15 +111,19 @@ $(BUILD)/lib%.a:
 $(MAILPOOL): $(call obj,$(CMD_SRC)) $(LIBS_ALL)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
+# What a link line takes of a binary's prerequisites: its sources, objects
+# and libraries (not the flags stamp, nor the headers its .d file adds).
+LINK_INPUTS = $(filter %.c %.o %.a,$^)
+
 $(BUILD)/tests/%: tests/unit/%.c $(call obj,$(SUPPORT_SRC)) $(LIBS_ALL) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $(filter-out $(FLAGS_STAMP),$^) $(LDFLAGS) $(TEST_LDFLAGS) $(PKG_LIBS) -lcmocka -lcurl
+	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $(LINK_INPUTS) $(LDFLAGS) $(TEST_LDFLAGS) $(PKG_LIBS) -lcmocka -lcurl
 # The failing-allocation tests count (and fail) our code's allocations.
 $(BUILD)/tests/test_alloc_fail: TEST_LDFLAGS = \
     -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup
 $(BUILD)/tests/%: tests/integration/%.c $(call obj,$(SUPPORT_SRC)) $(LIBS_ALL) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $(filter-out $(FLAGS_STAMP),$^) $(LDFLAGS) $(PKG_LIBS) -lcmocka -lcurl
+	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $(LINK_INPUTS) $(LDFLAGS) $(PKG_LIBS) -lcmocka -lcurl
 
 # The queue suite (tests/integration/queue/*.c, one suite, two backends)
 # is linked into test_queue as it is and into test_queue_pg compiled with
@@ -137,11 +141,11 @@ $(BUILD)/obj/pg/%.o: %.c $(FLAGS_STAMP) | $(PKGS_OK)
 	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) -DQUEUE_TEST_PG=1 -c $< -o $@
 
 $(BUILD)/bench_smtp: bench/bench_smtp.c $(LIB_SMTPCORE)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $(LINK_INPUTS) $(LDFLAGS) $(PKG_LIBS)
 $(BUILD)/bench_dkim: bench/bench_dkim.c $(LIB_DKIM)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $(LINK_INPUTS) $(LDFLAGS) $(PKG_LIBS)
 $(BUILD)/bench_claims: bench/bench_claims.c $(LIB_QUEUE)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $(LINK_INPUTS) $(LDFLAGS) $(PKG_LIBS)
 
 # Benchmarks (not part of test: timings never fail a test).
 bench: deps-test
@@ -259,4 +263,6 @@ install: all
 clean:
 	rm -rf build build-asan build-tsan
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+# The headers each object, test and bench binary was built from (-MMD):
+# a changed header rebuilds what includes it.
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
