@@ -84,8 +84,8 @@ int api_error_add(json_t *errors, const char *field, const char *message)
     if (json_array_size(errors) >= API_MAX_ERRORS)
         return 0;
     json_t *e = json_object();
-    if (e == NULL || json_object_set_new(e, "field", api_json_text(field)) ||
-        json_object_set_new(e, "message", api_json_text(message))) {
+    if (e == NULL || json_object_set_new(e, "field", result_json_text(field)) ||
+        json_object_set_new(e, "message", result_json_text(message))) {
         json_decref(e);
         return -1;
     }
@@ -654,12 +654,12 @@ int api_decode_query(json_t *root, struct job *job, json_t *errors)
 /* The result of a finished job, with "attempts" and "duration_ms". */
 json_t *api_job_result_json(const struct job *job)
 {
-    json_t *o = api_result_json(&job->result);
+    json_t *o = result_json(&job->result);
     char *id = NULL;
     if (o != NULL && job->msg.raw && job->result.status != SMTP_DELIVERY_NONE &&
         job->result.message_id[0] == '\0' &&
         (id = api_raw_message_id(&job->msg)) != NULL && id[0] != '\0')
-        json_object_set_new(o, "message_id", api_json_text(id));
+        json_object_set_new(o, "message_id", result_json_text(id));
     free(id);
     double ms = (double)(long long)(job->duration_ms * 1000.0 + 0.5) / 1000.0;
     if (o == NULL ||

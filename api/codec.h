@@ -118,7 +118,7 @@ char *api_message_subject(const struct job_message *m);
 /* job_free on jobs[0..n), then free(jobs); NULL is a no-op. */
 void api_jobs_free(struct job **jobs, size_t n);
 
-/* api_result_json(&job->result) plus "attempts" and "duration_ms". */
+/* result_json(&job->result) plus "attempts" and "duration_ms". */
 json_t *api_job_result_json(const struct job *job);
 
 #endif /* MAILPOOL_API_CODEC_H */

@@ -50,7 +50,7 @@ json_t *api_problem_new(int status, const char *detail, json_t *errors)
                             json_string(api_status_title(status))) ||
         json_object_set_new(p, "status", json_integer(status)) ||
         json_object_set_new(p, "detail",
-                            api_json_text(detail != NULL ? detail : "")) ||
+                            result_json_text(detail != NULL ? detail : "")) ||
         json_object_set(p, "errors", errors)) {
         json_decref(p);
         json_decref(errors);

@@ -2,7 +2,7 @@
  * result/result_json.c - a send's or a query's result as the JSON object
  * both the HTTP API and the mailpool command answer with.
  *
- * Public: api_result_json, api_json_text (result/result_json.h).  The
+ * Public: result_json, result_json_text (result/result_json.h).  The
  * names are the API's, kept where they were called; the unit itself needs
  * only smtpcore's public header, util's UTF-8 repair and Jansson, so the
  * command line prints a result without api/.  Thread-safe (no state).
@@ -17,7 +17,7 @@
 #include "util/utf8.h"
 
 /* A JSON string; bytes that are not UTF-8 become U+FFFD. */
-json_t *api_json_text(const char *s)
+json_t *result_json_text(const char *s)
 {
     if (s == NULL)
         return json_null();
@@ -38,7 +38,7 @@ static json_t *reply_lines(const struct smtp_reply *r)
 {
     json_t *a = json_array();
     for (size_t i = 0; a != NULL && i < r->nlines; i++)
-        if (json_array_append_new(a, api_json_text(r->lines[i])) < 0) {
+        if (json_array_append_new(a, result_json_text(r->lines[i])) < 0) {
             json_decref(a);
             return NULL;
         }
@@ -48,7 +48,7 @@ static json_t *reply_lines(const struct smtp_reply *r)
 /* "x.y.z", or null when the reply had none. */
 static json_t *enhanced(const struct smtp_reply *r)
 {
-    return r->enhanced[0] != '\0' ? api_json_text(r->enhanced) : json_null();
+    return r->enhanced[0] != '\0' ? result_json_text(r->enhanced) : json_null();
 }
 
 /* [{"recipient", "code", "enhanced", "text"}] of the refused recipients. */
@@ -59,7 +59,8 @@ static json_t *rejected_json(const struct smtp_result *res)
         const struct smtp_rcpt_failure *f = &res->rejected[i];
         json_t *o = json_object();
         if (o == NULL ||
-            json_object_set_new(o, "recipient", api_json_text(f->recipient)) ||
+            json_object_set_new(o, "recipient",
+                                result_json_text(f->recipient)) ||
             json_object_set_new(o, "code", json_integer(f->reply.code)) ||
             json_object_set_new(o, "enhanced", enhanced(&f->reply)) ||
             json_object_set_new(o, "text", reply_lines(&f->reply)) ||
@@ -77,7 +78,7 @@ static json_t *accepted_json(const struct smtp_result *res)
 {
     json_t *a = json_array();
     for (size_t i = 0; a != NULL && i < res->naccepted; i++)
-        if (json_array_append_new(a, api_json_text(res->accepted[i])) < 0) {
+        if (json_array_append_new(a, result_json_text(res->accepted[i])) < 0) {
             json_decref(a);
             return NULL;
         }
@@ -93,7 +94,7 @@ static int add_delivery(json_t *o, const struct smtp_result *res)
            json_object_set_new(o, "rejected", rejected_json(res)) ||
            json_object_set_new(o, "message_id",
                                res->message_id[0] != '\0'
-                                   ? api_json_text(res->message_id)
+                                   ? result_json_text(res->message_id)
                                    : json_null());
 }
 
@@ -101,14 +102,14 @@ static int add_delivery(json_t *o, const struct smtp_result *res)
    chose (the server's or synthesized), else the deciding reply's. */
 static json_t *result_enhanced(const struct smtp_result *res)
 {
-    return res->enhanced[0] != '\0' ? api_json_text(res->enhanced)
+    return res->enhanced[0] != '\0' ? result_json_text(res->enhanced)
                                     : enhanced(&res->reply);
 }
 
 /* The result object shared by the HTTP API and the command line; "code"
    and "enhanced" were synthesized by mailpool when "local_code" is true
    (then "text" holds only what the relay said, often nothing). */
-json_t *api_result_json(const struct smtp_result *res)
+json_t *result_json(const struct smtp_result *res)
 {
     json_t *o = json_object();
     if (o == NULL || json_object_set_new(o, "code", json_integer(res->code)) ||
@@ -120,7 +121,7 @@ json_t *api_result_json(const struct smtp_result *res)
                             json_string(smtp_kind_name(res->kind))) ||
         (res->status != SMTP_DELIVERY_NONE && add_delivery(o, res)) ||
         (res->message[0] != '\0' &&
-         json_object_set_new(o, "error", api_json_text(res->message)))) {
+         json_object_set_new(o, "error", result_json_text(res->message)))) {
         json_decref(o);
         return NULL;
     }

@@ -19,9 +19,9 @@
  * not UTF-8 in server text become U+FFFD.  New reference, NULL when out of
  * memory.
  */
-json_t *api_result_json(const struct smtp_result *res);
+json_t *result_json(const struct smtp_result *res);
 
 /* A JSON string of s; invalid UTF-8 sequences become U+FFFD.  New ref. */
-json_t *api_json_text(const char *s);
+json_t *result_json_text(const char *s);
 
 #endif /* MAILPOOL_RESULT_JSON_H */

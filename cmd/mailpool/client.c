@@ -393,7 +393,7 @@ static int read_body(int fd, char **out, size_t *len)
 /* Prints the result object and returns the exit code. */
 static int print_result(const struct smtp_result *res)
 {
-    json_t *j = api_result_json(res);
+    json_t *j = result_json(res);
     if (j == NULL)
         return 1;
     char *s = json_dumps(j, JSON_COMPACT);

@@ -7,7 +7,7 @@
  * (/v1/messages/batch) and api_decode_query for VERIFY, EXPAND and HELP.
  * Each runs twice: with the defaults of cfg_defaults and with small limits
  * (2 recipients, 3 messages a batch) so that the limit paths are reached
- * by small inputs.  The raw bytes also go through api_json_text.
+ * by small inputs.  The raw bytes also go through result_json_text.
  *
  * Properties (abort() when broken, so libFuzzer reports them):
  * - a decoder returns OK, INVALID or NOMEM, never anything else;
@@ -21,7 +21,7 @@
  *   returns no jobs;
  * - an accepted query argument is at most API_MAX_ARG bytes of printable
  *   characters (no CR, LF, NUL or control);
- * - api_json_text never fails on a NUL-terminated string;
+ * - result_json_text never fails on a NUL-terminated string;
  * - for whatever parses, api_json_values counts exactly the tree's values
  *   and member names (the bound the routes apply before parsing).
  * ASan and UBSan (scripts/fuzz.sh) catch the rest, LeakSanitizer the leaks.
@@ -177,7 +177,7 @@ static void fuzz_text(const uint8_t *data, size_t size)
         abort();
     memcpy(s, data, size);
     s[size] = '\0';
-    json_t *j = api_json_text(s);
+    json_t *j = result_json_text(s);
     if (!json_is_string(j))
         abort();
     json_decref(j);

@@ -5,7 +5,7 @@
  * hold on every path.  Each case runs three times against the fake relay:
  * through smtp_send_mail, through `mailpool serve` over HTTP, and through
  * `mailpool send --body-file`; every run is judged by the same check on the
- * JSON result (api_result_json for the library) and on the bytes the relay
+ * JSON result (result_json for the library) and on the bytes the relay
  * received.  One difference is intended: the service sends a non-ASCII
  * Subject as RFC 2047 encoded-words (issue 12), where the library and the
  * command line send raw UTF-8 with SMTPUTF8 or refuse it.
@@ -164,7 +164,7 @@ static void via_library(const struct wcase *c, struct peer *p, struct run *r)
 
     smtp_result_init(&res);
     smtp_send_mail(c->from, c->to, nto(c), h, 1, &b, host, &o, NULL, &res);
-    r->res = api_result_json(&res);
+    r->res = result_json(&res);
     smtp_result_clear(&res);
     free(host);
     free(body);

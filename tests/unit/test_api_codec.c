@@ -1,7 +1,7 @@
 /*
  * tests/unit/test_api_codec.c - the API's JSON codec (api/codec.c): request
  * bodies decoded into jobs, with one {"field", "message"} per problem.
- * The encoding side (api_result_json, the problem document, the Prometheus
+ * The encoding side (result_json, the problem document, the Prometheus
  * text, the embedded OpenAPI document) is in test_api_result.c.
  *
  * The decoding cases are a table: body, decoder, expected verdict, the

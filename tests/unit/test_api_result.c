@@ -1,6 +1,6 @@
 /*
  * tests/unit/test_api_result.c - what the API encodes: SMTP outcomes by
- * api_result_json (on hand-made results), the problem document, the
+ * result_json (on hand-made results), the problem document, the
  * Prometheus text and the embedded OpenAPI document.  The decoding of
  * request bodies is in test_api_codec.c.
  */
@@ -22,7 +22,7 @@
 #include "config/config.h"
 #include "server/job.h"
 
-/* ---- api_result_json on hand-made results ---- */
+/* ---- result_json on hand-made results ---- */
 
 static void set_reply(struct smtp_reply *r, int code, const char *enh,
                       const char *line)
@@ -56,7 +56,7 @@ static void test_result_sent(void **state)
     res.accepted[0] = strdup("a@x.org");
     res.naccepted = 1;
     snprintf(res.message_id, sizeof res.message_id, "<1.2@x.org>");
-    o = api_result_json(&res);
+    o = result_json(&res);
     assert_non_null(o);
     assert_int_equal(json_integer_value(json_object_get(o, "code")), 250);
     assert_json_str(o, "enhanced", "2.0.0");
@@ -90,7 +90,7 @@ static void test_result_partial_700_lists_losers(void **state)
     set_reply(&res.rejected[0].reply, 550, "5.1.1", "5.1.1 no such user");
     res.nrejected = 1;
     snprintf(res.message, sizeof res.message, "1 recipient rejected");
-    o = api_result_json(&res);
+    o = result_json(&res);
     assert_non_null(o);
     assert_int_equal(json_integer_value(json_object_get(o, "code")), 700);
     assert_json_str(o, "status", "partial");
@@ -119,7 +119,7 @@ static void test_result_no_reply_failure(void **state)
     res.kind = SMTP_ERR_CONN;
     res.status = SMTP_DELIVERY_FAILED;
     snprintf(res.message, sizeof res.message, "connect: Connection refused");
-    o = api_result_json(&res);
+    o = result_json(&res);
     assert_int_equal(json_integer_value(json_object_get(o, "code")), 0);
     assert_int_equal(json_array_size(json_object_get(o, "text")), 0);
     assert_true(json_is_null(json_object_get(o, "enhanced")));
@@ -137,7 +137,7 @@ static void test_result_query_has_no_delivery_members(void **state)
     smtp_result_init(&res);
     res.code = 252;
     set_reply(&res.reply, 252, "2.0.0", "2.0.0 bob");
-    o = api_result_json(&res);
+    o = result_json(&res);
     assert_int_equal(json_integer_value(json_object_get(o, "code")), 252);
     assert_json_str(o, "enhanced", "2.0.0");
     assert_json_str(o, "kind", "ok");
@@ -160,7 +160,7 @@ static void test_result_invalid_utf8_is_replaced(void **state)
     res.kind = SMTP_ERR_REPLY;
     res.status = SMTP_DELIVERY_FAILED;
     set_reply(&res.reply, 550, "", "bad \xff\xc0 bytes \xe2\x82");
-    o = api_result_json(&res);
+    o = result_json(&res);
     assert_non_null(o);
     assert_string_equal(
         json_string_value(json_array_get(json_object_get(o, "text"), 0)),
