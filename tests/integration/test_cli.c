@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#include "tests/integration/smtp_fx.h"
+#include "tests/support/smtp_fx.h"
 
 extern char **environ;
 

@@ -7,7 +7,7 @@
  */
 #include <pthread.h>
 
-#include "tests/integration/smtp_fx.h"
+#include "tests/support/smtp_fx.h"
 
 /* aiosmtpd with these flags; f->host follows it. */
 static struct peer *aio(struct fx *f, const char *const *args)

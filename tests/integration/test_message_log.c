@@ -21,7 +21,7 @@
 #include <sqlite3.h>
 #include <sys/wait.h>
 
-#include "tests/integration/smtp_fx.h"
+#include "tests/support/smtp_fx.h"
 #include "tests/support/http.h"
 #include "tests/support/mpserve.h"
 #include "tests/support/tsupport.h"

@@ -6,7 +6,7 @@
  * trace) is test_smtpcore_session.c's.  Every test starts its own
  * peer(s); teardown stops them.
  */
-#include "tests/integration/smtp_fx.h"
+#include "tests/support/smtp_fx.h"
 #include "tests/support/smuggle.h"
 
 /* ---- delivery ---------------------------------------------------------- */

@@ -13,7 +13,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
-#include "tests/integration/smtp_fx.h"
+#include "tests/support/smtp_fx.h"
 #include "tests/support/smuggle.h"
 #include "smtpcore/src/internal.h" /* the socket, for TCP_NODELAY */
 

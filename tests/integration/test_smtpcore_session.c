@@ -6,7 +6,7 @@
  * the state, the trace and TCP_NODELAY are test_smtpcore_conn.c's.  Every
  * test starts its own peer(s); teardown stops them.
  */
-#include "tests/integration/smtp_fx.h"
+#include "tests/support/smtp_fx.h"
 
 /* ---- queries: multiline replies line by line --------------------------- */
 

@@ -15,7 +15,7 @@
 
 #include "api/api.h"
 #include "result/result_json.h"
-#include "tests/integration/smtp_fx.h"
+#include "tests/support/smtp_fx.h"
 #include "tests/support/http.h"
 #include "tests/support/mpserve.h"
 #include "tests/support/tsupport.h"

@@ -6,7 +6,7 @@
  * `mailpool serve` over HTTP (the service pointed at the fake as its
  * relay) and through `mailpool send` / `mailpool verify` (the JSON they
  * print); each way yields the same struct outcome, and readers of the
- * bytes the fake received.  On top of tests/integration/smtp_fx.h's
+ * bytes the fake received.  On top of tests/support/smtp_fx.h's
  * fixture.  Header-only (static inline).
  */
 #ifndef TESTS_SUPPORT_WIRE_FX_H
@@ -15,7 +15,7 @@
 #include <jansson.h>
 #include <sys/stat.h>
 
-#include "tests/integration/smtp_fx.h"
+#include "tests/support/smtp_fx.h"
 #include "tests/support/http.h"
 #include "tests/support/mpserve.h"
 

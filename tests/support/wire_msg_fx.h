@@ -13,7 +13,7 @@
 #include <jansson.h>
 #include <strings.h>
 
-#include "tests/integration/smtp_fx.h"
+#include "tests/support/smtp_fx.h"
 #include "tests/support/http.h"
 #include "tests/support/mpserve.h"
 

@@ -12,7 +12,7 @@
 #include <jansson.h>
 
 #include "queue/queue.h"
-#include "tests/integration/smtp_fx.h"
+#include "tests/support/smtp_fx.h"
 #include "tests/support/http.h"
 #include "tests/support/mpserve.h"
 #include "tests/support/tsupport.h"
