@@ -76,33 +76,25 @@ __attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls,
 
 /* ---- Start and stop ---- */
 
-/* Parses "host:port", "[v6]:port", ":port" or "*:port" into ss. */
-static int parse_listen(const char *listen, struct sockaddr_storage *ss,
-                        socklen_t *sslen, char *err, size_t errlen)
+/* http.listen (parsed by config/) as the socket address to bind. */
+static int listen_address(const struct cfg *cfg, struct sockaddr_storage *ss,
+                          socklen_t *sslen, char *err, size_t errlen)
 {
-    struct util_hostport hp;
-    char why[96], port[8];
+    static const struct util_hostport fallback = { "127.0.0.1", 8025, 0 };
+    const struct util_hostport *hp = cfg->http.listen != NULL
+                                         ? &cfg->http.listen_addr
+                                         : &fallback;
+    char port[8];
     struct addrinfo hints, *ai = NULL;
-    if (listen == NULL || listen[0] == '\0')
-        listen = "127.0.0.1:8025";
-    if (util_hostport_parse(listen, UTIL_HP_PORT_ZERO | UTIL_HP_ANY_HOST, &hp,
-                            why, sizeof why) < 0) {
-        snprintf(err, errlen,
-                 "http.listen: expected host:port or "
-                 "[v6]:port, got \"%s\": %s",
-                 listen, why);
-        return -1;
-    }
-    snprintf(port, sizeof port, "%d", hp.port);
+    snprintf(port, sizeof port, "%d", hp->port);
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    int rc = getaddrinfo(hp.host[0] == '\0' ? NULL : hp.host, port, &hints,
-                         &ai);
+    int rc = getaddrinfo(hp->host, port, &hints, &ai);
     if (rc != 0 || ai == NULL || ai->ai_addrlen > sizeof *ss) {
-        snprintf(err, errlen, "http.listen: cannot resolve \"%s\": %s", hp.host,
-                 rc != 0 ? gai_strerror(rc) : "no address");
+        snprintf(err, errlen, "http.listen: cannot resolve \"%s\": %s",
+                 hp->host, rc != 0 ? gai_strerror(rc) : "no address");
         if (ai != NULL)
             freeaddrinfo(ai);
         return -1;
@@ -349,7 +341,7 @@ struct api *api_start(const struct cfg *cfg, struct pool *pool,
     }
     api->queue = queue; /* before any MHD thread runs */
     api->delivery = delivery;
-    if (parse_listen(cfg->http.listen, &ss, &sslen, err, errlen) < 0) {
+    if (listen_address(cfg, &ss, &sslen, err, errlen) < 0) {
         api_free(api);
         return NULL;
     }

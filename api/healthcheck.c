@@ -33,16 +33,13 @@ static int hc_is_200(const char *buf, ssize_t n)
            strncmp(buf + 8, " 200", 4) == 0;
 }
 
-/* A connected TCP socket to listen ("host:port", "[v6]:port"), with 5 s
-   timeouts; -1 on failure. */
-static int hc_connect(const char *listen)
+/* A connected TCP socket to http.listen (parsed), with 5 s timeouts; -1 on
+   failure. */
+static int hc_connect(const struct util_hostport *hp)
 {
-    struct util_hostport hp;
     char port[8];
-    if (util_hostport_parse(listen, UTIL_HP_ANY_HOST, &hp, NULL, 0) < 0)
-        return -1;
-    snprintf(port, sizeof port, "%d", hp.port);
-    const char *host = hp.host;
+    snprintf(port, sizeof port, "%d", hp->port);
+    const char *host = hp->host;
     if (host[0] == '\0' || strcmp(host, "0.0.0.0") == 0)
         host = "127.0.0.1";
     else if (strcmp(host, "::") == 0)
@@ -106,7 +103,7 @@ out:
 
 int api_healthcheck(const struct cfg *cfg)
 {
-    int fd = hc_connect(cfg->http.listen);
+    int fd = hc_connect(&cfg->http.listen_addr);
     if (fd < 0)
         return -1;
     int rc = cfg->http.tls_cert_file != NULL ? hc_tls(fd) : hc_plain(fd);

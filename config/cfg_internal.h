@@ -88,6 +88,8 @@ int cfg_parse_enum(const char *s, const char *const *choices,
 void cfg_size_text(long long n, char *buf, size_t len);
 int cfg_check_listen(const char *value, char *why, size_t whylen);
 const char *cfg_listen_canonical(const char *value, char *buf, size_t len);
+/* A value cfg_check_listen accepted, parsed into *out. */
+void cfg_listen_parse(const char *value, struct util_hostport *out);
 int cfg_check_hostname(const char *value, char *why, size_t whylen);
 int cfg_check_api_keys(const char *value, char *why, size_t whylen);
 int cfg_check_line(const char *value, char *why, size_t whylen);

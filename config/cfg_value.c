@@ -5,7 +5,8 @@
  *
  * Functions (declared in config/cfg_internal.h, private to config/):
  *   cfg_parse_int, cfg_parse_bool, cfg_parse_double, cfg_parse_size,
- *   cfg_parse_enum, cfg_size_text, cfg_check_listen, cfg_check_hostname,
+ *   cfg_parse_enum, cfg_size_text, cfg_check_listen, cfg_listen_parse,
+ *   cfg_check_hostname,
  *   cfg_check_api_keys, cfg_check_line.
  *
  * Errors: the parsers return -1 and leave the wording to cfg_set, which knows
@@ -184,6 +185,12 @@ int cfg_check_listen(const char *value, char *why, size_t whylen)
              "localhost or [IPv6 address] and PORT from 0 to 65535%s%s%s",
              reason[0] ? " (" : "", reason, reason[0] ? ")" : "");
     return -1;
+}
+
+void cfg_listen_parse(const char *value, struct util_hostport *out)
+{
+    if (util_hostport_parse(value, UTIL_HP_PORT_ZERO, out, NULL, 0) < 0)
+        memset(out, 0, sizeof *out); /* not reached: checked before */
 }
 
 /* ":PORT" or "*:PORT" as "0.0.0.0:PORT" in buf; any other value as is. */

@@ -504,6 +504,8 @@ int cfg_set(struct cfg *cfg, const struct cfg_key *k, const char *value,
             cfg_free_secret(*field);
             *field = copy;
             cfg_store_index(cfg, k, store);
+            if (k->check == cfg_check_listen && copy != NULL)
+                cfg_listen_parse(copy, &cfg->http.listen_addr);
         }
     } else {
         rc = cfg_set_scalar(cfg, k, value, why, sizeof why);

@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "util/hostport.h"
+
 /* relay.tls parsed, in the order of its spellings: plain SMTP; STARTTLS
    when offered (RFC 3207); STARTTLS or fail; TLS from the first byte
    (RFC 8314 3.3). */
@@ -50,8 +52,12 @@ struct cfg {
         int data_timeout;         /* seconds, final dot to reply, default 600 */
     } relay;
     struct {
-        char *listen;             /* "127.0.0.1:8025" */
-        long max_body;            /* bytes, default 10485760 */
+        char *listen;                     /* "127.0.0.1:8025" */
+        struct util_hostport listen_addr; /* http.listen parsed, set with
+                                             it: host (an address literal
+                                             or "localhost"), port (0: any
+                                             free port) */
+        long max_body;                    /* bytes, default 10485760 */
         long max_inflight;        /* body bytes held at once, default 256m */
         int max_batch;            /* messages per batch, default 1000 */
         int max_recipients;       /* per message, default 100 */

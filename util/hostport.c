@@ -105,12 +105,8 @@ int util_hostport_parse(const char *s, unsigned flags,
     out->v6 = v6;
     if (v6 && inet_pton(AF_INET6, out->host, addr) != 1)
         return hp_fail(why, whylen, "not an IPv6 address in the brackets");
-    if (!v6 && (hn == 0 || (hn == 1 && h[0] == '*'))) {
-        out->host[0] = '\0';
-        return flags & UTIL_HP_ANY_HOST
-                   ? 0
-                   : hp_fail(why, whylen, "the host is missing");
-    }
+    if (!v6 && (hn == 0 || (hn == 1 && h[0] == '*')))
+        return hp_fail(why, whylen, "the host is missing");
     if (!v6 && !hp_name_ok(h, hn))
         return hp_fail(why, whylen,
                        "the host holds a blank, a control "

@@ -5,9 +5,9 @@
  *   host     = 1*255 bytes without ':', '[', ']', blanks or controls
  *   port     = 1*5DIGIT, 1..65535 (0 too with UTIL_HP_PORT_ZERO)
  *
- * An IPv6 address is written in brackets, always; with UTIL_HP_ANY_HOST
- * an empty host or "*" (":PORT", "*:PORT": every interface) is accepted
- * and returned as "".
+ * An IPv6 address is written in brackets, always.  A listener's ":PORT"
+ * and "*:PORT" (every IPv4 interface) are config/'s spelling, written
+ * "0.0.0.0:PORT" before they come here.
  */
 #ifndef UTIL_HOSTPORT_H
 #define UTIL_HOSTPORT_H
@@ -15,7 +15,6 @@
 #include <stddef.h>
 
 #define UTIL_HP_PORT_ZERO 1u /* port 0: a listener's "any free port" */
-#define UTIL_HP_ANY_HOST 2u  /* ":PORT" and "*:PORT" (host "") */
 
 struct util_hostport {
     char host[256]; /* without the brackets, NUL-terminated */

@@ -665,6 +665,36 @@ static void test_relay_tls_is_kept_parsed_from_every_source(void **state)
     }
 }
 
+/* http.listen is kept parsed (host, port) where it is read, ":PORT" as
+   every IPv4 interface: the listener and the healthcheck read the parsed
+   address. */
+static void test_http_listen_is_kept_parsed(void **state)
+{
+    static const struct {
+        const char *value, *host;
+        int port, v6;
+    } rows[] = { { NULL, "127.0.0.1", 8025, 0 },
+                 { ":9000", "0.0.0.0", 9000, 0 },
+                 { "*:9001", "0.0.0.0", 9001, 0 },
+                 { "[::1]:0", "::1", 0, 1 },
+                 { "localhost:8080", "localhost", 8080, 0 } };
+    const char *none[] = { NULL };
+    char err[512] = "";
+
+    (void)state;
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        const char *args[] = { "--http-listen", rows[i].value, NULL };
+        struct cfg c = { 0 };
+        assert_int_equal(load(&c, rows[i].value != NULL ? args : none, none,
+                              err, sizeof err),
+                         0);
+        assert_string_equal(c.http.listen_addr.host, rows[i].host);
+        assert_int_equal(c.http.listen_addr.port, rows[i].port);
+        assert_int_equal(c.http.listen_addr.v6, rows[i].v6);
+        cfg_free(&c);
+    }
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
 
 int main(void)
@@ -684,6 +714,7 @@ int main(void)
         T(test_rate_number_table),
         T(test_enum_values_table),
         T(test_relay_tls_is_kept_parsed_from_every_source),
+        T(test_http_listen_is_kept_parsed),
         T(test_listen_parsing_table),
         T(test_strings_reject_control_characters),
         T(test_empty_value_unsets_optional_string),
