@@ -647,7 +647,8 @@ static void test_openapi_json_is_3_1_and_documents_every_route_answer(
                                          "/v1/messages/preview",
                                          "/v1/messages/{id}",
                                          "/v1/messages/{id}/cancel",
-                                         "/ui" };
+                                         "/ui",
+                                         "/ui/{file}" };
     START(fx, "--pool-workers", "1");
     json_t *doc = get_openapi(fx);
     json_t *dpaths = json_object_get(doc, "paths");

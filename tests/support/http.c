@@ -66,15 +66,19 @@ void http_resp_free(struct http_resp *r)
 #define LOG_BODY_MAX (1024 * 1024)
 
 void http_log_response(const char *method, const char *target, long status,
-                       const char *content_type, const char *body, size_t blen)
+                       const char *hdrs, const char *body, size_t blen)
 {
     const char *path = getenv("MAILPOOL_RESPONSE_LOG");
     if (path == NULL || *path == '\0')
         return;
+    char *ct = http_header_value(hdrs, "Content-Type");
+    char *rid = http_header_value(hdrs, "X-Request-Id");
     json_t *line = json_pack(
-        "{s:s, s:s%, s:I, s:s?}", "method", method, "target", target,
+        "{s:s, s:s%, s:I, s:s?, s:b}", "method", method, "target", target,
         strlen(target) > 512 ? (size_t)512 : strlen(target), "status",
-        (json_int_t)status, "content_type", content_type);
+        (json_int_t)status, "content_type", ct, "request_id", rid != NULL);
+    free(ct);
+    free(rid);
     if (line == NULL)
         return;
     json_t *b = blen <= LOG_BODY_MAX ? json_stringn(body != NULL ? body : "",
@@ -112,9 +116,8 @@ static void log_curl_answer(const char *method, const char *url,
 {
     if (getenv("MAILPOOL_RESPONSE_LOG") == NULL)
         return;
-    char *ct = http_resp_header(r, "Content-Type");
-    http_log_response(method, url_target(url), r->status, ct, r->body, r->len);
-    free(ct);
+    http_log_response(method, url_target(url), r->status, r->hdrs, r->body,
+                      r->len);
 }
 
 void http_log_raw(const char *req, size_t rlen, long status, const char *hdrs,
@@ -138,9 +141,7 @@ void http_log_raw(const char *req, size_t rlen, long status, const char *hdrs,
     method[sp - req] = '\0';
     memcpy(target, t, tn);
     target[tn] = '\0';
-    char *ct = http_header_value(hdrs, "Content-Type");
-    http_log_response(method, target, status, ct, body, blen);
-    free(ct);
+    http_log_response(method, target, status, hdrs, body, blen);
 }
 
 int http_request(const char *method, const char *url,

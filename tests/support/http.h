@@ -38,15 +38,17 @@ void http_resp_free(struct http_resp *r);
 
 /* The response log: when MAILPOOL_RESPONSE_LOG names a file (make test
    sets it), every answer the tests receive is appended to it as one JSON
-   line {"method", "target", "status", "content_type", "body"} (the body
-   only when it is at most 1 MiB of UTF-8; "body_omitted" otherwise), for
+   line {"method", "target", "status", "content_type", "request_id" (the
+   answer had an X-Request-Id: the API's, not libmicrohttpd's own),
+   "body"} (from hdrs, the header block; the body only when it is at most
+   1 MiB of UTF-8; "body_omitted" otherwise), for
    tests/openapi_responses.py to check against api/openapi.json.  One
    write(2) a line on an O_APPEND file, so threads and processes may log
    at once.  http_request does it itself; http_log_raw is for answers read
    from a raw socket: req is the request as sent (its request line gives
    the method and target), hdrs the response's header block. */
 void http_log_response(const char *method, const char *target, long status,
-                       const char *content_type, const char *body, size_t blen);
+                       const char *hdrs, const char *body, size_t blen);
 void http_log_raw(const char *req, size_t rlen, long status, const char *hdrs,
                   const char *body, size_t blen);
 
