@@ -41,7 +41,7 @@ void http_resp_free(struct http_resp *r);
    line {"method", "target", "status", "content_type", "request_id" (the
    answer had an X-Request-Id: the API's, not libmicrohttpd's own),
    "body"} (from hdrs, the header block; the body only when it is at most
-   1 MiB of UTF-8; "body_omitted" otherwise), for
+   1 MiB of UTF-8; else "body_omitted": "too large" or "not UTF-8"), for
    tests/openapi_responses.py to check against api/openapi.json.  One
    write(2) a line on an O_APPEND file, so threads and processes may log
    at once.  http_request does it itself; http_log_raw is for answers read
