@@ -46,7 +46,8 @@
             NULL, help, 0 \
     }
 /* An enum key whose choice's index is also kept, in sec.parsed (an
-   int-sized enum in the order of choices): users read the parsed value. */
+   int-sized enum in the order of choices): users read the parsed value.
+   For CFG_REQUIRED keys (an unset key has no index). */
 #define CFG_ENUM_PARSED_(sec, key, parsed, def, flags, choices, help) \
     { \
 #sec, #key, CFG_ENUM, CFG_OFF(sec.key), def, flags, 0, 0, choices, \
@@ -462,17 +463,18 @@ static int cfg_set_scalar(struct cfg *cfg, const struct cfg_key *k,
 }
 
 /* An enum key's choice as its index, where the key keeps it (see
-   CFG_ENUM_PARSED_); choice is the canonical spelling cfg_parse_enum gave
-   (NULL: unset, index 0). */
+   CFG_ENUM_PARSED_); choice is the canonical spelling cfg_parse_enum gave.
+   Such keys are CFG_REQUIRED, never unset; a NULL choice changes
+   nothing. */
 static void cfg_store_index(struct cfg *cfg, const struct cfg_key *k,
                             const char *choice)
 {
     _Static_assert(sizeof(enum cfg_tls) == sizeof(int), "int-sized enums");
     int index = 0;
 
-    if (k->type != CFG_ENUM || k->index_offset == 0)
+    if (k->type != CFG_ENUM || k->index_offset == 0 || choice == NULL)
         return;
-    for (int i = 0; choice != NULL && k->choices[i] != NULL; i++)
+    for (int i = 0; k->choices[i] != NULL; i++)
         if (k->choices[i] == choice)
             index = i;
     memcpy((char *)cfg + k->index_offset, &index, sizeof index);
@@ -504,7 +506,7 @@ int cfg_set(struct cfg *cfg, const struct cfg_key *k, const char *value,
             cfg_free_secret(*field);
             *field = copy;
             cfg_store_index(cfg, k, store);
-            if (k->check == cfg_check_listen && copy != NULL)
+            if (k->offset == CFG_OFF(http.listen) && copy != NULL)
                 cfg_listen_parse(copy, &cfg->http.listen_addr);
         }
     } else {

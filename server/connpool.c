@@ -28,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/log.h"
+#include "util/log.h"
 #include "server/pool_sys.h"
 
 #define POOL_PROBE_INTERVAL 1.0    /* seconds between readiness probes */
@@ -97,6 +97,10 @@ static int pool_conns_config(struct pool_conns *cp, const struct cfg *cfg,
     int v6 = strchr(host, ':') != NULL && host[0] != '[';
     int n;
 
+    if (cfg->relay.tls == NULL) { /* a struct cfg config/ never filled */
+        snprintf(err, errlen, "relay.tls: unset");
+        return -1;
+    }
     cp->opts.tls = pool_smtp_tls(cfg->relay.tls_mode);
     n = snprintf(cp->hostport, sizeof cp->hostport, v6 ? "[%s]:%d" : "%s:%d",
                  host, port);

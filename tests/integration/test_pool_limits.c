@@ -363,6 +363,10 @@ static void test_bad_settings_refused(void **state)
     c.pool.workers = 0;
     assert_null(pool_new(&c, err, sizeof err));
     assert_non_null(strstr(err, "pool.workers"));
+    cfg_for(&c, 25);
+    c.relay.tls = NULL; /* never plaintext by default */
+    assert_null(pool_new(&c, err, sizeof err));
+    assert_non_null(strstr(err, "relay.tls"));
 }
 
 #define POOL_TEST(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
