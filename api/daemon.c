@@ -52,7 +52,7 @@
 
 #include "api/http.h"
 #include "api/internal.h"
-#include "server/log.h"
+#include "util/log.h"
 #include "util/hostport.h"
 
 /* MHD's messages go to the log at debug level; while starting, the last

@@ -48,7 +48,7 @@
 #include "api/http.h"
 #include "api/internal.h"
 #include "api/route.h"
-#include "server/log.h"
+#include "util/log.h"
 #include "util/clock.h"
 
 #define TRIM_AFTER (1u << 20) /* body bytes after which malloc_trim */
@@ -190,9 +190,10 @@ static int trim_due(void)
            atomic_compare_exchange_strong(&trim_last_ms, &last, now);
 }
 
-/* What a
-   request charged is given back when it is freed, after its jobs are done:
-   the budget bounds the bodies being read and the messages they became. */
+/* Raises what req holds of the http.max_inflight budget to need bytes in
+   all; 0, or -1 when that does not fit.  What a request charged is given back when it
+   is freed, after its jobs are done: the budget bounds the bodies being
+   read and the messages they became. */
 int api_req_charge(struct api_req *req, size_t need)
 {
     struct api *api = req->api;

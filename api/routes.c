@@ -27,7 +27,7 @@
 #include "api/codec.h"
 #include "api/internal.h"
 #include "api/route.h"
-#include "server/log.h"
+#include "util/log.h"
 
 /* ---- GET ---- */
 

@@ -35,7 +35,7 @@
 #include "api/codec.h"
 #include "api/internal.h"
 #include "server/delivery.h"
-#include "server/log.h"
+#include "util/log.h"
 
 /* One message of a request whose send is logged (req->logslots[i]). */
 struct api_logslot {

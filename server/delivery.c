@@ -44,7 +44,7 @@
 #include <time.h>
 
 #include "server/job.h"
-#include "server/log.h"
+#include "util/log.h"
 #include "server/pool_sys.h"
 #include "server/retry.h"
 

@@ -36,7 +36,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "server/log.h"
+#include "util/log.h"
 #include "server/pool_internal.h"
 #include "server/pool_sys.h"
 #include "server/sign.h"

@@ -1,7 +1,7 @@
 /*
- * server/log.c - JSON lines on standard error.
+ * util/log.c - JSON lines on standard error.
  *
- * Public: log_set_level, log_enabled, log_event, log_event_num (server/log.h).
+ * Public: log_set_level, log_enabled, log_event, log_event_num (util/log.h).
  *
  * Each call builds one line in a LOG_LINE_MAX (4 KiB, <= PIPE_BUF) buffer on
  * the stack:
@@ -19,7 +19,7 @@
  * atomic int written by log_set_level at start), allowed by CONVENTIONS.md
  * rule 8 as configuration fixed before the threads run.
  */
-#include "server/log.h"
+#include "util/log.h"
 #include "util/utf8.h"
 
 #include <errno.h>

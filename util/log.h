@@ -1,5 +1,7 @@
 /*
- * server/log.h - one JSON object per line on standard error.
+ * util/log.h - one JSON object per line on standard error: the log writer
+ * of every module but smtpcore (which logs through its trace hook).  The
+ * functions keep the short prefix log_ (Postfix's msg_ in src/util).
  *
  * log_event(LOG_INFO, "request", "request_id", id, "status", "200",
  *           (const char *)NULL):

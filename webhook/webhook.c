@@ -31,7 +31,7 @@
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 
-#include "server/log.h"
+#include "util/log.h"
 #include "webhook/internal.h"
 
 #define WEBHOOK_THREADS 4

@@ -21,7 +21,7 @@
 #include "config/config.h"
 #include "queue/queue.h"
 #include "server/delivery.h"
-#include "server/log.h"
+#include "util/log.h"
 #include "server/pool.h"
 #include "server/sign.h"
 #include "webhook/webhook.h"

@@ -40,7 +40,7 @@
 
 #include "config/config.h"
 #include "server/job.h"
-#include "server/log.h"
+#include "util/log.h"
 #include "server/pool.h"
 
 

@@ -1,5 +1,5 @@
 /*
- * tests/unit/test_log.c - server/log.c writes one valid JSON object per line.
+ * tests/unit/test_log.c - util/log.c writes one valid JSON object per line.
  *
  * Standard error is redirected into a pipe drained by a reader thread; each
  * captured line is parsed with Jansson.  Covers escaping (quotes, backslash,
@@ -22,7 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "server/log.h"
+#include "util/log.h"
 
 /* ---- capturing stderr ---- */
 
