@@ -494,8 +494,8 @@ static int sq_counts(struct queue *qb, double now,
     sqlite3_finalize(st);
     if (rc == SQLITE_DONE &&
         sq_exec1(q->rd,
-                 "SELECT min(due_at) FROM messages WHERE state IN"
-                 " (0, 1, 3) AND due_at <= ?1",
+                 "SELECT min(due_at) FROM messages INDEXED BY messages_due"
+                 " WHERE state < 4 AND state <> 2 AND due_at <= ?1",
                  &st) == SQLITE_OK) {
         sqlite3_bind_double(st, 1, now);
         if (sqlite3_step(st) == SQLITE_ROW &&
@@ -514,8 +514,8 @@ static int sq_next_due(struct queue *qb, double *when)
     int rc, found = 0;
     pthread_mutex_lock(&q->rd_mu);
     if (sq_exec1(q->rd,
-                 "SELECT min(due_at) FROM messages WHERE state IN"
-                 " (0, 1, 3)",
+                 "SELECT min(due_at) FROM messages INDEXED BY messages_due"
+                 " WHERE state < 4 AND state <> 2",
                  &st) != SQLITE_OK) {
         pthread_mutex_unlock(&q->rd_mu);
         return QUEUE_EIO;

@@ -15,7 +15,7 @@
 
 #include "queue/queue_impl.h"
 
-#define QUEUE_SCHEMA_VERSION 4
+#define QUEUE_SCHEMA_VERSION 5
 #define QUEUE_PURGE_EVERY_S 3600.0
 #define SQ_CACHE 16 /* the writer's statements kept prepared */
 

@@ -90,6 +90,16 @@ static const char *const migrations[QUEUE_SCHEMA_VERSION] = {
     /* 3 -> 4: started, set by queue_start as a claimed message's SMTP
        transaction begins (messages sending before it count as started) */
     "ALTER TABLE messages ADD COLUMN started INTEGER NOT NULL DEFAULT 1;",
+    /* 4 -> 5: the claim's index holds only the claimable (queued 0,
+       scheduled 1, retry 3), by due time: a claim reads its next messages
+       in order without sorting every due one, and the writes of a
+       sending, final or logged message no longer touch it (the sending
+       ones are found by messages_state_created).  Written as two
+       comparisons: an IN list here would build a temporary table at
+       each row written. */
+    "DROP INDEX messages_due;"
+    "CREATE INDEX messages_due ON messages(due_at)"
+    " WHERE state < 4 AND state <> 2;",
 };
 
 /* Stores which states write events and what they go to; a changed

@@ -172,9 +172,10 @@ static int do_claim(struct sq *q, struct op *op)
         return QUEUE_ENOMEM;
     if (wr1(q,
             "UPDATE messages SET state = 2, lease_until = ?1 + ?3,"
-            " started = 0, attempts = attempts + 1 WHERE id IN (SELECT id FROM messages"
-            " WHERE state IN (0, 1, 3) AND due_at <= ?1 ORDER BY due_at"
-            " LIMIT ?2) RETURNING id, blob, attempts, created_at",
+            " started = 0, attempts = attempts + 1 WHERE id IN (SELECT id"
+            " FROM messages INDEXED BY messages_due WHERE state < 4 AND"
+            " state <> 2 AND due_at <= ?1 ORDER BY due_at LIMIT ?2)"
+            " RETURNING id, blob, attempts, created_at",
             &st) != SQLITE_OK)
         return QUEUE_EIO;
     sqlite3_bind_double(st, 1, op->now);
