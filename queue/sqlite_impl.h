@@ -79,9 +79,11 @@ struct op {
 };
 
 struct sq {
-    struct queue base; /* first: a struct queue * is a sq * */
-    sqlite3 *wr;       /* the writer thread's */
-    sqlite3 *rd;       /* guarded by rd_mu */
+    struct queue base;    /* first: a struct queue * is a sq * */
+    sqlite3 *wr;          /* the writer thread's */
+    sqlite3 *rd;          /* guarded by rd_mu */
+    sqlite3_stmt *rd_due; /* the first due time (sq_next_due), kept
+                             prepared on rd; guarded by rd_mu */
     pthread_mutex_t rd_mu;
     pthread_mutex_t mu;
     pthread_cond_t work_cv; /* an op was added, or closing */
