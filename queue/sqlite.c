@@ -67,9 +67,9 @@ static int sq_open(const struct queue_opts *opts, struct queue **out, char *err,
     pthread_mutex_init(&q->rd_mu, NULL);
     pthread_cond_init(&q->work_cv, NULL);
     pthread_cond_init(&q->done_cv, NULL);
-    if (sq_open_db(opts->path, opts->sync_normal, &q->wr, err, errlen) < 0 ||
+    if (sq_open_db(opts->path, opts->sync_normal, 1, &q->wr, err, errlen) < 0 ||
         sq_migrate(q, opts->path, err, errlen) < 0 ||
-        sq_open_db(opts->path, opts->sync_normal, &q->rd, err, errlen) < 0 ||
+        sq_open_db(opts->path, opts->sync_normal, 0, &q->rd, err, errlen) < 0 ||
         pthread_create(&q->writer, NULL, sq_writer_main, q) != 0) {
         if (err[0] == '\0')
             snprintf(err, errlen, "cannot start the queue writer");

@@ -106,9 +106,10 @@ struct sq {
 /* ---- queue/sqlite_schema.c ---- */
 
 /* Opens the file at path with the queue's pragmas (WAL, synchronous,
-   busy timeout); 0, or -1 with err. */
-int sq_open_db(const char *path, int sync_normal, sqlite3 **db, char *err,
-               size_t errlen);
+   busy timeout; the writer's statement journals in memory); 0, or -1
+   with err. */
+int sq_open_db(const char *path, int sync_normal, int writer, sqlite3 **db,
+               char *err, size_t errlen);
 
 /* Brings the schema up to QUEUE_SCHEMA_VERSION in one transaction, then
    recovers what was left sending: queued again when never started,
