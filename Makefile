@@ -146,6 +146,8 @@ $(BUILD)/bench_dkim: bench/bench_dkim.c $(LIB_DKIM)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $(LINK_INPUTS) $(LDFLAGS) $(PKG_LIBS)
 $(BUILD)/bench_claims: bench/bench_claims.c $(LIB_QUEUE)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $(LINK_INPUTS) $(LDFLAGS) $(PKG_LIBS)
+$(BUILD)/bench_writer: bench/bench_writer.c $(LIB_QUEUE)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $(LINK_INPUTS) $(LDFLAGS) $(PKG_LIBS)
 
 # Benchmarks (not part of test: timings never fail a test).
 bench: deps-test

@@ -13,27 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench/bench_clock.h"
 #include "queue/queue.h"
 
 #define BENCH_GROUP 500
-
-/* Monotonic seconds. */
-static double bench_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* Wall-clock Unix seconds (the queue's clock). */
-static double bench_wall(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* queue_enqueue's callback: keeps the result code. */
 static void bench_done(void *ctx, int rc, const struct queue_idem_hit *hit)

@@ -9,10 +9,10 @@ the whole run.  `drain`: per round, the smtp-source -d reference (N=8), then
 each build drains QP_MESSAGES messages queued with one send_at (run.py's
 queue_drain: from send_at to the last one sent).
 `enqueue`: per build, the synchronous single-message and batch-of-100 rates
-then the durable ones with queue.synchronous FULL and NORMAL, wrk for
-BENCH_SECONDS.  Ratios are against figures of the same round.
+then the durable ones with queue.synchronous FULL and NORMAL while delivery
+is idle (messages scheduled an hour ahead: the enqueue alone), then FULL
+while the service delivers what it takes, wrk for BENCH_SECONDS.  Ratios are against figures of the same round.
 """
-import json
 import os
 import sys
 import tempfile
@@ -39,22 +39,16 @@ def drain_rounds(sink_port, dirs):
 def enqueue_rounds(sink_port, dirs):
     run.RUNS = 1
     tmp = tempfile.mkdtemp()
-    one = os.path.join(tmp, "one.json")
-    with open(one, "w") as f:
-        json.dump(run.message(), f)
-    batch = os.path.join(tmp, "batch.json")
-    with open(batch, "w") as f:
-        json.dump({"messages": [run.message(i) for i in range(100)]}, f)
+    one, batch = run.enqueue_bodies(tmp, False)
     for d in dirs:
         run.BUILD = d
         s1, sb = run.http_rate(sink_port, one, 1), run.http_rate(sink_port, batch, 100)
         out = ["%s: synchronous one %.0f, batches %.0f" % (d, s1, sb)]
-        for sync in ("full", "normal"):
-            x = ("--queue-synchronous", sync)
-            a1 = run.http_rate(sink_port, one, 1, "respond-async", x)
-            ab = run.http_rate(sink_port, batch, 100, "respond-async", x)
-            out.append("%s: one %.0f (%.2f x), batches %.0f (%.2f x)"
-                       % (sync, a1, a1 / s1, ab, ab / sb))
+        for sync, held in (("full", True), ("normal", True), ("full", False)):
+            a1, ab = run.enqueue_rates(sink_port, tmp, sync, held)
+            out.append("%s%s: one %.0f (%.2f x), batches %.0f (%.2f x)"
+                       % (sync, ", idle" if held else ", delivering", a1, a1 / s1,
+                          ab, ab / sb))
         print(" | ".join(out), flush=True)
 
 

@@ -20,6 +20,7 @@
 #include "queue/queue_impl.h"
 
 #include <assert.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,17 +51,50 @@ double queue_wall_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+#define QUEUE_RAND_BUF 1024 /* random bytes a thread draws at once: 64 ids */
+
+/* Per thread: random bytes of one getrandom and how many are used. */
+static _Thread_local unsigned char id_rand[QUEUE_RAND_BUF];
+static _Thread_local size_t id_rand_used = QUEUE_RAND_BUF;
+static pthread_once_t id_rand_once = PTHREAD_ONCE_INIT;
+
+/* In a forked child: its thread's bytes are its parent's, draw anew. */
+static void id_rand_forked(void)
+{
+    id_rand_used = QUEUE_RAND_BUF;
+}
+
+/* Registers id_rand_forked once a process. */
+static void id_rand_init(void)
+{
+    pthread_atfork(NULL, NULL, id_rand_forked);
+}
+
+/* 16 random bytes into r from this thread's buffer, refilled with one
+   getrandom when used up (waiting, as getrandom does, until the kernel
+   has entropy). */
+static void id_rand_take(unsigned char r[16])
+{
+    pthread_once(&id_rand_once, id_rand_init);
+    if (id_rand_used + 16 > sizeof id_rand) {
+        size_t got = 0;
+        while (got < sizeof id_rand) {
+            ssize_t k = getrandom(id_rand + got, sizeof id_rand - got, 0);
+            if (k > 0) /* else again: an id comes from nothing else */
+                got += (size_t)k;
+        }
+        id_rand_used = 0;
+    }
+    memcpy(r, id_rand + id_rand_used, 16);
+    id_rand_used += 16;
+}
+
 void queue_new_id(char id[QUEUE_ID_LEN])
 {
     static const char b64[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     unsigned char r[16];
-    size_t got = 0;
-    while (got < sizeof r) {
-        ssize_t k = getrandom(r + got, sizeof r - got, 0);
-        if (k > 0)
-            got += (size_t)k;
-    }
+    id_rand_take(r);
     for (size_t i = 0; i < QUEUE_ID_LEN - 1; i++) {
         size_t bit = i * 6, byte = bit / 8, off = bit % 8;
         unsigned v = (unsigned)r[byte] << 8;

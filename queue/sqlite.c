@@ -67,9 +67,9 @@ static int sq_open(const struct queue_opts *opts, struct queue **out, char *err,
     pthread_mutex_init(&q->rd_mu, NULL);
     pthread_cond_init(&q->work_cv, NULL);
     pthread_cond_init(&q->done_cv, NULL);
-    if (sq_open_db(opts->path, opts->sync_normal, &q->wr, err, errlen) < 0 ||
+    if (sq_open_db(opts->path, opts->sync_normal, 1, &q->wr, err, errlen) < 0 ||
         sq_migrate(q, opts->path, err, errlen) < 0 ||
-        sq_open_db(opts->path, opts->sync_normal, &q->rd, err, errlen) < 0 ||
+        sq_open_db(opts->path, opts->sync_normal, 0, &q->rd, err, errlen) < 0 ||
         pthread_create(&q->writer, NULL, sq_writer_main, q) != 0) {
         if (err[0] == '\0')
             snprintf(err, errlen, "cannot start the queue writer");
@@ -95,6 +95,7 @@ static void sq_close(struct queue *qb)
     pthread_join(q->writer, NULL);
     for (size_t i = 0; i < q->ncache; i++)
         sqlite3_finalize(q->cache[i].st);
+    sqlite3_finalize(q->rd_due);
     sqlite3_close(q->wr);
     sqlite3_close(q->rd);
     pthread_mutex_destroy(&q->mu);
@@ -160,11 +161,23 @@ static int sq_idem_finish(struct queue *qb, const char *key, int http_status,
     return rc;
 }
 
+static int sq_next_due(struct queue *qb, double *when);
+
+/* Claims through the writer, unless the reader sees nothing due (then
+   no write transaction: a claim woken by the enqueue of a scheduled
+   message found nothing at the cost of a commit). */
 static int sq_claim(struct queue *qb, double now, size_t max, double lease_s,
                     struct queue_claimed **out, size_t *n)
 {
     struct sq *q = (struct sq *)qb;
     struct op op;
+    double when;
+    int due = sq_next_due(qb, &when);
+    if (due == 0 || (due == 1 && when > now)) {
+        *out = NULL;
+        *n = 0;
+        return QUEUE_OK;
+    }
     memset(&op, 0, sizeof op);
     op.kind = OP_CLAIM;
     op.now = now;
@@ -494,8 +507,8 @@ static int sq_counts(struct queue *qb, double now,
     sqlite3_finalize(st);
     if (rc == SQLITE_DONE &&
         sq_exec1(q->rd,
-                 "SELECT min(due_at) FROM messages WHERE state IN"
-                 " (0, 1, 3) AND due_at <= ?1",
+                 "SELECT min(due_at) FROM messages INDEXED BY messages_due"
+                 " WHERE state < 4 AND state <> 2 AND due_at <= ?1",
                  &st) == SQLITE_OK) {
         sqlite3_bind_double(st, 1, now);
         if (sqlite3_step(st) == SQLITE_ROW &&
@@ -513,19 +526,22 @@ static int sq_next_due(struct queue *qb, double *when)
     sqlite3_stmt *st;
     int rc, found = 0;
     pthread_mutex_lock(&q->rd_mu);
-    if (sq_exec1(q->rd,
-                 "SELECT min(due_at) FROM messages WHERE state IN"
-                 " (0, 1, 3)",
-                 &st) != SQLITE_OK) {
+    if (q->rd_due == NULL &&
+        sqlite3_prepare_v3(q->rd,
+                           "SELECT min(due_at) FROM messages INDEXED BY"
+                           " messages_due WHERE state < 4 AND state <> 2",
+                           -1, SQLITE_PREPARE_PERSISTENT, &q->rd_due,
+                           NULL) != SQLITE_OK) {
         pthread_mutex_unlock(&q->rd_mu);
         return QUEUE_EIO;
     }
+    st = q->rd_due;
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
         *when = sqlite3_column_double(st, 0);
         found = 1;
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
     pthread_mutex_unlock(&q->rd_mu);
     return rc == SQLITE_ROW ? found : QUEUE_EIO;
 }

@@ -15,7 +15,7 @@
 
 #include "queue/queue_impl.h"
 
-#define QUEUE_SCHEMA_VERSION 4
+#define QUEUE_SCHEMA_VERSION 5
 #define QUEUE_PURGE_EVERY_S 3600.0
 #define SQ_CACHE 16 /* the writer's statements kept prepared */
 
@@ -79,9 +79,11 @@ struct op {
 };
 
 struct sq {
-    struct queue base; /* first: a struct queue * is a sq * */
-    sqlite3 *wr;       /* the writer thread's */
-    sqlite3 *rd;       /* guarded by rd_mu */
+    struct queue base;    /* first: a struct queue * is a sq * */
+    sqlite3 *wr;          /* the writer thread's */
+    sqlite3 *rd;          /* guarded by rd_mu */
+    sqlite3_stmt *rd_due; /* the first due time (sq_next_due), kept
+                             prepared on rd; guarded by rd_mu */
     pthread_mutex_t rd_mu;
     pthread_mutex_t mu;
     pthread_cond_t work_cv; /* an op was added, or closing */
@@ -104,9 +106,10 @@ struct sq {
 /* ---- queue/sqlite_schema.c ---- */
 
 /* Opens the file at path with the queue's pragmas (WAL, synchronous,
-   busy timeout); 0, or -1 with err. */
-int sq_open_db(const char *path, int sync_normal, sqlite3 **db, char *err,
-               size_t errlen);
+   busy timeout; the writer's statement journals in memory); 0, or -1
+   with err. */
+int sq_open_db(const char *path, int sync_normal, int writer, sqlite3 **db,
+               char *err, size_t errlen);
 
 /* Brings the schema up to QUEUE_SCHEMA_VERSION in one transaction, then
    recovers what was left sending: queued again when never started,

@@ -172,9 +172,10 @@ static int do_claim(struct sq *q, struct op *op)
         return QUEUE_ENOMEM;
     if (wr1(q,
             "UPDATE messages SET state = 2, lease_until = ?1 + ?3,"
-            " started = 0, attempts = attempts + 1 WHERE id IN (SELECT id FROM messages"
-            " WHERE state IN (0, 1, 3) AND due_at <= ?1 ORDER BY due_at"
-            " LIMIT ?2) RETURNING id, blob, attempts, created_at",
+            " started = 0, attempts = attempts + 1 WHERE id IN (SELECT id"
+            " FROM messages INDEXED BY messages_due WHERE state < 4 AND"
+            " state <> 2 AND due_at <= ?1 ORDER BY due_at LIMIT ?2)"
+            " RETURNING id, blob, attempts, created_at",
             &st) != SQLITE_OK)
         return QUEUE_EIO;
     sqlite3_bind_double(st, 1, op->now);
@@ -201,22 +202,28 @@ static int do_claim(struct sq *q, struct op *op)
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
 }
 
-/* Writes attempt number `attempts` of message id (as its row says): s
-   holds status, enhanced, text, accepted, rejected, error (NULL: "").
-   SQLITE_DONE on success. */
-static int put_attempt(struct sq *q, const char *id, double at, int code,
+/* Writes attempt number n of message id (n 0: `attempts`, as its row
+   says; a known n writes without reading the row): s holds status,
+   enhanced, text, accepted, rejected, error (NULL: "").  SQLITE_DONE on
+   success. */
+static int put_attempt(struct sq *q, const char *id, int n, double at, int code,
                        const char *const s[6])
 {
     sqlite3_stmt *st;
     int rc;
     if (wr1(q,
-            "INSERT OR REPLACE INTO attempts (message, n, at,"
-            " status, code, enhanced, text, accepted, rejected, error)"
-            " SELECT id, attempts, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 FROM"
-            " messages WHERE id = ?1",
+            n > 0 ? "INSERT OR REPLACE INTO attempts (message, n, at,"
+                    " status, code, enhanced, text, accepted, rejected, error)"
+                    " VALUES (?1, ?10, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                  : "INSERT OR REPLACE INTO attempts (message, n, at,"
+                    " status, code, enhanced, text, accepted, rejected, error)"
+                    " SELECT id, attempts, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 FROM"
+                    " messages WHERE id = ?1",
             &st) != SQLITE_OK)
         return SQLITE_ERROR;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    if (n > 0)
+        sqlite3_bind_int(st, 10, n);
     sqlite3_bind_double(st, 2, at);
     for (int i = 0; i < 6; i++)
         sqlite3_bind_text(st, i == 0 ? 3 : i + 4, s[i] != NULL ? s[i] : "", -1,
@@ -232,7 +239,7 @@ static int do_record(struct sq *q, struct op *op)
     sqlite3_stmt *st;
     const char *const s[6] = { op->s[0], op->s[1], op->s[2],
                                op->s[3], op->s[4], op->s[5] };
-    int rc = put_attempt(q, op->id, op->at, op->code, s),
+    int rc = put_attempt(q, op->id, 0, op->at, op->code, s),
         fin = queue_state_is_final(op->state);
     if (rc != SQLITE_DONE || wr1(q,
                                  "UPDATE messages SET state = ?2,"
@@ -404,12 +411,12 @@ static int do_log_sync(struct sq *q, struct op *op)
                                a->accepted, a->rejected, a->error };
     sqlite3_stmt *st;
     int rc;
-    if (sq_exec1(q->wr,
-                 "INSERT INTO messages (id, state, created_at, due_at,"
-                 " finished_at, attempts, message_id, metadata, blob,"
-                 " recipients, subject) VALUES (?1, ?2, ?3, ?3, ?4, 1, ?5, ?6,"
-                 " X'', ?7, ?8)",
-                 &st) != SQLITE_OK)
+    if (wr1(q,
+            "INSERT INTO messages (id, state, created_at, due_at,"
+            " finished_at, attempts, message_id, metadata, blob,"
+            " recipients, subject) VALUES (?1, ?2, ?3, ?3, ?4, 1, ?5, ?6,"
+            " X'', ?7, ?8)",
+            &st) != SQLITE_OK)
         return QUEUE_EIO;
     sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, (int)m->state);
@@ -420,9 +427,9 @@ static int do_log_sync(struct sq *q, struct op *op)
     sqlite3_bind_text(st, 7, m->recipients, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 8, m->subject, -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc == SQLITE_DONE) /* attempt 1: the row says attempts = 1 */
-        rc = put_attempt(q, m->id, a->at, a->code, s);
+    wr_done(q, st);
+    if (rc == SQLITE_DONE) /* attempt 1, as the row says */
+        rc = put_attempt(q, m->id, 1, a->at, a->code, s);
     return rc == SQLITE_DONE ? QUEUE_OK : QUEUE_EIO;
 }
 
@@ -582,9 +589,15 @@ static int do_start(struct sq *q, struct op *op)
     return sqlite3_changes(q->wr) == 1 ? QUEUE_OK : QUEUE_ECONFLICT;
 }
 
-/* Runs one op inside a savepoint of the open transaction. */
+/* Runs one op inside a savepoint of the open transaction; a started
+   mark (one UPDATE of one row, undone whole by SQLite when it fails) runs
+   without one. */
 static void run_op(struct sq *q, struct op *op)
 {
+    if (op->kind == OP_START) {
+        op->rc = do_start(q, op);
+        return;
+    }
     if (wr_exec(q, "SAVEPOINT op") != SQLITE_OK) {
         op->rc = QUEUE_EIO;
         return;

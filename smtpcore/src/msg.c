@@ -16,8 +16,12 @@
  * never leave (RFC 5322 3.6.3); the body leaves here with
  * every lone CR or LF turned into CRLF, every line that starts with '.'
  * doubled, no line over 998 octets, ending in CRLF '.' CRLF.
- * No shared state; the Message-ID comes from getrandom(2).
+ * No shared state but each thread's random bytes for the Message-ID,
+ * drawn from getrandom(2) a block at a time (a forked child draws its
+ * own).
  */
+#include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -309,13 +313,52 @@ static void rfc5322_date(char *out, size_t len)
              tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
+#define MSG_RAND_BUF 1020 /* random bytes a thread draws at once: 85 ids */
+
+/* Per thread: random bytes of one getrandom and how many are used. */
+static _Thread_local unsigned char msg_rand[MSG_RAND_BUF];
+static _Thread_local size_t msg_rand_used = MSG_RAND_BUF;
+static pthread_once_t msg_rand_once = PTHREAD_ONCE_INIT;
+
+/* In a forked child: its thread's bytes are its parent's, draw anew. */
+static void msg_rand_forked(void)
+{
+    msg_rand_used = MSG_RAND_BUF;
+}
+
+/* Registers msg_rand_forked once a process. */
+static void msg_rand_init(void)
+{
+    pthread_atfork(NULL, NULL, msg_rand_forked);
+}
+
+/* n (<= 16) random bytes into r from this thread's buffer, refilled with
+   one getrandom when used up; -1 when the system has none to give. */
+static int msg_rand_take(unsigned char *r, size_t n)
+{
+    pthread_once(&msg_rand_once, msg_rand_init);
+    if (msg_rand_used + n > sizeof msg_rand) {
+        size_t got = 0;
+        while (got < sizeof msg_rand) {
+            ssize_t k = getrandom(msg_rand + got, sizeof msg_rand - got, 0);
+            if (k < 0 && errno != EINTR)
+                return -1;
+            got += k > 0 ? (size_t)k : 0;
+        }
+        msg_rand_used = 0;
+    }
+    memcpy(r, msg_rand + msg_rand_used, n);
+    msg_rand_used += n;
+    return 0;
+}
+
 /* "<time.random@domain>" where domain is the sender's or the HELO name. */
 static void make_msgid(char *out, size_t len, const char *from,
                        const char *helo)
 {
     unsigned char rnd[12];
     char hex[25];
-    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+    if (msg_rand_take(rnd, sizeof rnd) != 0) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         for (size_t i = 0; i < sizeof rnd; i++)
