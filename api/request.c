@@ -209,6 +209,11 @@ int api_req_charge(struct api_req *req, size_t need)
     return 0;
 }
 
+void api_req_ref(struct api_req *req)
+{
+    atomic_fetch_add(&req->refs, 1);
+}
+
 void api_req_unref(struct api_req *req)
 {
     struct api *api = req->api;

@@ -48,6 +48,9 @@ enum MHD_Result api_req_wait(struct api_req *req, struct MHD_Connection *c,
 /* A piece of work is back (any thread): drops its pending count, resumes
    the connection after the last, drops its reference. */
 void api_req_pending_done(struct api_req *req);
+/* Takes one more reference (any thread), for work that outlives the
+   answer; api_req_unref gives it back. */
+void api_req_ref(struct api_req *req);
 /* Drops one reference; frees the request (and its jobs) at zero. */
 void api_req_unref(struct api_req *req);
 

@@ -173,7 +173,7 @@ static void on_sync_done(struct job *job, void *ctx)
         return;
     }
     atomic_fetch_add(&api->nlogging, 1);
-    atomic_fetch_add(&req->refs, 1);
+    api_req_ref(req);
     api_req_pending_done(req); /* the answer goes now */
     struct api_synclog *sl = synclog_new(slot, job);
     if (sl == NULL)

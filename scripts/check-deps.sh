@@ -38,7 +38,7 @@ done
 # the fields request.c owns nor http.h; the lifecycle (request.c, head.c,
 # reply.c) names no handler: it dispatches through route.c's table.
 api_handlers="api/routes.c api/async.c api/message.c api/list.c api/ui.c
-    api/metrics.c api/queue_metrics.c"
+    api/metrics.c api/queue_metrics.c api/synclog.c"
 hits=$(grep -nE 'req->(refs|t0|phase|body|len|cap|dropped|expect|received|charged|too_big|over_budget|mu|pending|suspended|abandoned|conn|wprev|wnext|on_wlist|answer)\b|include[[:space:]]*"api/http\.h"' \
     $api_handlers 2>/dev/null)
 if [ -n "$hits" ]; then
