@@ -87,9 +87,9 @@ void http_log_response(const char *method, const char *target, long status,
     if (b != NULL)
         json_object_set_new(line, "body", b);
     else
-        json_object_set_new(line, "body_omitted",
-                            json_string(blen > LOG_BODY_MAX ? "too large"
-                                                            : "not UTF-8"));
+        json_object_set_new(
+            line, "body_omitted",
+            json_string(blen > LOG_BODY_MAX ? "too large" : "not UTF-8"));
     char *text = json_dumps(line, JSON_COMPACT);
     json_decref(line);
     if (text == NULL)
