@@ -121,14 +121,49 @@ static json_t *status_json(const struct queue_doc *doc)
                      meta ? meta : json_null());
 }
 
+/* The message's document and its webhook events as of one moment (*ev
+   NULL, *has_ev 0 when the events cannot be read).  The queue reads them
+   in separate statements, each with its own snapshot on PostgreSQL, so
+   the events are read before and after the document, again while they
+   differ: an event is written in the transaction of the state change it
+   reports and never removed while the message is kept, so the same count
+   on both sides means the document's state had exactly those events. */
+static int read_message(struct queue *q, const char *id, struct queue_doc *doc,
+                        struct queue_event_rec **ev, size_t *nev, int *has_ev)
+{
+    for (int round = 0;; round++) {
+        struct queue_event_rec *after = NULL;
+        size_t nafter = 0;
+        *ev = NULL;
+        *nev = 0;
+        *has_ev = queue_events_of(q, id, ev, nev) == QUEUE_OK;
+        int rc = queue_get(q, id, doc);
+        if (rc != QUEUE_OK || !*has_ev) {
+            queue_event_recs_free(*ev, *nev);
+            *ev = NULL;
+            *nev = 0;
+            return rc;
+        }
+        int same = queue_events_of(q, id, &after, &nafter) == QUEUE_OK &&
+                   nafter == *nev;
+        queue_event_recs_free(after, nafter);
+        if (same || round == 4) /* 5 state changes in a GET: give up */
+            return QUEUE_OK;
+        queue_doc_clear(doc);
+        queue_event_recs_free(*ev, *nev);
+    }
+}
+
 enum MHD_Result api_message_get(struct api_req *req, struct MHD_Connection *c)
 {
     struct queue_doc doc;
-    int rc;
+    struct queue_event_rec *ev = NULL;
+    size_t nev = 0;
+    int rc, has_ev = 0;
     if (req->api->queue == NULL)
         return api_reply_problem(req, c, 404, "no such message", NULL, NULL,
                                  NULL);
-    rc = queue_get(req->api->queue, req->msg_id, &doc);
+    rc = read_message(req->api->queue, req->msg_id, &doc, &ev, &nev, &has_ev);
     if (rc == QUEUE_ENOTFOUND)
         return api_reply_problem(req, c, 404, "no such message", NULL, NULL,
                                  NULL);
@@ -137,10 +172,7 @@ enum MHD_Result api_message_get(struct api_req *req, struct MHD_Connection *c)
                                  "Retry-After", "5");
     json_t *j = status_json(&doc);
     queue_doc_clear(&doc);
-    struct queue_event_rec *ev = NULL;
-    size_t nev = 0;
-    if (j != NULL &&
-        queue_events_of(req->api->queue, req->msg_id, &ev, &nev) == QUEUE_OK)
+    if (j != NULL && has_ev)
         json_object_set_new(j, "events", events_json(ev, nev));
     queue_event_recs_free(ev, nev);
     return api_reply_json(req, c, 200, j);
