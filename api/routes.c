@@ -185,9 +185,20 @@ static int all_expired(const struct api_req *req)
     return req->njobs > 0;
 }
 
+/* 1 when no message of req reached the relay: each was not taken before
+   its deadline or found the relay unreachable (nothing of it was sent). */
+static int none_sent(const struct api_req *req)
+{
+    for (size_t i = 0; i < req->njobs; i++)
+        if (!req->jobs[i]->expired && !req->jobs[i]->unreachable)
+            return 0;
+    return 1;
+}
+
 /* 200 {"results": [...]} in input order (a message not taken within
    http.send_deadline is a 451 "not sent" result among them), or 503 when
-   none was taken. */
+   none was taken.  A batch none of whose messages was sent does not keep
+   its idempotency key: the same request again sends them. */
 static enum MHD_Result answer_batch(struct api_req *req,
                                     struct MHD_Connection *c)
 {
@@ -208,7 +219,10 @@ static enum MHD_Result answer_batch(struct api_req *req,
         json_decref(doc);
         return MHD_NO;
     }
-    api_idem_finish(req, 200, doc);
+    if (none_sent(req))
+        api_idem_finish(req, -1, NULL);
+    else
+        api_idem_finish(req, 200, doc);
     return api_reply_json(req, c, 200, doc);
 }
 
@@ -232,8 +246,10 @@ static enum MHD_Result answer_one(struct api_req *req, struct MHD_Connection *c)
             json_object_set_new(p, "attempts", json_integer(job->attempts)))
             json_decref(p), p = NULL;
         p = with_log_id(req, 0, p);
-        if (p != NULL)
-            api_idem_finish(req, 502, p);
+        /* nothing was sent: the key is forgotten, so that the same
+           request once the relay is back sends (a kept 502 would be
+           replayed for queue.idempotency_ttl and the message never sent) */
+        api_idem_finish(req, -1, NULL);
         return api_reply_problem_doc(req, c, 502, p, NULL, NULL);
     }
     doc = with_log_id(req, 0, api_job_result_json(job));

@@ -123,6 +123,70 @@ static void test_batch_not_started_by_deadline_is_503_and_its_key_free(
     assert_int_equal(mpserve_stop_clean(fx->svc, STOP_MS), 0);
 }
 
+/* POST path with body under Idempotency-Key key: the status, and whether
+   the answer said it was a replay. */
+static long post_keyed(const struct fx *fx, const char *path, const char *key,
+                       const char *body, int *replayed)
+{
+    struct http_resp r;
+    char url[128], idem[96];
+    snprintf(url, sizeof url, "%s%s", mpserve_url(fx->svc), path);
+    snprintf(idem, sizeof idem, "Idempotency-Key: %s", key);
+    const char *hdrs[] = { "Content-Type: application/json", idem, NULL };
+    assert_int_equal(http_request("POST", url, hdrs, body, 0, &r), 0);
+    char *rp = http_resp_header(&r, "Idempotent-Replayed");
+    *replayed = rp != NULL;
+    free(rp);
+    long status = r.status;
+    http_resp_free(&r);
+    return status;
+}
+
+/* A send that found the relay unreachable sent nothing, so it does not
+   keep its Idempotency-Key (a kept 502 would be replayed for a day and
+   the message never sent): with the relay back on its port, the same
+   single message and the same batch under their keys are sent, not
+   replayed. */
+static void test_unreachable_relay_leaves_the_key_free(void **state)
+{
+    struct fx *fx = *state;
+    static const char one[] =
+        "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
+        "\"subject\":\"down-one\",\"text\":\"hello\"}";
+    static const char two[] =
+        "{\"messages\":[{\"from\":\"sender@example.com\",\"to\":"
+        "[\"rcpt@example.net\"],\"subject\":\"down-a\",\"text\":\"a\"},"
+        "{\"from\":\"sender@example.com\",\"to\":[\"rcpt@example.net\"],"
+        "\"subject\":\"down-b\",\"text\":\"b\"}]}";
+    const char *extra[] = { "--pool-retries", "0", NULL };
+    int port = mpserve_free_port(), replayed;
+    fx->svc = mpserve_start(port, extra);
+    assert_non_null(fx->svc);
+    assert_int_equal(post_keyed(fx, "/v1/messages", "down-1", one, &replayed),
+                     502);
+    assert_int_equal(
+        post_keyed(fx, "/v1/messages/batch", "down-2", two, &replayed),
+        200); /* each result "failed" */
+    fx->peer = peer_start_sink_on(port, NULL);
+    assert_non_null(fx->peer);
+    assert_int_equal(post_keyed(fx, "/v1/messages", "down-1", one, &replayed),
+                     200);
+    assert_false(replayed);
+    assert_int_equal(
+        post_keyed(fx, "/v1/messages/batch", "down-2", two, &replayed), 200);
+    assert_false(replayed);
+    assert_int_equal(peer_wait_messages(fx->peer, 3, 5000), 3);
+    assert_int_equal(relay_has(fx->peer, "down-one"), 1);
+    assert_int_equal(relay_has(fx->peer, "down-a"), 1);
+    assert_int_equal(relay_has(fx->peer, "down-b"), 1);
+    /* now sent: the key is kept, and a repeat is a replay, not a send */
+    assert_int_equal(post_keyed(fx, "/v1/messages", "down-1", one, &replayed),
+                     200);
+    assert_true(replayed);
+    assert_int_equal(mpserve_stop_clean(fx->svc, STOP_MS), 0);
+    assert_int_equal(relay_has(fx->peer, "down-one"), 1);
+}
+
 /* ---- 5. JSON memory ---- */
 
 /* VmRSS of the service in KiB (/proc/PID/status); -1 on error. */
@@ -449,6 +513,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_batch_not_started_by_deadline_is_503_and_its_key_free, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_unreachable_relay_leaves_the_key_free, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_json_bursts_are_refused_under_a_measured_rss_bound, setup,
             teardown),
