@@ -170,6 +170,12 @@ static GMimeObject *file_part(const struct compose_part *cp)
     if (cp->content_id != NULL && cp->content_id[0] != '\0')
         g_mime_object_set_content_id(GMIME_OBJECT(p), cp->content_id);
     set_content(p, cp->data, cp->len);
+    /* A part that is not text keeps its bytes only in base64: in 7bit or
+       quoted-printable its CR and LF octets are line ends, which SMTP
+       makes CRLF (RFC 2045 6.8; RFC 2046 5.2.1 keeps message/ parts
+       7bit or 8bit). */
+    if (strcasecmp(type, "text") != 0 && strcasecmp(type, "message") != 0)
+        g_mime_part_set_content_encoding(p, GMIME_CONTENT_ENCODING_BASE64);
     return GMIME_OBJECT(p);
 }
 

@@ -243,6 +243,70 @@ static void test_batch_takes_both_forms_item_by_item(void **state)
     json_decref(req);
 }
 
+/* Attachments whose bytes are all ASCII (a bare CR, a bare LF, a PDF's
+   first line) arrive byte for byte: a part that is not text goes base64,
+   never 7bit, where SMTP would make every line end CRLF. */
+static void test_ascii_attachments_arrive_byte_for_byte(void **state)
+{
+    struct fx *f = *state;
+    static const char *const files[][3] = {
+        { "cr.bin", "application/octet-stream",
+          "YWJjDWRlZg0=" }, /* abc\rdef\r */
+        { "doc.pdf", "application/pdf",
+          "JVBERi0xLjQKJSVFT0YK" }, /* %PDF-1.4\n%%EOF\n */
+    };
+    json_t *att = json_array();
+    for (size_t i = 0; i < 2; i++)
+        json_array_append_new(att,
+                              json_pack("{s:s, s:s, s:s}", "filename",
+                                        files[i][0], "content_type",
+                                        files[i][1], "content", files[i][2]));
+    json_t *req = json_pack("{s:s, s:[s], s:s, s:s, s:o}", "from",
+                            "app@mailpool.test", "to", "ascii@example.test",
+                            "subject", "ascii attachments", "text", "see files",
+                            "attachments", att);
+    struct mpserve *svc = service(f->node, NULL, NULL);
+    char *body = json_dumps(req, JSON_COMPACT), url[256];
+    const char *hdr[] = { "Content-Type: application/json", NULL };
+    struct http_resp r;
+    struct mta_msg *msgs;
+    size_t n, seen = 0;
+    snprintf(url, sizeof url, "%s/v1/messages", mpserve_url(svc));
+    assert_int_equal(http_request("POST", url, hdr, body, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    for (int tries = 0;; tries++) { /* the copy may be written just after
+                                       the relay's 250 */
+        assert_int_equal(mta_messages(f->node, &msgs, &n), 0);
+        for (size_t i = 0; i < n; i++)
+            seen += strcasecmp(msgs[i].rcpt, "ascii@example.test") == 0;
+        if (seen > 0 || tries == 50)
+            break;
+        mta_msgs_free(msgs, n);
+        usleep(100 * 1000);
+    }
+    seen = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strcasecmp(msgs[i].rcpt, "ascii@example.test") != 0)
+            continue;
+        seen++;
+        json_t *got = parse_with("/usr/bin/python3", "read_mail.py",
+                                 msgs[i].file);
+        json_t *parts = json_object_get(got, "files");
+        assert_int_equal(json_array_size(parts), 2);
+        for (size_t k = 0; k < 2; k++)
+            assert_string_equal(jstr(json_array_get(parts, k), "b64"),
+                                files[k][2]);
+        json_decref(got);
+    }
+    assert_int_equal(seen, 1);
+    mta_msgs_free(msgs, n);
+    assert_int_equal(mpserve_stop_clean(svc, STOP_MS), 0);
+    mpserve_free(svc);
+    free(body);
+    json_decref(req);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -255,6 +319,7 @@ int main(void)
         cmocka_unit_test(test_cli_send_json_and_dry_run),
         cmocka_unit_test(test_preview_returns_the_message_without_a_relay),
         cmocka_unit_test(test_batch_takes_both_forms_item_by_item),
+        cmocka_unit_test(test_ascii_attachments_arrive_byte_for_byte),
     };
     return cmocka_run_group_tests(tests, servers_up, servers_down);
 }
