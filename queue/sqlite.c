@@ -38,17 +38,42 @@
 #include "queue/sqlite_impl.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
 /* ---- public ---- */
+
+/* Takes the queue file for this process (flock, held until sq_close):
+   a second service on the same file would take the first one's messages
+   on the wire for a crash's and mark them unknown, so it does not start.
+   Several services share a queue through PostgreSQL.  0, or -1 with err. */
+static int sq_lock_file(const char *path, int *fd, char *err, size_t errlen)
+{
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd >= 0 && flock(*fd, LOCK_EX | LOCK_NB) == 0)
+        return 0;
+    if (*fd >= 0 && errno == EWOULDBLOCK)
+        snprintf(err, errlen,
+                 "%s is in use by another mailpool serve (one service a "
+                 "SQLite file; several share a queue with queue.backend = "
+                 "postgres)",
+                 path);
+    else
+        snprintf(err, errlen, "cannot lock %s: %s", path, strerror(errno));
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+    return -1;
+}
 
 static int sq_open(const struct queue_opts *opts, struct queue **out, char *err,
                    size_t errlen)
@@ -67,7 +92,9 @@ static int sq_open(const struct queue_opts *opts, struct queue **out, char *err,
     pthread_mutex_init(&q->rd_mu, NULL);
     pthread_cond_init(&q->work_cv, NULL);
     pthread_cond_init(&q->done_cv, NULL);
+    q->lock_fd = -1;
     if (sq_open_db(opts->path, opts->sync_normal, 1, &q->wr, err, errlen) < 0 ||
+        sq_lock_file(opts->path, &q->lock_fd, err, errlen) < 0 ||
         sq_migrate(q, opts->path, err, errlen) < 0 ||
         sq_open_db(opts->path, opts->sync_normal, 0, &q->rd, err, errlen) < 0 ||
         pthread_create(&q->writer, NULL, sq_writer_main, q) != 0) {
@@ -75,6 +102,8 @@ static int sq_open(const struct queue_opts *opts, struct queue **out, char *err,
             snprintf(err, errlen, "cannot start the queue writer");
         sqlite3_close(q->wr);
         sqlite3_close(q->rd);
+        if (q->lock_fd >= 0)
+            close(q->lock_fd);
         free(q);
         return -1;
     }
@@ -98,6 +127,7 @@ static void sq_close(struct queue *qb)
     sqlite3_finalize(q->rd_due);
     sqlite3_close(q->wr);
     sqlite3_close(q->rd);
+    close(q->lock_fd); /* another service may open the file now */
     pthread_mutex_destroy(&q->mu);
     pthread_mutex_destroy(&q->rd_mu);
     pthread_cond_destroy(&q->work_cv);

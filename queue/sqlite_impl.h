@@ -93,6 +93,7 @@ struct sq {
     pthread_t writer;
     double retention_s, idem_ttl_s, last_purge;
     unsigned long recovered;
+    int lock_fd;           /* the queue file, flock(2)ed: one service a file */
     unsigned ev_states;    /* queue_opts.event_states */
     const char *ev_config; /* queue_opts.event_config, during open */
     struct sq_stmt {

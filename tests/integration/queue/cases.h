@@ -26,6 +26,8 @@ void test_a_replica_never_holds_two_claims_of_one_message(void **state);
 /* disk.c */
 void test_full_or_read_only_disk_is_503_and_loses_nothing(void **state);
 void test_read_only_database_is_a_start_error_exit_2(void **state);
+void test_second_service_on_one_queue_file_exits_2_and_touches_nothing(
+    void **state);
 void test_read_only_database_is_503_and_a_start_error_exit_2(void **state);
 
 /* events.c */

@@ -118,6 +118,46 @@ void test_read_only_database_is_a_start_error_exit_2(void **state)
     umount(tmpl);
     rmdir(tmpl);
 }
+
+/* A second `mailpool serve` on a queue file another one uses (`make run`
+   twice) does not start: it exits 2 naming queue.path before it touches
+   the file, so the first one's message on the wire is not taken for a
+   crash's: it ends sent after one attempt, never unknown. */
+void test_second_service_on_one_queue_file_exits_2_and_touches_nothing(
+    void **state)
+{
+    (void)state;
+    char *dir, *q = temp_queue(&dir), *log = NULL;
+    long st;
+    struct peer *p = relay(
+        "{'rules': [{'match': '^DOT$', 'action': 'delay:2'}]}");
+    struct mpserve *s = svc(p, q, NULL);
+    char *id = post_async(s, "r@example.org", NULL);
+    const char *status = "";
+    for (long long end = now_ms() + 5000;
+         strcmp(status, "sending") != 0 && now_ms() < end; sleep_ms(20)) {
+        json_t *d = status_of(s, id, &st);
+        status = strcmp(jstr(d, "status"), "sending") == 0 ? "sending" : "";
+        json_decref(d);
+    }
+    assert_string_equal(status, "sending");
+    assert_int_equal(serve_fails(q, &log), 2);
+    assert_non_null(log);
+    assert_non_null(strstr(log, "queue.path"));
+    assert_non_null(strstr(log, "in use by another mailpool serve"));
+    free(log);
+    json_t *d = wait_final(s, id, 10000);
+    assert_string_equal(jstr(d, "status"), "sent");
+    assert_int_equal(json_array_size(json_object_get(d, "attempts")), 1);
+    json_decref(d);
+    assert_int_equal(mpserve_stop_clean(s, 10000), 0);
+    mpserve_free(s);
+    assert_int_equal(msgs_total(p), 1);
+    peer_stop(p);
+    free(id);
+    free(q);
+    free(dir);
+}
 #else
 /* The cluster read-only (default_transaction_read_only): a POST that
    needs the queue is a 503 problem with Retry-After, never a 202; a

@@ -39,6 +39,7 @@ int queue_suite_run(void)
         T(test_full_or_read_only_disk_is_503_and_loses_nothing),
         T(test_one_worker_claims_sixteen_sigkill_sends_the_unstarted_once),
         T(test_read_only_database_is_a_start_error_exit_2),
+        T(test_second_service_on_one_queue_file_exits_2_and_touches_nothing),
 #else
         T(test_read_only_database_is_503_and_a_start_error_exit_2),
         T(test_postgres_restart_is_503_and_unready_while_down_no_202_lost),
