@@ -10,9 +10,17 @@ set -eu
 cd "$(dirname "$0")/.."
 listen="${MAILPOOL_HTTP_LISTEN:-127.0.0.1:${PORT:-8025}}"
 
+# The relay's port: 2525 when it is free (the README's `mailpool send
+# --server 127.0.0.1:2525` examples), else any free port (the banner
+# names it).
 free_port() {
-    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-        echo 2525
+    /usr/bin/python3 -c 'import socket
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", 2525))
+except OSError:
+    s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])' 2>/dev/null || echo 2525
 }
 sink_port=$(free_port)
 if [ "$(id -u)" -eq 0 ]; then user="-u nobody"; else user=""; fi
