@@ -78,12 +78,14 @@ static int nofile_at_least(rlim_t want)
     return rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want;
 }
 
-/* A blocking connection to 127.0.0.1:port with a 20 s receive timeout. */
+/* A blocking connection to 127.0.0.1:port with a 60 s receive timeout
+   (half the service's connection timeout: an answer that has not come by
+   then is lost, not slow). */
 static int connect_local(int port)
 {
     struct sockaddr_in sa = { .sin_family = AF_INET,
                               .sin_port = htons((uint16_t)port) };
-    struct timeval tv = { 20, 0 };
+    struct timeval tv = { 60, 0 };
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
@@ -111,10 +113,12 @@ static int send_all(int fd, const char *s, size_t n)
 
 /* Reads one whole answer (its head and Content-Length bytes of body) from
    fd into buf (NUL-ended); its length, or -1 when the connection closed or
-   timed out first. */
-static long read_answer(int fd, char *buf, size_t size)
+   timed out first (why says which, with what had arrived). */
+static long read_answer(int fd, char *buf, size_t size, char *why,
+                        size_t whylen)
 {
     size_t have = 0;
+    buf[0] = '\0';
     for (;;) {
         const char *end = strstr(buf, "\r\n\r\n");
         if (have > 0 && end != NULL) {
@@ -123,14 +127,38 @@ static long read_answer(int fd, char *buf, size_t size)
             if ((long)have >= (end + 4 - buf) + body)
                 return (long)have;
         }
-        if (have + 1 >= size)
+        if (have + 1 >= size) {
+            snprintf(why, whylen, "answer over %zu bytes", size);
             return -1;
+        }
         ssize_t k = recv(fd, buf + have, size - 1 - have, 0);
-        if (k <= 0)
+        if (k <= 0) {
+            snprintf(why, whylen, "%s after %zu bytes: %.60s",
+                     k == 0 ? "closed" : strerror(errno), have, buf);
             return -1;
+        }
         have += (size_t)k;
         buf[have] = '\0';
     }
+}
+
+/* Reads connection i's answer to its round-th request into buf, or fails
+   saying why, how long it waited, and what the service logged last. */
+static void expect_answer(const struct fx *fx, int i, const char *round,
+                          char *buf, size_t size)
+{
+    char why[160];
+    long long t0 = ts_now_ms();
+    if (read_answer(fx->fds[i], buf, size, why, sizeof why) >= 0)
+        return;
+    size_t len;
+    char *log = mpserve_log(fx->svc, &len);
+    print_error("service log (last 3000 bytes):\n%s\n",
+                log == NULL ? "(none)" : log + (len > 3000 ? len - 3000 : 0));
+    free(log);
+    fail_msg("connection %d: no whole answer to its %s request (%s; waited "
+             "%lld ms)",
+             i, round, why, ts_now_ms() - t0);
 }
 
 /* The service's resident memory in KiB (VmRSS). */
@@ -214,8 +242,7 @@ static void test_3000_kept_alive_connections_held_and_each_served_again(
         assert_int_equal(send_all(fx->fds[i], get, sizeof get - 1), 0);
     }
     for (int i = 0; i < CONNS; i++) {
-        if (read_answer(fx->fds[i], buf, sizeof buf) < 0)
-            fail_msg("connection %d: no whole answer to its first request", i);
+        expect_answer(fx, i, "first", buf, sizeof buf);
         assert_true(strncmp(buf, "HTTP/1.1 200 ", 13) == 0);
         assert_null(strstr(buf, "Connection: close"));
     }
@@ -232,8 +259,7 @@ static void test_3000_kept_alive_connections_held_and_each_served_again(
         assert_int_equal(send_all(fx->fds[i], req, n), 0);
     }
     for (int i = 0; i < CONNS; i++) {
-        if (read_answer(fx->fds[i], buf, sizeof buf) < 0)
-            fail_msg("connection %d: no whole answer to its second request", i);
+        expect_answer(fx, i, "second", buf, sizeof buf);
         if (strncmp(buf, "HTTP/1.1 200 ", 13) != 0)
             fail_msg("connection %d, second request: %.80s", i, buf);
         if (i < POSTS)
