@@ -495,7 +495,8 @@ enum MHD_Result api_async_post(struct api_req *req, struct MHD_Connection *c)
     return api_req_wait(req, c, api_async_answer);
 }
 
-/* A replayed answer (Idempotent-Replayed: true). */
+/* A replayed answer (Idempotent-Replayed: true): the first answer's status
+   and body, and for a 202 its Preference-Applied and Location. */
 static enum MHD_Result replay(struct api_req *req, struct MHD_Connection *c,
                               const struct queue_idem_hit *hit)
 {
@@ -514,6 +515,14 @@ static enum MHD_Result replay(struct api_req *req, struct MHD_Connection *c,
     else
         doc = json_loads(hit->response ? hit->response : "{}", 0, &e);
     req->replayed = 1;
+    if (!hit->lost && hit->http_status == 202) {
+        /* the first answer's Preference-Applied and Location too */
+        const char *id = json_string_value(json_object_get(doc, "id"));
+        req->accepted_async = 1;
+        if (req->route == API_ROUTE_MESSAGES && id != NULL &&
+            strlen(id) < sizeof req->msg_id)
+            snprintf(req->msg_id, sizeof req->msg_id, "%s", id);
+    }
     return api_reply_json(req, c, hit->lost ? 200 : (unsigned)hit->http_status,
                           doc);
 }

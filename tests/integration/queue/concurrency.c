@@ -72,7 +72,8 @@ void test_50_concurrent_posts_with_one_key_send_once(void **state)
     peer_stop(p);
 }
 
-/* An async POST repeated with its key answers the same id (replayed);
+/* An async POST repeated with its key answers the same id (replayed, with
+   the first answer's Preference-Applied and Location);
    the key with another body is 422; the relay takes one message. */
 void test_async_repeat_with_key_returns_same_id_other_body_422(void **state)
 {
@@ -96,8 +97,19 @@ void test_async_repeat_with_key_returns_same_id_other_body_422(void **state)
     assert_int_equal(st2, 202);
     assert_string_equal(jstr(a, "id"), jstr(b, "id"));
     char *rep = http_resp_header(&r, "Idempotent-Replayed");
+    char *pa = http_resp_header(&r, "Preference-Applied");
+    char *loc = http_resp_header(&r, "Location");
+    char want[96];
+    snprintf(want, sizeof want, "/v1/messages/%s", jstr(a, "id"));
     assert_non_null(rep);
+    /* the replay is the first answer: its headers too */
+    assert_non_null(pa);
+    assert_string_equal(pa, "respond-async");
+    assert_non_null(loc);
+    assert_string_equal(loc, want);
     free(rep);
+    free(pa);
+    free(loc);
     http_resp_free(&r);
     assert_int_equal(st3, 422);
     json_t *d = wait_final(s, jstr(a, "id"), 5000);
