@@ -95,9 +95,16 @@ void api_metrics_head_refused(struct api_metrics *m);
    worker and time on the worker. */
 void api_metrics_job(struct api_metrics *m, const struct job *job);
 /* The Prometheus text exposition (0.0.4); malloc'd, NULL when out of
-   memory.  ps may be NULL (no pool gauges). */
+   memory.  ps may be NULL (no pool gauges); queued[s] (enum
+   smtp_delivery), messages the queue's delivery finished, are added to
+   mailpool_messages_total (NULL: none). */
 char *api_metrics_render(struct api_metrics *m, const struct pool_stats *ps,
-                         size_t *len);
+                         const unsigned long long *queued, size_t *len);
+/* queued[s]: messages the delivery loop finished in this process, by
+   enum smtp_delivery (mailpool_messages_total's statuses); zeros
+   without a queue.  queue_metrics.c. */
+void api_queue_finished(struct api *api,
+                        unsigned long long queued[API_DELIVERY_SLOTS]);
 
 /* ---- Problem documents (problem.c) ---- */
 

@@ -227,8 +227,9 @@ static void tb_hist_routes(struct tbuf *b, const struct api_metrics *m)
     }
 }
 
-/* The counters.  Caller holds m->mu. */
-static void render_counters(struct tbuf *b, const struct api_metrics *m)
+/* The counters; queued as for api_metrics_render.  Caller holds m->mu. */
+static void render_counters(struct tbuf *b, const struct api_metrics *m,
+                            const unsigned long long *queued)
 {
     tb_head(b, "mailpool_http_requests_total", "counter",
             "HTTP requests answered, by route and status.");
@@ -253,10 +254,12 @@ static void render_counters(struct tbuf *b, const struct api_metrics *m)
             "because their head was malformed or larger than its buffer.");
     tb_printf(b, "mailpool_http_heads_refused_total %llu\n", m->heads_refused);
     tb_head(b, "mailpool_messages_total", "counter",
-            "Messages finished, by delivery status.");
+            "Messages finished, synchronous sends and the queue's "
+            "deliveries, by delivery status.");
     for (unsigned s = 1; s < API_DELIVERY_SLOTS; s++)
         tb_printf(b, "mailpool_messages_total{status=\"%s\"} %llu\n",
-                  smtp_delivery_name((enum smtp_delivery)s), m->messages[s]);
+                  smtp_delivery_name((enum smtp_delivery)s),
+                  m->messages[s] + (queued != NULL ? queued[s] : 0));
     tb_head(b, "mailpool_messages_refused_total", "counter",
             "Messages refused before any was tried (503), by reason.");
     tb_printf(b,
@@ -416,13 +419,13 @@ static void render_process(struct tbuf *b)
 
 /* The whole exposition, malloc'd. */
 char *api_metrics_render(struct api_metrics *m, const struct pool_stats *ps,
-                         size_t *len)
+                         const unsigned long long *queued, size_t *len)
 {
     struct tbuf b = { malloc(8192), 0, 8192, 0 };
     if (b.p == NULL)
         return NULL;
     pthread_mutex_lock(&m->mu);
-    render_counters(&b, m);
+    render_counters(&b, m, queued);
     pthread_mutex_unlock(&m->mu);
     if (ps != NULL)
         render_pool(&b, ps);

@@ -82,6 +82,21 @@ static void webhook_metrics(struct api *api, char **buf, size_t *len)
          age);
 }
 
+void api_queue_finished(struct api *api,
+                        unsigned long long queued[API_DELIVERY_SLOTS])
+{
+    struct delivery_stats ds;
+    memset(queued, 0, API_DELIVERY_SLOTS * sizeof queued[0]);
+    if (api->queue == NULL || api->delivery == NULL)
+        return;
+    delivery_stats(api->delivery, &ds);
+    for (int q = 0; q < QUEUE_STATE__COUNT; q++) /* matched by name */
+        for (unsigned s = 1; s < API_DELIVERY_SLOTS; s++)
+            if (strcmp(queue_state_name((enum queue_state)q),
+                       smtp_delivery_name((enum smtp_delivery)s)) == 0)
+                queued[s] += ds.finished[q];
+}
+
 char *api_queue_metrics(struct api *api, size_t *len)
 {
     unsigned long counts[QUEUE_STATE__COUNT];

@@ -66,12 +66,14 @@ enum MHD_Result api_get_readyz(struct api_req *req, struct MHD_Connection *c)
 enum MHD_Result api_get_metrics(struct api_req *req, struct MHD_Connection *c)
 {
     struct pool_stats ps;
+    unsigned long long queued[API_DELIVERY_SLOTS];
     size_t len = 0;
     char *text;
     if (req->api->pool != NULL)
         pool_stats(req->api->pool, &ps);
-    text = api_metrics_render(&req->api->metrics,
-                              req->api->pool != NULL ? &ps : NULL, &len);
+    api_queue_finished(req->api, queued);
+    text = api_metrics_render(
+        &req->api->metrics, req->api->pool != NULL ? &ps : NULL, queued, &len);
     size_t qlen = 0;
     char *q = api_queue_metrics(req->api, &qlen), *all;
     if (text == NULL || q == NULL ||

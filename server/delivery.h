@@ -35,7 +35,10 @@ struct delivery_stats {
     unsigned long long claims;  /* messages claimed */
     unsigned long long retries; /* attempts that ended in retry */
     unsigned long recovered;    /* found sending at start: unknown */
-    size_t in_flight;           /* claimed, outcome not recorded yet */
+    /* outcomes this process recorded, by final state (queue_state_is_final;
+       cancels are not counted: no attempt ends in one) */
+    unsigned long long finished[QUEUE_STATE__COUNT];
+    size_t in_flight; /* claimed, outcome not recorded yet */
 };
 
 /* Starts claiming from q into pool (both borrowed, outliving it). */

@@ -231,7 +231,7 @@ static void test_metrics_text(void **state)
     job->duration_ms = 45;
     job->wait_ms = 15;
     api_metrics_job(&m, job);
-    text = api_metrics_render(&m, &ps, &len);
+    text = api_metrics_render(&m, &ps, NULL, &len);
     assert_non_null(text);
     assert_int_equal(strlen(text), len);
     assert_non_null(strstr(text, "mailpool_http_requests_total{route=\"/v1/"

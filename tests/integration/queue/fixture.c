@@ -205,6 +205,19 @@ size_t msgs_total(struct peer *p)
     return n;
 }
 
+long metric_of(struct mpserve *s, const char *name)
+{
+    char url[256];
+    struct http_resp r;
+    snprintf(url, sizeof url, "%s/metrics", mpserve_url(s));
+    assert_int_equal(http_request("GET", url, NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    const char *at = r.body != NULL ? strstr(r.body, name) : NULL;
+    long v = at != NULL ? strtol(at + strlen(name), NULL, 10) : -1;
+    http_resp_free(&r);
+    return v;
+}
+
 /* MAIL commands the relay received, over every connection. */
 size_t count_mail_commands(struct peer *p)
 {

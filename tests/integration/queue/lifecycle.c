@@ -10,7 +10,8 @@
 #include "tests/integration/queue/qfx.h"
 
 /* An async POST is a 202 with its id, Location and Preference-Applied;
-   the message is then sent once, with its Message-ID and metadata. */
+   the message is then sent once, with its Message-ID and metadata, and
+   counted in mailpool_messages_total. */
 void test_async_202_means_stored_then_sent_once_with_its_message_id(void **state)
 {
     (void)state;
@@ -50,6 +51,9 @@ void test_async_202_means_stored_then_sent_once_with_its_message_id(void **state
         json_integer_value(json_object_get(json_array_get(a, 0), "code")), 250);
     assert_string_equal(jstr(json_object_get(d, "metadata"), "user"), "42");
     assert_int_equal(copies(p, jstr(j, "message_id")), 1);
+    /* counted where every finished message is */
+    assert_int_equal(
+        metric_of(s, "\nmailpool_messages_total{status=\"sent\"} "), 1);
     json_decref(d);
     json_decref(j);
     assert_int_equal(mpserve_stop_clean(s, 10000), 0);
@@ -246,7 +250,8 @@ void test_partial_retries_only_the_deferred_recipients(void **state)
     peer_stop(p);
 }
 
-/* A 550 is final at once: failed, one attempt, the relay's words. */
+/* A 550 is final at once: failed, one attempt, the relay's words,
+   counted as failed in mailpool_messages_total. */
 void test_permanent_failure_is_final_after_one_attempt(void **state)
 {
     (void)state;
@@ -263,6 +268,10 @@ void test_permanent_failure_is_final_after_one_attempt(void **state)
     char *dump = json_dumps(d, 0);
     assert_non_null(strstr(dump, "no thanks")); /* the relay's words */
     free(dump);
+    assert_int_equal(
+        metric_of(s, "\nmailpool_messages_total{status=\"failed\"} "), 1);
+    assert_int_equal(
+        metric_of(s, "\nmailpool_messages_total{status=\"sent\"} "), 0);
     json_decref(d);
     free(id);
     assert_int_equal(mpserve_stop_clean(s, 10000), 0);

@@ -7,20 +7,6 @@
 #include "tests/integration/queue/qfx.h"
 
 #ifdef QUEUE_TEST_PG
-/* The value of the metric line starting with name in /metrics. */
-static long metric_of(struct mpserve *s, const char *name)
-{
-    char url[256];
-    struct http_resp r;
-    snprintf(url, sizeof url, "%s/metrics", mpserve_url(s));
-    assert_int_equal(http_request("GET", url, NULL, NULL, 0, &r), 0);
-    assert_int_equal(r.status, 200);
-    const char *at = r.body != NULL ? strstr(r.body, name) : NULL;
-    long v = at != NULL ? strtol(at + strlen(name), NULL, 10) : -1;
-    http_resp_free(&r);
-    return v;
-}
-
 /* Waits (at most 10 s) until GET /readyz answers http with the status
    want. */
 static void readyz_becomes(struct mpserve *s, long http, const char *want)

@@ -51,6 +51,9 @@ json_t *wait_final(struct mpserve *s, const char *id, int ms);
 size_t copies(struct peer *p, const char *mid);
 /* Messages the relay took. */
 size_t msgs_total(struct peer *p);
+/* The value of the /metrics line starting with name (include its leading
+   newline and trailing space), or -1 when there is none. */
+long metric_of(struct mpserve *s, const char *name);
 /* MAIL commands the relay received, over every connection. */
 size_t count_mail_commands(struct peer *p);
 /* Waits until message id is final: sent (at the relay once) or unknown
