@@ -651,14 +651,36 @@ int api_decode_query(json_t *root, struct job *job, json_t *errors)
 
 /* ---- Outcomes to JSON ---- */
 
+/* Raw message m's own Message-ID when res lacks one and m was tried;
+   malloc'd, NULL otherwise. */
+static char *raw_id_to_report(const struct job_message *m,
+                              const struct smtp_result *res)
+{
+    char *id;
+    if (!m->raw || res->status == SMTP_DELIVERY_NONE ||
+        res->message_id[0] != '\0' || (id = api_raw_message_id(m)) == NULL)
+        return NULL;
+    if (id[0] == '\0' || strlen(id) >= sizeof res->message_id) {
+        free(id);
+        return NULL;
+    }
+    return id;
+}
+
+void api_result_message_id(const struct job_message *m, struct smtp_result *res)
+{
+    char *id = raw_id_to_report(m, res);
+    if (id != NULL)
+        memcpy(res->message_id, id, strlen(id) + 1);
+    free(id);
+}
+
 /* The result of a finished job, with "attempts" and "duration_ms". */
 json_t *api_job_result_json(const struct job *job)
 {
     json_t *o = result_json(&job->result);
-    char *id = NULL;
-    if (o != NULL && job->msg.raw && job->result.status != SMTP_DELIVERY_NONE &&
-        job->result.message_id[0] == '\0' &&
-        (id = api_raw_message_id(&job->msg)) != NULL && id[0] != '\0')
+    char *id = raw_id_to_report(&job->msg, &job->result);
+    if (o != NULL && id != NULL)
         json_object_set_new(o, "message_id", result_json_text(id));
     free(id);
     double ms = (double)(long long)(job->duration_ms * 1000.0 + 0.5) / 1000.0;

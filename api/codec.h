@@ -118,7 +118,17 @@ char *api_message_subject(const struct job_message *m);
 /* job_free on jobs[0..n), then free(jobs); NULL is a no-op. */
 void api_jobs_free(struct job **jobs, size_t n);
 
-/* result_json(&job->result) plus "attempts" and "duration_ms". */
+/* Sets res->message_id from raw message m's own Message-ID field when
+   smtpcore left it empty (it writes no header fields of a raw message)
+   and m was tried (res->status not none): the id a caller is told for
+   what reached, or may have reached, the relay.  No-op otherwise, for a
+   message that is not raw, or when out of memory.  Used by `mailpool
+   send --json` so it prints what the API answers. */
+void api_result_message_id(const struct job_message *m,
+                           struct smtp_result *res);
+
+/* result_json(&job->result) plus "attempts" and "duration_ms"; the
+   message_id as api_result_message_id would set it. */
 json_t *api_job_result_json(const struct job *job);
 
 #endif /* MAILPOOL_API_CODEC_H */

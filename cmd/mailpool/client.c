@@ -611,6 +611,7 @@ static int send_json(struct cli *c, struct smtp_result *res)
     m = job_message(job);
     smtp_send_mail(m->from, m->to, m->nto, m->headers, m->nheaders, m->body,
                    c->server, &c->opts, m->sopts, res);
+    api_result_message_id(&job->msg, res);
     job_free(job);
     return print_result(res);
 }

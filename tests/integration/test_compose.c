@@ -133,9 +133,9 @@ static void test_async_composed_message_is_stored_composed_and_arrives(
     json_decref(req);
 }
 
-/* mailpool send --json FILE delivers the same message to Postfix; with
-   --dry-run it prints the bytes (parsing back the same) and contacts no
-   server. */
+/* mailpool send --json FILE delivers the same message to Postfix and
+   prints its Message-ID; with --dry-run it prints the bytes (parsing back
+   the same) and contacts no server. */
 static void test_cli_send_json_and_dry_run(void **state)
 {
     struct fx *f = *state;
@@ -158,12 +158,20 @@ static void test_cli_send_json_and_dry_run(void **state)
     const char *send[] = { "send", "--json", file,   "--server",
                            server, "--tls",  "none", NULL };
     assert_int_equal(mpserve_run(send, 30000, &out), 0);
-    assert_non_null(strstr(out, "\"status\":\"sent\""));
+    json_t *printed = json_loads(out, 0, NULL);
     free(out);
+    assert_non_null(printed);
+    assert_string_equal(jstr(printed, "status"), "sent");
     recipients(req, rcpt);
     struct mta_msg *msgs = copies_each(f->postfix, rcpt, 4, &n, idx);
     for (int r = 0; r < 4; r++)
         expect_parsed(msgs[idx[r]].file, req);
+    /* it prints the Message-ID the relay received, as the API answers */
+    char *mid = mta_msg_header(&msgs[idx[0]], "Message-ID");
+    assert_non_null(jstr(printed, "message_id"));
+    assert_string_equal(jstr(printed, "message_id"), mid);
+    free(mid);
+    json_decref(printed);
     mta_msgs_free(msgs, n);
     free(file);
     json_decref(req);
