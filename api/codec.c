@@ -3,7 +3,8 @@
  *
  * Public: api_decode_message, api_decode_batch,
  * api_decode_query, api_json_values, api_json_too_many_values,
- * api_error_add, api_jobs_free, api_job_result_json (codec.h); the
+ * api_error_add, api_jobs_free, api_job_result_json,
+ * api_result_message_id (codec.h); the
  * result object itself is result/result_json.c's.
  *
  * Decoding rules (docs/API.md says the same to users):
@@ -660,17 +661,19 @@ static char *raw_id_to_report(const struct job_message *m,
     if (!m->raw || res->status == SMTP_DELIVERY_NONE ||
         res->message_id[0] != '\0' || (id = api_raw_message_id(m)) == NULL)
         return NULL;
-    if (id[0] == '\0' || strlen(id) >= sizeof res->message_id) {
+    if (id[0] == '\0') {
         free(id);
         return NULL;
     }
     return id;
 }
 
+/* res->message_id from a raw message's own field (one that does not fit
+   its 256 bytes is left out). */
 void api_result_message_id(const struct job_message *m, struct smtp_result *res)
 {
     char *id = raw_id_to_report(m, res);
-    if (id != NULL)
+    if (id != NULL && strlen(id) < sizeof res->message_id)
         memcpy(res->message_id, id, strlen(id) + 1);
     free(id);
 }

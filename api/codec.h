@@ -122,7 +122,8 @@ void api_jobs_free(struct job **jobs, size_t n);
    smtpcore left it empty (it writes no header fields of a raw message)
    and m was tried (res->status not none): the id a caller is told for
    what reached, or may have reached, the relay.  No-op otherwise, for a
-   message that is not raw, or when out of memory.  Used by `mailpool
+   message that is not raw, an id longer than res->message_id holds (255
+   bytes), or when out of memory.  Used by `mailpool
    send --json` so it prints what the API answers. */
 void api_result_message_id(const struct job_message *m,
                            struct smtp_result *res);

@@ -20,8 +20,12 @@
  * out where /proc cannot be read).  Labels come from fixed tables only:
  * never a path, an address or a key.
  *
- * Threads: every function takes m->mu; the counters live in struct api
- * (no globals).  Errors: api_metrics_render returns NULL without memory.
+ * mailpool_messages_total adds the queue's delivery outcomes
+ * (api_queue_finished); the reply classes and the job histograms are of
+ * synchronous sends only.
+ *
+ * Threads: every function takes m->mu; the counters live in struct
+ * api_metrics, a member of struct api (no globals).  Errors: api_metrics_render returns NULL without memory.
  */
 #include <dirent.h>
 #include <stdarg.h>

@@ -4,7 +4,9 @@
  * idempotent replays, the message log's failed writes and, with a
  * webhook, its deliveries by result and its oldest undelivered event.
  *
- * Public (internal.h): api_queue_metrics, api_set_webhook.
+ * Public (internal.h): api_queue_metrics, api_queue_finished (the
+ * delivery loop's outcomes, which mailpool_messages_total adds),
+ * api_set_webhook.
  *
  * Errors: api_queue_metrics returns NULL when out of memory.  Threads:
  * MHD's threads (api_set_webhook: any).
@@ -82,6 +84,17 @@ static void webhook_metrics(struct api *api, char **buf, size_t *len)
          age);
 }
 
+/* The delivery status a final queue state reports as (0: none; a
+   cancelled message was never attempted). */
+static const enum smtp_delivery status_of_state[QUEUE_STATE__COUNT] = {
+    [QUEUE_SENT] = SMTP_DELIVERY_SENT,
+    [QUEUE_PARTIAL] = SMTP_DELIVERY_PARTIAL,
+    [QUEUE_REJECTED] = SMTP_DELIVERY_REJECTED,
+    [QUEUE_FAILED] = SMTP_DELIVERY_FAILED,
+    [QUEUE_UNKNOWN] = SMTP_DELIVERY_UNKNOWN,
+};
+
+/* queued[s]: the delivery loop's final outcomes by delivery status. */
 void api_queue_finished(struct api *api,
                         unsigned long long queued[API_DELIVERY_SLOTS])
 {
@@ -90,11 +103,10 @@ void api_queue_finished(struct api *api,
     if (api->queue == NULL || api->delivery == NULL)
         return;
     delivery_stats(api->delivery, &ds);
-    for (int q = 0; q < QUEUE_STATE__COUNT; q++) /* matched by name */
-        for (unsigned s = 1; s < API_DELIVERY_SLOTS; s++)
-            if (strcmp(queue_state_name((enum queue_state)q),
-                       smtp_delivery_name((enum smtp_delivery)s)) == 0)
-                queued[s] += ds.finished[q];
+    for (int q = 0; q < QUEUE_STATE__COUNT; q++)
+        if (status_of_state[q] != SMTP_DELIVERY_NONE &&
+            (unsigned)status_of_state[q] < API_DELIVERY_SLOTS)
+            queued[status_of_state[q]] += ds.finished[q];
 }
 
 char *api_queue_metrics(struct api *api, size_t *len)

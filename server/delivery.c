@@ -332,19 +332,19 @@ static void delivery_record(struct delivery *d, struct delivery_ctx *x,
     } else if (narrow) {
         state = QUEUE_PARTIAL; /* out of memory: never resend to all */
     }
-    int recorded = ok &&
-                   queue_record(d->q, x->id, &da.a, state, next_at) == QUEUE_OK;
-    if (!recorded) {
+    /* counted before the record is handed over, so a reader who sees the
+       final state sees the count */
+    pthread_mutex_lock(&d->mu);
+    if (state == QUEUE_RETRY)
+        d->st.retries++;
+    else if (queue_state_is_final(state))
+        d->st.finished[state]++;
+    pthread_mutex_unlock(&d->mu);
+    if (!ok || queue_record(d->q, x->id, &da.a, state, next_at) != QUEUE_OK) {
         /* It stays sending: unknown at the next start, never resent. */
         struct log_field f[] = { LOG_STR("queue_id", x->id) };
         log_event_num(LOG_ERROR, "queue_record_failed", f, 1);
     }
-    pthread_mutex_lock(&d->mu);
-    if (state == QUEUE_RETRY)
-        d->st.retries++;
-    else if (recorded && queue_state_is_final(state))
-        d->st.finished[state]++;
-    pthread_mutex_unlock(&d->mu);
     if (ok)
         delivery_attempt_clear(&da);
     free(blob);

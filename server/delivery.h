@@ -35,8 +35,9 @@ struct delivery_stats {
     unsigned long long claims;  /* messages claimed */
     unsigned long long retries; /* attempts that ended in retry */
     unsigned long recovered;    /* found sending at start: unknown */
-    /* outcomes this process recorded, by final state (queue_state_is_final;
-       cancels are not counted: no attempt ends in one) */
+    /* attempts of this process that ended the message, by final state
+       (queue_state_is_final; cancels are not counted: no attempt ends in
+       one), counted as their record is handed to the queue */
     unsigned long long finished[QUEUE_STATE__COUNT];
     size_t in_flight; /* claimed, outcome not recorded yet */
 };

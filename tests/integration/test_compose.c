@@ -168,6 +168,7 @@ static void test_cli_send_json_and_dry_run(void **state)
         expect_parsed(msgs[idx[r]].file, req);
     /* it prints the Message-ID the relay received, as the API answers */
     char *mid = mta_msg_header(&msgs[idx[0]], "Message-ID");
+    assert_non_null(mid);
     assert_non_null(jstr(printed, "message_id"));
     assert_string_equal(jstr(printed, "message_id"), mid);
     free(mid);

@@ -267,6 +267,19 @@ static void test_metrics_text(void **state)
     assert_non_null(strstr(text, "mailpool_build_info{version=\""));
     assert_null(strchr(text, '@'));
     free(text);
+    /* the queue's finished deliveries add to the synchronous counts */
+    unsigned long long queued[API_DELIVERY_SLOTS] = { 0 };
+    queued[SMTP_DELIVERY_PARTIAL] = 3;
+    queued[SMTP_DELIVERY_UNKNOWN] = 2;
+    text = api_metrics_render(&m, &ps, queued, &len);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "mailpool_messages_total{status=\"partial\"}"
+                                 " 4\n"));
+    assert_non_null(strstr(text, "mailpool_messages_total{status=\"unknown\"}"
+                                 " 2\n"));
+    assert_non_null(strstr(text, "mailpool_messages_total{status=\"sent\"}"
+                                 " 0\n"));
+    free(text);
     job_free(job);
     api_metrics_destroy(&m);
 }
