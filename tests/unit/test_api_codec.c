@@ -523,6 +523,49 @@ static void test_query_arguments(void **state)
     json_decref(errors);
 }
 
+/* The values of a parsed tree plus its member names (what
+   api_json_values promises to count). */
+static size_t tree_values(json_t *v)
+{
+    size_t n = 1, i;
+    const char *k;
+    json_t *e;
+    if (json_is_array(v))
+        json_array_foreach(v, i, e) n += tree_values(e);
+    else if (json_is_object(v))
+        json_object_foreach(v, k, e) n += 1 + tree_values(e);
+    return n;
+}
+
+/* The pre-parse count equals the tree's for strings with escaped quotes
+   and backslash runs of every parity, numbers, literals and nesting; it
+   stops past max; an unclosed string counts once. */
+static void test_json_values_count_the_tree(void **state)
+{
+    static const char *const texts[] = {
+        "{\"from\":\"a@b\",\"to\":[\"c@d\",\"e@f\"],\"body\":\"x\"}",
+        "[\"\\\"\",\"\\\\\",\"\\\\\\\"\\\\\",1]",
+        "{\"a\\\\\":{\"b\\\"c\":[true,false,null,-1.5e+3]}}",
+        "[\"\\u0022\",\"{[\",\"]}\",[],{},\"\\\\\\\\\"]",
+        "  {\"k\" : [ 1 , 22 , 333 ] , \"s\" : \"caf\u00e9 \\n\" }  ",
+        "\"only\"",
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        json_error_t e;
+        json_t *root = json_loads(texts[i], JSON_DECODE_ANY, &e);
+        assert_non_null(root);
+        if (api_json_values(texts[i], strlen(texts[i]), SIZE_MAX - 1) !=
+            tree_values(root))
+            fail_msg("case %zu: %s: %zu values, the tree has %zu", i, texts[i],
+                     api_json_values(texts[i], strlen(texts[i]), SIZE_MAX - 1),
+                     tree_values(root));
+        json_decref(root);
+    }
+    assert_int_equal(api_json_values("[1,2,3,4,5,6]", 13, 2), 3);
+    assert_int_equal(api_json_values("[\"ab\\\"c", 8, 10), 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -535,6 +578,7 @@ int main(void)
         cmocka_unit_test(test_errors_are_capped),
         cmocka_unit_test(test_batch_decodes_every_message),
         cmocka_unit_test(test_query_arguments),
+        cmocka_unit_test(test_json_values_count_the_tree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
