@@ -13,7 +13,7 @@ fail=0
 for t in "$@"; do
     name=${t#fuzz_}
     extra=""
-    [ "$name" = json ] && extra="$(ls api/*.c result/*.c config/*.c server/*.c queue/*.c dkim/*.c util/*.c) api/openapi_data.S api/ui_data.S $(ls compose/*.c) $(pkg-config --cflags --libs gmime-3.0 libidn2 libpq hogweed nettle) -ljansson -lmicrohttpd -linih -lsqlite3 -lgmp"
+    [ "$name" = json ] && extra="$(ls api/*.c result/*.c config/*.c server/*.c queue/*.c dkim/*.c util/*.c webhook/*.c) api/openapi_data.S api/ui_data.S $(ls compose/*.c) $(pkg-config --cflags --libs gmime-3.0 libidn2 libpq hogweed nettle) -ljansson -lmicrohttpd -linih -lsqlite3 -lgmp -lcurl"
     clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
         -D_GNU_SOURCE -I. -Ismtpcore/include tests/fuzz/$t.c $src $extra \
         -lgnutls -pthread -o build/fuzz/$t || { fail=1; continue; }
