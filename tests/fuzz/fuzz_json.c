@@ -37,6 +37,7 @@
 #include <smtpcore/smtp.h>
 
 #include "api/codec.h"
+#include "tests/support/json_fx.h"
 #include "result/result_json.h"
 #include "config/config.h"
 #include "server/job.h"
@@ -184,19 +185,6 @@ static void fuzz_text(const uint8_t *data, size_t size)
     free(s);
 }
 
-/* The values of a parsed tree, member names included. */
-static size_t tree_values(json_t *v)
-{
-    size_t n = 1, i;
-    const char *k;
-    json_t *e;
-    if (json_is_array(v))
-        json_array_foreach(v, i, e) n += tree_values(e);
-    else if (json_is_object(v))
-        json_object_foreach(v, k, e) n += 1 + tree_values(e);
-    return n;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     json_error_t jerr;
@@ -207,7 +195,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (root == NULL)
         return 0;
     if (api_json_values((const char *)data, size, SIZE_MAX - 1) !=
-        tree_values(root))
+        json_fx_tree_values(root))
         abort();
     fuzz_message(root, &cfg_default);
     fuzz_message(root, &cfg_small);

@@ -24,6 +24,7 @@
 #include "api/internal.h"
 #include "config/config.h"
 #include "server/job.h"
+#include "tests/support/json_fx.h"
 
 /* max_recipients 3 and max_batch 2 keep the limit cases short. */
 static struct cfg test_cfg(void)
@@ -523,20 +524,6 @@ static void test_query_arguments(void **state)
     json_decref(errors);
 }
 
-/* The values of a parsed tree plus its member names (what
-   api_json_values promises to count). */
-static size_t tree_values(json_t *v)
-{
-    size_t n = 1, i;
-    const char *k;
-    json_t *e;
-    if (json_is_array(v))
-        json_array_foreach(v, i, e) n += tree_values(e);
-    else if (json_is_object(v))
-        json_object_foreach(v, k, e) n += 1 + tree_values(e);
-    return n;
-}
-
 /* The pre-parse count equals the tree's for strings with escaped quotes
    and backslash runs of every parity, numbers, literals and nesting; it
    stops past max; an unclosed string counts once. */
@@ -556,10 +543,10 @@ static void test_json_values_count_the_tree(void **state)
         json_t *root = json_loads(texts[i], JSON_DECODE_ANY, &e);
         assert_non_null(root);
         if (api_json_values(texts[i], strlen(texts[i]), SIZE_MAX - 1) !=
-            tree_values(root))
+            json_fx_tree_values(root))
             fail_msg("case %zu: %s: %zu values, the tree has %zu", i, texts[i],
                      api_json_values(texts[i], strlen(texts[i]), SIZE_MAX - 1),
-                     tree_values(root));
+                     json_fx_tree_values(root));
         json_decref(root);
     }
     assert_int_equal(api_json_values("[1,2,3,4,5,6]", 13, 2), 3);
