@@ -34,13 +34,14 @@ struct cfg_key {
     size_t offset;              /* into struct cfg */
     const char *def;            /* default as text; NULL means unset */
     unsigned flags;             /* CFG_SECRET, CFG_REQUIRED */
-    long long min, max;         /* CFG_INT, CFG_SIZE, CFG_DOUBLE */
+    long long min, max;         /* CFG_INT, CFG_SIZE */
     const char *const *choices; /* CFG_ENUM: NULL-terminated */
     cfg_check_fn check;         /* CFG_STRING: optional */
     const char *help;           /* one line, printed by cfg_print */
     size_t index_offset;        /* CFG_ENUM: where the choice's index goes
                                    (an int-sized enum in struct cfg); 0:
                                    nowhere */
+    double dmin, dmax;          /* CFG_DOUBLE (fractions kept: 0.001) */
 };
 
 /* Where a value came from, for error messages. */

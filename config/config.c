@@ -38,12 +38,12 @@
 #define CFG_STR(sec, key, def, flags, check, help) \
     { \
 #sec, #key, CFG_STRING, CFG_OFF(sec.key), def, flags, 0, 0, NULL, \
-            check, help, 0 \
+            check, help, 0, 0, 0 \
     }
 #define CFG_ENUM_(sec, key, def, flags, choices, help) \
     { \
 #sec, #key, CFG_ENUM, CFG_OFF(sec.key), def, flags, 0, 0, choices, \
-            NULL, help, 0 \
+            NULL, help, 0, 0, 0 \
     }
 /* An enum key whose choice's index is also kept, in sec.parsed (an
    int-sized enum in the order of choices): users read the parsed value.
@@ -51,27 +51,28 @@
 #define CFG_ENUM_PARSED_(sec, key, parsed, def, flags, choices, help) \
     { \
 #sec, #key, CFG_ENUM, CFG_OFF(sec.key), def, flags, 0, 0, choices, \
-            NULL, help, CFG_OFF(sec.parsed) \
+            NULL, help, CFG_OFF(sec.parsed), 0, 0 \
     }
 #define CFG_INT_(sec, key, def, lo, hi, help) \
     { \
 #sec, #key, CFG_INT, CFG_OFF(sec.key), def, 0, lo, hi, NULL, NULL, \
-            help, 0 \
+            help, 0, 0, 0 \
     }
 #define CFG_BOOL_(sec, key, def, help) \
     { \
 #sec, #key, CFG_BOOL, CFG_OFF(sec.key), def, 0, 0, 1, NULL, NULL, \
-            help, 0 \
+            help, 0, 0, 0 \
     }
-#define CFG_DOUBLE_(sec, key, def, lo, hi, help) \
+#define CFG_DOUBLE_(sec, key, def_, lo, hi, help_) \
     { \
-#sec, #key, CFG_DOUBLE, CFG_OFF(sec.key), def, 0, lo, hi, NULL, NULL, \
-            help, 0 \
+        .section = #sec, .name = #key, .type = CFG_DOUBLE, \
+        .offset = CFG_OFF(sec.key), .def = def_, .dmin = lo, .dmax = hi, \
+        .help = help_ \
     }
 #define CFG_SIZE_(sec, key, def, lo, hi, help) \
     { \
 #sec, #key, CFG_SIZE, CFG_OFF(sec.key), def, 0, lo, hi, NULL, NULL, \
-            help, 0 \
+            help, 0, 0, 0 \
     }
 
 #define DAY 86400
@@ -441,10 +442,10 @@ static int cfg_set_scalar(struct cfg *cfg, const struct cfg_key *k,
         snprintf(why, whylen, "must be true/false, yes/no, on/off or 1/0");
         return -1;
     case CFG_DOUBLE:
-        if (cfg_parse_double(value, (double)k->min, (double)k->max, field) == 0)
+        if (cfg_parse_double(value, k->dmin, k->dmax, field) == 0)
             return 0;
-        snprintf(why, whylen, "must be a number from %lld to %lld", k->min,
-                 k->max);
+        snprintf(why, whylen, "must be a number from %.15g to %.15g", k->dmin,
+                 k->dmax);
         return -1;
     case CFG_SIZE:
         if (cfg_parse_size(value, k->min, k->max, field) == 0)

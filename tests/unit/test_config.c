@@ -412,6 +412,17 @@ static void test_rate_number_table(void **state)
         RATE_BAD("0x10"),
         RATE_BAD("2.5/s"),
         RATE_BAD(""),
+        /* a fractional bound is kept, not truncated to an integer */
+        { .args = { "--queue-retry-base", "0.001" },
+          .off = F(queue.retry_base),
+          .kind = K_DOUBLE,
+          .d = 0.001 },
+        { .args = { "--queue-retry-base=0" },
+          .err = "queue.retry_base (from --queue-retry-base): must be a "
+                 "number from 0.001 to 86400, got '0'" },
+        { .args = { "--queue-retry-max=0.0005" },
+          .err = "queue.retry_max (from --queue-retry-max): must be a "
+                 "number from 0.001 to 604800, got '0.0005'" },
     };
 #undef RATE_OK
 #undef RATE_BAD
