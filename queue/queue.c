@@ -21,6 +21,7 @@
 
 #include <assert.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,7 +95,12 @@ void queue_new_id(char id[QUEUE_ID_LEN])
     static const char b64[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     unsigned char r[16];
+    struct timespec ts;
     id_rand_take(r);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    for (int k = 0; k < 6; k++) /* the first 48 bits: the time, big-endian */
+        r[k] = (unsigned char)(ms >> (40 - 8 * k));
     for (size_t i = 0; i < QUEUE_ID_LEN - 1; i++) {
         size_t bit = i * 6, byte = bit / 8, off = bit % 8;
         unsigned v = (unsigned)r[byte] << 8;

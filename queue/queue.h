@@ -47,7 +47,7 @@
 
 #include <stddef.h>
 
-#define QUEUE_ID_LEN 23   /* 128 random bits, base64url: 22 + NUL */
+#define QUEUE_ID_LEN 23   /* 128 bits, base64url: 22 + NUL */
 #define QUEUE_KEY_MAX 255 /* an Idempotency-Key, visible ASCII */
 
 enum queue_state {
@@ -121,7 +121,14 @@ typedef void (*queue_wake_fn)(void *ctx);
 /* Sets (or, fn NULL, clears) the wake function. */
 void queue_set_wake(struct queue *q, queue_wake_fn fn, void *ctx);
 
-/* A new random id (128 bits from getrandom, base64url). */
+/* A new id: 128 bits in base64url (22 characters), the first 48 the wall
+   clock in milliseconds (big-endian: 8 characters), the other 80 from
+   getrandom.  Unguessable (80 random bits; reading a message also takes
+   the API key), and the ids of one moment share their first characters,
+   so the indexes keyed by id (messages, attempts, message_rcpts) take each
+   moment's inserts in a few pages rather than one random page each (the
+   message log's writer wrote and read a page per random key).  As UUIDv7
+   does (RFC 9562 section 5.7).  Thread-safe. */
 void queue_new_id(char id[QUEUE_ID_LEN]);
 
 /* A message to store; borrowed. */

@@ -1,7 +1,9 @@
 /*
  * test_queue_writer.c - the queue's ids drawn from a per-thread block of
  * random bytes (queue/queue.c, queue_new_id): a forked child never takes
- * the bytes its parent takes next, and ids stay 22 base64url characters.
+ * the bytes its parent takes next, and ids stay 22 base64url characters;
+ * an id's first 48 bits are the wall clock in milliseconds, the rest
+ * random.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "queue/queue.h"
@@ -59,10 +62,46 @@ static void test_forked_child_and_parent_make_different_next_ids(void **state)
     assert_string_not_equal(theirs, before);
 }
 
+/* The first 48 bits of id (its first 8 base64url characters). */
+static uint64_t id_time_ms(const char *id)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstu"
+                              "vwxyz0123456789-_";
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 6 | (uint64_t)(strchr(b64, id[i]) - b64);
+    return v;
+}
+
+/* Milliseconds of the wall clock. */
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* An id begins with the time it was made (so one moment's ids sit side by
+   side in the indexes) and differs from the next in its random part. */
+static void test_id_begins_with_the_time_and_ends_random(void **state)
+{
+    (void)state;
+    char a[QUEUE_ID_LEN], b[QUEUE_ID_LEN];
+    uint64_t t0 = wall_ms();
+    queue_new_id(a);
+    queue_new_id(b);
+    uint64_t t1 = wall_ms();
+    assert_true(is_b64url_id(a) && is_b64url_id(b));
+    assert_true(id_time_ms(a) >= t0 && id_time_ms(a) <= t1);
+    assert_true(id_time_ms(b) >= id_time_ms(a) && id_time_ms(b) <= t1);
+    assert_string_not_equal(a + 8, b + 8); /* 80 random bits each */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forked_child_and_parent_make_different_next_ids),
+        cmocka_unit_test(test_id_begins_with_the_time_and_ends_random),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
