@@ -252,8 +252,10 @@ def http_runs(sink_port, path, per_req, prefer=None, extra=()):
         hwm, cpu1 = proc_stats(mp.p.pid)
         mp.stop()
         if r["errors"]:
-            print("bench: %d wrk errors" % r["errors"])
-        n = r["requests"] * per_req
+            print("bench: %d wrk errors (non-2xx answers such as the queue's "
+                  "503 past queue.high_water, or failed sockets): not counted"
+                  % r["errors"])
+        n = max(r["requests"] - r["errors"], 0) * per_req  # answered 2xx
         out["rate"].append(n / SECS)
         out["p50"].append(r["p50"] / 1000.0)
         out["p99"].append(r["p99"] / 1000.0)
