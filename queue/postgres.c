@@ -434,7 +434,10 @@ static char *pgq_read_password(const char *path, char *err, size_t errlen)
     return pw;
 }
 
-/* This replica's name: host, pid and 32 random bits. */
+/* This replica's name: host, pid and 72 random bits (the twelve
+   characters of a new id after its first eight, which are the time: two
+   replicas of one host name and pid, as containers' pid 1 are, may start
+   in one millisecond). */
 static void pgq_name(char *buf, size_t len)
 {
     char host[64], id[QUEUE_ID_LEN];
@@ -442,7 +445,7 @@ static void pgq_name(char *buf, size_t len)
         snprintf(host, sizeof host, "?");
     host[sizeof host - 1] = '\0';
     queue_new_id(id);
-    snprintf(buf, len, "%s:%ld:%.6s", host, (long)getpid(), id);
+    snprintf(buf, len, "%s:%ld:%.12s", host, (long)getpid(), id + 8);
 }
 
 /* Frees q and everything it holds (no thread running). */
