@@ -23,7 +23,9 @@
  *   characters (no CR, LF, NUL or control);
  * - result_json_text never fails on a NUL-terminated string;
  * - for whatever parses, api_json_values counts exactly the tree's values
- *   and member names (the bound the routes apply before parsing).
+ *   and member names (the bound the routes apply before parsing); for any
+ *   input, what json_fx_values_bytewise counts (with no bound and with a
+ *   bound of 3).
  * ASan and UBSan (scripts/fuzz.sh) catch the rest, LeakSanitizer the leaks.
  *
  * Globals: the two struct cfg, filled once on the first input and then
@@ -190,6 +192,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json_error_t jerr;
     init_cfgs();
     fuzz_text(data, size);
+    /* every input, parsed or not, and a small max: as counted byte by byte */
+    if (api_json_values((const char *)data, size, SIZE_MAX - 1) !=
+            json_fx_values_bytewise((const char *)data, size, SIZE_MAX - 1) ||
+        api_json_values((const char *)data, size, 3) !=
+            json_fx_values_bytewise((const char *)data, size, 3))
+        abort();
     json_t *root = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES,
                               &jerr);
     if (root == NULL)

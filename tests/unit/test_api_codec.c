@@ -550,7 +550,29 @@ static void test_json_values_count_the_tree(void **state)
         json_decref(root);
     }
     assert_int_equal(api_json_values("[1,2,3,4,5,6]", 13, 2), 3);
-    assert_int_equal(api_json_values("[\"ab\\\"c", 8, 10), 2);
+    assert_int_equal(api_json_values("[\"ab\\\"c", 7, 10), 2);
+}
+
+/* On text that is not JSON the count is the byte-by-byte one: a string
+   right before a scalar, empty strings back to back, an unclosed string,
+   escapes at the end, and a bound. */
+static void test_json_values_match_the_bytewise_count(void **state)
+{
+    static const char *const texts[] = {
+        "\"a\"1",  "\"\"\"\"",  "1\"a\"2",    "\"\\\\\"x\"",
+        "\"abc",   "\"ab\\",    "[\"a\"b]",   "{\"k\":tru\"e\"}",
+        "\\\"\"x", "\"\"1\"\"", "a\"\\\"\"b",
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
+        for (size_t max = 0; max < 6; max++) {
+            size_t len = strlen(texts[i]),
+                   got = api_json_values(texts[i], len, max),
+                   want = json_fx_values_bytewise(texts[i], len, max);
+            if (got != want)
+                fail_msg("%s (max %zu): %zu, byte by byte %zu", texts[i], max,
+                         got, want);
+        }
 }
 
 int main(void)
@@ -566,6 +588,7 @@ int main(void)
         cmocka_unit_test(test_batch_decodes_every_message),
         cmocka_unit_test(test_query_arguments),
         cmocka_unit_test(test_json_values_count_the_tree),
+        cmocka_unit_test(test_json_values_match_the_bytewise_count),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
