@@ -412,7 +412,20 @@ static void test_rate_number_table(void **state)
         RATE_BAD("0x10"),
         RATE_BAD("2.5/s"),
         RATE_BAD(""),
-        /* a fractional bound is kept, not truncated to an integer */
+    };
+#undef RATE_OK
+#undef RATE_BAD
+
+    (void)state;
+    RUN_CASES(cases);
+}
+
+/* A number key's bounds keep their fractions: queue.retry_base and
+   queue.retry_max take 0.001 and refuse 0 (the bound was once kept in an
+   integer and became 0). */
+static void test_number_bounds_keep_fractions(void **state)
+{
+    static const struct load_case cases[] = {
         { .args = { "--queue-retry-base", "0.001" },
           .off = F(queue.retry_base),
           .kind = K_DOUBLE,
@@ -424,8 +437,6 @@ static void test_rate_number_table(void **state)
           .err = "queue.retry_max (from --queue-retry-max): must be a "
                  "number from 0.001 to 604800, got '0.0005'" },
     };
-#undef RATE_OK
-#undef RATE_BAD
 
     (void)state;
     RUN_CASES(cases);
@@ -723,6 +734,7 @@ int main(void)
         T(test_bool_parsing_table),
         T(test_size_suffix_table),
         T(test_rate_number_table),
+        T(test_number_bounds_keep_fractions),
         T(test_enum_values_table),
         T(test_relay_tls_is_kept_parsed_from_every_source),
         T(test_http_listen_is_kept_parsed),
