@@ -123,6 +123,7 @@ enum cli_opt {
     O_DKIM_ED_SELECTOR,
     O_DKIM_ED_KEY_FILE,
     O_DKIM_SIGN,
+    O_HELP,
 };
 
 static const struct option cli_options[] = {
@@ -148,6 +149,7 @@ static const struct option cli_options[] = {
     { "dkim-key-file", required_argument, NULL, O_DKIM_KEY_FILE },
     { "dkim-ed25519-selector", required_argument, NULL, O_DKIM_ED_SELECTOR },
     { "dkim-ed25519-key-file", required_argument, NULL, O_DKIM_ED_KEY_FILE },
+    { "help", no_argument, NULL, O_HELP },
     { "dkim-sign", required_argument, NULL, O_DKIM_SIGN },
     { NULL, 0, NULL, 0 },
 };
@@ -306,15 +308,18 @@ static void cli_getopt_error(int opt, char **argv)
         fprintf(stderr, "mailpool: unknown option %s\n", a);
 }
 
-/* Parses the client options (argv[0] is the command's name); 0, or -1 on
-   a usage error (already said). */
+/* Parses the client options (argv[0] is the command's name); 0, 1 when
+   --help or -h asks for the usage, or -1 on a usage error (already
+   said). */
 static int parse_cli(struct cli *c, int argc, char **argv)
 {
     int opt;
 
     opterr = 0;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, ":", cli_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, ":h", cli_options, NULL)) != -1) {
+        if (opt == O_HELP || opt == 'h')
+            return 1;
         if (opt == '?' || opt == ':') {
             cli_getopt_error(opt, argv);
             return -1;
@@ -708,8 +713,13 @@ int cmd_client(const char *cmd, int argc, char **argv)
 
     memset(&c, 0, sizeof c);
     smtp_result_init(&res);
-    if (parse_cli(&c, argc, argv) == 0)
+    int parsed = parse_cli(&c, argc, argv);
+    if (parsed == 1) { /* --help: the usage is the answer */
+        cmd_usage(stdout);
+        rc = 0;
+    } else if (parsed == 0) {
         rc = client_run(cmd, &c, &res);
+    }
     if (rc < 0)
         cmd_usage(stderr);
     smtp_result_clear(&res);

@@ -334,6 +334,20 @@ static void test_cli_usage_errors_exit_2_without_connecting(void **state)
     struct out o = run(f, NULL, help);
     assert_int_equal(o.status, 0);
     assert_non_null(strstr(o.out, "mailpool send --server"));
+    /* a command's --help or -h is the usage too, not an unknown option */
+    const char *const asks[][5] = { { "send", "--help", NULL },
+                                    { "verify", "-h", NULL },
+                                    { "send", "--from", "a@x", "--help",
+                                      NULL } };
+    for (size_t i = 0; i < sizeof asks / sizeof asks[0]; i++) {
+        struct out h = run(f, NULL, asks[i]);
+        if (h.status != 0 || strstr(h.out, "mailpool send --server") == NULL ||
+            h.err[0] != '\0')
+            fail_msg("%s %s: exit %d, stdout '%.60s', stderr '%s'", asks[i][0],
+                     asks[i][1], h.status, h.out, h.err);
+        json_decref(h.json);
+    }
+    assert_int_equal(peer_conn_count(f->p), 0);
 }
 
 /* The client's relay options are the relay.* keys: config/ checks each as
